@@ -1,14 +1,170 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The DynamoDB expression language: ConditionExpression, FilterExpression,
+//! KeyConditionExpression, ProjectionExpression and UpdateExpression.
+//!
+//! Text is lexed ([`lexer`]), parsed into a typed AST ([`ast`]) with
+//! `#name`/`:value` substitution done at parse time, validated statically
+//! (reserved words, operand types, overlapping paths, key-condition shape),
+//! and then evaluated against items ([`eval`], [`update`], [`projection`]).
+//! Every error is a `ValidationException` with DynamoDB's wording.
+//!
+//! Pure: depends only on `dynaraft-model`; no I/O, no clock. Recursion is
+//! bounded by [`MAX_NESTING_DEPTH`] and input by [`MAX_EXPRESSION_BYTES`],
+//! so no client string can overflow the stack or burn unbounded CPU.
+
+pub mod ast;
+pub mod eval;
+pub mod keycond;
+pub mod lexer;
+pub mod parser;
+pub mod paths;
+pub mod projection;
+pub mod update;
+
+use dynaraft_model::{AttributeValue, Item};
+use std::collections::{BTreeMap, BTreeSet};
+
+pub use ast::{Condition, Operand, Path, PathElem};
+pub use keycond::{KeyCondition, RangeCondition};
+pub use update::UpdateExpr;
+
+/// Longest expression string DynamoDB accepts, in bytes.
+pub const MAX_EXPRESSION_BYTES: usize = 4096;
+/// Deepest nesting of parentheses, NOTs and functions we parse.
+pub const MAX_NESTING_DEPTH: usize = 64;
+/// Most operands of an `IN` list.
+pub const MAX_IN_OPERANDS: usize = 100;
+/// Most operators or functions in one expression.
+pub const MAX_OPERATORS: usize = 300;
+
+/// Which parameter an expression came from; it prefixes every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExprKind {
+    Condition,
+    Filter,
+    KeyCondition,
+    Projection,
+    Update,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl ExprKind {
+    pub fn param(self) -> &'static str {
+        match self {
+            ExprKind::Condition => "ConditionExpression",
+            ExprKind::Filter => "FilterExpression",
+            ExprKind::KeyCondition => "KeyConditionExpression",
+            ExprKind::Projection => "ProjectionExpression",
+            ExprKind::Update => "UpdateExpression",
+        }
     }
+}
+
+/// A `ValidationException` message, exactly as DynamoDB words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExprError(pub String);
+
+impl ExprError {
+    pub fn invalid(kind: ExprKind, detail: impl AsRef<str>) -> ExprError {
+        ExprError(format!("Invalid {}: {}", kind.param(), detail.as_ref()))
+    }
+}
+
+/// `ExpressionAttributeNames` and `ExpressionAttributeValues` of one request,
+/// with a record of which were used, so unused ones can be reported.
+#[derive(Debug, Default)]
+pub struct Substitutions {
+    names: BTreeMap<String, String>,
+    values: Item,
+    used_names: BTreeSet<String>,
+    used_values: BTreeSet<String>,
+}
+
+impl Substitutions {
+    pub fn new(names: BTreeMap<String, String>, values: Item) -> Substitutions {
+        Substitutions { names, values, ..Default::default() }
+    }
+
+    pub fn name(&mut self, kind: ExprKind, token: &str) -> Result<String, ExprError> {
+        match self.names.get(token) {
+            Some(n) => {
+                self.used_names.insert(token.to_string());
+                Ok(n.clone())
+            }
+            None => Err(ExprError::invalid(
+                kind,
+                format!(
+                    "An expression attribute name used in the document path is not defined; attribute name: {token}"
+                ),
+            )),
+        }
+    }
+
+    pub fn value(&mut self, kind: ExprKind, token: &str) -> Result<AttributeValue, ExprError> {
+        match self.values.get(token) {
+            Some(v) => {
+                self.used_values.insert(token.to_string());
+                Ok(v.clone())
+            }
+            None => Err(ExprError::invalid(
+                kind,
+                format!(
+                    "An expression attribute value used in expression is not defined; attribute value: {token}"
+                ),
+            )),
+        }
+    }
+
+    /// After every expression of a request is parsed: DynamoDB rejects
+    /// names and values that no expression used.
+    pub fn check_unused(&self) -> Result<(), ExprError> {
+        let unused_names: Vec<&str> =
+            self.names.keys().filter(|k| !self.used_names.contains(*k)).map(|s| s.as_str()).collect();
+        if !unused_names.is_empty() {
+            return Err(ExprError(format!(
+                "Value provided in ExpressionAttributeNames unused in expressions: keys: {{{}}}",
+                unused_names.join(", ")
+            )));
+        }
+        let unused_values: Vec<&str> =
+            self.values.keys().filter(|k| !self.used_values.contains(*k)).map(|s| s.as_str()).collect();
+        if !unused_values.is_empty() {
+            return Err(ExprError(format!(
+                "Value provided in ExpressionAttributeValues unused in expressions: keys: {{{}}}",
+                unused_values.join(", ")
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// True when `word` is on DynamoDB's reserved-word list (case-insensitive).
+pub fn is_reserved(word: &str) -> bool {
+    static WORDS: &str = include_str!("reserved_words.txt");
+    let upper = word.to_ascii_uppercase();
+    WORDS.split_ascii_whitespace().any(|w| w == upper)
+}
+
+pub fn parse_condition(
+    src: &str,
+    kind: ExprKind,
+    subs: &mut Substitutions,
+) -> Result<Condition, ExprError> {
+    parser::Parser::new(src, kind, subs)?.condition_expression()
+}
+
+pub fn parse_update(src: &str, subs: &mut Substitutions) -> Result<UpdateExpr, ExprError> {
+    parser::Parser::new(src, ExprKind::Update, subs)?.update_expression()
+}
+
+pub fn parse_projection(src: &str, subs: &mut Substitutions) -> Result<Vec<Path>, ExprError> {
+    parser::Parser::new(src, ExprKind::Projection, subs)?.projection_expression()
+}
+
+pub fn parse_key_condition(
+    src: &str,
+    subs: &mut Substitutions,
+    schema: &dynaraft_model::KeySchema,
+) -> Result<KeyCondition, ExprError> {
+    let cond = parse_condition(src, ExprKind::KeyCondition, subs)?;
+    keycond::from_condition(cond, schema)
 }

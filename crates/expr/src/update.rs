@@ -1,0 +1,170 @@
+//! UpdateExpression: SET (with `+`, `-`, `if_not_exists`, `list_append`),
+//! REMOVE, ADD and DELETE. Every right-hand side is computed from the item
+//! as it was before the update, then the actions are applied; the parser
+//! has already rejected overlapping paths, so the order cannot matter.
+
+use crate::ast::{Path, PathElem};
+use crate::paths;
+use dynaraft_model::{AttributeValue, Item};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UOperand {
+    Path(Path),
+    Value(AttributeValue),
+    IfNotExists(Path, Box<UOperand>),
+    ListAppend(Box<UOperand>, Box<UOperand>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SetValue {
+    Operand(UOperand),
+    Plus(UOperand, UOperand),
+    Minus(UOperand, UOperand),
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateExpr {
+    pub set: Vec<(Path, SetValue)>,
+    pub remove: Vec<Path>,
+    pub add: Vec<(Path, AttributeValue)>,
+    pub delete: Vec<(Path, AttributeValue)>,
+}
+
+/// A run-time failure of an update; each is a `ValidationException`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    #[error("The provided expression refers to an attribute that does not exist in the item")]
+    MissingAttribute,
+    #[error("An operand in the update expression has an incorrect data type")]
+    IncorrectType,
+    #[error("The document path provided in the update expression is invalid for update")]
+    InvalidPath,
+    #[error("{0}")]
+    Number(String),
+}
+
+impl UpdateExpr {
+    /// Every path the update writes or removes.
+    pub fn targets(&self) -> impl Iterator<Item = &Path> {
+        self.set
+            .iter()
+            .map(|(p, _)| p)
+            .chain(self.remove.iter())
+            .chain(self.add.iter().map(|(p, _)| p))
+            .chain(self.delete.iter().map(|(p, _)| p))
+    }
+
+    /// Applies the update to `item` (an empty item when it did not exist).
+    pub fn apply(&self, item: &mut Item) -> Result<(), UpdateError> {
+        let old = item.clone();
+        let mut writes: Vec<(&Path, Option<AttributeValue>)> = Vec::new();
+        for (p, v) in &self.set {
+            writes.push((p, Some(set_value(v, &old)?)));
+        }
+        for (p, v) in &self.add {
+            writes.push((p, Some(add(paths::get(&old, p), v)?)));
+        }
+        for (p, v) in &self.delete {
+            writes.push((p, delete(paths::get(&old, p), v)?));
+        }
+        for (p, v) in writes {
+            match v {
+                Some(v) => paths::set(item, p, v).map_err(|_| UpdateError::InvalidPath)?,
+                None => paths::remove(item, p),
+            }
+        }
+        // Remove list elements from the highest index down, so that earlier
+        // removals do not shift the positions of later ones.
+        let mut removes: Vec<&Path> = self.remove.iter().collect();
+        removes.sort_by(|a, b| index_key(b).cmp(&index_key(a)));
+        for p in removes {
+            paths::remove(item, p);
+        }
+        Ok(())
+    }
+}
+
+fn index_key(p: &Path) -> Option<usize> {
+    match p.elems.last() {
+        Some(PathElem::Index(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+fn set_value(v: &SetValue, item: &Item) -> Result<AttributeValue, UpdateError> {
+    match v {
+        SetValue::Operand(o) => operand(o, item),
+        SetValue::Plus(a, b) | SetValue::Minus(a, b) => {
+            let (a, b) = (operand(a, item)?, operand(b, item)?);
+            let (AttributeValue::N(a), AttributeValue::N(b)) = (a, b) else {
+                return Err(UpdateError::IncorrectType);
+            };
+            let r = if matches!(v, SetValue::Plus(..)) { a.checked_add(&b) } else { a.checked_sub(&b) };
+            r.map(AttributeValue::N).map_err(|e| UpdateError::Number(e.to_string()))
+        }
+    }
+}
+
+fn operand(o: &UOperand, item: &Item) -> Result<AttributeValue, UpdateError> {
+    match o {
+        UOperand::Value(v) => Ok(v.clone()),
+        UOperand::Path(p) => paths::get(item, p).cloned().ok_or(UpdateError::MissingAttribute),
+        UOperand::IfNotExists(p, d) => match paths::get(item, p) {
+            Some(v) => Ok(v.clone()),
+            None => operand(d, item),
+        },
+        UOperand::ListAppend(a, b) => match (operand(a, item)?, operand(b, item)?) {
+            (AttributeValue::L(mut a), AttributeValue::L(b)) => {
+                a.extend(b);
+                Ok(AttributeValue::L(a))
+            }
+            _ => Err(UpdateError::IncorrectType),
+        },
+    }
+}
+
+fn add(old: Option<&AttributeValue>, v: &AttributeValue) -> Result<AttributeValue, UpdateError> {
+    fn union<T: PartialEq + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+        let mut out = a.to_vec();
+        for x in b {
+            if !out.contains(x) {
+                out.push(x.clone());
+            }
+        }
+        out
+    }
+    Ok(match (old, v) {
+        (None, v) => v.clone(),
+        (Some(AttributeValue::N(a)), AttributeValue::N(b)) => {
+            AttributeValue::N(a.checked_add(b).map_err(|e| UpdateError::Number(e.to_string()))?)
+        }
+        (Some(AttributeValue::Ss(a)), AttributeValue::Ss(b)) => AttributeValue::Ss(union(a, b)),
+        (Some(AttributeValue::Ns(a)), AttributeValue::Ns(b)) => AttributeValue::Ns(union(a, b)),
+        (Some(AttributeValue::Bs(a)), AttributeValue::Bs(b)) => AttributeValue::Bs(union(a, b)),
+        _ => return Err(UpdateError::IncorrectType),
+    })
+}
+
+/// Set difference; `None` when the set becomes empty (the attribute goes).
+fn delete(
+    old: Option<&AttributeValue>,
+    v: &AttributeValue,
+) -> Result<Option<AttributeValue>, UpdateError> {
+    fn minus<T: PartialEq + Clone>(a: &[T], b: &[T]) -> Vec<T> {
+        a.iter().filter(|x| !b.contains(x)).cloned().collect()
+    }
+    let r = match (old, v) {
+        (None, _) => return Ok(None),
+        (Some(AttributeValue::Ss(a)), AttributeValue::Ss(b)) => AttributeValue::Ss(minus(a, b)),
+        (Some(AttributeValue::Ns(a)), AttributeValue::Ns(b)) => AttributeValue::Ns(minus(a, b)),
+        (Some(AttributeValue::Bs(a)), AttributeValue::Bs(b)) => AttributeValue::Bs(minus(a, b)),
+        _ => return Err(UpdateError::IncorrectType),
+    };
+    let empty = match &r {
+        AttributeValue::Ss(v) => v.is_empty(),
+        AttributeValue::Ns(v) => v.is_empty(),
+        AttributeValue::Bs(v) => v.is_empty(),
+        _ => false,
+    };
+    Ok(if empty { None } else { Some(r) })
+}
