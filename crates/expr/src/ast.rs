@@ -17,7 +17,9 @@ pub struct Path {
 
 impl Path {
     pub fn attr(name: &str) -> Path {
-        Path { elems: vec![PathElem::Attr(name.to_string())] }
+        Path {
+            elems: vec![PathElem::Attr(name.to_string())],
+        }
     }
     /// The top-level attribute name.
     pub fn root(&self) -> &str {

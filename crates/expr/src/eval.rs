@@ -50,7 +50,9 @@ fn eval(c: &Condition, item: &Item) -> bool {
             }
         }
         Condition::In(v, list) => match resolve(v, item) {
-            Some(v) => list.iter().any(|o| resolve(o, item).is_some_and(|x| values_equal(&v, &x))),
+            Some(v) => list
+                .iter()
+                .any(|o| resolve(o, item).is_some_and(|x| values_equal(&v, &x))),
             None => false,
         },
         Condition::AttributeExists(p) => paths::get(item, p).is_some(),
@@ -140,7 +142,8 @@ pub fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
         }
         (AttributeValue::M(a), AttributeValue::M(b)) => {
             a.len() == b.len()
-                && a.iter().all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| values_equal(v, w)))
         }
         _ => a == b,
     }

@@ -92,22 +92,29 @@ fn part(c: Condition) -> Result<Part, ExprError> {
                     return Err(ExprError::invalid(
                         ExprKind::KeyCondition,
                         "Unsupported operator in KeyConditionExpression: <>",
-                    ))
+                    ));
                 }
             };
-            Ok(Part { attr: key_attr(&path)?, range })
+            Ok(Part {
+                attr: key_attr(&path)?,
+                range,
+            })
         }
-        Condition::Between(Operand::Path(p), lo, hi) => {
-            Ok(Part { attr: key_attr(&p)?, range: RangeCondition::Between(value(lo)?, value(hi)?) })
-        }
-        Condition::BeginsWith(Operand::Path(p), v) => {
-            Ok(Part { attr: key_attr(&p)?, range: RangeCondition::BeginsWith(value(v)?) })
-        }
+        Condition::Between(Operand::Path(p), lo, hi) => Ok(Part {
+            attr: key_attr(&p)?,
+            range: RangeCondition::Between(value(lo)?, value(hi)?),
+        }),
+        Condition::BeginsWith(Operand::Path(p), v) => Ok(Part {
+            attr: key_attr(&p)?,
+            range: RangeCondition::BeginsWith(value(v)?),
+        }),
         Condition::In(..) => Err(ExprError::invalid(
             ExprKind::KeyCondition,
             "Invalid operator used in KeyConditionExpression: IN",
         )),
-        Condition::AttributeExists(_) | Condition::AttributeNotExists(_) | Condition::AttributeType(..)
+        Condition::AttributeExists(_)
+        | Condition::AttributeNotExists(_)
+        | Condition::AttributeType(..)
         | Condition::Contains(..) => Err(ExprError::invalid(
             ExprKind::KeyCondition,
             "Invalid operator used in KeyConditionExpression: function",
@@ -141,7 +148,9 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
         let p = part(c)?;
         if p.attr == schema.hash.name {
             if hash.is_some() {
-                return Err(err("KeyConditionExpressions must only contain one condition per key"));
+                return Err(err(
+                    "KeyConditionExpressions must only contain one condition per key",
+                ));
             }
             match p.range {
                 RangeCondition::Eq(v) => hash = Some(v),
@@ -149,15 +158,23 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
             }
         } else if schema.range.as_ref().is_some_and(|r| r.name == p.attr) {
             if range.is_some() {
-                return Err(err("KeyConditionExpressions must only contain one condition per key"));
+                return Err(err(
+                    "KeyConditionExpressions must only contain one condition per key",
+                ));
             }
             range = Some(p.range);
         } else {
-            return Err(err(format!("Query condition missed key schema element: {}", missing(schema, &hash, &range))));
+            return Err(err(format!(
+                "Query condition missed key schema element: {}",
+                missing(schema, &hash, &range)
+            )));
         }
     }
     let Some(hash) = hash else {
-        return Err(err(format!("Query condition missed key schema element: {}", schema.hash.name)));
+        return Err(err(format!(
+            "Query condition missed key schema element: {}",
+            schema.hash.name
+        )));
     };
     check_type(&hash, schema.hash.ty.attr_type())?;
     if let (Some(r), Some(ka)) = (&range, &schema.range) {
@@ -167,34 +184,52 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
                 check_type(a, t)?;
                 check_type(b, t)?;
                 if crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater) {
-                    return Err(ExprError::invalid(ExprKind::KeyCondition,
-                        "The BETWEEN operator requires upper bound to be greater than or equal to lower bound"));
+                    return Err(ExprError::invalid(
+                        ExprKind::KeyCondition,
+                        "The BETWEEN operator requires upper bound to be greater than or equal to lower bound",
+                    ));
                 }
             }
             RangeCondition::BeginsWith(v) => {
                 if matches!(v, AttributeValue::N(_)) || t == dynaraft_model::AttrType::N {
-                    return Err(crate::parser::operand_type_error(ExprKind::KeyCondition, "begins_with", v));
+                    return Err(crate::parser::operand_type_error(
+                        ExprKind::KeyCondition,
+                        "begins_with",
+                        v,
+                    ));
                 }
                 check_type(v, t)?;
             }
-            RangeCondition::Eq(v) | RangeCondition::Lt(v) | RangeCondition::Le(v)
-            | RangeCondition::Gt(v) | RangeCondition::Ge(v) => check_type(v, t)?,
+            RangeCondition::Eq(v)
+            | RangeCondition::Lt(v)
+            | RangeCondition::Le(v)
+            | RangeCondition::Gt(v)
+            | RangeCondition::Ge(v) => check_type(v, t)?,
         }
     }
     Ok(KeyCondition { hash, range })
 }
 
-fn missing(schema: &KeySchema, hash: &Option<AttributeValue>, _r: &Option<RangeCondition>) -> String {
+fn missing(
+    schema: &KeySchema,
+    hash: &Option<AttributeValue>,
+    _r: &Option<RangeCondition>,
+) -> String {
     if hash.is_none() {
         schema.hash.name.clone()
     } else {
-        schema.range.as_ref().map_or(schema.hash.name.clone(), |r| r.name.clone())
+        schema
+            .range
+            .as_ref()
+            .map_or(schema.hash.name.clone(), |r| r.name.clone())
     }
 }
 
 fn check_type(v: &AttributeValue, t: dynaraft_model::AttrType) -> Result<(), ExprError> {
     if v.attr_type() != t {
-        return Err(err("One or more parameter values were invalid: Condition parameter type does not match schema type"));
+        return Err(err(
+            "One or more parameter values were invalid: Condition parameter type does not match schema type",
+        ));
     }
     Ok(())
 }

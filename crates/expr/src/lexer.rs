@@ -78,7 +78,11 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
                 if text.len() == 1 {
                     return Err(syntax(kind, src, start, i, &text));
                 }
-                if c == b'#' { Tok::Name(text) } else { Tok::Value(text) }
+                if c == b'#' {
+                    Tok::Name(text)
+                } else {
+                    Tok::Value(text)
+                }
             }
             c if c.is_ascii_digit() => {
                 while i < b.len() && is_word_byte(b[i]) {
@@ -107,7 +111,11 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
         };
         out.push(Token { tok, start, end: i });
     }
-    out.push(Token { tok: Tok::Eof, start: b.len(), end: b.len() });
+    out.push(Token {
+        tok: Tok::Eof,
+        start: b.len(),
+        end: b.len(),
+    });
     Ok(out)
 }
 
@@ -117,5 +125,8 @@ fn single(i: &mut usize, t: Tok) -> Tok {
 }
 
 fn syntax(kind: ExprKind, _src: &str, _start: usize, _end: usize, text: &str) -> ExprError {
-    ExprError::invalid(kind, format!("Syntax error; token: \"{text}\", near: \"{text}\""))
+    ExprError::invalid(
+        kind,
+        format!("Syntax error; token: \"{text}\", near: \"{text}\""),
+    )
 }

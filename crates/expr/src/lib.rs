@@ -81,7 +81,11 @@ pub struct Substitutions {
 
 impl Substitutions {
     pub fn new(names: BTreeMap<String, String>, values: Item) -> Substitutions {
-        Substitutions { names, values, ..Default::default() }
+        Substitutions {
+            names,
+            values,
+            ..Default::default()
+        }
     }
 
     pub fn name(&mut self, kind: ExprKind, token: &str) -> Result<String, ExprError> {
@@ -117,16 +121,24 @@ impl Substitutions {
     /// After every expression of a request is parsed: DynamoDB rejects
     /// names and values that no expression used.
     pub fn check_unused(&self) -> Result<(), ExprError> {
-        let unused_names: Vec<&str> =
-            self.names.keys().filter(|k| !self.used_names.contains(*k)).map(|s| s.as_str()).collect();
+        let unused_names: Vec<&str> = self
+            .names
+            .keys()
+            .filter(|k| !self.used_names.contains(*k))
+            .map(|s| s.as_str())
+            .collect();
         if !unused_names.is_empty() {
             return Err(ExprError(format!(
                 "Value provided in ExpressionAttributeNames unused in expressions: keys: {{{}}}",
                 unused_names.join(", ")
             )));
         }
-        let unused_values: Vec<&str> =
-            self.values.keys().filter(|k| !self.used_values.contains(*k)).map(|s| s.as_str()).collect();
+        let unused_values: Vec<&str> = self
+            .values
+            .keys()
+            .filter(|k| !self.used_values.contains(*k))
+            .map(|s| s.as_str())
+            .collect();
         if !unused_values.is_empty() {
             return Err(ExprError(format!(
                 "Value provided in ExpressionAttributeValues unused in expressions: keys: {{{}}}",

@@ -17,9 +17,9 @@
 //! [`MAX_NESTING_DEPTH`](crate::MAX_NESTING_DEPTH).
 
 use crate::ast::{CmpOp, Condition, Operand, Path, PathElem};
-use crate::lexer::{lex, Tok, Token};
+use crate::lexer::{Tok, Token, lex};
 use crate::update::{SetValue, UOperand, UpdateExpr};
-use crate::{is_reserved, ExprError, ExprKind, Substitutions};
+use crate::{ExprError, ExprKind, Substitutions, is_reserved};
 use crate::{MAX_EXPRESSION_BYTES, MAX_IN_OPERANDS, MAX_NESTING_DEPTH, MAX_OPERATORS};
 use dynaraft_model::{AttrType, AttributeValue};
 
@@ -68,7 +68,15 @@ impl<'a> Parser<'a> {
             return Err(ExprError::invalid(kind, "The expression can not be empty;"));
         }
         let toks = lex(src, kind)?;
-        Ok(Parser { src, toks, pos: 0, kind, subs, depth: 0, operators: 0 })
+        Ok(Parser {
+            src,
+            toks,
+            pos: 0,
+            kind,
+            subs,
+            depth: 0,
+            operators: 0,
+        })
     }
 
     // ---- token helpers -------------------------------------------------
@@ -132,7 +140,9 @@ impl<'a> Parser<'a> {
             _ => cur.map_or(self.src.len(), |t| t.end),
         };
         let near = self.src.get(start..end).unwrap_or("");
-        self.err(format!("Syntax error; token: \"{token}\", near: \"{near}\""))
+        self.err(format!(
+            "Syntax error; token: \"{token}\", near: \"{near}\""
+        ))
     }
 
     fn enter(&mut self) -> Result<(), ExprError> {
@@ -193,9 +203,9 @@ impl<'a> Parser<'a> {
                 Tok::LBracket => {
                     self.pos += 1;
                     let idx = match self.bump() {
-                        Tok::Int(d) => d.parse::<usize>().map_err(|_| {
-                            self.err("List index is too large")
-                        })?,
+                        Tok::Int(d) => d
+                            .parse::<usize>()
+                            .map_err(|_| self.err("List index is too large"))?,
                         _ => {
                             self.pos -= 1;
                             return Err(self.syntax_error());
@@ -528,7 +538,10 @@ impl<'a> Parser<'a> {
                     }
                 };
                 let ok = if clause == "ADD" {
-                    matches!(v.attr_type(), AttrType::N | AttrType::Ss | AttrType::Ns | AttrType::Bs)
+                    matches!(
+                        v.attr_type(),
+                        AttrType::N | AttrType::Ss | AttrType::Ns | AttrType::Bs
+                    )
                 } else {
                     matches!(v.attr_type(), AttrType::Ss | AttrType::Ns | AttrType::Bs)
                 };
@@ -568,7 +581,11 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        Ok(if op == '+' { SetValue::Plus(a, b) } else { SetValue::Minus(a, b) })
+        Ok(if op == '+' {
+            SetValue::Plus(a, b)
+        } else {
+            SetValue::Minus(a, b)
+        })
     }
 
     fn update_operand(&mut self) -> Result<UOperand, ExprError> {
@@ -605,7 +622,7 @@ impl<'a> Parser<'a> {
                     _ if is_condition_function(&w) || lower == "size" => {
                         return Err(self.err(format!(
                             "The function is not allowed in an update expression; function: {w}"
-                        )))
+                        )));
                     }
                     _ => return Err(self.err(format!("Invalid function name; function: {w}"))),
                 };
@@ -640,7 +657,10 @@ fn cmp_op(sym: &str) -> CmpOp {
 fn brace(v: &AttributeValue) -> String {
     let j = v.to_json();
     match j.as_object().and_then(|m| m.iter().next()) {
-        Some((k, v)) => format!("{{{k}:{}}}", v.as_str().map(str::to_string).unwrap_or(v.to_string())),
+        Some((k, v)) => format!(
+            "{{{k}:{}}}",
+            v.as_str().map(str::to_string).unwrap_or(v.to_string())
+        ),
         None => String::new(),
     }
 }
@@ -652,6 +672,8 @@ pub fn operand_type_error(kind: ExprKind, f: &str, v: &AttributeValue) -> ExprEr
 fn operand_type_error_name(kind: ExprKind, f: &str, t: &str) -> ExprError {
     ExprError::invalid(
         kind,
-        format!("Incorrect operand type for operator or function; operator or function: {f}, operand type: {t}"),
+        format!(
+            "Incorrect operand type for operator or function; operator or function: {f}, operand type: {t}"
+        ),
     )
 }

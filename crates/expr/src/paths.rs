@@ -18,20 +18,30 @@ pub fn check_disjoint(kind: ExprKind, paths: &[Path]) -> Result<(), ExprError> {
                     continue;
                 }
                 prefix = false;
-                if matches!((x, y), (PathElem::Attr(_), PathElem::Index(_)) | (PathElem::Index(_), PathElem::Attr(_))) {
+                if matches!(
+                    (x, y),
+                    (PathElem::Attr(_), PathElem::Index(_))
+                        | (PathElem::Index(_), PathElem::Attr(_))
+                ) {
                     conflict = true;
                 }
                 break;
             }
             if prefix {
-                return Err(ExprError::invalid(kind, format!(
-                    "Two document paths overlap with each other; must remove or rewrite one of these paths; path one: {b}, path two: {a}"
-                )));
+                return Err(ExprError::invalid(
+                    kind,
+                    format!(
+                        "Two document paths overlap with each other; must remove or rewrite one of these paths; path one: {b}, path two: {a}"
+                    ),
+                ));
             }
             if conflict {
-                return Err(ExprError::invalid(kind, format!(
-                    "Two document paths conflict with each other; must remove or rewrite one of these paths; path one: {b}, path two: {a}"
-                )));
+                return Err(ExprError::invalid(
+                    kind,
+                    format!(
+                        "Two document paths conflict with each other; must remove or rewrite one of these paths; path one: {b}, path two: {a}"
+                    ),
+                ));
             }
         }
     }
@@ -91,7 +101,9 @@ pub fn set(item: &mut Item, path: &Path, value: AttributeValue) -> Result<(), In
 
 /// Removes the value at `path`; a missing path is not an error.
 pub fn remove(item: &mut Item, path: &Path) {
-    let Some((last, parents)) = path.elems.split_last() else { return };
+    let Some((last, parents)) = path.elems.split_last() else {
+        return;
+    };
     if parents.is_empty() {
         if let PathElem::Attr(a) = last {
             item.remove(a);

@@ -15,16 +15,28 @@ enum Node {
 pub fn project(item: &Item, projection: &[Path]) -> Item {
     let mut root: BTreeMap<String, Node> = BTreeMap::new();
     for p in projection {
-        let Some(v) = paths::get(item, p) else { continue };
-        let Some((PathElem::Attr(first), rest)) = p.elems.split_first() else { continue };
+        let Some(v) = paths::get(item, p) else {
+            continue;
+        };
+        let Some((PathElem::Attr(first), rest)) = p.elems.split_first() else {
+            continue;
+        };
         if rest.is_empty() {
             root.insert(first.clone(), Node::Leaf(v.clone()));
             continue;
         }
-        let mut node = root.entry(first.clone()).or_insert_with(|| container(&rest[0]));
+        let mut node = root
+            .entry(first.clone())
+            .or_insert_with(|| container(&rest[0]));
         for (i, e) in rest.iter().enumerate() {
             let last = i + 1 == rest.len();
-            let next = || if last { Node::Leaf(v.clone()) } else { container(&rest[i + 1]) };
+            let next = || {
+                if last {
+                    Node::Leaf(v.clone())
+                } else {
+                    container(&rest[i + 1])
+                }
+            };
             node = match (node, e) {
                 (Node::Map(m), PathElem::Attr(a)) => m.entry(a.clone()).or_insert_with(next),
                 (Node::List(l), PathElem::Index(x)) => l.entry(*x).or_insert_with(next),

@@ -99,8 +99,13 @@ fn set_value(v: &SetValue, item: &Item) -> Result<AttributeValue, UpdateError> {
             let (AttributeValue::N(a), AttributeValue::N(b)) = (a, b) else {
                 return Err(UpdateError::IncorrectType);
             };
-            let r = if matches!(v, SetValue::Plus(..)) { a.checked_add(&b) } else { a.checked_sub(&b) };
-            r.map(AttributeValue::N).map_err(|e| UpdateError::Number(e.to_string()))
+            let r = if matches!(v, SetValue::Plus(..)) {
+                a.checked_add(&b)
+            } else {
+                a.checked_sub(&b)
+            };
+            r.map(AttributeValue::N)
+                .map_err(|e| UpdateError::Number(e.to_string()))
         }
     }
 }
@@ -108,7 +113,9 @@ fn set_value(v: &SetValue, item: &Item) -> Result<AttributeValue, UpdateError> {
 fn operand(o: &UOperand, item: &Item) -> Result<AttributeValue, UpdateError> {
     match o {
         UOperand::Value(v) => Ok(v.clone()),
-        UOperand::Path(p) => paths::get(item, p).cloned().ok_or(UpdateError::MissingAttribute),
+        UOperand::Path(p) => paths::get(item, p)
+            .cloned()
+            .ok_or(UpdateError::MissingAttribute),
         UOperand::IfNotExists(p, d) => match paths::get(item, p) {
             Some(v) => Ok(v.clone()),
             None => operand(d, item),
@@ -135,9 +142,10 @@ fn add(old: Option<&AttributeValue>, v: &AttributeValue) -> Result<AttributeValu
     }
     Ok(match (old, v) {
         (None, v) => v.clone(),
-        (Some(AttributeValue::N(a)), AttributeValue::N(b)) => {
-            AttributeValue::N(a.checked_add(b).map_err(|e| UpdateError::Number(e.to_string()))?)
-        }
+        (Some(AttributeValue::N(a)), AttributeValue::N(b)) => AttributeValue::N(
+            a.checked_add(b)
+                .map_err(|e| UpdateError::Number(e.to_string()))?,
+        ),
         (Some(AttributeValue::Ss(a)), AttributeValue::Ss(b)) => AttributeValue::Ss(union(a, b)),
         (Some(AttributeValue::Ns(a)), AttributeValue::Ns(b)) => AttributeValue::Ns(union(a, b)),
         (Some(AttributeValue::Bs(a)), AttributeValue::Bs(b)) => AttributeValue::Bs(union(a, b)),

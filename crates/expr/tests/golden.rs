@@ -21,7 +21,8 @@ fn json_item(s: Option<&String>) -> Result<Item, String> {
     match s {
         None => Ok(Item::new()),
         Some(s) => {
-            let v: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("bad json in case: {e}"))?;
+            let v: serde_json::Value =
+                serde_json::from_str(s).map_err(|e| format!("bad json in case: {e}"))?;
             item_from_json(&v).map_err(|e| e.to_string())
         }
     }
@@ -37,7 +38,10 @@ fn schema(s: &str) -> KeySchema {
             KeyAttr { name, ty }
         })
         .collect();
-    KeySchema { hash: attrs[0].clone(), range: attrs.get(1).cloned() }
+    KeySchema {
+        hash: attrs[0].clone(),
+        range: attrs.get(1).cloned(),
+    }
 }
 
 fn run(case: &Case) -> String {
@@ -56,7 +60,11 @@ fn run(case: &Case) -> String {
     };
     let mut subs = Substitutions::new(names, values);
     let out = if let Some(src) = f.get("condition").or(f.get("filter")) {
-        let kind = if f.contains_key("condition") { ExprKind::Condition } else { ExprKind::Filter };
+        let kind = if f.contains_key("condition") {
+            ExprKind::Condition
+        } else {
+            ExprKind::Filter
+        };
         parse_condition(src, kind, &mut subs).map(|c| c.eval(Some(&item)).to_string())
     } else if let Some(src) = f.get("update") {
         parse_update(src, &mut subs).and_then(|u| match u.apply(&mut item) {
@@ -64,7 +72,8 @@ fn run(case: &Case) -> String {
             Err(e) => Err(ExprError(e.to_string())),
         })
     } else if let Some(src) = f.get("projection") {
-        parse_projection(src, &mut subs).map(|p| item_to_json(&projection::project(&item, &p)).to_string())
+        parse_projection(src, &mut subs)
+            .map(|p| item_to_json(&projection::project(&item, &p)).to_string())
     } else if let Some(src) = f.get("keycondition") {
         let s = schema(f.get("schema").map(String::as_str).unwrap_or("pk S"));
         parse_key_condition(src, &mut subs, &s).map(|k| format!("{k:?}"))
@@ -82,7 +91,10 @@ fn golden_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     let mut failures = Vec::new();
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).expect("golden dir").flatten().collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("golden dir")
+        .flatten()
+        .collect();
     entries.sort_by_key(|e| e.path());
     let mut total = 0;
     for entry in entries {
@@ -120,7 +132,9 @@ fn golden_files() {
             if !update && expected.as_deref() != Some(got.as_str()) {
                 failures.push(format!(
                     "{}:\n{}\n  expected: {:?}\n  got:      {got}",
-                    path.display(), kept.join("\n"), expected
+                    path.display(),
+                    kept.join("\n"),
+                    expected
                 ));
             }
             out.push_str(&kept.join("\n"));
@@ -131,5 +145,10 @@ fn golden_files() {
         }
     }
     assert!(total > 0, "no golden cases found");
-    assert!(failures.is_empty(), "{} golden case(s) differ:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} golden case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
 }

@@ -74,7 +74,8 @@ pub fn put_value(v: &AttributeValue, out: &mut Vec<u8>) {
         AttributeValue::Ns(v) => {
             out.push(9);
             put_len(v.len(), out);
-            v.iter().for_each(|n| put_bytes(n.to_string().as_bytes(), out));
+            v.iter()
+                .for_each(|n| put_bytes(n.to_string().as_bytes(), out));
         }
         AttributeValue::Bs(v) => {
             out.push(10);
@@ -130,7 +131,10 @@ impl<'a> Reader<'a> {
         }
         Ok(m)
     }
-    fn list<T>(&mut self, f: impl Fn(&mut Self) -> Result<T, CodecError>) -> Result<Vec<T>, CodecError> {
+    fn list<T>(
+        &mut self,
+        f: impl Fn(&mut Self) -> Result<T, CodecError>,
+    ) -> Result<Vec<T>, CodecError> {
         let n = self.len()?;
         (0..n).map(|_| f(self)).collect()
     }

@@ -7,9 +7,9 @@
 //! sort key; across partition keys the order is the hash order, which is the
 //! order Scan returns.
 
+use crate::ModelError;
 use crate::number::Number;
 use crate::value::{AttrType, AttributeValue, Item};
-use crate::ModelError;
 
 /// Largest partition-key value, in bytes.
 pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
@@ -73,9 +73,9 @@ impl KeySchema {
     /// Extracts and validates the key of an item being written (PutItem).
     pub fn validate_item_key(&self, item: &Item) -> Result<(), ModelError> {
         for ka in self.key_attrs() {
-            let v = item.get(&ka.name).ok_or_else(|| {
-                invalid(format!("Missing the key {} in the item", ka.name))
-            })?;
+            let v = item
+                .get(&ka.name)
+                .ok_or_else(|| invalid(format!("Missing the key {} in the item", ka.name)))?;
             check_key_value(ka, v)?;
         }
         check_key_sizes(self, item)
@@ -148,7 +148,11 @@ fn check_key_value(ka: &KeyAttr, v: &AttributeValue) -> Result<(), ModelError> {
         _ => false,
     };
     if empty {
-        let what = if ka.ty == ScalarType::S { "string" } else { "binary" };
+        let what = if ka.ty == ScalarType::S {
+            "string"
+        } else {
+            "binary"
+        };
         return Err(ModelError::Validation(format!(
             "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty {what} value. Key: {}",
             ka.name
@@ -251,11 +255,26 @@ mod tests {
     #[test]
     fn numbers_sort_numerically() {
         let vals = [
-            "-1e125", "-100", "-10", "-1.5", "-1", "-0.5", "-1e-130", "0", "1e-130", "0.5", "1",
-            "1.5", "10", "100", "9.9999999999999999999999999999999999999e125",
+            "-1e125",
+            "-100",
+            "-10",
+            "-1.5",
+            "-1",
+            "-0.5",
+            "-1e-130",
+            "0",
+            "1e-130",
+            "0.5",
+            "1",
+            "1.5",
+            "10",
+            "100",
+            "9.9999999999999999999999999999999999999e125",
         ];
-        let encoded: Vec<Vec<u8>> =
-            vals.iter().map(|s| enc(AttributeValue::N(Number::parse(s).unwrap()))).collect();
+        let encoded: Vec<Vec<u8>> = vals
+            .iter()
+            .map(|s| enc(AttributeValue::N(Number::parse(s).unwrap())))
+            .collect();
         for w in encoded.windows(2) {
             assert!(w[0] < w[1], "{:?} !< {:?}", w[0], w[1]);
         }
@@ -264,7 +283,10 @@ mod tests {
     #[test]
     fn strings_sort_bytewise_with_prefixes_first() {
         let vals = ["", "\0", "\0\0", "a", "a\0", "ab", "b", "é"];
-        let encoded: Vec<Vec<u8>> = vals.iter().map(|s| enc(AttributeValue::S(s.to_string()))).collect();
+        let encoded: Vec<Vec<u8>> = vals
+            .iter()
+            .map(|s| enc(AttributeValue::S(s.to_string())))
+            .collect();
         for w in encoded.windows(2) {
             assert!(w[0] < w[1]);
         }

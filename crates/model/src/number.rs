@@ -5,8 +5,8 @@
 //! numbers have equal representations and `Display` prints DynamoDB's form:
 //! plain decimal notation, no exponent, no redundant zeros.
 
-use bigdecimal::num_bigint::{BigInt, Sign};
 use bigdecimal::BigDecimal;
+use bigdecimal::num_bigint::{BigInt, Sign};
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
@@ -25,9 +25,13 @@ pub const MAX_NUMBER_STRING_BYTES: usize = 1024;
 pub enum NumberError {
     #[error("The parameter cannot be converted to a numeric value: {0}")]
     NotNumeric(String),
-    #[error("Number overflow. Attempting to store a number with magnitude larger than supported range")]
+    #[error(
+        "Number overflow. Attempting to store a number with magnitude larger than supported range"
+    )]
     Overflow,
-    #[error("Number underflow. Attempting to store a number with magnitude smaller than supported range")]
+    #[error(
+        "Number underflow. Attempting to store a number with magnitude smaller than supported range"
+    )]
     Underflow,
     #[error("Attempting to store more than 38 significant digits in a Number")]
     Precision,
@@ -46,8 +50,7 @@ impl Number {
         if s.len() > MAX_NUMBER_STRING_BYTES || !is_decimal_literal(s) {
             return Err(NumberError::NotNumeric(s.to_string()));
         }
-        let value =
-            BigDecimal::from_str(s).map_err(|_| NumberError::NotNumeric(s.to_string()))?;
+        let value = BigDecimal::from_str(s).map_err(|_| NumberError::NotNumeric(s.to_string()))?;
         Number::checked(value)
     }
 
@@ -72,11 +75,15 @@ impl Number {
     }
 
     pub fn zero() -> Number {
-        Number { value: BigDecimal::from(0) }
+        Number {
+            value: BigDecimal::from(0),
+        }
     }
 
     pub fn from_i64(v: i64) -> Number {
-        Number { value: BigDecimal::from(v).normalized() }
+        Number {
+            value: BigDecimal::from(v).normalized(),
+        }
     }
 
     pub fn is_zero(&self) -> bool {
@@ -231,7 +238,9 @@ mod tests {
     use super::*;
 
     fn n(s: &str) -> String {
-        Number::parse(s).map(|n| n.to_string()).unwrap_or_else(|e| e.to_string())
+        Number::parse(s)
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| e.to_string())
     }
 
     #[test]
@@ -252,9 +261,27 @@ mod tests {
         assert!(n("1E+126").starts_with("Number overflow"));
         assert!(n("1E-131").starts_with("Number underflow"));
         assert!(n(&"1".repeat(39)).starts_with("Attempting to store more than 38"));
-        assert_eq!(n(&format!("{}000", "1".repeat(38))), format!("{}000", "1".repeat(38)));
-        for bad in ["abc", "", "1e", "NaN", "Infinity", "0x10", " 1", "1 ", ".", "-", "1e1234567"] {
-            assert!(n(bad).starts_with("The parameter cannot be converted"), "{bad}");
+        assert_eq!(
+            n(&format!("{}000", "1".repeat(38))),
+            format!("{}000", "1".repeat(38))
+        );
+        for bad in [
+            "abc",
+            "",
+            "1e",
+            "NaN",
+            "Infinity",
+            "0x10",
+            " 1",
+            "1 ",
+            ".",
+            "-",
+            "1e1234567",
+        ] {
+            assert!(
+                n(bad).starts_with("The parameter cannot be converted"),
+                "{bad}"
+            );
         }
     }
 

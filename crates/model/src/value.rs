@@ -1,8 +1,8 @@
 //! Attribute values: the ten DynamoDB types, their wire (JSON) form, their
 //! validation, and DynamoDB's size arithmetic.
 
-use crate::number::Number;
 use crate::ModelError;
+use crate::number::Number;
 use base64::Engine as _;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -142,12 +142,14 @@ impl AttributeValue {
             AttributeValue::Null => ("NULL", Value::Bool(true)),
             AttributeValue::M(map) => ("M", item_to_json(map)),
             AttributeValue::L(l) => ("L", Value::Array(l.iter().map(|v| v.to_json()).collect())),
-            AttributeValue::Ss(v) => {
-                ("SS", Value::Array(v.iter().map(|s| Value::String(s.clone())).collect()))
-            }
-            AttributeValue::Ns(v) => {
-                ("NS", Value::Array(v.iter().map(|n| Value::String(n.to_string())).collect()))
-            }
+            AttributeValue::Ss(v) => (
+                "SS",
+                Value::Array(v.iter().map(|s| Value::String(s.clone())).collect()),
+            ),
+            AttributeValue::Ns(v) => (
+                "NS",
+                Value::Array(v.iter().map(|n| Value::String(n.to_string())).collect()),
+            ),
             AttributeValue::Bs(v) => ("BS", Value::Array(v.iter().map(|b| b64(b)).collect())),
         };
         m.insert(k.to_string(), v);
@@ -183,7 +185,10 @@ pub fn item_from_json(v: &Value) -> Result<Item, ModelError> {
 }
 
 fn invalid(msg: impl Into<String>) -> ModelError {
-    ModelError::Validation(format!("One or more parameter values were invalid: {}", msg.into()))
+    ModelError::Validation(format!(
+        "One or more parameter values were invalid: {}",
+        msg.into()
+    ))
 }
 
 fn ser(msg: &str) -> ModelError {
@@ -194,7 +199,9 @@ fn parse_value(v: &Value, depth: usize) -> Result<AttributeValue, ModelError> {
     if depth > MAX_NESTING_DEPTH {
         return Err(invalid("Nesting Levels have exceeded supported limits"));
     }
-    let obj = v.as_object().ok_or_else(|| ser("Unexpected value type in payload"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ser("Unexpected value type in payload"))?;
     let mut set: Vec<(&String, &Value)> = obj.iter().filter(|(_, v)| !v.is_null()).collect();
     if set.is_empty() {
         return Err(ModelError::Validation(
@@ -215,14 +222,23 @@ fn parse_value(v: &Value, depth: usize) -> Result<AttributeValue, ModelError> {
         AttrType::S => AttributeValue::S(as_str(v)?.to_string()),
         AttrType::N => AttributeValue::N(parse_number(as_str(v)?)?),
         AttrType::B => AttributeValue::B(parse_b64(v)?),
-        AttrType::Bool => AttributeValue::Bool(v.as_bool().ok_or_else(|| ser("Unexpected value type in payload"))?),
+        AttrType::Bool => AttributeValue::Bool(
+            v.as_bool()
+                .ok_or_else(|| ser("Unexpected value type in payload"))?,
+        ),
         AttrType::Null => match v.as_bool() {
             Some(true) => AttributeValue::Null,
-            Some(false) => return Err(invalid("Null attribute value types must have the value of true")),
+            Some(false) => {
+                return Err(invalid(
+                    "Null attribute value types must have the value of true",
+                ));
+            }
             None => return Err(ser("Unexpected value type in payload")),
         },
         AttrType::M => {
-            let m = v.as_object().ok_or_else(|| ser("Unexpected value type in payload"))?;
+            let m = v
+                .as_object()
+                .ok_or_else(|| ser("Unexpected value type in payload"))?;
             let mut out = BTreeMap::new();
             for (k, v) in m {
                 out.insert(k.clone(), parse_value(v, depth + 1)?);
@@ -231,19 +247,27 @@ fn parse_value(v: &Value, depth: usize) -> Result<AttributeValue, ModelError> {
         }
         AttrType::L => {
             let l = as_array(v)?;
-            AttributeValue::L(l.iter().map(|v| parse_value(v, depth + 1)).collect::<Result<_, _>>()?)
+            AttributeValue::L(
+                l.iter()
+                    .map(|v| parse_value(v, depth + 1))
+                    .collect::<Result<_, _>>()?,
+            )
         }
         AttrType::Ss => {
             let l = as_array(v)?;
-            let items: Vec<String> =
-                l.iter().map(|v| as_str(v).map(str::to_string)).collect::<Result<_, _>>()?;
+            let items: Vec<String> = l
+                .iter()
+                .map(|v| as_str(v).map(str::to_string))
+                .collect::<Result<_, _>>()?;
             check_set("string", &items, |s| s.clone())?;
             AttributeValue::Ss(items)
         }
         AttrType::Ns => {
             let l = as_array(v)?;
-            let items: Vec<Number> =
-                l.iter().map(|v| as_str(v).and_then(parse_number)).collect::<Result<_, _>>()?;
+            let items: Vec<Number> = l
+                .iter()
+                .map(|v| as_str(v).and_then(parse_number))
+                .collect::<Result<_, _>>()?;
             check_set("number", &items, |n| n.to_string())?;
             AttributeValue::Ns(items)
         }
@@ -270,17 +294,22 @@ fn check_set<T: PartialEq + Ord + Clone>(
     sorted.sort();
     if sorted.windows(2).any(|w| w[0] == w[1]) {
         let shown: Vec<String> = items.iter().map(show).collect();
-        return Err(invalid(format!("Input collection [{}] contains duplicates.", shown.join(", "))));
+        return Err(invalid(format!(
+            "Input collection [{}] contains duplicates.",
+            shown.join(", ")
+        )));
     }
     Ok(())
 }
 
 fn as_str(v: &Value) -> Result<&str, ModelError> {
-    v.as_str().ok_or_else(|| ser("Unexpected value type in payload"))
+    v.as_str()
+        .ok_or_else(|| ser("Unexpected value type in payload"))
 }
 
 fn as_array(v: &Value) -> Result<&Vec<Value>, ModelError> {
-    v.as_array().ok_or_else(|| ser("Unexpected value type in payload"))
+    v.as_array()
+        .ok_or_else(|| ser("Unexpected value type in payload"))
 }
 
 fn parse_number(s: &str) -> Result<Number, ModelError> {
@@ -291,7 +320,10 @@ fn parse_b64(v: &Value) -> Result<Vec<u8>, ModelError> {
     let s = as_str(v)?;
     base64::engine::general_purpose::STANDARD
         .decode(s)
-        .map_err(|_| ser("Base64 encoded length is expected a multiple of 4 bytes but found: ").with_len(s.len()))
+        .map_err(|_| {
+            ser("Base64 encoded length is expected a multiple of 4 bytes but found: ")
+                .with_len(s.len())
+        })
 }
 
 impl ModelError {
@@ -330,7 +362,10 @@ mod tests {
         assert!(err(json!({})).contains("Supplied AttributeValue is empty"));
         assert!(err(json!({"S": "a", "N": "1"})).contains("more than one datatypes"));
         assert!(err(json!({"NULL": false})).contains("must have the value of true"));
-        assert_eq!(err(json!({"SS": []})), "One or more parameter values were invalid: An string set  may not be empty");
+        assert_eq!(
+            err(json!({"SS": []})),
+            "One or more parameter values were invalid: An string set  may not be empty"
+        );
         assert_eq!(
             err(json!({"SS": ["a", "a"]})),
             "One or more parameter values were invalid: Input collection [a, a] contains duplicates."

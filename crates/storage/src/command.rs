@@ -1,0 +1,64 @@
+//! Commands: what is appended to the log and applied by a state machine.
+//! A command is self-contained and deterministic: it carries the time
+//! stamped by the proposer, the storage key computed by the router, and the
+//! expression sources, which the state machine re-parses when it applies
+//! (parsing is pure, so every replica reaches the same outcome).
+
+use crate::catalog::{TableMeta, TableStatus};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One log entry: a command and the proposer's wall-clock time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub ts_ms: u64,
+    pub cmd: Command,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// Catalog group: create a table; the group id is assigned on apply.
+    CreateTable(TableMeta),
+    /// Catalog group: move a table to a new status.
+    SetTableStatus { name: String, status: TableStatus },
+    /// Catalog group: replace a table's mutable settings (throughput,
+    /// billing mode, tags), keyed by name.
+    ReplaceTableMeta(TableMeta),
+    /// Catalog group: forget a table and drop its data.
+    DropTable { name: String },
+    /// Data group: a single-item write.
+    Write(WriteCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteKind {
+    Put,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WriteCommand {
+    pub kind: WriteKind,
+    /// Order-preserving storage key of the item.
+    pub storage_key: Vec<u8>,
+    /// The key attributes (DynamoDB JSON), used to create an item on update.
+    pub key: serde_json::Value,
+    /// The new item for Put (DynamoDB JSON).
+    pub item: Option<serde_json::Value>,
+    pub condition: Option<String>,
+    pub update: Option<String>,
+    pub names: BTreeMap<String, String>,
+    /// ExpressionAttributeValues (DynamoDB JSON map).
+    pub values: serde_json::Value,
+}
+
+impl Entry {
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+    pub fn decode(bytes: &[u8]) -> Result<Entry, crate::StorageError> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| crate::StorageError::Corrupt(format!("log entry: {e}")))
+    }
+}

@@ -1,0 +1,304 @@
+//! The deterministic state machine: `apply(entry) -> outcome`.
+//!
+//! All state lives in one sled tree, keyed by group so that many groups
+//! share it (never a tree per group):
+//!
+//! ```text
+//! [group u64 BE] 0x00 [name]        group metadata: applied index, item count, bytes
+//! [group u64 BE] 0x01 [storage key] items (binary item codec)
+//! [0]            0x02 [table name]  catalog: TableMeta as JSON
+//! ```
+//!
+//! A batch of entries is applied through an [`Overlay`] (so later entries
+//! see earlier ones) and committed as one sled batch that also records the
+//! applied index. Apply never reads a clock or a random source: time comes
+//! from the entry. Validation failures and failed conditions are outcomes;
+//! only sled I/O errors are errors, and they are fatal.
+
+use crate::StorageError;
+use crate::catalog::{TableMeta, TableStatus};
+use crate::command::{Command, Entry, WriteCommand, WriteKind};
+use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
+use dynaraft_model::codec::{decode_item, encode_item};
+use dynaraft_model::value::{item_from_json, item_size_bytes};
+use dynaraft_model::{Item, MAX_ITEM_BYTES};
+use std::collections::BTreeMap;
+
+pub const CATALOG_GROUP: u64 = 0;
+const META: u8 = 0x00;
+const ITEMS: u8 = 0x01;
+const TABLES: u8 = 0x02;
+/// Applied index recorded for a dropped group, so replay skips its entries.
+pub const DROPPED: u64 = u64::MAX;
+
+pub fn meta_key(group: u64, name: &str) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(META);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn item_key(group: u64, storage_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(9 + storage_key.len());
+    k.extend_from_slice(&group.to_be_bytes());
+    k.push(ITEMS);
+    k.extend_from_slice(storage_key);
+    k
+}
+
+pub fn items_prefix(group: u64) -> Vec<u8> {
+    item_key(group, &[])
+}
+
+pub fn table_key(name: &str) -> Vec<u8> {
+    let mut k = CATALOG_GROUP.to_be_bytes().to_vec();
+    k.push(TABLES);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn tables_prefix() -> Vec<u8> {
+    table_key("")
+}
+
+fn u64_of(v: Option<sled::IVec>) -> u64 {
+    v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Result of applying one entry.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Written {
+        old: Option<Item>,
+        new: Option<Item>,
+    },
+    ConditionFailed {
+        old: Option<Item>,
+    },
+    /// A ValidationException discovered while applying (e.g. an update that
+    /// makes the item too large); nothing was written.
+    Invalid(String),
+    Table(TableMeta),
+    TableMissing,
+    TableExists,
+    Done,
+}
+
+/// Pending writes of a batch over the tree.
+pub struct Overlay<'a> {
+    tree: &'a sled::Tree,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'a> Overlay<'a> {
+    pub fn new(tree: &'a sled::Tree) -> Overlay<'a> {
+        Overlay {
+            tree,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(v) = self.pending.get(k) {
+            return Ok(v.clone());
+        }
+        Ok(self.tree.get(k)?.map(|v| v.to_vec()))
+    }
+
+    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.pending.insert(k, Some(v));
+    }
+
+    fn del(&mut self, k: Vec<u8>) {
+        self.pending.insert(k, None);
+    }
+
+    fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
+        Ok(u64_of(self.get(k)?.map(sled::IVec::from)))
+    }
+
+    fn add_i64(&mut self, k: Vec<u8>, delta: i64) -> Result<(), StorageError> {
+        let v = self.get_u64(&k)?.saturating_add_signed(delta);
+        self.put(k, v.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Writes everything plus the group's applied index, atomically.
+    pub fn commit(self, group: u64, applied: u64) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in self.pending {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(meta_key(group, "applied"), applied.to_be_bytes().to_vec());
+        self.tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
+pub fn applied_index(tree: &sled::Tree, group: u64) -> Result<u64, StorageError> {
+    Ok(u64_of(tree.get(meta_key(group, "applied"))?))
+}
+
+pub fn group_stats(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+    Ok((
+        u64_of(tree.get(meta_key(group, "count"))?),
+        u64_of(tree.get(meta_key(group, "bytes"))?),
+    ))
+}
+
+pub fn read_item(
+    tree: &sled::Tree,
+    group: u64,
+    storage_key: &[u8],
+) -> Result<Option<Item>, StorageError> {
+    match tree.get(item_key(group, storage_key))? {
+        Some(b) => Ok(Some(
+            decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// Applies one entry of `group`.
+pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, StorageError> {
+    match &entry.cmd {
+        Command::Write(w) => apply_write(ov, group, w),
+        Command::CreateTable(meta) => {
+            let key = table_key(&meta.name);
+            if ov.get(&key)?.is_some() {
+                return Ok(Outcome::TableExists);
+            }
+            let next_key = meta_key(CATALOG_GROUP, "next_group");
+            let g = ov.get_u64(&next_key)?.max(1);
+            ov.put(next_key, (g + 1).to_be_bytes().to_vec());
+            let mut meta = meta.clone();
+            meta.group = g;
+            meta.created_ms = entry.ts_ms;
+            put_table(ov, &meta);
+            Ok(Outcome::Table(meta))
+        }
+        Command::SetTableStatus { name, status } => match get_table(ov, name)? {
+            Some(mut meta) => {
+                meta.status = *status;
+                put_table(ov, &meta);
+                Ok(Outcome::Table(meta))
+            }
+            None => Ok(Outcome::TableMissing),
+        },
+        Command::ReplaceTableMeta(new) => match get_table(ov, &new.name)? {
+            Some(old) => {
+                let meta = TableMeta {
+                    group: old.group,
+                    created_ms: old.created_ms,
+                    ..new.clone()
+                };
+                put_table(ov, &meta);
+                Ok(Outcome::Table(meta))
+            }
+            None => Ok(Outcome::TableMissing),
+        },
+        Command::DropTable { name } => match get_table(ov, name)? {
+            Some(meta) => {
+                drop_group(ov, meta.group)?;
+                ov.del(table_key(name));
+                Ok(Outcome::Table(TableMeta {
+                    status: TableStatus::Deleting,
+                    ..meta
+                }))
+            }
+            None => Ok(Outcome::TableMissing),
+        },
+    }
+}
+
+fn get_table(ov: &Overlay, name: &str) -> Result<Option<TableMeta>, StorageError> {
+    match ov.get(&table_key(name))? {
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn put_table(ov: &mut Overlay, meta: &TableMeta) {
+    ov.put(
+        table_key(&meta.name),
+        serde_json::to_vec(meta).unwrap_or_default(),
+    );
+}
+
+fn drop_group(ov: &mut Overlay, group: u64) -> Result<(), StorageError> {
+    for kv in ov.tree.scan_prefix(items_prefix(group)) {
+        let (k, _) = kv?;
+        ov.del(k.to_vec());
+    }
+    ov.del(meta_key(group, "count"));
+    ov.del(meta_key(group, "bytes"));
+    ov.put(meta_key(group, "applied"), DROPPED.to_be_bytes().to_vec());
+    Ok(())
+}
+
+fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome, StorageError> {
+    let key = item_key(group, &w.storage_key);
+    let old = match ov.get(&key)? {
+        Some(b) => Some(decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?),
+        None => None,
+    };
+    let values = match item_from_json(&w.values) {
+        Ok(v) => v,
+        Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+    };
+    let mut subs = Substitutions::new(w.names.clone(), values);
+    if let Some(src) = &w.condition {
+        match parse_condition(src, ExprKind::Condition, &mut subs) {
+            Ok(c) if !c.eval(old.as_ref()) => return Ok(Outcome::ConditionFailed { old }),
+            Ok(_) => {}
+            Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+        }
+    }
+    let new = match w.kind {
+        WriteKind::Delete => None,
+        WriteKind::Put => match w.item.as_ref().map(item_from_json) {
+            Some(Ok(item)) => Some(item),
+            Some(Err(e)) => return Ok(Outcome::Invalid(e.to_string())),
+            None => return Ok(Outcome::Invalid("missing item".into())),
+        },
+        WriteKind::Update => {
+            let mut item = match &old {
+                Some(o) => o.clone(),
+                None => match item_from_json(&w.key) {
+                    Ok(k) => k,
+                    Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+                },
+            };
+            if let Some(src) = &w.update {
+                let applied = parse_update(src, &mut subs)
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| u.apply(&mut item).map_err(|e| e.to_string()));
+                if let Err(e) = applied {
+                    return Ok(Outcome::Invalid(e));
+                }
+            }
+            if item_size_bytes(&item) > MAX_ITEM_BYTES {
+                return Ok(Outcome::Invalid(
+                    "Item size to update has exceeded the maximum allowed size".into(),
+                ));
+            }
+            Some(item)
+        }
+    };
+    let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
+    let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
+    match &new {
+        Some(item) => ov.put(key, encode_item(item)),
+        None => ov.del(key),
+    }
+    let count_delta = new.is_some() as i64 - old.is_some() as i64;
+    ov.add_i64(meta_key(group, "count"), count_delta)?;
+    ov.add_i64(meta_key(group, "bytes"), new_size - old_size)?;
+    Ok(Outcome::Written { old, new })
+}

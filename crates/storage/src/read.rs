@@ -1,0 +1,153 @@
+//! Reads for Query and Scan. Query turns the key condition into one byte
+//! range of storage keys (the encoding is order-preserving and prefix-free,
+//! so the range is exact); Scan walks the group's keys in hash order,
+//! optionally only one hash segment (parallel scan). Both stop at
+//! [`MAX_PAGE_BYTES`] of items read or at the client's limit and report the
+//! last evaluated key so the next page resumes exactly after it.
+
+use crate::StorageError;
+use crate::machine::{item_key, items_prefix};
+use dynaraft_expr::{KeyCondition, RangeCondition};
+use dynaraft_model::codec::decode_item;
+use dynaraft_model::key::encode_scalar;
+use dynaraft_model::value::item_size_bytes;
+use dynaraft_model::{AttributeValue, Item, KeySchema};
+use std::ops::Bound;
+
+/// Most item bytes one Query or Scan page reads (1 MB).
+pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, Default)]
+pub struct Page {
+    /// Items that passed the filter.
+    pub items: Vec<Item>,
+    /// Items read (ScannedCount).
+    pub scanned: usize,
+    /// Bytes of items read, for capacity accounting.
+    pub read_bytes: usize,
+    /// Key of the last item read when the page stopped early.
+    pub last_key: Option<Item>,
+}
+
+pub struct ReadOptions<'a> {
+    pub forward: bool,
+    /// Storage key to resume strictly after (ExclusiveStartKey).
+    pub start_after: Option<Vec<u8>>,
+    pub limit: Option<usize>,
+    pub filter: &'a dyn Fn(&Item) -> bool,
+}
+
+fn successor(mut b: Vec<u8>) -> Vec<u8> {
+    while let Some(last) = b.pop() {
+        if last < 0xFF {
+            b.push(last + 1);
+            return b;
+        }
+    }
+    vec![0xFF; 9]
+}
+
+fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {
+    let mut k = base.to_vec();
+    encode_scalar(v, &mut k);
+    k
+}
+
+/// `[lo, hi)` storage-key bounds of a key condition.
+pub fn query_bounds(schema: &KeySchema, kc: &KeyCondition) -> Option<(Vec<u8>, Vec<u8>)> {
+    let base = schema.partition_prefix(&kc.hash)?;
+    let end = successor(base.clone());
+    let incl = |v: &AttributeValue| {
+        let mut k = with(&base, v);
+        k.push(0);
+        k
+    };
+    Some(match &kc.range {
+        None => (base.clone(), end),
+        Some(RangeCondition::Eq(v)) => (with(&base, v), incl(v)),
+        Some(RangeCondition::Lt(v)) => (base.clone(), with(&base, v)),
+        Some(RangeCondition::Le(v)) => (base.clone(), incl(v)),
+        Some(RangeCondition::Gt(v)) => (incl(v), end),
+        Some(RangeCondition::Ge(v)) => (with(&base, v), end),
+        Some(RangeCondition::Between(a, b)) => (with(&base, a), incl(b)),
+        Some(RangeCondition::BeginsWith(v)) => {
+            let mut p = with(&base, v);
+            // Drop the two-byte terminator: what remains prefixes every
+            // encoding of a value that begins with `v`.
+            p.truncate(p.len().saturating_sub(2));
+            let hi = successor(p.clone());
+            (p, hi)
+        }
+    })
+}
+
+/// `[lo, hi)` storage-key bounds of one parallel-scan segment.
+pub fn segment_bounds(segment: u32, total: u32) -> (Vec<u8>, Option<Vec<u8>>) {
+    let width = (u64::MAX as u128 + 1) / total.max(1) as u128;
+    let start = (segment as u128 * width) as u64;
+    let end = (segment as u128 + 1) * width;
+    let hi = if segment + 1 >= total || end > u64::MAX as u128 {
+        None
+    } else {
+        Some((end as u64).to_be_bytes().to_vec())
+    };
+    (start.to_be_bytes().to_vec(), hi)
+}
+
+/// Reads items of `group` whose storage keys lie in `[lo, hi)`.
+pub fn read_range(
+    tree: &sled::Tree,
+    group: u64,
+    schema: &KeySchema,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+    opts: &ReadOptions,
+) -> Result<Page, StorageError> {
+    let mut lo_b = Bound::Included(item_key(group, lo));
+    let mut hi_b = match hi {
+        Some(h) => Bound::Excluded(item_key(group, h)),
+        None => Bound::Excluded(successor(items_prefix(group))),
+    };
+    if let Some(after) = &opts.start_after {
+        let k = item_key(group, after);
+        if opts.forward {
+            if k >= item_key(group, lo) {
+                lo_b = Bound::Excluded(k);
+            }
+        } else if hi.is_none_or(|h| k < item_key(group, h)) {
+            hi_b = Bound::Excluded(k);
+        }
+    }
+    let iter = tree.range::<Vec<u8>, _>((lo_b, hi_b));
+    let mut page = Page::default();
+    let mut step = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StorageError> {
+        let (_, v) = kv?;
+        let item = decode_item(&v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        page.scanned += 1;
+        page.read_bytes += item_size_bytes(&item);
+        let key = schema.key_of(&item);
+        if (opts.filter)(&item) {
+            page.items.push(item);
+        }
+        let full =
+            page.read_bytes >= MAX_PAGE_BYTES || opts.limit.is_some_and(|l| page.scanned >= l);
+        if full {
+            page.last_key = Some(key);
+        }
+        Ok(!full)
+    };
+    if opts.forward {
+        for kv in iter {
+            if !step(kv)? {
+                break;
+            }
+        }
+    } else {
+        for kv in iter.rev() {
+            if !step(kv)? {
+                break;
+            }
+        }
+    }
+    Ok(page)
+}
