@@ -1,14 +1,111 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The DynamoDB API: the HTTP edge ([`http`]), one module per operation
+//! ([`ops`]), each parsing and validating its request into typed values
+//! before touching storage, and the single mapping from failures to
+//! DynamoDB errors ([`error`]).
+//!
+//! Depends on model, expr and storage. In the cluster this crate is the
+//! router; it must never reach into a state machine directly, only through
+//! the storage node's proposal and read interfaces.
+
+pub mod error;
+pub mod http;
+pub mod ops;
+pub mod params;
+
+use dynaraft_storage::Node;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+/// Most client connections served at once; further ones wait in accept.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Delay of CREATING -> ACTIVE, UPDATING -> ACTIVE and DELETING -> gone,
+    /// in milliseconds; 0 makes transitions instant.
+    pub transition_delay_ms: u64,
+    pub region: String,
+    pub account_id: String,
+    /// What DescribeEndpoints reports.
+    pub endpoint_address: String,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            transition_delay_ms: 0,
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            endpoint_address: "localhost:8000".into(),
+        }
     }
+}
+
+#[derive(Clone)]
+pub struct Api {
+    pub node: Node,
+    pub cfg: Arc<ApiConfig>,
+}
+
+/// A running HTTP server.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `addr` (port 0 picks a free port) and serves until stopped.
+    pub async fn start(api: Api, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        ops::resume_transitions(&api);
+        let (stop, mut stopped) = watch::channel(false);
+        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let done = tokio::spawn(async move {
+            loop {
+                let permit = tokio::select! {
+                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    _ = wait_stop(&mut stopped) => break,
+                };
+                let (stream, _) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(s) => s,
+                        Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+                    },
+                    _ = wait_stop(&mut stopped) => break,
+                };
+                let _ = stream.set_nodelay(true);
+                let api = api.clone();
+                let mut conn_stop = stopped.clone();
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let svc = service_fn(move |req| http::handle(api.clone(), req));
+                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); } }
+                        _ = wait_stop(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                    }
+                });
+            }
+        });
+        Ok(Server { addr, stop, done })
+    }
+
+    /// Stops accepting, lets open requests finish, and returns.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.done.await;
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+async fn wait_stop(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }

@@ -1,0 +1,121 @@
+//! The one mapping from failures to DynamoDB's wire errors: `__type`,
+//! HTTP status and message.
+
+use dynaraft_storage::StorageError;
+use serde_json::{Value, json};
+
+const DDB: &str = "com.amazonaws.dynamodb.v20120810#";
+const CORAL: &str = "com.amazon.coral.service#";
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiError {
+    Validation(String),
+    /// Malformed JSON or wrong JSON shapes; `None` sends no message, as
+    /// DynamoDB does for unparseable bodies.
+    Serialization(Option<String>),
+    UnknownOperation,
+    MissingAuthenticationToken,
+    ResourceNotFound(String),
+    ResourceInUse(String),
+    ConditionalCheckFailed {
+        item: Option<Value>,
+    },
+    LimitExceeded(String),
+    InternalServerError(String),
+    ServiceUnavailable(String),
+    RequestTooLarge,
+}
+
+impl ApiError {
+    pub fn validation(m: impl Into<String>) -> ApiError {
+        ApiError::Validation(m.into())
+    }
+
+    pub fn not_found() -> ApiError {
+        ApiError::ResourceNotFound("Requested resource not found".into())
+    }
+
+    /// HTTP status and the JSON body.
+    pub fn to_response(&self) -> (u16, Value) {
+        let (status, ty, msg): (u16, String, Option<String>) = match self {
+            ApiError::Validation(m) => {
+                (400, format!("{CORAL}ValidationException"), Some(m.clone()))
+            }
+            ApiError::Serialization(m) => {
+                (400, format!("{CORAL}SerializationException"), m.clone())
+            }
+            ApiError::UnknownOperation => (400, format!("{CORAL}UnknownOperationException"), None),
+            ApiError::MissingAuthenticationToken => (
+                400,
+                format!("{CORAL}MissingAuthenticationTokenException"),
+                Some("Request is missing Authentication Token".into()),
+            ),
+            ApiError::ResourceNotFound(m) => (
+                400,
+                format!("{DDB}ResourceNotFoundException"),
+                Some(m.clone()),
+            ),
+            ApiError::ResourceInUse(m) => {
+                (400, format!("{DDB}ResourceInUseException"), Some(m.clone()))
+            }
+            ApiError::ConditionalCheckFailed { item } => {
+                let mut body = json!({
+                    "__type": format!("{DDB}ConditionalCheckFailedException"),
+                    "message": "The conditional request failed",
+                });
+                if let (Some(i), Some(obj)) = (item, body.as_object_mut()) {
+                    obj.insert("Item".into(), i.clone());
+                }
+                return (400, body);
+            }
+            ApiError::LimitExceeded(m) => {
+                (400, format!("{DDB}LimitExceededException"), Some(m.clone()))
+            }
+            ApiError::InternalServerError(m) => {
+                (500, format!("{DDB}InternalServerError"), Some(m.clone()))
+            }
+            ApiError::ServiceUnavailable(m) => (
+                503,
+                format!("{CORAL}ServiceUnavailableException"),
+                Some(m.clone()),
+            ),
+            ApiError::RequestTooLarge => (
+                413,
+                format!("{CORAL}SerializationException"),
+                Some("Request entity too large".into()),
+            ),
+        };
+        let mut body = json!({ "__type": ty });
+        if let (Some(m), Some(obj)) = (msg, body.as_object_mut()) {
+            obj.insert("message".into(), Value::String(m));
+        }
+        (status, body)
+    }
+}
+
+impl From<dynaraft_model::ModelError> for ApiError {
+    fn from(e: dynaraft_model::ModelError) -> Self {
+        match e {
+            dynaraft_model::ModelError::Validation(m) => ApiError::Validation(m),
+            dynaraft_model::ModelError::Serialization(m) => ApiError::Serialization(Some(m)),
+        }
+    }
+}
+
+impl From<dynaraft_expr::ExprError> for ApiError {
+    fn from(e: dynaraft_expr::ExprError) -> Self {
+        ApiError::Validation(e.0)
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Unavailable(m) => ApiError::ServiceUnavailable(m),
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError::InternalServerError("Internal server error".into())
+            }
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP edge: DynamoDB's JSON 1.0 protocol on hyper. Parses the
+//! target and body (gzip accepted), rejects unauthenticated requests as
+//! DynamoDB does, dispatches, and writes responses with `x-amz-crc32` and
+//! `x-amzn-RequestId`. Bounded: body size, concurrent connections.
+
+use crate::error::ApiError;
+use crate::{Api, ops};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use serde_json::Value;
+use std::io::Read;
+
+/// Largest request body accepted, in bytes (DynamoDB's limit is 16 MB).
+pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+/// Largest body after gzip decompression, in bytes.
+pub const MAX_DECOMPRESSED_BYTES: usize = 16 * 1024 * 1024;
+pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+
+pub async fn handle(
+    api: Api,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let request_id = request_id();
+    if req.method() == Method::GET {
+        return Ok(text_response(200, "healthy: dynaraft\n", &request_id));
+    }
+    let result = process(&api, req).await;
+    let (status, body) = match result {
+        Ok(v) => (200, v),
+        Err(e) => e.to_response(),
+    };
+    Ok(json_response(status, &body, &request_id))
+}
+
+async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
+    let (parts, body) = req.into_parts();
+    if parts.method != Method::POST {
+        return Err(ApiError::UnknownOperation);
+    }
+    let target = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let gzip = parts
+        .headers
+        .get("content-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
+    let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return Err(ApiError::RequestTooLarge);
+        }
+        Err(_) => return Err(ApiError::Serialization(None)),
+    };
+    let op = target
+        .strip_prefix(TARGET_PREFIX)
+        .ok_or(ApiError::UnknownOperation)?;
+    if !ops::is_known(op) {
+        return Err(ApiError::UnknownOperation);
+    }
+    if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
+        return Err(ApiError::MissingAuthenticationToken);
+    }
+    let bytes = if gzip {
+        gunzip(&bytes)?
+    } else {
+        bytes.to_vec()
+    };
+    let body: Value = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
+        Value::Object(Default::default())
+    } else {
+        serde_json::from_slice(&bytes).map_err(|_| ApiError::Serialization(None))?
+    };
+    if !body.is_object() {
+        return Err(ApiError::Serialization(Some(
+            "Start of structure or map found where not expected".into(),
+        )));
+    }
+    ops::dispatch(api, op, body).await
+}
+
+fn has_query_auth(q: Option<&str>) -> bool {
+    q.is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("X-Amz-Credential="))
+}
+
+fn gunzip(b: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| ApiError::Serialization(None))?;
+    if out.len() > MAX_DECOMPRESSED_BYTES {
+        return Err(ApiError::RequestTooLarge);
+    }
+    Ok(out)
+}
+
+fn request_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    (0..52)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
+}
+
+fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let crc = crc32fast::hash(&bytes);
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/x-amz-json-1.0")
+        .header("x-amzn-requestid", request_id)
+        .header("x-amz-crc32", crc.to_string())
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+fn text_response(status: u16, text: &str, request_id: &str) -> Response<Full<Bytes>> {
+    let bytes = text.as_bytes().to_vec();
+    let crc = crc32fast::hash(&bytes);
+    Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .header("x-amzn-requestid", request_id)
+        .header("x-amz-crc32", crc.to_string())
+        .body(Full::new(Bytes::from(bytes)))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}

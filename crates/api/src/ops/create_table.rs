@@ -1,0 +1,274 @@
+//! CreateTable: validates the schema, billing mode and throughput as
+//! DynamoDB does, then proposes the table to the catalog.
+
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::{Violations, enum_value, opt_array, opt_bool, table_name};
+use dynaraft_storage::{Command, TableMeta, TableStatus};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Most tags on one resource.
+pub const MAX_TAGS: usize = 50;
+
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let attrs = opt_array(body, "AttributeDefinitions")?;
+    let keys = opt_array(body, "KeySchema")?;
+    let mut v = Violations::default();
+    if attrs.is_none() {
+        v.add(None, "attributeDefinitions", "Member must not be null");
+    }
+    if keys.is_none() {
+        v.add(None, "keySchema", "Member must not be null");
+    }
+    v.check()?;
+    let attrs = parse_attribute_definitions(attrs.unwrap_or(&vec![]))?;
+    let (hash, range) = parse_key_schema(keys.unwrap_or(&vec![]), &attrs)?;
+    for field in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
+        if body.get(field).is_some_and(|x| !x.is_null()) {
+            return Err(ApiError::validation(format!(
+                "{field} are not supported by dynaraft yet"
+            )));
+        }
+    }
+    let (billing_mode, rcu, wcu) = billing(body)?;
+    let tags = parse_tags(body)?;
+    let instant = api.cfg.transition_delay_ms == 0;
+    let meta = TableMeta {
+        name: name.clone(),
+        group: 0,
+        status: if instant {
+            TableStatus::Active
+        } else {
+            TableStatus::Creating
+        },
+        created_ms: 0,
+        hash_key: hash,
+        range_key: range,
+        attributes: attrs,
+        billing_mode,
+        read_capacity: rcu,
+        write_capacity: wcu,
+        tags,
+        deletion_protection: opt_bool(body, "DeletionProtectionEnabled")?.unwrap_or(false),
+        last_increase_ms: 0,
+        last_decrease_ms: 0,
+        decreases_today: 0,
+    };
+    let meta = super::table_outcome(api.node.catalog(Command::CreateTable(meta)).await?, &name)?;
+    if !instant {
+        super::schedule_transition(api, name, Some(TableStatus::Active));
+    }
+    Ok(json!({ "TableDescription": super::describe(api, &meta) }))
+}
+
+fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, ApiError> {
+    let mut v = Violations::default();
+    let mut out = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let n = a.get("AttributeName").and_then(|x| x.as_str());
+        let t = a.get("AttributeType").and_then(|x| x.as_str());
+        if n.is_none() {
+            v.add(
+                None,
+                &format!("attributeDefinitions.{}.member.attributeName", i + 1),
+                "Member must not be null",
+            );
+        }
+        match t {
+            None => v.add(
+                None,
+                &format!("attributeDefinitions.{}.member.attributeType", i + 1),
+                "Member must not be null",
+            ),
+            Some(t) if !["S", "N", "B"].contains(&t) => v.add(
+                Some(t),
+                &format!("attributeDefinitions.{}.member.attributeType", i + 1),
+                "Member must satisfy enum value set: [B, N, S]",
+            ),
+            _ => {}
+        }
+        if let (Some(n), Some(t)) = (n, t) {
+            out.push((n.to_string(), t.to_string()));
+        }
+    }
+    v.check()?;
+    let mut names: Vec<&String> = out.iter().map(|(n, _)| n).collect();
+    names.sort();
+    if names.windows(2).any(|w| w[0] == w[1]) {
+        return Err(ApiError::validation(
+            "Cannot have two attributes with the same name",
+        ));
+    }
+    Ok(out)
+}
+
+type KeyPair = (String, String);
+
+fn parse_key_schema(
+    list: &[Value],
+    attrs: &[(String, String)],
+) -> Result<(KeyPair, Option<KeyPair>), ApiError> {
+    let mut v = Violations::default();
+    if list.is_empty() {
+        v.add(
+            Some("[]"),
+            "keySchema",
+            "Member must have length greater than or equal to 1",
+        );
+    }
+    if list.len() > 2 {
+        v.add(
+            Some("[...]"),
+            "keySchema",
+            "Member must have length less than or equal to 2",
+        );
+    }
+    let mut elems = Vec::new();
+    for (i, k) in list.iter().enumerate() {
+        let n = k.get("AttributeName").and_then(|x| x.as_str());
+        let t = k.get("KeyType").and_then(|x| x.as_str());
+        if n.is_none() {
+            v.add(
+                None,
+                &format!("keySchema.{}.member.attributeName", i + 1),
+                "Member must not be null",
+            );
+        }
+        match t {
+            None => v.add(
+                None,
+                &format!("keySchema.{}.member.keyType", i + 1),
+                "Member must not be null",
+            ),
+            Some(t) if t != "HASH" && t != "RANGE" => v.add(
+                Some(t),
+                &format!("keySchema.{}.member.keyType", i + 1),
+                "Member must satisfy enum value set: [HASH, RANGE]",
+            ),
+            _ => {}
+        }
+        if let (Some(n), Some(t)) = (n, t) {
+            elems.push((n.to_string(), t.to_string()));
+        }
+    }
+    v.check()?;
+    if elems.first().map(|e| e.1.as_str()) != Some("HASH") {
+        return Err(ApiError::validation(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
+        ));
+    }
+    if let Some(second) = elems.get(1) {
+        if second.1 != "RANGE" {
+            return Err(ApiError::validation(
+                "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
+            ));
+        }
+        if second.0 == elems[0].0 {
+            return Err(ApiError::validation(
+                "Both the Hash Key and the Range Key element in the KeySchema have the same name",
+            ));
+        }
+    }
+    let defined: Vec<&str> = attrs.iter().map(|(n, _)| n.as_str()).collect();
+    let missing: Vec<&str> = elems
+        .iter()
+        .map(|e| e.0.as_str())
+        .filter(|n| !defined.contains(n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [{}], AttributeDefinitions: [{}]",
+            missing.join(", "),
+            defined.join(", ")
+        )));
+    }
+    if attrs.len() != elems.len() {
+        return Err(ApiError::validation(
+            "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
+        ));
+    }
+    let typed = |name: &str| {
+        let t = attrs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t.clone())
+            .unwrap_or_default();
+        (name.to_string(), t)
+    };
+    Ok((typed(&elems[0].0), elems.get(1).map(|e| typed(&e.0))))
+}
+
+/// BillingMode and ProvisionedThroughput: (mode, read units, write units).
+pub fn billing(body: &Value) -> Result<(String, u64, u64), ApiError> {
+    let mode = enum_value(
+        body,
+        "BillingMode",
+        "billingMode",
+        &["PROVISIONED", "PAY_PER_REQUEST"],
+    )?
+    .unwrap_or("PROVISIONED");
+    let pt = body.get("ProvisionedThroughput").filter(|x| !x.is_null());
+    if mode == "PAY_PER_REQUEST" {
+        if pt.is_some() {
+            return Err(ApiError::validation(
+                "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
+            ));
+        }
+        return Ok((mode.to_string(), 0, 0));
+    }
+    let Some(pt) = pt else {
+        return Err(ApiError::validation(
+            "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED",
+        ));
+    };
+    let (r, w) = throughput(pt)?;
+    Ok((mode.to_string(), r, w))
+}
+
+pub fn throughput(pt: &Value) -> Result<(u64, u64), ApiError> {
+    let r = pt.get("ReadCapacityUnits").and_then(|x| x.as_i64());
+    let w = pt.get("WriteCapacityUnits").and_then(|x| x.as_i64());
+    let mut v = Violations::default();
+    for (val, path) in [
+        (r, "provisionedThroughput.readCapacityUnits"),
+        (w, "provisionedThroughput.writeCapacityUnits"),
+    ] {
+        match val {
+            None => v.add(None, path, "Member must not be null"),
+            Some(x) if x < 1 => v.add(
+                Some(&x.to_string()),
+                path,
+                "Member must have value greater than or equal to 1",
+            ),
+            _ => {}
+        }
+    }
+    v.check()?;
+    Ok((r.unwrap_or(1) as u64, w.unwrap_or(1) as u64))
+}
+
+pub fn parse_tags(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
+    let mut out = BTreeMap::new();
+    for t in opt_array(body, "Tags")?.into_iter().flatten() {
+        let k = t.get("Key").and_then(|x| x.as_str());
+        let v = t.get("Value").and_then(|x| x.as_str());
+        match (k, v) {
+            (Some(k), Some(v)) if !k.is_empty() && k.len() <= 128 && v.len() <= 256 => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    "One or more parameter values were invalid: Invalid tag",
+                ));
+            }
+        }
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ApiError::LimitExceeded(
+            "The number of tags exceeds the limit for this resource".into(),
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,52 @@
+//! DeleteTable: DELETING, then gone after the transition delay.
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::table_name;
+use dynaraft_storage::{Command, TableStatus};
+use serde_json::{Value, json};
+
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let not_found = || {
+        ApiError::ResourceNotFound(format!(
+            "Requested resource not found: Table: {name} not found"
+        ))
+    };
+    let t = api.node.table(&name).ok_or_else(not_found)?;
+    match t.meta.status {
+        TableStatus::Creating => {
+            return Err(ApiError::ResourceInUse(format!(
+                "Attempt to change a resource which is still in use: Table is being created: {name}"
+            )));
+        }
+        TableStatus::Deleting => {
+            return Err(ApiError::ResourceInUse(format!(
+                "Attempt to change a resource which is still in use: Table is being deleted: {name}"
+            )));
+        }
+        _ => {}
+    }
+    if t.meta.deletion_protection {
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Table '{name}' can't be deleted while DeletionProtectionEnabled is set to True"
+        )));
+    }
+    let mut desc = super::describe(api, &t.meta);
+    desc["TableStatus"] = json!("DELETING");
+    if api.cfg.transition_delay_ms == 0 {
+        super::table_outcome(
+            api.node
+                .catalog(Command::DropTable { name: name.clone() })
+                .await?,
+            &name,
+        )?;
+    } else {
+        let status = Command::SetTableStatus {
+            name: name.clone(),
+            status: TableStatus::Deleting,
+        };
+        super::table_outcome(api.node.catalog(status).await?, &name)?;
+        super::schedule_transition(api, name, None);
+    }
+    Ok(json!({ "TableDescription": desc }))
+}

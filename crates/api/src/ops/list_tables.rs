@@ -1,0 +1,49 @@
+//! ListTables, paginated by table name.
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::{Violations, check_table_name, opt_i64, opt_str};
+use serde_json::{Value, json};
+
+pub const MAX_LIST_TABLES_LIMIT: i64 = 100;
+
+pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let start = opt_str(body, "ExclusiveStartTableName")?;
+    let limit = opt_i64(body, "Limit")?;
+    let mut v = Violations::default();
+    if let Some(s) = start {
+        check_table_name(&mut v, Some(s), "exclusiveStartTableName");
+    }
+    if let Some(l) = limit {
+        if l < 1 {
+            v.add(
+                Some(&l.to_string()),
+                "limit",
+                "Member must have value greater than or equal to 1",
+            );
+        }
+        if l > MAX_LIST_TABLES_LIMIT {
+            v.add(
+                Some(&l.to_string()),
+                "limit",
+                "Member must have value less than or equal to 100",
+            );
+        }
+    }
+    v.check()?;
+    let limit = limit.unwrap_or(MAX_LIST_TABLES_LIMIT) as usize;
+    let names: Vec<String> = api
+        .node
+        .tables()
+        .into_iter()
+        .map(|t| t.meta.name.clone())
+        .filter(|n| start.is_none_or(|s| n.as_str() > s))
+        .collect();
+    let page: Vec<&String> = names.iter().take(limit).collect();
+    let mut out = json!({ "TableNames": page });
+    if names.len() > limit {
+        if let Some(last) = page.last() {
+            out["LastEvaluatedTableName"] = json!(last);
+        }
+    }
+    Ok(out)
+}

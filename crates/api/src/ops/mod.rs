@@ -1,0 +1,169 @@
+//! One module per DynamoDB operation. Each parses and validates its request
+//! completely before it proposes anything, so bad input never causes a
+//! partial write.
+
+mod batch_get_item;
+mod batch_write_item;
+mod create_table;
+mod delete_item;
+mod delete_table;
+mod describe_endpoints;
+mod describe_limits;
+mod describe_table;
+mod get_item;
+mod list_tables;
+mod put_item;
+mod query;
+mod scan;
+mod tags;
+mod update_item;
+mod update_table;
+pub mod write;
+
+use crate::Api;
+use crate::error::ApiError;
+use dynaraft_storage::{Command, Outcome, TableMeta, TableStatus};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const OPERATIONS: &[&str] = &[
+    "BatchGetItem",
+    "BatchWriteItem",
+    "CreateTable",
+    "DeleteItem",
+    "DeleteTable",
+    "DescribeEndpoints",
+    "DescribeLimits",
+    "DescribeTable",
+    "GetItem",
+    "ListTables",
+    "ListTagsOfResource",
+    "PutItem",
+    "Query",
+    "Scan",
+    "TagResource",
+    "UntagResource",
+    "UpdateItem",
+    "UpdateTable",
+];
+
+pub fn is_known(op: &str) -> bool {
+    OPERATIONS.contains(&op)
+}
+
+pub async fn dispatch(api: &Api, op: &str, body: Value) -> Result<Value, ApiError> {
+    match op {
+        "BatchGetItem" => batch_get_item::execute(api, &body),
+        "BatchWriteItem" => batch_write_item::execute(api, &body).await,
+        "CreateTable" => create_table::execute(api, &body).await,
+        "DeleteItem" => delete_item::execute(api, &body).await,
+        "DeleteTable" => delete_table::execute(api, &body).await,
+        "DescribeEndpoints" => describe_endpoints::execute(api),
+        "DescribeLimits" => describe_limits::execute(),
+        "DescribeTable" => describe_table::execute(api, &body),
+        "GetItem" => get_item::execute(api, &body),
+        "ListTables" => list_tables::execute(api, &body),
+        "ListTagsOfResource" => tags::list(api, &body),
+        "PutItem" => put_item::execute(api, &body).await,
+        "Query" => query::execute(api, &body),
+        "Scan" => scan::execute(api, &body),
+        "TagResource" => tags::tag(api, &body).await,
+        "UntagResource" => tags::untag(api, &body).await,
+        "UpdateItem" => update_item::execute(api, &body).await,
+        "UpdateTable" => update_table::execute(api, &body).await,
+        _ => Err(ApiError::UnknownOperation),
+    }
+}
+
+pub fn table_arn(api: &Api, name: &str) -> String {
+    format!(
+        "arn:aws:dynamodb:{}:{}:table/{}",
+        api.cfg.region, api.cfg.account_id, name
+    )
+}
+
+/// TableDescription as DescribeTable, CreateTable and DeleteTable return it.
+pub fn describe(api: &Api, meta: &TableMeta) -> Value {
+    let (count, bytes) = api.node.stats(meta.group);
+    let secs = |ms: u64| ms as f64 / 1000.0;
+    let mut key_schema = vec![json!({"AttributeName": meta.hash_key.0, "KeyType": "HASH"})];
+    if let Some(r) = &meta.range_key {
+        key_schema.push(json!({"AttributeName": r.0, "KeyType": "RANGE"}));
+    }
+    let mut throughput = json!({
+        "NumberOfDecreasesToday": meta.decreases_today,
+        "ReadCapacityUnits": meta.read_capacity,
+        "WriteCapacityUnits": meta.write_capacity,
+    });
+    if meta.last_increase_ms > 0 {
+        throughput["LastIncreaseDateTime"] = json!(secs(meta.last_increase_ms));
+    }
+    if meta.last_decrease_ms > 0 {
+        throughput["LastDecreaseDateTime"] = json!(secs(meta.last_decrease_ms));
+    }
+    let mut d = json!({
+        "TableName": meta.name,
+        "TableStatus": meta.status.as_str(),
+        "CreationDateTime": secs(meta.created_ms),
+        "AttributeDefinitions": meta.attributes.iter()
+            .map(|(n, t)| json!({"AttributeName": n, "AttributeType": t})).collect::<Vec<_>>(),
+        "KeySchema": key_schema,
+        "ProvisionedThroughput": throughput,
+        "TableSizeBytes": bytes,
+        "ItemCount": count,
+        "TableArn": table_arn(api, &meta.name),
+        "TableId": meta.table_id(),
+        "DeletionProtectionEnabled": meta.deletion_protection,
+    });
+    if meta.billing_mode == "PAY_PER_REQUEST" {
+        d["BillingModeSummary"] = json!({
+            "BillingMode": "PAY_PER_REQUEST",
+            "LastUpdateToPayPerRequestDateTime": secs(meta.created_ms),
+        });
+    }
+    d
+}
+
+/// Moves a table to its next status after the configured delay.
+pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
+    let api = api.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(api.cfg.transition_delay_ms)).await;
+        let cmd = match to {
+            Some(status) => Command::SetTableStatus {
+                name: name.clone(),
+                status,
+            },
+            None => Command::DropTable { name: name.clone() },
+        };
+        if let Err(e) = api.node.catalog(cmd).await {
+            tracing::error!(table = %name, error = %e, "table status transition failed");
+        }
+    });
+}
+
+/// Finishes transitions interrupted by a restart.
+pub fn resume_transitions(api: &Api) {
+    for t in api.node.tables() {
+        match t.meta.status {
+            TableStatus::Creating | TableStatus::Updating => {
+                schedule_transition(api, t.meta.name.clone(), Some(TableStatus::Active))
+            }
+            TableStatus::Deleting => schedule_transition(api, t.meta.name.clone(), None),
+            TableStatus::Active => {}
+        }
+    }
+}
+
+/// The table metadata from a catalog outcome.
+pub fn table_outcome(o: Outcome, name: &str) -> Result<TableMeta, ApiError> {
+    match o {
+        Outcome::Table(m) => Ok(m),
+        Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
+            "Table already exists: {name}"
+        ))),
+        _ => Err(ApiError::ResourceNotFound(format!(
+            "Requested resource not found: Table: {name} not found"
+        ))),
+    }
+}

@@ -1,0 +1,73 @@
+//! PutItem.
+use super::write::{WriteRequest, write};
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_expr::{ExprKind, parse_condition};
+use dynaraft_model::MAX_ITEM_BYTES;
+use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_storage::WriteKind;
+use serde_json::{Value, json};
+
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let item = required_item(body, "Item", "item")?;
+    let rv = enum_value(
+        body,
+        "ReturnValues",
+        "returnValues",
+        &["ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW"],
+    )?;
+    if rv.is_some_and(|r| r != "NONE" && r != "ALL_OLD") {
+        return Err(ApiError::validation(
+            "ReturnValues can only be ALL_OLD or NONE",
+        ));
+    }
+    let on_fail = enum_value(
+        body,
+        "ReturnValuesOnConditionCheckFailure",
+        "returnValuesOnConditionCheckFailure",
+        &["ALL_OLD", "NONE"],
+    )?;
+    let mode = capacity_mode(body)?;
+    reject_legacy(body, &["Expected", "ConditionalOperator"])?;
+    let table = active_table(api, &name)?;
+    table.schema.validate_item_key(&item)?;
+    if item_size_bytes(&item) > MAX_ITEM_BYTES {
+        return Err(ApiError::validation(
+            "Item size has exceeded the maximum allowed size",
+        ));
+    }
+    let condition = opt_str(body, "ConditionExpression")?.map(str::to_string);
+    let mut subs = substitutions(body, condition.is_some())?;
+    if let Some(c) = &condition {
+        parse_condition(c, ExprKind::Condition, &mut subs)?;
+    }
+    subs.check_unused()?;
+    let (names, values) = raw_substitutions(body);
+    let key = table.schema.key_of(&item);
+    let w = write(
+        &table,
+        WriteRequest {
+            kind: WriteKind::Put,
+            key,
+            item: Some(item),
+            condition,
+            update: None,
+            names,
+            values,
+            old_on_failure: on_fail == Some("ALL_OLD"),
+        },
+    )
+    .await?;
+    let mut out = json!({});
+    if rv == Some("ALL_OLD") {
+        insert_opt(&mut out, "Attributes", w.old.as_ref().map(item_to_json));
+    }
+    insert_opt(
+        &mut out,
+        "ConsumedCapacity",
+        consumed(mode, &name, write_units(w.size()), true),
+    );
+    Ok(out)
+}

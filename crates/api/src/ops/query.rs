@@ -1,0 +1,259 @@
+//! Query, and the read-side expression handling shared with Scan, GetItem
+//! and BatchGetItem.
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_expr::projection::project;
+use dynaraft_expr::{
+    Condition, ExprKind, Operand, Path, Substitutions, parse_condition, parse_key_condition,
+    parse_projection,
+};
+use dynaraft_model::value::{item_from_json, item_to_json};
+use dynaraft_model::{Item, KeySchema};
+use dynaraft_storage::read::{Page, ReadOptions, query_bounds, read_range};
+use serde_json::{Value, json};
+
+/// ProjectionExpression or AttributesToGet, when it is the request's only
+/// expression (GetItem, BatchGetItem).
+pub fn projection(body: &Value) -> Result<Option<Vec<Path>>, ApiError> {
+    let expr = opt_str(body, "ProjectionExpression")?;
+    let mut subs = substitutions(body, expr.is_some())?;
+    let p = projection_with(body, expr, &mut subs)?;
+    subs.check_unused()?;
+    Ok(p)
+}
+
+fn projection_with(
+    body: &Value,
+    expr: Option<&str>,
+    subs: &mut Substitutions,
+) -> Result<Option<Vec<Path>>, ApiError> {
+    let legacy = opt_array(body, "AttributesToGet")?;
+    match (expr, legacy) {
+        (Some(_), Some(_)) => Err(ApiError::validation(
+            "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}",
+        )),
+        (Some(e), None) => Ok(Some(parse_projection(e, subs)?)),
+        (None, Some(names)) => {
+            let mut out = Vec::new();
+            for n in names {
+                let n = n.as_str().ok_or_else(|| wrong_type("string"))?;
+                if out.iter().any(|p: &Path| p.root() == n) {
+                    return Err(ApiError::validation(format!(
+                        "One or more parameter values were invalid: Duplicate value in attribute name: {n}"
+                    )));
+                }
+                out.push(Path::attr(n));
+            }
+            Ok(Some(out))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Filter, projection and select of a Query or Scan, parsed with one set of
+/// substitutions.
+pub struct ReadExprs {
+    pub filter: Option<Condition>,
+    pub projection: Option<Vec<Path>>,
+    pub count_only: bool,
+}
+
+pub fn read_exprs(
+    body: &Value,
+    schema: &KeySchema,
+    subs: &mut Substitutions,
+) -> Result<ReadExprs, ApiError> {
+    reject_legacy(body, &["QueryFilter", "ScanFilter", "ConditionalOperator"])?;
+    let select = enum_value(
+        body,
+        "Select",
+        "select",
+        &[
+            "SPECIFIC_ATTRIBUTES",
+            "COUNT",
+            "ALL_ATTRIBUTES",
+            "ALL_PROJECTED_ATTRIBUTES",
+        ],
+    )?;
+    let filter = match opt_str(body, "FilterExpression")? {
+        Some(f) => {
+            let c = parse_condition(f, ExprKind::Filter, subs)?;
+            Some(c)
+        }
+        None => None,
+    };
+    let projection = projection_with(body, opt_str(body, "ProjectionExpression")?, subs)?;
+    match select {
+        Some("ALL_PROJECTED_ATTRIBUTES") => {
+            return Err(ApiError::validation(
+                "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName",
+            ));
+        }
+        Some("COUNT") | Some("ALL_ATTRIBUTES") if projection.is_some() => {
+            return Err(ApiError::validation(format!(
+                "Cannot specify the ProjectionExpression when choosing to get {}",
+                if select == Some("COUNT") {
+                    "only the Count"
+                } else {
+                    "ALL_ATTRIBUTES"
+                }
+            )));
+        }
+        _ => {}
+    }
+    let _ = schema;
+    Ok(ReadExprs {
+        filter,
+        projection,
+        count_only: select == Some("COUNT"),
+    })
+}
+
+pub fn condition_paths<'a>(c: &'a Condition, out: &mut Vec<&'a Path>) {
+    let op = |o: &'a Operand, out: &mut Vec<&'a Path>| {
+        if let Operand::Path(p) | Operand::Size(p) = o {
+            out.push(p);
+        }
+    };
+    match c {
+        Condition::Cmp(a, _, b) | Condition::BeginsWith(a, b) | Condition::Contains(a, b) => {
+            op(a, out);
+            op(b, out);
+        }
+        Condition::Between(a, b, d) => {
+            op(a, out);
+            op(b, out);
+            op(d, out);
+        }
+        Condition::In(a, l) => {
+            op(a, out);
+            l.iter().for_each(|x| op(x, out));
+        }
+        Condition::And(a, b) | Condition::Or(a, b) => {
+            condition_paths(a, out);
+            condition_paths(b, out);
+        }
+        Condition::Not(a) => condition_paths(a, out),
+        Condition::AttributeExists(p) | Condition::AttributeNotExists(p) => out.push(p),
+        Condition::AttributeType(p, t) => {
+            out.push(p);
+            op(t, out);
+        }
+    }
+}
+
+pub fn limit(body: &Value) -> Result<Option<usize>, ApiError> {
+    match opt_i64(body, "Limit")? {
+        Some(l) if l < 1 => {
+            let mut v = Violations::default();
+            v.add(
+                Some(&l.to_string()),
+                "limit",
+                "Member must have value greater than or equal to 1",
+            );
+            v.check()?;
+            Ok(None)
+        }
+        Some(l) => Ok(Some(l as usize)),
+        None => Ok(None),
+    }
+}
+
+pub fn start_key(body: &Value, schema: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(j) = body.get("ExclusiveStartKey").filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let key: Item = item_from_json(j)?;
+    let bad = || {
+        ApiError::validation(
+            "The provided starting key is invalid: The provided key element does not match the schema",
+        )
+    };
+    schema.validate_key(&key).map_err(|_| bad())?;
+    schema.storage_key(&key).map(Some).ok_or_else(bad)
+}
+
+/// The response body of a Query or Scan page.
+pub fn page_response(
+    page: Page,
+    exprs: &ReadExprs,
+    name: &str,
+    mode: CapacityMode,
+    consistent: bool,
+) -> Value {
+    let mut out = json!({ "Count": page.items.len(), "ScannedCount": page.scanned });
+    if !exprs.count_only {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|i| match &exprs.projection {
+                Some(p) => item_to_json(&project(i, p)),
+                None => item_to_json(i),
+            })
+            .collect();
+        out["Items"] = Value::Array(items);
+    }
+    insert_opt(
+        &mut out,
+        "LastEvaluatedKey",
+        page.last_key.as_ref().map(item_to_json),
+    );
+    insert_opt(
+        &mut out,
+        "ConsumedCapacity",
+        consumed(mode, name, read_units(page.read_bytes, consistent), false),
+    );
+    out
+}
+
+pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let mode = capacity_mode(body)?;
+    let limit = limit(body)?;
+    let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
+    let forward = opt_bool(body, "ScanIndexForward")?.unwrap_or(true);
+    reject_legacy(body, &["KeyConditions"])?;
+    let table = active_table(api, &name)?;
+    if let Some(index) = opt_str(body, "IndexName")? {
+        return Err(ApiError::validation(format!(
+            "The table does not have the specified index: {index}"
+        )));
+    }
+    let kce = opt_str(body, "KeyConditionExpression")?.ok_or_else(|| {
+        ApiError::validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
+    })?;
+    let mut subs = substitutions(body, true)?;
+    let kc = parse_key_condition(kce, &mut subs, &table.schema)?;
+    let exprs = read_exprs(body, &table.schema, &mut subs)?;
+    subs.check_unused()?;
+    if let Some(f) = &exprs.filter {
+        let mut paths = Vec::new();
+        condition_paths(f, &mut paths);
+        if let Some(p) = paths.iter().find(|p| table.schema.is_key_attr(p.root())) {
+            return Err(ApiError::validation(format!(
+                "Filter Expression can only contain non-primary key attributes: Primary key attribute: {}",
+                p.root()
+            )));
+        }
+    }
+    let start_after = start_key(body, &table.schema)?;
+    let (lo, hi) = query_bounds(&table.schema, &kc)
+        .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
+    let filter = |i: &Item| exprs.filter.as_ref().is_none_or(|f| f.eval(Some(i)));
+    let opts = ReadOptions {
+        forward,
+        start_after,
+        limit,
+        filter: &filter,
+    };
+    let page = read_range(
+        api.node.tree(),
+        table.meta.group,
+        &table.schema,
+        &lo,
+        Some(&hi),
+        &opts,
+    )?;
+    Ok(page_response(page, &exprs, &name, mode, consistent))
+}

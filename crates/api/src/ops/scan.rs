@@ -1,0 +1,106 @@
+//! Scan, including parallel scan (Segment / TotalSegments).
+use super::query::{limit, page_response, read_exprs, start_key};
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_model::Item;
+use dynaraft_storage::read::{ReadOptions, read_range, segment_bounds};
+use serde_json::Value;
+
+/// Most segments of a parallel scan.
+pub const MAX_TOTAL_SEGMENTS: i64 = 1_000_000;
+
+pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let mode = capacity_mode(body)?;
+    let limit = limit(body)?;
+    let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
+    let segment = opt_i64(body, "Segment")?;
+    let total = opt_i64(body, "TotalSegments")?;
+    let mut v = Violations::default();
+    if let Some(s) = segment {
+        if s < 0 {
+            v.add(
+                Some(&s.to_string()),
+                "segment",
+                "Member must have value greater than or equal to 0",
+            );
+        }
+        if s > MAX_TOTAL_SEGMENTS - 1 {
+            v.add(
+                Some(&s.to_string()),
+                "segment",
+                "Member must have value less than or equal to 999999",
+            );
+        }
+    }
+    if let Some(t) = total {
+        if t < 1 {
+            v.add(
+                Some(&t.to_string()),
+                "totalSegments",
+                "Member must have value greater than or equal to 1",
+            );
+        }
+        if t > MAX_TOTAL_SEGMENTS {
+            v.add(
+                Some(&t.to_string()),
+                "totalSegments",
+                "Member must have value less than or equal to 1000000",
+            );
+        }
+    }
+    v.check()?;
+    let seg = match (segment, total) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ApiError::validation(
+                "The TotalSegments parameter is required but was not present in the request when Segment parameter is present",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::validation(
+                "The Segment parameter is required but was not present in the request when parameter TotalSegments is present",
+            ));
+        }
+        (Some(s), Some(t)) if s >= t => {
+            return Err(ApiError::validation(format!(
+                "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: {s} is not less than TotalSegments: {t}"
+            )));
+        }
+        (Some(s), Some(t)) => Some((s as u32, t as u32)),
+    };
+    let table = active_table(api, &name)?;
+    if let Some(index) = opt_str(body, "IndexName")? {
+        return Err(ApiError::validation(format!(
+            "The table does not have the specified index: {index}"
+        )));
+    }
+    let has_expr = ["FilterExpression", "ProjectionExpression"]
+        .iter()
+        .any(|f| body.get(*f).is_some_and(|v| !v.is_null()));
+    let mut subs = substitutions(body, has_expr)?;
+    let exprs = read_exprs(body, &table.schema, &mut subs)?;
+    subs.check_unused()?;
+    let start_after = start_key(body, &table.schema)?;
+    let (lo, hi) = match seg {
+        Some((s, t)) => segment_bounds(s, t),
+        None => (Vec::new(), None),
+    };
+    let filter = |i: &Item| exprs.filter.as_ref().is_none_or(|f| f.eval(Some(i)));
+    let opts = ReadOptions {
+        forward: true,
+        start_after,
+        limit,
+        filter: &filter,
+    };
+    let page = read_range(
+        api.node.tree(),
+        table.meta.group,
+        &table.schema,
+        &lo,
+        hi.as_deref(),
+        &opts,
+    )?;
+    Ok(page_response(page, &exprs, &name, mode, consistent))
+}

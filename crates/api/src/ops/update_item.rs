@@ -1,0 +1,90 @@
+//! UpdateItem: every ReturnValues option; UPDATED_OLD/UPDATED_NEW return
+//! exactly the paths the update expression touched.
+use super::write::{WriteRequest, write};
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_expr::projection::project;
+use dynaraft_expr::{ExprKind, Path, parse_condition, parse_update};
+use dynaraft_model::value::item_to_json;
+use dynaraft_storage::WriteKind;
+use serde_json::{Value, json};
+
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let key = required_item(body, "Key", "key")?;
+    let rv = enum_value(
+        body,
+        "ReturnValues",
+        "returnValues",
+        &["ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW"],
+    )?
+    .unwrap_or("NONE");
+    let on_fail = enum_value(
+        body,
+        "ReturnValuesOnConditionCheckFailure",
+        "returnValuesOnConditionCheckFailure",
+        &["ALL_OLD", "NONE"],
+    )?;
+    let mode = capacity_mode(body)?;
+    reject_legacy(
+        body,
+        &["Expected", "ConditionalOperator", "AttributeUpdates"],
+    )?;
+    let table = active_table(api, &name)?;
+    table.schema.validate_key(&key)?;
+    let condition = opt_str(body, "ConditionExpression")?.map(str::to_string);
+    let update = opt_str(body, "UpdateExpression")?.map(str::to_string);
+    let mut subs = substitutions(body, condition.is_some() || update.is_some())?;
+    let mut targets: Vec<Path> = Vec::new();
+    if let Some(u) = &update {
+        let parsed = parse_update(u, &mut subs)?;
+        for p in parsed.targets() {
+            if table.schema.is_key_attr(p.root()) {
+                return Err(ApiError::validation(format!(
+                    "One or more parameter values were invalid: Cannot update attribute {}. This attribute is part of the key",
+                    p.root()
+                )));
+            }
+            targets.push(p.clone());
+        }
+    }
+    if let Some(c) = &condition {
+        parse_condition(c, ExprKind::Condition, &mut subs)?;
+    }
+    subs.check_unused()?;
+    let (names, values) = raw_substitutions(body);
+    let w = write(
+        &table,
+        WriteRequest {
+            kind: WriteKind::Update,
+            key,
+            item: None,
+            condition,
+            update,
+            names,
+            values,
+            old_on_failure: on_fail == Some("ALL_OLD"),
+        },
+    )
+    .await?;
+    let attrs = match rv {
+        "ALL_OLD" => w.old.clone(),
+        "ALL_NEW" => w.new.clone(),
+        "UPDATED_OLD" => w.old.as_ref().map(|o| project(o, &targets)),
+        "UPDATED_NEW" => w.new.as_ref().map(|n| project(n, &targets)),
+        _ => None,
+    };
+    let mut out = json!({});
+    insert_opt(
+        &mut out,
+        "Attributes",
+        attrs.filter(|a| !a.is_empty()).as_ref().map(item_to_json),
+    );
+    insert_opt(
+        &mut out,
+        "ConsumedCapacity",
+        consumed(mode, &name, write_units(w.size()), true),
+    );
+    Ok(out)
+}

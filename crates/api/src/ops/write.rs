@@ -1,0 +1,70 @@
+//! The write path shared by PutItem, UpdateItem, DeleteItem and
+//! BatchWriteItem: build a self-contained command, propose it to the item's
+//! partition, and turn the outcome into a response or DynamoDB error.
+
+use crate::error::ApiError;
+use dynaraft_model::Item;
+use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_storage::{Command, Outcome, Table, WriteCommand, WriteKind};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub struct WriteRequest {
+    pub kind: WriteKind,
+    pub key: Item,
+    pub item: Option<Item>,
+    pub condition: Option<String>,
+    pub update: Option<String>,
+    pub names: BTreeMap<String, String>,
+    pub values: Value,
+    /// ReturnValuesOnConditionCheckFailure = ALL_OLD.
+    pub old_on_failure: bool,
+}
+
+pub struct Written {
+    pub old: Option<Item>,
+    pub new: Option<Item>,
+}
+
+impl Written {
+    /// Size used for write capacity: the larger of the old and new item.
+    pub fn size(&self) -> usize {
+        self.old
+            .as_ref()
+            .map_or(0, item_size_bytes)
+            .max(self.new.as_ref().map_or(0, item_size_bytes))
+    }
+}
+
+pub async fn write(table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
+    let storage_key = table.schema.storage_key(&req.key).ok_or_else(|| {
+        ApiError::validation("The provided key element does not match the schema")
+    })?;
+    let cmd = WriteCommand {
+        kind: req.kind,
+        storage_key,
+        key: item_to_json(&req.key),
+        item: req.item.as_ref().map(item_to_json),
+        condition: req.condition,
+        update: req.update,
+        names: req.names,
+        values: req.values,
+    };
+    match table.partition.propose(Command::Write(cmd)).await? {
+        Outcome::Written { old, new } => Ok(Written { old, new }),
+        Outcome::ConditionFailed { old } => Err(ApiError::ConditionalCheckFailed {
+            item: if req.old_on_failure {
+                old.as_ref().map(item_to_json)
+            } else {
+                None
+            },
+        }),
+        Outcome::Invalid(m) => Err(ApiError::Validation(m)),
+        other => {
+            tracing::error!(?other, "unexpected outcome for a write");
+            Err(ApiError::InternalServerError(
+                "Internal server error".into(),
+            ))
+        }
+    }
+}
