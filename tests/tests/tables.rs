@@ -1,0 +1,371 @@
+//! Table lifecycle through the Rust SDK.
+//! Checks: API Reference CreateTable, DescribeTable, ListTables,
+//! UpdateTable, DeleteTable, TagResource/UntagResource/ListTagsOfResource,
+//! DescribeLimits, DescribeEndpoints.
+
+use aws_sdk_dynamodb::types::*;
+use dynaraft_tests::*;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_describe_list_delete() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        create_table(c, name, Some(("sk", ScalarAttributeType::N))).await;
+    }
+    let d = c.describe_table().table_name("alpha").send().await.unwrap();
+    let table = d.table().unwrap();
+    assert_eq!(table.table_status(), Some(&TableStatus::Active));
+    assert_eq!(table.key_schema().len(), 2);
+    assert_eq!(
+        table.table_arn(),
+        Some("arn:aws:dynamodb:us-east-1:000000000000:table/alpha")
+    );
+    assert_eq!(
+        table.billing_mode_summary().and_then(|b| b.billing_mode()),
+        Some(&BillingMode::PayPerRequest)
+    );
+
+    // ListTables pages in name order.
+    let p1 = c.list_tables().limit(3).send().await.unwrap();
+    assert_eq!(p1.table_names(), ["alpha", "beta", "delta"]);
+    assert_eq!(p1.last_evaluated_table_name(), Some("delta"));
+    let p2 = c
+        .list_tables()
+        .limit(3)
+        .exclusive_start_table_name("delta")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(p2.table_names(), ["gamma"]);
+    assert_eq!(p2.last_evaluated_table_name(), None);
+
+    // Creating it again is ResourceInUseException.
+    let e = c
+        .create_table()
+        .table_name("alpha")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceInUseException".into(),
+            "Table already exists: alpha".into()
+        )
+    );
+
+    let del = c.delete_table().table_name("alpha").send().await.unwrap();
+    assert_eq!(
+        del.table_description().unwrap().table_status(),
+        Some(&TableStatus::Deleting)
+    );
+    let e = c
+        .describe_table()
+        .table_name("alpha")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceNotFoundException".into(),
+            "Requested resource not found: Table: alpha not found".into()
+        )
+    );
+    let e = c
+        .get_item()
+        .table_name("alpha")
+        .key("pk", av::s("x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceNotFoundException".into(),
+            "Requested resource not found".into()
+        )
+    );
+    t.stop().await;
+}
+
+/// Status transitions: CREATING -> ACTIVE, DELETING -> gone, like DynamoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_transitions_take_time() {
+    let t = TestServer::start_with(None, 300).await;
+    let c = &t.client;
+    let r = c
+        .create_table()
+        .table_name("slow")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.table_description().unwrap().table_status(),
+        Some(&TableStatus::Creating)
+    );
+    let e = c
+        .put_item()
+        .table_name("slow")
+        .item("pk", av::s("a"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).0, "ResourceNotFoundException");
+    let mut active = false;
+    for _ in 0..50 {
+        let d = c.describe_table().table_name("slow").send().await.unwrap();
+        if d.table().unwrap().table_status() == Some(&TableStatus::Active) {
+            active = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(active, "table never became ACTIVE");
+    c.put_item()
+        .table_name("slow")
+        .item("pk", av::s("a"))
+        .send()
+        .await
+        .unwrap();
+    c.delete_table().table_name("slow").send().await.unwrap();
+    let d = c.describe_table().table_name("slow").send().await.unwrap();
+    assert_eq!(
+        d.table().unwrap().table_status(),
+        Some(&TableStatus::Deleting)
+    );
+    let mut gone = false;
+    for _ in 0..50 {
+        if c.describe_table().table_name("slow").send().await.is_err() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "table never went away");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_validation_messages() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    let ad = |n: &str, ty| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ty)
+            .build()
+            .unwrap()
+    };
+    let ks = |n: &str, ty| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(ty)
+            .build()
+            .unwrap()
+    };
+
+    let e = c
+        .create_table()
+        .table_name("ab")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(ad("pk", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy constraint: Member must have length greater than or equal to 3");
+
+    let e = c
+        .create_table()
+        .table_name("t-1")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(ad("pk", ScalarAttributeType::S))
+        .attribute_definitions(ad("extra", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions");
+
+    let e = c
+        .create_table()
+        .table_name("t-2")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(ad("id", ScalarAttributeType::S))
+        .key_schema(ks("user", KeyType::Hash))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [user], AttributeDefinitions: [id]");
+
+    let e = c
+        .create_table()
+        .table_name("t-3")
+        .attribute_definitions(ad("pk", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Hash))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED");
+
+    let e = c
+        .create_table()
+        .table_name("t-4")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(ad("pk", ScalarAttributeType::S))
+        .key_schema(ks("pk", KeyType::Range))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e).1,
+        "Invalid KeySchema: The first KeySchemaElement is not a HASH key type"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_table_tags_limits_endpoints() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    c.create_table()
+        .table_name("prov")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(5)
+                .write_capacity_units(5)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let pt = |r, w| {
+        ProvisionedThroughput::builder()
+            .read_capacity_units(r)
+            .write_capacity_units(w)
+            .build()
+            .unwrap()
+    };
+    let u = c
+        .update_table()
+        .table_name("prov")
+        .provisioned_throughput(pt(10, 5))
+        .send()
+        .await
+        .unwrap();
+    let d = u
+        .table_description()
+        .unwrap()
+        .provisioned_throughput()
+        .unwrap();
+    assert_eq!(
+        (d.read_capacity_units(), d.write_capacity_units()),
+        (Some(10), Some(5))
+    );
+    assert!(d.last_increase_date_time().is_some());
+    let e = c
+        .update_table()
+        .table_name("prov")
+        .provisioned_throughput(pt(10, 5))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(
+        err_of(&e)
+            .1
+            .starts_with("The provisioned throughput for the table will not change."),
+        "{:?}",
+        err_of(&e)
+    );
+    let u = c
+        .update_table()
+        .table_name("prov")
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        u.table_description()
+            .unwrap()
+            .billing_mode_summary()
+            .and_then(|b| b.billing_mode()),
+        Some(&BillingMode::PayPerRequest)
+    );
+
+    let arn = "arn:aws:dynamodb:us-east-1:000000000000:table/prov";
+    c.tag_resource()
+        .resource_arn(arn)
+        .tags(Tag::builder().key("env").value("test").build().unwrap())
+        .tags(Tag::builder().key("team").value("db").build().unwrap())
+        .send()
+        .await
+        .unwrap();
+    c.untag_resource()
+        .resource_arn(arn)
+        .tag_keys("team")
+        .send()
+        .await
+        .unwrap();
+    let tags = c
+        .list_tags_of_resource()
+        .resource_arn(arn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tags.tags().len(), 1);
+    assert_eq!(tags.tags()[0].key(), "env");
+
+    let l = c.describe_limits().send().await.unwrap();
+    assert_eq!(l.table_max_read_capacity_units(), Some(40000));
+    let ep = c.describe_endpoints().send().await.unwrap();
+    assert_eq!(ep.endpoints().len(), 1);
+    t.stop().await;
+}
