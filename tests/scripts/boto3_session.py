@@ -1,0 +1,105 @@
+"""A realistic boto3 session against a real dynaraft process.
+
+Usage: boto3_session.py <dynaraft binary>. Checks what boto3 users touch:
+resource API, waiters, conditions from boto3.dynamodb.conditions,
+paginators, batch_writer, Decimal numbers, ClientError codes.
+"""
+import decimal
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+import boto3
+from boto3.dynamodb.conditions import Attr, Key
+from botocore.exceptions import ClientError
+
+
+def start(binary):
+    data = tempfile.mkdtemp()
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    proc = subprocess.Popen([binary, "embedded", "--port", str(port), "--data-dir", data,
+                             "--transition-delay-ms", "200"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url + "/")
+            break
+        except OSError:
+            time.sleep(0.1)
+    return proc, url
+
+
+def main():
+    proc, url = start(sys.argv[1])
+    try:
+        session = boto3.session.Session(aws_access_key_id="local", aws_secret_access_key="local",
+                                        region_name="us-east-1")
+        ddb = session.resource("dynamodb", endpoint_url=url)
+        client = session.client("dynamodb", endpoint_url=url)
+        table = ddb.create_table(
+            TableName="Orders",
+            KeySchema=[{"AttributeName": "customer", "KeyType": "HASH"},
+                       {"AttributeName": "order_id", "KeyType": "RANGE"}],
+            AttributeDefinitions=[{"AttributeName": "customer", "AttributeType": "S"},
+                                  {"AttributeName": "order_id", "AttributeType": "N"}],
+            BillingMode="PAY_PER_REQUEST")
+        table.wait_until_exists()
+        table.reload()
+        assert table.table_status == "ACTIVE", table.table_status
+
+        with table.batch_writer() as batch:
+            for i in range(60):
+                batch.put_item(Item={"customer": f"c{i % 3}", "order_id": i,
+                                     "total": decimal.Decimal("19.99") * i, "status": "NEW"})
+
+        got = table.get_item(Key={"customer": "c1", "order_id": 4}, ConsistentRead=True)["Item"]
+        assert got["total"] == decimal.Decimal("79.96"), got
+
+        r = table.query(KeyConditionExpression=Key("customer").eq("c0") & Key("order_id").between(10, 20))
+        assert [int(i["order_id"]) for i in r["Items"]] == [12, 15, 18], r["Items"]
+
+        r = table.query(KeyConditionExpression=Key("customer").eq("c2"),
+                        FilterExpression=Attr("total").gt(500), ScanIndexForward=False)
+        assert all(i["total"] > 500 for i in r["Items"]) and r["Count"] < r["ScannedCount"], r
+
+        table.update_item(Key={"customer": "c0", "order_id": 0},
+                          UpdateExpression="SET #s = :s, tags = list_append(if_not_exists(tags, :empty), :t)",
+                          ConditionExpression=Attr("status").eq("NEW"),
+                          ExpressionAttributeNames={"#s": "status"},
+                          ExpressionAttributeValues={":s": "PAID", ":t": ["rush"], ":empty": []})
+        try:
+            table.update_item(Key={"customer": "c0", "order_id": 0},
+                              UpdateExpression="SET #s = :s", ConditionExpression=Attr("status").eq("NEW"),
+                              ExpressionAttributeNames={"#s": "status"}, ExpressionAttributeValues={":s": "X"})
+            raise AssertionError("condition should fail")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ConditionalCheckFailedException", e.response
+
+        try:
+            table.put_item(Item={"customer": "c0"})
+            raise AssertionError("missing sort key should fail")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ValidationException"
+            assert e.response["Error"]["Message"] == \
+                "One or more parameter values were invalid: Missing the key order_id in the item", e.response
+
+        pages = list(client.get_paginator("scan").paginate(TableName="Orders", PaginationConfig={"PageSize": 7}))
+        assert sum(p["Count"] for p in pages) == 60 and len(pages) >= 9, [p["Count"] for p in pages]
+
+        table.delete()
+        table.wait_until_not_exists()
+        print("boto3 session: ok")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

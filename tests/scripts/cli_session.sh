@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The README's AWS CLI session, run against a real dynaraft process.
+# Usage: cli_session.sh <dynaraft binary> <aws binary>
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+source "$HERE/start_server.sh" "$1"
+AWS="$2"
+ddb() { "$AWS" dynamodb --endpoint-url "$DYNARAFT_URL" --output json "$@"; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+ddb create-table --table-name Music \
+  --attribute-definitions AttributeName=Artist,AttributeType=S AttributeName=SongTitle,AttributeType=S \
+  --key-schema AttributeName=Artist,KeyType=HASH AttributeName=SongTitle,KeyType=RANGE \
+  --billing-mode PAY_PER_REQUEST | grep -q '"TableStatus": "CREATING"' || fail "create-table should report CREATING"
+ddb wait table-exists --table-name Music
+ddb describe-table --table-name Music | grep -q '"TableStatus": "ACTIVE"' || fail "table not ACTIVE after wait"
+
+for i in $(seq 1 12); do
+  ddb put-item --table-name Music --item "{\"Artist\":{\"S\":\"Acme Band\"},\"SongTitle\":{\"S\":\"Song $(printf %02d "$i")\"},\"Plays\":{\"N\":\"$i\"}}"
+done
+ddb put-item --table-name Music --item '{"Artist":{"S":"No One You Know"},"SongTitle":{"S":"Call Me Today"},"Plays":{"N":"0"}}'
+
+out=$(ddb get-item --table-name Music --key '{"Artist":{"S":"Acme Band"},"SongTitle":{"S":"Song 03"}}')
+echo "$out" | grep -q '"N": "3"' || fail "get-item: $out"
+
+out=$(ddb query --table-name Music --key-condition-expression "Artist = :a AND begins_with(SongTitle, :p)" \
+  --expression-attribute-values '{":a":{"S":"Acme Band"},":p":{"S":"Song 1"}}')
+echo "$out" | grep -q '"Count": 3' || fail "query begins_with: $out"
+
+out=$(ddb update-item --table-name Music --key '{"Artist":{"S":"Acme Band"},"SongTitle":{"S":"Song 01"}}' \
+  --update-expression "SET Plays = Plays + :inc" --condition-expression "Plays < :max" \
+  --expression-attribute-values '{":inc":{"N":"10"},":max":{"N":"5"}}' --return-values UPDATED_NEW)
+echo "$out" | grep -q '"N": "11"' || fail "update-item: $out"
+
+if ddb update-item --table-name Music --key '{"Artist":{"S":"Acme Band"},"SongTitle":{"S":"Song 01"}}' \
+  --update-expression "SET Plays = Plays + :inc" --condition-expression "Plays < :max" \
+  --expression-attribute-values '{":inc":{"N":"10"},":max":{"N":"5"}}' 2>/tmp/dynaraft-cli-err; then
+  fail "conditional update should have failed"
+fi
+grep -q ConditionalCheckFailedException /tmp/dynaraft-cli-err || fail "expected ConditionalCheckFailedException"
+
+# The CLI paginates with --page-size through LastEvaluatedKey.
+out=$(ddb scan --table-name Music --page-size 4)
+echo "$out" | grep -q '"Count": 13' || fail "paginated scan: $out"
+
+ddb delete-item --table-name Music --key '{"Artist":{"S":"No One You Know"},"SongTitle":{"S":"Call Me Today"}}'
+ddb delete-table --table-name Music >/dev/null
+ddb wait table-not-exists --table-name Music
+echo "AWS CLI session: ok"

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Starts a real dynaraft process on a free port with a fresh data dir.
+# Usage: source start_server.sh <binary>; sets DYNARAFT_URL and a trap
+# that stops the server and removes the data dir on exit.
+set -euo pipefail
+BIN="$1"
+DATA_DIR="$(mktemp -d)"
+PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+"$BIN" embedded --port "$PORT" --data-dir "$DATA_DIR" --transition-delay-ms 200 >"$DATA_DIR.log" 2>&1 &
+SERVER_PID=$!
+trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$DATA_DIR" "$DATA_DIR.log"' EXIT
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+export DYNARAFT_URL="http://127.0.0.1:$PORT"
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
