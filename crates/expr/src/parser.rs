@@ -303,14 +303,14 @@ impl<'a> Parser<'a> {
     fn primary(&mut self) -> Result<Condition, ExprError> {
         if *self.peek() == Tok::LParen {
             self.pos += 1;
+            // `((...))`: reject before recursing, so piles of parentheses cost nothing.
+            if *self.peek() == Tok::LParen && self.paren_wraps_whole() {
+                return Err(self.err("The expression has redundant parentheses;"));
+            }
             self.enter()?;
-            let redundant = *self.peek() == Tok::LParen && self.paren_wraps_whole();
             let inner = self.or()?;
             self.depth -= 1;
             self.expect(Tok::RParen)?;
-            if redundant {
-                return Err(self.err("The expression has redundant parentheses;"));
-            }
             return Ok(inner);
         }
         if let Tok::Ident(w) = self.peek().clone() {
