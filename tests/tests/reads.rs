@@ -241,7 +241,7 @@ async fn batch_write_and_get() {
         .send()
         .await
         .unwrap();
-    assert!(r.unprocessed_items().map_or(true, |u| u.is_empty()));
+    assert!(r.unprocessed_items().is_none_or(|u| u.is_empty()));
     let e = c
         .batch_write_item()
         .request_items("bwr", (0..26).map(|i| put(&format!("k{i}"))).collect())

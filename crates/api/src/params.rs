@@ -155,19 +155,19 @@ pub fn enum_value<'a>(
     allowed: &[&str],
 ) -> Result<Option<&'a str>, ApiError> {
     let v = opt_str(body, field)?;
-    if let Some(s) = v {
-        if !allowed.contains(&s) {
-            let mut vs = Violations::default();
-            vs.add(
-                Some(s),
-                path,
-                &format!(
-                    "Member must satisfy enum value set: [{}]",
-                    allowed.join(", ")
-                ),
-            );
-            vs.check()?;
-        }
+    if let Some(s) = v
+        && !allowed.contains(&s)
+    {
+        let mut vs = Violations::default();
+        vs.add(
+            Some(s),
+            path,
+            &format!(
+                "Member must satisfy enum value set: [{}]",
+                allowed.join(", ")
+            ),
+        );
+        vs.check()?;
     }
     Ok(v)
 }

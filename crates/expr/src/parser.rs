@@ -313,10 +313,11 @@ impl<'a> Parser<'a> {
             self.expect(Tok::RParen)?;
             return Ok(inner);
         }
-        if let Tok::Ident(w) = self.peek().clone() {
-            if self.is_function_call() && !w.eq_ignore_ascii_case("size") {
-                return self.function(&w);
-            }
+        if let Tok::Ident(w) = self.peek().clone()
+            && self.is_function_call()
+            && !w.eq_ignore_ascii_case("size")
+        {
+            return self.function(&w);
         }
         let left = self.operand()?;
         match self.peek().clone() {
@@ -337,13 +338,13 @@ impl<'a> Parser<'a> {
                 }
                 let hi = self.operand()?;
                 self.check_comparable("BETWEEN", &[&left, &lo, &hi])?;
-                if let (Operand::Value(a), Operand::Value(b)) = (&lo, &hi) {
-                    if crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater) {
-                        return Err(self.err(format!(
+                if let (Operand::Value(a), Operand::Value(b)) = (&lo, &hi)
+                    && crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater)
+                {
+                    return Err(self.err(format!(
                             "The BETWEEN operator requires upper bound to be greater than or equal to lower bound; lower bound operand: AttributeValue: {}, upper bound operand: AttributeValue: {}",
                             brace(a), brace(b)
                         )));
-                    }
                 }
                 Ok(Condition::Between(left, lo, hi))
             }
@@ -396,10 +397,10 @@ impl<'a> Parser<'a> {
             return Ok(());
         }
         for o in operands {
-            if let Operand::Value(v) = o {
-                if !matches!(v.attr_type(), AttrType::S | AttrType::N | AttrType::B) {
-                    return Err(operand_type_error(self.kind, op, v));
-                }
+            if let Operand::Value(v) = o
+                && !matches!(v.attr_type(), AttrType::S | AttrType::N | AttrType::B)
+            {
+                return Err(operand_type_error(self.kind, op, v));
             }
         }
         Ok(())
@@ -441,10 +442,10 @@ impl<'a> Parser<'a> {
                 let b = self.operand()?;
                 if lower == "begins_with" {
                     for o in [&a, &b] {
-                        if let Operand::Value(v) = o {
-                            if !matches!(v.attr_type(), AttrType::S | AttrType::B) {
-                                return Err(operand_type_error(self.kind, name, v));
-                            }
+                        if let Operand::Value(v) = o
+                            && !matches!(v.attr_type(), AttrType::S | AttrType::B)
+                        {
+                            return Err(operand_type_error(self.kind, name, v));
                         }
                     }
                     Condition::BeginsWith(a, b)
@@ -572,13 +573,13 @@ impl<'a> Parser<'a> {
         self.count_operator()?;
         let b = self.update_operand()?;
         for o in [&a, &b] {
-            if let UOperand::Value(v) = o {
-                if v.attr_type() != AttrType::N {
-                    return Err(self.err(format!(
+            if let UOperand::Value(v) = o
+                && v.attr_type() != AttrType::N
+            {
+                return Err(self.err(format!(
                         "Incorrect operand type for operator or function; operator or function: {op}, operand type: {}",
                         v.attr_type()
                     )));
-                }
             }
         }
         Ok(if op == '+' {
@@ -611,10 +612,10 @@ impl<'a> Parser<'a> {
                         self.expect(Tok::Comma)?;
                         let b = self.update_operand()?;
                         for o in [&a, &b] {
-                            if let UOperand::Value(v) = o {
-                                if v.attr_type() != AttrType::L {
-                                    return Err(operand_type_error(self.kind, "list_append", v));
-                                }
+                            if let UOperand::Value(v) = o
+                                && v.attr_type() != AttrType::L
+                            {
+                                return Err(operand_type_error(self.kind, "list_append", v));
                             }
                         }
                         UOperand::ListAppend(Box::new(a), Box::new(b))

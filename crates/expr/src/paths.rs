@@ -114,10 +114,8 @@ pub fn remove(item: &mut Item, path: &Path) {
         (PathElem::Attr(a), Some(AttributeValue::M(m))) => {
             m.remove(a);
         }
-        (PathElem::Index(i), Some(AttributeValue::L(l))) => {
-            if *i < l.len() {
-                l.remove(*i);
-            }
+        (PathElem::Index(i), Some(AttributeValue::L(l))) if *i < l.len() => {
+            l.remove(*i);
         }
         _ => {}
     }

@@ -76,7 +76,7 @@ impl UpdateExpr {
         // Remove list elements from the highest index down, so that earlier
         // removals do not shift the positions of later ones.
         let mut removes: Vec<&Path> = self.remove.iter().collect();
-        removes.sort_by(|a, b| index_key(b).cmp(&index_key(a)));
+        removes.sort_by_key(|p| std::cmp::Reverse(index_key(p)));
         for p in removes {
             paths::remove(item, p);
         }

@@ -167,12 +167,12 @@ fn check_key_sizes(schema: &KeySchema, item: &Item) -> Result<(), ModelError> {
             "Size of hashkey has exceeded the maximum size limit of{MAX_PARTITION_KEY_BYTES} bytes"
         )));
     }
-    if let Some(r) = &schema.range {
-        if item.get(&r.name).map_or(0, |v| v.size_bytes()) > MAX_SORT_KEY_BYTES {
-            return Err(invalid(format!(
-                "Aggregated size of all range keys has exceeded the size limit of {MAX_SORT_KEY_BYTES} bytes"
-            )));
-        }
+    if let Some(r) = &schema.range
+        && item.get(&r.name).map_or(0, |v| v.size_bytes()) > MAX_SORT_KEY_BYTES
+    {
+        return Err(invalid(format!(
+            "Aggregated size of all range keys has exceeded the size limit of {MAX_SORT_KEY_BYTES} bytes"
+        )));
     }
     Ok(())
 }

@@ -210,11 +210,11 @@ impl Writer {
             if result.is_err() {
                 return;
             }
-            if self.written >= WAL_SEGMENT_BYTES {
-                if let Err(e) = self.rotate() {
-                    tracing::error!(error = %e, "WAL rotation failed");
-                    return;
-                }
+            if self.written >= WAL_SEGMENT_BYTES
+                && let Err(e) = self.rotate()
+            {
+                tracing::error!(error = %e, "WAL rotation failed");
+                return;
             }
         }
     }
@@ -260,10 +260,7 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64), StorageError> {
     File::open(path)?.read_to_end(&mut bytes)?;
     let mut out = Vec::new();
     let mut pos = 0usize;
-    loop {
-        let Some(header) = bytes.get(pos..pos + HEADER_BYTES) else {
-            break;
-        };
+    while let Some(header) = bytes.get(pos..pos + HEADER_BYTES) {
         let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
         let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if !(16..=WAL_MAX_RECORD_BYTES).contains(&len) {
@@ -310,10 +307,9 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
         if let Some(n) = name
             .strip_prefix("wal-")
             .and_then(|s| s.strip_suffix(".log"))
+            && let Ok(n) = n.parse()
         {
-            if let Ok(n) = n.parse() {
-                segs.push(n);
-            }
+            segs.push(n);
         }
     }
     segs.sort_unstable();

@@ -40,10 +40,10 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         .collect();
     let page: Vec<&String> = names.iter().take(limit).collect();
     let mut out = json!({ "TableNames": page });
-    if names.len() > limit {
-        if let Some(last) = page.last() {
-            out["LastEvaluatedTableName"] = json!(last);
-        }
+    if names.len() > limit
+        && let Some(last) = page.last()
+    {
+        out["LastEvaluatedTableName"] = json!(last);
     }
     Ok(out)
 }
