@@ -219,7 +219,7 @@ async fn conditions_and_check_failures() {
         .unwrap_err();
     assert_eq!(
         err_of(&e).1,
-        "ExpressionAttributeValues can only be specified when using expressions"
+        "ExpressionAttributeValues can only be specified when using expressions: ConditionExpression is null"
     );
     t.stop().await;
 }
@@ -424,5 +424,118 @@ async fn data_model_limits() {
         .await
         .unwrap();
     assert_eq!(r.attributes().unwrap().get("x"), Some(&n("0.3")));
+    t.stop().await;
+}
+
+/// Developer Guide "Legacy conditional parameters": Expected,
+/// ConditionalOperator and AttributeUpdates behave like their expressions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_expected_and_attribute_updates() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    create_table(c, "legacy", None).await;
+    let cond = |op: ComparisonOperator, v: Vec<A>| {
+        ExpectedAttributeValue::builder()
+            .comparison_operator(op)
+            .set_attribute_value_list(Some(v))
+            .build()
+    };
+    c.put_item()
+        .table_name("legacy")
+        .item("pk", s("a"))
+        .item("n", n("5"))
+        .expected(
+            "pk",
+            ExpectedAttributeValue::builder().exists(false).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let e = c
+        .put_item()
+        .table_name("legacy")
+        .item("pk", s("a"))
+        .expected(
+            "pk",
+            ExpectedAttributeValue::builder().exists(false).build(),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).0, "ConditionalCheckFailedException");
+    let upd = |action: AttributeAction, v: Option<A>| {
+        AttributeValueUpdate::builder()
+            .action(action)
+            .set_value(v)
+            .build()
+    };
+    let r = c
+        .update_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .attribute_updates("n", upd(AttributeAction::Add, Some(n("2"))))
+        .attribute_updates(
+            "tags",
+            upd(AttributeAction::Put, Some(A::Ss(vec!["x".into()]))),
+        )
+        .expected(
+            "n",
+            cond(ComparisonOperator::Between, vec![n("1"), n("10")]),
+        )
+        .return_values(ReturnValue::AllNew)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.attributes().unwrap().get("n"), Some(&n("7")));
+    let e = c
+        .update_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .attribute_updates("n", upd(AttributeAction::Delete, None))
+        .expected("n", cond(ComparisonOperator::Gt, vec![n("100")]))
+        .expected("tags", cond(ComparisonOperator::Null, vec![]))
+        .conditional_operator(ConditionalOperator::Or)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).0, "ConditionalCheckFailedException");
+    let e = c
+        .update_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .attribute_updates("n", upd(AttributeAction::Delete, None))
+        .update_expression("REMOVE n")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {UpdateExpression}");
+    let e = c
+        .delete_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .expected(
+            "n",
+            cond(ComparisonOperator::Lt, vec![A::Ss(vec!["x".into()])]),
+        )
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: ComparisonOperator LT is not valid for SS AttributeValue type");
+    let e = c
+        .update_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .attribute_updates("pk", upd(AttributeAction::Put, Some(s("b"))))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key");
+    c.delete_item()
+        .table_name("legacy")
+        .key("pk", s("a"))
+        .expected("n", cond(ComparisonOperator::Eq, vec![n("7")]))
+        .send()
+        .await
+        .unwrap();
     t.stop().await;
 }

@@ -317,3 +317,76 @@ async fn batch_write_and_get() {
     );
     t.stop().await;
 }
+
+/// Legacy KeyConditions, QueryFilter, ScanFilter and AttributesToGet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_query_and_scan_parameters() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    create_table(c, "lgq", Some(("sk", ScalarAttributeType::N))).await;
+    seed(c, "lgq", 2, 10, 0).await;
+    let cond = |op: ComparisonOperator, v: Vec<A>| {
+        Condition::builder()
+            .comparison_operator(op)
+            .set_attribute_value_list(Some(v))
+            .build()
+            .unwrap()
+    };
+    let r = c
+        .query()
+        .table_name("lgq")
+        .key_conditions("pk", cond(ComparisonOperator::Eq, vec![s("p0")]))
+        .key_conditions("sk", cond(ComparisonOperator::Ge, vec![n("4")]))
+        .query_filter("even", cond(ComparisonOperator::Eq, vec![A::Bool(true)]))
+        .attributes_to_get("sk")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((r.count(), r.scanned_count()), (3, 6));
+    assert!(r
+        .items()
+        .iter()
+        .all(|i| i.len() == 1 && i.contains_key("sk")));
+    // KeyConditions may be combined with a FilterExpression.
+    let r = c
+        .query()
+        .table_name("lgq")
+        .key_conditions("pk", cond(ComparisonOperator::Eq, vec![s("p1")]))
+        .filter_expression("even = :f")
+        .expression_attribute_values(":f", A::Bool(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 5);
+    let e = c
+        .query()
+        .table_name("lgq")
+        .key_conditions("pk", cond(ComparisonOperator::Ne, vec![s("p1")]))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e).1,
+        "Attempted conditional constraint is not an indexable operation"
+    );
+    let r = c
+        .scan()
+        .table_name("lgq")
+        .scan_filter("sk", cond(ComparisonOperator::In, vec![n("1"), n("2")]))
+        .scan_filter("even", cond(ComparisonOperator::Eq, vec![A::Bool(true)]))
+        .conditional_operator(ConditionalOperator::And)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.count(), 2);
+    let e = c
+        .scan()
+        .table_name("lgq")
+        .scan_filter("sk", cond(ComparisonOperator::NotNull, vec![]))
+        .filter_expression("attribute_exists(sk)")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err_of(&e).1, "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {ScanFilter} Expression parameters: {FilterExpression}");
+    t.stop().await;
+}

@@ -184,82 +184,120 @@ pub fn required_item(body: &Value, field: &str, path: &str) -> Result<Item, ApiE
     }
 }
 
-/// Reads ExpressionAttributeNames/Values and checks that they are only
-/// given together with an expression.
-pub fn substitutions(body: &Value, has_expression: bool) -> Result<Substitutions, ApiError> {
-    let names = opt_object(body, "ExpressionAttributeNames")?;
-    let values = opt_object(body, "ExpressionAttributeValues")?;
-    if let Some(n) = names {
-        if !has_expression {
+/// The expression inputs of one request: the client's
+/// ExpressionAttributeNames/Values plus whatever the legacy translation
+/// generated. Built once per request, after DynamoDB's mixing rules.
+pub struct ExprInput {
+    pub names: BTreeMap<String, String>,
+    pub values: Item,
+}
+
+impl ExprInput {
+    /// Checks the rules for combining expression and legacy parameters and
+    /// parses the names and values. `expressions` are the operation's
+    /// expression parameters, `legacy` its non-expression ones.
+    pub fn from_body(
+        body: &Value,
+        expressions: &[&str],
+        legacy: &[&str],
+    ) -> Result<ExprInput, ApiError> {
+        let present = |f: &str| body.get(f).is_some_and(|v| !v.is_null());
+        let exprs: Vec<&str> = expressions.iter().copied().filter(|f| present(f)).collect();
+        if !exprs.is_empty() {
+            // KeyConditions may be combined with a FilterExpression.
+            let keycond_ok = !present("KeyConditionExpression");
+            let mixed: Vec<&str> = legacy
+                .iter()
+                .copied()
+                .filter(|f| present(f))
+                .filter(|f| !(keycond_ok && *f == "KeyConditions"))
+                .collect();
+            if !mixed.is_empty() {
+                return Err(ApiError::validation(format!(
+                    "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {{{}}} Expression parameters: {{{}}}",
+                    mixed.join(", "),
+                    exprs.join(", ")
+                )));
+            }
+        }
+        let names = opt_object(body, "ExpressionAttributeNames")?;
+        let values = opt_object(body, "ExpressionAttributeValues")?;
+        if names.is_some() && exprs.is_empty() {
             return Err(ApiError::validation(
                 "ExpressionAttributeNames can only be specified when using expressions",
             ));
         }
-        if n.is_empty() {
+        let value_exprs: Vec<&str> = expressions
+            .iter()
+            .filter(|e| **e != "ProjectionExpression")
+            .copied()
+            .collect();
+        if values.is_some() && !value_exprs.is_empty() && !value_exprs.iter().any(|f| present(f)) {
+            return Err(ApiError::validation(format!(
+                "ExpressionAttributeValues can only be specified when using expressions: {} {} null",
+                value_exprs.join(" and "),
+                if value_exprs.len() > 1 { "are" } else { "is" }
+            )));
+        }
+        if names.is_some_and(|n| n.is_empty()) {
             return Err(ApiError::validation(
                 "ExpressionAttributeNames must not be empty",
             ));
         }
-    }
-    if let Some(v) = values {
-        if !has_expression {
-            return Err(ApiError::validation(
-                "ExpressionAttributeValues can only be specified when using expressions",
-            ));
-        }
-        if v.is_empty() {
+        if values.is_some_and(|v| v.is_empty()) {
             return Err(ApiError::validation(
                 "ExpressionAttributeValues must not be empty",
             ));
         }
-    }
-    let mut name_map = BTreeMap::new();
-    for (k, v) in names.into_iter().flatten() {
-        let s = v.as_str().ok_or_else(|| wrong_type("string"))?;
-        name_map.insert(k.clone(), s.to_string());
-    }
-    let mut value_map = Item::new();
-    for (k, v) in values.into_iter().flatten() {
-        let av = AttributeValue::from_json(v).map_err(|e| match e {
-            dynaraft_model::ModelError::Validation(m) => ApiError::validation(format!(
-                "ExpressionAttributeValues contains invalid value: {m} for key {k}"
-            )),
-            other => other.into(),
-        })?;
-        value_map.insert(k.clone(), av);
-    }
-    Ok(Substitutions::new(name_map, value_map))
-}
-
-/// The raw names/values, as carried inside a write command.
-pub fn raw_substitutions(body: &Value) -> (BTreeMap<String, String>, Value) {
-    let names = body
-        .get("ExpressionAttributeNames")
-        .and_then(|n| n.as_object())
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let values = body
-        .get("ExpressionAttributeValues")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    (names, values)
-}
-
-/// Rejects the legacy (pre-expression) parameters this build does not yet
-/// translate, instead of silently ignoring them.
-pub fn reject_legacy(body: &Value, fields: &[&str]) -> Result<(), ApiError> {
-    for f in fields {
-        if body.get(*f).is_some_and(|v| !v.is_null()) {
-            return Err(ApiError::validation(format!(
-                "The legacy parameter {f} is not supported by dynaraft yet; use the expression parameters"
-            )));
+        let mut name_map = BTreeMap::new();
+        for (k, v) in names.into_iter().flatten() {
+            let s = v.as_str().ok_or_else(|| wrong_type("string"))?;
+            name_map.insert(k.clone(), s.to_string());
         }
+        let mut value_map = Item::new();
+        for (k, v) in values.into_iter().flatten() {
+            let av = AttributeValue::from_json(v).map_err(|e| match e {
+                dynaraft_model::ModelError::Validation(m) => ApiError::validation(format!(
+                    "ExpressionAttributeValues contains invalid value: {m} for key {k}"
+                )),
+                other => other.into(),
+            })?;
+            value_map.insert(k.clone(), av);
+        }
+        Ok(ExprInput {
+            names: name_map,
+            values: value_map,
+        })
     }
-    Ok(())
+
+    /// A translator for legacy parameters that avoids the client's placeholders.
+    pub fn legacy(&self) -> dynaraft_expr::legacy::Legacy {
+        dynaraft_expr::legacy::Legacy::avoiding(self.names.keys().chain(self.values.keys()))
+    }
+
+    /// Takes in the names and values a legacy translation generated.
+    pub fn absorb(&mut self, l: dynaraft_expr::legacy::Legacy) {
+        self.names.extend(l.names);
+        self.values.extend(l.values);
+    }
+
+    /// Fresh substitutions (with usage tracking) for parsing.
+    pub fn subs(&self) -> Substitutions {
+        Substitutions::new(self.names.clone(), self.values.clone())
+    }
+
+    /// The values as DynamoDB JSON, for a logged command.
+    pub fn values_json(&self) -> Value {
+        dynaraft_model::value::item_to_json(&self.values)
+    }
+}
+
+/// The legacy parameter `field` as a JSON object, if present.
+pub fn legacy_map<'a>(
+    body: &'a Value,
+    field: &str,
+) -> Result<Option<&'a Map<String, Value>>, ApiError> {
+    opt_object(body, field)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

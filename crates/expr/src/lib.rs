@@ -14,6 +14,7 @@
 pub mod ast;
 pub mod eval;
 pub mod keycond;
+pub mod legacy;
 pub mod lexer;
 pub mod parser;
 pub mod paths;

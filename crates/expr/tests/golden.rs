@@ -58,6 +58,9 @@ fn run(case: &Case) -> String {
         Ok(v) => v,
         Err(e) => return format!("error: {e}"),
     };
+    if let Some(out) = run_legacy(f, &mut item) {
+        return out;
+    }
     let mut subs = Substitutions::new(names, values);
     let out = if let Some(src) = f.get("condition").or(f.get("filter")) {
         let kind = if f.contains_key("condition") {
@@ -84,6 +87,49 @@ fn run(case: &Case) -> String {
         Ok(o) => o,
         Err(e) => format!("error: {e}"),
     }
+}
+
+/// Legacy parameters: translate, then parse and evaluate like expressions.
+fn run_legacy(f: &BTreeMap<String, String>, item: &mut Item) -> Option<String> {
+    let json = |k: &str| {
+        f.get(k)
+            .map(|s| serde_json::from_str::<serde_json::Value>(s).expect("legacy json"))
+    };
+    let op = f.get("conditionaloperator").map(String::as_str);
+    let mut l = legacy::Legacy::new();
+    let (kind, translated) = if let Some(e) = json("expected") {
+        ("condition", l.expected(e.as_object()?, op))
+    } else if let Some(q) = json("queryfilter") {
+        ("condition", l.filter("queryFilter", q.as_object()?, op))
+    } else if let Some(k) = json("keyconditions") {
+        ("key", l.key_conditions(k.as_object()?))
+    } else if let Some(u) = json("attributeupdates") {
+        ("update", l.attribute_updates(u.as_object()?))
+    } else {
+        return None;
+    };
+    let src = match translated {
+        Ok(Some(s)) => s,
+        Ok(None) => return Some("(no expression)".into()),
+        Err(e) => return Some(format!("error: {e}")),
+    };
+    let mut subs = Substitutions::new(l.names, l.values);
+    let out = match kind {
+        "condition" => parse_condition(&src, ExprKind::Condition, &mut subs)
+            .map(|c| c.eval(Some(item)).to_string()),
+        "key" => {
+            let s = schema(f.get("schema").map(String::as_str).unwrap_or("pk S"));
+            parse_key_condition(&src, &mut subs, &s).map(|k| format!("{k:?}"))
+        }
+        _ => parse_update(&src, &mut subs).and_then(|u| {
+            u.apply(item).map_err(|e| ExprError(e.to_string()))?;
+            Ok(item_to_json(item).to_string())
+        }),
+    };
+    Some(match out.and_then(|o| subs.check_unused().map(|_| o)) {
+        Ok(o) => format!("{src} -> {o}"),
+        Err(e) => format!("{src} -> error: {e}"),
+    })
 }
 
 #[test]

@@ -1,5 +1,5 @@
 //! PutItem.
-use super::write::{WriteRequest, write};
+use super::write::{WriteRequest, condition_source, write};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -30,7 +30,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         &["ALL_OLD", "NONE"],
     )?;
     let mode = capacity_mode(body)?;
-    reject_legacy(body, &["Expected", "ConditionalOperator"])?;
+    let mut input = ExprInput::from_body(
+        body,
+        &["ConditionExpression"],
+        &["Expected", "ConditionalOperator"],
+    )?;
     let table = active_table(api, &name)?;
     table.schema.validate_item_key(&item)?;
     if item_size_bytes(&item) > MAX_ITEM_BYTES {
@@ -38,13 +42,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "Item size has exceeded the maximum allowed size",
         ));
     }
-    let condition = opt_str(body, "ConditionExpression")?.map(str::to_string);
-    let mut subs = substitutions(body, condition.is_some())?;
+    let condition = condition_source(body, &mut input)?;
+    let mut subs = input.subs();
     if let Some(c) = &condition {
         parse_condition(c, ExprKind::Condition, &mut subs)?;
     }
     subs.check_unused()?;
-    let (names, values) = raw_substitutions(body);
+    let (names, values) = (input.names.clone(), input.values_json());
     let key = table.schema.key_of(&item);
     let w = write(
         &table,

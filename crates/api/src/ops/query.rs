@@ -17,7 +17,8 @@ use serde_json::{Value, json};
 /// expression (GetItem, BatchGetItem).
 pub fn projection(body: &Value) -> Result<Option<Vec<Path>>, ApiError> {
     let expr = opt_str(body, "ProjectionExpression")?;
-    let mut subs = substitutions(body, expr.is_some())?;
+    let input = ExprInput::from_body(body, &["ProjectionExpression"], &["AttributesToGet"])?;
+    let mut subs = input.subs();
     let p = projection_with(body, expr, &mut subs)?;
     subs.check_unused()?;
     Ok(p)
@@ -59,12 +60,37 @@ pub struct ReadExprs {
     pub count_only: bool,
 }
 
+/// FilterExpression, or the legacy filter (`QueryFilter`/`ScanFilter` with
+/// `ConditionalOperator`) translated.
+pub fn filter_source(
+    body: &Value,
+    legacy_field: &str,
+    input: &mut ExprInput,
+) -> Result<Option<String>, ApiError> {
+    if let Some(f) = opt_str(body, "FilterExpression")? {
+        return Ok(Some(f.to_string()));
+    }
+    match legacy_map(body, legacy_field)? {
+        Some(filter) => {
+            let mut l = input.legacy();
+            let param = if legacy_field == "QueryFilter" {
+                "queryFilter"
+            } else {
+                "scanFilter"
+            };
+            let f = l.filter(param, filter, opt_str(body, "ConditionalOperator")?)?;
+            input.absorb(l);
+            Ok(f)
+        }
+        None => Ok(None),
+    }
+}
+
 pub fn read_exprs(
     body: &Value,
-    schema: &KeySchema,
+    filter_src: Option<&str>,
     subs: &mut Substitutions,
 ) -> Result<ReadExprs, ApiError> {
-    reject_legacy(body, &["QueryFilter", "ScanFilter", "ConditionalOperator"])?;
     let select = enum_value(
         body,
         "Select",
@@ -76,11 +102,8 @@ pub fn read_exprs(
             "ALL_PROJECTED_ATTRIBUTES",
         ],
     )?;
-    let filter = match opt_str(body, "FilterExpression")? {
-        Some(f) => {
-            let c = parse_condition(f, ExprKind::Filter, subs)?;
-            Some(c)
-        }
+    let filter = match filter_src {
+        Some(f) => Some(parse_condition(f, ExprKind::Filter, subs)?),
         None => None,
     };
     let projection = projection_with(body, opt_str(body, "ProjectionExpression")?, subs)?;
@@ -102,7 +125,6 @@ pub fn read_exprs(
         }
         _ => {}
     }
-    let _ = schema;
     Ok(ReadExprs {
         filter,
         projection,
@@ -213,19 +235,48 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let limit = limit(body)?;
     let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
     let forward = opt_bool(body, "ScanIndexForward")?.unwrap_or(true);
-    reject_legacy(body, &["KeyConditions"])?;
+    let mut input = ExprInput::from_body(
+        body,
+        &[
+            "KeyConditionExpression",
+            "FilterExpression",
+            "ProjectionExpression",
+        ],
+        &[
+            "KeyConditions",
+            "QueryFilter",
+            "ConditionalOperator",
+            "AttributesToGet",
+        ],
+    )?;
     let table = active_table(api, &name)?;
     if let Some(index) = opt_str(body, "IndexName")? {
         return Err(ApiError::validation(format!(
             "The table does not have the specified index: {index}"
         )));
     }
-    let kce = opt_str(body, "KeyConditionExpression")?.ok_or_else(|| {
-        ApiError::validation("Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.")
-    })?;
-    let mut subs = substitutions(body, true)?;
-    let kc = parse_key_condition(kce, &mut subs, &table.schema)?;
-    let exprs = read_exprs(body, &table.schema, &mut subs)?;
+    let missing = || {
+        ApiError::validation(
+            "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
+        )
+    };
+    let kce = match (
+        opt_str(body, "KeyConditionExpression")?,
+        legacy_map(body, "KeyConditions")?,
+    ) {
+        (Some(k), _) => k.to_string(),
+        (None, Some(kc)) => {
+            let mut l = input.legacy();
+            let k = l.key_conditions(kc)?.ok_or_else(missing)?;
+            input.absorb(l);
+            k
+        }
+        (None, None) => return Err(missing()),
+    };
+    let filter_src = filter_source(body, "QueryFilter", &mut input)?;
+    let mut subs = input.subs();
+    let kc = parse_key_condition(&kce, &mut subs, &table.schema)?;
+    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs)?;
     subs.check_unused()?;
     if let Some(f) = &exprs.filter {
         let mut paths = Vec::new();

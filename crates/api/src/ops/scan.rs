@@ -1,5 +1,5 @@
 //! Scan, including parallel scan (Segment / TotalSegments).
-use super::query::{limit, page_response, read_exprs, start_key};
+use super::query::{filter_source, limit, page_response, read_exprs, start_key};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -76,11 +76,14 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "The table does not have the specified index: {index}"
         )));
     }
-    let has_expr = ["FilterExpression", "ProjectionExpression"]
-        .iter()
-        .any(|f| body.get(*f).is_some_and(|v| !v.is_null()));
-    let mut subs = substitutions(body, has_expr)?;
-    let exprs = read_exprs(body, &table.schema, &mut subs)?;
+    let mut input = ExprInput::from_body(
+        body,
+        &["FilterExpression", "ProjectionExpression"],
+        &["ScanFilter", "ConditionalOperator", "AttributesToGet"],
+    )?;
+    let filter_src = filter_source(body, "ScanFilter", &mut input)?;
+    let mut subs = input.subs();
+    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs)?;
     subs.check_unused()?;
     let start_after = start_key(body, &table.schema)?;
     let (lo, hi) = match seg {

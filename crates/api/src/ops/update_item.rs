@@ -1,6 +1,6 @@
 //! UpdateItem: every ReturnValues option; UPDATED_OLD/UPDATED_NEW return
 //! exactly the paths the update expression touched.
-use super::write::{WriteRequest, write};
+use super::write::{WriteRequest, condition_source, write};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -27,15 +27,28 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         &["ALL_OLD", "NONE"],
     )?;
     let mode = capacity_mode(body)?;
-    reject_legacy(
+    let mut input = ExprInput::from_body(
         body,
-        &["Expected", "ConditionalOperator", "AttributeUpdates"],
+        &["UpdateExpression", "ConditionExpression"],
+        &["AttributeUpdates", "Expected", "ConditionalOperator"],
     )?;
     let table = active_table(api, &name)?;
     table.schema.validate_key(&key)?;
-    let condition = opt_str(body, "ConditionExpression")?.map(str::to_string);
-    let update = opt_str(body, "UpdateExpression")?.map(str::to_string);
-    let mut subs = substitutions(body, condition.is_some() || update.is_some())?;
+    let condition = condition_source(body, &mut input)?;
+    let update = match (
+        opt_str(body, "UpdateExpression")?,
+        legacy_map(body, "AttributeUpdates")?,
+    ) {
+        (Some(u), _) => Some(u.to_string()),
+        (None, Some(updates)) => {
+            let mut l = input.legacy();
+            let u = l.attribute_updates(updates)?;
+            input.absorb(l);
+            u
+        }
+        (None, None) => None,
+    };
+    let mut subs = input.subs();
     let mut targets: Vec<Path> = Vec::new();
     if let Some(u) = &update {
         let parsed = parse_update(u, &mut subs)?;
@@ -53,7 +66,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         parse_condition(c, ExprKind::Condition, &mut subs)?;
     }
     subs.check_unused()?;
-    let (names, values) = raw_substitutions(body);
+    let (names, values) = (input.names.clone(), input.values_json());
     let w = write(
         &table,
         WriteRequest {

@@ -9,6 +9,26 @@ use dynaraft_storage::{Command, Outcome, Table, WriteCommand, WriteKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+/// ConditionExpression, or `Expected` + `ConditionalOperator` translated.
+pub fn condition_source(
+    body: &Value,
+    input: &mut crate::params::ExprInput,
+) -> Result<Option<String>, ApiError> {
+    if let Some(c) = crate::params::opt_str(body, "ConditionExpression")? {
+        return Ok(Some(c.to_string()));
+    }
+    let op = crate::params::opt_str(body, "ConditionalOperator")?;
+    match crate::params::legacy_map(body, "Expected")? {
+        Some(expected) => {
+            let mut l = input.legacy();
+            let c = l.expected(expected, op)?;
+            input.absorb(l);
+            Ok(c)
+        }
+        None => Ok(None),
+    }
+}
+
 pub struct WriteRequest {
     pub kind: WriteKind,
     pub key: Item,
