@@ -17,6 +17,25 @@ use std::collections::BTreeMap;
 const OPERATORS: &str =
     "[IN, NULL, BETWEEN, LT, NOT_CONTAINS, EQ, GT, NOT_NULL, NE, LE, BEGINS_WITH, GE, CONTAINS]";
 
+/// Operators a key condition may use.
+const KEY_OPERATORS: &[&str] = &["EQ", "LE", "LT", "GE", "GT", "BEGINS_WITH", "BETWEEN"];
+/// Every ComparisonOperator.
+const ALL_OPERATORS: &[&str] = &[
+    "IN",
+    "NULL",
+    "BETWEEN",
+    "LT",
+    "NOT_CONTAINS",
+    "EQ",
+    "GT",
+    "NOT_NULL",
+    "NE",
+    "LE",
+    "BEGINS_WITH",
+    "GE",
+    "CONTAINS",
+];
+
 /// Names and values generated while translating.
 #[derive(Debug, Default)]
 pub struct Legacy {
@@ -109,29 +128,28 @@ impl Legacy {
             )));
         }
         let values: Vec<AttributeValue> = list.iter().map(parse_value).collect::<Result<_, _>>()?;
-        if let Some(first) = values.first() {
-            if values.iter().any(|v| v.attr_type() != first.attr_type()) {
-                return Err(invalid(
-                    "AttributeValues inside AttributeValueList must be of same type",
-                ));
-            }
+        if let Some(first) = values.first()
+            && values.iter().any(|v| v.attr_type() != first.attr_type())
+        {
+            return Err(invalid(
+                "AttributeValues inside AttributeValueList must be of same type",
+            ));
         }
-        if !types.is_empty() {
-            if let Some(v) = values.iter().find(|v| !types.contains(&v.attr_type())) {
-                return Err(invalid(format!(
-                    "ComparisonOperator {op} is not valid for {} AttributeValue type",
-                    v.attr_type()
-                )));
-            }
+        if !types.is_empty()
+            && let Some(v) = values.iter().find(|v| !types.contains(&v.attr_type()))
+        {
+            return Err(invalid(format!(
+                "ComparisonOperator {op} is not valid for {} AttributeValue type",
+                v.attr_type()
+            )));
         }
-        if op == "BETWEEN" {
-            if let [a, b] = values.as_slice() {
-                if crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater) {
-                    return Err(ExprError(
+        if op == "BETWEEN"
+            && let [a, b] = values.as_slice()
+            && crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater)
+        {
+            return Err(ExprError(
                         "The BETWEEN condition was provided a range where the lower bound is greater than the upper bound".into(),
                     ));
-                }
-            }
         }
         let n = self.name(attr);
         let mut vs: Vec<String> = values.into_iter().map(|v| self.value(v)).collect();
@@ -269,12 +287,10 @@ impl Legacy {
                 .get("ComparisonOperator")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            if !["EQ", "LE", "LT", "GE", "GT", "BEGINS_WITH", "BETWEEN"].contains(&op) {
-                if OPERATORS.contains(op) && !op.is_empty() {
-                    return Err(ExprError(
-                        "Attempted conditional constraint is not an indexable operation".into(),
-                    ));
-                }
+            if !KEY_OPERATORS.contains(&op) && ALL_OPERATORS.contains(&op) {
+                return Err(ExprError(
+                    "Attempted conditional constraint is not an indexable operation".into(),
+                ));
             }
             let list = c
                 .get("AttributeValueList")
