@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: build run test test-rust test-clients fmt lint clean
+.PHONY: build run test test-rust test-clients fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -31,6 +31,22 @@ test-clients: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	tests/scripts/cli_session.sh target/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/boto3_session.py target/debug/dynaraft
+
+## Coverage-guided fuzzing of the expression parser and evaluator (not in
+## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
+## toolchain provide them. New inputs go to an ignored work folder; the
+## reviewed seed corpus is crates/expr/fuzz/corpus/parse_eval.
+FUZZ_SECONDS ?= 300
+CARGO_FUZZ := tests/.tools/bin/cargo-fuzz
+
+$(CARGO_FUZZ):
+	$(CARGO) install --root tests/.tools cargo-fuzz --locked
+
+fuzz: $(CARGO_FUZZ)
+	mkdir -p crates/expr/fuzz/corpus-work
+	cd crates/expr && RUSTC_BOOTSTRAP=1 ../../$(CARGO_FUZZ) run parse_eval \
+		fuzz/corpus-work fuzz/corpus/parse_eval -- \
+		-max_total_time=$(FUZZ_SECONDS) -max_len=4200 -timeout=5 -rss_limit_mb=2048
 
 fmt:
 	$(CARGO) fmt --all
