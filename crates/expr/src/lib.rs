@@ -151,10 +151,20 @@ impl Substitutions {
 }
 
 /// True when `word` is on DynamoDB's reserved-word list (case-insensitive).
+/// Binary search over the sorted list, comparing without allocating.
 pub fn is_reserved(word: &str) -> bool {
-    static WORDS: &str = include_str!("reserved_words.txt");
-    let upper = word.to_ascii_uppercase();
-    WORDS.split_ascii_whitespace().any(|w| w == upper)
+    static WORDS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let words = WORDS.get_or_init(|| {
+        let mut w: Vec<&'static str> = include_str!("reserved_words.txt")
+            .split_ascii_whitespace()
+            .collect();
+        w.sort_unstable();
+        w
+    });
+    let upper = |b: &u8| b.to_ascii_uppercase();
+    words
+        .binary_search_by(|w| w.bytes().cmp(word.bytes().map(|b| upper(&b))))
+        .is_ok()
 }
 
 pub fn parse_condition(
@@ -180,4 +190,17 @@ pub fn parse_key_condition(
 ) -> Result<KeyCondition, ExprError> {
     let cond = parse_condition(src, ExprKind::KeyCondition, subs)?;
     keycond::from_condition(cond, schema)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reserved_words_are_case_insensitive() {
+        for w in ["ABORT", "abort", "Status", "zone", "name", "FLATTERN"] {
+            assert!(super::is_reserved(w), "{w}");
+        }
+        for w in ["Nom", "abortx", "", "statuses", "_name"] {
+            assert!(!super::is_reserved(w), "{w}");
+        }
+    }
 }
