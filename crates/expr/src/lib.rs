@@ -32,6 +32,8 @@ pub use update::UpdateExpr;
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
 /// Deepest nesting of parentheses, NOTs and functions we parse.
 pub const MAX_NESTING_DEPTH: usize = 64;
+/// Most elements in one document path (DynamoDB nests at most 32 levels).
+pub const MAX_PATH_DEPTH: usize = 32;
 /// Most operands of an `IN` list.
 pub const MAX_IN_OPERANDS: usize = 100;
 /// Most operators or functions in one expression.

@@ -20,7 +20,9 @@ use crate::ast::{CmpOp, Condition, Operand, Path, PathElem};
 use crate::lexer::{Tok, Token, lex};
 use crate::update::{SetValue, UOperand, UpdateExpr};
 use crate::{ExprError, ExprKind, Substitutions, is_reserved};
-use crate::{MAX_EXPRESSION_BYTES, MAX_IN_OPERANDS, MAX_NESTING_DEPTH, MAX_OPERATORS};
+use crate::{
+    MAX_EXPRESSION_BYTES, MAX_IN_OPERANDS, MAX_NESTING_DEPTH, MAX_OPERATORS, MAX_PATH_DEPTH,
+};
 use dynaraft_model::{AttrType, AttributeValue};
 
 pub struct Parser<'a> {
@@ -216,7 +218,7 @@ impl<'a> Parser<'a> {
                 }
                 _ => break,
             }
-            if elems.len() > MAX_NESTING_DEPTH {
+            if elems.len() > MAX_PATH_DEPTH {
                 return Err(self.err("The document path has too many nesting levels"));
             }
         }
