@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// TTL sweeps in tests run often so expiry is observable quickly.
+pub const TEST_TTL_SWEEP_MS: u64 = 100;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: Client,
@@ -25,9 +28,12 @@ impl TestServer {
     }
 
     pub async fn start_with(data_dir: Option<PathBuf>, transition_delay_ms: u64) -> TestServer {
-        let node = Node::open(NodeConfig { data_dir })
-            .await
-            .expect("open node");
+        let node = Node::open(NodeConfig {
+            ttl_sweep_interval_ms: TEST_TTL_SWEEP_MS,
+            ..NodeConfig::new(data_dir)
+        })
+        .await
+        .expect("open node");
         let cfg = ApiConfig {
             transition_delay_ms,
             ..ApiConfig::default()

@@ -369,3 +369,139 @@ async fn update_table_tags_limits_endpoints() {
     assert_eq!(ep.endpoints().len(), 1);
     t.stop().await;
 }
+
+/// Developer Guide "Time to Live (TTL)": items whose TTL attribute (epoch
+/// seconds, a Number) is in the past are deleted; other types, future times
+/// and times more than five years past are left alone. Terraform reads
+/// DescribeTimeToLive and DescribeContinuousBackups on every refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_to_live_and_continuous_backups() {
+    let t = TestServer::start().await;
+    let c = &t.client;
+    create_table(c, "ttl-table", None).await;
+    let d = c
+        .describe_time_to_live()
+        .table_name("ttl-table")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        d.time_to_live_description().unwrap().time_to_live_status(),
+        Some(&TimeToLiveStatus::Disabled)
+    );
+    let spec = |on: bool| {
+        TimeToLiveSpecification::builder()
+            .enabled(on)
+            .attribute_name("expires")
+            .build()
+            .unwrap()
+    };
+    let u = c
+        .update_time_to_live()
+        .table_name("ttl-table")
+        .time_to_live_specification(spec(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        u.time_to_live_specification().unwrap().attribute_name(),
+        "expires"
+    );
+    let e = c
+        .update_time_to_live()
+        .table_name("ttl-table")
+        .time_to_live_specification(spec(true))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e),
+        (
+            "ValidationException".into(),
+            "TimeToLive is already enabled".into()
+        )
+    );
+    let d = c
+        .describe_time_to_live()
+        .table_name("ttl-table")
+        .send()
+        .await
+        .unwrap();
+    let desc = d.time_to_live_description().unwrap();
+    assert_eq!(
+        (desc.time_to_live_status(), desc.attribute_name()),
+        (Some(&TimeToLiveStatus::Enabled), Some("expires"))
+    );
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (pk, v) in [
+        ("expired", Some(av::n(&(now - 60).to_string()))),
+        ("future", Some(av::n(&(now + 3600).to_string()))),
+        (
+            "ancient",
+            Some(av::n(&(now - 6 * 365 * 24 * 3600).to_string())),
+        ),
+        ("string-ttl", Some(av::s(&(now - 60).to_string()))),
+        ("no-ttl", None),
+    ] {
+        let mut req = c.put_item().table_name("ttl-table").item("pk", av::s(pk));
+        if let Some(v) = v {
+            req = req.item("expires", v);
+        }
+        req.send().await.unwrap();
+    }
+    let mut gone = false;
+    for _ in 0..60 {
+        let g = c
+            .get_item()
+            .table_name("ttl-table")
+            .key("pk", av::s("expired"))
+            .send()
+            .await
+            .unwrap();
+        if g.item().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "expired item was not deleted by the sweeper");
+    let left = c.scan().table_name("ttl-table").send().await.unwrap();
+    assert_eq!(left.count(), 4, "only the expired item goes");
+
+    c.update_time_to_live()
+        .table_name("ttl-table")
+        .time_to_live_specification(spec(false))
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_continuous_backups()
+        .table_name("ttl-table")
+        .send()
+        .await
+        .unwrap();
+    let cb = d.continuous_backups_description().unwrap();
+    assert_eq!(
+        cb.point_in_time_recovery_description()
+            .and_then(|p| p.point_in_time_recovery_status()),
+        Some(&PointInTimeRecoveryStatus::Disabled)
+    );
+    let e = c
+        .describe_continuous_backups()
+        .table_name("nope-table")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err_of(&e),
+        (
+            "TableNotFoundException".into(),
+            "Table not found: nope-table".into()
+        )
+    );
+    t.stop().await;
+}

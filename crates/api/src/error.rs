@@ -17,6 +17,8 @@ pub enum ApiError {
     MissingAuthenticationToken,
     ResourceNotFound(String),
     ResourceInUse(String),
+    /// DescribeContinuousBackups' way of saying a table does not exist.
+    TableNotFound(String),
     ConditionalCheckFailed {
         item: Option<Value>,
     },
@@ -57,6 +59,9 @@ impl ApiError {
             ),
             ApiError::ResourceInUse(m) => {
                 (400, format!("{DDB}ResourceInUseException"), Some(m.clone()))
+            }
+            ApiError::TableNotFound(m) => {
+                (400, format!("{DDB}TableNotFoundException"), Some(m.clone()))
             }
             ApiError::ConditionalCheckFailed { item } => {
                 let mut body = json!({

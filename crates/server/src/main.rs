@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
-    let node = Node::open(NodeConfig { data_dir }).await?;
+    let node = Node::open(NodeConfig::new(data_dir)).await?;
     let cfg = ApiConfig {
         transition_delay_ms: if args.instant_transitions {
             0

@@ -43,6 +43,9 @@ pub struct TableMeta {
     pub last_increase_ms: u64,
     pub last_decrease_ms: u64,
     pub decreases_today: u64,
+    /// Time to Live: the attribute holding the expiry (epoch seconds), when enabled.
+    #[serde(default)]
+    pub ttl_attribute: Option<String>,
 }
 
 impl TableMeta {

@@ -13,6 +13,7 @@ pub mod machine;
 pub mod node;
 pub mod partition;
 pub mod read;
+pub mod ttl;
 pub mod wal;
 
 pub use catalog::{TableMeta, TableStatus};

@@ -20,10 +20,24 @@ use tokio::sync::{mpsc, watch};
 /// How often sled is flushed and covered WAL segments are deleted.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 
+/// How often the TTL sweeper looks for expired items, by default.
+pub const TTL_SWEEP_INTERVAL_MS: u64 = 1000;
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// Data directory; `None` keeps everything in memory (nothing durable).
     pub data_dir: Option<PathBuf>,
+    /// Interval of the TTL sweeper, in milliseconds.
+    pub ttl_sweep_interval_ms: u64,
+}
+
+impl NodeConfig {
+    pub fn new(data_dir: Option<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir,
+            ttl_sweep_interval_ms: TTL_SWEEP_INTERVAL_MS,
+        }
+    }
 }
 
 /// A table as the data path sees it: metadata, schema and its partition.
@@ -111,6 +125,16 @@ impl Node {
             stop: Arc::new(stop),
             stopped: Arc::new(tokio::sync::Mutex::new(stopped)),
         };
+        {
+            let n = node.clone();
+            let shutdown = env.shutdown.clone();
+            let interval = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
+            let alive = env.alive.clone();
+            tokio::spawn(async move {
+                let _alive = alive;
+                crate::ttl::run(n, interval, shutdown).await;
+            });
+        }
         if node.data_dir.is_some() {
             let weak = Arc::downgrade(&node.shared);
             let db = node.db.clone();

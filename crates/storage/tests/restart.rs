@@ -23,6 +23,7 @@ fn meta(name: &str) -> TableMeta {
         last_increase_ms: 0,
         last_decrease_ms: 0,
         decreases_today: 0,
+        ttl_attribute: None,
     }
 }
 
@@ -30,9 +31,7 @@ fn meta(name: &str) -> TableMeta {
 async fn acknowledged_writes_survive_restart() {
     let dir = std::env::temp_dir().join(format!("dynaraft-restart-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let cfg = NodeConfig {
-        data_dir: Some(dir.clone()),
-    };
+    let cfg = NodeConfig::new(Some(dir.clone()));
     {
         let node = Node::open(cfg.clone()).await.unwrap();
         node.catalog(Command::CreateTable(meta("t"))).await.unwrap();

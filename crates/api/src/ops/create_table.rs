@@ -55,6 +55,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         last_increase_ms: 0,
         last_decrease_ms: 0,
         decreases_today: 0,
+        ttl_attribute: None,
     };
     let meta = super::table_outcome(api.node.catalog(Command::CreateTable(meta)).await?, &name)?;
     if !instant {

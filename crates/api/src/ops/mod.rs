@@ -4,6 +4,7 @@
 
 mod batch_get_item;
 mod batch_write_item;
+mod continuous_backups;
 mod create_table;
 mod delete_item;
 mod delete_table;
@@ -16,6 +17,7 @@ mod put_item;
 mod query;
 mod scan;
 mod tags;
+mod time_to_live;
 mod update_item;
 mod update_table;
 pub mod write;
@@ -45,6 +47,9 @@ const OPERATIONS: &[&str] = &[
     "UntagResource",
     "UpdateItem",
     "UpdateTable",
+    "DescribeTimeToLive",
+    "UpdateTimeToLive",
+    "DescribeContinuousBackups",
 ];
 
 pub fn is_known(op: &str) -> bool {
@@ -71,6 +76,9 @@ pub async fn dispatch(api: &Api, op: &str, body: Value) -> Result<Value, ApiErro
         "UntagResource" => tags::untag(api, &body).await,
         "UpdateItem" => update_item::execute(api, &body).await,
         "UpdateTable" => update_table::execute(api, &body).await,
+        "DescribeTimeToLive" => time_to_live::describe(api, &body),
+        "UpdateTimeToLive" => time_to_live::update(api, &body).await,
+        "DescribeContinuousBackups" => continuous_backups::describe(api, &body),
         _ => Err(ApiError::UnknownOperation),
     }
 }

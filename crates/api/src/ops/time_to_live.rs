@@ -1,0 +1,94 @@
+//! DescribeTimeToLive and UpdateTimeToLive. Expired items are deleted by
+//! the storage node's sweeper (`dynaraft_storage::ttl`).
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::{Violations, table_name};
+use dynaraft_storage::{Command, TableStatus};
+use serde_json::{Value, json};
+
+/// Longest TTL attribute name.
+pub const MAX_TTL_ATTRIBUTE_CHARS: usize = 255;
+
+fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_storage::Table>, ApiError> {
+    api.node.table(name).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Requested resource not found: Table: {name} not found"
+        ))
+    })
+}
+
+pub fn describe(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let t = table(api, &name)?;
+    Ok(match &t.meta.ttl_attribute {
+        Some(a) => {
+            json!({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": a}})
+        }
+        None => json!({"TimeToLiveDescription": {"TimeToLiveStatus": "DISABLED"}}),
+    })
+}
+
+pub async fn update(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = table_name(body)?;
+    let spec = body.get("TimeToLiveSpecification").filter(|v| !v.is_null());
+    let enabled = spec.and_then(|s| s.get("Enabled")).and_then(Value::as_bool);
+    let attr = spec
+        .and_then(|s| s.get("AttributeName"))
+        .and_then(Value::as_str);
+    let mut v = Violations::default();
+    match spec {
+        None => v.add(None, "timeToLiveSpecification", "Member must not be null"),
+        Some(_) => {
+            if enabled.is_none() {
+                v.add(
+                    None,
+                    "timeToLiveSpecification.enabled",
+                    "Member must not be null",
+                );
+            }
+            match attr {
+                None => v.add(
+                    None,
+                    "timeToLiveSpecification.attributeName",
+                    "Member must not be null",
+                ),
+                Some(a) if a.is_empty() => v.add(
+                    Some(a),
+                    "timeToLiveSpecification.attributeName",
+                    "Member must have length greater than or equal to 1",
+                ),
+                Some(a) if a.chars().count() > MAX_TTL_ATTRIBUTE_CHARS => v.add(
+                    Some(a),
+                    "timeToLiveSpecification.attributeName",
+                    "Member must have length less than or equal to 255",
+                ),
+                _ => {}
+            }
+        }
+    }
+    v.check()?;
+    let (enabled, attr) = (enabled.unwrap_or(false), attr.unwrap_or_default());
+    let t = table(api, &name)?;
+    if t.meta.status != TableStatus::Active {
+        return Err(ApiError::ResourceInUse(format!(
+            "Attempt to change a resource which is still in use: Table is not ACTIVE: {name}"
+        )));
+    }
+    let mut meta = t.meta.clone();
+    match (&meta.ttl_attribute, enabled) {
+        (Some(_), true) => return Err(ApiError::validation("TimeToLive is already enabled")),
+        (None, false) => return Err(ApiError::validation("TimeToLive is already disabled")),
+        (Some(current), false) if current != attr => {
+            return Err(ApiError::validation(format!(
+                "TimeToLive is active on a different AttributeName: current value is {current}"
+            )));
+        }
+        _ => {}
+    }
+    meta.ttl_attribute = enabled.then(|| attr.to_string());
+    super::table_outcome(
+        api.node.catalog(Command::ReplaceTableMeta(meta)).await?,
+        &name,
+    )?;
+    Ok(json!({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attr}}))
+}
