@@ -79,7 +79,7 @@ pub enum Outcome {
     /// A ValidationException discovered while applying (e.g. an update that
     /// makes the item too large); nothing was written.
     Invalid(String),
-    Table(TableMeta),
+    Table(Box<TableMeta>),
     TableMissing,
     TableExists,
     Done,
@@ -179,13 +179,13 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             meta.group = g;
             meta.created_ms = entry.ts_ms;
             put_table(ov, &meta);
-            Ok(Outcome::Table(meta))
+            Ok(Outcome::Table(Box::new(meta)))
         }
         Command::SetTableStatus { name, status } => match get_table(ov, name)? {
             Some(mut meta) => {
                 meta.status = *status;
                 put_table(ov, &meta);
-                Ok(Outcome::Table(meta))
+                Ok(Outcome::Table(Box::new(meta)))
             }
             None => Ok(Outcome::TableMissing),
         },
@@ -197,7 +197,7 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
                     ..new.clone()
                 };
                 put_table(ov, &meta);
-                Ok(Outcome::Table(meta))
+                Ok(Outcome::Table(Box::new(meta)))
             }
             None => Ok(Outcome::TableMissing),
         },
@@ -205,10 +205,10 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             Some(meta) => {
                 drop_group(ov, meta.group)?;
                 ov.del(table_key(name));
-                Ok(Outcome::Table(TableMeta {
+                Ok(Outcome::Table(Box::new(TableMeta {
                     status: TableStatus::Deleting,
                     ..meta
-                }))
+                })))
             }
             None => Ok(Outcome::TableMissing),
         },

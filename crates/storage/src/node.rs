@@ -131,7 +131,10 @@ impl Node {
             let interval = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
             let alive = env.alive.clone();
             tokio::spawn(async move {
+                // Declared first, dropped last: everything holding sled goes
+                // before shutdown is told this task is gone.
                 let _alive = alive;
+                let n = n;
                 crate::ttl::run(n, interval, shutdown).await;
             });
         }
@@ -139,10 +142,15 @@ impl Node {
             let weak = Arc::downgrade(&node.shared);
             let db = node.db.clone();
             let dir = node.data_dir.clone();
-            let mut shutdown = env.shutdown.clone();
+            let shutdown = env.shutdown.clone();
             let _alive = env.alive.clone();
             tokio::spawn(async move {
+                // Captured values are dropped with the future, after the
+                // block's locals; rebinding them after `_alive` makes them
+                // drop first, so shutdown never returns while sled is held.
                 let _alive = _alive;
+                let (weak, db, dir) = (weak, db, dir);
+                let mut shutdown = shutdown;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(CHECKPOINT_INTERVAL_MS)) => {}

@@ -61,10 +61,12 @@ pub async fn sweep_once(
             };
             read_range(node.tree(), group, &table.schema, &[], None, &opts)?
         };
-        if let Some(last) = &page.last_key {
-            if let Some(k) = table.schema.storage_key(last) {
-                cursors.insert(group, k);
-            }
+        if let Some(k) = page
+            .last_key
+            .as_ref()
+            .and_then(|last| table.schema.storage_key(last))
+        {
+            cursors.insert(group, k);
         }
         for item in page.items {
             if !expired(&item, &attr, now_secs) {

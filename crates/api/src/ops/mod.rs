@@ -166,7 +166,7 @@ pub fn resume_transitions(api: &Api) {
 /// The table metadata from a catalog outcome.
 pub fn table_outcome(o: Outcome, name: &str) -> Result<TableMeta, ApiError> {
     match o {
-        Outcome::Table(m) => Ok(m),
+        Outcome::Table(m) => Ok(*m),
         Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
             "Table already exists: {name}"
         ))),
