@@ -14,6 +14,9 @@ use std::sync::Arc;
 /// TTL sweeps in tests run often so expiry is observable quickly.
 pub const TEST_TTL_SWEEP_MS: u64 = 100;
 
+/// Header timeout of test servers, short so the stalled-client test is quick.
+pub const TEST_HEADER_TIMEOUT_MS: u64 = 500;
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub client: Client,
@@ -36,6 +39,7 @@ impl TestServer {
         .expect("open node");
         let cfg = ApiConfig {
             transition_delay_ms,
+            header_read_timeout_ms: TEST_HEADER_TIMEOUT_MS,
             ..ApiConfig::default()
         };
         let api = Api {

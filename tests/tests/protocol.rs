@@ -97,6 +97,38 @@ async fn protocol_errors() {
     t.stop().await;
 }
 
+/// A client that never finishes its request headers is disconnected, not
+/// left holding a connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_clients_are_disconnected() {
+    use std::io::Read;
+    let t = TestServer::start().await;
+    let addr = t.addr;
+    let closed = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        // The server answers 408 or just closes; either way the read ends.
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        started.elapsed()
+    })
+    .await
+    .unwrap();
+    assert!(
+        closed < std::time::Duration::from_secs(5),
+        "connection held for {closed:?}"
+    );
+    t.stop().await;
+}
+
 fn crc32(b: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &x in b {

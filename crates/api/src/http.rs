@@ -17,6 +17,8 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 /// Largest body after gzip decompression, in bytes.
 pub const MAX_DECOMPRESSED_BYTES: usize = 16 * 1024 * 1024;
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+/// Time a client has to send a whole request body, in milliseconds.
+pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
 
 pub async fn handle(
     api: Api,
@@ -50,7 +52,12 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
-    let bytes = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+    let read = Limited::new(body, MAX_REQUEST_BYTES).collect();
+    let timeout = std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS);
+    let collected = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::Serialization(None))?;
+    let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()

@@ -23,6 +23,9 @@ use tokio::sync::{Semaphore, watch};
 
 /// Most client connections served at once; further ones wait in accept.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Time a client has to send a request's headers before the connection is
+/// closed, so idle or stalled connections cannot hold a slot forever.
+pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
@@ -33,6 +36,8 @@ pub struct ApiConfig {
     pub account_id: String,
     /// What DescribeEndpoints reports.
     pub endpoint_address: String,
+    /// See [`HEADER_READ_TIMEOUT_MS`].
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -42,6 +47,7 @@ impl Default for ApiConfig {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             endpoint_address: "localhost:8000".into(),
+            header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
         }
     }
 }
@@ -57,6 +63,9 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
+    /// One permit per possible connection; all of them free means every
+    /// connection task has ended.
+    limit: Arc<Semaphore>,
 }
 
 impl Server {
@@ -67,7 +76,9 @@ impl Server {
         ops::resume_transitions(&api);
         let (stop, mut stopped) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let accept_limit = limit.clone();
         let done = tokio::spawn(async move {
+            let limit = accept_limit;
             loop {
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -85,8 +96,13 @@ impl Server {
                 let mut conn_stop = stopped.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let header_timeout =
+                        std::time::Duration::from_millis(api.cfg.header_read_timeout_ms);
                     let svc = service_fn(move |req| http::handle(api.clone(), req));
-                    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+                    let conn = http1::Builder::new()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_timeout)
+                        .serve_connection(TokioIo::new(stream), svc);
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); } }
@@ -95,13 +111,20 @@ impl Server {
                 });
             }
         });
-        Ok(Server { addr, stop, done })
+        Ok(Server {
+            addr,
+            stop,
+            done,
+            limit,
+        })
     }
 
-    /// Stops accepting, lets open requests finish, and returns.
+    /// Stops accepting, lets open requests finish, and returns once every
+    /// connection task has ended (so nothing holds the node any more).
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
+        let _ = self.limit.acquire_many(MAX_CONNECTIONS as u32).await;
     }
 }
 
