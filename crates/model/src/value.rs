@@ -157,6 +157,21 @@ impl AttributeValue {
     }
 }
 
+/// Serde support through the DynamoDB JSON form, so types carrying items
+/// (log entries, outcomes) can derive `Serialize`/`Deserialize`.
+impl serde::Serialize for AttributeValue {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AttributeValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        AttributeValue::from_json(&v).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Debug for AttributeValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.to_json())

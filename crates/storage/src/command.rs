@@ -62,3 +62,18 @@ impl Entry {
             .map_err(|e| crate::StorageError::Corrupt(format!("log entry: {e}")))
     }
 }
+
+impl std::fmt::Display for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match &self.cmd {
+            Command::CreateTable(m) => format!("CreateTable({})", m.name),
+            Command::SetTableStatus { name, status } => {
+                format!("SetTableStatus({name}, {})", status.as_str())
+            }
+            Command::ReplaceTableMeta(m) => format!("ReplaceTableMeta({})", m.name),
+            Command::DropTable { name } => format!("DropTable({name})"),
+            Command::Write(w) => format!("{:?}({} key bytes)", w.kind, w.storage_key.len()),
+        };
+        write!(f, "{what}@{}", self.ts_ms)
+    }
+}

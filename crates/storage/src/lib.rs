@@ -20,6 +20,8 @@ pub use catalog::{TableMeta, TableStatus};
 pub use command::{Command, WriteCommand, WriteKind};
 pub use machine::Outcome;
 pub use node::{Node, NodeConfig, Table};
+/// The embedded state-machine store, re-exported so layers above use the same version.
+pub use sled;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

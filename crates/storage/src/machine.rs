@@ -67,7 +67,7 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
 }
 
 /// Result of applying one entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Written {
         old: Option<Item>,
@@ -121,6 +121,30 @@ impl<'a> Overlay<'a> {
     fn add_i64(&mut self, k: Vec<u8>, delta: i64) -> Result<(), StorageError> {
         let v = self.get_u64(&k)?.saturating_add_signed(delta);
         self.put(k, v.to_be_bytes().to_vec());
+        Ok(())
+    }
+
+    /// Stages a group-metadata value (written with the next commit).
+    pub fn put_meta(&mut self, group: u64, name: &str, value: Vec<u8>) {
+        self.put(meta_key(group, name), value);
+    }
+
+    /// Reads a group-metadata value, seeing staged writes.
+    pub fn get_meta(&self, group: u64, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.get(&meta_key(group, name))
+    }
+
+    /// Stages a raw key (snapshot installation).
+    pub fn put_raw(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.put(k, v);
+    }
+
+    /// Stages the removal of every item and metadata key of `group`.
+    pub fn clear_group(&mut self, group: u64) -> Result<(), StorageError> {
+        for kv in self.tree.scan_prefix(group.to_be_bytes()) {
+            let (k, _) = kv?;
+            self.del(k.to_vec());
+        }
         Ok(())
     }
 

@@ -126,15 +126,22 @@ impl Wal {
 
     /// Appends records and resolves once they are durable on disk.
     pub async fn append(&self, records: Vec<WalRecord>) -> Result<(), StorageError> {
-        let Some(tx) = &self.tx else { return Ok(()) };
+        self.enqueue(records).await?.wait().await
+    }
+
+    /// Queues records behind everything queued before (order is kept) and
+    /// returns a handle that resolves once they are durable. Lets a caller
+    /// go on while the fsync happens (Raft's `IOFlushed` callback).
+    pub async fn enqueue(&self, records: Vec<WalRecord>) -> Result<WalAck, StorageError> {
+        let Some(tx) = &self.tx else {
+            return Ok(WalAck(None));
+        };
         let (done, wait) = oneshot::channel();
         // `send` waits only while the bounded queue is full: back-pressure.
         tx.send(AppendRequest { records, done })
             .await
             .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
-        wait.await
-            .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?
-            .map_err(StorageError::Fatal)
+        Ok(WalAck(Some(wait)))
     }
 
     /// Groups that appear in closed segments.
@@ -148,17 +155,19 @@ impl Wal {
         gs
     }
 
-    /// Deletes closed segments whose every record is at or below the
-    /// durably flushed applied index of its group.
+    /// Deletes the oldest closed segments whose every record is at or below
+    /// the durably flushed applied index of its group.
     pub fn checkpoint(&self, flushed: &BTreeMap<u64, u64>) -> Result<usize, StorageError> {
         let Some(dir) = &self.dir else { return Ok(0) };
         let mut closed = self
             .closed
             .lock()
             .map_err(|_| StorageError::Fatal("WAL lock poisoned".into()))?;
+        // Oldest first, stopping at the first segment still needed: a later
+        // record (a truncation) must never outlive the entries before it.
         let removable: Vec<u64> = closed
             .iter()
-            .filter(|(_, max)| {
+            .take_while(|(_, max)| {
                 max.iter()
                     .all(|(g, i)| flushed.get(g).is_some_and(|f| f >= i))
             })
@@ -169,6 +178,21 @@ impl Wal {
             closed.remove(s);
         }
         Ok(removable.len())
+    }
+}
+
+/// Resolves when the records it was returned for are durable.
+pub struct WalAck(Option<oneshot::Receiver<Result<(), String>>>);
+
+impl WalAck {
+    pub async fn wait(self) -> Result<(), StorageError> {
+        match self.0 {
+            None => Ok(()),
+            Some(rx) => rx
+                .await
+                .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?
+                .map_err(StorageError::Fatal),
+        }
     }
 }
 

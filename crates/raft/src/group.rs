@@ -1,0 +1,91 @@
+//! One Raft group on one node: its Raft instance, built from a log store on
+//! the node WAL and the group's state machine, with a `propose` that returns
+//! the command's outcome once a quorum has committed and the entry applied.
+
+use crate::log_store::LogStore;
+use crate::network::NetworkFactory;
+use crate::state_machine::GroupStateMachine;
+use crate::types::{NodeId, Raft};
+use dynaraft_storage::command::{Command, Entry};
+use dynaraft_storage::{Outcome, StorageError};
+use std::sync::Arc;
+
+/// Raft timing for cross-AZ links, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 1500,
+            election_timeout_max_ms: 3000,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RaftGroup {
+    pub node: NodeId,
+    pub group: u64,
+    pub raft: Raft,
+}
+
+/// Why a proposal did not produce an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node is not the leader; retry at `leader` (if known).
+    #[error("not the leader; leader is {leader:?}")]
+    NotLeader { leader: Option<NodeId> },
+    /// The group cannot make progress now (no quorum, shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<ProposeError> for StorageError {
+    fn from(e: ProposeError) -> Self {
+        StorageError::Unavailable(e.to_string())
+    }
+}
+
+impl RaftGroup {
+    pub async fn start(
+        node: NodeId,
+        group: u64,
+        timing: &Timing,
+        log: LogStore,
+        sm: GroupStateMachine,
+        network: NetworkFactory,
+    ) -> Result<RaftGroup, StorageError> {
+        let config = openraft::Config {
+            cluster_name: format!("dynaraft-group-{group}"),
+            heartbeat_interval: timing.heartbeat_interval_ms,
+            election_timeout_min: timing.election_timeout_min_ms,
+            election_timeout_max: timing.election_timeout_max_ms,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StorageError::Fatal(e.to_string()))?;
+        let raft = Raft::new(node, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| StorageError::Fatal(e.to_string()))?;
+        Ok(RaftGroup { node, group, raft })
+    }
+
+    /// Replicates `cmd`, stamped with `ts_ms`, and returns its outcome.
+    pub async fn propose(&self, ts_ms: u64, cmd: Command) -> Result<Outcome, ProposeError> {
+        match self.raft.client_write(Entry { ts_ms, cmd }).await {
+            Ok(resp) => Ok(resp.data),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ProposeError::Unavailable(e.to_string())),
+            },
+        }
+    }
+}

@@ -1,0 +1,274 @@
+//! Raft log storage on the node's shared write-ahead log.
+//!
+//! Every group's log lives in the one WAL of the node (group commit, one
+//! fdatasync per batch across all groups). Records are typed by their first
+//! payload byte: an entry, a truncation or a purge. Each group keeps the
+//! unpurged tail of its log in memory for replication and apply; at startup
+//! [`LogSet::recover`] rebuilds those tails by replaying the WAL in order.
+//!
+//! Votes are not WAL records: checkpoints delete old segments, and the
+//! latest vote must outlive them. They live in a small file rewritten
+//! atomically (write, fsync, rename, fsync the directory) on every vote,
+//! which happens only at elections.
+
+use crate::types::{LogEntry, LogId, TypeConfig, Vote};
+use dynaraft_storage::wal::{Wal, WalRecord};
+use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
+use openraft::LogState;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const KIND_ENTRY: u8 = 1;
+const KIND_TRUNCATE: u8 = 2;
+const KIND_PURGE: u8 = 3;
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+/// The unpurged tail of one group's log.
+#[derive(Debug, Default)]
+pub struct GroupLog {
+    last_purged: Option<LogId>,
+    entries: BTreeMap<u64, LogEntry>,
+}
+
+impl GroupLog {
+    fn truncate_after(&mut self, last: Option<&LogId>) {
+        let keep_up_to = last.map(|l| l.index);
+        match keep_up_to {
+            Some(i) => {
+                self.entries.split_off(&(i + 1));
+            }
+            None => self.entries.clear(),
+        }
+    }
+
+    fn purge(&mut self, upto: &LogId) {
+        self.entries = self.entries.split_off(&(upto.index + 1));
+        self.last_purged = Some(*upto);
+    }
+}
+
+/// Votes of every group on the node, persisted in one small file.
+#[derive(Clone)]
+pub struct VoteFile {
+    path: Option<PathBuf>,
+    votes: Arc<Mutex<BTreeMap<u64, Vote>>>,
+}
+
+impl VoteFile {
+    /// Loads (or starts) the vote file; `None` keeps votes in memory only.
+    pub fn open(path: Option<PathBuf>) -> io::Result<VoteFile> {
+        let votes = match &path {
+            Some(p) if p.exists() => {
+                let bytes = std::fs::read(p)?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| io_err(format!("corrupt vote file {}: {e}", p.display())))?
+            }
+            _ => BTreeMap::new(),
+        };
+        Ok(VoteFile {
+            path,
+            votes: Arc::new(Mutex::new(votes)),
+        })
+    }
+
+    fn get(&self, group: u64) -> Option<Vote> {
+        self.votes.lock().ok().and_then(|v| v.get(&group).cloned())
+    }
+
+    async fn save(&self, group: u64, vote: Vote) -> io::Result<()> {
+        let snapshot = {
+            let mut votes = self
+                .votes
+                .lock()
+                .map_err(|_| io_err("vote lock poisoned"))?;
+            votes.insert(group, vote);
+            serde_json::to_vec(&*votes).map_err(io_err)?
+        };
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &snapshot)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok::<(), io::Error>(())
+        })
+        .await
+        .map_err(io_err)?
+    }
+}
+
+/// Recovered logs of all groups, ready to hand out per-group stores.
+pub struct LogSet {
+    wal: Wal,
+    votes: VoteFile,
+    logs: HashMap<u64, Arc<Mutex<GroupLog>>>,
+}
+
+impl LogSet {
+    /// Rebuilds every group's log from the WAL records, in order.
+    pub fn recover(wal: Wal, votes: VoteFile, records: &[WalRecord]) -> io::Result<LogSet> {
+        let mut logs: HashMap<u64, GroupLog> = HashMap::new();
+        for r in records {
+            let log = logs.entry(r.group).or_default();
+            let (kind, body) = r
+                .payload
+                .split_first()
+                .ok_or_else(|| io_err("empty raft WAL record"))?;
+            match *kind {
+                KIND_ENTRY => {
+                    let e: LogEntry = serde_json::from_slice(body).map_err(io_err)?;
+                    if log.last_purged.is_none_or(|p| e.log_id.index > p.index) {
+                        log.entries.insert(e.log_id.index, e);
+                    }
+                }
+                KIND_TRUNCATE => {
+                    let last: Option<LogId> = serde_json::from_slice(body).map_err(io_err)?;
+                    log.truncate_after(last.as_ref());
+                }
+                KIND_PURGE => {
+                    let upto: LogId = serde_json::from_slice(body).map_err(io_err)?;
+                    log.purge(&upto);
+                }
+                other => return Err(io_err(format!("unknown raft WAL record kind {other}"))),
+            }
+        }
+        let logs = logs
+            .into_iter()
+            .map(|(g, l)| (g, Arc::new(Mutex::new(l))))
+            .collect();
+        Ok(LogSet { wal, votes, logs })
+    }
+
+    /// The log store of `group` (empty for a new group).
+    pub fn store(&mut self, group: u64) -> LogStore {
+        let log = self.logs.entry(group).or_default().clone();
+        LogStore {
+            group,
+            wal: self.wal.clone(),
+            votes: self.votes.clone(),
+            log,
+        }
+    }
+}
+
+/// One group's Raft log: in-memory tail, durable in the shared WAL.
+#[derive(Clone)]
+pub struct LogStore {
+    group: u64,
+    wal: Wal,
+    votes: VoteFile,
+    log: Arc<Mutex<GroupLog>>,
+}
+
+impl LogStore {
+    fn lock(&self) -> io::Result<std::sync::MutexGuard<'_, GroupLog>> {
+        self.log.lock().map_err(|_| io_err("log lock poisoned"))
+    }
+
+    fn record(&self, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
+        let mut payload = Vec::with_capacity(body.len() + 1);
+        payload.push(kind);
+        payload.extend_from_slice(&body);
+        WalRecord {
+            group: self.group,
+            index,
+            payload,
+        }
+    }
+
+    async fn write_durably(&self, records: Vec<WalRecord>) -> io::Result<()> {
+        self.wal.append(records).await.map_err(io_err)
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<LogEntry>, io::Error> {
+        let log = self.lock()?;
+        Ok(log.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.votes.get(self.group))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let log = self.lock()?;
+        let last = log
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(log.last_purged);
+        Ok(LogState {
+            last_purged_log_id: log.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.votes.save(self.group, *vote).await
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = LogEntry> + Send,
+    {
+        let mut records = Vec::new();
+        {
+            let mut log = self.lock()?;
+            for e in entries {
+                let body = serde_json::to_vec(&e).map_err(io_err)?;
+                records.push(self.record(KIND_ENTRY, e.log_id.index, body));
+                log.entries.insert(e.log_id.index, e);
+            }
+        }
+        // Queue now (keeps the order of appends), report durability later.
+        let ack = self.wal.enqueue(records).await.map_err(io_err)?;
+        tokio::spawn(async move {
+            callback.io_completed(ack.wait().await.map_err(io_err));
+        });
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
+        self.lock()?.truncate_after(last.as_ref());
+        let body = serde_json::to_vec(&last).map_err(io_err)?;
+        let index = last.map_or(0, |l| l.index);
+        self.write_durably(vec![self.record(KIND_TRUNCATE, index, body)])
+            .await
+    }
+
+    async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        self.lock()?.purge(&upto);
+        let body = serde_json::to_vec(&upto).map_err(io_err)?;
+        self.write_durably(vec![self.record(KIND_PURGE, upto.index, body)])
+            .await
+    }
+}

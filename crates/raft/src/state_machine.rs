@@ -1,0 +1,229 @@
+//! The Raft state machine of one group: the deterministic
+//! `dynaraft_storage::machine::apply` over sled, plus the Raft bookkeeping
+//! (last applied log id, membership) written in the same sled batch as the
+//! data, so sled never disagrees with itself about what it has applied.
+//!
+//! Snapshots are every key of the group (items and metadata), captured in
+//! `get_snapshot_builder`, which openraft calls on the state-machine task,
+//! so no apply can interleave with the capture.
+
+use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
+use dynaraft_storage::machine::{self, Outcome, Overlay};
+use futures_util::StreamExt;
+use openraft::entry::EntryPayload;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use std::io;
+use std::sync::{Arc, Mutex};
+
+const APPLIED_LOG_ID: &str = "raft_applied";
+const MEMBERSHIP: &str = "raft_membership";
+
+fn io_err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+#[derive(Clone)]
+pub struct GroupStateMachine {
+    group: u64,
+    tree: dynaraft_storage::sled::Tree,
+    current: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl GroupStateMachine {
+    pub fn new(group: u64, tree: dynaraft_storage::sled::Tree) -> GroupStateMachine {
+        GroupStateMachine {
+            group,
+            tree,
+            current: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    fn read_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
+        let ov = Overlay::new(&self.tree);
+        let applied: Option<LogId> =
+            match ov.get_meta(self.group, APPLIED_LOG_ID).map_err(io_err)? {
+                Some(b) => serde_json::from_slice::<Option<LogId>>(&b).map_err(io_err)?,
+                None => None,
+            };
+        let membership: StoredMembership =
+            match ov.get_meta(self.group, MEMBERSHIP).map_err(io_err)? {
+                Some(b) => serde_json::from_slice::<StoredMembership>(&b).map_err(io_err)?,
+                None => StoredMembership::default(),
+            };
+        Ok((applied, membership))
+    }
+
+    /// Every key of the group, as `[len u32 LE][key][len u32 LE][value]`*.
+    fn dump(&self) -> io::Result<SnapshotBytes> {
+        let mut out = Vec::new();
+        for kv in self.tree.scan_prefix(self.group.to_be_bytes()) {
+            let (k, v) = kv.map_err(io_err)?;
+            for part in [k.as_ref(), v.as_ref()] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Splits a snapshot payload back into key/value pairs, checking bounds.
+fn parse_dump(mut b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let take = |b: &mut &[u8]| -> io::Result<Vec<u8>> {
+        let (len, rest) = b
+            .split_at_checked(4)
+            .ok_or_else(|| io_err("truncated snapshot"))?;
+        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let (part, rest) = rest
+            .split_at_checked(len)
+            .ok_or_else(|| io_err("truncated snapshot"))?;
+        *b = rest;
+        Ok(part.to_vec())
+    };
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let k = take(&mut b)?;
+        let v = take(&mut b)?;
+        out.push((k, v));
+    }
+    Ok(out)
+}
+
+impl RaftStateMachine<TypeConfig> for GroupStateMachine {
+    type SnapshotData = SnapshotBytes;
+    type SnapshotBuilder = CapturedSnapshot;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        self.read_state()
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures_util::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + Send,
+    {
+        let mut ov = Overlay::new(&self.tree);
+        let mut replies = Vec::new();
+        let mut last: Option<LogId> = None;
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Done,
+                EntryPayload::Normal(cmd) => {
+                    machine::apply(&mut ov, self.group, &cmd).map_err(io_err)?
+                }
+                EntryPayload::Membership(m) => {
+                    let stored = StoredMembership::new(Some(entry.log_id), m);
+                    ov.put_meta(
+                        self.group,
+                        MEMBERSHIP,
+                        serde_json::to_vec(&stored).map_err(io_err)?,
+                    );
+                    Outcome::Done
+                }
+            };
+            last = Some(entry.log_id);
+            replies.push((responder, outcome));
+        }
+        if let Some(last) = last {
+            ov.put_meta(
+                self.group,
+                APPLIED_LOG_ID,
+                serde_json::to_vec(&Some(last)).map_err(io_err)?,
+            );
+            ov.commit(self.group, last.index).map_err(io_err)?;
+        }
+        for (responder, outcome) in replies {
+            if let Some(r) = responder {
+                r.send(outcome);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Runs on the state-machine task, between applies: the capture is a
+        // consistent point-in-time view of the group.
+        let captured = self.read_state().and_then(|(applied, membership)| {
+            Ok(Snapshot {
+                meta: SnapshotMeta {
+                    last_log_id: applied,
+                    last_membership: membership,
+                },
+                snapshot: self.dump()?,
+            })
+        });
+        CapturedSnapshot {
+            captured: Some(captured),
+            current: self.current.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotBytes,
+    ) -> Result<(), io::Error> {
+        let pairs = parse_dump(&snapshot)?;
+        let mut ov = Overlay::new(&self.tree);
+        ov.clear_group(self.group).map_err(io_err)?;
+        for (k, v) in pairs {
+            if !k.starts_with(&self.group.to_be_bytes()) {
+                return Err(io_err("snapshot holds a key of another group"));
+            }
+            ov.put_raw(k, v);
+        }
+        ov.put_meta(
+            self.group,
+            APPLIED_LOG_ID,
+            serde_json::to_vec(&meta.last_log_id).map_err(io_err)?,
+        );
+        ov.put_meta(
+            self.group,
+            MEMBERSHIP,
+            serde_json::to_vec(&meta.last_membership).map_err(io_err)?,
+        );
+        ov.commit(self.group, meta.last_log_id.map_or(0, |l| l.index))
+            .map_err(io_err)?;
+        let installed = Snapshot {
+            meta: meta.clone(),
+            snapshot,
+        };
+        *self
+            .current
+            .lock()
+            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(installed);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self
+            .current
+            .lock()
+            .map_err(|_| io_err("snapshot lock poisoned"))?
+            .clone())
+    }
+}
+
+/// A snapshot captured when the builder was created.
+pub struct CapturedSnapshot {
+    captured: Option<io::Result<Snapshot>>,
+    current: Arc<Mutex<Option<Snapshot>>>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for CapturedSnapshot {
+    type SnapshotData = SnapshotBytes;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let snap = self
+            .captured
+            .take()
+            .ok_or_else(|| io_err("snapshot builder used twice"))??;
+        *self
+            .current
+            .lock()
+            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(snap.clone());
+        Ok(snap)
+    }
+}
