@@ -10,12 +10,17 @@ use dynaraft_storage::command::{Command, Entry};
 use dynaraft_storage::{Outcome, StorageError};
 use std::sync::Arc;
 
-/// Raft timing for cross-AZ links, in milliseconds.
+/// Raft timing for cross-AZ links (milliseconds) and log retention.
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub heartbeat_interval_ms: u64,
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
+    /// Take a (metadata-only) snapshot after this many entries, which lets
+    /// the in-memory log tail be purged: it bounds the tail's length.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log after a snapshot, for slightly lagging followers.
+    pub keep_entries_after_snapshot: u64,
 }
 
 impl Default for Timing {
@@ -24,6 +29,8 @@ impl Default for Timing {
             heartbeat_interval_ms: 250,
             election_timeout_min_ms: 1500,
             election_timeout_max_ms: 3000,
+            snapshot_after_entries: 5000,
+            keep_entries_after_snapshot: 1000,
         }
     }
 }
@@ -66,6 +73,8 @@ impl RaftGroup {
             heartbeat_interval: timing.heartbeat_interval_ms,
             election_timeout_min: timing.election_timeout_min_ms,
             election_timeout_max: timing.election_timeout_max_ms,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: timing.keep_entries_after_snapshot,
             ..Default::default()
         }
         .validate()
@@ -74,6 +83,14 @@ impl RaftGroup {
             .await
             .map_err(|e| StorageError::Fatal(e.to_string()))?;
         Ok(RaftGroup { node, group, raft })
+    }
+
+    /// (last snapshot index, last purged index) of this node's log.
+    pub fn log_progress(&self) -> (Option<u64>, Option<u64>) {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
     }
 
     /// Replicates `cmd`, stamped with `ts_ms`, and returns its outcome.

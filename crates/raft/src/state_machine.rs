@@ -3,9 +3,13 @@
 //! (last applied log id, membership) written in the same sled batch as the
 //! data, so sled never disagrees with itself about what it has applied.
 //!
-//! Snapshots are every key of the group (items and metadata), captured in
-//! `get_snapshot_builder`, which openraft calls on the state-machine task,
-//! so no apply can interleave with the capture.
+//! Snapshots. sled already is the durable state, so a periodic snapshot only
+//! records its metadata (applied log id, membership): cheap, and enough for
+//! openraft to purge the log it covers. The data (every key of the group) is
+//! materialised only when a snapshot is actually read, in
+//! `get_current_snapshot`, which openraft runs on the state-machine worker
+//! between applies; the returned meta is the applied state at that moment,
+//! so data and meta always agree.
 
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
 use dynaraft_storage::machine::{self, Outcome, Overlay};
@@ -26,7 +30,8 @@ fn io_err(e: impl std::fmt::Display) -> io::Error {
 pub struct GroupStateMachine {
     group: u64,
     tree: dynaraft_storage::sled::Tree,
-    current: Arc<Mutex<Option<Snapshot>>>,
+    /// Meta of the last snapshot built or installed since start.
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
 }
 
 impl GroupStateMachine {
@@ -143,16 +148,10 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        // Runs on the state-machine task, between applies: the capture is a
-        // consistent point-in-time view of the group.
-        let captured = self.read_state().and_then(|(applied, membership)| {
-            Ok(Snapshot {
-                meta: SnapshotMeta {
-                    last_log_id: applied,
-                    last_membership: membership,
-                },
-                snapshot: self.dump()?,
-            })
+        // Runs on the state-machine worker, between applies.
+        let captured = self.read_state().map(|(applied, membership)| SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
         });
         CapturedSnapshot {
             captured: Some(captured),
@@ -186,44 +185,57 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         );
         ov.commit(self.group, meta.last_log_id.map_or(0, |l| l.index))
             .map_err(io_err)?;
-        let installed = Snapshot {
-            meta: meta.clone(),
-            snapshot,
-        };
         *self
             .current
             .lock()
-            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(installed);
+            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(meta.clone());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        Ok(self
+        if self
             .current
             .lock()
             .map_err(|_| io_err("snapshot lock poisoned"))?
-            .clone())
+            .is_none()
+        {
+            return Ok(None);
+        }
+        // Materialise now: data and meta from the same moment.
+        let (applied, membership) = self.read_state()?;
+        let meta = SnapshotMeta {
+            last_log_id: applied,
+            last_membership: membership,
+        };
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: self.dump()?,
+        }))
     }
 }
 
-/// A snapshot captured when the builder was created.
+/// The snapshot metadata captured when the builder was created.
 pub struct CapturedSnapshot {
-    captured: Option<io::Result<Snapshot>>,
-    current: Arc<Mutex<Option<Snapshot>>>,
+    captured: Option<io::Result<SnapshotMeta>>,
+    current: Arc<Mutex<Option<SnapshotMeta>>>,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for CapturedSnapshot {
     type SnapshotData = SnapshotBytes;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        let snap = self
+        let meta = self
             .captured
             .take()
             .ok_or_else(|| io_err("snapshot builder used twice"))??;
         *self
             .current
             .lock()
-            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(snap.clone());
-        Ok(snap)
+            .map_err(|_| io_err("snapshot lock poisoned"))? = Some(meta.clone());
+        // Only the meta is kept: the data is sled, read when a snapshot is sent.
+        Ok(Snapshot {
+            meta,
+            snapshot: Vec::new(),
+        })
     }
 }

@@ -21,10 +21,13 @@ use std::time::Duration;
 const GROUP: u64 = 7;
 
 fn timing() -> Timing {
+    // Aggressive retention so tests exercise purging and snapshot installs.
     Timing {
         heartbeat_interval_ms: 50,
         election_timeout_min_ms: 300,
         election_timeout_max_ms: 600,
+        snapshot_after_entries: 10,
+        keep_entries_after_snapshot: 0,
     }
 }
 
@@ -261,6 +264,53 @@ async fn three_nodes_survive_leader_loss_and_restart() {
             n.id
         );
     }
+    for n in &nodes {
+        n.group.raft.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// A follower cut off while the leader purges its log catches up by
+/// installing a snapshot (the data materialised from sled at send time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_follower_catches_up_from_a_snapshot() {
+    let router = Router::default();
+    let base = tmp("snapshot");
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        nodes.push(start_node(id, base.join(format!("n{id}")), &router).await);
+    }
+    let members: BTreeMap<u64, NodeInfo> = (1..=3u64)
+        .map(|id| {
+            (
+                id,
+                NodeInfo {
+                    addr: format!("n{id}"),
+                    az: "az".into(),
+                },
+            )
+        })
+        .collect();
+    nodes[0].group.raft.initialize(members).await.unwrap();
+    let all: Vec<&Node> = nodes.iter().collect();
+    let leader = leader_among(&all).await;
+    let lagger = nodes.iter().find(|n| n.id != leader).unwrap().id;
+    router.set_isolated(lagger, true);
+    let rest: Vec<&Node> = nodes.iter().filter(|n| n.id != lagger).collect();
+    for i in 0..120 {
+        propose(&rest, i as u64, put(i)).await;
+    }
+    wait_until("the leader to purge its log", async || {
+        rest.iter()
+            .any(|n| n.group.log_progress().1.is_some_and(|p| p > 50))
+    })
+    .await;
+    router.set_isolated(lagger, false);
+    let lag = nodes.iter().find(|n| n.id == lagger).unwrap();
+    wait_until("the lagging follower to install a snapshot", async || {
+        lag.group.log_progress().0.is_some() && count(lag) >= 120
+    })
+    .await;
     for n in &nodes {
         n.group.raft.shutdown().await.unwrap();
     }
