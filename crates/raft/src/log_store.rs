@@ -109,11 +109,15 @@ impl VoteFile {
     }
 }
 
+/// Makes the state machine durable (sled flush + fsync); run before a purge.
+pub type DurableFlush = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
+
 /// Recovered logs of all groups, ready to hand out per-group stores.
 pub struct LogSet {
     wal: Wal,
     votes: VoteFile,
     logs: HashMap<u64, Arc<Mutex<GroupLog>>>,
+    before_purge: DurableFlush,
 }
 
 impl LogSet {
@@ -148,7 +152,21 @@ impl LogSet {
             .into_iter()
             .map(|(g, l)| (g, Arc::new(Mutex::new(l))))
             .collect();
-        Ok(LogSet { wal, votes, logs })
+        Ok(LogSet {
+            wal,
+            votes,
+            logs,
+            before_purge: Arc::new(|| Ok(())),
+        })
+    }
+
+    /// Sets what makes the state machine durable. A purge record is written
+    /// only after it ran, so recovery never drops an entry whose effect sled
+    /// had not yet made durable. Without it (in-memory nodes) purges are not
+    /// preceded by any flush.
+    pub fn with_durable_flush(mut self, f: DurableFlush) -> LogSet {
+        self.before_purge = f;
+        self
     }
 
     /// The log store of `group` (empty for a new group).
@@ -159,6 +177,7 @@ impl LogSet {
             wal: self.wal.clone(),
             votes: self.votes.clone(),
             log,
+            before_purge: self.before_purge.clone(),
         }
     }
 }
@@ -170,6 +189,7 @@ pub struct LogStore {
     wal: Wal,
     votes: VoteFile,
     log: Arc<Mutex<GroupLog>>,
+    before_purge: DurableFlush,
 }
 
 impl LogStore {
@@ -266,9 +286,64 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
+        // openraft purges only applied entries; make their effect durable
+        // before the record that lets recovery forget them.
+        let flush = self.before_purge.clone();
+        tokio::task::spawn_blocking(move || flush())
+            .await
+            .map_err(io_err)??;
         self.lock()?.purge(&upto);
         let body = serde_json::to_vec(&upto).map_err(io_err)?;
         self.write_durably(vec![self.record(KIND_PURGE, upto.index, body)])
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::storage::RaftLogStorage;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn log_id(index: u64) -> LogId {
+        openraft::LogId::new(
+            openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: 1,
+            },
+            index,
+        )
+    }
+
+    /// A purge record must never be written before the state machine is
+    /// durable, or recovery could drop entries sled had not yet persisted.
+    #[tokio::test]
+    async fn purge_runs_the_durable_flush_first() {
+        let flushes = Arc::new(AtomicUsize::new(0));
+        let seen = flushes.clone();
+        let flush: DurableFlush = Arc::new(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        });
+        let votes = VoteFile::open(None).unwrap();
+        let mut set = LogSet::recover(Wal::disabled(), votes, &[])
+            .unwrap()
+            .with_durable_flush(flush);
+        let mut store = set.store(3);
+        store.purge(log_id(5)).await.unwrap();
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
+        // A failing flush stops the purge: nothing is forgotten.
+        let failing: DurableFlush = Arc::new(|| Err(io::Error::other("disk full")));
+        let mut set = LogSet::recover(Wal::disabled(), VoteFile::open(None).unwrap(), &[])
+            .unwrap()
+            .with_durable_flush(failing);
+        let mut store = set.store(3);
+        assert!(store.purge(log_id(5)).await.is_err());
+        assert_eq!(
+            store.get_log_state().await.unwrap().last_purged_log_id,
+            None
+        );
     }
 }

@@ -69,7 +69,13 @@ async fn start_node(id: u64, dir: PathBuf, router: &Router) -> Node {
     let tree = db.open_tree("state").unwrap();
     let (wal, records) = Wal::open(&dir.join("wal")).unwrap();
     let votes = VoteFile::open(Some(dir.join("votes.json"))).unwrap();
-    let mut logs = LogSet::recover(wal, votes, &records).unwrap();
+    let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
+    let flush: dynaraft_raft::log_store::DurableFlush = std::sync::Arc::new(move || {
+        dynaraft_storage::node::flush_durably(&flush_db, &sled_dir).map_err(std::io::Error::other)
+    });
+    let mut logs = LogSet::recover(wal, votes, &records)
+        .unwrap()
+        .with_durable_flush(flush);
     let sm = GroupStateMachine::new(GROUP, tree);
     let group = RaftGroup::start(
         id,

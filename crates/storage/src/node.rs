@@ -226,6 +226,13 @@ async fn checkpoint(
     .map_err(|e| StorageError::Fatal(e.to_string()))?
 }
 
+/// Makes everything sled has applied durable: sled's flush, then an fsync
+/// of every file under `dir` (sled's flush is not an fsync on Linux).
+pub fn flush_durably(db: &sled::Db, dir: &Path) -> Result<(), StorageError> {
+    db.flush()?;
+    fsync_tree(dir)
+}
+
 /// sled's flush is not an fsync on Linux; fsync every file it owns.
 fn fsync_tree(dir: &Path) -> Result<(), StorageError> {
     for e in std::fs::read_dir(dir)? {
