@@ -1,32 +1,18 @@
 //! UpdateItem: every ReturnValues option; UPDATED_OLD/UPDATED_NEW return
 //! exactly the paths the update expression touched.
-use super::write::{WriteRequest, condition_source, write};
+use super::write::{WriteOptions, WriteRequest, condition_source, write};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
 use dynaraft_expr::{ExprKind, Path, parse_condition, parse_update};
-use dynaraft_model::value::item_to_json;
 use dynaraft_storage::WriteKind;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let key = required_item(body, "Key", "key")?;
-    let rv = enum_value(
-        body,
-        "ReturnValues",
-        "returnValues",
-        &["ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW"],
-    )?
-    .unwrap_or("NONE");
-    let on_fail = enum_value(
-        body,
-        "ReturnValuesOnConditionCheckFailure",
-        "returnValuesOnConditionCheckFailure",
-        &["ALL_OLD", "NONE"],
-    )?;
-    let mode = capacity_mode(body)?;
+    let opts = WriteOptions::from_body(body, false)?;
     let mut input = ExprInput::from_body(
         body,
         &["UpdateExpression", "ConditionExpression"],
@@ -77,27 +63,16 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             update,
             names,
             values,
-            old_on_failure: on_fail == Some("ALL_OLD"),
+            old_on_failure: opts.old_on_failure,
         },
     )
     .await?;
-    let attrs = match rv {
+    let attrs = match opts.return_values.as_str() {
         "ALL_OLD" => w.old.clone(),
         "ALL_NEW" => w.new.clone(),
         "UPDATED_OLD" => w.old.as_ref().map(|o| project(o, &targets)),
         "UPDATED_NEW" => w.new.as_ref().map(|n| project(n, &targets)),
         _ => None,
     };
-    let mut out = json!({});
-    insert_opt(
-        &mut out,
-        "Attributes",
-        attrs.filter(|a| !a.is_empty()).as_ref().map(item_to_json),
-    );
-    insert_opt(
-        &mut out,
-        "ConsumedCapacity",
-        consumed(mode, &name, write_units(w.size()), true),
-    );
-    Ok(out)
+    Ok(opts.response(&name, attrs, &w))
 }

@@ -29,6 +29,83 @@ pub fn condition_source(
     }
 }
 
+/// ReturnValues, ReturnValuesOnConditionCheckFailure and
+/// ReturnConsumedCapacity of a single-item write.
+pub struct WriteOptions {
+    pub return_values: String,
+    pub old_on_failure: bool,
+    pub capacity: crate::params::CapacityMode,
+}
+
+impl WriteOptions {
+    /// `only_old`: PutItem and DeleteItem accept only NONE and ALL_OLD.
+    pub fn from_body(body: &Value, only_old: bool) -> Result<WriteOptions, ApiError> {
+        use crate::params::{capacity_mode, enum_value};
+        let rv = enum_value(
+            body,
+            "ReturnValues",
+            "returnValues",
+            &["ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW"],
+        )?
+        .unwrap_or("NONE");
+        if only_old && rv != "NONE" && rv != "ALL_OLD" {
+            return Err(ApiError::validation(
+                "ReturnValues can only be ALL_OLD or NONE",
+            ));
+        }
+        let on_fail = enum_value(
+            body,
+            "ReturnValuesOnConditionCheckFailure",
+            "returnValuesOnConditionCheckFailure",
+            &["ALL_OLD", "NONE"],
+        )?;
+        Ok(WriteOptions {
+            return_values: rv.to_string(),
+            old_on_failure: on_fail == Some("ALL_OLD"),
+            capacity: capacity_mode(body)?,
+        })
+    }
+
+    /// The response: `Attributes` (when non-empty) and `ConsumedCapacity`.
+    pub fn response(&self, table: &str, attributes: Option<Item>, written: &Written) -> Value {
+        use crate::params::{consumed, insert_opt, write_units};
+        let mut out = serde_json::json!({});
+        insert_opt(
+            &mut out,
+            "Attributes",
+            attributes
+                .filter(|a| !a.is_empty())
+                .as_ref()
+                .map(item_to_json),
+        );
+        insert_opt(
+            &mut out,
+            "ConsumedCapacity",
+            consumed(self.capacity, table, write_units(written.size()), true),
+        );
+        out
+    }
+}
+
+/// The condition of a PutItem or DeleteItem (ConditionExpression, or the
+/// legacy Expected), validated, with the names and values to log with it.
+pub fn checked_condition(
+    body: &Value,
+) -> Result<(Option<String>, crate::params::ExprInput), ApiError> {
+    let mut input = crate::params::ExprInput::from_body(
+        body,
+        &["ConditionExpression"],
+        &["Expected", "ConditionalOperator"],
+    )?;
+    let condition = condition_source(body, &mut input)?;
+    let mut subs = input.subs();
+    if let Some(c) = &condition {
+        dynaraft_expr::parse_condition(c, dynaraft_expr::ExprKind::Condition, &mut subs)?;
+    }
+    subs.check_unused()?;
+    Ok((condition, input))
+}
+
 pub struct WriteRequest {
     pub kind: WriteKind,
     pub key: Item,
