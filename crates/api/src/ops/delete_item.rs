@@ -13,16 +13,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let (condition, input) = checked_condition(body)?;
     let table = active_table(api, &name)?;
     table.schema.validate_key(&key)?;
-    let request = WriteRequest {
-        kind: WriteKind::Delete,
-        key,
-        item: None,
-        condition,
-        update: None,
-        names: input.names.clone(),
-        values: input.values_json(),
-        old_on_failure: opts.old_on_failure,
-    };
+    let request = WriteRequest::conditional(WriteKind::Delete, key, None, condition, &input, &opts);
     let w = write(&table, request).await?;
     let attrs = (opts.return_values == "ALL_OLD")
         .then(|| w.old.clone())

@@ -21,16 +21,8 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         ));
     }
     let key = table.schema.key_of(&item);
-    let request = WriteRequest {
-        kind: WriteKind::Put,
-        key,
-        item: Some(item),
-        condition,
-        update: None,
-        names: input.names.clone(),
-        values: input.values_json(),
-        old_on_failure: opts.old_on_failure,
-    };
+    let request =
+        WriteRequest::conditional(WriteKind::Put, key, Some(item), condition, &input, &opts);
     let w = write(&table, request).await?;
     let attrs = (opts.return_values == "ALL_OLD")
         .then(|| w.old.clone())

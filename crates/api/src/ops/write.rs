@@ -118,6 +118,29 @@ pub struct WriteRequest {
     pub old_on_failure: bool,
 }
 
+impl WriteRequest {
+    /// A Put or Delete guarded by an optional condition.
+    pub fn conditional(
+        kind: WriteKind,
+        key: Item,
+        item: Option<Item>,
+        condition: Option<String>,
+        input: &crate::params::ExprInput,
+        opts: &WriteOptions,
+    ) -> WriteRequest {
+        WriteRequest {
+            kind,
+            key,
+            item,
+            condition,
+            update: None,
+            names: input.names.clone(),
+            values: input.values_json(),
+            old_on_failure: opts.old_on_failure,
+        }
+    }
+}
+
 pub struct Written {
     pub old: Option<Item>,
     pub new: Option<Item>,
