@@ -9,9 +9,15 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 "$BIN" embedded --port "$PORT" --data-dir "$DATA_DIR" --transition-delay-ms 200 >"$DATA_DIR.log" 2>&1 &
 SERVER_PID=$!
 trap 'kill $SERVER_PID 2>/dev/null; wait $SERVER_PID 2>/dev/null; rm -rf "$DATA_DIR" "$DATA_DIR.log"' EXIT
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$PORT/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+# Wait for the health line (python3, not curl: a fresh machine may lack curl).
+python3 - "$PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.1)
+PY
 export DYNARAFT_URL="http://127.0.0.1:$PORT"
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
