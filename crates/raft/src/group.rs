@@ -3,7 +3,6 @@
 //! the command's outcome once a quorum has committed and the entry applied.
 
 use crate::log_store::LogStore;
-use crate::network::NetworkFactory;
 use crate::state_machine::GroupStateMachine;
 use crate::types::{NodeId, Raft};
 use dynaraft_storage::command::{Command, Entry};
@@ -60,14 +59,21 @@ impl From<ProposeError> for StorageError {
 }
 
 impl RaftGroup {
-    pub async fn start(
+    pub async fn start<N>(
         node: NodeId,
         group: u64,
         timing: &Timing,
         log: LogStore,
         sm: GroupStateMachine,
-        network: NetworkFactory,
-    ) -> Result<RaftGroup, StorageError> {
+        network: N,
+    ) -> Result<RaftGroup, StorageError>
+    where
+        N: openraft::network::RaftNetworkFactory<crate::types::TypeConfig>,
+        N::Network: openraft::network::NetSnapshot<
+            crate::types::TypeConfig,
+            SnapshotData = crate::types::SnapshotBytes,
+        >,
+    {
         let config = openraft::Config {
             cluster_name: format!("dynaraft-group-{group}"),
             heartbeat_interval: timing.heartbeat_interval_ms,

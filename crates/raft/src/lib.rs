@@ -6,12 +6,14 @@
 //!   log (group commit, fdatasync), votes in a small fsynced file.
 //! - [`state_machine`]: the deterministic storage state machine, with the
 //!   Raft applied log id and membership in the same sled batch as the data.
-//! - [`network`]: an in-process network for tests; gRPC comes next.
+//! - [`network`]: an in-process network for tests and simulation.
+//! - [`grpc`]: the gRPC transport between nodes (`proto/raft.proto`).
 //! - [`group`]: one group on one node, and `propose`.
 //!
 //! Depends on storage and model; must never depend on the API layer.
 
 pub mod group;
+pub mod grpc;
 pub mod log_store;
 pub mod network;
 pub mod state_machine;

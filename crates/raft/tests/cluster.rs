@@ -4,57 +4,21 @@
 //! file and sled directory. Every acknowledged write must be on every node.
 
 use dynaraft_model::value::item_from_json;
-use dynaraft_model::{KeyAttr, KeySchema, ScalarType};
 use dynaraft_raft::log_store::{LogSet, VoteFile};
 use dynaraft_raft::network::Router;
 use dynaraft_raft::state_machine::GroupStateMachine;
-use dynaraft_raft::{NodeInfo, RaftGroup, Timing};
-use dynaraft_storage::command::{Command, WriteCommand, WriteKind};
+use dynaraft_raft::{NodeInfo, RaftGroup};
+use dynaraft_storage::command::Command;
 use dynaraft_storage::machine;
 use dynaraft_storage::wal::Wal;
 use dynaraft_storage::Outcome;
 use serde_json::json;
+
+mod common;
+use common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
-
-const GROUP: u64 = 7;
-
-fn timing() -> Timing {
-    // Aggressive retention so tests exercise purging and snapshot installs.
-    Timing {
-        heartbeat_interval_ms: 50,
-        election_timeout_min_ms: 300,
-        election_timeout_max_ms: 600,
-        snapshot_after_entries: 10,
-        keep_entries_after_snapshot: 0,
-    }
-}
-
-fn schema() -> KeySchema {
-    KeySchema {
-        hash: KeyAttr {
-            name: "pk".into(),
-            ty: ScalarType::S,
-        },
-        range: None,
-    }
-}
-
-fn put(i: usize) -> Command {
-    let key = json!({"pk": {"S": format!("k{i}")}});
-    let k = item_from_json(&key).unwrap();
-    Command::Write(WriteCommand {
-        kind: WriteKind::Put,
-        storage_key: schema().storage_key(&k).unwrap(),
-        key,
-        item: Some(json!({"pk": {"S": format!("k{i}")}, "n": {"N": i.to_string()}})),
-        condition: None,
-        update: None,
-        names: BTreeMap::new(),
-        values: json!({}),
-    })
-}
 
 struct Node {
     id: u64,
@@ -97,16 +61,6 @@ fn count(n: &Node) -> u64 {
         .0
 }
 
-async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    for _ in 0..200 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 async fn leader_among(nodes: &[&Node]) -> u64 {
     let mut found = 0;
     wait_until("a leader", async || {
@@ -139,12 +93,6 @@ async fn propose(nodes: &[&Node], ts: u64, cmd: Command) -> Outcome {
         }
     }
     panic!("no leader accepted the proposal");
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dynaraft-raft-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

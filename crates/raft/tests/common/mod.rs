@@ -1,0 +1,66 @@
+//! Helpers shared by the Raft integration tests.
+#![allow(dead_code)]
+
+use dynaraft_model::value::item_from_json;
+use dynaraft_model::{KeyAttr, KeySchema, ScalarType};
+use dynaraft_raft::Timing;
+use dynaraft_storage::command::{Command, WriteCommand, WriteKind};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub const GROUP: u64 = 7;
+
+pub fn timing() -> Timing {
+    // Aggressive retention so tests exercise purging and snapshot installs.
+    Timing {
+        heartbeat_interval_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        snapshot_after_entries: 10,
+        keep_entries_after_snapshot: 0,
+    }
+}
+
+pub fn schema() -> KeySchema {
+    KeySchema {
+        hash: KeyAttr {
+            name: "pk".into(),
+            ty: ScalarType::S,
+        },
+        range: None,
+    }
+}
+
+/// A put of key `k{i}` with `n = i`.
+pub fn put(i: usize) -> Command {
+    let key = json!({"pk": {"S": format!("k{i}")}});
+    let k = item_from_json(&key).unwrap();
+    Command::Write(WriteCommand {
+        kind: WriteKind::Put,
+        storage_key: schema().storage_key(&k).unwrap(),
+        key,
+        item: Some(json!({"pk": {"S": format!("k{i}")}, "n": {"N": i.to_string()}})),
+        condition: None,
+        update: None,
+        names: BTreeMap::new(),
+        values: json!({}),
+    })
+}
+
+pub async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+    for _ in 0..200 {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dynaraft-raft-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
