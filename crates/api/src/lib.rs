@@ -82,14 +82,14 @@ impl Server {
             loop {
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = wait_stop(&mut stopped) => break,
+                    _ = dynaraft_storage::node::stop_requested(&mut stopped) => break,
                 };
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r {
                         Ok(s) => s,
                         Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
                     },
-                    _ = wait_stop(&mut stopped) => break,
+                    _ = dynaraft_storage::node::stop_requested(&mut stopped) => break,
                 };
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
@@ -106,7 +106,7 @@ impl Server {
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); } }
-                        _ = wait_stop(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                        _ = dynaraft_storage::node::stop_requested(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
                     }
                 });
             }
@@ -126,9 +126,4 @@ impl Server {
         let _ = self.done.await;
         let _ = self.limit.acquire_many(MAX_CONNECTIONS as u32).await;
     }
-}
-
-/// Resolves once the stop flag is set (or its sender is gone).
-async fn wait_stop(rx: &mut watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }

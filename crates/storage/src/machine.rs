@@ -256,12 +256,7 @@ fn put_table(ov: &mut Overlay, meta: &TableMeta) {
 }
 
 fn drop_group(ov: &mut Overlay, group: u64) -> Result<(), StorageError> {
-    for kv in ov.tree.scan_prefix(items_prefix(group)) {
-        let (k, _) = kv?;
-        ov.del(k.to_vec());
-    }
-    ov.del(meta_key(group, "count"));
-    ov.del(meta_key(group, "bytes"));
+    ov.clear_group(group)?;
     ov.put(meta_key(group, "applied"), DROPPED.to_be_bytes().to_vec());
     Ok(())
 }

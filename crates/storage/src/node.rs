@@ -69,6 +69,12 @@ pub struct Node {
     stopped: Arc<tokio::sync::Mutex<mpsc::Receiver<()>>>,
 }
 
+/// Resolves once the node's stop flag is set (or its sender is gone). Holds
+/// no guard across the await, so it can sit in `select!` in spawned tasks.
+pub async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
 pub fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -154,7 +160,7 @@ impl Node {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(Duration::from_millis(CHECKPOINT_INTERVAL_MS)) => {}
-                        _ = shutdown.wait_for(|s| *s) => break,
+                        _ = stop_requested(&mut shutdown) => break,
                     }
                     let Some(shared) = weak.upgrade() else { break };
                     if let Err(e) = checkpoint(shared, db.clone(), dir.clone()).await {

@@ -91,7 +91,7 @@ impl Task {
         loop {
             let n = tokio::select! {
                 n = rx.recv_many(&mut batch, PARTITION_MAX_BATCH) => n,
-                _ = self.shutdown.wait_for(|s| *s) => 0,
+                _ = crate::node::stop_requested(&mut self.shutdown) => 0,
             };
             if n == 0 {
                 break;

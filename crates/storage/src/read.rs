@@ -7,7 +7,7 @@
 
 use crate::StorageError;
 use crate::machine::{item_key, items_prefix};
-use dynaraft_expr::{KeyCondition, RangeCondition};
+use dynaraft_expr::{Condition, KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::key::encode_scalar;
 use dynaraft_model::value::item_size_bytes;
@@ -34,17 +34,20 @@ pub struct ReadOptions<'a> {
     /// Storage key to resume strictly after (ExclusiveStartKey).
     pub start_after: Option<Vec<u8>>,
     pub limit: Option<usize>,
-    pub filter: &'a dyn Fn(&Item) -> bool,
+    /// FilterExpression: items it rejects are read (and counted) but not returned.
+    pub filter: Option<&'a Condition>,
 }
 
-fn successor(mut b: Vec<u8>) -> Vec<u8> {
+/// The smallest key greater than every key starting with `b`; `None` when
+/// `b` is all `0xFF` (no such key: the range is unbounded above).
+fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
     while let Some(last) = b.pop() {
         if last < 0xFF {
             b.push(last + 1);
-            return b;
+            return Some(b);
         }
     }
-    vec![0xFF; 9]
+    None
 }
 
 fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {
@@ -56,7 +59,7 @@ fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {
 /// `[lo, hi)` storage-key bounds of a key condition.
 pub fn query_bounds(schema: &KeySchema, kc: &KeyCondition) -> Option<(Vec<u8>, Vec<u8>)> {
     let base = schema.partition_prefix(&kc.hash)?;
-    let end = successor(base.clone());
+    let end = successor(base.clone())?;
     let incl = |v: &AttributeValue| {
         let mut k = with(&base, v);
         k.push(0);
@@ -75,7 +78,7 @@ pub fn query_bounds(schema: &KeySchema, kc: &KeyCondition) -> Option<(Vec<u8>, V
             // Drop the two-byte terminator: what remains prefixes every
             // encoding of a value that begins with `v`.
             p.truncate(p.len().saturating_sub(2));
-            let hi = successor(p.clone());
+            let hi = successor(p.clone())?;
             (p, hi)
         }
     })
@@ -106,7 +109,7 @@ pub fn read_range(
     let mut lo_b = Bound::Included(item_key(group, lo));
     let mut hi_b = match hi {
         Some(h) => Bound::Excluded(item_key(group, h)),
-        None => Bound::Excluded(successor(items_prefix(group))),
+        None => successor(items_prefix(group)).map_or(Bound::Unbounded, Bound::Excluded),
     };
     if let Some(after) = &opts.start_after {
         let k = item_key(group, after);
@@ -126,7 +129,7 @@ pub fn read_range(
         page.scanned += 1;
         page.read_bytes += item_size_bytes(&item);
         let key = schema.key_of(&item);
-        if (opts.filter)(&item) {
+        if opts.filter.is_none_or(|f| f.eval(Some(&item))) {
             page.items.push(item);
         }
         let full =

@@ -28,7 +28,7 @@ pub async fn run(node: Node, interval: Duration, mut shutdown: tokio::sync::watc
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stopped(&mut shutdown) => return,
+            _ = crate::node::stop_requested(&mut shutdown) => return,
         }
         if let Err(e) = sweep_once(&node, &mut cursors).await {
             tracing::warn!(error = %e, "TTL sweep failed");
@@ -51,16 +51,13 @@ pub async fn sweep_once(
             continue;
         }
         let group = table.meta.group;
-        let page = {
-            let keep = |_: &Item| true;
-            let opts = ReadOptions {
-                forward: true,
-                start_after: cursors.remove(&group),
-                limit: Some(TTL_SWEEP_MAX_ITEMS_PER_PASS),
-                filter: &keep,
-            };
-            read_range(node.tree(), group, &table.schema, &[], None, &opts)?
+        let opts = ReadOptions {
+            forward: true,
+            start_after: cursors.remove(&group),
+            limit: Some(TTL_SWEEP_MAX_ITEMS_PER_PASS),
+            filter: None,
         };
+        let page = read_range(node.tree(), group, &table.schema, &[], None, &opts)?;
         if let Some(k) = page
             .last_key
             .as_ref()
@@ -105,8 +102,4 @@ fn expired(item: &Item, attr: &str, now_secs: i64) -> bool {
     let now = Number::from_i64(now_secs);
     let oldest = Number::from_i64(now_secs - TTL_MAX_AGE_SECS);
     *n < now && *n >= oldest
-}
-
-async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }

@@ -291,12 +291,11 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let start_after = start_key(body, &table.schema)?;
     let (lo, hi) = query_bounds(&table.schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
-    let filter = |i: &Item| exprs.filter.as_ref().is_none_or(|f| f.eval(Some(i)));
     let opts = ReadOptions {
         forward,
         start_after,
         limit,
-        filter: &filter,
+        filter: exprs.filter.as_ref(),
     };
     let page = read_range(
         api.node.tree(),

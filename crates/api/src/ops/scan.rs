@@ -3,7 +3,6 @@ use super::query::{filter_source, limit, page_response, read_exprs, start_key};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
-use dynaraft_model::Item;
 use dynaraft_storage::read::{ReadOptions, read_range, segment_bounds};
 use serde_json::Value;
 
@@ -90,12 +89,11 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         Some((s, t)) => segment_bounds(s, t),
         None => (Vec::new(), None),
     };
-    let filter = |i: &Item| exprs.filter.as_ref().is_none_or(|f| f.eval(Some(i)));
     let opts = ReadOptions {
         forward: true,
         start_after,
         limit,
-        filter: &filter,
+        filter: exprs.filter.as_ref(),
     };
     let page = read_range(
         api.node.tree(),
