@@ -110,31 +110,36 @@ fn gunzip(b: &[u8]) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
+/// Length of a request id, in characters (DynamoDB's ids are 52).
+pub const REQUEST_ID_CHARS: usize = 52;
+
 fn request_id() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..52)
+    (0..REQUEST_ID_CHARS)
         .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
         .collect()
 }
 
 fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).unwrap_or_default();
-    let crc = crc32fast::hash(&bytes);
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/x-amz-json-1.0")
-        .header("x-amzn-requestid", request_id)
-        .header("x-amz-crc32", crc.to_string())
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+    respond(status, "application/x-amz-json-1.0", bytes, request_id)
 }
 
 fn text_response(status: u16, text: &str, request_id: &str) -> Response<Full<Bytes>> {
-    let bytes = text.as_bytes().to_vec();
+    respond(status, "text/plain", text.as_bytes().to_vec(), request_id)
+}
+
+/// Every response carries DynamoDB's `x-amzn-RequestId` and `x-amz-crc32`.
+fn respond(
+    status: u16,
+    content_type: &str,
+    bytes: Vec<u8>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
     let crc = crc32fast::hash(&bytes);
     Response::builder()
         .status(status)
-        .header("content-type", "text/plain")
+        .header("content-type", content_type)
         .header("x-amzn-requestid", request_id)
         .header("x-amz-crc32", crc.to_string())
         .body(Full::new(Bytes::from(bytes)))

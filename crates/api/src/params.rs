@@ -292,14 +292,6 @@ impl ExprInput {
     }
 }
 
-/// The legacy parameter `field` as a JSON object, if present.
-pub fn legacy_map<'a>(
-    body: &'a Value,
-    field: &str,
-) -> Result<Option<&'a Map<String, Value>>, ApiError> {
-    opt_object(body, field)
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum CapacityMode {
     None,

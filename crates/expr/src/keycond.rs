@@ -166,7 +166,7 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
         } else {
             return Err(err(format!(
                 "Query condition missed key schema element: {}",
-                missing(schema, &hash, &range)
+                missing(schema, &hash)
             )));
         }
     }
@@ -210,11 +210,8 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
     Ok(KeyCondition { hash, range })
 }
 
-fn missing(
-    schema: &KeySchema,
-    hash: &Option<AttributeValue>,
-    _r: &Option<RangeCondition>,
-) -> String {
+/// The key attribute a condition on a non-key attribute displaced.
+fn missing(schema: &KeySchema, hash: &Option<AttributeValue>) -> String {
     if hash.is_none() {
         schema.hash.name.clone()
     } else {

@@ -76,7 +76,7 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
                 }
                 let text = src[start..i].to_string();
                 if text.len() == 1 {
-                    return Err(syntax(kind, src, start, i, &text));
+                    return Err(syntax(kind, &text));
                 }
                 if c == b'#' {
                     Tok::Name(text)
@@ -90,7 +90,7 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
                 }
                 let text = &src[start..i];
                 if !text.bytes().all(|d| d.is_ascii_digit()) {
-                    return Err(syntax(kind, src, start, i, text));
+                    return Err(syntax(kind, text));
                 }
                 Tok::Int(text.to_string())
             }
@@ -124,7 +124,7 @@ fn single(i: &mut usize, t: Tok) -> Tok {
     t
 }
 
-fn syntax(kind: ExprKind, _src: &str, _start: usize, _end: usize, text: &str) -> ExprError {
+fn syntax(kind: ExprKind, text: &str) -> ExprError {
     ExprError::invalid(
         kind,
         format!("Syntax error; token: \"{text}\", near: \"{text}\""),

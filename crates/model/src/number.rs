@@ -17,6 +17,8 @@ pub const MAX_NUMBER_DIGITS: usize = 38;
 pub const MAX_NUMBER_EXPONENT: i64 = 125;
 /// Smallest decimal exponent of the most significant digit (1E-130).
 pub const MIN_NUMBER_EXPONENT: i64 = -130;
+/// Most digits of a number's exponent (`1e1234567` is not a number).
+pub const MAX_EXPONENT_DIGITS: usize = 6;
 /// Longest number string we even try to parse, in bytes. DynamoDB rejects
 /// long strings as unconvertible well before this matters.
 pub const MAX_NUMBER_STRING_BYTES: usize = 1024;
@@ -173,7 +175,7 @@ fn is_decimal_literal(s: &str) -> bool {
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        if i == exp_start || i - exp_start > 6 {
+        if i == exp_start || i - exp_start > MAX_EXPONENT_DIGITS {
             return false;
         }
     }

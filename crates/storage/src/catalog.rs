@@ -62,8 +62,8 @@ impl TableMeta {
 
     /// A stable table id derived from the group and creation time.
     pub fn table_id(&self) -> String {
-        let h = xxhash(&format!("{}:{}:{}", self.name, self.group, self.created_ms));
-        let h2 = xxhash(&format!("{}:{}", h, self.name));
+        let h = fnv1a(&format!("{}:{}:{}", self.name, self.group, self.created_ms));
+        let h2 = fnv1a(&format!("{}:{}", h, self.name));
         let s = format!("{h:016x}{h2:016x}");
         format!(
             "{}-{}-{}-{}-{}",
@@ -76,7 +76,7 @@ impl TableMeta {
     }
 }
 
-fn xxhash(s: &str) -> u64 {
+fn fnv1a(s: &str) -> u64 {
     // A stable, dependency-free FNV-1a; only used to derive display ids.
     let mut h: u64 = 0xcbf29ce484222325;
     for b in s.bytes() {

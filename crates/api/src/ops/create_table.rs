@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 
 /// Most tags on one resource.
 pub const MAX_TAGS: usize = 50;
+/// Longest tag key, in bytes (DynamoDB documents 128 characters).
+pub const MAX_TAG_KEY_BYTES: usize = 128;
+/// Longest tag value, in bytes (DynamoDB documents 256 characters).
+pub const MAX_TAG_VALUE_BYTES: usize = 256;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
@@ -256,7 +260,11 @@ pub fn parse_tags(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
         let k = t.get("Key").and_then(|x| x.as_str());
         let v = t.get("Value").and_then(|x| x.as_str());
         match (k, v) {
-            (Some(k), Some(v)) if !k.is_empty() && k.len() <= 128 && v.len() <= 256 => {
+            (Some(k), Some(v))
+                if !k.is_empty()
+                    && k.len() <= MAX_TAG_KEY_BYTES
+                    && v.len() <= MAX_TAG_VALUE_BYTES =>
+            {
                 out.insert(k.to_string(), v.to_string());
             }
             _ => {

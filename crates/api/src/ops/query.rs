@@ -70,7 +70,7 @@ pub fn filter_source(
     if let Some(f) = opt_str(body, "FilterExpression")? {
         return Ok(Some(f.to_string()));
     }
-    match legacy_map(body, legacy_field)? {
+    match opt_object(body, legacy_field)? {
         Some(filter) => {
             let mut l = input.legacy();
             let param = if legacy_field == "QueryFilter" {
@@ -262,7 +262,7 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     };
     let kce = match (
         opt_str(body, "KeyConditionExpression")?,
-        legacy_map(body, "KeyConditions")?,
+        opt_object(body, "KeyConditions")?,
     ) {
         (Some(k), _) => k.to_string(),
         (None, Some(kc)) => {

@@ -23,7 +23,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let condition = condition_source(body, &mut input)?;
     let update = match (
         opt_str(body, "UpdateExpression")?,
-        legacy_map(body, "AttributeUpdates")?,
+        opt_object(body, "AttributeUpdates")?,
     ) {
         (Some(u), _) => Some(u.to_string()),
         (None, Some(updates)) => {

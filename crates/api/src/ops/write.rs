@@ -18,7 +18,7 @@ pub fn condition_source(
         return Ok(Some(c.to_string()));
     }
     let op = crate::params::opt_str(body, "ConditionalOperator")?;
-    match crate::params::legacy_map(body, "Expected")? {
+    match crate::params::opt_object(body, "Expected")? {
         Some(expected) => {
             let mut l = input.legacy();
             let c = l.expected(expected, op)?;
