@@ -95,11 +95,7 @@ fn encode_snapshot(vote: &Vote, snapshot: &Snapshot) -> Result<Vec<u8>, String> 
 }
 
 fn decode_snapshot(b: &[u8]) -> Result<(Vote, Snapshot), String> {
-    let (len, rest) = b.split_at_checked(4).ok_or("truncated snapshot")?;
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let (header, data) = rest
-        .split_at_checked(len)
-        .ok_or("truncated snapshot header")?;
+    let (header, data) = crate::split_len_prefixed(b).ok_or("truncated snapshot header")?;
     let (vote, meta): (Vote, SnapshotMeta) = decode(header)?;
     Ok((
         vote,
@@ -247,6 +243,18 @@ enum Rpc {
 }
 
 impl GrpcConnection {
+    /// A request encoded as JSON, its reply decoded from JSON.
+    async fn json_call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, Unreachable<TypeConfig>> {
+        let payload = encode(req).map_err(unreachable)?;
+        let b = self.call(rpc, payload, option.hard_ttl()).await?;
+        decode(&b).map_err(unreachable)
+    }
+
     /// Sends one message and returns the reply payload; every failure is
     /// "unreachable" to openraft, which then backs off and retries.
     async fn call(
@@ -296,9 +304,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let payload = encode(&rpc).map_err(unreachable)?;
-        let b = self.call(Rpc::Append, payload, option.hard_ttl()).await?;
-        Ok(decode(&b).map_err(unreachable)?)
+        Ok(self.json_call(Rpc::Append, &rpc, &option).await?)
     }
 
     async fn vote(
@@ -306,9 +312,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let payload = encode(&rpc).map_err(unreachable)?;
-        let b = self.call(Rpc::Vote, payload, option.hard_ttl()).await?;
-        Ok(decode(&b).map_err(unreachable)?)
+        Ok(self.json_call(Rpc::Vote, &rpc, &option).await?)
     }
 
     async fn full_snapshot(

@@ -21,3 +21,16 @@ pub mod types;
 
 pub use group::{ProposeError, RaftGroup, Timing};
 pub use types::{NodeId, NodeInfo};
+
+/// An I/O error carrying `e`'s message (what openraft's storage traits return).
+pub(crate) fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(e.to_string())
+}
+
+/// Splits `[len u32 LE][len bytes][rest]` into the bytes and the rest;
+/// `None` when the input is shorter than it says.
+pub(crate) fn split_len_prefixed(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = b.split_at_checked(4)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    rest.split_at_checked(len)
+}

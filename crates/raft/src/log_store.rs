@@ -11,6 +11,7 @@
 //! atomically (write, fsync, rename, fsync the directory) on every vote,
 //! which happens only at elections.
 
+use crate::io_err;
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use dynaraft_storage::wal::{Wal, WalRecord};
 use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
@@ -25,10 +26,6 @@ use std::sync::{Arc, Mutex};
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 /// The unpurged tail of one group's log.
 #[derive(Debug, Default)]

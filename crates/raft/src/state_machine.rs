@@ -11,6 +11,7 @@
 //! between applies; the returned meta is the applied state at that moment,
 //! so data and meta always agree.
 
+use crate::io_err;
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
 use dynaraft_storage::machine::{self, Outcome, Overlay};
 use futures_util::StreamExt;
@@ -21,10 +22,6 @@ use std::sync::{Arc, Mutex};
 
 const APPLIED_LOG_ID: &str = "raft_applied";
 const MEMBERSHIP: &str = "raft_membership";
-
-fn io_err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
-}
 
 #[derive(Clone)]
 pub struct GroupStateMachine {
@@ -74,22 +71,13 @@ impl GroupStateMachine {
 
 /// Splits a snapshot payload back into key/value pairs, checking bounds.
 fn parse_dump(mut b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let take = |b: &mut &[u8]| -> io::Result<Vec<u8>> {
-        let (len, rest) = b
-            .split_at_checked(4)
-            .ok_or_else(|| io_err("truncated snapshot"))?;
-        let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-        let (part, rest) = rest
-            .split_at_checked(len)
-            .ok_or_else(|| io_err("truncated snapshot"))?;
-        *b = rest;
-        Ok(part.to_vec())
-    };
     let mut out = Vec::new();
     while !b.is_empty() {
-        let k = take(&mut b)?;
-        let v = take(&mut b)?;
-        out.push((k, v));
+        let (k, rest) = crate::split_len_prefixed(b).ok_or_else(|| io_err("truncated snapshot"))?;
+        let (v, rest) =
+            crate::split_len_prefixed(rest).ok_or_else(|| io_err("truncated snapshot"))?;
+        out.push((k.to_vec(), v.to_vec()));
+        b = rest;
     }
     Ok(out)
 }

@@ -121,26 +121,33 @@ async fn single_node_group_applies_through_raft() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_survive_leader_loss_and_restart() {
-    let router = Router::default();
-    let base = tmp("three");
+/// Three nodes (one per AZ) under `base`, initialised as one group.
+async fn start_three(router: &Router, base: &std::path::Path) -> Vec<Node> {
     let mut nodes = Vec::new();
     for id in 1..=3u64 {
-        nodes.push(start_node(id, base.join(format!("n{id}")), &router).await);
+        nodes.push(start_node(id, base.join(format!("n{id}")), router).await);
     }
     let members: BTreeMap<u64, NodeInfo> = (1..=3u64)
         .map(|id| {
+            let az = format!("az-{}", (b'a' + id as u8 - 1) as char);
             (
                 id,
                 NodeInfo {
                     addr: format!("n{id}"),
-                    az: format!("az-{}", (b'a' + id as u8 - 1) as char),
+                    az,
                 },
             )
         })
         .collect();
     nodes[0].group.raft.initialize(members).await.unwrap();
+    nodes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_survive_leader_loss_and_restart() {
+    let router = Router::default();
+    let base = tmp("three");
+    let mut nodes = start_three(&router, &base).await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_among(&all).await;
     let at = |id: u64| nodes.iter().find(|n| n.id == id).unwrap();
@@ -230,22 +237,7 @@ async fn three_nodes_survive_leader_loss_and_restart() {
 async fn lagging_follower_catches_up_from_a_snapshot() {
     let router = Router::default();
     let base = tmp("snapshot");
-    let mut nodes = Vec::new();
-    for id in 1..=3u64 {
-        nodes.push(start_node(id, base.join(format!("n{id}")), &router).await);
-    }
-    let members: BTreeMap<u64, NodeInfo> = (1..=3u64)
-        .map(|id| {
-            (
-                id,
-                NodeInfo {
-                    addr: format!("n{id}"),
-                    az: "az".into(),
-                },
-            )
-        })
-        .collect();
-    nodes[0].group.raft.initialize(members).await.unwrap();
+    let nodes = start_three(&router, &base).await;
     let all: Vec<&Node> = nodes.iter().collect();
     let leader = leader_among(&all).await;
     let lagger = nodes.iter().find(|n| n.id != leader).unwrap().id;
