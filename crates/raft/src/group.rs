@@ -34,6 +34,30 @@ impl Default for Timing {
     }
 }
 
+/// A network a group can run on (the in-process router or gRPC): openraft's
+/// factory bound, named here so callers need not name openraft types.
+pub trait GroupNetwork:
+    openraft::network::RaftNetworkFactory<
+    crate::types::TypeConfig,
+    Network: openraft::network::NetSnapshot<
+        crate::types::TypeConfig,
+        SnapshotData = crate::types::SnapshotBytes,
+    >,
+>
+{
+}
+
+impl<N> GroupNetwork for N where
+    N: openraft::network::RaftNetworkFactory<
+        crate::types::TypeConfig,
+        Network: openraft::network::NetSnapshot<
+            crate::types::TypeConfig,
+            SnapshotData = crate::types::SnapshotBytes,
+        >,
+    >
+{
+}
+
 #[derive(Clone)]
 pub struct RaftGroup {
     pub node: NodeId,
@@ -59,21 +83,14 @@ impl From<ProposeError> for StorageError {
 }
 
 impl RaftGroup {
-    pub async fn start<N>(
+    pub async fn start<N: GroupNetwork>(
         node: NodeId,
         group: u64,
         timing: &Timing,
         log: LogStore,
         sm: GroupStateMachine,
         network: N,
-    ) -> Result<RaftGroup, StorageError>
-    where
-        N: openraft::network::RaftNetworkFactory<crate::types::TypeConfig>,
-        N::Network: openraft::network::NetSnapshot<
-            crate::types::TypeConfig,
-            SnapshotData = crate::types::SnapshotBytes,
-        >,
-    {
+    ) -> Result<RaftGroup, StorageError> {
         let config = openraft::Config {
             cluster_name: format!("dynaraft-group-{group}"),
             heartbeat_interval: timing.heartbeat_interval_ms,

@@ -19,7 +19,7 @@ pub mod network;
 pub mod state_machine;
 pub mod types;
 
-pub use group::{ProposeError, RaftGroup, Timing};
+pub use group::{GroupNetwork, ProposeError, RaftGroup, Timing};
 pub use types::{NodeId, NodeInfo};
 
 /// An I/O error carrying `e`'s message (what openraft's storage traits return).

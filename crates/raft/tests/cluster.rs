@@ -4,13 +4,10 @@
 //! file and sled directory. Every acknowledged write must be on every node.
 
 use dynaraft_model::value::item_from_json;
-use dynaraft_raft::log_store::{LogSet, VoteFile};
 use dynaraft_raft::network::Router;
-use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine;
-use dynaraft_storage::wal::Wal;
 use dynaraft_storage::Outcome;
 use serde_json::json;
 
@@ -28,29 +25,7 @@ struct Node {
 }
 
 async fn start_node(id: u64, dir: PathBuf, router: &Router) -> Node {
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dynaraft_storage::sled::open(dir.join("sled")).unwrap();
-    let tree = db.open_tree("state").unwrap();
-    let (wal, records) = Wal::open(&dir.join("wal")).unwrap();
-    let votes = VoteFile::open(Some(dir.join("votes.json"))).unwrap();
-    let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
-    let flush: dynaraft_raft::log_store::DurableFlush = std::sync::Arc::new(move || {
-        dynaraft_storage::node::flush_durably(&flush_db, &sled_dir).map_err(std::io::Error::other)
-    });
-    let mut logs = LogSet::recover(wal, votes, &records)
-        .unwrap()
-        .with_durable_flush(flush);
-    let sm = GroupStateMachine::new(GROUP, tree);
-    let group = RaftGroup::start(
-        id,
-        GROUP,
-        &timing(),
-        logs.store(GROUP),
-        sm,
-        router.factory(id, GROUP),
-    )
-    .await
-    .unwrap();
+    let (db, group) = open_group(id, &dir, router.factory(id, GROUP)).await;
     router.register(id, GROUP, group.raft.clone());
     Node { id, dir, db, group }
 }

@@ -3,11 +3,8 @@
 //! Raft) leads to a new leader that keeps accepting writes.
 
 use dynaraft_raft::grpc::{self, Channels, Registry};
-use dynaraft_raft::log_store::{LogSet, VoteFile};
-use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeInfo, ProposeError, RaftGroup};
 use dynaraft_storage::machine;
-use dynaraft_storage::wal::Wal;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,23 +21,8 @@ struct GrpcNode {
 }
 
 async fn start(id: u64, dir: PathBuf, listener: tokio::net::TcpListener) -> GrpcNode {
-    std::fs::create_dir_all(&dir).unwrap();
-    let db = dynaraft_storage::sled::open(dir.join("sled")).unwrap();
-    let (wal, records) = Wal::open(&dir.join("wal")).unwrap();
-    let votes = VoteFile::open(Some(dir.join("votes.json"))).unwrap();
-    let mut logs = LogSet::recover(wal, votes, &records).unwrap();
-    let sm = GroupStateMachine::new(GROUP, db.open_tree("state").unwrap());
     let channels = Channels::default();
-    let group = RaftGroup::start(
-        id,
-        GROUP,
-        &timing(),
-        logs.store(GROUP),
-        sm,
-        channels.factory(GROUP),
-    )
-    .await
-    .unwrap();
+    let (db, group) = open_group(id, &dir, channels.factory(GROUP)).await;
     let registry = Registry::default();
     registry.register(GROUP, group.raft.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -64,3 +64,30 @@ pub fn tmp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     d
 }
+
+/// Opens a node's storage under `dir` (sled, WAL, votes) and starts group
+/// [`GROUP`] on it over `network`, purges preceded by a durable sled flush.
+pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
+    id: u64,
+    dir: &std::path::Path,
+    network: N,
+) -> (dynaraft_storage::sled::Db, dynaraft_raft::RaftGroup) {
+    std::fs::create_dir_all(dir).unwrap();
+    let db = dynaraft_storage::sled::open(dir.join("sled")).unwrap();
+    let (wal, records) = dynaraft_storage::wal::Wal::open(&dir.join("wal")).unwrap();
+    let votes = dynaraft_raft::log_store::VoteFile::open(Some(dir.join("votes.json"))).unwrap();
+    let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
+    let flush: dynaraft_raft::log_store::DurableFlush = std::sync::Arc::new(move || {
+        dynaraft_storage::node::flush_durably(&flush_db, &sled_dir).map_err(std::io::Error::other)
+    });
+    let mut logs = dynaraft_raft::log_store::LogSet::recover(wal, votes, &records)
+        .unwrap()
+        .with_durable_flush(flush);
+    let sm =
+        dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.open_tree("state").unwrap());
+    let group =
+        dynaraft_raft::RaftGroup::start(id, GROUP, &timing(), logs.store(GROUP), sm, network)
+            .await
+            .unwrap();
+    (db, group)
+}
