@@ -5,7 +5,7 @@
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
 use dynaraft_api::{Api, ApiConfig, Server};
-use dynaraft_storage::{Node, NodeConfig};
+use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub client: Client,
     server: Option<Server>,
-    node: Option<Node>,
+    node: Option<Embedded>,
 }
 
 impl TestServer {
@@ -31,19 +31,19 @@ impl TestServer {
     }
 
     pub async fn start_with(data_dir: Option<PathBuf>, transition_delay_ms: u64) -> TestServer {
-        let node = Node::open(NodeConfig {
+        let node = Embedded::start(EmbeddedConfig {
             ttl_sweep_interval_ms: TEST_TTL_SWEEP_MS,
-            ..NodeConfig::new(data_dir)
+            ..EmbeddedConfig::new(data_dir)
         })
         .await
-        .expect("open node");
+        .expect("start embedded node");
         let cfg = ApiConfig {
             transition_delay_ms,
             header_read_timeout_ms: TEST_HEADER_TIMEOUT_MS,
             ..ApiConfig::default()
         };
         let api = Api {
-            node: node.clone(),
+            router: node.router.clone(),
             cfg: Arc::new(cfg),
         };
         let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))

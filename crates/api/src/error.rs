@@ -113,6 +113,21 @@ impl From<dynaraft_expr::ExprError> for ApiError {
     }
 }
 
+impl From<dynaraft_cluster::ClusterError> for ApiError {
+    fn from(e: dynaraft_cluster::ClusterError) -> Self {
+        use dynaraft_cluster::ClusterError as C;
+        match e {
+            C::Storage(s) => s.into(),
+            // Not leader, stale map or no quorum after the router's retries:
+            // the write did not happen or may not have; the client retries.
+            C::NotLeader { .. } | C::NoGroup(_) | C::Unavailable(_) => {
+                tracing::warn!(error = %e, "request could not be served");
+                ApiError::ServiceUnavailable(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {

@@ -3,16 +3,15 @@
 //! before touching storage, and the single mapping from failures to
 //! DynamoDB errors ([`error`]).
 //!
-//! Depends on model, expr and storage. In the cluster this crate is the
-//! router; it must never reach into a state machine directly, only through
-//! the storage node's proposal and read interfaces.
+//! Depends on model, expr, storage (commands and types) and cluster (the
+//! router). It never reaches into a state machine: every write and read
+//! goes through `dynaraft_cluster::Router`, in-process or across nodes.
 
 pub mod error;
 pub mod http;
 pub mod ops;
 pub mod params;
 
-use dynaraft_storage::Node;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -38,6 +37,8 @@ pub struct ApiConfig {
     pub endpoint_address: String,
     /// See [`HEADER_READ_TIMEOUT_MS`].
     pub header_read_timeout_ms: u64,
+    /// Partitions (Raft groups) a new table is split into by key hash.
+    pub partitions_per_table: usize,
 }
 
 impl Default for ApiConfig {
@@ -48,13 +49,14 @@ impl Default for ApiConfig {
             account_id: "000000000000".into(),
             endpoint_address: "localhost:8000".into(),
             header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
+            partitions_per_table: 1,
         }
     }
 }
 
 #[derive(Clone)]
 pub struct Api {
-    pub node: Node,
+    pub router: dynaraft_cluster::Router,
     pub cfg: Arc<ApiConfig>,
 }
 
@@ -82,14 +84,14 @@ impl Server {
             loop {
                 let permit = tokio::select! {
                     p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = dynaraft_storage::node::stop_requested(&mut stopped) => break,
+                    _ = dynaraft_storage::stop_requested(&mut stopped) => break,
                 };
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r {
                         Ok(s) => s,
                         Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
                     },
-                    _ = dynaraft_storage::node::stop_requested(&mut stopped) => break,
+                    _ = dynaraft_storage::stop_requested(&mut stopped) => break,
                 };
                 let _ = stream.set_nodelay(true);
                 let api = api.clone();
@@ -106,7 +108,7 @@ impl Server {
                     tokio::pin!(conn);
                     tokio::select! {
                         r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); } }
-                        _ = dynaraft_storage::node::stop_requested(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
+                        _ = dynaraft_storage::stop_requested(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
                     }
                 });
             }

@@ -3,10 +3,11 @@
 
 use crate::Api;
 use crate::error::ApiError;
+use dynaraft_cluster::Table;
 use dynaraft_expr::Substitutions;
 use dynaraft_model::value::item_from_json;
 use dynaraft_model::{AttributeValue, Item};
-use dynaraft_storage::{Table, TableStatus};
+use dynaraft_storage::TableStatus;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -142,7 +143,7 @@ pub fn table_name(body: &Value) -> Result<String, ApiError> {
 
 /// A table that accepts item operations (ACTIVE or UPDATING).
 pub fn active_table(api: &Api, name: &str) -> Result<Arc<Table>, ApiError> {
-    match api.node.table(name) {
+    match api.router.table(name) {
         Some(t) if matches!(t.meta.status, TableStatus::Active | TableStatus::Updating) => Ok(t),
         _ => Err(ApiError::not_found()),
     }

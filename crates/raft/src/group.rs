@@ -63,6 +63,8 @@ pub struct RaftGroup {
     pub node: NodeId,
     pub group: u64,
     pub raft: Raft,
+    /// The state machine's last applied index.
+    pub applied: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Why a proposal did not produce an outcome.
@@ -102,10 +104,75 @@ impl RaftGroup {
         }
         .validate()
         .map_err(|e| StorageError::Fatal(e.to_string()))?;
+        let applied = sm.applied();
         let raft = Raft::new(node, Arc::new(config), network, log, sm)
             .await
             .map_err(|e| StorageError::Fatal(e.to_string()))?;
-        Ok(RaftGroup { node, group, raft })
+        Ok(RaftGroup {
+            node,
+            group,
+            raft,
+            applied,
+        })
+    }
+
+    /// Makes `members` the group's first voters. Only one replica (the one
+    /// the placement names first) calls this; on a group that already has
+    /// a membership it does nothing.
+    pub async fn initialize(
+        &self,
+        members: std::collections::BTreeMap<NodeId, crate::NodeInfo>,
+    ) -> Result<(), StorageError> {
+        use openraft::error::{InitializeError, RaftError};
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(StorageError::Unavailable(e.to_string())),
+        }
+    }
+
+    /// The leader this replica currently knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this replica is the group's only voter (then it is always the
+    /// leader, and everything it has applied is every acknowledged write).
+    fn sole_voter(&self) -> bool {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let mut voters = m.membership_config.membership().voter_ids();
+        voters.next() == Some(self.node) && voters.next().is_none()
+    }
+
+    /// Waits until a read of the local state machine is linearizable: this
+    /// replica is the leader, a quorum confirmed it (read index), and
+    /// everything committed before the call has been applied.
+    pub async fn linearize(&self) -> Result<(), ProposeError> {
+        if self.sole_voter() {
+            return Ok(());
+        }
+        match self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match e.forward_to_leader() {
+                Some(f) => Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                }),
+                None => Err(ProposeError::Unavailable(e.to_string())),
+            },
+        }
+    }
+
+    /// Stops the group's Raft tasks.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(group = self.group, error = %e, "raft shutdown failed");
+        }
     }
 
     /// (last snapshot index, last purged index) of this node's log.
@@ -116,10 +183,11 @@ impl RaftGroup {
         (m.snapshot.map(|l| l.index), m.purged.map(|l| l.index))
     }
 
-    /// Replicates `cmd`, stamped with `ts_ms`, and returns its outcome.
-    pub async fn propose(&self, ts_ms: u64, cmd: Command) -> Result<Outcome, ProposeError> {
+    /// Replicates `cmd`, stamped with `ts_ms`, and returns its outcome and
+    /// log index once a quorum has committed it and it has been applied here.
+    pub async fn propose(&self, ts_ms: u64, cmd: Command) -> Result<(Outcome, u64), ProposeError> {
         match self.raft.client_write(Entry { ts_ms, cmd }).await {
-            Ok(resp) => Ok(resp.data),
+            Ok(resp) => Ok((resp.data, resp.log_id.index)),
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Err(ProposeError::NotLeader {
                     leader: f.leader_id,

@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex};
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
 const KIND_PURGE: u8 = 3;
+/// The group left this node: recovery forgets everything logged before.
+const KIND_REMOVE: u8 = 4;
 
 /// The unpurged tail of one group's log.
 #[derive(Debug, Default)]
@@ -80,12 +82,27 @@ impl VoteFile {
     }
 
     async fn save(&self, group: u64, vote: Vote) -> io::Result<()> {
+        self.rewrite(|votes| {
+            votes.insert(group, vote);
+        })
+        .await
+    }
+
+    async fn remove(&self, group: u64) -> io::Result<()> {
+        self.rewrite(|votes| {
+            votes.remove(&group);
+        })
+        .await
+    }
+
+    /// Changes the votes in memory, then rewrites the file atomically.
+    async fn rewrite(&self, change: impl FnOnce(&mut BTreeMap<u64, Vote>)) -> io::Result<()> {
         let snapshot = {
             let mut votes = self
                 .votes
                 .lock()
                 .map_err(|_| io_err("vote lock poisoned"))?;
-            votes.insert(group, vote);
+            change(&mut votes);
             serde_json::to_vec(&*votes).map_err(io_err)?
         };
         let Some(path) = self.path.clone() else {
@@ -142,6 +159,9 @@ impl LogSet {
                     let upto: LogId = serde_json::from_slice(body).map_err(io_err)?;
                     log.purge(&upto);
                 }
+                KIND_REMOVE => {
+                    logs.remove(&r.group);
+                }
                 other => return Err(io_err(format!("unknown raft WAL record kind {other}"))),
             }
         }
@@ -166,6 +186,54 @@ impl LogSet {
         self
     }
 
+    /// Index of each recovered or opened group's last purged entry: what a
+    /// WAL checkpoint may delete up to (the purge ran after sled was made
+    /// durable). Groups with no log here have nothing left to keep.
+    pub fn purged(&self) -> BTreeMap<u64, u64> {
+        self.logs
+            .iter()
+            .map(|(g, l)| {
+                let purged = l
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.last_purged)
+                    .map_or(0, |p| p.index);
+                (*g, purged)
+            })
+            .collect()
+    }
+
+    /// Logs every group's current purge point again, in the open segment,
+    /// so that a checkpoint deleting older segments never loses the record
+    /// that tells recovery where a group's log begins. Run before
+    /// `Wal::checkpoint`.
+    pub async fn relog_purges(&self) -> io::Result<()> {
+        let mut records = Vec::new();
+        for (g, l) in &self.logs {
+            let last = l
+                .lock()
+                .map_err(|_| io_err("log lock poisoned"))?
+                .last_purged;
+            if let Some(upto) = last {
+                let body = serde_json::to_vec(&upto).map_err(io_err)?;
+                records.push(purge_record(*g, &upto, body));
+            }
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.wal.append(records).await.map_err(io_err)
+    }
+
+    /// Forgets `group` on this node: a durable record tells recovery to drop
+    /// its log, and its vote is removed.
+    pub async fn remove(&mut self, group: u64) -> io::Result<()> {
+        self.logs.remove(&group);
+        let record = typed_record(group, KIND_REMOVE, u64::MAX, Vec::new());
+        self.wal.append(vec![record]).await.map_err(io_err)?;
+        self.votes.remove(group).await
+    }
+
     /// The log store of `group` (empty for a new group).
     pub fn store(&mut self, group: u64) -> LogStore {
         let log = self.logs.entry(group).or_default().clone();
@@ -177,6 +245,21 @@ impl LogSet {
             before_purge: self.before_purge.clone(),
         }
     }
+}
+
+fn typed_record(group: u64, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
+    let mut payload = Vec::with_capacity(body.len() + 1);
+    payload.push(kind);
+    payload.extend_from_slice(&body);
+    WalRecord {
+        group,
+        index,
+        payload,
+    }
+}
+
+fn purge_record(group: u64, upto: &LogId, body: Vec<u8>) -> WalRecord {
+    typed_record(group, KIND_PURGE, upto.index, body)
 }
 
 /// One group's Raft log: in-memory tail, durable in the shared WAL.
@@ -195,14 +278,7 @@ impl LogStore {
     }
 
     fn record(&self, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
-        let mut payload = Vec::with_capacity(body.len() + 1);
-        payload.push(kind);
-        payload.extend_from_slice(&body);
-        WalRecord {
-            group: self.group,
-            index,
-            payload,
-        }
+        typed_record(self.group, kind, index, body)
     }
 
     async fn write_durably(&self, records: Vec<WalRecord>) -> io::Result<()> {
@@ -291,7 +367,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(io_err)??;
         self.lock()?.purge(&upto);
         let body = serde_json::to_vec(&upto).map_err(io_err)?;
-        self.write_durably(vec![self.record(KIND_PURGE, upto.index, body)])
+        self.write_durably(vec![purge_record(self.group, &upto, body)])
             .await
     }
 }

@@ -29,15 +29,24 @@ pub struct GroupStateMachine {
     tree: dynaraft_storage::sled::Tree,
     /// Meta of the last snapshot built or installed since start.
     current: Arc<Mutex<Option<SnapshotMeta>>>,
+    /// The last applied log index, published after every applied batch.
+    applied: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl GroupStateMachine {
     pub fn new(group: u64, tree: dynaraft_storage::sled::Tree) -> GroupStateMachine {
+        let applied = machine::applied_index(&tree, group).unwrap_or(0);
         GroupStateMachine {
             group,
             tree,
             current: Arc::new(Mutex::new(None)),
+            applied: Arc::new(tokio::sync::watch::channel(applied).0),
         }
+    }
+
+    /// Watches the applied log index (it changes after each applied batch).
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied.subscribe()
     }
 
     fn read_state(&self) -> io::Result<(Option<LogId>, StoredMembership)> {
@@ -126,6 +135,7 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 serde_json::to_vec(&Some(last)).map_err(io_err)?,
             );
             ov.commit(self.group, last.index).map_err(io_err)?;
+            self.applied.send_replace(last.index);
         }
         for (responder, outcome) in replies {
             if let Some(r) = responder {
@@ -171,8 +181,9 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             MEMBERSHIP,
             serde_json::to_vec(&meta.last_membership).map_err(io_err)?,
         );
-        ov.commit(self.group, meta.last_log_id.map_or(0, |l| l.index))
-            .map_err(io_err)?;
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        ov.commit(self.group, index).map_err(io_err)?;
+        self.applied.send_replace(index);
         *self
             .current
             .lock()

@@ -60,7 +60,7 @@ async fn propose(nodes: &[&Node], ts: u64, cmd: Command) -> Outcome {
         let leader = leader_among(nodes).await;
         let n = nodes.iter().find(|n| n.id == leader).unwrap();
         match n.group.propose(ts, cmd.clone()).await {
-            Ok(o) => return o,
+            Ok((o, _)) => return o,
             Err(dynaraft_raft::ProposeError::NotLeader { .. }) => {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
@@ -88,7 +88,7 @@ async fn single_node_group_applies_through_raft() {
         .unwrap();
     leader_among(&[&n]).await;
     for i in 0..20 {
-        let o = n.group.propose(1_000 + i as u64, put(i)).await.unwrap();
+        let (o, _) = n.group.propose(1_000 + i as u64, put(i)).await.unwrap();
         assert!(matches!(o, Outcome::Written { old: None, .. }), "{o:?}");
     }
     assert_eq!(count(&n), 20);

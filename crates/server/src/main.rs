@@ -3,7 +3,7 @@
 
 use clap::{Parser, Subcommand};
 use dynaraft_api::{Api, ApiConfig, Server};
-use dynaraft_storage::{Node, NodeConfig};
+use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -67,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
-    let node = Node::open(NodeConfig::new(data_dir)).await?;
+    let node = Embedded::start(EmbeddedConfig::new(data_dir)).await?;
     let cfg = ApiConfig {
         transition_delay_ms: if args.instant_transitions {
             0
@@ -80,7 +80,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     };
     let server = Server::start(
         Api {
-            node: node.clone(),
+            router: node.router.clone(),
             cfg: Arc::new(cfg),
         },
         addr,

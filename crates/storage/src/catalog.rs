@@ -27,8 +27,9 @@ impl TableStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableMeta {
     pub name: String,
-    /// Raft group (partition) holding the table's items; 0 until created.
-    pub group: u64,
+    /// The table's partitions in hash order; group ids and replicas are
+    /// assigned when the control plane applies CreateTable.
+    pub partitions: Vec<PartitionMeta>,
     pub status: TableStatus,
     pub created_ms: u64,
     pub hash_key: (String, String),
@@ -60,9 +61,28 @@ impl TableMeta {
         }
     }
 
-    /// A stable table id derived from the group and creation time.
+    /// The partition owning `storage_key` (whose first 8 bytes are the hash).
+    pub fn partition_for_key(&self, storage_key: &[u8]) -> Option<&PartitionMeta> {
+        let hash = storage_key
+            .first_chunk::<8>()
+            .map_or(0, |b| u64::from_be_bytes(*b));
+        self.partition_for_hash(hash)
+    }
+
+    /// The partition whose hash range contains `hash`.
+    pub fn partition_for_hash(&self, hash: u64) -> Option<&PartitionMeta> {
+        self.partitions.iter().rev().find(|p| p.hash_lo <= hash)
+    }
+
+    /// The exclusive upper hash bound of partition `i` (`None`: the end).
+    pub fn hash_hi(&self, i: usize) -> Option<u64> {
+        self.partitions.get(i + 1).map(|p| p.hash_lo)
+    }
+
+    /// A stable table id derived from the first group and creation time.
     pub fn table_id(&self) -> String {
-        let h = fnv1a(&format!("{}:{}:{}", self.name, self.group, self.created_ms));
+        let group = self.partitions.first().map_or(0, |p| p.group);
+        let h = fnv1a(&format!("{}:{}:{}", self.name, group, self.created_ms));
         let h2 = fnv1a(&format!("{}:{}", h, self.name));
         let s = format!("{h:016x}{h2:016x}");
         format!(
@@ -74,6 +94,47 @@ impl TableMeta {
             &s[20..32]
         )
     }
+}
+
+/// One partition of a table: a contiguous range of the 64-bit key hash,
+/// replicated by one Raft group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub group: u64,
+    /// Smallest hash the partition owns; it owns up to the next partition's.
+    pub hash_lo: u64,
+    /// Storage nodes holding a replica, at most one per availability zone.
+    pub replicas: Vec<u64>,
+    /// Bumped whenever the range or the replicas change.
+    pub epoch: u64,
+}
+
+impl PartitionMeta {
+    /// `count` partitions splitting the hash space evenly, not yet placed.
+    pub fn even_split(count: usize) -> Vec<PartitionMeta> {
+        let count = count.clamp(1, MAX_PARTITIONS_PER_TABLE) as u128;
+        (0..count)
+            .map(|i| PartitionMeta {
+                group: 0,
+                hash_lo: ((u64::MAX as u128 + 1) * i / count) as u64,
+                replicas: Vec::new(),
+                epoch: 1,
+            })
+            .collect()
+    }
+}
+
+/// Most partitions a table is created with.
+pub const MAX_PARTITIONS_PER_TABLE: usize = 256;
+
+/// A storage node as the control plane knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub id: u64,
+    /// Address of the node's internal gRPC endpoint.
+    pub addr: String,
+    /// Availability zone label.
+    pub az: String,
 }
 
 fn fnv1a(s: &str) -> u64 {

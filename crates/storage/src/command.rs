@@ -4,7 +4,7 @@
 //! expression sources, which the state machine re-parses when it applies
 //! (parsing is pure, so every replica reaches the same outcome).
 
-use crate::catalog::{TableMeta, TableStatus};
+use crate::catalog::{NodeRecord, TableMeta, TableStatus};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -24,8 +24,10 @@ pub enum Command {
     /// Catalog group: replace a table's mutable settings (throughput,
     /// billing mode, tags), keyed by name.
     ReplaceTableMeta(TableMeta),
-    /// Catalog group: forget a table and drop its data.
+    /// Catalog group: forget a table (nodes then remove its groups).
     DropTable { name: String },
+    /// Catalog group: add or update a storage node in the registry.
+    RegisterNode(NodeRecord),
     /// Data group: a single-item write.
     Write(WriteCommand),
 }
@@ -72,6 +74,7 @@ impl std::fmt::Display for Entry {
             }
             Command::ReplaceTableMeta(m) => format!("ReplaceTableMeta({})", m.name),
             Command::DropTable { name } => format!("DropTable({name})"),
+            Command::RegisterNode(n) => format!("RegisterNode({}@{})", n.id, n.az),
             Command::Write(w) => format!("{:?}({} key bytes)", w.kind, w.storage_key.len()),
         };
         write!(f, "{what}@{}", self.ts_ms)

@@ -1,7 +1,9 @@
 //! Storage: the node's write-ahead log with group commit ([`wal`]), the
-//! deterministic state machine over sled ([`machine`]), the owning task of
-//! each group ([`partition`]), reads for GetItem/Query/Scan ([`read`]) and
-//! the [`node::Node`] that opens, replays and checkpoints all of it.
+//! deterministic state machine over sled ([`machine`]), the commands it
+//! applies ([`command`]) and the catalog they describe ([`catalog`]), reads
+//! for GetItem/Query/Scan ([`read`]), and making sled durable
+//! ([`durability`]). Replication and the lifecycle of groups live above, in
+//! `dynaraft-raft` and `dynaraft-cluster`.
 //!
 //! Depends on `dynaraft-model` and `dynaraft-expr`. Must never depend on
 //! the API layer or know about HTTP: errors here say what the caller should
@@ -9,17 +11,14 @@
 
 pub mod catalog;
 pub mod command;
+pub mod durability;
 pub mod machine;
-pub mod node;
-pub mod partition;
 pub mod read;
-pub mod ttl;
 pub mod wal;
 
-pub use catalog::{TableMeta, TableStatus};
+pub use catalog::{NodeRecord, PartitionMeta, TableMeta, TableStatus};
 pub use command::{Command, WriteCommand, WriteKind};
 pub use machine::Outcome;
-pub use node::{Node, NodeConfig, Table};
 /// The embedded state-machine store, re-exported so layers above use the same version.
 pub use sled;
 
@@ -46,4 +45,17 @@ impl From<std::io::Error> for StorageError {
     fn from(e: std::io::Error) -> Self {
         StorageError::Fatal(e.to_string())
     }
+}
+
+/// Resolves once a stop flag is set (or its sender is gone). Holds no guard
+/// across the await, so it can sit in `select!` in spawned tasks.
+pub async fn stop_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// Milliseconds since the Unix epoch (what a leader stamps into entries).
+pub fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

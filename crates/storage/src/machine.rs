@@ -7,6 +7,7 @@
 //! [group u64 BE] 0x00 [name]        group metadata: applied index, item count, bytes
 //! [group u64 BE] 0x01 [storage key] items (binary item codec)
 //! [0]            0x02 [table name]  catalog: TableMeta as JSON
+//! [0]            0x03 [node id BE]  catalog: NodeRecord as JSON
 //! ```
 //!
 //! A batch of entries is applied through an [`Overlay`] (so later entries
@@ -16,7 +17,7 @@
 //! only sled I/O errors are errors, and they are fatal.
 
 use crate::StorageError;
-use crate::catalog::{TableMeta, TableStatus};
+use crate::catalog::{NodeRecord, TableMeta, TableStatus};
 use crate::command::{Command, Entry, WriteCommand, WriteKind};
 use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
@@ -28,8 +29,7 @@ pub const CATALOG_GROUP: u64 = 0;
 const META: u8 = 0x00;
 const ITEMS: u8 = 0x01;
 const TABLES: u8 = 0x02;
-/// Applied index recorded for a dropped group, so replay skips its entries.
-pub const DROPPED: u64 = u64::MAX;
+const NODES: u8 = 0x03;
 
 pub fn meta_key(group: u64, name: &str) -> Vec<u8> {
     let mut k = group.to_be_bytes().to_vec();
@@ -59,6 +59,18 @@ pub fn table_key(name: &str) -> Vec<u8> {
 
 pub fn tables_prefix() -> Vec<u8> {
     table_key("")
+}
+
+pub fn node_key(id: u64) -> Vec<u8> {
+    let mut k = nodes_prefix();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn nodes_prefix() -> Vec<u8> {
+    let mut k = CATALOG_GROUP.to_be_bytes().to_vec();
+    k.push(NODES);
+    k
 }
 
 fn u64_of(v: Option<sled::IVec>) -> u64 {
@@ -139,6 +151,25 @@ impl<'a> Overlay<'a> {
         self.put(k, v);
     }
 
+    /// Every key under `prefix` with its value, pending writes included.
+    fn scan_prefix(&self, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StorageError> {
+        let mut out = BTreeMap::new();
+        for kv in self.tree.scan_prefix(prefix) {
+            let (k, v) = kv?;
+            out.insert(k.to_vec(), v.to_vec());
+        }
+        for (k, v) in self.pending.range(prefix.to_vec()..) {
+            if !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
+    }
+
     /// Stages the removal of every item and metadata key of `group`.
     pub fn clear_group(&mut self, group: u64) -> Result<(), StorageError> {
         for kv in self.tree.scan_prefix(group.to_be_bytes()) {
@@ -161,6 +192,17 @@ impl<'a> Overlay<'a> {
         self.tree.apply_batch(batch)?;
         Ok(())
     }
+}
+
+/// Deletes every key of `group` (a replica leaving this node), in one batch.
+pub fn drop_group(tree: &sled::Tree, group: u64) -> Result<(), StorageError> {
+    let mut batch = sled::Batch::default();
+    for kv in tree.scan_prefix(group.to_be_bytes()) {
+        let (k, _) = kv?;
+        batch.remove(k);
+    }
+    tree.apply_batch(batch)?;
+    Ok(())
 }
 
 pub fn applied_index(tree: &sled::Tree, group: u64) -> Result<u64, StorageError> {
@@ -196,14 +238,18 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             if ov.get(&key)?.is_some() {
                 return Ok(Outcome::TableExists);
             }
-            let next_key = meta_key(CATALOG_GROUP, "next_group");
-            let g = ov.get_u64(&next_key)?.max(1);
-            ov.put(next_key, (g + 1).to_be_bytes().to_vec());
             let mut meta = meta.clone();
-            meta.group = g;
+            place(ov, &mut meta)?;
             meta.created_ms = entry.ts_ms;
             put_table(ov, &meta);
             Ok(Outcome::Table(Box::new(meta)))
+        }
+        Command::RegisterNode(node) => {
+            ov.put(
+                node_key(node.id),
+                serde_json::to_vec(node).unwrap_or_default(),
+            );
+            Ok(Outcome::Done)
         }
         Command::SetTableStatus { name, status } => match get_table(ov, name)? {
             Some(mut meta) => {
@@ -216,7 +262,7 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
         Command::ReplaceTableMeta(new) => match get_table(ov, &new.name)? {
             Some(old) => {
                 let meta = TableMeta {
-                    group: old.group,
+                    partitions: old.partitions,
                     created_ms: old.created_ms,
                     ..new.clone()
                 };
@@ -227,7 +273,8 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
         },
         Command::DropTable { name } => match get_table(ov, name)? {
             Some(meta) => {
-                drop_group(ov, meta.group)?;
+                // The data groups are removed by the nodes hosting them
+                // once they see the table gone from the catalog.
                 ov.del(table_key(name));
                 Ok(Outcome::Table(Box::new(TableMeta {
                     status: TableStatus::Deleting,
@@ -255,9 +302,42 @@ fn put_table(ov: &mut Overlay, meta: &TableMeta) {
     );
 }
 
-fn drop_group(ov: &mut Overlay, group: u64) -> Result<(), StorageError> {
-    ov.clear_group(group)?;
-    ov.put(meta_key(group, "applied"), DROPPED.to_be_bytes().to_vec());
+/// Assigns group ids to a new table's partitions and places one replica of
+/// each in every availability zone, on the node of that zone holding the
+/// fewest replicas (ties to the lowest id). Deterministic: it reads only the
+/// catalog, so every control-plane replica places identically.
+fn place(ov: &mut Overlay, meta: &mut TableMeta) -> Result<(), StorageError> {
+    let next_key = meta_key(CATALOG_GROUP, "next_group");
+    let mut next = ov.get_u64(&next_key)?.max(1);
+    let mut nodes: Vec<NodeRecord> = Vec::new();
+    for v in ov.scan_prefix(&nodes_prefix())?.values() {
+        nodes.push(serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?);
+    }
+    let mut load: BTreeMap<u64, usize> = nodes.iter().map(|n| (n.id, 0)).collect();
+    for v in ov.scan_prefix(&tables_prefix())?.values() {
+        let t: TableMeta =
+            serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        for r in t.partitions.iter().flat_map(|p| &p.replicas) {
+            *load.entry(*r).or_default() += 1;
+        }
+    }
+    let zones: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.az.as_str()).collect();
+    for p in &mut meta.partitions {
+        p.group = next;
+        next += 1;
+        p.replicas.clear();
+        for az in &zones {
+            let best = nodes
+                .iter()
+                .filter(|n| n.az == *az)
+                .min_by_key(|n| (load.get(&n.id).copied().unwrap_or(0), n.id));
+            if let Some(n) = best {
+                p.replicas.push(n.id);
+                *load.entry(n.id).or_default() += 1;
+            }
+        }
+    }
+    ov.put(next_key, next.to_be_bytes().to_vec());
     Ok(())
 }
 

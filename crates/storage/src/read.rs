@@ -7,7 +7,7 @@
 
 use crate::StorageError;
 use crate::machine::{item_key, items_prefix};
-use dynaraft_expr::{Condition, KeyCondition, RangeCondition};
+use dynaraft_expr::{KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::key::encode_scalar;
 use dynaraft_model::value::item_size_bytes;
@@ -17,9 +17,9 @@ use std::ops::Bound;
 /// Most item bytes one Query or Scan page reads (1 MB).
 pub const MAX_PAGE_BYTES: usize = 1024 * 1024;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Page {
-    /// Items that passed the filter.
+    /// Items read, in order (a FilterExpression is applied by the caller).
     pub items: Vec<Item>,
     /// Items read (ScannedCount).
     pub scanned: usize,
@@ -29,13 +29,16 @@ pub struct Page {
     pub last_key: Option<Item>,
 }
 
-pub struct ReadOptions<'a> {
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ReadOptions {
     pub forward: bool,
     /// Storage key to resume strictly after (ExclusiveStartKey).
     pub start_after: Option<Vec<u8>>,
+    /// Most items to read (the request's Limit, less what earlier
+    /// partitions of the same page read).
     pub limit: Option<usize>,
-    /// FilterExpression: items it rejects are read (and counted) but not returned.
-    pub filter: Option<&'a Condition>,
+    /// Most item bytes to read: [`MAX_PAGE_BYTES`] less earlier partitions'.
+    pub max_bytes: usize,
 }
 
 /// The smallest key greater than every key starting with `b`; `None` when
@@ -129,11 +132,9 @@ pub fn read_range(
         page.scanned += 1;
         page.read_bytes += item_size_bytes(&item);
         let key = schema.key_of(&item);
-        if opts.filter.is_none_or(|f| f.eval(Some(&item))) {
-            page.items.push(item);
-        }
+        page.items.push(item);
         let full =
-            page.read_bytes >= MAX_PAGE_BYTES || opts.limit.is_some_and(|l| page.scanned >= l);
+            page.read_bytes >= opts.max_bytes || opts.limit.is_some_and(|l| page.scanned >= l);
         if full {
             page.last_key = Some(key);
         }

@@ -5,14 +5,13 @@ use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
 use dynaraft_model::value::{item_from_json, item_size_bytes, item_to_json};
-use dynaraft_storage::machine::read_item;
 use serde_json::{Map, Value, json};
 
 pub const MAX_BATCH_GET_KEYS: usize = 100;
 /// Most item bytes returned by one BatchGetItem call (16 MB).
 pub const MAX_BATCH_GET_BYTES: usize = 16 * 1024 * 1024;
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mode = capacity_mode(body)?;
     let request = request_items(body)?;
     let total: usize = request
@@ -81,7 +80,7 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 left.push(raw);
                 continue;
             }
-            let item = read_item(api.node.tree(), table.meta.group, &sk)?;
+            let item = api.router.get_item(&table, &sk, consistent).await?;
             let size = item.as_ref().map_or(0, item_size_bytes);
             bytes += size;
             units += read_units(size, consistent);

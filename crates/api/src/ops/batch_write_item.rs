@@ -81,6 +81,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     let mut set = tokio::task::JoinSet::new();
     for (name, table, kind, key, item, raw) in plans {
+        let api = api.clone();
         set.spawn(async move {
             let req = WriteRequest {
                 kind,
@@ -92,7 +93,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 values: json!({}),
                 old_on_failure: false,
             };
-            (name, raw, write(&table, req).await)
+            (name, raw, write(&api, &table, req).await)
         });
     }
     let mut unprocessed: Map<String, Value> = Map::new();

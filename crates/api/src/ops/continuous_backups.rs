@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 pub fn describe(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
-    if api.node.table(&name).is_none() {
+    if api.router.table(&name).is_none() {
         return Err(ApiError::TableNotFound(format!("Table not found: {name}")));
     }
     Ok(json!({"ContinuousBackupsDescription": {

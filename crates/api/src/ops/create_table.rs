@@ -4,7 +4,7 @@
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::{Violations, enum_value, opt_array, opt_bool, table_name};
-use dynaraft_storage::{Command, TableMeta, TableStatus};
+use dynaraft_storage::{Command, PartitionMeta, TableMeta, TableStatus};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -41,7 +41,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
         name: name.clone(),
-        group: 0,
+        partitions: PartitionMeta::even_split(api.cfg.partitions_per_table),
         status: if instant {
             TableStatus::Active
         } else {
@@ -61,11 +61,16 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         decreases_today: 0,
         ttl_attribute: None,
     };
-    let meta = super::table_outcome(api.node.catalog(Command::CreateTable(meta)).await?, &name)?;
+    let meta = super::table_outcome(
+        api.router
+            .change_catalog(Command::CreateTable(meta))
+            .await?,
+        &name,
+    )?;
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
-    Ok(json!({ "TableDescription": super::describe(api, &meta) }))
+    Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
 }
 
 fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, ApiError> {

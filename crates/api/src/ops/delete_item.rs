@@ -14,7 +14,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let table = active_table(api, &name)?;
     table.schema.validate_key(&key)?;
     let request = WriteRequest::conditional(WriteKind::Delete, key, None, condition, &input, &opts);
-    let w = write(&table, request).await?;
+    let w = write(api, &table, request).await?;
     let attrs = (opts.return_values == "ALL_OLD")
         .then(|| w.old.clone())
         .flatten();

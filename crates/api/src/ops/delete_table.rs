@@ -12,7 +12,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "Requested resource not found: Table: {name} not found"
         ))
     };
-    let t = api.node.table(&name).ok_or_else(not_found)?;
+    let t = api.router.table(&name).ok_or_else(not_found)?;
     match t.meta.status {
         TableStatus::Creating => {
             return Err(ApiError::ResourceInUse(format!(
@@ -31,12 +31,12 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "1 validation error detected: Table '{name}' can't be deleted while DeletionProtectionEnabled is set to True"
         )));
     }
-    let mut desc = super::describe(api, &t.meta);
+    let mut desc = super::describe(api, &t.meta).await?;
     desc["TableStatus"] = json!("DELETING");
     if api.cfg.transition_delay_ms == 0 {
         super::table_outcome(
-            api.node
-                .catalog(Command::DropTable { name: name.clone() })
+            api.router
+                .change_catalog(Command::DropTable { name: name.clone() })
                 .await?,
             &name,
         )?;
@@ -45,7 +45,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             name: name.clone(),
             status: TableStatus::Deleting,
         };
-        super::table_outcome(api.node.catalog(status).await?, &name)?;
+        super::table_outcome(api.router.change_catalog(status).await?, &name)?;
         super::schedule_transition(api, name, None);
     }
     Ok(json!({ "TableDescription": desc }))

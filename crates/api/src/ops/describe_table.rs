@@ -4,12 +4,12 @@ use crate::error::ApiError;
 use crate::params::table_name;
 use serde_json::{Value, json};
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
-    let t = api.node.table(&name).ok_or_else(|| {
+    let t = api.router.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))
     })?;
-    Ok(json!({ "Table": super::describe(api, &t.meta) }))
+    Ok(json!({ "Table": super::describe(api, &t.meta).await? }))
 }

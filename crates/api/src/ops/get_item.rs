@@ -4,10 +4,9 @@ use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
-use dynaraft_storage::machine::read_item;
 use serde_json::{Value, json};
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let key = required_item(body, "Key", "key")?;
     let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
@@ -18,7 +17,7 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let sk = table.schema.storage_key(&key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;
-    let item = read_item(api.node.tree(), table.meta.group, &sk)?;
+    let item = api.router.get_item(&table, &sk, consistent).await?;
     let size = item.as_ref().map_or(0, item_size_bytes);
     let mut out = json!({});
     let item = match (&projection, item) {

@@ -32,7 +32,7 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     v.check()?;
     let limit = limit.unwrap_or(MAX_LIST_TABLES_LIMIT) as usize;
     let names: Vec<String> = api
-        .node
+        .router
         .tables()
         .into_iter()
         .map(|t| t.meta.name.clone())

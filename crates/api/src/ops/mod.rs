@@ -58,20 +58,20 @@ pub fn is_known(op: &str) -> bool {
 
 pub async fn dispatch(api: &Api, op: &str, body: Value) -> Result<Value, ApiError> {
     match op {
-        "BatchGetItem" => batch_get_item::execute(api, &body),
+        "BatchGetItem" => batch_get_item::execute(api, &body).await,
         "BatchWriteItem" => batch_write_item::execute(api, &body).await,
         "CreateTable" => create_table::execute(api, &body).await,
         "DeleteItem" => delete_item::execute(api, &body).await,
         "DeleteTable" => delete_table::execute(api, &body).await,
         "DescribeEndpoints" => describe_endpoints::execute(api),
         "DescribeLimits" => describe_limits::execute(),
-        "DescribeTable" => describe_table::execute(api, &body),
-        "GetItem" => get_item::execute(api, &body),
+        "DescribeTable" => describe_table::execute(api, &body).await,
+        "GetItem" => get_item::execute(api, &body).await,
         "ListTables" => list_tables::execute(api, &body),
         "ListTagsOfResource" => tags::list(api, &body),
         "PutItem" => put_item::execute(api, &body).await,
-        "Query" => query::execute(api, &body),
-        "Scan" => scan::execute(api, &body),
+        "Query" => query::execute(api, &body).await,
+        "Scan" => scan::execute(api, &body).await,
         "TagResource" => tags::tag(api, &body).await,
         "UntagResource" => tags::untag(api, &body).await,
         "UpdateItem" => update_item::execute(api, &body).await,
@@ -91,8 +91,8 @@ pub fn table_arn(api: &Api, name: &str) -> String {
 }
 
 /// TableDescription as DescribeTable, CreateTable and DeleteTable return it.
-pub fn describe(api: &Api, meta: &TableMeta) -> Value {
-    let (count, bytes) = api.node.stats(meta.group);
+pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
+    let (count, bytes) = api.router.stats(meta).await?;
     let secs = |ms: u64| ms as f64 / 1000.0;
     let mut key_schema = vec![json!({"AttributeName": meta.hash_key.0, "KeyType": "HASH"})];
     if let Some(r) = &meta.range_key {
@@ -129,7 +129,7 @@ pub fn describe(api: &Api, meta: &TableMeta) -> Value {
             "LastUpdateToPayPerRequestDateTime": secs(meta.created_ms),
         });
     }
-    d
+    Ok(d)
 }
 
 /// Moves a table to its next status after the configured delay.
@@ -144,7 +144,7 @@ pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
             },
             None => Command::DropTable { name: name.clone() },
         };
-        if let Err(e) = api.node.catalog(cmd).await {
+        if let Err(e) = api.router.change_catalog(cmd).await {
             tracing::error!(table = %name, error = %e, "table status transition failed");
         }
     });
@@ -152,7 +152,7 @@ pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
 
 /// Finishes transitions interrupted by a restart.
 pub fn resume_transitions(api: &Api) {
-    for t in api.node.tables() {
+    for t in api.router.tables() {
         match t.meta.status {
             TableStatus::Creating | TableStatus::Updating => {
                 schedule_transition(api, t.meta.name.clone(), Some(TableStatus::Active))

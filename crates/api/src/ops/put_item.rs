@@ -23,7 +23,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let key = table.schema.key_of(&item);
     let request =
         WriteRequest::conditional(WriteKind::Put, key, Some(item), condition, &input, &opts);
-    let w = write(&table, request).await?;
+    let w = write(api, &table, request).await?;
     let attrs = (opts.return_values == "ALL_OLD")
         .then(|| w.old.clone())
         .flatten();

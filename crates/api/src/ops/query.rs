@@ -10,7 +10,7 @@ use dynaraft_expr::{
 };
 use dynaraft_model::value::{item_from_json, item_to_json};
 use dynaraft_model::{Item, KeySchema};
-use dynaraft_storage::read::{Page, ReadOptions, query_bounds, read_range};
+use dynaraft_storage::read::{MAX_PAGE_BYTES, Page, ReadOptions, query_bounds};
 use serde_json::{Value, json};
 
 /// ProjectionExpression or AttributesToGet, when it is the request's only
@@ -198,12 +198,17 @@ pub fn start_key(body: &Value, schema: &KeySchema) -> Result<Option<Vec<u8>>, Ap
 
 /// The response body of a Query or Scan page.
 pub fn page_response(
-    page: Page,
+    mut page: Page,
     exprs: &ReadExprs,
     name: &str,
     mode: CapacityMode,
     consistent: bool,
 ) -> Value {
+    if let Some(f) = &exprs.filter {
+        // Filtered items were read (and count toward ScannedCount and
+        // capacity) but are not returned.
+        page.items.retain(|i| f.eval(Some(i)));
+    }
     let mut out = json!({ "Count": page.items.len(), "ScannedCount": page.scanned });
     if !exprs.count_only {
         let items: Vec<Value> = page
@@ -229,7 +234,7 @@ pub fn page_response(
     out
 }
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let mode = capacity_mode(body)?;
     let limit = limit(body)?;
@@ -295,15 +300,11 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         forward,
         start_after,
         limit,
-        filter: exprs.filter.as_ref(),
+        max_bytes: MAX_PAGE_BYTES,
     };
-    let page = read_range(
-        api.node.tree(),
-        table.meta.group,
-        &table.schema,
-        &lo,
-        Some(&hi),
-        &opts,
-    )?;
+    let page = api
+        .router
+        .read_range(&table, &lo, Some(&hi), &opts, consistent)
+        .await?;
     Ok(page_response(page, &exprs, &name, mode, consistent))
 }

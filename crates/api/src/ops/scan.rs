@@ -3,13 +3,13 @@ use super::query::{filter_source, limit, page_response, read_exprs, start_key};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
-use dynaraft_storage::read::{ReadOptions, read_range, segment_bounds};
+use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions, segment_bounds};
 use serde_json::Value;
 
 /// Most segments of a parallel scan.
 pub const MAX_TOTAL_SEGMENTS: i64 = 1_000_000;
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let mode = capacity_mode(body)?;
     let limit = limit(body)?;
@@ -93,15 +93,11 @@ pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         forward: true,
         start_after,
         limit,
-        filter: exprs.filter.as_ref(),
+        max_bytes: MAX_PAGE_BYTES,
     };
-    let page = read_range(
-        api.node.tree(),
-        table.meta.group,
-        &table.schema,
-        &lo,
-        hi.as_deref(),
-        &opts,
-    )?;
+    let page = api
+        .router
+        .read_range(&table, &lo, hi.as_deref(), &opts, consistent)
+        .await?;
     Ok(page_response(page, &exprs, &name, mode, consistent))
 }

@@ -2,7 +2,8 @@
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::{Violations, opt_array, opt_str};
-use dynaraft_storage::{Command, Table};
+use dynaraft_cluster::Table;
+use dynaraft_storage::Command;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
             "Invalid TableArn: Invalid ResourceArn provided as input {arn}"
         ))
     })?;
-    api.node.table(name).ok_or_else(|| {
+    api.router.table(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: ResourcArn: {arn} not found"
         ))
@@ -46,7 +47,9 @@ pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
         ));
     }
     super::table_outcome(
-        api.node.catalog(Command::ReplaceTableMeta(meta)).await?,
+        api.router
+            .change_catalog(Command::ReplaceTableMeta(meta))
+            .await?,
         &t.meta.name,
     )?;
     Ok(json!({}))
@@ -62,7 +65,9 @@ pub async fn untag(api: &Api, body: &Value) -> Result<Value, ApiError> {
         meta.tags.remove(k);
     }
     super::table_outcome(
-        api.node.catalog(Command::ReplaceTableMeta(meta)).await?,
+        api.router
+            .change_catalog(Command::ReplaceTableMeta(meta))
+            .await?,
         &t.meta.name,
     )?;
     Ok(json!({}))

@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 /// Longest TTL attribute name.
 pub const MAX_TTL_ATTRIBUTE_CHARS: usize = 255;
 
-fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_storage::Table>, ApiError> {
-    api.node.table(name).ok_or_else(|| {
+fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_cluster::Table>, ApiError> {
+    api.router.table(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))
@@ -87,7 +87,9 @@ pub async fn update(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     meta.ttl_attribute = enabled.then(|| attr.to_string());
     super::table_outcome(
-        api.node.catalog(Command::ReplaceTableMeta(meta)).await?,
+        api.router
+            .change_catalog(Command::ReplaceTableMeta(meta))
+            .await?,
         &name,
     )?;
     Ok(json!({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attr}}))

@@ -54,6 +54,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     subs.check_unused()?;
     let (names, values) = (input.names.clone(), input.values_json());
     let w = write(
+        api,
         &table,
         WriteRequest {
             kind: WriteKind::Update,

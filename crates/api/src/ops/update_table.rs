@@ -19,7 +19,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             )));
         }
     }
-    let t = api.node.table(&name).ok_or_else(|| {
+    let t = api.router.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))
@@ -44,7 +44,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     let mut meta = t.meta.clone();
     let new_mode = mode.unwrap_or(&meta.billing_mode).to_string();
-    let now = dynaraft_storage::node::wall_clock_ms();
+    let now = dynaraft_storage::wall_clock_ms();
     if new_mode == "PAY_PER_REQUEST" {
         if pt.is_some() {
             return Err(ApiError::validation(
@@ -90,11 +90,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         TableStatus::Updating
     };
     let meta = super::table_outcome(
-        api.node.catalog(Command::ReplaceTableMeta(meta)).await?,
+        api.router
+            .change_catalog(Command::ReplaceTableMeta(meta))
+            .await?,
         &name,
     )?;
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
-    Ok(json!({ "TableDescription": super::describe(api, &meta) }))
+    Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
 }

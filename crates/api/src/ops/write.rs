@@ -2,10 +2,12 @@
 //! BatchWriteItem: build a self-contained command, propose it to the item's
 //! partition, and turn the outcome into a response or DynamoDB error.
 
+use crate::Api;
 use crate::error::ApiError;
+use dynaraft_cluster::Table;
 use dynaraft_model::Item;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
-use dynaraft_storage::{Command, Outcome, Table, WriteCommand, WriteKind};
+use dynaraft_storage::{Outcome, WriteCommand, WriteKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -156,7 +158,7 @@ impl Written {
     }
 }
 
-pub async fn write(table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
+pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
     let storage_key = table.schema.storage_key(&req.key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;
@@ -170,7 +172,7 @@ pub async fn write(table: &Table, req: WriteRequest) -> Result<Written, ApiError
         names: req.names,
         values: req.values,
     };
-    match table.partition.propose(Command::Write(cmd)).await? {
+    match api.router.write(table, cmd).await? {
         Outcome::Written { old, new } => Ok(Written { old, new }),
         Outcome::ConditionFailed { old } => Err(ApiError::ConditionalCheckFailed {
             item: if req.old_on_failure {

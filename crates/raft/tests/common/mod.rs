@@ -78,7 +78,8 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
     let votes = dynaraft_raft::log_store::VoteFile::open(Some(dir.join("votes.json"))).unwrap();
     let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
     let flush: dynaraft_raft::log_store::DurableFlush = std::sync::Arc::new(move || {
-        dynaraft_storage::node::flush_durably(&flush_db, &sled_dir).map_err(std::io::Error::other)
+        dynaraft_storage::durability::flush_durably(&flush_db, &sled_dir)
+            .map_err(std::io::Error::other)
     });
     let mut logs = dynaraft_raft::log_store::LogSet::recover(wal, votes, &records)
         .unwrap()

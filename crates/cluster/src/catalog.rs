@@ -1,0 +1,117 @@
+//! The catalog as the data path reads it: an immutable snapshot of every
+//! table (with its partition map) and every storage node, rebuilt from the
+//! control-plane group's state and published through an [`ArcSwap`], so
+//! readers never take a lock. Its version is the control group's applied
+//! log index: a caller that changed the catalog at index `i` waits for
+//! version `i` to read its own change.
+
+use arc_swap::ArcSwap;
+use dynaraft_model::KeySchema;
+use dynaraft_storage::machine::{self, CATALOG_GROUP};
+use dynaraft_storage::{NodeRecord, StorageError, TableMeta};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A table as the data path sees it: metadata (with partitions) and schema.
+#[derive(Debug)]
+pub struct Table {
+    pub meta: TableMeta,
+    pub schema: KeySchema,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// The control group's applied index this snapshot reflects.
+    pub version: u64,
+    pub tables: BTreeMap<String, Arc<Table>>,
+    pub nodes: BTreeMap<u64, NodeRecord>,
+}
+
+impl Catalog {
+    /// Reads the catalog from a sled tree holding a control-group replica.
+    pub fn load(tree: &dynaraft_storage::sled::Tree) -> Result<Catalog, StorageError> {
+        let version = machine::applied_index(tree, CATALOG_GROUP)?;
+        let mut tables = BTreeMap::new();
+        for kv in tree.scan_prefix(machine::tables_prefix()) {
+            let (_, v) = kv?;
+            let meta: TableMeta = decode(&v)?;
+            let schema = meta.key_schema();
+            tables.insert(meta.name.clone(), Arc::new(Table { meta, schema }));
+        }
+        let mut nodes = BTreeMap::new();
+        for kv in tree.scan_prefix(machine::nodes_prefix()) {
+            let (_, v) = kv?;
+            let n: NodeRecord = decode(&v)?;
+            nodes.insert(n.id, n);
+        }
+        Ok(Catalog {
+            version,
+            tables,
+            nodes,
+        })
+    }
+
+    /// Groups with a replica on `node`.
+    pub fn groups_of(&self, node: u64) -> BTreeMap<u64, Vec<u64>> {
+        self.tables
+            .values()
+            .flat_map(|t| &t.meta.partitions)
+            .filter(|p| p.replicas.contains(&node))
+            .map(|p| (p.group, p.replicas.clone()))
+            .collect()
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, StorageError> {
+    serde_json::from_slice(b).map_err(|e| StorageError::Corrupt(format!("catalog: {e}")))
+}
+
+/// The latest catalog snapshot and a watch of its version.
+pub struct CatalogWatch {
+    current: ArcSwap<Catalog>,
+    version: watch::Sender<u64>,
+}
+
+impl Default for CatalogWatch {
+    fn default() -> Self {
+        CatalogWatch {
+            current: ArcSwap::from_pointee(Catalog::default()),
+            version: watch::channel(0).0,
+        }
+    }
+}
+
+impl CatalogWatch {
+    pub fn get(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.current.load().tables.get(name).cloned()
+    }
+
+    /// Publishes `c` unless a newer snapshot is already published.
+    pub fn publish(&self, c: Catalog) {
+        let v = c.version;
+        if v < self.current.load().version {
+            return;
+        }
+        self.current.store(Arc::new(c));
+        self.version.send_if_modified(|cur| {
+            let changed = *cur != v;
+            *cur = v;
+            changed
+        });
+    }
+
+    /// Waits until the published version is at least `v`.
+    pub async fn wait_for(&self, v: u64) {
+        let mut rx = self.version.subscribe();
+        let _ = rx.wait_for(|cur| *cur >= v).await;
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}

@@ -1,0 +1,98 @@
+//! The embedded mode: every role in one process. One storage node (id
+//! [`EMBEDDED_NODE_ID`], zone [`EMBEDDED_AZ`]) hosts the control-plane group
+//! and every partition, each a one-member Raft group on the node's one WAL;
+//! the router calls it in-process. It is the one-node case of the cluster:
+//! the same commands, state machines, logs, placement and routing.
+
+use crate::catalog::CatalogWatch;
+use crate::host::{Host, HostConfig};
+use crate::router::Router;
+use crate::{reconcile, ttl};
+use dynaraft_raft::NodeInfo;
+use dynaraft_storage::machine::{CATALOG_GROUP, node_key};
+use dynaraft_storage::{Command, NodeRecord, StorageError};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const EMBEDDED_NODE_ID: u64 = 1;
+pub const EMBEDDED_AZ: &str = "local";
+/// The embedded node has no internal endpoint; this names it in the catalog.
+pub const EMBEDDED_ADDR: &str = "in-process";
+
+#[derive(Debug, Clone)]
+pub struct EmbeddedConfig {
+    /// Data directory; `None` keeps everything in memory.
+    pub data_dir: Option<PathBuf>,
+    /// Interval of the TTL sweeper, in milliseconds.
+    pub ttl_sweep_interval_ms: u64,
+}
+
+impl EmbeddedConfig {
+    pub fn new(data_dir: Option<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig {
+            data_dir,
+            ttl_sweep_interval_ms: ttl::TTL_SWEEP_INTERVAL_MS,
+        }
+    }
+}
+
+/// A running one-node system.
+#[derive(Clone)]
+pub struct Embedded {
+    pub host: Host,
+    pub router: Router,
+}
+
+impl Embedded {
+    /// Opens the node, starts the control plane and every partition it
+    /// holds, and returns once the catalog is readable.
+    pub async fn start(cfg: EmbeddedConfig) -> Result<Embedded, StorageError> {
+        let host_cfg = HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir);
+        let host = Host::open(host_cfg.clone()).await?;
+        let members = BTreeMap::from([(EMBEDDED_NODE_ID, host_cfg.info())]);
+        host.start_group(CATALOG_GROUP, Some(members)).await?;
+        let catalog = Arc::new(CatalogWatch::default());
+        let router = Router::new(catalog.clone(), Some(host.clone()), vec![EMBEDDED_NODE_ID]);
+        let c = catalog.clone();
+        host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
+        register(&router, &host, &host_cfg.info()).await?;
+        let applied = dynaraft_storage::machine::applied_index(host.tree(), CATALOG_GROUP)?;
+        tokio::time::timeout(Duration::from_secs(5), catalog.wait_for(applied))
+            .await
+            .map_err(|_| StorageError::Unavailable("catalog did not load".into()))?;
+        let c = catalog.clone();
+        host.spawn(move |h, stop| reconcile::run(h, c, stop));
+        let c = catalog.clone();
+        let every = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
+        host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+        Ok(Embedded { host, router })
+    }
+
+    /// Stops every task and group; the data directory can then be reopened.
+    pub async fn shutdown(self) {
+        let Embedded { host, router } = self;
+        drop(router);
+        host.shutdown().await;
+    }
+}
+
+/// Records this node in the registry unless it is already there as is.
+async fn register(router: &Router, host: &Host, info: &NodeInfo) -> Result<(), StorageError> {
+    let record = NodeRecord {
+        id: host.id(),
+        addr: info.addr.clone(),
+        az: info.az.clone(),
+    };
+    let known = host.tree().get(node_key(record.id))?;
+    if known.is_some_and(|b| serde_json::from_slice::<NodeRecord>(&b).ok() == Some(record.clone()))
+    {
+        return Ok(());
+    }
+    router
+        .change_catalog(Command::RegisterNode(record))
+        .await
+        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! A storage node: hosts replicas of many Raft groups (multi-raft) over one
+//! sled tree and one write-ahead log, and serves proposals and reads for
+//! them. Group 0, when hosted, is the control plane's replica on this node.
+//!
+//! Lifecycle of a replica: [`Host::start_group`] recovers its log from the
+//! WAL (or starts it empty), starts Raft, and registers it with the gRPC
+//! transport; the replica placement names first initialises the membership.
+//! [`Host::remove_group`] stops it, logs a removal record so recovery
+//! forgets its log, and deletes its keys from sled.
+//!
+//! Checkpoints: every `checkpoint_interval_ms`, each group's purge point is
+//! logged again in the open segment and the WAL segments below every
+//! group's purge point are deleted. Purges themselves run only after sled
+//! has been flushed and fsynced (`LogSet::with_durable_flush`).
+
+use crate::ClusterError;
+use arc_swap::ArcSwap;
+use dynaraft_model::{Item, KeySchema};
+use dynaraft_raft::grpc::{Channels, Registry};
+use dynaraft_raft::log_store::{DurableFlush, LogSet, VoteFile};
+use dynaraft_raft::state_machine::GroupStateMachine;
+use dynaraft_raft::{NodeId, NodeInfo, RaftGroup, Timing};
+use dynaraft_storage::command::Command;
+use dynaraft_storage::read::{Page, ReadOptions};
+use dynaraft_storage::wal::Wal;
+use dynaraft_storage::{Outcome, StorageError, machine, sled};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// How often covered WAL segments are deleted, by default.
+pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// How long opening waits for sled's file lock (a previous instance in the
+/// same process may still be releasing it), in milliseconds.
+pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
+/// How long shutdown waits for each group's Raft tasks to release storage.
+pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub id: NodeId,
+    /// Availability zone label, e.g. `az-a`.
+    pub az: String,
+    /// Address peers and routers use to reach this node's gRPC endpoint.
+    pub addr: String,
+    /// Data directory; `None` keeps everything in memory (nothing durable).
+    pub data_dir: Option<PathBuf>,
+    pub timing: Timing,
+    pub checkpoint_interval_ms: u64,
+}
+
+impl HostConfig {
+    pub fn new(id: NodeId, az: &str, addr: &str, data_dir: Option<PathBuf>) -> HostConfig {
+        HostConfig {
+            id,
+            az: az.into(),
+            addr: addr.into(),
+            data_dir,
+            timing: Timing::default(),
+            checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS,
+        }
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            addr: self.addr.clone(),
+            az: self.az.clone(),
+        }
+    }
+}
+
+/// A running storage node. Cloning shares it.
+#[derive(Clone)]
+pub struct Host {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: HostConfig,
+    db: sled::Db,
+    tree: sled::Tree,
+    wal: Wal,
+    logs: tokio::sync::Mutex<LogSet>,
+    channels: Channels,
+    registry: Registry,
+    /// Hosted groups; replaced whole on change so lookups take no lock.
+    groups: ArcSwap<HashMap<u64, RaftGroup>>,
+    /// Serialises starting and removing groups.
+    changing: tokio::sync::Mutex<()>,
+    stop: watch::Sender<bool>,
+    /// Node tasks still running; shutdown waits for zero.
+    tasks: watch::Sender<usize>,
+}
+
+impl Host {
+    /// Opens the node's storage and recovers every group's log. Groups are
+    /// started by [`Host::start_group`]. Must run inside a tokio runtime.
+    pub async fn open(cfg: HostConfig) -> Result<Host, StorageError> {
+        let (db, wal, records, votes) = match &cfg.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let db = open_sled(&dir.join("sled")).await?;
+                let (wal, records) = Wal::open(&dir.join("wal"))?;
+                let votes = VoteFile::open(Some(dir.join("votes.json")))?;
+                (db, wal, records, votes)
+            }
+            None => (
+                sled::Config::new().temporary(true).open()?,
+                Wal::disabled(),
+                Vec::new(),
+                VoteFile::open(None)?,
+            ),
+        };
+        let mut logs = LogSet::recover(wal.clone(), votes, &records)?;
+        if let Some(dir) = &cfg.data_dir {
+            let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
+            let flush: DurableFlush = Arc::new(move || {
+                dynaraft_storage::durability::flush_durably(&flush_db, &sled_dir)
+                    .map_err(std::io::Error::other)
+            });
+            logs = logs.with_durable_flush(flush);
+        }
+        let tree = db.open_tree("state")?;
+        let (stop, _) = watch::channel(false);
+        let host = Host {
+            inner: Arc::new(Inner {
+                cfg,
+                db,
+                tree,
+                wal,
+                logs: tokio::sync::Mutex::new(logs),
+                channels: Channels::default(),
+                registry: Registry::default(),
+                groups: ArcSwap::from_pointee(HashMap::new()),
+                changing: tokio::sync::Mutex::new(()),
+                stop,
+                tasks: watch::channel(0).0,
+            }),
+        };
+        if host.inner.cfg.data_dir.is_some() {
+            host.spawn(checkpoint_loop);
+        }
+        Ok(host)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.inner.cfg.id
+    }
+
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.cfg
+    }
+
+    pub fn tree(&self) -> &sled::Tree {
+        &self.inner.tree
+    }
+
+    /// The gRPC registry of hosted groups (for the transport server).
+    pub fn registry(&self) -> Registry {
+        self.inner.registry.clone()
+    }
+
+    /// A receiver that flips to true when the node shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.stop.subscribe()
+    }
+
+    /// Runs `f(host, shutdown)` as a node task: shutdown waits for it.
+    pub fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Host, watch::Receiver<bool>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let tasks = self.inner.tasks.clone();
+        tasks.send_modify(|n| *n += 1);
+        let fut = f(self.clone(), self.shutdown_signal());
+        tokio::spawn(async move {
+            // `fut` (and the Host it holds) is consumed before the count
+            // drops, so shutdown never returns while a task holds sled.
+            fut.await;
+            tasks.send_modify(|n| *n -= 1);
+        });
+    }
+
+    pub fn group(&self, group: u64) -> Option<RaftGroup> {
+        self.inner.groups.load().get(&group).cloned()
+    }
+
+    pub fn hosted(&self) -> Vec<u64> {
+        let mut g: Vec<u64> = self.inner.groups.load().keys().copied().collect();
+        g.sort_unstable();
+        g
+    }
+
+    /// Starts this node's replica of `group` if it is not running. When
+    /// `init` is given and the group has no membership yet, it becomes the
+    /// group's first membership.
+    pub async fn start_group(
+        &self,
+        group: u64,
+        init: Option<BTreeMap<NodeId, NodeInfo>>,
+    ) -> Result<RaftGroup, StorageError> {
+        let _changing = self.inner.changing.lock().await;
+        if let Some(g) = self.group(group) {
+            return Ok(g);
+        }
+        let log = self.inner.logs.lock().await.store(group);
+        let sm = GroupStateMachine::new(group, self.inner.tree.clone());
+        let network = self.inner.channels.factory(group);
+        let g =
+            RaftGroup::start(self.id(), group, &self.inner.cfg.timing, log, sm, network).await?;
+        self.inner.registry.register(group, g.raft.clone());
+        let mut map = HashMap::clone(&self.inner.groups.load());
+        map.insert(group, g.clone());
+        self.inner.groups.store(Arc::new(map));
+        if let Some(members) = init {
+            g.initialize(members).await?;
+        }
+        tracing::debug!(node = self.id(), group, "replica started");
+        Ok(g)
+    }
+
+    /// Stops this node's replica of `group` and deletes its log and data.
+    pub async fn remove_group(&self, group: u64) -> Result<(), StorageError> {
+        let _changing = self.inner.changing.lock().await;
+        let Some(g) = self.group(group) else {
+            return Ok(());
+        };
+        let mut map = HashMap::clone(&self.inner.groups.load());
+        map.remove(&group);
+        self.inner.groups.store(Arc::new(map));
+        self.inner.registry.unregister(group);
+        g.shutdown().await;
+        self.inner.logs.lock().await.remove(group).await?;
+        machine::drop_group(&self.inner.tree, group)?;
+        tracing::debug!(node = self.id(), group, "replica removed");
+        Ok(())
+    }
+
+    fn hosted_group(&self, group: u64) -> Result<RaftGroup, ClusterError> {
+        self.group(group).ok_or(ClusterError::NoGroup(group))
+    }
+
+    /// Replicates `cmd` in `group` (this replica must lead it), stamped with
+    /// this node's clock, and returns the outcome and log index.
+    pub async fn propose(&self, group: u64, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
+        let g = self.hosted_group(group)?;
+        g.propose(dynaraft_storage::wall_clock_ms(), cmd)
+            .await
+            .map_err(|e| with_group(e.into(), group))
+    }
+
+    /// Waits until a local read of `group` is linearizable, when asked for.
+    async fn read_barrier(&self, group: u64, consistent: bool) -> Result<(), ClusterError> {
+        let g = self.hosted_group(group)?;
+        if consistent {
+            g.linearize()
+                .await
+                .map_err(|e| with_group(e.into(), group))?;
+        }
+        Ok(())
+    }
+
+    pub async fn read_item(
+        &self,
+        group: u64,
+        storage_key: &[u8],
+        consistent: bool,
+    ) -> Result<Option<Item>, ClusterError> {
+        self.read_barrier(group, consistent).await?;
+        Ok(machine::read_item(&self.inner.tree, group, storage_key)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn read_range(
+        &self,
+        group: u64,
+        schema: &KeySchema,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        opts: &ReadOptions,
+        consistent: bool,
+    ) -> Result<Page, ClusterError> {
+        self.read_barrier(group, consistent).await?;
+        Ok(dynaraft_storage::read::read_range(
+            &self.inner.tree,
+            group,
+            schema,
+            lo,
+            hi,
+            opts,
+        )?)
+    }
+
+    /// Item count and item bytes of a hosted group, as of its last apply.
+    pub fn stats(&self, group: u64) -> Result<(u64, u64), ClusterError> {
+        self.hosted_group(group)?;
+        Ok(machine::group_stats(&self.inner.tree, group)?)
+    }
+
+    /// Makes the WAL shorter: re-logs purge points, then deletes covered
+    /// closed segments. Returns how many segments were deleted.
+    pub async fn checkpoint(&self) -> Result<usize, StorageError> {
+        let flushed = {
+            let logs = self.inner.logs.lock().await;
+            logs.relog_purges().await?;
+            logs.purged()
+        };
+        let wal = self.inner.wal.clone();
+        tokio::task::spawn_blocking(move || {
+            // Groups without a log here were removed: nothing to keep.
+            let mut all = flushed.clone();
+            for g in wal.closed_groups() {
+                all.entry(g).or_insert(u64::MAX);
+            }
+            wal.checkpoint(&all)
+        })
+        .await
+        .map_err(|e| StorageError::Fatal(e.to_string()))?
+    }
+
+    /// Stops every group and task and waits until they have exited, so the
+    /// data directory can be reopened. Other clones become unusable.
+    pub async fn shutdown(self) {
+        let _ = self.inner.stop.send(true);
+        let groups = self.inner.groups.swap(Arc::new(HashMap::new()));
+        for (id, g) in groups.iter() {
+            self.inner.registry.unregister(*id);
+            g.shutdown().await;
+        }
+        // The state machine (and its sled handle) goes with Raft's last
+        // task; its applied watch closes then.
+        let mut closing: Vec<_> = groups.values().map(|g| g.applied.clone()).collect();
+        drop(groups);
+        for rx in &mut closing {
+            let wait = Duration::from_millis(GROUP_STOP_WAIT_MS);
+            let closed = async { while rx.changed().await.is_ok() {} };
+            if tokio::time::timeout(wait, closed).await.is_err() {
+                tracing::warn!("a group's state machine outlived shutdown");
+            }
+        }
+        let _ = self.inner.db.flush_async().await;
+        let mut tasks = self.inner.tasks.subscribe();
+        let _ = tasks.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Opens sled, waiting a little for a lock held by a previous instance of
+/// this node in the same process (its background threads end shortly).
+async fn open_sled(path: &std::path::Path) -> Result<sled::Db, StorageError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SLED_LOCK_WAIT_MS);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn with_group(e: ClusterError, group: u64) -> ClusterError {
+    match e {
+        ClusterError::NotLeader { leader, .. } => ClusterError::NotLeader { group, leader },
+        other => other,
+    }
+}
+
+async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
+    let every = Duration::from_millis(host.inner.cfg.checkpoint_interval_ms.max(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = dynaraft_storage::stop_requested(&mut shutdown) => break,
+        }
+        if let Err(e) = host.checkpoint().await {
+            tracing::error!(error = %e, "checkpoint failed");
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! The cluster layer: storage nodes hosting many Raft groups ([`host`]),
+//! the catalog they and the routers read ([`catalog`]), the reconciler that
+//! starts and removes a node's replicas as the catalog changes
+//! ([`reconcile`]), the router that sends each request to the right group
+//! and replica ([`router`]), the TTL sweeper ([`ttl`]), and the one-node
+//! case of all of it ([`embedded`]).
+//!
+//! The control plane is Raft group 0: its state machine is the storage
+//! catalog (tables with their partition maps, the node registry), applied
+//! by `dynaraft_storage::machine` like any other group.
+//!
+//! Depends on storage and raft; must never depend on the API layer or know
+//! about HTTP. Errors say what the caller does: retry elsewhere, retry
+//! later, or report.
+
+pub mod catalog;
+pub mod embedded;
+pub mod host;
+pub mod reconcile;
+pub mod router;
+pub mod ttl;
+
+pub use catalog::{Catalog, CatalogWatch, Table};
+pub use embedded::Embedded;
+pub use host::{Host, HostConfig};
+pub use router::Router;
+
+use dynaraft_raft::NodeId;
+use dynaraft_storage::StorageError;
+
+/// Why a data or catalog request did not produce an outcome.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This replica is not the leader; `leader` is who is, when known.
+    #[error("not the leader of group {group}; leader is {leader:?}")]
+    NotLeader { group: u64, leader: Option<NodeId> },
+    /// The node does not host the group (the caller's map is stale).
+    #[error("group {0} is not hosted here")]
+    NoGroup(u64),
+    /// No quorum or no reachable replica in time; the client may retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Storage failed or data is corrupt.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<dynaraft_raft::ProposeError> for ClusterError {
+    fn from(e: dynaraft_raft::ProposeError) -> Self {
+        match e {
+            dynaraft_raft::ProposeError::NotLeader { leader } => {
+                ClusterError::NotLeader { group: 0, leader }
+            }
+            dynaraft_raft::ProposeError::Unavailable(m) => ClusterError::Unavailable(m),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The router: sends each request to the replica that can serve it.
+//!
+//! A write goes to the leader of the partition owning the item's key hash
+//! (the partition map is in the catalog); a strongly consistent read also
+//! goes to the leader, which confirms its leadership with a quorum (read
+//! index) before reading; an eventually consistent read may be served by
+//! any replica, the local one first. Leaders learned from `NotLeader`
+//! replies are remembered per group. A request that finds no leader (an
+//! election in progress, a replica still starting) is retried with backoff
+//! for up to [`ROUTE_DEADLINE_MS`]; one whose proposal was accepted but did
+//! not commit in time fails as unavailable rather than being retried,
+//! because it may still commit.
+//!
+//! Scan and multi-partition reads walk the partitions in hash order and
+//! share one page budget (items and bytes) across them.
+
+use crate::ClusterError;
+use crate::catalog::{CatalogWatch, Table};
+use crate::host::Host;
+use arc_swap::ArcSwap;
+use dynaraft_model::Item;
+use dynaraft_raft::NodeId;
+use dynaraft_storage::command::Command;
+use dynaraft_storage::machine::CATALOG_GROUP;
+use dynaraft_storage::read::{Page, ReadOptions};
+use dynaraft_storage::{Outcome, TableMeta, WriteCommand};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest a request keeps looking for a leader, in milliseconds.
+pub const ROUTE_DEADLINE_MS: u64 = 10_000;
+/// First pause between routing attempts, doubled up to the maximum.
+pub const ROUTE_BACKOFF_MIN_MS: u64 = 5;
+pub const ROUTE_BACKOFF_MAX_MS: u64 = 200;
+/// Longest a proposal waits for its commit before failing as unavailable.
+pub const PROPOSE_TIMEOUT_MS: u64 = 5_000;
+/// Longest a catalog change waits to appear in this router's catalog.
+pub const CATALOG_VISIBLE_TIMEOUT_MS: u64 = 5_000;
+
+/// What one attempt asks of a replica.
+enum Call<'a> {
+    Propose(Box<Command>),
+    Get {
+        key: &'a [u8],
+        consistent: bool,
+    },
+    Range {
+        table: &'a Table,
+        lo: &'a [u8],
+        hi: Option<&'a [u8]>,
+        opts: &'a ReadOptions,
+        consistent: bool,
+    },
+    Stats,
+}
+
+enum Reply {
+    Proposed(Outcome, u64),
+    Item(Option<Item>),
+    Page(Page),
+    Stats(u64, u64),
+}
+
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    catalog: Arc<CatalogWatch>,
+    /// The storage node in this process, if any.
+    local: Option<Host>,
+    /// Control-plane replicas, for catalog changes.
+    control: Vec<NodeId>,
+    /// Last known leader per group (replaced whole on change).
+    leaders: ArcSwap<HashMap<u64, NodeId>>,
+}
+
+impl Router {
+    pub fn new(catalog: Arc<CatalogWatch>, local: Option<Host>, control: Vec<NodeId>) -> Router {
+        Router {
+            inner: Arc::new(Inner {
+                catalog,
+                local,
+                control,
+                leaders: ArcSwap::from_pointee(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn catalog(&self) -> &CatalogWatch {
+        &self.inner.catalog
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<Table>> {
+        self.inner.catalog.table(name)
+    }
+
+    pub fn tables(&self) -> Vec<Arc<Table>> {
+        self.inner.catalog.get().tables.values().cloned().collect()
+    }
+
+    /// Applies a catalog command through the control plane and waits until
+    /// this router's catalog shows it.
+    pub async fn change_catalog(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        let control = self.inner.control.clone();
+        let (outcome, index) = match self
+            .route(CATALOG_GROUP, &control, true, Call::Propose(Box::new(cmd)))
+            .await?
+        {
+            Reply::Proposed(o, i) => (o, i),
+            _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
+        };
+        let visible = self.inner.catalog.wait_for(index);
+        tokio::time::timeout(Duration::from_millis(CATALOG_VISIBLE_TIMEOUT_MS), visible)
+            .await
+            .map_err(|_| ClusterError::Unavailable("catalog change not yet visible".into()))?;
+        Ok(outcome)
+    }
+
+    /// Applies a single-item write in the partition owning its key.
+    pub async fn write(&self, table: &Table, cmd: WriteCommand) -> Result<Outcome, ClusterError> {
+        let p = partition(table, &cmd.storage_key)?;
+        match self
+            .route(
+                p.group,
+                &p.replicas,
+                true,
+                Call::Propose(Box::new(Command::Write(cmd))),
+            )
+            .await?
+        {
+            Reply::Proposed(o, _) => Ok(o),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
+    pub async fn get_item(
+        &self,
+        table: &Table,
+        storage_key: &[u8],
+        consistent: bool,
+    ) -> Result<Option<Item>, ClusterError> {
+        let p = partition(table, storage_key)?;
+        let call = Call::Get {
+            key: storage_key,
+            consistent,
+        };
+        match self.route(p.group, &p.replicas, consistent, call).await? {
+            Reply::Item(i) => Ok(i),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
+    /// Reads `[lo, hi)` across the partitions it overlaps, in `opts`'
+    /// direction, stopping when the item limit or byte budget is used up.
+    pub async fn read_range(
+        &self,
+        table: &Table,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        opts: &ReadOptions,
+        consistent: bool,
+    ) -> Result<Page, ClusterError> {
+        let parts = &table.meta.partitions;
+        let mut order: Vec<usize> = (0..parts.len()).collect();
+        if !opts.forward {
+            order.reverse();
+        }
+        let resume = opts.start_after.as_deref().and_then(|k| {
+            let h = k.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))?;
+            parts.iter().rposition(|p| p.hash_lo <= h)
+        });
+        let mut page = Page::default();
+        for i in order {
+            let skip = resume.is_some_and(|r| if opts.forward { i < r } else { i > r });
+            let Some((plo, phi)) = clamp(table, i, lo, hi).filter(|_| !skip) else {
+                continue;
+            };
+            let sub = ReadOptions {
+                forward: opts.forward,
+                start_after: opts.start_after.clone(),
+                limit: opts.limit.map(|l| l.saturating_sub(page.scanned)),
+                max_bytes: opts.max_bytes.saturating_sub(page.read_bytes),
+            };
+            let call = Call::Range {
+                table,
+                lo: &plo,
+                hi: phi.as_deref(),
+                opts: &sub,
+                consistent,
+            };
+            let p = &parts[i];
+            let got = match self.route(p.group, &p.replicas, consistent, call).await? {
+                Reply::Page(got) => got,
+                _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
+            };
+            page.items.extend(got.items);
+            page.scanned += got.scanned;
+            page.read_bytes += got.read_bytes;
+            if got.last_key.is_some() {
+                page.last_key = got.last_key;
+                break;
+            }
+        }
+        Ok(page)
+    }
+
+    /// Item count and item bytes of a table, summed over its partitions.
+    pub async fn stats(&self, meta: &TableMeta) -> Result<(u64, u64), ClusterError> {
+        let (mut count, mut bytes) = (0, 0);
+        for p in &meta.partitions {
+            if let Reply::Stats(c, b) = self.route(p.group, &p.replicas, false, Call::Stats).await?
+            {
+                count += c;
+                bytes += b;
+            }
+        }
+        Ok((count, bytes))
+    }
+
+    /// Tries replicas of `group` until one serves `call`, following leader
+    /// hints, within [`ROUTE_DEADLINE_MS`].
+    async fn route(
+        &self,
+        group: u64,
+        replicas: &[NodeId],
+        needs_leader: bool,
+        call: Call<'_>,
+    ) -> Result<Reply, ClusterError> {
+        if replicas.is_empty() {
+            return Err(ClusterError::Unavailable(format!(
+                "group {group} has no replicas"
+            )));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut target = self.first_target(group, replicas, needs_leader);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut rotation = 0usize;
+        loop {
+            let err = match self.attempt(target, group, &call).await {
+                Ok(reply) => {
+                    if needs_leader {
+                        self.remember_leader(group, target);
+                    }
+                    return Ok(reply);
+                }
+                Err(e) => e,
+            };
+            match err {
+                ClusterError::NotLeader {
+                    leader: Some(l), ..
+                } if l != target && replicas.contains(&l) => {
+                    target = l;
+                    continue;
+                }
+                ClusterError::NotLeader { .. } | ClusterError::NoGroup(_) => {}
+                other => return Err(other),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::Unavailable(format!(
+                    "no replica of group {group} could serve the request in time"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+            rotation += 1;
+            target = replicas[rotation % replicas.len()];
+        }
+    }
+
+    fn first_target(&self, group: u64, replicas: &[NodeId], needs_leader: bool) -> NodeId {
+        let local = self.inner.local.as_ref().map(Host::id);
+        let local_replica = local.filter(|l| replicas.contains(l));
+        if !needs_leader && let Some(l) = local_replica {
+            return l;
+        }
+        if let Some(l) = self.inner.leaders.load().get(&group)
+            && replicas.contains(l)
+        {
+            return *l;
+        }
+        local_replica.unwrap_or(replicas[0])
+    }
+
+    fn remember_leader(&self, group: u64, leader: NodeId) {
+        if self.inner.leaders.load().get(&group) == Some(&leader) {
+            return;
+        }
+        self.inner.leaders.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(group, leader);
+            m
+        });
+    }
+
+    /// One attempt at one replica.
+    async fn attempt(
+        &self,
+        target: NodeId,
+        group: u64,
+        call: &Call<'_>,
+    ) -> Result<Reply, ClusterError> {
+        let host = match &self.inner.local {
+            Some(h) if h.id() == target => h,
+            _ => {
+                return Err(ClusterError::Unavailable(format!(
+                    "node {target} is not reachable from this router"
+                )));
+            }
+        };
+        local_call(host, group, call).await
+    }
+}
+
+/// Serves `call` on a storage node in this process.
+async fn local_call(host: &Host, group: u64, call: &Call<'_>) -> Result<Reply, ClusterError> {
+    Ok(match call {
+        Call::Propose(cmd) => {
+            let fut = host.propose(group, Command::clone(cmd));
+            let (o, i) = tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), fut)
+                .await
+                .map_err(|_| {
+                    ClusterError::Unavailable(format!("group {group} did not commit in time"))
+                })??;
+            Reply::Proposed(o, i)
+        }
+        Call::Get { key, consistent } => {
+            Reply::Item(host.read_item(group, key, *consistent).await?)
+        }
+        Call::Range {
+            table,
+            lo,
+            hi,
+            opts,
+            consistent,
+        } => Reply::Page(
+            host.read_range(group, &table.schema, lo, *hi, opts, *consistent)
+                .await?,
+        ),
+        Call::Stats => {
+            let (c, b) = host.stats(group)?;
+            Reply::Stats(c, b)
+        }
+    })
+}
+
+fn partition<'a>(
+    table: &'a Table,
+    storage_key: &[u8],
+) -> Result<&'a dynaraft_storage::PartitionMeta, ClusterError> {
+    table.meta.partition_for_key(storage_key).ok_or_else(|| {
+        ClusterError::Unavailable(format!("table {} has no partitions", table.meta.name))
+    })
+}
+
+/// `[lo, hi)` intersected with partition `i`'s key range; `None` if empty.
+fn clamp(
+    table: &Table,
+    i: usize,
+    lo: &[u8],
+    hi: Option<&[u8]>,
+) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
+    let p = table.meta.partitions.get(i)?;
+    let plo = p.hash_lo.to_be_bytes().to_vec();
+    let phi = table.meta.hash_hi(i).map(|h| h.to_be_bytes().to_vec());
+    let lo = if lo > plo.as_slice() {
+        lo.to_vec()
+    } else {
+        plo
+    };
+    let hi = match (hi, phi) {
+        (Some(a), Some(b)) => Some(if a < b.as_slice() { a.to_vec() } else { b }),
+        (Some(a), None) => Some(a.to_vec()),
+        (None, b) => b,
+    };
+    if hi.as_ref().is_some_and(|h| *h <= lo) {
+        return None;
+    }
+    Some((lo, hi))
+}
