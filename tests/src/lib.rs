@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub mod cluster;
+
 /// TTL sweeps in tests run often so expiry is observable quickly.
 pub const TEST_TTL_SWEEP_MS: u64 = 100;
 

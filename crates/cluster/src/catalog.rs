@@ -52,6 +52,23 @@ impl Catalog {
         })
     }
 
+    /// Rebuilds a catalog received from another node.
+    pub fn from_doc(doc: crate::wire::CatalogDoc) -> Catalog {
+        let tables = doc
+            .tables
+            .into_iter()
+            .map(|meta| {
+                let schema = meta.key_schema();
+                (meta.name.clone(), Arc::new(Table { meta, schema }))
+            })
+            .collect();
+        Catalog {
+            version: doc.version,
+            tables,
+            nodes: doc.nodes.into_iter().map(|n| (n.id, n)).collect(),
+        }
+    }
+
     /// Groups with a replica on `node`.
     pub fn groups_of(&self, node: u64) -> BTreeMap<u64, Vec<u64>> {
         self.tables

@@ -6,6 +6,7 @@
 
 use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
+use crate::remote::Remote;
 use crate::router::Router;
 use crate::{reconcile, ttl};
 use dynaraft_raft::NodeInfo;
@@ -54,7 +55,13 @@ impl Embedded {
         let members = BTreeMap::from([(EMBEDDED_NODE_ID, host_cfg.info())]);
         host.start_group(CATALOG_GROUP, Some(members)).await?;
         let catalog = Arc::new(CatalogWatch::default());
-        let router = Router::new(catalog.clone(), Some(host.clone()), vec![EMBEDDED_NODE_ID]);
+        let control = vec![(EMBEDDED_NODE_ID, EMBEDDED_ADDR.to_string())];
+        let router = Router::new(
+            catalog.clone(),
+            Some(host.clone()),
+            control,
+            Remote::default(),
+        );
         let c = catalog.clone();
         host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
         register(&router, &host, &host_cfg.info()).await?;

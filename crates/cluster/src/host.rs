@@ -157,6 +157,11 @@ impl Host {
         &self.inner.tree
     }
 
+    /// The node's gRPC channels (one per peer), shared by Raft and data calls.
+    pub fn channels(&self) -> Channels {
+        self.inner.channels.clone()
+    }
+
     /// The gRPC registry of hosted groups (for the transport server).
     pub fn registry(&self) -> Registry {
         self.inner.registry.clone()

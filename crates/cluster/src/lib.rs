@@ -3,7 +3,9 @@
 //! starts and removes a node's replicas as the catalog changes
 //! ([`reconcile`]), the router that sends each request to the right group
 //! and replica ([`router`]), the TTL sweeper ([`ttl`]), and the one-node
-//! case of all of it ([`embedded`]).
+//! case of all of it ([`embedded`]); [`node`] starts a storage node of a
+//! multi-node cluster, [`service`] and [`remote`] are the two ends of the
+//! data RPCs whose payloads [`wire`] defines.
 //!
 //! The control plane is Raft group 0: its state machine is the storage
 //! catalog (tables with their partition maps, the node registry), applied
@@ -16,9 +18,13 @@
 pub mod catalog;
 pub mod embedded;
 pub mod host;
+pub mod node;
 pub mod reconcile;
+pub mod remote;
 pub mod router;
+pub mod service;
 pub mod ttl;
+pub mod wire;
 
 pub use catalog::{Catalog, CatalogWatch, Table};
 pub use embedded::Embedded;
@@ -37,6 +43,10 @@ pub enum ClusterError {
     /// The node does not host the group (the caller's map is stale).
     #[error("group {0} is not hosted here")]
     NoGroup(u64),
+    /// The request never reached the node (it could not be connected to):
+    /// trying another replica is safe.
+    #[error("unreachable: {0}")]
+    Unreachable(String),
     /// No quorum or no reachable replica in time; the client may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),

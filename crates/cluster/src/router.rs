@@ -17,6 +17,8 @@
 use crate::ClusterError;
 use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
+use crate::remote::Remote;
+use crate::wire::{self, Reply, Request};
 use arc_swap::ArcSwap;
 use dynaraft_model::Item;
 use dynaraft_raft::NodeId;
@@ -33,34 +35,8 @@ pub const ROUTE_DEADLINE_MS: u64 = 10_000;
 /// First pause between routing attempts, doubled up to the maximum.
 pub const ROUTE_BACKOFF_MIN_MS: u64 = 5;
 pub const ROUTE_BACKOFF_MAX_MS: u64 = 200;
-/// Longest a proposal waits for its commit before failing as unavailable.
-pub const PROPOSE_TIMEOUT_MS: u64 = 5_000;
 /// Longest a catalog change waits to appear in this router's catalog.
 pub const CATALOG_VISIBLE_TIMEOUT_MS: u64 = 5_000;
-
-/// What one attempt asks of a replica.
-enum Call<'a> {
-    Propose(Box<Command>),
-    Get {
-        key: &'a [u8],
-        consistent: bool,
-    },
-    Range {
-        table: &'a Table,
-        lo: &'a [u8],
-        hi: Option<&'a [u8]>,
-        opts: &'a ReadOptions,
-        consistent: bool,
-    },
-    Stats,
-}
-
-enum Reply {
-    Proposed(Outcome, u64),
-    Item(Option<Item>),
-    Page(Page),
-    Stats(u64, u64),
-}
 
 #[derive(Clone)]
 pub struct Router {
@@ -71,19 +47,27 @@ struct Inner {
     catalog: Arc<CatalogWatch>,
     /// The storage node in this process, if any.
     local: Option<Host>,
-    /// Control-plane replicas, for catalog changes.
-    control: Vec<NodeId>,
+    /// Control-plane replicas and their addresses, for catalog changes
+    /// (known before the catalog is).
+    control: Vec<(NodeId, String)>,
+    remote: Remote,
     /// Last known leader per group (replaced whole on change).
     leaders: ArcSwap<HashMap<u64, NodeId>>,
 }
 
 impl Router {
-    pub fn new(catalog: Arc<CatalogWatch>, local: Option<Host>, control: Vec<NodeId>) -> Router {
+    pub fn new(
+        catalog: Arc<CatalogWatch>,
+        local: Option<Host>,
+        control: Vec<(NodeId, String)>,
+        remote: Remote,
+    ) -> Router {
         Router {
             inner: Arc::new(Inner {
                 catalog,
                 local,
                 control,
+                remote,
                 leaders: ArcSwap::from_pointee(HashMap::new()),
             }),
         }
@@ -104,9 +88,9 @@ impl Router {
     /// Applies a catalog command through the control plane and waits until
     /// this router's catalog shows it.
     pub async fn change_catalog(&self, cmd: Command) -> Result<Outcome, ClusterError> {
-        let control = self.inner.control.clone();
+        let control: Vec<NodeId> = self.inner.control.iter().map(|(id, _)| *id).collect();
         let (outcome, index) = match self
-            .route(CATALOG_GROUP, &control, true, Call::Propose(Box::new(cmd)))
+            .route(CATALOG_GROUP, &control, true, Request::Propose(cmd))
             .await?
         {
             Reply::Proposed(o, i) => (o, i),
@@ -127,7 +111,7 @@ impl Router {
                 p.group,
                 &p.replicas,
                 true,
-                Call::Propose(Box::new(Command::Write(cmd))),
+                Request::Propose(Command::Write(cmd)),
             )
             .await?
         {
@@ -143,8 +127,8 @@ impl Router {
         consistent: bool,
     ) -> Result<Option<Item>, ClusterError> {
         let p = partition(table, storage_key)?;
-        let call = Call::Get {
-            key: storage_key,
+        let call = Request::Get {
+            key: storage_key.to_vec(),
             consistent,
         };
         match self.route(p.group, &p.replicas, consistent, call).await? {
@@ -184,11 +168,11 @@ impl Router {
                 limit: opts.limit.map(|l| l.saturating_sub(page.scanned)),
                 max_bytes: opts.max_bytes.saturating_sub(page.read_bytes),
             };
-            let call = Call::Range {
-                table,
-                lo: &plo,
-                hi: phi.as_deref(),
-                opts: &sub,
+            let call = Request::Range {
+                schema: table.schema.clone(),
+                lo: plo,
+                hi: phi,
+                opts: sub,
                 consistent,
             };
             let p = &parts[i];
@@ -211,7 +195,9 @@ impl Router {
     pub async fn stats(&self, meta: &TableMeta) -> Result<(u64, u64), ClusterError> {
         let (mut count, mut bytes) = (0, 0);
         for p in &meta.partitions {
-            if let Reply::Stats(c, b) = self.route(p.group, &p.replicas, false, Call::Stats).await?
+            if let Reply::Stats(c, b) = self
+                .route(p.group, &p.replicas, false, Request::Stats)
+                .await?
             {
                 count += c;
                 bytes += b;
@@ -227,7 +213,7 @@ impl Router {
         group: u64,
         replicas: &[NodeId],
         needs_leader: bool,
-        call: Call<'_>,
+        call: Request,
     ) -> Result<Reply, ClusterError> {
         if replicas.is_empty() {
             return Err(ClusterError::Unavailable(format!(
@@ -255,7 +241,12 @@ impl Router {
                     target = l;
                     continue;
                 }
-                ClusterError::NotLeader { .. } | ClusterError::NoGroup(_) => {}
+                ClusterError::NotLeader { .. }
+                | ClusterError::NoGroup(_)
+                | ClusterError::Unreachable(_) => {}
+                // A read that failed in transit is safe to try elsewhere; a
+                // proposal's fate is unknown, so it is not retried here.
+                ClusterError::Unavailable(_) if !matches!(call, Request::Propose(_)) => {}
                 other => return Err(other),
             }
             if tokio::time::Instant::now() >= deadline {
@@ -295,55 +286,30 @@ impl Router {
         });
     }
 
-    /// One attempt at one replica.
+    /// One attempt at one replica: in-process when it is the local node.
     async fn attempt(
         &self,
         target: NodeId,
         group: u64,
-        call: &Call<'_>,
+        call: &Request,
     ) -> Result<Reply, ClusterError> {
-        let host = match &self.inner.local {
-            Some(h) if h.id() == target => h,
-            _ => {
-                return Err(ClusterError::Unavailable(format!(
-                    "node {target} is not reachable from this router"
-                )));
-            }
+        if let Some(h) = &self.inner.local
+            && h.id() == target
+        {
+            return wire::execute(h, &self.inner.catalog, group, call.clone()).await;
+        }
+        let addr = match self.inner.catalog.get().nodes.get(&target) {
+            Some(n) => n.addr.clone(),
+            None => self
+                .inner
+                .control
+                .iter()
+                .find(|(id, _)| *id == target)
+                .map(|(_, a)| a.clone())
+                .ok_or_else(|| ClusterError::Unreachable(format!("node {target} is unknown")))?,
         };
-        local_call(host, group, call).await
+        self.inner.remote.call(&addr, group, call).await
     }
-}
-
-/// Serves `call` on a storage node in this process.
-async fn local_call(host: &Host, group: u64, call: &Call<'_>) -> Result<Reply, ClusterError> {
-    Ok(match call {
-        Call::Propose(cmd) => {
-            let fut = host.propose(group, Command::clone(cmd));
-            let (o, i) = tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), fut)
-                .await
-                .map_err(|_| {
-                    ClusterError::Unavailable(format!("group {group} did not commit in time"))
-                })??;
-            Reply::Proposed(o, i)
-        }
-        Call::Get { key, consistent } => {
-            Reply::Item(host.read_item(group, key, *consistent).await?)
-        }
-        Call::Range {
-            table,
-            lo,
-            hi,
-            opts,
-            consistent,
-        } => Reply::Page(
-            host.read_range(group, &table.schema, lo, *hi, opts, *consistent)
-                .await?,
-        ),
-        Call::Stats => {
-            let (c, b) = host.stats(group)?;
-            Reply::Stats(c, b)
-        }
-    })
 }
 
 fn partition<'a>(

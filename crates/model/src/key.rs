@@ -16,7 +16,7 @@ pub const MAX_PARTITION_KEY_BYTES: usize = 2048;
 /// Largest sort-key value, in bytes.
 pub const MAX_SORT_KEY_BYTES: usize = 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ScalarType {
     S,
     N,
@@ -48,14 +48,14 @@ impl ScalarType {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyAttr {
     pub name: String,
     pub ty: ScalarType,
 }
 
 /// The primary key of a table (or an index).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeySchema {
     pub hash: KeyAttr,
     pub range: Option<KeyAttr>,

@@ -155,17 +155,22 @@ impl RaftTransport for Service {
     }
 }
 
+/// The Raft transport as a tonic service, for a server that also serves
+/// other services on the same listener.
+pub fn transport_service(registry: Registry) -> RaftTransportServer<impl RaftTransport> {
+    RaftTransportServer::new(Service { registry })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
 /// Serves the node's groups on `listener` until `shutdown` resolves.
 pub async fn serve(
     registry: Registry,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = RaftTransportServer::new(Service { registry })
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
     tonic::transport::Server::builder()
-        .add_service(svc)
+        .add_service(transport_service(registry))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,
@@ -180,23 +185,27 @@ pub struct Channels {
 }
 
 impl Channels {
-    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, Unreachable<TypeConfig>> {
+    /// The one channel (HTTP/2 connection) to `addr`, shared by every
+    /// group's Raft traffic and every data request to that node.
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
         let mut peers = self
             .peers
             .lock()
-            .map_err(|_| Unreachable::from_string("channel lock poisoned"))?;
-        let channel = match peers.get(addr) {
-            Some(c) => c.clone(),
-            None => {
-                let c = Endpoint::from_shared(format!("http://{addr}"))
-                    .map_err(Unreachable::from_string)?
-                    .connect_timeout(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS))
-                    .tcp_nodelay(true)
-                    .connect_lazy();
-                peers.insert(addr.to_string(), c.clone());
-                c
-            }
-        };
+            .map_err(|_| "channel lock poisoned".to_string())?;
+        if let Some(c) = peers.get(addr) {
+            return Ok(c.clone());
+        }
+        let c = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        peers.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+
+    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, Unreachable<TypeConfig>> {
+        let channel = self.channel(addr).map_err(Unreachable::from_string)?;
         Ok(RaftTransportClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))

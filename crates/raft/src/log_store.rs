@@ -58,6 +58,10 @@ impl GroupLog {
 pub struct VoteFile {
     path: Option<PathBuf>,
     votes: Arc<Mutex<BTreeMap<u64, Vote>>>,
+    /// Held across a rewrite: one writer at a time, so two groups' votes
+    /// never race on the temporary file and a newer file is never
+    /// overwritten by an older one.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl VoteFile {
@@ -74,6 +78,7 @@ impl VoteFile {
         Ok(VoteFile {
             path,
             votes: Arc::new(Mutex::new(votes)),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
 
@@ -97,6 +102,7 @@ impl VoteFile {
 
     /// Changes the votes in memory, then rewrites the file atomically.
     async fn rewrite(&self, change: impl FnOnce(&mut BTreeMap<u64, Vote>)) -> io::Result<()> {
+        let _writing = self.writing.lock().await;
         let snapshot = {
             let mut votes = self
                 .votes

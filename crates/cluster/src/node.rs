@@ -1,0 +1,196 @@
+//! A storage node of a multi-node cluster: the [`Host`] with its gRPC
+//! endpoint, a control-plane replica when the node is one of the control
+//! members, the catalog (read locally from that replica, or long-polled
+//! from the control members), registration in the node registry, the
+//! reconciler and the TTL sweeper. A router in the same process shares the
+//! node's channels and calls the node itself in-process.
+
+use crate::catalog::CatalogWatch;
+use crate::host::{Host, HostConfig};
+use crate::remote::{self, Remote};
+use crate::router::Router;
+use crate::{reconcile, service, ttl};
+use dynaraft_raft::{NodeId, NodeInfo};
+use dynaraft_storage::machine::CATALOG_GROUP;
+use dynaraft_storage::{Command, NodeRecord, StorageError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Pause between attempts to register in the node registry.
+pub const REGISTER_RETRY_MS: u64 = 500;
+
+/// A member of the control plane, as every node and router is told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlMember {
+    pub id: NodeId,
+    pub addr: String,
+    pub az: String,
+}
+
+impl ControlMember {
+    /// Parses `id=host:port@az`.
+    pub fn parse(s: &str) -> Result<ControlMember, String> {
+        let (id, rest) = s
+            .split_once('=')
+            .ok_or(format!("expected id=addr@az, got {s:?}"))?;
+        let (addr, az) = rest
+            .split_once('@')
+            .ok_or(format!("expected id=addr@az, got {s:?}"))?;
+        let id = id.parse().map_err(|_| format!("bad node id in {s:?}"))?;
+        Ok(ControlMember {
+            id,
+            addr: addr.into(),
+            az: az.into(),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub host: HostConfig,
+    pub control: Vec<ControlMember>,
+    pub ttl_sweep_interval_ms: u64,
+}
+
+/// A running storage node.
+#[derive(Clone)]
+pub struct ClusterNode {
+    pub host: Host,
+    pub router: Router,
+    pub catalog: Arc<CatalogWatch>,
+}
+
+impl ClusterNode {
+    /// Opens the node and serves it on `listener` (whose address must be
+    /// `cfg.host.addr`). Returns at once; registration, the catalog and the
+    /// node's replicas follow in the background.
+    pub async fn start(
+        cfg: NodeConfig,
+        listener: tokio::net::TcpListener,
+    ) -> Result<ClusterNode, StorageError> {
+        let host = Host::open(cfg.host.clone()).await?;
+        let catalog = Arc::new(CatalogWatch::default());
+        let remote = Remote::new(host.channels());
+        let c = catalog.clone();
+        host.spawn(move |h, _| async move {
+            if let Err(e) = service::serve(h, c, listener).await {
+                tracing::error!(error = %e, "gRPC server failed");
+            }
+        });
+        let control: Vec<(NodeId, String)> =
+            cfg.control.iter().map(|m| (m.id, m.addr.clone())).collect();
+        if cfg.control.iter().any(|m| m.id == host.id()) {
+            let first = cfg.control.iter().map(|m| m.id).min() == Some(host.id());
+            let members: BTreeMap<NodeId, NodeInfo> = cfg
+                .control
+                .iter()
+                .map(|m| {
+                    let info = NodeInfo {
+                        addr: m.addr.clone(),
+                        az: m.az.clone(),
+                    };
+                    (m.id, info)
+                })
+                .collect();
+            host.start_group(CATALOG_GROUP, first.then_some(members))
+                .await?;
+            let c = catalog.clone();
+            host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
+        } else {
+            let addrs = control.iter().map(|(_, a)| a.clone()).collect();
+            let (c, r) = (catalog.clone(), remote.clone());
+            host.spawn(move |_, stop| remote::feed_catalog(r, addrs, c, stop));
+        }
+        let router = Router::new(catalog.clone(), Some(host.clone()), control, remote);
+        let record = NodeRecord {
+            id: host.id(),
+            addr: cfg.host.addr.clone(),
+            az: cfg.host.az.clone(),
+        };
+        let (r, c) = (router.clone(), catalog.clone());
+        host.spawn(move |_, stop| register(r, c, record, stop));
+        let c = catalog.clone();
+        host.spawn(move |h, stop| reconcile::run(h, c, stop));
+        let c = catalog.clone();
+        let every = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
+        host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+        Ok(ClusterNode {
+            host,
+            router,
+            catalog,
+        })
+    }
+
+    pub async fn shutdown(self) {
+        let ClusterNode { host, router, .. } = self;
+        drop(router);
+        host.shutdown().await;
+    }
+}
+
+/// Registers the node (address and zone) until the control plane has it.
+async fn register(
+    router: Router,
+    catalog: Arc<CatalogWatch>,
+    record: NodeRecord,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        if catalog.get().nodes.get(&record.id) == Some(&record) {
+            return;
+        }
+        match router
+            .change_catalog(Command::RegisterNode(record.clone()))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(node = record.id, az = %record.az, "registered");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "registration failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(REGISTER_RETRY_MS)) => {}
+            _ = dynaraft_storage::stop_requested(&mut stop) => return,
+        }
+    }
+}
+
+/// A router with no storage of its own (the `router` role): it reads the
+/// catalog from the control members and calls storage nodes over gRPC.
+pub struct RouterNode {
+    pub router: Router,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl RouterNode {
+    pub fn start(control: &[ControlMember]) -> RouterNode {
+        let catalog = Arc::new(CatalogWatch::default());
+        let remote = Remote::default();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let addrs = control.iter().map(|m| m.addr.clone()).collect();
+        tokio::spawn(remote::feed_catalog(
+            remote.clone(),
+            addrs,
+            catalog.clone(),
+            stopped,
+        ));
+        let control = control.iter().map(|m| (m.id, m.addr.clone())).collect();
+        RouterNode {
+            router: Router::new(catalog, None, control, remote),
+            stop,
+        }
+    }
+
+    /// Waits until the catalog has been read once (or `timeout` passes).
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        tokio::time::timeout(timeout, self.router.catalog().wait_for(1))
+            .await
+            .is_ok()
+    }
+
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+    }
+}

@@ -1,0 +1,171 @@
+//! `TestCluster`: N storage nodes (zones az-a, az-b, az-c, ...) in this
+//! process, each with its own data directory and a gRPC endpoint on
+//! 127.0.0.1, all of them control-plane members, plus a standalone router
+//! serving the DynamoDB API on port 0. Nodes can be killed (shut down) and
+//! restarted on the same address and data directory.
+
+use crate::client_for;
+use aws_sdk_dynamodb::Client;
+use dynaraft_api::{Api, ApiConfig, Server};
+use dynaraft_cluster::host::HostConfig;
+use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
+use dynaraft_raft::Timing;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Raft timing of test clusters: fast elections so failover tests are short.
+pub fn test_timing() -> Timing {
+    Timing {
+        heartbeat_interval_ms: 50,
+        election_timeout_min_ms: 300,
+        election_timeout_max_ms: 600,
+        ..Timing::default()
+    }
+}
+
+pub struct TestCluster {
+    pub client: Client,
+    pub api_addr: SocketAddr,
+    pub members: Vec<ControlMember>,
+    nodes: Vec<Option<ClusterNode>>,
+    root: PathBuf,
+    server: Option<Server>,
+    router: Option<RouterNode>,
+}
+
+impl TestCluster {
+    /// Boots `n` nodes in zones az-a, az-b, ... and a router; tables are
+    /// created with `partitions` partitions each.
+    pub async fn start(name: &str, n: usize, partitions: usize) -> TestCluster {
+        let root =
+            std::env::temp_dir().join(format!("dynaraft-cluster-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mut listeners = Vec::new();
+        let mut members = Vec::new();
+        for i in 0..n {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let addr = l.local_addr().expect("addr").to_string();
+            members.push(ControlMember {
+                id: i as u64 + 1,
+                addr,
+                az: format!("az-{}", (b'a' + i as u8) as char),
+            });
+            listeners.push(l);
+        }
+        let mut c = TestCluster {
+            client: client_for("127.0.0.1:1".parse().expect("addr")),
+            api_addr: "127.0.0.1:1".parse().expect("addr"),
+            members,
+            nodes: Vec::new(),
+            root,
+            server: None,
+            router: None,
+        };
+        for (i, l) in listeners.into_iter().enumerate() {
+            let node = c.open(i, l).await;
+            c.nodes.push(Some(node));
+        }
+        let router = RouterNode::start(&c.members);
+        assert!(
+            router.ready(Duration::from_secs(10)).await,
+            "catalog never loaded"
+        );
+        let cfg = ApiConfig {
+            transition_delay_ms: 0,
+            partitions_per_table: partitions,
+            ..ApiConfig::default()
+        };
+        let api = Api {
+            router: router.router.clone(),
+            cfg: Arc::new(cfg),
+        };
+        let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))
+            .await
+            .expect("start router");
+        c.api_addr = server.addr;
+        c.client = client_for(server.addr);
+        c.server = Some(server);
+        c.router = Some(router);
+        c.wait_registered(n).await;
+        c
+    }
+
+    async fn open(&self, i: usize, listener: tokio::net::TcpListener) -> ClusterNode {
+        let m = &self.members[i];
+        let dir = self.root.join(format!("node-{}", m.id));
+        let mut host = HostConfig::new(m.id, &m.az, &m.addr, Some(dir));
+        host.timing = test_timing();
+        let cfg = NodeConfig {
+            host,
+            control: self.members.clone(),
+            ttl_sweep_interval_ms: crate::TEST_TTL_SWEEP_MS,
+        };
+        ClusterNode::start(cfg, listener).await.expect("start node")
+    }
+
+    /// Waits until `n` nodes are in the registry the router reads.
+    async fn wait_registered(&self, n: usize) {
+        let router = self.router.as_ref().expect("router");
+        for _ in 0..200 {
+            if router.router.catalog().get().nodes.len() >= n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("nodes did not register");
+    }
+
+    /// The node with index `i`, if running.
+    pub fn node(&self, i: usize) -> Option<&ClusterNode> {
+        self.nodes.get(i).and_then(|n| n.as_ref())
+    }
+
+    /// Stops node `i` (all its replicas and its endpoint), like losing it.
+    pub async fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i).and_then(Option::take) {
+            n.shutdown().await;
+        }
+    }
+
+    /// Starts node `i` again on its address and data directory.
+    pub async fn restart(&mut self, i: usize) {
+        let addr = self.members[i].addr.clone();
+        let mut listener = None;
+        for _ in 0..100 {
+            match tokio::net::TcpListener::bind(&addr).await {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        let node = self.open(i, listener.expect("rebind node address")).await;
+        self.nodes[i] = Some(node);
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+        if let Some(r) = self.router.take() {
+            r.stop();
+        }
+        for i in 0..self.nodes.len() {
+            self.kill(i).await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        if let Some(r) = self.router.take() {
+            r.stop();
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}

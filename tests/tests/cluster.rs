@@ -1,0 +1,106 @@
+//! The replicated cluster through the Rust SDK: three storage nodes in three
+//! zones, each a control-plane member, and a router. Every acknowledged
+//! write must stay readable with a strongly consistent read after losing
+//! any one node (a whole zone here, one node per zone), and writes resume
+//! once a new leader is elected.
+
+use aws_sdk_dynamodb::Client;
+use dynaraft_tests::av::*;
+use dynaraft_tests::cluster::TestCluster;
+use dynaraft_tests::create_table;
+use std::time::{Duration, Instant};
+
+async fn put(c: &Client, i: usize) -> bool {
+    c.put_item()
+        .table_name("orders")
+        .item("pk", s(&format!("k{i}")))
+        .item("n", n(&i.to_string()))
+        .send()
+        .await
+        .map_err(|e| eprintln!("put k{i}: {:?}", dynaraft_tests::err_of(&e)))
+        .is_ok()
+}
+
+/// Writes keys `range`; returns the acknowledged ones and the longest gap
+/// between two acknowledgements.
+async fn write_loop(c: &Client, range: std::ops::Range<usize>) -> (Vec<usize>, Duration) {
+    let mut acked = Vec::new();
+    let mut last = Instant::now();
+    let mut gap = Duration::ZERO;
+    for i in range {
+        if put(c, i).await {
+            acked.push(i);
+            gap = gap.max(last.elapsed());
+            last = Instant::now();
+        }
+    }
+    (acked, gap)
+}
+
+async fn assert_readable(c: &Client, acked: &[usize]) {
+    for i in acked {
+        let r = c
+            .get_item()
+            .table_name("orders")
+            .key("pk", s(&format!("k{i}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("read of k{i} failed: {e:?}"));
+        assert_eq!(
+            r.item().and_then(|it| it.get("n")),
+            Some(&n(&i.to_string())),
+            "acknowledged write k{i} lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_writes_survive_losing_any_zone() {
+    let mut c = TestCluster::start("zones", 3, 2).await;
+    create_table(&c.client, "orders", None).await;
+    let (mut acked, _) = write_loop(&c.client, 0..50).await;
+    assert_eq!(acked.len(), 50, "healthy cluster rejected writes");
+    for victim in 0..3 {
+        c.kill(victim).await;
+        let base = 100 * (victim + 1);
+        let (more, gap) = write_loop(&c.client, base..base + 50).await;
+        assert!(
+            more.len() >= 45,
+            "writes did not resume after losing {}: {} of 50 acknowledged",
+            c.members[victim].az,
+            more.len()
+        );
+        eprintln!(
+            "lost {}: {} of 50 writes acknowledged, longest gap {gap:?}",
+            c.members[victim].az,
+            more.len()
+        );
+        assert!(gap < Duration::from_secs(8), "writes stalled for {gap:?}");
+        acked.extend(more);
+        assert_readable(&c.client, &acked).await;
+        c.restart(victim).await;
+    }
+    // The scan sees exactly the acknowledged keys (both partitions).
+    let mut seen = 0;
+    let mut start = None;
+    loop {
+        let r = c
+            .client
+            .scan()
+            .table_name("orders")
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .limit(40)
+            .send()
+            .await
+            .expect("scan");
+        seen += r.count() as usize;
+        start = r.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen, acked.len());
+    c.stop().await;
+}
