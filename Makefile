@@ -4,7 +4,7 @@ VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
 
-.PHONY: build run test test-rust test-clients fuzz fmt lint clean
+.PHONY: build run cluster test test-rust test-clients test-cluster fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -14,9 +14,20 @@ build:
 run: build
 	./target/release/dynaraft embedded $(ARGS)
 
-## Everything CI runs: unit, golden and SDK integration tests, then the AWS
-## CLI and boto3 sessions against a real dynaraft process.
-test: test-rust test-clients
+## A local three-zone cluster as separate processes: storage nodes on
+## 127.0.0.1:7001-7003 (az-a, az-b, az-c), the router on :8000, data under
+## ./data-cluster. Ctrl-C stops every process cleanly.
+## Inspect it with: ./target/release/dynaraft admin --control "$$(cat data-cluster/control)"
+cluster: build
+	@trap 'deploy/local/cluster.sh stop data-cluster' INT TERM EXIT; \
+	deploy/local/cluster.sh start ./target/release/dynaraft data-cluster 8000 7001 $(ARGS) && \
+	echo "cluster ready: router on http://127.0.0.1:8000 (Ctrl-C stops it)" && \
+	while sleep 3600; do :; done
+
+## Everything CI runs: unit, golden and SDK integration tests (including an
+## in-process three-zone cluster), then the AWS CLI and boto3 sessions
+## against a real embedded process and against a real three-process cluster.
+test: test-rust test-clients test-cluster
 
 test-rust:
 	$(CARGO) test --workspace
@@ -31,6 +42,18 @@ test-clients: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	tests/scripts/cli_session.sh target/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/boto3_session.py target/debug/dynaraft
+
+## The same client sessions, unchanged, against a local cluster of separate
+## processes (tables split into two partitions so scans cross partitions).
+CLUSTER_TEST_DIR := target/test-cluster
+test-cluster: $(VENV)/.installed
+	$(CARGO) build -p dynaraft
+	rm -rf $(CLUSTER_TEST_DIR)
+	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
+	deploy/local/cluster.sh start target/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \
+	  --partitions-per-table 2 --transition-delay-ms 200 && \
+	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh target/debug/dynaraft $(VENV)/bin/aws && \
+	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py target/debug/dynaraft
 
 ## Coverage-guided fuzzing of the expression parser and evaluator (not in
 ## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable

@@ -19,6 +19,9 @@ from botocore.exceptions import ClientError
 
 
 def start(binary):
+    if os.environ.get("DYNARAFT_URL"):
+        # A running cluster: use it as it is.
+        return None, os.environ["DYNARAFT_URL"]
     data = tempfile.mkdtemp()
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -97,8 +100,9 @@ def main():
         table.wait_until_not_exists()
         print("boto3 session: ok")
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Starts a real dynaraft process on a free port with a fresh data dir.
 # Usage: source start_server.sh <binary>; sets DYNARAFT_URL and a trap
-# that stops the server and removes the data dir on exit.
+# that stops the server and removes the data dir on exit. When DYNARAFT_URL
+# is already set (a running cluster), nothing is started.
 set -euo pipefail
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+if [ -n "${DYNARAFT_URL:-}" ]; then
+  return 0
+fi
 BIN="$1"
 DATA_DIR="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"

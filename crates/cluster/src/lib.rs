@@ -15,6 +15,7 @@
 //! about HTTP. Errors say what the caller does: retry elsewhere, retry
 //! later, or report.
 
+pub mod admin;
 pub mod catalog;
 pub mod embedded;
 pub mod host;

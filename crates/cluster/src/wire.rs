@@ -33,6 +33,8 @@ pub enum Request {
         consistent: bool,
     },
     Stats,
+    /// The Raft state of every group the node hosts (for `dynaraft admin`).
+    Status,
     /// The catalog once its version exceeds `since`, or after
     /// [`CATALOG_POLL_MS`] whatever it is.
     Catalog {
@@ -46,7 +48,17 @@ pub enum Reply {
     Item(Option<Item>),
     Page(Page),
     Stats(u64, u64),
+    Status(Vec<GroupStatus>),
     Catalog(CatalogDoc),
+}
+
+/// One hosted replica's Raft state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GroupStatus {
+    pub group: u64,
+    pub leader: Option<u64>,
+    pub last_log_index: u64,
+    pub applied_index: u64,
 }
 
 /// The catalog as it travels.
@@ -133,6 +145,21 @@ pub async fn execute(
             let (c, b) = host.stats(group)?;
             Reply::Stats(c, b)
         }
+        Request::Status => Reply::Status(
+            host.hosted()
+                .into_iter()
+                .filter_map(|g| host.group(g))
+                .map(|g| {
+                    let (last_log_index, applied_index) = g.progress();
+                    GroupStatus {
+                        group: g.group,
+                        leader: g.leader(),
+                        last_log_index,
+                        applied_index,
+                    }
+                })
+                .collect(),
+        ),
         Request::Catalog { since } => {
             let newer = catalog.wait_for(since + 1);
             let _ = tokio::time::timeout(Duration::from_millis(CATALOG_POLL_MS), newer).await;

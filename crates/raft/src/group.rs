@@ -130,6 +130,17 @@ impl RaftGroup {
         }
     }
 
+    /// (last log index, last applied index) of this replica.
+    pub fn progress(&self) -> (u64, u64) {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        (
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    }
+
     /// The leader this replica currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
         use openraft::async_runtime::watch::WatchReceiver;

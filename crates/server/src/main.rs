@@ -1,9 +1,14 @@
-//! `dynaraft`: one binary, roles chosen by subcommand. Today it has the
-//! embedded mode: every role in one process, like DynamoDB Local.
+//! `dynaraft`: one binary, roles chosen by subcommand: `embedded` (every
+//! role in one process, like DynamoDB Local), `node` (a storage node of a
+//! cluster, control-plane member when listed in `--control`), `router` (the
+//! DynamoDB API of a cluster) and `admin` (the cluster as a table).
 
 use clap::{Parser, Subcommand};
 use dynaraft_api::{Api, ApiConfig, Server};
+use dynaraft_cluster::admin;
 use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
+use dynaraft_cluster::host::HostConfig;
+use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -23,6 +28,73 @@ struct Cli {
 enum Command {
     /// Run every role in one process (the local-development default).
     Embedded(EmbeddedArgs),
+    /// Run a storage node of a cluster.
+    Node(NodeArgs),
+    /// Run a router: the DynamoDB API in front of a cluster's storage nodes.
+    Router(RouterArgs),
+    /// Print the cluster's nodes, zones, partitions, leaders and lag.
+    Admin(AdminArgs),
+}
+
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// This node's id (unique in the cluster, > 0).
+    #[arg(long)]
+    id: u64,
+    /// Availability zone label, e.g. az-a.
+    #[arg(long)]
+    az: String,
+    /// Address of the internal gRPC endpoint (peers and routers use it).
+    #[arg(long)]
+    listen: String,
+    /// Directory for the write-ahead log, votes and state machines.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Control-plane members, as id=host:port@az (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', required = true)]
+    control: Vec<String>,
+    /// Raft heartbeat interval, in milliseconds.
+    #[arg(long, default_value_t = 250)]
+    heartbeat_ms: u64,
+    /// Raft election timeout (randomised between it and twice it), in milliseconds.
+    #[arg(long, default_value_t = 1500)]
+    election_timeout_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct RouterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on.
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Control-plane members, as id=host:port@az (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', required = true)]
+    control: Vec<String>,
+    /// Partitions (Raft groups) each new table is split into.
+    #[arg(long, default_value_t = 1)]
+    partitions_per_table: usize,
+    /// Milliseconds a table spends in CREATING, UPDATING or DELETING.
+    #[arg(long, default_value_t = 500)]
+    transition_delay_ms: u64,
+    /// Region used in ARNs.
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Control-plane members, as id=host:port@az (repeat or comma-separate).
+    #[arg(long, value_delimiter = ',', required = true)]
+    control: Vec<String>,
+}
+
+fn control_members(specs: &[String]) -> anyhow::Result<Vec<ControlMember>> {
+    specs
+        .iter()
+        .map(|s| ControlMember::parse(s).map_err(anyhow::Error::msg))
+        .collect()
 }
 
 #[derive(clap::Args)]
@@ -61,7 +133,55 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Embedded(args) => embedded(args).await,
+        Command::Node(args) => node(args).await,
+        Command::Router(args) => router(args).await,
+        Command::Admin(args) => {
+            print!("{}", admin::report(&control_members(&args.control)?).await?);
+            Ok(())
+        }
     }
+}
+
+async fn node(args: NodeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    let mut host = HostConfig::new(args.id, &args.az, &args.listen, Some(args.data_dir.clone()));
+    host.timing.heartbeat_interval_ms = args.heartbeat_ms;
+    host.timing.election_timeout_min_ms = args.election_timeout_ms;
+    host.timing.election_timeout_max_ms = args.election_timeout_ms * 2;
+    let cfg = NodeConfig {
+        host,
+        control: control_members(&args.control)?,
+        ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
+    };
+    let node = ClusterNode::start(cfg, listener).await?;
+    tracing::info!(id = args.id, az = %args.az, addr = %args.listen, "dynaraft storage node running");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn router(args: RouterArgs) -> anyhow::Result<()> {
+    let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
+    let rn = RouterNode::start(&control_members(&args.control)?);
+    let cfg = ApiConfig {
+        transition_delay_ms: args.transition_delay_ms,
+        region: args.region,
+        endpoint_address: addr.to_string(),
+        partitions_per_table: args.partitions_per_table,
+        ..ApiConfig::default()
+    };
+    let api = Api {
+        router: rn.router.clone(),
+        cfg: Arc::new(cfg),
+    };
+    let server = Server::start(api, addr).await?;
+    tracing::info!(addr = %server.addr, "dynaraft router listening");
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    rn.stop();
+    Ok(())
 }
 
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# A local three-zone cluster as separate processes on 127.0.0.1: storage
+# nodes 1, 2, 3 in az-a, az-b, az-c (all three control-plane members) and a
+# router serving the DynamoDB API.
+#
+#   cluster.sh start <binary> <data dir> <router port> [node base port] [router flags...]
+#   cluster.sh stop <data dir>
+#
+# `start` returns once the router answers and all three nodes are
+# registered; pids and logs are kept in the data dir. `stop` sends SIGTERM
+# to every process (each shuts down cleanly) and waits for them.
+set -euo pipefail
+
+wait_ready() {  # <binary> <control> <router port>
+  python3 - "$1" "$2" "$3" <<'PY'
+import subprocess, sys, time, urllib.request
+binary, control, port = sys.argv[1:4]
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+        out = subprocess.run([binary, "admin", "--control", control],
+                             capture_output=True, text=True, timeout=10).stdout
+        nodes = [l for l in out.splitlines() if l.split()[:1] in (["1"], ["2"], ["3"]) and " yes " in l]
+        if len(nodes) == 3:
+            sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.2)
+sys.exit("cluster did not become ready in 30 s")
+PY
+}
+
+case "${1:-}" in
+  start)
+    BIN="$2"; DIR="$3"; RPORT="$4"; BASE="${5:-7001}"; shift 5 || shift $#
+    mkdir -p "$DIR"
+    CONTROL="1=127.0.0.1:$BASE@az-a,2=127.0.0.1:$((BASE + 1))@az-b,3=127.0.0.1:$((BASE + 2))@az-c"
+    : >"$DIR/pids"
+    for i in 1 2 3; do
+      az="az-$(printf "\\x$(printf %x $((96 + i)))")"
+      "$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))" \
+        --data-dir "$DIR/node-$i" --control "$CONTROL" >"$DIR/node-$i.log" 2>&1 &
+      echo $! >>"$DIR/pids"
+    done
+    "$BIN" router --port "$RPORT" --control "$CONTROL" "$@" >"$DIR/router.log" 2>&1 &
+    echo $! >>"$DIR/pids"
+    echo "$CONTROL" >"$DIR/control"
+    wait_ready "$BIN" "$CONTROL" "$RPORT"
+    ;;
+  stop)
+    DIR="$2"
+    [ -f "$DIR/pids" ] || exit 0
+    pids=$(cat "$DIR/pids")
+    kill $pids 2>/dev/null || true
+    for p in $pids; do
+      while kill -0 "$p" 2>/dev/null; do sleep 0.1; done
+    done
+    rm -f "$DIR/pids"
+    ;;
+  *)
+    echo "usage: $0 start <binary> <data dir> <router port> [node base port] [router flags...] | stop <data dir>" >&2
+    exit 2
+    ;;
+esac
