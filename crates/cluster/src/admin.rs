@@ -41,8 +41,7 @@ pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
     let _ = writeln!(out, "catalog version {}\n", doc.version);
     let _ = writeln!(
         out,
-        "{:<6} {:<8} {:<22} {:<6} {}",
-        "NODE", "AZ", "ADDRESS", "UP", "REPLICAS"
+        "NODE   AZ       ADDRESS                UP     REPLICAS"
     );
     for n in &doc.nodes {
         let s = status.get(&n.id).and_then(|s| s.as_ref());
@@ -56,13 +55,7 @@ pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
     }
     let _ = writeln!(
         out,
-        "\n{:<20} {:<6} {:<18} {:<12} {:<7} {}",
-        "TABLE",
-        "GROUP",
-        "HASH FROM",
-        "REPLICAS",
-        "LEADER",
-        "LAG (entries behind the leader's log)"
+        "\nTABLE                GROUP  HASH FROM          REPLICAS     LEADER  LAG (entries behind the leader's log)"
     );
     for t in &doc.tables {
         for p in &t.partitions {
