@@ -61,12 +61,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         decreases_today: 0,
         ttl_attribute: None,
     };
-    let meta = super::table_outcome(
-        api.router
-            .change_catalog(Command::CreateTable(meta))
-            .await?,
-        &name,
-    )?;
+    let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }

@@ -34,18 +34,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mut desc = super::describe(api, &t.meta).await?;
     desc["TableStatus"] = json!("DELETING");
     if api.cfg.transition_delay_ms == 0 {
-        super::table_outcome(
-            api.router
-                .change_catalog(Command::DropTable { name: name.clone() })
-                .await?,
-            &name,
-        )?;
+        super::change_table(api, Command::DropTable { name: name.clone() }, &name).await?;
     } else {
         let status = Command::SetTableStatus {
             name: name.clone(),
             status: TableStatus::Deleting,
         };
-        super::table_outcome(api.router.change_catalog(status).await?, &name)?;
+        super::change_table(api, status, &name).await?;
         super::schedule_transition(api, name, None);
     }
     Ok(json!({ "TableDescription": desc }))

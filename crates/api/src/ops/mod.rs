@@ -164,8 +164,10 @@ pub fn resume_transitions(api: &Api) {
 }
 
 /// The table metadata from a catalog outcome.
-pub fn table_outcome(o: Outcome, name: &str) -> Result<TableMeta, ApiError> {
-    match o {
+/// Applies a catalog command for table `name` and returns the table as it
+/// now is, or DynamoDB's error for a table that exists or does not.
+pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMeta, ApiError> {
+    match api.router.change_catalog(cmd).await? {
         Outcome::Table(m) => Ok(*m),
         Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
             "Table already exists: {name}"

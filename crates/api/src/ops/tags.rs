@@ -46,12 +46,7 @@ pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "The number of tags exceeds the limit for this resource".into(),
         ));
     }
-    super::table_outcome(
-        api.router
-            .change_catalog(Command::ReplaceTableMeta(meta))
-            .await?,
-        &t.meta.name,
-    )?;
+    super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
     Ok(json!({}))
 }
 
@@ -64,12 +59,7 @@ pub async fn untag(api: &Api, body: &Value) -> Result<Value, ApiError> {
     for k in keys.iter().filter_map(|k| k.as_str()) {
         meta.tags.remove(k);
     }
-    super::table_outcome(
-        api.router
-            .change_catalog(Command::ReplaceTableMeta(meta))
-            .await?,
-        &t.meta.name,
-    )?;
+    super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
     Ok(json!({}))
 }
 

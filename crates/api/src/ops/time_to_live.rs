@@ -86,11 +86,6 @@ pub async fn update(api: &Api, body: &Value) -> Result<Value, ApiError> {
         _ => {}
     }
     meta.ttl_attribute = enabled.then(|| attr.to_string());
-    super::table_outcome(
-        api.router
-            .change_catalog(Command::ReplaceTableMeta(meta))
-            .await?,
-        &name,
-    )?;
+    super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
     Ok(json!({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attr}}))
 }

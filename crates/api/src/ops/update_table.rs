@@ -89,12 +89,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     } else {
         TableStatus::Updating
     };
-    let meta = super::table_outcome(
-        api.router
-            .change_catalog(Command::ReplaceTableMeta(meta))
-            .await?,
-        &name,
-    )?;
+    let meta = super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
