@@ -6,12 +6,12 @@
 
 use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
+use crate::node::{ControlMember, register_once, spawn_replica_tasks};
 use crate::remote::Remote;
 use crate::router::Router;
 use crate::{reconcile, ttl};
-use dynaraft_raft::NodeInfo;
-use dynaraft_storage::machine::{CATALOG_GROUP, node_key};
-use dynaraft_storage::{Command, NodeRecord, StorageError};
+use dynaraft_storage::machine::CATALOG_GROUP;
+use dynaraft_storage::{NodeRecord, StorageError};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,7 +55,11 @@ impl Embedded {
         let members = BTreeMap::from([(EMBEDDED_NODE_ID, host_cfg.info())]);
         host.start_group(CATALOG_GROUP, Some(members)).await?;
         let catalog = Arc::new(CatalogWatch::default());
-        let control = vec![(EMBEDDED_NODE_ID, EMBEDDED_ADDR.to_string())];
+        let control = vec![ControlMember {
+            id: EMBEDDED_NODE_ID,
+            addr: EMBEDDED_ADDR.into(),
+            az: EMBEDDED_AZ.into(),
+        }];
         let router = Router::new(
             catalog.clone(),
             Some(host.clone()),
@@ -64,16 +68,19 @@ impl Embedded {
         );
         let c = catalog.clone();
         host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
-        register(&router, &host, &host_cfg.info()).await?;
         let applied = dynaraft_storage::machine::applied_index(host.tree(), CATALOG_GROUP)?;
         tokio::time::timeout(Duration::from_secs(5), catalog.wait_for(applied))
             .await
             .map_err(|_| StorageError::Unavailable("catalog did not load".into()))?;
-        let c = catalog.clone();
-        host.spawn(move |h, stop| reconcile::run(h, c, stop));
-        let c = catalog.clone();
-        let every = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
-        host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+        let record = NodeRecord {
+            id: EMBEDDED_NODE_ID,
+            addr: EMBEDDED_ADDR.into(),
+            az: EMBEDDED_AZ.into(),
+        };
+        register_once(&router, &record)
+            .await
+            .map_err(|e| StorageError::Unavailable(e.to_string()))?;
+        spawn_replica_tasks(&host, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(Embedded { host, router })
     }
 
@@ -83,23 +90,4 @@ impl Embedded {
         drop(router);
         host.shutdown().await;
     }
-}
-
-/// Records this node in the registry unless it is already there as is.
-async fn register(router: &Router, host: &Host, info: &NodeInfo) -> Result<(), StorageError> {
-    let record = NodeRecord {
-        id: host.id(),
-        addr: info.addr.clone(),
-        az: info.az.clone(),
-    };
-    let known = host.tree().get(node_key(record.id))?;
-    if known.is_some_and(|b| serde_json::from_slice::<NodeRecord>(&b).ok() == Some(record.clone()))
-    {
-        return Ok(());
-    }
-    router
-        .change_catalog(Command::RegisterNode(record))
-        .await
-        .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-    Ok(())
 }

@@ -316,7 +316,7 @@ impl Host {
         let wal = self.inner.wal.clone();
         tokio::task::spawn_blocking(move || {
             // Groups without a log here were removed: nothing to keep.
-            let mut all = flushed.clone();
+            let mut all = flushed;
             for g in wal.closed_groups() {
                 all.entry(g).or_insert(u64::MAX);
             }

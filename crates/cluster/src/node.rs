@@ -9,7 +9,7 @@ use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
 use crate::remote::{self, Remote};
 use crate::router::Router;
-use crate::{reconcile, service, ttl};
+use crate::{ClusterError, reconcile, service, ttl};
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
@@ -78,8 +78,6 @@ impl ClusterNode {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        let control: Vec<(NodeId, String)> =
-            cfg.control.iter().map(|m| (m.id, m.addr.clone())).collect();
         if cfg.control.iter().any(|m| m.id == host.id()) {
             let first = cfg.control.iter().map(|m| m.id).min() == Some(host.id());
             let members: BTreeMap<NodeId, NodeInfo> = cfg
@@ -98,23 +96,24 @@ impl ClusterNode {
             let c = catalog.clone();
             host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
         } else {
-            let addrs = control.iter().map(|(_, a)| a.clone()).collect();
+            let addrs = cfg.control.iter().map(|m| m.addr.clone()).collect();
             let (c, r) = (catalog.clone(), remote.clone());
             host.spawn(move |_, stop| remote::feed_catalog(r, addrs, c, stop));
         }
-        let router = Router::new(catalog.clone(), Some(host.clone()), control, remote);
+        let router = Router::new(
+            catalog.clone(),
+            Some(host.clone()),
+            cfg.control.clone(),
+            remote,
+        );
         let record = NodeRecord {
             id: host.id(),
             addr: cfg.host.addr.clone(),
             az: cfg.host.az.clone(),
         };
-        let (r, c) = (router.clone(), catalog.clone());
-        host.spawn(move |_, stop| register(r, c, record, stop));
-        let c = catalog.clone();
-        host.spawn(move |h, stop| reconcile::run(h, c, stop));
-        let c = catalog.clone();
-        let every = Duration::from_millis(cfg.ttl_sweep_interval_ms.max(1));
-        host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+        let r = router.clone();
+        host.spawn(move |_, stop| register(r, record, stop));
+        spawn_replica_tasks(&host, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(ClusterNode {
             host,
             router,
@@ -129,25 +128,41 @@ impl ClusterNode {
     }
 }
 
-/// Registers the node (address and zone) until the control plane has it.
+/// Starts the tasks that follow the catalog on a node: the reconciler
+/// (starts and removes replicas) and the TTL sweeper.
+pub(crate) fn spawn_replica_tasks(host: &Host, catalog: &Arc<CatalogWatch>, ttl_sweep_ms: u64) {
+    let c = catalog.clone();
+    host.spawn(move |h, stop| reconcile::run(h, c, stop));
+    let c = catalog.clone();
+    let every = Duration::from_millis(ttl_sweep_ms.max(1));
+    host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+}
+
+/// Records the node (address and zone) in the registry through `router`,
+/// unless the router's catalog already has it exactly so.
+pub(crate) async fn register_once(
+    router: &Router,
+    record: &NodeRecord,
+) -> Result<(), ClusterError> {
+    if router.catalog().get().nodes.get(&record.id) == Some(record) {
+        return Ok(());
+    }
+    router
+        .change_catalog(Command::RegisterNode(record.clone()))
+        .await?;
+    tracing::info!(node = record.id, az = %record.az, "registered");
+    Ok(())
+}
+
+/// Registers the node until the control plane has it.
 async fn register(
     router: Router,
-    catalog: Arc<CatalogWatch>,
     record: NodeRecord,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
-        if catalog.get().nodes.get(&record.id) == Some(&record) {
-            return;
-        }
-        match router
-            .change_catalog(Command::RegisterNode(record.clone()))
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(node = record.id, az = %record.az, "registered");
-                return;
-            }
+        match register_once(&router, &record).await {
+            Ok(()) => return,
             Err(e) => tracing::debug!(error = %e, "registration failed; retrying"),
         }
         tokio::select! {
@@ -176,9 +191,8 @@ impl RouterNode {
             catalog.clone(),
             stopped,
         ));
-        let control = control.iter().map(|m| (m.id, m.addr.clone())).collect();
         RouterNode {
-            router: Router::new(catalog, None, control, remote),
+            router: Router::new(catalog, None, control.to_vec(), remote),
             stop,
         }
     }

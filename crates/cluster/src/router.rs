@@ -17,6 +17,7 @@
 use crate::ClusterError;
 use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
+use crate::node::ControlMember;
 use crate::remote::Remote;
 use crate::wire::{self, Reply, Request};
 use arc_swap::ArcSwap;
@@ -49,7 +50,7 @@ struct Inner {
     local: Option<Host>,
     /// Control-plane replicas and their addresses, for catalog changes
     /// (known before the catalog is).
-    control: Vec<(NodeId, String)>,
+    control: Vec<ControlMember>,
     remote: Remote,
     /// Last known leader per group (replaced whole on change).
     leaders: ArcSwap<HashMap<u64, NodeId>>,
@@ -59,7 +60,7 @@ impl Router {
     pub fn new(
         catalog: Arc<CatalogWatch>,
         local: Option<Host>,
-        control: Vec<(NodeId, String)>,
+        control: Vec<ControlMember>,
         remote: Remote,
     ) -> Router {
         Router {
@@ -88,7 +89,7 @@ impl Router {
     /// Applies a catalog command through the control plane and waits until
     /// this router's catalog shows it.
     pub async fn change_catalog(&self, cmd: Command) -> Result<Outcome, ClusterError> {
-        let control: Vec<NodeId> = self.inner.control.iter().map(|(id, _)| *id).collect();
+        let control: Vec<NodeId> = self.inner.control.iter().map(|m| m.id).collect();
         let (outcome, index) = match self
             .route(CATALOG_GROUP, &control, true, Request::Propose(cmd))
             .await?
@@ -304,8 +305,8 @@ impl Router {
                 .inner
                 .control
                 .iter()
-                .find(|(id, _)| *id == target)
-                .map(|(_, a)| a.clone())
+                .find(|m| m.id == target)
+                .map(|m| m.addr.clone())
                 .ok_or_else(|| ClusterError::Unreachable(format!("node {target} is unknown")))?,
         };
         self.inner.remote.call(&addr, group, call).await
