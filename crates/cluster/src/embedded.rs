@@ -21,6 +21,9 @@ pub const EMBEDDED_NODE_ID: u64 = 1;
 pub const EMBEDDED_AZ: &str = "local";
 /// The embedded node has no internal endpoint; this names it in the catalog.
 pub const EMBEDDED_ADDR: &str = "in-process";
+/// Longest start-up waits for the catalog to reflect the control group's
+/// state on disk, in milliseconds.
+pub const CATALOG_LOAD_TIMEOUT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -69,9 +72,12 @@ impl Embedded {
         let c = catalog.clone();
         host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
         let applied = dynaraft_storage::machine::applied_index(host.tree(), CATALOG_GROUP)?;
-        tokio::time::timeout(Duration::from_secs(5), catalog.wait_for(applied))
-            .await
-            .map_err(|_| StorageError::Unavailable("catalog did not load".into()))?;
+        tokio::time::timeout(
+            Duration::from_millis(CATALOG_LOAD_TIMEOUT_MS),
+            catalog.wait_for(applied),
+        )
+        .await
+        .map_err(|_| StorageError::Unavailable("catalog did not load".into()))?;
         let record = NodeRecord {
             id: EMBEDDED_NODE_ID,
             addr: EMBEDDED_ADDR.into(),

@@ -35,6 +35,8 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 /// How long opening waits for sled's file lock (a previous instance in the
 /// same process may still be releasing it), in milliseconds.
 pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
+/// Pause between attempts to take sled's file lock, in milliseconds.
+pub const SLED_LOCK_RETRY_MS: u64 = 20;
 /// How long shutdown waits for each group's Raft tasks to release storage.
 pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
 
@@ -363,7 +365,7 @@ async fn open_sled(path: &std::path::Path) -> Result<sled::Db, StorageError> {
                 if e.to_string().contains("could not acquire lock")
                     && tokio::time::Instant::now() < deadline =>
             {
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(SLED_LOCK_RETRY_MS)).await;
             }
             Err(e) => return Err(e.into()),
         }
