@@ -3,6 +3,8 @@ CARGO ?= cargo
 VENV  := .venv
 PY    := $(VENV)/bin/python
 ARGS  ?=
+# Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
+TARGET := $(or $(CARGO_TARGET_DIR),target)
 
 .PHONY: build run cluster test test-rust test-clients test-cluster fuzz fmt lint clean
 
@@ -12,7 +14,7 @@ build:
 ## Start the embedded server on 127.0.0.1:8000 with data under ./data.
 ## Extra flags: make run ARGS="--port 9000 --in-memory"
 run: build
-	./target/release/dynaraft embedded $(ARGS)
+	$(TARGET)/release/dynaraft embedded $(ARGS)
 
 ## A local three-zone cluster as separate processes: storage nodes on
 ## 127.0.0.1:7001-7003 (az-a, az-b, az-c), the router on :8000, data under
@@ -20,7 +22,7 @@ run: build
 ## Inspect it with: ./target/release/dynaraft admin --control "$$(cat data-cluster/control)"
 cluster: build
 	@trap 'deploy/local/cluster.sh stop data-cluster' INT TERM EXIT; \
-	deploy/local/cluster.sh start ./target/release/dynaraft data-cluster 8000 7001 $(ARGS) && \
+	deploy/local/cluster.sh start $(TARGET)/release/dynaraft data-cluster 8000 7001 $(ARGS) && \
 	echo "cluster ready: router on http://127.0.0.1:8000 (Ctrl-C stops it)" && \
 	while sleep 3600; do :; done
 
@@ -40,20 +42,20 @@ $(VENV)/.installed: tests/requirements.txt
 
 test-clients: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
-	tests/scripts/cli_session.sh target/debug/dynaraft $(VENV)/bin/aws
-	$(PY) tests/scripts/boto3_session.py target/debug/dynaraft
+	tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws
+	$(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 
 ## The same client sessions, unchanged, against a local cluster of separate
 ## processes (tables split into two partitions so scans cross partitions).
-CLUSTER_TEST_DIR := target/test-cluster
+CLUSTER_TEST_DIR := $(TARGET)/test-cluster
 test-cluster: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	rm -rf $(CLUSTER_TEST_DIR)
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
-	deploy/local/cluster.sh start target/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \
+	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \
 	  --partitions-per-table 2 --transition-delay-ms 200 && \
-	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh target/debug/dynaraft $(VENV)/bin/aws && \
-	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py target/debug/dynaraft
+	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
+	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 
 ## Coverage-guided fuzzing of the expression parser and evaluator (not in
 ## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
