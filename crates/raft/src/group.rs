@@ -34,6 +34,23 @@ impl Default for Timing {
     }
 }
 
+/// How far each group's heartbeat interval is spread around the configured
+/// one, in percent either way. Groups started together (a table's
+/// partitions, a node's groups after a restart) would otherwise heartbeat in
+/// lockstep forever; with different periods they drift apart.
+pub const HEARTBEAT_JITTER_PERCENT: u64 = 10;
+
+/// The heartbeat interval of `group`: `base_ms` spread by up to
+/// [`HEARTBEAT_JITTER_PERCENT`], fixed per group (a splitmix of its id).
+pub fn jittered_heartbeat_ms(base_ms: u64, group: u64) -> u64 {
+    let mut z = group.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^= z >> 31;
+    let spread = base_ms * HEARTBEAT_JITTER_PERCENT / 100;
+    (base_ms - spread + z % (2 * spread + 1)).max(1)
+}
+
 /// A network a group can run on (the in-process router or gRPC): openraft's
 /// factory bound, named here so callers need not name openraft types.
 pub trait GroupNetwork:
@@ -95,7 +112,7 @@ impl RaftGroup {
     ) -> Result<RaftGroup, StorageError> {
         let config = openraft::Config {
             cluster_name: format!("dynaraft-group-{group}"),
-            heartbeat_interval: timing.heartbeat_interval_ms,
+            heartbeat_interval: jittered_heartbeat_ms(timing.heartbeat_interval_ms, group),
             election_timeout_min: timing.election_timeout_min_ms,
             election_timeout_max: timing.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_after_entries),
@@ -206,5 +223,18 @@ impl RaftGroup {
                 None => Err(ProposeError::Unavailable(e.to_string())),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_are_spread_within_the_jitter_and_differ_between_groups() {
+        let beats: Vec<u64> = (0..64).map(|g| jittered_heartbeat_ms(250, g)).collect();
+        assert!(beats.iter().all(|&b| (225..=275).contains(&b)), "{beats:?}");
+        let distinct: std::collections::BTreeSet<_> = beats.iter().collect();
+        assert!(distinct.len() > 20, "{distinct:?}");
     }
 }

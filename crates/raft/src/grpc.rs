@@ -3,9 +3,10 @@
 //! Server: [`serve`] exposes every group a node hosts (a [`Registry`]) on one
 //! listener. Client: [`GrpcNetwork`] keeps one tonic channel per peer
 //! address, shared by every group, so all Raft traffic between two nodes
-//! travels on one HTTP/2 connection; snapshots use their own RPC. Payloads
-//! are openraft messages as JSON; snapshot data travels raw behind a JSON
-//! header. Batching several groups' messages into one RPC is a later step.
+//! travels on one HTTP/2 connection, and appends and votes of all groups to
+//! a peer go out together in `Batch` calls ([`crate::batch`]); snapshots use
+//! their own RPC. Payloads are openraft messages as JSON; snapshot data
+//! travels raw behind a JSON header.
 
 use crate::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -22,14 +23,16 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
 #[allow(clippy::all)]
-mod pb {
+pub(crate) mod pb {
     tonic::include_proto!("dynaraft.raft.v1");
 }
 
+use crate::batch::Batcher;
 use pb::group_reply::Result as ReplyResult;
 use pb::raft_transport_client::RaftTransportClient;
 use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
-use pb::{GroupMessage, GroupReply};
+use pb::{BatchReply, BatchRequest, GroupMessage, GroupReply, MessageKind};
+use std::time::{Duration, Instant};
 
 /// Largest message the transport accepts, in bytes (snapshots included).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -67,13 +70,7 @@ impl Registry {
 }
 
 fn reply(r: Result<Vec<u8>, String>) -> Result<Response<GroupReply>, Status> {
-    let result = match r {
-        Ok(b) => ReplyResult::Ok(b),
-        Err(e) => ReplyResult::Error(e),
-    };
-    Ok(Response::new(GroupReply {
-        result: Some(result),
-    }))
+    Ok(Response::new(to_reply(r)))
 }
 
 fn decode<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
@@ -110,31 +107,47 @@ struct Service {
     registry: Registry,
 }
 
+impl Service {
+    /// Handles one append or vote of a batch.
+    async fn handle(&self, m: GroupMessage) -> Result<Vec<u8>, String> {
+        let raft = self.registry.get(m.group)?;
+        match MessageKind::try_from(m.kind) {
+            Ok(MessageKind::AppendEntries) => {
+                let rpc: AppendEntriesRequest<TypeConfig> = decode(&m.payload)?;
+                encode(&raft.append_entries(rpc).await.map_err(|e| e.to_string())?)
+            }
+            Ok(MessageKind::Vote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&m.payload)?;
+                encode(&raft.vote(rpc).await.map_err(|e| e.to_string())?)
+            }
+            _ => Err(format!("unknown message kind {}", m.kind)),
+        }
+    }
+}
+
+fn to_reply(r: Result<Vec<u8>, String>) -> GroupReply {
+    let result = match r {
+        Ok(b) => ReplyResult::Ok(b),
+        Err(e) => ReplyResult::Error(e),
+    };
+    GroupReply {
+        result: Some(result),
+    }
+}
+
 #[tonic::async_trait]
 impl RaftTransport for Service {
-    async fn append_entries(
-        &self,
-        req: Request<GroupMessage>,
-    ) -> Result<Response<GroupReply>, Status> {
-        let m = req.into_inner();
-        let result = async {
-            let raft = self.registry.get(m.group)?;
-            let rpc: AppendEntriesRequest<TypeConfig> = decode(&m.payload)?;
-            let resp = raft.append_entries(rpc).await.map_err(|e| e.to_string())?;
-            encode(&resp)
-        };
-        reply(result.await)
-    }
-
-    async fn vote(&self, req: Request<GroupMessage>) -> Result<Response<GroupReply>, Status> {
-        let m = req.into_inner();
-        let result = async {
-            let raft = self.registry.get(m.group)?;
-            let rpc: VoteRequest<TypeConfig> = decode(&m.payload)?;
-            let resp = raft.vote(rpc).await.map_err(|e| e.to_string())?;
-            encode(&resp)
-        };
-        reply(result.await)
+    /// Every message of the batch is handled concurrently (they belong to
+    /// different groups, or are independent requests of one group).
+    async fn batch(&self, req: Request<BatchRequest>) -> Result<Response<BatchReply>, Status> {
+        let messages = req.into_inner().messages;
+        let handled = messages.into_iter().map(|m| self.handle(m));
+        let replies = futures_util::future::join_all(handled)
+            .await
+            .into_iter()
+            .map(to_reply)
+            .collect();
+        Ok(Response::new(BatchReply { replies }))
     }
 
     async fn install_snapshot(
@@ -178,37 +191,72 @@ pub async fn serve(
         .await
 }
 
+/// One connection to a peer: its channel and the batcher of its Raft
+/// messages (started on first use).
+struct Peer {
+    channel: Channel,
+    batcher: Option<Batcher>,
+}
+
 /// One channel per peer address, shared by all groups of the node.
 #[derive(Clone, Default)]
 pub struct Channels {
-    peers: Arc<Mutex<HashMap<String, Channel>>>,
+    peers: Arc<Mutex<HashMap<String, Peer>>>,
+}
+
+fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
 }
 
 impl Channels {
-    /// The one channel (HTTP/2 connection) to `addr`, shared by every
-    /// group's Raft traffic and every data request to that node.
-    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+    fn with_peer<T>(&self, addr: &str, f: impl FnOnce(&mut Peer) -> T) -> Result<T, String> {
         let mut peers = self
             .peers
             .lock()
             .map_err(|_| "channel lock poisoned".to_string())?;
-        if let Some(c) = peers.get(addr) {
-            return Ok(c.clone());
+        if let Some(p) = peers.get_mut(addr) {
+            return Ok(f(p));
         }
-        let c = Endpoint::from_shared(format!("http://{addr}"))
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
             .map_err(|e| e.to_string())?
-            .connect_timeout(std::time::Duration::from_millis(CONNECT_TIMEOUT_MS))
+            .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             .connect_lazy();
-        peers.insert(addr.to_string(), c.clone());
-        Ok(c)
+        let peer = peers.entry(addr.to_string()).or_insert(Peer {
+            channel,
+            batcher: None,
+        });
+        Ok(f(peer))
     }
 
-    fn client(&self, addr: &str) -> Result<RaftTransportClient<Channel>, Unreachable<TypeConfig>> {
-        let channel = self.channel(addr).map_err(Unreachable::from_string)?;
-        Ok(RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    /// The one channel (HTTP/2 connection) to `addr`, shared by every
+    /// group's Raft traffic and every data request to that node.
+    pub fn channel(&self, addr: &str) -> Result<Channel, String> {
+        self.with_peer(addr, |p| p.channel.clone())
+    }
+
+    /// The batcher of Raft messages to `addr`; must be called on a tokio
+    /// runtime (it may start the peer's sending task).
+    fn batcher(&self, addr: &str) -> Result<Batcher, String> {
+        self.with_peer(addr, |p| {
+            p.batcher
+                .get_or_insert_with(|| Batcher::start(transport_client(p.channel.clone())))
+                .clone()
+        })
+    }
+
+    /// (batches, messages) of Raft traffic sent to all peers so far.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        let Ok(peers) = self.peers.lock() else {
+            return (0, 0);
+        };
+        peers
+            .values()
+            .filter_map(|p| p.batcher.as_ref())
+            .map(Batcher::sent)
+            .fold((0, 0), |(b, m), (b2, m2)| (b + b2, m + m2))
     }
 
     /// The network factory of one group on this node.
@@ -245,58 +293,56 @@ pub struct GrpcConnection {
     target: NodeId,
 }
 
-enum Rpc {
-    Append,
-    Vote,
-    Snapshot,
-}
-
 impl GrpcConnection {
-    /// A request encoded as JSON, its reply decoded from JSON.
-    async fn json_call<Req: Serialize, Resp: DeserializeOwned>(
+    fn unreachable(&self, e: impl std::fmt::Display) -> Unreachable<TypeConfig> {
+        Unreachable::from_string(format!("node {}: {e}", self.target))
+    }
+
+    /// Sends an append or a vote in the peer's next batch; its reply decoded
+    /// from JSON. Every failure is "unreachable" to openraft, which then
+    /// backs off and retries.
+    async fn batched<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        rpc: Rpc,
+        kind: MessageKind,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, Unreachable<TypeConfig>> {
-        let payload = encode(req).map_err(unreachable)?;
-        let b = self.call(rpc, payload, option.hard_ttl()).await?;
+        let msg = GroupMessage {
+            group: self.group,
+            payload: encode(req).map_err(unreachable)?,
+            kind: kind.into(),
+        };
+        let batcher = self.channels.batcher(&self.addr).map_err(unreachable)?;
+        let deadline = Instant::now() + option.hard_ttl();
+        let b = batcher
+            .call(msg, deadline)
+            .await
+            .map_err(|e| self.unreachable(e))?;
         decode(&b).map_err(unreachable)
     }
 
-    /// Sends one message and returns the reply payload; every failure is
-    /// "unreachable" to openraft, which then backs off and retries.
-    async fn call(
+    /// Sends a snapshot on its own RPC and returns the reply payload.
+    async fn snapshot(
         &self,
-        rpc: Rpc,
         payload: Vec<u8>,
-        ttl: std::time::Duration,
+        ttl: Duration,
     ) -> Result<Vec<u8>, Unreachable<TypeConfig>> {
-        let mut client = self.channels.client(&self.addr)?;
+        let channel = self.channels.channel(&self.addr).map_err(unreachable)?;
         let msg = GroupMessage {
             group: self.group,
             payload,
+            kind: MessageKind::Unspecified.into(),
         };
-        let sent = async {
-            match rpc {
-                Rpc::Append => client.append_entries(msg).await,
-                Rpc::Vote => client.vote(msg).await,
-                Rpc::Snapshot => client.install_snapshot(msg).await,
-            }
-        };
+        let mut client = transport_client(channel);
+        let sent = client.install_snapshot(msg);
         let resp = tokio::time::timeout(ttl, sent)
             .await
-            .map_err(|_| {
-                Unreachable::from_string(format!("node {} timed out after {ttl:?}", self.target))
-            })?
-            .map_err(|s| Unreachable::from_string(format!("node {}: {s}", self.target)))?;
+            .map_err(|_| self.unreachable(format!("timed out after {ttl:?}")))?
+            .map_err(|s| self.unreachable(s))?;
         match resp.into_inner().result {
             Some(ReplyResult::Ok(b)) => Ok(b),
-            Some(ReplyResult::Error(e)) => Err(Unreachable::from_string(format!(
-                "node {}: {e}",
-                self.target
-            ))),
-            None => Err(Unreachable::from_string("empty reply")),
+            Some(ReplyResult::Error(e)) => Err(self.unreachable(e)),
+            None => Err(self.unreachable("empty reply")),
         }
     }
 }
@@ -313,7 +359,9 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.json_call(Rpc::Append, &rpc, &option).await?)
+        Ok(self
+            .batched(MessageKind::AppendEntries, &rpc, &option)
+            .await?)
     }
 
     async fn vote(
@@ -321,7 +369,7 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Ok(self.json_call(Rpc::Vote, &rpc, &option).await?)
+        Ok(self.batched(MessageKind::Vote, &rpc, &option).await?)
     }
 
     async fn full_snapshot(
@@ -332,7 +380,38 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let payload = encode_snapshot(&vote, &snapshot).map_err(unreachable)?;
-        let b = self.call(Rpc::Snapshot, payload, option.hard_ttl()).await?;
+        let b = self.snapshot(payload, option.hard_ttl()).await?;
         Ok(decode(&b).map_err(unreachable)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Messages of several groups queued together go out as one batch, and
+    /// each sender gets the reply to its own message (here: the receiving
+    /// node hosts none of the groups, and says which one it lacks).
+    #[tokio::test(flavor = "current_thread")]
+    async fn messages_to_one_peer_share_a_batch_and_get_their_own_replies() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(serve(Registry::default(), listener, std::future::pending()));
+        let channels = Channels::default();
+        let batcher = channels.batcher(&addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let calls = (1..=10u64).map(|group| {
+            let msg = GroupMessage {
+                group,
+                payload: Vec::new(),
+                kind: MessageKind::Vote.into(),
+            };
+            batcher.call(msg, deadline)
+        });
+        let replies = futures_util::future::join_all(calls).await;
+        for (group, r) in (1..=10u64).zip(replies) {
+            assert_eq!(r, Err(format!("group {group} is not hosted here")));
+        }
+        assert_eq!(channels.batch_stats(), (1, 10));
     }
 }

@@ -7,11 +7,13 @@
 //! - [`state_machine`]: the deterministic storage state machine, with the
 //!   Raft applied log id and membership in the same sled batch as the data.
 //! - [`network`]: an in-process network for tests and simulation.
-//! - [`grpc`]: the gRPC transport between nodes (`proto/raft.proto`).
+//! - [`grpc`]: the gRPC transport between nodes (`proto/raft.proto`), with
+//!   [`batch`] coalescing all groups' messages to a peer into one call.
 //! - [`group`]: one group on one node, and `propose`.
 //!
 //! Depends on storage and model; must never depend on the API layer.
 
+pub mod batch;
 pub mod group;
 pub mod grpc;
 pub mod log_store;
