@@ -1,8 +1,8 @@
-//! `TestCluster`: N storage nodes (zones az-a, az-b, az-c, ...) in this
-//! process, each with its own data directory and a gRPC endpoint on
-//! 127.0.0.1, all of them control-plane members, plus a standalone router
-//! serving the DynamoDB API on port 0. Nodes can be killed (shut down) and
-//! restarted on the same address and data directory.
+//! `TestCluster`: storage nodes in given zones in this process, each with
+//! its own data directory and a gRPC endpoint on 127.0.0.1, the first three
+//! of them control-plane members, plus a standalone router serving the
+//! DynamoDB API on port 0. Nodes can be killed (shut down) and restarted on
+//! the same address and data directory.
 
 use crate::client_for;
 use aws_sdk_dynamodb::Client;
@@ -25,10 +25,20 @@ pub fn test_timing() -> Timing {
     }
 }
 
+/// Control-plane members of a test cluster: its first nodes.
+pub const TEST_CONTROL_MEMBERS: usize = 3;
+/// Replace-after time of test clusters unless a test sets one, in
+/// milliseconds: long enough that no test re-replicates by accident.
+pub const TEST_REPLACE_AFTER_MS: u64 = 600_000;
+
 pub struct TestCluster {
     pub client: Client,
     pub api_addr: SocketAddr,
+    /// Every node: id, address and zone.
+    pub all: Vec<ControlMember>,
+    /// The control-plane members (the first nodes).
     pub members: Vec<ControlMember>,
+    replace_after_ms: u64,
     nodes: Vec<Option<ClusterNode>>,
     root: PathBuf,
     server: Option<Server>,
@@ -39,27 +49,44 @@ impl TestCluster {
     /// Boots `n` nodes in zones az-a, az-b, ... and a router; tables are
     /// created with `partitions` partitions each.
     pub async fn start(name: &str, n: usize, partitions: usize) -> TestCluster {
+        let zones: Vec<String> = (0..n)
+            .map(|i| format!("az-{}", (b'a' + i as u8) as char))
+            .collect();
+        Self::start_in(name, &zones, partitions, TEST_REPLACE_AFTER_MS).await
+    }
+
+    /// Boots one node per entry of `zones` (node i + 1 in `zones[i]`) and a
+    /// router; down nodes' replicas move after `replace_after_ms`.
+    pub async fn start_in(
+        name: &str,
+        zones: &[String],
+        partitions: usize,
+        replace_after_ms: u64,
+    ) -> TestCluster {
+        let n = zones.len();
         let root =
             std::env::temp_dir().join(format!("dynaraft-cluster-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         let mut listeners = Vec::new();
-        let mut members = Vec::new();
-        for i in 0..n {
+        let mut all = Vec::new();
+        for (i, az) in zones.iter().enumerate() {
             let l = tokio::net::TcpListener::bind("127.0.0.1:0")
                 .await
                 .expect("bind");
             let addr = l.local_addr().expect("addr").to_string();
-            members.push(ControlMember {
+            all.push(ControlMember {
                 id: i as u64 + 1,
                 addr,
-                az: format!("az-{}", (b'a' + i as u8) as char),
+                az: az.clone(),
             });
             listeners.push(l);
         }
         let mut c = TestCluster {
             client: client_for("127.0.0.1:1".parse().expect("addr")),
             api_addr: "127.0.0.1:1".parse().expect("addr"),
-            members,
+            members: all.iter().take(TEST_CONTROL_MEMBERS).cloned().collect(),
+            all,
+            replace_after_ms,
             nodes: Vec::new(),
             root,
             server: None,
@@ -95,7 +122,7 @@ impl TestCluster {
     }
 
     async fn open(&self, i: usize, listener: tokio::net::TcpListener) -> ClusterNode {
-        let m = &self.members[i];
+        let m = &self.all[i];
         let dir = self.root.join(format!("node-{}", m.id));
         let mut host = HostConfig::new(m.id, &m.az, &m.addr, Some(dir));
         host.timing = test_timing();
@@ -103,6 +130,7 @@ impl TestCluster {
             host,
             control: self.members.clone(),
             ttl_sweep_interval_ms: crate::TEST_TTL_SWEEP_MS,
+            replace_after_ms: self.replace_after_ms,
         };
         ClusterNode::start(cfg, listener).await.expect("start node")
     }
@@ -133,7 +161,7 @@ impl TestCluster {
 
     /// Starts node `i` again on its address and data directory.
     pub async fn restart(&mut self, i: usize) {
-        let addr = self.members[i].addr.clone();
+        let addr = self.all[i].addr.clone();
         let mut listener = None;
         for _ in 0..100 {
             match tokio::net::TcpListener::bind(&addr).await {

@@ -8,7 +8,7 @@
 use arc_swap::ArcSwap;
 use dynaraft_model::KeySchema;
 use dynaraft_storage::machine::{self, CATALOG_GROUP};
-use dynaraft_storage::{NodeRecord, StorageError, TableMeta};
+use dynaraft_storage::{NodeRecord, PartitionMeta, StorageError, TableMeta};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -26,9 +26,29 @@ pub struct Catalog {
     pub version: u64,
     pub tables: BTreeMap<String, Arc<Table>>,
     pub nodes: BTreeMap<u64, NodeRecord>,
+    /// Every table partition by group id, with its table's name.
+    pub partitions: BTreeMap<u64, (String, PartitionMeta)>,
 }
 
 impl Catalog {
+    fn new(
+        version: u64,
+        tables: BTreeMap<String, Arc<Table>>,
+        nodes: BTreeMap<u64, NodeRecord>,
+    ) -> Catalog {
+        let partitions = tables
+            .values()
+            .flat_map(|t| t.meta.partitions.iter().map(|p| (t.meta.name.clone(), p)))
+            .map(|(name, p)| (p.group, (name, p.clone())))
+            .collect();
+        Catalog {
+            version,
+            tables,
+            nodes,
+            partitions,
+        }
+    }
+
     /// Reads the catalog from a sled tree holding a control-group replica.
     pub fn load(tree: &dynaraft_storage::sled::Tree) -> Result<Catalog, StorageError> {
         let version = machine::applied_index(tree, CATALOG_GROUP)?;
@@ -45,11 +65,7 @@ impl Catalog {
             let n: NodeRecord = decode(&v)?;
             nodes.insert(n.id, n);
         }
-        Ok(Catalog {
-            version,
-            tables,
-            nodes,
-        })
+        Ok(Catalog::new(version, tables, nodes))
     }
 
     /// Rebuilds a catalog received from another node.
@@ -62,21 +78,22 @@ impl Catalog {
                 (meta.name.clone(), Arc::new(Table { meta, schema }))
             })
             .collect();
-        Catalog {
-            version: doc.version,
-            tables,
-            nodes: doc.nodes.into_iter().map(|n| (n.id, n)).collect(),
-        }
+        let nodes = doc.nodes.into_iter().map(|n| (n.id, n)).collect();
+        Catalog::new(doc.version, tables, nodes)
     }
 
-    /// Groups with a replica on `node`.
-    pub fn groups_of(&self, node: u64) -> BTreeMap<u64, Vec<u64>> {
-        self.tables
-            .values()
-            .flat_map(|t| &t.meta.partitions)
-            .filter(|p| p.replicas.contains(&node))
-            .map(|p| (p.group, p.replicas.clone()))
+    /// The partitions with a replica on `node`, by group.
+    pub fn groups_of(&self, node: u64) -> BTreeMap<u64, &PartitionMeta> {
+        self.partitions
+            .iter()
+            .filter(|(_, (_, p))| p.replicas.contains(&node))
+            .map(|(g, (_, p))| (*g, p))
             .collect()
+    }
+
+    /// The partition replicated by `group`.
+    pub fn partition(&self, group: u64) -> Option<&PartitionMeta> {
+        self.partitions.get(&group).map(|(_, p)| p)
     }
 }
 

@@ -2,7 +2,8 @@
 //! the catalog they and the routers read ([`catalog`]), the reconciler that
 //! starts and removes a node's replicas as the catalog changes
 //! ([`reconcile`]), the router that sends each request to the right group
-//! and replica ([`router`]), the TTL sweeper ([`ttl`]), and the one-node
+//! and replica ([`router`]), liveness and re-replication of the replicas of
+//! down nodes ([`repair`]), the TTL sweeper ([`ttl`]), and the one-node
 //! case of all of it ([`embedded`]); [`node`] starts a storage node of a
 //! multi-node cluster, [`service`] and [`remote`] are the two ends of the
 //! data RPCs whose payloads [`wire`] defines.
@@ -22,6 +23,7 @@ pub mod host;
 pub mod node;
 pub mod reconcile;
 pub mod remote;
+pub mod repair;
 pub mod router;
 pub mod service;
 pub mod ttl;

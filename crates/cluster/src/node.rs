@@ -9,7 +9,7 @@ use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
 use crate::remote::{self, Remote};
 use crate::router::Router;
-use crate::{ClusterError, reconcile, service, ttl};
+use crate::{ClusterError, reconcile, repair, service, ttl};
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
@@ -51,6 +51,9 @@ pub struct NodeConfig {
     pub host: HostConfig,
     pub control: Vec<ControlMember>,
     pub ttl_sweep_interval_ms: u64,
+    /// How long a node may stay silent before its replicas are re-created
+    /// on another node of its zone (see `repair`).
+    pub replace_after_ms: u64,
 }
 
 /// A running storage node.
@@ -113,6 +116,10 @@ impl ClusterNode {
         };
         let r = router.clone();
         host.spawn(move |_, stop| register(r, record, stop));
+        if cfg.control.iter().any(|m| m.id == host.id()) {
+            let (r, after) = (router.clone(), Duration::from_millis(cfg.replace_after_ms));
+            host.spawn(move |h, stop| repair::run(h, r, after, stop));
+        }
         spawn_replica_tasks(&host, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(ClusterNode {
             host,

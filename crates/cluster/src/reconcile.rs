@@ -1,28 +1,40 @@
 //! Keeps a storage node's replicas equal to what the catalog assigns it:
 //! starts the replicas of new partitions (the first replica named by the
-//! placement initialises the group's membership) and removes those of
-//! dropped tables. Also feeds the catalog from a local control-plane
-//! replica: every applied batch of group 0 republishes the snapshot.
+//! original placement, epoch 1, initialises the group's membership) and
+//! removes those it no longer holds. The catalog is the desired state and
+//! Raft membership follows it: the leader of each group changes the voters
+//! to the catalog's replicas when they differ (after a re-replication, see
+//! `repair`), adding new replicas as learners first so they catch up before
+//! they count towards the quorum. Runs on every catalog change and every
+//! [`RECONCILE_PERIOD_MS`], since leadership moves without catalog changes.
+//!
+//! Also feeds the catalog from a local control-plane replica: every applied
+//! batch of group 0 republishes the snapshot.
 
 use crate::catalog::{Catalog, CatalogWatch};
 use crate::host::Host;
-use dynaraft_raft::NodeInfo;
+use dynaraft_raft::{NodeInfo, ProposeError, RaftGroup};
 use dynaraft_storage::StorageError;
 use dynaraft_storage::machine::CATALOG_GROUP;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
 /// Pause before retrying a reconciliation that failed, in milliseconds.
 pub const RECONCILE_RETRY_MS: u64 = 500;
+/// Pause between reconciliations when nothing failed, in milliseconds.
+pub const RECONCILE_PERIOD_MS: u64 = 1_000;
+/// Longest a membership change may take, including a new replica's catch-up
+/// (it is retried after that), in milliseconds.
+pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 30_000;
 
 /// Reconciles on every catalog change until the node shuts down.
 pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Receiver<bool>) {
     let mut changes = catalog.subscribe();
     loop {
         let pause = match reconcile_once(&host, &catalog.get()).await {
-            Ok(()) => Duration::MAX,
+            Ok(()) => Duration::from_millis(RECONCILE_PERIOD_MS),
             Err(e) => {
                 tracing::warn!(node = host.id(), error = %e, "reconcile failed; will retry");
                 Duration::from_millis(RECONCILE_RETRY_MS)
@@ -36,28 +48,66 @@ pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Re
     }
 }
 
-/// Starts missing replicas and removes unassigned ones, once.
+/// Starts missing replicas, aligns the voters of the groups this node
+/// leads, and removes replicas the catalog no longer assigns here, once.
 pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<(), StorageError> {
     if catalog.version == 0 {
         // Nothing known yet: never remove replicas on an empty catalog.
         return Ok(());
     }
     let want = catalog.groups_of(host.id());
-    for (group, replicas) in &want {
-        if host.group(*group).is_some() {
-            continue;
+    for (group, p) in &want {
+        match host.group(*group) {
+            Some(g) => align_voters(&g, catalog, &p.replicas).await?,
+            None => {
+                // A replica added later (epoch > 1) joins through the
+                // leader's membership change, never by initialising.
+                let first = p.epoch == 1 && p.replicas.first() == Some(&host.id());
+                let init = first.then(|| members(catalog, &p.replicas)).flatten();
+                host.start_group(*group, init).await?;
+            }
         }
-        let init = (replicas.first() == Some(&host.id()))
-            .then(|| members(catalog, replicas))
-            .flatten();
-        host.start_group(*group, init).await?;
     }
     for g in host.hosted() {
-        if g != CATALOG_GROUP && !want.contains_key(&g) {
-            host.remove_group(g).await?;
+        if g == CATALOG_GROUP || want.contains_key(&g) {
+            continue;
         }
+        // A replica moved away: if this node still leads the group, it hands
+        // the membership to the catalog's replicas before leaving.
+        if let (Some(p), Some(group)) = (catalog.partition(g), host.group(g)) {
+            align_voters(&group, catalog, &p.replicas).await?;
+        }
+        host.remove_group(g).await?;
     }
     Ok(())
+}
+
+/// On the group's leader, changes the voters to `replicas` if they differ.
+async fn align_voters(
+    group: &RaftGroup,
+    catalog: &Catalog,
+    replicas: &[u64],
+) -> Result<(), StorageError> {
+    let want: BTreeSet<u64> = replicas.iter().copied().collect();
+    if !group.is_leader() || group.voters() == want {
+        return Ok(());
+    }
+    let Some(voters) = members(catalog, replicas) else {
+        return Err(StorageError::Unavailable(format!(
+            "group {}: a replica is not registered yet",
+            group.group
+        )));
+    };
+    tracing::info!(group = group.group, from = ?group.voters(), to = ?want, "changing voters");
+    let limit = Duration::from_millis(MEMBERSHIP_CHANGE_TIMEOUT_MS);
+    match tokio::time::timeout(limit, group.change_voters(voters)).await {
+        Ok(Ok(())) | Ok(Err(ProposeError::NotLeader { .. })) => Ok(()),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(StorageError::Unavailable(format!(
+            "group {}: membership change timed out",
+            group.group
+        ))),
+    }
 }
 
 /// The replicas' addresses and zones; `None` while one is not registered.

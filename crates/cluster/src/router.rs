@@ -207,6 +207,14 @@ impl Router {
         Ok((count, bytes))
     }
 
+    /// Whether node `id` answers (one attempt, no retries).
+    pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
+        match self.attempt(id, CATALOG_GROUP, &Request::Ping).await? {
+            Reply::Pong => Ok(()),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Tries replicas of `group` until one serves `call`, following leader
     /// hints, within [`ROUTE_DEADLINE_MS`].
     async fn route(

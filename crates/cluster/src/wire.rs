@@ -33,6 +33,8 @@ pub enum Request {
         consistent: bool,
     },
     Stats,
+    /// Whether the node is up (the control plane's liveness probe).
+    Ping,
     /// The Raft state of every group the node hosts (for `dynaraft admin`).
     Status,
     /// The catalog once its version exceeds `since`, or after
@@ -48,6 +50,7 @@ pub enum Reply {
     Item(Option<Item>),
     Page(Page),
     Stats(u64, u64),
+    Pong,
     Status(Vec<GroupStatus>),
     Catalog(CatalogDoc),
 }
@@ -145,6 +148,7 @@ pub async fn execute(
             let (c, b) = host.stats(group)?;
             Reply::Stats(c, b)
         }
+        Request::Ping => Reply::Pong,
         Request::Status => Reply::Status(
             host.hosted()
                 .into_iter()

@@ -164,6 +164,47 @@ impl RaftGroup {
         self.raft.metrics().borrow_watched().current_leader
     }
 
+    /// The voters of the group's membership as this replica knows it (both
+    /// halves while a joint membership is in effect).
+    pub fn voters(&self) -> std::collections::BTreeSet<NodeId> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.membership_config.membership().voter_ids().collect()
+    }
+
+    /// Whether this replica is the group's leader now.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.node)
+    }
+
+    /// Makes `voters` the group's voters, from the leader: each new one
+    /// joins as a learner and is waited for until it has caught up (from
+    /// the log or a snapshot), then the voter set is replaced in one joint
+    /// change; replicas left out leave the membership.
+    pub async fn change_voters(
+        &self,
+        voters: std::collections::BTreeMap<NodeId, crate::NodeInfo>,
+    ) -> Result<(), ProposeError> {
+        let current = self.voters();
+        for (id, info) in &voters {
+            if !current.contains(id) {
+                let added = self.raft.add_learner(*id, info.clone(), true).await;
+                added.map_err(propose_error)?;
+            }
+        }
+        let ids = voters
+            .keys()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>();
+        let change = openraft::ChangeMembers::ReplaceAllVoters(ids);
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(propose_error)?;
+        Ok(())
+    }
+
     /// Whether this replica is the group's only voter (then it is always the
     /// leader, and everything it has applied is every acknowledged write).
     fn sole_voter(&self) -> bool {
@@ -216,13 +257,24 @@ impl RaftGroup {
     pub async fn propose(&self, ts_ms: u64, cmd: Command) -> Result<(Outcome, u64), ProposeError> {
         match self.raft.client_write(Entry { ts_ms, cmd }).await {
             Ok(resp) => Ok((resp.data, resp.log_id.index)),
-            Err(e) => match e.forward_to_leader() {
-                Some(f) => Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                }),
-                None => Err(ProposeError::Unavailable(e.to_string())),
-            },
+            Err(e) => Err(propose_error(e)),
         }
+    }
+}
+
+/// A failed client write or membership change: a redirect when openraft
+/// names a leader to forward to, unavailable otherwise.
+fn propose_error(
+    e: openraft::error::RaftError<
+        crate::types::TypeConfig,
+        openraft::error::ClientWriteError<crate::types::TypeConfig>,
+    >,
+) -> ProposeError {
+    match e.forward_to_leader() {
+        Some(f) => ProposeError::NotLeader {
+            leader: f.leader_id,
+        },
+        None => ProposeError::Unavailable(e.to_string()),
     }
 }
 

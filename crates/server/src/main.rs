@@ -59,6 +59,10 @@ struct NodeArgs {
     /// Raft election timeout (randomised between it and twice it), in milliseconds.
     #[arg(long, default_value_t = 1500)]
     election_timeout_ms: u64,
+    /// How long a node may stay unreachable before the control plane
+    /// re-creates its replicas on another node of its zone, in milliseconds.
+    #[arg(long, default_value_t = dynaraft_cluster::repair::DEFAULT_REPLACE_AFTER_MS)]
+    replace_after_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +156,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         host,
         control: control_members(&args.control)?,
         ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
+        replace_after_ms: args.replace_after_ms,
     };
     let node = ClusterNode::start(cfg, listener).await?;
     tracing::info!(id = args.id, az = %args.az, addr = %args.listen, "dynaraft storage node running");

@@ -28,6 +28,15 @@ pub enum Command {
     DropTable { name: String },
     /// Catalog group: add or update a storage node in the registry.
     RegisterNode(NodeRecord),
+    /// Catalog group: move `group`'s replica from node `old` to node `new`
+    /// (re-replication after `old` stayed down), bumping the partition's
+    /// epoch. Applying it twice changes nothing the second time.
+    ReplaceReplica {
+        table: String,
+        group: u64,
+        old: u64,
+        new: u64,
+    },
     /// Data group: a single-item write.
     Write(WriteCommand),
 }
@@ -75,6 +84,12 @@ impl std::fmt::Display for Entry {
             Command::ReplaceTableMeta(m) => format!("ReplaceTableMeta({})", m.name),
             Command::DropTable { name } => format!("DropTable({name})"),
             Command::RegisterNode(n) => format!("RegisterNode({}@{})", n.id, n.az),
+            Command::ReplaceReplica {
+                table,
+                group,
+                old,
+                new,
+            } => format!("ReplaceReplica({table}, group {group}, {old} -> {new})"),
             Command::Write(w) => format!("{:?}({} key bytes)", w.kind, w.storage_key.len()),
         };
         write!(f, "{what}@{}", self.ts_ms)

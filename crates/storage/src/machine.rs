@@ -251,6 +251,27 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             );
             Ok(Outcome::Done)
         }
+        Command::ReplaceReplica {
+            table,
+            group,
+            old,
+            new,
+        } => {
+            let Some(mut meta) = get_table(ov, table)? else {
+                return Ok(Outcome::TableMissing);
+            };
+            let Some(p) = meta.partitions.iter_mut().find(|p| p.group == *group) else {
+                return Ok(Outcome::Done);
+            };
+            if let Some(slot) = p.replicas.iter().position(|r| r == old)
+                && !p.replicas.contains(new)
+            {
+                p.replicas[slot] = *new;
+                p.epoch += 1;
+                put_table(ov, &meta);
+            }
+            Ok(Outcome::Table(Box::new(meta)))
+        }
         Command::SetTableStatus { name, status } => match get_table(ov, name)? {
             Some(mut meta) => {
                 meta.status = *status;
@@ -400,4 +421,78 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
     ov.add_i64(meta_key(group, "count"), count_delta)?;
     ov.add_i64(meta_key(group, "bytes"), new_size - old_size)?;
     Ok(Outcome::Written { old, new })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{PartitionMeta, TableStatus};
+
+    fn run(tree: &sled::Tree, index: u64, cmd: Command) -> Outcome {
+        let mut ov = Overlay::new(tree);
+        let outcome = apply(&mut ov, CATALOG_GROUP, &Entry { ts_ms: 1, cmd }).unwrap();
+        ov.commit(CATALOG_GROUP, index).unwrap();
+        outcome
+    }
+
+    fn table(name: &str, partitions: usize) -> TableMeta {
+        TableMeta {
+            name: name.into(),
+            partitions: PartitionMeta::even_split(partitions),
+            status: TableStatus::Active,
+            created_ms: 0,
+            hash_key: ("pk".into(), "S".into()),
+            range_key: None,
+            attributes: vec![("pk".into(), "S".into())],
+            billing_mode: "PAY_PER_REQUEST".into(),
+            read_capacity: 0,
+            write_capacity: 0,
+            tags: BTreeMap::new(),
+            deletion_protection: false,
+            last_increase_ms: 0,
+            last_decrease_ms: 0,
+            decreases_today: 0,
+            ttl_attribute: None,
+        }
+    }
+
+    fn node(id: u64, az: &str) -> Command {
+        Command::RegisterNode(NodeRecord {
+            id,
+            addr: format!("n{id}"),
+            az: az.into(),
+        })
+    }
+
+    /// Placement puts one replica per zone on the least-loaded node; a
+    /// replacement keeps the replica's position, bumps the epoch once, and
+    /// is a no-op when repeated or when `old` holds no replica.
+    #[test]
+    fn replace_replica_moves_one_replica_and_bumps_the_epoch_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")].iter().enumerate() {
+            run(&tree, i as u64 + 1, node(*id, az));
+        }
+        let Outcome::Table(t) = run(&tree, 5, Command::CreateTable(table("t", 2))) else {
+            panic!("create failed");
+        };
+        let placed: Vec<_> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(placed, vec![vec![1, 2, 3], vec![4, 2, 3]]);
+        let group = t.partitions[0].group;
+        let replace = |old, new| Command::ReplaceReplica {
+            table: "t".into(),
+            group,
+            old,
+            new,
+        };
+        for (index, (old, new)) in [(6, (1, 4)), (7, (1, 4)), (8, (9, 4))] {
+            let Outcome::Table(t) = run(&tree, index, replace(old, new)) else {
+                panic!("replace failed");
+            };
+            assert_eq!(t.partitions[0].replicas, vec![4, 2, 3]);
+            assert_eq!(t.partitions[0].epoch, 2);
+            assert_eq!(t.partitions[1].epoch, 1);
+        }
+    }
 }
