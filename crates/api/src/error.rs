@@ -120,7 +120,11 @@ impl From<dynaraft_cluster::ClusterError> for ApiError {
             C::Storage(s) => s.into(),
             // Not leader, stale map or no quorum after the router's retries:
             // the write did not happen or may not have; the client retries.
-            C::NotLeader { .. } | C::NoGroup(_) | C::Unreachable(_) | C::Unavailable(_) => {
+            C::NotLeader { .. }
+            | C::NoGroup(_)
+            | C::StaleEpoch { .. }
+            | C::Unreachable(_)
+            | C::Unavailable(_) => {
                 tracing::warn!(error = %e, "request could not be served");
                 ApiError::ServiceUnavailable(e.to_string())
             }

@@ -14,7 +14,7 @@ async fn catalog(remote: &Remote, control: &[ControlMember]) -> Result<CatalogDo
     let mut last = ClusterError::Unavailable("no control members given".into());
     for m in control {
         match remote
-            .call(&m.addr, 0, &Request::Catalog { since: 0 })
+            .call(&m.addr, 0, 0, &Request::Catalog { since: 0 })
             .await
         {
             Ok(Reply::Catalog(doc)) => return Ok(doc),
@@ -31,7 +31,7 @@ pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
     let doc = catalog(&remote, control).await?;
     let mut status: BTreeMap<u64, Option<BTreeMap<u64, GroupStatus>>> = BTreeMap::new();
     for n in &doc.nodes {
-        let s = match remote.call(&n.addr, 0, &Request::Status).await {
+        let s = match remote.call(&n.addr, 0, 0, &Request::Status).await {
             Ok(Reply::Status(groups)) => Some(groups.into_iter().map(|g| (g.group, g)).collect()),
             _ => None,
         };

@@ -46,6 +46,11 @@ pub enum ClusterError {
     /// The node does not host the group (the caller's map is stale).
     #[error("group {0} is not hosted here")]
     NoGroup(u64),
+    /// The caller routed with an older epoch of the partition than the
+    /// node's catalog (version `version`) has: refresh the map, re-resolve
+    /// the key, retry.
+    #[error("stale partition map for group {group}; catalog version {version} is newer")]
+    StaleEpoch { group: u64, version: u64 },
     /// The request never reached the node (it could not be connected to):
     /// trying another replica is safe.
     #[error("unreachable: {0}")]

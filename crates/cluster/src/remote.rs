@@ -31,8 +31,15 @@ impl Remote {
         Remote { channels }
     }
 
-    /// Sends `req` for `group` to the node at `addr`.
-    pub async fn call(&self, addr: &str, group: u64, req: &Request) -> Result<Reply, ClusterError> {
+    /// Sends `req` for `group` (at partition `epoch`, 0 when not routed by
+    /// the map) to the node at `addr`.
+    pub async fn call(
+        &self,
+        addr: &str,
+        group: u64,
+        epoch: u64,
+        req: &Request,
+    ) -> Result<Reply, ClusterError> {
         let channel = self
             .channels
             .channel(addr)
@@ -42,7 +49,11 @@ impl Remote {
             .max_encoding_message_size(MAX_DATA_MESSAGE_BYTES);
         let payload = serde_json::to_vec(req)
             .map_err(|e| ClusterError::Unavailable(format!("encode: {e}")))?;
-        let sent = client.call(DataRequest { group, payload });
+        let sent = client.call(DataRequest {
+            group,
+            payload,
+            epoch,
+        });
         let timeout = Duration::from_millis(REMOTE_CALL_TIMEOUT_MS);
         let resp = match tokio::time::timeout(timeout, sent).await {
             Err(_) => {
@@ -100,7 +111,7 @@ pub async fn feed_catalog(
         let addr = &addrs[next % addrs.len()];
         let since = catalog.get().version;
         let req = Request::Catalog { since };
-        let poll = remote.call(addr, 0, &req);
+        let poll = remote.call(addr, 0, 0, &req);
         let result = tokio::select! {
             r = poll => r,
             _ = dynaraft_storage::stop_requested(&mut shutdown) => return,

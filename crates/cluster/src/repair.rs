@@ -126,3 +126,80 @@ pub fn plan(catalog: &Catalog, down: &BTreeSet<u64>, up: &BTreeSet<u64>) -> Vec<
     }
     moves
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::CatalogDoc;
+    use dynaraft_storage::{NodeRecord, PartitionMeta, TableMeta};
+
+    fn catalog(nodes: &[(u64, &str)], partitions: &[(u64, &[u64])]) -> Catalog {
+        let partitions = partitions
+            .iter()
+            .map(|(group, replicas)| PartitionMeta {
+                group: *group,
+                hash_lo: *group,
+                replicas: replicas.to_vec(),
+                epoch: 1,
+            })
+            .collect();
+        let table = TableMeta {
+            name: "t".into(),
+            partitions,
+            ..TableMeta::default()
+        };
+        let nodes = nodes
+            .iter()
+            .map(|(id, az)| NodeRecord {
+                id: *id,
+                addr: format!("n{id}"),
+                az: az.to_string(),
+            })
+            .collect();
+        Catalog::from_doc(CatalogDoc {
+            version: 1,
+            tables: vec![table],
+            nodes,
+        })
+    }
+
+    fn moves(cmds: Vec<Command>) -> Vec<(u64, u64, u64)> {
+        cmds.into_iter()
+            .map(|c| match c {
+                Command::ReplaceReplica {
+                    group, old, new, ..
+                } => (group, old, new),
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect()
+    }
+
+    /// Node 1 (az-a) is down: its replicas go to az-a nodes that are up,
+    /// least loaded first (node 4 holds none and node 5 one, so node 4 gets
+    /// the first; then they tie and the lower id wins). Node 6 is down too,
+    /// and nodes of other zones are never chosen.
+    #[test]
+    fn a_down_nodes_replicas_move_to_the_least_loaded_live_node_of_its_zone() {
+        let c = catalog(
+            &[(1, "a"), (2, "b"), (3, "c"), (4, "a"), (5, "a"), (6, "a")],
+            &[(10, &[1, 2, 3]), (11, &[1, 2, 3]), (12, &[5, 2, 3])],
+        );
+        let up = [2, 3, 4, 5].into();
+        let got = moves(plan(&c, &[1].into(), &up));
+        assert_eq!(got, vec![(10, 1, 4), (11, 1, 4)]);
+        let up = [2, 3, 5].into();
+        assert_eq!(
+            moves(plan(&c, &[1].into(), &up)),
+            vec![(10, 1, 5), (11, 1, 5)]
+        );
+    }
+
+    #[test]
+    fn a_zone_without_a_spare_live_node_keeps_its_replica() {
+        let c = catalog(
+            &[(1, "a"), (2, "b"), (3, "c"), (4, "b")],
+            &[(10, &[1, 2, 3])],
+        );
+        assert!(plan(&c, &[1].into(), &[2, 3, 4].into()).is_empty());
+    }
+}

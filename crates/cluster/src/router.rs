@@ -13,6 +13,15 @@
 //!
 //! Scan and multi-partition reads walk the partitions in hash order and
 //! share one page budget (items and bytes) across them.
+//!
+//! The partition map is a cache. Every attempt re-reads the group's
+//! replicas from the newest catalog, and each request carries the epoch of
+//! the partition it was resolved to; a node whose catalog has a newer epoch
+//! rejects it (`StaleEpoch`, with its catalog version), and the router waits
+//! until its own catalog has reached that version, resolves the key again
+//! and retries. Caveat: range reads are clamped to a partition's range
+//! before they are routed; when splits exist, a stale range read will have
+//! to be re-clamped too, not only re-routed.
 
 use crate::ClusterError;
 use crate::catalog::{CatalogWatch, Table};
@@ -89,9 +98,8 @@ impl Router {
     /// Applies a catalog command through the control plane and waits until
     /// this router's catalog shows it.
     pub async fn change_catalog(&self, cmd: Command) -> Result<Outcome, ClusterError> {
-        let control: Vec<NodeId> = self.inner.control.iter().map(|m| m.id).collect();
         let (outcome, index) = match self
-            .route(CATALOG_GROUP, &control, true, Request::Propose(cmd))
+            .route(Target::Control, true, Request::Propose(cmd))
             .await?
         {
             Reply::Proposed(o, i) => (o, i),
@@ -106,14 +114,9 @@ impl Router {
 
     /// Applies a single-item write in the partition owning its key.
     pub async fn write(&self, table: &Table, cmd: WriteCommand) -> Result<Outcome, ClusterError> {
-        let p = partition(table, &cmd.storage_key)?;
+        let target = Target::key(table, &cmd.storage_key);
         match self
-            .route(
-                p.group,
-                &p.replicas,
-                true,
-                Request::Propose(Command::Write(cmd)),
-            )
+            .route(target, true, Request::Propose(Command::Write(cmd)))
             .await?
         {
             Reply::Proposed(o, _) => Ok(o),
@@ -127,12 +130,12 @@ impl Router {
         storage_key: &[u8],
         consistent: bool,
     ) -> Result<Option<Item>, ClusterError> {
-        let p = partition(table, storage_key)?;
         let call = Request::Get {
             key: storage_key.to_vec(),
             consistent,
         };
-        match self.route(p.group, &p.replicas, consistent, call).await? {
+        let target = Target::key(table, storage_key);
+        match self.route(target, consistent, call).await? {
             Reply::Item(i) => Ok(i),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
@@ -176,8 +179,8 @@ impl Router {
                 opts: sub,
                 consistent,
             };
-            let p = &parts[i];
-            let got = match self.route(p.group, &p.replicas, consistent, call).await? {
+            let target = Target::hash(table, parts[i].hash_lo);
+            let got = match self.route(target, consistent, call).await? {
                 Reply::Page(got) => got,
                 _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
             };
@@ -196,10 +199,11 @@ impl Router {
     pub async fn stats(&self, meta: &TableMeta) -> Result<(u64, u64), ClusterError> {
         let (mut count, mut bytes) = (0, 0);
         for p in &meta.partitions {
-            if let Reply::Stats(c, b) = self
-                .route(p.group, &p.replicas, false, Request::Stats)
-                .await?
-            {
+            let target = Target::Partition {
+                table: &meta.name,
+                hash: p.hash_lo,
+            };
+            if let Reply::Stats(c, b) = self.route(target, false, Request::Stats).await? {
                 count += c;
                 bytes += b;
             }
@@ -209,35 +213,60 @@ impl Router {
 
     /// Whether node `id` answers (one attempt, no retries).
     pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
-        match self.attempt(id, CATALOG_GROUP, &Request::Ping).await? {
+        match self.attempt(id, CATALOG_GROUP, 0, &Request::Ping).await? {
             Reply::Pong => Ok(()),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
     }
 
-    /// Tries replicas of `group` until one serves `call`, following leader
-    /// hints, within [`ROUTE_DEADLINE_MS`].
+    /// Where `target` is now, by the newest catalog.
+    fn place(&self, target: &Target) -> Result<Placement, ClusterError> {
+        match target {
+            Target::Control => Ok(Placement {
+                group: CATALOG_GROUP,
+                replicas: self.inner.control.iter().map(|m| m.id).collect(),
+                epoch: 0,
+            }),
+            Target::Partition { table, hash } => {
+                let t = self.inner.catalog.table(table).ok_or_else(|| {
+                    ClusterError::Unavailable(format!("table {table} is not in the catalog"))
+                })?;
+                let p = t.meta.partition_for_hash(*hash).ok_or_else(|| {
+                    ClusterError::Unavailable(format!("table {table} has no partitions"))
+                })?;
+                if p.replicas.is_empty() {
+                    return Err(ClusterError::Unavailable(format!(
+                        "group {} has no replicas",
+                        p.group
+                    )));
+                }
+                Ok(Placement {
+                    group: p.group,
+                    replicas: p.replicas.clone(),
+                    epoch: p.epoch,
+                })
+            }
+        }
+    }
+
+    /// Tries replicas of `target`'s group until one serves `call`,
+    /// following leader hints and newer maps, within [`ROUTE_DEADLINE_MS`].
     async fn route(
         &self,
-        group: u64,
-        replicas: &[NodeId],
+        target: Target<'_>,
         needs_leader: bool,
         call: Request,
     ) -> Result<Reply, ClusterError> {
-        if replicas.is_empty() {
-            return Err(ClusterError::Unavailable(format!(
-                "group {group} has no replicas"
-            )));
-        }
+        let mut at = self.place(&target)?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut target = self.first_target(group, replicas, needs_leader);
+        let mut node = self.first_target(at.group, &at.replicas, needs_leader);
         let mut backoff = ROUTE_BACKOFF_MIN_MS;
         let mut rotation = 0usize;
         loop {
-            let err = match self.attempt(target, group, &call).await {
+            let err = match self.attempt(node, at.group, at.epoch, &call).await {
                 Ok(reply) => {
                     if needs_leader {
-                        self.remember_leader(group, target);
+                        self.remember_leader(at.group, node);
                     }
                     return Ok(reply);
                 }
@@ -246,9 +275,14 @@ impl Router {
             match err {
                 ClusterError::NotLeader {
                     leader: Some(l), ..
-                } if l != target && replicas.contains(&l) => {
-                    target = l;
+                } if l != node && at.replicas.contains(&l) => {
+                    node = l;
                     continue;
+                }
+                ClusterError::StaleEpoch { version, .. } => {
+                    let newer = self.inner.catalog.wait_for(version);
+                    let limit = Duration::from_millis(CATALOG_VISIBLE_TIMEOUT_MS);
+                    let _ = tokio::time::timeout(limit, newer).await;
                 }
                 ClusterError::NotLeader { .. }
                 | ClusterError::NoGroup(_)
@@ -260,13 +294,16 @@ impl Router {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(ClusterError::Unavailable(format!(
-                    "no replica of group {group} could serve the request in time"
+                    "no replica of group {} could serve the request in time",
+                    at.group
                 )));
             }
             tokio::time::sleep(Duration::from_millis(backoff)).await;
             backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
             rotation += 1;
-            target = replicas[rotation % replicas.len()];
+            // The map may have changed (replicas moved, epoch bumped).
+            at = self.place(&target)?;
+            node = at.replicas[rotation % at.replicas.len()];
         }
     }
 
@@ -300,12 +337,13 @@ impl Router {
         &self,
         target: NodeId,
         group: u64,
+        epoch: u64,
         call: &Request,
     ) -> Result<Reply, ClusterError> {
         if let Some(h) = &self.inner.local
             && h.id() == target
         {
-            return wire::execute(h, &self.inner.catalog, group, call.clone()).await;
+            return wire::execute(h, &self.inner.catalog, group, epoch, call.clone()).await;
         }
         let addr = match self.inner.catalog.get().nodes.get(&target) {
             Some(n) => n.addr.clone(),
@@ -317,17 +355,37 @@ impl Router {
                 .map(|m| m.addr.clone())
                 .ok_or_else(|| ClusterError::Unreachable(format!("node {target} is unknown")))?,
         };
-        self.inner.remote.call(&addr, group, call).await
+        self.inner.remote.call(&addr, group, epoch, call).await
     }
 }
 
-fn partition<'a>(
-    table: &'a Table,
-    storage_key: &[u8],
-) -> Result<&'a dynaraft_storage::PartitionMeta, ClusterError> {
-    table.meta.partition_for_key(storage_key).ok_or_else(|| {
-        ClusterError::Unavailable(format!("table {} has no partitions", table.meta.name))
-    })
+/// What a request is routed to: the control group, or the partition of a
+/// table whose hash range holds `hash` (resolved again from the newest
+/// catalog on every attempt).
+enum Target<'a> {
+    Control,
+    Partition { table: &'a str, hash: u64 },
+}
+
+impl<'a> Target<'a> {
+    /// The partition owning `storage_key` (its first 8 bytes are the hash).
+    fn key(table: &'a Table, storage_key: &[u8]) -> Target<'a> {
+        Target::hash(table, dynaraft_storage::catalog::key_hash(storage_key))
+    }
+
+    fn hash(table: &'a Table, hash: u64) -> Target<'a> {
+        Target::Partition {
+            table: &table.meta.name,
+            hash,
+        }
+    }
+}
+
+/// A group, where its replicas are and the epoch of its partition.
+struct Placement {
+    group: u64,
+    replicas: Vec<NodeId>,
+    epoch: u64,
 }
 
 /// `[lo, hi)` intersected with partition `i`'s key range; `None` if empty.

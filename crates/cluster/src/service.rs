@@ -29,7 +29,7 @@ impl DataService for Service {
     async fn call(&self, req: tonic::Request<DataRequest>) -> Result<Response<DataReply>, Status> {
         let m = req.into_inner();
         let result = match serde_json::from_slice::<Request>(&m.payload) {
-            Ok(r) => wire::execute(&self.host, &self.catalog, m.group, r)
+            Ok(r) => wire::execute(&self.host, &self.catalog, m.group, m.epoch, r)
                 .await
                 .map_err(WireError::from),
             Err(e) => Err(WireError::Unavailable(format!("bad request: {e}"))),

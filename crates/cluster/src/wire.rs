@@ -86,6 +86,7 @@ impl From<&Catalog> for CatalogDoc {
 pub enum WireError {
     NotLeader { group: u64, leader: Option<u64> },
     NoGroup(u64),
+    StaleEpoch { group: u64, version: u64 },
     Unavailable(String),
     Storage(String),
 }
@@ -95,6 +96,7 @@ impl From<ClusterError> for WireError {
         match e {
             ClusterError::NotLeader { group, leader } => WireError::NotLeader { group, leader },
             ClusterError::NoGroup(g) => WireError::NoGroup(g),
+            ClusterError::StaleEpoch { group, version } => WireError::StaleEpoch { group, version },
             ClusterError::Unreachable(m) | ClusterError::Unavailable(m) => {
                 WireError::Unavailable(m)
             }
@@ -108,19 +110,41 @@ impl From<WireError> for ClusterError {
         match e {
             WireError::NotLeader { group, leader } => ClusterError::NotLeader { group, leader },
             WireError::NoGroup(g) => ClusterError::NoGroup(g),
+            WireError::StaleEpoch { group, version } => ClusterError::StaleEpoch { group, version },
             WireError::Unavailable(m) => ClusterError::Unavailable(m),
             WireError::Storage(m) => ClusterError::Storage(StorageError::Fatal(m)),
         }
     }
 }
 
-/// Serves one request on `host` (and, for the catalog, from `catalog`).
+/// Rejects a request routed with an older epoch of `group`'s partition
+/// than this node's catalog has (epoch 0: not routed by the map). A newer
+/// epoch than the node's own is let through: the node's catalog is behind,
+/// and Raft, not the map, decides what a replica may do.
+fn check_epoch(catalog: &CatalogWatch, group: u64, epoch: u64) -> Result<(), ClusterError> {
+    if epoch == 0 {
+        return Ok(());
+    }
+    let c = catalog.get();
+    match c.partition(group) {
+        Some(p) if p.epoch > epoch => Err(ClusterError::StaleEpoch {
+            group,
+            version: c.version,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Serves one request on `host` (and, for the catalog, from `catalog`),
+/// sent with `epoch` of the group's partition.
 pub async fn execute(
     host: &Host,
     catalog: &CatalogWatch,
     group: u64,
+    epoch: u64,
     req: Request,
 ) -> Result<Reply, ClusterError> {
+    check_epoch(catalog, group, epoch)?;
     Ok(match req {
         Request::Propose(cmd) => {
             let fut = host.propose(group, cmd);
@@ -170,4 +194,48 @@ pub async fn execute(
             Reply::Catalog(CatalogDoc::from(catalog.get().as_ref()))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynaraft_storage::PartitionMeta;
+
+    /// A catalog at `version` with one table whose one partition is group 7
+    /// at `epoch`.
+    fn catalog_with(version: u64, epoch: u64) -> CatalogWatch {
+        let table = TableMeta {
+            name: "t".into(),
+            partitions: vec![PartitionMeta {
+                group: 7,
+                hash_lo: 0,
+                replicas: vec![1, 2, 3],
+                epoch,
+            }],
+            ..TableMeta::default()
+        };
+        let watch = CatalogWatch::default();
+        watch.publish(Catalog::from_doc(CatalogDoc {
+            version,
+            tables: vec![table],
+            nodes: Vec::new(),
+        }));
+        watch
+    }
+
+    #[test]
+    fn only_requests_routed_with_an_older_epoch_are_stale() {
+        let watch = catalog_with(40, 3);
+        match check_epoch(&watch, 7, 2) {
+            Err(ClusterError::StaleEpoch { group, version }) => {
+                assert_eq!((group, version), (7, 40))
+            }
+            other => panic!("expected a stale epoch, got {other:?}"),
+        }
+        // Same epoch; a newer one (this node's catalog is behind); a request
+        // not routed by the map; a group this node's catalog does not know.
+        for (group, epoch) in [(7, 3), (7, 4), (7, 0), (8, 1)] {
+            assert!(check_epoch(&watch, group, epoch).is_ok(), "{group}@{epoch}");
+        }
+    }
 }

@@ -5,8 +5,9 @@ use dynaraft_model::{KeyAttr, KeySchema, ScalarType};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableStatus {
+    #[default]
     Creating,
     Active,
     Updating,
@@ -24,7 +25,7 @@ impl TableStatus {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableMeta {
     pub name: String,
     /// The table's partitions in hash order; group ids and replicas are
@@ -63,10 +64,7 @@ impl TableMeta {
 
     /// The partition owning `storage_key` (whose first 8 bytes are the hash).
     pub fn partition_for_key(&self, storage_key: &[u8]) -> Option<&PartitionMeta> {
-        let hash = storage_key
-            .first_chunk::<8>()
-            .map_or(0, |b| u64::from_be_bytes(*b));
-        self.partition_for_hash(hash)
+        self.partition_for_hash(key_hash(storage_key))
     }
 
     /// The partition whose hash range contains `hash`.
@@ -122,6 +120,13 @@ impl PartitionMeta {
             })
             .collect()
     }
+}
+
+/// The partition-key hash a storage key starts with (0 if it is shorter).
+pub fn key_hash(storage_key: &[u8]) -> u64 {
+    storage_key
+        .first_chunk::<8>()
+        .map_or(0, |b| u64::from_be_bytes(*b))
 }
 
 /// Most partitions a table is created with.

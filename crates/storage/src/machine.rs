@@ -440,19 +440,7 @@ mod tests {
             name: name.into(),
             partitions: PartitionMeta::even_split(partitions),
             status: TableStatus::Active,
-            created_ms: 0,
-            hash_key: ("pk".into(), "S".into()),
-            range_key: None,
-            attributes: vec![("pk".into(), "S".into())],
-            billing_mode: "PAY_PER_REQUEST".into(),
-            read_capacity: 0,
-            write_capacity: 0,
-            tags: BTreeMap::new(),
-            deletion_protection: false,
-            last_increase_ms: 0,
-            last_decrease_ms: 0,
-            decreases_today: 0,
-            ttl_attribute: None,
+            ..TableMeta::default()
         }
     }
 
