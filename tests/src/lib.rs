@@ -2,8 +2,8 @@
 //! hands out a real `aws-sdk-dynamodb` client pointed at it, plus a raw
 //! HTTP helper for protocol-level tests the SDK cannot express.
 
-use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 use dynaraft_api::{Api, ApiConfig, Server};
 use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
 use std::io::{Read, Write};

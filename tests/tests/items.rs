@@ -108,15 +108,16 @@ async fn put_get_delete_with_return_values() {
         .await
         .unwrap();
     assert_eq!(d.attributes().unwrap().get("v"), Some(&n("2")));
-    assert!(c
-        .get_item()
-        .table_name("items")
-        .key("pk", s("k"))
-        .send()
-        .await
-        .unwrap()
-        .item()
-        .is_none());
+    assert!(
+        c.get_item()
+            .table_name("items")
+            .key("pk", s("k"))
+            .send()
+            .await
+            .unwrap()
+            .item()
+            .is_none()
+    );
     t.stop().await;
 }
 
@@ -195,7 +196,10 @@ async fn conditions_and_check_failures() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: status");
+    assert_eq!(
+        err_of(&e).1,
+        "Invalid ConditionExpression: Attribute name is a reserved keyword; reserved keyword: status"
+    );
     let e = c
         .put_item()
         .table_name("cond")
@@ -287,7 +291,10 @@ async fn update_item_return_values() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"
+    );
     let e = c
         .update_item()
         .table_name("upd")
@@ -350,7 +357,10 @@ async fn data_model_limits() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of2048 bytes");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Size of hashkey has exceeded the maximum size limit of2048 bytes"
+    );
     let e = c
         .put_item()
         .table_name("lim")
@@ -359,7 +369,10 @@ async fn data_model_limits() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Aggregated size of all range keys has exceeded the size limit of 1024 bytes"
+    );
     let e = c
         .put_item()
         .table_name("lim")
@@ -368,7 +381,10 @@ async fn data_model_limits() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: pk");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: pk"
+    );
     let e = c
         .put_item()
         .table_name("lim")
@@ -508,7 +524,10 @@ async fn legacy_expected_and_attribute_updates() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {UpdateExpression}");
+    assert_eq!(
+        err_of(&e).1,
+        "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributeUpdates} Expression parameters: {UpdateExpression}"
+    );
     let e = c
         .delete_item()
         .table_name("legacy")
@@ -520,7 +539,10 @@ async fn legacy_expected_and_attribute_updates() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: ComparisonOperator LT is not valid for SS AttributeValue type");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: ComparisonOperator LT is not valid for SS AttributeValue type"
+    );
     let e = c
         .update_item()
         .table_name("legacy")
@@ -529,7 +551,10 @@ async fn legacy_expected_and_attribute_updates() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Cannot update attribute pk. This attribute is part of the key"
+    );
     c.delete_item()
         .table_name("legacy")
         .key("pk", s("a"))

@@ -206,7 +206,10 @@ async fn parallel_scan_segments_cover_the_table_once() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: 4 is not less than TotalSegments: 4");
+    assert_eq!(
+        err_of(&e).1,
+        "The Segment parameter is zero-based and must be less than parameter TotalSegments: Segment: 4 is not less than TotalSegments: 4"
+    );
     let r = c
         .scan()
         .table_name("scn")
@@ -343,10 +346,11 @@ async fn legacy_query_and_scan_parameters() {
         .await
         .unwrap();
     assert_eq!((r.count(), r.scanned_count()), (3, 6));
-    assert!(r
-        .items()
-        .iter()
-        .all(|i| i.len() == 1 && i.contains_key("sk")));
+    assert!(
+        r.items()
+            .iter()
+            .all(|i| i.len() == 1 && i.contains_key("sk"))
+    );
     // KeyConditions may be combined with a FilterExpression.
     let r = c
         .query()
@@ -387,6 +391,9 @@ async fn legacy_query_and_scan_parameters() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {ScanFilter} Expression parameters: {FilterExpression}");
+    assert_eq!(
+        err_of(&e).1,
+        "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {ScanFilter} Expression parameters: {FilterExpression}"
+    );
     t.stop().await;
 }

@@ -206,7 +206,10 @@ async fn create_table_validation_messages() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy constraint: Member must have length greater than or equal to 3");
+    assert_eq!(
+        err_of(&e).1,
+        "1 validation error detected: Value 'ab' at 'tableName' failed to satisfy constraint: Member must have length greater than or equal to 3"
+    );
 
     let e = c
         .create_table()
@@ -218,7 +221,10 @@ async fn create_table_validation_messages() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions"
+    );
 
     let e = c
         .create_table()
@@ -229,7 +235,10 @@ async fn create_table_validation_messages() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [user], AttributeDefinitions: [id]");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [user], AttributeDefinitions: [id]"
+    );
 
     let e = c
         .create_table()
@@ -239,7 +248,10 @@ async fn create_table_validation_messages() {
         .send()
         .await
         .unwrap_err();
-    assert_eq!(err_of(&e).1, "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED"
+    );
 
     let e = c
         .create_table()

@@ -16,12 +16,14 @@
 use crate::ClusterError;
 use arc_swap::ArcSwap;
 use dynaraft_model::{Item, KeySchema};
+pub use dynaraft_raft::Timing;
 use dynaraft_raft::grpc::{Channels, Registry};
 use dynaraft_raft::log_store::{DurableFlush, LogSet, VoteFile};
 use dynaraft_raft::state_machine::GroupStateMachine;
-use dynaraft_raft::{NodeId, NodeInfo, RaftGroup, Timing};
+use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::read::{Page, ReadOptions};
+pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
 use dynaraft_storage::wal::Wal;
 use dynaraft_storage::{Outcome, StorageError, machine, sled};
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +53,8 @@ pub struct HostConfig {
     pub data_dir: Option<PathBuf>,
     pub timing: Timing,
     pub checkpoint_interval_ms: u64,
+    /// Size at which a WAL segment is closed, in bytes.
+    pub wal_segment_bytes: u64,
 }
 
 impl HostConfig {
@@ -62,6 +66,7 @@ impl HostConfig {
             data_dir,
             timing: Timing::default(),
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS,
+            wal_segment_bytes: WAL_SEGMENT_BYTES,
         }
     }
 
@@ -104,7 +109,7 @@ impl Host {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 let db = open_sled(&dir.join("sled")).await?;
-                let (wal, records) = Wal::open(&dir.join("wal"))?;
+                let (wal, records) = Wal::open_with(&dir.join("wal"), cfg.wal_segment_bytes)?;
                 let votes = VoteFile::open(Some(dir.join("votes.json")))?;
                 (db, wal, records, votes)
             }
@@ -308,7 +313,9 @@ impl Host {
     }
 
     /// Makes the WAL shorter: re-logs purge points, then deletes covered
-    /// closed segments. Returns how many segments were deleted.
+    /// closed segments, then asks the groups still holding back the oldest
+    /// segment to snapshot and purge their logs (done by the next
+    /// checkpoint). Returns how many segments were deleted.
     pub async fn checkpoint(&self) -> Result<usize, StorageError> {
         let flushed = {
             let logs = self.inner.logs.lock().await;
@@ -316,16 +323,20 @@ impl Host {
             logs.purged()
         };
         let wal = self.inner.wal.clone();
-        tokio::task::spawn_blocking(move || {
+        let (deleted, pinning) = tokio::task::spawn_blocking(move || {
             // Groups without a log here were removed: nothing to keep.
             let mut all = flushed;
             for g in wal.closed_groups() {
                 all.entry(g).or_insert(u64::MAX);
             }
-            wal.checkpoint(&all)
+            wal.checkpoint(&all).map(|n| (n, wal.pinning_groups(&all)))
         })
         .await
-        .map_err(|e| StorageError::Fatal(e.to_string()))?
+        .map_err(|e| StorageError::Fatal(e.to_string()))??;
+        for g in pinning.iter().filter_map(|g| self.group(*g)) {
+            g.compact().await;
+        }
+        Ok(deleted)
     }
 
     /// Stops every group and task and waits until they have exited, so the

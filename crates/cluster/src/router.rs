@@ -36,7 +36,7 @@ use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{Page, ReadOptions};
 use dynaraft_storage::{Outcome, TableMeta, WriteCommand};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,6 +98,9 @@ impl Router {
     /// Applies a catalog command through the control plane and waits until
     /// this router's catalog shows it.
     pub async fn change_catalog(&self, cmd: Command) -> Result<Outcome, ClusterError> {
+        if matches!(cmd, Command::CreateTable(_)) {
+            self.wait_for_zones().await?;
+        }
         let (outcome, index) = match self
             .route(Target::Control, true, Request::Propose(cmd))
             .await?
@@ -110,6 +113,30 @@ impl Router {
             .await
             .map_err(|_| ClusterError::Unavailable("catalog change not yet visible".into()))?;
         Ok(outcome)
+    }
+
+    /// Waits (up to [`ROUTE_DEADLINE_MS`]) until a storage node of every
+    /// zone the control members are in has registered, so that a new
+    /// table's partitions are placed in all of them: placement uses the
+    /// registry, and a table placed while a zone is missing would stay
+    /// under-replicated.
+    async fn wait_for_zones(&self) -> Result<(), ClusterError> {
+        let wanted: BTreeSet<&str> = self.inner.control.iter().map(|m| m.az.as_str()).collect();
+        let mut changes = self.inner.catalog.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        loop {
+            let catalog = self.inner.catalog.get();
+            let zones: BTreeSet<&str> = catalog.nodes.values().map(|n| n.az.as_str()).collect();
+            if wanted.is_subset(&zones) {
+                return Ok(());
+            }
+            let missing: Vec<_> = wanted.difference(&zones).collect();
+            let msg = format!("no storage node has registered yet in zones {missing:?}");
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return Err(ClusterError::Unavailable(msg)),
+            }
+        }
     }
 
     /// Applies a single-item write in the partition owning its key.

@@ -16,10 +16,10 @@
 use crate::grpc::pb::group_reply::Result as ReplyResult;
 use crate::grpc::pb::raft_transport_client::RaftTransportClient;
 use crate::grpc::pb::{BatchRequest, GroupMessage};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tonic::transport::Channel;
 
 /// Most messages in one batch.

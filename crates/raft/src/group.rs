@@ -55,23 +55,23 @@ pub fn jittered_heartbeat_ms(base_ms: u64, group: u64) -> u64 {
 /// factory bound, named here so callers need not name openraft types.
 pub trait GroupNetwork:
     openraft::network::RaftNetworkFactory<
-    crate::types::TypeConfig,
-    Network: openraft::network::NetSnapshot<
-        crate::types::TypeConfig,
-        SnapshotData = crate::types::SnapshotBytes,
-    >,
->
-{
-}
-
-impl<N> GroupNetwork for N where
-    N: openraft::network::RaftNetworkFactory<
         crate::types::TypeConfig,
         Network: openraft::network::NetSnapshot<
             crate::types::TypeConfig,
             SnapshotData = crate::types::SnapshotBytes,
         >,
     >
+{
+}
+
+impl<N> GroupNetwork for N where
+    N: openraft::network::RaftNetworkFactory<
+            crate::types::TypeConfig,
+            Network: openraft::network::NetSnapshot<
+                crate::types::TypeConfig,
+                SnapshotData = crate::types::SnapshotBytes,
+            >,
+        >
 {
 }
 
@@ -234,6 +234,24 @@ impl RaftGroup {
                 }),
                 None => Err(ProposeError::Unavailable(e.to_string())),
             },
+        }
+    }
+
+    /// Snapshots the group and purges its log up to what it has applied,
+    /// whatever the snapshot policy says; both happen in the background
+    /// (openraft purges only what a snapshot covers, and only once no
+    /// replication still reads those entries).
+    pub async fn compact(&self) {
+        let (_, applied) = self.progress();
+        let trigger = self.raft.trigger();
+        let (snapshot, _) = self.log_progress();
+        if snapshot.is_none_or(|s| s < applied)
+            && let Err(e) = trigger.snapshot().await
+        {
+            tracing::warn!(group = self.group, error = %e, "snapshot trigger failed");
+        }
+        if let Err(e) = trigger.purge_log(applied).await {
+            tracing::warn!(group = self.group, error = %e, "purge trigger failed");
         }
     }
 

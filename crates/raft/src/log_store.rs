@@ -14,8 +14,8 @@
 use crate::io_err;
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use dynaraft_storage::wal::{Wal, WalRecord};
-use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
 use openraft::LogState;
+use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
 use std::io;

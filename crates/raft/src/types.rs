@@ -1,8 +1,8 @@
 //! The openraft type configuration. Nothing outside this crate names an
 //! openraft type directly; they use the aliases re-exported here.
 
-use dynaraft_storage::command::Entry as Command;
 use dynaraft_storage::Outcome;
+use dynaraft_storage::command::Entry as Command;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 

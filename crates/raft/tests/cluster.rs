@@ -6,9 +6,9 @@
 use dynaraft_model::value::item_from_json;
 use dynaraft_raft::network::Router;
 use dynaraft_raft::{NodeInfo, RaftGroup};
+use dynaraft_storage::Outcome;
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine;
-use dynaraft_storage::Outcome;
 use serde_json::json;
 
 mod common;
@@ -40,11 +40,11 @@ async fn leader_among(nodes: &[&Node]) -> u64 {
     let mut found = 0;
     wait_until("a leader", async || {
         for n in nodes {
-            if let Some(l) = n.group.raft.current_leader().await {
-                if nodes.iter().any(|m| m.id == l) {
-                    found = l;
-                    return true;
-                }
+            if let Some(l) = n.group.raft.current_leader().await
+                && nodes.iter().any(|m| m.id == l)
+            {
+                found = l;
+                return true;
             }
         }
         false

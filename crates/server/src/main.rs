@@ -63,6 +63,15 @@ struct NodeArgs {
     /// re-creates its replicas on another node of its zone, in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::repair::DEFAULT_REPLACE_AFTER_MS)]
     replace_after_ms: u64,
+    /// Log entries between a group's snapshots (each lets the log be purged).
+    #[arg(long, default_value_t = dynaraft_cluster::host::Timing::default().snapshot_after_entries)]
+    snapshot_after_entries: u64,
+    /// Size at which a write-ahead log segment is closed, in bytes.
+    #[arg(long, default_value_t = dynaraft_cluster::host::WAL_SEGMENT_BYTES)]
+    wal_segment_bytes: u64,
+    /// Interval between checkpoints (sled flush, purge of old WAL segments), in milliseconds.
+    #[arg(long, default_value_t = dynaraft_cluster::host::CHECKPOINT_INTERVAL_MS)]
+    checkpoint_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -152,6 +161,9 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.timing.heartbeat_interval_ms = args.heartbeat_ms;
     host.timing.election_timeout_min_ms = args.election_timeout_ms;
     host.timing.election_timeout_max_ms = args.election_timeout_ms * 2;
+    host.timing.snapshot_after_entries = args.snapshot_after_entries;
+    host.wal_segment_bytes = args.wal_segment_bytes;
+    host.checkpoint_interval_ms = args.checkpoint_interval_ms;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,

@@ -25,7 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 pub const WAL_QUEUE_CAPACITY: usize = 4096;
 /// Most requests folded into one write + fdatasync.
 pub const WAL_MAX_BATCH_REQUESTS: usize = 1024;
-/// Size at which the current segment is closed and a new one started.
+/// Default size at which the current segment is closed and a new one
+/// started, in bytes.
 pub const WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest single record, in bytes (a command carries at most one item of
 /// 400 KB plus expressions; this leaves generous room).
@@ -65,9 +66,18 @@ impl Wal {
         }
     }
 
-    /// Opens the log in `dir`, returning it with every intact record, in
-    /// order, for replay.
+    /// Opens the log in `dir` with segments of [`WAL_SEGMENT_BYTES`],
+    /// returning it with every intact record, in order, for replay.
     pub fn open(dir: &Path) -> Result<(Wal, Vec<WalRecord>), StorageError> {
+        Wal::open_with(dir, WAL_SEGMENT_BYTES)
+    }
+
+    /// [`Wal::open`] with segments closed at `segment_bytes` (small ones
+    /// make tests reach segment deletion quickly).
+    pub fn open_with(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(Wal, Vec<WalRecord>), StorageError> {
         std::fs::create_dir_all(dir)?;
         let mut segs = list_segments(dir)?;
         let mut records = Vec::new();
@@ -108,6 +118,7 @@ impl Wal {
             seq: next,
             file,
             written: 0,
+            segment_bytes: segment_bytes.max(1),
             current: BTreeMap::new(),
             closed: closed.clone(),
         };
@@ -153,6 +164,24 @@ impl Wal {
         gs.sort_unstable();
         gs.dedup();
         gs
+    }
+
+    /// The groups holding back the oldest closed segment: those with
+    /// records in it above their flushed (purged) index. An idle group whose
+    /// log never grows to a snapshot would otherwise keep every later
+    /// segment on disk; the caller compacts these groups' logs.
+    pub fn pinning_groups(&self, flushed: &BTreeMap<u64, u64>) -> Vec<u64> {
+        let Ok(closed) = self.closed.lock() else {
+            return Vec::new();
+        };
+        let Some((_, oldest)) = closed.iter().next() else {
+            return Vec::new();
+        };
+        oldest
+            .iter()
+            .filter(|(g, i)| flushed.get(g).is_none_or(|f| f < i))
+            .map(|(g, _)| *g)
+            .collect()
     }
 
     /// Deletes the oldest closed segments whose every record is at or below
@@ -201,6 +230,7 @@ struct Writer {
     seq: u64,
     file: File,
     written: u64,
+    segment_bytes: u64,
     current: BTreeMap<u64, u64>,
     closed: Arc<Mutex<SegmentIndex>>,
 }
@@ -234,7 +264,7 @@ impl Writer {
             if result.is_err() {
                 return;
             }
-            if self.written >= WAL_SEGMENT_BYTES
+            if self.written >= self.segment_bytes
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "WAL rotation failed");
