@@ -181,6 +181,12 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let rn = RouterNode::start(&control_members(&args.control)?);
+    // Tables left in a transition by a previous router are resumed at
+    // start-up, which needs the catalog.
+    let wait = std::time::Duration::from_millis(dynaraft_cluster::embedded::CATALOG_LOAD_TIMEOUT_MS);
+    if !rn.ready(wait).await {
+        tracing::warn!("catalog not loaded yet; interrupted table transitions are not resumed");
+    }
     let cfg = ApiConfig {
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,

@@ -163,7 +163,6 @@ pub fn resume_transitions(api: &Api) {
     }
 }
 
-/// The table metadata from a catalog outcome.
 /// Applies a catalog command for table `name` and returns the table as it
 /// now is, or DynamoDB's error for a table that exists or does not.
 pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMeta, ApiError> {
