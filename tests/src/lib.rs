@@ -71,6 +71,11 @@ impl TestServer {
     }
 
     /// Sends one raw request; returns (status, headers, body).
+    /// A plain `GET path`: (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
     pub fn raw(
         &self,
         target: Option<&str>,
@@ -94,14 +99,7 @@ impl TestServer {
         s.write_all(body).expect("write body");
         let mut out = Vec::new();
         s.read_to_end(&mut out).expect("read");
-        let text = String::from_utf8_lossy(&out).to_string();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        (status, head.to_string(), body.to_string())
+        split_response(&out)
     }
 }
 
@@ -109,6 +107,30 @@ pub const AUTH: (&str, &str) = (
     "Authorization",
     "AWS4-HMAC-SHA256 Credential=AKID/20261124/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=00",
 );
+
+/// Sends `GET path` to `addr` and returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    let (status, _, body) = split_response(&out);
+    (status, body)
+}
+
+/// An HTTP/1.1 response as (status, head, body).
+fn split_response(out: &[u8]) -> (u16, String, String) {
+    let text = String::from_utf8_lossy(out).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
 
 pub fn client_for(addr: SocketAddr) -> Client {
     let conf = aws_sdk_dynamodb::Config::builder()

@@ -190,3 +190,32 @@ async fn acknowledged_writes_survive_restart() {
     t.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Liveness answers any GET (as DynamoDB Local does); readiness (`/ready`)
+/// says whether the router has a catalog to route with: yes for the
+/// embedded server, no for a router whose control plane cannot be reached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_and_readiness() {
+    let t = TestServer::start().await;
+    assert_eq!(t.get("/").0, 200);
+    assert_eq!(t.get("/ready").0, 200);
+
+    let unreachable = dynaraft_cluster::node::ControlMember::parse("1=127.0.0.1:1@az-a").unwrap();
+    let rn = dynaraft_cluster::node::RouterNode::start(&[unreachable]);
+    let api = dynaraft_api::Api {
+        router: rn.router.clone(),
+        cfg: std::sync::Arc::new(dynaraft_api::ApiConfig::default()),
+    };
+    let server = dynaraft_api::Server::start(api, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let addr = server.addr;
+    let (live, ready) =
+        tokio::task::spawn_blocking(move || (http_get(addr, "/"), http_get(addr, "/ready")))
+            .await
+            .unwrap();
+    assert_eq!(live.0, 200);
+    assert_eq!(ready, (503, "not ready: no catalog yet\n".to_string()));
+    server.stop().await;
+    rn.stop();
+}

@@ -26,6 +26,15 @@ pub async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let request_id = request_id();
     if req.method() == Method::GET {
+        // `/ready` (readiness): the router has the catalog and can route.
+        // Any other GET (liveness, and DynamoDB Local's health check).
+        if req.uri().path() == "/ready" && api.router.catalog().get().version == 0 {
+            return Ok(text_response(
+                503,
+                "not ready: no catalog yet\n",
+                &request_id,
+            ));
+        }
         return Ok(text_response(200, "healthy: dynaraft\n", &request_id));
     }
     let result = process(&api, req).await;

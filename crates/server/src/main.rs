@@ -44,9 +44,13 @@ struct NodeArgs {
     /// Availability zone label, e.g. az-a.
     #[arg(long)]
     az: String,
-    /// Address of the internal gRPC endpoint (peers and routers use it).
+    /// Address the internal gRPC endpoint binds to.
     #[arg(long)]
     listen: String,
+    /// Address peers and routers reach this node at (default: --listen),
+    /// e.g. a pod's stable DNS name when listening on 0.0.0.0.
+    #[arg(long)]
+    advertise: Option<String>,
     /// Directory for the write-ahead log, votes and state machines.
     #[arg(long)]
     data_dir: PathBuf,
@@ -157,7 +161,8 @@ async fn main() -> anyhow::Result<()> {
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-    let mut host = HostConfig::new(args.id, &args.az, &args.listen, Some(args.data_dir.clone()));
+    let advertise = args.advertise.as_deref().unwrap_or(&args.listen);
+    let mut host = HostConfig::new(args.id, &args.az, advertise, Some(args.data_dir.clone()));
     host.timing.heartbeat_interval_ms = args.heartbeat_ms;
     host.timing.election_timeout_min_ms = args.election_timeout_ms;
     host.timing.election_timeout_max_ms = args.election_timeout_ms * 2;
@@ -171,7 +176,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         replace_after_ms: args.replace_after_ms,
     };
     let node = ClusterNode::start(cfg, listener).await?;
-    tracing::info!(id = args.id, az = %args.az, addr = %args.listen, "dynaraft storage node running");
+    tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
     shutdown_signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;
@@ -183,7 +188,8 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let rn = RouterNode::start(&control_members(&args.control)?);
     // Tables left in a transition by a previous router are resumed at
     // start-up, which needs the catalog.
-    let wait = std::time::Duration::from_millis(dynaraft_cluster::embedded::CATALOG_LOAD_TIMEOUT_MS);
+    let wait =
+        std::time::Duration::from_millis(dynaraft_cluster::embedded::CATALOG_LOAD_TIMEOUT_MS);
     if !rn.ready(wait).await {
         tracing::warn!("catalog not loaded yet; interrupted table transitions are not resumed");
     }
