@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster test test-rust test-clients test-cluster fuzz fmt lint clean
+.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -27,9 +27,10 @@ cluster: build
 	while sleep 3600; do :; done
 
 ## Everything CI runs: unit, golden and SDK integration tests (including an
-## in-process three-zone cluster), then the AWS CLI and boto3 sessions
-## against a real embedded process and against a real three-process cluster.
-test: test-rust test-clients test-cluster
+## in-process three-zone cluster and kill -9 of real processes), then the
+## AWS CLI and boto3 sessions against a real embedded process and against a
+## real three-process cluster, then offline checks of the Kubernetes manifests.
+test: test-rust test-clients test-cluster test-deploy
 
 test-rust:
 	$(CARGO) test --workspace
@@ -56,6 +57,13 @@ test-cluster: $(VENV)/.installed
 	  --partitions-per-table 2 --transition-delay-ms 200 && \
 	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
 	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
+
+## The Kubernetes manifests, offline: schemas (strict, Kubernetes 1.30) and
+## the storage pods' command lines against the control-plane list.
+K8S_VERSION := 1.30.0
+test-deploy: $(VENV)/.installed
+	$(VENV)/bin/kubernetes-validate --quiet --strict -k $(K8S_VERSION) deploy/k8s/storage.yaml deploy/k8s/router.yaml
+	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml
 
 ## Coverage-guided fuzzing of the expression parser and evaluator (not in
 ## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
