@@ -91,8 +91,11 @@ fn encode_snapshot(vote: &Vote, snapshot: &Snapshot) -> Result<Vec<u8>, String> 
     Ok(out)
 }
 
+/// Rejects a snapshot whose data fails its checksum before it reaches Raft:
+/// the sender sees an error and retries; nothing is applied.
 fn decode_snapshot(b: &[u8]) -> Result<(Vote, Snapshot), String> {
     let (header, data) = crate::split_len_prefixed(b).ok_or("truncated snapshot header")?;
+    crate::state_machine::verify_snapshot(data)?;
     let (vote, meta): (Vote, SnapshotMeta) = decode(header)?;
     Ok((
         vote,

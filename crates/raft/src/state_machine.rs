@@ -64,7 +64,8 @@ impl GroupStateMachine {
         Ok((applied, membership))
     }
 
-    /// Every key of the group, as `[len u32 LE][key][len u32 LE][value]`*.
+    /// Every key of the group, as `[len u32 LE][key][len u32 LE][value]`*,
+    /// followed by a CRC-32 (LE) of everything before it.
     fn dump(&self) -> io::Result<SnapshotBytes> {
         let mut out = Vec::new();
         for kv in self.tree.scan_prefix(self.group.to_be_bytes()) {
@@ -74,12 +75,28 @@ impl GroupStateMachine {
                 out.extend_from_slice(part);
             }
         }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
         Ok(out)
     }
 }
 
-/// Splits a snapshot payload back into key/value pairs, checking bounds.
-fn parse_dump(mut b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+/// The key/value bytes of a snapshot payload, once its CRC-32 trailer
+/// matches them; the transport checks this before a snapshot reaches Raft.
+pub fn verify_snapshot(b: &[u8]) -> Result<&[u8], String> {
+    let (data, crc) = b
+        .split_last_chunk::<4>()
+        .ok_or("snapshot shorter than its checksum")?;
+    if crc32fast::hash(data) != u32::from_le_bytes(*crc) {
+        return Err("snapshot checksum mismatch".into());
+    }
+    Ok(data)
+}
+
+/// Splits a snapshot payload back into key/value pairs, checking its
+/// checksum and bounds.
+fn parse_dump(b: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut b = verify_snapshot(b).map_err(io_err)?;
     let mut out = Vec::new();
     while !b.is_empty() {
         let (k, rest) = crate::split_len_prefixed(b).ok_or_else(|| io_err("truncated snapshot"))?;
@@ -236,5 +253,41 @@ impl RaftSnapshotBuilder<TypeConfig> for CapturedSnapshot {
             meta,
             snapshot: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (k, v) in pairs {
+            for part in [k, v] {
+                out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                out.extend_from_slice(part);
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Any flipped byte, or a cut, is reported; an intact payload parses.
+    #[test]
+    fn corrupt_or_truncated_snapshots_are_reported_not_parsed() {
+        let good = payload(&[(b"k1", b"v1"), (b"k2", b"value two")]);
+        assert_eq!(parse_dump(&good).unwrap().len(), 2);
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(parse_dump(&bad).is_err(), "flip at byte {i} went unnoticed");
+        }
+        for len in 0..good.len() {
+            assert!(
+                parse_dump(&good[..len]).is_err(),
+                "cut at {len} went unnoticed"
+            );
+        }
     }
 }
