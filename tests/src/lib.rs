@@ -33,17 +33,30 @@ impl TestServer {
     }
 
     pub async fn start_with(data_dir: Option<PathBuf>, transition_delay_ms: u64) -> TestServer {
+        let cfg = ApiConfig {
+            transition_delay_ms,
+            ..Self::config()
+        };
+        Self::start_config(data_dir, cfg).await
+    }
+
+    /// The API settings of test servers: instant transitions, short header
+    /// timeout.
+    pub fn config() -> ApiConfig {
+        ApiConfig {
+            transition_delay_ms: 0,
+            header_read_timeout_ms: TEST_HEADER_TIMEOUT_MS,
+            ..ApiConfig::default()
+        }
+    }
+
+    pub async fn start_config(data_dir: Option<PathBuf>, cfg: ApiConfig) -> TestServer {
         let node = Embedded::start(EmbeddedConfig {
             ttl_sweep_interval_ms: TEST_TTL_SWEEP_MS,
             ..EmbeddedConfig::new(data_dir)
         })
         .await
         .expect("start embedded node");
-        let cfg = ApiConfig {
-            transition_delay_ms,
-            header_read_timeout_ms: TEST_HEADER_TIMEOUT_MS,
-            ..ApiConfig::default()
-        };
         let api = Api {
             router: node.router.clone(),
             cfg: Arc::new(cfg),

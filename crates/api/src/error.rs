@@ -23,6 +23,9 @@ pub enum ApiError {
         item: Option<Value>,
     },
     LimitExceeded(String),
+    /// A write would grow an item collection of a table with local
+    /// indexes past the limit.
+    ItemCollectionSizeLimitExceeded,
     InternalServerError(String),
     ServiceUnavailable(String),
     RequestTooLarge,
@@ -76,6 +79,11 @@ impl ApiError {
             ApiError::LimitExceeded(m) => {
                 (400, format!("{DDB}LimitExceededException"), Some(m.clone()))
             }
+            ApiError::ItemCollectionSizeLimitExceeded => (
+                400,
+                format!("{DDB}ItemCollectionSizeLimitExceededException"),
+                Some("Item collection size limit exceeded.".into()),
+            ),
             ApiError::InternalServerError(m) => {
                 (500, format!("{DDB}InternalServerError"), Some(m.clone()))
             }

@@ -39,6 +39,9 @@ pub struct ApiConfig {
     pub header_read_timeout_ms: u64,
     /// Partitions (Raft groups) a new table is split into by key hash.
     pub partitions_per_table: usize,
+    /// Largest item collection (a partition key value's items and their
+    /// local index entries) of a table with local indexes, in bytes.
+    pub item_collection_limit_bytes: u64,
 }
 
 impl Default for ApiConfig {
@@ -50,6 +53,8 @@ impl Default for ApiConfig {
             endpoint_address: "localhost:8000".into(),
             header_read_timeout_ms: HEADER_READ_TIMEOUT_MS,
             partitions_per_table: 1,
+            item_collection_limit_bytes:
+                dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! has been flushed and fsynced (`LogSet::with_durable_flush`).
 
 use crate::ClusterError;
+use crate::wire::GroupStats;
 use arc_swap::ArcSwap;
 use dynaraft_model::{Item, KeySchema};
 pub use dynaraft_raft::Timing;
@@ -22,7 +23,7 @@ use dynaraft_raft::log_store::{DurableFlush, LogSet, VoteFile};
 use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
-use dynaraft_storage::read::{Page, ReadOptions};
+use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
 use dynaraft_storage::wal::Wal;
 use dynaraft_storage::{Outcome, StorageError, machine, sled};
@@ -285,31 +286,36 @@ impl Host {
         Ok(machine::read_item(&self.inner.tree, group, storage_key)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Reads `[lo, hi)` of the group's items, or of one of its local
+    /// indexes, after the consistency barrier.
     pub async fn read_range(
         &self,
         group: u64,
         schema: &KeySchema,
-        lo: &[u8],
-        hi: Option<&[u8]>,
+        index: Option<&IndexRead>,
+        bounds: (&[u8], Option<&[u8]>),
         opts: &ReadOptions,
         consistent: bool,
     ) -> Result<Page, ClusterError> {
         self.read_barrier(group, consistent).await?;
-        Ok(dynaraft_storage::read::read_range(
-            &self.inner.tree,
-            group,
-            schema,
-            lo,
-            hi,
-            opts,
-        )?)
+        let tree = &self.inner.tree;
+        Ok(read::read_range(tree, group, schema, index, bounds, opts)?)
     }
 
-    /// Item count and item bytes of a hosted group, as of its last apply.
-    pub fn stats(&self, group: u64) -> Result<(u64, u64), ClusterError> {
+    /// Item count and item bytes of a hosted group, and (entries, bytes) of
+    /// its first `local_indexes` local indexes, as of its last apply.
+    pub fn stats(&self, group: u64, local_indexes: u8) -> Result<GroupStats, ClusterError> {
         self.hosted_group(group)?;
-        Ok(machine::group_stats(&self.inner.tree, group)?)
+        let tree = &self.inner.tree;
+        let (count, bytes) = machine::group_stats(tree, group)?;
+        let indexes = (0..local_indexes)
+            .map(|id| dynaraft_storage::index::index_stats(tree, group, id))
+            .collect::<Result<_, _>>()?;
+        Ok(GroupStats {
+            count,
+            bytes,
+            indexes,
+        })
     }
 
     /// Makes the WAL shorter: re-logs purge points, then deletes covered

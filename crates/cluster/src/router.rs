@@ -28,13 +28,13 @@ use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
 use crate::node::ControlMember;
 use crate::remote::Remote;
-use crate::wire::{self, Reply, Request};
+use crate::wire::{self, GroupStats, Reply, Request};
 use arc_swap::ArcSwap;
 use dynaraft_model::Item;
 use dynaraft_raft::NodeId;
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
-use dynaraft_storage::read::{Page, ReadOptions};
+use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::{Outcome, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -168,13 +168,14 @@ impl Router {
         }
     }
 
-    /// Reads `[lo, hi)` across the partitions it overlaps, in `opts`'
-    /// direction, stopping when the item limit or byte budget is used up.
+    /// Reads `[lo, hi)` of the table (or of one of its local indexes) across
+    /// the partitions it overlaps, in `opts`' direction, stopping when the
+    /// item limit or byte budget is used up.
     pub async fn read_range(
         &self,
         table: &Table,
-        lo: &[u8],
-        hi: Option<&[u8]>,
+        index: Option<&IndexRead>,
+        (lo, hi): (&[u8], Option<&[u8]>),
         opts: &ReadOptions,
         consistent: bool,
     ) -> Result<Page, ClusterError> {
@@ -201,6 +202,7 @@ impl Router {
             };
             let call = Request::Range {
                 schema: table.schema.clone(),
+                index: index.cloned(),
                 lo: plo,
                 hi: phi,
                 opts: sub,
@@ -222,20 +224,30 @@ impl Router {
         Ok(page)
     }
 
-    /// Item count and item bytes of a table, summed over its partitions.
-    pub async fn stats(&self, meta: &TableMeta) -> Result<(u64, u64), ClusterError> {
-        let (mut count, mut bytes) = (0, 0);
+    /// Item count and bytes of a table, and (entries, bytes) of each local
+    /// index, summed over its partitions.
+    pub async fn stats(&self, meta: &TableMeta) -> Result<GroupStats, ClusterError> {
+        let local_indexes = meta.local_indexes.len() as u8;
+        let mut total = GroupStats {
+            indexes: vec![(0, 0); local_indexes as usize],
+            ..GroupStats::default()
+        };
         for p in &meta.partitions {
             let target = Target::Partition {
                 table: &meta.name,
                 hash: p.hash_lo,
             };
-            if let Reply::Stats(c, b) = self.route(target, false, Request::Stats).await? {
-                count += c;
-                bytes += b;
+            let call = Request::Stats { local_indexes };
+            if let Reply::Stats(s) = self.route(target, false, call).await? {
+                total.count += s.count;
+                total.bytes += s.bytes;
+                for (t, (c, b)) in total.indexes.iter_mut().zip(s.indexes) {
+                    t.0 += c;
+                    t.1 += b;
+                }
             }
         }
-        Ok((count, bytes))
+        Ok(total)
     }
 
     /// Whether node `id` answers (one attempt, no retries).

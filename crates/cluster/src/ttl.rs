@@ -92,7 +92,7 @@ async fn sweep_partition(
         max_bytes: MAX_PAGE_BYTES,
     };
     let page = host
-        .read_range(group, &table.schema, &[], None, &opts, false)
+        .read_range(group, &table.schema, None, (&[], None), &opts, false)
         .await?;
     if let Some(k) = page
         .last_key
@@ -120,6 +120,9 @@ async fn sweep_partition(
             update: None,
             names: BTreeMap::from([("#ttl".to_string(), attr.to_string())]),
             values: item_to_json(&values),
+            local: table
+                .meta
+                .local_index_specs(dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES),
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =
             host.propose(group, Command::Write(cmd)).await?

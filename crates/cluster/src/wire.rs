@@ -8,7 +8,7 @@ use crate::catalog::{Catalog, CatalogWatch};
 use crate::host::Host;
 use dynaraft_model::{Item, KeySchema};
 use dynaraft_storage::command::Command;
-use dynaraft_storage::read::{Page, ReadOptions};
+use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::{NodeRecord, Outcome, StorageError, TableMeta};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -27,12 +27,20 @@ pub enum Request {
     },
     Range {
         schema: KeySchema,
+        /// A local index to read instead of the items.
+        #[serde(default)]
+        index: Option<IndexRead>,
         lo: Vec<u8>,
         hi: Option<Vec<u8>>,
         opts: ReadOptions,
         consistent: bool,
     },
-    Stats,
+    /// Item count and bytes, and those of the first `local_indexes` local
+    /// indexes.
+    Stats {
+        #[serde(default)]
+        local_indexes: u8,
+    },
     /// Whether the node is up (the control plane's liveness probe).
     Ping,
     /// The Raft state of every group the node hosts (for `dynaraft admin`).
@@ -49,10 +57,19 @@ pub enum Reply {
     Proposed(Outcome, u64),
     Item(Option<Item>),
     Page(Page),
-    Stats(u64, u64),
+    Stats(GroupStats),
     Pong,
     Status(Vec<GroupStatus>),
     Catalog(CatalogDoc),
+}
+
+/// A partition's size, as of its replica's last apply.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct GroupStats {
+    pub count: u64,
+    pub bytes: u64,
+    /// (entries, bytes) per local index, by id.
+    pub indexes: Vec<(u64, u64)>,
 }
 
 /// One hosted replica's Raft state.
@@ -160,18 +177,18 @@ pub async fn execute(
         }
         Request::Range {
             schema,
+            index,
             lo,
             hi,
             opts,
             consistent,
-        } => Reply::Page(
-            host.read_range(group, &schema, &lo, hi.as_deref(), &opts, consistent)
-                .await?,
-        ),
-        Request::Stats => {
-            let (c, b) = host.stats(group)?;
-            Reply::Stats(c, b)
+        } => {
+            let bounds = (lo.as_slice(), hi.as_deref());
+            let index = index.as_ref();
+            let page = host.read_range(group, &schema, index, bounds, &opts, consistent);
+            Reply::Page(page.await?)
         }
+        Request::Stats { local_indexes } => Reply::Stats(host.stats(group, local_indexes)?),
         Request::Ping => Reply::Pong,
         Request::Status => Reply::Status(
             host.hosted()

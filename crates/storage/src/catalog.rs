@@ -48,17 +48,95 @@ pub struct TableMeta {
     /// Time to Live: the attribute holding the expiry (epoch seconds), when enabled.
     #[serde(default)]
     pub ttl_attribute: Option<String>,
+    /// Local secondary indexes, fixed at creation; an index's position is
+    /// its id in the partitions' key space.
+    #[serde(default)]
+    pub local_indexes: Vec<IndexMeta>,
+}
+
+/// Which attributes an index entry holds besides the table's and the
+/// index's key attributes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Projection {
+    All,
+    KeysOnly,
+    Include(Vec<String>),
+}
+
+impl Projection {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Projection::All => "ALL",
+            Projection::KeysOnly => "KEYS_ONLY",
+            Projection::Include(_) => "INCLUDE",
+        }
+    }
+}
+
+/// A secondary index: its name, key (attribute name, type descriptor) and
+/// projection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub name: String,
+    pub hash_key: (String, String),
+    pub range_key: Option<(String, String)>,
+    pub projection: Projection,
+}
+
+impl IndexMeta {
+    pub fn key_schema(&self) -> KeySchema {
+        KeySchema {
+            hash: key_attr(&self.hash_key),
+            range: self.range_key.as_ref().map(key_attr),
+        }
+    }
+}
+
+fn key_attr((n, t): &(String, String)) -> KeyAttr {
+    KeyAttr {
+        name: n.clone(),
+        ty: ScalarType::from_descriptor(t).unwrap_or(ScalarType::S),
+    }
 }
 
 impl TableMeta {
+    /// What a write command carries to maintain the local indexes (`None`
+    /// for a table without any), with collections limited to `limit_bytes`.
+    pub fn local_index_specs(&self, limit_bytes: u64) -> Option<crate::index::LocalIndexes> {
+        if self.local_indexes.is_empty() {
+            return None;
+        }
+        let indexes = self
+            .local_indexes
+            .iter()
+            .filter_map(|i| {
+                Some(crate::index::LocalIndexSpec {
+                    name: i.name.clone(),
+                    sort: key_attr(i.range_key.as_ref()?),
+                    projection: i.projection.clone(),
+                })
+            })
+            .collect();
+        Some(crate::index::LocalIndexes {
+            table: self.key_schema(),
+            indexes,
+            collection_limit_bytes: limit_bytes,
+        })
+    }
+
+    /// The local index named `name`, with its id.
+    pub fn local_index(&self, name: &str) -> Option<(u8, &IndexMeta)> {
+        self.local_indexes
+            .iter()
+            .enumerate()
+            .find(|(_, i)| i.name == name)
+            .map(|(id, i)| (id as u8, i))
+    }
+
     pub fn key_schema(&self) -> KeySchema {
-        let attr = |(n, t): &(String, String)| KeyAttr {
-            name: n.clone(),
-            ty: ScalarType::from_descriptor(t).unwrap_or(ScalarType::S),
-        };
         KeySchema {
-            hash: attr(&self.hash_key),
-            range: self.range_key.as_ref().map(attr),
+            hash: key_attr(&self.hash_key),
+            range: self.range_key.as_ref().map(key_attr),
         }
     }
 

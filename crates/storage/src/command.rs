@@ -62,6 +62,9 @@ pub struct WriteCommand {
     pub names: BTreeMap<String, String>,
     /// ExpressionAttributeValues (DynamoDB JSON map).
     pub values: serde_json::Value,
+    /// The table's local secondary indexes, maintained in the same apply.
+    #[serde(default)]
+    pub local: Option<crate::index::LocalIndexes>,
 }
 
 impl Entry {

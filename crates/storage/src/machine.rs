@@ -8,6 +8,7 @@
 //! [group u64 BE] 0x01 [storage key] items (binary item codec)
 //! [0]            0x02 [table name]  catalog: TableMeta as JSON
 //! [0]            0x03 [node id BE]  catalog: NodeRecord as JSON
+//! [group u64 BE] 0x04, 0x05         local secondary indexes (see `index`)
 //! ```
 //!
 //! A batch of entries is applied through an [`Overlay`] (so later entries
@@ -19,6 +20,7 @@
 use crate::StorageError;
 use crate::catalog::{NodeRecord, TableMeta, TableStatus};
 use crate::command::{Command, Entry, WriteCommand, WriteKind};
+use crate::index;
 use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
 use dynaraft_model::value::{item_from_json, item_size_bytes};
@@ -95,6 +97,9 @@ pub enum Outcome {
     TableMissing,
     TableExists,
     Done,
+    /// The write would grow its item collection (one partition key value,
+    /// with its local index entries) past the limit; nothing was written.
+    CollectionTooLarge,
 }
 
 /// Pending writes of a batch over the tree.
@@ -111,26 +116,26 @@ impl<'a> Overlay<'a> {
         }
     }
 
-    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+    pub(crate) fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if let Some(v) = self.pending.get(k) {
             return Ok(v.clone());
         }
         Ok(self.tree.get(k)?.map(|v| v.to_vec()))
     }
 
-    fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
+    pub(crate) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {
         self.pending.insert(k, Some(v));
     }
 
-    fn del(&mut self, k: Vec<u8>) {
+    pub(crate) fn del(&mut self, k: Vec<u8>) {
         self.pending.insert(k, None);
     }
 
-    fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
+    pub(crate) fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
         Ok(u64_of(self.get(k)?.map(sled::IVec::from)))
     }
 
-    fn add_i64(&mut self, k: Vec<u8>, delta: i64) -> Result<(), StorageError> {
+    pub(crate) fn add_i64(&mut self, k: Vec<u8>, delta: i64) -> Result<(), StorageError> {
         let v = self.get_u64(&k)?.saturating_add_signed(delta);
         self.put(k, v.to_be_bytes().to_vec());
         Ok(())
@@ -413,6 +418,19 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
     };
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
+    if let Some(local) = &w.local {
+        if let Some(msg) = new
+            .as_ref()
+            .and_then(|n| index::invalid_index_key(local, n))
+        {
+            return Ok(Outcome::Invalid(msg));
+        }
+        let old_side = (old.as_ref(), old_size as usize);
+        let new_side = (new.as_ref(), new_size as usize);
+        if !index::maintain(ov, group, local, old_side, new_side)? {
+            return Ok(Outcome::CollectionTooLarge);
+        }
+    }
     match &new {
         Some(item) => ov.put(key, encode_item(item)),
         None => ov.del(key),

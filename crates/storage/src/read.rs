@@ -6,7 +6,8 @@
 //! last evaluated key so the next page resumes exactly after it.
 
 use crate::StorageError;
-use crate::machine::{item_key, items_prefix};
+use crate::index::entry_key;
+use crate::machine::{item_key, read_item};
 use dynaraft_expr::{KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::key::encode_scalar;
@@ -63,11 +64,9 @@ fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {
 pub fn query_bounds(schema: &KeySchema, kc: &KeyCondition) -> Option<(Vec<u8>, Vec<u8>)> {
     let base = schema.partition_prefix(&kc.hash)?;
     let end = successor(base.clone())?;
-    let incl = |v: &AttributeValue| {
-        let mut k = with(&base, v);
-        k.push(0);
-        k
-    };
+    // Past every key whose sort value is `v`, whatever follows it (an
+    // index entry key continues with the table's sort key).
+    let incl = |v: &AttributeValue| successor(with(&base, v)).unwrap_or_else(|| end.clone());
     Some(match &kc.range {
         None => (base.clone(), end),
         Some(RangeCondition::Eq(v)) => (with(&base, v), incl(v)),
@@ -100,27 +99,43 @@ pub fn segment_bounds(segment: u32, total: u32) -> (Vec<u8>, Option<Vec<u8>>) {
     (start.to_be_bytes().to_vec(), hi)
 }
 
-/// Reads items of `group` whose storage keys lie in `[lo, hi)`.
+/// A read of a local secondary index instead of the table.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct IndexRead {
+    pub id: u8,
+    /// The index's key schema.
+    pub schema: KeySchema,
+    /// Return each entry's whole base item (in the same partition) instead
+    /// of the projected attributes.
+    pub fetch_base: bool,
+}
+
+/// Reads items of `group` (or entries of one of its local indexes) whose
+/// storage keys lie in `[lo, hi)`; `schema` is the table's key.
 pub fn read_range(
     tree: &sled::Tree,
     group: u64,
     schema: &KeySchema,
-    lo: &[u8],
-    hi: Option<&[u8]>,
+    index: Option<&IndexRead>,
+    (lo, hi): (&[u8], Option<&[u8]>),
     opts: &ReadOptions,
 ) -> Result<Page, StorageError> {
-    let mut lo_b = Bound::Included(item_key(group, lo));
+    let full = |k: &[u8]| match index {
+        Some(ix) => entry_key(group, ix.id, k),
+        None => item_key(group, k),
+    };
+    let mut lo_b = Bound::Included(full(lo));
     let mut hi_b = match hi {
-        Some(h) => Bound::Excluded(item_key(group, h)),
-        None => successor(items_prefix(group)).map_or(Bound::Unbounded, Bound::Excluded),
+        Some(h) => Bound::Excluded(full(h)),
+        None => successor(full(&[])).map_or(Bound::Unbounded, Bound::Excluded),
     };
     if let Some(after) = &opts.start_after {
-        let k = item_key(group, after);
+        let k = full(after);
         if opts.forward {
-            if k >= item_key(group, lo) {
+            if k >= full(lo) {
                 lo_b = Bound::Excluded(k);
             }
-        } else if hi.is_none_or(|h| k < item_key(group, h)) {
+        } else if hi.is_none_or(|h| k < full(h)) {
             hi_b = Bound::Excluded(k);
         }
     }
@@ -128,10 +143,21 @@ pub fn read_range(
     let mut page = Page::default();
     let mut step = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StorageError> {
         let (_, v) = kv?;
-        let item = decode_item(&v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let mut item = decode_item(&v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let mut key = schema.key_of(&item);
+        if let Some(ix) = index {
+            key.extend(ix.schema.key_of(&item));
+            if ix.fetch_base {
+                let base = schema
+                    .storage_key(&item)
+                    .map(|k| read_item(tree, group, &k));
+                if let Some(base) = base.transpose()?.flatten() {
+                    item = base;
+                }
+            }
+        }
         page.scanned += 1;
         page.read_bytes += item_size_bytes(&item);
-        let key = schema.key_of(&item);
         page.items.push(item);
         let full =
             page.read_bytes >= opts.max_bytes || opts.limit.is_some_and(|l| page.scanned >= l);

@@ -1,6 +1,7 @@
 //! CreateTable: validates the schema, billing mode and throughput as
 //! DynamoDB does, then proposes the table to the catalog.
 
+use super::index_defs;
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::{Violations, enum_value, opt_array, opt_bool, table_name};
@@ -29,13 +30,19 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     v.check()?;
     let attrs = parse_attribute_definitions(attrs.unwrap_or(&vec![]))?;
     let (hash, range) = parse_key_schema(keys.unwrap_or(&vec![]), &attrs)?;
-    for field in ["GlobalSecondaryIndexes", "LocalSecondaryIndexes"] {
-        if body.get(field).is_some_and(|x| !x.is_null()) {
-            return Err(ApiError::validation(format!(
-                "{field} are not supported by dynaraft yet"
-            )));
-        }
+    if body
+        .get("GlobalSecondaryIndexes")
+        .is_some_and(|x| !x.is_null())
+    {
+        return Err(ApiError::validation(
+            "GlobalSecondaryIndexes are not supported by dynaraft yet",
+        ));
     }
+    let local_indexes = index_defs::local_indexes(body, &attrs, &hash, range.as_ref())?;
+    let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
+        .chain(range.as_ref().map(|r| r.0.as_str()))
+        .collect();
+    index_defs::check_definitions_used(&attrs, &table_keys, &local_indexes)?;
     let (billing_mode, rcu, wcu) = billing(body)?;
     let tags = parse_tags(body)?;
     let instant = api.cfg.transition_delay_ms == 0;
@@ -60,6 +67,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         last_decrease_ms: 0,
         decreases_today: 0,
         ttl_attribute: None,
+        local_indexes,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
@@ -188,11 +196,6 @@ fn parse_key_schema(
             missing.join(", "),
             defined.join(", ")
         )));
-    }
-    if attrs.len() != elems.len() {
-        return Err(ApiError::validation(
-            "One or more parameter values were invalid: Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
-        ));
     }
     let typed = |name: &str| {
         let t = attrs

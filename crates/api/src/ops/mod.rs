@@ -12,6 +12,7 @@ mod describe_endpoints;
 mod describe_limits;
 mod describe_table;
 mod get_item;
+mod index_defs;
 mod list_tables;
 mod put_item;
 mod query;
@@ -24,7 +25,7 @@ pub mod write;
 
 use crate::Api;
 use crate::error::ApiError;
-use dynaraft_storage::{Command, Outcome, TableMeta, TableStatus};
+use dynaraft_storage::{Command, IndexMeta, Outcome, Projection, TableMeta, TableStatus};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -92,7 +93,8 @@ pub fn table_arn(api: &Api, name: &str) -> String {
 
 /// TableDescription as DescribeTable, CreateTable and DeleteTable return it.
 pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
-    let (count, bytes) = api.router.stats(meta).await?;
+    let stats = api.router.stats(meta).await?;
+    let (count, bytes) = (stats.count, stats.bytes);
     let secs = |ms: u64| ms as f64 / 1000.0;
     let mut key_schema = vec![json!({"AttributeName": meta.hash_key.0, "KeyType": "HASH"})];
     if let Some(r) = &meta.range_key {
@@ -123,6 +125,19 @@ pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
         "TableId": meta.table_id(),
         "DeletionProtectionEnabled": meta.deletion_protection,
     });
+    if !meta.local_indexes.is_empty() {
+        let table_arn = table_arn(api, &meta.name);
+        let indexes: Vec<Value> = meta
+            .local_indexes
+            .iter()
+            .enumerate()
+            .map(|(id, ix)| {
+                let (count, bytes) = stats.indexes.get(id).copied().unwrap_or((0, 0));
+                index_description(ix, &table_arn, count, bytes)
+            })
+            .collect();
+        d["LocalSecondaryIndexes"] = Value::Array(indexes);
+    }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
@@ -130,6 +145,26 @@ pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
         });
     }
     Ok(d)
+}
+
+/// One entry of DescribeTable's LocalSecondaryIndexes.
+fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) -> Value {
+    let mut keys = vec![json!({"AttributeName": ix.hash_key.0, "KeyType": "HASH"})];
+    if let Some(r) = &ix.range_key {
+        keys.push(json!({"AttributeName": r.0, "KeyType": "RANGE"}));
+    }
+    let mut projection = json!({ "ProjectionType": ix.projection.type_name() });
+    if let Projection::Include(attrs) = &ix.projection {
+        projection["NonKeyAttributes"] = json!(attrs);
+    }
+    json!({
+        "IndexName": ix.name,
+        "KeySchema": keys,
+        "Projection": projection,
+        "IndexSizeBytes": bytes,
+        "ItemCount": count,
+        "IndexArn": format!("{table_arn}/index/{}", ix.name),
+    })
 }
 
 /// Moves a table to its next status after the configured delay.

@@ -3,6 +3,7 @@
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
+use dynaraft_cluster::Table;
 use dynaraft_expr::projection::project;
 use dynaraft_expr::{
     Condition, ExprKind, Operand, Path, Substitutions, parse_condition, parse_key_condition,
@@ -10,7 +11,9 @@ use dynaraft_expr::{
 };
 use dynaraft_model::value::{item_from_json, item_to_json};
 use dynaraft_model::{Item, KeySchema};
-use dynaraft_storage::read::{MAX_PAGE_BYTES, Page, ReadOptions, query_bounds};
+use dynaraft_storage::index::entry_storage_key;
+use dynaraft_storage::read::{IndexRead, MAX_PAGE_BYTES, Page, ReadOptions, query_bounds};
+use dynaraft_storage::{IndexMeta, Projection};
 use serde_json::{Value, json};
 
 /// ProjectionExpression or AttributesToGet, when it is the request's only
@@ -58,6 +61,95 @@ pub struct ReadExprs {
     pub filter: Option<Condition>,
     pub projection: Option<Vec<Path>>,
     pub count_only: bool,
+    /// Select=ALL_ATTRIBUTES was asked for.
+    pub all_attributes: bool,
+}
+
+/// The local index a Query or Scan names, resolved against the table: what
+/// the storage read needs, and the index's key schema.
+pub struct IndexTarget {
+    pub read: IndexRead,
+    pub meta: IndexMeta,
+}
+
+impl IndexTarget {
+    /// `IndexName` of the request, if any; DynamoDB's error for an index
+    /// the table does not have.
+    pub fn from_body(body: &Value, table: &Table) -> Result<Option<IndexTarget>, ApiError> {
+        let Some(name) = opt_str(body, "IndexName")? else {
+            return Ok(None);
+        };
+        let (id, meta) = table.meta.local_index(name).ok_or_else(|| {
+            ApiError::validation(format!(
+                "The table does not have the specified index: {name}"
+            ))
+        })?;
+        Ok(Some(IndexTarget {
+            read: IndexRead {
+                id,
+                schema: meta.key_schema(),
+                fetch_base: false,
+            },
+            meta: meta.clone(),
+        }))
+    }
+
+    /// Whether the request needs attributes the index does not hold: a
+    /// local index then reads them from the base item, as DynamoDB does.
+    pub fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> bool {
+        let held = |name: &str| match &self.meta.projection {
+            Projection::All => true,
+            Projection::KeysOnly => table.is_key_attr(name) || self.read.schema.is_key_attr(name),
+            Projection::Include(a) => {
+                table.is_key_attr(name)
+                    || self.read.schema.is_key_attr(name)
+                    || a.iter().any(|x| x == name)
+            }
+        };
+        if matches!(self.meta.projection, Projection::All) {
+            return false;
+        }
+        let mut paths = Vec::new();
+        if let Some(f) = &exprs.filter {
+            condition_paths(f, &mut paths);
+        }
+        exprs.all_attributes
+            || paths.iter().any(|p| !held(p.root()))
+            || exprs
+                .projection
+                .as_ref()
+                .is_some_and(|ps| ps.iter().any(|p| !held(p.root())))
+    }
+
+    /// The entry key to resume after: ExclusiveStartKey must hold the
+    /// table's and the index's key attributes.
+    pub fn start_key(&self, body: &Value, table: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some(j) = body.get("ExclusiveStartKey").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let key: Item = item_from_json(j)?;
+        let bad = || {
+            ApiError::validation(
+                "The provided starting key is invalid: The provided key element does not match the schema",
+            )
+        };
+        let attrs: Vec<_> = table
+            .key_attrs()
+            .chain(self.read.schema.key_attrs())
+            .collect();
+        let typed = |ka: &&dynaraft_model::KeyAttr| {
+            key.get(&ka.name)
+                .is_some_and(|v| v.attr_type() == ka.ty.attr_type())
+        };
+        let names: std::collections::BTreeSet<&str> =
+            attrs.iter().map(|ka| ka.name.as_str()).collect();
+        if key.len() != names.len() || !attrs.iter().all(typed) {
+            return Err(bad());
+        }
+        entry_storage_key(&self.read.schema, table, &key)
+            .map(Some)
+            .ok_or_else(bad)
+    }
 }
 
 /// FilterExpression, or the legacy filter (`QueryFilter`/`ScanFilter` with
@@ -90,6 +182,7 @@ pub fn read_exprs(
     body: &Value,
     filter_src: Option<&str>,
     subs: &mut Substitutions,
+    indexed: bool,
 ) -> Result<ReadExprs, ApiError> {
     let select = enum_value(
         body,
@@ -108,7 +201,7 @@ pub fn read_exprs(
     };
     let projection = projection_with(body, opt_str(body, "ProjectionExpression")?, subs)?;
     match select {
-        Some("ALL_PROJECTED_ATTRIBUTES") => {
+        Some("ALL_PROJECTED_ATTRIBUTES") if !indexed => {
             return Err(ApiError::validation(
                 "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName",
             ));
@@ -129,6 +222,7 @@ pub fn read_exprs(
         filter,
         projection,
         count_only: select == Some("COUNT"),
+        all_attributes: select == Some("ALL_ATTRIBUTES"),
     })
 }
 
@@ -255,11 +349,8 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         ],
     )?;
     let table = active_table(api, &name)?;
-    if let Some(index) = opt_str(body, "IndexName")? {
-        return Err(ApiError::validation(format!(
-            "The table does not have the specified index: {index}"
-        )));
-    }
+    let mut index = IndexTarget::from_body(body, &table)?;
+    let key_schema = index.as_ref().map_or(&table.schema, |i| &i.read.schema);
     let missing = || {
         ApiError::validation(
             "Either the KeyConditions or KeyConditionExpression parameter must be specified in the request.",
@@ -280,22 +371,28 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     };
     let filter_src = filter_source(body, "QueryFilter", &mut input)?;
     let mut subs = input.subs();
-    let kc = parse_key_condition(&kce, &mut subs, &table.schema)?;
-    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs)?;
+    let kc = parse_key_condition(&kce, &mut subs, key_schema)?;
+    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs, index.is_some())?;
     subs.check_unused()?;
     if let Some(f) = &exprs.filter {
         let mut paths = Vec::new();
         condition_paths(f, &mut paths);
-        if let Some(p) = paths.iter().find(|p| table.schema.is_key_attr(p.root())) {
+        if let Some(p) = paths.iter().find(|p| key_schema.is_key_attr(p.root())) {
             return Err(ApiError::validation(format!(
                 "Filter Expression can only contain non-primary key attributes: Primary key attribute: {}",
                 p.root()
             )));
         }
     }
-    let start_after = start_key(body, &table.schema)?;
-    let (lo, hi) = query_bounds(&table.schema, &kc)
+    let start_after = match &index {
+        Some(i) => i.start_key(body, &table.schema)?,
+        None => start_key(body, &table.schema)?,
+    };
+    let (lo, hi) = query_bounds(key_schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
+    if let Some(i) = index.as_mut() {
+        i.read.fetch_base = i.needs_base(&exprs, &table.schema);
+    }
     let opts = ReadOptions {
         forward,
         start_after,
@@ -304,7 +401,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     };
     let page = api
         .router
-        .read_range(&table, &lo, Some(&hi), &opts, consistent)
+        .read_range(
+            &table,
+            index.as_ref().map(|i| &i.read),
+            (&lo, Some(&hi)),
+            &opts,
+            consistent,
+        )
         .await?;
     Ok(page_response(page, &exprs, &name, mode, consistent))
 }

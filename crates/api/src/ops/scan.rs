@@ -82,7 +82,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     )?;
     let filter_src = filter_source(body, "ScanFilter", &mut input)?;
     let mut subs = input.subs();
-    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs)?;
+    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs, false)?;
     subs.check_unused()?;
     let start_after = start_key(body, &table.schema)?;
     let (lo, hi) = match seg {
@@ -97,7 +97,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     };
     let page = api
         .router
-        .read_range(&table, &lo, hi.as_deref(), &opts, consistent)
+        .read_range(&table, None, (&lo, hi.as_deref()), &opts, consistent)
         .await?;
     Ok(page_response(page, &exprs, &name, mode, consistent))
 }

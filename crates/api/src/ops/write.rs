@@ -171,6 +171,9 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
         update: req.update,
         names: req.names,
         values: req.values,
+        local: table
+            .meta
+            .local_index_specs(api.cfg.item_collection_limit_bytes),
     };
     match api.router.write(table, cmd).await? {
         Outcome::Written { old, new } => Ok(Written { old, new }),
@@ -182,6 +185,7 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
             },
         }),
         Outcome::Invalid(m) => Err(ApiError::Validation(m)),
+        Outcome::CollectionTooLarge => Err(ApiError::ItemCollectionSizeLimitExceeded),
         other => {
             tracing::error!(?other, "unexpected outcome for a write");
             Err(ApiError::InternalServerError(

@@ -46,6 +46,7 @@ pub fn put(i: usize) -> Command {
         update: None,
         names: BTreeMap::new(),
         values: json!({}),
+        local: None,
     })
 }
 

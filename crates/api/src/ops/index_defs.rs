@@ -1,0 +1,301 @@
+//! Secondary index definitions in CreateTable: shape (names, key schemas,
+//! projections) and the rules DynamoDB enforces between an index and its
+//! table, with DynamoDB's ValidationException wording.
+//!
+//! Only local secondary indexes are accepted so far; global ones are
+//! refused by CreateTable until they exist.
+
+use crate::error::ApiError;
+use crate::params::Violations;
+use dynaraft_storage::{IndexMeta, Projection};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+/// Most local secondary indexes per table.
+pub const MAX_LOCAL_INDEXES: usize = 5;
+/// Most NonKeyAttributes over all of a table's indexes.
+pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
+/// Shortest and longest index name, in characters.
+pub const MIN_INDEX_NAME_CHARS: usize = 3;
+pub const MAX_INDEX_NAME_CHARS: usize = 255;
+
+type KeyPair = (String, String);
+
+fn invalid(msg: impl std::fmt::Display) -> ApiError {
+    ApiError::validation(format!("One or more parameter values were invalid: {msg}"))
+}
+
+/// One index as sent, after the shape checks.
+struct Raw {
+    name: String,
+    keys: Vec<(String, String)>,
+    projection_type: Option<String>,
+    non_key: Option<Vec<String>>,
+}
+
+/// Checks the members of `LocalSecondaryIndexes` (or another index list
+/// named `field`, as `path` in messages) and returns them.
+fn parse_shape(list: &[Value], path: &str) -> Result<Vec<Raw>, ApiError> {
+    let mut v = Violations::default();
+    let mut out = Vec::new();
+    for (i, ix) in list.iter().enumerate() {
+        let at = |f: &str| format!("{path}.{}.member.{f}", i + 1);
+        let name = ix.get("IndexName").and_then(Value::as_str);
+        match name {
+            None => v.add(None, &at("indexName"), "Member must not be null"),
+            Some(n) => {
+                if n.chars().count() < MIN_INDEX_NAME_CHARS {
+                    v.add(
+                        Some(n),
+                        &at("indexName"),
+                        "Member must have length greater than or equal to 3",
+                    );
+                }
+                if n.chars().count() > MAX_INDEX_NAME_CHARS {
+                    v.add(
+                        Some(n),
+                        &at("indexName"),
+                        "Member must have length less than or equal to 255",
+                    );
+                }
+                if !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+                {
+                    v.add(
+                        Some(n),
+                        &at("indexName"),
+                        "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
+                    );
+                }
+            }
+        }
+        let keys = ix.get("KeySchema").and_then(Value::as_array);
+        match keys {
+            None => v.add(None, &at("keySchema"), "Member must not be null"),
+            Some(k) if k.is_empty() => v.add(
+                Some("[]"),
+                &at("keySchema"),
+                "Member must have length greater than or equal to 1",
+            ),
+            Some(k) if k.len() > 2 => v.add(
+                Some("[...]"),
+                &at("keySchema"),
+                "Member must have length less than or equal to 2",
+            ),
+            Some(_) => {}
+        }
+        let mut pairs = Vec::new();
+        for (j, k) in keys.into_iter().flatten().enumerate() {
+            let n = k.get("AttributeName").and_then(Value::as_str);
+            let t = k.get("KeyType").and_then(Value::as_str);
+            let kat = |f: &str| format!("{}.{}.member.{f}", at("keySchema"), j + 1);
+            if n.is_none() {
+                v.add(None, &kat("attributeName"), "Member must not be null");
+            }
+            if t.is_none() {
+                v.add(None, &kat("keyType"), "Member must not be null");
+            }
+            if let (Some(n), Some(t)) = (n, t) {
+                pairs.push((n.to_string(), t.to_string()));
+            }
+        }
+        let projection = ix.get("Projection").filter(|p| !p.is_null());
+        if projection.is_none() {
+            v.add(None, &at("projection"), "Member must not be null");
+        }
+        let projection_type = projection
+            .and_then(|p| p.get("ProjectionType"))
+            .and_then(Value::as_str);
+        if let Some(t) = projection_type
+            && !["ALL", "INCLUDE", "KEYS_ONLY"].contains(&t)
+        {
+            v.add(
+                Some(t),
+                &format!("{}.projectionType", at("projection")),
+                "Member must satisfy enum value set: [ALL, INCLUDE, KEYS_ONLY]",
+            );
+        }
+        let non_key = projection
+            .and_then(|p| p.get("NonKeyAttributes"))
+            .and_then(Value::as_array);
+        if non_key.is_some_and(|a| a.is_empty()) {
+            v.add(
+                Some("[]"),
+                &format!("{}.nonKeyAttributes", at("projection")),
+                "Member must have length greater than or equal to 1",
+            );
+        }
+        out.push(Raw {
+            name: name.unwrap_or_default().to_string(),
+            keys: pairs,
+            projection_type: projection_type.map(str::to_string),
+            non_key: non_key.map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            }),
+        });
+    }
+    v.check()?;
+    Ok(out)
+}
+
+/// The key checks every index shares with a table's own key schema.
+fn check_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
+    let names: Vec<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
+    let keys: Vec<&str> = ix.keys.iter().map(|(n, _)| n.as_str()).collect();
+    if keys.iter().any(|k| !names.contains(k)) {
+        return Err(invalid(format!(
+            "Some index key attributes are not defined in AttributeDefinitions. Keys: [{}], AttributeDefinitions: [{}]",
+            keys.join(", "),
+            names.join(", ")
+        )));
+    }
+    if keys.len() == 2 && keys[0] == keys[1] {
+        return Err(ApiError::validation(
+            "Both the Hash Key and the Range Key element in the KeySchema have the same name",
+        ));
+    }
+    if ix.keys.first().map(|k| k.1.as_str()) != Some("HASH") {
+        return Err(ApiError::validation(
+            "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
+        ));
+    }
+    if ix.keys.get(1).is_some_and(|k| k.1 != "RANGE") {
+        return Err(ApiError::validation(
+            "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
+        ));
+    }
+    Ok(())
+}
+
+fn projection(ix: &Raw) -> Result<Projection, ApiError> {
+    let Some(t) = ix.projection_type.as_deref() else {
+        return Err(invalid("Unknown ProjectionType: null"));
+    };
+    match (t, &ix.non_key) {
+        ("INCLUDE", Some(attrs)) => Ok(Projection::Include(attrs.clone())),
+        ("INCLUDE", None) => Err(invalid(
+            "ProjectionType is INCLUDE, but NonKeyAttributes is not specified",
+        )),
+        (t, Some(_)) => Err(invalid(format!(
+            "ProjectionType is {t}, but NonKeyAttributes is specified"
+        ))),
+        ("ALL", None) => Ok(Projection::All),
+        _ => Ok(Projection::KeysOnly),
+    }
+}
+
+fn typed(defined: &[KeyPair], name: &str) -> KeyPair {
+    let t = defined
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t.clone())
+        .unwrap_or_default();
+    (name.to_string(), t)
+}
+
+/// `LocalSecondaryIndexes` of a CreateTable request, checked against the
+/// table's key (`hash`, `range`) and AttributeDefinitions (`defined`).
+pub fn local_indexes(
+    body: &Value,
+    defined: &[KeyPair],
+    hash: &KeyPair,
+    range: Option<&KeyPair>,
+) -> Result<Vec<IndexMeta>, ApiError> {
+    let Some(list) = body.get("LocalSecondaryIndexes").filter(|x| !x.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let list = list.as_array().ok_or_else(|| {
+        ApiError::Serialization(Some(
+            "Start of structure or map found where not expected".into(),
+        ))
+    })?;
+    let raw = parse_shape(list, "localSecondaryIndexes")?;
+    if raw.is_empty() {
+        return Err(invalid("List of LocalSecondaryIndexes is empty"));
+    }
+    if range.is_none() {
+        return Err(invalid(
+            "Table KeySchema does not have a range key, which is required when specifying a LocalSecondaryIndex",
+        ));
+    }
+    let mut names = BTreeSet::new();
+    let mut out = Vec::new();
+    for ix in &raw {
+        check_keys(ix, defined)?;
+        if ix.keys.len() != 2 {
+            return Err(invalid(format!(
+                "Index KeySchema does not have a range key for index: {}",
+                ix.name
+            )));
+        }
+        if ix.keys[0].0 != hash.0 {
+            return Err(invalid(format!(
+                "Index KeySchema does not have the same leading hash key as table KeySchema for index: {}. index hash key: {}, table hash key: {}",
+                ix.name, ix.keys[0].0, hash.0
+            )));
+        }
+        let projection = projection(ix)?;
+        if !names.insert(ix.name.clone()) {
+            return Err(invalid(format!("Duplicate index name: {}", ix.name)));
+        }
+        out.push(IndexMeta {
+            name: ix.name.clone(),
+            hash_key: typed(defined, &ix.keys[0].0),
+            range_key: Some(typed(defined, &ix.keys[1].0)),
+            projection,
+        });
+    }
+    if out.len() > MAX_LOCAL_INDEXES {
+        return Err(invalid(format!(
+            "Number of LocalSecondaryIndexes exceeds per-table limit of {MAX_LOCAL_INDEXES}"
+        )));
+    }
+    let projected: usize = out
+        .iter()
+        .map(|i| match &i.projection {
+            Projection::Include(a) => a.len(),
+            _ => 0,
+        })
+        .sum();
+    if projected > MAX_PROJECTED_ATTRIBUTES {
+        return Err(invalid(format!(
+            "The number of attributes in key schema and projection of all indexes exceeds the limit of {MAX_PROJECTED_ATTRIBUTES}"
+        )));
+    }
+    Ok(out)
+}
+
+/// AttributeDefinitions must name exactly the key attributes of the table
+/// and its indexes.
+pub fn check_definitions_used(
+    defined: &[KeyPair],
+    table_keys: &[&str],
+    indexes: &[IndexMeta],
+) -> Result<(), ApiError> {
+    let mut used: BTreeSet<&str> = table_keys.iter().copied().collect();
+    for i in indexes {
+        used.insert(&i.hash_key.0);
+        if let Some(r) = &i.range_key {
+            used.insert(&r.0);
+        }
+    }
+    let names: BTreeSet<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
+    if names == used {
+        return Ok(());
+    }
+    if indexes.is_empty() {
+        return Err(invalid(
+            "Number of attributes in KeySchema does not exactly match number of attributes defined in AttributeDefinitions",
+        ));
+    }
+    let list = |s: &BTreeSet<&str>| s.iter().copied().collect::<Vec<_>>().join(", ");
+    Err(invalid(format!(
+        "Some AttributeDefinitions are not used. AttributeDefinitions: [{}], keys used: [{}]",
+        list(&names),
+        list(&used)
+    )))
+}

@@ -1,0 +1,220 @@
+//! Local secondary indexes: entries kept inside the base partition's group
+//! and changed in the same apply as the base item, so an LSI is always
+//! exactly as current as its table (strongly consistent reads work).
+//!
+//! ```text
+//! [group] 0x04 [index id u8] [entry key]    an index entry: the projected item
+//! [group] 0x05 [partition-key prefix]       item collection size, bytes (u64 BE)
+//! ```
+//!
+//! An entry key is the index's storage key (hash of the partition key, the
+//! partition key, the index sort key) followed by the table's sort key, so
+//! entries of items sharing an index sort value stay distinct and in table
+//! order. An item without the index's sort attribute has no entry (a sparse
+//! index). Each entry counts its projected attributes plus
+//! [`INDEX_ENTRY_OVERHEAD_BYTES`], as DynamoDB does; an item collection (all
+//! items of one partition key value, with their entries) may not grow past
+//! the command's limit (10 GB in DynamoDB).
+//!
+//! The index definitions travel in the write command ([`LocalIndexes`]),
+//! so apply needs no catalog lookup and every replica does the same.
+
+use crate::StorageError;
+use crate::catalog::Projection;
+use crate::machine::Overlay;
+use dynaraft_model::codec::encode_item;
+use dynaraft_model::key::encode_scalar;
+use dynaraft_model::value::item_size_bytes;
+use dynaraft_model::{AttributeValue, Item, KeyAttr, KeySchema};
+use serde::{Deserialize, Serialize};
+
+pub(crate) const LOCAL_INDEX: u8 = 0x04;
+pub(crate) const COLLECTION: u8 = 0x05;
+/// Bytes DynamoDB adds to each index entry's size.
+pub const INDEX_ENTRY_OVERHEAD_BYTES: usize = 100;
+/// DynamoDB's limit on an item collection of a table with LSIs (10 GB).
+pub const DEFAULT_ITEM_COLLECTION_LIMIT_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+
+/// A table's local indexes, as a write command carries them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalIndexes {
+    pub table: KeySchema,
+    /// In id order (the id is the position).
+    pub indexes: Vec<LocalIndexSpec>,
+    pub collection_limit_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalIndexSpec {
+    pub name: String,
+    pub sort: KeyAttr,
+    pub projection: Projection,
+}
+
+impl LocalIndexSpec {
+    /// The index's key schema: the table's partition key and its own sort key.
+    pub fn schema(&self, table: &KeySchema) -> KeySchema {
+        KeySchema {
+            hash: table.hash.clone(),
+            range: Some(self.sort.clone()),
+        }
+    }
+}
+
+/// `[group][0x04][id][key]`.
+pub fn entry_key(group: u64, id: u8, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + key.len());
+    k.extend_from_slice(&group.to_be_bytes());
+    k.push(LOCAL_INDEX);
+    k.push(id);
+    k.extend_from_slice(key);
+    k
+}
+
+fn collection_key(group: u64, partition_prefix: &[u8]) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(COLLECTION);
+    k.extend_from_slice(partition_prefix);
+    k
+}
+
+/// The entry key of `item` in an index with key `index` on a table with key
+/// `table`: the index storage key, then the table's sort key. `None` when
+/// the item lacks an index key attribute.
+pub fn entry_storage_key(index: &KeySchema, table: &KeySchema, item: &Item) -> Option<Vec<u8>> {
+    let mut k = index.storage_key(item)?;
+    for ka in table.key_attrs().filter(|ka| !index.is_key_attr(&ka.name)) {
+        encode_scalar(item.get(&ka.name)?, &mut k)?;
+    }
+    Some(k)
+}
+
+/// The attributes of `item` an index entry holds.
+pub fn project(item: &Item, table: &KeySchema, index: &KeySchema, p: &Projection) -> Item {
+    match p {
+        Projection::All => item.clone(),
+        Projection::KeysOnly | Projection::Include(_) => item
+            .iter()
+            .filter(|(name, _)| {
+                table.is_key_attr(name)
+                    || index.is_key_attr(name)
+                    || matches!(p, Projection::Include(a) if a.contains(name))
+            })
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+/// DynamoDB's ValidationException message for the first index key of
+/// `item` with the wrong type or an empty value; `None` when all are fine.
+pub fn invalid_index_key(local: &LocalIndexes, item: &Item) -> Option<String> {
+    for spec in &local.indexes {
+        let Some(v) = item.get(&spec.sort.name) else {
+            continue;
+        };
+        if v.attr_type() != spec.sort.ty.attr_type() {
+            return Some(format!(
+                "One or more parameter values were invalid: Type mismatch for Index Key {} Expected: {} Actual: {} IndexName: {}",
+                spec.sort.name,
+                spec.sort.ty.descriptor(),
+                v.attr_type().descriptor(),
+                spec.name
+            ));
+        }
+        let empty = matches!(v, AttributeValue::S(s) if s.is_empty())
+            || matches!(v, AttributeValue::B(b) if b.is_empty());
+        if empty {
+            return Some(format!(
+                "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {}, IndexKey: {}",
+                spec.name, spec.sort.name
+            ));
+        }
+    }
+    None
+}
+
+/// One entry of an item: index id, entry key, projected item and its size.
+struct Entry {
+    id: u8,
+    key: Vec<u8>,
+    item: Item,
+    size: usize,
+}
+
+fn entries(local: &LocalIndexes, item: Option<&Item>) -> Vec<Entry> {
+    let Some(item) = item else {
+        return Vec::new();
+    };
+    local
+        .indexes
+        .iter()
+        .enumerate()
+        .filter_map(|(id, spec)| {
+            let schema = spec.schema(&local.table);
+            let key = entry_storage_key(&schema, &local.table, item)?;
+            let item = project(item, &local.table, &schema, &spec.projection);
+            let size = item_size_bytes(&item) + INDEX_ENTRY_OVERHEAD_BYTES;
+            Some(Entry {
+                id: id as u8,
+                key,
+                item,
+                size,
+            })
+        })
+        .collect()
+}
+
+/// Replaces `old`'s index entries by `new`'s and updates the item
+/// collection's size (base item sizes `old_size`, `new_size`). Returns
+/// `false`, having written nothing, when the collection would exceed the
+/// limit.
+pub fn maintain(
+    ov: &mut Overlay,
+    group: u64,
+    local: &LocalIndexes,
+    (old, old_size): (Option<&Item>, usize),
+    (new, new_size): (Option<&Item>, usize),
+) -> Result<bool, StorageError> {
+    let before = entries(local, old);
+    let after = entries(local, new);
+    let total = |base: usize, e: &[Entry]| (base + e.iter().map(|e| e.size).sum::<usize>()) as i64;
+    let delta = total(new_size, &after) - total(old_size, &before);
+    let Some(pk) = new.or(old).and_then(|i| i.get(&local.table.hash.name)) else {
+        return Ok(true);
+    };
+    let Some(prefix) = local.table.partition_prefix(pk) else {
+        return Ok(true);
+    };
+    let ck = collection_key(group, &prefix);
+    let size = ov.get_u64(&ck)?;
+    if delta > 0 && size.saturating_add(delta as u64) > local.collection_limit_bytes {
+        return Ok(false);
+    }
+    for e in &before {
+        ov.del(entry_key(group, e.id, &e.key));
+        ov.add_i64(stat_key(group, e.id, "count"), -1)?;
+        ov.add_i64(stat_key(group, e.id, "bytes"), -(e.size as i64))?;
+    }
+    for e in after {
+        ov.put(entry_key(group, e.id, &e.key), encode_item(&e.item));
+        ov.add_i64(stat_key(group, e.id, "count"), 1)?;
+        ov.add_i64(stat_key(group, e.id, "bytes"), e.size as i64)?;
+    }
+    ov.add_i64(ck, delta)?;
+    Ok(true)
+}
+
+fn stat_key(group: u64, id: u8, what: &str) -> Vec<u8> {
+    crate::machine::meta_key(group, &format!("lsi{id}:{what}"))
+}
+
+/// (entries, bytes) of local index `id` in `group`.
+pub fn index_stats(tree: &sled::Tree, group: u64, id: u8) -> Result<(u64, u64), StorageError> {
+    let get = |what| -> Result<u64, StorageError> {
+        Ok(tree
+            .get(stat_key(group, id, what))?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    };
+    Ok((get("count")?, get("bytes")?))
+}
