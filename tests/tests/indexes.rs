@@ -263,6 +263,17 @@ async fn local_indexes_follow_every_write_in_index_order() {
     }
     assert_eq!(seen, ["t1", "t2", "p0", "p1", "p2", "p3", "p4"]);
 
+    // Scan of a sparse index sees only the items that have its sort key.
+    let scanned = c
+        .scan()
+        .table_name("threads")
+        .index_name("by_votes")
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("scan index");
+    assert_eq!(sks(scanned.items()), ["t1"]);
+
     // DescribeTable reports each index with its entries.
     let d = c
         .describe_table()

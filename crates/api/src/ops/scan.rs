@@ -1,5 +1,5 @@
 //! Scan, including parallel scan (Segment / TotalSegments).
-use super::query::{filter_source, limit, page_response, read_exprs, start_key};
+use super::query::{IndexTarget, filter_source, limit, page_response, read_exprs, start_key};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -70,11 +70,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         (Some(s), Some(t)) => Some((s as u32, t as u32)),
     };
     let table = active_table(api, &name)?;
-    if let Some(index) = opt_str(body, "IndexName")? {
-        return Err(ApiError::validation(format!(
-            "The table does not have the specified index: {index}"
-        )));
-    }
+    let mut index = IndexTarget::from_body(body, &table)?;
     let mut input = ExprInput::from_body(
         body,
         &["FilterExpression", "ProjectionExpression"],
@@ -82,9 +78,15 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     )?;
     let filter_src = filter_source(body, "ScanFilter", &mut input)?;
     let mut subs = input.subs();
-    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs, false)?;
+    let exprs = read_exprs(body, filter_src.as_deref(), &mut subs, index.is_some())?;
     subs.check_unused()?;
-    let start_after = start_key(body, &table.schema)?;
+    let start_after = match index.as_mut() {
+        Some(i) => {
+            i.read.fetch_base = i.needs_base(&exprs, &table.schema);
+            i.start_key(body, &table.schema)?
+        }
+        None => start_key(body, &table.schema)?,
+    };
     let (lo, hi) = match seg {
         Some((s, t)) => segment_bounds(s, t),
         None => (Vec::new(), None),
@@ -97,7 +99,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     };
     let page = api
         .router
-        .read_range(&table, None, (&lo, hi.as_deref()), &opts, consistent)
+        .read_range(
+            &table,
+            index.as_ref().map(|i| &i.read),
+            (&lo, hi.as_deref()),
+            &opts,
+            consistent,
+        )
         .await?;
     Ok(page_response(page, &exprs, &name, mode, consistent))
 }
