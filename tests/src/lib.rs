@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub mod cluster;
+pub mod numbered;
 
 /// TTL sweeps in tests run often so expiry is observable quickly.
 pub const TEST_TTL_SWEEP_MS: u64 = 100;

@@ -5,21 +5,10 @@
 //! once a new leader is elected.
 
 use aws_sdk_dynamodb::Client;
-use dynaraft_tests::av::*;
 use dynaraft_tests::cluster::TestCluster;
 use dynaraft_tests::create_table;
+use dynaraft_tests::numbered::{assert_readable, put};
 use std::time::{Duration, Instant};
-
-async fn put(c: &Client, i: usize) -> bool {
-    c.put_item()
-        .table_name("orders")
-        .item("pk", s(&format!("k{i}")))
-        .item("n", n(&i.to_string()))
-        .send()
-        .await
-        .map_err(|e| eprintln!("put k{i}: {:?}", dynaraft_tests::err_of(&e)))
-        .is_ok()
-}
 
 /// Writes keys `range`; returns the acknowledged ones and the longest gap
 /// between two acknowledgements.
@@ -35,24 +24,6 @@ async fn write_loop(c: &Client, range: std::ops::Range<usize>) -> (Vec<usize>, D
         }
     }
     (acked, gap)
-}
-
-async fn assert_readable(c: &Client, acked: &[usize]) {
-    for i in acked {
-        let r = c
-            .get_item()
-            .table_name("orders")
-            .key("pk", s(&format!("k{i}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("read of k{i} failed: {e:?}"));
-        assert_eq!(
-            r.item().and_then(|it| it.get("n")),
-            Some(&n(&i.to_string())),
-            "acknowledged write k{i} lost"
-        );
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

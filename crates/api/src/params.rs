@@ -100,6 +100,8 @@ pub fn opt_array<'a>(body: &'a Value, field: &str) -> Result<Option<&'a Vec<Valu
     }
 }
 
+/// The constraints DynamoDB puts on table and index names: 3 to 255
+/// characters of `[a-zA-Z0-9_.-]`.
 pub fn check_table_name(v: &mut Violations, name: Option<&str>, path: &str) {
     match name {
         None => v.add(None, path, "Member must not be null"),

@@ -9,7 +9,7 @@
 //! below them) has to get right.
 
 use aws_sdk_dynamodb::Client;
-use dynaraft_tests::av::*;
+use dynaraft_tests::numbered::{assert_readable, put};
 use dynaraft_tests::{client_for, create_table};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -150,34 +150,6 @@ impl Drop for Cluster {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-async fn put(c: &Client, i: usize) -> bool {
-    c.put_item()
-        .table_name("orders")
-        .item("pk", s(&format!("k{i}")))
-        .item("n", n(&i.to_string()))
-        .send()
-        .await
-        .is_ok()
-}
-
-async fn assert_readable(c: &Client, acked: &[usize]) {
-    for i in acked {
-        let r = c
-            .get_item()
-            .table_name("orders")
-            .key("pk", s(&format!("k{i}")))
-            .consistent_read(true)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("read of k{i} failed: {e:?}"));
-        assert_eq!(
-            r.item().and_then(|it| it.get("n")),
-            Some(&n(&i.to_string())),
-            "acknowledged write k{i} lost"
-        );
     }
 }
 

@@ -6,7 +6,7 @@
 //! refused by CreateTable until they exist.
 
 use crate::error::ApiError;
-use crate::params::Violations;
+use crate::params::{Violations, check_table_name};
 use dynaraft_storage::{IndexMeta, Projection};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,9 +15,6 @@ use std::collections::BTreeSet;
 pub const MAX_LOCAL_INDEXES: usize = 5;
 /// Most NonKeyAttributes over all of a table's indexes.
 pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
-/// Shortest and longest index name, in characters.
-pub const MIN_INDEX_NAME_CHARS: usize = 3;
-pub const MAX_INDEX_NAME_CHARS: usize = 255;
 
 type KeyPair = (String, String);
 
@@ -41,35 +38,8 @@ fn parse_shape(list: &[Value], path: &str) -> Result<Vec<Raw>, ApiError> {
     for (i, ix) in list.iter().enumerate() {
         let at = |f: &str| format!("{path}.{}.member.{f}", i + 1);
         let name = ix.get("IndexName").and_then(Value::as_str);
-        match name {
-            None => v.add(None, &at("indexName"), "Member must not be null"),
-            Some(n) => {
-                if n.chars().count() < MIN_INDEX_NAME_CHARS {
-                    v.add(
-                        Some(n),
-                        &at("indexName"),
-                        "Member must have length greater than or equal to 3",
-                    );
-                }
-                if n.chars().count() > MAX_INDEX_NAME_CHARS {
-                    v.add(
-                        Some(n),
-                        &at("indexName"),
-                        "Member must have length less than or equal to 255",
-                    );
-                }
-                if !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-                {
-                    v.add(
-                        Some(n),
-                        &at("indexName"),
-                        "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
-                    );
-                }
-            }
-        }
+        // Index names follow the table-name rules.
+        check_table_name(&mut v, name, &at("indexName"));
         let keys = ix.get("KeySchema").and_then(Value::as_array);
         match keys {
             None => v.add(None, &at("keySchema"), "Member must not be null"),

@@ -124,15 +124,10 @@ impl IndexTarget {
     /// The entry key to resume after: ExclusiveStartKey must hold the
     /// table's and the index's key attributes.
     pub fn start_key(&self, body: &Value, table: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
-        let Some(j) = body.get("ExclusiveStartKey").filter(|v| !v.is_null()) else {
+        let Some(key) = start_key_item(body)? else {
             return Ok(None);
         };
-        let key: Item = item_from_json(j)?;
-        let bad = || {
-            ApiError::validation(
-                "The provided starting key is invalid: The provided key element does not match the schema",
-            )
-        };
+        let bad = bad_start_key;
         let attrs: Vec<_> = table
             .key_attrs()
             .chain(self.read.schema.key_attrs())
@@ -276,16 +271,25 @@ pub fn limit(body: &Value) -> Result<Option<usize>, ApiError> {
     }
 }
 
+/// ExclusiveStartKey of the request, parsed.
+fn start_key_item(body: &Value) -> Result<Option<Item>, ApiError> {
+    match body.get("ExclusiveStartKey").filter(|v| !v.is_null()) {
+        Some(j) => Ok(Some(item_from_json(j)?)),
+        None => Ok(None),
+    }
+}
+
+fn bad_start_key() -> ApiError {
+    ApiError::validation(
+        "The provided starting key is invalid: The provided key element does not match the schema",
+    )
+}
+
 pub fn start_key(body: &Value, schema: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
-    let Some(j) = body.get("ExclusiveStartKey").filter(|v| !v.is_null()) else {
+    let Some(key) = start_key_item(body)? else {
         return Ok(None);
     };
-    let key: Item = item_from_json(j)?;
-    let bad = || {
-        ApiError::validation(
-            "The provided starting key is invalid: The provided key element does not match the schema",
-        )
-    };
+    let bad = bad_start_key;
     schema.validate_key(&key).map_err(|_| bad())?;
     schema.storage_key(&key).map(Some).ok_or_else(bad)
 }
