@@ -263,6 +263,32 @@ async fn local_indexes_follow_every_write_in_index_order() {
     }
     assert_eq!(seen, ["t1", "t2", "p0", "p1", "p2", "p3", "p4"]);
 
+    // ReturnItemCollectionMetrics: the partition key and a size range.
+    let r = c
+        .put_item()
+        .table_name("threads")
+        .item("pk", s("forum"))
+        .item("sk", s("m1"))
+        .return_item_collection_metrics(ReturnItemCollectionMetrics::Size)
+        .send()
+        .await
+        .expect("put with metrics");
+    let m = r
+        .item_collection_metrics()
+        .expect("metrics for a table with LSIs");
+    assert_eq!(
+        m.item_collection_key().and_then(|k| k.get("pk")),
+        Some(&s("forum"))
+    );
+    assert_eq!(m.size_estimate_range_gb(), [0.0, 1.0]);
+    c.delete_item()
+        .table_name("threads")
+        .key("pk", s("forum"))
+        .key("sk", s("m1"))
+        .send()
+        .await
+        .expect("delete m1");
+
     // Scan of a sparse index sees only the items that have its sort key.
     let scanned = c
         .scan()

@@ -164,31 +164,38 @@ fn entries(local: &LocalIndexes, item: Option<&Item>) -> Vec<Entry> {
         .collect()
 }
 
+/// What [`maintain`] did.
+pub enum Maintained {
+    /// The collection would exceed its limit; nothing was written.
+    TooLarge,
+    /// Entries replaced; the collection's size after the write, in bytes.
+    Collection(u64),
+}
+
 /// Replaces `old`'s index entries by `new`'s and updates the item
-/// collection's size (base item sizes `old_size`, `new_size`). Returns
-/// `false`, having written nothing, when the collection would exceed the
-/// limit.
+/// collection's size (base item sizes `old_size`, `new_size`).
 pub fn maintain(
     ov: &mut Overlay,
     group: u64,
     local: &LocalIndexes,
     (old, old_size): (Option<&Item>, usize),
     (new, new_size): (Option<&Item>, usize),
-) -> Result<bool, StorageError> {
+) -> Result<Maintained, StorageError> {
     let before = entries(local, old);
     let after = entries(local, new);
     let total = |base: usize, e: &[Entry]| (base + e.iter().map(|e| e.size).sum::<usize>()) as i64;
     let delta = total(new_size, &after) - total(old_size, &before);
     let Some(pk) = new.or(old).and_then(|i| i.get(&local.table.hash.name)) else {
-        return Ok(true);
+        return Ok(Maintained::Collection(0));
     };
     let Some(prefix) = local.table.partition_prefix(pk) else {
-        return Ok(true);
+        return Ok(Maintained::Collection(0));
     };
     let ck = collection_key(group, &prefix);
     let size = ov.get_u64(&ck)?;
-    if delta > 0 && size.saturating_add(delta as u64) > local.collection_limit_bytes {
-        return Ok(false);
+    let grown = size.saturating_add_signed(delta);
+    if delta > 0 && grown > local.collection_limit_bytes {
+        return Ok(Maintained::TooLarge);
     }
     for e in &before {
         ov.del(entry_key(group, e.id, &e.key));
@@ -201,7 +208,7 @@ pub fn maintain(
         ov.add_i64(stat_key(group, e.id, "bytes"), e.size as i64)?;
     }
     ov.add_i64(ck, delta)?;
-    Ok(true)
+    Ok(Maintained::Collection(grown))
 }
 
 fn stat_key(group: u64, id: u8, what: &str) -> Vec<u8> {

@@ -86,6 +86,11 @@ pub enum Outcome {
     Written {
         old: Option<Item>,
         new: Option<Item>,
+        /// Size after the write of the item's collection (its partition key
+        /// value's items and local index entries), for tables with local
+        /// indexes.
+        #[serde(default)]
+        collection_bytes: Option<u64>,
     },
     ConditionFailed {
         old: Option<Item>,
@@ -418,6 +423,7 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
     };
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
+    let mut collection_bytes = None;
     if let Some(local) = &w.local {
         if let Some(msg) = new
             .as_ref()
@@ -427,8 +433,9 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
         }
         let old_side = (old.as_ref(), old_size as usize);
         let new_side = (new.as_ref(), new_size as usize);
-        if !index::maintain(ov, group, local, old_side, new_side)? {
-            return Ok(Outcome::CollectionTooLarge);
+        match index::maintain(ov, group, local, old_side, new_side)? {
+            index::Maintained::TooLarge => return Ok(Outcome::CollectionTooLarge),
+            index::Maintained::Collection(bytes) => collection_bytes = Some(bytes),
         }
     }
     match &new {
@@ -438,7 +445,11 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
     let count_delta = new.is_some() as i64 - old.is_some() as i64;
     ov.add_i64(meta_key(group, "count"), count_delta)?;
     ov.add_i64(meta_key(group, "bytes"), new_size - old_size)?;
-    Ok(Outcome::Written { old, new })
+    Ok(Outcome::Written {
+        old,
+        new,
+        collection_bytes,
+    })
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub struct WriteOptions {
     pub return_values: String,
     pub old_on_failure: bool,
     pub capacity: crate::params::CapacityMode,
+    /// ReturnItemCollectionMetrics=SIZE.
+    pub collection_metrics: bool,
 }
 
 impl WriteOptions {
@@ -61,10 +63,17 @@ impl WriteOptions {
             "returnValuesOnConditionCheckFailure",
             &["ALL_OLD", "NONE"],
         )?;
+        let metrics = enum_value(
+            body,
+            "ReturnItemCollectionMetrics",
+            "returnItemCollectionMetrics",
+            &["SIZE", "NONE"],
+        )?;
         Ok(WriteOptions {
             return_values: rv.to_string(),
             old_on_failure: on_fail == Some("ALL_OLD"),
             capacity: capacity_mode(body)?,
+            collection_metrics: metrics == Some("SIZE"),
         })
     }
 
@@ -85,6 +94,13 @@ impl WriteOptions {
             "ConsumedCapacity",
             consumed(self.capacity, table, write_units(written.size()), true),
         );
+        if self.collection_metrics {
+            insert_opt(
+                &mut out,
+                "ItemCollectionMetrics",
+                written.collection_metrics(),
+            );
+        }
         out
     }
 }
@@ -146,9 +162,26 @@ impl WriteRequest {
 pub struct Written {
     pub old: Option<Item>,
     pub new: Option<Item>,
+    /// For a table with local indexes: the item's partition key and its
+    /// collection's size after the write, in bytes.
+    pub collection: Option<(Item, u64)>,
 }
 
+/// Bytes in one of SizeEstimateRangeGB's gigabytes.
+const BYTES_PER_GB: f64 = (1u64 << 30) as f64;
+
 impl Written {
+    /// ItemCollectionMetrics: the collection's partition key and its size
+    /// as DynamoDB estimates it, a one-gigabyte range holding the size.
+    pub fn collection_metrics(&self) -> Option<Value> {
+        let (key, bytes) = self.collection.as_ref()?;
+        let low = (*bytes as f64 / BYTES_PER_GB).floor();
+        Some(serde_json::json!({
+            "ItemCollectionKey": item_to_json(key),
+            "SizeEstimateRangeGB": [low, low + 1.0],
+        }))
+    }
+
     /// Size used for write capacity: the larger of the old and new item.
     pub fn size(&self) -> usize {
         self.old
@@ -176,7 +209,22 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
             .local_index_specs(api.cfg.item_collection_limit_bytes),
     };
     match api.router.write(table, cmd).await? {
-        Outcome::Written { old, new } => Ok(Written { old, new }),
+        Outcome::Written {
+            old,
+            new,
+            collection_bytes,
+        } => {
+            let hash = &table.schema.hash.name;
+            let pk = req
+                .key
+                .get(hash)
+                .map(|v| Item::from([(hash.clone(), v.clone())]));
+            Ok(Written {
+                old,
+                new,
+                collection: pk.zip(collection_bytes),
+            })
+        }
         Outcome::ConditionFailed { old } => Err(ApiError::ConditionalCheckFailed {
             item: if req.old_on_failure {
                 old.as_ref().map(item_to_json)
