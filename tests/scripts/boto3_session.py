@@ -2,7 +2,8 @@
 
 Usage: boto3_session.py <dynaraft binary>. Checks what boto3 users touch:
 resource API, waiters, conditions from boto3.dynamodb.conditions,
-paginators, batch_writer, Decimal numbers, ClientError codes.
+paginators, batch_writer, Decimal numbers, ClientError codes, a local
+secondary index.
 """
 import decimal
 import os
@@ -51,7 +52,13 @@ def main():
             KeySchema=[{"AttributeName": "customer", "KeyType": "HASH"},
                        {"AttributeName": "order_id", "KeyType": "RANGE"}],
             AttributeDefinitions=[{"AttributeName": "customer", "AttributeType": "S"},
-                                  {"AttributeName": "order_id", "AttributeType": "N"}],
+                                  {"AttributeName": "order_id", "AttributeType": "N"},
+                                  {"AttributeName": "total", "AttributeType": "N"}],
+            LocalSecondaryIndexes=[{
+                "IndexName": "by_total",
+                "KeySchema": [{"AttributeName": "customer", "KeyType": "HASH"},
+                              {"AttributeName": "total", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["status"]}}],
             BillingMode="PAY_PER_REQUEST")
         table.wait_until_exists()
         table.reload()
@@ -92,6 +99,24 @@ def main():
             assert e.response["Error"]["Code"] == "ValidationException"
             assert e.response["Error"]["Message"] == \
                 "One or more parameter values were invalid: Missing the key order_id in the item", e.response
+
+        # The local index: c1's orders by total, projected keys and status,
+        # through the query paginator; the update above shows in it.
+        pages = client.get_paginator("query").paginate(
+            TableName="Orders", IndexName="by_total",
+            KeyConditionExpression="customer = :c AND #t > :min",
+            ExpressionAttributeNames={"#t": "total"},
+            ExpressionAttributeValues={":c": {"S": "c1"}, ":min": {"N": "500"}},
+            PaginationConfig={"PageSize": 3})
+        items = [i for p in pages for i in p["Items"]]
+        totals = [decimal.Decimal(i["total"]["N"]) for i in items]
+        assert totals == sorted(totals) and all(t > 500 for t in totals) and len(totals) == 11, totals
+        assert set(items[0]) == {"customer", "order_id", "total", "status"}, items[0]
+        paid = table.query(IndexName="by_total", ConsistentRead=True,
+                           KeyConditionExpression=Key("customer").eq("c0") & Key("total").eq(0))["Items"]
+        assert [i["status"] for i in paid] == ["PAID"], paid
+        index = client.describe_table(TableName="Orders")["Table"]["LocalSecondaryIndexes"][0]
+        assert (index["IndexName"], index["ItemCount"]) == ("by_total", 60), index
 
         pages = list(client.get_paginator("scan").paginate(TableName="Orders", PaginationConfig={"PageSize": 7}))
         assert sum(p["Count"] for p in pages) == 60 and len(pages) >= 9, [p["Count"] for p in pages]
