@@ -362,9 +362,9 @@ async fn index_key_types_and_unknown_indexes_are_rejected() {
     t.stop().await;
 }
 
-/// CreateTable's rules for local indexes, with DynamoDB's messages.
+/// CreateTable's rules for local and global indexes, with DynamoDB's messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_local_index_definitions_get_dynamodb_messages() {
+async fn invalid_index_definitions_get_dynamodb_messages() {
     use ScalarAttributeType::S;
     let t = TestServer::start().await;
     let c = &t.client;
@@ -433,6 +433,55 @@ async fn invalid_local_index_definitions_get_dynamodb_messages() {
         err_of(&e).1,
         "One or more parameter values were invalid: Number of LocalSecondaryIndexes exceeds per-table limit of 5"
     );
+
+    // Global index definitions are validated as DynamoDB does before
+    // dynaraft refuses them (they are not built yet).
+    let gsi = |name: &str, hash: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash))
+            .projection(all())
+            .build()
+            .expect("gsi")
+    };
+    let throughput = ProvisionedThroughput::builder()
+        .read_capacity_units(1)
+        .write_capacity_units(1)
+        .build()
+        .expect("throughput");
+    let provisioned = GlobalSecondaryIndex::builder()
+        .index_name("gsi1")
+        .key_schema(key("x", KeyType::Hash))
+        .projection(all())
+        .provisioned_throughput(throughput)
+        .build()
+        .expect("gsi");
+    let cases = vec![
+        (
+            base(c).global_secondary_indexes(provisioned),
+            "One or more parameter values were invalid: ProvisionedThroughput should not be specified for index: gsi1 when BillingMode is PAY_PER_REQUEST",
+        ),
+        (
+            base(c)
+                .attribute_definitions(attr("sk", S))
+                .key_schema(key("sk", KeyType::Range))
+                .local_secondary_indexes(lsi("ix1", "pk", "x", all()))
+                .global_secondary_indexes(gsi("ix1", "x")),
+            "One or more parameter values were invalid: Duplicate index name: ix1",
+        ),
+        (
+            base(c).global_secondary_indexes(gsi("gsi1", "nope")),
+            "One or more parameter values were invalid: Some index key attributes are not defined in AttributeDefinitions. Keys: [nope], AttributeDefinitions: [pk, x]",
+        ),
+        (
+            base(c).global_secondary_indexes(gsi("gsi1", "x")),
+            "GlobalSecondaryIndexes are not supported by dynaraft yet",
+        ),
+    ];
+    for (req, want) in cases {
+        let e = req.send().await.expect_err(want);
+        assert_eq!(err_of(&e), ("ValidationException".into(), want.into()));
+    }
     assert!(
         c.list_tables()
             .send()

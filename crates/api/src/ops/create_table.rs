@@ -30,20 +30,20 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     v.check()?;
     let attrs = parse_attribute_definitions(attrs.unwrap_or(&vec![]))?;
     let (hash, range) = parse_key_schema(keys.unwrap_or(&vec![]), &attrs)?;
-    if body
-        .get("GlobalSecondaryIndexes")
-        .is_some_and(|x| !x.is_null())
-    {
+    let (billing_mode, rcu, wcu) = billing(body)?;
+    let local_indexes = index_defs::local_indexes(body, &attrs, &hash, range.as_ref())?;
+    let pay_per_request = billing_mode == "PAY_PER_REQUEST";
+    let global = index_defs::global_indexes(body, &attrs, pay_per_request, &local_indexes)?;
+    let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
+        .chain(range.as_ref().map(|r| r.0.as_str()))
+        .collect();
+    let all_indexes: Vec<_> = local_indexes.iter().chain(&global).cloned().collect();
+    index_defs::check_definitions_used(&attrs, &table_keys, &all_indexes)?;
+    if !global.is_empty() {
         return Err(ApiError::validation(
             "GlobalSecondaryIndexes are not supported by dynaraft yet",
         ));
     }
-    let local_indexes = index_defs::local_indexes(body, &attrs, &hash, range.as_ref())?;
-    let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
-        .chain(range.as_ref().map(|r| r.0.as_str()))
-        .collect();
-    index_defs::check_definitions_used(&attrs, &table_keys, &local_indexes)?;
-    let (billing_mode, rcu, wcu) = billing(body)?;
     let tags = parse_tags(body)?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {

@@ -2,7 +2,7 @@
 //! projections) and the rules DynamoDB enforces between an index and its
 //! table, with DynamoDB's ValidationException wording.
 //!
-//! Only local secondary indexes are accepted so far; global ones are
+//! Local secondary indexes are built; global ones are fully validated, then
 //! refused by CreateTable until they exist.
 
 use crate::error::ApiError;
@@ -13,6 +13,8 @@ use std::collections::BTreeSet;
 
 /// Most local secondary indexes per table.
 pub const MAX_LOCAL_INDEXES: usize = 5;
+/// Most global secondary indexes per table.
+pub const MAX_GLOBAL_INDEXES: usize = 20;
 /// Most NonKeyAttributes over all of a table's indexes.
 pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
 
@@ -167,6 +169,76 @@ fn typed(defined: &[KeyPair], name: &str) -> KeyPair {
     (name.to_string(), t)
 }
 
+/// The list `field` of the request, if present.
+fn index_list<'a>(body: &'a Value, field: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
+    match body.get(field).filter(|x| !x.is_null()) {
+        None => Ok(None),
+        Some(l) => l.as_array().map(Some).ok_or_else(|| {
+            ApiError::Serialization(Some(
+                "Start of structure or map found where not expected".into(),
+            ))
+        }),
+    }
+}
+
+/// `GlobalSecondaryIndexes` of a CreateTable request, checked against the
+/// AttributeDefinitions (`defined`), the billing mode and the names the
+/// local indexes already use.
+pub fn global_indexes(
+    body: &Value,
+    defined: &[KeyPair],
+    pay_per_request: bool,
+    local: &[IndexMeta],
+) -> Result<Vec<IndexMeta>, ApiError> {
+    let Some(list) = index_list(body, "GlobalSecondaryIndexes")? else {
+        return Ok(Vec::new());
+    };
+    let raw = parse_shape(list, "globalSecondaryIndexes")?;
+    if raw.is_empty() {
+        return Err(invalid("List of GlobalSecondaryIndexes is empty"));
+    }
+    let mut names: BTreeSet<String> = local.iter().map(|i| i.name.clone()).collect();
+    let mut out = Vec::new();
+    for (ix, json) in raw.iter().zip(list) {
+        check_keys(ix, defined)?;
+        let projection = projection(ix)?;
+        let throughput = json.get("ProvisionedThroughput").filter(|t| !t.is_null());
+        match (pay_per_request, throughput) {
+            (true, Some(_)) => {
+                return Err(invalid(format!(
+                    "ProvisionedThroughput should not be specified for index: {} when BillingMode is PAY_PER_REQUEST",
+                    ix.name
+                )));
+            }
+            (false, None) => {
+                return Err(invalid(format!(
+                    "ProvisionedThroughput must be specified for index: {}",
+                    ix.name
+                )));
+            }
+            (false, Some(t)) => {
+                super::create_table::throughput(t)?;
+            }
+            (true, None) => {}
+        }
+        if !names.insert(ix.name.clone()) {
+            return Err(invalid(format!("Duplicate index name: {}", ix.name)));
+        }
+        out.push(IndexMeta {
+            name: ix.name.clone(),
+            hash_key: typed(defined, &ix.keys[0].0),
+            range_key: ix.keys.get(1).map(|k| typed(defined, &k.0)),
+            projection,
+        });
+    }
+    if out.len() > MAX_GLOBAL_INDEXES {
+        return Err(invalid(format!(
+            "GlobalSecondaryIndex count exceeds the per-table limit of {MAX_GLOBAL_INDEXES}"
+        )));
+    }
+    Ok(out)
+}
+
 /// `LocalSecondaryIndexes` of a CreateTable request, checked against the
 /// table's key (`hash`, `range`) and AttributeDefinitions (`defined`).
 pub fn local_indexes(
@@ -175,14 +247,9 @@ pub fn local_indexes(
     hash: &KeyPair,
     range: Option<&KeyPair>,
 ) -> Result<Vec<IndexMeta>, ApiError> {
-    let Some(list) = body.get("LocalSecondaryIndexes").filter(|x| !x.is_null()) else {
+    let Some(list) = index_list(body, "LocalSecondaryIndexes")? else {
         return Ok(Vec::new());
     };
-    let list = list.as_array().ok_or_else(|| {
-        ApiError::Serialization(Some(
-            "Start of structure or map found where not expected".into(),
-        ))
-    })?;
     let raw = parse_shape(list, "localSecondaryIndexes")?;
     if raw.is_empty() {
         return Err(invalid("List of LocalSecondaryIndexes is empty"));
