@@ -337,6 +337,50 @@ async fn index_key_types_and_unknown_indexes_are_rejected() {
             "One or more parameter values were invalid: Type mismatch for Index Key votes Expected: N Actual: S IndexName: by_votes".into()
         )
     );
+    // BatchWriteItem checks every item's index keys before writing any.
+    let good = WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .item("pk", s("forum"))
+                .item("sk", s("good"))
+                .build()
+                .expect("put"),
+        )
+        .build();
+    let bad = WriteRequest::builder()
+        .put_request(
+            PutRequest::builder()
+                .item("pk", s("forum"))
+                .item("sk", s("bad"))
+                .item("date", n("1"))
+                .build()
+                .expect("put"),
+        )
+        .build();
+    let e = c
+        .batch_write_item()
+        .request_items("threads", vec![good.clone(), bad])
+        .send()
+        .await
+        .expect_err("batch with a bad index key");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Type mismatch for Index Key date Expected: S Actual: N IndexName: by_date"
+    );
+    let scanned = c.scan().table_name("threads").send().await.expect("scan");
+    assert!(
+        scanned.items().is_empty(),
+        "the refused batch wrote something"
+    );
+    let r = c
+        .batch_write_item()
+        .request_items("threads", vec![good])
+        .return_item_collection_metrics(ReturnItemCollectionMetrics::Size)
+        .send()
+        .await
+        .expect("batch");
+    let metrics = r.item_collection_metrics().and_then(|m| m.get("threads"));
+    assert_eq!(metrics.map(Vec::len), Some(1), "{r:?}");
     let e = c
         .query()
         .table_name("threads")
@@ -359,6 +403,8 @@ async fn index_key_types_and_unknown_indexes_are_rejected() {
         .await
         .expect("get");
     assert!(got.item().is_none(), "a rejected write left an item");
+    let scanned = c.scan().table_name("threads").send().await.expect("scan");
+    assert_eq!(sks(scanned.items()), ["good"]);
     t.stop().await;
 }
 

@@ -7,6 +7,7 @@ use crate::params::*;
 use dynaraft_model::value::{item_from_json, item_size_bytes};
 use dynaraft_model::{Item, MAX_ITEM_BYTES};
 use dynaraft_storage::WriteKind;
+use dynaraft_storage::index::invalid_index_key;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
@@ -14,6 +15,12 @@ pub const MAX_BATCH_WRITE_ITEMS: usize = 25;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mode = capacity_mode(body)?;
+    let metrics = enum_value(
+        body,
+        "ReturnItemCollectionMetrics",
+        "returnItemCollectionMetrics",
+        &["SIZE", "NONE"],
+    )? == Some("SIZE");
     let request = super::batch_get_item::request_items(body)?;
     let total: usize = request
         .values()
@@ -50,6 +57,14 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                         return Err(ApiError::validation(
                             "Item size has exceeded the maximum allowed size",
                         ));
+                    }
+                    // Index keys too, before anything is written: the apply
+                    // would refuse this item after others were written.
+                    let local = table
+                        .meta
+                        .local_index_specs(api.cfg.item_collection_limit_bytes);
+                    if let Some(msg) = local.and_then(|l| invalid_index_key(&l, &item)) {
+                        return Err(ApiError::Validation(msg));
                     }
                     (
                         WriteKind::Put,
@@ -98,11 +113,20 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     let mut unprocessed: Map<String, Value> = Map::new();
     let mut units: BTreeMap<String, f64> = BTreeMap::new();
+    let mut collections: Map<String, Value> = Map::new();
     while let Some(joined) = set.join_next().await {
         let (name, raw, result) =
             joined.map_err(|e| ApiError::InternalServerError(e.to_string()))?;
         match result {
-            Ok(w) => *units.entry(name).or_default() += write_units(w.size()),
+            Ok(w) => {
+                *units.entry(name.clone()).or_default() += write_units(w.size());
+                if let Some(m) = w.collection_metrics().filter(|_| metrics) {
+                    let list = collections.entry(name).or_insert_with(|| json!([]));
+                    if let Some(a) = list.as_array_mut() {
+                        a.push(m);
+                    }
+                }
+            }
             Err(ApiError::ServiceUnavailable(_)) => {
                 if let Some(a) = unprocessed
                     .entry(name)
@@ -116,6 +140,9 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         }
     }
     let mut out = json!({ "UnprocessedItems": unprocessed });
+    if !collections.is_empty() {
+        out["ItemCollectionMetrics"] = Value::Object(collections);
+    }
     if mode != CapacityMode::None {
         let caps: Vec<Value> = units
             .iter()
