@@ -260,12 +260,12 @@ impl Router {
 
     /// Where `target` is now, by the newest catalog.
     fn place(&self, target: &Target) -> Result<Placement, ClusterError> {
-        match target {
-            Target::Control => Ok(Placement {
+        let placement = match target {
+            Target::Control => Placement {
                 group: CATALOG_GROUP,
                 replicas: self.inner.control.iter().map(|m| m.id).collect(),
                 epoch: 0,
-            }),
+            },
             Target::Partition { table, hash } => {
                 let t = self.inner.catalog.table(table).ok_or_else(|| {
                     ClusterError::Unavailable(format!("table {table} is not in the catalog"))
@@ -273,19 +273,21 @@ impl Router {
                 let p = t.meta.partition_for_hash(*hash).ok_or_else(|| {
                     ClusterError::Unavailable(format!("table {table} has no partitions"))
                 })?;
-                if p.replicas.is_empty() {
-                    return Err(ClusterError::Unavailable(format!(
-                        "group {} has no replicas",
-                        p.group
-                    )));
-                }
-                Ok(Placement {
+                Placement {
                     group: p.group,
                     replicas: p.replicas.clone(),
                     epoch: p.epoch,
-                })
+                }
             }
+        };
+        // `route` picks replicas by index: never hand it an empty list.
+        if placement.replicas.is_empty() {
+            return Err(ClusterError::Unavailable(format!(
+                "group {} has no replicas",
+                placement.group
+            )));
         }
+        Ok(placement)
     }
 
     /// Tries replicas of `target`'s group until one serves `call`,
