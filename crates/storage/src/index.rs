@@ -89,17 +89,26 @@ pub fn entry_storage_key(index: &KeySchema, table: &KeySchema, item: &Item) -> O
     Some(k)
 }
 
+/// Whether an entry of an index (key `index`, projection `p`) on a table
+/// with key `table` holds attribute `name`: key attributes always, others
+/// as the projection says.
+pub fn holds(p: &Projection, table: &KeySchema, index: &KeySchema, name: &str) -> bool {
+    match p {
+        Projection::All => true,
+        Projection::KeysOnly => table.is_key_attr(name) || index.is_key_attr(name),
+        Projection::Include(a) => {
+            table.is_key_attr(name) || index.is_key_attr(name) || a.iter().any(|x| x == name)
+        }
+    }
+}
+
 /// The attributes of `item` an index entry holds.
 pub fn project(item: &Item, table: &KeySchema, index: &KeySchema, p: &Projection) -> Item {
     match p {
         Projection::All => item.clone(),
         Projection::KeysOnly | Projection::Include(_) => item
             .iter()
-            .filter(|(name, _)| {
-                table.is_key_attr(name)
-                    || index.is_key_attr(name)
-                    || matches!(p, Projection::Include(a) if a.contains(name))
-            })
+            .filter(|(name, _)| holds(p, table, index, name))
             .map(|(n, v)| (n.clone(), v.clone()))
             .collect(),
     }

@@ -11,7 +11,7 @@ use dynaraft_expr::{
 };
 use dynaraft_model::value::{item_from_json, item_to_json};
 use dynaraft_model::{Item, KeySchema};
-use dynaraft_storage::index::entry_storage_key;
+use dynaraft_storage::index::{entry_storage_key, holds};
 use dynaraft_storage::read::{IndexRead, MAX_PAGE_BYTES, Page, ReadOptions, query_bounds};
 use dynaraft_storage::{IndexMeta, Projection};
 use serde_json::{Value, json};
@@ -96,16 +96,8 @@ impl IndexTarget {
 
     /// Whether the request needs attributes the index does not hold: a
     /// local index then reads them from the base item, as DynamoDB does.
-    pub fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> bool {
-        let held = |name: &str| match &self.meta.projection {
-            Projection::All => true,
-            Projection::KeysOnly => table.is_key_attr(name) || self.read.schema.is_key_attr(name),
-            Projection::Include(a) => {
-                table.is_key_attr(name)
-                    || self.read.schema.is_key_attr(name)
-                    || a.iter().any(|x| x == name)
-            }
-        };
+    fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> bool {
+        let held = |name: &str| holds(&self.meta.projection, table, &self.read.schema, name);
         if matches!(self.meta.projection, Projection::All) {
             return false;
         }
@@ -123,7 +115,7 @@ impl IndexTarget {
 
     /// The entry key to resume after: ExclusiveStartKey must hold the
     /// table's and the index's key attributes.
-    pub fn start_key(&self, body: &Value, table: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+    fn start_key(&self, body: &Value, table: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
         let Some(key) = start_key_item(body)? else {
             return Ok(None);
         };
@@ -271,6 +263,24 @@ pub fn limit(body: &Value) -> Result<Option<usize>, ApiError> {
     }
 }
 
+/// The storage key a Query or Scan of `table` (or of `index`) resumes
+/// after; for an index, also decides whether base items are fetched for
+/// attributes outside its projection.
+pub fn resume_after(
+    body: &Value,
+    table: &KeySchema,
+    index: Option<&mut IndexTarget>,
+    exprs: &ReadExprs,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    match index {
+        Some(i) => {
+            i.read.fetch_base = i.needs_base(exprs, table);
+            i.start_key(body, table)
+        }
+        None => start_key(body, table),
+    }
+}
+
 /// ExclusiveStartKey of the request, parsed.
 fn start_key_item(body: &Value) -> Result<Option<Item>, ApiError> {
     match body.get("ExclusiveStartKey").filter(|v| !v.is_null()) {
@@ -285,7 +295,7 @@ fn bad_start_key() -> ApiError {
     )
 }
 
-pub fn start_key(body: &Value, schema: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+fn start_key(body: &Value, schema: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
     let Some(key) = start_key_item(body)? else {
         return Ok(None);
     };
@@ -388,15 +398,9 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             )));
         }
     }
-    let start_after = match &index {
-        Some(i) => i.start_key(body, &table.schema)?,
-        None => start_key(body, &table.schema)?,
-    };
     let (lo, hi) = query_bounds(key_schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
-    if let Some(i) = index.as_mut() {
-        i.read.fetch_base = i.needs_base(&exprs, &table.schema);
-    }
+    let start_after = resume_after(body, &table.schema, index.as_mut(), &exprs)?;
     let opts = ReadOptions {
         forward,
         start_after,

@@ -1,5 +1,5 @@
 //! Scan, including parallel scan (Segment / TotalSegments).
-use super::query::{IndexTarget, filter_source, limit, page_response, read_exprs, start_key};
+use super::query::{IndexTarget, filter_source, limit, page_response, read_exprs, resume_after};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -80,13 +80,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mut subs = input.subs();
     let exprs = read_exprs(body, filter_src.as_deref(), &mut subs, index.is_some())?;
     subs.check_unused()?;
-    let start_after = match index.as_mut() {
-        Some(i) => {
-            i.read.fetch_base = i.needs_base(&exprs, &table.schema);
-            i.start_key(body, &table.schema)?
-        }
-        None => start_key(body, &table.schema)?,
-    };
+    let start_after = resume_after(body, &table.schema, index.as_mut(), &exprs)?;
     let (lo, hi) = match seg {
         Some((s, t)) => segment_bounds(s, t),
         None => (Vec::new(), None),
