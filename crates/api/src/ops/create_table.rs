@@ -37,7 +37,8 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
         .chain(range.as_ref().map(|r| r.0.as_str()))
         .collect();
-    let all_indexes: Vec<_> = local_indexes.iter().chain(&global).cloned().collect();
+    let all_indexes: Vec<_> = local_indexes.iter().chain(&global).collect();
+    index_defs::check_projected(&all_indexes)?;
     index_defs::check_definitions_used(&attrs, &table_keys, &all_indexes)?;
     if !global.is_empty() {
         return Err(ApiError::validation(
@@ -197,14 +198,7 @@ fn parse_key_schema(
             defined.join(", ")
         )));
     }
-    let typed = |name: &str| {
-        let t = attrs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, t)| t.clone())
-            .unwrap_or_default();
-        (name.to_string(), t)
-    };
+    let typed = |name: &str| index_defs::typed(attrs, name);
     Ok((typed(&elems[0].0), elems.get(1).map(|e| typed(&e.0))))
 }
 

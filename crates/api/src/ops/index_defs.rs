@@ -160,13 +160,33 @@ fn projection(ix: &Raw) -> Result<Projection, ApiError> {
     }
 }
 
-fn typed(defined: &[KeyPair], name: &str) -> KeyPair {
+/// `name` with its type from AttributeDefinitions (`defined`).
+pub fn typed(defined: &[KeyPair], name: &str) -> KeyPair {
     let t = defined
         .iter()
         .find(|(n, _)| n == name)
         .map(|(_, t)| t.clone())
         .unwrap_or_default();
     (name.to_string(), t)
+}
+
+/// The index `ix` as the catalog keeps it, unless another index of the
+/// table (in `names`) already has its name.
+fn index_meta(
+    ix: &Raw,
+    defined: &[KeyPair],
+    projection: Projection,
+    names: &mut BTreeSet<String>,
+) -> Result<IndexMeta, ApiError> {
+    if !names.insert(ix.name.clone()) {
+        return Err(invalid(format!("Duplicate index name: {}", ix.name)));
+    }
+    Ok(IndexMeta {
+        name: ix.name.clone(),
+        hash_key: typed(defined, &ix.keys[0].0),
+        range_key: ix.keys.get(1).map(|k| typed(defined, &k.0)),
+        projection,
+    })
 }
 
 /// The list `field` of the request, if present.
@@ -221,15 +241,7 @@ pub fn global_indexes(
             }
             (true, None) => {}
         }
-        if !names.insert(ix.name.clone()) {
-            return Err(invalid(format!("Duplicate index name: {}", ix.name)));
-        }
-        out.push(IndexMeta {
-            name: ix.name.clone(),
-            hash_key: typed(defined, &ix.keys[0].0),
-            range_key: ix.keys.get(1).map(|k| typed(defined, &k.0)),
-            projection,
-        });
+        out.push(index_meta(ix, defined, projection, &mut names)?);
     }
     if out.len() > MAX_GLOBAL_INDEXES {
         return Err(invalid(format!(
@@ -276,22 +288,20 @@ pub fn local_indexes(
             )));
         }
         let projection = projection(ix)?;
-        if !names.insert(ix.name.clone()) {
-            return Err(invalid(format!("Duplicate index name: {}", ix.name)));
-        }
-        out.push(IndexMeta {
-            name: ix.name.clone(),
-            hash_key: typed(defined, &ix.keys[0].0),
-            range_key: Some(typed(defined, &ix.keys[1].0)),
-            projection,
-        });
+        out.push(index_meta(ix, defined, projection, &mut names)?);
     }
     if out.len() > MAX_LOCAL_INDEXES {
         return Err(invalid(format!(
             "Number of LocalSecondaryIndexes exceeds per-table limit of {MAX_LOCAL_INDEXES}"
         )));
     }
-    let projected: usize = out
+    Ok(out)
+}
+
+/// NonKeyAttributes over all of a table's indexes stay within
+/// [`MAX_PROJECTED_ATTRIBUTES`].
+pub fn check_projected(indexes: &[&IndexMeta]) -> Result<(), ApiError> {
+    let projected: usize = indexes
         .iter()
         .map(|i| match &i.projection {
             Projection::Include(a) => a.len(),
@@ -303,7 +313,7 @@ pub fn local_indexes(
             "The number of attributes in key schema and projection of all indexes exceeds the limit of {MAX_PROJECTED_ATTRIBUTES}"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// AttributeDefinitions must name exactly the key attributes of the table
@@ -311,7 +321,7 @@ pub fn local_indexes(
 pub fn check_definitions_used(
     defined: &[KeyPair],
     table_keys: &[&str],
-    indexes: &[IndexMeta],
+    indexes: &[&IndexMeta],
 ) -> Result<(), ApiError> {
     let mut used: BTreeSet<&str> = table_keys.iter().copied().collect();
     for i in indexes {
