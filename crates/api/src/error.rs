@@ -26,6 +26,12 @@ pub enum ApiError {
     /// A write would grow an item collection of a table with local
     /// indexes past the limit.
     ItemCollectionSizeLimitExceeded,
+    /// A write was held back too long by its table's global indexes
+    /// catching up (back-pressure); `provisioned` tables get DynamoDB's
+    /// provisioned-throughput error, on-demand ones its throttling error.
+    IndexBackPressure {
+        provisioned: bool,
+    },
     InternalServerError(String),
     ServiceUnavailable(String),
     RequestTooLarge,
@@ -83,6 +89,16 @@ impl ApiError {
                 400,
                 format!("{DDB}ItemCollectionSizeLimitExceededException"),
                 Some("Item collection size limit exceeded.".into()),
+            ),
+            ApiError::IndexBackPressure { provisioned: true } => (
+                400,
+                format!("{DDB}ProvisionedThroughputExceededException"),
+                Some("The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API".into()),
+            ),
+            ApiError::IndexBackPressure { provisioned: false } => (
+                400,
+                "com.amazon.coral.availability#ThrottlingException".to_string(),
+                Some("Throughput exceeds the current capacity for one or more global secondary indexes. DynamoDB is automatically scaling your index so please try again shortly.".into()),
             ),
             ApiError::InternalServerError(m) => {
                 (500, format!("{DDB}InternalServerError"), Some(m.clone()))

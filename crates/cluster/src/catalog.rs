@@ -26,7 +26,8 @@ pub struct Catalog {
     pub version: u64,
     pub tables: BTreeMap<String, Arc<Table>>,
     pub nodes: BTreeMap<u64, NodeRecord>,
-    /// Every table partition by group id, with its table's name.
+    /// Every partition (of a table or of a global index) by group id, with
+    /// its table's name.
     pub partitions: BTreeMap<u64, (String, PartitionMeta)>,
 }
 
@@ -38,7 +39,7 @@ impl Catalog {
     ) -> Catalog {
         let partitions = tables
             .values()
-            .flat_map(|t| t.meta.partitions.iter().map(|p| (t.meta.name.clone(), p)))
+            .flat_map(|t| t.meta.all_partitions().map(|p| (t.meta.name.clone(), p)))
             .map(|(name, p)| (p.group, (name, p.clone())))
             .collect();
         Catalog {

@@ -86,7 +86,7 @@ impl Embedded {
         register_once(&router, &record)
             .await
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        spawn_replica_tasks(&host, &catalog, cfg.ttl_sweep_interval_ms);
+        spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(Embedded { host, router })
     }
 

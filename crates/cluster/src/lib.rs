@@ -3,7 +3,8 @@
 //! starts and removes a node's replicas as the catalog changes
 //! ([`reconcile`]), the router that sends each request to the right group
 //! and replica ([`router`]), liveness and re-replication of the replicas of
-//! down nodes ([`repair`]), the TTL sweeper ([`ttl`]), and the one-node
+//! down nodes ([`repair`]), the TTL sweeper ([`ttl`]), the global index
+//! feeder ([`feed`]), and the one-node
 //! case of all of it ([`embedded`]); [`node`] starts a storage node of a
 //! multi-node cluster, [`service`] and [`remote`] are the two ends of the
 //! data RPCs whose payloads [`wire`] defines.
@@ -19,6 +20,7 @@
 pub mod admin;
 pub mod catalog;
 pub mod embedded;
+pub mod feed;
 pub mod host;
 pub mod node;
 pub mod reconcile;

@@ -9,7 +9,7 @@ use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
 use crate::remote::{self, Remote};
 use crate::router::Router;
-use crate::{ClusterError, reconcile, repair, service, ttl};
+use crate::{ClusterError, feed, reconcile, repair, service, ttl};
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
@@ -120,7 +120,7 @@ impl ClusterNode {
             let (r, after) = (router.clone(), Duration::from_millis(cfg.replace_after_ms));
             host.spawn(move |h, stop| repair::run(h, r, after, stop));
         }
-        spawn_replica_tasks(&host, &catalog, cfg.ttl_sweep_interval_ms);
+        spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(ClusterNode {
             host,
             router,
@@ -136,10 +136,18 @@ impl ClusterNode {
 }
 
 /// Starts the tasks that follow the catalog on a node: the reconciler
-/// (starts and removes replicas) and the TTL sweeper.
-pub(crate) fn spawn_replica_tasks(host: &Host, catalog: &Arc<CatalogWatch>, ttl_sweep_ms: u64) {
+/// (starts and removes replicas), the global index feeder and the TTL
+/// sweeper.
+pub(crate) fn spawn_replica_tasks(
+    host: &Host,
+    router: &Router,
+    catalog: &Arc<CatalogWatch>,
+    ttl_sweep_ms: u64,
+) {
     let c = catalog.clone();
     host.spawn(move |h, stop| reconcile::run(h, c, stop));
+    let (c, r) = (catalog.clone(), router.clone());
+    host.spawn(move |h, stop| feed::run(h, r, c, stop));
     let c = catalog.clone();
     let every = Duration::from_millis(ttl_sweep_ms.max(1));
     host.spawn(move |h, stop| ttl::run(h, c, every, stop));

@@ -35,7 +35,7 @@ use dynaraft_raft::NodeId;
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
-use dynaraft_storage::{Outcome, TableMeta, WriteCommand};
+use dynaraft_storage::{Outcome, PartitionMeta, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,9 @@ pub const ROUTE_BACKOFF_MIN_MS: u64 = 5;
 pub const ROUTE_BACKOFF_MAX_MS: u64 = 200;
 /// Longest a catalog change waits to appear in this router's catalog.
 pub const CATALOG_VISIBLE_TIMEOUT_MS: u64 = 5_000;
+/// Longest a write waits for its partition's global indexes to catch up
+/// (back-pressure) before it is refused, in milliseconds.
+pub const INDEX_BACKPRESSURE_WAIT_MS: u64 = 5_000;
 
 #[derive(Clone)]
 pub struct Router {
@@ -139,13 +142,45 @@ impl Router {
         }
     }
 
-    /// Applies a single-item write in the partition owning its key.
+    /// Applies a single-item write in the partition owning its key. While
+    /// the partition's global indexes lag too far behind, the write is
+    /// retried for up to [`INDEX_BACKPRESSURE_WAIT_MS`] (then its outcome
+    /// says so).
     pub async fn write(&self, table: &Table, cmd: WriteCommand) -> Result<Outcome, ClusterError> {
-        let target = Target::key(table, &cmd.storage_key);
-        match self
-            .route(target, true, Request::Propose(Command::Write(cmd)))
-            .await?
-        {
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(INDEX_BACKPRESSURE_WAIT_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        loop {
+            let target = Target::key(table, &cmd.storage_key);
+            let call = Request::Propose(Command::Write(cmd.clone()));
+            let outcome = match self.route(target, true, call).await? {
+                Reply::Proposed(o, _) => o,
+                _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
+            };
+            if !matches!(outcome, Outcome::IndexLagging) || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(outcome);
+            }
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+        }
+    }
+
+    /// Proposes `cmd` to the partition of global index `index` of `table`
+    /// whose hash range holds `hash` (the index feeder's writes).
+    pub async fn propose_to_index(
+        &self,
+        table: &str,
+        index: u32,
+        hash: u64,
+        cmd: Command,
+    ) -> Result<Outcome, ClusterError> {
+        let target = Target::Partition {
+            table,
+            index: Some(index),
+            hash,
+        };
+        match self.route(target, true, Request::Propose(cmd)).await? {
             Reply::Proposed(o, _) => Ok(o),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
@@ -179,7 +214,14 @@ impl Router {
         opts: &ReadOptions,
         consistent: bool,
     ) -> Result<Page, ClusterError> {
-        let parts = &table.meta.partitions;
+        let global = index.and_then(|i| i.global);
+        let parts = match global {
+            Some(id) => match table.meta.global_indexes.iter().find(|g| g.id == id) {
+                Some(g) => &g.partitions,
+                None => return Err(ClusterError::Unavailable("index is gone".into())),
+            },
+            None => &table.meta.partitions,
+        };
         let mut order: Vec<usize> = (0..parts.len()).collect();
         if !opts.forward {
             order.reverse();
@@ -191,7 +233,7 @@ impl Router {
         let mut page = Page::default();
         for i in order {
             let skip = resume.is_some_and(|r| if opts.forward { i < r } else { i > r });
-            let Some((plo, phi)) = clamp(table, i, lo, hi).filter(|_| !skip) else {
+            let Some((plo, phi)) = clamp(parts, i, lo, hi).filter(|_| !skip) else {
                 continue;
             };
             let sub = ReadOptions {
@@ -208,7 +250,11 @@ impl Router {
                 opts: sub,
                 consistent,
             };
-            let target = Target::hash(table, parts[i].hash_lo);
+            let target = Target::Partition {
+                table: &table.meta.name,
+                index: global,
+                hash: parts[i].hash_lo,
+            };
             let got = match self.route(target, consistent, call).await? {
                 Reply::Page(got) => got,
                 _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
@@ -227,14 +273,45 @@ impl Router {
     /// Item count and bytes of a table, and (entries, bytes) of each local
     /// index, summed over its partitions.
     pub async fn stats(&self, meta: &TableMeta) -> Result<GroupStats, ClusterError> {
-        let local_indexes = meta.local_indexes.len() as u8;
+        self.sum_stats(meta, None).await
+    }
+
+    /// (entries, bytes) of global index `index`, summed over its partitions.
+    pub async fn index_stats(
+        &self,
+        meta: &TableMeta,
+        index: u32,
+    ) -> Result<(u64, u64), ClusterError> {
+        let s = self.sum_stats(meta, Some(index)).await?;
+        Ok((s.count, s.bytes))
+    }
+
+    async fn sum_stats(
+        &self,
+        meta: &TableMeta,
+        global: Option<u32>,
+    ) -> Result<GroupStats, ClusterError> {
+        let local_indexes = if global.is_some() {
+            0
+        } else {
+            meta.local_indexes.len() as u8
+        };
         let mut total = GroupStats {
             indexes: vec![(0, 0); local_indexes as usize],
             ..GroupStats::default()
         };
-        for p in &meta.partitions {
+        let parts = match global {
+            Some(id) => meta
+                .global_indexes
+                .iter()
+                .find(|g| g.id == id)
+                .map_or(&[][..], |g| &g.partitions),
+            None => &meta.partitions,
+        };
+        for p in parts {
             let target = Target::Partition {
                 table: &meta.name,
+                index: global,
                 hash: p.hash_lo,
             };
             let call = Request::Stats { local_indexes };
@@ -266,12 +343,21 @@ impl Router {
                 replicas: self.inner.control.iter().map(|m| m.id).collect(),
                 epoch: 0,
             },
-            Target::Partition { table, hash } => {
+            Target::Partition { table, index, hash } => {
                 let t = self.inner.catalog.table(table).ok_or_else(|| {
                     ClusterError::Unavailable(format!("table {table} is not in the catalog"))
                 })?;
-                let p = t.meta.partition_for_hash(*hash).ok_or_else(|| {
-                    ClusterError::Unavailable(format!("table {table} has no partitions"))
+                let p = match index {
+                    None => t.meta.partition_for_hash(*hash),
+                    Some(id) => t
+                        .meta
+                        .global_indexes
+                        .iter()
+                        .find(|g| g.id == *id)
+                        .and_then(|g| g.partition_for_hash(*hash)),
+                };
+                let p = p.ok_or_else(|| {
+                    ClusterError::Unavailable(format!("table {table} has no such partition"))
                 })?;
                 Placement {
                     group: p.group,
@@ -401,11 +487,15 @@ impl Router {
 }
 
 /// What a request is routed to: the control group, or the partition of a
-/// table whose hash range holds `hash` (resolved again from the newest
-/// catalog on every attempt).
+/// table (or of its global index `index`) whose hash range holds `hash`
+/// (resolved again from the newest catalog on every attempt).
 enum Target<'a> {
     Control,
-    Partition { table: &'a str, hash: u64 },
+    Partition {
+        table: &'a str,
+        index: Option<u32>,
+        hash: u64,
+    },
 }
 
 impl<'a> Target<'a> {
@@ -417,6 +507,7 @@ impl<'a> Target<'a> {
     fn hash(table: &'a Table, hash: u64) -> Target<'a> {
         Target::Partition {
             table: &table.meta.name,
+            index: None,
             hash,
         }
     }
@@ -429,16 +520,17 @@ struct Placement {
     epoch: u64,
 }
 
-/// `[lo, hi)` intersected with partition `i`'s key range; `None` if empty.
+/// `[lo, hi)` intersected with the key range of partition `i` of `parts`
+/// (in hash order); `None` if empty.
 fn clamp(
-    table: &Table,
+    parts: &[PartitionMeta],
     i: usize,
     lo: &[u8],
     hi: Option<&[u8]>,
 ) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
-    let p = table.meta.partitions.get(i)?;
+    let p = parts.get(i)?;
     let plo = p.hash_lo.to_be_bytes().to_vec();
-    let phi = table.meta.hash_hi(i).map(|h| h.to_be_bytes().to_vec());
+    let phi = parts.get(i + 1).map(|n| n.hash_lo.to_be_bytes().to_vec());
     let lo = if lo > plo.as_slice() {
         lo.to_vec()
     } else {

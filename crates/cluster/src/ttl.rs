@@ -123,6 +123,7 @@ async fn sweep_partition(
             local: table
                 .meta
                 .local_index_specs(dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES),
+            global: table.meta.global_key_specs(),
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =
             host.propose(group, Command::Write(cmd)).await?

@@ -52,6 +52,52 @@ pub struct TableMeta {
     /// its id in the partitions' key space.
     #[serde(default)]
     pub local_indexes: Vec<IndexMeta>,
+    /// Global secondary indexes, each with partitions of its own.
+    #[serde(default)]
+    pub global_indexes: Vec<GlobalIndexMeta>,
+    /// The id the next global index gets (ids are never reused, so a
+    /// re-created index never meets state of the one it replaces).
+    #[serde(default)]
+    pub next_index_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexStatus {
+    #[default]
+    Creating,
+    Active,
+}
+
+impl IndexStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IndexStatus::Creating => "CREATING",
+            IndexStatus::Active => "ACTIVE",
+        }
+    }
+}
+
+/// A global secondary index: its definition, status and partitions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalIndexMeta {
+    pub id: u32,
+    pub index: IndexMeta,
+    pub status: IndexStatus,
+    /// Created on a table that may hold items (UpdateTable): each base
+    /// partition backfills it, and it turns ACTIVE when all have.
+    pub backfill: bool,
+    /// Base partitions (groups) whose backfill finished.
+    pub backfilled: Vec<u64>,
+    pub partitions: Vec<PartitionMeta>,
+    pub read_capacity: u64,
+    pub write_capacity: u64,
+}
+
+impl GlobalIndexMeta {
+    /// The partition whose hash range contains `hash`.
+    pub fn partition_for_hash(&self, hash: u64) -> Option<&PartitionMeta> {
+        self.partitions.iter().rev().find(|p| p.hash_lo <= hash)
+    }
 }
 
 /// Which attributes an index entry holds besides the table's and the
@@ -124,6 +170,39 @@ impl TableMeta {
         })
     }
 
+    /// The global index named `name`.
+    pub fn global_index(&self, name: &str) -> Option<&GlobalIndexMeta> {
+        self.global_indexes.iter().find(|g| g.index.name == name)
+    }
+
+    /// What a write command carries for the global indexes: their keys, to
+    /// check types (and, being non-empty, to log the write for them).
+    pub fn global_key_specs(&self) -> Vec<crate::global::GlobalKeySpec> {
+        self.global_indexes
+            .iter()
+            .map(|g| crate::global::GlobalKeySpec {
+                name: g.index.name.clone(),
+                schema: g.index.key_schema(),
+            })
+            .collect()
+    }
+
+    /// Every partition: the table's, then each global index's.
+    pub fn all_partitions(&self) -> impl Iterator<Item = &PartitionMeta> {
+        self.partitions
+            .iter()
+            .chain(self.global_indexes.iter().flat_map(|g| &g.partitions))
+    }
+
+    /// Every partition, mutably.
+    pub fn all_partitions_mut(&mut self) -> impl Iterator<Item = &mut PartitionMeta> {
+        self.partitions.iter_mut().chain(
+            self.global_indexes
+                .iter_mut()
+                .flat_map(|g| g.partitions.iter_mut()),
+        )
+    }
+
     /// The local index named `name`, with its id.
     pub fn local_index(&self, name: &str) -> Option<(u8, &IndexMeta)> {
         self.local_indexes
@@ -148,11 +227,6 @@ impl TableMeta {
     /// The partition whose hash range contains `hash`.
     pub fn partition_for_hash(&self, hash: u64) -> Option<&PartitionMeta> {
         self.partitions.iter().rev().find(|p| p.hash_lo <= hash)
-    }
-
-    /// The exclusive upper hash bound of partition `i` (`None`: the end).
-    pub fn hash_hi(&self, i: usize) -> Option<u64> {
-        self.partitions.get(i + 1).map(|p| p.hash_lo)
     }
 
     /// A stable table id derived from the first group and creation time.

@@ -4,7 +4,8 @@
 //! expression sources, which the state machine re-parses when it applies
 //! (parsing is pure, so every replica reaches the same outcome).
 
-use crate::catalog::{NodeRecord, TableMeta, TableStatus};
+use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus};
+use crate::global::IndexBatch;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -37,8 +38,42 @@ pub enum Command {
         old: u64,
         new: u64,
     },
+    /// Catalog group: add a global index to a table (UpdateTable); its id
+    /// and partitions are assigned on apply, and the table is UPDATING
+    /// until every base partition has backfilled it.
+    AddGlobalIndex {
+        table: String,
+        index: GlobalIndexMeta,
+        /// AttributeDefinitions of the new index's keys, added to the table's.
+        attributes: Vec<(String, String)>,
+    },
+    /// Catalog group: set a global index's provisioned throughput.
+    SetIndexThroughput {
+        table: String,
+        index: String,
+        read: u64,
+        write: u64,
+    },
+    /// Catalog group: remove a global index (its groups are then removed).
+    DropGlobalIndex { table: String, index: String },
+    /// Catalog group: base partition `group` finished backfilling index
+    /// `index`; the last one makes the index ACTIVE.
+    IndexBackfilled {
+        table: String,
+        index: u32,
+        group: u64,
+    },
     /// Data group: a single-item write.
     Write(WriteCommand),
+    /// Base data group: begin backfilling global index `index`.
+    StartBackfill { index: u32 },
+    /// Base data group: the backfill of `index` resumes after `next`
+    /// (`None`: it is finished).
+    BackfillProgress { index: u32, next: Option<Vec<u8>> },
+    /// Base data group: change records up to `upto` were delivered.
+    TrimChangeLog { upto: u64 },
+    /// Index data group: entries fed from a base partition.
+    IndexApply(IndexBatch),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +100,10 @@ pub struct WriteCommand {
     /// The table's local secondary indexes, maintained in the same apply.
     #[serde(default)]
     pub local: Option<crate::index::LocalIndexes>,
+    /// The table's global indexes: their key types are checked, and the
+    /// write is logged for them when the list is not empty.
+    #[serde(default)]
+    pub global: Vec<crate::global::GlobalKeySpec>,
 }
 
 impl Entry {
@@ -93,7 +132,27 @@ impl std::fmt::Display for Entry {
                 old,
                 new,
             } => format!("ReplaceReplica({table}, group {group}, {old} -> {new})"),
+            Command::SetIndexThroughput { table, index, .. } => {
+                format!("SetIndexThroughput({table}, {index})")
+            }
+            Command::AddGlobalIndex { table, index, .. } => {
+                format!("AddGlobalIndex({table}, {})", index.index.name)
+            }
+            Command::DropGlobalIndex { table, index } => {
+                format!("DropGlobalIndex({table}, {index})")
+            }
+            Command::IndexBackfilled {
+                table,
+                index,
+                group,
+            } => format!("IndexBackfilled({table}, {index}, group {group})"),
             Command::Write(w) => format!("{:?}({} key bytes)", w.kind, w.storage_key.len()),
+            Command::StartBackfill { index } => format!("StartBackfill({index})"),
+            Command::BackfillProgress { index, next } => {
+                format!("BackfillProgress({index}, done: {})", next.is_none())
+            }
+            Command::TrimChangeLog { upto } => format!("TrimChangeLog({upto})"),
+            Command::IndexApply(b) => format!("IndexApply(from {}, {} ops)", b.source, b.ops.len()),
         };
         write!(f, "{what}@{}", self.ts_ms)
     }

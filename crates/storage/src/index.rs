@@ -117,29 +117,31 @@ pub fn project(item: &Item, table: &KeySchema, index: &KeySchema, p: &Projection
 /// DynamoDB's ValidationException message for the first index key of
 /// `item` with the wrong type or an empty value; `None` when all are fine.
 pub fn invalid_index_key(local: &LocalIndexes, item: &Item) -> Option<String> {
-    for spec in &local.indexes {
-        let Some(v) = item.get(&spec.sort.name) else {
-            continue;
-        };
-        if v.attr_type() != spec.sort.ty.attr_type() {
-            return Some(format!(
-                "One or more parameter values were invalid: Type mismatch for Index Key {} Expected: {} Actual: {} IndexName: {}",
-                spec.sort.name,
-                spec.sort.ty.descriptor(),
-                v.attr_type().descriptor(),
-                spec.name
-            ));
-        }
-        let empty = matches!(v, AttributeValue::S(s) if s.is_empty())
-            || matches!(v, AttributeValue::B(b) if b.is_empty());
-        if empty {
-            return Some(format!(
-                "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {}, IndexKey: {}",
-                spec.name, spec.sort.name
-            ));
-        }
+    local
+        .indexes
+        .iter()
+        .find_map(|spec| invalid_key_value(&spec.name, &spec.sort, item))
+}
+
+/// DynamoDB's message when `item`'s value of index key `ka` (of index
+/// `index`) has the wrong type or is empty; `None` when it is absent or fine.
+pub fn invalid_key_value(index: &str, ka: &KeyAttr, item: &Item) -> Option<String> {
+    let v = item.get(&ka.name)?;
+    if v.attr_type() != ka.ty.attr_type() {
+        return Some(format!(
+            "One or more parameter values were invalid: Type mismatch for Index Key {} Expected: {} Actual: {} IndexName: {}",
+            ka.name,
+            ka.ty.descriptor(),
+            v.attr_type().descriptor(),
+            index
+        ));
     }
-    None
+    let empty = matches!(v, AttributeValue::S(s) if s.is_empty())
+        || matches!(v, AttributeValue::B(b) if b.is_empty());
+    empty.then(|| format!(
+        "One or more parameter values are not valid. A value specified for a secondary index key is not supported. The AttributeValue for a key attribute cannot contain an empty string value. IndexName: {}, IndexKey: {}",
+        index, ka.name
+    ))
 }
 
 /// One entry of an item: index id, entry key, projected item and its size.

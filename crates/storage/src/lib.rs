@@ -12,12 +12,16 @@
 pub mod catalog;
 pub mod command;
 pub mod durability;
+pub mod global;
 pub mod index;
 pub mod machine;
 pub mod read;
 pub mod wal;
 
-pub use catalog::{IndexMeta, NodeRecord, PartitionMeta, Projection, TableMeta, TableStatus};
+pub use catalog::{
+    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, TableMeta,
+    TableStatus,
+};
 pub use command::{Command, WriteCommand, WriteKind};
 pub use machine::Outcome;
 /// The embedded state-machine store, re-exported so layers above use the same version.

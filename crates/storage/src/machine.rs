@@ -9,6 +9,7 @@
 //! [0]            0x02 [table name]  catalog: TableMeta as JSON
 //! [0]            0x03 [node id BE]  catalog: NodeRecord as JSON
 //! [group u64 BE] 0x04, 0x05         local secondary indexes (see `index`)
+//! [group u64 BE] 0x06, 0x07         global index versions, change log (see `global`)
 //! ```
 //!
 //! A batch of entries is applied through an [`Overlay`] (so later entries
@@ -18,8 +19,10 @@
 //! only sled I/O errors are errors, and they are fatal.
 
 use crate::StorageError;
+use crate::catalog::{IndexStatus, PartitionMeta};
 use crate::catalog::{NodeRecord, TableMeta, TableStatus};
 use crate::command::{Command, Entry, WriteCommand, WriteKind};
+use crate::global::{self, ChangeRecord};
 use crate::index;
 use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
@@ -105,6 +108,9 @@ pub enum Outcome {
     /// The write would grow its item collection (one partition key value,
     /// with its local index entries) past the limit; nothing was written.
     CollectionTooLarge,
+    /// The partition's change log is full (its global indexes lag by
+    /// `global::MAX_INDEX_LAG_RECORDS`); nothing was written, retry later.
+    IndexLagging,
 }
 
 /// Pending writes of a batch over the tree.
@@ -243,13 +249,84 @@ pub fn read_item(
 pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, StorageError> {
     match &entry.cmd {
         Command::Write(w) => apply_write(ov, group, w),
+        Command::StartBackfill { index } => {
+            global::start_backfill(ov, group, *index)?;
+            Ok(Outcome::Done)
+        }
+        Command::BackfillProgress { index, next } => {
+            global::backfill_progress(ov, group, *index, next.as_deref())?;
+            Ok(Outcome::Done)
+        }
+        Command::TrimChangeLog { upto } => {
+            global::trim(ov, group, *upto)?;
+            Ok(Outcome::Done)
+        }
+        Command::IndexApply(batch) => global::apply_batch(ov, group, batch),
+        Command::AddGlobalIndex {
+            table,
+            index,
+            attributes,
+        } => add_global_index(ov, table, index, attributes),
+        Command::SetIndexThroughput {
+            table,
+            index,
+            read,
+            write,
+        } => {
+            let Some(mut meta) = get_table(ov, table)? else {
+                return Ok(Outcome::TableMissing);
+            };
+            for g in meta
+                .global_indexes
+                .iter_mut()
+                .filter(|g| g.index.name == *index)
+            {
+                (g.read_capacity, g.write_capacity) = (*read, *write);
+            }
+            put_table(ov, &meta);
+            Ok(Outcome::Table(Box::new(meta)))
+        }
+        Command::DropGlobalIndex { table, index } => {
+            let Some(mut meta) = get_table(ov, table)? else {
+                return Ok(Outcome::TableMissing);
+            };
+            meta.global_indexes.retain(|g| g.index.name != *index);
+            if meta.status == TableStatus::Updating && !creating_index(&meta) {
+                meta.status = TableStatus::Active;
+            }
+            put_table(ov, &meta);
+            Ok(Outcome::Table(Box::new(meta)))
+        }
+        Command::IndexBackfilled {
+            table,
+            index,
+            group,
+        } => {
+            let Some(mut meta) = get_table(ov, table)? else {
+                return Ok(Outcome::TableMissing);
+            };
+            let bases: Vec<u64> = meta.partitions.iter().map(|p| p.group).collect();
+            if let Some(g) = meta.global_indexes.iter_mut().find(|g| g.id == *index) {
+                if !g.backfilled.contains(group) {
+                    g.backfilled.push(*group);
+                }
+                if bases.iter().all(|b| g.backfilled.contains(b)) {
+                    g.status = IndexStatus::Active;
+                }
+            }
+            if meta.status == TableStatus::Updating && !creating_index(&meta) {
+                meta.status = TableStatus::Active;
+            }
+            put_table(ov, &meta);
+            Ok(Outcome::Table(Box::new(meta)))
+        }
         Command::CreateTable(meta) => {
             let key = table_key(&meta.name);
             if ov.get(&key)?.is_some() {
                 return Ok(Outcome::TableExists);
             }
             let mut meta = meta.clone();
-            place(ov, &mut meta)?;
+            place(ov, meta.all_partitions_mut().collect())?;
             meta.created_ms = entry.ts_ms;
             put_table(ov, &meta);
             Ok(Outcome::Table(Box::new(meta)))
@@ -270,7 +347,7 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             let Some(mut meta) = get_table(ov, table)? else {
                 return Ok(Outcome::TableMissing);
             };
-            let Some(p) = meta.partitions.iter_mut().find(|p| p.group == *group) else {
+            let Some(p) = meta.all_partitions_mut().find(|p| p.group == *group) else {
                 return Ok(Outcome::Done);
             };
             if let Some(slot) = p.replicas.iter().position(|r| r == old)
@@ -292,9 +369,13 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
         },
         Command::ReplaceTableMeta(new) => match get_table(ov, &new.name)? {
             Some(old) => {
+                // What only the control plane changes is kept.
                 let meta = TableMeta {
                     partitions: old.partitions,
                     created_ms: old.created_ms,
+                    local_indexes: old.local_indexes,
+                    global_indexes: old.global_indexes,
+                    next_index_id: old.next_index_id,
                     ..new.clone()
                 };
                 put_table(ov, &meta);
@@ -317,6 +398,55 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
     }
 }
 
+/// Whether a global index of `meta` is still being created.
+fn creating_index(meta: &TableMeta) -> bool {
+    meta.global_indexes
+        .iter()
+        .any(|g| g.status == IndexStatus::Creating)
+}
+
+/// Adds a global index to a table: assigns its id, places its partitions,
+/// and marks it (and the table) as being created.
+fn add_global_index(
+    ov: &mut Overlay,
+    table: &str,
+    index: &crate::catalog::GlobalIndexMeta,
+    attributes: &[(String, String)],
+) -> Result<Outcome, StorageError> {
+    let Some(mut meta) = get_table(ov, table)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let taken = meta.global_indexes.iter().map(|g| &g.index.name);
+    let lsi = meta.local_indexes.iter().map(|i| &i.name);
+    if taken.chain(lsi).any(|n| *n == index.index.name) {
+        return Ok(Outcome::Invalid(format!(
+            "One or more parameter values were invalid: Index already exists: {}",
+            index.index.name
+        )));
+    }
+    if creating_index(&meta) || meta.status != TableStatus::Active {
+        return Ok(Outcome::Invalid(format!(
+            "Attempt to change a resource which is still in use: Table is being updated: {table}"
+        )));
+    }
+    let mut g = index.clone();
+    g.id = meta.next_index_id;
+    g.status = IndexStatus::Creating;
+    g.backfill = true;
+    g.backfilled.clear();
+    place(ov, g.partitions.iter_mut().collect())?;
+    meta.next_index_id += 1;
+    meta.status = TableStatus::Updating;
+    for a in attributes {
+        if !meta.attributes.iter().any(|(n, _)| *n == a.0) {
+            meta.attributes.push(a.clone());
+        }
+    }
+    meta.global_indexes.push(g);
+    put_table(ov, &meta);
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
 fn get_table(ov: &Overlay, name: &str) -> Result<Option<TableMeta>, StorageError> {
     match ov.get(&table_key(name))? {
         Some(b) => Ok(Some(
@@ -333,11 +463,11 @@ fn put_table(ov: &mut Overlay, meta: &TableMeta) {
     );
 }
 
-/// Assigns group ids to a new table's partitions and places one replica of
-/// each in every availability zone, on the node of that zone holding the
-/// fewest replicas (ties to the lowest id). Deterministic: it reads only the
-/// catalog, so every control-plane replica places identically.
-fn place(ov: &mut Overlay, meta: &mut TableMeta) -> Result<(), StorageError> {
+/// Assigns group ids to new partitions (a table's or an index's) and places
+/// one replica of each in every availability zone, on the node of that zone
+/// holding the fewest replicas (ties to the lowest id). Deterministic: it
+/// reads only the catalog, so every control-plane replica places identically.
+fn place(ov: &mut Overlay, partitions: Vec<&mut PartitionMeta>) -> Result<(), StorageError> {
     let next_key = meta_key(CATALOG_GROUP, "next_group");
     let mut next = ov.get_u64(&next_key)?.max(1);
     let mut nodes: Vec<NodeRecord> = Vec::new();
@@ -348,12 +478,12 @@ fn place(ov: &mut Overlay, meta: &mut TableMeta) -> Result<(), StorageError> {
     for v in ov.scan_prefix(&tables_prefix())?.values() {
         let t: TableMeta =
             serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-        for r in t.partitions.iter().flat_map(|p| &p.replicas) {
+        for r in t.all_partitions().flat_map(|p| &p.replicas) {
             *load.entry(*r).or_default() += 1;
         }
     }
     let zones: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.az.as_str()).collect();
-    for p in &mut meta.partitions {
+    for p in partitions {
         p.group = next;
         next += 1;
         p.replicas.clear();
@@ -423,6 +553,17 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
     };
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
+    if let Some(msg) = new
+        .as_ref()
+        .and_then(|n| global::invalid_global_key(&w.global, n))
+    {
+        return Ok(Outcome::Invalid(msg));
+    }
+    // Checked before anything is staged: a refused write writes nothing.
+    let logged = old != new && (!w.global.is_empty() || global::feeding(ov, group)?);
+    if logged && global::lagging(ov, group)? {
+        return Ok(Outcome::IndexLagging);
+    }
     let mut collection_bytes = None;
     if let Some(local) = &w.local {
         if let Some(msg) = new
@@ -437,6 +578,14 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
             index::Maintained::TooLarge => return Ok(Outcome::CollectionTooLarge),
             index::Maintained::Collection(bytes) => collection_bytes = Some(bytes),
         }
+    }
+    if logged {
+        let record = ChangeRecord {
+            storage_key: w.storage_key.clone(),
+            old: old.clone(),
+            new: new.clone(),
+        };
+        global::log_change(ov, group, &record)?;
     }
     match &new {
         Some(item) => ov.put(key, encode_item(item)),

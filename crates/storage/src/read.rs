@@ -99,10 +99,16 @@ pub fn segment_bounds(segment: u32, total: u32) -> (Vec<u8>, Option<Vec<u8>>) {
     (start.to_be_bytes().to_vec(), hi)
 }
 
-/// A read of a local secondary index instead of the table.
+/// A read of a secondary index instead of the table.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct IndexRead {
+    /// The entries' id in their group: the local index's, or
+    /// `global::GLOBAL_ENTRY_ID`.
     pub id: u8,
+    /// The global index's id, whose partitions hold the entries (`None`: a
+    /// local index, in the table's partitions).
+    #[serde(default)]
+    pub global: Option<u32>,
     /// The index's key schema.
     pub schema: KeySchema,
     /// Return each entry's whole base item (in the same partition) instead

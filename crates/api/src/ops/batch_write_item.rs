@@ -7,6 +7,7 @@ use crate::params::*;
 use dynaraft_model::value::{item_from_json, item_size_bytes};
 use dynaraft_model::{Item, MAX_ITEM_BYTES};
 use dynaraft_storage::WriteKind;
+use dynaraft_storage::global::invalid_global_key;
 use dynaraft_storage::index::invalid_index_key;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -63,7 +64,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                     let local = table
                         .meta
                         .local_index_specs(api.cfg.item_collection_limit_bytes);
-                    if let Some(msg) = local.and_then(|l| invalid_index_key(&l, &item)) {
+                    let global = table.meta.global_key_specs();
+                    if let Some(msg) = local
+                        .and_then(|l| invalid_index_key(&l, &item))
+                        .or_else(|| invalid_global_key(&global, &item))
+                    {
                         return Err(ApiError::Validation(msg));
                     }
                     (

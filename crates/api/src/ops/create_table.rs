@@ -5,7 +5,9 @@ use super::index_defs;
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::{Violations, enum_value, opt_array, opt_bool, table_name};
-use dynaraft_storage::{Command, PartitionMeta, TableMeta, TableStatus};
+use dynaraft_storage::{
+    Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableMeta, TableStatus,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -37,19 +39,34 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
         .chain(range.as_ref().map(|r| r.0.as_str()))
         .collect();
-    let all_indexes: Vec<_> = local_indexes.iter().chain(&global).collect();
+    let all_indexes: Vec<_> = local_indexes
+        .iter()
+        .chain(global.iter().map(|(g, _)| g))
+        .collect();
     index_defs::check_projected(&all_indexes)?;
     index_defs::check_definitions_used(&attrs, &table_keys, &all_indexes)?;
-    if !global.is_empty() {
-        return Err(ApiError::validation(
-            "GlobalSecondaryIndexes are not supported by dynaraft yet",
-        ));
-    }
+    let partitions = api.cfg.partitions_per_table;
+    let global_indexes: Vec<GlobalIndexMeta> = global
+        .into_iter()
+        .enumerate()
+        .map(|(id, (index, (r, w)))| GlobalIndexMeta {
+            id: id as u32,
+            index,
+            // Nothing to backfill: the table is new, and every write carries
+            // its global indexes from the start.
+            status: IndexStatus::Active,
+            backfill: false,
+            backfilled: Vec::new(),
+            partitions: PartitionMeta::even_split(partitions),
+            read_capacity: r,
+            write_capacity: w,
+        })
+        .collect();
     let tags = parse_tags(body)?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
         name: name.clone(),
-        partitions: PartitionMeta::even_split(api.cfg.partitions_per_table),
+        partitions: PartitionMeta::even_split(partitions),
         status: if instant {
             TableStatus::Active
         } else {
@@ -69,12 +86,19 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         decreases_today: 0,
         ttl_attribute: None,
         local_indexes,
+        next_index_id: global_indexes.len() as u32,
+        global_indexes,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
     Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
+}
+
+/// AttributeDefinitions of a request (empty when absent), checked.
+pub fn attribute_definitions(body: &Value) -> Result<Vec<(String, String)>, ApiError> {
+    parse_attribute_definitions(opt_array(body, "AttributeDefinitions")?.unwrap_or(&vec![]))
 }
 
 fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, ApiError> {

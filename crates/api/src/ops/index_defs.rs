@@ -2,8 +2,8 @@
 //! projections) and the rules DynamoDB enforces between an index and its
 //! table, with DynamoDB's ValidationException wording.
 //!
-//! Local secondary indexes are built; global ones are fully validated, then
-//! refused by CreateTable until they exist.
+//! Global indexes are defined here for CreateTable and for UpdateTable's
+//! `Create` action alike.
 
 use crate::error::ApiError;
 use crate::params::{Violations, check_table_name};
@@ -32,13 +32,13 @@ struct Raw {
     non_key: Option<Vec<String>>,
 }
 
-/// Checks the members of `LocalSecondaryIndexes` (or another index list
-/// named `field`, as `path` in messages) and returns them.
-fn parse_shape(list: &[Value], path: &str) -> Result<Vec<Raw>, ApiError> {
+/// Checks the shape of index definitions; `member(i)` names the `i`th
+/// (from 0) in messages, e.g. `localSecondaryIndexes.1.member`.
+fn parse_shape(list: &[Value], member: impl Fn(usize) -> String) -> Result<Vec<Raw>, ApiError> {
     let mut v = Violations::default();
     let mut out = Vec::new();
     for (i, ix) in list.iter().enumerate() {
-        let at = |f: &str| format!("{path}.{}.member.{f}", i + 1);
+        let at = |f: &str| format!("{}.{f}", member(i));
         let name = ix.get("IndexName").and_then(Value::as_str);
         // Index names follow the table-name rules.
         check_table_name(&mut v, name, &at("indexName"));
@@ -201,6 +201,10 @@ fn index_list<'a>(body: &'a Value, field: &str) -> Result<Option<&'a Vec<Value>>
     }
 }
 
+/// A global index as defined, with its provisioned (read, write) units
+/// (zeros on an on-demand table).
+pub type GlobalDef = (IndexMeta, (u64, u64));
+
 /// `GlobalSecondaryIndexes` of a CreateTable request, checked against the
 /// AttributeDefinitions (`defined`), the billing mode and the names the
 /// local indexes already use.
@@ -209,39 +213,18 @@ pub fn global_indexes(
     defined: &[KeyPair],
     pay_per_request: bool,
     local: &[IndexMeta],
-) -> Result<Vec<IndexMeta>, ApiError> {
+) -> Result<Vec<GlobalDef>, ApiError> {
     let Some(list) = index_list(body, "GlobalSecondaryIndexes")? else {
         return Ok(Vec::new());
     };
-    let raw = parse_shape(list, "globalSecondaryIndexes")?;
+    let raw = parse_shape(list, |i| format!("globalSecondaryIndexes.{}.member", i + 1))?;
     if raw.is_empty() {
         return Err(invalid("List of GlobalSecondaryIndexes is empty"));
     }
     let mut names: BTreeSet<String> = local.iter().map(|i| i.name.clone()).collect();
     let mut out = Vec::new();
     for (ix, json) in raw.iter().zip(list) {
-        check_keys(ix, defined)?;
-        let projection = projection(ix)?;
-        let throughput = json.get("ProvisionedThroughput").filter(|t| !t.is_null());
-        match (pay_per_request, throughput) {
-            (true, Some(_)) => {
-                return Err(invalid(format!(
-                    "ProvisionedThroughput should not be specified for index: {} when BillingMode is PAY_PER_REQUEST",
-                    ix.name
-                )));
-            }
-            (false, None) => {
-                return Err(invalid(format!(
-                    "ProvisionedThroughput must be specified for index: {}",
-                    ix.name
-                )));
-            }
-            (false, Some(t)) => {
-                super::create_table::throughput(t)?;
-            }
-            (true, None) => {}
-        }
-        out.push(index_meta(ix, defined, projection, &mut names)?);
+        out.push(global_def(ix, json, defined, pay_per_request, &mut names)?);
     }
     if out.len() > MAX_GLOBAL_INDEXES {
         return Err(invalid(format!(
@@ -249,6 +232,53 @@ pub fn global_indexes(
         )));
     }
     Ok(out)
+}
+
+fn global_def(
+    ix: &Raw,
+    json: &Value,
+    defined: &[KeyPair],
+    pay_per_request: bool,
+    names: &mut BTreeSet<String>,
+) -> Result<GlobalDef, ApiError> {
+    check_keys(ix, defined)?;
+    let projection = projection(ix)?;
+    let throughput = json.get("ProvisionedThroughput").filter(|t| !t.is_null());
+    let units = match (pay_per_request, throughput) {
+        (true, Some(_)) => {
+            return Err(invalid(format!(
+                "ProvisionedThroughput should not be specified for index: {} when BillingMode is PAY_PER_REQUEST",
+                ix.name
+            )));
+        }
+        (false, None) => {
+            return Err(invalid(format!(
+                "ProvisionedThroughput must be specified for index: {}",
+                ix.name
+            )));
+        }
+        (false, Some(t)) => super::create_table::throughput(t)?,
+        (true, None) => (0, 0),
+    };
+    Ok((index_meta(ix, defined, projection, names)?, units))
+}
+
+/// The `Create` action of UpdateTable's GlobalSecondaryIndexUpdates member
+/// `n` (from 1), checked like a CreateTable index against `defined` and the
+/// names of the table's indexes (`names`).
+pub fn global_create(
+    create: &Value,
+    n: usize,
+    defined: &[KeyPair],
+    pay_per_request: bool,
+    names: &mut BTreeSet<String>,
+) -> Result<GlobalDef, ApiError> {
+    let list = std::slice::from_ref(create);
+    let raw = parse_shape(list, |_| {
+        format!("globalSecondaryIndexUpdates.{n}.member.create")
+    })?;
+    let ix = raw.first().ok_or_else(|| invalid("Create is empty"))?;
+    global_def(ix, create, defined, pay_per_request, names)
 }
 
 /// `LocalSecondaryIndexes` of a CreateTable request, checked against the
@@ -262,7 +292,7 @@ pub fn local_indexes(
     let Some(list) = index_list(body, "LocalSecondaryIndexes")? else {
         return Ok(Vec::new());
     };
-    let raw = parse_shape(list, "localSecondaryIndexes")?;
+    let raw = parse_shape(list, |i| format!("localSecondaryIndexes.{}.member", i + 1))?;
     if raw.is_empty() {
         return Err(invalid("List of LocalSecondaryIndexes is empty"));
     }

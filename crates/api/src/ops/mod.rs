@@ -25,7 +25,9 @@ pub mod write;
 
 use crate::Api;
 use crate::error::ApiError;
-use dynaraft_storage::{Command, IndexMeta, Outcome, Projection, TableMeta, TableStatus};
+use dynaraft_storage::{
+    Command, IndexMeta, IndexStatus, Outcome, Projection, TableMeta, TableStatus,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -138,6 +140,25 @@ pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
             .collect();
         d["LocalSecondaryIndexes"] = Value::Array(indexes);
     }
+    if !meta.global_indexes.is_empty() {
+        let table_arn = table_arn(api, &meta.name);
+        let mut indexes = Vec::new();
+        for g in &meta.global_indexes {
+            let (count, bytes) = api.router.index_stats(meta, g.id).await?;
+            let mut ix = index_description(&g.index, &table_arn, count, bytes);
+            ix["IndexStatus"] = json!(g.status.as_str());
+            if g.status == IndexStatus::Creating {
+                ix["Backfilling"] = json!(g.backfill);
+            }
+            ix["ProvisionedThroughput"] = json!({
+                "NumberOfDecreasesToday": 0,
+                "ReadCapacityUnits": g.read_capacity,
+                "WriteCapacityUnits": g.write_capacity,
+            });
+            indexes.push(ix);
+        }
+        d["GlobalSecondaryIndexes"] = Value::Array(indexes);
+    }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
@@ -147,7 +168,8 @@ pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
     Ok(d)
 }
 
-/// One entry of DescribeTable's LocalSecondaryIndexes.
+/// One entry of DescribeTable's LocalSecondaryIndexes (and the common part
+/// of a GlobalSecondaryIndexes entry).
 fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) -> Value {
     let mut keys = vec![json!({"AttributeName": ix.hash_key.0, "KeyType": "HASH"})];
     if let Some(r) = &ix.range_key {
@@ -206,6 +228,9 @@ pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMe
         Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
             "Table already exists: {name}"
         ))),
+        // A catalog change that lost a race with another (found by the
+        // control plane, which checks again).
+        Outcome::Invalid(m) => Err(ApiError::Validation(m)),
         _ => Err(ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))),

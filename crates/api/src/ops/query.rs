@@ -11,9 +11,10 @@ use dynaraft_expr::{
 };
 use dynaraft_model::value::{item_from_json, item_to_json};
 use dynaraft_model::{Item, KeySchema};
+use dynaraft_storage::global::GLOBAL_ENTRY_ID;
 use dynaraft_storage::index::{entry_storage_key, holds};
 use dynaraft_storage::read::{IndexRead, MAX_PAGE_BYTES, Page, ReadOptions, query_bounds};
-use dynaraft_storage::{IndexMeta, Projection};
+use dynaraft_storage::{IndexMeta, IndexStatus, Projection};
 use serde_json::{Value, json};
 
 /// ProjectionExpression or AttributesToGet, when it is the request's only
@@ -65,8 +66,8 @@ pub struct ReadExprs {
     pub all_attributes: bool,
 }
 
-/// The local index a Query or Scan names, resolved against the table: what
-/// the storage read needs, and the index's key schema.
+/// The index a Query or Scan names, resolved against the table: what the
+/// storage read needs, and the index's key schema.
 pub struct IndexTarget {
     pub read: IndexRead,
     pub meta: IndexMeta,
@@ -74,43 +75,81 @@ pub struct IndexTarget {
 
 impl IndexTarget {
     /// `IndexName` of the request, if any; DynamoDB's error for an index
-    /// the table does not have.
-    pub fn from_body(body: &Value, table: &Table) -> Result<Option<IndexTarget>, ApiError> {
+    /// the table does not have, for a strongly consistent read of a global
+    /// index, and for a global index still being backfilled.
+    pub fn from_body(
+        body: &Value,
+        table: &Table,
+        consistent: bool,
+    ) -> Result<Option<IndexTarget>, ApiError> {
         let Some(name) = opt_str(body, "IndexName")? else {
             return Ok(None);
         };
-        let (id, meta) = table.meta.local_index(name).ok_or_else(|| {
+        if let Some((id, meta)) = table.meta.local_index(name) {
+            return Ok(Some(IndexTarget {
+                read: IndexRead {
+                    id,
+                    global: None,
+                    schema: meta.key_schema(),
+                    fetch_base: false,
+                },
+                meta: meta.clone(),
+            }));
+        }
+        let g = table.meta.global_index(name).ok_or_else(|| {
             ApiError::validation(format!(
                 "The table does not have the specified index: {name}"
             ))
         })?;
+        if consistent {
+            return Err(ApiError::validation(
+                "Consistent reads are not supported on global secondary indexes",
+            ));
+        }
+        if g.status != IndexStatus::Active {
+            return Err(ApiError::validation(format!(
+                "Cannot read from backfilling global secondary index: {name}"
+            )));
+        }
         Ok(Some(IndexTarget {
             read: IndexRead {
-                id,
-                schema: meta.key_schema(),
+                id: GLOBAL_ENTRY_ID,
+                global: Some(g.id),
+                schema: g.index.key_schema(),
                 fetch_base: false,
             },
-            meta: meta.clone(),
+            meta: g.index.clone(),
         }))
     }
 
     /// Whether the request needs attributes the index does not hold: a
-    /// local index then reads them from the base item, as DynamoDB does.
-    fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> bool {
+    /// local index then reads them from the base item, as DynamoDB does; a
+    /// global index returns what it holds, and refuses ALL_ATTRIBUTES
+    /// unless it projects everything.
+    fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> Result<bool, ApiError> {
         let held = |name: &str| holds(&self.meta.projection, table, &self.read.schema, name);
         if matches!(self.meta.projection, Projection::All) {
-            return false;
+            return Ok(false);
+        }
+        if self.read.global.is_some() {
+            if exprs.all_attributes {
+                return Err(ApiError::validation(format!(
+                    "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not supported for global secondary index {} because its projection type is not ALL",
+                    self.meta.name
+                )));
+            }
+            return Ok(false);
         }
         let mut paths = Vec::new();
         if let Some(f) = &exprs.filter {
             condition_paths(f, &mut paths);
         }
-        exprs.all_attributes
+        Ok(exprs.all_attributes
             || paths.iter().any(|p| !held(p.root()))
             || exprs
                 .projection
                 .as_ref()
-                .is_some_and(|ps| ps.iter().any(|p| !held(p.root())))
+                .is_some_and(|ps| ps.iter().any(|p| !held(p.root()))))
     }
 
     /// The entry key to resume after: ExclusiveStartKey must hold the
@@ -274,7 +313,7 @@ pub fn resume_after(
 ) -> Result<Option<Vec<u8>>, ApiError> {
     match index {
         Some(i) => {
-            i.read.fetch_base = i.needs_base(exprs, table);
+            i.read.fetch_base = i.needs_base(exprs, table)?;
             i.start_key(body, table)
         }
         None => start_key(body, table),
@@ -363,7 +402,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         ],
     )?;
     let table = active_table(api, &name)?;
-    let mut index = IndexTarget::from_body(body, &table)?;
+    let mut index = IndexTarget::from_body(body, &table, consistent)?;
     let key_schema = index.as_ref().map_or(&table.schema, |i| &i.read.schema);
     let missing = || {
         ApiError::validation(

@@ -70,7 +70,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         (Some(s), Some(t)) => Some((s as u32, t as u32)),
     };
     let table = active_table(api, &name)?;
-    let mut index = IndexTarget::from_body(body, &table)?;
+    let mut index = IndexTarget::from_body(body, &table, consistent)?;
     let mut input = ExprInput::from_body(
         body,
         &["FilterExpression", "ProjectionExpression"],

@@ -1,18 +1,19 @@
-//! UpdateTable: billing mode, provisioned throughput and deletion
-//! protection. Index and stream updates arrive with their issues.
+//! UpdateTable: billing mode, provisioned throughput, deletion protection,
+//! and global secondary indexes (Create, which backfills the index online,
+//! Delete, and Update of an index's throughput). Stream and replica updates
+//! are refused until they exist.
+use super::index_defs;
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{enum_value, opt_bool, table_name};
-use dynaraft_storage::{Command, TableStatus};
+use crate::params::{enum_value, opt_array, opt_bool, table_name};
+use dynaraft_cluster::Table;
+use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableStatus};
 use serde_json::{Value, json};
+use std::collections::BTreeSet;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
-    for field in [
-        "GlobalSecondaryIndexUpdates",
-        "StreamSpecification",
-        "ReplicaUpdates",
-    ] {
+    for field in ["StreamSpecification", "ReplicaUpdates"] {
         if body.get(field).is_some_and(|x| !x.is_null()) {
             return Err(ApiError::validation(format!(
                 "{field} is not supported by dynaraft yet"
@@ -28,6 +29,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         return Err(ApiError::ResourceInUse(format!(
             "Attempt to change a resource which is still in use: Table is being updated: {name}"
         )));
+    }
+    let index_updates = opt_array(body, "GlobalSecondaryIndexUpdates")?.filter(|l| !l.is_empty());
+    if let Some(updates) = index_updates {
+        let meta = index_update(api, &t, body, updates).await?;
+        return Ok(json!({ "TableDescription": super::describe(api, &meta).await? }));
     }
     let mode = enum_value(
         body,
@@ -94,4 +100,190 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
     Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
+}
+
+/// One GlobalSecondaryIndexUpdates action, as parsed.
+enum IndexAction<'a> {
+    Create(&'a Value),
+    Update(&'a Value),
+    Delete(&'a str),
+}
+
+fn invalid(msg: impl std::fmt::Display) -> ApiError {
+    ApiError::validation(format!("One or more parameter values were invalid: {msg}"))
+}
+
+/// Applies GlobalSecondaryIndexUpdates: at most one Create or Delete per
+/// request (as in DynamoDB), any number of throughput Updates.
+async fn index_update(
+    api: &Api,
+    t: &Table,
+    body: &Value,
+    updates: &[Value],
+) -> Result<dynaraft_storage::TableMeta, ApiError> {
+    let mut actions = Vec::new();
+    let mut seen = BTreeSet::new();
+    for u in updates {
+        let get = |f: &str| u.get(f).filter(|v| !v.is_null());
+        let action = match (get("Create"), get("Update"), get("Delete")) {
+            (Some(c), None, None) => IndexAction::Create(c),
+            (None, Some(x), None) => IndexAction::Update(x),
+            (None, None, Some(d)) => {
+                IndexAction::Delete(d.get("IndexName").and_then(Value::as_str).unwrap_or(""))
+            }
+            _ => {
+                return Err(invalid(
+                    "One of GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null",
+                ));
+            }
+        };
+        let name = match &action {
+            IndexAction::Create(v) | IndexAction::Update(v) => {
+                v.get("IndexName").and_then(Value::as_str).unwrap_or("")
+            }
+            IndexAction::Delete(n) => n,
+        };
+        if !seen.insert(name.to_string()) {
+            return Err(invalid(format!(
+                "Only one global secondary index update per index is allowed simultaneously. Index: {name}"
+            )));
+        }
+        actions.push(action);
+    }
+    let online = actions
+        .iter()
+        .filter(|a| !matches!(a, IndexAction::Update(_)))
+        .count();
+    if online > 1 {
+        return Err(ApiError::LimitExceeded(
+            "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table".into(),
+        ));
+    }
+    let mut meta = t.meta.clone();
+    for (i, action) in actions.iter().enumerate() {
+        let cmd = match action {
+            IndexAction::Create(c) => create_command(api, t, body, c, i + 1)?,
+            IndexAction::Delete(n) => {
+                known_index(t, n)?;
+                Command::DropGlobalIndex {
+                    table: t.meta.name.clone(),
+                    index: n.to_string(),
+                }
+            }
+            IndexAction::Update(x) => update_command(t, x)?,
+        };
+        meta = super::change_table(api, cmd, &t.meta.name).await?;
+    }
+    Ok(meta)
+}
+
+fn known_index<'a>(t: &'a Table, name: &str) -> Result<&'a GlobalIndexMeta, ApiError> {
+    t.meta.global_index(name).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Requested resource not found: Index: {name} not found for table: {}",
+            t.meta.name
+        ))
+    })
+}
+
+/// A throughput Update of a global index (provisioned tables only).
+fn update_command(t: &Table, x: &Value) -> Result<Command, ApiError> {
+    let name = x.get("IndexName").and_then(Value::as_str).unwrap_or("");
+    known_index(t, name)?;
+    if t.meta.billing_mode == "PAY_PER_REQUEST" {
+        return Err(invalid(format!(
+            "ProvisionedThroughput should not be specified for index: {name} when BillingMode is PAY_PER_REQUEST"
+        )));
+    }
+    let pt = x
+        .get("ProvisionedThroughput")
+        .filter(|v| !v.is_null())
+        .ok_or_else(|| {
+            invalid(format!(
+                "ProvisionedThroughput must be specified for index: {name}"
+            ))
+        })?;
+    let (read, write) = super::create_table::throughput(pt)?;
+    Ok(Command::SetIndexThroughput {
+        table: t.meta.name.clone(),
+        index: name.to_string(),
+        read,
+        write,
+    })
+}
+
+/// The catalog command creating the index of `Create` action `c` (member
+/// `n` of the list), validated against the table.
+fn create_command(
+    api: &Api,
+    t: &Table,
+    body: &Value,
+    c: &Value,
+    n: usize,
+) -> Result<Command, ApiError> {
+    if t.meta.global_indexes.len() >= index_defs::MAX_GLOBAL_INDEXES {
+        return Err(ApiError::LimitExceeded(format!(
+            "The number of global secondary indexes exceeds the per-table limit of {}",
+            index_defs::MAX_GLOBAL_INDEXES
+        )));
+    }
+    if t.meta
+        .global_indexes
+        .iter()
+        .any(|g| g.status == IndexStatus::Creating)
+    {
+        return Err(ApiError::LimitExceeded(
+            "Subscriber limit exceeded: Only 1 online index can be created or deleted simultaneously per table".into(),
+        ));
+    }
+    let mut defined = t.meta.attributes.clone();
+    let requested = super::create_table::attribute_definitions(body)?;
+    for (name, ty) in &requested {
+        match defined.iter().find(|(n, _)| n == name) {
+            Some((_, old)) if old != ty => {
+                return Err(invalid(format!(
+                    "Cannot change the type of attribute {name} from {old} to {ty}"
+                )));
+            }
+            Some(_) => {}
+            None => defined.push((name.clone(), ty.clone())),
+        }
+    }
+    let mut names: BTreeSet<String> = t
+        .meta
+        .local_indexes
+        .iter()
+        .map(|i| i.name.clone())
+        .chain(t.meta.global_indexes.iter().map(|g| g.index.name.clone()))
+        .collect();
+    let pay_per_request = t.meta.billing_mode == "PAY_PER_REQUEST";
+    let (index, (read, write)) =
+        index_defs::global_create(c, n, &defined, pay_per_request, &mut names)?;
+    let existing: Vec<_> = t
+        .meta
+        .local_indexes
+        .iter()
+        .chain(t.meta.global_indexes.iter().map(|g| &g.index))
+        .chain(std::iter::once(&index))
+        .collect();
+    index_defs::check_projected(&existing)?;
+    let schema = index.key_schema();
+    let attributes = defined
+        .into_iter()
+        .filter(|(n, _)| schema.is_key_attr(n))
+        .collect();
+    Ok(Command::AddGlobalIndex {
+        table: t.meta.name.clone(),
+        index: GlobalIndexMeta {
+            id: 0,
+            index,
+            status: IndexStatus::Creating,
+            backfill: true,
+            backfilled: Vec::new(),
+            partitions: PartitionMeta::even_split(api.cfg.partitions_per_table),
+            read_capacity: read,
+            write_capacity: write,
+        },
+        attributes,
+    })
 }

@@ -207,6 +207,7 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
         local: table
             .meta
             .local_index_specs(api.cfg.item_collection_limit_bytes),
+        global: table.meta.global_key_specs(),
     };
     match api.router.write(table, cmd).await? {
         Outcome::Written {
@@ -234,6 +235,9 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
         }),
         Outcome::Invalid(m) => Err(ApiError::Validation(m)),
         Outcome::CollectionTooLarge => Err(ApiError::ItemCollectionSizeLimitExceeded),
+        Outcome::IndexLagging => Err(ApiError::IndexBackPressure {
+            provisioned: table.meta.billing_mode != "PAY_PER_REQUEST",
+        }),
         other => {
             tracing::error!(?other, "unexpected outcome for a write");
             Err(ApiError::InternalServerError(

@@ -47,6 +47,7 @@ pub fn put(i: usize) -> Command {
         names: BTreeMap::new(),
         values: json!({}),
         local: None,
+        global: Vec::new(),
     })
 }
 

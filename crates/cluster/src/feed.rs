@@ -1,0 +1,300 @@
+//! The global index feeder: carries each base partition's change log to
+//! the partitions of the table's global indexes, and backfills an index
+//! created on a table that already holds items.
+//!
+//! It runs on every storage node and works on the base partitions whose
+//! replica leads its group. One pass over such a partition:
+//!
+//! 1. Reads up to [`FEED_BATCH_RECORDS`] (or [`FEED_BATCH_BYTES`]) change
+//!    records after the partition's trim point (`global::read_changes`).
+//! 2. For every global index, turns each record into index operations (the
+//!    entry of the new image, and a removal in the partition that held the
+//!    old image's entry when that is another one), grouped by index
+//!    partition, and proposes each group as one `IndexApply` to that
+//!    partition's leader, waiting for all of them.
+//! 3. Proposes `TrimChangeLog` to the base group, which deletes the
+//!    delivered records and frees room (writes are refused while
+//!    `global::MAX_INDEX_LAG_RECORDS` records wait).
+//! 4. For an index being created: `StartBackfill` (from then on every write
+//!    is logged), then chunks of [`BACKFILL_CHUNK_ITEMS`] items, each sent
+//!    with the change sequence read before the chunk, then `close` to every
+//!    index partition, `BackfillProgress { next: None }`, and finally
+//!    `IndexBackfilled` to the control plane.
+//!
+//! A feeder that stops anywhere (crash, lost leadership) leaves the trim
+//! point and the backfill position where they were; the next leader's
+//! feeder resends from there, and the index partitions skip what they
+//! already applied (see `dynaraft_storage::global`).
+//!
+//! Caveats: partitions are fed one after another by one task per node, so
+//! a stalled index partition delays the others led by the same node; the
+//! feeder polls every [`FEED_POLL_MS`] rather than waking on applies.
+
+use crate::ClusterError;
+use crate::catalog::{Catalog, CatalogWatch, Table};
+use crate::host::Host;
+use crate::router::Router;
+use dynaraft_model::{AttributeValue, Item, KeySchema};
+use dynaraft_storage::catalog::key_hash;
+use dynaraft_storage::global::{self, Backfill, ChangeRecord, IndexBatch, IndexOp};
+use dynaraft_storage::index::{entry_storage_key, project};
+use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
+use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Pause between passes that found nothing to do, in milliseconds.
+pub const FEED_POLL_MS: u64 = 10;
+/// Most change records delivered per pass and partition.
+pub const FEED_BATCH_RECORDS: usize = 512;
+/// Most change-record bytes delivered per pass and partition.
+pub const FEED_BATCH_BYTES: usize = 1024 * 1024;
+/// Most base items one backfill step reads.
+pub const BACKFILL_CHUNK_ITEMS: usize = 256;
+
+/// Feeds until the node shuts down.
+pub async fn run(
+    host: Host,
+    router: Router,
+    catalog: Arc<CatalogWatch>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let busy = feed_once(&host, &router, &catalog.get()).await;
+        let pause = Duration::from_millis(if busy { 0 } else { FEED_POLL_MS });
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = dynaraft_storage::stop_requested(&mut shutdown) => return,
+        }
+    }
+}
+
+/// One pass over the led base partitions of every table with global
+/// indexes or undelivered records; whether any had work.
+pub async fn feed_once(host: &Host, router: &Router, catalog: &Catalog) -> bool {
+    let mut busy = false;
+    for table in catalog.tables.values() {
+        for p in &table.meta.partitions {
+            if !host.group(p.group).is_some_and(|g| g.is_leader()) {
+                continue;
+            }
+            match feed_partition(host, router, table, p.group).await {
+                Ok(worked) => busy |= worked,
+                Err(e) => {
+                    tracing::debug!(table = %table.meta.name, group = p.group, error = %e,
+                        "index feed failed; will retry");
+                }
+            }
+        }
+    }
+    busy
+}
+
+async fn feed_partition(
+    host: &Host,
+    router: &Router,
+    table: &Table,
+    group: u64,
+) -> Result<bool, ClusterError> {
+    let tree = host.tree();
+    let (seq, trimmed) = global::change_log_state(tree, group)?;
+    let mut busy = false;
+    if seq > trimmed {
+        let limits = (FEED_BATCH_RECORDS, FEED_BATCH_BYTES);
+        let records = global::read_changes(tree, group, trimmed, limits)?;
+        if let Some((upto, _)) = records.last() {
+            let upto = *upto;
+            deliver(router, table, group, &records).await?;
+            host.propose(group, Command::TrimChangeLog { upto }).await?;
+            busy = true;
+        }
+    }
+    let creating = table.meta.global_indexes.iter().filter(|g| {
+        g.backfill && g.status == IndexStatus::Creating && !g.backfilled.contains(&group)
+    });
+    for g in creating {
+        match global::backfill_state(tree, group, g.id)? {
+            Backfill::NotStarted => {
+                host.propose(group, Command::StartBackfill { index: g.id })
+                    .await?;
+            }
+            Backfill::Running(next) => backfill_step(host, router, table, group, g, next).await?,
+            Backfill::Done => {
+                let cmd = Command::IndexBackfilled {
+                    table: table.meta.name.clone(),
+                    index: g.id,
+                    group,
+                };
+                router.change_catalog(cmd).await?;
+            }
+        }
+        busy = true;
+    }
+    Ok(busy)
+}
+
+/// The entry `item` has in index `g` (its entry key and projected
+/// attributes), or `None` when it lacks an index key attribute or holds one
+/// of the wrong type or empty (such items are not indexed).
+pub fn index_entry(g: &GlobalIndexMeta, table: &KeySchema, item: &Item) -> Option<(Vec<u8>, Item)> {
+    let schema = g.index.key_schema();
+    for ka in schema.key_attrs() {
+        let v = item.get(&ka.name)?;
+        let empty = matches!(v, AttributeValue::S(s) if s.is_empty())
+            || matches!(v, AttributeValue::B(b) if b.is_empty());
+        if v.attr_type() != ka.ty.attr_type() || empty {
+            return None;
+        }
+    }
+    let key = entry_storage_key(&schema, table, item)?;
+    Some((key, project(item, table, &schema, &g.index.projection)))
+}
+
+/// Index operations per index partition (by position).
+type Ops = BTreeMap<usize, Vec<IndexOp>>;
+
+fn partition_of(g: &GlobalIndexMeta, entry_key: &[u8]) -> usize {
+    let h = key_hash(entry_key);
+    g.partitions
+        .iter()
+        .rposition(|p| p.hash_lo <= h)
+        .unwrap_or(0)
+}
+
+/// The operations change record `r` (sequence `seq`) makes in index `g`.
+fn record_ops(g: &GlobalIndexMeta, table: &KeySchema, seq: u64, r: &ChangeRecord, ops: &mut Ops) {
+    let old = r.old.as_ref().and_then(|i| index_entry(g, table, i));
+    let new = r.new.as_ref().and_then(|i| index_entry(g, table, i));
+    if old == new {
+        return;
+    }
+    let op = |put| IndexOp {
+        base_key: r.storage_key.clone(),
+        seq,
+        put,
+    };
+    let new_at = new.as_ref().map(|(k, _)| partition_of(g, k));
+    if let Some((k, _)) = &old {
+        let old_at = partition_of(g, k);
+        if new_at != Some(old_at) {
+            ops.entry(old_at).or_default().push(op(None));
+        }
+    }
+    if let (Some(at), Some(entry)) = (new_at, new) {
+        ops.entry(at).or_default().push(op(Some(entry)));
+    }
+}
+
+/// Sends change records of base partition `group` to every global index.
+async fn deliver(
+    router: &Router,
+    table: &Table,
+    group: u64,
+    records: &[(u64, ChangeRecord)],
+) -> Result<(), ClusterError> {
+    for g in &table.meta.global_indexes {
+        let mut ops = Ops::new();
+        for (seq, r) in records {
+            record_ops(g, &table.schema, *seq, r, &mut ops);
+        }
+        let batch = |ops| IndexBatch {
+            source: group,
+            backfill: false,
+            keep_tombstones: g.backfill,
+            close: false,
+            ops,
+        };
+        send(
+            router,
+            table,
+            g,
+            ops.into_iter().map(|(at, o)| (at, batch(o))),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Proposes each batch to its index partition, one after another.
+async fn send(
+    router: &Router,
+    table: &Table,
+    g: &GlobalIndexMeta,
+    batches: impl IntoIterator<Item = (usize, IndexBatch)>,
+) -> Result<(), ClusterError> {
+    for (at, batch) in batches {
+        let Some(p) = g.partitions.get(at) else {
+            continue;
+        };
+        let cmd = Command::IndexApply(batch);
+        router
+            .propose_to_index(&table.meta.name, g.id, p.hash_lo, cmd)
+            .await?;
+    }
+    Ok(())
+}
+
+/// One chunk of the backfill of `g` from base partition `group`, resuming
+/// after `next`; the last one closes the backfill.
+async fn backfill_step(
+    host: &Host,
+    router: &Router,
+    table: &Table,
+    group: u64,
+    g: &GlobalIndexMeta,
+    next: Option<Vec<u8>>,
+) -> Result<(), ClusterError> {
+    // Read before the items: the chunk reflects at least this sequence.
+    let (seq, _) = global::change_log_state(host.tree(), group)?;
+    let opts = ReadOptions {
+        forward: true,
+        start_after: next,
+        limit: Some(BACKFILL_CHUNK_ITEMS),
+        max_bytes: MAX_PAGE_BYTES,
+    };
+    let page = host
+        .read_range(group, &table.schema, None, (&[], None), &opts, false)
+        .await?;
+    let mut ops = Ops::new();
+    for item in &page.items {
+        let (Some(base_key), Some(entry)) = (
+            table.schema.storage_key(item),
+            index_entry(g, &table.schema, item),
+        ) else {
+            continue;
+        };
+        let at = partition_of(g, &entry.0);
+        ops.entry(at).or_default().push(IndexOp {
+            base_key,
+            seq,
+            put: Some(entry),
+        });
+    }
+    let batch = |ops, close: bool| IndexBatch {
+        source: group,
+        backfill: !close,
+        keep_tombstones: true,
+        close,
+        ops,
+    };
+    send(
+        router,
+        table,
+        g,
+        ops.into_iter().map(|(at, o)| (at, batch(o, false))),
+    )
+    .await?;
+    let next = page
+        .last_key
+        .as_ref()
+        .and_then(|k| table.schema.storage_key(k));
+    if next.is_none() {
+        let closes = (0..g.partitions.len()).map(|at| (at, batch(Vec::new(), true)));
+        send(router, table, g, closes).await?;
+    }
+    let cmd = Command::BackfillProgress { index: g.id, next };
+    host.propose(group, cmd).await?;
+    Ok(())
+}

@@ -1,0 +1,544 @@
+//! Global secondary indexes: the base partition's change log, backfill
+//! state, and the index partitions' apply.
+//!
+//! A GSI is partitioned like a table, by the hash of its own partition key;
+//! each of its partitions is a Raft group of its own. Base partitions feed
+//! them asynchronously (the feeder lives in `dynaraft-cluster`):
+//!
+//! ```text
+//! base group:
+//! [group] 0x07 [seq u64 BE]       change record: storage key, old and new image
+//! [group] 0x00 "cl_seq"           last sequence number assigned
+//! [group] 0x00 "cl_trim"          every record up to here was delivered and removed
+//! [group] 0x00 "feeding"          set once a backfill began: log every write
+//! [group] 0x00 "bf:{id}"          backfill of index `id` running: resume key
+//! [group] 0x00 "bfdone:{id}"      backfill of index `id` finished here
+//! index group:
+//! [group] 0x04 0x00 [entry key]   an entry (as for local indexes, id 0)
+//! [group] 0x06 [base storage key] version: seq u64 BE, then the entry key
+//!                                 (none: a tombstone)
+//! [group] 0x00 "src:{group}"      highest change sequence applied from a source
+//! [group] 0x00 "closed:{group}"   that source's backfill finished
+//! ```
+//!
+//! A write is logged when its command says the table has global indexes
+//! (`WriteCommand::global`) or when the group is `feeding`. The log is
+//! bounded: a write finding [`MAX_INDEX_LAG_RECORDS`] undelivered records is
+//! refused ([`crate::Outcome::IndexLagging`]) and retried by the router, so
+//! index lag is bounded by back-pressure on the base table.
+//!
+//! Idempotence and order: each index group keeps, per source, the highest
+//! change sequence it applied (records arrive in order per source, and a
+//! resend after a feeder restart is skipped), and per base item the
+//! sequence its state reflects. A backfill message carries the source's
+//! sequence read *before* its items were read, so it never claims to be
+//! newer than it is: a change it may have missed has a larger sequence and
+//! is still applied after it; a change it already reflects is skipped.
+//! Deletes leave a tombstone while backfill messages may still arrive, so
+//! a late backfill of a deleted item is skipped too.
+
+use crate::StorageError;
+use crate::index::{INDEX_ENTRY_OVERHEAD_BYTES, entry_key};
+use crate::machine::{Outcome, Overlay, meta_key};
+use dynaraft_model::codec::{decode_item, encode_item};
+use dynaraft_model::value::item_size_bytes;
+use dynaraft_model::{Item, KeySchema};
+use serde::{Deserialize, Serialize};
+
+const VERSIONS: u8 = 0x06;
+const CHANGE_LOG: u8 = 0x07;
+/// The entry id global index entries use in their group (one index per group).
+pub const GLOBAL_ENTRY_ID: u8 = 0;
+/// Most undelivered change records a base partition holds before it refuses
+/// writes (the back-pressure bound on index lag), in records.
+pub const MAX_INDEX_LAG_RECORDS: u64 = 10_000;
+
+/// A global index's name and key, as a write command carries them to check
+/// the types of index key attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalKeySpec {
+    pub name: String,
+    pub schema: KeySchema,
+}
+
+/// DynamoDB's message for the first global index key of `item` with the
+/// wrong type or an empty value.
+pub fn invalid_global_key(global: &[GlobalKeySpec], item: &Item) -> Option<String> {
+    global.iter().find_map(|g| {
+        g.schema
+            .key_attrs()
+            .find_map(|ka| crate::index::invalid_key_value(&g.name, ka, item))
+    })
+}
+
+/// One logged write of a base partition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRecord {
+    pub storage_key: Vec<u8>,
+    pub old: Option<Item>,
+    pub new: Option<Item>,
+}
+
+impl ChangeRecord {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64);
+        put_bytes(&mut out, &self.storage_key);
+        for image in [&self.old, &self.new] {
+            match image {
+                Some(i) => {
+                    out.push(1);
+                    put_bytes(&mut out, &encode_item(i));
+                }
+                None => out.push(0),
+            }
+        }
+        out
+    }
+
+    pub fn decode(mut b: &[u8]) -> Result<ChangeRecord, StorageError> {
+        let corrupt = || StorageError::Corrupt("change record".into());
+        let storage_key = take_bytes(&mut b).ok_or_else(corrupt)?.to_vec();
+        let image = |b: &mut &[u8]| -> Result<Option<Item>, StorageError> {
+            let (flag, rest) = b.split_first().ok_or_else(corrupt)?;
+            *b = rest;
+            if *flag == 0 {
+                return Ok(None);
+            }
+            let bytes = take_bytes(b).ok_or_else(corrupt)?;
+            Ok(Some(decode_item(bytes).map_err(|_| corrupt())?))
+        };
+        let old = image(&mut b)?;
+        let new = image(&mut b)?;
+        if !b.is_empty() {
+            return Err(corrupt());
+        }
+        Ok(ChangeRecord {
+            storage_key,
+            old,
+            new,
+        })
+    }
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn take_bytes<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (len, rest) = b.split_first_chunk::<4>()?;
+    let len = u32::from_be_bytes(*len) as usize;
+    let (bytes, rest) = (rest.get(..len)?, rest.get(len..)?);
+    *b = rest;
+    Some(bytes)
+}
+
+fn change_key(group: u64, seq: u64) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(CHANGE_LOG);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+fn version_key(group: u64, base_key: &[u8]) -> Vec<u8> {
+    let mut k = group.to_be_bytes().to_vec();
+    k.push(VERSIONS);
+    k.extend_from_slice(base_key);
+    k
+}
+
+/// Whether writes of `group` are logged whatever their command says.
+pub(crate) fn feeding(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
+    Ok(ov.get(&meta_key(group, "feeding"))?.is_some())
+}
+
+/// Whether `group`'s change log is full (a write must wait).
+pub(crate) fn lagging(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
+    let seq = ov.get_u64(&meta_key(group, "cl_seq"))?;
+    let trim = ov.get_u64(&meta_key(group, "cl_trim"))?;
+    Ok(seq.saturating_sub(trim) >= MAX_INDEX_LAG_RECORDS)
+}
+
+/// Appends a change record to `group`'s log.
+pub(crate) fn log_change(
+    ov: &mut Overlay,
+    group: u64,
+    record: &ChangeRecord,
+) -> Result<(), StorageError> {
+    let seq = ov.get_u64(&meta_key(group, "cl_seq"))? + 1;
+    ov.put(change_key(group, seq), record.encode());
+    ov.put(meta_key(group, "cl_seq"), seq.to_be_bytes().to_vec());
+    Ok(())
+}
+
+/// (last sequence assigned, last sequence delivered) of `group`'s log.
+pub fn change_log_state(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+    let get = |name| -> Result<u64, StorageError> {
+        Ok(tree
+            .get(meta_key(group, name))?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    };
+    Ok((get("cl_seq")?, get("cl_trim")?))
+}
+
+/// Change records of `group` after sequence `after`, in order: up to
+/// `max` records, stopping after the one that brings their encoded size to
+/// `max_bytes`.
+pub fn read_changes(
+    tree: &sled::Tree,
+    group: u64,
+    after: u64,
+    (max, max_bytes): (usize, usize),
+) -> Result<Vec<(u64, ChangeRecord)>, StorageError> {
+    let lo = change_key(group, after.saturating_add(1));
+    let hi = change_key(group, u64::MAX);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for kv in tree.range(lo..=hi).take(max) {
+        if bytes >= max_bytes {
+            break;
+        }
+        let (k, v) = kv?;
+        bytes += v.len();
+        let seq = k
+            .get(9..17)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+            .ok_or_else(|| StorageError::Corrupt("change log key".into()))?;
+        out.push((seq, ChangeRecord::decode(&v)?));
+    }
+    Ok(out)
+}
+
+/// Removes delivered records up to `upto`.
+pub(crate) fn trim(ov: &mut Overlay, group: u64, upto: u64) -> Result<(), StorageError> {
+    let seq = ov.get_u64(&meta_key(group, "cl_seq"))?;
+    let trimmed = ov.get_u64(&meta_key(group, "cl_trim"))?;
+    let upto = upto.min(seq);
+    for s in trimmed.saturating_add(1)..=upto {
+        ov.del(change_key(group, s));
+    }
+    if upto > trimmed {
+        ov.put(meta_key(group, "cl_trim"), upto.to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+/// Where a base partition's backfill of one index stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backfill {
+    /// Not begun here.
+    NotStarted,
+    /// Running; resume after this storage key (`None`: from the start).
+    Running(Option<Vec<u8>>),
+    Done,
+}
+
+fn backfill_name(id: u32) -> String {
+    format!("bf:{id}")
+}
+
+fn backfill_done_name(id: u32) -> String {
+    format!("bfdone:{id}")
+}
+
+/// The backfill of index `id` in base group `group`.
+pub fn backfill_state(tree: &sled::Tree, group: u64, id: u32) -> Result<Backfill, StorageError> {
+    if tree
+        .get(meta_key(group, &backfill_done_name(id)))?
+        .is_some()
+    {
+        return Ok(Backfill::Done);
+    }
+    Ok(match tree.get(meta_key(group, &backfill_name(id)))? {
+        Some(k) if k.is_empty() => Backfill::Running(None),
+        Some(k) => Backfill::Running(Some(k.to_vec())),
+        None => Backfill::NotStarted,
+    })
+}
+
+/// Begins the backfill of index `id` (once): from now on every write of the
+/// group is logged.
+pub(crate) fn start_backfill(ov: &mut Overlay, group: u64, id: u32) -> Result<(), StorageError> {
+    let running = ov.get(&meta_key(group, &backfill_name(id)))?.is_some();
+    let done = ov.get(&meta_key(group, &backfill_done_name(id)))?.is_some();
+    if !running && !done {
+        ov.put(meta_key(group, &backfill_name(id)), Vec::new());
+        ov.put(meta_key(group, "feeding"), vec![1]);
+    }
+    Ok(())
+}
+
+/// Records backfill progress: resume after `next`, or done (`None`).
+pub(crate) fn backfill_progress(
+    ov: &mut Overlay,
+    group: u64,
+    id: u32,
+    next: Option<&[u8]>,
+) -> Result<(), StorageError> {
+    if ov.get(&meta_key(group, &backfill_name(id)))?.is_none() {
+        return Ok(());
+    }
+    match next {
+        Some(k) => ov.put(meta_key(group, &backfill_name(id)), k.to_vec()),
+        None => {
+            ov.del(meta_key(group, &backfill_name(id)));
+            ov.put(meta_key(group, &backfill_done_name(id)), vec![1]);
+        }
+    }
+    Ok(())
+}
+
+/// A batch of index changes from one source (base partition group).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexBatch {
+    pub source: u64,
+    /// Backfill puts (sequence: the source's, read before the items)
+    /// rather than change records.
+    pub backfill: bool,
+    /// Keep tombstones for deletes (the index is being backfilled).
+    pub keep_tombstones: bool,
+    /// The source's backfill is over: later backfill messages are stale.
+    pub close: bool,
+    pub ops: Vec<IndexOp>,
+}
+
+/// The new state of one base item in this index partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IndexOp {
+    /// The base item's storage key.
+    pub base_key: Vec<u8>,
+    pub seq: u64,
+    /// Its entry here (entry key, projected item); `None`: no entry here.
+    pub put: Option<(Vec<u8>, Item)>,
+}
+
+fn source_name(source: u64) -> String {
+    format!("src:{source}")
+}
+
+fn closed_name(source: u64) -> String {
+    format!("closed:{source}")
+}
+
+/// Applies a batch to index group `group`.
+pub(crate) fn apply_batch(
+    ov: &mut Overlay,
+    group: u64,
+    b: &IndexBatch,
+) -> Result<Outcome, StorageError> {
+    let closed = ov.get(&meta_key(group, &closed_name(b.source)))?.is_some();
+    if b.backfill && closed {
+        return Ok(Outcome::Done);
+    }
+    let hwm_key = meta_key(group, &source_name(b.source));
+    let mut hwm = ov.get_u64(&hwm_key)?;
+    for op in &b.ops {
+        if !b.backfill && op.seq <= hwm {
+            continue;
+        }
+        if !b.backfill {
+            hwm = op.seq;
+        }
+        let vk = version_key(group, &op.base_key);
+        let (version, current) = match ov.get(&vk)? {
+            Some(v) => {
+                let (seq, key) = v
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| StorageError::Corrupt("index version".into()))?;
+                (Some(u64::from_be_bytes(*seq)), key.to_vec())
+            }
+            None => (None, Vec::new()),
+        };
+        if version.is_some_and(|v| op.seq <= v) {
+            continue;
+        }
+        if !current.is_empty() {
+            remove_entry(ov, group, &current)?;
+        }
+        match &op.put {
+            Some((key, item)) => {
+                let encoded = encode_item(item);
+                let size = item_size_bytes(item) + INDEX_ENTRY_OVERHEAD_BYTES;
+                ov.put(entry_key(group, GLOBAL_ENTRY_ID, key), encoded);
+                ov.add_i64(meta_key(group, "count"), 1)?;
+                ov.add_i64(meta_key(group, "bytes"), size as i64)?;
+                let mut v = op.seq.to_be_bytes().to_vec();
+                v.extend_from_slice(key);
+                ov.put(vk, v);
+            }
+            None if b.keep_tombstones && !closed => {
+                ov.put(vk, op.seq.to_be_bytes().to_vec());
+            }
+            None => ov.del(vk),
+        }
+    }
+    if !b.backfill {
+        ov.put(hwm_key, hwm.to_be_bytes().to_vec());
+    }
+    if b.close {
+        ov.put(meta_key(group, &closed_name(b.source)), vec![1]);
+    }
+    Ok(Outcome::Done)
+}
+
+fn remove_entry(ov: &mut Overlay, group: u64, key: &[u8]) -> Result<(), StorageError> {
+    let ek = entry_key(group, GLOBAL_ENTRY_ID, key);
+    if let Some(old) = ov.get(&ek)? {
+        let item = decode_item(&old).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        let size = item_size_bytes(&item) + INDEX_ENTRY_OVERHEAD_BYTES;
+        ov.del(ek);
+        ov.add_i64(meta_key(group, "count"), -1)?;
+        ov.add_i64(meta_key(group, "bytes"), -(size as i64))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynaraft_model::AttributeValue;
+
+    const SRC: u64 = 9;
+    const GROUP: u64 = 20;
+
+    fn tree() -> sled::Tree {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        db.open_tree("t").unwrap()
+    }
+
+    fn item(v: &str) -> Item {
+        Item::from([("g".to_string(), AttributeValue::S(v.into()))])
+    }
+
+    /// An op for base item `x`: its entry becomes key `to` (or none).
+    fn op(seq: u64, to: Option<&str>) -> IndexOp {
+        IndexOp {
+            base_key: b"x".to_vec(),
+            seq,
+            put: to.map(|k| (k.as_bytes().to_vec(), item(k))),
+        }
+    }
+
+    fn batch(backfill: bool, ops: Vec<IndexOp>) -> IndexBatch {
+        IndexBatch {
+            source: SRC,
+            backfill,
+            keep_tombstones: true,
+            close: false,
+            ops,
+        }
+    }
+
+    fn apply(tree: &sled::Tree, b: IndexBatch) {
+        let mut ov = Overlay::new(tree);
+        apply_batch(&mut ov, GROUP, &b).unwrap();
+        ov.commit(GROUP, 1).unwrap();
+    }
+
+    /// Entry keys present, and the group's entry count.
+    fn entries(tree: &sled::Tree) -> (Vec<String>, u64) {
+        let prefix = entry_key(GROUP, GLOBAL_ENTRY_ID, &[]);
+        let keys = tree
+            .scan_prefix(&prefix)
+            .map(|kv| String::from_utf8(kv.unwrap().0[prefix.len()..].to_vec()).unwrap())
+            .collect();
+        let count = crate::machine::group_stats(tree, GROUP).unwrap().0;
+        (keys, count)
+    }
+
+    #[test]
+    fn change_records_round_trip_and_reject_truncation() {
+        let r = ChangeRecord {
+            storage_key: b"key".to_vec(),
+            old: Some(item("a")),
+            new: None,
+        };
+        let bytes = r.encode();
+        assert_eq!(ChangeRecord::decode(&bytes).unwrap(), r);
+        for cut in 0..bytes.len() {
+            assert!(ChangeRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    /// A backfill read at sequence 5 (item at K1) and the change at 7 that
+    /// moved it to K2 end in the same state whichever arrives first.
+    #[test]
+    fn backfill_and_a_later_change_commute() {
+        for backfill_first in [true, false] {
+            let t = tree();
+            let backfill = batch(true, vec![op(5, Some("K1"))]);
+            let change = batch(false, vec![op(7, Some("K2"))]);
+            if backfill_first {
+                apply(&t, backfill);
+                apply(&t, change);
+            } else {
+                apply(&t, change);
+                apply(&t, backfill);
+            }
+            assert_eq!(entries(&t), (vec!["K2".to_string()], 1), "{backfill_first}");
+        }
+    }
+
+    /// A delete leaves a tombstone while backfilling, so a late backfill of
+    /// the older state is skipped; after the source closes, backfill
+    /// messages are ignored altogether.
+    #[test]
+    fn tombstones_and_closing_stop_stale_backfills() {
+        let t = tree();
+        apply(&t, batch(false, vec![op(7, None)]));
+        apply(&t, batch(true, vec![op(5, Some("K1"))]));
+        assert_eq!(entries(&t), (vec![], 0));
+        let mut close = batch(false, vec![]);
+        close.close = true;
+        apply(&t, close);
+        apply(&t, batch(true, vec![op(9, Some("K3"))]));
+        assert_eq!(entries(&t), (vec![], 0));
+    }
+
+    /// A resent change record (a feeder restarted before trimming) is
+    /// skipped: the put is not applied a second time after its delete.
+    #[test]
+    fn resent_changes_are_applied_once() {
+        let t = tree();
+        let mut no_tombstones = batch(false, vec![op(3, Some("K1")), op(4, None)]);
+        no_tombstones.keep_tombstones = false;
+        apply(&t, no_tombstones.clone());
+        apply(&t, no_tombstones);
+        assert_eq!(entries(&t), (vec![], 0));
+        apply(&t, batch(false, vec![op(3, Some("K1")), op(5, Some("K2"))]));
+        assert_eq!(entries(&t), (vec!["K2".to_string()], 1));
+    }
+
+    #[test]
+    fn a_full_change_log_refuses_and_trimming_frees_it() {
+        let t = tree();
+        let record = ChangeRecord {
+            storage_key: b"k".to_vec(),
+            old: None,
+            new: Some(item("a")),
+        };
+        let mut ov = Overlay::new(&t);
+        for _ in 0..MAX_INDEX_LAG_RECORDS {
+            assert!(!lagging(&ov, GROUP).unwrap());
+            log_change(&mut ov, GROUP, &record).unwrap();
+        }
+        assert!(lagging(&ov, GROUP).unwrap());
+        ov.commit(GROUP, 1).unwrap();
+        assert_eq!(
+            read_changes(&t, GROUP, 0, (3, usize::MAX)).unwrap().len(),
+            3
+        );
+        let mut ov = Overlay::new(&t);
+        trim(&mut ov, GROUP, 10).unwrap();
+        assert!(!lagging(&ov, GROUP).unwrap());
+        ov.commit(GROUP, 2).unwrap();
+        assert_eq!(
+            change_log_state(&t, GROUP).unwrap(),
+            (MAX_INDEX_LAG_RECORDS, 10)
+        );
+        let next = read_changes(&t, GROUP, 10, (1, 1)).unwrap();
+        assert_eq!(next.first().map(|(s, _)| *s), Some(11));
+    }
+}
