@@ -226,3 +226,29 @@ pub async fn create_table(
     }
     req.send().await.expect("create table");
 }
+
+/// Every item of a Scan of `table` (or of its index `index`), page by page.
+pub async fn scan_all(
+    c: &Client,
+    table: &str,
+    index: Option<&str>,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let r = c
+            .scan()
+            .table_name(table)
+            .set_index_name(index.map(str::to_string))
+            .set_exclusive_start_key(start)
+            .limit(50)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("scan of {table}/{index:?}: {e:?}"));
+        out.extend(r.items().iter().cloned());
+        match r.last_evaluated_key() {
+            Some(k) => start = Some(k.clone()),
+            None => return out,
+        }
+    }
+}

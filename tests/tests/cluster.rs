@@ -5,9 +5,11 @@
 //! once a new leader is elected.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use dynaraft_tests::av::{n, s};
 use dynaraft_tests::cluster::TestCluster;
-use dynaraft_tests::create_table;
 use dynaraft_tests::numbered::{assert_readable, put};
+use dynaraft_tests::{create_table, scan_all};
 use std::time::{Duration, Instant};
 
 /// Writes keys `range`; returns the acknowledged ones and the longest gap
@@ -138,5 +140,151 @@ async fn replicas_of_a_down_node_move_to_another_node_of_its_zone() {
         !returned.host.hosted().contains(&moved)
     })
     .await;
+    c.stop().await;
+}
+
+/// The base items of `orders` that index `by_bucket` (bucket: S, n: N)
+/// should hold, and what it holds, as sorted `pk` lists.
+async fn index_and_table(c: &Client, index: &str) -> (Vec<String>, Vec<String>) {
+    let pks = |items: Vec<std::collections::HashMap<String, AttributeValue>>, all: bool| {
+        let mut v: Vec<String> = items
+            .iter()
+            .filter(|i| all || (i.contains_key("bucket") && i.contains_key("n")))
+            .filter_map(|i| i.get("pk")?.as_s().ok().cloned())
+            .collect();
+        v.sort();
+        v
+    };
+    let entries = pks(scan_all(c, "orders", Some(index)).await, true);
+    let want = pks(scan_all(c, "orders", None).await, false);
+    (entries, want)
+}
+
+/// Global indexes in the cluster: index partitions are Raft groups of
+/// their own, fed across nodes. Losing a zone while writing (base and index
+/// leaders move) loses no index update, and an index created online while
+/// the zone is back ends equal to the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_indexes_follow_writes_across_a_zone_loss() {
+    use aws_sdk_dynamodb::types::*;
+    let mut c = TestCluster::start("gsi", 3, 2).await;
+    let key = |name: &str, ty| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(ty)
+            .build()
+            .expect("key")
+    };
+    let attr = |name: &str, ty| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ty)
+            .build()
+            .expect("attr")
+    };
+    let all = Projection::builder()
+        .projection_type(ProjectionType::All)
+        .build();
+    let index = |name: &str, hash: &str| {
+        GlobalSecondaryIndex::builder()
+            .index_name(name)
+            .key_schema(key(hash, KeyType::Hash))
+            .key_schema(key("n", KeyType::Range))
+            .projection(all.clone())
+            .build()
+            .expect("gsi")
+    };
+    c.client
+        .create_table()
+        .table_name("orders")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("bucket", ScalarAttributeType::S))
+        .attribute_definitions(attr("n", ScalarAttributeType::N))
+        .key_schema(key("pk", KeyType::Hash))
+        .global_secondary_indexes(index("by_bucket", "bucket"))
+        .send()
+        .await
+        .expect("create table");
+    let client = c.client.clone();
+    let put = |i: usize| {
+        client
+            .put_item()
+            .table_name("orders")
+            .item("pk", s(&format!("k{i}")))
+            .item("n", n(&i.to_string()))
+            .item("bucket", s(&format!("b{}", i % 4)))
+            .item("shard", s(&format!("s{}", i % 3)))
+            .send()
+    };
+    for i in 0..40 {
+        put(i).await.expect("put before the failure");
+    }
+    c.kill(0).await;
+    let mut acked = 0;
+    for i in 40..80 {
+        acked += put(i).await.is_ok() as usize;
+    }
+    assert!(
+        acked >= 35,
+        "only {acked} of 40 writes acknowledged without az-a"
+    );
+    c.restart(0).await;
+    let converged = async |index: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (entries, want) = index_and_table(&client, index).await;
+            if entries == want {
+                return entries.len();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{index}: {} entries, table has {} indexed items",
+                entries.len(),
+                want.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    assert!(converged("by_bucket").await >= 75);
+    let create = CreateGlobalSecondaryIndexAction::builder()
+        .index_name("by_shard")
+        .key_schema(key("shard", KeyType::Hash))
+        .key_schema(key("n", KeyType::Range))
+        .projection(all.clone())
+        .build()
+        .expect("create action");
+    c.client
+        .update_table()
+        .table_name("orders")
+        .attribute_definitions(attr("shard", ScalarAttributeType::S))
+        .attribute_definitions(attr("n", ScalarAttributeType::N))
+        .global_secondary_index_updates(
+            GlobalSecondaryIndexUpdate::builder().create(create).build(),
+        )
+        .send()
+        .await
+        .expect("add index");
+    for i in 80..100 {
+        put(i).await.expect("put during backfill");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = c.client.describe_table().table_name("orders").send().await;
+        let status = d.ok().and_then(|d| {
+            let t = d.table()?.clone();
+            t.global_secondary_indexes()
+                .iter()
+                .find(|g| g.index_name() == Some("by_shard"))?
+                .index_status()
+                .cloned()
+        });
+        if status == Some(IndexStatus::Active) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "by_shard never became ACTIVE");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(converged("by_shard").await >= 95);
     c.stop().await;
 }

@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::*;
 use dynaraft_api::ApiConfig;
 use dynaraft_tests::av::*;
-use dynaraft_tests::{TestServer, err_of};
+use dynaraft_tests::{TestServer, err_of, scan_all};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -277,6 +277,31 @@ async fn indexes_defined_at_creation_follow_writes() {
             .index_arn()
             .is_some_and(|a| a.ends_with("table/orders/index/by_status"))
     );
+
+    // The index lag metric: one gauge per base partition, back to zero
+    // once everything is delivered; the delivered counter saw every write.
+    eventually("index lag of zero", async || {
+        let (code, text) = t.get("/metrics");
+        assert_eq!(code, 200);
+        let lags: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("dynaraft_index_lag_records{") && l.contains("table=\"orders\"")
+            })
+            .collect();
+        (lags.len() == 3 && lags.iter().all(|l| l.ends_with(" 0"))).then_some(())
+    })
+    .await;
+    let (_, text) = t.get("/metrics");
+    let delivered: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("dynaraft_index_records_delivered_total{table=\"orders\"}"))
+        .filter_map(|l| l.rsplit(" ").next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        delivered >= 18.0,
+        "delivered {delivered} records for 18 writes"
+    );
     t.stop().await;
 }
 
@@ -357,53 +382,14 @@ async fn global_index_reads_and_writes_are_validated() {
     t.stop().await;
 }
 
-/// The index's entries, by base item id, as a full Scan of it returns them.
-async fn index_contents(c: &Client, table: &str, index: &str) -> BTreeMap<String, Item> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let r = c
-            .scan()
-            .table_name(table)
-            .index_name(index)
-            .set_exclusive_start_key(start)
-            .limit(50)
-            .send()
-            .await
-            .expect("scan index");
-        for i in r.items() {
-            out.insert(ids(std::slice::from_ref(i)).remove(0), i.clone());
-        }
-        match r.last_evaluated_key() {
-            Some(k) => start = Some(k.clone()),
-            None => return out,
-        }
-    }
-}
-
-/// What index (grp: S hash, rank: N range, ALL) should hold: every base
-/// item with both attributes, from a full Scan of the table.
-async fn expected_contents(c: &Client, table: &str) -> BTreeMap<String, Item> {
-    let mut out = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let r = c
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan table");
-        for i in r.items() {
-            if i.contains_key("grp") && i.contains_key("rank") {
-                out.insert(ids(std::slice::from_ref(i)).remove(0), i.clone());
-            }
-        }
-        match r.last_evaluated_key() {
-            Some(k) => start = Some(k.clone()),
-            None => return out,
-        }
-    }
+/// Items by id: an index's entries, or (`expected`) the base items having
+/// both of the index's key attributes `grp` and `rank`.
+fn by_id(items: Vec<Item>, expected: bool) -> BTreeMap<String, Item> {
+    items
+        .into_iter()
+        .filter(|i| !expected || (i.contains_key("grp") && i.contains_key("rank")))
+        .map(|i| (ids(std::slice::from_ref(&i)).remove(0), i))
+        .collect()
 }
 
 /// One step of the background writer: put, move (change grp), drop the
@@ -527,15 +513,12 @@ async fn an_index_added_online_backfills_while_writes_continue() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let steps = writer.await.expect("writer");
     assert!(steps > 0, "the writer made no writes");
-    let want = expected_contents(c, "items").await;
+    let want = by_id(scan_all(c, "items", None).await, true);
     assert!(want.len() > 100, "only {} items indexed", want.len());
-    let mut last = BTreeMap::new();
-    let converged = eventually("the index to equal the table", async || {
-        last = index_contents(c, "items", "by_grp").await;
-        (last == want).then_some(())
+    eventually("the index to equal the table", async || {
+        (by_id(scan_all(c, "items", Some("by_grp")).await, false) == want).then_some(())
     })
     .await;
-    let () = converged;
     t.stop().await;
 }
 

@@ -26,8 +26,15 @@ pub async fn handle(
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let request_id = request_id();
     if req.method() == Method::GET {
+        // `/metrics`: Prometheus text format.
         // `/ready` (readiness): the router has the catalog and can route.
         // Any other GET (liveness, and DynamoDB Local's health check).
+        if req.uri().path() == "/metrics" {
+            return Ok(match crate::metrics::render() {
+                Some(text) => text_response(200, &text, &request_id),
+                None => text_response(404, "metrics are not enabled\n", &request_id),
+            });
+        }
         if req.uri().path() == "/ready" && api.router.catalog().get().version == 0 {
             return Ok(text_response(
                 503,

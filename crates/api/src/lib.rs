@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod ops;
 pub mod params;
 
@@ -80,6 +81,7 @@ impl Server {
     pub async fn start(api: Api, addr: SocketAddr) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
+        metrics::install();
         ops::resume_transitions(&api);
         let (stop, mut stopped) = watch::channel(false);
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

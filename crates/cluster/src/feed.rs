@@ -100,6 +100,13 @@ async fn feed_partition(
 ) -> Result<bool, ClusterError> {
     let tree = host.tree();
     let (seq, trimmed) = global::change_log_state(tree, group)?;
+    if !table.meta.global_indexes.is_empty() || seq > trimmed {
+        let labels = [
+            ("table", table.meta.name.clone()),
+            ("group", group.to_string()),
+        ];
+        metrics::gauge!("dynaraft_index_lag_records", &labels).set((seq - trimmed) as f64);
+    }
     let mut busy = false;
     if seq > trimmed {
         let limits = (FEED_BATCH_RECORDS, FEED_BATCH_BYTES);
@@ -108,6 +115,9 @@ async fn feed_partition(
             let upto = *upto;
             deliver(router, table, group, &records).await?;
             host.propose(group, Command::TrimChangeLog { upto }).await?;
+            let table = table.meta.name.clone();
+            metrics::counter!("dynaraft_index_records_delivered_total", "table" => table)
+                .increment(records.len() as u64);
             busy = true;
         }
     }

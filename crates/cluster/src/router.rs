@@ -161,6 +161,9 @@ impl Router {
             {
                 return Ok(outcome);
             }
+            let name = table.meta.name.clone();
+            metrics::counter!("dynaraft_index_backpressure_retries_total", "table" => name)
+                .increment(1);
             tokio::time::sleep(Duration::from_millis(backoff)).await;
             backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
         }

@@ -1,0 +1,32 @@
+//! Prometheus metrics: the process-wide recorder the `metrics` macros
+//! (used across the crates) report to, rendered at `GET /metrics`.
+//!
+//! Metrics recorded so far:
+//! - `dynaraft_index_lag_records{table,group}` (gauge): change records of a
+//!   base partition not yet delivered to its global indexes, as seen by
+//!   the partition's leader.
+//! - `dynaraft_index_records_delivered_total{table}` (counter).
+//! - `dynaraft_index_backpressure_retries_total{table}` (counter): writes
+//!   retried because a partition's change log was full.
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process (later calls do
+/// nothing). `None` if another recorder was installed first.
+pub fn install() {
+    HANDLE.get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::warn!(error = %e, "metrics recorder not installed");
+            None
+        }
+    });
+}
+
+/// The current metrics in Prometheus' text format, if installed.
+pub fn render() -> Option<String> {
+    HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render())
+}
