@@ -53,6 +53,10 @@ pub const FEED_BATCH_RECORDS: usize = 512;
 pub const FEED_BATCH_BYTES: usize = 1024 * 1024;
 /// Most base items one backfill step reads.
 pub const BACKFILL_CHUNK_ITEMS: usize = 256;
+/// How often partitions of tables without global indexes are checked for
+/// change records (logged by a router that had not yet seen an index
+/// deleted, or by a partition that once backfilled), in milliseconds.
+pub const FEED_IDLE_CHECK_MS: u64 = 1_000;
 
 /// Feeds until the node shuts down.
 pub async fn run(
@@ -61,8 +65,16 @@ pub async fn run(
     catalog: Arc<CatalogWatch>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_full = tokio::time::Instant::now();
+    let mut full_busy = false;
     loop {
-        let busy = feed_once(&host, &router, &catalog.get()).await;
+        // A full pass that found work is repeated until it finds none.
+        let full = full_busy || last_full.elapsed() >= Duration::from_millis(FEED_IDLE_CHECK_MS);
+        if full {
+            last_full = tokio::time::Instant::now();
+        }
+        let busy = feed_once(&host, &router, &catalog.get(), full).await;
+        full_busy = full && busy;
         let pause = Duration::from_millis(if busy { 0 } else { FEED_POLL_MS });
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
@@ -72,10 +84,11 @@ pub async fn run(
 }
 
 /// One pass over the led base partitions of every table with global
-/// indexes or undelivered records; whether any had work.
-pub async fn feed_once(host: &Host, router: &Router, catalog: &Catalog) -> bool {
+/// indexes (of every table when `all`); whether any had work.
+pub async fn feed_once(host: &Host, router: &Router, catalog: &Catalog, all: bool) -> bool {
     let mut busy = false;
-    for table in catalog.tables.values() {
+    let tables = catalog.tables.values();
+    for table in tables.filter(|t| all || !t.meta.global_indexes.is_empty()) {
         for p in &table.meta.partitions {
             if !host.group(p.group).is_some_and(|g| g.is_leader()) {
                 continue;
