@@ -118,6 +118,41 @@ def main():
         index = client.describe_table(TableName="Orders")["Table"]["LocalSecondaryIndexes"][0]
         assert (index["IndexName"], index["ItemCount"]) == ("by_total", 60), index
 
+        # A global index added online by status: CREATING (backfilling the 60
+        # orders) then ACTIVE; queried (eventually consistent) by status.
+        r = client.update_table(
+            TableName="Orders",
+            AttributeDefinitions=[{"AttributeName": "status", "AttributeType": "S"},
+                                  {"AttributeName": "order_id", "AttributeType": "N"}],
+            GlobalSecondaryIndexUpdates=[{"Create": {
+                "IndexName": "by_status",
+                "KeySchema": [{"AttributeName": "status", "KeyType": "HASH"},
+                              {"AttributeName": "order_id", "KeyType": "RANGE"}],
+                "Projection": {"ProjectionType": "KEYS_ONLY"}}}])
+        assert r["TableDescription"]["GlobalSecondaryIndexes"][0]["IndexStatus"] == "CREATING", r
+        for _ in range(300):
+            desc = client.describe_table(TableName="Orders")["Table"]
+            if desc["GlobalSecondaryIndexes"][0]["IndexStatus"] == "ACTIVE":
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"by_status never became ACTIVE: {desc}")
+        table.put_item(Item={"customer": "c9", "order_id": 1000, "total": 1, "status": "PAID"})
+        for _ in range(300):
+            paid = table.query(IndexName="by_status", KeyConditionExpression=Key("status").eq("PAID"))["Items"]
+            if len(paid) == 2:
+                break
+            time.sleep(0.1)
+        assert [int(i["order_id"]) for i in paid] == [0, 1000], paid
+        assert set(paid[0]) == {"customer", "order_id", "status"}, paid[0]
+        try:
+            table.query(IndexName="by_status", ConsistentRead=True,
+                        KeyConditionExpression=Key("status").eq("PAID"))
+            raise AssertionError("a consistent read of a global index should fail")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "ValidationException", e.response
+        table.delete_item(Key={"customer": "c9", "order_id": 1000})
+
         pages = list(client.get_paginator("scan").paginate(TableName="Orders", PaginationConfig={"PageSize": 7}))
         assert sum(p["Count"] for p in pages) == 60 and len(pages) >= 9, [p["Count"] for p in pages]
 
