@@ -1,5 +1,7 @@
 //! Storage: the node's write-ahead log with group commit ([`wal`]), the
-//! deterministic state machine over sled ([`machine`]), the commands it
+//! deterministic state machine over sled ([`machine`], with the control
+//! plane's catalog commands in [`control`], local indexes in [`index`] and
+//! global indexes' change log and apply in [`global`]), the commands it
 //! applies ([`command`]) and the catalog they describe ([`catalog`]), reads
 //! for GetItem/Query/Scan ([`read`]), and making sled durable
 //! ([`durability`]). Replication and the lifecycle of groups live above, in
@@ -11,6 +13,7 @@
 
 pub mod catalog;
 pub mod command;
+pub mod control;
 pub mod durability;
 pub mod global;
 pub mod index;

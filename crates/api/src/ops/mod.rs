@@ -211,6 +211,13 @@ pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
 pub fn resume_transitions(api: &Api) {
     for t in api.router.tables() {
         match t.meta.status {
+            // A table UPDATING for an index being created turns ACTIVE
+            // when the control plane sees the backfill finish.
+            TableStatus::Updating
+                if t.meta
+                    .global_indexes
+                    .iter()
+                    .any(|g| g.status == IndexStatus::Creating) => {}
             TableStatus::Creating | TableStatus::Updating => {
                 schedule_transition(api, t.meta.name.clone(), Some(TableStatus::Active))
             }

@@ -1,0 +1,320 @@
+//! The control plane's state machine: catalog commands applied by group 0
+//! (tables with their partition maps and global indexes, the node
+//! registry), including replica placement. Like every apply, a pure
+//! function of the catalog state and the command.
+
+use crate::StorageError;
+use crate::catalog::{IndexStatus, NodeRecord, PartitionMeta, TableMeta, TableStatus};
+use crate::command::Command;
+use crate::machine::{
+    CATALOG_GROUP, Outcome, Overlay, meta_key, node_key, nodes_prefix, table_key, tables_prefix,
+};
+use std::collections::BTreeMap;
+
+/// Applies catalog command `cmd`, stamped `ts_ms` by its proposer.
+pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outcome, StorageError> {
+    match cmd {
+        Command::AddGlobalIndex {
+            table,
+            index,
+            attributes,
+        } => add_global_index(ov, table, index, attributes),
+        Command::SetIndexThroughput {
+            table,
+            index,
+            read,
+            write,
+        } => change_table(ov, table, |meta| {
+            for g in meta
+                .global_indexes
+                .iter_mut()
+                .filter(|g| g.index.name == *index)
+            {
+                (g.read_capacity, g.write_capacity) = (*read, *write);
+            }
+        }),
+        Command::DropGlobalIndex { table, index } => change_table(ov, table, |meta| {
+            meta.global_indexes.retain(|g| g.index.name != *index);
+            if meta.status == TableStatus::Updating && !creating_index(meta) {
+                meta.status = TableStatus::Active;
+            }
+        }),
+        Command::IndexBackfilled {
+            table,
+            index,
+            group,
+        } => change_table(ov, table, |meta| {
+            let bases: Vec<u64> = meta.partitions.iter().map(|p| p.group).collect();
+            if let Some(g) = meta.global_indexes.iter_mut().find(|g| g.id == *index) {
+                if !g.backfilled.contains(group) {
+                    g.backfilled.push(*group);
+                }
+                if bases.iter().all(|b| g.backfilled.contains(b)) {
+                    g.status = IndexStatus::Active;
+                }
+            }
+            if meta.status == TableStatus::Updating && !creating_index(meta) {
+                meta.status = TableStatus::Active;
+            }
+        }),
+        Command::CreateTable(meta) => {
+            let key = table_key(&meta.name);
+            if ov.get(&key)?.is_some() {
+                return Ok(Outcome::TableExists);
+            }
+            let mut meta = meta.clone();
+            place(ov, meta.all_partitions_mut().collect())?;
+            meta.created_ms = ts_ms;
+            put_table(ov, &meta);
+            Ok(Outcome::Table(Box::new(meta)))
+        }
+        Command::RegisterNode(node) => {
+            ov.put(
+                node_key(node.id),
+                serde_json::to_vec(node).unwrap_or_default(),
+            );
+            Ok(Outcome::Done)
+        }
+        Command::ReplaceReplica {
+            table,
+            group,
+            old,
+            new,
+        } => {
+            let Some(mut meta) = get_table(ov, table)? else {
+                return Ok(Outcome::TableMissing);
+            };
+            let Some(p) = meta.all_partitions_mut().find(|p| p.group == *group) else {
+                return Ok(Outcome::Done);
+            };
+            if let Some(slot) = p.replicas.iter().position(|r| r == old)
+                && !p.replicas.contains(new)
+            {
+                p.replicas[slot] = *new;
+                p.epoch += 1;
+                put_table(ov, &meta);
+            }
+            Ok(Outcome::Table(Box::new(meta)))
+        }
+        Command::SetTableStatus { name, status } => {
+            change_table(ov, name, |meta| meta.status = *status)
+        }
+        Command::ReplaceTableMeta(new) => match get_table(ov, &new.name)? {
+            Some(old) => {
+                // What only the control plane changes is kept.
+                let meta = TableMeta {
+                    partitions: old.partitions,
+                    created_ms: old.created_ms,
+                    local_indexes: old.local_indexes,
+                    global_indexes: old.global_indexes,
+                    next_index_id: old.next_index_id,
+                    ..new.clone()
+                };
+                put_table(ov, &meta);
+                Ok(Outcome::Table(Box::new(meta)))
+            }
+            None => Ok(Outcome::TableMissing),
+        },
+        Command::DropTable { name } => match get_table(ov, name)? {
+            Some(meta) => {
+                // The data groups are removed by the nodes hosting them
+                // once they see the table gone from the catalog.
+                ov.del(table_key(name));
+                Ok(Outcome::Table(Box::new(TableMeta {
+                    status: TableStatus::Deleting,
+                    ..meta
+                })))
+            }
+            None => Ok(Outcome::TableMissing),
+        },
+        // Data commands never reach the control group's apply.
+        Command::Write(_)
+        | Command::StartBackfill { .. }
+        | Command::BackfillProgress { .. }
+        | Command::TrimChangeLog { .. }
+        | Command::IndexApply(_) => Ok(Outcome::Invalid("not a catalog command".into())),
+    }
+}
+
+/// Applies `f` to table `name` and stores the result (`TableMissing` if
+/// there is no such table).
+fn change_table(
+    ov: &mut Overlay,
+    name: &str,
+    f: impl FnOnce(&mut TableMeta),
+) -> Result<Outcome, StorageError> {
+    let Some(mut meta) = get_table(ov, name)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    f(&mut meta);
+    put_table(ov, &meta);
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
+/// Whether a global index of `meta` is still being created.
+fn creating_index(meta: &TableMeta) -> bool {
+    meta.global_indexes
+        .iter()
+        .any(|g| g.status == IndexStatus::Creating)
+}
+
+/// Adds a global index to a table: assigns its id, places its partitions,
+/// and marks it (and the table) as being created.
+fn add_global_index(
+    ov: &mut Overlay,
+    table: &str,
+    index: &crate::catalog::GlobalIndexMeta,
+    attributes: &[(String, String)],
+) -> Result<Outcome, StorageError> {
+    let Some(mut meta) = get_table(ov, table)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let taken = meta.global_indexes.iter().map(|g| &g.index.name);
+    let lsi = meta.local_indexes.iter().map(|i| &i.name);
+    if taken.chain(lsi).any(|n| *n == index.index.name) {
+        return Ok(Outcome::Invalid(format!(
+            "One or more parameter values were invalid: Index already exists: {}",
+            index.index.name
+        )));
+    }
+    if creating_index(&meta) || meta.status != TableStatus::Active {
+        return Ok(Outcome::Invalid(format!(
+            "Attempt to change a resource which is still in use: Table is being updated: {table}"
+        )));
+    }
+    let mut g = index.clone();
+    g.id = meta.next_index_id;
+    g.status = IndexStatus::Creating;
+    g.backfill = true;
+    g.backfilled.clear();
+    place(ov, g.partitions.iter_mut().collect())?;
+    meta.next_index_id += 1;
+    meta.status = TableStatus::Updating;
+    for a in attributes {
+        if !meta.attributes.iter().any(|(n, _)| *n == a.0) {
+            meta.attributes.push(a.clone());
+        }
+    }
+    meta.global_indexes.push(g);
+    put_table(ov, &meta);
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
+fn get_table(ov: &Overlay, name: &str) -> Result<Option<TableMeta>, StorageError> {
+    match ov.get(&table_key(name))? {
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+fn put_table(ov: &mut Overlay, meta: &TableMeta) {
+    ov.put(
+        table_key(&meta.name),
+        serde_json::to_vec(meta).unwrap_or_default(),
+    );
+}
+
+/// Assigns group ids to new partitions (a table's or an index's) and places
+/// one replica of each in every availability zone, on the node of that zone
+/// holding the fewest replicas (ties to the lowest id). Deterministic: it
+/// reads only the catalog, so every control-plane replica places identically.
+fn place(ov: &mut Overlay, partitions: Vec<&mut PartitionMeta>) -> Result<(), StorageError> {
+    let next_key = meta_key(CATALOG_GROUP, "next_group");
+    let mut next = ov.get_u64(&next_key)?.max(1);
+    let mut nodes: Vec<NodeRecord> = Vec::new();
+    for v in ov.scan_prefix(&nodes_prefix())?.values() {
+        nodes.push(serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?);
+    }
+    let mut load: BTreeMap<u64, usize> = nodes.iter().map(|n| (n.id, 0)).collect();
+    for v in ov.scan_prefix(&tables_prefix())?.values() {
+        let t: TableMeta =
+            serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        for r in t.all_partitions().flat_map(|p| &p.replicas) {
+            *load.entry(*r).or_default() += 1;
+        }
+    }
+    let zones: std::collections::BTreeSet<&str> = nodes.iter().map(|n| n.az.as_str()).collect();
+    for p in partitions {
+        p.group = next;
+        next += 1;
+        p.replicas.clear();
+        for az in &zones {
+            let best = nodes
+                .iter()
+                .filter(|n| n.az == *az)
+                .min_by_key(|n| (load.get(&n.id).copied().unwrap_or(0), n.id));
+            if let Some(n) = best {
+                p.replicas.push(n.id);
+                *load.entry(n.id).or_default() += 1;
+            }
+        }
+    }
+    ov.put(next_key, next.to_be_bytes().to_vec());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{PartitionMeta, TableStatus};
+    use crate::command::Entry;
+    use crate::machine::apply;
+
+    fn run(tree: &sled::Tree, index: u64, cmd: Command) -> Outcome {
+        let mut ov = Overlay::new(tree);
+        let outcome = apply(&mut ov, CATALOG_GROUP, &Entry { ts_ms: 1, cmd }).unwrap();
+        ov.commit(CATALOG_GROUP, index).unwrap();
+        outcome
+    }
+
+    fn table(name: &str, partitions: usize) -> TableMeta {
+        TableMeta {
+            name: name.into(),
+            partitions: PartitionMeta::even_split(partitions),
+            status: TableStatus::Active,
+            ..TableMeta::default()
+        }
+    }
+
+    fn node(id: u64, az: &str) -> Command {
+        Command::RegisterNode(NodeRecord {
+            id,
+            addr: format!("n{id}"),
+            az: az.into(),
+        })
+    }
+
+    /// Placement puts one replica per zone on the least-loaded node; a
+    /// replacement keeps the replica's position, bumps the epoch once, and
+    /// is a no-op when repeated or when `old` holds no replica.
+    #[test]
+    fn replace_replica_moves_one_replica_and_bumps_the_epoch_once() {
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("state").unwrap();
+        for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")].iter().enumerate() {
+            run(&tree, i as u64 + 1, node(*id, az));
+        }
+        let Outcome::Table(t) = run(&tree, 5, Command::CreateTable(table("t", 2))) else {
+            panic!("create failed");
+        };
+        let placed: Vec<_> = t.partitions.iter().map(|p| p.replicas.clone()).collect();
+        assert_eq!(placed, vec![vec![1, 2, 3], vec![4, 2, 3]]);
+        let group = t.partitions[0].group;
+        let replace = |old, new| Command::ReplaceReplica {
+            table: "t".into(),
+            group,
+            old,
+            new,
+        };
+        for (index, (old, new)) in [(6, (1, 4)), (7, (1, 4)), (8, (9, 4))] {
+            let Outcome::Table(t) = run(&tree, index, replace(old, new)) else {
+                panic!("replace failed");
+            };
+            assert_eq!(t.partitions[0].replicas, vec![4, 2, 3]);
+            assert_eq!(t.partitions[0].epoch, 2);
+            assert_eq!(t.partitions[1].epoch, 1);
+        }
+    }
+}
