@@ -34,10 +34,10 @@ use crate::ClusterError;
 use crate::catalog::{Catalog, CatalogWatch, Table};
 use crate::host::Host;
 use crate::router::Router;
-use dynaraft_model::{AttributeValue, Item, KeySchema};
-use dynaraft_storage::catalog::key_hash;
+use dynaraft_model::{Item, KeySchema};
+use dynaraft_storage::catalog::{key_hash, partition_index};
 use dynaraft_storage::global::{self, Backfill, ChangeRecord, IndexBatch, IndexOp};
-use dynaraft_storage::index::{entry_storage_key, project};
+use dynaraft_storage::index::{entry_storage_key, invalid_key_value, project};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
 use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus};
 use std::collections::BTreeMap;
@@ -163,13 +163,12 @@ async fn feed_partition(
 /// of the wrong type or empty (such items are not indexed).
 pub fn index_entry(g: &GlobalIndexMeta, table: &KeySchema, item: &Item) -> Option<(Vec<u8>, Item)> {
     let schema = g.index.key_schema();
-    for ka in schema.key_attrs() {
-        let v = item.get(&ka.name)?;
-        let empty = matches!(v, AttributeValue::S(s) if s.is_empty())
-            || matches!(v, AttributeValue::B(b) if b.is_empty());
-        if v.attr_type() != ka.ty.attr_type() || empty {
-            return None;
-        }
+    let name = &g.index.name;
+    if schema
+        .key_attrs()
+        .any(|ka| invalid_key_value(name, ka, item).is_some())
+    {
+        return None;
     }
     let key = entry_storage_key(&schema, table, item)?;
     Some((key, project(item, table, &schema, &g.index.projection)))
@@ -179,11 +178,7 @@ pub fn index_entry(g: &GlobalIndexMeta, table: &KeySchema, item: &Item) -> Optio
 type Ops = BTreeMap<usize, Vec<IndexOp>>;
 
 fn partition_of(g: &GlobalIndexMeta, entry_key: &[u8]) -> usize {
-    let h = key_hash(entry_key);
-    g.partitions
-        .iter()
-        .rposition(|p| p.hash_lo <= h)
-        .unwrap_or(0)
+    partition_index(&g.partitions, key_hash(entry_key)).unwrap_or(0)
 }
 
 /// The operations change record `r` (sequence `seq`) makes in index `g`.

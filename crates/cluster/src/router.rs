@@ -32,6 +32,7 @@ use crate::wire::{self, GroupStats, Reply, Request};
 use arc_swap::ArcSwap;
 use dynaraft_model::Item;
 use dynaraft_raft::NodeId;
+use dynaraft_storage::catalog::{key_hash, partition_index};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
@@ -105,7 +106,7 @@ impl Router {
             self.wait_for_zones().await?;
         }
         let (outcome, index) = match self
-            .route(Target::Control, true, Request::Propose(cmd))
+            .route(Target::Control, true, &Request::Propose(cmd))
             .await?
         {
             Reply::Proposed(o, i) => (o, i),
@@ -150,10 +151,10 @@ impl Router {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(INDEX_BACKPRESSURE_WAIT_MS);
         let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let target = Target::key(table, &cmd.storage_key);
+        let call = Request::Propose(Command::Write(cmd));
         loop {
-            let target = Target::key(table, &cmd.storage_key);
-            let call = Request::Propose(Command::Write(cmd.clone()));
-            let outcome = match self.route(target, true, call).await? {
+            let outcome = match self.route(target.clone(), true, &call).await? {
                 Reply::Proposed(o, _) => o,
                 _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
             };
@@ -183,7 +184,7 @@ impl Router {
             index: Some(index),
             hash,
         };
-        match self.route(target, true, Request::Propose(cmd)).await? {
+        match self.route(target, true, &Request::Propose(cmd)).await? {
             Reply::Proposed(o, _) => Ok(o),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
@@ -200,7 +201,7 @@ impl Router {
             consistent,
         };
         let target = Target::key(table, storage_key);
-        match self.route(target, consistent, call).await? {
+        match self.route(target, consistent, &call).await? {
             Reply::Item(i) => Ok(i),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
@@ -218,21 +219,18 @@ impl Router {
         consistent: bool,
     ) -> Result<Page, ClusterError> {
         let global = index.and_then(|i| i.global);
-        let parts = match global {
-            Some(id) => match table.meta.global_indexes.iter().find(|g| g.id == id) {
-                Some(g) => &g.partitions,
-                None => return Err(ClusterError::Unavailable("index is gone".into())),
-            },
-            None => &table.meta.partitions,
-        };
+        let parts = table
+            .meta
+            .partitions_of(global)
+            .ok_or_else(|| ClusterError::Unavailable("index is gone".into()))?;
         let mut order: Vec<usize> = (0..parts.len()).collect();
         if !opts.forward {
             order.reverse();
         }
-        let resume = opts.start_after.as_deref().and_then(|k| {
-            let h = k.first_chunk::<8>().map(|b| u64::from_be_bytes(*b))?;
-            parts.iter().rposition(|p| p.hash_lo <= h)
-        });
+        let resume = opts
+            .start_after
+            .as_deref()
+            .and_then(|k| partition_index(parts, key_hash(k)));
         let mut page = Page::default();
         for i in order {
             let skip = resume.is_some_and(|r| if opts.forward { i < r } else { i > r });
@@ -258,7 +256,7 @@ impl Router {
                 index: global,
                 hash: parts[i].hash_lo,
             };
-            let got = match self.route(target, consistent, call).await? {
+            let got = match self.route(target, consistent, &call).await? {
                 Reply::Page(got) => got,
                 _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
             };
@@ -303,14 +301,7 @@ impl Router {
             indexes: vec![(0, 0); local_indexes as usize],
             ..GroupStats::default()
         };
-        let parts = match global {
-            Some(id) => meta
-                .global_indexes
-                .iter()
-                .find(|g| g.id == id)
-                .map_or(&[][..], |g| &g.partitions),
-            None => &meta.partitions,
-        };
+        let parts = meta.partitions_of(global).unwrap_or_default();
         for p in parts {
             let target = Target::Partition {
                 table: &meta.name,
@@ -318,7 +309,7 @@ impl Router {
                 hash: p.hash_lo,
             };
             let call = Request::Stats { local_indexes };
-            if let Reply::Stats(s) = self.route(target, false, call).await? {
+            if let Reply::Stats(s) = self.route(target, false, &call).await? {
                 total.count += s.count;
                 total.bytes += s.bytes;
                 for (t, (c, b)) in total.indexes.iter_mut().zip(s.indexes) {
@@ -350,15 +341,8 @@ impl Router {
                 let t = self.inner.catalog.table(table).ok_or_else(|| {
                     ClusterError::Unavailable(format!("table {table} is not in the catalog"))
                 })?;
-                let p = match index {
-                    None => t.meta.partition_for_hash(*hash),
-                    Some(id) => t
-                        .meta
-                        .global_indexes
-                        .iter()
-                        .find(|g| g.id == *id)
-                        .and_then(|g| g.partition_for_hash(*hash)),
-                };
+                let parts = t.meta.partitions_of(*index).unwrap_or_default();
+                let p = partition_index(parts, *hash).and_then(|i| parts.get(i));
                 let p = p.ok_or_else(|| {
                     ClusterError::Unavailable(format!("table {table} has no such partition"))
                 })?;
@@ -385,7 +369,7 @@ impl Router {
         &self,
         target: Target<'_>,
         needs_leader: bool,
-        call: Request,
+        call: &Request,
     ) -> Result<Reply, ClusterError> {
         let mut at = self.place(&target)?;
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
@@ -393,7 +377,7 @@ impl Router {
         let mut backoff = ROUTE_BACKOFF_MIN_MS;
         let mut rotation = 0usize;
         loop {
-            let err = match self.attempt(node, at.group, at.epoch, &call).await {
+            let err = match self.attempt(node, at.group, at.epoch, call).await {
                 Ok(reply) => {
                     if needs_leader {
                         self.remember_leader(at.group, node);
@@ -492,6 +476,7 @@ impl Router {
 /// What a request is routed to: the control group, or the partition of a
 /// table (or of its global index `index`) whose hash range holds `hash`
 /// (resolved again from the newest catalog on every attempt).
+#[derive(Clone)]
 enum Target<'a> {
     Control,
     Partition {
@@ -504,7 +489,7 @@ enum Target<'a> {
 impl<'a> Target<'a> {
     /// The partition owning `storage_key` (its first 8 bytes are the hash).
     fn key(table: &'a Table, storage_key: &[u8]) -> Target<'a> {
-        Target::hash(table, dynaraft_storage::catalog::key_hash(storage_key))
+        Target::hash(table, key_hash(storage_key))
     }
 
     fn hash(table: &'a Table, hash: u64) -> Target<'a> {

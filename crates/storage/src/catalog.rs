@@ -93,11 +93,10 @@ pub struct GlobalIndexMeta {
     pub write_capacity: u64,
 }
 
-impl GlobalIndexMeta {
-    /// The partition whose hash range contains `hash`.
-    pub fn partition_for_hash(&self, hash: u64) -> Option<&PartitionMeta> {
-        self.partitions.iter().rev().find(|p| p.hash_lo <= hash)
-    }
+/// The position in `parts` (in hash order) of the partition whose hash
+/// range contains `hash`.
+pub fn partition_index(parts: &[PartitionMeta], hash: u64) -> Option<usize> {
+    parts.iter().rposition(|p| p.hash_lo <= hash)
 }
 
 /// Which attributes an index entry holds besides the table's and the
@@ -226,7 +225,21 @@ impl TableMeta {
 
     /// The partition whose hash range contains `hash`.
     pub fn partition_for_hash(&self, hash: u64) -> Option<&PartitionMeta> {
-        self.partitions.iter().rev().find(|p| p.hash_lo <= hash)
+        self.partitions
+            .get(partition_index(&self.partitions, hash)?)
+    }
+
+    /// The partitions of the table (`index` `None`) or of its global index
+    /// with id `index`; `None` if there is no such index.
+    pub fn partitions_of(&self, index: Option<u32>) -> Option<&[PartitionMeta]> {
+        match index {
+            None => Some(&self.partitions),
+            Some(id) => self
+                .global_indexes
+                .iter()
+                .find(|g| g.id == id)
+                .map(|g| g.partitions.as_slice()),
+        }
     }
 
     /// A stable table id derived from the first group and creation time.

@@ -173,12 +173,7 @@ pub(crate) fn log_change(
 
 /// (last sequence assigned, last sequence delivered) of `group`'s log.
 pub fn change_log_state(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
-    let get = |name| -> Result<u64, StorageError> {
-        Ok(tree
-            .get(meta_key(group, name))?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
-    };
+    let get = |name| crate::machine::read_u64(tree, &meta_key(group, name));
     Ok((get("cl_seq")?, get("cl_trim")?))
 }
 

@@ -228,11 +228,6 @@ fn stat_key(group: u64, id: u8, what: &str) -> Vec<u8> {
 
 /// (entries, bytes) of local index `id` in `group`.
 pub fn index_stats(tree: &sled::Tree, group: u64, id: u8) -> Result<(u64, u64), StorageError> {
-    let get = |what| -> Result<u64, StorageError> {
-        Ok(tree
-            .get(stat_key(group, id, what))?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
-    };
+    let get = |what| crate::machine::read_u64(tree, &stat_key(group, id, what));
     Ok((get("count")?, get("bytes")?))
 }

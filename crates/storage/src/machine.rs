@@ -82,6 +82,11 @@ fn u64_of(v: Option<sled::IVec>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
+/// The u64 counter stored at `key` (0 when absent or malformed).
+pub(crate) fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StorageError> {
+    Ok(u64_of(tree.get(key)?))
+}
+
 /// Result of applying one entry.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
@@ -224,13 +229,13 @@ pub fn drop_group(tree: &sled::Tree, group: u64) -> Result<(), StorageError> {
 }
 
 pub fn applied_index(tree: &sled::Tree, group: u64) -> Result<u64, StorageError> {
-    Ok(u64_of(tree.get(meta_key(group, "applied"))?))
+    read_u64(tree, &meta_key(group, "applied"))
 }
 
 pub fn group_stats(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
     Ok((
-        u64_of(tree.get(meta_key(group, "count"))?),
-        u64_of(tree.get(meta_key(group, "bytes"))?),
+        read_u64(tree, &meta_key(group, "count"))?,
+        read_u64(tree, &meta_key(group, "bytes"))?,
     ))
 }
 
