@@ -6,6 +6,7 @@
 
 use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus};
 use crate::global::IndexBatch;
+use crate::txn::{Prepare, TxnId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -74,6 +75,25 @@ pub enum Command {
     TrimChangeLog { upto: u64 },
     /// Index data group: entries fed from a base partition.
     IndexApply(IndexBatch),
+    /// Data group: its share of a transaction (see `txn`).
+    TxnPrepare(Box<Prepare>),
+    /// Anchor data group: commit or abort a transaction (first decision
+    /// wins) and resolve the anchor's own intents on `keys`.
+    TxnDecide {
+        txn: TxnId,
+        commit: bool,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Data group: apply or drop a decided transaction's intents on `keys`.
+    TxnResolve {
+        txn: TxnId,
+        commit: bool,
+        keys: Vec<Vec<u8>>,
+    },
+    /// Anchor data group: every participant of `txn` is resolved.
+    TxnFinish { txn: TxnId },
+    /// Anchor data group: drop records past the idempotency window.
+    TxnForget { txns: Vec<TxnId> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +101,8 @@ pub enum WriteKind {
     Put,
     Update,
     Delete,
+    /// A transaction's ConditionCheck: the item is only checked (and held).
+    Check,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +175,11 @@ impl std::fmt::Display for Entry {
             }
             Command::TrimChangeLog { upto } => format!("TrimChangeLog({upto})"),
             Command::IndexApply(b) => format!("IndexApply(from {}, {} ops)", b.source, b.ops.len()),
+            Command::TxnPrepare(p) => format!("TxnPrepare({:x}, {} ops)", p.txn, p.ops.len()),
+            Command::TxnDecide { txn, commit, .. } => format!("TxnDecide({txn:x}, {commit})"),
+            Command::TxnResolve { txn, commit, .. } => format!("TxnResolve({txn:x}, {commit})"),
+            Command::TxnFinish { txn } => format!("TxnFinish({txn:x})"),
+            Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
         };
         write!(f, "{what}@{}", self.ts_ms)
     }

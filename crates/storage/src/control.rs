@@ -132,7 +132,12 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::StartBackfill { .. }
         | Command::BackfillProgress { .. }
         | Command::TrimChangeLog { .. }
-        | Command::IndexApply(_) => Ok(Outcome::Invalid("not a catalog command".into())),
+        | Command::IndexApply(_)
+        | Command::TxnPrepare(_)
+        | Command::TxnDecide { .. }
+        | Command::TxnResolve { .. }
+        | Command::TxnFinish { .. }
+        | Command::TxnForget { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
     }
 }
 

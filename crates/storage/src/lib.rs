@@ -19,6 +19,7 @@ pub mod global;
 pub mod index;
 pub mod machine;
 pub mod read;
+pub mod txn;
 pub mod wal;
 
 pub use catalog::{

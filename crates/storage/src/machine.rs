@@ -10,6 +10,7 @@
 //! [0]            0x03 [node id BE]  catalog: NodeRecord as JSON
 //! [group u64 BE] 0x04, 0x05         local secondary indexes (see `index`)
 //! [group u64 BE] 0x06, 0x07         global index versions, change log (see `global`)
+//! [group u64 BE] 0x08 .. 0x0B       transaction intents, records, tokens, stamps (see `txn`)
 //! ```
 //!
 //! A batch of entries is applied through an [`Overlay`] (so later entries
@@ -23,6 +24,7 @@ use crate::catalog::TableMeta;
 use crate::command::{Command, Entry, WriteCommand, WriteKind};
 use crate::global::{self, ChangeRecord};
 use crate::index;
+use crate::txn;
 use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
 use dynaraft_model::value::{item_from_json, item_size_bytes};
@@ -115,6 +117,20 @@ pub enum Outcome {
     /// The partition's change log is full (its global indexes lag by
     /// `global::MAX_INDEX_LAG_RECORDS`); nothing was written, retry later.
     IndexLagging,
+    /// A single-item write met a transaction's intent on its item; nothing
+    /// was written (TransactionConflictException, unless the transaction
+    /// is recovered).
+    TxnConflict(Box<txn::IntentView>),
+    /// A partition's share of a transaction: the items that stop it, in
+    /// request order (none: prepared, or committed for `commit_now`).
+    TxnPrepared(Vec<(u32, txn::Failure)>),
+    /// The request's ClientRequestToken belongs to an earlier, identical
+    /// transaction in this state (committed or still running).
+    TxnDuplicate(txn::TxnState),
+    /// The request's ClientRequestToken belongs to a different request.
+    TxnMismatch,
+    /// A transaction's decision.
+    TxnState(txn::TxnState),
 }
 
 /// Pending writes of a batch over the tree.
@@ -154,6 +170,16 @@ impl<'a> Overlay<'a> {
         let v = self.get_u64(&k)?.saturating_add_signed(delta);
         self.put(k, v.to_be_bytes().to_vec());
         Ok(())
+    }
+
+    /// The writes staged so far, to [`Overlay::restore`] if what follows
+    /// must be undone (a transaction that fails part-way).
+    pub(crate) fn save(&self) -> BTreeMap<Vec<u8>, Option<Vec<u8>>> {
+        self.pending.clone()
+    }
+
+    pub(crate) fn restore(&mut self, saved: BTreeMap<Vec<u8>, Option<Vec<u8>>>) {
+        self.pending = saved;
     }
 
     /// Stages a group-metadata value (written with the next commit).
@@ -269,41 +295,79 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             Ok(Outcome::Done)
         }
         Command::IndexApply(batch) => global::apply_batch(ov, group, batch),
+        Command::TxnPrepare(p) => txn::prepare(ov, group, p, entry.ts_ms),
+        Command::TxnDecide { txn, commit, keys } => {
+            txn::decide(ov, group, *txn, *commit, keys, entry.ts_ms)
+        }
+        Command::TxnResolve { txn, commit, keys } => txn::resolve(ov, group, *txn, *commit, keys),
+        Command::TxnFinish { txn } => txn::finish(ov, group, *txn),
+        Command::TxnForget { txns } => txn::forget(ov, group, txns),
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
 }
 
 fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome, StorageError> {
-    let key = item_key(group, &w.storage_key);
-    let old = match ov.get(&key)? {
-        Some(b) => Some(decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?),
-        None => None,
-    };
+    if let Some(intent) = txn::intent(ov, group, &w.storage_key)? {
+        return Ok(Outcome::TxnConflict(Box::new(intent.view())));
+    }
+    match evaluate(ov, group, w)? {
+        Ok((old, new)) => stage(ov, group, w, old, new, false),
+        Err(refused) => Ok(refused),
+    }
+}
+
+/// The item stored at `storage_key`, seeing staged writes.
+pub(crate) fn current_item(
+    ov: &Overlay,
+    group: u64,
+    storage_key: &[u8],
+) -> Result<Option<Item>, StorageError> {
+    match ov.get(&item_key(group, storage_key))? {
+        Some(b) => Ok(Some(
+            decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// The item before and after a write, or why the write is refused.
+pub(crate) type Evaluated = Result<(Option<Item>, Option<Item>), Outcome>;
+
+/// Decides what `w` would do to the item now stored, staging nothing: its
+/// condition, the new image (a `Check` leaves the item as it is), and every
+/// check that needs no index state (sizes, index key types).
+pub(crate) fn evaluate(
+    ov: &Overlay,
+    group: u64,
+    w: &WriteCommand,
+) -> Result<Evaluated, StorageError> {
+    let old = current_item(ov, group, &w.storage_key)?;
     let values = match item_from_json(&w.values) {
         Ok(v) => v,
-        Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+        Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
     };
     let mut subs = Substitutions::new(w.names.clone(), values);
     if let Some(src) = &w.condition {
         match parse_condition(src, ExprKind::Condition, &mut subs) {
-            Ok(c) if !c.eval(old.as_ref()) => return Ok(Outcome::ConditionFailed { old }),
+            Ok(c) if !c.eval(old.as_ref()) => return Ok(Err(Outcome::ConditionFailed { old })),
             Ok(_) => {}
-            Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+            Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
         }
     }
     let new = match w.kind {
         WriteKind::Delete => None,
+        WriteKind::Check => old.clone(),
         WriteKind::Put => match w.item.as_ref().map(item_from_json) {
             Some(Ok(item)) => Some(item),
-            Some(Err(e)) => return Ok(Outcome::Invalid(e.to_string())),
-            None => return Ok(Outcome::Invalid("missing item".into())),
+            Some(Err(e)) => return Ok(Err(Outcome::Invalid(e.to_string()))),
+            None => return Ok(Err(Outcome::Invalid("missing item".into()))),
         },
         WriteKind::Update => {
             let mut item = match &old {
                 Some(o) => o.clone(),
                 None => match item_from_json(&w.key) {
                     Ok(k) => k,
-                    Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+                    Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
                 },
             };
             if let Some(src) = &w.update {
@@ -311,40 +375,64 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
                     .map_err(|e| e.to_string())
                     .and_then(|u| u.apply(&mut item).map_err(|e| e.to_string()));
                 if let Err(e) = applied {
-                    return Ok(Outcome::Invalid(e));
+                    return Ok(Err(Outcome::Invalid(e)));
                 }
             }
             if item_size_bytes(&item) > MAX_ITEM_BYTES {
-                return Ok(Outcome::Invalid(
+                return Ok(Err(Outcome::Invalid(
                     "Item size to update has exceeded the maximum allowed size".into(),
-                ));
+                )));
             }
             Some(item)
         }
     };
+    let invalid = new.as_ref().and_then(|n| {
+        global::invalid_global_key(&w.global, n).or_else(|| {
+            w.local
+                .as_ref()
+                .and_then(|l| index::invalid_index_key(l, n))
+        })
+    });
+    if let Some(msg) = invalid {
+        return Ok(Err(Outcome::Invalid(msg)));
+    }
+    Ok(Ok((old, new)))
+}
+
+/// Stages a decided write of `w`'s item from `old` to `new`: local index
+/// entries, the change record for global indexes, the item, the group's
+/// counters and the item's stamp. `forced` (a transaction's commit, whose
+/// limits were checked when it prepared) skips index back-pressure and the
+/// item collection limit, because a decided commit may not be refused.
+pub(crate) fn stage(
+    ov: &mut Overlay,
+    group: u64,
+    w: &WriteCommand,
+    old: Option<Item>,
+    new: Option<Item>,
+    forced: bool,
+) -> Result<Outcome, StorageError> {
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
-    if let Some(msg) = new
-        .as_ref()
-        .and_then(|n| global::invalid_global_key(&w.global, n))
-    {
-        return Ok(Outcome::Invalid(msg));
-    }
     // Checked before anything is staged: a refused write writes nothing.
     let logged = old != new && (!w.global.is_empty() || global::feeding(ov, group)?);
-    if logged && global::lagging(ov, group)? {
+    if logged && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }
     let mut collection_bytes = None;
     if let Some(local) = &w.local {
-        if let Some(msg) = new
-            .as_ref()
-            .and_then(|n| index::invalid_index_key(local, n))
-        {
-            return Ok(Outcome::Invalid(msg));
-        }
         let old_side = (old.as_ref(), old_size as usize);
         let new_side = (new.as_ref(), new_size as usize);
+        let unlimited;
+        let local = if forced {
+            unlimited = index::LocalIndexes {
+                collection_limit_bytes: u64::MAX,
+                ..local.clone()
+            };
+            &unlimited
+        } else {
+            local
+        };
         match index::maintain(ov, group, local, old_side, new_side)? {
             index::Maintained::TooLarge => return Ok(Outcome::CollectionTooLarge),
             index::Maintained::Collection(bytes) => collection_bytes = Some(bytes),
@@ -358,6 +446,10 @@ fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome
         };
         global::log_change(ov, group, &record)?;
     }
+    if old != new {
+        txn::stamp(ov, group, &w.storage_key, new.is_some())?;
+    }
+    let key = item_key(group, &w.storage_key);
     match &new {
         Some(item) => ov.put(key, encode_item(item)),
         None => ov.del(key),
