@@ -74,6 +74,11 @@ impl TestServer {
         }
     }
 
+    /// The embedded node's router (for fault injection).
+    pub fn router(&self) -> Option<&dynaraft_cluster::Router> {
+        self.node.as_ref().map(|n| &n.router)
+    }
+
     /// Stops the server and the node (needed before reopening a data dir).
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {

@@ -32,6 +32,16 @@ pub enum ApiError {
     IndexBackPressure {
         provisioned: bool,
     },
+    /// A single-item write met a running transaction on its item.
+    TransactionConflict,
+    /// A transaction was canceled; one reason per item, in request order.
+    TransactionCanceled {
+        reasons: Vec<Value>,
+    },
+    /// The ClientRequestToken was used by a different request.
+    IdempotentParameterMismatch,
+    /// The ClientRequestToken's transaction is still running.
+    TransactionInProgress,
     InternalServerError(String),
     ServiceUnavailable(String),
     RequestTooLarge,
@@ -99,6 +109,36 @@ impl ApiError {
                 400,
                 "com.amazon.coral.availability#ThrottlingException".to_string(),
                 Some("Throughput exceeds the current capacity for one or more global secondary indexes. DynamoDB is automatically scaling your index so please try again shortly.".into()),
+            ),
+            ApiError::TransactionConflict => (
+                400,
+                format!("{DDB}TransactionConflictException"),
+                Some("Transaction is ongoing for the item".into()),
+            ),
+            ApiError::TransactionCanceled { reasons } => {
+                let codes: Vec<&str> = reasons
+                    .iter()
+                    .map(|r| r.get("Code").and_then(Value::as_str).unwrap_or("None"))
+                    .collect();
+                let body = json!({
+                    "__type": format!("{DDB}TransactionCanceledException"),
+                    "CancellationReasons": reasons,
+                    "Message": format!(
+                        "Transaction cancelled, please refer cancellation reasons for specific reasons [{}]",
+                        codes.join(", ")
+                    ),
+                });
+                return (400, body);
+            }
+            ApiError::IdempotentParameterMismatch => (
+                400,
+                format!("{DDB}IdempotentParameterMismatchException"),
+                Some("DynamoDB rejected the request because you retried a request with a different payload but with an idempotent token that was already used.".into()),
+            ),
+            ApiError::TransactionInProgress => (
+                400,
+                format!("{DDB}TransactionInProgressException"),
+                Some("The transaction with the given request token is already in progress.".into()),
             ),
             ApiError::InternalServerError(m) => {
                 (500, format!("{DDB}InternalServerError"), Some(m.clone()))

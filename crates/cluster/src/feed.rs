@@ -248,7 +248,7 @@ async fn send(
         };
         let cmd = Command::IndexApply(batch);
         router
-            .propose_to_index(&table.meta.name, g.id, p.hash_lo, cmd)
+            .propose_at(&table.meta.name, Some(g.id), p.hash_lo, cmd)
             .await?;
     }
     Ok(())

@@ -24,6 +24,7 @@ use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
+use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
 use dynaraft_storage::wal::Wal;
 use dynaraft_storage::{Outcome, StorageError, machine, sled};
@@ -276,14 +277,47 @@ impl Host {
         Ok(())
     }
 
+    /// The item at `storage_key`, and the intent of a transaction holding
+    /// it, if any.
     pub async fn read_item(
         &self,
         group: u64,
         storage_key: &[u8],
         consistent: bool,
-    ) -> Result<Option<Item>, ClusterError> {
+    ) -> Result<(Option<Item>, Option<txn::IntentView>), ClusterError> {
         self.read_barrier(group, consistent).await?;
-        Ok(machine::read_item(&self.inner.tree, group, storage_key)?)
+        let tree = &self.inner.tree;
+        // The intent first: an item read after it is at least as new, so a
+        // transaction resolved in between is seen applied, not missed.
+        let intent = txn::read_intent(tree, group, storage_key)?;
+        Ok((machine::read_item(tree, group, storage_key)?, intent))
+    }
+
+    /// Items with their stamps and intents, read at the leader
+    /// (TransactGetItems).
+    pub async fn read_slots(
+        &self,
+        group: u64,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<txn::Slot>, ClusterError> {
+        self.read_barrier(group, true).await?;
+        let tree = &self.inner.tree;
+        let slots: Result<Vec<_>, _> = keys
+            .iter()
+            .map(|k| txn::read_slot(tree, group, k))
+            .collect();
+        Ok(slots?)
+    }
+
+    /// A transaction record, read at the leader.
+    pub async fn read_record(
+        &self,
+        group: u64,
+        id: txn::TxnId,
+    ) -> Result<Option<txn::TxnRecord>, ClusterError> {
+        self.read_barrier(group, true).await?;
+        let ov = machine::Overlay::new(&self.inner.tree);
+        Ok(txn::record(&ov, group, id)?)
     }
 
     /// Reads `[lo, hi)` of the group's items, or of one of its local

@@ -29,6 +29,7 @@ pub mod repair;
 pub mod router;
 pub mod service;
 pub mod ttl;
+pub mod txn;
 pub mod wire;
 
 pub use catalog::{Catalog, CatalogWatch, Table};

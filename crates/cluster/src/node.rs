@@ -151,6 +151,8 @@ pub(crate) fn spawn_replica_tasks(
     let c = catalog.clone();
     let every = Duration::from_millis(ttl_sweep_ms.max(1));
     host.spawn(move |h, stop| ttl::run(h, c, every, stop));
+    let (c, r) = (catalog.clone(), router.clone());
+    host.spawn(move |h, stop| crate::txn::run(h, r, c, stop));
 }
 
 /// Records the node (address and zone) in the registry through `router`,

@@ -28,6 +28,7 @@ use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
 use crate::node::ControlMember;
 use crate::remote::Remote;
+use crate::txn::{Failpoint, TXN_WRITE_SETTLE_ATTEMPTS};
 use crate::wire::{self, GroupStats, Reply, Request};
 use arc_swap::ArcSwap;
 use dynaraft_model::Item;
@@ -36,6 +37,7 @@ use dynaraft_storage::catalog::{key_hash, partition_index};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
+use dynaraft_storage::txn::TxnState;
 use dynaraft_storage::{Outcome, PartitionMeta, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -67,6 +69,8 @@ struct Inner {
     remote: Remote,
     /// Last known leader per group (replaced whole on change).
     leaders: ArcSwap<HashMap<u64, NodeId>>,
+    /// Where transactions coordinated here stop (tests' fault injection).
+    failpoint: std::sync::Mutex<Failpoint>,
 }
 
 impl Router {
@@ -83,8 +87,21 @@ impl Router {
                 control,
                 remote,
                 leaders: ArcSwap::from_pointee(HashMap::new()),
+                failpoint: std::sync::Mutex::new(Failpoint::None),
             }),
         }
+    }
+
+    /// Makes transactions coordinated by this router stop at `f`, as if
+    /// their coordinator died there (fault injection for tests).
+    pub fn set_txn_failpoint(&self, f: Failpoint) {
+        if let Ok(mut g) = self.inner.failpoint.lock() {
+            *g = f;
+        }
+    }
+
+    pub(crate) fn txn_failpoint(&self) -> Failpoint {
+        self.inner.failpoint.lock().map_or(Failpoint::None, |g| *g)
     }
 
     pub fn catalog(&self) -> &CatalogWatch {
@@ -151,13 +168,27 @@ impl Router {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(INDEX_BACKPRESSURE_WAIT_MS);
         let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut settled = 0;
         let target = Target::key(table, &cmd.storage_key);
+        let key = cmd.storage_key.clone();
         let call = Request::Propose(Command::Write(cmd));
         loop {
             let outcome = match self.route(target.clone(), true, &call).await? {
                 Reply::Proposed(o, _) => o,
                 _ => return Err(ClusterError::Unavailable("unexpected reply".into())),
             };
+            // A transaction holds the item: settle it if it is decided or
+            // abandoned, then try again.
+            if let Outcome::TxnConflict(intent) = &outcome
+                && settled < TXN_WRITE_SETTLE_ATTEMPTS
+            {
+                settled += 1;
+                let state = self.settle(&table.meta.name, &key, intent).await;
+                if state.is_ok_and(|s| s != TxnState::Pending) {
+                    continue;
+                }
+                return Ok(outcome);
+            }
             if !matches!(outcome, Outcome::IndexLagging) || tokio::time::Instant::now() >= deadline
             {
                 return Ok(outcome);
@@ -170,20 +201,16 @@ impl Router {
         }
     }
 
-    /// Proposes `cmd` to the partition of global index `index` of `table`
-    /// whose hash range holds `hash` (the index feeder's writes).
-    pub async fn propose_to_index(
+    /// Proposes `cmd` to the partition of `table` (or of its global index
+    /// `index`) whose hash range holds `hash`.
+    pub async fn propose_at(
         &self,
         table: &str,
-        index: u32,
+        index: Option<u32>,
         hash: u64,
         cmd: Command,
     ) -> Result<Outcome, ClusterError> {
-        let target = Target::Partition {
-            table,
-            index: Some(index),
-            hash,
-        };
+        let target = Target::Partition { table, index, hash };
         match self.route(target, true, &Request::Propose(cmd)).await? {
             Reply::Proposed(o, _) => Ok(o),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
@@ -203,6 +230,7 @@ impl Router {
         let target = Target::key(table, storage_key);
         match self.route(target, consistent, &call).await? {
             Reply::Item(i) => Ok(i),
+            Reply::Pending { item, intent } => self.committed_view(item, &intent).await,
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
     }
@@ -365,7 +393,7 @@ impl Router {
 
     /// Tries replicas of `target`'s group until one serves `call`,
     /// following leader hints and newer maps, within [`ROUTE_DEADLINE_MS`].
-    async fn route(
+    pub(crate) async fn route(
         &self,
         target: Target<'_>,
         needs_leader: bool,
@@ -477,7 +505,7 @@ impl Router {
 /// table (or of its global index `index`) whose hash range holds `hash`
 /// (resolved again from the newest catalog on every attempt).
 #[derive(Clone)]
-enum Target<'a> {
+pub(crate) enum Target<'a> {
     Control,
     Partition {
         table: &'a str,
@@ -488,7 +516,7 @@ enum Target<'a> {
 
 impl<'a> Target<'a> {
     /// The partition owning `storage_key` (its first 8 bytes are the hash).
-    fn key(table: &'a Table, storage_key: &[u8]) -> Target<'a> {
+    pub(crate) fn key(table: &'a Table, storage_key: &[u8]) -> Target<'a> {
         Target::hash(table, key_hash(storage_key))
     }
 

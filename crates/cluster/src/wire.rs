@@ -9,6 +9,7 @@ use crate::host::Host;
 use dynaraft_model::{Item, KeySchema};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
+use dynaraft_storage::txn::{IntentView, Slot, TxnId, TxnRecord};
 use dynaraft_storage::{NodeRecord, Outcome, StorageError, TableMeta};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -35,6 +36,14 @@ pub enum Request {
         opts: ReadOptions,
         consistent: bool,
     },
+    /// Items with their stamps and intents, at the leader (TransactGetItems).
+    TxnRead {
+        keys: Vec<Vec<u8>>,
+    },
+    /// A transaction record, at the leader of its anchor.
+    TxnRecord {
+        txn: TxnId,
+    },
     /// Item count and bytes, and those of the first `local_indexes` local
     /// indexes.
     Stats {
@@ -56,6 +65,13 @@ pub enum Request {
 pub enum Reply {
     Proposed(Outcome, u64),
     Item(Option<Item>),
+    /// The item, which a transaction holds (its intent).
+    Pending {
+        item: Option<Item>,
+        intent: IntentView,
+    },
+    Slots(Vec<Slot>),
+    TxnRecord(Option<TxnRecord>),
     Page(Page),
     Stats(GroupStats),
     Pong,
@@ -172,9 +188,12 @@ pub async fn execute(
                 })??;
             Reply::Proposed(o, i)
         }
-        Request::Get { key, consistent } => {
-            Reply::Item(host.read_item(group, &key, consistent).await?)
-        }
+        Request::Get { key, consistent } => match host.read_item(group, &key, consistent).await? {
+            (item, None) => Reply::Item(item),
+            (item, Some(intent)) => Reply::Pending { item, intent },
+        },
+        Request::TxnRead { keys } => Reply::Slots(host.read_slots(group, &keys).await?),
+        Request::TxnRecord { txn } => Reply::TxnRecord(host.read_record(group, txn).await?),
         Request::Range {
             schema,
             index,

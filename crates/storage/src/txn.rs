@@ -8,6 +8,8 @@
 //! [group] 0x09 [txn id u128]   transaction record (on the anchor partition)
 //! [group] 0x0A [token]         ClientRequestToken -> txn id (anchor)
 //! [group] 0x0B [storage key]   stamp: write sequence of the item's last change
+//! [group] 0x0C [ts][txn id]    records not yet finished, by creation time
+//! [group] 0x0D [ts][txn id]    every record, by creation time (for expiry)
 //! [group] 0x00 "wseq"          last write sequence assigned
 //! [group] 0x00 "last_delete"   write sequence of the last delete
 //! ```
@@ -42,6 +44,8 @@ const INTENTS: u8 = 0x08;
 const RECORDS: u8 = 0x09;
 const TOKENS: u8 = 0x0A;
 const STAMPS: u8 = 0x0B;
+const OPEN: u8 = 0x0C;
+const EXPIRY: u8 = 0x0D;
 
 /// Where a transaction's record lives: the partition of `table` whose hash
 /// range holds `hash`.
@@ -210,8 +214,22 @@ pub fn record(ov: &Overlay, group: u64, txn: TxnId) -> Result<Option<TxnRecord>,
     }
 }
 
+fn by_time(group: u64, space: u8, ts_ms: u64, txn: TxnId) -> Vec<u8> {
+    let mut rest = ts_ms.to_be_bytes().to_vec();
+    rest.extend_from_slice(&txn.to_be_bytes());
+    key_in(group, space, &rest)
+}
+
+/// Stores a record, keeping the time indexes in step with it.
 fn put_record(ov: &mut Overlay, group: u64, txn: TxnId, r: &TxnRecord) {
     ov.put(record_key(group, txn), to_json(r));
+    ov.put(by_time(group, EXPIRY, r.ts_ms, txn), Vec::new());
+    let open = by_time(group, OPEN, r.ts_ms, txn);
+    if r.finished {
+        ov.del(open);
+    } else {
+        ov.put(open, Vec::new());
+    }
 }
 
 fn token_txn(ov: &Overlay, group: u64, token: &str) -> Result<Option<TxnId>, StorageError> {
@@ -241,15 +259,17 @@ pub(crate) fn stamp(
 }
 
 /// Reads `storage_key` with its stamp and intent, for TransactGetItems.
+/// The reads are not atomic against applies, so their order matters: the
+/// intent and both stamps are read before the item, so a change landing
+/// in between leaves an old stamp beside the new item, and the caller's
+/// second read of the stamp sees the difference.
 pub fn read_slot(tree: &sled::Tree, group: u64, storage_key: &[u8]) -> Result<Slot, StorageError> {
     let ov = Overlay::new(tree);
-    let item = current_item(&ov, group, storage_key)?;
-    let stamp = if item.is_some() {
-        ov.get_u64(&key_in(group, STAMPS, storage_key))?
-    } else {
-        ov.get_u64(&meta_key(group, "last_delete"))?
-    };
     let intent = intent(&ov, group, storage_key)?.map(|i| i.view());
+    let own = ov.get_u64(&key_in(group, STAMPS, storage_key))?;
+    let last_delete = ov.get_u64(&meta_key(group, "last_delete"))?;
+    let item = current_item(&ov, group, storage_key)?;
+    let stamp = if item.is_some() { own } else { last_delete };
     Ok(Slot {
         item,
         stamp,
@@ -266,20 +286,47 @@ pub fn read_intent(
     Ok(intent(&Overlay::new(tree), group, storage_key)?.map(|i| i.view()))
 }
 
-/// Every transaction record of `group` (for its sweeper).
-pub fn records(tree: &sled::Tree, group: u64) -> Result<Vec<(TxnId, TxnRecord)>, StorageError> {
+/// Ids in time index `space` of `group` created before `before_ms`.
+fn older(
+    tree: &sled::Tree,
+    group: u64,
+    space: u8,
+    before_ms: u64,
+) -> Result<Vec<TxnId>, StorageError> {
+    let lo = key_in(group, space, &[]);
+    let hi = key_in(group, space, &before_ms.to_be_bytes());
     let mut out = Vec::new();
-    for kv in tree.scan_prefix(key_in(group, RECORDS, &[])) {
-        let (k, v) = kv?;
+    for kv in tree.range(lo..hi) {
+        let (k, _) = kv?;
         let id = k
-            .get(9..)
+            .get(17..)
             .and_then(|b| <[u8; 16]>::try_from(b).ok())
             .map(u128::from_be_bytes)
-            .ok_or_else(|| StorageError::Corrupt("txn record key".into()))?;
-        let r: TxnRecord = serde_json::from_slice(&v).map_err(|e| corrupt("txn record", e))?;
-        out.push((id, r));
+            .ok_or_else(|| StorageError::Corrupt("txn time index key".into()))?;
+        out.push(id);
     }
     Ok(out)
+}
+
+/// A sweeper's work: unfinished records, and ids of expired records.
+pub type Due = (Vec<(TxnId, TxnRecord)>, Vec<TxnId>);
+
+/// Work for `group`'s sweeper: unfinished records created before
+/// `stuck_before_ms`, and ids of records created before `expired_before_ms`.
+pub fn due(
+    tree: &sled::Tree,
+    group: u64,
+    stuck_before_ms: u64,
+    expired_before_ms: u64,
+) -> Result<Due, StorageError> {
+    let ov = Overlay::new(tree);
+    let mut stuck = Vec::new();
+    for id in older(tree, group, OPEN, stuck_before_ms)? {
+        if let Some(r) = record(&ov, group, id)? {
+            stuck.push((id, r));
+        }
+    }
+    Ok((stuck, older(tree, group, EXPIRY, expired_before_ms)?))
 }
 
 /// Every intent of `group`, with its item's storage key (for its sweeper).
@@ -513,6 +560,8 @@ pub(crate) fn forget(
                 ov.del(key_in(group, TOKENS, t.as_bytes()));
             }
             ov.del(record_key(group, *txn));
+            ov.del(by_time(group, OPEN, r.ts_ms, *txn));
+            ov.del(by_time(group, EXPIRY, r.ts_ms, *txn));
         }
     }
     Ok(Outcome::Done)
@@ -625,6 +674,11 @@ mod tests {
         let before = read_slot(&t, GROUP, b"a").unwrap();
         let o = run(&t, prepare(5, true, false, vec![put("a", 9, None)]));
         assert!(matches!(o, Outcome::TxnPrepared(f) if f.is_empty()));
+        let stuck = due(&t, GROUP, 8, 0).unwrap().0;
+        assert_eq!(
+            stuck.first().map(|(id, r)| (*id, r.state)),
+            Some((5, TxnState::Pending))
+        );
         // Prepared, not applied: readers see the old item and the intent.
         let slot = read_slot(&t, GROUP, b"a").unwrap();
         assert_eq!((slot.item.clone(), slot.stamp), (before.item, before.stamp));
@@ -722,7 +776,12 @@ mod tests {
         let other = run(&t, prepare(3, true, true, vec![put("a", 5, None)]));
         assert!(matches!(other, Outcome::TxnMismatch));
         // Past the window the token is forgotten.
+        let (stuck, expired) = due(&t, GROUP, 8, 8).unwrap();
+        assert!(stuck.is_empty(), "committed in one command: finished");
+        assert_eq!(expired, vec![1]);
+        assert!(due(&t, GROUP, 7, 7).unwrap().1.is_empty(), "created at 7");
         run(&t, Command::TxnForget { txns: vec![1] });
+        assert!(due(&t, GROUP, 8, 8).unwrap().1.is_empty());
         let later = run(&t, prepare(3, true, true, vec![put("a", 5, None)]));
         assert!(matches!(later, Outcome::TxnPrepared(f) if f.is_empty()));
     }

@@ -19,6 +19,8 @@ mod query;
 mod scan;
 mod tags;
 mod time_to_live;
+mod transact_get_items;
+mod transact_write_items;
 mod update_item;
 mod update_table;
 pub mod write;
@@ -47,6 +49,8 @@ const OPERATIONS: &[&str] = &[
     "Query",
     "Scan",
     "TagResource",
+    "TransactGetItems",
+    "TransactWriteItems",
     "UntagResource",
     "UpdateItem",
     "UpdateTable",
@@ -77,6 +81,8 @@ pub async fn dispatch(api: &Api, op: &str, body: Value) -> Result<Value, ApiErro
         "Scan" => scan::execute(api, &body).await,
         "TagResource" => tags::tag(api, &body).await,
         "UntagResource" => tags::untag(api, &body).await,
+        "TransactGetItems" => transact_get_items::execute(api, &body).await,
+        "TransactWriteItems" => transact_write_items::execute(api, &body).await,
         "UpdateItem" => update_item::execute(api, &body).await,
         "UpdateTable" => update_table::execute(api, &body).await,
         "DescribeTimeToLive" => time_to_live::describe(api, &body),

@@ -4,15 +4,37 @@ use super::write::{WriteOptions, WriteRequest, condition_source, write};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
+use dynaraft_cluster::Table;
 use dynaraft_expr::projection::project;
 use dynaraft_expr::{ExprKind, Path, parse_condition, parse_update};
 use dynaraft_storage::WriteKind;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
-    let key = required_item(body, "Key", "key")?;
     let opts = WriteOptions::from_body(body, false)?;
+    let (table, request, targets) = plan(api, body, opts.old_on_failure)?;
+    let w = write(api, &table, request).await?;
+    let attrs = match opts.return_values.as_str() {
+        "ALL_OLD" => w.old.clone(),
+        "ALL_NEW" => w.new.clone(),
+        "UPDATED_OLD" => w.old.as_ref().map(|o| project(o, &targets)),
+        "UPDATED_NEW" => w.new.as_ref().map(|n| project(n, &targets)),
+        _ => None,
+    };
+    Ok(opts.response(&name, attrs, &w))
+}
+
+/// Parses and validates an update (UpdateItem, or a transaction's Update),
+/// with the paths its update expression sets or removes.
+pub fn plan(
+    api: &Api,
+    body: &Value,
+    old_on_failure: bool,
+) -> Result<(Arc<Table>, WriteRequest, Vec<Path>), ApiError> {
+    let name = table_name(body)?;
+    let key = required_item(body, "Key", "key")?;
     let mut input = ExprInput::from_body(
         body,
         &["UpdateExpression", "ConditionExpression"],
@@ -52,28 +74,15 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         parse_condition(c, ExprKind::Condition, &mut subs)?;
     }
     subs.check_unused()?;
-    let (names, values) = (input.names.clone(), input.values_json());
-    let w = write(
-        api,
-        &table,
-        WriteRequest {
-            kind: WriteKind::Update,
-            key,
-            item: None,
-            condition,
-            update,
-            names,
-            values,
-            old_on_failure: opts.old_on_failure,
-        },
-    )
-    .await?;
-    let attrs = match opts.return_values.as_str() {
-        "ALL_OLD" => w.old.clone(),
-        "ALL_NEW" => w.new.clone(),
-        "UPDATED_OLD" => w.old.as_ref().map(|o| project(o, &targets)),
-        "UPDATED_NEW" => w.new.as_ref().map(|n| project(n, &targets)),
-        _ => None,
+    let request = WriteRequest {
+        kind: WriteKind::Update,
+        key,
+        item: None,
+        condition,
+        update,
+        names: input.names.clone(),
+        values: input.values_json(),
+        old_on_failure,
     };
-    Ok(opts.response(&name, attrs, &w))
+    Ok((table, request, targets))
 }

@@ -144,7 +144,7 @@ impl WriteRequest {
         item: Option<Item>,
         condition: Option<String>,
         input: &crate::params::ExprInput,
-        opts: &WriteOptions,
+        old_on_failure: bool,
     ) -> WriteRequest {
         WriteRequest {
             kind,
@@ -154,7 +154,7 @@ impl WriteRequest {
             update: None,
             names: input.names.clone(),
             values: input.values_json(),
-            old_on_failure: opts.old_on_failure,
+            old_on_failure,
         }
     }
 }
@@ -191,24 +191,29 @@ impl Written {
     }
 }
 
-pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
+/// The command that carries `req` to its partition.
+pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteCommand, ApiError> {
     let storage_key = table.schema.storage_key(&req.key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;
-    let cmd = WriteCommand {
+    Ok(WriteCommand {
         kind: req.kind,
         storage_key,
         key: item_to_json(&req.key),
         item: req.item.as_ref().map(item_to_json),
-        condition: req.condition,
-        update: req.update,
-        names: req.names,
-        values: req.values,
+        condition: req.condition.clone(),
+        update: req.update.clone(),
+        names: req.names.clone(),
+        values: req.values.clone(),
         local: table
             .meta
             .local_index_specs(api.cfg.item_collection_limit_bytes),
         global: table.meta.global_key_specs(),
-    };
+    })
+}
+
+pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
+    let cmd = command(api, table, &req)?;
     match api.router.write(table, cmd).await? {
         Outcome::Written {
             old,
@@ -235,6 +240,7 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
         }),
         Outcome::Invalid(m) => Err(ApiError::Validation(m)),
         Outcome::CollectionTooLarge => Err(ApiError::ItemCollectionSizeLimitExceeded),
+        Outcome::TxnConflict(_) => Err(ApiError::TransactionConflict),
         Outcome::IndexLagging => Err(ApiError::IndexBackPressure {
             provisioned: table.meta.billing_mode != "PAY_PER_REQUEST",
         }),

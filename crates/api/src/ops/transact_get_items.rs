@@ -1,0 +1,90 @@
+//! TransactGetItems: up to 100 items across tables, read as of one moment
+//! (see `dynaraft_cluster::txn`); items a running transaction holds cancel
+//! the read with TransactionConflict, as in DynamoDB.
+
+use super::transact_write_items::{reasons, transact_items};
+use crate::Api;
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_expr::projection::project;
+use dynaraft_model::value::{item_from_json, item_size_bytes, item_to_json};
+use dynaraft_storage::txn::Failure;
+use dynaraft_storage::{WriteCommand, WriteKind};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashSet};
+
+pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let items = transact_items(body)?;
+    let mode = capacity_mode(body)?;
+    let mut keys = Vec::with_capacity(items.len());
+    let mut projections = Vec::with_capacity(items.len());
+    let mut seen = HashSet::new();
+    for entry in items {
+        let spec = entry.get("Get").filter(|g| g.is_object()).ok_or_else(|| {
+            ApiError::validation(
+                "1 validation error detected: Value null at 'transactItems.member.get' failed to satisfy constraint: Member must not be null",
+            )
+        })?;
+        let name = table_name(spec)?;
+        let key = item_from_json(spec.get("Key").unwrap_or(&Value::Null))?;
+        let projection = super::query::projection(spec)?;
+        let table = active_table(api, &name)?;
+        table.schema.validate_key(&key)?;
+        let storage_key = table.schema.storage_key(&key).ok_or_else(|| {
+            ApiError::validation("The provided key element does not match the schema")
+        })?;
+        if !seen.insert((name, storage_key.clone())) {
+            return Err(ApiError::validation(
+                "Transaction request cannot include multiple operations on one item",
+            ));
+        }
+        let check = WriteCommand {
+            kind: WriteKind::Check,
+            storage_key,
+            key: Value::Null,
+            item: None,
+            condition: None,
+            update: None,
+            names: BTreeMap::new(),
+            values: Value::Null,
+            local: None,
+            global: Vec::new(),
+        };
+        keys.push((table, check));
+        projections.push(projection);
+    }
+    let read = match api.router.transact_get(&keys).await? {
+        Ok(read) => read,
+        Err(held) => {
+            let failures: Vec<(u32, Failure)> =
+                held.into_iter().map(|p| (p, Failure::Conflict)).collect();
+            return Err(ApiError::TransactionCanceled {
+                reasons: reasons(items.len(), &failures, &[]),
+            });
+        }
+    };
+    let mut units: BTreeMap<String, f64> = BTreeMap::new();
+    let mut responses = Vec::with_capacity(read.len());
+    for ((item, projection), (table, _)) in read.into_iter().zip(&projections).zip(&keys) {
+        // Transactional reads cost two strongly consistent units per 4 KB.
+        let size = item.as_ref().map_or(0, item_size_bytes);
+        *units.entry(table.meta.name.clone()).or_default() += 2.0 * read_units(size, true);
+        let item = match (projection, item) {
+            (Some(p), Some(i)) => Some(project(&i, p)),
+            (_, i) => i,
+        };
+        responses.push(match item {
+            Some(i) => json!({ "Item": item_to_json(&i) }),
+            None => json!({}),
+        });
+    }
+    let mut out = json!({ "Responses": responses });
+    if mode != CapacityMode::None {
+        let caps: Vec<Value> = units
+            .iter()
+            .filter_map(|(n, u)| consumed(mode, n, *u, false))
+            .collect();
+        out["ConsumedCapacity"] = Value::Array(caps);
+    }
+    Ok(out)
+}
