@@ -288,3 +288,109 @@ async fn global_indexes_follow_writes_across_a_zone_loss() {
     assert!(converged("by_shard").await >= 95);
     c.stop().await;
 }
+
+/// Total of `accounts`' balances read with one TransactGetItems, once the
+/// read is not canceled by a running (or in-doubt) transaction.
+async fn transactional_total(c: &Client, accounts: &[String]) -> Option<i64> {
+    use aws_sdk_dynamodb::types::{Get, TransactGetItem};
+    let items = accounts.iter().map(|a| {
+        let g = Get::builder()
+            .table_name("accounts")
+            .key("pk", s(a))
+            .build()
+            .expect("get");
+        TransactGetItem::builder().get(g).build()
+    });
+    let out = c
+        .transact_get_items()
+        .set_transact_items(Some(items.collect()))
+        .send()
+        .await
+        .ok()?;
+    let sum = out
+        .responses()
+        .iter()
+        .filter_map(|r| match r.item()?.get("balance")? {
+            AttributeValue::N(v) => v.parse::<i64>().ok(),
+            _ => None,
+        });
+    Some(sum.sum())
+}
+
+/// The total once a TransactGetItems is not canceled (transactions left in
+/// doubt by a failure are settled within the recovery age).
+async fn settled_total(c: &Client, accounts: &[String]) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(total) = transactional_total(c, accounts).await {
+            return total;
+        }
+        assert!(Instant::now() < deadline, "the accounts stayed held");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Transfers between accounts in different partitions keep the total while
+/// a zone is lost and after it returns: a transaction is atomic whichever
+/// replicas lead its partitions, and one left in doubt by the failure is
+/// settled by the survivors (transaction-apis.html, "Isolation levels").
+#[tokio::test]
+async fn transactions_stay_atomic_across_a_zone_loss() {
+    use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+    const ACCOUNTS: usize = 6;
+    let mut c = TestCluster::start("txn", 3, 3).await;
+    create_table(&c.client, "accounts", None).await;
+    let names: Vec<String> = (0..ACCOUNTS).map(|i| format!("acct{i}")).collect();
+    for a in &names {
+        c.client
+            .put_item()
+            .table_name("accounts")
+            .item("pk", s(a))
+            .item("balance", n("100"))
+            .send()
+            .await
+            .expect("open account");
+    }
+    let client = c.client.clone();
+    let add = |pk: &str, delta: i64| {
+        let u = Update::builder()
+            .table_name("accounts")
+            .key("pk", s(pk))
+            .update_expression("SET balance = balance + :d")
+            .expression_attribute_values(":d", n(&delta.to_string()))
+            .build()
+            .expect("update");
+        TransactWriteItem::builder().update(u).build()
+    };
+    let transfer = async |i: usize| {
+        let (from, to) = (&names[i % ACCOUNTS], &names[(i + 1) % ACCOUNTS]);
+        client
+            .transact_write_items()
+            .transact_items(add(from, -7))
+            .transact_items(add(to, 7))
+            .send()
+            .await
+            .is_ok()
+    };
+    let mut committed = 0;
+    for i in 0..12 {
+        committed += transfer(i).await as usize;
+    }
+    assert_eq!(committed, 12, "every transfer commits with all zones up");
+    c.kill(0).await;
+    let mut without_a = 0;
+    for i in 12..30 {
+        without_a += transfer(i).await as usize;
+    }
+    assert!(
+        without_a >= 12,
+        "only {without_a} of 18 transfers committed without az-a"
+    );
+    assert_eq!(settled_total(&client, &names).await, 600);
+    c.restart(0).await;
+    for i in 30..36 {
+        transfer(i).await;
+    }
+    assert_eq!(settled_total(&client, &names).await, 600);
+    c.stop().await;
+}

@@ -132,7 +132,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                     }
                 }
             }
-            Err(ApiError::ServiceUnavailable(_)) => {
+            Err(ApiError::ServiceUnavailable(_) | ApiError::TransactionConflict) => {
                 if let Some(a) = unprocessed
                     .entry(name)
                     .or_insert_with(|| json!([]))
