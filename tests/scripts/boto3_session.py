@@ -153,6 +153,35 @@ def main():
             assert e.response["Error"]["Code"] == "ValidationException", e.response
         table.delete_item(Key={"customer": "c9", "order_id": 1000})
 
+        # Transactions: a transfer between two accounts commits as a whole
+        # (once per ClientRequestToken); an overdraft cancels it with the
+        # reasons in request order.
+        key = lambda c: {"customer": {"S": c}, "order_id": {"N": "0"}}
+        move = lambda c, d: {"Update": {
+            "TableName": "Orders", "Key": key(c),
+            "UpdateExpression": "SET points = points + :d", "ConditionExpression": "points >= :min",
+            "ExpressionAttributeValues": {":d": {"N": str(d)}, ":min": {"N": str(max(-d, 0))}},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}}
+        for c in ("t0", "t1"):
+            table.put_item(Item={"customer": c, "order_id": 0, "points": 10})
+        for _ in range(2):
+            client.transact_write_items(TransactItems=[move("t0", -3), move("t1", 3)],
+                                        ClientRequestToken="boto3-transfer")
+        got = client.transact_get_items(TransactItems=[
+            {"Get": {"TableName": "Orders", "Key": key(c)}} for c in ("t0", "t1")])["Responses"]
+        assert [int(r["Item"]["points"]["N"]) for r in got] == [7, 13], got
+        try:
+            client.transact_write_items(TransactItems=[move("t1", 100), move("t0", -100)])
+            raise AssertionError("an overdraft should cancel the transaction")
+        except ClientError as e:
+            assert e.response["Error"]["Code"] == "TransactionCanceledException", e.response
+            reasons = e.response["CancellationReasons"]
+            assert [r["Code"] for r in reasons] == ["None", "ConditionalCheckFailed"], reasons
+            assert reasons[1]["Item"]["points"] == {"N": "7"}, reasons
+        assert table.get_item(Key={"customer": "t1", "order_id": 0})["Item"]["points"] == 13
+        for c in ("t0", "t1"):
+            table.delete_item(Key={"customer": c, "order_id": 0})
+
         pages = list(client.get_paginator("scan").paginate(TableName="Orders", PaginationConfig={"PageSize": 7}))
         assert sum(p["Count"] for p in pages) == 60 and len(pages) >= 9, [p["Count"] for p in pages]
 
