@@ -4,7 +4,8 @@
 //! ([`reconcile`]), the router that sends each request to the right group
 //! and replica ([`router`]), liveness and re-replication of the replicas of
 //! down nodes ([`repair`]), the TTL sweeper ([`ttl`]), the global index
-//! feeder ([`feed`]), and the one-node
+//! feeder ([`feed`]), the transaction coordinator, recovery and sweeper
+//! ([`txn`]), and the one-node
 //! case of all of it ([`embedded`]); [`node`] starts a storage node of a
 //! multi-node cluster, [`service`] and [`remote`] are the two ends of the
 //! data RPCs whose payloads [`wire`] defines.

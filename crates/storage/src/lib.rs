@@ -1,7 +1,8 @@
 //! Storage: the node's write-ahead log with group commit ([`wal`]), the
 //! deterministic state machine over sled ([`machine`], with the control
 //! plane's catalog commands in [`control`], local indexes in [`index`] and
-//! global indexes' change log and apply in [`global`]), the commands it
+//! global indexes' change log and apply in [`global`], transactions'
+//! intents, records and stamps in [`txn`]), the commands it
 //! applies ([`command`]) and the catalog they describe ([`catalog`]), reads
 //! for GetItem/Query/Scan ([`read`]), and making sled durable
 //! ([`durability`]). Replication and the lifecycle of groups live above, in
