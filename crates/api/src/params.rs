@@ -347,6 +347,23 @@ pub fn consumed(mode: CapacityMode, table: &str, units: f64, write: bool) -> Opt
     }
 }
 
+/// Adds `ConsumedCapacity` as a list with one entry per table (the batch
+/// and transaction operations), unless capacity is not requested.
+pub fn insert_consumed_list(
+    out: &mut Value,
+    mode: CapacityMode,
+    units: &BTreeMap<String, f64>,
+    write: bool,
+) {
+    if mode != CapacityMode::None {
+        let caps: Vec<Value> = units
+            .iter()
+            .filter_map(|(n, u)| consumed(mode, n, *u, write))
+            .collect();
+        out["ConsumedCapacity"] = Value::Array(caps);
+    }
+}
+
 pub fn insert_opt(out: &mut Value, key: &str, v: Option<Value>) {
     if let (Some(v), Some(o)) = (v, out.as_object_mut()) {
         o.insert(key.to_string(), v);

@@ -148,12 +148,6 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     if !collections.is_empty() {
         out["ItemCollectionMetrics"] = Value::Object(collections);
     }
-    if mode != CapacityMode::None {
-        let caps: Vec<Value> = units
-            .iter()
-            .filter_map(|(n, u)| consumed(mode, n, *u, true))
-            .collect();
-        out["ConsumedCapacity"] = Value::Array(caps);
-    }
+    insert_consumed_list(&mut out, mode, &units, true);
     Ok(out)
 }

@@ -79,12 +79,6 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         });
     }
     let mut out = json!({ "Responses": responses });
-    if mode != CapacityMode::None {
-        let caps: Vec<Value> = units
-            .iter()
-            .filter_map(|(n, u)| consumed(mode, n, *u, false))
-            .collect();
-        out["ConsumedCapacity"] = Value::Array(caps);
-    }
+    insert_consumed_list(&mut out, mode, &units, false);
     Ok(out)
 }

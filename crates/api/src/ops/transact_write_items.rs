@@ -203,13 +203,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     match result {
         TxnResult::Committed => {
             let mut out = json!({});
-            if mode != CapacityMode::None {
-                let caps: Vec<Value> = units
-                    .iter()
-                    .filter_map(|(n, u)| consumed(mode, n, *u, true))
-                    .collect();
-                out["ConsumedCapacity"] = Value::Array(caps);
-            }
+            insert_consumed_list(&mut out, mode, &units, true);
             Ok(out)
         }
         TxnResult::Canceled(failures) => Err(ApiError::TransactionCanceled {
