@@ -67,7 +67,10 @@ pub async fn serve(
         .add_service(raft)
         .add_service(data)
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Accepted sockets default to Nagle's algorithm, which holds a
+            // small reply behind an unacknowledged one until the peer's
+            // delayed ACK (~40 ms): replies must go out at once.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move { dynaraft_storage::stop_requested(&mut stop).await },
         )
         .await

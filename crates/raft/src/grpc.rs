@@ -188,7 +188,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(transport_service(registry))
         .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
+            // Accepted sockets default to Nagle's algorithm, which holds a
+            // small reply behind an unacknowledged one until the peer's
+            // delayed ACK (~40 ms): replies must go out at once.
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
         )
         .await
