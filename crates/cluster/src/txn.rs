@@ -99,8 +99,9 @@ struct Share<'a> {
     table: &'a str,
     hash: u64,
     group: u64,
-    ops: Vec<TxnOp>,
+    /// The items' positions in the request, in order.
     positions: Vec<usize>,
+    keys: Vec<Vec<u8>>,
 }
 
 fn group_of(table: &Table, hash: u64) -> Result<u64, ClusterError> {
@@ -115,27 +116,23 @@ fn group_of(table: &Table, hash: u64) -> Result<u64, ClusterError> {
 
 /// Groups `(table, storage key)` pairs by partition, first appearance first.
 fn shares<'a>(
-    keys: impl Iterator<Item = (&'a Table, &'a WriteCommand)>,
+    keys: impl Iterator<Item = (&'a Table, &'a [u8])>,
 ) -> Result<Vec<Share<'a>>, ClusterError> {
     let mut out: Vec<Share> = Vec::new();
-    for (pos, (table, write)) in keys.enumerate() {
-        let hash = key_hash(&write.storage_key);
+    for (pos, (table, key)) in keys.enumerate() {
+        let hash = key_hash(key);
         let group = group_of(table, hash)?;
-        let op = TxnOp {
-            pos: pos as u32,
-            write: write.clone(),
-        };
         match out.iter_mut().find(|s| s.group == group) {
             Some(s) => {
-                s.ops.push(op);
                 s.positions.push(pos);
+                s.keys.push(key.to_vec());
             }
             None => out.push(Share {
                 table: &table.meta.name,
                 hash,
                 group,
-                ops: vec![op],
                 positions: vec![pos],
+                keys: vec![key.to_vec()],
             }),
         }
     }
@@ -156,7 +153,10 @@ impl Router {
         token: Option<String>,
         fingerprint: String,
     ) -> Result<TxnResult, ClusterError> {
-        let shares = shares(items.iter().map(|i| (i.table.as_ref(), &i.write)))?;
+        let keys = items
+            .iter()
+            .map(|i| (i.table.as_ref(), i.write.storage_key.as_slice()));
+        let shares = shares(keys)?;
         let Some(first) = shares.first() else {
             return Ok(TxnResult::Committed);
         };
@@ -169,7 +169,7 @@ impl Router {
             .map(|s| Participant {
                 table: s.table.to_string(),
                 hash: s.hash,
-                keys: s.ops.iter().map(|o| o.write.storage_key.clone()).collect(),
+                keys: s.keys.clone(),
             })
             .collect();
         let single = shares.len() == 1;
@@ -185,7 +185,17 @@ impl Router {
                 anchor: anchor.clone(),
                 record,
                 commit_now: single,
-                ops: s.ops.clone(),
+                ops: s
+                    .positions
+                    .iter()
+                    .filter_map(|p| {
+                        let write = items.get(*p)?.write.clone();
+                        Some(TxnOp {
+                            pos: *p as u32,
+                            write,
+                        })
+                    })
+                    .collect(),
             }));
             self.propose_at(s.table, None, s.hash, cmd)
         });
@@ -341,13 +351,10 @@ impl Router {
     }
 
     /// Reads items with their stamps at their leaders, in `keys` order.
-    async fn read_slots(
-        &self,
-        keys: &[(Arc<Table>, WriteCommand)],
-    ) -> Result<Vec<Slot>, ClusterError> {
-        let shares = shares(keys.iter().map(|(t, w)| (t.as_ref(), w)))?;
+    async fn read_slots(&self, keys: &[(Arc<Table>, Vec<u8>)]) -> Result<Vec<Slot>, ClusterError> {
+        let shares = shares(keys.iter().map(|(t, k)| (t.as_ref(), k.as_slice())))?;
         let reads = shares.iter().map(|s| {
-            let keys = s.ops.iter().map(|o| o.write.storage_key.clone()).collect();
+            let keys = s.keys.clone();
             let target = Target::Partition {
                 table: s.table,
                 index: None,
@@ -373,10 +380,10 @@ impl Router {
 
     /// TransactGetItems: the items, all as of one moment, or the positions
     /// of the items a running transaction holds (or that kept changing).
-    /// `keys` are bare `Check` commands naming the items.
+    /// `keys` are the items' tables and storage keys.
     pub async fn transact_get(
         &self,
-        keys: &[(Arc<Table>, WriteCommand)],
+        keys: &[(Arc<Table>, Vec<u8>)],
     ) -> Result<Result<Vec<Option<Item>>, Vec<u32>>, ClusterError> {
         let mut changed = Vec::new();
         for _ in 0..TXN_READ_ATTEMPTS {
@@ -384,13 +391,10 @@ impl Router {
             let mut held = Vec::new();
             let mut settled = false;
             for (pos, slot) in first.iter().enumerate() {
-                let (Some(intent), Some((table, w))) = (&slot.intent, keys.get(pos)) else {
+                let (Some(intent), Some((table, key))) = (&slot.intent, keys.get(pos)) else {
                     continue;
                 };
-                match self
-                    .settle(&table.meta.name, &w.storage_key, intent)
-                    .await?
-                {
+                match self.settle(&table.meta.name, key, intent).await? {
                     TxnState::Pending => held.push(pos as u32),
                     _ => settled = true,
                 }

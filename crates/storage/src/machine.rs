@@ -270,12 +270,7 @@ pub fn read_item(
     group: u64,
     storage_key: &[u8],
 ) -> Result<Option<Item>, StorageError> {
-    match tree.get(item_key(group, storage_key))? {
-        Some(b) => Ok(Some(
-            decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
-        )),
-        None => Ok(None),
-    }
+    current_item(&Overlay::new(tree), group, storage_key)
 }
 
 /// Applies one entry of `group`.

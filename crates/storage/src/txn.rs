@@ -385,7 +385,8 @@ pub(crate) fn prepare(
     }
     let mut failures = Vec::new();
     // Decided already (a recoverer gave up on it): it can only abort.
-    if p.record.is_some() && record(ov, group, p.txn)?.is_some() {
+    let recorded = p.record.is_some() && record(ov, group, p.txn)?.is_some();
+    if recorded {
         failures.extend(p.ops.first().map(|op| (op.pos, Failure::Conflict)));
     }
     let mut decided = Vec::new();
@@ -437,7 +438,7 @@ pub(crate) fn prepare(
         }
     }
     if let Some(init) = &p.record
-        && record(ov, group, p.txn)?.is_none()
+        && !recorded
     {
         let rec = TxnRecord {
             state,

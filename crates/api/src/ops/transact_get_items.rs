@@ -9,7 +9,6 @@ use crate::params::*;
 use dynaraft_expr::projection::project;
 use dynaraft_model::value::{item_from_json, item_size_bytes, item_to_json};
 use dynaraft_storage::txn::Failure;
-use dynaraft_storage::{WriteCommand, WriteKind};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 
@@ -38,19 +37,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 "Transaction request cannot include multiple operations on one item",
             ));
         }
-        let check = WriteCommand {
-            kind: WriteKind::Check,
-            storage_key,
-            key: Value::Null,
-            item: None,
-            condition: None,
-            update: None,
-            names: BTreeMap::new(),
-            values: Value::Null,
-            local: None,
-            global: Vec::new(),
-        };
-        keys.push((table, check));
+        keys.push((table, storage_key));
         projections.push(projection);
     }
     let read = match api.router.transact_get(&keys).await? {
