@@ -96,7 +96,7 @@ impl TestCluster {
             let node = c.open(i, l).await;
             c.nodes.push(Some(node));
         }
-        let router = RouterNode::start(&c.members);
+        let router = RouterNode::start(&c.members, Default::default());
         assert!(
             router.ready(Duration::from_secs(10)).await,
             "catalog never loaded"

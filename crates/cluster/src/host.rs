@@ -57,6 +57,8 @@ pub struct HostConfig {
     pub checkpoint_interval_ms: u64,
     /// Size at which a WAL segment is closed, in bytes.
     pub wal_segment_bytes: u64,
+    /// Peer address -> address to dial instead (see `Channels::with_routes`).
+    pub routes: HashMap<String, String>,
 }
 
 impl HostConfig {
@@ -69,6 +71,7 @@ impl HostConfig {
             timing: Timing::default(),
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS,
             wal_segment_bytes: WAL_SEGMENT_BYTES,
+            routes: HashMap::new(),
         }
     }
 
@@ -133,6 +136,7 @@ impl Host {
         }
         let tree = db.open_tree("state")?;
         let (stop, _) = watch::channel(false);
+        let channels = Channels::with_routes(cfg.routes.clone());
         let host = Host {
             inner: Arc::new(Inner {
                 cfg,
@@ -140,7 +144,7 @@ impl Host {
                 tree,
                 wal,
                 logs: tokio::sync::Mutex::new(logs),
-                channels: Channels::default(),
+                channels,
                 registry: Registry::default(),
                 groups: ArcSwap::from_pointee(HashMap::new()),
                 changing: tokio::sync::Mutex::new(()),

@@ -10,10 +10,11 @@ use crate::host::{Host, HostConfig};
 use crate::remote::{self, Remote};
 use crate::router::Router;
 use crate::{ClusterError, feed, reconcile, repair, service, ttl};
+use dynaraft_raft::grpc::Channels;
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -197,9 +198,11 @@ pub struct RouterNode {
 }
 
 impl RouterNode {
-    pub fn start(control: &[ControlMember]) -> RouterNode {
+    /// Starts a router that reaches the nodes at the keys of `routes`
+    /// through the addresses they map to (empty: directly).
+    pub fn start(control: &[ControlMember], routes: HashMap<String, String>) -> RouterNode {
         let catalog = Arc::new(CatalogWatch::default());
-        let remote = Remote::default();
+        let remote = Remote::new(Channels::with_routes(routes));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let addrs = control.iter().map(|m| m.addr.clone()).collect();
         tokio::spawn(remote::feed_catalog(

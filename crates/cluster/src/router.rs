@@ -41,6 +41,7 @@ use dynaraft_storage::txn::TxnState;
 use dynaraft_storage::{Outcome, PartitionMeta, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Longest a request keeps looking for a leader, in milliseconds.
@@ -71,6 +72,10 @@ struct Inner {
     leaders: ArcSwap<HashMap<u64, NodeId>>,
     /// Where transactions coordinated here stop (tests' fault injection).
     failpoint: std::sync::Mutex<Failpoint>,
+    /// A deliberately broken mode, for proving that `dynaraft-chaos`'s
+    /// checker catches lost writes: single-item writes are answered as
+    /// written before their proposal has even been sent.
+    unsafe_ack_before_commit: AtomicBool,
 }
 
 impl Router {
@@ -88,6 +93,7 @@ impl Router {
                 remote,
                 leaders: ArcSwap::from_pointee(HashMap::new()),
                 failpoint: std::sync::Mutex::new(Failpoint::None),
+                unsafe_ack_before_commit: AtomicBool::new(false),
             }),
         }
     }
@@ -98,6 +104,16 @@ impl Router {
         if let Ok(mut g) = self.inner.failpoint.lock() {
             *g = f;
         }
+    }
+
+    /// Breaks durability on purpose: single-item writes are acknowledged
+    /// before the quorum commits them (or even evaluates their condition).
+    /// Only the hidden `--unsafe-ack-before-commit` flag sets it, to show
+    /// that the fault harness's checker can fail.
+    pub fn set_unsafe_ack_before_commit(&self, on: bool) {
+        self.inner
+            .unsafe_ack_before_commit
+            .store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn txn_failpoint(&self) -> Failpoint {
@@ -165,6 +181,25 @@ impl Router {
     /// retried for up to [`INDEX_BACKPRESSURE_WAIT_MS`] (then its outcome
     /// says so).
     pub async fn write(&self, table: &Table, cmd: WriteCommand) -> Result<Outcome, ClusterError> {
+        if self.inner.unsafe_ack_before_commit.load(Ordering::Relaxed)
+            && let Some(table) = self.table(&table.meta.name)
+        {
+            let router = self.clone();
+            tokio::spawn(async move { router.write_committed(&table, cmd).await });
+            return Ok(Outcome::Written {
+                old: None,
+                new: None,
+                collection_bytes: None,
+            });
+        }
+        self.write_committed(table, cmd).await
+    }
+
+    async fn write_committed(
+        &self,
+        table: &Table,
+        cmd: WriteCommand,
+    ) -> Result<Outcome, ClusterError> {
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(INDEX_BACKPRESSURE_WAIT_MS);
         let mut backoff = ROUTE_BACKOFF_MIN_MS;

@@ -208,6 +208,10 @@ struct Peer {
 #[derive(Clone, Default)]
 pub struct Channels {
     peers: Arc<Mutex<HashMap<String, Peer>>>,
+    /// Peer address -> the address actually dialled for it (a proxy or a
+    /// NAT in front of the peer). The peer keeps its own address as its
+    /// identity; only the TCP connection goes elsewhere.
+    routes: Arc<HashMap<String, String>>,
 }
 
 fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
@@ -217,6 +221,15 @@ fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
 }
 
 impl Channels {
+    /// Channels that reach the peers named in `routes` through the address
+    /// each maps to (used by the fault-injecting proxy of `dynaraft-chaos`).
+    pub fn with_routes(routes: HashMap<String, String>) -> Channels {
+        Channels {
+            peers: Arc::default(),
+            routes: Arc::new(routes),
+        }
+    }
+
     fn with_peer<T>(&self, addr: &str, f: impl FnOnce(&mut Peer) -> T) -> Result<T, String> {
         let mut peers = self
             .peers
@@ -225,7 +238,8 @@ impl Channels {
         if let Some(p) = peers.get_mut(addr) {
             return Ok(f(p));
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let dial = self.routes.get(addr).map_or(addr, String::as_str);
+        let channel = Endpoint::from_shared(format!("http://{dial}"))
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)

@@ -9,6 +9,7 @@ use dynaraft_cluster::admin;
 use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
 use dynaraft_cluster::host::HostConfig;
 use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +77,11 @@ struct NodeArgs {
     /// Interval between checkpoints (sled flush, purge of old WAL segments), in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::host::CHECKPOINT_INTERVAL_MS)]
     checkpoint_interval_ms: u64,
+    /// Reach the peer at ADDR through VIA instead, as ADDR=VIA (repeat or
+    /// comma-separate): a proxy or NAT in front of a node. The fault
+    /// harness `dynaraft-chaos` routes every link through its proxy.
+    #[arg(long = "route", value_delimiter = ',')]
+    routes: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -98,6 +104,15 @@ struct RouterArgs {
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// Reach the peer at ADDR through VIA instead, as ADDR=VIA (repeat or
+    /// comma-separate): a proxy or NAT in front of a node. The fault
+    /// harness `dynaraft-chaos` routes every link through its proxy.
+    #[arg(long = "route", value_delimiter = ',')]
+    routes: Vec<String>,
+    /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
+    /// single-item writes before they are committed (loses writes).
+    #[arg(long, hide = true)]
+    unsafe_ack_before_commit: bool,
 }
 
 #[derive(clap::Args)]
@@ -105,6 +120,19 @@ struct AdminArgs {
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
+}
+
+/// Parses `--route ADDR=VIA` flags.
+fn routes(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
+    specs
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((addr, via)) if !addr.is_empty() && !via.is_empty() => {
+                Ok((addr.to_string(), via.to_string()))
+            }
+            _ => anyhow::bail!("--route wants ADDR=VIA, got {s:?}"),
+        })
+        .collect()
 }
 
 fn control_members(specs: &[String]) -> anyhow::Result<Vec<ControlMember>> {
@@ -169,6 +197,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.timing.snapshot_after_entries = args.snapshot_after_entries;
     host.wal_segment_bytes = args.wal_segment_bytes;
     host.checkpoint_interval_ms = args.checkpoint_interval_ms;
+    host.routes = routes(&args.routes)?;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -185,7 +214,13 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
-    let rn = RouterNode::start(&control_members(&args.control)?);
+    let rn = RouterNode::start(&control_members(&args.control)?, routes(&args.routes)?);
+    if args.unsafe_ack_before_commit {
+        tracing::warn!(
+            "--unsafe-ack-before-commit: writes are acknowledged before they commit and WILL be lost"
+        );
+        rn.router.set_unsafe_ack_before_commit(true);
+    }
     // Tables left in a transition by a previous router are resumed at
     // start-up, which needs the catalog.
     let wait =

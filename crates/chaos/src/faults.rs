@@ -1,0 +1,190 @@
+//! Fault kinds and the seeded schedule. The schedule is a pure function of
+//! the seed and the scenario, so rerunning a seed replays the same faults
+//! at the same offsets (the workload's timing still varies with the
+//! machine).
+
+use crate::cluster::{Cluster, ZONES};
+use crate::proxy::Rule;
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// kill -9 of a zone's node (one node per zone: the whole zone), then
+    /// a restart on its data when the fault ends.
+    Kill,
+    /// A zone cut off from the other zones, both directions.
+    Partition,
+    /// A zone that can hear the others but not reach them, or the reverse.
+    PartitionOneWay,
+    /// Added delay and jitter on every link between zones.
+    Latency,
+    /// SIGSTOP of a zone's node, SIGCONT when the fault ends (a gray
+    /// failure: connections stay open, nothing answers).
+    Pause,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Kill,
+        Kind::Partition,
+        Kind::PartitionOneWay,
+        Kind::Latency,
+        Kind::Pause,
+    ];
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Fault {
+    Kill {
+        zone: usize,
+    },
+    Partition {
+        zone: usize,
+    },
+    /// `outbound`: the zone's messages to the others are dropped (it still
+    /// hears them); otherwise the reverse.
+    PartitionOneWay {
+        zone: usize,
+        outbound: bool,
+    },
+    Latency {
+        delay_ms: u64,
+        jitter_ms: u64,
+    },
+    Pause {
+        zone: usize,
+    },
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let z = |zone: &usize| ZONES.get(zone.wrapping_sub(1)).copied().unwrap_or("?");
+        match self {
+            Fault::Kill { zone } => write!(f, "kill -9 {}", z(zone)),
+            Fault::Partition { zone } => write!(f, "partition {} from the others", z(zone)),
+            Fault::PartitionOneWay { zone, outbound } => write!(
+                f,
+                "partition {} one way ({})",
+                z(zone),
+                if *outbound {
+                    "it cannot send"
+                } else {
+                    "it cannot hear"
+                }
+            ),
+            Fault::Latency {
+                delay_ms,
+                jitter_ms,
+            } => write!(f, "latency {delay_ms} ms ± {jitter_ms} ms between zones"),
+            Fault::Pause { zone } => write!(f, "SIGSTOP {}", z(zone)),
+        }
+    }
+}
+
+/// One fault, from `start_ms` (since the run started) for `duration_ms`.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Episode {
+    pub start_ms: u64,
+    pub duration_ms: u64,
+    pub fault: Fault,
+}
+
+/// How a run spaces its faults, in milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub run_ms: u64,
+    /// Fault-free time at the start.
+    pub warmup_ms: u64,
+    pub fault_min_ms: u64,
+    pub fault_max_ms: u64,
+    pub quiet_min_ms: u64,
+    pub quiet_max_ms: u64,
+}
+
+/// The seeded schedule: faults of the given kinds, one at a time, each
+/// followed by a quiet period, none running past the end of the run.
+pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut out = Vec::new();
+    let mut at = t.warmup_ms;
+    if kinds.is_empty() {
+        return out;
+    }
+    loop {
+        let duration_ms = rng.u64(t.fault_min_ms..=t.fault_max_ms.max(t.fault_min_ms));
+        if at + duration_ms >= t.run_ms {
+            return out;
+        }
+        let zone = rng.usize(1..=ZONES.len());
+        let fault = match kinds[rng.usize(..kinds.len())] {
+            Kind::Kill => Fault::Kill { zone },
+            Kind::Partition => Fault::Partition { zone },
+            Kind::PartitionOneWay => Fault::PartitionOneWay {
+                zone,
+                outbound: rng.bool(),
+            },
+            Kind::Latency => Fault::Latency {
+                delay_ms: rng.u64(20..=150),
+                jitter_ms: rng.u64(5..=50),
+            },
+            Kind::Pause => Fault::Pause { zone },
+        };
+        out.push(Episode {
+            start_ms: at,
+            duration_ms,
+            fault,
+        });
+        at += duration_ms + rng.u64(t.quiet_min_ms..=t.quiet_max_ms.max(t.quiet_min_ms));
+    }
+}
+
+/// Injects `fault` into the running cluster.
+pub async fn inject(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
+    let zones = 1..=ZONES.len();
+    match fault {
+        Fault::Kill { zone } => cluster.kill_node(zone - 1).await,
+        Fault::Pause { zone } => cluster.pause_node(zone - 1, true),
+        Fault::Partition { zone } => {
+            let cut = Rule {
+                blocked: true,
+                ..Rule::default()
+            };
+            for other in zones.filter(|o| *o != zone) {
+                cluster.net.set(zone, other, cut);
+                cluster.net.set(other, zone, cut);
+            }
+        }
+        Fault::PartitionOneWay { zone, outbound } => {
+            let cut = Rule {
+                blocked: true,
+                ..Rule::default()
+            };
+            for other in zones.filter(|o| *o != zone) {
+                if outbound {
+                    cluster.net.set(zone, other, cut);
+                } else {
+                    cluster.net.set(other, zone, cut);
+                }
+            }
+        }
+        Fault::Latency {
+            delay_ms,
+            jitter_ms,
+        } => {
+            let slow = Rule {
+                blocked: false,
+                delay_ms,
+                jitter_ms,
+            };
+            for a in zones.clone() {
+                for b in zones.clone().filter(|b| *b != a) {
+                    cluster.net.set(a, b, slow);
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! `dynaraft-chaos`: run fault scenarios against a real local cluster and
+//! check the histories (see the library docs).
+
+use clap::{Parser, Subcommand};
+use dynaraft_chaos::faults::{Kind, Timing};
+use dynaraft_chaos::run::{RunConfig, RunResult};
+use dynaraft_chaos::{checker, history, report, run};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "dynaraft-chaos",
+    about = "Fault harness for dynaraft: seeded faults, a concurrent workload, a linearizability checker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios (one per fault kind, plus `mixed`) and write a summary.
+    Run(RunArgs),
+    /// Check a recorded history file.
+    Check { history: PathBuf },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The dynaraft binary to test.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Where runs keep their cluster data, logs, histories and results.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+    /// Scenarios to run: fault kinds, or `mixed` for all kinds together
+    /// (comma-separated; default: every kind, then mixed).
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// Seed of the first scenario (the others use the next seeds). Default:
+    /// from the clock, printed so a run can be replayed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Length of each scenario, in seconds.
+    #[arg(long, default_value_t = 60)]
+    duration_s: u64,
+    /// Shortest and longest fault, in seconds.
+    #[arg(long, default_value_t = 4)]
+    fault_min_s: u64,
+    #[arg(long, default_value_t = 12)]
+    fault_max_s: u64,
+    /// Shortest and longest fault-free stretch between faults, in seconds.
+    #[arg(long, default_value_t = 4)]
+    quiet_min_s: u64,
+    #[arg(long, default_value_t = 10)]
+    quiet_max_s: u64,
+    /// Concurrent workload clients (the probes come on top).
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Partitions of the test table.
+    #[arg(long, default_value_t = 3)]
+    partitions: usize,
+    /// Router port; the nodes use the three ports after it.
+    #[arg(long, default_value_t = 19100)]
+    base_port: u16,
+    /// Start the router with --unsafe-ack-before-commit, a deliberately
+    /// broken build, and succeed only if the checker catches it.
+    #[arg(long)]
+    expect_violations: bool,
+    /// Markdown summary table written here as well as to the out folder.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+fn scenario_kinds(name: &str) -> anyhow::Result<Vec<Kind>> {
+    if name == "mixed" {
+        return Ok(Kind::ALL.to_vec());
+    }
+    <Kind as clap::ValueEnum>::from_str(name, true)
+        .map(|k| vec![k])
+        .map_err(|e| anyhow::anyhow!("unknown scenario {name:?}: {e}"))
+}
+
+fn kind_name(k: Kind) -> String {
+    clap::ValueEnum::to_possible_value(&k)
+        .map_or_else(|| format!("{k:?}"), |v| v.get_name().to_string())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Check { history } => {
+            let ops = history::read_history(&history)?;
+            let rep = checker::check(&ops);
+            println!("{}", serde_json::to_string_pretty(&rep)?);
+            if rep.violations() > 0 {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Run(args) => run_all(args).await,
+    }
+}
+
+async fn run_all(args: RunArgs) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let names: Vec<String> = if args.scenarios.is_empty() {
+        Kind::ALL
+            .iter()
+            .map(|k| kind_name(*k))
+            .chain(["mixed".to_string()])
+            .collect()
+    } else {
+        args.scenarios.clone()
+    };
+    let binary = std::fs::canonicalize(&args.binary)?;
+    std::fs::create_dir_all(&args.out)?;
+    let out = std::fs::canonicalize(&args.out)?;
+    let mut results: Vec<RunResult> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let cfg = RunConfig {
+            name: name.clone(),
+            binary: binary.clone(),
+            dir: out.join(name),
+            seed: seed + i as u64,
+            kinds: scenario_kinds(name)?,
+            timing: Timing {
+                run_ms: args.duration_s * 1000,
+                warmup_ms: 5_000.min(args.duration_s * 250),
+                fault_min_ms: args.fault_min_s * 1000,
+                fault_max_ms: args.fault_max_s * 1000,
+                quiet_min_ms: args.quiet_min_s * 1000,
+                quiet_max_ms: args.quiet_max_s * 1000,
+            },
+            clients: args.clients,
+            partitions: args.partitions,
+            base_port: args.base_port,
+            router_flags: if args.expect_violations {
+                vec!["--unsafe-ack-before-commit".into()]
+            } else {
+                Vec::new()
+            },
+        };
+        let r = run::run(cfg).await?;
+        println!(
+            "[{name}] seed {} — {} operations, {} violations; result in {}",
+            r.seed,
+            r.report.operations,
+            r.report.violations(),
+            out.join(name).join("result.json").display()
+        );
+        print!("{}", report::details(&r));
+        results.push(r);
+    }
+    let table = report::summary(&results);
+    std::fs::write(out.join("summary.md"), &table)?;
+    if let Some(p) = &args.summary {
+        std::fs::write(p, &table)?;
+    }
+    println!("\n{table}");
+    let violations: usize = results.iter().map(|r| r.report.violations()).sum();
+    let undecided: usize = results.iter().map(|r| r.report.undecided.len()).sum();
+    match (args.expect_violations, violations) {
+        (true, 0) => anyhow::bail!("the deliberately broken build passed the checker"),
+        (true, n) => println!("the checker caught the deliberately broken build ({n} violations)"),
+        (false, 0) if undecided == 0 => println!("no violations"),
+        (false, 0) => anyhow::bail!("{undecided} keys could not be decided (search limit)"),
+        (false, n) => anyhow::bail!("{n} violations; replay with --seed {seed}"),
+    }
+    Ok(())
+}

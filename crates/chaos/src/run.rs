@@ -1,0 +1,316 @@
+//! One scenario run: start the cluster, open the accounts, run the clients
+//! while the schedule injects and heals faults, heal everything, read every
+//! key once more, stop the cluster, check the history and time the write
+//! unavailability after each fault.
+
+use crate::checker::{self, Report};
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::faults::{self, Episode, Kind, Timing};
+use crate::history::{self, Call, Op, Status};
+use crate::workload::{self, Recorder};
+use anyhow::Context;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long the cluster may take to serve its first table, in milliseconds.
+pub const STARTUP_TIMEOUT_MS: u64 = 60_000;
+/// How long, after the last fault is healed, every key has to become
+/// readable again, in milliseconds.
+pub const RECOVERY_TIMEOUT_MS: u64 = 60_000;
+/// After a fault ends, how long its effect on availability is still
+/// counted, in milliseconds.
+pub const AFTERMATH_MS: u64 = 5_000;
+
+pub struct RunConfig {
+    pub name: String,
+    pub binary: PathBuf,
+    pub dir: PathBuf,
+    pub seed: u64,
+    pub kinds: Vec<Kind>,
+    pub timing: Timing,
+    pub clients: usize,
+    pub partitions: usize,
+    pub base_port: u16,
+    pub router_flags: Vec<String>,
+}
+
+#[derive(Serialize)]
+pub struct EpisodeResult {
+    #[serde(flatten)]
+    pub episode: Episode,
+    pub description: String,
+    /// Longest stretch without a successful probe write on some probe key,
+    /// from the fault's start to `AFTERMATH_MS` after its end, less the
+    /// probe interval, in milliseconds.
+    pub write_gap_ms: u64,
+}
+
+#[derive(Serialize)]
+pub struct RunResult {
+    pub name: String,
+    pub seed: u64,
+    pub run_ms: u64,
+    pub episodes: Vec<EpisodeResult>,
+    /// The same measure over fault-free time before the first fault.
+    pub baseline_gap_ms: u64,
+    pub report: Report,
+}
+
+pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
+    let _ = std::fs::remove_dir_all(&cfg.dir);
+    std::fs::create_dir_all(&cfg.dir)?;
+    let schedule = faults::schedule(cfg.seed, &cfg.kinds, cfg.timing);
+    let mut plan = String::new();
+    for e in &schedule {
+        plan.push_str(&format!(
+            "{:>8} ms  {:>6} ms  {}\n",
+            e.start_ms, e.duration_ms, e.fault
+        ));
+    }
+    std::fs::write(cfg.dir.join("schedule.txt"), &plan)?;
+    println!("[{}] seed {} — fault schedule:\n{plan}", cfg.name, cfg.seed);
+
+    let mut cluster = Cluster::start(ClusterConfig {
+        binary: cfg.binary.clone(),
+        dir: cfg.dir.join("cluster"),
+        base_port: cfg.base_port,
+        partitions: cfg.partitions,
+        seed: cfg.seed,
+        router_flags: cfg.router_flags.clone(),
+    })
+    .await?;
+    let result = drive(&cfg, &mut cluster, &schedule).await;
+    cluster.stop().await;
+    let ops = result?;
+    history::write_history(&cfg.dir.join("history.jsonl"), &ops)?;
+    let report = checker::check(&ops);
+    let episodes = schedule
+        .iter()
+        .map(|e| EpisodeResult {
+            episode: *e,
+            description: e.fault.to_string(),
+            write_gap_ms: write_gap_ms(
+                &ops,
+                e.start_ms,
+                (e.start_ms + e.duration_ms + AFTERMATH_MS).min(cfg.timing.run_ms),
+            ),
+        })
+        .collect();
+    let first = schedule.first().map_or(cfg.timing.run_ms, |e| e.start_ms);
+    let result = RunResult {
+        name: cfg.name.clone(),
+        seed: cfg.seed,
+        run_ms: cfg.timing.run_ms,
+        episodes,
+        baseline_gap_ms: write_gap_ms(&ops, cfg.timing.warmup_ms / 2, first),
+        report,
+    };
+    std::fs::write(
+        cfg.dir.join("result.json"),
+        serde_json::to_vec_pretty(&result)?,
+    )?;
+    Ok(result)
+}
+
+async fn drive(
+    cfg: &RunConfig,
+    cluster: &mut Cluster,
+    schedule: &[Episode],
+) -> anyhow::Result<Vec<Op>> {
+    let client = workload::client(cluster.router_addr);
+    create_table(&client).await.context("creating the table")?;
+    let start = Instant::now();
+    let (rec, mut rx) = Recorder::new(start);
+    let collector = tokio::spawn(async move {
+        let mut ops = Vec::new();
+        while let Some(op) = rx.recv().await {
+            ops.push(op);
+        }
+        ops
+    });
+    for i in 0..workload::ACCOUNTS {
+        let call = Call::Put {
+            key: workload::account(i),
+            val: rec.unique(),
+            cnt: workload::OPENING_BALANCE,
+        };
+        let op = rec.run(&client, 0, call).await;
+        anyhow::ensure!(
+            op.status == Status::Ok,
+            "opening account {i}: {:?}",
+            op.error
+        );
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for c in 0..cfg.clients {
+        let who = c as u32 + 1;
+        let seed = cfg.seed.wrapping_mul(31).wrapping_add(who as u64);
+        let cl = workload::client(cluster.router_addr);
+        tasks.push(tokio::spawn(workload::run_client(
+            cl,
+            rec.clone(),
+            who,
+            seed,
+            stop_rx.clone(),
+        )));
+    }
+    for p in 0..workload::PROBES {
+        let who = 1000 + p as u32;
+        let cl = workload::client(cluster.router_addr);
+        tasks.push(tokio::spawn(workload::run_probe(
+            cl,
+            rec.clone(),
+            who,
+            workload::probe(p),
+            stop_rx.clone(),
+        )));
+    }
+    for e in schedule {
+        tokio::time::sleep_until(start + Duration::from_millis(e.start_ms)).await;
+        println!(
+            "[{}] {:>7.1}s inject: {}",
+            cfg.name,
+            start.elapsed().as_secs_f64(),
+            e.fault
+        );
+        faults::inject(cluster, e.fault).await?;
+        tokio::time::sleep_until(start + Duration::from_millis(e.start_ms + e.duration_ms)).await;
+        println!(
+            "[{}] {:>7.1}s heal",
+            cfg.name,
+            start.elapsed().as_secs_f64()
+        );
+        cluster.heal()?;
+    }
+    tokio::time::sleep_until(start + Duration::from_millis(cfg.timing.run_ms)).await;
+    cluster.heal()?;
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = t.await;
+    }
+    final_reads(&client, &rec).await?;
+    drop(rec);
+    Ok(collector.await?)
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(STARTUP_TIMEOUT_MS);
+    loop {
+        let r = client
+            .create_table()
+            .table_name(workload::TABLE)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("k")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("k")
+                    .key_type(KeyType::Hash)
+                    .build()?,
+            )
+            .send()
+            .await;
+        let exists = matches!(&r, Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()));
+        if r.is_ok() || exists {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "table not created: {r:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let d = client
+            .describe_table()
+            .table_name(workload::TABLE)
+            .send()
+            .await;
+        if d.as_ref()
+            .ok()
+            .and_then(|d| d.table())
+            .and_then(|t| t.table_status())
+            == Some(&TableStatus::Active)
+        {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "table not active: {d:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads every key with ConsistentRead until each read succeeds (after
+/// the faults are healed), then takes a TransactGetItems of the accounts.
+async fn final_reads(client: &aws_sdk_dynamodb::Client, rec: &Recorder) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_millis(RECOVERY_TIMEOUT_MS);
+    for key in workload::all_keys() {
+        loop {
+            let op = rec.run(client, 0, Call::Read { key: key.clone() }).await;
+            if op.status == Status::Ok {
+                break;
+            }
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{key} still unreadable: {:?}",
+                op.error
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let keys = (0..workload::ACCOUNTS).map(workload::account).collect();
+    loop {
+        let op = rec
+            .run(
+                client,
+                0,
+                Call::Snapshot {
+                    keys: Vec::clone(&keys),
+                },
+            )
+            .await;
+        if op.status == Status::Ok {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "accounts unreadable: {:?}",
+            op.error
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The longest stretch in `[from_ms, to_ms]` during which some probe key
+/// had no successful write, less the probe interval (the stretch a healthy
+/// probe shows), in milliseconds.
+pub fn write_gap_ms(ops: &[Op], from_ms: u64, to_ms: u64) -> u64 {
+    let (from, to) = (from_ms * 1000, to_ms * 1000);
+    let mut worst = 0;
+    for p in 0..workload::PROBES {
+        let key = workload::probe(p);
+        let mut last = from;
+        for op in ops {
+            let Call::Put { key: k, .. } = &op.call else {
+                continue;
+            };
+            if *k != key || op.status != Status::Ok || op.ret_us < from {
+                continue;
+            }
+            let t = op.ret_us.min(to);
+            worst = worst.max(t.saturating_sub(last));
+            last = t;
+            if op.ret_us >= to {
+                break;
+            }
+        }
+        worst = worst.max(to.saturating_sub(last));
+    }
+    (worst / 1000).saturating_sub(workload::PROBE_INTERVAL_MS)
+}
