@@ -84,6 +84,15 @@ impl fmt::Display for Fault {
     }
 }
 
+/// Added one-way delay between zones, in milliseconds: from a degraded
+/// link to several times the single-digit milliseconds zones promise. The
+/// worst round trip (twice delay plus jitter, 110 ms) stays under the
+/// default heartbeat interval (150 ms), which bounds openraft's heartbeat
+/// and append RPCs; longer round trips need longer Raft timings.
+pub const LATENCY_MS: std::ops::RangeInclusive<u64> = 5..=40;
+/// Jitter either way around the delay, in milliseconds.
+pub const JITTER_MS: std::ops::RangeInclusive<u64> = 1..=15;
+
 /// One fault, from `start_ms` (since the run started) for `duration_ms`.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Episode {
@@ -127,8 +136,8 @@ pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
                 outbound: rng.bool(),
             },
             Kind::Latency => Fault::Latency {
-                delay_ms: rng.u64(20..=150),
-                jitter_ms: rng.u64(5..=50),
+                delay_ms: rng.u64(LATENCY_MS),
+                jitter_ms: rng.u64(JITTER_MS),
             },
             Kind::Pause => Fault::Pause { zone },
         };

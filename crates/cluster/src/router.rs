@@ -9,7 +9,11 @@
 //! election in progress, a replica still starting) is retried with backoff
 //! for up to [`ROUTE_DEADLINE_MS`]; one whose proposal was accepted but did
 //! not commit in time fails as unavailable rather than being retried,
-//! because it may still commit.
+//! because it may still commit. A node whose call fails in transport or
+//! times out becomes a suspect for [`SUSPECT_MS`]: it is dropped as its
+//! groups' known leader, its leader hints are not followed, and replicas
+//! are tried before it, so one dead, paused or cut-off node costs the
+//! requests that were already waiting on it, not every request after them.
 //!
 //! Scan and multi-partition reads walk the partitions in hash order and
 //! share one page budget (items and bytes) across them.
@@ -49,6 +53,9 @@ pub const ROUTE_DEADLINE_MS: u64 = 10_000;
 /// First pause between routing attempts, doubled up to the maximum.
 pub const ROUTE_BACKOFF_MIN_MS: u64 = 5;
 pub const ROUTE_BACKOFF_MAX_MS: u64 = 200;
+/// How long a node whose call failed in transport or timed out is tried
+/// only as a last resort, in milliseconds (a success clears it sooner).
+pub const SUSPECT_MS: u64 = 2_000;
 /// Longest a catalog change waits to appear in this router's catalog.
 pub const CATALOG_VISIBLE_TIMEOUT_MS: u64 = 5_000;
 /// Longest a write waits for its partition's global indexes to catch up
@@ -70,6 +77,10 @@ struct Inner {
     remote: Remote,
     /// Last known leader per group (replaced whole on change).
     leaders: ArcSwap<HashMap<u64, NodeId>>,
+    /// Nodes whose last call failed in transport or timed out, and until
+    /// when they are tried only when no other replica is left (replaced
+    /// whole on change; read lock-free on every request).
+    suspects: ArcSwap<HashMap<NodeId, tokio::time::Instant>>,
     /// Where transactions coordinated here stop (tests' fault injection).
     failpoint: std::sync::Mutex<Failpoint>,
     /// A deliberately broken mode, for proving that `dynaraft-chaos`'s
@@ -92,6 +103,7 @@ impl Router {
                 control,
                 remote,
                 leaders: ArcSwap::from_pointee(HashMap::new()),
+                suspects: ArcSwap::from_pointee(HashMap::new()),
                 failpoint: std::sync::Mutex::new(Failpoint::None),
                 unsafe_ack_before_commit: AtomicBool::new(false),
             }),
@@ -445,14 +457,24 @@ impl Router {
                     if needs_leader {
                         self.remember_leader(at.group, node);
                     }
+                    self.clear_suspect(node);
                     return Ok(reply);
                 }
                 Err(e) => e,
             };
+            if matches!(
+                err,
+                ClusterError::Unreachable(_) | ClusterError::Unavailable(_)
+            ) {
+                // Dead, paused, cut off, or a leader that cannot commit:
+                // later requests start elsewhere.
+                self.suspect(node);
+                self.forget_leader(at.group, node);
+            }
             match err {
                 ClusterError::NotLeader {
                     leader: Some(l), ..
-                } if l != node && at.replicas.contains(&l) => {
+                } if l != node && at.replicas.contains(&l) && !self.is_suspect(l) => {
                     node = l;
                     continue;
                 }
@@ -480,8 +502,57 @@ impl Router {
             rotation += 1;
             // The map may have changed (replicas moved, epoch bumped).
             at = self.place(&target)?;
-            node = at.replicas[rotation % at.replicas.len()];
+            node = self.healthy_first(&at.replicas, rotation);
         }
+    }
+
+    /// The replica at `rotation` (mod the number of replicas), or the next
+    /// one after it that is not suspect, if any.
+    fn healthy_first(&self, replicas: &[NodeId], rotation: usize) -> NodeId {
+        let n = replicas.len();
+        (0..n)
+            .map(|i| replicas[(rotation + i) % n])
+            .find(|r| !self.is_suspect(*r))
+            .unwrap_or(replicas[rotation % n])
+    }
+
+    fn is_suspect(&self, node: NodeId) -> bool {
+        self.inner
+            .suspects
+            .load()
+            .get(&node)
+            .is_some_and(|until| tokio::time::Instant::now() < *until)
+    }
+
+    fn suspect(&self, node: NodeId) {
+        let until = tokio::time::Instant::now() + Duration::from_millis(SUSPECT_MS);
+        self.inner.suspects.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.insert(node, until);
+            m
+        });
+    }
+
+    fn clear_suspect(&self, node: NodeId) {
+        if !self.inner.suspects.load().contains_key(&node) {
+            return;
+        }
+        self.inner.suspects.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&node);
+            m
+        });
+    }
+
+    fn forget_leader(&self, group: u64, node: NodeId) {
+        if self.inner.leaders.load().get(&group) != Some(&node) {
+            return;
+        }
+        self.inner.leaders.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.remove(&group);
+            m
+        });
     }
 
     fn first_target(&self, group: u64, replicas: &[NodeId], needs_leader: bool) -> NodeId {
@@ -492,10 +563,14 @@ impl Router {
         }
         if let Some(l) = self.inner.leaders.load().get(&group)
             && replicas.contains(l)
+            && !self.is_suspect(*l)
         {
             return *l;
         }
-        local_replica.unwrap_or(replicas[0])
+        match local_replica {
+            Some(l) => l,
+            None => self.healthy_first(replicas, 0),
+        }
     }
 
     fn remember_leader(&self, group: u64, leader: NodeId) {

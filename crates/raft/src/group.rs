@@ -25,9 +25,14 @@ pub struct Timing {
 impl Default for Timing {
     fn default() -> Self {
         Timing {
-            heartbeat_interval_ms: 250,
-            election_timeout_min_ms: 1500,
-            election_timeout_max_ms: 3000,
+            // A zone's loss must cost writes less than 3 s: followers wait
+            // out the dead leader's lease (the longest election timeout)
+            // before they grant a vote, so failover takes 1.5-2.5 s here.
+            // Heartbeats at a fifth of the shortest timeout survive a few
+            // hundred ms of added cross-zone latency.
+            heartbeat_interval_ms: 150,
+            election_timeout_min_ms: 750,
+            election_timeout_max_ms: 1500,
             snapshot_after_entries: 5000,
             keep_entries_after_snapshot: 1000,
         }
@@ -82,6 +87,10 @@ pub struct RaftGroup {
     pub raft: Raft,
     /// The state machine's last applied index.
     pub applied: tokio::sync::watch::Receiver<u64>,
+    /// How long a leader may go without a quorum's acknowledgement before
+    /// it stops accepting proposals (the shortest election timeout), in
+    /// milliseconds.
+    quorum_lease_ms: u64,
 }
 
 /// Why a proposal did not produce an outcome.
@@ -130,6 +139,7 @@ impl RaftGroup {
             group,
             raft,
             applied,
+            quorum_lease_ms: timing.election_timeout_min_ms,
         })
     }
 
@@ -215,12 +225,38 @@ impl RaftGroup {
         voters.next() == Some(self.node) && voters.next().is_none()
     }
 
+    /// Whether this replica leads but no quorum has acknowledged it for
+    /// longer than the shortest election timeout: it is cut off, the others
+    /// are electing or have elected a new leader, and anything proposed here
+    /// could only wait for a commit that cannot come. Such a leader refuses
+    /// new work as "not leader, leader unknown", so routers try the other
+    /// replicas at once instead of waiting out the proposal timeout (the
+    /// lease-based admission openraft itself adopts in a later release).
+    fn lost_quorum(&self) -> bool {
+        use openraft::Instant;
+        use openraft::async_runtime::watch::WatchReceiver;
+        if self.sole_voter() {
+            return false;
+        }
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.current_leader != Some(self.node) {
+            return false;
+        }
+        m.last_quorum_acked.as_ref().is_some_and(|acked| {
+            acked.elapsed() > std::time::Duration::from_millis(self.quorum_lease_ms)
+        })
+    }
+
     /// Waits until a read of the local state machine is linearizable: this
     /// replica is the leader, a quorum confirmed it (read index), and
     /// everything committed before the call has been applied.
     pub async fn linearize(&self) -> Result<(), ProposeError> {
         if self.sole_voter() {
             return Ok(());
+        }
+        if self.lost_quorum() {
+            return Err(ProposeError::NotLeader { leader: None });
         }
         match self
             .raft
@@ -273,9 +309,32 @@ impl RaftGroup {
     /// Replicates `cmd`, stamped with `ts_ms`, and returns its outcome and
     /// log index once a quorum has committed it and it has been applied here.
     pub async fn propose(&self, ts_ms: u64, cmd: Command) -> Result<(Outcome, u64), ProposeError> {
-        match self.raft.client_write(Entry { ts_ms, cmd }).await {
-            Ok(resp) => Ok((resp.data, resp.log_id.index)),
-            Err(e) => Err(propose_error(e)),
+        if self.lost_quorum() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        let write = self.raft.client_write(Entry { ts_ms, cmd });
+        tokio::pin!(write);
+        // While the write waits for its commit, a leader that loses its
+        // quorum says so within a fraction of the lease instead of at the
+        // proposal timeout: the caller learns sooner that the outcome is
+        // unknown (the entry may still commit if the cut heals in time).
+        let check = std::time::Duration::from_millis((self.quorum_lease_ms / 4).max(1));
+        loop {
+            tokio::select! {
+                r = &mut write => {
+                    return match r {
+                        Ok(resp) => Ok((resp.data, resp.log_id.index)),
+                        Err(e) => Err(propose_error(e)),
+                    };
+                }
+                _ = tokio::time::sleep(check) => {
+                    if self.lost_quorum() {
+                        return Err(ProposeError::Unavailable(
+                            "the leader lost its quorum while the write waited to commit".into(),
+                        ));
+                    }
+                }
+            }
         }
     }
 }

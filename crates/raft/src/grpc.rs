@@ -38,6 +38,11 @@ use std::time::{Duration, Instant};
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// Time allowed to connect to a peer, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// Interval between HTTP/2 pings on every peer connection, in milliseconds.
+pub const KEEPALIVE_INTERVAL_MS: u64 = 1000;
+/// How long a ping may go unanswered before the connection is dropped, in
+/// milliseconds.
+pub const KEEPALIVE_TIMEOUT_MS: u64 = 1000;
 
 /// The groups this node hosts, by group id.
 #[derive(Clone, Default)]
@@ -243,6 +248,12 @@ impl Channels {
             .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
+            // A peer that stops answering (paused, or cut off without a
+            // reset) is noticed by its missed pings, and the calls waiting
+            // on the connection fail instead of waiting out their timeouts.
+            .http2_keep_alive_interval(Duration::from_millis(KEEPALIVE_INTERVAL_MS))
+            .keep_alive_timeout(Duration::from_millis(KEEPALIVE_TIMEOUT_MS))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         let peer = peers.entry(addr.to_string()).or_insert(Peer {
             channel,

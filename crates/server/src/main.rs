@@ -59,10 +59,10 @@ struct NodeArgs {
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
     /// Raft heartbeat interval, in milliseconds.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = dynaraft_cluster::host::Timing::default().heartbeat_interval_ms)]
     heartbeat_ms: u64,
     /// Raft election timeout (randomised between it and twice it), in milliseconds.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = dynaraft_cluster::host::Timing::default().election_timeout_min_ms)]
     election_timeout_ms: u64,
     /// How long a node may stay unreachable before the control plane
     /// re-creates its replicas on another node of its zone, in milliseconds.
