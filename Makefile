@@ -80,11 +80,14 @@ test-chaos:
 
 ## The fault harness, long (not in CI): every fault kind alone and then all
 ## of them mixed, CHAOS_MINUTES each, on a release build; the summary table
-## goes to $(TARGET)/chaos/summary.md. Then the broken-build check.
+## goes to $(TARGET)/chaos/summary.md. Then the broken-build check. Clock
+## skew preloads Debian's libfaketime into the nodes (installed here if
+## missing; apt-get needs root).
 ## Extra flags: make chaos CHAOS_ARGS="--seed 42 --scenarios pause"
 CHAOS_MINUTES ?= 10
 CHAOS_ARGS ?=
 chaos:
+	@dpkg -s libfaketime >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libfaketime)
 	$(CARGO) build --release -p dynaraft -p dynaraft-chaos
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos \
 	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) $(CHAOS_ARGS)

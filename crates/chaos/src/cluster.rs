@@ -23,10 +23,13 @@ pub struct Node {
     args: Vec<String>,
     child: Option<Child>,
     paused: bool,
+    /// libfaketime's control file for this node's clock offset.
+    clock_file: PathBuf,
 }
 
 pub struct Cluster {
     binary: PathBuf,
+    faketime: Option<PathBuf>,
     dir: PathBuf,
     pub nodes: Vec<Node>,
     router: Option<Child>,
@@ -43,7 +46,21 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Extra flags for the router (e.g. the deliberately broken mode).
     pub router_flags: Vec<String>,
+    /// libfaketime, preloaded into the nodes when clocks are to be skewed.
+    pub faketime: Option<PathBuf>,
 }
+
+/// Where Debian's libfaketime (package `libfaketime`) puts its
+/// multi-threaded variant.
+pub fn find_faketime() -> Option<PathBuf> {
+    ["x86_64-linux-gnu", "aarch64-linux-gnu"]
+        .iter()
+        .map(|arch| PathBuf::from(format!("/usr/lib/{arch}/faketime/libfaketimeMT.so.1")))
+        .find(|p| p.exists())
+}
+
+/// How often a node re-reads its clock offset, in seconds.
+pub const FAKETIME_REREAD_S: u32 = 1;
 
 impl Cluster {
     pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
@@ -91,6 +108,8 @@ impl Cluster {
                 "--route".into(),
                 routes[i + 1].join(","),
             ];
+            let clock_file = cfg.dir.join(format!("node-{id}.clock"));
+            std::fs::write(&clock_file, "+0\n")?;
             nodes.push(Node {
                 id,
                 zone: i + 1,
@@ -98,6 +117,7 @@ impl Cluster {
                 args,
                 child: None,
                 paused: false,
+                clock_file,
             });
         }
         let router_addr = SocketAddr::from(([127, 0, 0, 1], cfg.base_port));
@@ -117,6 +137,7 @@ impl Cluster {
         router_args.extend(cfg.router_flags.iter().cloned());
         let mut cluster = Cluster {
             binary: cfg.binary,
+            faketime: cfg.faketime,
             dir: cfg.dir,
             nodes,
             router: None,
@@ -126,18 +147,24 @@ impl Cluster {
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i)?;
         }
-        cluster.router = Some(cluster.spawn("router", &router_args)?);
+        cluster.router = Some(cluster.spawn("router", &router_args, None)?);
         Ok(cluster)
     }
 
-    fn spawn(&self, name: &str, args: &[String]) -> anyhow::Result<Child> {
+    fn spawn(&self, name: &str, args: &[String], clock: Option<&Path>) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
         let err = log.try_clone()?;
-        Command::new(&self.binary)
-            .args(args)
+        let mut cmd = Command::new(&self.binary);
+        if let (Some(lib), Some(clock)) = (&self.faketime, clock) {
+            cmd.env("LD_PRELOAD", lib)
+                .env("FAKETIME_TIMESTAMP_FILE", clock)
+                .env("FAKETIME_CACHE_DURATION", FAKETIME_REREAD_S.to_string())
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        cmd.args(args)
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
             .kill_on_drop(true)
@@ -150,7 +177,11 @@ impl Cluster {
         let Some(node) = self.nodes.get(i) else {
             anyhow::bail!("no node {i}");
         };
-        let child = self.spawn(&format!("node-{}", node.id), &node.args)?;
+        let child = self.spawn(
+            &format!("node-{}", node.id),
+            &node.args,
+            Some(&node.clock_file),
+        )?;
         if let Some(node) = self.nodes.get_mut(i) {
             node.child = Some(child);
             node.paused = false;
@@ -183,9 +214,25 @@ impl Cluster {
         }
     }
 
-    /// Lifts every fault: network rules, pauses, and stopped nodes.
+    /// Moves node `i`'s wall clock `skew_s` seconds away from the real one
+    /// (within `FAKETIME_REREAD_S`).
+    pub fn skew_clock(&mut self, i: usize, skew_s: i64) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.faketime.is_some(),
+            "clock skew needs libfaketime (Debian package libfaketime)"
+        );
+        if let Some(node) = self.nodes.get(i) {
+            std::fs::write(&node.clock_file, format!("{skew_s:+}s\n"))?;
+        }
+        Ok(())
+    }
+
+    /// Lifts every fault: network rules, pauses, clocks, and stopped nodes.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.net.heal();
+        for node in &self.nodes {
+            std::fs::write(&node.clock_file, "+0\n")?;
+        }
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {
                 self.pause_node(i, false);

@@ -23,15 +23,19 @@ pub enum Kind {
     /// SIGSTOP of a zone's node, SIGCONT when the fault ends (a gray
     /// failure: connections stay open, nothing answers).
     Pause,
+    /// A zone's node's wall clock jumps ahead or behind (libfaketime;
+    /// monotonic time is left alone, as NTP steps leave it).
+    ClockSkew,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Kill,
         Kind::Partition,
         Kind::PartitionOneWay,
         Kind::Latency,
         Kind::Pause,
+        Kind::ClockSkew,
     ];
 }
 
@@ -57,6 +61,10 @@ pub enum Fault {
     Pause {
         zone: usize,
     },
+    ClockSkew {
+        zone: usize,
+        skew_s: i64,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -80,6 +88,7 @@ impl fmt::Display for Fault {
                 jitter_ms,
             } => write!(f, "latency {delay_ms} ms ± {jitter_ms} ms between zones"),
             Fault::Pause { zone } => write!(f, "SIGSTOP {}", z(zone)),
+            Fault::ClockSkew { zone, skew_s } => write!(f, "clock of {} {skew_s:+} s", z(zone)),
         }
     }
 }
@@ -92,6 +101,10 @@ impl fmt::Display for Fault {
 pub const LATENCY_MS: std::ops::RangeInclusive<u64> = 5..=40;
 /// Jitter either way around the delay, in milliseconds.
 pub const JITTER_MS: std::ops::RangeInclusive<u64> = 1..=15;
+
+/// Size of a clock jump, in seconds (either way): from a few seconds to
+/// well past the transaction recovery age.
+pub const SKEW_S: std::ops::RangeInclusive<i64> = 2..=90;
 
 /// One fault, from `start_ms` (since the run started) for `duration_ms`.
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -140,6 +153,13 @@ pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
                 jitter_ms: rng.u64(JITTER_MS),
             },
             Kind::Pause => Fault::Pause { zone },
+            Kind::ClockSkew => {
+                let size = rng.i64(SKEW_S);
+                Fault::ClockSkew {
+                    zone,
+                    skew_s: if rng.bool() { size } else { -size },
+                }
+            }
         };
         out.push(Episode {
             start_ms: at,
@@ -156,6 +176,7 @@ pub async fn inject(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
     match fault {
         Fault::Kill { zone } => cluster.kill_node(zone - 1).await,
         Fault::Pause { zone } => cluster.pause_node(zone - 1, true),
+        Fault::ClockSkew { zone, skew_s } => cluster.skew_clock(zone - 1, skew_s)?,
         Fault::Partition { zone } => {
             let cut = Rule {
                 blocked: true,

@@ -82,6 +82,13 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         partitions: cfg.partitions,
         seed: cfg.seed,
         router_flags: cfg.router_flags.clone(),
+        faketime: if cfg.kinds.contains(&Kind::ClockSkew) {
+            Some(crate::cluster::find_faketime().ok_or_else(|| {
+                anyhow::anyhow!("clock skew needs Debian's libfaketime: apt-get install libfaketime (make chaos does)")
+            })?)
+        } else {
+            None
+        },
     })
     .await?;
     let result = drive(&cfg, &mut cluster, &schedule).await;
