@@ -90,9 +90,9 @@ chaos:
 	@dpkg -s libfaketime >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libfaketime)
 	$(CARGO) build --release -p dynaraft -p dynaraft-chaos
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos \
-	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) $(CHAOS_ARGS)
+	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 $(CHAOS_ARGS)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-broken \
-	  --scenarios mixed --duration-s 60 --expect-violations
+	  --scenarios mixed --duration-s 60 --base-port 19300 --expect-violations
 
 ## Coverage-guided fuzzing of the expression parser and evaluator (not in
 ## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable
