@@ -42,157 +42,147 @@ struct Event {
 /// Checks one key's operations (in any order), starting from an absent
 /// item.
 pub fn check(ops: &[KeyOp]) -> Verdict {
-    // Events sorted by time; at equal times calls come first (the
-    // operations overlap, so either order must be allowed).
-    let mut events: Vec<(u64, u8, Event)> = Vec::with_capacity(ops.len() * 2);
-    for (i, op) in ops.iter().enumerate() {
-        events.push((
-            op.call_us,
-            0,
-            Event {
-                op: i,
-                is_call: true,
-            },
-        ));
-        if let Some(ret) = op.ret_us {
-            events.push((
-                ret.max(op.call_us),
-                1,
-                Event {
-                    op: i,
-                    is_call: false,
-                },
-            ));
-        }
-    }
-    events.sort_by_key(|(t, kind, e)| (*t, *kind, e.op));
-    let n = events.len();
-    // Node 0 is the head sentinel; event k is node k + 1.
-    let mut next: Vec<usize> = (1..=n + 1).collect();
-    let mut prev: Vec<usize> = (0..=n).map(|i| i.wrapping_sub(1)).collect();
-    next[n] = NONE;
-    prev[0] = NONE;
-    let mut ret_node = vec![NONE; ops.len()];
-    for (k, (_, _, e)) in events.iter().enumerate() {
-        if !e.is_call {
-            ret_node[e.op] = k + 1;
-        }
-    }
-    let lift = |next: &mut Vec<usize>, prev: &mut Vec<usize>, node: usize| {
-        let (p, q) = (prev[node], next[node]);
-        next[p] = q;
-        if q != NONE {
-            prev[q] = p;
-        }
-    };
-    let unlift = |next: &mut Vec<usize>, prev: &mut Vec<usize>, node: usize| {
-        let (p, q) = (prev[node], next[node]);
-        next[p] = node;
-        if q != NONE {
-            prev[q] = node;
-        }
-    };
-
-    let mut known_left = ops.iter().filter(|o| o.ret_us.is_some()).count();
-    let mut linearized = vec![0u64; ops.len().div_ceil(64)];
+    let mut s = Search::new(ops);
     let mut seen: HashSet<(Vec<u64>, State)> = HashSet::new();
-    let mut stack: Vec<(usize, State, usize)> = Vec::new();
-    let mut state: State = None;
-    let mut cur = next[0];
+    let mut cur = s.next[0];
     loop {
-        if known_left == 0 {
+        if s.known_left == 0 {
             return Verdict::Linearizable;
         }
-        if cur == NONE {
-            // Only unknown calls were left to try and none fit: no known
-            // operation remains unplaced only if known_left were 0.
-            match stack.pop() {
-                None => return Verdict::Violation,
-                Some(top) => {
-                    cur = undo(
-                        top,
-                        &mut state,
-                        &mut linearized,
-                        &mut known_left,
-                        ops,
-                        &ret_node,
-                        &mut next,
-                        &mut prev,
-                        unlift,
-                    );
-                    continue;
-                }
-            }
-        }
-        let e = events[cur - 1].2;
-        if e.is_call {
-            let op = &ops[e.op];
-            if let Some(after) = op.step.apply(state) {
-                let mut bits = linearized.clone();
+        let call = (cur != NONE)
+            .then(|| s.events[cur - 1])
+            .filter(|e| e.is_call);
+        if let Some(e) = call {
+            if let Some(after) = ops[e.op].step.apply(s.state) {
+                let mut bits = s.linearized.clone();
                 bits[e.op / 64] |= 1 << (e.op % 64);
                 if seen.len() >= MAX_EXPLORED_STATES {
                     return Verdict::Undecided;
                 }
                 if seen.insert((bits.clone(), after)) {
-                    stack.push((e.op, state, cur));
-                    state = after;
-                    linearized = bits;
-                    if op.ret_us.is_some() {
-                        known_left -= 1;
-                    }
-                    lift(&mut next, &mut prev, cur);
-                    if ret_node[e.op] != NONE {
-                        lift(&mut next, &mut prev, ret_node[e.op]);
-                    }
-                    cur = next[0];
+                    s.take(e.op, cur, after, bits);
+                    cur = s.next[0];
                     continue;
                 }
             }
-            cur = next[cur];
-        } else {
-            match stack.pop() {
-                None => return Verdict::Violation,
-                Some(top) => {
-                    cur = undo(
-                        top,
-                        &mut state,
-                        &mut linearized,
-                        &mut known_left,
-                        ops,
-                        &ret_node,
-                        &mut next,
-                        &mut prev,
-                        unlift,
-                    );
-                }
-            }
+            cur = s.next[cur];
+            continue;
         }
+        // A return event (or the end of the list): the operation it ends
+        // was not linearized in time, so the last choice was wrong.
+        let Some(top) = s.stack.pop() else {
+            return Verdict::Violation;
+        };
+        cur = s.undo(top);
     }
 }
 
-/// Takes back the last linearized operation; returns the node to try next.
-#[allow(clippy::too_many_arguments)]
-fn undo(
-    (op, before, node): (usize, State, usize),
-    state: &mut State,
-    linearized: &mut [u64],
-    known_left: &mut usize,
-    ops: &[KeyOp],
-    ret_node: &[usize],
-    next: &mut Vec<usize>,
-    prev: &mut Vec<usize>,
-    unlift: impl Fn(&mut Vec<usize>, &mut Vec<usize>, usize),
-) -> usize {
-    *state = before;
-    linearized[op / 64] &= !(1 << (op % 64));
-    if ops[op].ret_us.is_some() {
-        *known_left += 1;
+/// The search's state: the event list (node 0 is the head sentinel, event
+/// k is node k + 1) and the choices made so far.
+struct Search<'a> {
+    ops: &'a [KeyOp],
+    events: Vec<Event>,
+    next: Vec<usize>,
+    prev: Vec<usize>,
+    ret_node: Vec<usize>,
+    linearized: Vec<u64>,
+    known_left: usize,
+    state: State,
+    /// (operation, state before it, its call node).
+    stack: Vec<(usize, State, usize)>,
+}
+
+impl<'a> Search<'a> {
+    fn new(ops: &'a [KeyOp]) -> Search<'a> {
+        // Events sorted by time; at equal times calls come first (the
+        // operations overlap, so either order must be allowed).
+        let mut timed: Vec<(u64, u8, Event)> = Vec::with_capacity(ops.len() * 2);
+        for (i, op) in ops.iter().enumerate() {
+            timed.push((
+                op.call_us,
+                0,
+                Event {
+                    op: i,
+                    is_call: true,
+                },
+            ));
+            if let Some(ret) = op.ret_us {
+                let e = Event {
+                    op: i,
+                    is_call: false,
+                };
+                timed.push((ret.max(op.call_us), 1, e));
+            }
+        }
+        timed.sort_by_key(|(t, kind, e)| (*t, *kind, e.op));
+        let n = timed.len();
+        let mut next: Vec<usize> = (1..=n + 1).collect();
+        let mut prev: Vec<usize> = (0..=n).map(|i| i.wrapping_sub(1)).collect();
+        next[n] = NONE;
+        prev[0] = NONE;
+        let mut ret_node = vec![NONE; ops.len()];
+        for (k, (_, _, e)) in timed.iter().enumerate() {
+            if !e.is_call {
+                ret_node[e.op] = k + 1;
+            }
+        }
+        Search {
+            ops,
+            events: timed.into_iter().map(|(_, _, e)| e).collect(),
+            next,
+            prev,
+            ret_node,
+            linearized: vec![0u64; ops.len().div_ceil(64)],
+            known_left: ops.iter().filter(|o| o.ret_us.is_some()).count(),
+            state: None,
+            stack: Vec::new(),
+        }
     }
-    if ret_node[op] != NONE {
-        unlift(next, prev, ret_node[op]);
+
+    fn lift(&mut self, node: usize) {
+        let (p, q) = (self.prev[node], self.next[node]);
+        self.next[p] = q;
+        if q != NONE {
+            self.prev[q] = p;
+        }
     }
-    unlift(next, prev, node);
-    next[node]
+
+    fn unlift(&mut self, node: usize) {
+        let (p, q) = (self.prev[node], self.next[node]);
+        self.next[p] = node;
+        if q != NONE {
+            self.prev[q] = node;
+        }
+    }
+
+    /// Linearizes `op` now: takes its events out of the list.
+    fn take(&mut self, op: usize, node: usize, after: State, bits: Vec<u64>) {
+        self.stack.push((op, self.state, node));
+        self.state = after;
+        self.linearized = bits;
+        if self.ops[op].ret_us.is_some() {
+            self.known_left -= 1;
+        }
+        self.lift(node);
+        if self.ret_node[op] != NONE {
+            self.lift(self.ret_node[op]);
+        }
+    }
+
+    /// Takes back the last linearized operation; returns the node to try
+    /// next (the one after its call).
+    fn undo(&mut self, (op, before, node): (usize, State, usize)) -> usize {
+        self.state = before;
+        self.linearized[op / 64] &= !(1 << (op % 64));
+        if self.ops[op].ret_us.is_some() {
+            self.known_left += 1;
+        }
+        if self.ret_node[op] != NONE {
+            self.unlift(self.ret_node[op]);
+        }
+        self.unlift(node);
+        self.next[node]
+    }
 }
 
 /// A short sub-history that is still not linearizable: the history cut at
