@@ -5,7 +5,7 @@
 
 use crate::cluster::{Cluster, ZONES};
 use crate::proxy::Rule;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -39,7 +39,7 @@ impl Kind {
     ];
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Fault {
     Kill {
@@ -107,7 +107,7 @@ pub const JITTER_MS: std::ops::RangeInclusive<u64> = 1..=15;
 pub const SKEW_S: std::ops::RangeInclusive<i64> = 2..=90;
 
 /// One fault, from `start_ms` (since the run started) for `duration_ms`.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct Episode {
     pub start_ms: u64,
     pub duration_ms: u64,

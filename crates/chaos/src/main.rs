@@ -23,6 +23,12 @@ enum Command {
     Run(RunArgs),
     /// Check a recorded history file.
     Check { history: PathBuf },
+    /// Check every run under an out folder again and rewrite its results
+    /// and summary (e.g. after a checker change).
+    Report {
+        #[arg(default_value = "target/chaos")]
+        out: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -99,7 +105,30 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => run_all(args).await,
+        Command::Report { out } => rereport(&out),
     }
+}
+
+fn rereport(out: &std::path::Path) -> anyhow::Result<()> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(out)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("result.json").exists() && p.join("history.jsonl").exists())
+        .collect();
+    dirs.sort();
+    let mut results = Vec::new();
+    for dir in dirs {
+        let saved: run::Saved = serde_json::from_slice(&std::fs::read(dir.join("result.json"))?)?;
+        let ops = history::read_history(&dir.join("history.jsonl"))?;
+        let r = run::summarize(saved, &ops);
+        std::fs::write(dir.join("result.json"), serde_json::to_vec_pretty(&r)?)?;
+        println!("[{}] seed {}", r.name, r.seed);
+        print!("{}", report::details(&r));
+        results.push(r);
+    }
+    let table = report::summary(&results);
+    std::fs::write(out.join("summary.md"), &table)?;
+    println!("\n{table}");
+    Ok(())
 }
 
 async fn run_all(args: RunArgs) -> anyhow::Result<()> {

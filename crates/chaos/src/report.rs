@@ -12,19 +12,25 @@ pub fn summary(results: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | seed | minutes | faults | operations (ok / failed / unknown) | write gap after a fault, median / max | fault-free gap | not linearizable | lost writes | counter / bank violations |"
+        "| scenario | seed | minutes | faults | operations (ok / failed / unknown) | write gap during a fault, median / max | after its heal, max | fault-free gap | not linearizable | lost writes | counter / bank violations |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let gaps: Vec<u64> = r.episodes.iter().map(|e| e.write_gap_ms).collect();
         let gap = match (median(gaps.clone()), gaps.iter().max()) {
             (Some(m), Some(x)) => format!("{m} / {x} ms"),
             _ => "-".into(),
         };
+        let healed = r
+            .episodes
+            .iter()
+            .map(|e| e.heal_gap_ms)
+            .max()
+            .map_or("-".into(), |m| format!("{m} ms"));
         let rep = &r.report;
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {} | {} ({} / {} / {}) | {gap} | {} ms | {} | {} | {} / {} |",
+            "| {} | {} | {:.1} | {} | {} ({} / {} / {}) | {gap} | {healed} | {} ms | {} | {} | {} / {} |",
             r.name,
             r.seed,
             r.run_ms as f64 / 60_000.0,
@@ -49,8 +55,8 @@ pub fn details(r: &RunResult) -> String {
     for e in &r.episodes {
         let _ = writeln!(
             out,
-            "  {:>8} ms for {:>6} ms  {:<50} write gap {} ms",
-            e.episode.start_ms, e.episode.duration_ms, e.description, e.write_gap_ms
+            "  {:>8} ms for {:>6} ms  {:<50} write gap {} ms, after heal {} ms",
+            e.episode.start_ms, e.episode.duration_ms, e.description, e.write_gap_ms, e.heal_gap_ms
         );
     }
     let rep = &r.report;

@@ -44,10 +44,12 @@ pub struct EpisodeResult {
     #[serde(flatten)]
     pub episode: Episode,
     pub description: String,
-    /// Longest stretch without a successful probe write on some probe key,
-    /// from the fault's start to `AFTERMATH_MS` after its end, less the
-    /// probe interval, in milliseconds.
+    /// Longest stretch without a successful probe write on some probe key
+    /// while the fault lasted, less the probe interval, in milliseconds.
     pub write_gap_ms: u64,
+    /// The same from the fault's end to `AFTERMATH_MS` after it (a healed
+    /// node rejoining can disturb the others).
+    pub heal_gap_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -55,10 +57,47 @@ pub struct RunResult {
     pub name: String,
     pub seed: u64,
     pub run_ms: u64,
+    pub warmup_ms: u64,
     pub episodes: Vec<EpisodeResult>,
     /// The same measure over fault-free time before the first fault.
     pub baseline_gap_ms: u64,
     pub report: Report,
+}
+
+/// What `result.json` keeps that a new summary needs besides the history.
+#[derive(serde::Deserialize)]
+pub struct Saved {
+    pub name: String,
+    pub seed: u64,
+    pub run_ms: u64,
+    #[serde(default)]
+    pub warmup_ms: u64,
+    pub episodes: Vec<Episode>,
+}
+
+/// Checks a run's history and times its faults.
+pub fn summarize(saved: Saved, ops: &[Op]) -> RunResult {
+    let end = |e: &Episode| (e.start_ms + e.duration_ms).min(saved.run_ms);
+    let episodes = saved
+        .episodes
+        .iter()
+        .map(|e| EpisodeResult {
+            episode: *e,
+            description: e.fault.to_string(),
+            write_gap_ms: write_gap_ms(ops, e.start_ms, end(e)),
+            heal_gap_ms: write_gap_ms(ops, end(e), (end(e) + AFTERMATH_MS).min(saved.run_ms)),
+        })
+        .collect();
+    let first = saved.episodes.first().map_or(saved.run_ms, |e| e.start_ms);
+    RunResult {
+        baseline_gap_ms: write_gap_ms(ops, saved.warmup_ms / 2, first),
+        report: checker::check(ops),
+        episodes,
+        name: saved.name,
+        seed: saved.seed,
+        run_ms: saved.run_ms,
+        warmup_ms: saved.warmup_ms,
+    }
 }
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
@@ -95,28 +134,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
     cluster.stop().await;
     let ops = result?;
     history::write_history(&cfg.dir.join("history.jsonl"), &ops)?;
-    let report = checker::check(&ops);
-    let episodes = schedule
-        .iter()
-        .map(|e| EpisodeResult {
-            episode: *e,
-            description: e.fault.to_string(),
-            write_gap_ms: write_gap_ms(
-                &ops,
-                e.start_ms,
-                (e.start_ms + e.duration_ms + AFTERMATH_MS).min(cfg.timing.run_ms),
-            ),
-        })
-        .collect();
-    let first = schedule.first().map_or(cfg.timing.run_ms, |e| e.start_ms);
-    let result = RunResult {
+    let saved = Saved {
         name: cfg.name.clone(),
         seed: cfg.seed,
         run_ms: cfg.timing.run_ms,
-        episodes,
-        baseline_gap_ms: write_gap_ms(&ops, cfg.timing.warmup_ms / 2, first),
-        report,
+        warmup_ms: cfg.timing.warmup_ms,
+        episodes: schedule,
     };
+    let result = summarize(saved, &ops);
     std::fs::write(
         cfg.dir.join("result.json"),
         serde_json::to_vec_pretty(&result)?,
