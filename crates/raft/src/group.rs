@@ -126,6 +126,9 @@ impl RaftGroup {
             election_timeout_max: timing.election_timeout_max_ms,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(timing.snapshot_after_entries),
             max_in_snapshot_log_to_keep: timing.keep_entries_after_snapshot,
+            // A replica that was cut off or paused asks before it bumps its
+            // term, so on its return it cannot depose a healthy leader.
+            enable_pre_vote: Some(true),
             ..Default::default()
         }
         .validate()

@@ -128,6 +128,10 @@ impl Service {
                 let rpc: VoteRequest<TypeConfig> = decode(&m.payload)?;
                 encode(&raft.vote(rpc).await.map_err(|e| e.to_string())?)
             }
+            Ok(MessageKind::PreVote) => {
+                let rpc: VoteRequest<TypeConfig> = decode(&m.payload)?;
+                encode(&raft.pre_vote(rpc).await.map_err(|e| e.to_string())?)
+            }
             _ => Err(format!("unknown message kind {}", m.kind)),
         }
     }
@@ -401,6 +405,14 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Ok(self.batched(MessageKind::Vote, &rpc, &option).await?)
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self.batched(MessageKind::PreVote, &rpc, &option).await?)
     }
 
     async fn full_snapshot(

@@ -133,6 +133,17 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let raft = self.router.target(self.from, self.to, self.group)?;
+        raft.pre_vote(rpc)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
+    }
+
     async fn full_snapshot(
         &mut self,
         vote: Vote,
