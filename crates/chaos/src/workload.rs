@@ -177,6 +177,12 @@ fn done<E: ProvideErrorMetadata, R>(r: Result<(), SdkError<E, R>>) -> Outcome {
     }
 }
 
+/// A read that failed changed nothing, so it is left out of the check
+/// whatever its error: recorded as unknown, with its code.
+fn read_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> Outcome {
+    (Status::Unknown, Vec::new(), Some(classify(e).1))
+}
+
 fn read_back(items: Result<Vec<Option<Item>>, String>) -> Outcome {
     match items {
         Ok(items) => (Status::Ok, items, None),
@@ -203,10 +209,7 @@ async fn execute(c: &Client, call: &Call) -> Outcome {
                 .await;
             match r {
                 Ok(out) => read_back(item_of(out.item()).map(|i| vec![i])),
-                Err(e) => {
-                    let (_, code) = classify(&e);
-                    (Status::Unknown, Vec::new(), Some(code))
-                }
+                Err(e) => read_failed(&e),
             }
         }
         Call::Put { key: k, val, cnt } => {
@@ -298,10 +301,7 @@ async fn execute(c: &Client, call: &Call) -> Outcome {
             }
             match req.send().await {
                 Ok(out) => read_back(out.responses().iter().map(|r| item_of(r.item())).collect()),
-                Err(e) => {
-                    let (_, code) = classify(&e);
-                    (Status::Unknown, Vec::new(), Some(code))
-                }
+                Err(e) => read_failed(&e),
             }
         }
     }

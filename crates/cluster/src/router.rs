@@ -526,10 +526,8 @@ impl Router {
 
     fn suspect(&self, node: NodeId) {
         let until = tokio::time::Instant::now() + Duration::from_millis(SUSPECT_MS);
-        self.inner.suspects.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.inner.suspects, |m| {
             m.insert(node, until);
-            m
         });
     }
 
@@ -537,10 +535,8 @@ impl Router {
         if !self.inner.suspects.load().contains_key(&node) {
             return;
         }
-        self.inner.suspects.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.inner.suspects, |m| {
             m.remove(&node);
-            m
         });
     }
 
@@ -548,10 +544,8 @@ impl Router {
         if self.inner.leaders.load().get(&group) != Some(&node) {
             return;
         }
-        self.inner.leaders.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.inner.leaders, |m| {
             m.remove(&group);
-            m
         });
     }
 
@@ -577,10 +571,8 @@ impl Router {
         if self.inner.leaders.load().get(&group) == Some(&leader) {
             return;
         }
-        self.inner.leaders.rcu(|m| {
-            let mut m = HashMap::clone(m);
+        update(&self.inner.leaders, |m| {
             m.insert(group, leader);
-            m
         });
     }
 
@@ -609,6 +601,18 @@ impl Router {
         };
         self.inner.remote.call(&addr, group, epoch, call).await
     }
+}
+
+/// Replaces a shared map with a changed copy (readers never lock).
+fn update<K: Clone + Eq + std::hash::Hash, V: Clone>(
+    map: &ArcSwap<HashMap<K, V>>,
+    change: impl Fn(&mut HashMap<K, V>),
+) {
+    map.rcu(|m| {
+        let mut m = HashMap::clone(m);
+        change(&mut m);
+        m
+    });
 }
 
 /// What a request is routed to: the control group, or the partition of a

@@ -28,8 +28,8 @@ impl Default for Timing {
             // A zone's loss must cost writes less than 3 s: followers wait
             // out the dead leader's lease (the longest election timeout)
             // before they grant a vote, so failover takes 1.5-2.5 s here.
-            // Heartbeats at a fifth of the shortest timeout survive a few
-            // hundred ms of added cross-zone latency.
+            // openraft bounds heartbeat and append RPCs by the heartbeat
+            // interval, so links between zones need a round trip under it.
             heartbeat_interval_ms: 150,
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,

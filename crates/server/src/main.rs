@@ -77,11 +77,8 @@ struct NodeArgs {
     /// Interval between checkpoints (sled flush, purge of old WAL segments), in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::host::CHECKPOINT_INTERVAL_MS)]
     checkpoint_interval_ms: u64,
-    /// Reach the peer at ADDR through VIA instead, as ADDR=VIA (repeat or
-    /// comma-separate): a proxy or NAT in front of a node. The fault
-    /// harness `dynaraft-chaos` routes every link through its proxy.
-    #[arg(long = "route", value_delimiter = ',')]
-    routes: Vec<String>,
+    #[command(flatten)]
+    routes: RouteArgs,
 }
 
 #[derive(clap::Args)]
@@ -104,11 +101,8 @@ struct RouterArgs {
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// Reach the peer at ADDR through VIA instead, as ADDR=VIA (repeat or
-    /// comma-separate): a proxy or NAT in front of a node. The fault
-    /// harness `dynaraft-chaos` routes every link through its proxy.
-    #[arg(long = "route", value_delimiter = ',')]
-    routes: Vec<String>,
+    #[command(flatten)]
+    routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
     /// single-item writes before they are committed (loses writes).
     #[arg(long, hide = true)]
@@ -122,17 +116,28 @@ struct AdminArgs {
     control: Vec<String>,
 }
 
-/// Parses `--route ADDR=VIA` flags.
-fn routes(specs: &[String]) -> anyhow::Result<HashMap<String, String>> {
-    specs
-        .iter()
-        .map(|s| match s.split_once('=') {
-            Some((addr, via)) if !addr.is_empty() && !via.is_empty() => {
-                Ok((addr.to_string(), via.to_string()))
-            }
-            _ => anyhow::bail!("--route wants ADDR=VIA, got {s:?}"),
-        })
-        .collect()
+#[derive(clap::Args)]
+struct RouteArgs {
+    /// Reach the peer at ADDR through VIA instead, as ADDR=VIA (repeat or
+    /// comma-separate): a proxy or NAT in front of a node. The fault
+    /// harness `dynaraft-chaos` routes every link through its proxy.
+    #[arg(long = "route", value_delimiter = ',')]
+    routes: Vec<String>,
+}
+
+impl RouteArgs {
+    /// The `--route ADDR=VIA` flags as a map.
+    fn parse(&self) -> anyhow::Result<HashMap<String, String>> {
+        self.routes
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((addr, via)) if !addr.is_empty() && !via.is_empty() => {
+                    Ok((addr.to_string(), via.to_string()))
+                }
+                _ => anyhow::bail!("--route wants ADDR=VIA, got {s:?}"),
+            })
+            .collect()
+    }
 }
 
 fn control_members(specs: &[String]) -> anyhow::Result<Vec<ControlMember>> {
@@ -197,7 +202,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.timing.snapshot_after_entries = args.snapshot_after_entries;
     host.wal_segment_bytes = args.wal_segment_bytes;
     host.checkpoint_interval_ms = args.checkpoint_interval_ms;
-    host.routes = routes(&args.routes)?;
+    host.routes = args.routes.parse()?;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -214,7 +219,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
-    let rn = RouterNode::start(&control_members(&args.control)?, routes(&args.routes)?);
+    let rn = RouterNode::start(&control_members(&args.control)?, args.routes.parse()?);
     if args.unsafe_ack_before_commit {
         tracing::warn!(
             "--unsafe-ack-before-commit: writes are acknowledged before they commit and WILL be lost"
