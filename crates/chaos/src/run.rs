@@ -22,6 +22,9 @@ pub const STARTUP_TIMEOUT_MS: u64 = 60_000;
 /// How long, after the last fault is healed, every key has to become
 /// readable again, in milliseconds.
 pub const RECOVERY_TIMEOUT_MS: u64 = 60_000;
+/// Pause between retries while the table is created and while the final
+/// reads wait for the cluster, in milliseconds.
+pub const SETUP_RETRY_MS: u64 = 200;
 /// After a fault ends, how long its effect on availability is still
 /// counted, in milliseconds.
 pub const AFTERMATH_MS: u64 = 5_000;
@@ -257,7 +260,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<()> {
             break;
         }
         anyhow::ensure!(Instant::now() < deadline, "table not created: {r:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(SETUP_RETRY_MS)).await;
     }
     loop {
         let d = client
@@ -274,7 +277,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<()> {
             return Ok(());
         }
         anyhow::ensure!(Instant::now() < deadline, "table not active: {d:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(SETUP_RETRY_MS)).await;
     }
 }
 
@@ -293,7 +296,7 @@ async fn final_reads(client: &aws_sdk_dynamodb::Client, rec: &Recorder) -> anyho
                 "{key} still unreadable: {:?}",
                 op.error
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(SETUP_RETRY_MS)).await;
         }
     }
     let keys = (0..workload::ACCOUNTS).map(workload::account).collect();
@@ -315,7 +318,7 @@ async fn final_reads(client: &aws_sdk_dynamodb::Client, rec: &Recorder) -> anyho
             "accounts unreadable: {:?}",
             op.error
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(SETUP_RETRY_MS)).await;
     }
 }
 
