@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy test-chaos chaos fuzz fmt lint clean
+.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy test-chaos chaos bench fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -65,6 +65,23 @@ K8S_VERSION := 1.30.0
 test-deploy: $(VENV)/.installed
 	$(VENV)/bin/kubernetes-validate --quiet --strict -k $(K8S_VERSION) deploy/k8s/storage.yaml deploy/k8s/router.yaml
 	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml
+
+## The side-by-side benchmark: the machine's floors (fsync, an empty HTTP
+## round trip), then the embedded server, dynalite (npm, into
+## $(BENCH_OUT)/dynalite on first use), the local three-zone cluster and a
+## three-member etcd (Debian's etcd-server, installed when missing and
+## apt-get is usable; skipped otherwise), all under the same YCSB workloads
+## with `dynaraft bench`. Writes docs/performance.md.
+## Shorter: make bench BENCH_ARGS="--seconds 3 --records 10000"
+BENCH_OUT  := $(TARGET)/bench
+BENCH_ARGS ?=
+bench:
+	$(CARGO) build --release -p dynaraft -p dynaraft-bench
+	@command -v etcd >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  { apt-get update -qq && apt-get install -y -qq etcd-server >/dev/null; } || \
+	  echo "etcd-server not installed: the etcd comparison is skipped"; }
+	$(TARGET)/release/dynaraft-bench-suite run --binary $(TARGET)/release/dynaraft \
+	  --out $(BENCH_OUT) --report docs/performance.md $(BENCH_ARGS)
 
 ## The fault harness, short: three scenarios (kill -9, partition, SIGSTOP)
 ## of 30 s each against a real three-zone cluster with a fresh seed (printed;

@@ -1,7 +1,8 @@
 //! `dynaraft`: one binary, roles chosen by subcommand: `embedded` (every
 //! role in one process, like DynamoDB Local), `node` (a storage node of a
 //! cluster, control-plane member when listed in `--control`), `router` (the
-//! DynamoDB API of a cluster) and `admin` (the cluster as a table).
+//! DynamoDB API of a cluster), `admin` (the cluster as a table) and `bench`
+//! (a load generator for any DynamoDB endpoint).
 
 use clap::{Parser, Subcommand};
 use dynaraft_api::{Api, ApiConfig, Server};
@@ -35,6 +36,18 @@ enum Command {
     Router(RouterArgs),
     /// Print the cluster's nodes, zones, partitions, leaders and lag.
     Admin(AdminArgs),
+    /// Load-test any DynamoDB endpoint (ours or another) with a YCSB
+    /// workload and print throughput and latency percentiles.
+    Bench(BenchCmd),
+}
+
+#[derive(clap::Args)]
+struct BenchCmd {
+    #[command(flatten)]
+    bench: dynaraft_bench::BenchArgs,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -189,7 +202,33 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", admin::report(&control_members(&args.control)?).await?);
             Ok(())
         }
+        Command::Bench(args) => bench(args).await,
     }
+}
+
+async fn bench(args: BenchCmd) -> anyhow::Result<()> {
+    let report = dynaraft_bench::run(&args.bench).await?;
+    println!(
+        "workload {} ({:?} keys), {} records of {} bytes, {} {}, against {}",
+        report.workload.name(),
+        report.distribution,
+        report.records,
+        report.item_bytes,
+        report.concurrency,
+        match report.rate {
+            Some(r) => format!("connections at {r} requests/s"),
+            None => "concurrent requests, closed loop".into(),
+        },
+        report.endpoint
+    );
+    print!("{}", report.summary);
+    if let Some(path) = args.json {
+        std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
+    }
+    if report.summary.errors > 0 {
+        anyhow::bail!("{} operations failed", report.summary.errors);
+    }
+    Ok(())
 }
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {

@@ -1,0 +1,413 @@
+//! `dynaraft-bench-suite`: the side-by-side benchmark behind `make bench`.
+//!
+//! In one sitting on one machine it measures the machine's floors (fsync,
+//! an empty HTTP round trip), then the embedded server (durable, on disk),
+//! dynalite (installed from npm on first use), the local three-zone
+//! cluster and, when its binary is there, a three-member etcd, each under
+//! the same workloads with the same load generator, and writes the numbers
+//! and the verdict on each target to docs/performance.md.
+
+mod procs;
+mod report;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use dynaraft_bench::floors;
+use dynaraft_bench::ops::Protocol;
+use dynaraft_bench::runner::{BenchArgs, LoadMode};
+use dynaraft_bench::workload::Workload;
+use procs::Proc;
+use report::{Floors, Results, RunResult, SystemResult};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(
+    name = "dynaraft-bench-suite",
+    about = "The side-by-side benchmark behind `make bench`"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run every system under every workload and write the report.
+    Run(Box<SuiteArgs>),
+    /// An HTTP server that answers everything with 200 `{}` (the floor).
+    #[command(hide = true)]
+    EmptyServer {
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(clap::Args, Clone)]
+pub struct SuiteArgs {
+    /// The dynaraft binary (a release build).
+    #[arg(long)]
+    binary: PathBuf,
+    /// Where data directories, logs and results.json go.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+    /// The markdown report.
+    #[arg(long, default_value = "docs/performance.md")]
+    report: PathBuf,
+    /// Hand-written analysis appended to the report.
+    #[arg(long, default_value = "crates/bench/analysis.md")]
+    analysis: PathBuf,
+    /// Systems to measure (comma-separated).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "embedded,dynalite,cluster,etcd"
+    )]
+    systems: Vec<String>,
+    /// Measured seconds per workload.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Warm-up seconds before each.
+    #[arg(long, default_value_t = 2)]
+    warmup_s: u64,
+    /// Records loaded into each table.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Item size, in bytes.
+    #[arg(long, default_value_t = 1000)]
+    item_bytes: usize,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Partitions per table in the cluster.
+    #[arg(long, default_value_t = 3)]
+    partitions: usize,
+    /// First of the ports the suite uses (it takes about 20 after it).
+    #[arg(long, default_value_t = 18400)]
+    base_port: u16,
+    /// dynalite version installed from npm.
+    #[arg(long, default_value = "3.2.2")]
+    dynalite_version: String,
+    /// etcd binary (Debian's etcd-server); skipped when absent.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd: PathBuf,
+}
+
+/// One measurement of a system: a workload, maybe at a fraction of the
+/// peak an earlier one measured.
+struct Spec {
+    label: &'static str,
+    workload: Workload,
+    consistent: bool,
+    /// (label of the closed-loop run, fraction of its throughput).
+    rate_of: Option<(&'static str, f64)>,
+}
+
+const fn spec(label: &'static str, workload: Workload) -> Spec {
+    Spec {
+        label,
+        workload,
+        consistent: false,
+        rate_of: None,
+    }
+}
+
+/// Every YCSB workload, closed loop.
+const YCSB: [Spec; 7] = [
+    spec("C", Workload::C),
+    spec("put", Workload::Put),
+    spec("A", Workload::A),
+    spec("B", Workload::B),
+    spec("D", Workload::D),
+    spec("E", Workload::E),
+    spec("F", Workload::F),
+];
+const CONSISTENT_C: Spec = Spec {
+    label: "C, consistent reads",
+    workload: Workload::C,
+    consistent: true,
+    rate_of: None,
+};
+const HALF_PEAK_C: Spec = Spec {
+    label: "C at half peak",
+    workload: Workload::C,
+    consistent: false,
+    rate_of: Some(("C", 0.5)),
+};
+const HALF_PEAK_PUT: Spec = Spec {
+    label: "put at half peak",
+    workload: Workload::Put,
+    consistent: false,
+    rate_of: Some(("put", 0.5)),
+};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Cmd::EmptyServer { port } => rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+            Ok(floors::serve_empty(listener).await?)
+        }),
+        Cmd::Run(args) => rt.block_on(suite(*args)),
+    }
+}
+
+async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.out)?;
+    let started = Instant::now();
+    let mut results = Results::new(
+        report::machine(&args.out),
+        args.seconds,
+        args.records,
+        args.item_bytes,
+        args.concurrency,
+    );
+    results.floors = Some(measure_floors(&args).await?);
+    for system in &args.systems {
+        let r = match system.as_str() {
+            "embedded" => embedded(&args).await?,
+            "dynalite" => dynalite(&args).await?,
+            "cluster" => cluster(&args).await?,
+            "etcd" if !args.etcd.exists() => {
+                eprintln!("[suite] {} not found: etcd skipped", args.etcd.display());
+                continue;
+            }
+            "etcd" => etcd(&args).await?,
+            other => anyhow::bail!("unknown system {other:?}"),
+        };
+        results.systems.push(r);
+    }
+    results.suite_seconds = started.elapsed().as_secs_f64();
+    std::fs::write(
+        args.out.join("results.json"),
+        serde_json::to_vec_pretty(&results)?,
+    )?;
+    let analysis = std::fs::read_to_string(&args.analysis).unwrap_or_default();
+    std::fs::write(&args.report, report::markdown(&results, &analysis))?;
+    eprintln!(
+        "[suite] wrote {} in {:.0} s",
+        args.report.display(),
+        results.suite_seconds
+    );
+    Ok(())
+}
+
+async fn measure_floors(args: &SuiteArgs) -> anyhow::Result<Floors> {
+    eprintln!("[suite] floors: fsync and an empty HTTP round trip");
+    let fsync = floors::fsync_latency(&args.out.join("fsync"), Duration::from_secs(3))?;
+    let port = args.base_port;
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(["empty-server", "--port", &port.to_string()]);
+    let server = Proc::spawn("empty server", cmd, &args.out.join("empty-server.log"))?;
+    let url = format!("http://127.0.0.1:{port}");
+    procs::wait_ready(&url, false, Instant::now()).await?;
+    let window = Duration::from_secs(args.seconds.min(5));
+    let one = floors::http_round_trips(&url, 1, window).await;
+    let many = floors::http_round_trips(&url, args.concurrency, window).await;
+    drop(server);
+    Ok(Floors {
+        fsync,
+        http_one: one,
+        http_many: many,
+    })
+}
+
+fn bench_args(
+    args: &SuiteArgs,
+    url: &str,
+    protocol: Protocol,
+    s: &Spec,
+    rate: Option<f64>,
+) -> BenchArgs {
+    BenchArgs {
+        endpoint: url.to_string(),
+        protocol,
+        workload: s.workload,
+        distribution: None,
+        table: None,
+        records: args.records,
+        item_bytes: args.item_bytes,
+        concurrency: args.concurrency,
+        duration_s: args.seconds,
+        warmup_s: args.warmup_s,
+        rate,
+        consistent_reads: s.consistent,
+        timeout_ms: 5000,
+        seed: None,
+        load: LoadMode::Auto,
+        region: "us-east-1".into(),
+        quiet: true,
+    }
+}
+
+/// Run `specs` against one endpoint.
+async fn workloads(
+    args: &SuiteArgs,
+    system: &str,
+    url: &str,
+    protocol: Protocol,
+    specs: &[&Spec],
+) -> anyhow::Result<Vec<RunResult>> {
+    let mut runs: Vec<RunResult> = Vec::new();
+    for s in specs {
+        let rate = s.rate_of.and_then(|(label, fraction)| {
+            runs.iter()
+                .find(|r| r.label == label)
+                .map(|r| r.report.summary.throughput * fraction)
+        });
+        let report = dynaraft_bench::run(&bench_args(args, url, protocol, s, rate))
+            .await
+            .with_context(|| format!("{system}, workload {}", s.label))?;
+        let sum = &report.summary;
+        eprintln!(
+            "[suite] {system:<9} {:<22} {:>8.0} ops/s  p50 {:>6} ms  p99 {:>6} ms  errors {}",
+            s.label,
+            sum.throughput,
+            dynaraft_bench::stats::ms(sum.all.p50_us),
+            dynaraft_bench::stats::ms(sum.all.p99_us),
+            sum.errors
+        );
+        runs.push(RunResult {
+            label: s.label.to_string(),
+            report,
+        });
+    }
+    Ok(runs)
+}
+
+async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let dir = args.out.join("embedded");
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = args.base_port + 1;
+    let mut cmd = Command::new(&args.binary);
+    cmd.arg("embedded").arg("--data-dir").arg(&dir).args([
+        "--port",
+        &port.to_string(),
+        "--instant-transitions",
+    ]);
+    let url = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    let proc = Proc::spawn("embedded", cmd, &args.out.join("embedded.log"))?;
+    let startup = procs::wait_ready(&url, false, t).await?;
+    let idle_rss = procs::rss_bytes(proc.pid());
+    let specs: Vec<&Spec> = YCSB
+        .iter()
+        .chain([&CONSISTENT_C, &HALF_PEAK_C, &HALF_PEAK_PUT])
+        .collect();
+    let runs = workloads(args, "embedded", &url, Protocol::Dynamodb, &specs).await?;
+    Ok(SystemResult {
+        name: "embedded".into(),
+        description: "`dynaraft embedded`, data on disk, every write fsynced (group commit) before it is acknowledged".into(),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: procs::rss_bytes(proc.pid()),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs,
+    })
+}
+
+async fn dynalite(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let cli = procs::dynalite(&args.out.join("dynalite"), &args.dynalite_version)?;
+    let port = args.base_port + 2;
+    let mut cmd = Command::new("node");
+    cmd.arg(&cli).args(["--port", &port.to_string()]);
+    let url = format!("http://127.0.0.1:{port}");
+    let t = Instant::now();
+    let proc = Proc::spawn("dynalite", cmd, &args.out.join("dynalite.log"))?;
+    let startup = procs::wait_ready(&url, false, t).await?;
+    let idle_rss = procs::rss_bytes(proc.pid());
+    let specs: Vec<&Spec> = YCSB.iter().collect();
+    let runs = workloads(args, "dynalite", &url, Protocol::Dynamodb, &specs).await?;
+    Ok(SystemResult {
+        name: "dynalite".into(),
+        description: format!(
+            "dynalite {} on Node {}, in memory, nothing fsynced",
+            args.dynalite_version,
+            node_version()
+        ),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: procs::rss_bytes(proc.pid()),
+        disk_bytes: None,
+        runs,
+    })
+}
+
+async fn cluster(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let dir = std::path::absolute(args.out.join("cluster"))?;
+    let router_port = args.base_port + 3;
+    let cluster = procs::Cluster::start(
+        &args.binary,
+        &dir,
+        router_port,
+        args.base_port + 4,
+        args.partitions,
+    )?;
+    let idle_rss = Some(cluster.rss_bytes());
+    let url = format!("http://127.0.0.1:{router_port}");
+    let specs: Vec<&Spec> = YCSB.iter().chain([&CONSISTENT_C, &HALF_PEAK_PUT]).collect();
+    let runs = workloads(args, "cluster", &url, Protocol::Dynamodb, &specs).await?;
+    Ok(SystemResult {
+        name: "cluster".into(),
+        description: format!(
+            "three `dynaraft node` processes (az-a, az-b, az-c) and a `dynaraft router`, {} partitions per table, every write on a quorum and fsynced",
+            args.partitions
+        ),
+        startup_ms: None,
+        idle_rss,
+        loaded_rss: Some(cluster.rss_bytes()),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs,
+    })
+}
+
+async fn etcd(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let dir = args.out.join("etcd");
+    let port = args.base_port + 10;
+    let t = Instant::now();
+    let members = procs::etcd(&args.etcd, &dir, port)?;
+    let url = format!("http://127.0.0.1:{port}");
+    let startup = procs::wait_ready(&url, true, t).await?;
+    let rss = |m: &[Proc]| {
+        m.iter()
+            .filter_map(|p| procs::rss_bytes(p.pid()))
+            .sum::<u64>()
+    };
+    let idle_rss = Some(rss(&members));
+    let specs = [&YCSB[0], &YCSB[1]];
+    let runs = workloads(args, "etcd", &url, Protocol::Etcd, &specs).await?;
+    Ok(SystemResult {
+        name: "etcd".into(),
+        description: format!(
+            "etcd {} from Debian, three members, v3 JSON gateway on one member, linearizable reads",
+            etcd_version(&args.etcd)
+        ),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: Some(rss(&members)),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs,
+    })
+}
+
+fn node_version() -> String {
+    command_line(Command::new("node").arg("--version"))
+}
+
+fn etcd_version(binary: &Path) -> String {
+    let out = command_line(Command::new(binary).arg("--version"));
+    out.split_whitespace().nth(2).unwrap_or("?").to_string()
+}
+
+/// The first line a command prints, or "?".
+pub fn command_line(cmd: &mut Command) -> String {
+    cmd.output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.lines().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}

@@ -1,0 +1,182 @@
+//! One HTTP/1.1 keep-alive connection to an endpoint, as a load-generator
+//! worker holds it: requests go one at a time, each DynamoDB request is
+//! signed with SigV4 (as every SDK signs it), and any transport error or
+//! timeout drops the connection so the next request dials afresh.
+//!
+//! The client is deliberately thin (hyper's connection API, no pool, no
+//! retries): the load generator shares the machine's cores with the server
+//! under test, and every microsecond it spends is one the server loses.
+//! The benchmark's empty-HTTP floor measures exactly this client against a
+//! server that does nothing.
+
+use aws_credential_types::Credentials;
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+use aws_sigv4::sign::v4;
+use aws_smithy_runtime_api::client::identity::Identity;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::net::TcpStream;
+
+/// Why a request got no HTTP response.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("request: {0}")]
+    Request(String),
+}
+
+/// An HTTP response, read whole.
+pub struct Response {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Where requests go and how they are signed.
+pub struct Endpoint {
+    /// host:port to dial.
+    addr: String,
+    /// The URL as signed, e.g. `http://127.0.0.1:8000/`.
+    url: String,
+    region: String,
+    identity: Identity,
+}
+
+impl Endpoint {
+    /// An endpoint from a URL such as `http://127.0.0.1:8000`. Only plain
+    /// HTTP: the benchmark measures the database, not TLS.
+    pub fn parse(url: &str, region: &str) -> Result<Self, ClientError> {
+        let rest = url.strip_prefix("http://").ok_or_else(|| {
+            ClientError::Request(format!("endpoint {url:?} must start with http://"))
+        })?;
+        let addr = rest.trim_end_matches('/');
+        if addr.is_empty() || addr.contains('/') {
+            return Err(ClientError::Request(format!(
+                "endpoint {url:?} must be http://host:port"
+            )));
+        }
+        // Any key works against a local endpoint; the signature is real.
+        let identity = Credentials::new("bench", "bench-secret", None, None, "dynaraft-bench");
+        Ok(Self {
+            addr: addr.to_string(),
+            url: format!("http://{addr}/"),
+            region: region.to_string(),
+            identity: identity.into(),
+        })
+    }
+
+    /// The host:port requests are sent to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn signed(&self, target: &str, body: Bytes) -> Result<http::Request<Full<Bytes>>, ClientError> {
+        let mut req = http::Request::builder()
+            .method("POST")
+            .uri("/")
+            .header("host", &self.addr)
+            .header("content-type", "application/x-amz-json-1.0")
+            .header("x-amz-target", target)
+            .body(Full::new(body.clone()))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let params = v4::SigningParams::builder()
+            .identity(&self.identity)
+            .region(&self.region)
+            .name("dynamodb")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| ClientError::Request(e.to_string()))?
+            .into();
+        let headers = req
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)));
+        let signable = SignableRequest::new("POST", &self.url, headers, SignableBody::Bytes(&body))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| ClientError::Request(e.to_string()))?
+            .into_parts();
+        instructions.apply_to_request_http1x(&mut req);
+        Ok(req)
+    }
+}
+
+/// One worker's connection.
+pub struct Conn {
+    endpoint: Arc<Endpoint>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl Conn {
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+        Self {
+            endpoint,
+            sender: None,
+        }
+    }
+
+    /// Forget the connection (after a timeout its state is unknown).
+    pub fn reset(&mut self) {
+        self.sender = None;
+    }
+
+    /// A signed DynamoDB JSON 1.0 call: `op` is e.g. `GetItem`.
+    pub async fn dynamodb(&mut self, op: &str, body: Vec<u8>) -> Result<Response, ClientError> {
+        let target = format!("DynamoDB_20120810.{op}");
+        let req = self.endpoint.signed(&target, Bytes::from(body))?;
+        self.send(req).await
+    }
+
+    /// A plain JSON POST to `path` (etcd's gateway, the empty-HTTP floor).
+    pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("host", self.endpoint.addr())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        self.send(req).await
+    }
+
+    async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Response, ClientError> {
+        let result = self.try_send(req).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn try_send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Response, ClientError> {
+        let sender = match self.sender.as_mut() {
+            Some(s) if !s.is_closed() => s,
+            _ => self.sender.insert(dial(self.endpoint.addr()).await?),
+        };
+        sender.ready().await?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Response { status, body })
+    }
+}
+
+async fn dial(addr: &str) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(ClientError::Connect)?;
+    stream.set_nodelay(true).map_err(ClientError::Connect)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        // Ends when the sender is dropped or the peer closes; the error,
+        // if any, reaches the worker through its next request.
+        let _ = conn.await;
+    });
+    Ok(sender)
+}

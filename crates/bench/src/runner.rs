@@ -1,0 +1,530 @@
+//! A benchmark run: create and load the table if needed, then drive the
+//! workload from `concurrency` workers for the warm-up and the measured
+//! window, and merge their histograms.
+//!
+//! Closed loop (the default): each worker sends its next request when the
+//! last one is answered, so throughput is what the server sustains at that
+//! concurrency. Fixed rate (`--rate`): requests are due on a global
+//! schedule of `rate` per second, and latency runs from when a request was
+//! due, not when a worker got round to sending it, so a stalled server is
+//! charged for every request it delayed (no coordinated omission).
+
+use crate::client::{Conn, Endpoint};
+use crate::keys::{self, Distribution, GROUP_ITEMS};
+use crate::ops::{self, Ctx, Failure, Inserts, Outcome, Protocol};
+use crate::stats::{Stats, Summary};
+use crate::workload::{Layout, OpKind, Workload};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::time::{sleep_until, timeout};
+
+/// Items per BatchWriteItem while loading (DynamoDB's maximum).
+pub const LOAD_BATCH_ITEMS: u64 = 25;
+/// Attempts at a load batch's unprocessed items before giving up.
+const LOAD_ATTEMPTS: u32 = 10;
+/// Pause between polls of a new table's status, in milliseconds.
+const TABLE_POLL_MS: u64 = 100;
+/// Polls before a table that never becomes ACTIVE is an error.
+const TABLE_POLLS: u32 = 600;
+/// Interval of the progress line, in milliseconds.
+const PROGRESS_INTERVAL_MS: u64 = 1000;
+/// Tries at picking a record whose insert did not fail (workload D).
+const PICK_ATTEMPTS: u32 = 8;
+
+/// When to load the records before measuring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadMode {
+    /// Only when this run created the table.
+    Auto,
+    Always,
+    Never,
+}
+
+/// `dynaraft bench`'s flags.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// The endpoint under test.
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    pub endpoint: String,
+    /// What the endpoint speaks.
+    #[arg(long, value_enum, default_value = "dynamodb")]
+    pub protocol: Protocol,
+    /// YCSB workload: a, b, c, d, e, f, or put (100% PutItem).
+    #[arg(long, value_enum, default_value = "c")]
+    pub workload: Workload,
+    /// Key distribution (default: the workload's, zipfian or latest).
+    #[arg(long, value_enum)]
+    pub distribution: Option<Distribution>,
+    /// Table name (default: bench, or bench-range for workload E).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Records loaded before the run.
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Size of each item, in bytes (about: keys and attribute names count).
+    #[arg(long, default_value_t = 1000)]
+    pub item_bytes: usize,
+    /// Concurrent requests (one connection each).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Length of the measured window, in seconds.
+    #[arg(long, default_value_t = 10)]
+    pub duration_s: u64,
+    /// Unmeasured warm-up before it, in seconds.
+    #[arg(long, default_value_t = 2)]
+    pub warmup_s: u64,
+    /// Fixed-rate mode: requests per second on a schedule (open loop).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Strongly consistent reads (GetItem and Query; read-modify-write always reads consistently).
+    #[arg(long)]
+    pub consistent_reads: bool,
+    /// Request timeout, in milliseconds (a timeout is an error).
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Seed for key choices (default: from the clock).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// When to load the records.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub load: LoadMode,
+    /// Region for the request signature.
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// No progress line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl BenchArgs {
+    pub fn table_name(&self) -> String {
+        match (&self.table, self.workload.layout()) {
+            (Some(t), _) => t.clone(),
+            (None, Layout::Hash) => "bench".into(),
+            (None, Layout::Range) => "bench-range".into(),
+        }
+    }
+
+    fn ctx(&self) -> Ctx {
+        Ctx {
+            protocol: self.protocol,
+            table: self.table_name(),
+            layout: self.workload.layout(),
+            payload_len: keys::payload_len(self.item_bytes),
+            consistent_reads: self.consistent_reads,
+        }
+    }
+}
+
+/// Why a run could not be measured.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("bad arguments: {0}")]
+    Args(String),
+    #[error("setting up the table: {0}")]
+    Setup(String),
+}
+
+/// A finished run: what was asked and what was measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Report {
+    pub endpoint: String,
+    pub protocol: Protocol,
+    pub workload: Workload,
+    pub distribution: Distribution,
+    pub records: u64,
+    pub item_bytes: usize,
+    pub concurrency: usize,
+    pub rate: Option<f64>,
+    pub consistent_reads: bool,
+    pub seed: u64,
+    pub summary: Summary,
+}
+
+/// Load (if needed) and measure.
+pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    check_args(args)?;
+    let endpoint = Arc::new(
+        Endpoint::parse(&args.endpoint, &args.region)
+            .map_err(|e| BenchError::Args(e.to_string()))?,
+    );
+    let ctx = Arc::new(args.ctx());
+    let created = match args.protocol {
+        Protocol::Dynamodb => create_table(&endpoint, &ctx).await?,
+        Protocol::Etcd => true,
+    };
+    if args.load == LoadMode::Always || (args.load == LoadMode::Auto && created) {
+        load(args, &endpoint, &ctx).await?;
+    }
+    Ok(measure(args, endpoint, ctx).await)
+}
+
+fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
+    if args.records == 0 || args.concurrency == 0 {
+        return Err(BenchError::Args(
+            "--records and --concurrency must be positive".into(),
+        ));
+    }
+    if args.workload.layout() == Layout::Range && args.records < GROUP_ITEMS {
+        return Err(BenchError::Args(format!(
+            "workload E needs --records of at least {GROUP_ITEMS}"
+        )));
+    }
+    if args.protocol == Protocol::Etcd
+        && !matches!(
+            args.workload,
+            Workload::A | Workload::B | Workload::C | Workload::Put
+        )
+    {
+        return Err(BenchError::Args(
+            "against etcd only workloads a, b, c and put".into(),
+        ));
+    }
+    if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+        return Err(BenchError::Args("--rate must be a positive number".into()));
+    }
+    Ok(())
+}
+
+/// CreateTable (on-demand) and wait for ACTIVE; false if it existed.
+async fn create_table(endpoint: &Arc<Endpoint>, ctx: &Ctx) -> Result<bool, BenchError> {
+    let mut conn = Conn::new(endpoint.clone());
+    let (schema, defs) = match ctx.layout {
+        Layout::Hash => (
+            json!([{"AttributeName": "pk", "KeyType": "HASH"}]),
+            json!([{"AttributeName": "pk", "AttributeType": "S"}]),
+        ),
+        Layout::Range => (
+            json!([{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}]),
+            json!([{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]),
+        ),
+    };
+    let body = json!({
+        "TableName": ctx.table, "KeySchema": schema, "AttributeDefinitions": defs,
+        "BillingMode": "PAY_PER_REQUEST",
+    });
+    let created = match ops::call(&mut conn, "CreateTable", &body).await {
+        Ok(_) => true,
+        Err(f) if f.class.ends_with("ResourceInUseException") => false,
+        Err(f) => {
+            return Err(BenchError::Setup(format!(
+                "CreateTable: {} {}",
+                f.class, f.detail
+            )));
+        }
+    };
+    let describe = json!({"TableName": ctx.table});
+    for _ in 0..TABLE_POLLS {
+        match ops::call(&mut conn, "DescribeTable", &describe).await {
+            Ok(v) if v.pointer("/Table/TableStatus").and_then(Value::as_str) == Some("ACTIVE") => {
+                return Ok(created);
+            }
+            Ok(_) => {}
+            Err(f) => {
+                return Err(BenchError::Setup(format!(
+                    "DescribeTable: {} {}",
+                    f.class, f.detail
+                )));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(TABLE_POLL_MS)).await;
+    }
+    Err(BenchError::Setup(format!(
+        "table {} never became ACTIVE",
+        ctx.table
+    )))
+}
+
+/// Write records `0..records` at version 0, `concurrency` batches at a time.
+async fn load(
+    args: &BenchArgs,
+    endpoint: &Arc<Endpoint>,
+    ctx: &Arc<Ctx>,
+) -> Result<(), BenchError> {
+    let started = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..args.concurrency {
+        let (endpoint, ctx, next, records) =
+            (endpoint.clone(), ctx.clone(), next.clone(), args.records);
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(endpoint);
+            loop {
+                let from = next.fetch_add(LOAD_BATCH_ITEMS, Ordering::Relaxed);
+                if from >= records {
+                    return Ok(());
+                }
+                let to = (from + LOAD_BATCH_ITEMS).min(records);
+                load_batch(&mut conn, &ctx, from..to).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| BenchError::Setup(e.to_string()))??;
+    }
+    if !args.quiet {
+        eprintln!(
+            "[bench] loaded {} records of {} bytes into {} in {:.1} s",
+            args.records,
+            args.item_bytes,
+            ctx.table,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+async fn load_batch(
+    conn: &mut Conn,
+    ctx: &Ctx,
+    records: std::ops::Range<u64>,
+) -> Result<(), BenchError> {
+    if ctx.protocol == Protocol::Etcd {
+        for r in records {
+            if let Outcome::Failed(f) = ctx.write(conn, r, 0, None).await {
+                return Err(BenchError::Setup(format!("load: {} {}", f.class, f.detail)));
+            }
+        }
+        return Ok(());
+    }
+    let puts: Vec<Value> = records
+        .map(|r| json!({"PutRequest": {"Item": ctx.item(r, 0)}}))
+        .collect();
+    let mut pending = json!({ ctx.table.clone(): puts });
+    for attempt in 0..LOAD_ATTEMPTS {
+        let v = ops::call(conn, "BatchWriteItem", &json!({"RequestItems": pending}))
+            .await
+            .map_err(|f| BenchError::Setup(format!("BatchWriteItem: {} {}", f.class, f.detail)))?;
+        match v.get("UnprocessedItems") {
+            Some(u) if u.as_object().is_some_and(|m| !m.is_empty()) => pending = u.clone(),
+            _ => return Ok(()),
+        }
+        tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+    }
+    Err(BenchError::Setup(
+        "BatchWriteItem kept returning unprocessed items".into(),
+    ))
+}
+
+/// What the workers share.
+struct Shared {
+    args: BenchArgs,
+    ctx: Arc<Ctx>,
+    endpoint: Arc<Endpoint>,
+    distribution: Distribution,
+    inserts: Inserts,
+    /// Records in complete groups (workload E queries only those).
+    full_group_records: u64,
+    started: Instant,
+    measure_from: Instant,
+    end: Instant,
+    next_slot: AtomicU64,
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// Drive the workload and merge the workers' measurements.
+async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Report {
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
+    let distribution = args
+        .distribution
+        .unwrap_or(args.workload.default_distribution());
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(args.warmup_s);
+    let shared = Arc::new(Shared {
+        args: args.clone(),
+        ctx,
+        endpoint,
+        distribution,
+        inserts: Inserts::new(args.records),
+        full_group_records: args.records / GROUP_ITEMS * GROUP_ITEMS,
+        started,
+        measure_from,
+        end: measure_from + Duration::from_secs(args.duration_s),
+        next_slot: AtomicU64::new(0),
+        ok: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+    });
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), done.clone())));
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|w| tokio::spawn(worker(shared.clone(), seed.wrapping_add(w as u64))))
+        .collect();
+    let mut stats = Stats::default();
+    for w in workers {
+        if let Ok(s) = w.await {
+            stats.merge(&s);
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    Report {
+        endpoint: args.endpoint.clone(),
+        protocol: args.protocol,
+        workload: args.workload,
+        distribution,
+        records: args.records,
+        item_bytes: args.item_bytes,
+        concurrency: args.concurrency,
+        rate: args.rate,
+        consistent_reads: args.consistent_reads,
+        seed,
+        summary: stats.summarize(args.duration_s as f64),
+    }
+}
+
+async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut conn = Conn::new(shared.endpoint.clone());
+    let mut stats = Stats::default();
+    let op_timeout = Duration::from_millis(shared.args.timeout_ms);
+    loop {
+        let due = match shared.args.rate {
+            None => Instant::now(),
+            Some(rate) => {
+                let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
+                shared.started + Duration::from_secs_f64(slot as f64 / rate)
+            }
+        };
+        if due >= shared.end {
+            return stats;
+        }
+        sleep_until(due.into()).await;
+        let kind = shared.args.workload.kind_for(rng.random_range(0..100));
+        let outcome = match timeout(op_timeout, execute(&shared, &mut conn, &mut rng, kind)).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                conn.reset();
+                Outcome::Failed(Failure::new(
+                    "timeout",
+                    format!("no answer in {} ms", shared.args.timeout_ms),
+                ))
+            }
+        };
+        let latency = due.elapsed();
+        let counter = if matches!(outcome, Outcome::Failed(_)) {
+            &shared.errors
+        } else {
+            &shared.ok
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if due < shared.measure_from {
+            continue;
+        }
+        match outcome {
+            Outcome::Ok => stats.ok(kind, latency),
+            Outcome::Conflict => stats.conflict(latency),
+            Outcome::Failed(f) => stats.failed(f, latency),
+        }
+    }
+}
+
+async fn execute(shared: &Shared, conn: &mut Conn, rng: &mut SmallRng, kind: OpKind) -> Outcome {
+    let ctx = &shared.ctx;
+    let dist = shared.distribution;
+    let result = match kind {
+        OpKind::Read => {
+            let record = pick_readable(shared, rng);
+            ctx.read(conn, record, ctx.consistent_reads)
+                .await
+                .map(|_| ())
+        }
+        OpKind::Update => {
+            let record = dist.pick(rng, shared.args.records);
+            return ctx
+                .write(conn, record, rng.random::<u32>().into(), None)
+                .await;
+        }
+        OpKind::Insert => {
+            let record = shared.inserts.begin();
+            let outcome = ctx.write(conn, record, 0, None).await;
+            shared
+                .inserts
+                .finish(record, matches!(outcome, Outcome::Ok));
+            return outcome;
+        }
+        OpKind::Scan => {
+            let start = dist.pick(rng, shared.full_group_records);
+            ctx.scan(conn, start, rng.random_range(1..=GROUP_ITEMS))
+                .await
+        }
+        OpKind::ReadModifyWrite => {
+            let record = dist.pick(rng, shared.args.records);
+            match ctx.read(conn, record, true).await {
+                Ok(ver) => {
+                    return ctx
+                        .write(conn, record, ver.wrapping_add(1), Some(ver))
+                        .await;
+                }
+                Err(f) => Err(f),
+            }
+        }
+    };
+    match result {
+        Ok(()) => Outcome::Ok,
+        Err(f) => Outcome::Failed(f),
+    }
+}
+
+/// A record a read may ask for: loaded, or inserted and acknowledged.
+fn pick_readable(shared: &Shared, rng: &mut SmallRng) -> u64 {
+    let n = shared.inserts.readable();
+    for _ in 0..PICK_ATTEMPTS {
+        let record = shared.distribution.pick(rng, n);
+        if shared.inserts.certain(record) {
+            return record;
+        }
+    }
+    rng.random_range(0..shared.args.records)
+}
+
+/// A line a second on stderr: throughput and errors of the last second.
+async fn progress(shared: Arc<Shared>, done: Arc<AtomicBool>) {
+    let tty = std::io::stderr().is_terminal();
+    let (mut last_ok, mut last_err) = (0, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(PROGRESS_INTERVAL_MS));
+    tick.tick().await;
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let (ok, err) = (
+            shared.ok.load(Ordering::Relaxed),
+            shared.errors.load(Ordering::Relaxed),
+        );
+        let t = shared.started.elapsed().as_secs_f64();
+        let phase = if Instant::now() < shared.measure_from {
+            "warm-up"
+        } else {
+            "measuring"
+        };
+        let line = format!(
+            "[bench] {} {:>5.1}s {:>8} ops/s {:>6} errors/s (total {} ok, {} errors)",
+            phase,
+            t,
+            ok - last_ok,
+            err - last_err,
+            ok,
+            err
+        );
+        let mut e = std::io::stderr().lock();
+        let _ = if tty {
+            write!(e, "\r{line}")
+        } else {
+            writeln!(e, "{line}")
+        };
+        (last_ok, last_err) = (ok, err);
+    }
+    if tty {
+        eprintln!();
+    }
+}
