@@ -6,8 +6,10 @@
 //! last one is answered, so throughput is what the server sustains at that
 //! concurrency. Fixed rate (`--rate`): requests are due on a global
 //! schedule of `rate` per second, and latency runs from when a request was
-//! due, not when a worker got round to sending it, so a stalled server is
-//! charged for every request it delayed (no coordinated omission).
+//! due, not when a busy worker got round to sending it, so a stalled server
+//! is charged for every request it delayed (no coordinated omission). An
+//! idle worker waiting for a due time is charged from when its timer woke
+//! it (tokio's timer has millisecond ticks; that lateness is the client's).
 
 use crate::client::{Conn, Endpoint};
 use crate::keys::{self, Distribution, GROUP_ITEMS};
@@ -400,7 +402,17 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
         if due >= shared.end {
             return stats;
         }
-        sleep_until(due.into()).await;
+        // Latency runs from when the request was due, or, if this worker
+        // was idle and waiting for it, from when its timer woke it: tokio's
+        // timer fires on millisecond ticks, and that lateness is the
+        // client's, not the server's. (So closed loop never sleeps: even a
+        // sleep until "now" waits for the next tick.)
+        let start = if due > Instant::now() {
+            sleep_until(due.into()).await;
+            Instant::now()
+        } else {
+            due
+        };
         let kind = shared.args.workload.kind_for(rng.random_range(0..100));
         let outcome = match timeout(op_timeout, execute(&shared, &mut conn, &mut rng, kind)).await {
             Ok(outcome) => outcome,
@@ -412,7 +424,7 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
                 ))
             }
         };
-        let latency = due.elapsed();
+        let latency = start.elapsed();
         let counter = if matches!(outcome, Outcome::Failed(_)) {
             &shared.errors
         } else {
