@@ -7,6 +7,10 @@
 //! router). It never reaches into a state machine: every write and read
 //! goes through `dynaraft_cluster::Router`, in-process or across nodes.
 
+// The HTTP handler's future nests every operation's; its layout needs more
+// than the default query depth.
+#![recursion_limit = "256"]
+
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -8,10 +8,11 @@
 //! [`Host::remove_group`] stops it, logs a removal record so recovery
 //! forgets its log, and deletes its keys from sled.
 //!
-//! Checkpoints: every `checkpoint_interval_ms`, each group's purge point is
-//! logged again in the open segment and the WAL segments below every
-//! group's purge point are deleted. Purges themselves run only after sled
-//! has been flushed and fsynced (`LogSet::with_durable_flush`).
+//! Checkpoints: every `checkpoint_interval_ms`, each group's durable purge
+//! point is logged again in the open segment and the WAL segments below
+//! every group's durable purge point are deleted. A purge point becomes
+//! durable only once its record is written, after sled has been flushed and
+//! fsynced (`LogSet::with_durable_flush`, `dynaraft_raft::purger`).
 
 use crate::ClusterError;
 use crate::wire::GroupStats;

@@ -91,6 +91,8 @@ pub struct RaftGroup {
     /// it stops accepting proposals (the shortest election timeout), in
     /// milliseconds.
     quorum_lease_ms: u64,
+    /// Coalesces concurrent proposals into batches.
+    proposer: crate::propose::Proposer,
 }
 
 /// Why a proposal did not produce an outcome.
@@ -140,6 +142,7 @@ impl RaftGroup {
         Ok(RaftGroup {
             node,
             group,
+            proposer: crate::propose::Proposer::start(raft.clone()),
             raft,
             applied,
             quorum_lease_ms: timing.election_timeout_min_ms,
@@ -315,7 +318,7 @@ impl RaftGroup {
         if self.lost_quorum() {
             return Err(ProposeError::NotLeader { leader: None });
         }
-        let write = self.raft.client_write(Entry { ts_ms, cmd });
+        let write = self.proposer.propose(Entry { ts_ms, cmd });
         tokio::pin!(write);
         // While the write waits for its commit, a leader that loses its
         // quorum says so within a fraction of the lease instead of at the
@@ -324,12 +327,7 @@ impl RaftGroup {
         let check = std::time::Duration::from_millis((self.quorum_lease_ms / 4).max(1));
         loop {
             tokio::select! {
-                r = &mut write => {
-                    return match r {
-                        Ok(resp) => Ok((resp.data, resp.log_id.index)),
-                        Err(e) => Err(propose_error(e)),
-                    };
-                }
+                r = &mut write => return r,
                 _ = tokio::time::sleep(check) => {
                     if self.lost_quorum() {
                         return Err(ProposeError::Unavailable(

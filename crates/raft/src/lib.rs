@@ -18,6 +18,8 @@ pub mod group;
 pub mod grpc;
 pub mod log_store;
 pub mod network;
+pub mod propose;
+pub mod purger;
 pub mod state_machine;
 pub mod types;
 

@@ -6,12 +6,17 @@
 //! unpurged tail of its log in memory for replication and apply; at startup
 //! [`LogSet::recover`] rebuilds those tails by replaying the WAL in order.
 //!
+//! Purges free memory at once; their WAL records are written in the
+//! background once sled is durable (see [`crate::purger`]).
+//!
 //! Votes are not WAL records: checkpoints delete old segments, and the
 //! latest vote must outlive them. They live in a small file rewritten
 //! atomically (write, fsync, rename, fsync the directory) on every vote,
 //! which happens only at elections.
 
 use crate::io_err;
+pub use crate::purger::DurableFlush;
+use crate::purger::{Purger, purge_record};
 use crate::types::{LogEntry, LogId, TypeConfig, Vote};
 use dynaraft_storage::wal::{Wal, WalRecord};
 use openraft::LogState;
@@ -25,7 +30,7 @@ use std::sync::{Arc, Mutex};
 
 const KIND_ENTRY: u8 = 1;
 const KIND_TRUNCATE: u8 = 2;
-const KIND_PURGE: u8 = 3;
+pub(crate) const KIND_PURGE: u8 = 3;
 /// The group left this node: recovery forgets everything logged before.
 const KIND_REMOVE: u8 = 4;
 
@@ -129,15 +134,12 @@ impl VoteFile {
     }
 }
 
-/// Makes the state machine durable (sled flush + fsync); run before a purge.
-pub type DurableFlush = Arc<dyn Fn() -> io::Result<()> + Send + Sync>;
-
 /// Recovered logs of all groups, ready to hand out per-group stores.
 pub struct LogSet {
     wal: Wal,
     votes: VoteFile,
     logs: HashMap<u64, Arc<Mutex<GroupLog>>>,
-    before_purge: DurableFlush,
+    purger: Arc<Purger>,
 }
 
 impl LogSet {
@@ -171,42 +173,47 @@ impl LogSet {
                 other => return Err(io_err(format!("unknown raft WAL record kind {other}"))),
             }
         }
+        let durable = logs
+            .iter()
+            .filter_map(|(g, l)| Some((*g, l.last_purged?)))
+            .collect();
         let logs = logs
             .into_iter()
             .map(|(g, l)| (g, Arc::new(Mutex::new(l))))
             .collect();
+        let purger = Arc::new(Purger::new(wal.clone(), Arc::new(|| Ok(())), durable));
         Ok(LogSet {
             wal,
             votes,
             logs,
-            before_purge: Arc::new(|| Ok(())),
+            purger,
         })
     }
 
     /// Sets what makes the state machine durable. A purge record is written
     /// only after it ran, so recovery never drops an entry whose effect sled
     /// had not yet made durable. Without it (in-memory nodes) purges are not
-    /// preceded by any flush.
+    /// preceded by any flush. Call it before handing out stores.
     pub fn with_durable_flush(mut self, f: DurableFlush) -> LogSet {
-        self.before_purge = f;
+        self.purger = Arc::new(Purger::new(self.wal.clone(), f, self.purger.durable()));
         self
     }
 
-    /// Index of each recovered or opened group's last purged entry: what a
-    /// WAL checkpoint may delete up to (the purge ran after sled was made
-    /// durable). Groups with no log here have nothing left to keep.
+    /// Index of each recovered or opened group's last durably recorded
+    /// purge: what a WAL checkpoint may delete up to (the record was written
+    /// after sled was made durable). Groups with no log here have nothing
+    /// left to keep.
     pub fn purged(&self) -> BTreeMap<u64, u64> {
+        let durable = self.purger.durable();
         self.logs
-            .iter()
-            .map(|(g, l)| {
-                let purged = l
-                    .lock()
-                    .ok()
-                    .and_then(|l| l.last_purged)
-                    .map_or(0, |p| p.index);
-                (*g, purged)
-            })
+            .keys()
+            .map(|g| (*g, durable.get(g).map_or(0, |p| p.index)))
             .collect()
+    }
+
+    /// Whether purge records are still on their way (for tests).
+    pub fn purges_pending(&self) -> bool {
+        self.purger.busy()
     }
 
     /// Logs every group's current purge point again, in the open segment,
@@ -215,15 +222,12 @@ impl LogSet {
     /// `Wal::checkpoint`.
     pub async fn relog_purges(&self) -> io::Result<()> {
         let mut records = Vec::new();
-        for (g, l) in &self.logs {
-            let last = l
-                .lock()
-                .map_err(|_| io_err("log lock poisoned"))?
-                .last_purged;
-            if let Some(upto) = last {
-                let body = serde_json::to_vec(&upto).map_err(io_err)?;
-                records.push(purge_record(*g, &upto, body));
+        for (g, upto) in self.purger.durable() {
+            if !self.logs.contains_key(&g) {
+                continue;
             }
+            let body = serde_json::to_vec(&upto).map_err(io_err)?;
+            records.push(purge_record(g, &upto, body));
         }
         if records.is_empty() {
             return Ok(());
@@ -235,6 +239,7 @@ impl LogSet {
     /// its log, and its vote is removed.
     pub async fn remove(&mut self, group: u64) -> io::Result<()> {
         self.logs.remove(&group);
+        self.purger.forget(group).await;
         let record = typed_record(group, KIND_REMOVE, u64::MAX, Vec::new());
         self.wal.append(vec![record]).await.map_err(io_err)?;
         self.votes.remove(group).await
@@ -243,17 +248,18 @@ impl LogSet {
     /// The log store of `group` (empty for a new group).
     pub fn store(&mut self, group: u64) -> LogStore {
         let log = self.logs.entry(group).or_default().clone();
+        self.purger.adopt(group);
         LogStore {
             group,
             wal: self.wal.clone(),
             votes: self.votes.clone(),
             log,
-            before_purge: self.before_purge.clone(),
+            purger: self.purger.clone(),
         }
     }
 }
 
-fn typed_record(group: u64, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
+pub(crate) fn typed_record(group: u64, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
     let mut payload = Vec::with_capacity(body.len() + 1);
     payload.push(kind);
     payload.extend_from_slice(&body);
@@ -264,10 +270,6 @@ fn typed_record(group: u64, kind: u8, index: u64, body: Vec<u8>) -> WalRecord {
     }
 }
 
-fn purge_record(group: u64, upto: &LogId, body: Vec<u8>) -> WalRecord {
-    typed_record(group, KIND_PURGE, upto.index, body)
-}
-
 /// One group's Raft log: in-memory tail, durable in the shared WAL.
 #[derive(Clone)]
 pub struct LogStore {
@@ -275,7 +277,7 @@ pub struct LogStore {
     wal: Wal,
     votes: VoteFile,
     log: Arc<Mutex<GroupLog>>,
-    before_purge: DurableFlush,
+    purger: Arc<Purger>,
 }
 
 impl LogStore {
@@ -365,16 +367,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        // openraft purges only applied entries; make their effect durable
-        // before the record that lets recovery forget them.
-        let flush = self.before_purge.clone();
-        tokio::task::spawn_blocking(move || flush())
-            .await
-            .map_err(io_err)??;
+        // openraft purges only applied entries. Memory is freed now; the
+        // record that lets recovery forget them follows once sled is
+        // durable, off the Raft core's path.
         self.lock()?.purge(&upto);
-        let body = serde_json::to_vec(&upto).map_err(io_err)?;
-        self.write_durably(vec![purge_record(self.group, &upto, body)])
-            .await
+        self.purger.request(self.group, upto);
+        Ok(())
     }
 }
 
@@ -394,10 +392,11 @@ mod tests {
         )
     }
 
-    /// A purge record must never be written before the state machine is
-    /// durable, or recovery could drop entries sled had not yet persisted.
+    /// A purge frees memory at once, but becomes durable (a WAL checkpoint
+    /// may delete below it) only after the state machine's durable flush
+    /// ran; a failing flush leaves it not durable.
     #[tokio::test]
-    async fn purge_runs_the_durable_flush_first() {
+    async fn purges_are_durable_only_after_the_flush() {
         let flushes = Arc::new(AtomicUsize::new(0));
         let seen = flushes.clone();
         let flush: DurableFlush = Arc::new(move || {
@@ -410,19 +409,27 @@ mod tests {
             .with_durable_flush(flush);
         let mut store = set.store(3);
         store.purge(log_id(5)).await.unwrap();
-        assert_eq!(flushes.load(Ordering::SeqCst), 1);
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
-        // A failing flush stops the purge: nothing is forgotten.
+        while set.purges_pending() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(flushes.load(Ordering::SeqCst), 1);
+        assert_eq!(set.purged().get(&3), Some(&5));
+
         let failing: DurableFlush = Arc::new(|| Err(io::Error::other("disk full")));
         let mut set = LogSet::recover(Wal::disabled(), VoteFile::open(None).unwrap(), &[])
             .unwrap()
             .with_durable_flush(failing);
         let mut store = set.store(3);
-        assert!(store.purge(log_id(5)).await.is_err());
+        store.purge(log_id(5)).await.unwrap();
+        while set.purges_pending() {
+            tokio::task::yield_now().await;
+        }
         assert_eq!(
-            store.get_log_state().await.unwrap().last_purged_log_id,
-            None
+            set.purged().get(&3),
+            Some(&0),
+            "nothing durable to delete below"
         );
     }
 }
