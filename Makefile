@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy test-chaos chaos bench fuzz fmt lint clean
+.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy test-chaos chaos bench bench-growth fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -82,6 +82,17 @@ bench:
 	  echo "etcd-server not installed: the etcd comparison is skipped"; }
 	$(TARGET)/release/dynaraft-bench-suite run --binary $(TARGET)/release/dynaraft \
 	  --out $(BENCH_OUT) --report docs/performance.md $(BENCH_ARGS)
+
+## The growth benchmark alone at full size: the embedded server's table
+## grows through 1, 10 and 50 GiB (times GROWTH_SCALE; about 2.5 bytes of
+## disk per live byte, so scale down on small disks). Report in
+## $(BENCH_OUT)/growth.md. (`make bench` runs it at 1/100 of these sizes.)
+GROWTH_SCALE ?= 1
+bench-growth:
+	$(CARGO) build --release -p dynaraft -p dynaraft-bench
+	$(TARGET)/release/dynaraft-bench-suite run --binary $(TARGET)/release/dynaraft \
+	  --out $(BENCH_OUT) --report $(BENCH_OUT)/growth.md --analysis /dev/null \
+	  --systems= --growth-scale $(GROWTH_SCALE) $(BENCH_ARGS)
 
 ## The fault harness, short: three scenarios (kill -9, partition, SIGSTOP)
 ## of 30 s each against a real three-zone cluster with a fresh seed (printed;

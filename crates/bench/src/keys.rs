@@ -26,7 +26,9 @@ pub const ZIPFIAN_THETA: f64 = 0.99;
 pub const ITEM_OVERHEAD_BYTES: usize = 32;
 
 /// How the next record is picked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Distribution {
     /// Every record equally likely.

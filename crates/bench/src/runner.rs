@@ -133,7 +133,7 @@ pub enum BenchError {
 }
 
 /// A finished run: what was asked and what was measured.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub endpoint: String,
     pub protocol: Protocol,
@@ -249,26 +249,7 @@ async fn load(
     ctx: &Arc<Ctx>,
 ) -> Result<(), BenchError> {
     let started = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut workers = Vec::new();
-    for _ in 0..args.concurrency {
-        let (endpoint, ctx, next, records) =
-            (endpoint.clone(), ctx.clone(), next.clone(), args.records);
-        workers.push(tokio::spawn(async move {
-            let mut conn = Conn::new(endpoint);
-            loop {
-                let from = next.fetch_add(LOAD_BATCH_ITEMS, Ordering::Relaxed);
-                if from >= records {
-                    return Ok(());
-                }
-                let to = (from + LOAD_BATCH_ITEMS).min(records);
-                load_batch(&mut conn, &ctx, from..to).await?;
-            }
-        }));
-    }
-    for w in workers {
-        w.await.map_err(|e| BenchError::Setup(e.to_string()))??;
-    }
+    load_records(endpoint, ctx, args.concurrency, 0..args.records).await?;
     if !args.quiet {
         eprintln!(
             "[bench] loaded {} records of {} bytes into {} in {:.1} s",
@@ -277,6 +258,49 @@ async fn load(
             ctx.table,
             started.elapsed().as_secs_f64()
         );
+    }
+    Ok(())
+}
+
+/// Creates the table if needed and writes records `range` at version 0
+/// (the growth benchmark loads a table in steps this way).
+pub async fn load_range(args: &BenchArgs, range: std::ops::Range<u64>) -> Result<(), BenchError> {
+    check_args(args)?;
+    let endpoint = Arc::new(
+        Endpoint::parse(&args.endpoint, &args.region)
+            .map_err(|e| BenchError::Args(e.to_string()))?,
+    );
+    let ctx = Arc::new(args.ctx());
+    if args.protocol == Protocol::Dynamodb {
+        create_table(&endpoint, &ctx).await?;
+    }
+    load_records(&endpoint, &ctx, args.concurrency, range).await
+}
+
+async fn load_records(
+    endpoint: &Arc<Endpoint>,
+    ctx: &Arc<Ctx>,
+    concurrency: usize,
+    range: std::ops::Range<u64>,
+) -> Result<(), BenchError> {
+    let next = Arc::new(AtomicU64::new(range.start));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (endpoint, ctx, next, end) = (endpoint.clone(), ctx.clone(), next.clone(), range.end);
+        workers.push(tokio::spawn(async move {
+            let mut conn = Conn::new(endpoint);
+            loop {
+                let from = next.fetch_add(LOAD_BATCH_ITEMS, Ordering::Relaxed);
+                if from >= end {
+                    return Ok(());
+                }
+                let to = (from + LOAD_BATCH_ITEMS).min(end);
+                load_batch(&mut conn, &ctx, from..to).await?;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.map_err(|e| BenchError::Setup(e.to_string()))??;
     }
     Ok(())
 }

@@ -119,7 +119,7 @@ impl Stats {
 }
 
 /// The measured result of a run.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub seconds: f64,
     /// Operations that succeeded with a right answer.
@@ -135,7 +135,7 @@ pub struct Summary {
     pub all: Latencies,
 }
 
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FailureCount {
     pub class: String,
     pub count: u64,
@@ -143,7 +143,7 @@ pub struct FailureCount {
 }
 
 /// Latency percentiles, in microseconds.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Latencies {
     pub op: String,
     pub count: u64,

@@ -7,6 +7,7 @@
 //! the same workloads with the same load generator, and writes the numbers
 //! and the verdict on each target to docs/performance.md.
 
+mod growth;
 mod procs;
 mod report;
 
@@ -36,6 +37,16 @@ struct Cli {
 enum Cmd {
     /// Run every system under every workload and write the report.
     Run(Box<SuiteArgs>),
+    /// Render the report again from a results.json (e.g. after editing the
+    /// analysis), without measuring anything.
+    Report {
+        #[arg(long, default_value = "target/bench/results.json")]
+        results: PathBuf,
+        #[arg(long, default_value = "docs/performance.md")]
+        report: PathBuf,
+        #[arg(long, default_value = "crates/bench/analysis.md")]
+        analysis: PathBuf,
+    },
     /// An HTTP server that answers everything with 200 `{}` (the floor).
     #[command(hide = true)]
     EmptyServer {
@@ -92,6 +103,13 @@ pub struct SuiteArgs {
     /// etcd binary (Debian's etcd-server); skipped when absent.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: PathBuf,
+    /// Growth benchmark: the table grows through 1, 10 and 50 GiB times
+    /// this (1 for the full sizes; 0 skips it).
+    #[arg(long, default_value_t = 0.01)]
+    growth_scale: f64,
+    /// Measured seconds per workload at each growth step.
+    #[arg(long, default_value_t = 5)]
+    growth_seconds: u64,
 }
 
 /// One measurement of a system: a workload, maybe at a fraction of the
@@ -153,6 +171,17 @@ fn main() -> anyhow::Result<()> {
             Ok(floors::serve_empty(listener).await?)
         }),
         Cmd::Run(args) => rt.block_on(suite(*args)),
+        Cmd::Report {
+            results,
+            report,
+            analysis,
+        } => {
+            let r: Results = serde_json::from_slice(&std::fs::read(&results)?)
+                .with_context(|| format!("reading {}", results.display()))?;
+            let analysis = std::fs::read_to_string(&analysis).unwrap_or_default();
+            std::fs::write(&report, report::markdown(&r, &analysis))?;
+            Ok(())
+        }
     }
 }
 
@@ -167,7 +196,7 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         args.concurrency,
     );
     results.floors = Some(measure_floors(&args).await?);
-    for system in &args.systems {
+    for system in args.systems.iter().filter(|s| !s.is_empty()) {
         let r = match system.as_str() {
             "embedded" => embedded(&args).await?,
             "dynalite" => dynalite(&args).await?,
@@ -180,6 +209,9 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
             other => anyhow::bail!("unknown system {other:?}"),
         };
         results.systems.push(r);
+    }
+    if args.growth_scale > 0.0 {
+        results.growth = Some(growth::growth(&args).await?);
     }
     results.suite_seconds = started.elapsed().as_secs_f64();
     std::fs::write(

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 use std::process::Command;
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub machine: Machine,
     pub seconds: u64,
@@ -16,10 +16,11 @@ pub struct Results {
     pub concurrency: usize,
     pub floors: Option<Floors>,
     pub systems: Vec<SystemResult>,
+    pub growth: Option<crate::growth::Growth>,
     pub suite_seconds: f64,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub cpu_model: String,
@@ -30,14 +31,14 @@ pub struct Machine {
     pub date: String,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct Floors {
     pub fsync: Summary,
     pub http_one: Summary,
     pub http_many: Summary,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct SystemResult {
     pub name: String,
     pub description: String,
@@ -48,7 +49,7 @@ pub struct SystemResult {
     pub runs: Vec<RunResult>,
 }
 
-#[derive(serde::Serialize)]
+#[derive(serde::Serialize, serde::Deserialize)]
 pub struct RunResult {
     pub label: String,
     pub report: Report,
@@ -70,6 +71,7 @@ impl Results {
             concurrency,
             floors: None,
             systems: Vec::new(),
+            growth: None,
             suite_seconds: 0.0,
         }
     }
@@ -189,6 +191,7 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
     floors(&mut md, r);
     systems(&mut md, r);
     resources(&mut md, r);
+    growth(&mut md, r);
     if !analysis.trim().is_empty() {
         let _ = writeln!(md, "{}", analysis.trim_end());
     }
@@ -382,4 +385,45 @@ fn resources(md: &mut String, r: &Results) {
         "\nStart-up runs from spawning the process to its first answered request (the cluster's is left out: \
          `deploy/local/cluster.sh` waits for node registration). RSS is summed over a system's processes.\n"
     );
+}
+
+fn growth(md: &mut String, r: &Results) {
+    let Some(g) = &r.growth else { return };
+    let _ = writeln!(md, "## Growth\n");
+    let _ = writeln!(
+        md,
+        "One embedded server (on disk, durable) whose table grows through {} of about {} bytes per item \
+         (1, 10 and 50 GiB scaled by {}; `make bench-growth` runs the full sizes). At each size: GetItem and \
+         PutItem closed loop at {} connections, uniform keys (the whole table is touched, not a hot set).\n",
+        g.steps
+            .iter()
+            .map(|s| mib(s.live_bytes))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.item_bytes,
+        g.scale,
+        r.concurrency
+    );
+    let _ = writeln!(
+        md,
+        "| live data | records | load (records/s) | GetItem ops/s | GetItem p99 | PutItem ops/s | PutItem p99 | disk | disk / live | RSS |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    for s in &g.steps {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {:.2} | {} |",
+            mib(s.live_bytes),
+            s.records,
+            s.load_per_second,
+            s.get.throughput,
+            ms(s.get.all.p99_us),
+            s.put.throughput,
+            ms(s.put.all.p99_us),
+            mib(s.disk_bytes),
+            s.disk_bytes as f64 / s.live_bytes.max(1) as f64,
+            s.rss_bytes.map_or("-".into(), mib)
+        );
+    }
+    let _ = writeln!(md);
 }

@@ -1,0 +1,99 @@
+//! The growth benchmark: one embedded server, its table loaded in steps
+//! of 1, 10 and 50 GB (times `--growth-scale`, for small disks), and at
+//! each step GetItem and PutItem throughput and p99 (uniform keys, so the
+//! whole table is touched, not a cached hot set), disk bytes per live byte
+//! and resident memory.
+
+use crate::procs::{self, Proc};
+use crate::{SuiteArgs, bench_args, spec};
+use dynaraft_bench::keys::Distribution;
+use dynaraft_bench::ops::Protocol;
+use dynaraft_bench::stats::Summary;
+use dynaraft_bench::workload::Workload;
+use std::process::Command;
+use std::time::Instant;
+
+/// Table sizes the benchmark grows through, in GiB (before scaling).
+pub const GROWTH_STEPS_GIB: [f64; 3] = [1.0, 10.0, 50.0];
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Growth {
+    pub scale: f64,
+    pub steps: Vec<Step>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Step {
+    pub records: u64,
+    pub live_bytes: u64,
+    /// Records per second while loading this step (BatchWriteItem).
+    pub load_per_second: f64,
+    pub get: Summary,
+    pub put: Summary,
+    pub disk_bytes: u64,
+    pub rss_bytes: Option<u64>,
+}
+
+pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
+    let dir = args.out.join("growth");
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = args.base_port + 15;
+    let mut cmd = Command::new(&args.binary);
+    cmd.arg("embedded").arg("--data-dir").arg(&dir).args([
+        "--port",
+        &port.to_string(),
+        "--instant-transitions",
+    ]);
+    let url = format!("http://127.0.0.1:{port}");
+    let proc = Proc::spawn("growth", cmd, &args.out.join("growth.log"))?;
+    procs::wait_ready(&url, false, Instant::now()).await?;
+    let mut steps = Vec::new();
+    let mut loaded = 0u64;
+    for gib in GROWTH_STEPS_GIB {
+        let target = ((gib * args.growth_scale * GIB) / args.item_bytes as f64) as u64;
+        let mut b = bench_args(
+            args,
+            &url,
+            Protocol::Dynamodb,
+            &spec("growth", Workload::Put),
+            None,
+        );
+        b.table = Some("growth".into());
+        b.distribution = Some(Distribution::Uniform);
+        b.duration_s = args.growth_seconds;
+        let t = Instant::now();
+        dynaraft_bench::runner::load_range(&b, loaded..target).await?;
+        let load_per_second = (target - loaded) as f64 / t.elapsed().as_secs_f64().max(1e-9);
+        loaded = target;
+        b.records = loaded;
+        b.load = dynaraft_bench::runner::LoadMode::Never;
+        let put = dynaraft_bench::run(&b).await?.summary;
+        b.workload = Workload::C;
+        let get = dynaraft_bench::run(&b).await?.summary;
+        let step = Step {
+            records: loaded,
+            live_bytes: loaded * args.item_bytes as u64,
+            load_per_second,
+            get,
+            put,
+            disk_bytes: procs::disk_bytes(&dir),
+            rss_bytes: procs::rss_bytes(proc.pid()),
+        };
+        eprintln!(
+            "[suite] growth    {:>9} records  load {:>7.0}/s  GetItem {:>7.0}/s p99 {} ms  PutItem {:>7.0}/s p99 {} ms  disk/live {:.2}",
+            step.records,
+            step.load_per_second,
+            step.get.throughput,
+            dynaraft_bench::stats::ms(step.get.all.p99_us),
+            step.put.throughput,
+            dynaraft_bench::stats::ms(step.put.all.p99_us),
+            step.disk_bytes as f64 / step.live_bytes.max(1) as f64
+        );
+        steps.push(step);
+    }
+    Ok(Growth {
+        scale: args.growth_scale,
+        steps,
+    })
+}
