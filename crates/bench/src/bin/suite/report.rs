@@ -110,9 +110,19 @@ pub fn machine(out: &Path) -> Machine {
     Machine {
         cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
         cpu_model: field(&read("/proc/cpuinfo"), "model name"),
-        memory: field(&read("/proc/meminfo"), "MemTotal"),
+        memory: field(&read("/proc/meminfo"), "MemTotal")
+            .trim_end_matches(" kB")
+            .parse::<f64>()
+            .map_or_else(
+                |_| "?".into(),
+                |kib| format!("{:.1} GiB", kib / (1024.0 * 1024.0)),
+            ),
         kernel: read("/proc/sys/kernel/osrelease").trim().to_string(),
-        filesystem: command_line(Command::new("stat").args(["-f", "-c", "%T"]).arg(out)),
+        filesystem: command_line(
+            Command::new("findmnt")
+                .args(["-n", "-o", "FSTYPE", "-T"])
+                .arg(out),
+        ),
         commit: format!(
             "{}{}",
             command_line(Command::new("git").args(["rev-parse", "--short", "HEAD"])),
