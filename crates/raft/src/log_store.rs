@@ -52,9 +52,12 @@ impl GroupLog {
         }
     }
 
-    fn purge(&mut self, upto: &LogId) {
-        self.entries = self.entries.split_off(&(upto.index + 1));
+    /// Forgets entries up to `upto`; returns them, for the caller to drop
+    /// outside the lock (thousands of entries take milliseconds to free).
+    fn purge(&mut self, upto: &LogId) -> BTreeMap<u64, LogEntry> {
+        let kept = self.entries.split_off(&(upto.index + 1));
         self.last_purged = Some(*upto);
+        std::mem::replace(&mut self.entries, kept)
     }
 }
 
@@ -165,7 +168,7 @@ impl LogSet {
                 }
                 KIND_PURGE => {
                     let upto: LogId = serde_json::from_slice(body).map_err(io_err)?;
-                    log.purge(&upto);
+                    drop(log.purge(&upto));
                 }
                 KIND_REMOVE => {
                     logs.remove(&r.group);
@@ -370,8 +373,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // openraft purges only applied entries. Memory is freed now; the
         // record that lets recovery forget them follows once sled is
         // durable, off the Raft core's path.
-        self.lock()?.purge(&upto);
+        let purged = self.lock()?.purge(&upto);
         self.purger.request(self.group, upto);
+        // Freed on a blocking thread: not under the log lock, and not on
+        // the Raft core's task.
+        tokio::task::spawn_blocking(move || drop(purged));
         Ok(())
     }
 }

@@ -180,6 +180,9 @@ struct EmbeddedArgs {
     /// Make table status transitions instant (same as --transition-delay-ms 0).
     #[arg(long)]
     instant_transitions: bool,
+    /// Partitions (Raft groups) each new table is split into.
+    #[arg(long, default_value_t = 1)]
+    partitions_per_table: usize,
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
@@ -304,6 +307,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         },
         region: args.region,
         endpoint_address: addr.to_string(),
+        partitions_per_table: args.partitions_per_table.max(1),
         ..ApiConfig::default()
     };
     let server = Server::start(
