@@ -305,6 +305,9 @@ async fn load_records(
     Ok(())
 }
 
+/// Loads are idempotent (every record is written at version 0), so a
+/// transport error (a keep-alive connection the server closed, a reset) is
+/// retried on a fresh connection; measured runs never retry.
 async fn load_batch(
     conn: &mut Conn,
     ctx: &Ctx,
@@ -312,8 +315,20 @@ async fn load_batch(
 ) -> Result<(), BenchError> {
     if ctx.protocol == Protocol::Etcd {
         for r in records {
-            if let Outcome::Failed(f) = ctx.write(conn, r, 0, None).await {
-                return Err(BenchError::Setup(format!("load: {} {}", f.class, f.detail)));
+            let mut attempt = 0;
+            loop {
+                match ctx.write(conn, r, 0, None).await {
+                    Outcome::Failed(f)
+                        if f.class == "transport error" && attempt + 1 < LOAD_ATTEMPTS =>
+                    {
+                        backoff(attempt).await;
+                        attempt += 1;
+                    }
+                    Outcome::Failed(f) => {
+                        return Err(BenchError::Setup(format!("load: {} {}", f.class, f.detail)));
+                    }
+                    _ => break,
+                }
             }
         }
         return Ok(());
@@ -323,18 +338,29 @@ async fn load_batch(
         .collect();
     let mut pending = json!({ ctx.table.clone(): puts });
     for attempt in 0..LOAD_ATTEMPTS {
-        let v = ops::call(conn, "BatchWriteItem", &json!({"RequestItems": pending}))
-            .await
-            .map_err(|f| BenchError::Setup(format!("BatchWriteItem: {} {}", f.class, f.detail)))?;
-        match v.get("UnprocessedItems") {
-            Some(u) if u.as_object().is_some_and(|m| !m.is_empty()) => pending = u.clone(),
-            _ => return Ok(()),
+        match ops::call(conn, "BatchWriteItem", &json!({"RequestItems": pending})).await {
+            Ok(v) => match v.get("UnprocessedItems") {
+                Some(u) if u.as_object().is_some_and(|m| !m.is_empty()) => pending = u.clone(),
+                _ => return Ok(()),
+            },
+            Err(f) if f.class == "transport error" => {}
+            Err(f) => {
+                return Err(BenchError::Setup(format!(
+                    "BatchWriteItem: {} {}",
+                    f.class, f.detail
+                )));
+            }
         }
-        tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+        backoff(attempt).await;
     }
-    Err(BenchError::Setup(
-        "BatchWriteItem kept returning unprocessed items".into(),
-    ))
+    Err(BenchError::Setup(format!(
+        "BatchWriteItem did not complete in {LOAD_ATTEMPTS} attempts"
+    )))
+}
+
+/// Pause before a load retry: 10 ms doubling, at most 640 ms.
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
 }
 
 /// What the workers share.

@@ -196,22 +196,36 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         args.concurrency,
     );
     results.floors = Some(measure_floors(&args).await?);
+    // A system that fails is reported and the others still run; the
+    // suite exits with an error at the end.
     for system in args.systems.iter().filter(|s| !s.is_empty()) {
         let r = match system.as_str() {
-            "embedded" => embedded(&args).await?,
-            "dynalite" => dynalite(&args).await?,
-            "cluster" => cluster(&args).await?,
+            "embedded" => embedded(&args).await,
+            "dynalite" => dynalite(&args).await,
+            "cluster" => cluster(&args).await,
             "etcd" if !args.etcd.exists() => {
                 eprintln!("[suite] {} not found: etcd skipped", args.etcd.display());
                 continue;
             }
-            "etcd" => etcd(&args).await?,
+            "etcd" => etcd(&args).await,
             other => anyhow::bail!("unknown system {other:?}"),
         };
-        results.systems.push(r);
+        match r {
+            Ok(r) => results.systems.push(r),
+            Err(e) => {
+                eprintln!("[suite] {system} failed: {e:#}");
+                results.failures.push(format!("{system}: {e:#}"));
+            }
+        }
     }
     if args.growth_scale > 0.0 {
-        results.growth = Some(growth::growth(&args).await?);
+        match growth::growth(&args).await {
+            Ok(g) => results.growth = Some(g),
+            Err(e) => {
+                eprintln!("[suite] growth failed: {e:#}");
+                results.failures.push(format!("growth: {e:#}"));
+            }
+        }
     }
     results.suite_seconds = started.elapsed().as_secs_f64();
     std::fs::write(
@@ -225,6 +239,9 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         args.report.display(),
         results.suite_seconds
     );
+    if !results.failures.is_empty() {
+        anyhow::bail!("not measured: {}", results.failures.join("; "));
+    }
     Ok(())
 }
 

@@ -17,6 +17,9 @@ pub struct Results {
     pub floors: Option<Floors>,
     pub systems: Vec<SystemResult>,
     pub growth: Option<crate::growth::Growth>,
+    /// Systems (or the growth run) that failed, with why.
+    #[serde(default)]
+    pub failures: Vec<String>,
     pub suite_seconds: f64,
 }
 
@@ -72,6 +75,7 @@ impl Results {
             floors: None,
             systems: Vec::new(),
             growth: None,
+            failures: Vec::new(),
             suite_seconds: 0.0,
         }
     }
@@ -197,6 +201,13 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
          Keys are zipfian (D: latest). GetItem and Query are eventually consistent unless the row says otherwise.\n",
         r.records, r.item_bytes, r.concurrency, r.seconds
     );
+    if !r.failures.is_empty() {
+        let _ = writeln!(md, "## Not measured in this run\n");
+        for f in &r.failures {
+            let _ = writeln!(md, "- {}", f.replace('\n', " "));
+        }
+        let _ = writeln!(md);
+    }
     targets(&mut md, r);
     floors(&mut md, r);
     systems(&mut md, r);
