@@ -4,13 +4,12 @@
 //! whole table is touched, not a cached hot set), disk bytes per live byte
 //! and resident memory.
 
-use crate::procs::{self, Proc};
+use crate::procs;
 use crate::{SuiteArgs, bench_args, spec};
 use dynaraft_bench::keys::Distribution;
 use dynaraft_bench::ops::Protocol;
 use dynaraft_bench::stats::Summary;
 use dynaraft_bench::workload::Workload;
-use std::process::Command;
 use std::time::Instant;
 
 /// Table sizes the benchmark grows through, in GiB (before scaling).
@@ -36,18 +35,7 @@ pub struct Step {
 }
 
 pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
-    let dir = args.out.join("growth");
-    let _ = std::fs::remove_dir_all(&dir);
-    let port = args.base_port + 15;
-    let mut cmd = Command::new(&args.binary);
-    cmd.arg("embedded").arg("--data-dir").arg(&dir).args([
-        "--port",
-        &port.to_string(),
-        "--instant-transitions",
-    ]);
-    let url = format!("http://127.0.0.1:{port}");
-    let proc = Proc::spawn("growth", cmd, &args.out.join("growth.log"))?;
-    procs::wait_ready(&url, false, Instant::now()).await?;
+    let (proc, url, dir, _) = crate::start_embedded(args, "growth", args.base_port + 15).await?;
     let mut steps = Vec::new();
     let mut loaded = 0u64;
     for gib in GROWTH_STEPS_GIB {

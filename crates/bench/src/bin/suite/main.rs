@@ -328,10 +328,15 @@ async fn workloads(
     Ok(runs)
 }
 
-async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
-    let dir = args.out.join("embedded");
+/// A fresh `dynaraft embedded` on disk under `out/name`, once it answers:
+/// the process, its URL, its data directory and how long it took to start.
+async fn start_embedded(
+    args: &SuiteArgs,
+    name: &str,
+    port: u16,
+) -> anyhow::Result<(Proc, String, PathBuf, Duration)> {
+    let dir = args.out.join(name);
     let _ = std::fs::remove_dir_all(&dir);
-    let port = args.base_port + 1;
     let mut cmd = Command::new(&args.binary);
     cmd.arg("embedded").arg("--data-dir").arg(&dir).args([
         "--port",
@@ -340,8 +345,13 @@ async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     ]);
     let url = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
-    let proc = Proc::spawn("embedded", cmd, &args.out.join("embedded.log"))?;
+    let proc = Proc::spawn(name, cmd, &args.out.join(format!("{name}.log")))?;
     let startup = procs::wait_ready(&url, false, t).await?;
+    Ok((proc, url, dir, startup))
+}
+
+async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let (proc, url, dir, startup) = start_embedded(args, "embedded", args.base_port + 1).await?;
     let idle_rss = procs::rss_bytes(proc.pid());
     let specs: Vec<&Spec> = YCSB
         .iter()
