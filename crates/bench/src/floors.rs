@@ -86,7 +86,7 @@ pub async fn http_round_trips(endpoint: &str, concurrency: usize, duration: Dura
                             t.elapsed(),
                         ),
                         Err(e) => stats.failed(
-                            crate::ops::Failure::new("transport error", e.to_string()),
+                            crate::ops::Failure::new(crate::ops::TRANSPORT_ERROR, e.to_string()),
                             t.elapsed(),
                         ),
                     }

@@ -7,7 +7,7 @@
 //! throughput. A conditional write that loses a race in workload F is a
 //! conflict: a correct answer, reported apart, not counted as throughput.
 
-use crate::client::{Conn, Response};
+use crate::client::{ClientError, Conn, Response};
 use crate::keys::{self, GROUP_ITEMS};
 use crate::workload::Layout;
 use base64::Engine as _;
@@ -306,24 +306,20 @@ impl Ctx {
     }
 }
 
+/// The failure class of a request that got no HTTP response.
+pub const TRANSPORT_ERROR: &str = "transport error";
+
 /// A DynamoDB call: the parsed JSON of a 200, or the failure.
 pub async fn call(conn: &mut Conn, op: &str, body: &Value) -> Result<Value, Failure> {
-    let resp = conn
-        .dynamodb(op, body.to_string().into_bytes())
-        .await
-        .map_err(|e| Failure::new("transport error", e.to_string()))?;
-    answer(resp)
+    answer(conn.dynamodb(op, body.to_string().into_bytes()).await)
 }
 
 async fn etcd_call(conn: &mut Conn, path: &str, body: &Value) -> Result<Value, Failure> {
-    let resp = conn
-        .post(path, body.to_string().into_bytes())
-        .await
-        .map_err(|e| Failure::new("transport error", e.to_string()))?;
-    answer(resp)
+    answer(conn.post(path, body.to_string().into_bytes()).await)
 }
 
-fn answer(resp: Response) -> Result<Value, Failure> {
+fn answer(resp: Result<Response, ClientError>) -> Result<Value, Failure> {
+    let resp = resp.map_err(|e| Failure::new(TRANSPORT_ERROR, e.to_string()))?;
     let v: Option<Value> = serde_json::from_slice(&resp.body).ok();
     if resp.status != 200 {
         let kind = v

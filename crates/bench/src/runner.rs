@@ -150,6 +150,16 @@ pub struct Report {
 
 /// Load (if needed) and measure.
 pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
+    let (endpoint, ctx, created) = prepare(args).await?;
+    if args.load == LoadMode::Always || (args.load == LoadMode::Auto && created) {
+        load(args, &endpoint, &ctx).await?;
+    }
+    Ok(measure(args, endpoint, ctx).await)
+}
+
+/// Checks the arguments and creates the table if needed; `true` when this
+/// call created it (etcd has no tables: always `true`).
+async fn prepare(args: &BenchArgs) -> Result<(Arc<Endpoint>, Arc<Ctx>, bool), BenchError> {
     check_args(args)?;
     let endpoint = Arc::new(
         Endpoint::parse(&args.endpoint, &args.region)
@@ -160,10 +170,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         Protocol::Dynamodb => create_table(&endpoint, &ctx).await?,
         Protocol::Etcd => true,
     };
-    if args.load == LoadMode::Always || (args.load == LoadMode::Auto && created) {
-        load(args, &endpoint, &ctx).await?;
-    }
-    Ok(measure(args, endpoint, ctx).await)
+    Ok((endpoint, ctx, created))
 }
 
 fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
@@ -265,15 +272,7 @@ async fn load(
 /// Creates the table if needed and writes records `range` at version 0
 /// (the growth benchmark loads a table in steps this way).
 pub async fn load_range(args: &BenchArgs, range: std::ops::Range<u64>) -> Result<(), BenchError> {
-    check_args(args)?;
-    let endpoint = Arc::new(
-        Endpoint::parse(&args.endpoint, &args.region)
-            .map_err(|e| BenchError::Args(e.to_string()))?,
-    );
-    let ctx = Arc::new(args.ctx());
-    if args.protocol == Protocol::Dynamodb {
-        create_table(&endpoint, &ctx).await?;
-    }
+    let (endpoint, ctx, _) = prepare(args).await?;
     load_records(&endpoint, &ctx, args.concurrency, range).await
 }
 
@@ -319,7 +318,7 @@ async fn load_batch(
             loop {
                 match ctx.write(conn, r, 0, None).await {
                     Outcome::Failed(f)
-                        if f.class == "transport error" && attempt + 1 < LOAD_ATTEMPTS =>
+                        if f.class == ops::TRANSPORT_ERROR && attempt + 1 < LOAD_ATTEMPTS =>
                     {
                         backoff(attempt).await;
                         attempt += 1;
@@ -343,7 +342,7 @@ async fn load_batch(
                 Some(u) if u.as_object().is_some_and(|m| !m.is_empty()) => pending = u.clone(),
                 _ => return Ok(()),
             },
-            Err(f) if f.class == "transport error" => {}
+            Err(f) if f.class == ops::TRANSPORT_ERROR => {}
             Err(f) => {
                 return Err(BenchError::Setup(format!(
                     "BatchWriteItem: {} {}",
@@ -358,9 +357,12 @@ async fn load_batch(
     )))
 }
 
-/// Pause before a load retry: 10 ms doubling, at most 640 ms.
+/// First pause before a load retry, in milliseconds; it doubles per
+/// attempt up to 64 times this.
+const LOAD_BACKOFF_MS: u64 = 10;
+
 async fn backoff(attempt: u32) {
-    tokio::time::sleep(Duration::from_millis(10 << attempt.min(6))).await;
+    tokio::time::sleep(Duration::from_millis(LOAD_BACKOFF_MS << attempt.min(6))).await;
 }
 
 /// What the workers share.

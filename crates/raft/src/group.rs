@@ -348,7 +348,19 @@ fn propose_error(
         openraft::error::ClientWriteError<crate::types::TypeConfig>,
     >,
 ) -> ProposeError {
-    match e.forward_to_leader() {
+    match e {
+        openraft::error::RaftError::APIError(e) => write_error(e),
+        openraft::error::RaftError::Fatal(f) => ProposeError::Unavailable(f.to_string()),
+    }
+}
+
+/// A rejected write: a redirect when openraft names a leader to forward to,
+/// unavailable otherwise.
+pub(crate) fn write_error(
+    e: openraft::errors::ClientWriteError<crate::types::TypeConfig>,
+) -> ProposeError {
+    use openraft::TryAsRef;
+    match TryAsRef::<openraft::errors::ForwardToLeader<crate::types::TypeConfig>>::try_as_ref(&e) {
         Some(f) => ProposeError::NotLeader {
             leader: f.leader_id,
         },

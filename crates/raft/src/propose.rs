@@ -15,12 +15,11 @@
 //! are in flight coalesce into the next one. Each entry stays its own log
 //! entry with its own outcome and index.
 
-use crate::group::ProposeError;
+use crate::group::{ProposeError, write_error};
 use crate::types::Raft;
 use dynaraft_storage::Outcome;
 use dynaraft_storage::command::Entry;
 use futures_util::StreamExt;
-use openraft::TryAsRef;
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -107,16 +106,5 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 let _ = reply.send(result);
             }
         });
-    }
-}
-
-/// A failed write: a redirect when openraft names a leader to forward to
-/// (as `client_write` errors are mapped), unavailable otherwise.
-fn write_error(e: openraft::errors::ClientWriteError<crate::types::TypeConfig>) -> ProposeError {
-    match TryAsRef::<openraft::errors::ForwardToLeader<crate::types::TypeConfig>>::try_as_ref(&e) {
-        Some(f) => ProposeError::NotLeader {
-            leader: f.leader_id,
-        },
-        None => ProposeError::Unavailable(e.to_string()),
     }
 }

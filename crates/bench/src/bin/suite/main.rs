@@ -112,6 +112,14 @@ pub struct SuiteArgs {
     growth_seconds: u64,
 }
 
+/// How long the fsync floor is probed, in seconds.
+const FSYNC_PROBE_S: u64 = 3;
+/// Longest window of each empty-HTTP floor measurement, in seconds.
+const HTTP_FLOOR_MAX_S: u64 = 5;
+/// Request timeout of every measured run, in milliseconds (a timeout is an
+/// error).
+const REQUEST_TIMEOUT_MS: u64 = 5000;
+
 /// One measurement of a system: a workload, maybe at a fraction of the
 /// peak an earlier one measured.
 struct Spec {
@@ -247,14 +255,14 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
 
 async fn measure_floors(args: &SuiteArgs) -> anyhow::Result<Floors> {
     eprintln!("[suite] floors: fsync and an empty HTTP round trip");
-    let fsync = floors::fsync_latency(&args.out.join("fsync"), Duration::from_secs(3))?;
+    let fsync = floors::fsync_latency(&args.out.join("fsync"), Duration::from_secs(FSYNC_PROBE_S))?;
     let port = args.base_port;
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(["empty-server", "--port", &port.to_string()]);
     let server = Proc::spawn("empty server", cmd, &args.out.join("empty-server.log"))?;
     let url = format!("http://127.0.0.1:{port}");
     procs::wait_ready(&url, false, Instant::now()).await?;
-    let window = Duration::from_secs(args.seconds.min(5));
+    let window = Duration::from_secs(args.seconds.min(HTTP_FLOOR_MAX_S));
     let one = floors::http_round_trips(&url, 1, window).await;
     let many = floors::http_round_trips(&url, args.concurrency, window).await;
     drop(server);
@@ -285,7 +293,7 @@ fn bench_args(
         warmup_s: args.warmup_s,
         rate,
         consistent_reads: s.consistent,
-        timeout_ms: 5000,
+        timeout_ms: REQUEST_TIMEOUT_MS,
         seed: None,
         load: LoadMode::Auto,
         region: "us-east-1".into(),
