@@ -380,6 +380,8 @@ struct Shared {
     next_slot: AtomicU64,
     ok: AtomicU64,
     errors: AtomicU64,
+    /// Slowest answer since the last progress line, in microseconds.
+    slowest_us: AtomicU64,
 }
 
 /// Drive the workload and merge the workers' measurements.
@@ -407,6 +409,7 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         next_slot: AtomicU64::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        slowest_us: AtomicU64::new(0),
     });
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), done.clone())));
@@ -483,6 +486,9 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
             &shared.ok
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        shared
+            .slowest_us
+            .fetch_max(latency.as_micros() as u64, Ordering::Relaxed);
         if due < shared.measure_from {
             continue;
         }
@@ -553,7 +559,8 @@ fn pick_readable(shared: &Shared, rng: &mut SmallRng) -> u64 {
     rng.random_range(0..shared.args.records)
 }
 
-/// A line a second on stderr: throughput and errors of the last second.
+/// A line a second on stderr: throughput, errors and the slowest answer of
+/// the last second.
 async fn progress(shared: Arc<Shared>, done: Arc<AtomicBool>) {
     let tty = std::io::stderr().is_terminal();
     let (mut last_ok, mut last_err) = (0, 0);
@@ -565,6 +572,7 @@ async fn progress(shared: Arc<Shared>, done: Arc<AtomicBool>) {
             shared.ok.load(Ordering::Relaxed),
             shared.errors.load(Ordering::Relaxed),
         );
+        let slowest_ms = shared.slowest_us.swap(0, Ordering::Relaxed) as f64 / 1000.0;
         let t = shared.started.elapsed().as_secs_f64();
         let phase = if Instant::now() < shared.measure_from {
             "warm-up"
@@ -572,11 +580,12 @@ async fn progress(shared: Arc<Shared>, done: Arc<AtomicBool>) {
             "measuring"
         };
         let line = format!(
-            "[bench] {} {:>5.1}s {:>8} ops/s {:>6} errors/s (total {} ok, {} errors)",
+            "[bench] {} {:>5.1}s {:>8} ops/s {:>6} errors/s slowest {:>7.2} ms (total {} ok, {} errors)",
             phase,
             t,
             ok - last_ok,
             err - last_err,
+            slowest_ms,
             ok,
             err
         );
