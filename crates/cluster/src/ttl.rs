@@ -15,7 +15,7 @@ use crate::host::Host;
 use dynaraft_model::value::item_to_json;
 use dynaraft_model::{AttributeValue, Item, Number};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
-use dynaraft_storage::{Command, WriteCommand, WriteKind, wall_clock_ms};
+use dynaraft_storage::{Command, JsonDoc, WriteCommand, WriteKind, wall_clock_ms};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,12 +114,12 @@ async fn sweep_partition(
         let cmd = WriteCommand {
             kind: WriteKind::Delete,
             storage_key,
-            key: item_to_json(&key),
+            key: JsonDoc::new(&item_to_json(&key)),
             item: None,
             condition: Some("#ttl < :now".into()),
             update: None,
             names: BTreeMap::from([("#ttl".to_string(), attr.to_string())]),
-            values: item_to_json(&values),
+            values: JsonDoc::new(&item_to_json(&values)),
             local: table
                 .meta
                 .local_index_specs(dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES),

@@ -7,7 +7,10 @@
 use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus};
 use crate::global::IndexBatch;
 use crate::txn::{Prepare, TxnId};
+use dynaraft_model::value::item_from_json;
+use dynaraft_model::{Item, ModelError};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
 /// One log entry: a command and the proposer's wall-clock time.
@@ -110,15 +113,15 @@ pub struct WriteCommand {
     pub kind: WriteKind,
     /// Order-preserving storage key of the item.
     pub storage_key: Vec<u8>,
-    /// The key attributes (DynamoDB JSON), used to create an item on update.
-    pub key: serde_json::Value,
-    /// The new item for Put (DynamoDB JSON).
-    pub item: Option<serde_json::Value>,
+    /// The key attributes, used to create an item on update.
+    pub key: JsonDoc,
+    /// The new item for Put.
+    pub item: Option<JsonDoc>,
     pub condition: Option<String>,
     pub update: Option<String>,
     pub names: BTreeMap<String, String>,
-    /// ExpressionAttributeValues (DynamoDB JSON map).
-    pub values: serde_json::Value,
+    /// ExpressionAttributeValues.
+    pub values: JsonDoc,
     /// The table's local secondary indexes, maintained in the same apply.
     #[serde(default)]
     pub local: Option<crate::index::LocalIndexes>,
@@ -126,6 +129,41 @@ pub struct WriteCommand {
     /// write is logged for them when the list is not empty.
     #[serde(default)]
     pub global: Vec<crate::global::GlobalKeySpec>,
+}
+
+/// A DynamoDB JSON map (an item, a key, ExpressionAttributeValues) carried
+/// as its JSON text. A write's entry stays in memory until its group purges
+/// its log, is cloned for the apply and for each follower, and is written to
+/// the WAL and the network as JSON. As text it is one allocation to clone
+/// and to free and is written out as it is; as a parsed tree it was dozens
+/// of small allocations, freed in bursts of thousands at every purge. The
+/// state machine parses it where it applies it. Serialized, it is the same
+/// JSON as the tree was, so logs written before read back unchanged.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonDoc(Box<RawValue>);
+
+impl JsonDoc {
+    pub fn new(v: &serde_json::Value) -> JsonDoc {
+        // Serializing a Value cannot fail: its map keys are strings.
+        JsonDoc(serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// JSON `null` (what a command without the document carries).
+    pub fn null() -> JsonDoc {
+        JsonDoc(RawValue::NULL.to_owned())
+    }
+
+    /// The document parsed as a map of attribute values.
+    pub fn item(&self) -> Result<Item, ModelError> {
+        let v: serde_json::Value = serde_json::from_str(self.0.get())
+            .map_err(|e| ModelError::Serialization(e.to_string()))?;
+        item_from_json(&v)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.get()
+    }
 }
 
 impl Entry {
@@ -182,5 +220,55 @@ impl std::fmt::Display for Entry {
             Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
         };
         write!(f, "{what}@{}", self.ts_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A write logged when its documents were parsed trees, with spaces
+    /// where a hand-written or older encoder put them.
+    const LOGGED_AS_TREES: &str = r#"{"ts_ms": 7, "cmd": {"Write": {
+        "kind": "Put", "storage_key": [1, 2],
+        "key": {"pk": {"S": "a"}},
+        "item": {"pk": {"S": "a"}, "n": {"N": "1.50"}, "l": {"L": [{"BOOL": true}]}},
+        "condition": null, "update": null, "names": {},
+        "values": {":v": {"S": "x"}}}}}"#;
+
+    /// Documents carried as text write the same JSON the trees wrote, and
+    /// entries logged from trees read back with the same items.
+    #[test]
+    fn documents_as_text_keep_the_logged_json() {
+        let item = json!({"pk": {"S": "a"}, "n": {"N": "1.50"}});
+        let doc = JsonDoc::new(&item);
+        assert_eq!(serde_json::to_string(&doc).unwrap(), item.to_string());
+
+        let entry = Entry::decode(LOGGED_AS_TREES.as_bytes()).unwrap();
+        let Command::Write(w) = &entry.cmd else {
+            panic!("not a write: {entry}");
+        };
+        let expected = json!({"pk": {"S": "a"}, "n": {"N": "1.50"}, "l": {"L": [{"BOOL": true}]}});
+        let parsed = w.item.as_ref().unwrap().item().unwrap();
+        assert_eq!(parsed, item_from_json(&expected).unwrap());
+        assert_eq!(
+            w.key.item().unwrap(),
+            item_from_json(&json!({"pk": {"S": "a"}})).unwrap()
+        );
+        assert_eq!(w.values.item().unwrap().len(), 1);
+
+        let again = Entry::decode(&entry.encode()).unwrap();
+        let Command::Write(w2) = &again.cmd else {
+            panic!("not a write: {again}");
+        };
+        assert_eq!(w2.item.as_ref().unwrap().item().unwrap(), parsed);
+    }
+
+    /// A command without a document carries JSON null, which is not a map.
+    #[test]
+    fn a_missing_document_is_null_and_not_an_item() {
+        assert_eq!(JsonDoc::null().as_str(), "null");
+        assert!(JsonDoc::null().item().is_err());
     }
 }

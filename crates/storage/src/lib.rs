@@ -27,7 +27,7 @@ pub use catalog::{
     GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, TableMeta,
     TableStatus,
 };
-pub use command::{Command, WriteCommand, WriteKind};
+pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;
 /// The embedded state-machine store, re-exported so layers above use the same version.
 pub use sled;

@@ -21,13 +21,13 @@
 
 use crate::StorageError;
 use crate::catalog::TableMeta;
-use crate::command::{Command, Entry, WriteCommand, WriteKind};
+use crate::command::{Command, Entry, JsonDoc, WriteCommand, WriteKind};
 use crate::global::{self, ChangeRecord};
 use crate::index;
 use crate::txn;
 use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
-use dynaraft_model::value::{item_from_json, item_size_bytes};
+use dynaraft_model::value::item_size_bytes;
 use dynaraft_model::{Item, MAX_ITEM_BYTES};
 use std::collections::BTreeMap;
 
@@ -337,7 +337,7 @@ pub(crate) fn evaluate(
     w: &WriteCommand,
 ) -> Result<Evaluated, StorageError> {
     let old = current_item(ov, group, &w.storage_key)?;
-    let values = match item_from_json(&w.values) {
+    let values = match w.values.item() {
         Ok(v) => v,
         Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
     };
@@ -352,7 +352,7 @@ pub(crate) fn evaluate(
     let new = match w.kind {
         WriteKind::Delete => None,
         WriteKind::Check => old.clone(),
-        WriteKind::Put => match w.item.as_ref().map(item_from_json) {
+        WriteKind::Put => match w.item.as_ref().map(JsonDoc::item) {
             Some(Ok(item)) => Some(item),
             Some(Err(e)) => return Ok(Err(Outcome::Invalid(e.to_string()))),
             None => return Ok(Err(Outcome::Invalid("missing item".into()))),
@@ -360,7 +360,7 @@ pub(crate) fn evaluate(
         WriteKind::Update => {
             let mut item = match &old {
                 Some(o) => o.clone(),
-                None => match item_from_json(&w.key) {
+                None => match w.key.item() {
                     Ok(k) => k,
                     Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
                 },

@@ -32,7 +32,7 @@
 //! stamp is its own key; an absent item's is the group's `last_delete`.
 
 use crate::StorageError;
-use crate::command::{WriteCommand, WriteKind};
+use crate::command::{JsonDoc, WriteCommand, WriteKind};
 use crate::machine::{Outcome, Overlay, current_item, evaluate, meta_key, stage};
 use dynaraft_model::Item;
 use serde::{Deserialize, Serialize};
@@ -465,12 +465,12 @@ fn bare(w: &WriteCommand) -> WriteCommand {
     WriteCommand {
         kind: w.kind,
         storage_key: w.storage_key.clone(),
-        key: serde_json::Value::Null,
+        key: JsonDoc::null(),
         item: None,
         condition: None,
         update: None,
         names: Default::default(),
-        values: serde_json::Value::Null,
+        values: JsonDoc::null(),
         local: w.local.clone(),
         global: w.global.clone(),
     }
@@ -595,12 +595,14 @@ mod tests {
         WriteCommand {
             kind: WriteKind::Put,
             storage_key: key.as_bytes().to_vec(),
-            key: json!({"k": {"S": key}}),
-            item: Some(json!({"k": {"S": key}, "n": {"N": n.to_string()}})),
+            key: JsonDoc::new(&json!({"k": {"S": key}})),
+            item: Some(JsonDoc::new(
+                &json!({"k": {"S": key}, "n": {"N": n.to_string()}}),
+            )),
             condition: condition.map(str::to_string),
             update: None,
             names: Default::default(),
-            values: json!({}),
+            values: JsonDoc::new(&json!({})),
             local: None,
             global: Vec::new(),
         }

@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use dynaraft_cluster::Table;
 use dynaraft_model::Item;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
-use dynaraft_storage::{Outcome, WriteCommand, WriteKind};
+use dynaraft_storage::{JsonDoc, Outcome, WriteCommand, WriteKind};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -199,12 +199,12 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
     Ok(WriteCommand {
         kind: req.kind,
         storage_key,
-        key: item_to_json(&req.key),
-        item: req.item.as_ref().map(item_to_json),
+        key: JsonDoc::new(&item_to_json(&req.key)),
+        item: req.item.as_ref().map(|i| JsonDoc::new(&item_to_json(i))),
         condition: req.condition.clone(),
         update: req.update.clone(),
         names: req.names.clone(),
-        values: req.values.clone(),
+        values: JsonDoc::new(&req.values),
         local: table
             .meta
             .local_index_specs(api.cfg.item_collection_limit_bytes),

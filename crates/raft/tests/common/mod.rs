@@ -4,7 +4,7 @@
 use dynaraft_model::value::item_from_json;
 use dynaraft_model::{KeyAttr, KeySchema, ScalarType};
 use dynaraft_raft::Timing;
-use dynaraft_storage::command::{Command, WriteCommand, WriteKind};
+use dynaraft_storage::command::{Command, JsonDoc, WriteCommand, WriteKind};
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,12 +40,14 @@ pub fn put(i: usize) -> Command {
     Command::Write(WriteCommand {
         kind: WriteKind::Put,
         storage_key: schema().storage_key(&k).unwrap(),
-        key,
-        item: Some(json!({"pk": {"S": format!("k{i}")}, "n": {"N": i.to_string()}})),
+        key: JsonDoc::new(&key),
+        item: Some(JsonDoc::new(
+            &json!({"pk": {"S": format!("k{i}")}, "n": {"N": i.to_string()}}),
+        )),
         condition: None,
         update: None,
         names: BTreeMap::new(),
-        values: json!({}),
+        values: JsonDoc::new(&json!({})),
         local: None,
         global: Vec::new(),
     })
