@@ -7,9 +7,10 @@
 //! concurrency. Fixed rate (`--rate`): requests are due on a global
 //! schedule of `rate` per second, and latency runs from when a request was
 //! due, not when a busy worker got round to sending it, so a stalled server
-//! is charged for every request it delayed (no coordinated omission). An
-//! idle worker waiting for a due time is charged from when its timer woke
-//! it (tokio's timer has millisecond ticks; that lateness is the client's).
+//! is charged for every request it delayed (no coordinated omission). The
+//! schedule is released by a pacer thread every [`PACER_TICK_US`]: tokio's
+//! timer has millisecond ticks, and workers sleeping on it left in bursts
+//! of `rate / 1000` requests at once, a queue of the client's making.
 
 use crate::client::{Conn, Endpoint};
 use crate::keys::{self, Distribution, GROUP_ITEMS};
@@ -23,7 +24,8 @@ use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::time::{sleep_until, timeout};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
 
 /// Items per BatchWriteItem while loading (DynamoDB's maximum).
 pub const LOAD_BATCH_ITEMS: u64 = 25;
@@ -35,6 +37,9 @@ const TABLE_POLL_MS: u64 = 100;
 const TABLE_POLLS: u32 = 600;
 /// Interval of the progress line, in milliseconds.
 const PROGRESS_INTERVAL_MS: u64 = 1000;
+/// How often the fixed-rate pacer releases the requests that have come
+/// due, in microseconds.
+pub const PACER_TICK_US: u64 = 100;
 /// Tries at picking a record whose insert did not fail (workload D).
 const PICK_ATTEMPTS: u32 = 8;
 
@@ -378,6 +383,9 @@ struct Shared {
     measure_from: Instant,
     end: Instant,
     next_slot: AtomicU64,
+    /// Fixed rate: a permit for each request that has come due, released by
+    /// [`pace`].
+    due: Semaphore,
     ok: AtomicU64,
     errors: AtomicU64,
     /// Slowest answer since the last progress line, in microseconds.
@@ -407,12 +415,17 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         measure_from,
         end: measure_from + Duration::from_secs(args.duration_s),
         next_slot: AtomicU64::new(0),
+        due: Semaphore::new(0),
         ok: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         slowest_us: AtomicU64::new(0),
     });
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), done.clone())));
+    let pacer = args.rate.map(|rate| {
+        let shared = shared.clone();
+        std::thread::spawn(move || pace(&shared, rate))
+    });
     let workers: Vec<_> = (0..args.concurrency)
         .map(|w| tokio::spawn(worker(shared.clone(), seed.wrapping_add(w as u64))))
         .collect();
@@ -423,6 +436,9 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         }
     }
     done.store(true, Ordering::Relaxed);
+    if let Some(p) = pacer {
+        let _ = p.join();
+    }
     if let Some(p) = progress {
         let _ = p.await;
     }
@@ -447,27 +463,21 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
     let mut stats = Stats::default();
     let op_timeout = Duration::from_millis(shared.args.timeout_ms);
     loop {
-        let due = match shared.args.rate {
+        let start = match shared.args.rate {
             None => Instant::now(),
             Some(rate) => {
+                // A permit means the next slot is due (or overdue).
+                match shared.due.acquire().await {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return stats, // never closed; no more slots
+                }
                 let slot = shared.next_slot.fetch_add(1, Ordering::Relaxed);
                 shared.started + Duration::from_secs_f64(slot as f64 / rate)
             }
         };
-        if due >= shared.end {
+        if start >= shared.end {
             return stats;
         }
-        // Latency runs from when the request was due, or, if this worker
-        // was idle and waiting for it, from when its timer woke it: tokio's
-        // timer fires on millisecond ticks, and that lateness is the
-        // client's, not the server's. (So closed loop never sleeps: even a
-        // sleep until "now" waits for the next tick.)
-        let start = if due > Instant::now() {
-            sleep_until(due.into()).await;
-            Instant::now()
-        } else {
-            due
-        };
         let kind = shared.args.workload.kind_for(rng.random_range(0..100));
         let outcome = match timeout(op_timeout, execute(&shared, &mut conn, &mut rng, kind)).await {
             Ok(outcome) => outcome,
@@ -489,7 +499,7 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
         shared
             .slowest_us
             .fetch_max(latency.as_micros() as u64, Ordering::Relaxed);
-        if due < shared.measure_from {
+        if start < shared.measure_from {
             continue;
         }
         match outcome {
@@ -544,6 +554,29 @@ async fn execute(shared: &Shared, conn: &mut Conn, rng: &mut SmallRng, kind: OpK
     match result {
         Ok(()) => Outcome::Ok,
         Err(f) => Outcome::Failed(f),
+    }
+}
+
+/// Releases the fixed-rate schedule: every [`PACER_TICK_US`], a permit for
+/// each request that has come due since the last tick. Once the run is over
+/// it releases one more per worker: each then takes a slot past the end
+/// and stops. Runs on its own thread, whose sleeps are not bound to tokio's
+/// millisecond timer.
+fn pace(shared: &Shared, rate: f64) {
+    let mut released: u64 = 0;
+    loop {
+        let now = Instant::now();
+        // Slot k is due at k / rate: slots 0..=elapsed * rate are due now.
+        let due = (now.saturating_duration_since(shared.started).as_secs_f64() * rate) as u64 + 1;
+        if due > released {
+            shared.due.add_permits((due - released) as usize);
+            released = due;
+        }
+        if now >= shared.end {
+            shared.due.add_permits(shared.args.concurrency);
+            return;
+        }
+        std::thread::sleep(Duration::from_micros(PACER_TICK_US));
     }
 }
 

@@ -204,8 +204,8 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
          about {} bytes loaded first, then each workload closed-loop at {} concurrent requests (one HTTP/1.1 \
          connection each, every request SigV4-signed) for {} s after a warm-up. \"At half peak\" runs are \
          fixed-rate (open loop) at half the closed-loop throughput of the same workload, with latency counted \
-         from when each request was due (or from when the client's millisecond timer woke the idle worker \
-         that sends it). Every answer is checked (the item's payload is a function of its \
+         from when each request was due; a pacer thread releases the schedule every 0.1 ms, so requests \
+         leave evenly rather than in bursts on tokio's millisecond timer. Every answer is checked (the item's payload is a function of its \
          version; a Query must return exactly the records in its range); a non-200, a timeout or a wrong answer \
          is an error and is not throughput. Latencies are in milliseconds, over successful operations. Workloads \
          (YCSB): A 50% GetItem / 50% PutItem; B 95/5; C 100% GetItem; D 95% GetItem of the latest records / 5% \
