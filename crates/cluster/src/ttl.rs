@@ -12,7 +12,6 @@
 
 use crate::catalog::CatalogWatch;
 use crate::host::Host;
-use dynaraft_model::value::item_to_json;
 use dynaraft_model::{AttributeValue, Item, Number};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
 use dynaraft_storage::{Command, JsonDoc, WriteCommand, WriteKind, wall_clock_ms};
@@ -114,12 +113,12 @@ async fn sweep_partition(
         let cmd = WriteCommand {
             kind: WriteKind::Delete,
             storage_key,
-            key: JsonDoc::new(&item_to_json(&key)),
+            key: JsonDoc::from_item(&key),
             item: None,
             condition: Some("#ttl < :now".into()),
             update: None,
             names: BTreeMap::from([("#ttl".to_string(), attr.to_string())]),
-            values: JsonDoc::new(&item_to_json(&values)),
+            values: JsonDoc::from_item(&values),
             local: table
                 .meta
                 .local_index_specs(dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES),

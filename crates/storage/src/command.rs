@@ -7,7 +7,7 @@
 use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus};
 use crate::global::IndexBatch;
 use crate::txn::{Prepare, TxnId};
-use dynaraft_model::value::item_from_json;
+use dynaraft_model::value::{item_from_json, item_to_json};
 use dynaraft_model::{Item, ModelError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -147,6 +147,11 @@ impl JsonDoc {
     pub fn new(v: &serde_json::Value) -> JsonDoc {
         // Serializing a Value cannot fail: its map keys are strings.
         JsonDoc(serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+    }
+
+    /// An item, key or set of values as its DynamoDB JSON.
+    pub fn from_item(item: &Item) -> JsonDoc {
+        JsonDoc::new(&item_to_json(item))
     }
 
     /// JSON `null` (what a command without the document carries).

@@ -199,8 +199,8 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
     Ok(WriteCommand {
         kind: req.kind,
         storage_key,
-        key: JsonDoc::new(&item_to_json(&req.key)),
-        item: req.item.as_ref().map(|i| JsonDoc::new(&item_to_json(i))),
+        key: JsonDoc::from_item(&req.key),
+        item: req.item.as_ref().map(JsonDoc::from_item),
         condition: req.condition.clone(),
         update: req.update.clone(),
         names: req.names.clone(),

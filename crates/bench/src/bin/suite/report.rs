@@ -2,6 +2,7 @@
 
 use crate::command_line;
 use dynaraft_bench::Report;
+use dynaraft_bench::runner::PACER_TICK_US;
 use dynaraft_bench::stats::{Latencies, Summary, ms};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -204,15 +205,19 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
          about {} bytes loaded first, then each workload closed-loop at {} concurrent requests (one HTTP/1.1 \
          connection each, every request SigV4-signed) for {} s after a warm-up. \"At half peak\" runs are \
          fixed-rate (open loop) at half the closed-loop throughput of the same workload, with latency counted \
-         from when each request was due; a pacer thread releases the schedule every 0.1 ms, so requests \
-         leave evenly rather than in bursts on tokio's millisecond timer. Every answer is checked (the item's payload is a function of its \
-         version; a Query must return exactly the records in its range); a non-200, a timeout or a wrong answer \
+         from when each request was due; a pacer thread releases the schedule every {} ms, so requests leave \
+         evenly rather than in bursts on tokio's millisecond timer. Every answer is checked (the item's payload \
+         is a function of its version; a Query must return exactly the records in its range); a non-200, a timeout or a wrong answer \
          is an error and is not throughput. Latencies are in milliseconds, over successful operations. Workloads \
          (YCSB): A 50% GetItem / 50% PutItem; B 95/5; C 100% GetItem; D 95% GetItem of the latest records / 5% \
          new records; E 95% Query of 1-100 items / 5% new records; F 50% GetItem / 50% read-modify-write (a \
          PutItem conditional on the version read; lost races are conflicts, not throughput); put 100% PutItem. \
          Keys are zipfian (D: latest). GetItem and Query are eventually consistent unless the row says otherwise.\n",
-        r.records, r.item_bytes, r.concurrency, r.seconds
+        r.records,
+        r.item_bytes,
+        r.concurrency,
+        r.seconds,
+        PACER_TICK_US as f64 / 1000.0
     );
     if !r.failures.is_empty() {
         let _ = writeln!(md, "## Not measured in this run\n");
