@@ -4,16 +4,20 @@
 //! long-polls the control plane's nodes in turn.
 
 use crate::ClusterError;
+use crate::batch::{DataBatcher, Lost};
 use crate::catalog::{Catalog, CatalogWatch};
 use crate::service::MAX_DATA_MESSAGE_BYTES;
-use crate::service::pb::DataRequest;
 use crate::service::pb::data_reply::Result as ReplyResult;
 use crate::service::pb::data_service_client::DataServiceClient;
+use crate::service::pb::{DataReply, DataRequest};
 use crate::wire::{PROPOSE_TIMEOUT_MS, Reply, Request, WireError};
+use arc_swap::ArcSwap;
 use dynaraft_raft::grpc::Channels;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tonic::transport::Channel;
 
 /// Longest a call to a node may take before it is abandoned: a proposal's
 /// commit timeout plus a margin for the round trip.
@@ -24,15 +28,23 @@ pub const CATALOG_RETRY_MS: u64 = 200;
 #[derive(Clone, Default)]
 pub struct Remote {
     channels: Channels,
+    /// Node address -> the batcher of its reads and proposals (read without
+    /// a lock on every call; replaced whole when a node is first called).
+    batchers: Arc<ArcSwap<HashMap<String, DataBatcher>>>,
 }
 
 impl Remote {
     pub fn new(channels: Channels) -> Remote {
-        Remote { channels }
+        Remote {
+            channels,
+            batchers: Arc::default(),
+        }
     }
 
     /// Sends `req` for `group` (at partition `epoch`, 0 when not routed by
-    /// the map) to the node at `addr`.
+    /// the map) to the node at `addr`. Reads and proposals travel in the
+    /// node's batches; the rest (catalog long-polls, status, stats, pings)
+    /// as calls of their own.
     pub async fn call(
         &self,
         addr: &str,
@@ -40,57 +52,103 @@ impl Remote {
         epoch: u64,
         req: &Request,
     ) -> Result<Reply, ClusterError> {
+        let payload = serde_json::to_vec(req)
+            .map_err(|e| ClusterError::Unavailable(format!("encode: {e}")))?;
+        let request = DataRequest {
+            group,
+            payload,
+            epoch,
+        };
+        let timeout = Duration::from_millis(REMOTE_CALL_TIMEOUT_MS);
+        let batched = matches!(
+            req,
+            Request::Propose(_)
+                | Request::Get { .. }
+                | Request::Range { .. }
+                | Request::TxnRead { .. }
+                | Request::TxnRecord { .. }
+        );
+        let resp = if batched {
+            let batcher = self.batcher(addr)?;
+            match tokio::time::timeout(timeout, batcher.call(request)).await {
+                Err(_) => return Err(ClusterError::Unavailable(format!("{addr} timed out"))),
+                Ok(Err(lost)) => return Err(lost_error(addr, lost)),
+                Ok(Ok(r)) => r,
+            }
+        } else {
+            let mut client = self.client(addr)?;
+            match tokio::time::timeout(timeout, client.call(request)).await {
+                Err(_) => return Err(ClusterError::Unavailable(format!("{addr} timed out"))),
+                Ok(Err(status)) => return Err(lost_error(addr, crate::batch::lost(status))),
+                Ok(Ok(r)) => r.into_inner(),
+            }
+        };
+        decode_reply(addr, resp)
+    }
+
+    fn client(&self, addr: &str) -> Result<DataServiceClient<Channel>, ClusterError> {
         let channel = self
             .channels
             .channel(addr)
             .map_err(ClusterError::Unreachable)?;
-        let mut client = DataServiceClient::new(channel)
+        Ok(DataServiceClient::new(channel)
             .max_decoding_message_size(MAX_DATA_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_DATA_MESSAGE_BYTES);
-        let payload = serde_json::to_vec(req)
-            .map_err(|e| ClusterError::Unavailable(format!("encode: {e}")))?;
-        let sent = client.call(DataRequest {
-            group,
-            payload,
-            epoch,
-        });
-        let timeout = Duration::from_millis(REMOTE_CALL_TIMEOUT_MS);
-        let resp = match tokio::time::timeout(timeout, sent).await {
-            Err(_) => {
-                return Err(ClusterError::Unavailable(format!("{addr} timed out")));
-            }
-            Ok(Err(status)) => return Err(transport_error(addr, status)),
-            Ok(Ok(r)) => r.into_inner(),
-        };
-        match resp.result {
-            Some(ReplyResult::Ok(b)) => serde_json::from_slice(&b)
-                .map_err(|e| ClusterError::Unavailable(format!("bad reply from {addr}: {e}"))),
-            Some(ReplyResult::Error(b)) => {
-                let e: WireError = serde_json::from_slice(&b).map_err(|e| {
-                    ClusterError::Unavailable(format!("bad error from {addr}: {e}"))
-                })?;
-                Err(e.into())
-            }
-            None => Err(ClusterError::Unavailable(format!(
-                "empty reply from {addr}"
-            ))),
+            .max_encoding_message_size(MAX_DATA_MESSAGE_BYTES))
+    }
+
+    /// The batcher of `addr`, started on first use.
+    fn batcher(&self, addr: &str) -> Result<DataBatcher, ClusterError> {
+        if let Some(b) = self.batchers.load().get(addr) {
+            return Ok(b.clone());
         }
+        let client = self.client(addr)?;
+        let timeout = Duration::from_millis(REMOTE_CALL_TIMEOUT_MS);
+        // Two callers may race to start one; the first stored wins and the
+        // other's (unused) task ends when its last handle drops.
+        let fresh = DataBatcher::start(client, timeout);
+        self.batchers.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            m.entry(addr.to_string()).or_insert_with(|| fresh.clone());
+            m
+        });
+        self.batchers
+            .load()
+            .get(addr)
+            .cloned()
+            .ok_or_else(|| ClusterError::Unreachable(format!("no batcher for {addr}")))
+    }
+
+    /// (batches, requests) of data requests sent in batches so far.
+    pub fn batch_stats(&self) -> (u64, u64) {
+        self.batchers
+            .load()
+            .values()
+            .map(DataBatcher::sent)
+            .fold((0, 0), |(b, r), (b2, r2)| (b + b2, r + r2))
     }
 }
 
-/// A connection that could not be made means the request was never sent;
-/// any other transport failure leaves its fate unknown.
-fn transport_error(addr: &str, status: tonic::Status) -> ClusterError {
-    let never_sent = match status.code() {
-        tonic::Code::Unknown => status.message().starts_with("Service was not ready"),
-        tonic::Code::Unavailable => status.message().contains("connect error"),
-        _ => false,
-    };
-    let msg = format!("{addr}: {}", status.message());
-    if never_sent {
-        ClusterError::Unreachable(msg)
-    } else {
-        ClusterError::Unavailable(msg)
+fn decode_reply(addr: &str, resp: DataReply) -> Result<Reply, ClusterError> {
+    match resp.result {
+        Some(ReplyResult::Ok(b)) => serde_json::from_slice(&b)
+            .map_err(|e| ClusterError::Unavailable(format!("bad reply from {addr}: {e}"))),
+        Some(ReplyResult::Error(b)) => {
+            let e: WireError = serde_json::from_slice(&b)
+                .map_err(|e| ClusterError::Unavailable(format!("bad error from {addr}: {e}")))?;
+            Err(e.into())
+        }
+        None => Err(ClusterError::Unavailable(format!(
+            "empty reply from {addr}"
+        ))),
+    }
+}
+
+/// A request that never reached the node may be tried elsewhere; any other
+/// transport failure leaves its fate unknown.
+fn lost_error(addr: &str, lost: Lost) -> ClusterError {
+    match lost {
+        Lost::NeverSent(m) => ClusterError::Unreachable(format!("{addr}: {m}")),
+        Lost::Unknown(m) => ClusterError::Unavailable(format!("{addr}: {m}")),
     }
 }
 

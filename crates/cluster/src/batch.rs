@@ -1,0 +1,199 @@
+//! Batching a router's data requests per storage node.
+//!
+//! Every read and proposal a router sends to a node would otherwise be its
+//! own gRPC call: one HTTP/2 stream, request and response headers, a
+//! tonic service dispatch and a wake-up on each side. Instead, requests to
+//! a node go into that node's [`DataBatcher`] queue; one task per node takes
+//! everything queued (up to [`MAX_DATA_BATCH_REQUESTS`] and
+//! [`MAX_DATA_BATCH_BYTES`]) and sends it as one `CallMany`, with at most
+//! [`MAX_DATA_BATCHES_SENDING`] calls being sent at a time. A call counts as
+//! sent once the node has answered its headers, so under light load a batch
+//! holds one request and leaves at once; under load, requests that arrive
+//! while calls are being sent coalesce into the next one.
+//!
+//! The node streams each reply back as soon as its request is done (tagged
+//! with its position), so a proposal waiting for a quorum holds up no read
+//! that shares its batch. Each caller waits for its own reply with its own
+//! deadline; a caller that gave up is left out of the next batch.
+
+use crate::service::MAX_DATA_BATCH_REQUESTS;
+use crate::service::pb::data_service_client::DataServiceClient;
+use crate::service::pb::{DataBatch, DataReply, DataRequest};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+/// Most payload bytes in one batch (a batch may exceed it by one request).
+pub const MAX_DATA_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most batches being sent to one node at a time (from the call until the
+/// node's response headers).
+pub const MAX_DATA_BATCHES_SENDING: usize = 2;
+/// Most requests waiting for a batch, per node; callers wait beyond it.
+pub const MAX_QUEUED_DATA_REQUESTS: usize = 4096;
+
+/// Why a batched request has no reply.
+#[derive(Debug, Clone)]
+pub enum Lost {
+    /// The node was never reached: trying another replica is safe.
+    NeverSent(String),
+    /// The request may or may not have been executed.
+    Unknown(String),
+}
+
+/// The reply to one request, or why there is none.
+pub type BatchResult = Result<DataReply, Lost>;
+
+struct Queued {
+    req: DataRequest,
+    reply: oneshot::Sender<BatchResult>,
+}
+
+/// What a batcher has sent so far.
+#[derive(Debug, Default)]
+struct Counters {
+    batches: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// The queue of data requests to one node.
+#[derive(Clone)]
+pub struct DataBatcher {
+    tx: mpsc::Sender<Queued>,
+    counters: Arc<Counters>,
+}
+
+impl DataBatcher {
+    /// Starts the node's sending task; it ends when every clone is dropped.
+    /// `timeout` bounds each batch call from start to last reply.
+    pub fn start(client: DataServiceClient<Channel>, timeout: Duration) -> DataBatcher {
+        let (tx, rx) = mpsc::channel(MAX_QUEUED_DATA_REQUESTS);
+        let counters = Arc::new(Counters::default());
+        tokio::spawn(run(client, rx, counters.clone(), timeout));
+        DataBatcher { tx, counters }
+    }
+
+    /// (batches, requests) sent so far.
+    pub fn sent(&self) -> (u64, u64) {
+        (
+            self.counters.batches.load(Ordering::Relaxed),
+            self.counters.requests.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Sends `req` in the next batch and waits for its reply (the caller
+    /// bounds the wait).
+    pub async fn call(&self, req: DataRequest) -> BatchResult {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Queued { req, reply })
+            .await
+            .map_err(|_| Lost::NeverSent("node sender stopped".to_string()))?;
+        rx.await
+            .map_err(|_| Lost::Unknown("batch dropped without a reply".to_string()))?
+    }
+}
+
+async fn run(
+    client: DataServiceClient<Channel>,
+    mut rx: mpsc::Receiver<Queued>,
+    counters: Arc<Counters>,
+    timeout: Duration,
+) {
+    let sending = Arc::new(Semaphore::new(MAX_DATA_BATCHES_SENDING));
+    loop {
+        // Take a permit before draining the queue, so that requests arriving
+        // while every slot is sending gather into the next batch.
+        let Ok(permit) = sending.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(q) = next.take() {
+            if !q.reply.is_closed() {
+                bytes += q.req.payload.len();
+                batch.push(q);
+            }
+            if batch.len() < MAX_DATA_BATCH_REQUESTS && bytes < MAX_DATA_BATCH_BYTES {
+                next = rx.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        metrics::counter!("dynaraft_data_batches_total").increment(1);
+        metrics::counter!("dynaraft_data_batched_requests_total").increment(batch.len() as u64);
+        tokio::spawn(send(client.clone(), batch, permit, timeout));
+    }
+}
+
+/// Sends one batch, releases its sending slot once the node has answered
+/// the headers, and hands each caller its reply as it streams in.
+async fn send(
+    mut client: DataServiceClient<Channel>,
+    batch: Vec<Queued>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    timeout: Duration,
+) {
+    let deadline = Instant::now() + timeout;
+    let (requests, waiters): (Vec<_>, Vec<_>) = batch.into_iter().map(|q| (q.req, q.reply)).unzip();
+    let mut waiters: Vec<Option<oneshot::Sender<BatchResult>>> =
+        waiters.into_iter().map(Some).collect();
+    let call = client.call_many(DataBatch { requests });
+    let started = tokio::time::timeout_at(deadline, call).await;
+    drop(permit);
+    let failure = match started {
+        Err(_) => Lost::Unknown("timed out".to_string()),
+        Ok(Err(status)) => lost(status),
+        Ok(Ok(response)) => {
+            let mut replies = response.into_inner();
+            loop {
+                match tokio::time::timeout_at(deadline, replies.message()).await {
+                    Err(_) => break Lost::Unknown("timed out".to_string()),
+                    Ok(Err(status)) => break lost(status),
+                    Ok(Ok(None)) => break Lost::Unknown("no reply in the batch".to_string()),
+                    Ok(Ok(Some(item))) => {
+                        let waiter = usize::try_from(item.index)
+                            .ok()
+                            .and_then(|i| waiters.get_mut(i))
+                            .and_then(Option::take);
+                        if let (Some(w), Some(reply)) = (waiter, item.reply) {
+                            let _ = w.send(Ok(reply));
+                        }
+                        if waiters.iter().all(Option::is_none) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    for w in waiters.into_iter().flatten() {
+        let _ = w.send(Err(failure.clone()));
+    }
+}
+
+/// A connection that could not be made means the batch was never sent; any
+/// other transport failure leaves its fate unknown.
+pub(crate) fn lost(status: tonic::Status) -> Lost {
+    let never_sent = match status.code() {
+        tonic::Code::Unknown => status.message().starts_with("Service was not ready"),
+        tonic::Code::Unavailable => status.message().contains("connect error"),
+        _ => false,
+    };
+    if never_sent {
+        Lost::NeverSent(status.message().to_string())
+    } else {
+        Lost::Unknown(status.message().to_string())
+    }
+}
