@@ -197,3 +197,102 @@ pub(crate) fn lost(status: tonic::Status) -> Lost {
         Lost::Unknown(status.message().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::CatalogWatch;
+    use crate::host::{Host, HostConfig};
+    use crate::service::pb::data_reply::Result as ReplyResult;
+    use crate::wire::{CATALOG_POLL_MS, Reply, Request};
+
+    fn request(req: &Request) -> DataRequest {
+        DataRequest {
+            group: 0,
+            payload: serde_json::to_vec(req).expect("encode"),
+            epoch: 0,
+        }
+    }
+
+    fn decode(reply: DataReply) -> Reply {
+        match reply.result {
+            Some(ReplyResult::Ok(b)) => serde_json::from_slice(&b).expect("reply"),
+            other => panic!("expected a reply, got {other:?}"),
+        }
+    }
+
+    /// An in-memory node serving the data service on 127.0.0.1, and a
+    /// client of it.
+    async fn node() -> (Host, DataServiceClient<Channel>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let host = Host::open(HostConfig::new(1, "az-a", &addr, None))
+            .await
+            .expect("open");
+        let catalog = Arc::new(CatalogWatch::default());
+        tokio::spawn(crate::service::serve(host.clone(), catalog, listener));
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect_lazy();
+        (host, DataServiceClient::new(channel))
+    }
+
+    #[tokio::test]
+    async fn a_batch_streams_each_reply_as_it_is_ready() {
+        let (host, mut client) = node().await;
+        // A catalog long-poll that waits for a newer version (CATALOG_POLL_MS),
+        // then a ping: the ping's reply must not wait behind the poll.
+        let started = Instant::now();
+        let batch = DataBatch {
+            requests: vec![
+                request(&Request::Catalog { since: 0 }),
+                request(&Request::Ping),
+            ],
+        };
+        let mut replies = client.call_many(batch).await.expect("call").into_inner();
+        let first = replies.message().await.expect("stream").expect("a reply");
+        assert_eq!(first.index, 1);
+        assert!(matches!(decode(first.reply.expect("reply")), Reply::Pong));
+        assert!(started.elapsed() < Duration::from_millis(CATALOG_POLL_MS / 2));
+        let second = replies.message().await.expect("stream").expect("a reply");
+        assert_eq!(second.index, 0);
+        assert!(matches!(
+            decode(second.reply.expect("reply")),
+            Reply::Catalog(_)
+        ));
+        assert!(replies.message().await.expect("stream").is_none());
+        host.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_caller_gets_its_own_reply() {
+        let (host, client) = node().await;
+        let batcher = DataBatcher::start(client, Duration::from_secs(5));
+        let calls = (0..100u64).map(|i| {
+            let batcher = batcher.clone();
+            async move {
+                // Distinct requests, each checked against its own reply.
+                let req = if i % 2 == 0 {
+                    Request::Ping
+                } else {
+                    Request::Status
+                };
+                let reply = batcher.call(request(&req)).await.expect("reply");
+                (i, decode(reply))
+            }
+        });
+        for (i, reply) in futures_util::future::join_all(calls).await {
+            match reply {
+                Reply::Pong => assert_eq!(i % 2, 0),
+                Reply::Status(_) => assert_eq!(i % 2, 1),
+                other => panic!("request {i} got {other:?}"),
+            }
+        }
+        let (batches, requests) = batcher.sent();
+        assert_eq!(requests, 100);
+        assert!((1..=100).contains(&batches));
+        host.shutdown().await;
+    }
+}
