@@ -161,6 +161,9 @@ async fn send(
                 match tokio::time::timeout_at(deadline, replies.message()).await {
                     Err(_) => break Lost::Unknown("timed out".to_string()),
                     Ok(Err(status)) => break lost(status),
+                    // The stream is read to its end even after the last
+                    // reply: dropping it early resets the HTTP/2 stream, and
+                    // h2 closes a connection that piles up too many resets.
                     Ok(Ok(None)) => break Lost::Unknown("no reply in the batch".to_string()),
                     Ok(Ok(Some(item))) => {
                         let waiter = usize::try_from(item.index)
@@ -169,9 +172,6 @@ async fn send(
                             .and_then(Option::take);
                         if let (Some(w), Some(reply)) = (waiter, item.reply) {
                             let _ = w.send(Ok(reply));
-                        }
-                        if waiters.iter().all(Option::is_none) {
-                            return;
                         }
                     }
                 }
