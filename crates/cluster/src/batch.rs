@@ -19,8 +19,9 @@
 use crate::service::MAX_DATA_BATCH_REQUESTS;
 use crate::service::pb::data_service_client::DataServiceClient;
 use crate::service::pb::{DataBatch, DataReply, DataRequest};
+use dynaraft_raft::batch::{BatchCounters, Gather, Limits};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
@@ -51,18 +52,11 @@ struct Queued {
     reply: oneshot::Sender<BatchResult>,
 }
 
-/// What a batcher has sent so far.
-#[derive(Debug, Default)]
-struct Counters {
-    batches: AtomicU64,
-    requests: AtomicU64,
-}
-
 /// The queue of data requests to one node.
 #[derive(Clone)]
 pub struct DataBatcher {
     tx: mpsc::Sender<Queued>,
-    counters: Arc<Counters>,
+    counters: Arc<BatchCounters>,
 }
 
 impl DataBatcher {
@@ -70,7 +64,7 @@ impl DataBatcher {
     /// `timeout` bounds each batch call from start to last reply.
     pub fn start(client: DataServiceClient<Channel>, timeout: Duration) -> DataBatcher {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_DATA_REQUESTS);
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(BatchCounters::default());
         tokio::spawn(run(client, rx, counters.clone(), timeout));
         DataBatcher { tx, counters }
     }
@@ -79,7 +73,7 @@ impl DataBatcher {
     pub fn sent(&self) -> (u64, u64) {
         (
             self.counters.batches.load(Ordering::Relaxed),
-            self.counters.requests.load(Ordering::Relaxed),
+            self.counters.messages.load(Ordering::Relaxed),
         )
     }
 
@@ -99,38 +93,19 @@ impl DataBatcher {
 async fn run(
     client: DataServiceClient<Channel>,
     mut rx: mpsc::Receiver<Queued>,
-    counters: Arc<Counters>,
+    counters: Arc<BatchCounters>,
     timeout: Duration,
 ) {
-    let sending = Arc::new(Semaphore::new(MAX_DATA_BATCHES_SENDING));
-    loop {
-        // Take a permit before draining the queue, so that requests arriving
-        // while every slot is sending gather into the next batch.
-        let Ok(permit) = sending.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(q) = next.take() {
-            if !q.reply.is_closed() {
-                bytes += q.req.payload.len();
-                batch.push(q);
-            }
-            if batch.len() < MAX_DATA_BATCH_REQUESTS && bytes < MAX_DATA_BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .requests
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let gather = Gather {
+        slots: Arc::new(Semaphore::new(MAX_DATA_BATCHES_SENDING)),
+        limits: Limits {
+            items: MAX_DATA_BATCH_REQUESTS,
+            bytes: MAX_DATA_BATCH_BYTES,
+        },
+        counters,
+    };
+    let size = |q: &Queued| (!q.reply.is_closed()).then_some(q.req.payload.len());
+    while let Some((batch, permit)) = gather.next(&mut rx, size).await {
         metrics::counter!("dynaraft_data_batches_total").increment(1);
         metrics::counter!("dynaraft_data_batched_requests_total").increment(batch.len() as u64);
         tokio::spawn(send(client.clone(), batch, permit, timeout));

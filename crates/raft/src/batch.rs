@@ -19,7 +19,7 @@ use crate::grpc::pb::{BatchRequest, GroupMessage};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tonic::transport::Channel;
 
 /// Most messages in one batch.
@@ -99,41 +99,90 @@ async fn run(
     mut rx: mpsc::Receiver<Queued>,
     counters: Arc<BatchCounters>,
 ) {
-    let inflight = Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES));
-    loop {
-        // Take a permit before draining the queue, so that messages arriving
-        // while every call is in flight gather into the next batch.
-        let Ok(permit) = inflight.clone().acquire_owned().await else {
-            return;
-        };
-        let Some(first) = rx.recv().await else {
-            return;
-        };
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        let mut next = Some(first);
-        while let Some(q) = next.take() {
-            if !q.reply.is_closed() {
-                bytes += q.msg.payload.len();
-                batch.push(q);
-            }
-            if batch.len() < MAX_BATCH_MESSAGES && bytes < MAX_BATCH_BYTES {
-                next = rx.try_recv().ok();
-            }
-        }
-        if batch.is_empty() {
-            continue;
-        }
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters
-            .messages
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    let gather = Gather {
+        slots: Arc::new(Semaphore::new(MAX_INFLIGHT_BATCHES)),
+        limits: Limits {
+            items: MAX_BATCH_MESSAGES,
+            bytes: MAX_BATCH_BYTES,
+        },
+        counters,
+    };
+    let size = |q: &Queued| (!q.reply.is_closed()).then_some(q.msg.payload.len());
+    while let Some((batch, permit)) = gather.next(&mut rx, size).await {
         let client = client.clone();
         tokio::spawn(async move {
             send(client, batch).await;
             drop(permit);
         });
     }
+}
+
+/// How much one batch may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most items.
+    pub items: usize,
+    /// Most payload bytes (a batch may exceed it by one item).
+    pub bytes: usize,
+}
+
+/// Gathers a queue's items into batches, with at most as many batches out
+/// at a time as `slots` has permits.
+pub struct Gather {
+    pub slots: Arc<Semaphore>,
+    pub limits: Limits,
+    pub counters: Arc<BatchCounters>,
+}
+
+impl Gather {
+    /// Waits for a free slot, then for the next non-empty batch; `None` once
+    /// the channel is closed. The slot is taken before the queue is drained,
+    /// so that items arriving while every slot is out gather into the next
+    /// batch; the caller holds the permit while the batch is out. `size`
+    /// gives an item's payload bytes, or `None` for an item whose sender has
+    /// given up (left out).
+    pub async fn next<T>(
+        &self,
+        rx: &mut mpsc::Receiver<T>,
+        size: impl Fn(&T) -> Option<usize>,
+    ) -> Option<(Vec<T>, OwnedSemaphorePermit)> {
+        loop {
+            let permit = self.slots.clone().acquire_owned().await.ok()?;
+            let batch = next_batch(rx, self.limits, &size).await?;
+            if batch.is_empty() {
+                continue;
+            }
+            self.counters.batches.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .messages
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return Some((batch, permit));
+        }
+    }
+}
+
+/// Waits for the next item on `rx`, then takes whatever else is already
+/// queued, within `limits`; `None` once the channel is closed, an empty
+/// batch when every item taken was abandoned.
+async fn next_batch<T>(
+    rx: &mut mpsc::Receiver<T>,
+    limits: Limits,
+    size: &impl Fn(&T) -> Option<usize>,
+) -> Option<Vec<T>> {
+    let first = rx.recv().await?;
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    let mut next = Some(first);
+    while let Some(item) = next.take() {
+        if let Some(n) = size(&item) {
+            bytes += n;
+            batch.push(item);
+        }
+        if batch.len() < limits.items && bytes < limits.bytes {
+            next = rx.try_recv().ok();
+        }
+    }
+    Some(batch)
 }
 
 /// Sends one batch and hands each sender its reply. The call may last until
