@@ -24,6 +24,7 @@ use dynaraft_raft::log_store::{DurableFlush, LogSet, VoteFile};
 use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
+use dynaraft_storage::committer::Committer;
 use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
@@ -94,6 +95,8 @@ struct Inner {
     cfg: HostConfig,
     db: sled::Db,
     tree: sled::Tree,
+    /// Writes every group's applied batches, merged when they coincide.
+    committer: Committer,
     wal: Wal,
     logs: tokio::sync::Mutex<LogSet>,
     channels: Channels,
@@ -136,6 +139,7 @@ impl Host {
             logs = logs.with_durable_flush(flush);
         }
         let tree = db.open_tree("state")?;
+        let committer = Committer::start(tree.clone())?;
         let (stop, _) = watch::channel(false);
         let channels = Channels::with_routes(cfg.routes.clone());
         let host = Host {
@@ -143,6 +147,7 @@ impl Host {
                 cfg,
                 db,
                 tree,
+                committer,
                 wal,
                 logs: tokio::sync::Mutex::new(logs),
                 channels,
@@ -226,7 +231,8 @@ impl Host {
             return Ok(g);
         }
         let log = self.inner.logs.lock().await.store(group);
-        let sm = GroupStateMachine::new(group, self.inner.tree.clone());
+        let sm = GroupStateMachine::new(group, self.inner.tree.clone())
+            .with_committer(self.inner.committer.clone());
         let network = self.inner.channels.factory(group);
         let g =
             RaftGroup::start(self.id(), group, &self.inner.cfg.timing, log, sm, network).await?;

@@ -13,6 +13,7 @@
 
 use crate::io_err;
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
+use dynaraft_storage::committer::Committer;
 use dynaraft_storage::machine::{self, Outcome, Overlay};
 use futures_util::StreamExt;
 use openraft::entry::EntryPayload;
@@ -27,6 +28,9 @@ const MEMBERSHIP: &str = "raft_membership";
 pub struct GroupStateMachine {
     group: u64,
     tree: dynaraft_storage::sled::Tree,
+    /// The node's shared committer; without one, each apply writes its own
+    /// sled batch.
+    committer: Option<Committer>,
     /// Meta of the last snapshot built or installed since start.
     current: Arc<Mutex<Option<SnapshotMeta>>>,
     /// The last applied log index, published after every applied batch.
@@ -39,9 +43,17 @@ impl GroupStateMachine {
         GroupStateMachine {
             group,
             tree,
+            committer: None,
             current: Arc::new(Mutex::new(None)),
             applied: Arc::new(tokio::sync::watch::channel(applied).0),
         }
+    }
+
+    /// Applies commit through `committer`, sharing sled batches with the
+    /// node's other groups.
+    pub fn with_committer(mut self, committer: Committer) -> GroupStateMachine {
+        self.committer = Some(committer);
+        self
     }
 
     /// Watches the applied log index (it changes after each applied batch).
@@ -151,7 +163,13 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                 APPLIED_LOG_ID,
                 serde_json::to_vec(&Some(last)).map_err(io_err)?,
             );
-            ov.commit(self.group, last.index).map_err(io_err)?;
+            match &self.committer {
+                Some(c) => c
+                    .commit(ov.into_writes(self.group, last.index))
+                    .await
+                    .map_err(io_err)?,
+                None => ov.commit(self.group, last.index).map_err(io_err)?,
+            }
             self.applied.send_replace(last.index);
         }
         for (responder, outcome) in replies {

@@ -14,6 +14,7 @@
 
 pub mod catalog;
 pub mod command;
+pub mod committer;
 pub mod control;
 pub mod durability;
 pub mod global;

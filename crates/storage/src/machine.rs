@@ -230,16 +230,27 @@ impl<'a> Overlay<'a> {
 
     /// Writes everything plus the group's applied index, atomically.
     pub fn commit(self, group: u64, applied: u64) -> Result<(), StorageError> {
+        let tree = self.tree;
         let mut batch = sled::Batch::default();
-        for (k, v) in self.pending {
+        for (k, v) in self.into_writes(group, applied) {
             match v {
                 Some(v) => batch.insert(k, v),
                 None => batch.remove(k),
             }
         }
-        batch.insert(meta_key(group, "applied"), applied.to_be_bytes().to_vec());
-        self.tree.apply_batch(batch)?;
+        tree.apply_batch(batch)?;
         Ok(())
+    }
+
+    /// Everything pending plus the group's applied index, for a
+    /// [`Committer`](crate::committer::Committer) to write atomically.
+    pub fn into_writes(self, group: u64, applied: u64) -> crate::committer::Writes {
+        let mut writes = self.pending;
+        writes.insert(
+            meta_key(group, "applied"),
+            Some(applied.to_be_bytes().to_vec()),
+        );
+        writes
     }
 }
 
