@@ -68,21 +68,23 @@ impl Remote {
                 | Request::TxnRead { .. }
                 | Request::TxnRecord { .. }
         );
-        let resp = if batched {
-            let batcher = self.batcher(addr)?;
-            match tokio::time::timeout(timeout, batcher.call(request)).await {
-                Err(_) => return Err(ClusterError::Unavailable(format!("{addr} timed out"))),
-                Ok(Err(lost)) => return Err(lost_error(addr, lost)),
-                Ok(Ok(r)) => r,
-            }
-        } else {
-            let mut client = self.client(addr)?;
-            match tokio::time::timeout(timeout, client.call(request)).await {
-                Err(_) => return Err(ClusterError::Unavailable(format!("{addr} timed out"))),
-                Ok(Err(status)) => return Err(lost_error(addr, crate::batch::lost(status))),
-                Ok(Ok(r)) => r.into_inner(),
+        let sent = async {
+            if batched {
+                self.batcher(addr)?
+                    .call(request)
+                    .await
+                    .map_err(|l| lost_error(addr, l))
+            } else {
+                self.client(addr)?
+                    .call(request)
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|status| lost_error(addr, crate::batch::lost(status)))
             }
         };
+        let resp = tokio::time::timeout(timeout, sent)
+            .await
+            .map_err(|_| ClusterError::Unavailable(format!("{addr} timed out")))??;
         decode_reply(addr, resp)
     }
 
@@ -116,15 +118,6 @@ impl Remote {
             .get(addr)
             .cloned()
             .ok_or_else(|| ClusterError::Unreachable(format!("no batcher for {addr}")))
-    }
-
-    /// (batches, requests) of data requests sent in batches so far.
-    pub fn batch_stats(&self) -> (u64, u64) {
-        self.batchers
-            .load()
-            .values()
-            .map(DataBatcher::sent)
-            .fold((0, 0), |(b, r), (b2, r2)| (b + b2, r + r2))
     }
 }
 

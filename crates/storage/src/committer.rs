@@ -60,24 +60,22 @@ fn stopped() -> StorageError {
     StorageError::Fatal("the state-machine committer stopped".into())
 }
 
-fn run(tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_COMMITS_PER_BATCH {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+/// Adds `writes` to `batch` (later writes to a key replace earlier ones).
+pub(crate) fn add_writes(batch: &mut sled::Batch, writes: Writes) {
+    for (k, v) in writes {
+        match v {
+            Some(v) => batch.insert(k, v),
+            None => batch.remove(k),
         }
+    }
+}
+
+fn run(tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
+    while let Some(jobs) = crate::next_blocking_batch(&mut rx, MAX_COMMITS_PER_BATCH) {
         let mut batch = sled::Batch::default();
         let mut waiters = Vec::with_capacity(jobs.len());
         for job in jobs {
-            for (k, v) in job.writes {
-                match v {
-                    Some(v) => batch.insert(k, v),
-                    None => batch.remove(k),
-                }
-            }
+            add_writes(&mut batch, job.writes);
             waiters.push(job.done);
         }
         let result = tree.apply_batch(batch).map_err(|e| e.to_string());

@@ -58,6 +58,23 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
+/// Blocks for the next request on `rx`, then takes whatever else is already
+/// queued, up to `max` in all; `None` once the channel is closed. The
+/// group-commit loop of the WAL's and the committer's threads.
+pub(crate) fn next_blocking_batch<T>(
+    rx: &mut tokio::sync::mpsc::Receiver<T>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut batch = vec![rx.blocking_recv()?];
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
 /// Resolves once a stop flag is set (or its sender is gone). Holds no guard
 /// across the await, so it can sit in `select!` in spawned tasks.
 pub async fn stop_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {

@@ -232,12 +232,7 @@ impl<'a> Overlay<'a> {
     pub fn commit(self, group: u64, applied: u64) -> Result<(), StorageError> {
         let tree = self.tree;
         let mut batch = sled::Batch::default();
-        for (k, v) in self.into_writes(group, applied) {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
-        }
+        crate::committer::add_writes(&mut batch, self.into_writes(group, applied));
         tree.apply_batch(batch)?;
         Ok(())
     }

@@ -270,14 +270,7 @@ struct Writer {
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<AppendRequest>) {
         let mut buf = Vec::with_capacity(1 << 20);
-        while let Some(first) = rx.blocking_recv() {
-            let mut batch = vec![first];
-            while batch.len() < WAL_MAX_BATCH_REQUESTS {
-                match rx.try_recv() {
-                    Ok(r) => batch.push(r),
-                    Err(_) => break,
-                }
-            }
+        while let Some(batch) = crate::next_blocking_batch(&mut rx, WAL_MAX_BATCH_REQUESTS) {
             buf.clear();
             for req in &batch {
                 for r in &req.records {
