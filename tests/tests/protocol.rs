@@ -40,7 +40,7 @@ async fn protocol_errors() {
         (st, body.as_str()),
         (
             400,
-            r#"{"__type":"com.amazon.coral.service#UnknownOperationException"}"#
+            r#"{"__type":"com.amazon.coral.service#UnknownOperationException","message":"Unknown operation exception"}"#
         )
     );
     let (st, _, body) = t.raw(None, &[ct, AUTH], b"{}");
@@ -48,7 +48,7 @@ async fn protocol_errors() {
         (st, body.as_str()),
         (
             400,
-            r#"{"__type":"com.amazon.coral.service#UnknownOperationException"}"#
+            r#"{"__type":"com.amazon.coral.service#UnknownOperationException","message":"Unknown operation exception"}"#
         )
     );
     let (st, _, body) = t.raw(Some("ListTables"), &[ct, AUTH], b"{not json");

@@ -13,7 +13,8 @@ pub enum ApiError {
     /// Malformed JSON or wrong JSON shapes; `None` sends no message, as
     /// DynamoDB does for unparseable bodies.
     Serialization(Option<String>),
-    UnknownOperation,
+    /// The target names no operation served here (the message says which).
+    UnknownOperation(String),
     MissingAuthenticationToken,
     ResourceNotFound(String),
     ResourceInUse(String),
@@ -65,7 +66,11 @@ impl ApiError {
             ApiError::Serialization(m) => {
                 (400, format!("{CORAL}SerializationException"), m.clone())
             }
-            ApiError::UnknownOperation => (400, format!("{CORAL}UnknownOperationException"), None),
+            ApiError::UnknownOperation(m) => (
+                400,
+                format!("{CORAL}UnknownOperationException"),
+                Some(m.clone()),
+            ),
             ApiError::MissingAuthenticationToken => (
                 400,
                 format!("{CORAL}MissingAuthenticationTokenException"),

@@ -55,7 +55,7 @@ pub async fn handle(
 async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
-        return Err(ApiError::UnknownOperation);
+        return Err(ops::unknown_operation(""));
     }
     let target = parts
         .headers
@@ -83,11 +83,9 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         }
         Err(_) => return Err(ApiError::Serialization(None)),
     };
-    let op = target
-        .strip_prefix(TARGET_PREFIX)
-        .ok_or(ApiError::UnknownOperation)?;
+    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or_default();
     if !ops::is_known(op) {
-        return Err(ApiError::UnknownOperation);
+        return Err(ops::unknown_operation(op));
     }
     if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
         return Err(ApiError::MissingAuthenticationToken);
@@ -97,17 +95,7 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
     } else {
         bytes.to_vec()
     };
-    let body: Value = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        Value::Object(Default::default())
-    } else {
-        serde_json::from_slice(&bytes).map_err(|_| ApiError::Serialization(None))?
-    };
-    if !body.is_object() {
-        return Err(ApiError::Serialization(Some(
-            "Start of structure or map found where not expected".into(),
-        )));
-    }
-    ops::dispatch(api, op, body).await
+    ops::dispatch(api, op, &bytes).await
 }
 
 fn has_query_auth(q: Option<&str>) -> bool {

@@ -5,8 +5,9 @@ use crate::Api;
 use crate::error::ApiError;
 use dynaraft_cluster::Table;
 use dynaraft_expr::Substitutions;
+use dynaraft_model::Item;
 use dynaraft_model::value::item_from_json;
-use dynaraft_model::{AttributeValue, Item};
+use dynaraft_model::wire::{Dict, Str, WireItem};
 use dynaraft_storage::TableStatus;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -24,6 +25,22 @@ pub const RCU_BYTES: usize = 4096;
 pub struct Violations(Vec<String>);
 
 impl Violations {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// A required member the request lacks.
+    pub fn null(&mut self, path: &str) {
+        self.add(None, path, "Member must not be null");
+    }
+
+    /// `Member must not be null` when `value` is absent.
+    pub fn required<T>(&mut self, value: Option<&T>, path: &str) {
+        if value.is_none() {
+            self.null(path);
+        }
+    }
+
     pub fn add(&mut self, value: Option<&str>, path: &str, constraint: &str) {
         let v = match value {
             Some(v) => format!("'{v}'"),
@@ -135,6 +152,79 @@ pub fn check_table_name(v: &mut Violations, name: Option<&str>, path: &str) {
     }
 }
 
+/// Longest table ARN an item operation accepts in TableName, in characters.
+pub const MAX_TABLE_ARN_CHARS: usize = 1024;
+
+/// TableName of an item operation, which may also be a table ARN; checked
+/// before the request's other constraints and reported alone, as DynamoDB
+/// does (an empty name fails only its minimum length of 1).
+pub fn resource_name(name: Option<&Str>) -> Result<String, ApiError> {
+    let mut v = Violations::default();
+    match name.map(|n| n.0.as_str()) {
+        None => v.null("tableName"),
+        Some("") => v.add(
+            Some(""),
+            "tableName",
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(arn) if arn.starts_with("arn:") => {
+            if arn.chars().count() > MAX_TABLE_ARN_CHARS {
+                v.add(
+                    Some(arn),
+                    "tableName",
+                    "Member must have length less than or equal to 1024",
+                );
+            }
+        }
+        Some(n) => check_table_name(&mut v, Some(n), "tableName"),
+    }
+    v.check()?;
+    let name = name.map(|n| n.0.as_str()).unwrap_or_default();
+    Ok(table_of_arn(name).to_string())
+}
+
+/// The table name of a table ARN (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME`),
+/// or `name` itself when it is not an ARN.
+pub fn table_of_arn(name: &str) -> &str {
+    match name.strip_prefix("arn:") {
+        Some(rest) => rest
+            .split_once(":table/")
+            .map_or(name, |(_, t)| t.split('/').next().unwrap_or(t)),
+        None => name,
+    }
+}
+
+/// Reads a request body of shape `T` (DynamoDB's serialization pass).
+pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    dynaraft_model::wire::from_body(bytes).map_err(|e| match e {
+        dynaraft_model::ModelError::Serialization(m) if m.is_empty() => {
+            ApiError::Serialization(None)
+        }
+        other => other.into(),
+    })
+}
+
+/// One member of a JSON request tree read as its wire shape (for the
+/// operations that still read a tree; typed requests do this in
+/// [`parse_body`]).
+pub fn member<T: serde::de::DeserializeOwned>(
+    body: &Value,
+    field: &str,
+) -> Result<Option<T>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => T::deserialize(v)
+            .map(Some)
+            .map_err(|e| ApiError::Serialization(Some(e.to_string()))),
+    }
+}
+
+/// A decoded item (or key) of a typed request, or DynamoDB's validation
+/// error for its first invalid value.
+pub fn wire_item(item: Option<WireItem>) -> Result<Item, ApiError> {
+    Ok(item.unwrap_or_default().into_item()?)
+}
+
 pub fn table_name(body: &Value) -> Result<String, ApiError> {
     let name = opt_str(body, "TableName")?;
     let mut v = Violations::default();
@@ -205,26 +295,48 @@ impl ExprInput {
         legacy: &[&str],
     ) -> Result<ExprInput, ApiError> {
         let present = |f: &str| body.get(f).is_some_and(|v| !v.is_null());
-        let exprs: Vec<&str> = expressions.iter().copied().filter(|f| present(f)).collect();
+        let exprs: Vec<(&str, bool)> = expressions.iter().map(|f| (*f, present(f))).collect();
+        let legacy: Vec<(&str, bool)> = legacy.iter().map(|f| (*f, present(f))).collect();
+        let names = member::<Dict<Str>>(body, "ExpressionAttributeNames")?;
+        let values = member::<WireItem>(body, "ExpressionAttributeValues")?;
+        Self::from_parts(&exprs, &legacy, names, values)
+    }
+
+    /// The same rules for a typed request: `expressions` are the
+    /// operation's expression parameters with whether each was sent,
+    /// `legacy` the non-expression ones sent.
+    pub fn from_parts(
+        expressions: &[(&str, bool)],
+        legacy: &[(&str, bool)],
+        names: Option<Dict<Str>>,
+        values: Option<WireItem>,
+    ) -> Result<ExprInput, ApiError> {
+        let exprs: Vec<&str> = expressions
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(f, _)| *f)
+            .collect();
         if !exprs.is_empty() {
             // KeyConditions may be combined with a FilterExpression.
-            let keycond_ok = !present("KeyConditionExpression");
+            let keycond_ok = !exprs.contains(&"KeyConditionExpression");
             let mixed: Vec<&str> = legacy
                 .iter()
-                .copied()
-                .filter(|f| present(f))
-                .filter(|f| !(keycond_ok && *f == "KeyConditions"))
+                .filter(|(f, p)| *p && !(keycond_ok && *f == "KeyConditions"))
+                .map(|(f, _)| *f)
                 .collect();
             if !mixed.is_empty() {
-                return Err(ApiError::validation(format!(
-                    "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {{{}}} Expression parameters: {{{}}}",
-                    mixed.join(", "),
-                    exprs.join(", ")
-                )));
+                return Err(mixed_parameters(&mixed, &exprs));
             }
         }
-        let names = opt_object(body, "ExpressionAttributeNames")?;
-        let values = opt_object(body, "ExpressionAttributeValues")?;
+        Self::checked(expressions, &exprs, names, values)
+    }
+
+    fn checked(
+        expressions: &[(&str, bool)],
+        exprs: &[&str],
+        names: Option<Dict<Str>>,
+        values: Option<WireItem>,
+    ) -> Result<ExprInput, ApiError> {
         if names.is_some() && exprs.is_empty() {
             return Err(ApiError::validation(
                 "ExpressionAttributeNames can only be specified when using expressions",
@@ -232,41 +344,41 @@ impl ExprInput {
         }
         let value_exprs: Vec<&str> = expressions
             .iter()
-            .filter(|e| **e != "ProjectionExpression")
-            .copied()
+            .filter(|(e, _)| *e != "ProjectionExpression")
+            .map(|(e, _)| *e)
             .collect();
-        if values.is_some() && !value_exprs.is_empty() && !value_exprs.iter().any(|f| present(f)) {
+        let any_value_expr = expressions
+            .iter()
+            .any(|(e, p)| *p && *e != "ProjectionExpression");
+        if values.is_some() && !value_exprs.is_empty() && !any_value_expr {
             return Err(ApiError::validation(format!(
                 "ExpressionAttributeValues can only be specified when using expressions: {} {} null",
                 value_exprs.join(" and "),
                 if value_exprs.len() > 1 { "are" } else { "is" }
             )));
         }
-        if names.is_some_and(|n| n.is_empty()) {
+        if names.as_ref().is_some_and(|n| n.is_empty()) {
             return Err(ApiError::validation(
                 "ExpressionAttributeNames must not be empty",
             ));
         }
-        if values.is_some_and(|v| v.is_empty()) {
+        if values.as_ref().is_some_and(|v| v.is_empty()) {
             return Err(ApiError::validation(
                 "ExpressionAttributeValues must not be empty",
             ));
         }
-        let mut name_map = BTreeMap::new();
-        for (k, v) in names.into_iter().flatten() {
-            let s = v.as_str().ok_or_else(|| wrong_type("string"))?;
-            name_map.insert(k.clone(), s.to_string());
+        let name_map: BTreeMap<String, String> = names
+            .into_iter()
+            .flat_map(|d| d.0)
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        let values = values.unwrap_or_default();
+        if let Some((k, m)) = values.first_invalid() {
+            return Err(ApiError::validation(format!(
+                "ExpressionAttributeValues contains invalid value: {m} for key {k}"
+            )));
         }
-        let mut value_map = Item::new();
-        for (k, v) in values.into_iter().flatten() {
-            let av = AttributeValue::from_json(v).map_err(|e| match e {
-                dynaraft_model::ModelError::Validation(m) => ApiError::validation(format!(
-                    "ExpressionAttributeValues contains invalid value: {m} for key {k}"
-                )),
-                other => other.into(),
-            })?;
-            value_map.insert(k.clone(), av);
-        }
+        let value_map = values.into_item()?;
         Ok(ExprInput {
             names: name_map,
             values: value_map,
@@ -295,11 +407,30 @@ impl ExprInput {
     }
 }
 
+fn mixed_parameters(legacy: &[&str], exprs: &[&str]) -> ApiError {
+    ApiError::validation(format!(
+        "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {{{}}} Expression parameters: {{{}}}",
+        legacy.join(", "),
+        exprs.join(", ")
+    ))
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum CapacityMode {
     None,
     Total,
     Indexes,
+}
+
+impl From<Option<crate::enums::ReturnCapacity>> for CapacityMode {
+    fn from(v: Option<crate::enums::ReturnCapacity>) -> Self {
+        use crate::enums::ReturnCapacity as R;
+        match v {
+            Some(R::Total) => CapacityMode::Total,
+            Some(R::Indexes) => CapacityMode::Indexes,
+            Some(R::None) | None => CapacityMode::None,
+        }
+    }
 }
 
 pub fn capacity_mode(body: &Value) -> Result<CapacityMode, ApiError> {

@@ -9,6 +9,7 @@ pub mod codec;
 pub mod key;
 pub mod number;
 pub mod value;
+pub mod wire;
 
 pub use key::{KeyAttr, KeySchema, ScalarType};
 pub use number::Number;

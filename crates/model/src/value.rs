@@ -297,11 +297,14 @@ fn parse_value(v: &Value, depth: usize) -> Result<AttributeValue, ModelError> {
     })
 }
 
-fn check_set<T: PartialEq + Ord + Clone>(
+pub(crate) fn check_set<T: PartialEq + Ord + Clone>(
     kind: &str,
     items: &[T],
     show: impl Fn(&T) -> String,
 ) -> Result<(), ModelError> {
+    if items.is_empty() && kind == "binary" {
+        return Err(invalid("Binary sets should not be empty"));
+    }
     if items.is_empty() {
         return Err(invalid(format!("An {kind} set  may not be empty")));
     }

@@ -1,43 +1,94 @@
-//! DeleteItem.
-use super::write::{WriteOptions, WriteRequest, checked_condition, write};
+//! DeleteItem, and the keyed writes of a transaction that share its shape
+//! (Delete, ConditionCheck).
+use super::write::{OptionMembers, OptionOrder, WriteOptions, WriteRequest, write};
 use crate::Api;
+use crate::enums::{ConditionalOperator, ReturnValues, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::Table;
+use dynaraft_model::wire::{Dict, Obj, Str, WireItem};
 use dynaraft_storage::WriteKind;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
-    let opts = WriteOptions::from_body(body, true)?;
-    let (table, request) = plan(api, body, WriteKind::Delete, opts.old_on_failure)?;
+/// DeleteItem's request, and the Delete or ConditionCheck of a
+/// TransactWriteItems member.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub table_name: Option<Str>,
+    pub key: Option<WireItem>,
+    pub condition_expression: Option<Str>,
+    pub expected: Option<Obj<Map<String, Value>>>,
+    pub conditional_operator: Option<Str>,
+    pub expression_attribute_names: Option<Dict<Str>>,
+    pub expression_attribute_values: Option<WireItem>,
+    pub return_values: Option<Str>,
+    pub return_consumed_capacity: Option<Str>,
+    pub return_item_collection_metrics: Option<Str>,
+    pub return_values_on_condition_check_failure: Option<Str>,
+}
+
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
+    let mut v = Violations::default();
+    let members = OptionMembers {
+        return_values: input.return_values.as_ref(),
+        capacity: input.return_consumed_capacity.as_ref(),
+        metrics: input.return_item_collection_metrics.as_ref(),
+        on_failure: input.return_values_on_condition_check_failure.as_ref(),
+    };
+    let opts = WriteOptions::check(&mut v, members, OptionOrder::ValuesFirst);
+    v.check()?;
+    opts.only_old()?;
+    let (table, request) = plan(api, &name, input, WriteKind::Delete, opts.old_on_failure)?;
     let w = write(api, &table, request).await?;
-    let attrs = (opts.return_values == "ALL_OLD")
+    let attrs = (opts.return_values == ReturnValues::AllOld)
         .then(|| w.old.clone())
         .flatten();
     Ok(opts.response(&name, attrs, &w))
 }
 
-/// Parses and validates a keyed write with an optional condition: a delete
-/// (DeleteItem, or a transaction's Delete) or a transaction's
-/// ConditionCheck (`WriteKind::Check`), whose condition is required.
+/// Checks a keyed write with an optional condition: a delete (DeleteItem,
+/// or a transaction's Delete) or a transaction's ConditionCheck
+/// (`WriteKind::Check`, whose condition is required); then finds its table.
 pub fn plan(
     api: &Api,
-    body: &Value,
+    name: &str,
+    input: Input,
     kind: WriteKind,
     old_on_failure: bool,
 ) -> Result<(Arc<Table>, WriteRequest), ApiError> {
-    let name = table_name(body)?;
-    let key = required_item(body, "Key", "key")?;
-    let (condition, input) = checked_condition(body)?;
-    if kind == WriteKind::Check && condition.is_none() {
-        return Err(ApiError::validation(
-            "1 validation error detected: Value null at 'conditionExpression' failed to satisfy constraint: Member must not be null",
-        ));
+    let mut v = Violations::default();
+    v.required(input.key.as_ref(), "key");
+    if kind == WriteKind::Check {
+        v.required(input.condition_expression.as_ref(), "conditionExpression");
     }
-    let table = active_table(api, &name)?;
+    let operator = ConditionalOperator::member(
+        &mut v,
+        input.conditional_operator.as_ref(),
+        "conditionalOperator",
+    );
+    v.check()?;
+    let mut exprs = ExprInput::from_parts(
+        &[("ConditionExpression", input.condition_expression.is_some())],
+        &[
+            ("Expected", input.expected.is_some()),
+            ("ConditionalOperator", input.conditional_operator.is_some()),
+        ],
+        input.expression_attribute_names,
+        input.expression_attribute_values,
+    )?;
+    let key = wire_item(input.key)?;
+    let condition = super::write::checked_condition(
+        &mut exprs,
+        input.condition_expression,
+        input.expected.map(|e| e.0),
+        operator,
+    )?;
+    let table = active_table(api, name)?;
     table.schema.validate_key(&key)?;
-    let request = WriteRequest::conditional(kind, key, None, condition, &input, old_on_failure);
+    let request = WriteRequest::conditional(kind, key, None, condition, &exprs, old_on_failure);
     Ok((table, request))
 }

@@ -1,17 +1,67 @@
 //! GetItem.
 use crate::Api;
+use crate::enums::{ReturnCapacity, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_model::wire::{Dict, Flag, List, Str, WireItem};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
-    let key = required_item(body, "Key", "key")?;
-    let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
-    let mode = capacity_mode(body)?;
-    let projection = super::query::projection(body)?;
+/// GetItem's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub table_name: Option<Str>,
+    pub key: Option<WireItem>,
+    pub consistent_read: Option<Flag>,
+    pub projection_expression: Option<Str>,
+    pub attributes_to_get: Option<List<Str>>,
+    pub expression_attribute_names: Option<Dict<Str>>,
+    pub return_consumed_capacity: Option<Str>,
+}
+
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
+    let mut v = Violations::default();
+    let mode: CapacityMode = ReturnCapacity::member(
+        &mut v,
+        input.return_consumed_capacity.as_ref(),
+        "returnConsumedCapacity",
+    )
+    .into();
+    if input
+        .attributes_to_get
+        .as_ref()
+        .is_some_and(|a| a.0.is_empty())
+    {
+        v.add(
+            Some("[]"),
+            "attributesToGet",
+            "Member must have length greater than or equal to 1",
+        );
+    }
+    v.required(input.key.as_ref(), "key");
+    v.check()?;
+    let consistent = input.consistent_read.is_some_and(|f| f.0);
+    let exprs = ExprInput::from_parts(
+        &[(
+            "ProjectionExpression",
+            input.projection_expression.is_some(),
+        )],
+        &[("AttributesToGet", input.attributes_to_get.is_some())],
+        input.expression_attribute_names,
+        None,
+    )?;
+    let key = wire_item(input.key)?;
+    let mut subs = exprs.subs();
+    let projection = super::query::projection_of(
+        input.projection_expression.as_deref(),
+        input.attributes_to_get.as_ref().map(|l| l.0.as_slice()),
+        &mut subs,
+    )?;
+    subs.check_unused()?;
     let table = active_table(api, &name)?;
     table.schema.validate_key(&key)?;
     let sk = table.schema.storage_key(&key).ok_or_else(|| {

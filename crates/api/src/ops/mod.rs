@@ -27,69 +27,127 @@ pub mod write;
 
 use crate::Api;
 use crate::error::ApiError;
+use crate::params::parse_body;
 use dynaraft_storage::{
     Command, IndexMeta, IndexStatus, Outcome, Projection, TableMeta, TableStatus,
 };
 use serde_json::{Value, json};
 use std::time::Duration;
 
-const OPERATIONS: &[&str] = &[
-    "BatchGetItem",
-    "BatchWriteItem",
-    "CreateTable",
-    "DeleteItem",
-    "DeleteTable",
-    "DescribeEndpoints",
-    "DescribeLimits",
-    "DescribeTable",
-    "GetItem",
-    "ListTables",
-    "ListTagsOfResource",
-    "PutItem",
-    "Query",
-    "Scan",
-    "TagResource",
-    "TransactGetItems",
-    "TransactWriteItems",
-    "UntagResource",
-    "UpdateItem",
-    "UpdateTable",
-    "DescribeTimeToLive",
-    "UpdateTimeToLive",
-    "DescribeContinuousBackups",
+/// Builds the operation table: the names served ([`OPERATIONS`]) and
+/// [`dispatch`], one line per operation.
+macro_rules! operations {
+    ($api:ident, $body:ident; $($name:literal => $call:expr,)*) => {
+        /// Every operation served, by its `X-Amz-Target` name.
+        pub const OPERATIONS: &[&str] = &[$($name),*];
+
+        /// Parses `body` as the operation's request and executes it.
+        pub async fn dispatch($api: &Api, op: &str, $body: &[u8]) -> Result<Value, ApiError> {
+            match op {
+                $($name => $call,)*
+                _ => Err(unknown_operation(op)),
+            }
+        }
+    };
+}
+
+operations! { api, body;
+    "BatchGetItem" => batch_get_item::execute(api, &tree(body)?).await,
+    "BatchWriteItem" => batch_write_item::execute(api, &tree(body)?).await,
+    "CreateTable" => create_table::execute(api, &tree(body)?).await,
+    "DeleteItem" => delete_item::execute(api, parse_body(body)?).await,
+    "DeleteTable" => delete_table::execute(api, &tree(body)?).await,
+    "DescribeContinuousBackups" => continuous_backups::describe(api, &tree(body)?),
+    "DescribeEndpoints" => describe_endpoints::execute(api),
+    "DescribeLimits" => describe_limits::execute(),
+    "DescribeTable" => describe_table::execute(api, &tree(body)?).await,
+    "DescribeTimeToLive" => time_to_live::describe(api, &tree(body)?),
+    "GetItem" => get_item::execute(api, parse_body(body)?).await,
+    "ListTables" => list_tables::execute(api, &tree(body)?),
+    "ListTagsOfResource" => tags::list(api, &tree(body)?),
+    "PutItem" => put_item::execute(api, parse_body(body)?).await,
+    "Query" => query::execute(api, &tree(body)?).await,
+    "Scan" => scan::execute(api, &tree(body)?).await,
+    "TagResource" => tags::tag(api, &tree(body)?).await,
+    "TransactGetItems" => transact_get_items::execute(api, &tree(body)?).await,
+    "TransactWriteItems" => transact_write_items::execute(api, &tree(body)?).await,
+    "UntagResource" => tags::untag(api, &tree(body)?).await,
+    "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
+    "UpdateTable" => update_table::execute(api, &tree(body)?).await,
+    "UpdateTimeToLive" => time_to_live::update(api, &tree(body)?).await,
+}
+
+/// DynamoDB operations this server does not implement yet; they answer
+/// UnknownOperationException with a message saying so
+/// (docs/compatibility.md lists them too).
+pub const UNIMPLEMENTED: &[&str] = &[
+    "BatchExecuteStatement",
+    "CreateBackup",
+    "CreateGlobalTable",
+    "DeleteBackup",
+    "DeleteResourcePolicy",
+    "DescribeBackup",
+    "DescribeContributorInsights",
+    "DescribeExport",
+    "DescribeGlobalTable",
+    "DescribeGlobalTableSettings",
+    "DescribeImport",
+    "DescribeKinesisStreamingDestination",
+    "DescribeTableReplicaAutoScaling",
+    "DisableKinesisStreamingDestination",
+    "EnableKinesisStreamingDestination",
+    "ExecuteStatement",
+    "ExecuteTransaction",
+    "ExportTableToPointInTime",
+    "GetResourcePolicy",
+    "ImportTable",
+    "ListBackups",
+    "ListContributorInsights",
+    "ListExports",
+    "ListGlobalTables",
+    "ListImports",
+    "PutResourcePolicy",
+    "RestoreTableFromBackup",
+    "RestoreTableToPointInTime",
+    "UpdateContinuousBackups",
+    "UpdateContributorInsights",
+    "UpdateGlobalTable",
+    "UpdateGlobalTableSettings",
+    "UpdateKinesisStreamingDestination",
+    "UpdateTableReplicaAutoScaling",
 ];
 
 pub fn is_known(op: &str) -> bool {
     OPERATIONS.contains(&op)
 }
 
-pub async fn dispatch(api: &Api, op: &str, body: Value) -> Result<Value, ApiError> {
-    match op {
-        "BatchGetItem" => batch_get_item::execute(api, &body).await,
-        "BatchWriteItem" => batch_write_item::execute(api, &body).await,
-        "CreateTable" => create_table::execute(api, &body).await,
-        "DeleteItem" => delete_item::execute(api, &body).await,
-        "DeleteTable" => delete_table::execute(api, &body).await,
-        "DescribeEndpoints" => describe_endpoints::execute(api),
-        "DescribeLimits" => describe_limits::execute(),
-        "DescribeTable" => describe_table::execute(api, &body).await,
-        "GetItem" => get_item::execute(api, &body).await,
-        "ListTables" => list_tables::execute(api, &body),
-        "ListTagsOfResource" => tags::list(api, &body),
-        "PutItem" => put_item::execute(api, &body).await,
-        "Query" => query::execute(api, &body).await,
-        "Scan" => scan::execute(api, &body).await,
-        "TagResource" => tags::tag(api, &body).await,
-        "UntagResource" => tags::untag(api, &body).await,
-        "TransactGetItems" => transact_get_items::execute(api, &body).await,
-        "TransactWriteItems" => transact_write_items::execute(api, &body).await,
-        "UpdateItem" => update_item::execute(api, &body).await,
-        "UpdateTable" => update_table::execute(api, &body).await,
-        "DescribeTimeToLive" => time_to_live::describe(api, &body),
-        "UpdateTimeToLive" => time_to_live::update(api, &body).await,
-        "DescribeContinuousBackups" => continuous_backups::describe(api, &body),
-        _ => Err(ApiError::UnknownOperation),
+/// UnknownOperationException for `op`: DynamoDB's message for a name it
+/// does not know, and a plain statement for one of its operations that
+/// this server lacks.
+pub fn unknown_operation(op: &str) -> ApiError {
+    if UNIMPLEMENTED.contains(&op) {
+        ApiError::UnknownOperation(format!(
+            "Unknown operation exception: {op} is not implemented by dynaraft yet"
+        ))
+    } else {
+        ApiError::UnknownOperation("Unknown operation exception".into())
     }
+}
+
+/// The body as a JSON tree, for the operations not yet read into a typed
+/// request: malformed JSON is a SerializationException without a message,
+/// as DynamoDB sends it; an empty body is `{}`.
+fn tree(body: &[u8]) -> Result<Value, ApiError> {
+    if body.iter().all(|b| b.is_ascii_whitespace()) {
+        return Ok(Value::Object(Default::default()));
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|_| ApiError::Serialization(None))?;
+    if !v.is_object() {
+        return Err(ApiError::Serialization(Some(
+            dynaraft_model::wire::STRUCTURE_NOT_EXPECTED.into(),
+        )));
+    }
+    Ok(v)
 }
 
 pub fn table_arn(api: &Api, name: &str) -> String {

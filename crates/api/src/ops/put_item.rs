@@ -1,45 +1,108 @@
-//! PutItem.
-use super::write::{WriteOptions, WriteRequest, checked_condition, write};
+//! PutItem: parse (the request's shape), check (its constraints, then its
+//! semantics), then look the table up and write.
+use super::write::{OptionMembers, OptionOrder, WriteOptions, WriteRequest, write};
 use crate::Api;
+use crate::enums::{ConditionalOperator, ReturnValues, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::Table;
 use dynaraft_model::MAX_ITEM_BYTES;
 use dynaraft_model::value::item_size_bytes;
+use dynaraft_model::wire::{Dict, Obj, Str, WireItem};
 use dynaraft_storage::WriteKind;
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::{Map, Value};
 use std::sync::Arc;
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
-    let opts = WriteOptions::from_body(body, true)?;
-    let (table, request) = plan(api, body, opts.old_on_failure)?;
+/// PutItem's request, and the Put of a TransactWriteItems member.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub table_name: Option<Str>,
+    pub item: Option<WireItem>,
+    pub condition_expression: Option<Str>,
+    pub expected: Option<Obj<Map<String, Value>>>,
+    pub conditional_operator: Option<Str>,
+    pub expression_attribute_names: Option<Dict<Str>>,
+    pub expression_attribute_values: Option<WireItem>,
+    pub return_values: Option<Str>,
+    pub return_consumed_capacity: Option<Str>,
+    pub return_item_collection_metrics: Option<Str>,
+    pub return_values_on_condition_check_failure: Option<Str>,
+}
+
+impl Input {
+    fn options(&self) -> OptionMembers<'_> {
+        OptionMembers {
+            return_values: self.return_values.as_ref(),
+            capacity: self.return_consumed_capacity.as_ref(),
+            metrics: self.return_item_collection_metrics.as_ref(),
+            on_failure: self.return_values_on_condition_check_failure.as_ref(),
+        }
+    }
+}
+
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
+    let mut v = Violations::default();
+    let opts = WriteOptions::check(&mut v, input.options(), OptionOrder::ValuesFirst);
+    v.check()?;
+    opts.only_old()?;
+    let (table, request) = plan(api, &name, input, opts.old_on_failure)?;
     let w = write(api, &table, request).await?;
-    let attrs = (opts.return_values == "ALL_OLD")
+    let attrs = (opts.return_values == ReturnValues::AllOld)
         .then(|| w.old.clone())
         .flatten();
     Ok(opts.response(&name, attrs, &w))
 }
 
-/// Parses and validates a put (PutItem, or a transaction's Put).
+/// Checks a put's semantics (PutItem's, or a transaction's Put, whose
+/// constraints the caller checked), then finds its table.
 pub fn plan(
     api: &Api,
-    body: &Value,
+    name: &str,
+    input: Input,
     old_on_failure: bool,
 ) -> Result<(Arc<Table>, WriteRequest), ApiError> {
-    let name = table_name(body)?;
-    let item = required_item(body, "Item", "item")?;
-    let (condition, input) = checked_condition(body)?;
-    let table = active_table(api, &name)?;
-    table.schema.validate_item_key(&item)?;
+    let mut v = Violations::default();
+    v.required(input.item.as_ref(), "item");
+    let operator = ConditionalOperator::member(
+        &mut v,
+        input.conditional_operator.as_ref(),
+        "conditionalOperator",
+    );
+    v.check()?;
+    let mut exprs = ExprInput::from_parts(
+        &[("ConditionExpression", input.condition_expression.is_some())],
+        &[
+            ("Expected", input.expected.is_some()),
+            ("ConditionalOperator", input.conditional_operator.is_some()),
+        ],
+        input.expression_attribute_names,
+        input.expression_attribute_values,
+    )?;
+    let item = wire_item(input.item)?;
     if item_size_bytes(&item) > MAX_ITEM_BYTES {
         return Err(ApiError::validation(
             "Item size has exceeded the maximum allowed size",
         ));
     }
+    let condition = super::write::checked_condition(
+        &mut exprs,
+        input.condition_expression,
+        input.expected.map(|e| e.0),
+        operator,
+    )?;
+    let table = active_table(api, name)?;
+    table.schema.validate_item_key(&item)?;
     let key = table.schema.key_of(&item);
-    let kind = WriteKind::Put;
-    let request =
-        WriteRequest::conditional(kind, key, Some(item), condition, &input, old_on_failure);
+    let request = WriteRequest::conditional(
+        WriteKind::Put,
+        key,
+        Some(item),
+        condition,
+        &exprs,
+        old_on_failure,
+    );
     Ok((table, request))
 }

@@ -10,6 +10,7 @@ use dynaraft_expr::{
     parse_projection,
 };
 use dynaraft_model::value::{item_from_json, item_to_json};
+use dynaraft_model::wire::{List, Str};
 use dynaraft_model::{Item, KeySchema};
 use dynaraft_storage::global::GLOBAL_ENTRY_ID;
 use dynaraft_storage::index::{entry_storage_key, holds};
@@ -33,7 +34,16 @@ fn projection_with(
     expr: Option<&str>,
     subs: &mut Substitutions,
 ) -> Result<Option<Vec<Path>>, ApiError> {
-    let legacy = opt_array(body, "AttributesToGet")?;
+    let legacy = member::<List<Str>>(body, "AttributesToGet")?;
+    projection_of(expr, legacy.as_ref().map(|l| l.0.as_slice()), subs)
+}
+
+/// ProjectionExpression, or the legacy AttributesToGet, as paths.
+pub fn projection_of(
+    expr: Option<&str>,
+    legacy: Option<&[Str]>,
+    subs: &mut Substitutions,
+) -> Result<Option<Vec<Path>>, ApiError> {
     match (expr, legacy) {
         (Some(_), Some(_)) => Err(ApiError::validation(
             "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}",
@@ -42,10 +52,10 @@ fn projection_with(
         (None, Some(names)) => {
             let mut out = Vec::new();
             for n in names {
-                let n = n.as_str().ok_or_else(|| wrong_type("string"))?;
-                if out.iter().any(|p: &Path| p.root() == n) {
+                if out.iter().any(|p: &Path| p.root() == &**n) {
                     return Err(ApiError::validation(format!(
-                        "One or more parameter values were invalid: Duplicate value in attribute name: {n}"
+                        "One or more parameter values were invalid: Duplicate value in attribute name: {}",
+                        &**n
                     )));
                 }
                 out.push(Path::attr(n));

@@ -6,10 +6,12 @@
 use super::write::{WriteRequest, command};
 use super::{delete_item, put_item, update_item};
 use crate::Api;
+use crate::enums::{ReturnOnFailure, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::txn::{TxnResult, TxnWrite};
 use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_model::wire::Str;
 use dynaraft_storage::WriteKind;
 use dynaraft_storage::txn::Failure;
 use serde_json::{Value, json};
@@ -44,15 +46,23 @@ pub fn transact_items(body: &Value) -> Result<&Vec<Value>, ApiError> {
     items.ok_or_else(|| ApiError::validation("TransactItems is missing"))
 }
 
+/// Reads one TransactItems member's write as its typed shape; the legacy
+/// parameters (Expected, AttributeUpdates) are not members of a
+/// transaction's writes and are ignored, as DynamoDB ignores them.
+fn spec<T: serde::de::DeserializeOwned>(spec: &Value) -> Result<T, ApiError> {
+    T::deserialize(spec).map_err(|e| ApiError::Serialization(Some(e.to_string())))
+}
+
 /// ReturnValuesOnConditionCheckFailure of one item: ALL_OLD or not.
-fn old_on_failure(spec: &Value) -> Result<bool, ApiError> {
-    let v = enum_value(
-        spec,
-        "ReturnValuesOnConditionCheckFailure",
+fn old_on_failure(value: Option<&Str>) -> Result<bool, ApiError> {
+    let mut v = Violations::default();
+    let on_fail = ReturnOnFailure::member(
+        &mut v,
+        value,
         "transactItems.member.returnValuesOnConditionCheckFailure",
-        &["ALL_OLD", "NONE"],
-    )?;
-    Ok(v == Some("ALL_OLD"))
+    );
+    v.check()?;
+    Ok(on_fail == Some(ReturnOnFailure::AllOld))
 }
 
 /// Parses one TransactItems member into its table and write.
@@ -78,19 +88,48 @@ fn plan_item(
             ));
         }
     };
-    let spec = entry.get(kind).unwrap_or(&Value::Null);
-    if !spec.is_object() {
+    let raw = entry.get(kind).unwrap_or(&Value::Null);
+    if !raw.is_object() {
         return Err(wrong_type("structure"));
     }
-    let old = old_on_failure(spec)?;
     Ok(match kind {
-        "Put" => put_item::plan(api, spec, old)?,
+        "Put" => {
+            let input = put_item::Input {
+                expected: None,
+                conditional_operator: None,
+                ..spec(raw)?
+            };
+            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+            let name = resource_name(input.table_name.as_ref())?;
+            put_item::plan(api, &name, input, old)?
+        }
         "Update" => {
-            let (table, req, _) = update_item::plan(api, spec, old)?;
+            let input = update_item::Input {
+                expected: None,
+                conditional_operator: None,
+                attribute_updates: None,
+                ..spec(raw)?
+            };
+            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+            let name = resource_name(input.table_name.as_ref())?;
+            let (table, req, _) = update_item::plan(api, &name, input, old)?;
             (table, req)
         }
-        "Delete" => delete_item::plan(api, spec, WriteKind::Delete, old)?,
-        _ => delete_item::plan(api, spec, WriteKind::Check, old)?,
+        _ => {
+            let input = delete_item::Input {
+                expected: None,
+                conditional_operator: None,
+                ..spec(raw)?
+            };
+            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+            let name = resource_name(input.table_name.as_ref())?;
+            let write = if kind == "Delete" {
+                WriteKind::Delete
+            } else {
+                WriteKind::Check
+            };
+            delete_item::plan(api, &name, input, write, old)?
+        }
     })
 }
 

@@ -3,27 +3,34 @@
 //! partition, and turn the outcome into a response or DynamoDB error.
 
 use crate::Api;
+use crate::enums::{
+    ConditionalOperator, ReturnCapacity, ReturnMetrics, ReturnOnFailure, ReturnValues, WireEnum,
+};
 use crate::error::ApiError;
+use crate::params::Violations;
 use dynaraft_cluster::Table;
 use dynaraft_model::Item;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_model::wire::Str;
 use dynaraft_storage::{JsonDoc, Outcome, WriteCommand, WriteKind};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// ConditionExpression, or `Expected` + `ConditionalOperator` translated.
+/// ConditionExpression, or `Expected` + `ConditionalOperator` translated
+/// (whose names and values join `input`'s).
 pub fn condition_source(
-    body: &Value,
     input: &mut crate::params::ExprInput,
+    condition: Option<Str>,
+    expected: Option<&Map<String, Value>>,
+    operator: Option<ConditionalOperator>,
 ) -> Result<Option<String>, ApiError> {
-    if let Some(c) = crate::params::opt_str(body, "ConditionExpression")? {
-        return Ok(Some(c.to_string()));
+    if let Some(c) = condition {
+        return Ok(Some(c.0));
     }
-    let op = crate::params::opt_str(body, "ConditionalOperator")?;
-    match crate::params::opt_object(body, "Expected")? {
+    match expected {
         Some(expected) => {
             let mut l = input.legacy();
-            let c = l.expected(expected, op)?;
+            let c = l.expected(expected, operator.map(WireEnum::as_str))?;
             input.absorb(l);
             Ok(c)
         }
@@ -34,47 +41,69 @@ pub fn condition_source(
 /// ReturnValues, ReturnValuesOnConditionCheckFailure and
 /// ReturnConsumedCapacity of a single-item write.
 pub struct WriteOptions {
-    pub return_values: String,
+    pub return_values: ReturnValues,
     pub old_on_failure: bool,
     pub capacity: crate::params::CapacityMode,
     /// ReturnItemCollectionMetrics=SIZE.
     pub collection_metrics: bool,
 }
 
+/// The option members of a single-item write, as sent.
+pub struct OptionMembers<'a> {
+    pub return_values: Option<&'a Str>,
+    pub capacity: Option<&'a Str>,
+    pub metrics: Option<&'a Str>,
+    pub on_failure: Option<&'a Str>,
+}
+
+/// Which of a write's option members DynamoDB checks first.
+#[derive(Clone, Copy)]
+pub enum OptionOrder {
+    /// PutItem and DeleteItem: ReturnValues before ReturnItemCollectionMetrics.
+    ValuesFirst,
+    /// UpdateItem: ReturnItemCollectionMetrics before ReturnValues.
+    MetricsFirst,
+}
+
 impl WriteOptions {
-    /// `only_old`: PutItem and DeleteItem accept only NONE and ALL_OLD.
-    pub fn from_body(body: &Value, only_old: bool) -> Result<WriteOptions, ApiError> {
-        use crate::params::{capacity_mode, enum_value};
-        let rv = enum_value(
-            body,
-            "ReturnValues",
-            "returnValues",
-            &["ALL_NEW", "UPDATED_OLD", "ALL_OLD", "NONE", "UPDATED_NEW"],
-        )?
-        .unwrap_or("NONE");
-        if only_old && rv != "NONE" && rv != "ALL_OLD" {
-            return Err(ApiError::validation(
-                "ReturnValues can only be ALL_OLD or NONE",
-            ));
+    /// Checks the option members' constraints into `v`, in DynamoDB's
+    /// order (ReturnConsumedCapacity first), and reads them.
+    pub fn check(v: &mut Violations, m: OptionMembers, order: OptionOrder) -> WriteOptions {
+        let capacity = ReturnCapacity::member(v, m.capacity, "returnConsumedCapacity");
+        let (rv, metrics) = match order {
+            OptionOrder::ValuesFirst => {
+                let rv = ReturnValues::member(v, m.return_values, "returnValues");
+                (
+                    rv,
+                    ReturnMetrics::member(v, m.metrics, "returnItemCollectionMetrics"),
+                )
+            }
+            OptionOrder::MetricsFirst => {
+                let metrics = ReturnMetrics::member(v, m.metrics, "returnItemCollectionMetrics");
+                (
+                    ReturnValues::member(v, m.return_values, "returnValues"),
+                    metrics,
+                )
+            }
+        };
+        let on_fail =
+            ReturnOnFailure::member(v, m.on_failure, "returnValuesOnConditionCheckFailure");
+        WriteOptions {
+            return_values: rv.unwrap_or(ReturnValues::None),
+            old_on_failure: on_fail == Some(ReturnOnFailure::AllOld),
+            capacity: capacity.into(),
+            collection_metrics: metrics == Some(ReturnMetrics::Size),
         }
-        let on_fail = enum_value(
-            body,
-            "ReturnValuesOnConditionCheckFailure",
-            "returnValuesOnConditionCheckFailure",
-            &["ALL_OLD", "NONE"],
-        )?;
-        let metrics = enum_value(
-            body,
-            "ReturnItemCollectionMetrics",
-            "returnItemCollectionMetrics",
-            &["SIZE", "NONE"],
-        )?;
-        Ok(WriteOptions {
-            return_values: rv.to_string(),
-            old_on_failure: on_fail == Some("ALL_OLD"),
-            capacity: capacity_mode(body)?,
-            collection_metrics: metrics == Some("SIZE"),
-        })
+    }
+
+    /// PutItem and DeleteItem return only the old item.
+    pub fn only_old(&self) -> Result<(), ApiError> {
+        match self.return_values {
+            ReturnValues::None | ReturnValues::AllOld => Ok(()),
+            _ => Err(ApiError::validation(
+                "ReturnValues can only be ALL_OLD or NONE",
+            )),
+        }
     }
 
     /// The response: `Attributes` (when non-empty) and `ConsumedCapacity`.
@@ -105,23 +134,22 @@ impl WriteOptions {
     }
 }
 
-/// The condition of a PutItem or DeleteItem (ConditionExpression, or the
-/// legacy Expected), validated, with the names and values to log with it.
+/// The condition of a put, delete or condition check (ConditionExpression,
+/// or the legacy Expected), parsed once to validate it; its names and
+/// values are logged with the command.
 pub fn checked_condition(
-    body: &Value,
-) -> Result<(Option<String>, crate::params::ExprInput), ApiError> {
-    let mut input = crate::params::ExprInput::from_body(
-        body,
-        &["ConditionExpression"],
-        &["Expected", "ConditionalOperator"],
-    )?;
-    let condition = condition_source(body, &mut input)?;
+    input: &mut crate::params::ExprInput,
+    condition: Option<Str>,
+    expected: Option<Map<String, Value>>,
+    operator: Option<ConditionalOperator>,
+) -> Result<Option<String>, ApiError> {
+    let condition = condition_source(input, condition, expected.as_ref(), operator)?;
     let mut subs = input.subs();
     if let Some(c) = &condition {
         dynaraft_expr::parse_condition(c, dynaraft_expr::ExprKind::Condition, &mut subs)?;
     }
     subs.check_unused()?;
-    Ok((condition, input))
+    Ok(condition)
 }
 
 pub struct WriteRequest {
