@@ -245,9 +245,25 @@ async fn batch_write_and_get() {
         .await
         .unwrap();
     assert!(r.unprocessed_items().is_none_or(|u| u.is_empty()));
+    // Over 25 for one table breaks the map value's length constraint
+    // (the message real DynamoDB sends, per the nubo-db conformance suite).
     let e = c
         .batch_write_item()
         .request_items("bwr", (0..26).map(|i| put(&format!("k{i}"))).collect())
+        .send()
+        .await
+        .unwrap_err();
+    let msg = err_of(&e).1;
+    assert!(
+        msg.starts_with("1 validation error detected: Value '{bwr=[WriteRequest(putRequest=")
+            && msg.ends_with("at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to 25, Member must have length greater than or equal to 1]"),
+        "{msg}"
+    );
+    // Over 25 across tables, none over 25 alone: the batch-wide message.
+    let e = c
+        .batch_write_item()
+        .request_items("bwr", (0..13).map(|i| put(&format!("k{i}"))).collect())
+        .request_items("bwr2", (0..13).map(|i| put(&format!("k{i}"))).collect())
         .send()
         .await
         .unwrap_err();

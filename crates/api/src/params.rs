@@ -50,6 +50,14 @@ impl Violations {
             "Value {v} at '{path}' failed to satisfy constraint: {constraint}"
         ));
     }
+    /// A violation reported without the value, as DynamoDB's newer
+    /// validators word it: `Value at 'Limit' failed to satisfy ...`.
+    pub fn add_unquoted(&mut self, path: &str, constraint: &str) {
+        self.0.push(format!(
+            "Value at '{path}' failed to satisfy constraint: {constraint}"
+        ));
+    }
+
     pub fn check(self) -> Result<(), ApiError> {
         match self.0.len() {
             0 => Ok(()),

@@ -22,6 +22,9 @@ pub enum Tok {
     Plus,
     Minus,
     Cmp(&'static str),
+    /// Punctuation DynamoDB's lexer reads as a token (so the error is a
+    /// syntax error quoting it) though no rule of the grammar accepts it.
+    Stray(&'static str),
     Eof,
 }
 
@@ -57,6 +60,7 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
             b'+' => single(&mut i, Tok::Plus),
             b'-' => single(&mut i, Tok::Minus),
             b'=' => single(&mut i, Tok::Cmp("=")),
+            b'!' => single(&mut i, Tok::Stray("!")),
             b'<' | b'>' => {
                 let next = b.get(i + 1).copied();
                 let (sym, len) = match (c, next) {

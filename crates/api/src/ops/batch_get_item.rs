@@ -13,7 +13,7 @@ pub const MAX_BATCH_GET_BYTES: usize = 16 * 1024 * 1024;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mode = capacity_mode(body)?;
-    let request = request_items(body)?;
+    let request = request_items(body, "BatchGetItem")?;
     let total: usize = request
         .values()
         .map(|t| {
@@ -23,9 +23,22 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         })
         .sum();
     if total > MAX_BATCH_GET_KEYS {
-        return Err(ApiError::validation(
-            "Too many items requested for the BatchGetItem call",
-        ));
+        // DynamoDB names the first table whose keys take the count past
+        // the limit.
+        let mut running = 0;
+        let over = request
+            .iter()
+            .find(|(_, t)| {
+                running += t
+                    .get("Keys")
+                    .and_then(|k| k.as_array())
+                    .map_or(0, |k| k.len());
+                running > MAX_BATCH_GET_KEYS
+            })
+            .map_or("", |(n, _)| n.as_str());
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value at 'RequestItems.{over}.member.Keys' failed to satisfy constraint: Member must have length less than or equal to {MAX_BATCH_GET_KEYS}"
+        )));
     }
     // Validate everything before reading anything.
     let mut plans = Vec::new();
@@ -109,8 +122,15 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     Ok(out)
 }
 
-pub fn request_items(body: &Value) -> Result<&Map<String, Value>, ApiError> {
+/// RequestItems of BatchGetItem or BatchWriteItem (`op`), present and
+/// non-empty.
+pub fn request_items<'a>(body: &'a Value, op: &str) -> Result<&'a Map<String, Value>, ApiError> {
     let items = opt_object(body, "RequestItems")?;
+    if items.is_none_or(|m| m.is_empty()) {
+        return Err(ApiError::validation(format!(
+            "The requestItems parameter is required for {op}"
+        )));
+    }
     let mut v = Violations::default();
     match items {
         None => v.add(None, "requestItems", "Member must not be null"),

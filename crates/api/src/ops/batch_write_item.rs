@@ -14,6 +14,19 @@ use std::collections::BTreeMap;
 
 pub const MAX_BATCH_WRITE_ITEMS: usize = 25;
 
+/// A WriteRequest as DynamoDB's Java model prints it in a message.
+fn java_write_request(r: &Value) -> String {
+    let part = |f: &str| match r.get(f) {
+        Some(v) if !v.is_null() => v.to_string(),
+        _ => "null".into(),
+    };
+    format!(
+        "WriteRequest(putRequest={}, deleteRequest={})",
+        part("PutRequest"),
+        part("DeleteRequest")
+    )
+}
+
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mode = capacity_mode(body)?;
     let metrics = enum_value(
@@ -22,11 +35,27 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         "returnItemCollectionMetrics",
         &["SIZE", "NONE"],
     )? == Some("SIZE");
-    let request = super::batch_get_item::request_items(body)?;
+    let request = super::batch_get_item::request_items(body, "BatchWriteItem")?;
     let total: usize = request
         .values()
         .map(|v| v.as_array().map_or(0, |a| a.len()))
         .sum();
+    if let Some((name, reqs)) = request.iter().find(|(_, r)| {
+        r.as_array()
+            .is_some_and(|a| a.len() > MAX_BATCH_WRITE_ITEMS)
+    }) {
+        // DynamoDB shows the map as Java renders it.
+        let shown: Vec<String> = reqs
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(java_write_request)
+            .collect();
+        return Err(ApiError::validation(format!(
+            "1 validation error detected: Value '{{{name}=[{}]}}' at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {MAX_BATCH_WRITE_ITEMS}, Member must have length greater than or equal to 1]",
+            shown.join(", ")
+        )));
+    }
     if total > MAX_BATCH_WRITE_ITEMS {
         return Err(ApiError::validation(
             "Too many items requested for the BatchWriteItem call",

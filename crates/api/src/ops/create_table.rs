@@ -19,6 +19,11 @@ pub const MAX_TAG_KEY_BYTES: usize = 128;
 pub const MAX_TAG_VALUE_BYTES: usize = 256;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    if crate::params::opt_str(body, "TableName")?.is_none() {
+        return Err(ApiError::validation(
+            "The parameter 'TableName' is required but was not present in the request",
+        ));
+    }
     let name = table_name(body)?;
     let attrs = opt_array(body, "AttributeDefinitions")?;
     let keys = opt_array(body, "KeySchema")?;
@@ -157,8 +162,25 @@ fn parse_key_schema(
         );
     }
     if list.len() > 2 {
+        // DynamoDB shows the list as Java renders its elements.
+        let shown: Vec<String> = list
+            .iter()
+            .map(|k| {
+                let field = |f: &str| {
+                    k.get(f)
+                        .and_then(Value::as_str)
+                        .unwrap_or("null")
+                        .to_string()
+                };
+                format!(
+                    "KeySchemaElement(attributeName={}, keyType={})",
+                    field("AttributeName"),
+                    field("KeyType")
+                )
+            })
+            .collect();
         v.add(
-            Some("[...]"),
+            Some(&format!("[{}]", shown.join(", "))),
             "keySchema",
             "Member must have length less than or equal to 2",
         );
@@ -203,9 +225,11 @@ fn parse_key_schema(
                 "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
             ));
         }
+        // DynamoDB reports a key attribute used twice as a missing
+        // definition (one definition cannot serve two key elements).
         if second.0 == elems[0].0 {
             return Err(ApiError::validation(
-                "Both the Hash Key and the Range Key element in the KeySchema have the same name",
+                "Invalid KeySchema: Some index key attribute have no definition",
             ));
         }
     }

@@ -242,6 +242,11 @@ pub fn read_exprs(
                 "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName",
             ));
         }
+        Some("SPECIFIC_ATTRIBUTES") if projection.is_none() => {
+            return Err(ApiError::validation(
+                "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES",
+            ));
+        }
         Some("COUNT") | Some("ALL_ATTRIBUTES") if projection.is_some() => {
             return Err(ApiError::validation(format!(
                 "Cannot specify the ProjectionExpression when choosing to get {}",
@@ -295,15 +300,24 @@ pub fn condition_paths<'a>(c: &'a Condition, out: &mut Vec<&'a Path>) {
     }
 }
 
-pub fn limit(body: &Value) -> Result<Option<usize>, ApiError> {
+/// How an operation's validator names the Limit member: Query's (the
+/// newer one) quotes no value and keeps the member's own spelling, Scan's
+/// quotes the value at `limit`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LimitStyle {
+    Query,
+    Scan,
+}
+
+pub fn limit(body: &Value, style: LimitStyle) -> Result<Option<usize>, ApiError> {
     match opt_i64(body, "Limit")? {
         Some(l) if l < 1 => {
             let mut v = Violations::default();
-            v.add(
-                Some(&l.to_string()),
-                "limit",
-                "Member must have value greater than or equal to 1",
-            );
+            let constraint = "Member must have value greater than or equal to 1";
+            match style {
+                LimitStyle::Query => v.add_unquoted("Limit", constraint),
+                LimitStyle::Scan => v.add(Some(&l.to_string()), "limit", constraint),
+            }
             v.check()?;
             Ok(None)
         }
@@ -394,7 +408,7 @@ pub fn page_response(
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let mode = capacity_mode(body)?;
-    let limit = limit(body)?;
+    let limit = limit(body, LimitStyle::Query)?;
     let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
     let forward = opt_bool(body, "ScanIndexForward")?.unwrap_or(true);
     let mut input = ExprInput::from_body(

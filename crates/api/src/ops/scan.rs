@@ -1,5 +1,7 @@
 //! Scan, including parallel scan (Segment / TotalSegments).
-use super::query::{IndexTarget, filter_source, limit, page_response, read_exprs, resume_after};
+use super::query::{
+    IndexTarget, LimitStyle, filter_source, limit, page_response, read_exprs, resume_after,
+};
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
@@ -12,7 +14,7 @@ pub const MAX_TOTAL_SEGMENTS: i64 = 1_000_000;
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let name = table_name(body)?;
     let mode = capacity_mode(body)?;
-    let limit = limit(body)?;
+    let limit = limit(body, LimitStyle::Scan)?;
     let consistent = opt_bool(body, "ConsistentRead")?.unwrap_or(false);
     let segment = opt_i64(body, "Segment")?;
     let total = opt_i64(body, "TotalSegments")?;

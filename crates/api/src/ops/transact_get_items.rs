@@ -18,7 +18,10 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let mut keys = Vec::with_capacity(items.len());
     let mut projections = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
-    for entry in items {
+    // A key that does not match its table's schema cancels the read with a
+    // ValidationError reason for that item, as DynamoDB reports it.
+    let mut invalid: Vec<(u32, Failure)> = Vec::new();
+    for (pos, entry) in items.iter().enumerate() {
         let spec = entry.get("Get").filter(|g| g.is_object()).ok_or_else(|| {
             ApiError::validation(
                 "1 validation error detected: Value null at 'transactItems.member.get' failed to satisfy constraint: Member must not be null",
@@ -28,10 +31,23 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         let key = item_from_json(spec.get("Key").unwrap_or(&Value::Null))?;
         let projection = super::query::projection(spec)?;
         let table = active_table(api, &name)?;
-        table.schema.validate_key(&key)?;
-        let storage_key = table.schema.storage_key(&key).ok_or_else(|| {
-            ApiError::validation("The provided key element does not match the schema")
-        })?;
+        let checked = table
+            .schema
+            .validate_key(&key)
+            .map_err(ApiError::from)
+            .and_then(|()| {
+                table.schema.storage_key(&key).ok_or_else(|| {
+                    ApiError::validation("The provided key element does not match the schema")
+                })
+            });
+        let storage_key = match checked {
+            Ok(k) => k,
+            Err(ApiError::Validation(m)) => {
+                invalid.push((pos as u32, Failure::Invalid(m)));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if !seen.insert((name, storage_key.clone())) {
             return Err(ApiError::validation(
                 "Transaction request cannot include multiple operations on one item",
@@ -39,6 +55,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         }
         keys.push((table, storage_key));
         projections.push(projection);
+    }
+    if !invalid.is_empty() {
+        return Err(ApiError::TransactionCanceled {
+            reasons: reasons(items.len(), &invalid, &[]),
+        });
     }
     let read = match api.router.transact_get(&keys).await? {
         Ok(read) => read,

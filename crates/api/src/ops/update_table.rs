@@ -69,7 +69,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 ));
             }
         };
-        if pt.is_some() && mode.is_none() && r == meta.read_capacity && w == meta.write_capacity {
+        if pt.is_some()
+            && mode.is_none_or(|m| m == meta.billing_mode)
+            && r == meta.read_capacity
+            && w == meta.write_capacity
+        {
             return Err(ApiError::validation(format!(
                 "The provisioned throughput for the table will not change. The requested value equals the current value. Current ReadCapacityUnits provisioned for the table: {}. Requested ReadCapacityUnits: {r}. Current WriteCapacityUnits provisioned for the table: {}. Requested WriteCapacityUnits: {w}. Refer to the Amazon DynamoDB Developer Guide for current limits and how to request higher limits.",
                 meta.read_capacity, meta.write_capacity
