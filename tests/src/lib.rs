@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod numbered;
+pub mod transcript;
 
 /// TTL sweeps in tests run often so expiry is observable quickly.
 pub const TEST_TTL_SWEEP_MS: u64 = 100;
@@ -101,25 +102,36 @@ impl TestServer {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> (u16, String, String) {
-        let mut s = std::net::TcpStream::connect(self.addr).expect("connect");
-        let mut req = format!(
-            "POST / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if let Some(t) = target {
-            req.push_str(&format!("X-Amz-Target: DynamoDB_20120810.{t}\r\n"));
-        }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes()).expect("write");
-        s.write_all(body).expect("write body");
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).expect("read");
-        split_response(&out)
+        raw_request(self.addr, target, headers, body)
     }
+}
+
+/// Sends one raw `POST /` to `addr` (a `DynamoDB_20120810.<target>` when
+/// given); returns (status, head, body).
+pub fn raw_request(
+    addr: SocketAddr,
+    target: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    let mut req = format!(
+        "POST / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        addr,
+        body.len()
+    );
+    if let Some(t) = target {
+        req.push_str(&format!("X-Amz-Target: DynamoDB_20120810.{t}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("write");
+    s.write_all(body).expect("write body");
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read");
+    split_response(&out)
 }
 
 pub const AUTH: (&str, &str) = (

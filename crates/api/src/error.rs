@@ -6,6 +6,8 @@ use serde_json::{Value, json};
 
 const DDB: &str = "com.amazonaws.dynamodb.v20120810#";
 const CORAL: &str = "com.amazon.coral.service#";
+/// Namespace of parameter validation errors, as DynamoDB sends them.
+const VALIDATE: &str = "com.amazon.coral.validate#";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
@@ -60,9 +62,11 @@ impl ApiError {
     /// HTTP status and the JSON body.
     pub fn to_response(&self) -> (u16, Value) {
         let (status, ty, msg): (u16, String, Option<String>) = match self {
-            ApiError::Validation(m) => {
-                (400, format!("{CORAL}ValidationException"), Some(m.clone()))
-            }
+            ApiError::Validation(m) => (
+                400,
+                format!("{VALIDATE}ValidationException"),
+                Some(m.clone()),
+            ),
             ApiError::Serialization(m) => {
                 (400, format!("{CORAL}SerializationException"), m.clone())
             }
