@@ -1,55 +1,80 @@
-//! The HTTP edge: DynamoDB's JSON 1.0 protocol on hyper. Parses the
-//! target and body (gzip accepted), rejects unauthenticated requests as
-//! DynamoDB does, dispatches, and writes responses with `x-amz-crc32` and
-//! `x-amzn-RequestId`. Bounded: body size, concurrent connections.
+//! The HTTP edge: DynamoDB's JSON 1.0 protocol on hyper. Reads the target
+//! and body (gzip and deflate request bodies accepted), rejects
+//! unauthenticated requests as DynamoDB does, dispatches, and writes
+//! responses with `x-amz-crc32`, `x-amzn-RequestId` and `Server`,
+//! compressed when the client's Accept-Encoding asks and the body is large
+//! ([`crate::encoding`]). Browser clients get CORS headers when they send
+//! an `Origin`. Bounded: body size, decompressed size, concurrent
+//! connections.
 
+use crate::encoding::{self, Coding};
 use crate::error::ApiError;
 use crate::{Api, ops};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response};
 use serde_json::Value;
-use std::io::Read;
 
 /// Largest request body accepted, in bytes (DynamoDB's limit is 16 MB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
-/// Largest body after gzip decompression, in bytes.
-pub const MAX_DECOMPRESSED_BYTES: usize = 16 * 1024 * 1024;
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
 /// Time a client has to send a whole request body, in milliseconds.
 pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
+/// How long a browser may cache a CORS preflight answer, in seconds.
+pub const CORS_MAX_AGE_S: u32 = 172_800;
+/// Response headers a browser script may read (CORS).
+const CORS_EXPOSE_HEADERS: &str =
+    "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,x-amz-crc32,Date";
 
 pub async fn handle(
     api: Api,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let request_id = request_id();
-    if req.method() == Method::GET {
-        // `/metrics`: Prometheus text format.
-        // `/ready` (readiness): the router has the catalog and can route.
-        // Any other GET (liveness, and DynamoDB Local's health check).
-        if req.uri().path() == "/metrics" {
-            return Ok(match crate::metrics::render() {
-                Some(text) => text_response(200, &text, &request_id),
-                None => text_response(404, "metrics are not enabled\n", &request_id),
-            });
+    let cors = Cors::of(req.method(), req.headers());
+    let accept = encoding::accepted(req.headers());
+    let mut response = match *req.method() {
+        Method::GET => get(&api, &req, &request_id),
+        Method::OPTIONS if cors.is_some() => text_response(200, "", &request_id),
+        _ => {
+            let (status, body) = match process(&api, req).await {
+                Ok(v) => (200, v),
+                Err(e) => e.to_response(),
+            };
+            json_response(status, &body, accept, &request_id)
         }
-        if req.uri().path() == "/ready" && api.router.catalog().get().version == 0 {
-            return Ok(text_response(
-                503,
-                "not ready: no catalog yet\n",
-                &request_id,
-            ));
-        }
-        return Ok(text_response(200, "healthy: dynaraft\n", &request_id));
-    }
-    let result = process(&api, req).await;
-    let (status, body) = match result {
-        Ok(v) => (200, v),
-        Err(e) => e.to_response(),
     };
-    Ok(json_response(status, &body, &request_id))
+    if let Some(c) = cors {
+        c.apply(response.headers_mut());
+    }
+    Ok(response)
+}
+
+/// `GET /`: DynamoDB's health line naming the host the client addressed;
+/// `/metrics`: Prometheus text; `/ready`: readiness (the router has a
+/// catalog to route with). Other paths are not found.
+fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/" => {
+            let host = req
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("dynaraft");
+            text_response(200, &format!("healthy: {host}"), request_id)
+        }
+        "/metrics" => match crate::metrics::render() {
+            Some(text) => text_response(200, &text, request_id),
+            None => text_response(404, "metrics are not enabled\n", request_id),
+        },
+        "/ready" if api.router.catalog().get().version == 0 => {
+            text_response(503, "not ready: no catalog yet\n", request_id)
+        }
+        "/ready" => text_response(200, "ready\n", request_id),
+        _ => text_response(404, "Page Not Found\n", request_id),
+    }
 }
 
 async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
@@ -63,11 +88,6 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let gzip = parts
-        .headers
-        .get("content-encoding")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let read = Limited::new(body, MAX_REQUEST_BYTES).collect();
     let timeout = std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS);
     let collected = tokio::time::timeout(timeout, read)
@@ -90,28 +110,12 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
     if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
         return Err(ApiError::MissingAuthenticationToken);
     }
-    let bytes = if gzip {
-        gunzip(&bytes)?
-    } else {
-        bytes.to_vec()
-    };
+    let bytes = encoding::decode_request(parts.headers.get("content-encoding"), bytes)?;
     ops::dispatch(api, op, &bytes).await
 }
 
 fn has_query_auth(q: Option<&str>) -> bool {
     q.is_some_and(|q| q.contains("X-Amz-Signature=") || q.contains("X-Amz-Credential="))
-}
-
-fn gunzip(b: &[u8]) -> Result<Vec<u8>, ApiError> {
-    let mut out = Vec::new();
-    flate2::read::GzDecoder::new(b)
-        .take(MAX_DECOMPRESSED_BYTES as u64 + 1)
-        .read_to_end(&mut out)
-        .map_err(|_| ApiError::Serialization(None))?;
-    if out.len() > MAX_DECOMPRESSED_BYTES {
-        return Err(ApiError::RequestTooLarge);
-    }
-    Ok(out)
 }
 
 /// Length of a request id, in characters (DynamoDB's ids are 52).
@@ -124,16 +128,33 @@ fn request_id() -> String {
         .collect()
 }
 
-fn json_response(status: u16, body: &Value, request_id: &str) -> Response<Full<Bytes>> {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
-    respond(status, "application/x-amz-json-1.0", bytes, request_id)
+fn json_response(
+    status: u16,
+    body: &Value,
+    accept: Option<Coding>,
+    request_id: &str,
+) -> Response<Full<Bytes>> {
+    // `null` is an operation's way of answering with no body at all.
+    let bytes = match body {
+        Value::Null => Vec::new(),
+        b => serde_json::to_vec(b).unwrap_or_default(),
+    };
+    let (bytes, coding) = encoding::encode_response(bytes, accept);
+    let mut r = respond(status, "application/x-amz-json-1.0", bytes, request_id);
+    if let Some(c) = coding
+        && let Ok(v) = hyper::header::HeaderValue::from_str(c.name())
+    {
+        r.headers_mut().insert(hyper::header::CONTENT_ENCODING, v);
+    }
+    r
 }
 
 fn text_response(status: u16, text: &str, request_id: &str) -> Response<Full<Bytes>> {
     respond(status, "text/plain", text.as_bytes().to_vec(), request_id)
 }
 
-/// Every response carries DynamoDB's `x-amzn-RequestId` and `x-amz-crc32`.
+/// Every response carries DynamoDB's `x-amzn-RequestId`, `x-amz-crc32`
+/// (of the bytes sent) and `Server` headers.
 fn respond(
     status: u16,
     content_type: &str,
@@ -146,6 +167,55 @@ fn respond(
         .header("content-type", content_type)
         .header("x-amzn-requestid", request_id)
         .header("x-amz-crc32", crc.to_string())
+        .header("server", "Server")
         .body(Full::new(Bytes::from(bytes)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+/// The CORS answer for a request that carries an `Origin`: any origin is
+/// allowed (the server holds no browser credentials); a preflight
+/// (OPTIONS) also gets the method and headers it asked for and how long to
+/// cache the answer.
+struct Cors {
+    preflight: Option<(Option<String>, Option<String>)>,
+}
+
+impl Cors {
+    fn of(method: &Method, headers: &HeaderMap) -> Option<Cors> {
+        headers.get(hyper::header::ORIGIN)?;
+        let echo = |h: hyper::header::HeaderName| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let preflight = (*method == Method::OPTIONS).then(|| {
+            (
+                echo(hyper::header::ACCESS_CONTROL_REQUEST_METHOD),
+                echo(hyper::header::ACCESS_CONTROL_REQUEST_HEADERS),
+            )
+        });
+        Some(Cors { preflight })
+    }
+
+    fn apply(self, h: &mut HeaderMap) {
+        use hyper::header::{self as hn, HeaderValue};
+        let mut set = |name: hn::HeaderName, v: &str| {
+            if let Ok(v) = HeaderValue::from_str(v) {
+                h.insert(name, v);
+            }
+        };
+        set(hn::ACCESS_CONTROL_ALLOW_ORIGIN, "*");
+        set(hn::ACCESS_CONTROL_EXPOSE_HEADERS, CORS_EXPOSE_HEADERS);
+        if let Some((method, headers)) = self.preflight {
+            set(hn::ACCESS_CONTROL_MAX_AGE, &CORS_MAX_AGE_S.to_string());
+            set(
+                hn::ACCESS_CONTROL_ALLOW_METHODS,
+                method.as_deref().unwrap_or("POST, GET, OPTIONS"),
+            );
+            if let Some(hs) = headers {
+                set(hn::ACCESS_CONTROL_ALLOW_HEADERS, &hs);
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@
 // than the default query depth.
 #![recursion_limit = "256"]
 
+pub mod encoding;
 pub mod enums;
 pub mod error;
 pub mod http;

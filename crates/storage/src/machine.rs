@@ -371,10 +371,16 @@ pub(crate) fn evaluate(
                     Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
                 },
             };
+            // An update that only removes (REMOVE, DELETE) does not create
+            // a missing item, as in DynamoDB; any other update does.
+            let mut only_removes = false;
             if let Some(src) = &w.update {
                 let applied = parse_update(src, &mut subs)
                     .map_err(|e| e.to_string())
-                    .and_then(|u| u.apply(&mut item).map_err(|e| e.to_string()));
+                    .and_then(|u| {
+                        only_removes = u.set.is_empty() && u.add.is_empty();
+                        u.apply(&mut item).map_err(|e| e.to_string())
+                    });
                 if let Err(e) = applied {
                     return Ok(Err(Outcome::Invalid(e)));
                 }
@@ -384,7 +390,7 @@ pub(crate) fn evaluate(
                     "Item size to update has exceeded the maximum allowed size".into(),
                 )));
             }
-            Some(item)
+            (old.is_some() || !only_removes).then_some(item)
         }
     };
     let invalid = new.as_ref().and_then(|n| {

@@ -139,10 +139,11 @@ fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, 
     v.check()?;
     let mut names: Vec<&String> = out.iter().map(|(n, _)| n).collect();
     names.sort();
-    if names.windows(2).any(|w| w[0] == w[1]) {
-        return Err(ApiError::validation(
-            "Cannot have two attributes with the same name",
-        ));
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: Duplicate AttributeName in AttributeDefinitions: {}",
+            w[0]
+        )));
     }
     Ok(out)
 }

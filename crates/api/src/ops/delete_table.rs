@@ -33,6 +33,18 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     let mut desc = super::describe(api, &t.meta).await?;
     desc["TableStatus"] = json!("DELETING");
+    // DeleteTable's description leaves out the table's schema and age.
+    if let Some(d) = desc.as_object_mut() {
+        for gone in [
+            "CreationDateTime",
+            "KeySchema",
+            "AttributeDefinitions",
+            "GlobalSecondaryIndexes",
+            "LocalSecondaryIndexes",
+        ] {
+            d.remove(gone);
+        }
+    }
     if api.cfg.transition_delay_ms == 0 {
         super::change_table(api, Command::DropTable { name: name.clone() }, &name).await?;
     } else {

@@ -44,6 +44,15 @@ pub fn projection_of(
     legacy: Option<&[Str]>,
     subs: &mut Substitutions,
 ) -> Result<Option<Vec<Path>>, ApiError> {
+    if legacy.is_some_and(|l| l.is_empty()) {
+        let mut v = Violations::default();
+        v.add(
+            Some("[]"),
+            "attributesToGet",
+            "Member must have length greater than or equal to 1",
+        );
+        v.check()?;
+    }
     match (expr, legacy) {
         (Some(_), Some(_)) => Err(ApiError::validation(
             "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}",
@@ -248,8 +257,13 @@ pub fn read_exprs(
             ));
         }
         Some("COUNT") | Some("ALL_ATTRIBUTES") if projection.is_some() => {
+            let param = if body.get("AttributesToGet").is_some_and(|v| !v.is_null()) {
+                "AttributesToGet"
+            } else {
+                "ProjectionExpression"
+            };
             return Err(ApiError::validation(format!(
-                "Cannot specify the ProjectionExpression when choosing to get {}",
+                "Cannot specify the {param} when choosing to get {}",
                 if select == Some("COUNT") {
                     "only the Count"
                 } else {
@@ -464,6 +478,18 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let (lo, hi) = query_bounds(key_schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
     let start_after = resume_after(body, &table.schema, index.as_mut(), &exprs)?;
+    if start_after.is_some() && index.is_none() && table.schema.range.is_none() {
+        return Err(ApiError::validation(
+            "The provided starting key is invalid: ExclusiveStartKey cannot be used to Query a table without a sort key",
+        ));
+    }
+    if let Some(start) = &start_after
+        && (start < &lo || start >= &hi)
+    {
+        return Err(ApiError::validation(
+            "The provided starting key is outside query boundaries based on provided conditions",
+        ));
+    }
     let opts = ReadOptions {
         forward,
         start_after,

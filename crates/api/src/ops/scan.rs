@@ -87,6 +87,13 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         Some((s, t)) => segment_bounds(s, t),
         None => (Vec::new(), None),
     };
+    if let Some(start) = &start_after
+        && (start < &lo || hi.as_ref().is_some_and(|h| start >= h))
+    {
+        return Err(ApiError::validation(
+            "The provided Exclusive start key does not map to the provided Segment and TotalSegments values.",
+        ));
+    }
     let opts = ReadOptions {
         forward: true,
         start_after,

@@ -47,7 +47,8 @@ pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
         ));
     }
     super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
-    Ok(json!({}))
+    // TagResource and UntagResource answer with an empty body.
+    Ok(Value::Null)
 }
 
 pub async fn untag(api: &Api, body: &Value) -> Result<Value, ApiError> {
@@ -60,7 +61,8 @@ pub async fn untag(api: &Api, body: &Value) -> Result<Value, ApiError> {
         meta.tags.remove(k);
     }
     super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
-    Ok(json!({}))
+    // TagResource and UntagResource answer with an empty body.
+    Ok(Value::Null)
 }
 
 pub fn list(api: &Api, body: &Value) -> Result<Value, ApiError> {
