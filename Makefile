@@ -99,8 +99,10 @@ bench-growth:
 ## replay with --seed), then 15 s of a deliberately broken router that the
 ## checker must catch. Fails on any linearizability violation or lost write.
 CHAOS := $(TARGET)/debug/dynaraft-chaos
+## The deliberately broken router (--unsafe-ack-before-commit) exists only
+## in builds with the `failpoints` feature.
 test-chaos:
-	$(CARGO) build -p dynaraft -p dynaraft-chaos
+	$(CARGO) build -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test \
 	  --scenarios kill,partition,pause --duration-s 30
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test-broken \
@@ -116,7 +118,7 @@ CHAOS_MINUTES ?= 10
 CHAOS_ARGS ?=
 chaos:
 	@dpkg -s libfaketime >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libfaketime)
-	$(CARGO) build --release -p dynaraft -p dynaraft-chaos
+	$(CARGO) build --release -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos \
 	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 $(CHAOS_ARGS)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-broken \

@@ -4,6 +4,7 @@
 //! DescribeLimits, DescribeEndpoints.
 
 use aws_sdk_dynamodb::types::*;
+use dynaraft_tests::av::s;
 use dynaraft_tests::*;
 use std::time::Duration;
 
@@ -517,3 +518,49 @@ async fn time_to_live_and_continuous_backups() {
     );
     t.stop().await;
 }
+
+/// Item writes racing a DeleteTable of their table get
+/// ResourceNotFoundException (or succeed, if they won the race), never a
+/// 503: the table was there when the request was checked and gone when it
+/// was routed. DynamoDB reports such a write as a missing table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_racing_delete_table_see_resource_not_found() {
+    let t = TestServer::start().await;
+    let c = t.client.clone();
+    let mut outcomes: std::collections::BTreeMap<String, usize> = Default::default();
+    for round in 0..RACE_ROUNDS {
+        create_table(&c, "race", None).await;
+        let puts: Vec<_> = (0..RACE_WRITERS)
+            .map(|i| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.put_item()
+                        .table_name("race")
+                        .item("pk", s(&format!("r{round}-{i}")))
+                        .send()
+                        .await
+                })
+            })
+            .collect();
+        c.delete_table().table_name("race").send().await.unwrap();
+        for p in puts {
+            let code = match p.await.unwrap() {
+                Ok(_) => "ok".to_string(),
+                Err(e) => err_of(&e).0,
+            };
+            *outcomes.entry(code).or_default() += 1;
+        }
+    }
+    let unexpected: Vec<_> = outcomes
+        .keys()
+        .filter(|k| *k != "ok" && *k != "ResourceNotFoundException")
+        .collect();
+    eprintln!("racing writes: {outcomes:?}");
+    assert!(unexpected.is_empty(), "outcomes: {outcomes:?}");
+    t.stop().await;
+}
+
+/// Rounds of create, concurrent writes and delete in the race test.
+const RACE_ROUNDS: usize = 20;
+/// Writers racing each DeleteTable.
+const RACE_WRITERS: usize = 20;

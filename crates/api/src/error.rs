@@ -191,6 +191,8 @@ impl From<dynaraft_cluster::ClusterError> for ApiError {
         use dynaraft_cluster::ClusterError as C;
         match e {
             C::Storage(s) => s.into(),
+            // Deleted while the request was on its way.
+            C::NoTable(_) => ApiError::not_found(),
             // Not leader, stale map or no quorum after the router's retries:
             // the write did not happen or may not have; the client retries.
             C::NotLeader { .. }

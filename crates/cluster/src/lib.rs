@@ -63,6 +63,10 @@ pub enum ClusterError {
     /// No quorum or no reachable replica in time; the client may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The table is no longer in the catalog (deleted while the request
+    /// was on its way): the client is told the table does not exist.
+    #[error("table {0} is not in the catalog")]
+    NoTable(String),
     /// Storage failed or data is corrupt.
     #[error(transparent)]
     Storage(#[from] StorageError),

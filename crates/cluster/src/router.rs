@@ -45,6 +45,7 @@ use dynaraft_storage::txn::TxnState;
 use dynaraft_storage::{Outcome, PartitionMeta, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+#[cfg(feature = "failpoints")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -82,10 +83,12 @@ struct Inner {
     /// whole on change; read lock-free on every request).
     suspects: ArcSwap<HashMap<NodeId, tokio::time::Instant>>,
     /// Where transactions coordinated here stop (tests' fault injection).
+    #[cfg(feature = "failpoints")]
     failpoint: std::sync::Mutex<Failpoint>,
     /// A deliberately broken mode, for proving that `dynaraft-chaos`'s
     /// checker catches lost writes: single-item writes are answered as
     /// written before their proposal has even been sent.
+    #[cfg(feature = "failpoints")]
     unsafe_ack_before_commit: AtomicBool,
 }
 
@@ -104,7 +107,9 @@ impl Router {
                 remote,
                 leaders: ArcSwap::from_pointee(HashMap::new()),
                 suspects: ArcSwap::from_pointee(HashMap::new()),
+                #[cfg(feature = "failpoints")]
                 failpoint: std::sync::Mutex::new(Failpoint::None),
+                #[cfg(feature = "failpoints")]
                 unsafe_ack_before_commit: AtomicBool::new(false),
             }),
         }
@@ -112,6 +117,7 @@ impl Router {
 
     /// Makes transactions coordinated by this router stop at `f`, as if
     /// their coordinator died there (fault injection for tests).
+    #[cfg(feature = "failpoints")]
     pub fn set_txn_failpoint(&self, f: Failpoint) {
         if let Ok(mut g) = self.inner.failpoint.lock() {
             *g = f;
@@ -122,14 +128,22 @@ impl Router {
     /// before the quorum commits them (or even evaluates their condition).
     /// Only the hidden `--unsafe-ack-before-commit` flag sets it, to show
     /// that the fault harness's checker can fail.
+    #[cfg(feature = "failpoints")]
     pub fn set_unsafe_ack_before_commit(&self, on: bool) {
         self.inner
             .unsafe_ack_before_commit
             .store(on, Ordering::Relaxed);
     }
 
+    #[cfg(feature = "failpoints")]
     pub(crate) fn txn_failpoint(&self) -> Failpoint {
         self.inner.failpoint.lock().map_or(Failpoint::None, |g| *g)
+    }
+
+    /// Without the `failpoints` feature transactions never stop early.
+    #[cfg(not(feature = "failpoints"))]
+    pub(crate) fn txn_failpoint(&self) -> Failpoint {
+        Failpoint::None
     }
 
     pub fn catalog(&self) -> &CatalogWatch {
@@ -193,6 +207,7 @@ impl Router {
     /// retried for up to [`INDEX_BACKPRESSURE_WAIT_MS`] (then its outcome
     /// says so).
     pub async fn write(&self, table: &Table, cmd: WriteCommand) -> Result<Outcome, ClusterError> {
+        #[cfg(feature = "failpoints")]
         if self.inner.unsafe_ack_before_commit.load(Ordering::Relaxed)
             && let Some(table) = self.table(&table.meta.name)
         {
@@ -413,9 +428,11 @@ impl Router {
                 epoch: 0,
             },
             Target::Partition { table, index, hash } => {
-                let t = self.inner.catalog.table(table).ok_or_else(|| {
-                    ClusterError::Unavailable(format!("table {table} is not in the catalog"))
-                })?;
+                let t = self
+                    .inner
+                    .catalog
+                    .table(table)
+                    .ok_or_else(|| ClusterError::NoTable(table.to_string()))?;
                 let parts = t.meta.partitions_of(*index).unwrap_or_default();
                 let p = partition_index(parts, *hash).and_then(|i| parts.get(i));
                 let p = p.ok_or_else(|| {
@@ -489,13 +506,14 @@ impl Router {
                 // A read that failed in transit is safe to try elsewhere; a
                 // proposal's fate is unknown, so it is not retried here.
                 ClusterError::Unavailable(_) if !matches!(call, Request::Propose(_)) => {}
-                other => return Err(other),
+                other => return Err(self.unless_dropped(&target, other)),
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(ClusterError::Unavailable(format!(
+                let e = ClusterError::Unavailable(format!(
                     "no replica of group {} could serve the request in time",
                     at.group
-                )));
+                ));
+                return Err(self.unless_dropped(&target, e));
             }
             tokio::time::sleep(Duration::from_millis(backoff)).await;
             backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
@@ -503,6 +521,18 @@ impl Router {
             // The map may have changed (replicas moved, epoch bumped).
             at = self.place(&target)?;
             node = self.healthy_first(&at.replicas, rotation);
+        }
+    }
+
+    /// `err`, unless the target's table has left the catalog meanwhile: a
+    /// request that failed because its table was deleted under it (its
+    /// groups stopped) fails as a request for a missing table.
+    fn unless_dropped(&self, target: &Target, err: ClusterError) -> ClusterError {
+        match target {
+            Target::Partition { table, .. } if self.inner.catalog.table(table).is_none() => {
+                ClusterError::NoTable(table.to_string())
+            }
+            _ => err,
         }
     }
 

@@ -117,11 +117,20 @@ impl From<&Catalog> for CatalogDoc {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum WireError {
-    NotLeader { group: u64, leader: Option<u64> },
+    NotLeader {
+        group: u64,
+        leader: Option<u64>,
+    },
     NoGroup(u64),
-    StaleEpoch { group: u64, version: u64 },
+    StaleEpoch {
+        group: u64,
+        version: u64,
+    },
     Unavailable(String),
-    Storage(String),
+    NoTable(String),
+    /// A storage error as the node had it, so that the router maps it
+    /// exactly as an in-process one (an Unavailable stays a 503).
+    Storage(StorageError),
 }
 
 impl From<ClusterError> for WireError {
@@ -133,7 +142,8 @@ impl From<ClusterError> for WireError {
             ClusterError::Unreachable(m) | ClusterError::Unavailable(m) => {
                 WireError::Unavailable(m)
             }
-            ClusterError::Storage(s) => WireError::Storage(s.to_string()),
+            ClusterError::NoTable(t) => WireError::NoTable(t),
+            ClusterError::Storage(s) => WireError::Storage(s),
         }
     }
 }
@@ -145,7 +155,8 @@ impl From<WireError> for ClusterError {
             WireError::NoGroup(g) => ClusterError::NoGroup(g),
             WireError::StaleEpoch { group, version } => ClusterError::StaleEpoch { group, version },
             WireError::Unavailable(m) => ClusterError::Unavailable(m),
-            WireError::Storage(m) => ClusterError::Storage(StorageError::Fatal(m)),
+            WireError::NoTable(t) => ClusterError::NoTable(t),
+            WireError::Storage(s) => ClusterError::Storage(s),
         }
     }
 }

@@ -93,7 +93,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         };
         tokio::spawn(async move {
             let _permit = permit;
-            let mut results = results;
+            // Fused: once the stream ends (the group stopped), every later
+            // reply is told so instead of polling a finished stream.
+            let mut results = results.fuse();
             for reply in replies {
                 let result = match results.next().await {
                     Some(Ok(Ok(w))) => Ok((w.response, w.log_id.index)),

@@ -124,7 +124,9 @@ struct RouterArgs {
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
-    /// single-item writes before they are committed (loses writes).
+    /// single-item writes before they are committed (loses writes). Only
+    /// in builds with the `failpoints` feature.
+    #[cfg(feature = "failpoints")]
     #[arg(long, hide = true)]
     unsafe_ack_before_commit: bool,
 }
@@ -193,6 +195,11 @@ struct EmbeddedArgs {
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// One database for every access key and region (DynamoDB Local's
+    /// -sharedDb). Today data is always shared this way: keeping it apart
+    /// per access key and region is not implemented yet.
+    #[arg(long)]
+    shared_db: bool,
 }
 
 #[tokio::main]
@@ -204,7 +211,7 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match Cli::parse().command {
+    match Cli::parse_from(dynamodb_local_args(std::env::args().collect())).command {
         Command::Embedded(args) => embedded(args).await,
         Command::Node(args) => node(args).await,
         Command::Router(args) => router(args).await,
@@ -214,6 +221,62 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench(args).await,
     }
+}
+
+/// Delay of table transitions under DynamoDB Local's
+/// `-delayTransientStatuses`, in milliseconds.
+const DYNAMODB_LOCAL_TRANSIENT_DELAY_MS: u64 = 500;
+
+/// DynamoDB Local's command line (`-inMemory -port 8000 -sharedDb ...`, no
+/// subcommand) rewritten as `embedded` with the matching flags, so scripts
+/// and compose files written for DynamoDB Local run unchanged. As in
+/// DynamoDB Local, table transitions are then instant unless
+/// `-delayTransientStatuses` is given. Any other command line is returned
+/// as it is.
+fn dynamodb_local_args(argv: Vec<String>) -> Vec<String> {
+    const LOCAL_FLAGS: &[&str] = &[
+        "-inMemory",
+        "-port",
+        "-dbPath",
+        "-sharedDb",
+        "-delayTransientStatuses",
+        "-cors",
+        "-optimizeDbBeforeStartup",
+        "-disableTelemetry",
+    ];
+    let Some(first) = argv.get(1) else {
+        return argv;
+    };
+    if !LOCAL_FLAGS.contains(&first.as_str()) {
+        return argv;
+    }
+    let mut out = vec![argv[0].clone(), "embedded".to_string()];
+    let mut delay = false;
+    let mut rest = argv.into_iter().skip(1);
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "-inMemory" => out.push("--in-memory".into()),
+            "-port" => out.extend(["--port".to_string()].into_iter().chain(rest.next())),
+            "-dbPath" => out.extend(["--data-dir".to_string()].into_iter().chain(rest.next())),
+            "-sharedDb" => out.push("--shared-db".into()),
+            "-delayTransientStatuses" => delay = true,
+            // Every origin is allowed already; the list is not needed.
+            "-cors" => {
+                rest.next();
+            }
+            "-optimizeDbBeforeStartup" | "-disableTelemetry" => {}
+            other => out.push(other.to_string()),
+        }
+    }
+    out.extend(if delay {
+        vec![
+            "--transition-delay-ms".to_string(),
+            DYNAMODB_LOCAL_TRANSIENT_DELAY_MS.to_string(),
+        ]
+    } else {
+        vec!["--instant-transitions".to_string()]
+    });
+    out
 }
 
 async fn bench(args: BenchCmd) -> anyhow::Result<()> {
@@ -269,6 +332,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let rn = RouterNode::start(&control_members(&args.control)?, args.routes.parse()?);
+    #[cfg(feature = "failpoints")]
     if args.unsafe_ack_before_commit {
         tracing::warn!(
             "--unsafe-ack-before-commit: writes are acknowledged before they commit and WILL be lost"
@@ -303,6 +367,9 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 }
 
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
+    // Data is shared between access keys and regions either way (see
+    // --shared-db); the flag is accepted for DynamoDB Local's scripts.
+    let _ = args.shared_db;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
     let node = Embedded::start(EmbeddedConfig::new(data_dir)).await?;
@@ -352,4 +419,31 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn dynamodb_local_command_lines_become_embedded() {
+        assert_eq!(
+            dynamodb_local_args(args("dynaraft -inMemory -port 9000 -sharedDb -cors *")),
+            args("dynaraft embedded --in-memory --port 9000 --shared-db --instant-transitions")
+        );
+        assert_eq!(
+            dynamodb_local_args(args("dynaraft -dbPath /data -delayTransientStatuses")),
+            args("dynaraft embedded --data-dir /data --transition-delay-ms 500")
+        );
+        let ours = args("dynaraft embedded --port 1");
+        assert_eq!(dynamodb_local_args(ours.clone()), ours);
+        let cli = Cli::parse_from(dynamodb_local_args(args("dynaraft -inMemory -port 9000")));
+        assert!(
+            matches!(cli.command, Command::Embedded(a) if a.in_memory && a.port == 9000 && a.instant_transitions)
+        );
+    }
 }

@@ -33,7 +33,7 @@ pub use machine::Outcome;
 /// The embedded state-machine store, re-exported so layers above use the same version.
 pub use sled;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StorageError {
     /// Disk or sled failure: the node cannot continue safely.
     #[error("storage failure: {0}")]
