@@ -55,7 +55,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             ));
         }
         let table = active_table(api, name)?;
-        let projection = super::query::projection(spec)?;
+        let projection = super::read::tree_projection(spec)?;
         let consistent = opt_bool(spec, "ConsistentRead")?.unwrap_or(false);
         let mut parsed = Vec::new();
         for k in keys {

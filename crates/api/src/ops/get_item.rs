@@ -56,7 +56,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     )?;
     let key = wire_item(input.key)?;
     let mut subs = exprs.subs();
-    let projection = super::query::projection_of(
+    let projection = super::read::projection_of(
         input.projection_expression.as_deref(),
         input.attributes_to_get.as_ref().map(|l| l.0.as_slice()),
         &mut subs,

@@ -16,6 +16,7 @@ mod index_defs;
 mod list_tables;
 mod put_item;
 mod query;
+mod read;
 mod scan;
 mod tags;
 mod time_to_live;
@@ -66,8 +67,8 @@ operations! { api, body;
     "ListTables" => list_tables::execute(api, &tree(body)?),
     "ListTagsOfResource" => tags::list(api, &tree(body)?),
     "PutItem" => put_item::execute(api, parse_body(body)?).await,
-    "Query" => query::execute(api, &tree(body)?).await,
-    "Scan" => scan::execute(api, &tree(body)?).await,
+    "Query" => query::execute(api, parse_body(body)?).await,
+    "Scan" => scan::execute(api, parse_body(body)?).await,
     "TagResource" => tags::tag(api, &tree(body)?).await,
     "TransactGetItems" => transact_get_items::execute(api, &tree(body)?).await,
     "TransactWriteItems" => transact_write_items::execute(api, &tree(body)?).await,

@@ -29,7 +29,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         })?;
         let name = table_name(spec)?;
         let key = item_from_json(spec.get("Key").unwrap_or(&Value::Null))?;
-        let projection = super::query::projection(spec)?;
+        let projection = super::read::tree_projection(spec)?;
         let table = active_table(api, &name)?;
         let checked = table
             .schema

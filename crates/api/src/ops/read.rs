@@ -1,0 +1,424 @@
+//! The read side shared by Query and Scan (and the projections of GetItem,
+//! BatchGetItem and TransactGetItems): the index a request names, its
+//! filter, projection and Select, where a page resumes, and the page's
+//! response. Every function takes typed request members.
+
+use crate::enums::{ConditionalOperator, Select, WireEnum};
+use crate::error::ApiError;
+use crate::params::*;
+use dynaraft_cluster::Table;
+use dynaraft_expr::projection::project;
+use dynaraft_expr::{
+    Condition, ExprKind, Operand, Path, Substitutions, parse_condition, parse_projection,
+};
+use dynaraft_model::value::item_to_json;
+use dynaraft_model::wire::{Int, List, Str};
+use dynaraft_model::{Item, KeySchema};
+use dynaraft_storage::global::GLOBAL_ENTRY_ID;
+use dynaraft_storage::index::{entry_storage_key, holds};
+use dynaraft_storage::read::{IndexRead, Page};
+use dynaraft_storage::{IndexMeta, IndexStatus, Projection};
+use serde_json::{Map, Value, json};
+
+/// Most names in AttributesToGet.
+pub const MAX_ATTRIBUTES_TO_GET: usize = 255;
+
+/// The constraints on IndexName: those of a table name (3 to 255
+/// characters of `[a-zA-Z0-9_.-]`).
+pub fn check_index_name(v: &mut Violations, name: Option<&Str>) {
+    if let Some(n) = name {
+        check_table_name(v, Some(n), "indexName");
+    }
+}
+
+/// The constraints on AttributesToGet: 1 to 255 names.
+pub fn check_attributes_to_get(v: &mut Violations, names: Option<&List<Str>>) {
+    let Some(l) = names else { return };
+    if l.0.is_empty() {
+        v.add(
+            Some("[]"),
+            "attributesToGet",
+            "Member must have length greater than or equal to 1",
+        );
+    }
+    if l.0.len() > MAX_ATTRIBUTES_TO_GET {
+        let shown: Vec<&str> = l.0.iter().map(|s| &**s).collect();
+        v.add(
+            Some(&format!("[{}]", shown.join(", "))),
+            "attributesToGet",
+            &format!("Member must have length less than or equal to {MAX_ATTRIBUTES_TO_GET}"),
+        );
+    }
+}
+
+/// ProjectionExpression, or the legacy AttributesToGet, as paths.
+pub fn projection_of(
+    expr: Option<&str>,
+    legacy: Option<&[Str]>,
+    subs: &mut Substitutions,
+) -> Result<Option<Vec<Path>>, ApiError> {
+    if legacy.is_some_and(|l| l.is_empty()) {
+        let mut v = Violations::default();
+        v.add(
+            Some("[]"),
+            "attributesToGet",
+            "Member must have length greater than or equal to 1",
+        );
+        v.check()?;
+    }
+    match (expr, legacy) {
+        (Some(_), Some(_)) => Err(ApiError::validation(
+            "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}",
+        )),
+        (Some(e), None) => Ok(Some(parse_projection(e, subs)?)),
+        (None, Some(names)) => {
+            let mut out = Vec::new();
+            for n in names {
+                if out.iter().any(|p: &Path| p.root() == &**n) {
+                    return Err(ApiError::validation(format!(
+                        "One or more parameter values were invalid: Duplicate value in attribute name: {}",
+                        &**n
+                    )));
+                }
+                out.push(Path::attr(n));
+            }
+            Ok(Some(out))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Filter, projection and select of a Query or Scan, parsed with one set of
+/// substitutions.
+pub struct ReadExprs {
+    pub filter: Option<Condition>,
+    pub projection: Option<Vec<Path>>,
+    pub count_only: bool,
+    /// Select=ALL_ATTRIBUTES was asked for.
+    pub all_attributes: bool,
+}
+
+/// The index a Query or Scan names, resolved against the table: what the
+/// storage read needs, and the index's key schema.
+pub struct IndexTarget {
+    pub read: IndexRead,
+    pub meta: IndexMeta,
+}
+
+impl IndexTarget {
+    /// `IndexName` of the request, if any; DynamoDB's error for an index
+    /// the table does not have, for a strongly consistent read of a global
+    /// index, and for a global index still being backfilled.
+    pub fn resolve(
+        name: Option<&str>,
+        table: &Table,
+        consistent: bool,
+    ) -> Result<Option<IndexTarget>, ApiError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        if let Some((id, meta)) = table.meta.local_index(name) {
+            return Ok(Some(IndexTarget {
+                read: IndexRead {
+                    id,
+                    global: None,
+                    schema: meta.key_schema(),
+                    fetch_base: false,
+                },
+                meta: meta.clone(),
+            }));
+        }
+        let g = table.meta.global_index(name).ok_or_else(|| {
+            ApiError::validation(format!(
+                "The table does not have the specified index: {name}"
+            ))
+        })?;
+        if consistent {
+            return Err(ApiError::validation(
+                "Consistent reads are not supported on global secondary indexes",
+            ));
+        }
+        if g.status != IndexStatus::Active {
+            return Err(ApiError::validation(format!(
+                "Cannot read from backfilling global secondary index: {name}"
+            )));
+        }
+        Ok(Some(IndexTarget {
+            read: IndexRead {
+                id: GLOBAL_ENTRY_ID,
+                global: Some(g.id),
+                schema: g.index.key_schema(),
+                fetch_base: false,
+            },
+            meta: g.index.clone(),
+        }))
+    }
+
+    /// Whether the request needs attributes the index does not hold: a
+    /// local index then reads them from the base item, as DynamoDB does; a
+    /// global index returns what it holds, and refuses ALL_ATTRIBUTES
+    /// unless it projects everything.
+    fn needs_base(&self, exprs: &ReadExprs, table: &KeySchema) -> Result<bool, ApiError> {
+        let held = |name: &str| holds(&self.meta.projection, table, &self.read.schema, name);
+        if matches!(self.meta.projection, Projection::All) {
+            return Ok(false);
+        }
+        if self.read.global.is_some() {
+            if exprs.all_attributes {
+                return Err(ApiError::validation(format!(
+                    "One or more parameter values were invalid: Select type ALL_ATTRIBUTES is not supported for global secondary index {} because its projection type is not ALL",
+                    self.meta.name
+                )));
+            }
+            return Ok(false);
+        }
+        let mut paths = Vec::new();
+        if let Some(f) = &exprs.filter {
+            condition_paths(f, &mut paths);
+        }
+        Ok(exprs.all_attributes
+            || paths.iter().any(|p| !held(p.root()))
+            || exprs
+                .projection
+                .as_ref()
+                .is_some_and(|ps| ps.iter().any(|p| !held(p.root()))))
+    }
+
+    /// The entry key to resume after: ExclusiveStartKey must hold the
+    /// table's and the index's key attributes.
+    fn start_key(&self, key: Option<Item>, table: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let bad = bad_start_key;
+        let attrs: Vec<_> = table
+            .key_attrs()
+            .chain(self.read.schema.key_attrs())
+            .collect();
+        let typed = |ka: &&dynaraft_model::KeyAttr| {
+            key.get(&ka.name)
+                .is_some_and(|v| v.attr_type() == ka.ty.attr_type())
+        };
+        let names: std::collections::BTreeSet<&str> =
+            attrs.iter().map(|ka| ka.name.as_str()).collect();
+        if key.len() != names.len() || !attrs.iter().all(typed) {
+            return Err(bad());
+        }
+        entry_storage_key(&self.read.schema, table, &key)
+            .map(Some)
+            .ok_or_else(bad)
+    }
+}
+
+/// FilterExpression, or the legacy filter (`QueryFilter`/`ScanFilter`,
+/// named `param` in messages, with ConditionalOperator) translated.
+pub fn filter_source(
+    filter: Option<&Str>,
+    legacy: Option<&Map<String, Value>>,
+    param: &str,
+    operator: Option<ConditionalOperator>,
+    input: &mut ExprInput,
+) -> Result<Option<String>, ApiError> {
+    if let Some(f) = filter {
+        return Ok(Some(f.0.clone()));
+    }
+    match legacy {
+        Some(filter) => {
+            let mut l = input.legacy();
+            let f = l.filter(param, filter, operator.map(WireEnum::as_str))?;
+            input.absorb(l);
+            Ok(f)
+        }
+        None => Ok(None),
+    }
+}
+
+/// Filter, projection and Select of a Query or Scan, parsed with `subs`.
+pub fn read_exprs(
+    select: Option<Select>,
+    filter_src: Option<&str>,
+    projection_expression: Option<&str>,
+    attributes_to_get: Option<&List<Str>>,
+    subs: &mut Substitutions,
+    indexed: bool,
+) -> Result<ReadExprs, ApiError> {
+    let filter = match filter_src {
+        Some(f) => Some(parse_condition(f, ExprKind::Filter, subs)?),
+        None => None,
+    };
+    let legacy = attributes_to_get.map(|l| l.0.as_slice());
+    let projection = projection_of(projection_expression, legacy, subs)?;
+    match select {
+        Some(Select::AllProjectedAttributes) if !indexed => {
+            return Err(ApiError::validation(
+                "ALL_PROJECTED_ATTRIBUTES can be used only when Querying using an IndexName",
+            ));
+        }
+        Some(Select::SpecificAttributes) if projection.is_none() => {
+            return Err(ApiError::validation(
+                "Must specify the AttributesToGet or ProjectionExpression when choosing to get SPECIFIC_ATTRIBUTES",
+            ));
+        }
+        Some(s @ (Select::Count | Select::AllAttributes)) if projection.is_some() => {
+            let param = if legacy.is_some() {
+                "AttributesToGet"
+            } else {
+                "ProjectionExpression"
+            };
+            let what = if s == Select::Count {
+                "only the Count"
+            } else {
+                "ALL_ATTRIBUTES"
+            };
+            return Err(ApiError::validation(format!(
+                "Cannot specify the {param} when choosing to get {what}"
+            )));
+        }
+        _ => {}
+    }
+    Ok(ReadExprs {
+        filter,
+        projection,
+        count_only: select == Some(Select::Count),
+        all_attributes: select == Some(Select::AllAttributes),
+    })
+}
+
+pub fn condition_paths<'a>(c: &'a Condition, out: &mut Vec<&'a Path>) {
+    let op = |o: &'a Operand, out: &mut Vec<&'a Path>| {
+        if let Operand::Path(p) | Operand::Size(p) = o {
+            out.push(p);
+        }
+    };
+    match c {
+        Condition::Cmp(a, _, b) | Condition::BeginsWith(a, b) | Condition::Contains(a, b) => {
+            op(a, out);
+            op(b, out);
+        }
+        Condition::Between(a, b, d) => {
+            op(a, out);
+            op(b, out);
+            op(d, out);
+        }
+        Condition::In(a, l) => {
+            op(a, out);
+            l.iter().for_each(|x| op(x, out));
+        }
+        Condition::And(a, b) | Condition::Or(a, b) => {
+            condition_paths(a, out);
+            condition_paths(b, out);
+        }
+        Condition::Not(a) => condition_paths(a, out),
+        Condition::AttributeExists(p) | Condition::AttributeNotExists(p) => out.push(p),
+        Condition::AttributeType(p, t) => {
+            out.push(p);
+            op(t, out);
+        }
+    }
+}
+
+/// How an operation's validator names the Limit member: Query's (the
+/// newer one) quotes no value and keeps the member's own spelling, Scan's
+/// quotes the value at `limit`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LimitStyle {
+    Query,
+    Scan,
+}
+
+/// Limit, at least 1, checked into `v`.
+pub fn check_limit(v: &mut Violations, limit: Option<Int>, style: LimitStyle) -> Option<usize> {
+    let l = limit?.0;
+    if l < 1 {
+        let constraint = "Member must have value greater than or equal to 1";
+        match style {
+            LimitStyle::Query => v.add_unquoted("Limit", constraint),
+            LimitStyle::Scan => v.add(Some(&l.to_string()), "limit", constraint),
+        }
+        return None;
+    }
+    usize::try_from(l).ok()
+}
+
+/// The storage key a Query or Scan of `table` (or of `index`) resumes
+/// after (its ExclusiveStartKey, `start`); for an index, also decides
+/// whether base items are fetched for attributes outside its projection.
+pub fn resume_after(
+    start: Option<Item>,
+    table: &KeySchema,
+    index: Option<&mut IndexTarget>,
+    exprs: &ReadExprs,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    match index {
+        Some(i) => {
+            i.read.fetch_base = i.needs_base(exprs, table)?;
+            i.start_key(start, table)
+        }
+        None => table_start_key(start, table),
+    }
+}
+
+fn bad_start_key() -> ApiError {
+    ApiError::validation(
+        "The provided starting key is invalid: The provided key element does not match the schema",
+    )
+}
+
+fn table_start_key(key: Option<Item>, schema: &KeySchema) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let bad = bad_start_key;
+    schema.validate_key(&key).map_err(|_| bad())?;
+    schema.storage_key(&key).map(Some).ok_or_else(bad)
+}
+
+/// The response body of a Query or Scan page.
+pub fn page_response(
+    mut page: Page,
+    exprs: &ReadExprs,
+    name: &str,
+    mode: CapacityMode,
+    consistent: bool,
+) -> Value {
+    if let Some(f) = &exprs.filter {
+        // Filtered items were read (and count toward ScannedCount and
+        // capacity) but are not returned.
+        page.items.retain(|i| f.eval(Some(i)));
+    }
+    let mut out = json!({ "Count": page.items.len(), "ScannedCount": page.scanned });
+    if !exprs.count_only {
+        let items: Vec<Value> = page
+            .items
+            .iter()
+            .map(|i| match &exprs.projection {
+                Some(p) => item_to_json(&project(i, p)),
+                None => item_to_json(i),
+            })
+            .collect();
+        out["Items"] = Value::Array(items);
+    }
+    insert_opt(
+        &mut out,
+        "LastEvaluatedKey",
+        page.last_key.as_ref().map(item_to_json),
+    );
+    insert_opt(
+        &mut out,
+        "ConsumedCapacity",
+        consumed(mode, name, read_units(page.read_bytes, consistent), false),
+    );
+    out
+}
+
+/// ProjectionExpression or AttributesToGet of a member read as a JSON tree
+/// (BatchGetItem's tables, TransactGetItems' Gets), with its names.
+pub fn tree_projection(body: &Value) -> Result<Option<Vec<Path>>, ApiError> {
+    let expr = opt_str(body, "ProjectionExpression")?;
+    let input = ExprInput::from_body(body, &["ProjectionExpression"], &["AttributesToGet"])?;
+    let legacy = member::<List<Str>>(body, "AttributesToGet")?;
+    let mut subs = input.subs();
+    let p = projection_of(expr, legacy.as_ref().map(|l| l.0.as_slice()), &mut subs)?;
+    subs.check_unused()?;
+    Ok(p)
+}
