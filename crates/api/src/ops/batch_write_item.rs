@@ -2,130 +2,187 @@
 //! full before any is written; writes run concurrently.
 use super::write::{WriteRequest, write};
 use crate::Api;
+use crate::enums::{ReturnCapacity, ReturnMetrics, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
-use dynaraft_model::value::{item_from_json, item_size_bytes};
+use dynaraft_cluster::Table;
+use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_model::wire::{Dict, List, Obj, Str, WireItem};
 use dynaraft_model::{Item, MAX_ITEM_BYTES};
 use dynaraft_storage::WriteKind;
 use dynaraft_storage::global::invalid_global_key;
 use dynaraft_storage::index::invalid_index_key;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
 pub const MAX_BATCH_WRITE_ITEMS: usize = 25;
 
-/// A WriteRequest as DynamoDB's Java model prints it in a message.
-fn java_write_request(r: &Value) -> String {
-    let part = |f: &str| match r.get(f) {
-        Some(v) if !v.is_null() => v.to_string(),
-        _ => "null".into(),
-    };
-    format!(
-        "WriteRequest(putRequest={}, deleteRequest={})",
-        part("PutRequest"),
-        part("DeleteRequest")
-    )
+/// BatchWriteItem's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub request_items: Option<Dict<List<Obj<WriteRequestShape>>>>,
+    pub return_consumed_capacity: Option<Str>,
+    pub return_item_collection_metrics: Option<Str>,
 }
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let mode = capacity_mode(body)?;
-    let metrics = enum_value(
-        body,
-        "ReturnItemCollectionMetrics",
+/// One WriteRequest: a PutRequest or a DeleteRequest.
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct WriteRequestShape {
+    pub put_request: Option<Obj<PutRequest>>,
+    pub delete_request: Option<Obj<DeleteRequest>>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct PutRequest {
+    pub item: Option<WireItem>,
+}
+
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteRequest {
+    pub key: Option<WireItem>,
+}
+
+/// A checked write of the batch: its kind, key and item, and the request
+/// as the client would resend it (for UnprocessedItems).
+struct Planned {
+    kind: WriteKind,
+    key: Item,
+    item: Option<Item>,
+    resend: Value,
+}
+
+/// A WriteRequest as DynamoDB's Java model prints it in a message.
+fn java_write_request(r: &WriteRequestShape) -> String {
+    let put = r.put_request.as_ref().map_or("null".to_string(), |p| {
+        let item =
+            p.0.item
+                .clone()
+                .unwrap_or_default()
+                .into_item()
+                .unwrap_or_default();
+        format!("PutRequest(item={})", item_to_json(&item))
+    });
+    let delete = r.delete_request.as_ref().map_or("null".to_string(), |d| {
+        let key =
+            d.0.key
+                .clone()
+                .unwrap_or_default()
+                .into_item()
+                .unwrap_or_default();
+        format!("DeleteRequest(key={})", item_to_json(&key))
+    });
+    format!("WriteRequest(putRequest={put}, deleteRequest={delete})")
+}
+
+/// Checks one WriteRequest against its table, before anything is written.
+fn plan_one(api: &Api, table: &Table, r: WriteRequestShape) -> Result<Planned, ApiError> {
+    match (r.put_request, r.delete_request) {
+        (Some(p), None) => {
+            let item = wire_item(p.0.item)?;
+            table.schema.validate_item_key(&item)?;
+            if item_size_bytes(&item) > MAX_ITEM_BYTES {
+                return Err(ApiError::validation(
+                    "Item size has exceeded the maximum allowed size",
+                ));
+            }
+            // Index keys too, before anything is written: the apply would
+            // refuse this item after others were written.
+            let local = table
+                .meta
+                .local_index_specs(api.cfg.item_collection_limit_bytes);
+            let global = table.meta.global_key_specs();
+            if let Some(msg) = local
+                .and_then(|l| invalid_index_key(&l, &item))
+                .or_else(|| invalid_global_key(&global, &item))
+            {
+                return Err(ApiError::Validation(msg));
+            }
+            let resend = json!({ "PutRequest": { "Item": item_to_json(&item) } });
+            Ok(Planned {
+                kind: WriteKind::Put,
+                key: table.schema.key_of(&item),
+                item: Some(item),
+                resend,
+            })
+        }
+        (None, Some(d)) => {
+            let key = wire_item(d.0.key)?;
+            table.schema.validate_key(&key)?;
+            let resend = json!({ "DeleteRequest": { "Key": item_to_json(&key) } });
+            Ok(Planned {
+                kind: WriteKind::Delete,
+                key,
+                item: None,
+                resend,
+            })
+        }
+        _ => Err(ApiError::validation(
+            "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes",
+        )),
+    }
+}
+
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let mut v = Violations::default();
+    let mode: CapacityMode = ReturnCapacity::member(
+        &mut v,
+        input.return_consumed_capacity.as_ref(),
+        "returnConsumedCapacity",
+    )
+    .into();
+    let metrics = ReturnMetrics::member(
+        &mut v,
+        input.return_item_collection_metrics.as_ref(),
         "returnItemCollectionMetrics",
-        &["SIZE", "NONE"],
-    )? == Some("SIZE");
-    let request = super::batch_get_item::request_items(body, "BatchWriteItem")?;
-    let total: usize = request
-        .values()
-        .map(|v| v.as_array().map_or(0, |a| a.len()))
-        .sum();
-    if let Some((name, reqs)) = request.iter().find(|(_, r)| {
-        r.as_array()
-            .is_some_and(|a| a.len() > MAX_BATCH_WRITE_ITEMS)
-    }) {
+    ) == Some(ReturnMetrics::Size);
+    v.check()?;
+    let request = match input.request_items {
+        Some(r) if !r.is_empty() => r,
+        _ => {
+            return Err(super::batch_get_item::required_request_items(
+                "BatchWriteItem",
+            ));
+        }
+    };
+    if let Some((name, reqs)) = request
+        .iter()
+        .find(|(_, r)| r.0.is_empty() || r.0.len() > MAX_BATCH_WRITE_ITEMS)
+    {
         // DynamoDB shows the map as Java renders it.
-        let shown: Vec<String> = reqs
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(java_write_request)
-            .collect();
+        let shown: Vec<String> = reqs.0.iter().map(|r| java_write_request(&r.0)).collect();
         return Err(ApiError::validation(format!(
             "1 validation error detected: Value '{{{name}=[{}]}}' at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to {MAX_BATCH_WRITE_ITEMS}, Member must have length greater than or equal to 1]",
             shown.join(", ")
         )));
     }
+    let total: usize = request.iter().map(|(_, r)| r.0.len()).sum();
     if total > MAX_BATCH_WRITE_ITEMS {
         return Err(ApiError::validation(
             "Too many items requested for the BatchWriteItem call",
         ));
     }
     let mut plans = Vec::new();
-    for (name, reqs) in request {
+    for (name, reqs) in request.0 {
         let mut v = Violations::default();
-        check_table_name(&mut v, Some(name), "requestItems.key");
+        check_table_name(&mut v, Some(&name), "requestItems.key");
         v.check()?;
-        let reqs = reqs.as_array().ok_or_else(|| {
-            ApiError::Serialization(Some("Start of list found where not expected".into()))
-        })?;
-        if reqs.is_empty() {
-            return Err(ApiError::validation(
-                "1 validation error detected: Value '{}' at 'requestItems' failed to satisfy constraint: Map value must satisfy constraint: [Member must have length less than or equal to 25, Member must have length greater than or equal to 1]",
-            ));
-        }
-        let table = active_table(api, name)?;
+        let table = active_table(api, &name)?;
         let mut seen = Vec::new();
-        for r in reqs {
-            let put = r.get("PutRequest").filter(|v| !v.is_null());
-            let del = r.get("DeleteRequest").filter(|v| !v.is_null());
-            let (kind, key, item, raw): (WriteKind, Item, Option<Item>, Value) = match (put, del) {
-                (Some(p), None) => {
-                    let item = item_from_json(p.get("Item").unwrap_or(&Value::Null))?;
-                    table.schema.validate_item_key(&item)?;
-                    if item_size_bytes(&item) > MAX_ITEM_BYTES {
-                        return Err(ApiError::validation(
-                            "Item size has exceeded the maximum allowed size",
-                        ));
-                    }
-                    // Index keys too, before anything is written: the apply
-                    // would refuse this item after others were written.
-                    let local = table
-                        .meta
-                        .local_index_specs(api.cfg.item_collection_limit_bytes);
-                    let global = table.meta.global_key_specs();
-                    if let Some(msg) = local
-                        .and_then(|l| invalid_index_key(&l, &item))
-                        .or_else(|| invalid_global_key(&global, &item))
-                    {
-                        return Err(ApiError::Validation(msg));
-                    }
-                    (
-                        WriteKind::Put,
-                        table.schema.key_of(&item),
-                        Some(item),
-                        r.clone(),
-                    )
-                }
-                (None, Some(d)) => {
-                    let key = item_from_json(d.get("Key").unwrap_or(&Value::Null))?;
-                    table.schema.validate_key(&key)?;
-                    (WriteKind::Delete, key, None, r.clone())
-                }
-                _ => {
-                    return Err(ApiError::validation(
-                        "Supplied AttributeValue has more than one datatypes set, must contain exactly one of the supported datatypes",
-                    ));
-                }
-            };
-            let sk = table.schema.storage_key(&key);
+        for r in reqs.0 {
+            let p = plan_one(api, &table, r.0)?;
+            let sk = table.schema.storage_key(&p.key);
             if seen.contains(&sk) {
                 return Err(ApiError::validation(
                     "Provided list of item keys contains duplicates",
                 ));
             }
             seen.push(sk);
-            plans.push((name.clone(), table.clone(), kind, key, item, raw));
+            plans.push((name.clone(), table.clone(), p.kind, p.key, p.item, p.resend));
         }
     }
     let mut set = tokio::task::JoinSet::new();

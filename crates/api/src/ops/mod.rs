@@ -53,8 +53,8 @@ macro_rules! operations {
 }
 
 operations! { api, body;
-    "BatchGetItem" => batch_get_item::execute(api, &tree(body)?).await,
-    "BatchWriteItem" => batch_write_item::execute(api, &tree(body)?).await,
+    "BatchGetItem" => batch_get_item::execute(api, parse_body(body)?).await,
+    "BatchWriteItem" => batch_write_item::execute(api, parse_body(body)?).await,
     "CreateTable" => create_table::execute(api, &tree(body)?).await,
     "DeleteItem" => delete_item::execute(api, parse_body(body)?).await,
     "DeleteTable" => delete_table::execute(api, &tree(body)?).await,
