@@ -402,14 +402,17 @@ pub struct WireItem {
     /// The first invalid attribute value, in request order: its name and
     /// DynamoDB's validation message.
     invalid: Option<(String, String)>,
+    /// Members sent, valid or not.
+    sent: usize,
 }
 
 impl WireItem {
+    /// Members sent, valid or not.
     pub fn len(&self) -> usize {
-        self.item.len()
+        self.sent
     }
     pub fn is_empty(&self) -> bool {
-        self.item.is_empty()
+        self.sent == 0
     }
 
     /// The item, or the first of its values' validation errors.
@@ -451,6 +454,7 @@ impl<'de> Visitor<'de> for ItemVisitor {
         let mut out = WireItem::default();
         while let Some(k) = m.next_key::<String>()? {
             let WireValue(v) = m.next_value_seed(ValueSeed { depth: self.depth })?;
+            out.sent += 1;
             match v {
                 Ok(v) => {
                     out.item.insert(k, v);
@@ -862,6 +866,15 @@ mod tests {
         let wire = s.item.unwrap().into_item().unwrap();
         let tree = crate::value::item_from_json(&serde_json::from_str(text).unwrap()).unwrap();
         assert_eq!(wire, tree);
+    }
+
+    #[test]
+    fn an_item_of_invalid_values_is_not_empty() {
+        let s: Shape = from_body(br#"{"Item": {"a": {"N": "1e999"}}}"#).unwrap();
+        let item = s.item.unwrap();
+        assert_eq!(item.len(), 1);
+        assert!(!item.is_empty());
+        assert_eq!(item.first_invalid().map(|(k, _)| k), Some("a"));
     }
 
     #[test]

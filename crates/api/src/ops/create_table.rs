@@ -98,7 +98,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     if !instant {
         super::schedule_transition(api, name, Some(TableStatus::Active));
     }
-    Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
+    Ok(json!({ "TableDescription": super::describe_created(api, &meta).await? }))
 }
 
 /// AttributeDefinitions of a request (empty when absent), checked.

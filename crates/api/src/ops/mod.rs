@@ -158,9 +158,25 @@ pub fn table_arn(api: &Api, name: &str) -> String {
     )
 }
 
-/// TableDescription as DescribeTable, CreateTable and DeleteTable return it.
+/// TableDescription as DescribeTable, UpdateTable and DeleteTable return
+/// it, with the table's current counts and sizes.
 pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
-    let stats = api.router.stats(meta).await?;
+    describe_table(api, meta, true).await
+}
+
+/// TableDescription of a table CreateTable just made: empty by definition,
+/// so nothing is asked of its partitions (which a racing DeleteTable may
+/// already have dropped; the create still succeeded).
+pub async fn describe_created(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
+    describe_table(api, meta, false).await
+}
+
+async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Value, ApiError> {
+    let stats = if measure {
+        api.router.stats(meta).await?
+    } else {
+        Default::default()
+    };
     let (count, bytes) = (stats.count, stats.bytes);
     let secs = |ms: u64| ms as f64 / 1000.0;
     let mut key_schema = vec![json!({"AttributeName": meta.hash_key.0, "KeyType": "HASH"})];
@@ -209,7 +225,11 @@ pub async fn describe(api: &Api, meta: &TableMeta) -> Result<Value, ApiError> {
         let table_arn = table_arn(api, &meta.name);
         let mut indexes = Vec::new();
         for g in &meta.global_indexes {
-            let (count, bytes) = api.router.index_stats(meta, g.id).await?;
+            let (count, bytes) = if measure {
+                api.router.index_stats(meta, g.id).await?
+            } else {
+                (0, 0)
+            };
             let mut ix = index_description(&g.index, &table_arn, count, bytes);
             ix["IndexStatus"] = json!(g.status.as_str());
             if g.status == IndexStatus::Creating {
