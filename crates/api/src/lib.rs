@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod params;
+pub mod tag_rules;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;

@@ -9,14 +9,6 @@ use dynaraft_storage::{
     Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableMeta, TableStatus,
 };
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
-
-/// Most tags on one resource.
-pub const MAX_TAGS: usize = 50;
-/// Longest tag key, in bytes (DynamoDB documents 128 characters).
-pub const MAX_TAG_KEY_BYTES: usize = 128;
-/// Longest tag value, in bytes (DynamoDB documents 256 characters).
-pub const MAX_TAG_VALUE_BYTES: usize = 256;
 
 pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     if crate::params::opt_str(body, "TableName")?.is_none() {
@@ -67,7 +59,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             write_capacity: w,
         })
         .collect();
-    let tags = parse_tags(body)?;
+    let tags = crate::tag_rules::parse_tags(body)?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
         name: name.clone(),
@@ -298,32 +290,4 @@ pub fn throughput(pt: &Value) -> Result<(u64, u64), ApiError> {
     }
     v.check()?;
     Ok((r.unwrap_or(1) as u64, w.unwrap_or(1) as u64))
-}
-
-pub fn parse_tags(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
-    let mut out = BTreeMap::new();
-    for t in opt_array(body, "Tags")?.into_iter().flatten() {
-        let k = t.get("Key").and_then(|x| x.as_str());
-        let v = t.get("Value").and_then(|x| x.as_str());
-        match (k, v) {
-            (Some(k), Some(v))
-                if !k.is_empty()
-                    && k.len() <= MAX_TAG_KEY_BYTES
-                    && v.len() <= MAX_TAG_VALUE_BYTES =>
-            {
-                out.insert(k.to_string(), v.to_string());
-            }
-            _ => {
-                return Err(ApiError::validation(
-                    "One or more parameter values were invalid: Invalid tag",
-                ));
-            }
-        }
-    }
-    if out.len() > MAX_TAGS {
-        return Err(ApiError::LimitExceeded(
-            "The number of tags exceeds the limit for this resource".into(),
-        ));
-    }
-    Ok(out)
 }

@@ -15,15 +15,24 @@ fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
         v.check()?;
         return Err(ApiError::validation("Invalid TableArn"));
     };
+    if !arn.starts_with("arn:") {
+        return Err(ApiError::validation(format!(
+            "Invalid TableArn: ARNs must start with 'arn:': {arn}"
+        )));
+    }
     let prefix = format!(
         "arn:aws:dynamodb:{}:{}:table/",
         api.cfg.region, api.cfg.account_id
     );
-    let name = arn.strip_prefix(&prefix).ok_or_else(|| {
-        ApiError::validation(format!(
-            "Invalid TableArn: Invalid ResourceArn provided as input {arn}"
-        ))
-    })?;
+    // Only tables carry tags: an index's ARN (`table/T/index/I`) is refused.
+    let name = arn
+        .strip_prefix(&prefix)
+        .filter(|n| !n.contains('/'))
+        .ok_or_else(|| {
+            ApiError::validation(format!(
+                "Invalid TableArn: Invalid ResourceArn provided as input {arn}"
+            ))
+        })?;
     api.router.table(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: ResourcArn: {arn} not found"
@@ -33,7 +42,7 @@ fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
 
 pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let t = resource(api, body)?;
-    let tags = super::create_table::parse_tags(body)?;
+    let tags = crate::tag_rules::parse_tags(body)?;
     if tags.is_empty() {
         return Err(ApiError::validation(
             "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null",
@@ -41,11 +50,7 @@ pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     let mut meta = t.meta.clone();
     meta.tags.extend(tags);
-    if meta.tags.len() > super::create_table::MAX_TAGS {
-        return Err(ApiError::LimitExceeded(
-            "The number of tags exceeds the limit for this resource".into(),
-        ));
-    }
+    crate::tag_rules::check_total(&meta.tags)?;
     super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
     // TagResource and UntagResource answer with an empty body.
     Ok(Value::Null)
