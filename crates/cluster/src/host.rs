@@ -231,7 +231,7 @@ impl Host {
             return Ok(g);
         }
         let log = self.inner.logs.lock().await.store(group);
-        let sm = GroupStateMachine::new(group, self.inner.tree.clone())
+        let sm = GroupStateMachine::new(group, self.inner.tree.clone())?
             .with_committer(self.inner.committer.clone());
         let network = self.inner.channels.factory(group);
         let g =

@@ -13,6 +13,7 @@
 
 use crate::io_err;
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
+use dynaraft_storage::StorageError;
 use dynaraft_storage::committer::Committer;
 use dynaraft_storage::machine::{self, Outcome, Overlay};
 use futures_util::StreamExt;
@@ -38,15 +39,20 @@ pub struct GroupStateMachine {
 }
 
 impl GroupStateMachine {
-    pub fn new(group: u64, tree: dynaraft_storage::sled::Tree) -> GroupStateMachine {
-        let applied = machine::applied_index(&tree, group).unwrap_or(0);
-        GroupStateMachine {
+    /// The group's state machine over `tree`; fails if its applied index
+    /// cannot be read (never assumed to be 0).
+    pub fn new(
+        group: u64,
+        tree: dynaraft_storage::sled::Tree,
+    ) -> Result<GroupStateMachine, StorageError> {
+        let applied = machine::applied_index(&tree, group)?;
+        Ok(GroupStateMachine {
             group,
             tree,
             committer: None,
             current: Arc::new(Mutex::new(None)),
             applied: Arc::new(tokio::sync::watch::channel(applied).0),
-        }
+        })
     }
 
     /// Applies commit through `committer`, sharing sled batches with the

@@ -204,7 +204,11 @@ pub fn maintain(
     };
     let ck = collection_key(group, &prefix);
     let size = ov.get_u64(&ck)?;
-    let grown = size.saturating_add_signed(delta);
+    let grown = size.checked_add_signed(delta).ok_or_else(|| {
+        StorageError::Corrupt(format!(
+            "item collection size {size} cannot change by {delta}"
+        ))
+    })?;
     if delta > 0 && grown > local.collection_limit_bytes {
         return Ok(Maintained::TooLarge);
     }

@@ -79,14 +79,22 @@ pub fn nodes_prefix() -> Vec<u8> {
     k
 }
 
-fn u64_of(v: Option<sled::IVec>) -> u64 {
-    v.and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-        .map_or(0, u64::from_be_bytes)
+/// A stored u64 counter: 0 when it was never written; anything but eight
+/// bytes is corruption, not zero.
+fn u64_of(key: &[u8], v: Option<sled::IVec>) -> Result<u64, StorageError> {
+    match v {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b.as_ref())
+            .map(u64::from_be_bytes)
+            .map_err(|_| {
+                StorageError::Corrupt(format!("counter {key:?} holds {} bytes, not 8", b.len()))
+            }),
+    }
 }
 
-/// The u64 counter stored at `key` (0 when absent or malformed).
+/// The u64 counter stored at `key` (0 when absent).
 pub(crate) fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StorageError> {
-    Ok(u64_of(tree.get(key)?))
+    u64_of(key, tree.get(key)?)
 }
 
 /// Result of applying one entry.
@@ -163,11 +171,17 @@ impl<'a> Overlay<'a> {
     }
 
     pub(crate) fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
-        Ok(u64_of(self.get(k)?.map(sled::IVec::from)))
+        u64_of(k, self.get(k)?.map(sled::IVec::from))
     }
 
+    /// Adds `delta` to the counter at `k`. A counter that would go below
+    /// zero (or past u64) means the counts and the data disagree: that is
+    /// corruption, reported, never clamped.
     pub(crate) fn add_i64(&mut self, k: Vec<u8>, delta: i64) -> Result<(), StorageError> {
-        let v = self.get_u64(&k)?.saturating_add_signed(delta);
+        let old = self.get_u64(&k)?;
+        let v = old.checked_add_signed(delta).ok_or_else(|| {
+            StorageError::Corrupt(format!("counter {k:?} at {old} cannot change by {delta}"))
+        })?;
         self.put(k, v.to_be_bytes().to_vec());
         Ok(())
     }

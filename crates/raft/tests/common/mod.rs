@@ -89,7 +89,8 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
         .unwrap()
         .with_durable_flush(flush);
     let sm =
-        dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.open_tree("state").unwrap());
+        dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.open_tree("state").unwrap())
+            .unwrap();
     let group =
         dynaraft_raft::RaftGroup::start(id, GROUP, &timing(), logs.store(GROUP), sm, network)
             .await
