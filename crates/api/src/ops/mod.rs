@@ -22,6 +22,7 @@ mod tags;
 mod time_to_live;
 mod transact_get_items;
 mod transact_write_items;
+mod transaction;
 mod update_item;
 mod update_table;
 pub mod write;
@@ -70,8 +71,8 @@ operations! { api, body;
     "Query" => query::execute(api, parse_body(body)?).await,
     "Scan" => scan::execute(api, parse_body(body)?).await,
     "TagResource" => tags::tag(api, &tree(body)?).await,
-    "TransactGetItems" => transact_get_items::execute(api, &tree(body)?).await,
-    "TransactWriteItems" => transact_write_items::execute(api, &tree(body)?).await,
+    "TransactGetItems" => transact_get_items::execute(api, parse_body(body)?).await,
+    "TransactWriteItems" => transact_write_items::execute(api, parse_body(body)?).await,
     "UntagResource" => tags::untag(api, &tree(body)?).await,
     "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
     "UpdateTable" => update_table::execute(api, &tree(body)?).await,

@@ -410,15 +410,3 @@ pub fn page_response(
     );
     out
 }
-
-/// ProjectionExpression or AttributesToGet of a member read as a JSON tree
-/// (BatchGetItem's tables, TransactGetItems' Gets), with its names.
-pub fn tree_projection(body: &Value) -> Result<Option<Vec<Path>>, ApiError> {
-    let expr = opt_str(body, "ProjectionExpression")?;
-    let input = ExprInput::from_body(body, &["ProjectionExpression"], &["AttributesToGet"])?;
-    let legacy = member::<List<Str>>(body, "AttributesToGet")?;
-    let mut subs = input.subs();
-    let p = projection_of(expr, legacy.as_ref().map(|l| l.0.as_slice()), &mut subs)?;
-    subs.check_unused()?;
-    Ok(p)
-}

@@ -2,34 +2,83 @@
 //! (see `dynaraft_cluster::txn`); items a running transaction holds cancel
 //! the read with TransactionConflict, as in DynamoDB.
 
-use super::transact_write_items::{reasons, transact_items};
+use super::read::projection_of;
+use super::transaction::{check_items, items, reasons};
 use crate::Api;
+use crate::enums::{ReturnCapacity, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
-use dynaraft_model::value::{item_from_json, item_size_bytes, item_to_json};
+use dynaraft_model::value::{item_size_bytes, item_to_json};
+use dynaraft_model::wire::{Dict, List, Obj, Str, WireItem};
 use dynaraft_storage::txn::Failure;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let items = transact_items(body)?;
-    let mode = capacity_mode(body)?;
+/// TransactGetItems' request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub transact_items: Option<List<Obj<TransactGetItem>>>,
+    pub return_consumed_capacity: Option<Str>,
+}
+
+/// One member of TransactItems.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactGetItem {
+    pub get: Option<Obj<Get>>,
+}
+
+/// The item one member reads, and which of its attributes.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Get {
+    pub table_name: Option<Str>,
+    pub key: Option<WireItem>,
+    pub projection_expression: Option<Str>,
+    pub expression_attribute_names: Option<Dict<Str>>,
+}
+
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let mut v = Violations::default();
+    check_items(&mut v, input.transact_items.as_ref());
+    let mode: CapacityMode = ReturnCapacity::member(
+        &mut v,
+        input.return_consumed_capacity.as_ref(),
+        "returnConsumedCapacity",
+    )
+    .into();
+    v.check()?;
+    let items = items(input.transact_items)?;
     let mut keys = Vec::with_capacity(items.len());
     let mut projections = Vec::with_capacity(items.len());
     let mut seen = HashSet::new();
     // A key that does not match its table's schema cancels the read with a
     // ValidationError reason for that item, as DynamoDB reports it.
     let mut invalid: Vec<(u32, Failure)> = Vec::new();
-    for (pos, entry) in items.iter().enumerate() {
-        let spec = entry.get("Get").filter(|g| g.is_object()).ok_or_else(|| {
-            ApiError::validation(
+    let n = items.len();
+    for (pos, entry) in items.into_iter().enumerate() {
+        let Some(Obj(get)) = entry.get else {
+            return Err(ApiError::validation(
                 "1 validation error detected: Value null at 'transactItems.member.get' failed to satisfy constraint: Member must not be null",
-            )
-        })?;
-        let name = table_name(spec)?;
-        let key = item_from_json(spec.get("Key").unwrap_or(&Value::Null))?;
-        let projection = super::read::tree_projection(spec)?;
+            ));
+        };
+        let name = resource_name(get.table_name.as_ref())?;
+        let mut v = Violations::default();
+        v.required(get.key.as_ref(), "transactItems.member.get.key");
+        v.check()?;
+        let exprs = ExprInput::from_parts(
+            &[("ProjectionExpression", get.projection_expression.is_some())],
+            &[],
+            get.expression_attribute_names,
+            None,
+        )?;
+        let mut subs = exprs.subs();
+        let projection = projection_of(get.projection_expression.as_deref(), None, &mut subs)?;
+        subs.check_unused()?;
+        let key = wire_item(get.key)?;
         let table = active_table(api, &name)?;
         let checked = table
             .schema
@@ -58,7 +107,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     }
     if !invalid.is_empty() {
         return Err(ApiError::TransactionCanceled {
-            reasons: reasons(items.len(), &invalid, &[]),
+            reasons: reasons(n, &invalid, &[]),
         });
     }
     let read = match api.router.transact_get(&keys).await? {
@@ -67,7 +116,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             let failures: Vec<(u32, Failure)> =
                 held.into_iter().map(|p| (p, Failure::Conflict)).collect();
             return Err(ApiError::TransactionCanceled {
-                reasons: reasons(items.len(), &failures, &[]),
+                reasons: reasons(n, &failures, &[]),
             });
         }
     };

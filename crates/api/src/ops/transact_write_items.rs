@@ -1,56 +1,49 @@
-//! TransactWriteItems: up to [`MAX_TRANSACT_ITEMS`] Put, Update, Delete and
+//! TransactWriteItems: up to 100 (`transaction::MAX_TRANSACT_ITEMS`) Put, Update, Delete and
 //! ConditionCheck items across tables, applied all or none (the commit
 //! protocol is in `dynaraft_cluster::txn`). A ClientRequestToken makes a
 //! retry within ten minutes return success without applying it again.
 
+use super::transaction::{check_items, items, reasons};
 use super::write::{WriteRequest, command};
 use super::{delete_item, put_item, update_item};
 use crate::Api;
-use crate::enums::{ReturnOnFailure, WireEnum};
+use crate::enums::{ReturnCapacity, ReturnMetrics, ReturnOnFailure, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::txn::{TxnResult, TxnWrite};
-use dynaraft_model::value::{item_size_bytes, item_to_json};
-use dynaraft_model::wire::Str;
-use dynaraft_storage::WriteKind;
-use dynaraft_storage::txn::Failure;
+use dynaraft_model::value::item_size_bytes;
+use dynaraft_model::wire::{List, Obj, Str};
+use dynaraft_storage::{WriteCommand, WriteKind};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 
-/// Most items in one transaction (TransactWriteItems or TransactGetItems).
-pub const MAX_TRANSACT_ITEMS: usize = 100;
 /// Most bytes of items one transaction writes (4 MB).
 pub const MAX_TRANSACT_BYTES: usize = 4 * 1024 * 1024;
 /// Longest ClientRequestToken, in characters.
 pub const MAX_CLIENT_TOKEN_CHARS: usize = 36;
 
-/// The TransactItems list, checked for presence and length.
-pub fn transact_items(body: &Value) -> Result<&Vec<Value>, ApiError> {
-    let items = opt_array(body, "TransactItems")?;
-    let mut v = Violations::default();
-    match items {
-        None => v.add(None, "transactItems", "Member must not be null"),
-        Some(list) if list.is_empty() => v.add(
-            Some("[]"),
-            "transactItems",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(list) if list.len() > MAX_TRANSACT_ITEMS => v.add(
-            Some(&format!("[{} items]", list.len())),
-            "transactItems",
-            &format!("Member must have length less than or equal to {MAX_TRANSACT_ITEMS}"),
-        ),
-        Some(_) => {}
-    }
-    v.check()?;
-    items.ok_or_else(|| ApiError::validation("TransactItems is missing"))
+/// TransactWriteItems' request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub transact_items: Option<List<Obj<TransactWriteItem>>>,
+    pub return_consumed_capacity: Option<Str>,
+    pub return_item_collection_metrics: Option<Str>,
+    pub client_request_token: Option<Str>,
 }
 
-/// Reads one TransactItems member's write as its typed shape; the legacy
-/// parameters (Expected, AttributeUpdates) are not members of a
-/// transaction's writes and are ignored, as DynamoDB ignores them.
-fn spec<T: serde::de::DeserializeOwned>(spec: &Value) -> Result<T, ApiError> {
-    T::deserialize(spec).map_err(|e| ApiError::Serialization(Some(e.to_string())))
+/// One member of TransactItems: exactly one of its four writes. Each is
+/// read with its single-item operation's shape; the legacy parameters
+/// (Expected, AttributeUpdates) are not members of a transaction's writes
+/// and are dropped, as DynamoDB ignores them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TransactWriteItem {
+    pub condition_check: Option<Obj<delete_item::Input>>,
+    pub put: Option<Obj<put_item::Input>>,
+    pub delete: Option<Obj<delete_item::Input>>,
+    pub update: Option<Obj<update_item::Input>>,
 }
 
 /// ReturnValuesOnConditionCheckFailure of one item: ALL_OLD or not.
@@ -65,86 +58,90 @@ fn old_on_failure(value: Option<&Str>) -> Result<bool, ApiError> {
     Ok(on_fail == Some(ReturnOnFailure::AllOld))
 }
 
-/// Parses one TransactItems member into its table and write.
+/// Checks one TransactItems member and finds its table.
 fn plan_item(
     api: &Api,
-    entry: &Value,
+    entry: TransactWriteItem,
 ) -> Result<(std::sync::Arc<dynaraft_cluster::Table>, WriteRequest), ApiError> {
-    let kinds = ["ConditionCheck", "Put", "Delete", "Update"];
-    let present: Vec<&str> = kinds
-        .into_iter()
-        .filter(|k| entry.get(*k).is_some_and(|v| !v.is_null()))
-        .collect();
-    let kind = match present.as_slice() {
-        [one] => *one,
-        [] => {
+    let count = [
+        entry.condition_check.is_some(),
+        entry.put.is_some(),
+        entry.delete.is_some(),
+        entry.update.is_some(),
+    ]
+    .into_iter()
+    .filter(|p| *p)
+    .count();
+    if count == 0 {
+        return Err(ApiError::validation(
+            "Invalid Request: TransactWriteRequest should contain Delete or Put or Update request",
+        ));
+    }
+    if count > 1 {
+        return Err(ApiError::validation(
+            "TransactItems can only contain one of Check, Put, Update or Delete",
+        ));
+    }
+    if let Some(Obj(p)) = entry.put {
+        let input = put_item::Input {
+            expected: None,
+            conditional_operator: None,
+            ..p
+        };
+        let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+        let name = resource_name(input.table_name.as_ref())?;
+        return put_item::plan(api, &name, input, old);
+    }
+    if let Some(Obj(u)) = entry.update {
+        let input = update_item::Input {
+            expected: None,
+            conditional_operator: None,
+            attribute_updates: None,
+            ..u
+        };
+        let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+        let name = resource_name(input.table_name.as_ref())?;
+        let (table, req, _) = update_item::plan(api, &name, input, old)?;
+        return Ok((table, req));
+    }
+    let (kind, d) = match (entry.delete, entry.condition_check) {
+        (Some(Obj(d)), _) => (WriteKind::Delete, d),
+        (None, Some(Obj(c))) => (WriteKind::Check, c),
+        (None, None) => {
             return Err(ApiError::validation(
                 "Invalid Request: TransactWriteRequest should contain Delete or Put or Update request",
             ));
         }
-        _ => {
-            return Err(ApiError::validation(
-                "TransactItems can only contain one of Check, Put, Update or Delete",
-            ));
-        }
     };
-    let raw = entry.get(kind).unwrap_or(&Value::Null);
-    if !raw.is_object() {
-        return Err(wrong_type("structure"));
-    }
-    Ok(match kind {
-        "Put" => {
-            let input = put_item::Input {
-                expected: None,
-                conditional_operator: None,
-                ..spec(raw)?
-            };
-            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
-            let name = resource_name(input.table_name.as_ref())?;
-            put_item::plan(api, &name, input, old)?
-        }
-        "Update" => {
-            let input = update_item::Input {
-                expected: None,
-                conditional_operator: None,
-                attribute_updates: None,
-                ..spec(raw)?
-            };
-            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
-            let name = resource_name(input.table_name.as_ref())?;
-            let (table, req, _) = update_item::plan(api, &name, input, old)?;
-            (table, req)
-        }
-        _ => {
-            let input = delete_item::Input {
-                expected: None,
-                conditional_operator: None,
-                ..spec(raw)?
-            };
-            let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
-            let name = resource_name(input.table_name.as_ref())?;
-            let write = if kind == "Delete" {
-                WriteKind::Delete
-            } else {
-                WriteKind::Check
-            };
-            delete_item::plan(api, &name, input, write, old)?
-        }
-    })
+    let input = delete_item::Input {
+        expected: None,
+        conditional_operator: None,
+        ..d
+    };
+    let old = old_on_failure(input.return_values_on_condition_check_failure.as_ref())?;
+    let name = resource_name(input.table_name.as_ref())?;
+    delete_item::plan(api, &name, input, kind, old)
 }
 
-/// A digest of the request's items, telling a retry from another request.
-pub fn fingerprint(items: &[Value]) -> String {
+/// A digest of the request's writes (as their commands: canonical JSON of
+/// keys, items, expressions, names and values), telling a retry from
+/// another request under the same ClientRequestToken.
+pub fn fingerprint(writes: &[(String, &WriteCommand)]) -> String {
     use sha2::Digest;
-    let canonical = serde_json::to_vec(items).unwrap_or_default();
-    let digest = sha2::Sha256::digest(&canonical);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    let mut h = sha2::Sha256::new();
+    for (table, cmd) in writes {
+        h.update(table.as_bytes());
+        h.update([0]);
+        // A command always serializes (string keys, no floats); an empty
+        // result would only make two requests look alike to the digest.
+        h.update(serde_json::to_vec(cmd).unwrap_or_default());
+        h.update([0]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The ClientRequestToken, checked for length.
-fn client_token(body: &Value) -> Result<Option<String>, ApiError> {
-    let token = opt_str(body, "ClientRequestToken")?;
-    let mut v = Violations::default();
+fn check_client_token(v: &mut Violations, token: Option<&Str>) {
     if let Some(t) = token {
         let n = t.chars().count();
         if n == 0 {
@@ -161,60 +158,33 @@ fn client_token(body: &Value) -> Result<Option<String>, ApiError> {
             );
         }
     }
-    v.check()?;
-    Ok(token.map(str::to_string))
 }
 
-/// One CancellationReasons member per item, in request order.
-pub fn reasons(n: usize, failures: &[(u32, Failure)], old_on_failure: &[bool]) -> Vec<Value> {
-    let mut out = vec![json!({ "Code": "None" }); n];
-    for (pos, f) in failures {
-        let pos = *pos as usize;
-        let Some(slot) = out.get_mut(pos) else {
-            continue;
-        };
-        *slot = match f {
-            Failure::ConditionFailed { old } => {
-                let mut r = json!({"Code": "ConditionalCheckFailed", "Message": "The conditional request failed"});
-                if let Some(old) = old
-                    .as_ref()
-                    .filter(|_| old_on_failure.get(pos) == Some(&true))
-                {
-                    r["Item"] = item_to_json(old);
-                }
-                r
-            }
-            Failure::Conflict => {
-                json!({"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"})
-            }
-            Failure::Invalid(m) => json!({"Code": "ValidationError", "Message": m}),
-            Failure::CollectionTooLarge => {
-                json!({"Code": "ItemCollectionSizeLimitExceeded", "Message": "Collection size exceeded."})
-            }
-            Failure::Throttled => {
-                json!({"Code": "ThrottlingError", "Message": "Throughput exceeds the current capacity for one or more global secondary indexes. DynamoDB is automatically scaling your index so please try again shortly."})
-            }
-        };
-    }
-    out
-}
-
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let items = transact_items(body)?;
-    let token = client_token(body)?;
-    let mode = capacity_mode(body)?;
-    enum_value(
-        body,
-        "ReturnItemCollectionMetrics",
+pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let mut v = Violations::default();
+    check_items(&mut v, input.transact_items.as_ref());
+    check_client_token(&mut v, input.client_request_token.as_ref());
+    let mode: CapacityMode = ReturnCapacity::member(
+        &mut v,
+        input.return_consumed_capacity.as_ref(),
+        "returnConsumedCapacity",
+    )
+    .into();
+    ReturnMetrics::member(
+        &mut v,
+        input.return_item_collection_metrics.as_ref(),
         "returnItemCollectionMetrics",
-        &["SIZE", "NONE"],
-    )?;
-    let mut writes = Vec::with_capacity(items.len());
-    let mut old_on_failure = Vec::with_capacity(items.len());
+    );
+    v.check()?;
+    let token = input.client_request_token.map(|t| t.0);
+    let entries = items(input.transact_items)?;
+    let n = entries.len();
+    let mut writes = Vec::with_capacity(n);
+    let mut old_on_failure = Vec::with_capacity(n);
     let mut seen = HashSet::new();
     let mut units: BTreeMap<String, f64> = BTreeMap::new();
     let mut total_bytes = 0usize;
-    for entry in items {
+    for entry in entries {
         let (table, req) = plan_item(api, entry)?;
         let write = command(api, &table, &req)?;
         if !seen.insert((table.meta.name.clone(), write.storage_key.clone())) {
@@ -234,10 +204,16 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "Transaction request size exceeds the maximum allowed size of 4 MB",
         ));
     }
+    let digest = fingerprint(
+        &writes
+            .iter()
+            .map(|w| (w.table.meta.name.clone(), &w.write))
+            .collect::<Vec<_>>(),
+    );
     let txn = fastrand::u128(..);
     let result = api
         .router
-        .transact_write(txn, &writes, token, fingerprint(items))
+        .transact_write(txn, &writes, token, digest)
         .await?;
     match result {
         TxnResult::Committed => {
@@ -246,7 +222,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             Ok(out)
         }
         TxnResult::Canceled(failures) => Err(ApiError::TransactionCanceled {
-            reasons: reasons(items.len(), &failures, &old_on_failure),
+            reasons: reasons(n, &failures, &old_on_failure),
         }),
         TxnResult::InProgress => Err(ApiError::TransactionInProgress),
         TxnResult::Mismatch => Err(ApiError::IdempotentParameterMismatch),
