@@ -5,9 +5,18 @@
 //! `_ . : / = + - @` only (the API Reference's Tag pattern).
 
 use crate::error::ApiError;
-use crate::params::{Violations, opt_array};
-use serde_json::Value;
+use crate::params::Violations;
+use dynaraft_model::wire::{List, Obj, Str};
+use serde::Deserialize;
 use std::collections::BTreeMap;
+
+/// One tag as sent.
+#[derive(Deserialize, Default, Clone)]
+#[serde(rename_all = "PascalCase")]
+pub struct Tag {
+    pub key: Option<Str>,
+    pub value: Option<Str>,
+}
 
 /// Most tags on one resource.
 pub const MAX_TAGS: usize = 50;
@@ -26,25 +35,24 @@ fn allowed(c: char) -> bool {
         || "_.:/=+-@".contains(c)
 }
 
-/// The request's `Tags` list, checked: every violation reported together,
+/// A request's `Tags` list, checked: every violation reported together,
 /// as DynamoDB reports them.
-pub fn parse_tags(body: &Value) -> Result<BTreeMap<String, String>, ApiError> {
-    let list = opt_array(body, "Tags")?;
+pub fn parse_tags(list: Option<&List<Obj<Tag>>>) -> Result<BTreeMap<String, String>, ApiError> {
     let mut v = Violations::default();
     let mut out = BTreeMap::new();
     if let Some(list) = list
-        && list.len() > MAX_TAGS
+        && list.0.len() > MAX_TAGS
     {
         v.add(
-            Some(&format!("[{} tags]", list.len())),
+            Some(&format!("[{} tags]", list.0.len())),
             "tags",
             &format!("Member must have length less than or equal to {MAX_TAGS}"),
         );
     }
-    for (i, t) in list.into_iter().flatten().enumerate() {
+    for (i, t) in list.into_iter().flat_map(|l| l.0.iter()).enumerate() {
         let at = |f: &str| format!("tags.{}.member.{f}", i + 1);
-        let key = t.get("Key").and_then(Value::as_str);
-        let value = t.get("Value").and_then(Value::as_str);
+        let key = t.0.key.as_deref();
+        let value = t.0.value.as_deref();
         match key {
             None => v.null(&at("key")),
             Some(k) => {

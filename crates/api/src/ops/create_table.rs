@@ -59,7 +59,8 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             write_capacity: w,
         })
         .collect();
-    let tags = crate::tag_rules::parse_tags(body)?;
+    let tag_list = crate::params::member(body, "Tags")?;
+    let tags = crate::tag_rules::parse_tags(tag_list.as_ref())?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
         name: name.clone(),

@@ -1,11 +1,12 @@
 //! DescribeTable.
+use super::TableInput;
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::table_name;
+use crate::params::resource_name;
 use serde_json::{Value, json};
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
+pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
     let t = api.router.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"

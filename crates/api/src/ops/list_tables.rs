@@ -1,14 +1,24 @@
 //! ListTables, paginated by table name.
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{Violations, check_table_name, opt_i64, opt_str};
+use crate::params::{Violations, check_table_name};
+use dynaraft_model::wire::{Int, Str};
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// ListTables' request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Input {
+    pub exclusive_start_table_name: Option<Str>,
+    pub limit: Option<Int>,
+}
 
 pub const MAX_LIST_TABLES_LIMIT: i64 = 100;
 
-pub fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let start = opt_str(body, "ExclusiveStartTableName")?;
-    let limit = opt_i64(body, "Limit")?;
+pub fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let start = input.exclusive_start_table_name.as_deref();
+    let limit = input.limit.map(|l| l.0);
     let mut v = Violations::default();
     if let Some(s) = start {
         check_table_name(&mut v, Some(s), "exclusiveStartTableName");

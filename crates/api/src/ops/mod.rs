@@ -30,9 +30,11 @@ pub mod write;
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::parse_body;
+use dynaraft_model::wire::Str;
 use dynaraft_storage::{
     Command, IndexMeta, IndexStatus, Outcome, Projection, TableMeta, TableStatus,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -58,25 +60,25 @@ operations! { api, body;
     "BatchWriteItem" => batch_write_item::execute(api, parse_body(body)?).await,
     "CreateTable" => create_table::execute(api, &tree(body)?).await,
     "DeleteItem" => delete_item::execute(api, parse_body(body)?).await,
-    "DeleteTable" => delete_table::execute(api, &tree(body)?).await,
-    "DescribeContinuousBackups" => continuous_backups::describe(api, &tree(body)?),
+    "DeleteTable" => delete_table::execute(api, parse_body(body)?).await,
+    "DescribeContinuousBackups" => continuous_backups::describe(api, parse_body(body)?),
     "DescribeEndpoints" => describe_endpoints::execute(api),
     "DescribeLimits" => describe_limits::execute(),
-    "DescribeTable" => describe_table::execute(api, &tree(body)?).await,
-    "DescribeTimeToLive" => time_to_live::describe(api, &tree(body)?),
+    "DescribeTable" => describe_table::execute(api, parse_body(body)?).await,
+    "DescribeTimeToLive" => time_to_live::describe(api, parse_body(body)?),
     "GetItem" => get_item::execute(api, parse_body(body)?).await,
-    "ListTables" => list_tables::execute(api, &tree(body)?),
-    "ListTagsOfResource" => tags::list(api, &tree(body)?),
+    "ListTables" => list_tables::execute(api, parse_body(body)?),
+    "ListTagsOfResource" => tags::list(api, parse_body(body)?).await,
     "PutItem" => put_item::execute(api, parse_body(body)?).await,
     "Query" => query::execute(api, parse_body(body)?).await,
     "Scan" => scan::execute(api, parse_body(body)?).await,
-    "TagResource" => tags::tag(api, &tree(body)?).await,
+    "TagResource" => tags::tag(api, parse_body(body)?).await,
     "TransactGetItems" => transact_get_items::execute(api, parse_body(body)?).await,
     "TransactWriteItems" => transact_write_items::execute(api, parse_body(body)?).await,
-    "UntagResource" => tags::untag(api, &tree(body)?).await,
+    "UntagResource" => tags::untag(api, parse_body(body)?).await,
     "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
     "UpdateTable" => update_table::execute(api, &tree(body)?).await,
-    "UpdateTimeToLive" => time_to_live::update(api, &tree(body)?).await,
+    "UpdateTimeToLive" => time_to_live::update(api, parse_body(body)?).await,
 }
 
 /// DynamoDB operations this server does not implement yet; they answer
@@ -118,6 +120,14 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "UpdateKinesisStreamingDestination",
     "UpdateTableReplicaAutoScaling",
 ];
+
+/// The request of the operations that name only a table (DescribeTable,
+/// DeleteTable, DescribeTimeToLive, DescribeContinuousBackups).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TableInput {
+    pub table_name: Option<Str>,
+}
 
 pub fn is_known(op: &str) -> bool {
     OPERATIONS.contains(&op)

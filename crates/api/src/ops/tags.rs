@@ -1,17 +1,43 @@
 //! TagResource, UntagResource, ListTagsOfResource.
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{Violations, opt_array, opt_str};
+use crate::params::Violations;
+use crate::tag_rules::{Tag, check_total, parse_tags};
 use dynaraft_cluster::Table;
+use dynaraft_model::wire::{List, Obj, Str};
 use dynaraft_storage::Command;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
-    let arn = opt_str(body, "ResourceArn")?;
-    let Some(arn) = arn else {
+/// TagResource's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagInput {
+    pub resource_arn: Option<Str>,
+    pub tags: Option<List<Obj<Tag>>>,
+}
+
+/// UntagResource's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct UntagInput {
+    pub resource_arn: Option<Str>,
+    pub tag_keys: Option<List<Str>>,
+}
+
+/// ListTagsOfResource's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListInput {
+    pub resource_arn: Option<Str>,
+}
+
+/// The table a ResourceArn names (only tables carry tags).
+fn resource(api: &Api, arn: Option<&Str>) -> Result<Arc<Table>, ApiError> {
+    let Some(arn) = arn.map(|a| a.0.as_str()) else {
         let mut v = Violations::default();
-        v.add(None, "resourceArn", "Member must not be null");
+        v.null("resourceArn");
         v.check()?;
         return Err(ApiError::validation("Invalid TableArn"));
     };
@@ -24,7 +50,7 @@ fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
         "arn:aws:dynamodb:{}:{}:table/",
         api.cfg.region, api.cfg.account_id
     );
-    // Only tables carry tags: an index's ARN (`table/T/index/I`) is refused.
+    // An index's ARN (`table/T/index/I`) is refused.
     let name = arn
         .strip_prefix(&prefix)
         .filter(|n| !n.contains('/'))
@@ -40,38 +66,48 @@ fn resource(api: &Api, body: &Value) -> Result<Arc<Table>, ApiError> {
     })
 }
 
-pub async fn tag(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let t = resource(api, body)?;
-    let tags = crate::tag_rules::parse_tags(body)?;
+pub async fn tag(api: &Api, input: TagInput) -> Result<Value, ApiError> {
+    let t = resource(api, input.resource_arn.as_ref())?;
+    let tags = parse_tags(input.tags.as_ref())?;
     if tags.is_empty() {
-        return Err(ApiError::validation(
-            "1 validation error detected: Value null at 'tags' failed to satisfy constraint: Member must not be null",
-        ));
+        let mut v = Violations::default();
+        match &input.tags {
+            None => v.null("tags"),
+            Some(_) => v.add(
+                Some("[]"),
+                "tags",
+                "Member must have length greater than or equal to 1",
+            ),
+        }
+        v.check()?;
     }
     let mut meta = t.meta.clone();
     meta.tags.extend(tags);
-    crate::tag_rules::check_total(&meta.tags)?;
+    check_total(&meta.tags)?;
     super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
     // TagResource and UntagResource answer with an empty body.
     Ok(Value::Null)
 }
 
-pub async fn untag(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let t = resource(api, body)?;
-    let keys = opt_array(body, "TagKeys")?.ok_or_else(|| {
-        ApiError::validation("1 validation error detected: Value null at 'tagKeys' failed to satisfy constraint: Member must not be null")
-    })?;
+pub async fn untag(api: &Api, input: UntagInput) -> Result<Value, ApiError> {
+    let t = resource(api, input.resource_arn.as_ref())?;
+    let Some(keys) = input.tag_keys else {
+        let mut v = Violations::default();
+        v.null("tagKeys");
+        v.check()?;
+        return Ok(Value::Null);
+    };
     let mut meta = t.meta.clone();
-    for k in keys.iter().filter_map(|k| k.as_str()) {
-        meta.tags.remove(k);
+    for k in &keys.0 {
+        meta.tags.remove(&k.0);
     }
     super::change_table(api, Command::ReplaceTableMeta(meta), &t.meta.name).await?;
     // TagResource and UntagResource answer with an empty body.
     Ok(Value::Null)
 }
 
-pub fn list(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let t = resource(api, body)?;
+pub async fn list(api: &Api, input: ListInput) -> Result<Value, ApiError> {
+    let t = resource(api, input.resource_arn.as_ref())?;
     let tags: Vec<Value> = t
         .meta
         .tags

@@ -1,8 +1,27 @@
 //! DescribeTimeToLive and UpdateTimeToLive. Expired items are deleted by
 //! the storage node's sweeper (`dynaraft_storage::ttl`).
+use super::TableInput;
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{Violations, table_name};
+use crate::params::{Violations, resource_name};
+use dynaraft_model::wire::{Flag, Obj, Str};
+use serde::Deserialize;
+
+/// UpdateTimeToLive's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateInput {
+    pub table_name: Option<Str>,
+    pub time_to_live_specification: Option<Obj<Specification>>,
+}
+
+/// TimeToLiveSpecification.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Specification {
+    pub enabled: Option<Flag>,
+    pub attribute_name: Option<Str>,
+}
 use dynaraft_storage::{Command, TableStatus};
 use serde_json::{Value, json};
 
@@ -17,8 +36,8 @@ fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_cluster::Table
     })
 }
 
-pub fn describe(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
+pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
     let t = table(api, &name)?;
     Ok(match &t.meta.ttl_attribute {
         Some(a) => {
@@ -28,13 +47,11 @@ pub fn describe(api: &Api, body: &Value) -> Result<Value, ApiError> {
     })
 }
 
-pub async fn update(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
-    let spec = body.get("TimeToLiveSpecification").filter(|v| !v.is_null());
-    let enabled = spec.and_then(|s| s.get("Enabled")).and_then(Value::as_bool);
-    let attr = spec
-        .and_then(|s| s.get("AttributeName"))
-        .and_then(Value::as_str);
+pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
+    let spec = input.time_to_live_specification.as_ref().map(|s| &s.0);
+    let enabled = spec.and_then(|s| s.enabled).map(|f| f.0);
+    let attr = spec.and_then(|s| s.attribute_name.as_deref());
     let mut v = Violations::default();
     match spec {
         None => v.add(None, "timeToLiveSpecification", "Member must not be null"),
