@@ -227,10 +227,59 @@ pub fn member<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// Longest name of a key attribute (in AttributeDefinitions and key
+/// schemas), in characters.
+pub const MAX_KEY_ATTRIBUTE_NAME_CHARS: usize = 255;
+
+/// The length constraints on a key attribute's name, checked into `v`.
+pub fn check_key_attribute_name(v: &mut Violations, name: &str, path: &str) {
+    let n = name.chars().count();
+    if n < 1 {
+        v.add(
+            Some(name),
+            path,
+            "Member must have length greater than or equal to 1",
+        );
+    }
+    if n > MAX_KEY_ATTRIBUTE_NAME_CHARS {
+        v.add(
+            Some(name),
+            path,
+            &format!(
+                "Member must have length less than or equal to {MAX_KEY_ATTRIBUTE_NAME_CHARS}"
+            ),
+        );
+    }
+}
+
+/// Longest attribute name, in bytes (DynamoDB's limit for names outside
+/// key schemas).
+pub const MAX_ATTRIBUTE_NAME_BYTES: usize = 65535;
+
+/// Why `name` cannot be an attribute name, if it cannot: empty, or longer
+/// than [`MAX_ATTRIBUTE_NAME_BYTES`].
+pub fn attribute_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("Empty attribute name".into());
+    }
+    if name.len() > MAX_ATTRIBUTE_NAME_BYTES {
+        return Some(format!(
+            "Attribute name is too large, must be less than or equal to {MAX_ATTRIBUTE_NAME_BYTES} bytes"
+        ));
+    }
+    None
+}
+
 /// A decoded item (or key) of a typed request, or DynamoDB's validation
-/// error for its first invalid value.
+/// error for its first invalid value or attribute name.
 pub fn wire_item(item: Option<WireItem>) -> Result<Item, ApiError> {
-    Ok(item.unwrap_or_default().into_item()?)
+    let item = item.unwrap_or_default().into_item()?;
+    if let Some(p) = item.keys().find_map(|k| attribute_name_problem(k)) {
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: {p}"
+        )));
+    }
+    Ok(item)
 }
 
 pub fn table_name(body: &Value) -> Result<String, ApiError> {
@@ -380,6 +429,14 @@ impl ExprInput {
             .flat_map(|d| d.0)
             .map(|(k, v)| (k, v.0))
             .collect();
+        if let Some((k, p)) = name_map
+            .iter()
+            .find_map(|(k, v)| attribute_name_problem(v).map(|p| (k, p)))
+        {
+            return Err(ApiError::validation(format!(
+                "ExpressionAttributeNames contains invalid value: {p} for key {k}"
+            )));
+        }
         let values = values.unwrap_or_default();
         if let Some((k, m)) = values.first_invalid() {
             return Err(ApiError::validation(format!(

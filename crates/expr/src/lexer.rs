@@ -98,6 +98,9 @@ pub fn lex(src: &str, kind: ExprKind) -> Result<Vec<Token>, ExprError> {
                 }
                 Tok::Int(text.to_string())
             }
+            // A bare name starts with a letter: DynamoDB's lexer does not
+            // read `_abc` as a name (`#_abc` is fine).
+            b'_' => return Err(syntax(kind, "_")),
             c if is_word_byte(c) => {
                 while i < b.len() && is_word_byte(b[i]) {
                     i += 1;

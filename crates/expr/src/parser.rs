@@ -240,7 +240,7 @@ impl<'a> Parser<'a> {
                 Ok(Operand::Value(self.value(&v)?))
             }
             Tok::Ident(w) if self.is_function_call() => {
-                if !w.eq_ignore_ascii_case("size") {
+                if w.as_str() != "size" {
                     if is_condition_function(&w) {
                         return Err(self.err(format!(
                             "The function is not allowed to be used this way in an expression; function: {w}"
@@ -317,7 +317,7 @@ impl<'a> Parser<'a> {
         }
         if let Tok::Ident(w) = self.peek().clone()
             && self.is_function_call()
-            && !w.eq_ignore_ascii_case("size")
+            && w.as_str() != "size"
         {
             return self.function(&w);
         }
@@ -412,8 +412,10 @@ impl<'a> Parser<'a> {
         self.count_operator()?;
         self.enter()?;
         self.pos += 2; // name and "("
-        let lower = name.to_ascii_lowercase();
-        let cond = match lower.as_str() {
+        // Function names are case-sensitive in DynamoDB (`BEGINS_WITH(...)`
+        // is an invalid function name), unlike keywords.
+        let lower = name;
+        let cond = match lower {
             "attribute_exists" | "attribute_not_exists" => {
                 let p = self.path_arg(name)?;
                 if lower == "attribute_exists" {
@@ -601,8 +603,8 @@ impl<'a> Parser<'a> {
                 self.count_operator()?;
                 self.enter()?;
                 self.pos += 2;
-                let lower = w.to_ascii_lowercase();
-                let r = match lower.as_str() {
+                let lower = w.as_str();
+                let r = match lower {
                     "if_not_exists" => {
                         let p = self.path()?;
                         self.expect(Tok::Comma)?;
@@ -641,7 +643,7 @@ impl<'a> Parser<'a> {
 
 fn is_condition_function(w: &str) -> bool {
     matches!(
-        w.to_ascii_lowercase().as_str(),
+        w,
         "attribute_exists" | "attribute_not_exists" | "attribute_type" | "begins_with" | "contains"
     )
 }

@@ -105,12 +105,10 @@ fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, 
     for (i, a) in list.iter().enumerate() {
         let n = a.get("AttributeName").and_then(|x| x.as_str());
         let t = a.get("AttributeType").and_then(|x| x.as_str());
-        if n.is_none() {
-            v.add(
-                None,
-                &format!("attributeDefinitions.{}.member.attributeName", i + 1),
-                "Member must not be null",
-            );
+        let path = format!("attributeDefinitions.{}.member.attributeName", i + 1);
+        match n {
+            None => v.add(None, &path, "Member must not be null"),
+            Some(n) => crate::params::check_key_attribute_name(&mut v, n, &path),
         }
         match t {
             None => v.add(
@@ -183,12 +181,10 @@ fn parse_key_schema(
     for (i, k) in list.iter().enumerate() {
         let n = k.get("AttributeName").and_then(|x| x.as_str());
         let t = k.get("KeyType").and_then(|x| x.as_str());
-        if n.is_none() {
-            v.add(
-                None,
-                &format!("keySchema.{}.member.attributeName", i + 1),
-                "Member must not be null",
-            );
+        let path = format!("keySchema.{}.member.attributeName", i + 1);
+        match n {
+            None => v.add(None, &path, "Member must not be null"),
+            Some(n) => crate::params::check_key_attribute_name(&mut v, n, &path),
         }
         match t {
             None => v.add(

@@ -62,8 +62,11 @@ fn parse_shape(list: &[Value], member: impl Fn(usize) -> String) -> Result<Vec<R
             let n = k.get("AttributeName").and_then(Value::as_str);
             let t = k.get("KeyType").and_then(Value::as_str);
             let kat = |f: &str| format!("{}.{}.member.{f}", at("keySchema"), j + 1);
-            if n.is_none() {
-                v.add(None, &kat("attributeName"), "Member must not be null");
+            match n {
+                None => v.add(None, &kat("attributeName"), "Member must not be null"),
+                Some(n) => {
+                    crate::params::check_key_attribute_name(&mut v, n, &kat("attributeName"))
+                }
             }
             if t.is_none() {
                 v.add(None, &kat("keyType"), "Member must not be null");

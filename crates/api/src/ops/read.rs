@@ -74,6 +74,11 @@ pub fn projection_of(
         (None, Some(names)) => {
             let mut out = Vec::new();
             for n in names {
+                if let Some(p) = attribute_name_problem(n) {
+                    return Err(ApiError::validation(format!(
+                        "One or more parameter values were invalid: {p}"
+                    )));
+                }
                 if out.iter().any(|p: &Path| p.root() == &**n) {
                     return Err(ApiError::validation(format!(
                         "One or more parameter values were invalid: Duplicate value in attribute name: {}",

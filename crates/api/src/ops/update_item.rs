@@ -97,6 +97,11 @@ pub fn plan(
     let update = match (input.update_expression, input.attribute_updates) {
         (Some(u), _) => Some(u.0),
         (None, Some(updates)) => {
+            if let Some(p) = updates.0.keys().find_map(|k| attribute_name_problem(k)) {
+                return Err(ApiError::validation(format!(
+                    "One or more parameter values were invalid: {p}"
+                )));
+            }
             let mut l = exprs.legacy();
             let u = l.attribute_updates(&updates.0)?;
             exprs.absorb(l);
