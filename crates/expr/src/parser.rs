@@ -417,7 +417,14 @@ impl<'a> Parser<'a> {
         let lower = name;
         let cond = match lower {
             "attribute_exists" | "attribute_not_exists" => {
-                let p = self.path_arg(name)?;
+                let p = match self.operand()? {
+                    Operand::Path(p) => p,
+                    _ => {
+                        return Err(self.err(format!(
+                            "Operator or function requires a document path; operator or function: {name}"
+                        )));
+                    }
+                };
                 if lower == "attribute_exists" {
                     Condition::AttributeExists(p)
                 } else {
@@ -436,7 +443,10 @@ impl<'a> Parser<'a> {
                         )))
                     }
                     Operand::Value(v) => return Err(operand_type_error(self.kind, name, v)),
-                    _ => {}
+                    // The type must be a value (":t"), not a path.
+                    Operand::Path(_) | Operand::Size(_) => {
+                        return Err(operand_type_error_name(self.kind, name, "PATH"));
+                    }
                 }
                 Condition::AttributeType(p, t)
             }
@@ -458,6 +468,11 @@ impl<'a> Parser<'a> {
                 }
             }
             "size" => return Err(self.syntax_error()),
+            "if_not_exists" | "list_append" => {
+                return Err(self.err(format!(
+                    "The function is not allowed in a condition expression; function: {name}"
+                )));
+            }
             _ => {
                 return Err(self.err(format!("Invalid function name; function: {name}")));
             }
