@@ -27,6 +27,11 @@ pub fn condition_source(
     if let Some(c) = condition {
         return Ok(Some(c.0));
     }
+    if operator.is_some() && expected.is_none_or(|e| e.is_empty()) {
+        return Err(ApiError::validation(
+            "ConditionalOperator can only be used when Expected holds at least one condition",
+        ));
+    }
     match expected {
         Some(expected) => {
             let mut l = input.legacy();
