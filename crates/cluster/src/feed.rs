@@ -27,8 +27,9 @@
 //! already applied (see `dynaraft_storage::global`).
 //!
 //! Caveats: partitions are fed one after another by one task per node, so
-//! a stalled index partition delays the others led by the same node; the
-//! feeder polls every [`FEED_POLL_MS`] rather than waking on applies.
+//! a stalled index partition delays the others led by the same node. The
+//! feeder wakes when a proposal commits on its node, and polls every
+//! [`FEED_POLL_MS`] besides.
 
 use crate::ClusterError;
 use crate::catalog::{Catalog, CatalogWatch, Table};
@@ -78,6 +79,8 @@ pub async fn run(
         let pause = Duration::from_millis(if busy { 0 } else { FEED_POLL_MS });
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            // A write just committed here: its change record is waiting.
+            _ = host.proposal_committed() => {}
             _ = dynaraft_storage::stop_requested(&mut shutdown) => return,
         }
     }

@@ -105,6 +105,10 @@ struct Inner {
     groups: ArcSwap<HashMap<u64, RaftGroup>>,
     /// Serialises starting and removing groups.
     changing: tokio::sync::Mutex<()>,
+    /// Poked after every proposal this node commits, so the index feeder
+    /// delivers a write's change record at once instead of at its next
+    /// poll (one stored permit: pokes between passes are not lost).
+    feed_wakeup: tokio::sync::Notify,
     stop: watch::Sender<bool>,
     /// Node tasks still running; shutdown waits for zero.
     tasks: watch::Sender<usize>,
@@ -154,6 +158,7 @@ impl Host {
                 registry: Registry::default(),
                 groups: ArcSwap::from_pointee(HashMap::new()),
                 changing: tokio::sync::Mutex::new(()),
+                feed_wakeup: tokio::sync::Notify::new(),
                 stop,
                 tasks: watch::channel(0).0,
             }),
@@ -272,9 +277,20 @@ impl Host {
     /// this node's clock, and returns the outcome and log index.
     pub async fn propose(&self, group: u64, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
         let g = self.hosted_group(group)?;
-        g.propose(dynaraft_storage::wall_clock_ms(), cmd)
+        let r = g
+            .propose(dynaraft_storage::wall_clock_ms(), cmd)
             .await
-            .map_err(|e| with_group(e.into(), group))
+            .map_err(|e| with_group(e.into(), group));
+        if r.is_ok() {
+            self.inner.feed_wakeup.notify_one();
+        }
+        r
+    }
+
+    /// Resolves after the next committed proposal on this node (or at once
+    /// if one happened since the last call).
+    pub async fn proposal_committed(&self) {
+        self.inner.feed_wakeup.notified().await
     }
 
     /// Waits until a local read of `group` is linearizable, when asked for.
