@@ -99,25 +99,32 @@ pub fn set(item: &mut Item, path: &Path, value: AttributeValue) -> Result<(), In
     }
 }
 
-/// Removes the value at `path`; a missing path is not an error.
-pub fn remove(item: &mut Item, path: &Path) {
-    let Some((last, parents)) = path.elems.split_last() else {
-        return;
-    };
+/// Removes the value at `path`. A missing attribute, map key or list
+/// element is not an error, but a missing or wrongly typed parent is, as
+/// in DynamoDB (`REMOVE a.b` where `a` is a string or absent).
+pub fn remove(item: &mut Item, path: &Path) -> Result<(), InvalidPath> {
+    let (last, parents) = path.elems.split_last().ok_or(InvalidPath)?;
     if parents.is_empty() {
-        if let PathElem::Attr(a) = last {
-            item.remove(a);
-        }
-        return;
+        return match last {
+            PathElem::Attr(a) => {
+                item.remove(a);
+                Ok(())
+            }
+            PathElem::Index(_) => Err(InvalidPath),
+        };
     }
     match (last, get_mut(item, parents)) {
         (PathElem::Attr(a), Some(AttributeValue::M(m))) => {
             m.remove(a);
+            Ok(())
         }
-        (PathElem::Index(i), Some(AttributeValue::L(l))) if *i < l.len() => {
-            l.remove(*i);
+        (PathElem::Index(i), Some(AttributeValue::L(l))) => {
+            if *i < l.len() {
+                l.remove(*i);
+            }
+            Ok(())
         }
-        _ => {}
+        _ => Err(InvalidPath),
     }
 }
 

@@ -70,7 +70,7 @@ impl UpdateExpr {
         for (p, v) in writes {
             match v {
                 Some(v) => paths::set(item, p, v).map_err(|_| UpdateError::InvalidPath)?,
-                None => paths::remove(item, p),
+                None => paths::remove(item, p).map_err(|_| UpdateError::InvalidPath)?,
             }
         }
         // Remove list elements from the highest index down, so that earlier
@@ -78,7 +78,7 @@ impl UpdateExpr {
         let mut removes: Vec<&Path> = self.remove.iter().collect();
         removes.sort_by_key(|p| std::cmp::Reverse(index_key(p)));
         for p in removes {
-            paths::remove(item, p);
+            paths::remove(item, p).map_err(|_| UpdateError::InvalidPath)?;
         }
         Ok(())
     }

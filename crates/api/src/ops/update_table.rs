@@ -135,9 +135,14 @@ async fn index_update(
             (None, None, Some(d)) => {
                 IndexAction::Delete(d.get("IndexName").and_then(Value::as_str).unwrap_or(""))
             }
-            _ => {
+            (None, None, None) => {
                 return Err(invalid(
                     "One of GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null",
+                ));
+            }
+            _ => {
+                return Err(invalid(
+                    "A GlobalSecondaryIndexUpdate can hold only one of Update, Create or Delete",
                 ));
             }
         };
