@@ -205,9 +205,12 @@ impl<'a> Parser<'a> {
                 Tok::LBracket => {
                     self.pos += 1;
                     let idx = match self.bump() {
+                        // DynamoDB's list indexes are 32-bit signed.
                         Tok::Int(d) => d
-                            .parse::<usize>()
-                            .map_err(|_| self.err("List index is too large"))?,
+                            .parse::<i32>()
+                            .ok()
+                            .and_then(|i| usize::try_from(i).ok())
+                            .ok_or_else(|| self.err("List index is too large"))?,
                         _ => {
                             self.pos -= 1;
                             return Err(self.syntax_error());
