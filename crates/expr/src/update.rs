@@ -67,6 +67,10 @@ impl UpdateExpr {
         for (p, v) in &self.delete {
             writes.push((p, delete(paths::get(&old, p), v)?));
         }
+        // Writes past the end of a list append in index order, as in
+        // DynamoDB (`SET a[84] = :x, a[17] = :y` appends y, then x); the
+        // paths are disjoint, so the order matters for nothing else.
+        writes.sort_by_key(|(p, _)| index_key(p));
         for (p, v) in writes {
             match v {
                 Some(v) => paths::set(item, p, v).map_err(|_| UpdateError::InvalidPath)?,
