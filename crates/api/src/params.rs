@@ -487,6 +487,13 @@ pub enum CapacityMode {
     Indexes,
 }
 
+/// ReturnConsumedCapacity of a request: its constraint checked into `v`,
+/// and the mode it asks for.
+pub fn capacity_member(v: &mut Violations, value: Option<&Str>) -> CapacityMode {
+    use crate::enums::WireEnum;
+    crate::enums::ReturnCapacity::member(v, value, "returnConsumedCapacity").into()
+}
+
 impl From<Option<crate::enums::ReturnCapacity>> for CapacityMode {
     fn from(v: Option<crate::enums::ReturnCapacity>) -> Self {
         use crate::enums::ReturnCapacity as R;

@@ -2,7 +2,6 @@
 //! response limit come back as UnprocessedKeys.
 use super::read::projection_of;
 use crate::Api;
-use crate::enums::{ReturnCapacity, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::Path;
@@ -70,12 +69,7 @@ struct TablePlan {
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     v.check()?;
     let request = match input.request_items {
         Some(r) if !r.is_empty() => r,

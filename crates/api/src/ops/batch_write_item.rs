@@ -2,7 +2,7 @@
 //! full before any is written; writes run concurrently.
 use super::write::{WriteRequest, write};
 use crate::Api;
-use crate::enums::{ReturnCapacity, ReturnMetrics, WireEnum};
+use crate::enums::{ReturnMetrics, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::Table;
@@ -129,12 +129,7 @@ fn plan_one(api: &Api, table: &Table, r: WriteRequestShape) -> Result<Planned, A
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     let metrics = ReturnMetrics::member(
         &mut v,
         input.return_item_collection_metrics.as_ref(),

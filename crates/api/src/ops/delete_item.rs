@@ -1,8 +1,10 @@
 //! DeleteItem, and the keyed writes of a transaction that share its shape
 //! (Delete, ConditionCheck).
-use super::write::{OptionMembers, OptionOrder, WriteOptions, WriteRequest, write};
+use super::write::{
+    ConditionMembers, OptionMembers, OptionOrder, WriteOptions, WriteRequest, write,
+};
 use crate::Api;
-use crate::enums::{ConditionalOperator, ReturnValues, WireEnum};
+use crate::enums::ReturnValues;
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::Table;
@@ -60,33 +62,24 @@ pub fn plan(
     kind: WriteKind,
     old_on_failure: bool,
 ) -> Result<(Arc<Table>, WriteRequest), ApiError> {
-    let mut v = Violations::default();
-    v.required(input.key.as_ref(), "key");
-    if kind == WriteKind::Check {
-        v.required(input.condition_expression.as_ref(), "conditionExpression");
-    }
-    let operator = ConditionalOperator::member(
-        &mut v,
-        input.conditional_operator.as_ref(),
-        "conditionalOperator",
-    );
-    v.check()?;
-    let mut exprs = ExprInput::from_parts(
-        &[("ConditionExpression", input.condition_expression.is_some())],
-        &[
-            ("Expected", input.expected.is_some()),
-            ("ConditionalOperator", input.conditional_operator.is_some()),
-        ],
-        input.expression_attribute_names,
-        input.expression_attribute_values,
-    )?;
-    let key = wire_item(input.key)?;
-    let condition = super::write::checked_condition(
-        &mut exprs,
-        input.condition_expression,
-        input.expected.map(|e| e.0),
-        operator,
-    )?;
+    let key_member = input.key;
+    let members = ConditionMembers {
+        condition_expression: input.condition_expression,
+        expected: input.expected.map(|e| e.0),
+        conditional_operator: input.conditional_operator,
+        names: input.expression_attribute_names,
+        values: input.expression_attribute_values,
+    };
+    let check = kind == WriteKind::Check;
+    let has_condition = members.condition_expression.is_some();
+    let (mut exprs, parts) = members.inputs(|v| {
+        v.required(key_member.as_ref(), "key");
+        if check && !has_condition {
+            v.null("conditionExpression");
+        }
+    })?;
+    let key = wire_item(key_member)?;
+    let condition = parts.checked(&mut exprs)?;
     let table = active_table(api, name)?;
     table.schema.validate_key(&key)?;
     let request = WriteRequest::conditional(kind, key, None, condition, &exprs, old_on_failure);

@@ -1,6 +1,5 @@
 //! GetItem.
 use crate::Api;
-use crate::enums::{ReturnCapacity, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
@@ -25,12 +24,7 @@ pub struct Input {
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     let mut v = Violations::default();
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     if input
         .attributes_to_get
         .as_ref()

@@ -1,8 +1,10 @@
 //! PutItem: parse (the request's shape), check (its constraints, then its
 //! semantics), then look the table up and write.
-use super::write::{OptionMembers, OptionOrder, WriteOptions, WriteRequest, write};
+use super::write::{
+    ConditionMembers, OptionMembers, OptionOrder, WriteOptions, WriteRequest, write,
+};
 use crate::Api;
-use crate::enums::{ConditionalOperator, ReturnValues, WireEnum};
+use crate::enums::ReturnValues;
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::Table;
@@ -64,35 +66,22 @@ pub fn plan(
     input: Input,
     old_on_failure: bool,
 ) -> Result<(Arc<Table>, WriteRequest), ApiError> {
-    let mut v = Violations::default();
-    v.required(input.item.as_ref(), "item");
-    let operator = ConditionalOperator::member(
-        &mut v,
-        input.conditional_operator.as_ref(),
-        "conditionalOperator",
-    );
-    v.check()?;
-    let mut exprs = ExprInput::from_parts(
-        &[("ConditionExpression", input.condition_expression.is_some())],
-        &[
-            ("Expected", input.expected.is_some()),
-            ("ConditionalOperator", input.conditional_operator.is_some()),
-        ],
-        input.expression_attribute_names,
-        input.expression_attribute_values,
-    )?;
-    let item = wire_item(input.item)?;
+    let item_member = input.item;
+    let members = ConditionMembers {
+        condition_expression: input.condition_expression,
+        expected: input.expected.map(|e| e.0),
+        conditional_operator: input.conditional_operator,
+        names: input.expression_attribute_names,
+        values: input.expression_attribute_values,
+    };
+    let (mut exprs, parts) = members.inputs(|v| v.required(item_member.as_ref(), "item"))?;
+    let item = wire_item(item_member)?;
     if item_size_bytes(&item) > MAX_ITEM_BYTES {
         return Err(ApiError::validation(
             "Item size has exceeded the maximum allowed size",
         ));
     }
-    let condition = super::write::checked_condition(
-        &mut exprs,
-        input.condition_expression,
-        input.expected.map(|e| e.0),
-        operator,
-    )?;
+    let condition = parts.checked(&mut exprs)?;
     let table = active_table(api, name)?;
     table.schema.validate_item_key(&item)?;
     let key = table.schema.key_of(&item);

@@ -2,7 +2,7 @@
 //! index), in sort-key order, a page at a time.
 use super::read::*;
 use crate::Api;
-use crate::enums::{ConditionalOperator, ReturnCapacity, Select, WireEnum};
+use crate::enums::{ConditionalOperator, Select, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::parse_key_condition;
@@ -40,12 +40,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
     let select = Select::member(&mut v, input.select.as_ref(), "select");
     check_index_name(&mut v, input.index_name.as_ref());
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     let operator = ConditionalOperator::member(
         &mut v,
         input.conditional_operator.as_ref(),

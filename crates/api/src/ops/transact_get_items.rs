@@ -5,7 +5,6 @@
 use super::read::projection_of;
 use super::transaction::{check_items, items, reasons};
 use crate::Api;
-use crate::enums::{ReturnCapacity, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_expr::projection::project;
@@ -44,12 +43,7 @@ pub struct Get {
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
     check_items(&mut v, input.transact_items.as_ref());
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     v.check()?;
     let items = items(input.transact_items)?;
     let mut keys = Vec::with_capacity(items.len());

@@ -7,7 +7,7 @@ use super::transaction::{check_items, items, reasons};
 use super::write::{WriteRequest, command};
 use super::{delete_item, put_item, update_item};
 use crate::Api;
-use crate::enums::{ReturnCapacity, ReturnMetrics, ReturnOnFailure, WireEnum};
+use crate::enums::{ReturnMetrics, ReturnOnFailure, WireEnum};
 use crate::error::ApiError;
 use crate::params::*;
 use dynaraft_cluster::txn::{TxnResult, TxnWrite};
@@ -164,12 +164,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
     check_items(&mut v, input.transact_items.as_ref());
     check_client_token(&mut v, input.client_request_token.as_ref());
-    let mode: CapacityMode = ReturnCapacity::member(
-        &mut v,
-        input.return_consumed_capacity.as_ref(),
-        "returnConsumedCapacity",
-    )
-    .into();
+    let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     ReturnMetrics::member(
         &mut v,
         input.return_item_collection_metrics.as_ref(),

@@ -139,6 +139,68 @@ impl WriteOptions {
     }
 }
 
+/// The expression members of a put, delete or condition check, as sent.
+pub struct ConditionMembers {
+    pub condition_expression: Option<Str>,
+    pub expected: Option<Map<String, Value>>,
+    pub conditional_operator: Option<Str>,
+    pub names: Option<dynaraft_model::wire::Dict<Str>>,
+    pub values: Option<dynaraft_model::wire::WireItem>,
+}
+
+impl ConditionMembers {
+    /// Checks ConditionalOperator's constraint, then the mixing rules of
+    /// expression and legacy parameters (after `extra`, the operation's
+    /// own constraints, which go into the same report).
+    pub fn inputs(
+        self,
+        extra: impl FnOnce(&mut Violations),
+    ) -> Result<(crate::params::ExprInput, ConditionParts), ApiError> {
+        let mut v = Violations::default();
+        extra(&mut v);
+        let operator = ConditionalOperator::member(
+            &mut v,
+            self.conditional_operator.as_ref(),
+            "conditionalOperator",
+        );
+        v.check()?;
+        let exprs = crate::params::ExprInput::from_parts(
+            &[("ConditionExpression", self.condition_expression.is_some())],
+            &[
+                ("Expected", self.expected.is_some()),
+                ("ConditionalOperator", self.conditional_operator.is_some()),
+            ],
+            self.names,
+            self.values,
+        )?;
+        let parts = ConditionParts {
+            condition_expression: self.condition_expression,
+            expected: self.expected,
+            operator,
+        };
+        Ok((exprs, parts))
+    }
+}
+
+/// The condition's sources once their constraints passed.
+pub struct ConditionParts {
+    pub condition_expression: Option<Str>,
+    pub expected: Option<Map<String, Value>>,
+    pub operator: Option<ConditionalOperator>,
+}
+
+impl ConditionParts {
+    /// The condition, parsed once to validate it (see [`checked_condition`]).
+    pub fn checked(self, exprs: &mut crate::params::ExprInput) -> Result<Option<String>, ApiError> {
+        checked_condition(
+            exprs,
+            self.condition_expression,
+            self.expected,
+            self.operator,
+        )
+    }
+}
+
 /// The condition of a put, delete or condition check (ConditionExpression,
 /// or the legacy Expected), parsed once to validate it; its names and
 /// values are logged with the command.
