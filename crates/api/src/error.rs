@@ -12,6 +12,11 @@ const VALIDATE: &str = "com.amazon.coral.validate#";
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApiError {
     Validation(String),
+    /// An item's key does not match its table's key schema: a
+    /// ValidationException, except inside TransactWriteItems, where
+    /// DynamoDB cancels the transaction with a ValidationError reason for
+    /// that item.
+    KeySchema(String),
     /// Malformed JSON or wrong JSON shapes; `None` sends no message, as
     /// DynamoDB does for unparseable bodies.
     Serialization(Option<String>),
@@ -62,7 +67,7 @@ impl ApiError {
     /// HTTP status and the JSON body.
     pub fn to_response(&self) -> (u16, Value) {
         let (status, ty, msg): (u16, String, Option<String>) = match self {
-            ApiError::Validation(m) => (
+            ApiError::Validation(m) | ApiError::KeySchema(m) => (
                 400,
                 format!("{VALIDATE}ValidationException"),
                 Some(m.clone()),

@@ -227,6 +227,24 @@ pub fn member<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// The key schema's verdict on an item (or key) of a write: a missing key
+/// attribute is a ValidationException; a key attribute of the wrong type is
+/// [`ApiError::KeySchema`], which a transaction reports as that item's
+/// ValidationError, as DynamoDB does.
+pub fn key_verdict(
+    schema: &dynaraft_model::KeySchema,
+    item: &Item,
+    checked: Result<(), dynaraft_model::ModelError>,
+) -> Result<(), ApiError> {
+    match checked {
+        Ok(()) => Ok(()),
+        Err(e) if schema.key_attrs().all(|k| item.contains_key(&k.name)) => {
+            Err(ApiError::KeySchema(e.to_string()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Longest name of a key attribute (in AttributeDefinitions and key
 /// schemas), in characters.
 pub const MAX_KEY_ATTRIBUTE_NAME_CHARS: usize = 255;

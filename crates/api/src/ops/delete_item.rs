@@ -81,7 +81,7 @@ pub fn plan(
     let key = wire_item(key_member)?;
     let condition = parts.checked(&mut exprs)?;
     let table = active_table(api, name)?;
-    table.schema.validate_key(&key)?;
+    key_verdict(&table.schema, &key, table.schema.validate_key(&key))?;
     let request = WriteRequest::conditional(kind, key, None, condition, &exprs, old_on_failure);
     Ok((table, request))
 }

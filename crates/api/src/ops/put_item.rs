@@ -83,7 +83,7 @@ pub fn plan(
     }
     let condition = parts.checked(&mut exprs)?;
     let table = active_table(api, name)?;
-    table.schema.validate_item_key(&item)?;
+    key_verdict(&table.schema, &item, table.schema.validate_item_key(&item))?;
     let key = table.schema.key_of(&item);
     let request = WriteRequest::conditional(
         WriteKind::Put,

@@ -13,6 +13,7 @@ use crate::params::*;
 use dynaraft_cluster::txn::{TxnResult, TxnWrite};
 use dynaraft_model::value::item_size_bytes;
 use dynaraft_model::wire::{List, Obj, Str};
+use dynaraft_storage::txn::Failure;
 use dynaraft_storage::{WriteCommand, WriteKind};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -179,8 +180,19 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut seen = HashSet::new();
     let mut units: BTreeMap<String, f64> = BTreeMap::new();
     let mut total_bytes = 0usize;
-    for entry in entries {
-        let (table, req) = plan_item(api, entry)?;
+    for (pos, entry) in entries.into_iter().enumerate() {
+        // An item whose key has the wrong type cancels the transaction
+        // with a ValidationError reason for it; DynamoDB stops at the first
+        // such item, so the others' reasons are None.
+        let (table, req) = match plan_item(api, entry) {
+            Ok(p) => p,
+            Err(ApiError::KeySchema(m)) => {
+                return Err(ApiError::TransactionCanceled {
+                    reasons: reasons(n, &[(pos as u32, Failure::Invalid(m))], &[]),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let write = command(api, &table, &req)?;
         if !seen.insert((table.meta.name.clone(), write.storage_key.clone())) {
             return Err(ApiError::validation(

@@ -119,7 +119,7 @@ pub fn plan(
     }
     subs.check_unused()?;
     let table = active_table(api, name)?;
-    table.schema.validate_key(&key)?;
+    key_verdict(&table.schema, &key, table.schema.validate_key(&key))?;
     if let Some(p) = targets.iter().find(|p| table.schema.is_key_attr(p.root())) {
         return Err(ApiError::validation(format!(
             "One or more parameter values were invalid: Cannot update attribute {}. This attribute is part of the key",

@@ -251,7 +251,7 @@ fn create_command(
         match defined.iter().find(|(n, _)| n == name) {
             Some((_, old)) if old != ty => {
                 return Err(invalid(format!(
-                    "Cannot change the type of attribute {name} from {old} to {ty}"
+                    "Attribute {name} is already defined as {old} and cannot be redefined as {ty}"
                 )));
             }
             Some(_) => {}
@@ -265,6 +265,14 @@ fn create_command(
         .map(|i| i.name.clone())
         .chain(t.meta.global_indexes.iter().map(|g| g.index.name.clone()))
         .collect();
+    if let Some(name) = c.get("IndexName").and_then(Value::as_str)
+        && names.contains(name)
+    {
+        return Err(invalid(format!(
+            "Index {name} already exists on table {}",
+            t.meta.name
+        )));
+    }
     let pay_per_request = t.meta.billing_mode == "PAY_PER_REQUEST";
     let (index, (read, write)) =
         index_defs::global_create(c, n, &defined, pay_per_request, &mut names)?;
