@@ -54,8 +54,16 @@ impl UpdateExpr {
             .chain(self.delete.iter().map(|(p, _)| p))
     }
 
-    /// Applies the update to `item` (an empty item when it did not exist).
+    /// Applies the update to `item` (an existing item).
     pub fn apply(&self, item: &mut Item) -> Result<(), UpdateError> {
+        self.apply_to(item, true)
+    }
+
+    /// Applies the update to `item`, which is only the key when the item
+    /// did not exist (`existed` false). DynamoDB lets a REMOVE under a
+    /// missing parent pass on a missing item, and refuses it on an
+    /// existing one.
+    pub fn apply_to(&self, item: &mut Item, existed: bool) -> Result<(), UpdateError> {
         let old = item.clone();
         let mut writes: Vec<(&Path, Option<AttributeValue>)> = Vec::new();
         for (p, v) in &self.set {
@@ -82,7 +90,9 @@ impl UpdateExpr {
         let mut removes: Vec<&Path> = self.remove.iter().collect();
         removes.sort_by_key(|p| std::cmp::Reverse(index_key(p)));
         for p in removes {
-            paths::remove(item, p).map_err(|_| UpdateError::InvalidPath)?;
+            if paths::remove(item, p).is_err() && existed {
+                return Err(UpdateError::InvalidPath);
+            }
         }
         Ok(())
     }

@@ -393,7 +393,8 @@ pub(crate) fn evaluate(
                     .map_err(|e| e.to_string())
                     .and_then(|u| {
                         only_removes = u.set.is_empty() && u.add.is_empty();
-                        u.apply(&mut item).map_err(|e| e.to_string())
+                        u.apply_to(&mut item, old.is_some())
+                            .map_err(|e| e.to_string())
                     });
                 if let Err(e) = applied {
                     return Ok(Err(Outcome::Invalid(e)));

@@ -274,8 +274,10 @@ fn create_command(
         )));
     }
     let pay_per_request = t.meta.billing_mode == "PAY_PER_REQUEST";
+    // The new index's key attributes must be defined in this request's
+    // AttributeDefinitions, even those the table already knows.
     let (index, (read, write)) =
-        index_defs::global_create(c, n, &defined, pay_per_request, &mut names)?;
+        index_defs::global_create(c, n, &requested, pay_per_request, &mut names)?;
     let existing: Vec<_> = t
         .meta
         .local_indexes
