@@ -99,19 +99,25 @@ pub fn resolve<'a>(o: &'a Operand, item: &'a Item) -> Option<Cow<'a, AttributeVa
         Operand::Value(v) => Some(Cow::Borrowed(v)),
         Operand::Path(p) => paths::get(item, p).map(Cow::Borrowed),
         Operand::Size(p) => {
-            let n = match paths::get(item, p)? {
-                AttributeValue::S(s) => s.len(),
-                AttributeValue::B(b) => b.len(),
-                AttributeValue::Ss(v) => v.len(),
-                AttributeValue::Ns(v) => v.len(),
-                AttributeValue::Bs(v) => v.len(),
-                AttributeValue::L(v) => v.len(),
-                AttributeValue::M(v) => v.len(),
-                _ => return None,
-            };
+            let n = size_of(paths::get(item, p)?)?;
             Some(Cow::Owned(AttributeValue::N(Number::from_i64(n as i64))))
         }
     }
+}
+
+/// What `size()` answers for a value: bytes of a string or binary, members
+/// of a set, list or map; `None` for types without a size.
+pub fn size_of(v: &AttributeValue) -> Option<usize> {
+    Some(match v {
+        AttributeValue::S(s) => s.len(),
+        AttributeValue::B(b) => b.len(),
+        AttributeValue::Ss(v) => v.len(),
+        AttributeValue::Ns(v) => v.len(),
+        AttributeValue::Bs(v) => v.len(),
+        AttributeValue::L(v) => v.len(),
+        AttributeValue::M(v) => v.len(),
+        _ => return None,
+    })
 }
 
 /// Ordering of two scalars of the same type (S, N or B); `None` otherwise.

@@ -254,10 +254,28 @@ impl<'a> Parser<'a> {
                 self.count_operator()?;
                 self.pos += 2;
                 let arg = self.operand()?;
+                let mut operands = 1;
+                while *self.peek() == Tok::Comma {
+                    self.pos += 1;
+                    self.operand()?;
+                    operands += 1;
+                }
+                if operands != 1 {
+                    return Err(self.err(format!(
+                        "Incorrect number of operands for operator or function; operator or function: size, number of operands: {operands}"
+                    )));
+                }
                 self.expect(Tok::RParen)?;
                 match arg {
                     Operand::Path(p) => Ok(Operand::Size(p)),
-                    Operand::Value(v) => Err(operand_type_error(self.kind, "size", &v)),
+                    // The size of a constant is a constant, as DynamoDB
+                    // evaluates it.
+                    Operand::Value(v) => match crate::eval::size_of(&v) {
+                        Some(n) => Ok(Operand::Value(AttributeValue::N(
+                            dynaraft_model::Number::from_i64(n as i64),
+                        ))),
+                        None => Err(operand_type_error(self.kind, "size", &v)),
+                    },
                     Operand::Size(_) => Err(operand_type_error_name(self.kind, "size", "N")),
                 }
             }
