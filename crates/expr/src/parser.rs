@@ -362,6 +362,15 @@ impl<'a> Parser<'a> {
                 let hi = self.operand()?;
                 self.check_comparable("BETWEEN", &[&left, &lo, &hi])?;
                 if let (Operand::Value(a), Operand::Value(b)) = (&lo, &hi)
+                    && a.attr_type() != b.attr_type()
+                {
+                    return Err(self.err(format!(
+                        "The BETWEEN operator requires same data type for lower and upper bounds; lower bound operand: AttributeValue: {}, upper bound operand: AttributeValue: {}",
+                        brace(a),
+                        brace(b)
+                    )));
+                }
+                if let (Operand::Value(a), Operand::Value(b)) = (&lo, &hi)
                     && crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater)
                 {
                     return Err(self.err(format!(
