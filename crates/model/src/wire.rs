@@ -27,6 +27,7 @@ use crate::number::Number;
 use crate::value::{AttributeValue, Item, MAX_NESTING_DEPTH, check_set};
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -134,53 +135,42 @@ impl<'de> de::Deserialize<'de> for Str {
     }
 }
 
-macro_rules! integer_member {
-    ($name:ident, $java:expr, $doc:expr) => {
-        #[doc = $doc]
-        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-        pub struct $name(pub i64);
+/// An Integer member (Limit, Segment, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int(pub i64);
 
-        impl<'de> de::Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $name;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str("a number")
-                    }
-                    fn visit_i64<E: de::Error>(self, v: i64) -> Result<$name, E> {
-                        Ok($name(v))
-                    }
-                    fn visit_u64<E: de::Error>(self, v: u64) -> Result<$name, E> {
-                        Ok($name(i64::try_from(v).unwrap_or(i64::MAX)))
-                    }
-                    fn visit_f64<E: de::Error>(self, v: f64) -> Result<$name, E> {
-                        // Coral truncates a decimal sent for an integer member.
-                        Ok($name(v.floor() as i64))
-                    }
-                    fn visit_bool<E: de::Error>(self, b: bool) -> Result<$name, E> {
-                        Err(E::custom(format!(
-                            "{} cannot be converted to {}",
-                            bool_kind(b),
-                            $java
-                        )))
-                    }
-                    fn visit_str<E: de::Error>(self, _: &str) -> Result<$name, E> {
-                        Err(E::custom(format!(
-                            "STRING_VALUE cannot be converted to {}",
-                            $java
-                        )))
-                    }
-                    reject_containers!($java);
-                }
-                d.deserialize_any(V)
+impl<'de> de::Deserialize<'de> for Int {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Int;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number")
             }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Int, E> {
+                Ok(Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Int, E> {
+                Ok(Int(i64::try_from(v).unwrap_or(i64::MAX)))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Int, E> {
+                // Coral truncates a decimal sent for an integer member.
+                Ok(Int(v.floor() as i64))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Int, E> {
+                Err(E::custom(format!(
+                    "{} cannot be converted to Integer",
+                    bool_kind(b)
+                )))
+            }
+            fn visit_str<E: de::Error>(self, _: &str) -> Result<Int, E> {
+                Err(E::custom("STRING_VALUE cannot be converted to Integer"))
+            }
+            reject_containers!("Integer");
         }
-    };
+        d.deserialize_any(V)
+    }
 }
-
-integer_member!(Int, "Integer", "An Integer member (Limit, Segment, ...).");
-integer_member!(Long, "Long", "A Long member (capacity units, ...).");
 
 /// A Boolean member. Like DynamoDB, the strings `true`, `1` and `yes` (and
 /// their negatives) are read as booleans.
@@ -335,12 +325,18 @@ impl<'de, T: de::Deserialize<'de>> de::Deserialize<'de> for Dict<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Dict<T>, A::Error> {
                 let mut out: Vec<(String, T)> = Vec::new();
+                // Position of each key in `out`, so that a body of many
+                // keys costs linear time, not quadratic.
+                let mut at: HashMap<String, usize> = HashMap::new();
                 while let Some(k) = m.next_key::<String>()? {
                     let v = m.next_value::<T>()?;
                     // A repeated key keeps its last value, as a JSON object does.
-                    match out.iter_mut().find(|(ek, _)| *ek == k) {
+                    match at.get(&k).and_then(|&i| out.get_mut(i)) {
                         Some(slot) => slot.1 = v,
-                        None => out.push((k, v)),
+                        None => {
+                            at.insert(k.clone(), out.len());
+                            out.push((k, v));
+                        }
                     }
                 }
                 Ok(Dict(out))
@@ -432,12 +428,6 @@ impl WireItem {
 impl<'de> de::Deserialize<'de> for WireItem {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ItemVisitor { depth: 0 })
-    }
-}
-
-impl<'de> de::Deserialize<'de> for WireValue {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ValueSeed { depth: 0 }.deserialize(d)
     }
 }
 
@@ -743,6 +733,8 @@ mod tests {
     use super::*;
     use serde::Deserialize;
 
+    // Some members are only deserialized, for their error messages.
+    #[allow(dead_code)]
     #[derive(Deserialize, Debug)]
     #[serde(rename_all = "PascalCase")]
     struct Shape {
@@ -866,6 +858,14 @@ mod tests {
         let wire = s.item.unwrap().into_item().unwrap();
         let tree = crate::value::item_from_json(&serde_json::from_str(text).unwrap()).unwrap();
         assert_eq!(wire, tree);
+    }
+
+    #[test]
+    fn a_repeated_map_key_keeps_its_place_and_last_value() {
+        let s: Shape = from_body(br##"{"Names": {"#a": "x", "#b": "y", "#a": "z"}}"##).unwrap();
+        let dict = s.names.unwrap();
+        let names: Vec<(&str, &str)> = dict.iter().map(|(k, v)| (k.as_str(), &**v)).collect();
+        assert_eq!(names, [("#a", "z"), ("#b", "y")]);
     }
 
     #[test]
