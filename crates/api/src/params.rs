@@ -6,10 +6,9 @@ use crate::error::ApiError;
 use dynaraft_cluster::Table;
 use dynaraft_expr::Substitutions;
 use dynaraft_model::Item;
-use dynaraft_model::value::item_from_json;
 use dynaraft_model::wire::{Dict, Str, WireItem};
 use dynaraft_storage::TableStatus;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -25,10 +24,6 @@ pub const RCU_BYTES: usize = 4096;
 pub struct Violations(Vec<String>);
 
 impl Violations {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// A required member the request lacks.
     pub fn null(&mut self, path: &str) {
         self.add(None, path, "Member must not be null");
@@ -92,26 +87,6 @@ pub fn opt_bool(body: &Value, field: &str) -> Result<Option<bool>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(_) => Err(wrong_type("boolean")),
-    }
-}
-
-pub fn opt_i64(body: &Value, field: &str) -> Result<Option<i64>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_i64().map(Some).ok_or_else(|| wrong_type("integer")),
-    }
-}
-
-pub fn opt_object<'a>(
-    body: &'a Value,
-    field: &str,
-) -> Result<Option<&'a Map<String, Value>>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(m)) => Ok(Some(m)),
-        Some(_) => Err(ApiError::Serialization(Some(
-            "Start of structure or map found where not expected".into(),
-        ))),
     }
 }
 
@@ -340,18 +315,6 @@ pub fn enum_value<'a>(
     Ok(v)
 }
 
-pub fn required_item(body: &Value, field: &str, path: &str) -> Result<Item, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => {
-            let mut v = Violations::default();
-            v.add(None, path, "Member must not be null");
-            v.check()?;
-            Ok(Item::new())
-        }
-        Some(j) => Ok(item_from_json(j)?),
-    }
-}
-
 /// The expression inputs of one request: the client's
 /// ExpressionAttributeNames/Values plus whatever the legacy translation
 /// generated. Built once per request, after DynamoDB's mixing rules.
@@ -403,15 +366,6 @@ impl ExprInput {
                 return Err(mixed_parameters(&mixed, &exprs));
             }
         }
-        Self::checked(expressions, &exprs, names, values)
-    }
-
-    fn checked(
-        expressions: &[(&str, bool)],
-        exprs: &[&str],
-        names: Option<Dict<Str>>,
-        values: Option<WireItem>,
-    ) -> Result<ExprInput, ApiError> {
         if names.is_some() && exprs.is_empty() {
             return Err(ApiError::validation(
                 "ExpressionAttributeNames can only be specified when using expressions",
@@ -490,7 +444,8 @@ impl ExprInput {
     }
 }
 
-fn mixed_parameters(legacy: &[&str], exprs: &[&str]) -> ApiError {
+/// DynamoDB's refusal of expression and legacy parameters together.
+pub fn mixed_parameters(legacy: &[&str], exprs: &[&str]) -> ApiError {
     ApiError::validation(format!(
         "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {{{}}} Expression parameters: {{{}}}",
         legacy.join(", "),
@@ -521,21 +476,6 @@ impl From<Option<crate::enums::ReturnCapacity>> for CapacityMode {
             Some(R::None) | None => CapacityMode::None,
         }
     }
-}
-
-pub fn capacity_mode(body: &Value) -> Result<CapacityMode, ApiError> {
-    Ok(
-        match enum_value(
-            body,
-            "ReturnConsumedCapacity",
-            "returnConsumedCapacity",
-            &["INDEXES", "TOTAL", "NONE"],
-        )? {
-            Some("TOTAL") => CapacityMode::Total,
-            Some("INDEXES") => CapacityMode::Indexes,
-            _ => CapacityMode::None,
-        },
-    )
 }
 
 /// Write units for a write touching an item of `bytes` (at least one).

@@ -444,8 +444,7 @@ impl<'a> Parser<'a> {
         self.pos += 2; // name and "("
         // Function names are case-sensitive in DynamoDB (`BEGINS_WITH(...)`
         // is an invalid function name), unlike keywords.
-        let lower = name;
-        let cond = match lower {
+        let cond = match name {
             "attribute_exists" | "attribute_not_exists" => {
                 let p = match self.operand()? {
                     Operand::Path(p) => p,
@@ -455,7 +454,7 @@ impl<'a> Parser<'a> {
                         )));
                     }
                 };
-                if lower == "attribute_exists" {
+                if name == "attribute_exists" {
                     Condition::AttributeExists(p)
                 } else {
                     Condition::AttributeNotExists(p)
@@ -484,7 +483,7 @@ impl<'a> Parser<'a> {
                 let a = self.operand()?;
                 self.expect(Tok::Comma)?;
                 let b = self.operand()?;
-                if lower == "begins_with" {
+                if name == "begins_with" {
                     for o in [&a, &b] {
                         if let Operand::Value(v) = o
                             && !matches!(v.attr_type(), AttrType::S | AttrType::B)
@@ -648,8 +647,7 @@ impl<'a> Parser<'a> {
                 self.count_operator()?;
                 self.enter()?;
                 self.pos += 2;
-                let lower = w.as_str();
-                let r = match lower {
+                let r = match w.as_str() {
                     "if_not_exists" => {
                         let p = self.path()?;
                         self.expect(Tok::Comma)?;
@@ -669,7 +667,7 @@ impl<'a> Parser<'a> {
                         }
                         UOperand::ListAppend(Box::new(a), Box::new(b))
                     }
-                    _ if is_condition_function(&w) || lower == "size" => {
+                    _ if is_condition_function(&w) || w == "size" => {
                         return Err(self.err(format!(
                             "The function is not allowed in an update expression; function: {w}"
                         )));

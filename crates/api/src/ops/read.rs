@@ -67,8 +67,9 @@ pub fn projection_of(
         v.check()?;
     }
     match (expr, legacy) {
-        (Some(_), Some(_)) => Err(ApiError::validation(
-            "Can not use both expression and non-expression parameters in the same request: Non-expression parameters: {AttributesToGet} Expression parameters: {ProjectionExpression}",
+        (Some(_), Some(_)) => Err(mixed_parameters(
+            &["AttributesToGet"],
+            &["ProjectionExpression"],
         )),
         (Some(e), None) => Ok(Some(parse_projection(e, subs)?)),
         (None, Some(names)) => {

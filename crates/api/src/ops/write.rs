@@ -3,9 +3,7 @@
 //! partition, and turn the outcome into a response or DynamoDB error.
 
 use crate::Api;
-use crate::enums::{
-    ConditionalOperator, ReturnCapacity, ReturnMetrics, ReturnOnFailure, ReturnValues, WireEnum,
-};
+use crate::enums::{ConditionalOperator, ReturnMetrics, ReturnOnFailure, ReturnValues, WireEnum};
 use crate::error::ApiError;
 use crate::params::Violations;
 use dynaraft_cluster::Table;
@@ -74,7 +72,7 @@ impl WriteOptions {
     /// Checks the option members' constraints into `v`, in DynamoDB's
     /// order (ReturnConsumedCapacity first), and reads them.
     pub fn check(v: &mut Violations, m: OptionMembers, order: OptionOrder) -> WriteOptions {
-        let capacity = ReturnCapacity::member(v, m.capacity, "returnConsumedCapacity");
+        let capacity = crate::params::capacity_member(v, m.capacity);
         let (rv, metrics) = match order {
             OptionOrder::ValuesFirst => {
                 let rv = ReturnValues::member(v, m.return_values, "returnValues");
@@ -96,7 +94,7 @@ impl WriteOptions {
         WriteOptions {
             return_values: rv.unwrap_or(ReturnValues::None),
             old_on_failure: on_fail == Some(ReturnOnFailure::AllOld),
-            capacity: capacity.into(),
+            capacity,
             collection_metrics: metrics == Some(ReturnMetrics::Size),
         }
     }
