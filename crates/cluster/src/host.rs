@@ -277,14 +277,11 @@ impl Host {
     /// this node's clock, and returns the outcome and log index.
     pub async fn propose(&self, group: u64, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
         let g = self.hosted_group(group)?;
-        // The feeder's own proposals (deliveries and trims) log no change
-        // for it to deliver; waking it for them would only spin it.
-        let wakes_feeder = !matches!(cmd, Command::IndexApply(_) | Command::TrimChangeLog { .. });
         let r = g
             .propose(dynaraft_storage::wall_clock_ms(), cmd)
             .await
             .map_err(|e| with_group(e.into(), group));
-        if r.is_ok() && wakes_feeder {
+        if r.is_ok() {
             self.inner.feed_wakeup.notify_one();
         }
         r
