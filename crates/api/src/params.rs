@@ -155,7 +155,7 @@ pub fn resource_name(name: Option<&Str>) -> Result<String, ApiError> {
                 v.add(
                     Some(arn),
                     "tableName",
-                    "Member must have length less than or equal to 1024",
+                    &format!("Member must have length less than or equal to {MAX_TABLE_ARN_CHARS}"),
                 );
             }
         }
