@@ -618,3 +618,246 @@ async fn update_table_index_actions_follow_dynamodb_rules() {
     .await;
     t.stop().await;
 }
+
+/// `matches`: key `id`; `by_round` has a multi-attribute key (partition
+/// key tournament and region, sort key round (N) and bracket).
+async fn create_matches(c: &Client) {
+    use ScalarAttributeType::{N, S};
+    let by_round = GlobalSecondaryIndex::builder()
+        .index_name("by_round")
+        .key_schema(key("tournament", KeyType::Hash))
+        .key_schema(key("region", KeyType::Hash))
+        .key_schema(key("round", KeyType::Range))
+        .key_schema(key("bracket", KeyType::Range))
+        .projection(projection(ProjectionType::All, &[]))
+        .build()
+        .expect("gsi");
+    c.create_table()
+        .table_name("matches")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("id", S))
+        .attribute_definitions(attr("tournament", S))
+        .attribute_definitions(attr("region", S))
+        .attribute_definitions(attr("round", N))
+        .attribute_definitions(attr("bracket", S))
+        .key_schema(key("id", KeyType::Hash))
+        .global_secondary_indexes(by_round)
+        .send()
+        .await
+        .expect("create matches");
+}
+
+fn game(t: &str, region: &str, round: u32, bracket: Option<&str>) -> Item {
+    let mut i = HashMap::from([
+        (
+            "id".to_string(),
+            s(&format!(
+                "{t}-{region}-{round}-{}",
+                bracket.unwrap_or("none")
+            )),
+        ),
+        ("tournament".to_string(), s(t)),
+        ("region".to_string(), s(region)),
+        ("round".to_string(), n(&round.to_string())),
+    ]);
+    if let Some(b) = bracket {
+        i.insert("bracket".into(), s(b));
+    }
+    i
+}
+
+/// Ids of every item of a Query on `by_round` for tournament T1 in NA with
+/// `extra` conditions on the sort key (values `:a`, `:b`), page by page.
+async fn query_rounds(
+    c: &Client,
+    extra: &str,
+    values: &[(&str, AttributeValue)],
+    forward: bool,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let mut q = c
+            .query()
+            .table_name("matches")
+            .index_name("by_round")
+            .key_condition_expression(format!("tournament = :t AND #r = :r{extra}"))
+            .expression_attribute_names("#r", "region")
+            .expression_attribute_values(":t", s("T1"))
+            .expression_attribute_values(":r", s("NA"))
+            .scan_index_forward(forward)
+            .limit(4)
+            .set_exclusive_start_key(start);
+        for (k, v) in values {
+            q = q.expression_attribute_values(*k, v.clone());
+        }
+        let r = q.send().await.expect("query by_round");
+        out.extend(ids_of(r.items()));
+        match r.last_evaluated_key() {
+            Some(k) => {
+                let mut names: Vec<&str> = k.keys().map(String::as_str).collect();
+                names.sort();
+                assert_eq!(names, ["bracket", "id", "region", "round", "tournament"]);
+                start = Some(k.clone());
+            }
+            None => return out,
+        }
+    }
+}
+
+fn ids_of(items: &[Item]) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| match i.get("id") {
+            Some(AttributeValue::S(v)) => v.clone(),
+            other => panic!("no id in {other:?}"),
+        })
+        .collect()
+}
+
+/// Multi-attribute keys (DynamoDB, November 2025): the partition key is the
+/// tuple of its attributes, items sort by the sort-key attributes left to
+/// right (each in its own type's order), a Query conditions the sort-key
+/// attributes left to right, and an item missing any key attribute is not
+/// in the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_attribute_keys_order_and_bound_queries_like_tuples() {
+    let srv = server().await;
+    let c = srv.client.clone();
+    create_matches(&c).await;
+    let d = c
+        .describe_table()
+        .table_name("matches")
+        .send()
+        .await
+        .expect("describe");
+    let gsi = &d.table().expect("table").global_secondary_indexes()[0];
+    let schema: Vec<(String, String)> = gsi
+        .key_schema()
+        .iter()
+        .map(|k| {
+            (
+                k.attribute_name().to_string(),
+                k.key_type().as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        schema,
+        [
+            ("tournament", "HASH"),
+            ("region", "HASH"),
+            ("round", "RANGE"),
+            ("bracket", "RANGE")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    for t in ["T1", "T2"] {
+        for region in ["NA", "EU"] {
+            for round in [10, 2, 1] {
+                for bracket in ["UPPER", "LOWER"] {
+                    put(&c, "matches", game(t, region, round, Some(bracket))).await;
+                }
+            }
+        }
+    }
+    // Sparse: missing one sort-key attribute keeps the item out of the index.
+    put(&c, "matches", game("T1", "NA", 2, None)).await;
+    let all = [
+        "T1-NA-1-LOWER",
+        "T1-NA-1-UPPER",
+        "T1-NA-2-LOWER",
+        "T1-NA-2-UPPER",
+        "T1-NA-10-LOWER",
+        "T1-NA-10-UPPER",
+    ];
+    let got = eventually("the index to hold every game", async || {
+        let got = query_rounds(&c, "", &[], true).await;
+        (got.len() == all.len()).then_some(got)
+    })
+    .await;
+    assert_eq!(
+        got, all,
+        "numeric rounds, then brackets, within the partition"
+    );
+    let mut reversed = all.to_vec();
+    reversed.reverse();
+    assert_eq!(query_rounds(&c, "", &[], false).await, reversed);
+    let two = [(":a", n("2"))];
+    assert_eq!(
+        query_rounds(&c, " AND round = :a", &two, true).await,
+        ["T1-NA-2-LOWER", "T1-NA-2-UPPER"]
+    );
+    assert_eq!(
+        query_rounds(
+            &c,
+            " AND round = :a AND begins_with(bracket, :b)",
+            &[two[0].clone(), (":b", s("UP"))],
+            true
+        )
+        .await,
+        ["T1-NA-2-UPPER"]
+    );
+    assert_eq!(
+        query_rounds(
+            &c,
+            " AND round BETWEEN :a AND :b",
+            &[two[0].clone(), (":b", n("10"))],
+            true
+        )
+        .await,
+        all[2..]
+    );
+    assert_eq!(
+        query_rounds(&c, " AND round < :a", &two, true).await,
+        all[..2]
+    );
+    assert_eq!(
+        query_rounds(
+            &c,
+            " AND round = :a AND bracket > :b",
+            &[two[0].clone(), (":b", s("LOWER"))],
+            true
+        )
+        .await,
+        ["T1-NA-2-UPPER"]
+    );
+    // The partition key is the whole tuple; the sort key goes left to right.
+    let e = c
+        .query()
+        .table_name("matches")
+        .index_name("by_round")
+        .key_condition_expression("tournament = :t AND bracket = :b")
+        .expression_attribute_values(":t", s("T1"))
+        .expression_attribute_values(":b", s("UPPER"))
+        .send()
+        .await
+        .expect_err("region missing");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    let e = c
+        .query()
+        .table_name("matches")
+        .index_name("by_round")
+        .key_condition_expression("tournament = :t AND #r = :r AND bracket = :b")
+        .expression_attribute_names("#r", "region")
+        .expression_attribute_values(":t", s("T1"))
+        .expression_attribute_values(":r", s("NA"))
+        .expression_attribute_values(":b", s("UPPER"))
+        .send()
+        .await
+        .expect_err("round skipped");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    // Removing a key attribute takes the item out; restoring it brings it back.
+    c.update_item()
+        .table_name("matches")
+        .key("id", s("T1-NA-1-LOWER"))
+        .update_expression("REMOVE #r")
+        .expression_attribute_names("#r", "region")
+        .send()
+        .await
+        .expect("remove region");
+    eventually("the entry to leave the index", async || {
+        (query_rounds(&c, "", &[], true).await == all[1..]).then_some(())
+    })
+    .await;
+}

@@ -57,7 +57,7 @@ impl Catalog {
         for kv in tree.scan_prefix(machine::tables_prefix()) {
             let (_, v) = kv?;
             let meta: TableMeta = decode(&v)?;
-            let schema = meta.key_schema();
+            let schema = meta.key_schema()?;
             tables.insert(meta.name.clone(), Arc::new(Table { meta, schema }));
         }
         let mut nodes = BTreeMap::new();
@@ -70,17 +70,17 @@ impl Catalog {
     }
 
     /// Rebuilds a catalog received from another node.
-    pub fn from_doc(doc: crate::wire::CatalogDoc) -> Catalog {
+    pub fn from_doc(doc: crate::wire::CatalogDoc) -> Result<Catalog, StorageError> {
         let tables = doc
             .tables
             .into_iter()
             .map(|meta| {
-                let schema = meta.key_schema();
-                (meta.name.clone(), Arc::new(Table { meta, schema }))
+                let schema = meta.key_schema()?;
+                Ok((meta.name.clone(), Arc::new(Table { meta, schema })))
             })
-            .collect();
+            .collect::<Result<_, StorageError>>()?;
         let nodes = doc.nodes.into_iter().map(|n| (n.id, n)).collect();
-        Catalog::new(doc.version, tables, nodes)
+        Ok(Catalog::new(doc.version, tables, nodes))
     }
 
     /// The partitions with a replica on `node`, by group.

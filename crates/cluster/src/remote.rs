@@ -167,12 +167,15 @@ pub async fn feed_catalog(
             r = poll => r,
             _ = dynaraft_storage::stop_requested(&mut shutdown) => return,
         };
-        match result {
-            Ok(Reply::Catalog(doc)) => catalog.publish(Catalog::from_doc(doc)),
-            other => {
-                if let Err(e) = other {
-                    tracing::debug!(%addr, error = %e, "catalog poll failed");
-                }
+        let doc = match result {
+            Ok(Reply::Catalog(doc)) => Catalog::from_doc(doc).map_err(|e| e.to_string()),
+            Ok(_) => Err("not a catalog in the answer".to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match doc {
+            Ok(doc) => catalog.publish(doc),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "catalog poll failed");
                 next += 1;
                 tokio::time::sleep(Duration::from_millis(CATALOG_RETRY_MS)).await;
             }

@@ -146,6 +146,7 @@ mod tests {
         let table = TableMeta {
             name: "t".into(),
             partitions,
+            hash_key: ("p".into(), "S".into()),
             ..TableMeta::default()
         };
         let nodes = nodes
@@ -161,6 +162,7 @@ mod tests {
             tables: vec![table],
             nodes,
         })
+        .unwrap()
     }
 
     fn moves(cmds: Vec<Command>) -> Vec<(u64, u64, u64)> {

@@ -119,9 +119,10 @@ async fn sweep_partition(
             update: None,
             names: BTreeMap::from([("#ttl".to_string(), attr.to_string())]),
             values: JsonDoc::from_item(&values),
-            local: table
-                .meta
-                .local_index_specs(dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES),
+            local: table.meta.local_index_specs(
+                &table.schema,
+                dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
+            ),
             global: table.meta.global_key_specs(),
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =

@@ -259,14 +259,18 @@ mod tests {
                 replicas: vec![1, 2, 3],
                 epoch,
             }],
+            hash_key: ("p".into(), "S".into()),
             ..TableMeta::default()
         };
         let watch = CatalogWatch::default();
-        watch.publish(Catalog::from_doc(CatalogDoc {
-            version,
-            tables: vec![table],
-            nodes: Vec::new(),
-        }));
+        watch.publish(
+            Catalog::from_doc(CatalogDoc {
+                version,
+                tables: vec![table],
+                nodes: Vec::new(),
+            })
+            .unwrap(),
+        );
         watch
     }
 

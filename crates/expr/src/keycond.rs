@@ -1,9 +1,15 @@
 //! KeyConditionExpression: an equality on the partition key and at most one
 //! condition on the sort key, checked against the key schema.
+//!
+//! A multi-attribute key (a global index's) needs an equality on every
+//! partition-key attribute; its sort-key attributes are conditioned left to
+//! right without gaps, every one an equality but the last, which may be any
+//! sort-key condition. The order of the clauses in the expression does not
+//! matter.
 
 use crate::ast::{CmpOp, Condition, Operand, Path, PathElem};
 use crate::{ExprError, ExprKind};
-use dynaraft_model::{AttributeValue, KeySchema};
+use dynaraft_model::{AttributeValue, KeyAttr, KeySchema};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RangeCondition {
@@ -18,7 +24,11 @@ pub enum RangeCondition {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyCondition {
-    pub hash: AttributeValue,
+    /// The partition-key values, in key-schema order.
+    pub hash: Vec<AttributeValue>,
+    /// Values the leading sort-key attributes equal, in key-schema order.
+    pub sort_eq: Vec<AttributeValue>,
+    /// The condition on the sort-key attribute after those, if any.
     pub range: Option<RangeCondition>,
 }
 
@@ -136,90 +146,172 @@ fn flip(op: CmpOp) -> CmpOp {
 pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, ExprError> {
     let mut conds = Vec::new();
     flatten(c, &mut conds)?;
-    if conds.len() > 2 {
+    let multi = schema.is_multi_attribute();
+    let most = if multi { schema.key_attrs().count() } else { 2 };
+    if conds.len() > most {
         return Err(ExprError::invalid(
             ExprKind::KeyCondition,
-            "The expression contains too many conditions; Conditions can be of length 1 or 2 only",
+            if multi {
+                format!(
+                    "The expression contains too many conditions; Conditions can be of length 1 to {most} only"
+                )
+            } else {
+                "The expression contains too many conditions; Conditions can be of length 1 or 2 only".into()
+            },
         ));
     }
-    let mut hash = None;
-    let mut range = None;
+    let mut hash: Vec<Option<RangeCondition>> = vec![None; schema.hash.len()];
+    let mut range: Vec<Option<RangeCondition>> = vec![None; schema.range.len()];
     for c in conds {
         let p = part(c)?;
-        if p.attr == schema.hash.name {
-            if hash.is_some() {
-                return Err(err(
-                    "KeyConditionExpressions must only contain one condition per key",
-                ));
+        let slot = match schema.hash.iter().position(|k| k.name == p.attr) {
+            Some(i) => hash.get_mut(i),
+            None => match schema.range.iter().position(|k| k.name == p.attr) {
+                Some(j) => range.get_mut(j),
+                None => {
+                    return Err(err(format!(
+                        "Query condition missed key schema element: {}",
+                        missing(schema, &hash, &range)
+                    )));
+                }
+            },
+        };
+        let Some(slot) = slot else {
+            return Err(err("Query key condition not supported"));
+        };
+        if slot.is_some() {
+            return Err(err(
+                "KeyConditionExpressions must only contain one condition per key",
+            ));
+        }
+        *slot = Some(p.range);
+    }
+    let mut hash_values = Vec::with_capacity(hash.len());
+    for (ka, c) in schema.hash.iter().zip(hash) {
+        match (c, multi) {
+            (Some(RangeCondition::Eq(v)), _) => hash_values.push((ka, v)),
+            (None, false) => {
+                return Err(err(format!(
+                    "Query condition missed key schema element: {}",
+                    ka.name
+                )));
             }
-            match p.range {
-                RangeCondition::Eq(v) => hash = Some(v),
-                _ => return Err(err("Query key condition not supported")),
+            (Some(_), false) => return Err(err("Query key condition not supported")),
+            (None, true) => {
+                return Err(err(format!(
+                    "Query condition missed key schema element: {}: every HASH key attribute of a multi-attribute key needs an equality condition",
+                    ka.name
+                )));
             }
-        } else if schema.range.as_ref().is_some_and(|r| r.name == p.attr) {
-            if range.is_some() {
-                return Err(err(
-                    "KeyConditionExpressions must only contain one condition per key",
-                ));
+            (Some(_), true) => {
+                return Err(err(format!(
+                    "Query key condition not supported: HASH key attribute {} of a multi-attribute key needs an equality condition",
+                    ka.name
+                )));
             }
-            range = Some(p.range);
-        } else {
-            return Err(err(format!(
-                "Query condition missed key schema element: {}",
-                missing(schema, &hash)
-            )));
         }
     }
-    let Some(hash) = hash else {
-        return Err(err(format!(
-            "Query condition missed key schema element: {}",
-            schema.hash.name
-        )));
-    };
-    check_type(&hash, schema.hash.ty.attr_type())?;
-    if let (Some(r), Some(ka)) = (&range, &schema.range) {
-        let t = ka.ty.attr_type();
-        match r {
-            RangeCondition::Between(a, b) => {
-                check_type(a, t)?;
-                check_type(b, t)?;
-                if crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater) {
-                    return Err(ExprError::invalid(
-                        ExprKind::KeyCondition,
-                        "The BETWEEN operator requires upper bound to be greater than or equal to lower bound",
-                    ));
-                }
-            }
-            RangeCondition::BeginsWith(v) => {
-                if matches!(v, AttributeValue::N(_)) || t == dynaraft_model::AttrType::N {
-                    return Err(crate::parser::operand_type_error(
-                        ExprKind::KeyCondition,
-                        "begins_with",
-                        v,
-                    ));
-                }
-                check_type(v, t)?;
-            }
-            RangeCondition::Eq(v)
-            | RangeCondition::Lt(v)
-            | RangeCondition::Le(v)
-            | RangeCondition::Gt(v)
-            | RangeCondition::Ge(v) => check_type(v, t)?,
-        }
+    let (sort_eq, last) = sort_conditions(schema, range)?;
+    for (ka, v) in &hash_values {
+        check_type(v, ka.ty.attr_type())?;
     }
-    Ok(KeyCondition { hash, range })
+    for (ka, v) in &sort_eq {
+        check_type(v, ka.ty.attr_type())?;
+    }
+    if let Some((ka, r)) = &last {
+        check_range_types(r, ka.ty.attr_type())?;
+    }
+    Ok(KeyCondition {
+        hash: hash_values.into_iter().map(|(_, v)| v).collect(),
+        sort_eq: sort_eq.into_iter().map(|(_, v)| v).collect(),
+        range: last.map(|(_, r)| r),
+    })
 }
 
-/// The key attribute a condition on a non-key attribute displaced.
-fn missing(schema: &KeySchema, hash: &Option<AttributeValue>) -> String {
-    if hash.is_none() {
-        schema.hash.name.clone()
-    } else {
-        schema
-            .range
-            .as_ref()
-            .map_or(schema.hash.name.clone(), |r| r.name.clone())
+type SortConditions<'a> = (
+    Vec<(&'a KeyAttr, AttributeValue)>,
+    Option<(&'a KeyAttr, RangeCondition)>,
+);
+
+/// The sort-key conditions by attribute (in key-schema order) as the
+/// equalities of a leading run of attributes and the condition on the next.
+fn sort_conditions(
+    schema: &KeySchema,
+    range: Vec<Option<RangeCondition>>,
+) -> Result<SortConditions<'_>, ExprError> {
+    let mut eq = Vec::new();
+    let mut last: Option<(&KeyAttr, RangeCondition)> = None;
+    let mut gap: Option<&KeyAttr> = None;
+    for (ka, c) in schema.range.iter().zip(range) {
+        let Some(c) = c else {
+            gap = gap.or(Some(ka));
+            continue;
+        };
+        let before = gap.or(last.as_ref().map(|(k, _)| *k));
+        if let Some(before) = before {
+            return Err(err(format!(
+                "Query key condition not supported: RANGE key attributes are conditioned left to right; {} has a condition, so {} needs an equality condition",
+                ka.name, before.name
+            )));
+        }
+        match c {
+            RangeCondition::Eq(v) => eq.push((ka, v)),
+            other => last = Some((ka, other)),
+        }
     }
+    Ok((eq, last))
+}
+
+fn check_range_types(r: &RangeCondition, t: dynaraft_model::AttrType) -> Result<(), ExprError> {
+    match r {
+        RangeCondition::Between(a, b) => {
+            check_type(a, t)?;
+            check_type(b, t)?;
+            if crate::eval::compare(a, b) == Some(std::cmp::Ordering::Greater) {
+                return Err(ExprError::invalid(
+                    ExprKind::KeyCondition,
+                    "The BETWEEN operator requires upper bound to be greater than or equal to lower bound",
+                ));
+            }
+            Ok(())
+        }
+        RangeCondition::BeginsWith(v) => {
+            if matches!(v, AttributeValue::N(_)) || t == dynaraft_model::AttrType::N {
+                return Err(crate::parser::operand_type_error(
+                    ExprKind::KeyCondition,
+                    "begins_with",
+                    v,
+                ));
+            }
+            check_type(v, t)
+        }
+        RangeCondition::Eq(v)
+        | RangeCondition::Lt(v)
+        | RangeCondition::Le(v)
+        | RangeCondition::Gt(v)
+        | RangeCondition::Ge(v) => check_type(v, t),
+    }
+}
+
+/// The key attribute a condition on a non-key attribute displaced: the
+/// first partition-key attribute without a condition yet, else the first
+/// such sort-key attribute.
+fn missing(
+    schema: &KeySchema,
+    hash: &[Option<RangeCondition>],
+    range: &[Option<RangeCondition>],
+) -> String {
+    let unset = |attrs: &[KeyAttr], conds: &[Option<RangeCondition>]| {
+        attrs
+            .iter()
+            .zip(conds)
+            .find(|(_, c)| c.is_none())
+            .map(|(ka, _)| ka.name.clone())
+    };
+    unset(&schema.hash, hash)
+        .or_else(|| unset(&schema.range, range))
+        .or_else(|| schema.hash.first().map(|ka| ka.name.clone()))
+        .unwrap_or_default()
 }
 
 fn check_type(v: &AttributeValue, t: dynaraft_model::AttrType) -> Result<(), ExprError> {

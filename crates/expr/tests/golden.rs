@@ -28,20 +28,26 @@ fn json_item(s: Option<&String>) -> Result<Item, String> {
     }
 }
 
+/// `name type [role], ...`: without roles, the first attribute is the
+/// partition key and the second the sort key; with HASH or RANGE given,
+/// each attribute takes its role (a multi-attribute key).
 fn schema(s: &str) -> KeySchema {
-    let attrs: Vec<KeyAttr> = s
-        .split(',')
-        .map(|p| {
-            let mut it = p.split_whitespace();
-            let name = it.next().unwrap_or("pk").to_string();
-            let ty = ScalarType::from_descriptor(it.next().unwrap_or("S")).unwrap_or(ScalarType::S);
-            KeyAttr { name, ty }
-        })
-        .collect();
-    KeySchema {
-        hash: attrs[0].clone(),
-        range: attrs.get(1).cloned(),
+    let mut out = KeySchema {
+        hash: Vec::new(),
+        range: Vec::new(),
+    };
+    for (i, p) in s.split(',').enumerate() {
+        let mut it = p.split_whitespace();
+        let name = it.next().unwrap_or("pk").to_string();
+        let ty = ScalarType::from_descriptor(it.next().unwrap_or("S")).unwrap_or(ScalarType::S);
+        let role = it.next().unwrap_or(if i == 0 { "HASH" } else { "RANGE" });
+        let attr = KeyAttr { name, ty };
+        match role {
+            "HASH" => out.hash.push(attr),
+            _ => out.range.push(attr),
+        }
     }
+    out
 }
 
 fn run(case: &Case) -> String {

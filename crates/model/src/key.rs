@@ -54,20 +54,89 @@ pub struct KeyAttr {
     pub ty: ScalarType,
 }
 
-/// The primary key of a table (or an index).
+/// Most attributes a global secondary index's partition key, and its sort
+/// key, may each be made of (multi-attribute keys).
+pub const MAX_KEY_ATTRIBUTES_PER_ROLE: usize = 4;
+
+/// The primary key of a table or an index: its partition-key (HASH)
+/// attributes and its sort-key (RANGE) attributes, each in key-schema
+/// order. A table or a local index has one partition-key attribute and at
+/// most one sort-key attribute; a global index may have up to
+/// [`MAX_KEY_ATTRIBUTES_PER_ROLE`] of each (a multi-attribute key).
+///
+/// A multi-attribute key behaves as the tuple of its values: the partition
+/// hash covers all partition-key values, and items of one partition sort
+/// by the first sort-key attribute, then the second, and so on.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "KeySchemaRepr")]
 pub struct KeySchema {
-    pub hash: KeyAttr,
-    pub range: Option<KeyAttr>,
+    pub hash: Vec<KeyAttr>,
+    pub range: Vec<KeyAttr>,
+}
+
+/// What a stored or sent [`KeySchema`] may look like: today's lists, or
+/// the single attributes that commands and catalogs written before
+/// multi-attribute keys hold.
+#[derive(serde::Deserialize)]
+struct KeySchemaRepr {
+    hash: OneOrMany<KeyAttr>,
+    #[serde(default)]
+    range: Option<OneOrMany<KeyAttr>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    fn into_vec(self) -> Vec<T> {
+        match self {
+            OneOrMany::One(t) => vec![t],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl TryFrom<KeySchemaRepr> for KeySchema {
+    type Error = String;
+    fn try_from(r: KeySchemaRepr) -> Result<KeySchema, String> {
+        let hash = r.hash.into_vec();
+        let range = r.range.map(OneOrMany::into_vec).unwrap_or_default();
+        if hash.is_empty() || hash.len() > MAX_KEY_ATTRIBUTES_PER_ROLE {
+            return Err(format!("a key schema has {} HASH attributes", hash.len()));
+        }
+        if range.len() > MAX_KEY_ATTRIBUTES_PER_ROLE {
+            return Err(format!("a key schema has {} RANGE attributes", range.len()));
+        }
+        Ok(KeySchema { hash, range })
+    }
 }
 
 impl KeySchema {
-    pub fn is_key_attr(&self, name: &str) -> bool {
-        self.hash.name == name || self.range.as_ref().is_some_and(|r| r.name == name)
+    /// A key of one partition-key attribute and at most one sort-key
+    /// attribute (every table and local index).
+    pub fn simple(hash: KeyAttr, range: Option<KeyAttr>) -> KeySchema {
+        KeySchema {
+            hash: vec![hash],
+            range: range.into_iter().collect(),
+        }
     }
 
+    /// Whether the partition key or the sort key has more than one attribute.
+    pub fn is_multi_attribute(&self) -> bool {
+        self.hash.len() > 1 || self.range.len() > 1
+    }
+
+    pub fn is_key_attr(&self, name: &str) -> bool {
+        self.key_attrs().any(|ka| ka.name == name)
+    }
+
+    /// Partition-key attributes, then sort-key attributes.
     pub fn key_attrs(&self) -> impl Iterator<Item = &KeyAttr> {
-        std::iter::once(&self.hash).chain(self.range.iter())
+        self.hash.iter().chain(self.range.iter())
     }
 
     /// Extracts and validates the key of an item being written (PutItem).
@@ -108,23 +177,36 @@ impl KeySchema {
     }
 
     /// Storage key of an item whose key has been validated. Returns `None`
-    /// when a key attribute is missing or mistyped.
+    /// when a key attribute is missing or not a scalar.
     pub fn storage_key(&self, item: &Item) -> Option<Vec<u8>> {
-        let pk = item.get(&self.hash.name)?;
-        let mut out = Vec::with_capacity(64);
-        out.extend_from_slice(&partition_hash(pk)?.to_be_bytes());
-        encode_scalar(pk, &mut out)?;
-        if let Some(r) = &self.range {
-            encode_scalar(item.get(&r.name)?, &mut out)?;
+        let hash = self
+            .hash
+            .iter()
+            .map(|ka| item.get(&ka.name))
+            .collect::<Option<Vec<_>>>()?;
+        let mut out = self.partition_prefix(&hash)?;
+        for ka in &self.range {
+            encode_scalar(item.get(&ka.name)?, &mut out)?;
         }
         Some(out)
     }
 
-    /// The storage-key prefix shared by every item of one partition key.
-    pub fn partition_prefix(&self, pk: &AttributeValue) -> Option<Vec<u8>> {
-        let mut out = Vec::with_capacity(32);
-        out.extend_from_slice(&partition_hash(pk)?.to_be_bytes());
-        encode_scalar(pk, &mut out)?;
+    /// The storage-key prefix shared by every item of one partition-key
+    /// value: the hash of the encoded values, then the encoded values.
+    /// `values` are the partition-key attributes' values in key-schema
+    /// order; `None` when there are not as many as attributes, or one is
+    /// not a scalar.
+    pub fn partition_prefix(&self, values: &[&AttributeValue]) -> Option<Vec<u8>> {
+        if values.len() != self.hash.len() {
+            return None;
+        }
+        let mut encoded = Vec::with_capacity(32);
+        for v in values {
+            encode_scalar(v, &mut encoded)?;
+        }
+        let mut out = Vec::with_capacity(8 + encoded.len());
+        out.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&encoded).to_be_bytes());
+        out.extend_from_slice(&encoded);
         Some(out)
     }
 }
@@ -162,26 +244,24 @@ fn check_key_value(ka: &KeyAttr, v: &AttributeValue) -> Result<(), ModelError> {
 }
 
 fn check_key_sizes(schema: &KeySchema, item: &Item) -> Result<(), ModelError> {
-    if item.get(&schema.hash.name).map_or(0, |v| v.size_bytes()) > MAX_PARTITION_KEY_BYTES {
+    let size = |attrs: &[KeyAttr]| -> usize {
+        attrs
+            .iter()
+            .filter_map(|ka| item.get(&ka.name))
+            .map(AttributeValue::size_bytes)
+            .sum()
+    };
+    if size(&schema.hash) > MAX_PARTITION_KEY_BYTES {
         return Err(invalid(format!(
             "Size of hashkey has exceeded the maximum size limit of{MAX_PARTITION_KEY_BYTES} bytes"
         )));
     }
-    if let Some(r) = &schema.range
-        && item.get(&r.name).map_or(0, |v| v.size_bytes()) > MAX_SORT_KEY_BYTES
-    {
+    if size(&schema.range) > MAX_SORT_KEY_BYTES {
         return Err(invalid(format!(
             "Aggregated size of all range keys has exceeded the size limit of {MAX_SORT_KEY_BYTES} bytes"
         )));
     }
     Ok(())
-}
-
-/// The 64-bit hash that places a partition-key value on the hash ring.
-pub fn partition_hash(pk: &AttributeValue) -> Option<u64> {
-    let mut buf = Vec::with_capacity(32);
-    encode_scalar(pk, &mut buf)?;
-    Some(xxhash_rust::xxh3::xxh3_64(&buf))
 }
 
 /// Appends the order-preserving encoding of a scalar key value. Returns
@@ -278,6 +358,77 @@ mod tests {
         for w in encoded.windows(2) {
             assert!(w[0] < w[1], "{:?} !< {:?}", w[0], w[1]);
         }
+    }
+
+    fn attr(name: &str, ty: ScalarType) -> KeyAttr {
+        KeyAttr {
+            name: name.into(),
+            ty,
+        }
+    }
+
+    #[test]
+    fn schemas_stored_before_multi_attribute_keys_still_load() {
+        let old = r#"{"hash":{"name":"p","ty":"S"},"range":{"name":"c","ty":"N"}}"#;
+        let s: KeySchema = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            s,
+            KeySchema::simple(attr("p", ScalarType::S), Some(attr("c", ScalarType::N)))
+        );
+        let hash_only: KeySchema =
+            serde_json::from_str(r#"{"hash":{"name":"p","ty":"S"},"range":null}"#).unwrap();
+        assert!(hash_only.range.is_empty());
+        let round = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<KeySchema>(&round).unwrap(), s);
+        assert!(serde_json::from_str::<KeySchema>(r#"{"hash":[],"range":[]}"#).is_err());
+    }
+
+    #[test]
+    fn multi_attribute_keys_sort_as_tuples_within_one_partition() {
+        let s = KeySchema {
+            hash: vec![attr("h1", ScalarType::S), attr("h2", ScalarType::N)],
+            range: vec![attr("r1", ScalarType::N), attr("r2", ScalarType::S)],
+        };
+        let item = |r1: &str, r2: &str| -> Item {
+            [
+                ("h1", AttributeValue::S("a".into())),
+                ("h2", AttributeValue::N(Number::parse("7").unwrap())),
+                ("r1", AttributeValue::N(Number::parse(r1).unwrap())),
+                ("r2", AttributeValue::S(r2.into())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()
+        };
+        let keys: Vec<Vec<u8>> = [("5", "z"), ("50", ""), ("50", "a"), ("100", "a")]
+            .iter()
+            .map(|(a, b)| s.storage_key(&item(a, b)).unwrap())
+            .collect();
+        for w in keys.windows(2) {
+            assert!(w[0] < w[1]);
+            assert_eq!(w[0][..8], w[1][..8], "one partition-key value, one hash");
+        }
+        let mut missing = item("1", "a");
+        missing.remove("r2");
+        assert_eq!(
+            s.storage_key(&missing),
+            None,
+            "sparse: every key attribute needed"
+        );
+    }
+
+    #[test]
+    fn a_one_attribute_partition_hash_is_the_hash_of_its_encoding() {
+        // The hash stored keys were placed by before multi-attribute keys.
+        let s = KeySchema::simple(attr("p", ScalarType::S), None);
+        let v = AttributeValue::S("x".into());
+        let prefix = s.partition_prefix(&[&v]).unwrap();
+        let encoded = enc(v);
+        assert_eq!(
+            prefix[..8],
+            xxhash_rust::xxh3::xxh3_64(&encoded).to_be_bytes()
+        );
+        assert_eq!(prefix[8..], encoded[..]);
     }
 
     #[test]

@@ -118,36 +118,71 @@ impl Projection {
     }
 }
 
-/// A secondary index: its name, key (attribute name, type descriptor) and
-/// projection.
+/// A secondary index: its name, key and projection.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "IndexMetaRepr")]
 pub struct IndexMeta {
     pub name: String,
-    pub hash_key: (String, String),
-    pub range_key: Option<(String, String)>,
+    pub key: KeySchema,
     pub projection: Projection,
+}
+
+/// A stored [`IndexMeta`]: today's, or one written before multi-attribute
+/// keys, whose key is a (name, type descriptor) pair per role.
+#[derive(Deserialize)]
+struct IndexMetaRepr {
+    name: String,
+    #[serde(default)]
+    key: Option<KeySchema>,
+    #[serde(default)]
+    hash_key: Option<(String, String)>,
+    #[serde(default)]
+    range_key: Option<(String, String)>,
+    projection: Projection,
+}
+
+impl TryFrom<IndexMetaRepr> for IndexMeta {
+    type Error = String;
+    fn try_from(r: IndexMetaRepr) -> Result<IndexMeta, String> {
+        let key = match (r.key, r.hash_key) {
+            (Some(key), _) => key,
+            (None, Some(hash)) => KeySchema::simple(
+                key_attr(&hash)?,
+                r.range_key.as_ref().map(key_attr).transpose()?,
+            ),
+            (None, None) => return Err(format!("index {} has no key", r.name)),
+        };
+        Ok(IndexMeta {
+            name: r.name,
+            key,
+            projection: r.projection,
+        })
+    }
 }
 
 impl IndexMeta {
     pub fn key_schema(&self) -> KeySchema {
-        KeySchema {
-            hash: key_attr(&self.hash_key),
-            range: self.range_key.as_ref().map(key_attr),
-        }
+        self.key.clone()
     }
 }
 
-fn key_attr((n, t): &(String, String)) -> KeyAttr {
-    KeyAttr {
+/// A key attribute from its (name, type descriptor) pair.
+pub fn key_attr((n, t): &(String, String)) -> Result<KeyAttr, String> {
+    Ok(KeyAttr {
         name: n.clone(),
-        ty: ScalarType::from_descriptor(t).unwrap_or(ScalarType::S),
-    }
+        ty: ScalarType::from_descriptor(t)
+            .ok_or_else(|| format!("key attribute {n} has type {t:?}"))?,
+    })
 }
 
 impl TableMeta {
     /// What a write command carries to maintain the local indexes (`None`
     /// for a table without any), with collections limited to `limit_bytes`.
-    pub fn local_index_specs(&self, limit_bytes: u64) -> Option<crate::index::LocalIndexes> {
+    pub fn local_index_specs(
+        &self,
+        table: &KeySchema,
+        limit_bytes: u64,
+    ) -> Option<crate::index::LocalIndexes> {
         if self.local_indexes.is_empty() {
             return None;
         }
@@ -157,13 +192,13 @@ impl TableMeta {
             .filter_map(|i| {
                 Some(crate::index::LocalIndexSpec {
                     name: i.name.clone(),
-                    sort: key_attr(i.range_key.as_ref()?),
+                    sort: i.key.range.first()?.clone(),
                     projection: i.projection.clone(),
                 })
             })
             .collect();
         Some(crate::index::LocalIndexes {
-            table: self.key_schema(),
+            table: table.clone(),
             indexes,
             collection_limit_bytes: limit_bytes,
         })
@@ -211,11 +246,14 @@ impl TableMeta {
             .map(|(id, i)| (id as u8, i))
     }
 
-    pub fn key_schema(&self) -> KeySchema {
-        KeySchema {
-            hash: key_attr(&self.hash_key),
-            range: self.range_key.as_ref().map(key_attr),
-        }
+    /// The table's key; a type descriptor that is not S, N or B (a
+    /// damaged catalog) is an error.
+    pub fn key_schema(&self) -> Result<KeySchema, crate::StorageError> {
+        let attr = |k| key_attr(k).map_err(crate::StorageError::Corrupt);
+        Ok(KeySchema::simple(
+            attr(&self.hash_key)?,
+            self.range_key.as_ref().map(attr).transpose()?,
+        ))
     }
 
     /// The partition owning `storage_key` (whose first 8 bytes are the hash).

@@ -56,7 +56,7 @@ impl LocalIndexSpec {
     pub fn schema(&self, table: &KeySchema) -> KeySchema {
         KeySchema {
             hash: table.hash.clone(),
-            range: Some(self.sort.clone()),
+            range: vec![self.sort.clone()],
         }
     }
 }
@@ -76,6 +76,17 @@ fn collection_key(group: u64, partition_prefix: &[u8]) -> Vec<u8> {
     k.push(COLLECTION);
     k.extend_from_slice(partition_prefix);
     k
+}
+
+/// The storage-key prefix of `item`'s partition-key value under `schema`;
+/// `None` when the item lacks a partition-key attribute.
+fn partition_prefix_of(schema: &KeySchema, item: &Item) -> Option<Vec<u8>> {
+    let values = schema
+        .hash
+        .iter()
+        .map(|ka| item.get(&ka.name))
+        .collect::<Option<Vec<_>>>()?;
+    schema.partition_prefix(&values)
 }
 
 /// The entry key of `item` in an index with key `index` on a table with key
@@ -196,10 +207,10 @@ pub fn maintain(
     let after = entries(local, new);
     let total = |base: usize, e: &[Entry]| (base + e.iter().map(|e| e.size).sum::<usize>()) as i64;
     let delta = total(new_size, &after) - total(old_size, &before);
-    let Some(pk) = new.or(old).and_then(|i| i.get(&local.table.hash.name)) else {
+    let Some(item) = new.or(old) else {
         return Ok(Maintained::Collection(0));
     };
-    let Some(prefix) = local.table.partition_prefix(pk) else {
+    let Some(prefix) = partition_prefix_of(&local.table, item) else {
         return Ok(Maintained::Collection(0));
     };
     let ck = collection_key(group, &prefix);

@@ -60,12 +60,19 @@ fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {
     k
 }
 
-/// `[lo, hi)` storage-key bounds of a key condition.
+/// `[lo, hi)` storage-key bounds of a key condition: the partition-key
+/// values and the sort-key values held equal make a prefix; the condition
+/// on the next sort-key attribute, if any, bounds what follows it.
 pub fn query_bounds(schema: &KeySchema, kc: &KeyCondition) -> Option<(Vec<u8>, Vec<u8>)> {
-    let base = schema.partition_prefix(&kc.hash)?;
+    let hash: Vec<&AttributeValue> = kc.hash.iter().collect();
+    let mut base = schema.partition_prefix(&hash)?;
+    for v in &kc.sort_eq {
+        encode_scalar(v, &mut base)?;
+    }
     let end = successor(base.clone())?;
-    // Past every key whose sort value is `v`, whatever follows it (an
-    // index entry key continues with the table's sort key).
+    // Past every key whose next sort value is `v`, whatever follows it
+    // (later sort-key attributes; an index entry key continues with the
+    // table's key).
     let incl = |v: &AttributeValue| successor(with(&base, v)).unwrap_or_else(|| end.clone());
     Some(match &kc.range {
         None => (base.clone(), end),

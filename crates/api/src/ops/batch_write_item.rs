@@ -94,7 +94,7 @@ fn plan_one(api: &Api, table: &Table, r: WriteRequestShape) -> Result<Planned, A
             // refuse this item after others were written.
             let local = table
                 .meta
-                .local_index_specs(api.cfg.item_collection_limit_bytes);
+                .local_index_specs(&table.schema, api.cfg.item_collection_limit_bytes);
             let global = table.meta.global_key_specs();
             if let Some(msg) = local
                 .and_then(|l| invalid_index_key(&l, &item))

@@ -7,6 +7,9 @@
 
 use crate::error::ApiError;
 use crate::params::{Violations, check_table_name};
+use dynaraft_model::key::MAX_KEY_ATTRIBUTES_PER_ROLE;
+use dynaraft_model::{KeyAttr, KeySchema};
+use dynaraft_storage::catalog::key_attr;
 use dynaraft_storage::{IndexMeta, Projection};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -15,6 +18,8 @@ use std::collections::BTreeSet;
 pub const MAX_LOCAL_INDEXES: usize = 5;
 /// Most global secondary indexes per table.
 pub const MAX_GLOBAL_INDEXES: usize = 20;
+/// Most KeySchema elements of a local secondary index.
+const MAX_LOCAL_INDEX_KEYS: usize = 2;
 /// Most NonKeyAttributes over all of a table's indexes.
 pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
 
@@ -34,7 +39,13 @@ struct Raw {
 
 /// Checks the shape of index definitions; `member(i)` names the `i`th
 /// (from 0) in messages, e.g. `localSecondaryIndexes.1.member`.
-fn parse_shape(list: &[Value], member: impl Fn(usize) -> String) -> Result<Vec<Raw>, ApiError> {
+/// `max_keys` bounds a KeySchema's length (`None`: a global index, whose
+/// key is checked element by element instead).
+fn parse_shape(
+    list: &[Value],
+    member: impl Fn(usize) -> String,
+    max_keys: Option<usize>,
+) -> Result<Vec<Raw>, ApiError> {
     let mut v = Violations::default();
     let mut out = Vec::new();
     for (i, ix) in list.iter().enumerate() {
@@ -50,7 +61,7 @@ fn parse_shape(list: &[Value], member: impl Fn(usize) -> String) -> Result<Vec<R
                 &at("keySchema"),
                 "Member must have length greater than or equal to 1",
             ),
-            Some(k) if k.len() > 2 => v.add(
+            Some(k) if max_keys.is_some_and(|m| k.len() > m) => v.add(
                 Some("[...]"),
                 &at("keySchema"),
                 "Member must have length less than or equal to 2",
@@ -128,7 +139,9 @@ fn check_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
             names.join(", ")
         )));
     }
-    if keys.len() == 2 && keys[0] == keys[1] {
+    if let [a, b] = keys.as_slice()
+        && a == b
+    {
         return Err(ApiError::validation(
             "Both the Hash Key and the Range Key element in the KeySchema have the same name",
         ));
@@ -138,10 +151,50 @@ fn check_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
             "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
         ));
     }
+    Ok(())
+}
+
+/// A local index's key: its partition key, then one sort key.
+fn check_local_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
+    check_keys(ix, defined)?;
     if ix.keys.get(1).is_some_and(|k| k.1 != "RANGE") {
         return Err(ApiError::validation(
             "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
         ));
+    }
+    Ok(())
+}
+
+/// A global index's key: up to [`MAX_KEY_ATTRIBUTES_PER_ROLE`] partition-key
+/// (HASH) attributes, then up to as many sort-key (RANGE) attributes, no
+/// attribute twice (a multi-attribute key).
+fn check_global_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
+    check_keys(ix, defined)?;
+    let mut seen = BTreeSet::new();
+    if let Some((n, _)) = ix.keys.iter().find(|(n, _)| !seen.insert(n.as_str())) {
+        return Err(ApiError::validation(format!(
+            "Invalid KeySchema: Two KeySchemaElements have the same name: {n}"
+        )));
+    }
+    let ranges_from = ix
+        .keys
+        .iter()
+        .position(|k| k.1 == "RANGE")
+        .unwrap_or(ix.keys.len());
+    if ix.keys.iter().skip(ranges_from).any(|k| k.1 == "HASH") {
+        return Err(ApiError::validation(
+            "Invalid KeySchema: Every HASH KeySchemaElement must precede the RANGE KeySchemaElements",
+        ));
+    }
+    for (role, count) in [
+        ("HASH", ranges_from),
+        ("RANGE", ix.keys.len() - ranges_from),
+    ] {
+        if count > MAX_KEY_ATTRIBUTES_PER_ROLE {
+            return Err(ApiError::validation(format!(
+                "Invalid KeySchema: A global secondary index can have at most {MAX_KEY_ATTRIBUTES_PER_ROLE} {role} KeySchemaElements, {count} were given"
+            )));
+        }
     }
     Ok(())
 }
@@ -173,6 +226,16 @@ pub fn typed(defined: &[KeyPair], name: &str) -> KeyPair {
     (name.to_string(), t)
 }
 
+/// The key attributes of `ix` in `role` (HASH or RANGE), typed from
+/// AttributeDefinitions (`defined`).
+fn role_attrs(ix: &Raw, defined: &[KeyPair], role: &str) -> Result<Vec<KeyAttr>, ApiError> {
+    ix.keys
+        .iter()
+        .filter(|(_, r)| r == role)
+        .map(|(n, _)| key_attr(&typed(defined, n)).map_err(invalid))
+        .collect()
+}
+
 /// The index `ix` as the catalog keeps it, unless another index of the
 /// table (in `names`) already has its name.
 fn index_meta(
@@ -186,8 +249,10 @@ fn index_meta(
     }
     Ok(IndexMeta {
         name: ix.name.clone(),
-        hash_key: typed(defined, &ix.keys[0].0),
-        range_key: ix.keys.get(1).map(|k| typed(defined, &k.0)),
+        key: KeySchema {
+            hash: role_attrs(ix, defined, "HASH")?,
+            range: role_attrs(ix, defined, "RANGE")?,
+        },
         projection,
     })
 }
@@ -220,7 +285,11 @@ pub fn global_indexes(
     let Some(list) = index_list(body, "GlobalSecondaryIndexes")? else {
         return Ok(Vec::new());
     };
-    let raw = parse_shape(list, |i| format!("globalSecondaryIndexes.{}.member", i + 1))?;
+    let raw = parse_shape(
+        list,
+        |i| format!("globalSecondaryIndexes.{}.member", i + 1),
+        None,
+    )?;
     if raw.is_empty() {
         return Err(invalid("List of GlobalSecondaryIndexes is empty"));
     }
@@ -244,7 +313,7 @@ fn global_def(
     pay_per_request: bool,
     names: &mut BTreeSet<String>,
 ) -> Result<GlobalDef, ApiError> {
-    check_keys(ix, defined)?;
+    check_global_keys(ix, defined)?;
     let projection = projection(ix)?;
     let throughput = json.get("ProvisionedThroughput").filter(|t| !t.is_null());
     let units = match (pay_per_request, throughput) {
@@ -277,9 +346,11 @@ pub fn global_create(
     names: &mut BTreeSet<String>,
 ) -> Result<GlobalDef, ApiError> {
     let list = std::slice::from_ref(create);
-    let raw = parse_shape(list, |_| {
-        format!("globalSecondaryIndexUpdates.{n}.member.create")
-    })?;
+    let raw = parse_shape(
+        list,
+        |_| format!("globalSecondaryIndexUpdates.{n}.member.create"),
+        None,
+    )?;
     let ix = raw.first().ok_or_else(|| invalid("Create is empty"))?;
     global_def(ix, create, defined, pay_per_request, names)
 }
@@ -295,7 +366,11 @@ pub fn local_indexes(
     let Some(list) = index_list(body, "LocalSecondaryIndexes")? else {
         return Ok(Vec::new());
     };
-    let raw = parse_shape(list, |i| format!("localSecondaryIndexes.{}.member", i + 1))?;
+    let raw = parse_shape(
+        list,
+        |i| format!("localSecondaryIndexes.{}.member", i + 1),
+        Some(MAX_LOCAL_INDEX_KEYS),
+    )?;
     if raw.is_empty() {
         return Err(invalid("List of LocalSecondaryIndexes is empty"));
     }
@@ -307,17 +382,18 @@ pub fn local_indexes(
     let mut names = BTreeSet::new();
     let mut out = Vec::new();
     for ix in &raw {
-        check_keys(ix, defined)?;
+        check_local_keys(ix, defined)?;
         if ix.keys.len() != 2 {
             return Err(invalid(format!(
                 "Index KeySchema does not have a range key for index: {}",
                 ix.name
             )));
         }
-        if ix.keys[0].0 != hash.0 {
+        let index_hash = ix.keys.first().map_or("", |k| k.0.as_str());
+        if index_hash != hash.0 {
             return Err(invalid(format!(
                 "Index KeySchema does not have the same leading hash key as table KeySchema for index: {}. index hash key: {}, table hash key: {}",
-                ix.name, ix.keys[0].0, hash.0
+                ix.name, index_hash, hash.0
             )));
         }
         let projection = projection(ix)?;
@@ -358,10 +434,7 @@ pub fn check_definitions_used(
 ) -> Result<(), ApiError> {
     let mut used: BTreeSet<&str> = table_keys.iter().copied().collect();
     for i in indexes {
-        used.insert(&i.hash_key.0);
-        if let Some(r) = &i.range_key {
-            used.insert(&r.0);
-        }
+        used.extend(i.key.key_attrs().map(|ka| ka.name.as_str()));
     }
     let names: BTreeSet<&str> = defined.iter().map(|(n, _)| n.as_str()).collect();
     if names == used {

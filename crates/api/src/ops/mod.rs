@@ -30,6 +30,7 @@ pub mod write;
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::parse_body;
+use dynaraft_model::KeyAttr;
 use dynaraft_model::wire::Str;
 use dynaraft_storage::{
     Command, IndexMeta, IndexStatus, Outcome, Projection, TableMeta, TableStatus,
@@ -267,10 +268,14 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
 /// One entry of DescribeTable's LocalSecondaryIndexes (and the common part
 /// of a GlobalSecondaryIndexes entry).
 fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) -> Value {
-    let mut keys = vec![json!({"AttributeName": ix.hash_key.0, "KeyType": "HASH"})];
-    if let Some(r) = &ix.range_key {
-        keys.push(json!({"AttributeName": r.0, "KeyType": "RANGE"}));
-    }
+    let role = |attrs: &[KeyAttr], role: &str| -> Vec<Value> {
+        attrs
+            .iter()
+            .map(|ka| json!({"AttributeName": ka.name, "KeyType": role}))
+            .collect()
+    };
+    let mut keys = role(&ix.key.hash, "HASH");
+    keys.extend(role(&ix.key.range, "RANGE"));
     let mut projection = json!({ "ProjectionType": ix.projection.type_name() });
     if let Projection::Include(attrs) = &ix.projection {
         projection["NonKeyAttributes"] = json!(attrs);

@@ -125,7 +125,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let (lo, hi) = query_bounds(key_schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;
     let start_after = resume_after(start, &table.schema, index.as_mut(), &exprs)?;
-    if start_after.is_some() && index.is_none() && table.schema.range.is_none() {
+    if start_after.is_some() && index.is_none() && table.schema.range.is_empty() {
         return Err(ApiError::validation(
             "The provided starting key is invalid: ExclusiveStartKey cannot be used to Query a table without a sort key",
         ));

@@ -300,7 +300,7 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
         values: JsonDoc::new(&req.values),
         local: table
             .meta
-            .local_index_specs(api.cfg.item_collection_limit_bytes),
+            .local_index_specs(&table.schema, api.cfg.item_collection_limit_bytes),
         global: table.meta.global_key_specs(),
     })
 }
@@ -313,11 +313,14 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
             new,
             collection_bytes,
         } => {
-            let hash = &table.schema.hash.name;
-            let pk = req
-                .key
-                .get(hash)
-                .map(|v| Item::from([(hash.clone(), v.clone())]));
+            // The item collection is named by the partition key.
+            let pk: Item = table
+                .schema
+                .hash
+                .iter()
+                .filter_map(|ka| req.key.get(&ka.name).map(|v| (ka.name.clone(), v.clone())))
+                .collect();
+            let pk = (!pk.is_empty()).then_some(pk);
             Ok(Written {
                 old,
                 new,

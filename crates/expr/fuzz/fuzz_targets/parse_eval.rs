@@ -34,9 +34,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(p) = parse_projection(src, &mut subs()) {
         projection::project(&item, &p);
     }
-    let schema = dynaraft_model::KeySchema {
-        hash: dynaraft_model::KeyAttr { name: "pk".into(), ty: dynaraft_model::ScalarType::S },
-        range: Some(dynaraft_model::KeyAttr { name: "sk".into(), ty: dynaraft_model::ScalarType::N }),
-    };
+    let schema = dynaraft_model::KeySchema::simple(
+        dynaraft_model::KeyAttr { name: "pk".into(), ty: dynaraft_model::ScalarType::S },
+        Some(dynaraft_model::KeyAttr { name: "sk".into(), ty: dynaraft_model::ScalarType::N }),
+    );
     let _ = parse_key_condition(src, &mut subs(), &schema);
 });

@@ -24,13 +24,13 @@ pub fn timing() -> Timing {
 }
 
 pub fn schema() -> KeySchema {
-    KeySchema {
-        hash: KeyAttr {
+    KeySchema::simple(
+        KeyAttr {
             name: "pk".into(),
             ty: ScalarType::S,
         },
-        range: None,
-    }
+        None,
+    )
 }
 
 /// A put of key `k{i}` with `n = i`.
