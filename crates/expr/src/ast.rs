@@ -85,7 +85,7 @@ pub enum Condition {
     Not(Box<Condition>),
     AttributeExists(Path),
     AttributeNotExists(Path),
-    AttributeType(Path, Operand),
+    AttributeType(Operand, Operand),
     BeginsWith(Operand, Operand),
     Contains(Operand, Operand),
 }

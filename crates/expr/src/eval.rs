@@ -25,8 +25,10 @@ fn eval(c: &Condition, item: &Item) -> bool {
             let (a, b) = (resolve(a, item), resolve(b, item));
             match (a, b, op) {
                 (Some(a), Some(b), CmpOp::Eq) => values_equal(&a, &b),
+                // `<>` is the negation of `=`: true when either side is
+                // missing, both sides included.
                 (Some(a), Some(b), CmpOp::Ne) => !values_equal(&a, &b),
-                (None, Some(_), CmpOp::Ne) | (Some(_), None, CmpOp::Ne) => true,
+                (_, _, CmpOp::Ne) => true,
                 (Some(a), Some(b), op) => match compare(&a, &b) {
                     Some(o) => match op {
                         CmpOp::Lt => o == Ordering::Less,
@@ -57,7 +59,7 @@ fn eval(c: &Condition, item: &Item) -> bool {
         },
         Condition::AttributeExists(p) => paths::get(item, p).is_some(),
         Condition::AttributeNotExists(p) => paths::get(item, p).is_none(),
-        Condition::AttributeType(p, t) => match (paths::get(item, p), resolve(t, item)) {
+        Condition::AttributeType(v, t) => match (resolve(v, item), resolve(t, item)) {
             (Some(v), Some(t)) => match t.as_ref() {
                 AttributeValue::S(s) => v.attr_type().descriptor() == s,
                 _ => false,

@@ -162,7 +162,8 @@ impl Legacy {
             "GE" => format!("{n} >= {first}"),
             "GT" => format!("{n} > {first}"),
             "CONTAINS" => format!("contains({n}, {first})"),
-            "NOT_CONTAINS" => format!("NOT contains({n}, {first})"),
+            // Unlike NE, NOT_CONTAINS is false for a missing attribute.
+            "NOT_CONTAINS" => format!("(attribute_exists({n}) AND NOT contains({n}, {first}))"),
             "BEGINS_WITH" => format!("begins_with({n}, {first})"),
             "NULL" => format!("attribute_not_exists({n})"),
             "NOT_NULL" => format!("attribute_exists({n})"),

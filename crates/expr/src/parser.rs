@@ -444,15 +444,38 @@ impl<'a> Parser<'a> {
         self.pos += 2; // name and "("
         // Function names are case-sensitive in DynamoDB (`BEGINS_WITH(...)`
         // is an invalid function name), unlike keywords.
-        let cond = match name {
-            "attribute_exists" | "attribute_not_exists" => {
-                let p = match self.operand()? {
-                    Operand::Path(p) => p,
-                    _ => {
-                        return Err(self.err(format!(
-                            "Operator or function requires a document path; operator or function: {name}"
-                        )));
-                    }
+        let operands = match name {
+            "attribute_exists" | "attribute_not_exists" => 1,
+            "attribute_type" | "begins_with" | "contains" => 2,
+            "size" => return Err(self.syntax_error()),
+            "if_not_exists" | "list_append" => {
+                return Err(self.err(format!(
+                    "The function is not allowed in a condition expression; function: {name}"
+                )));
+            }
+            _ => {
+                return Err(self.err(format!("Invalid function name; function: {name}")));
+            }
+        };
+        let mut args = vec![self.operand()?];
+        while *self.peek() == Tok::Comma {
+            self.pos += 1;
+            args.push(self.operand()?);
+        }
+        self.expect(Tok::RParen)?;
+        if args.len() != operands {
+            return Err(self.operand_count(name, args.len()));
+        }
+        let mut it = args.into_iter();
+        let (Some(a), b) = (it.next(), it.next()) else {
+            return Err(self.operand_count(name, 0));
+        };
+        let cond = match (name, b) {
+            ("attribute_exists" | "attribute_not_exists", None) => {
+                let Operand::Path(p) = a else {
+                    return Err(self.err(format!(
+                        "Operator or function requires a document path; operator or function: {name}"
+                    )));
                 };
                 if name == "attribute_exists" {
                     Condition::AttributeExists(p)
@@ -460,10 +483,12 @@ impl<'a> Parser<'a> {
                     Condition::AttributeNotExists(p)
                 }
             }
-            "attribute_type" => {
-                let p = self.path_arg(name)?;
-                self.expect(Tok::Comma)?;
-                let t = self.operand()?;
+            // The first operand may be a value too: DynamoDB evaluates
+            // attribute_type(:v, :t) on the value.
+            ("attribute_type", Some(t)) => {
+                if let Operand::Size(_) = a {
+                    return Err(operand_type_error_name(self.kind, name, "N"));
+                }
                 match &t {
                     Operand::Value(AttributeValue::S(s)) if AttrType::from_descriptor(s).is_some() => {}
                     Operand::Value(AttributeValue::S(s)) => {
@@ -477,46 +502,30 @@ impl<'a> Parser<'a> {
                         return Err(operand_type_error_name(self.kind, name, "PATH"));
                     }
                 }
-                Condition::AttributeType(p, t)
+                Condition::AttributeType(a, t)
             }
-            "begins_with" | "contains" => {
-                let a = self.operand()?;
-                self.expect(Tok::Comma)?;
-                let b = self.operand()?;
-                if name == "begins_with" {
-                    for o in [&a, &b] {
-                        if let Operand::Value(v) = o
-                            && !matches!(v.attr_type(), AttrType::S | AttrType::B)
-                        {
-                            return Err(operand_type_error(self.kind, name, v));
-                        }
+            ("begins_with", Some(b)) => {
+                for o in [&a, &b] {
+                    if let Operand::Value(v) = o
+                        && !matches!(v.attr_type(), AttrType::S | AttrType::B)
+                    {
+                        return Err(operand_type_error(self.kind, name, v));
                     }
-                    Condition::BeginsWith(a, b)
-                } else {
-                    Condition::Contains(a, b)
                 }
+                Condition::BeginsWith(a, b)
             }
-            "size" => return Err(self.syntax_error()),
-            "if_not_exists" | "list_append" => {
-                return Err(self.err(format!(
-                    "The function is not allowed in a condition expression; function: {name}"
-                )));
-            }
-            _ => {
-                return Err(self.err(format!("Invalid function name; function: {name}")));
-            }
+            ("contains", Some(b)) => Condition::Contains(a, b),
+            (_, b) => return Err(self.operand_count(name, 1 + usize::from(b.is_some()))),
         };
-        self.expect(Tok::RParen)?;
         self.depth -= 1;
         Ok(cond)
     }
 
-    fn path_arg(&mut self, func: &str) -> Result<Path, ExprError> {
-        match self.operand()? {
-            Operand::Path(p) => Ok(p),
-            Operand::Value(v) => Err(operand_type_error(self.kind, func, &v)),
-            Operand::Size(_) => Err(operand_type_error_name(self.kind, func, "N")),
-        }
+    /// A function given `n` operands, not the number it takes.
+    fn operand_count(&self, name: &str, n: usize) -> ExprError {
+        self.err(format!(
+            "Incorrect number of operands for operator or function; operator or function: {name}, number of operands: {n}"
+        ))
     }
 
     // ---- projections ---------------------------------------------------

@@ -316,8 +316,8 @@ pub fn condition_paths<'a>(c: &'a Condition, out: &mut Vec<&'a Path>) {
         }
         Condition::Not(a) => condition_paths(a, out),
         Condition::AttributeExists(p) | Condition::AttributeNotExists(p) => out.push(p),
-        Condition::AttributeType(p, t) => {
-            out.push(p);
+        Condition::AttributeType(v, t) => {
+            op(v, out);
             op(t, out);
         }
     }
