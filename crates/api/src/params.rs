@@ -321,6 +321,9 @@ pub fn enum_value<'a>(
 pub struct ExprInput {
     pub names: BTreeMap<String, String>,
     pub values: Item,
+    /// Expressions translated from legacy parameters, which DynamoDB
+    /// does not hold to the limits on expressions.
+    pub translations: Vec<String>,
 }
 
 impl ExprInput {
@@ -419,6 +422,7 @@ impl ExprInput {
         Ok(ExprInput {
             names: name_map,
             values: value_map,
+            translations: Vec::new(),
         })
     }
 
@@ -428,14 +432,20 @@ impl ExprInput {
     }
 
     /// Takes in the names and values a legacy translation generated.
-    pub fn absorb(&mut self, l: dynaraft_expr::legacy::Legacy) {
+    /// Takes in the names and values a legacy translation generated, and
+    /// the expression it produced (if any).
+    pub fn absorb(&mut self, l: dynaraft_expr::legacy::Legacy, translation: Option<&String>) {
         self.names.extend(l.names);
         self.values.extend(l.values);
+        self.translations.extend(translation.cloned());
     }
 
     /// Fresh substitutions (with usage tracking) for parsing.
     pub fn subs(&self) -> Substitutions {
-        Substitutions::new(self.names.clone(), self.values.clone())
+        self.translations.iter().fold(
+            Substitutions::new(self.names.clone(), self.values.clone()),
+            |s, t| s.with_translation(t.as_str()),
+        )
     }
 
     /// The values as DynamoDB JSON, for a logged command.

@@ -38,7 +38,7 @@ use crate::router::Router;
 use dynaraft_model::{Item, KeySchema};
 use dynaraft_storage::catalog::{key_hash, partition_index};
 use dynaraft_storage::global::{self, Backfill, ChangeRecord, IndexBatch, IndexOp};
-use dynaraft_storage::index::{entry_storage_key, invalid_key_value, project};
+use dynaraft_storage::index::{entry_storage_key, invalid_key_value, oversized_index_key, project};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
 use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus};
 use std::collections::BTreeMap;
@@ -163,13 +163,15 @@ async fn feed_partition(
 
 /// The entry `item` has in index `g` (its entry key and projected
 /// attributes), or `None` when it lacks an index key attribute or holds one
-/// of the wrong type or empty (such items are not indexed).
+/// of the wrong type, empty or too large (such items are not indexed; only
+/// a backfill meets them, writes refuse them).
 pub fn index_entry(g: &GlobalIndexMeta, table: &KeySchema, item: &Item) -> Option<(Vec<u8>, Item)> {
     let schema = g.index.key_schema();
     let name = &g.index.name;
     if schema
         .key_attrs()
         .any(|ka| invalid_key_value(name, ka, item).is_some())
+        || oversized_index_key(&schema, item).is_some()
     {
         return None;
     }

@@ -124,6 +124,7 @@ async fn sweep_partition(
                 dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
             ),
             global: table.meta.global_key_specs(),
+            legacy_update: false,
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =
             host.propose(group, Command::Write(cmd)).await?

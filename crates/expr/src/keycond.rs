@@ -162,6 +162,7 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
     }
     let mut hash: Vec<Option<RangeCondition>> = vec![None; schema.hash.len()];
     let mut range: Vec<Option<RangeCondition>> = vec![None; schema.range.len()];
+    let mut off_key = false;
     for c in conds {
         let p = part(c)?;
         let slot = match schema.hash.iter().position(|k| k.name == p.attr) {
@@ -169,10 +170,8 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
             None => match schema.range.iter().position(|k| k.name == p.attr) {
                 Some(j) => range.get_mut(j),
                 None => {
-                    return Err(err(format!(
-                        "Query condition missed key schema element: {}",
-                        missing(schema, &hash, &range)
-                    )));
+                    off_key = true;
+                    continue;
                 }
             },
         };
@@ -185,6 +184,15 @@ pub fn from_condition(c: Condition, schema: &KeySchema) -> Result<KeyCondition, 
             ));
         }
         *slot = Some(p.range);
+    }
+    if off_key {
+        // A condition on an attribute outside the key: DynamoDB names the
+        // key attribute it displaced, whatever the clauses' order, or (the
+        // key being complete without it) does not support the condition.
+        return Err(err(match missing(schema, &hash, &range) {
+            Some(name) => format!("Query condition missed key schema element: {name}"),
+            None => "Query key condition not supported".to_string(),
+        }));
     }
     let mut hash_values = Vec::with_capacity(hash.len());
     for (ka, c) in schema.hash.iter().zip(hash) {
@@ -294,13 +302,13 @@ fn check_range_types(r: &RangeCondition, t: dynaraft_model::AttrType) -> Result<
 }
 
 /// The key attribute a condition on a non-key attribute displaced: the
-/// first partition-key attribute without a condition yet, else the first
-/// such sort-key attribute.
+/// first partition-key attribute without a condition, else the first such
+/// sort-key attribute; `None` when every key attribute has one.
 fn missing(
     schema: &KeySchema,
     hash: &[Option<RangeCondition>],
     range: &[Option<RangeCondition>],
-) -> String {
+) -> Option<String> {
     let unset = |attrs: &[KeyAttr], conds: &[Option<RangeCondition>]| {
         attrs
             .iter()
@@ -308,10 +316,7 @@ fn missing(
             .find(|(_, c)| c.is_none())
             .map(|(ka, _)| ka.name.clone())
     };
-    unset(&schema.hash, hash)
-        .or_else(|| unset(&schema.range, range))
-        .or_else(|| schema.hash.first().map(|ka| ka.name.clone()))
-        .unwrap_or_default()
+    unset(&schema.hash, hash).or_else(|| unset(&schema.range, range))
 }
 
 fn check_type(v: &AttributeValue, t: dynaraft_model::AttrType) -> Result<(), ExprError> {

@@ -26,12 +26,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use ast::{Condition, Operand, Path, PathElem};
 pub use keycond::{KeyCondition, RangeCondition};
-pub use update::UpdateExpr;
+pub use update::{UpdateError, UpdateExpr};
 
 /// Longest expression string DynamoDB accepts, in bytes.
 pub const MAX_EXPRESSION_BYTES: usize = 4096;
-/// Deepest nesting of parentheses, NOTs and functions we parse.
-pub const MAX_NESTING_DEPTH: usize = 64;
+/// Deepest nesting of parentheses, NOTs and functions we parse: as many
+/// as the operators DynamoDB allows ([`MAX_OPERATORS`]), so the operator
+/// count is the limit a valid expression meets first.
+pub const MAX_NESTING_DEPTH: usize = 300;
 /// Most elements in one document path (DynamoDB nests at most 32 levels).
 pub const MAX_PATH_DEPTH: usize = 32;
 /// Most operands of an `IN` list.
@@ -80,6 +82,13 @@ pub struct Substitutions {
     values: Item,
     used_names: BTreeSet<String>,
     used_values: BTreeSet<String>,
+    /// Expressions' sizes and operator counts are not checked: they were
+    /// checked where the request arrived (a state machine applying a
+    /// logged write).
+    unlimited: bool,
+    /// Expressions the client never wrote (translations of legacy
+    /// parameters, which have no such limits), exempt from them too.
+    translations: BTreeSet<String>,
 }
 
 impl Substitutions {
@@ -89,6 +98,25 @@ impl Substitutions {
             values,
             ..Default::default()
         }
+    }
+
+    /// These substitutions with the request limits on expressions lifted
+    /// (see the `unlimited` field).
+    pub fn unlimited(mut self) -> Substitutions {
+        self.unlimited = true;
+        self
+    }
+
+    /// These substitutions, with `src` marked as a translation of legacy
+    /// parameters (exempt from the limits on expressions).
+    pub fn with_translation(mut self, src: impl Into<String>) -> Substitutions {
+        self.translations.insert(src.into());
+        self
+    }
+
+    /// Whether the limits on expressions apply to `src`.
+    pub(crate) fn limits(&self, src: &str) -> bool {
+        !self.unlimited && !self.translations.contains(src)
     }
 
     pub fn name(&mut self, kind: ExprKind, token: &str) -> Result<String, ExprError> {

@@ -33,6 +33,8 @@ pub struct Parser<'a> {
     subs: &'a mut Substitutions,
     depth: usize,
     operators: usize,
+    /// DynamoDB's limits on expressions apply (size, operators).
+    limited: bool,
 }
 
 /// DynamoDB's names for attribute types in update-operand errors.
@@ -57,7 +59,8 @@ impl<'a> Parser<'a> {
         kind: ExprKind,
         subs: &'a mut Substitutions,
     ) -> Result<Parser<'a>, ExprError> {
-        if src.len() > MAX_EXPRESSION_BYTES {
+        let limited = subs.limits(src);
+        if limited && src.len() > MAX_EXPRESSION_BYTES {
             return Err(ExprError::invalid(
                 kind,
                 format!(
@@ -78,6 +81,7 @@ impl<'a> Parser<'a> {
             subs,
             depth: 0,
             operators: 0,
+            limited,
         })
     }
 
@@ -157,7 +161,7 @@ impl<'a> Parser<'a> {
 
     fn count_operator(&mut self) -> Result<(), ExprError> {
         self.operators += 1;
-        if self.operators > MAX_OPERATORS {
+        if self.limited && self.operators > MAX_OPERATORS {
             return Err(self.err(format!(
                 "The expression contains too many operators; operator count: {}",
                 self.operators

@@ -43,6 +43,17 @@ pub enum UpdateError {
     Number(String),
 }
 
+/// DynamoDB's error for an arithmetic result it cannot store: a result
+/// needing more than 38 significant digits is reported as an overflow too
+/// (ScyllaDB's test_update_expression_plus_imprecise records this).
+fn arithmetic_error(e: dynaraft_model::number::NumberError) -> UpdateError {
+    use dynaraft_model::number::NumberError;
+    match e {
+        NumberError::Precision => UpdateError::Number(NumberError::Overflow.to_string()),
+        e => UpdateError::Number(e.to_string()),
+    }
+}
+
 impl UpdateExpr {
     /// Every path the update writes or removes.
     pub fn targets(&self) -> impl Iterator<Item = &Path> {
@@ -118,8 +129,7 @@ fn set_value(v: &SetValue, item: &Item) -> Result<AttributeValue, UpdateError> {
             } else {
                 a.checked_sub(&b)
             };
-            r.map(AttributeValue::N)
-                .map_err(|e| UpdateError::Number(e.to_string()))
+            r.map(AttributeValue::N).map_err(arithmetic_error)
         }
     }
 }
@@ -156,10 +166,9 @@ fn add(old: Option<&AttributeValue>, v: &AttributeValue) -> Result<AttributeValu
     }
     Ok(match (old, v) {
         (None, v) => v.clone(),
-        (Some(AttributeValue::N(a)), AttributeValue::N(b)) => AttributeValue::N(
-            a.checked_add(b)
-                .map_err(|e| UpdateError::Number(e.to_string()))?,
-        ),
+        (Some(AttributeValue::N(a)), AttributeValue::N(b)) => {
+            AttributeValue::N(a.checked_add(b).map_err(arithmetic_error)?)
+        }
         (Some(AttributeValue::Ss(a)), AttributeValue::Ss(b)) => AttributeValue::Ss(union(a, b)),
         (Some(AttributeValue::Ns(a)), AttributeValue::Ns(b)) => AttributeValue::Ns(union(a, b)),
         (Some(AttributeValue::Bs(a)), AttributeValue::Bs(b)) => AttributeValue::Bs(union(a, b)),

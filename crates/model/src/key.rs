@@ -169,6 +169,13 @@ impl KeySchema {
         check_key_sizes(self, key)
     }
 
+    /// Whether the key's values in `item` fit DynamoDB's limits: the
+    /// partition-key values together at most [`MAX_PARTITION_KEY_BYTES`],
+    /// the sort-key values together at most [`MAX_SORT_KEY_BYTES`].
+    pub fn check_sizes(&self, item: &Item) -> Result<(), ModelError> {
+        check_key_sizes(self, item)
+    }
+
     /// The key attributes of an item, as a new map.
     pub fn key_of(&self, item: &Item) -> Item {
         self.key_attrs()

@@ -10,6 +10,8 @@ use std::fmt;
 
 /// Deepest nesting of lists and maps DynamoDB accepts in an item.
 pub const MAX_NESTING_DEPTH: usize = 32;
+/// DynamoDB's text for a value nested deeper than [`MAX_NESTING_DEPTH`].
+pub const NESTING_MESSAGE: &str = "Nesting Levels have exceeded supported limits: Attributes in the item have nested levels beyond supported limit";
 /// Overhead bytes of a list or map value.
 pub const LIST_MAP_OVERHEAD_BYTES: usize = 3;
 /// Overhead bytes per element of a list or map.
@@ -212,7 +214,7 @@ fn ser(msg: &str) -> ModelError {
 
 fn parse_value(v: &Value, depth: usize) -> Result<AttributeValue, ModelError> {
     if depth > MAX_NESTING_DEPTH {
-        return Err(invalid("Nesting Levels have exceeded supported limits"));
+        return Err(invalid(NESTING_MESSAGE));
     }
     let obj = v
         .as_object()

@@ -24,7 +24,7 @@
 
 use crate::ModelError;
 use crate::number::Number;
-use crate::value::{AttributeValue, Item, MAX_NESTING_DEPTH, check_set};
+use crate::value::{AttributeValue, Item, MAX_NESTING_DEPTH, NESTING_MESSAGE, check_set};
 use base64::Engine as _;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::collections::HashMap;
@@ -593,9 +593,7 @@ impl<'de> Visitor<'de> for ValueSeed {
             members.push(v);
         }
         if self.depth > MAX_NESTING_DEPTH {
-            return Ok(WireValue(Err(invalid_value(
-                "Nesting Levels have exceeded supported limits",
-            ))));
+            return Ok(WireValue(Err(invalid_value(NESTING_MESSAGE))));
         }
         Ok(WireValue(match members.set.len() {
             0 => Err("Supplied AttributeValue is empty, must contain exactly one of the supported datatypes".into()),

@@ -202,8 +202,21 @@ struct EmbeddedArgs {
     shared_db: bool,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// Stack of each runtime worker thread, in bytes: four times tokio's
+/// default, so the deepest expression the parser admits
+/// (`dynaraft_expr::MAX_NESTING_DEPTH`) leaves a wide margin even in a debug
+/// build (the expression crate's robustness test parses it on 2 MiB).
+const WORKER_STACK_BYTES: usize = 8 * 1024 * 1024;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .build()?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -129,6 +129,10 @@ pub struct WriteCommand {
     /// write is logged for them when the list is not empty.
     #[serde(default)]
     pub global: Vec<crate::global::GlobalKeySpec>,
+    /// `update` translates legacy AttributeUpdates: a type mismatch gets
+    /// that parameter's message.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_update: bool,
 }
 
 /// A DynamoDB JSON map (an item, a key, ExpressionAttributeValues) carried

@@ -62,12 +62,13 @@ pub struct GlobalKeySpec {
 }
 
 /// DynamoDB's message for the first global index key of `item` with the
-/// wrong type or an empty value.
+/// wrong type, an empty value or too many bytes.
 pub fn invalid_global_key(global: &[GlobalKeySpec], item: &Item) -> Option<String> {
     global.iter().find_map(|g| {
         g.schema
             .key_attrs()
             .find_map(|ka| crate::index::invalid_key_value(&g.name, ka, item))
+            .or_else(|| crate::index::oversized_index_key(&g.schema, item))
     })
 }
 

@@ -126,12 +126,23 @@ pub fn project(item: &Item, table: &KeySchema, index: &KeySchema, p: &Projection
 }
 
 /// DynamoDB's ValidationException message for the first index key of
-/// `item` with the wrong type or an empty value; `None` when all are fine.
+/// `item` with the wrong type, an empty value or too many bytes; `None`
+/// when all are fine.
 pub fn invalid_index_key(local: &LocalIndexes, item: &Item) -> Option<String> {
-    local
-        .indexes
-        .iter()
-        .find_map(|spec| invalid_key_value(&spec.name, &spec.sort, item))
+    local.indexes.iter().find_map(|spec| {
+        invalid_key_value(&spec.name, &spec.sort, item)
+            .or_else(|| oversized_index_key(&spec.schema(&local.table), item))
+    })
+}
+
+/// DynamoDB's message when `item` has every key attribute of an index with
+/// key `schema` (so it would be indexed) and their values are over the key
+/// size limits; `None` otherwise.
+pub fn oversized_index_key(schema: &KeySchema, item: &Item) -> Option<String> {
+    if !schema.key_attrs().all(|ka| item.contains_key(&ka.name)) {
+        return None;
+    }
+    schema.check_sizes(item).err().map(|e| e.to_string())
 }
 
 /// DynamoDB's message when `item`'s value of index key `ka` (of index

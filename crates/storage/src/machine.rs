@@ -25,7 +25,7 @@ use crate::command::{Command, Entry, JsonDoc, WriteCommand, WriteKind};
 use crate::global::{self, ChangeRecord};
 use crate::index;
 use crate::txn;
-use dynaraft_expr::{ExprKind, Substitutions, parse_condition, parse_update};
+use dynaraft_expr::{ExprKind, Substitutions, UpdateError, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
 use dynaraft_model::value::item_size_bytes;
 use dynaraft_model::{Item, MAX_ITEM_BYTES};
@@ -361,7 +361,8 @@ pub(crate) fn evaluate(
         Ok(v) => v,
         Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
     };
-    let mut subs = Substitutions::new(w.names.clone(), values);
+    // The router checked the expressions' limits before logging the write.
+    let mut subs = Substitutions::new(w.names.clone(), values).unlimited();
     if let Some(src) = &w.condition {
         match parse_condition(src, ExprKind::Condition, &mut subs) {
             Ok(c) if !c.eval(old.as_ref()) => return Ok(Err(Outcome::ConditionFailed { old })),
@@ -393,8 +394,12 @@ pub(crate) fn evaluate(
                     .map_err(|e| e.to_string())
                     .and_then(|u| {
                         only_removes = u.set.is_empty() && u.add.is_empty();
-                        u.apply_to(&mut item, old.is_some())
-                            .map_err(|e| e.to_string())
+                        u.apply_to(&mut item, old.is_some()).map_err(|e| match e {
+                            UpdateError::IncorrectType if w.legacy_update => {
+                                "Type mismatch for attribute to update".to_string()
+                            }
+                            e => e.to_string(),
+                        })
                     });
                 if let Err(e) = applied {
                     return Ok(Err(Outcome::Invalid(e)));

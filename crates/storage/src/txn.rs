@@ -473,6 +473,7 @@ fn bare(w: &WriteCommand) -> WriteCommand {
         values: JsonDoc::null(),
         local: w.local.clone(),
         global: w.global.clone(),
+        legacy_update: false,
     }
 }
 
@@ -605,6 +606,7 @@ mod tests {
             values: JsonDoc::new(&json!({})),
             local: None,
             global: Vec::new(),
+            legacy_update: false,
         }
     }
 

@@ -193,6 +193,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
                 names: BTreeMap::new(),
                 values: json!({}),
                 old_on_failure: false,
+                legacy_update: false,
             };
             (name, raw, write(&api, &table, req).await)
         });

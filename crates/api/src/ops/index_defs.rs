@@ -20,6 +20,8 @@ pub const MAX_LOCAL_INDEXES: usize = 5;
 pub const MAX_GLOBAL_INDEXES: usize = 20;
 /// Most KeySchema elements of a local secondary index.
 const MAX_LOCAL_INDEX_KEYS: usize = 2;
+/// Longest name in NonKeyAttributes, in characters.
+const MAX_NON_KEY_ATTRIBUTE_CHARS: usize = 255;
 /// Most NonKeyAttributes over all of a table's indexes.
 pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
 
@@ -110,6 +112,26 @@ fn parse_shape(
                 Some("[]"),
                 &format!("{}.nonKeyAttributes", at("projection")),
                 "Member must have length greater than or equal to 1",
+            );
+        }
+        let names = non_key.into_iter().flatten();
+        if names.clone().any(|n| !n.is_string()) {
+            return Err(ApiError::Serialization(Some(
+                "NUMBER_VALUE cannot be converted to String".into(),
+            )));
+        }
+        let too_long = |n: &&Value| {
+            n.as_str()
+                .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_NON_KEY_ATTRIBUTE_CHARS)
+        };
+        if names.clone().any(|n| too_long(&n)) {
+            let shown: Vec<&str> = names.filter_map(Value::as_str).collect();
+            v.add(
+                Some(&format!("[{}]", shown.join(", "))),
+                &format!("{}.nonKeyAttributes", at("projection")),
+                &format!(
+                    "Member must satisfy constraint: [Member must have length less than or equal to {MAX_NON_KEY_ATTRIBUTE_CHARS}, Member must have length greater than or equal to 1]"
+                ),
             );
         }
         out.push(Raw {
@@ -204,7 +226,16 @@ fn projection(ix: &Raw) -> Result<Projection, ApiError> {
         return Err(invalid("Unknown ProjectionType: null"));
     };
     match (t, &ix.non_key) {
-        ("INCLUDE", Some(attrs)) => Ok(Projection::Include(attrs.clone())),
+        ("INCLUDE", Some(attrs)) => {
+            let mut seen = BTreeSet::new();
+            if let Some(a) = attrs.iter().find(|a| !seen.insert(a.as_str())) {
+                return Err(invalid(format!(
+                    "Duplicate attribute in NonKeyAttributes of index {}: {a}",
+                    ix.name
+                )));
+            }
+            Ok(Projection::Include(attrs.clone()))
+        }
         ("INCLUDE", None) => Err(invalid(
             "ProjectionType is INCLUDE, but NonKeyAttributes is not specified",
         )),

@@ -89,7 +89,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         (None, Some(kc)) => {
             let mut l = exprs_in.legacy();
             let k = l.key_conditions(&kc.0)?.ok_or_else(missing)?;
-            exprs_in.absorb(l);
+            exprs_in.absorb(l, Some(&k));
             k
         }
         (None, None) => return Err(missing()),

@@ -176,6 +176,22 @@ impl IndexTarget {
                     self.meta.name
                 )));
             }
+            // A global index cannot fetch from the table: asking for an
+            // attribute it does not hold is an error, not an omission.
+            let missing: Vec<&str> = exprs
+                .projection
+                .iter()
+                .flatten()
+                .map(|p| p.root())
+                .filter(|a| !held(a))
+                .collect();
+            if !missing.is_empty() {
+                return Err(ApiError::validation(format!(
+                    "One or more parameter values were invalid: Global secondary index {} does not project [{}]",
+                    self.meta.name,
+                    missing.join(", ")
+                )));
+            }
             return Ok(false);
         }
         let mut paths = Vec::new();
@@ -232,7 +248,7 @@ pub fn filter_source(
         Some(filter) => {
             let mut l = input.legacy();
             let f = l.filter(param, filter, operator.map(WireEnum::as_str))?;
-            input.absorb(l);
+            input.absorb(l, f.as_ref());
             Ok(f)
         }
         None => Ok(None),

@@ -104,7 +104,7 @@ pub fn plan(
             }
             let mut l = exprs.legacy();
             let u = l.attribute_updates(&updates.0)?;
-            exprs.absorb(l);
+            exprs.absorb(l, u.as_ref());
             u
         }
         (None, None) => None,
@@ -126,6 +126,9 @@ pub fn plan(
             p.root()
         )));
     }
+    let legacy_update = update
+        .as_ref()
+        .is_some_and(|u| exprs.translations.contains(u));
     let request = WriteRequest {
         kind: WriteKind::Update,
         key,
@@ -135,6 +138,7 @@ pub fn plan(
         names: exprs.names.clone(),
         values: exprs.values_json(),
         old_on_failure,
+        legacy_update,
     };
     Ok((table, request, targets))
 }

@@ -34,7 +34,7 @@ pub fn condition_source(
         Some(expected) => {
             let mut l = input.legacy();
             let c = l.expected(expected, operator.map(WireEnum::as_str))?;
-            input.absorb(l);
+            input.absorb(l, c.as_ref());
             Ok(c)
         }
         None => Ok(None),
@@ -227,6 +227,8 @@ pub struct WriteRequest {
     pub values: Value,
     /// ReturnValuesOnConditionCheckFailure = ALL_OLD.
     pub old_on_failure: bool,
+    /// `update` translates AttributeUpdates.
+    pub legacy_update: bool,
 }
 
 impl WriteRequest {
@@ -248,6 +250,7 @@ impl WriteRequest {
             names: input.names.clone(),
             values: input.values_json(),
             old_on_failure,
+            legacy_update: false,
         }
     }
 }
@@ -302,6 +305,7 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
             .meta
             .local_index_specs(&table.schema, api.cfg.item_collection_limit_bytes),
         global: table.meta.global_key_specs(),
+        legacy_update: req.legacy_update,
     })
 }
 

@@ -50,6 +50,7 @@ pub fn put(i: usize) -> Command {
         values: JsonDoc::new(&json!({})),
         local: None,
         global: Vec::new(),
+        legacy_update: false,
     })
 }
 
