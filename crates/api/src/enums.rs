@@ -105,6 +105,40 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// BillingMode of CreateTable and UpdateTable.
+    BillingMode {
+        Provisioned = "PROVISIONED",
+        PayPerRequest = "PAY_PER_REQUEST",
+    }
+);
+
+wire_enum!(
+    /// AttributeType of an attribute definition.
+    ScalarAttributeType {
+        B = "B",
+        N = "N",
+        S = "S",
+    }
+);
+
+wire_enum!(
+    /// KeyType of a key schema element.
+    KeyType {
+        Hash = "HASH",
+        Range = "RANGE",
+    }
+);
+
+wire_enum!(
+    /// ProjectionType of an index.
+    ProjectionType {
+        All = "ALL",
+        Include = "INCLUDE",
+        KeysOnly = "KEYS_ONLY",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

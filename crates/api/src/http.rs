@@ -22,6 +22,9 @@ pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
 /// Time a client has to send a whole request body, in milliseconds.
 pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
+/// Most bytes of a request's headers (names and values) DynamoDB reads,
+/// and of its request target (the URL path and query).
+pub const MAX_REQUEST_HEAD_BYTES: usize = 16 * 1024;
 /// How long a browser may cache a CORS preflight answer, in seconds.
 pub const CORS_MAX_AGE_S: u32 = 172_800;
 /// Response headers a browser script may read (CORS).
@@ -36,6 +39,7 @@ pub async fn handle(
     let cors = Cors::of(req.method(), req.headers());
     let accept = encoding::accepted(req.headers());
     let mut response = match *req.method() {
+        _ if head_too_large(&req) => text_response(400, "Bad Request\n", &request_id),
         Method::GET => get(&api, &req, &request_id),
         Method::OPTIONS if cors.is_some() => text_response(200, "", &request_id),
         _ => {
@@ -50,6 +54,18 @@ pub async fn handle(
         c.apply(response.headers_mut());
     }
     Ok(response)
+}
+
+/// Whether the request's target or its headers are over
+/// [`MAX_REQUEST_HEAD_BYTES`]; such a request is refused before it is read.
+fn head_too_large(req: &Request<Incoming>) -> bool {
+    let target = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len())
+        .sum();
+    target > MAX_REQUEST_HEAD_BYTES || headers > MAX_REQUEST_HEAD_BYTES
 }
 
 /// `GET /`: DynamoDB's health line naming the host the client addressed;

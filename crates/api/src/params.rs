@@ -68,38 +68,6 @@ impl Violations {
     }
 }
 
-pub fn wrong_type(expected: &str) -> ApiError {
-    ApiError::Serialization(Some(format!(
-        "Unexpected value type in payload, expected {expected}"
-    )))
-}
-
-pub fn opt_str<'a>(body: &'a Value, field: &str) -> Result<Option<&'a str>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(wrong_type("string")),
-    }
-}
-
-pub fn opt_bool(body: &Value, field: &str) -> Result<Option<bool>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(wrong_type("boolean")),
-    }
-}
-
-pub fn opt_array<'a>(body: &'a Value, field: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(a)) => Ok(Some(a)),
-        Some(_) => Err(ApiError::Serialization(Some(
-            "Start of list found where not expected".into(),
-        ))),
-    }
-}
-
 /// The constraints DynamoDB puts on table and index names: 3 to 255
 /// characters of `[a-zA-Z0-9_.-]`.
 pub fn check_table_name(v: &mut Violations, name: Option<&str>, path: &str) {
@@ -187,21 +155,6 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     })
 }
 
-/// One member of a JSON request tree read as its wire shape (for the
-/// operations that still read a tree; typed requests do this in
-/// [`parse_body`]).
-pub fn member<T: serde::de::DeserializeOwned>(
-    body: &Value,
-    field: &str,
-) -> Result<Option<T>, ApiError> {
-    match body.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v)
-            .map(Some)
-            .map_err(|e| ApiError::Serialization(Some(e.to_string()))),
-    }
-}
-
 /// The key schema's verdict on an item (or key) of a write: a missing key
 /// attribute is a ValidationException; a key attribute of the wrong type is
 /// [`ApiError::KeySchema`], which a transaction reports as that item's
@@ -275,44 +228,12 @@ pub fn wire_item(item: Option<WireItem>) -> Result<Item, ApiError> {
     Ok(item)
 }
 
-pub fn table_name(body: &Value) -> Result<String, ApiError> {
-    let name = opt_str(body, "TableName")?;
-    let mut v = Violations::default();
-    check_table_name(&mut v, name, "tableName");
-    v.check()?;
-    Ok(name.unwrap_or_default().to_string())
-}
-
 /// A table that accepts item operations (ACTIVE or UPDATING).
 pub fn active_table(api: &Api, name: &str) -> Result<Arc<Table>, ApiError> {
     match api.router.table(name) {
         Some(t) if matches!(t.meta.status, TableStatus::Active | TableStatus::Updating) => Ok(t),
         _ => Err(ApiError::not_found()),
     }
-}
-
-pub fn enum_value<'a>(
-    body: &'a Value,
-    field: &str,
-    path: &str,
-    allowed: &[&str],
-) -> Result<Option<&'a str>, ApiError> {
-    let v = opt_str(body, field)?;
-    if let Some(s) = v
-        && !allowed.contains(&s)
-    {
-        let mut vs = Violations::default();
-        vs.add(
-            Some(s),
-            path,
-            &format!(
-                "Member must satisfy enum value set: [{}]",
-                allowed.join(", ")
-            ),
-        );
-        vs.check()?;
-    }
-    Ok(v)
 }
 
 /// The expression inputs of one request: the client's
@@ -327,22 +248,6 @@ pub struct ExprInput {
 }
 
 impl ExprInput {
-    /// Checks the rules for combining expression and legacy parameters and
-    /// parses the names and values. `expressions` are the operation's
-    /// expression parameters, `legacy` its non-expression ones.
-    pub fn from_body(
-        body: &Value,
-        expressions: &[&str],
-        legacy: &[&str],
-    ) -> Result<ExprInput, ApiError> {
-        let present = |f: &str| body.get(f).is_some_and(|v| !v.is_null());
-        let exprs: Vec<(&str, bool)> = expressions.iter().map(|f| (*f, present(f))).collect();
-        let legacy: Vec<(&str, bool)> = legacy.iter().map(|f| (*f, present(f))).collect();
-        let names = member::<Dict<Str>>(body, "ExpressionAttributeNames")?;
-        let values = member::<WireItem>(body, "ExpressionAttributeValues")?;
-        Self::from_parts(&exprs, &legacy, names, values)
-    }
-
     /// The same rules for a typed request: `expressions` are the
     /// operation's expression parameters with whether each was sent,
     /// `legacy` the non-expression ones sent.

@@ -354,6 +354,7 @@ impl<'a> Parser<'a> {
                 let op = cmp_op(sym);
                 let right = self.operand()?;
                 self.check_comparable(op.symbol(), &[&left, &right])?;
+                self.check_distinct(op.symbol(), &left, &right)?;
                 Ok(Condition::Cmp(left, op, right))
             }
             Tok::Ident(w) if w.eq_ignore_ascii_case("BETWEEN") => {
@@ -474,6 +475,9 @@ impl<'a> Parser<'a> {
         let (Some(a), b) = (it.next(), it.next()) else {
             return Err(self.operand_count(name, 0));
         };
+        if let Some(b) = &b {
+            self.check_distinct(name, &a, b)?;
+        }
         let cond = match (name, b) {
             ("attribute_exists" | "attribute_not_exists", None) => {
                 let Operand::Path(p) = a else {
@@ -523,6 +527,28 @@ impl<'a> Parser<'a> {
         };
         self.depth -= 1;
         Ok(cond)
+    }
+
+    /// DynamoDB refuses a comparison or a two-operand function whose
+    /// operands are one document path.
+    fn check_distinct(&self, op: &str, a: &Operand, b: &Operand) -> Result<(), ExprError> {
+        match (a, b) {
+            (Operand::Path(x), Operand::Path(y)) if x == y => {
+                let shown: Vec<String> = x
+                    .elems
+                    .iter()
+                    .map(|e| match e {
+                        PathElem::Attr(n) => n.clone(),
+                        PathElem::Index(i) => format!("[{i}]"),
+                    })
+                    .collect();
+                Err(self.err(format!(
+                    "The first operand must be distinct from the remaining operands for this operator or function; operator: {op}, first operand: [{}]",
+                    shown.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// A function given `n` operands, not the number it takes.
@@ -676,6 +702,13 @@ impl<'a> Parser<'a> {
                                 && v.attr_type() != AttrType::L
                             {
                                 return Err(operand_type_error(self.kind, "list_append", v));
+                            }
+                            // DynamoDB parses a list_append of a list_append
+                            // but refuses it.
+                            if let UOperand::ListAppend(..) = o {
+                                return Err(self.err(
+                                    "The function is not allowed to be used this way in an expression; function: list_append",
+                                ));
                             }
                         }
                         UOperand::ListAppend(Box::new(a), Box::new(b))

@@ -2,37 +2,78 @@
 //! DynamoDB does, then proposes the table to the catalog.
 
 use super::index_defs;
+use super::table_defs::{
+    AttributeDefinitionIn, IndexIn, KeyElementIn, KeyPair, ThroughputIn, attribute_definitions,
+    billing,
+};
 use crate::Api;
+use crate::enums::{BillingMode, KeyType, WireEnum};
 use crate::error::ApiError;
-use crate::params::{Violations, enum_value, opt_array, opt_bool, table_name};
+use crate::params::{Violations, check_table_name};
+use crate::tag_rules::Tag;
+use dynaraft_model::wire::{Flag, List, Obj, Str};
 use dynaraft_storage::{
     Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableMeta, TableStatus,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    if crate::params::opt_str(body, "TableName")?.is_none() {
+/// CreateTable's request (StreamSpecification, SSESpecification and
+/// TableClass are accepted and ignored).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateTableInput {
+    pub table_name: Option<Str>,
+    pub attribute_definitions: Option<List<Obj<AttributeDefinitionIn>>>,
+    pub key_schema: Option<List<Obj<KeyElementIn>>>,
+    pub local_secondary_indexes: Option<List<Obj<IndexIn>>>,
+    pub global_secondary_indexes: Option<List<Obj<IndexIn>>>,
+    pub billing_mode: Option<Str>,
+    pub provisioned_throughput: Option<Obj<ThroughputIn>>,
+    pub tags: Option<List<Obj<Tag>>>,
+    pub deletion_protection_enabled: Option<Flag>,
+}
+
+pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
+    let Some(name) = input.table_name.as_ref().map(|n| n.0.clone()) else {
         return Err(ApiError::validation(
             "The parameter 'TableName' is required but was not present in the request",
         ));
-    }
-    let name = table_name(body)?;
-    let attrs = opt_array(body, "AttributeDefinitions")?;
-    let keys = opt_array(body, "KeySchema")?;
+    };
     let mut v = Violations::default();
-    if attrs.is_none() {
-        v.add(None, "attributeDefinitions", "Member must not be null");
+    check_table_name(&mut v, Some(&name), "tableName");
+    v.check()?;
+    let mut v = Violations::default();
+    if input.attribute_definitions.is_none() {
+        v.null("attributeDefinitions");
     }
-    if keys.is_none() {
-        v.add(None, "keySchema", "Member must not be null");
+    if input.key_schema.is_none() {
+        v.null("keySchema");
     }
     v.check()?;
-    let attrs = parse_attribute_definitions(attrs.unwrap_or(&vec![]))?;
-    let (hash, range) = parse_key_schema(keys.unwrap_or(&vec![]), &attrs)?;
-    let (billing_mode, rcu, wcu) = billing(body)?;
-    let local_indexes = index_defs::local_indexes(body, &attrs, &hash, range.as_ref())?;
-    let pay_per_request = billing_mode == "PAY_PER_REQUEST";
-    let global = index_defs::global_indexes(body, &attrs, pay_per_request, &local_indexes)?;
+    let attrs = attribute_definitions(input.attribute_definitions.as_ref())?;
+    let keys = input
+        .key_schema
+        .as_ref()
+        .map_or(&[][..], |k| k.0.as_slice());
+    let (hash, range) = key_schema(keys, &attrs)?;
+    let (billing_mode, rcu, wcu) = billing(
+        input.billing_mode.as_ref(),
+        input.provisioned_throughput.as_deref(),
+    )?;
+    let local_indexes = index_defs::local_indexes(
+        input.local_secondary_indexes.as_ref(),
+        &attrs,
+        &hash,
+        range.as_ref(),
+    )?;
+    let pay_per_request = billing_mode == BillingMode::PayPerRequest;
+    let global = index_defs::global_indexes(
+        input.global_secondary_indexes.as_ref(),
+        &attrs,
+        pay_per_request,
+        &local_indexes,
+    )?;
     let table_keys: Vec<&str> = std::iter::once(hash.0.as_str())
         .chain(range.as_ref().map(|r| r.0.as_str()))
         .collect();
@@ -59,8 +100,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             write_capacity: w,
         })
         .collect();
-    let tag_list = crate::params::member(body, "Tags")?;
-    let tags = crate::tag_rules::parse_tags(tag_list.as_ref())?;
+    let tags = crate::tag_rules::parse_tags(input.tags.as_ref())?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
         name: name.clone(),
@@ -74,11 +114,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         hash_key: hash,
         range_key: range,
         attributes: attrs,
-        billing_mode,
+        billing_mode: billing_mode.as_str().to_string(),
         read_capacity: rcu,
         write_capacity: wcu,
         tags,
-        deletion_protection: opt_bool(body, "DeletionProtectionEnabled")?.unwrap_or(false),
+        deletion_protection: input.deletion_protection_enabled.is_some_and(|f| f.0),
         last_increase_ms: 0,
         last_decrease_ms: 0,
         decreases_today: 0,
@@ -94,56 +134,11 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
     Ok(json!({ "TableDescription": super::describe_created(api, &meta).await? }))
 }
 
-/// AttributeDefinitions of a request (empty when absent), checked.
-pub fn attribute_definitions(body: &Value) -> Result<Vec<(String, String)>, ApiError> {
-    parse_attribute_definitions(opt_array(body, "AttributeDefinitions")?.unwrap_or(&vec![]))
-}
-
-fn parse_attribute_definitions(list: &[Value]) -> Result<Vec<(String, String)>, ApiError> {
-    let mut v = Violations::default();
-    let mut out = Vec::new();
-    for (i, a) in list.iter().enumerate() {
-        let n = a.get("AttributeName").and_then(|x| x.as_str());
-        let t = a.get("AttributeType").and_then(|x| x.as_str());
-        let path = format!("attributeDefinitions.{}.member.attributeName", i + 1);
-        match n {
-            None => v.add(None, &path, "Member must not be null"),
-            Some(n) => crate::params::check_key_attribute_name(&mut v, n, &path),
-        }
-        match t {
-            None => v.add(
-                None,
-                &format!("attributeDefinitions.{}.member.attributeType", i + 1),
-                "Member must not be null",
-            ),
-            Some(t) if !["S", "N", "B"].contains(&t) => v.add(
-                Some(t),
-                &format!("attributeDefinitions.{}.member.attributeType", i + 1),
-                "Member must satisfy enum value set: [B, N, S]",
-            ),
-            _ => {}
-        }
-        if let (Some(n), Some(t)) = (n, t) {
-            out.push((n.to_string(), t.to_string()));
-        }
-    }
-    v.check()?;
-    let mut names: Vec<&String> = out.iter().map(|(n, _)| n).collect();
-    names.sort();
-    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-        return Err(ApiError::validation(format!(
-            "One or more parameter values were invalid: Duplicate AttributeName in AttributeDefinitions: {}",
-            w[0]
-        )));
-    }
-    Ok(out)
-}
-
-type KeyPair = (String, String);
-
-fn parse_key_schema(
-    list: &[Value],
-    attrs: &[(String, String)],
+/// The table's KeySchema: one HASH element, then at most one RANGE
+/// element, each defined in AttributeDefinitions (`attrs`).
+fn key_schema(
+    list: &[Obj<KeyElementIn>],
+    attrs: &[KeyPair],
 ) -> Result<(KeyPair, Option<KeyPair>), ApiError> {
     let mut v = Violations::default();
     if list.is_empty() {
@@ -153,21 +148,15 @@ fn parse_key_schema(
             "Member must have length greater than or equal to 1",
         );
     }
-    if list.len() > 2 {
+    if list.len() > MAX_TABLE_KEY_ELEMENTS {
         // DynamoDB shows the list as Java renders its elements.
         let shown: Vec<String> = list
             .iter()
             .map(|k| {
-                let field = |f: &str| {
-                    k.get(f)
-                        .and_then(Value::as_str)
-                        .unwrap_or("null")
-                        .to_string()
-                };
                 format!(
                     "KeySchemaElement(attributeName={}, keyType={})",
-                    field("AttributeName"),
-                    field("KeyType")
+                    k.attribute_name.as_deref().unwrap_or("null"),
+                    k.key_type.as_deref().unwrap_or("null")
                 )
             })
             .collect();
@@ -177,47 +166,36 @@ fn parse_key_schema(
             "Member must have length less than or equal to 2",
         );
     }
-    let mut elems = Vec::new();
+    let mut elems: Vec<(&str, KeyType)> = Vec::new();
     for (i, k) in list.iter().enumerate() {
-        let n = k.get("AttributeName").and_then(|x| x.as_str());
-        let t = k.get("KeyType").and_then(|x| x.as_str());
-        let path = format!("keySchema.{}.member.attributeName", i + 1);
-        match n {
-            None => v.add(None, &path, "Member must not be null"),
-            Some(n) => crate::params::check_key_attribute_name(&mut v, n, &path),
+        let path = |f: &str| format!("keySchema.{}.member.{f}", i + 1);
+        match k.attribute_name.as_deref() {
+            None => v.null(&path("attributeName")),
+            Some(n) => crate::params::check_key_attribute_name(&mut v, n, &path("attributeName")),
         }
-        match t {
-            None => v.add(
-                None,
-                &format!("keySchema.{}.member.keyType", i + 1),
-                "Member must not be null",
-            ),
-            Some(t) if t != "HASH" && t != "RANGE" => v.add(
-                Some(t),
-                &format!("keySchema.{}.member.keyType", i + 1),
-                "Member must satisfy enum value set: [HASH, RANGE]",
-            ),
-            _ => {}
+        if k.key_type.is_none() {
+            v.null(&path("keyType"));
         }
-        if let (Some(n), Some(t)) = (n, t) {
-            elems.push((n.to_string(), t.to_string()));
+        let role = KeyType::member(&mut v, k.key_type.as_ref(), &path("keyType"));
+        if let (Some(n), Some(role)) = (k.attribute_name.as_deref(), role) {
+            elems.push((n, role));
         }
     }
     v.check()?;
-    if elems.first().map(|e| e.1.as_str()) != Some("HASH") {
+    let Some(&(first, KeyType::Hash)) = elems.first() else {
         return Err(ApiError::validation(
             "Invalid KeySchema: The first KeySchemaElement is not a HASH key type",
         ));
-    }
-    if let Some(second) = elems.get(1) {
-        if second.1 != "RANGE" {
+    };
+    if let Some(&(second, role)) = elems.get(1) {
+        if role != KeyType::Range {
             return Err(ApiError::validation(
                 "Invalid KeySchema: The second KeySchemaElement is not a RANGE key type",
             ));
         }
         // DynamoDB reports a key attribute used twice as a missing
         // definition (one definition cannot serve two key elements).
-        if second.0 == elems[0].0 {
+        if second == first {
             return Err(ApiError::validation(
                 "Invalid KeySchema: Some index key attribute have no definition",
             ));
@@ -226,7 +204,7 @@ fn parse_key_schema(
     let defined: Vec<&str> = attrs.iter().map(|(n, _)| n.as_str()).collect();
     let missing: Vec<&str> = elems
         .iter()
-        .map(|e| e.0.as_str())
+        .map(|e| e.0)
         .filter(|n| !defined.contains(n))
         .collect();
     if !missing.is_empty() {
@@ -237,54 +215,8 @@ fn parse_key_schema(
         )));
     }
     let typed = |name: &str| index_defs::typed(attrs, name);
-    Ok((typed(&elems[0].0), elems.get(1).map(|e| typed(&e.0))))
+    Ok((typed(first), elems.get(1).map(|e| typed(e.0))))
 }
 
-/// BillingMode and ProvisionedThroughput: (mode, read units, write units).
-pub fn billing(body: &Value) -> Result<(String, u64, u64), ApiError> {
-    let mode = enum_value(
-        body,
-        "BillingMode",
-        "billingMode",
-        &["PROVISIONED", "PAY_PER_REQUEST"],
-    )?
-    .unwrap_or("PROVISIONED");
-    let pt = body.get("ProvisionedThroughput").filter(|x| !x.is_null());
-    if mode == "PAY_PER_REQUEST" {
-        if pt.is_some() {
-            return Err(ApiError::validation(
-                "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
-            ));
-        }
-        return Ok((mode.to_string(), 0, 0));
-    }
-    let Some(pt) = pt else {
-        return Err(ApiError::validation(
-            "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED",
-        ));
-    };
-    let (r, w) = throughput(pt)?;
-    Ok((mode.to_string(), r, w))
-}
-
-pub fn throughput(pt: &Value) -> Result<(u64, u64), ApiError> {
-    let r = pt.get("ReadCapacityUnits").and_then(|x| x.as_i64());
-    let w = pt.get("WriteCapacityUnits").and_then(|x| x.as_i64());
-    let mut v = Violations::default();
-    for (val, path) in [
-        (r, "provisionedThroughput.readCapacityUnits"),
-        (w, "provisionedThroughput.writeCapacityUnits"),
-    ] {
-        match val {
-            None => v.add(None, path, "Member must not be null"),
-            Some(x) if x < 1 => v.add(
-                Some(&x.to_string()),
-                path,
-                "Member must have value greater than or equal to 1",
-            ),
-            _ => {}
-        }
-    }
-    v.check()?;
-    Ok((r.unwrap_or(1) as u64, w.unwrap_or(1) as u64))
-}
+/// Most elements of a table's KeySchema.
+const MAX_TABLE_KEY_ELEMENTS: usize = 2;

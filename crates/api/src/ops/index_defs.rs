@@ -5,13 +5,15 @@
 //! Global indexes are defined here for CreateTable and for UpdateTable's
 //! `Create` action alike.
 
+use super::table_defs::{IndexIn, KeyPair, texts, throughput};
+use crate::enums::{KeyType, ProjectionType, WireEnum};
 use crate::error::ApiError;
 use crate::params::{Violations, check_table_name};
 use dynaraft_model::key::MAX_KEY_ATTRIBUTES_PER_ROLE;
+use dynaraft_model::wire::{List, Obj};
 use dynaraft_model::{KeyAttr, KeySchema};
 use dynaraft_storage::catalog::key_attr;
 use dynaraft_storage::{IndexMeta, Projection};
-use serde_json::Value;
 use std::collections::BTreeSet;
 
 /// Most local secondary indexes per table.
@@ -25,8 +27,6 @@ const MAX_NON_KEY_ATTRIBUTE_CHARS: usize = 255;
 /// Most NonKeyAttributes over all of a table's indexes.
 pub const MAX_PROJECTED_ATTRIBUTES: usize = 100;
 
-type KeyPair = (String, String);
-
 fn invalid(msg: impl std::fmt::Display) -> ApiError {
     ApiError::validation(format!("One or more parameter values were invalid: {msg}"))
 }
@@ -35,7 +35,7 @@ fn invalid(msg: impl std::fmt::Display) -> ApiError {
 struct Raw {
     name: String,
     keys: Vec<(String, String)>,
-    projection_type: Option<String>,
+    projection_type: Option<ProjectionType>,
     non_key: Option<Vec<String>>,
 }
 
@@ -43,22 +43,22 @@ struct Raw {
 /// (from 0) in messages, e.g. `localSecondaryIndexes.1.member`.
 /// `max_keys` bounds a KeySchema's length (`None`: a global index, whose
 /// key is checked element by element instead).
-fn parse_shape(
-    list: &[Value],
+fn parse_shape<'a>(
+    list: impl Iterator<Item = &'a IndexIn>,
     member: impl Fn(usize) -> String,
     max_keys: Option<usize>,
 ) -> Result<Vec<Raw>, ApiError> {
     let mut v = Violations::default();
     let mut out = Vec::new();
-    for (i, ix) in list.iter().enumerate() {
+    for (i, ix) in list.enumerate() {
         let at = |f: &str| format!("{}.{f}", member(i));
-        let name = ix.get("IndexName").and_then(Value::as_str);
+        let name = ix.index_name.as_deref();
         // Index names follow the table-name rules.
         check_table_name(&mut v, name, &at("indexName"));
-        let keys = ix.get("KeySchema").and_then(Value::as_array);
+        let keys = ix.key_schema.as_ref().map(|k| k.0.as_slice());
         match keys {
-            None => v.add(None, &at("keySchema"), "Member must not be null"),
-            Some(k) if k.is_empty() => v.add(
+            None => v.null(&at("keySchema")),
+            Some([]) => v.add(
                 Some("[]"),
                 &at("keySchema"),
                 "Member must have length greater than or equal to 1",
@@ -72,78 +72,60 @@ fn parse_shape(
         }
         let mut pairs = Vec::new();
         for (j, k) in keys.into_iter().flatten().enumerate() {
-            let n = k.get("AttributeName").and_then(Value::as_str);
-            let t = k.get("KeyType").and_then(Value::as_str);
             let kat = |f: &str| format!("{}.{}.member.{f}", at("keySchema"), j + 1);
-            match n {
-                None => v.add(None, &kat("attributeName"), "Member must not be null"),
+            match k.attribute_name.as_deref() {
+                None => v.null(&kat("attributeName")),
                 Some(n) => {
                     crate::params::check_key_attribute_name(&mut v, n, &kat("attributeName"))
                 }
             }
-            if t.is_none() {
-                v.add(None, &kat("keyType"), "Member must not be null");
+            if k.key_type.is_none() {
+                v.null(&kat("keyType"));
             }
-            if let (Some(n), Some(t)) = (n, t) {
-                pairs.push((n.to_string(), t.to_string()));
+            let role = KeyType::member(&mut v, k.key_type.as_ref(), &kat("keyType"));
+            if let (Some(n), Some(role)) = (&k.attribute_name, role) {
+                pairs.push((n.0.clone(), role.as_str().to_string()));
             }
         }
-        let projection = ix.get("Projection").filter(|p| !p.is_null());
+        let projection = ix.projection.as_deref();
         if projection.is_none() {
-            v.add(None, &at("projection"), "Member must not be null");
+            v.null(&at("projection"));
         }
-        let projection_type = projection
-            .and_then(|p| p.get("ProjectionType"))
-            .and_then(Value::as_str);
-        if let Some(t) = projection_type
-            && !["ALL", "INCLUDE", "KEYS_ONLY"].contains(&t)
-        {
-            v.add(
-                Some(t),
-                &format!("{}.projectionType", at("projection")),
-                "Member must satisfy enum value set: [ALL, INCLUDE, KEYS_ONLY]",
-            );
-        }
-        let non_key = projection
-            .and_then(|p| p.get("NonKeyAttributes"))
-            .and_then(Value::as_array);
-        if non_key.is_some_and(|a| a.is_empty()) {
-            v.add(
+        let projection_path = |f: &str| format!("{}.{f}", at("projection"));
+        let projection_type = projection.and_then(|p| {
+            ProjectionType::member(
+                &mut v,
+                p.projection_type.as_ref(),
+                &projection_path("projectionType"),
+            )
+        });
+        let non_key = projection.and_then(|p| texts(p.non_key_attributes.as_ref()));
+        match non_key.as_deref() {
+            Some([]) => v.add(
                 Some("[]"),
-                &format!("{}.nonKeyAttributes", at("projection")),
+                &projection_path("nonKeyAttributes"),
                 "Member must have length greater than or equal to 1",
-            );
-        }
-        let names = non_key.into_iter().flatten();
-        if names.clone().any(|n| !n.is_string()) {
-            return Err(ApiError::Serialization(Some(
-                "NUMBER_VALUE cannot be converted to String".into(),
-            )));
-        }
-        let too_long = |n: &&Value| {
-            n.as_str()
-                .is_some_and(|s| s.is_empty() || s.chars().count() > MAX_NON_KEY_ATTRIBUTE_CHARS)
-        };
-        if names.clone().any(|n| too_long(&n)) {
-            let shown: Vec<&str> = names.filter_map(Value::as_str).collect();
-            v.add(
-                Some(&format!("[{}]", shown.join(", "))),
-                &format!("{}.nonKeyAttributes", at("projection")),
-                &format!(
-                    "Member must satisfy constraint: [Member must have length less than or equal to {MAX_NON_KEY_ATTRIBUTE_CHARS}, Member must have length greater than or equal to 1]"
-                ),
-            );
+            ),
+            Some(names)
+                if names
+                    .iter()
+                    .any(|n| n.is_empty() || n.chars().count() > MAX_NON_KEY_ATTRIBUTE_CHARS) =>
+            {
+                v.add(
+                    Some(&format!("[{}]", names.join(", "))),
+                    &projection_path("nonKeyAttributes"),
+                    &format!(
+                        "Member must satisfy constraint: [Member must have length less than or equal to {MAX_NON_KEY_ATTRIBUTE_CHARS}, Member must have length greater than or equal to 1]"
+                    ),
+                )
+            }
+            _ => {}
         }
         out.push(Raw {
             name: name.unwrap_or_default().to_string(),
             keys: pairs,
-            projection_type: projection_type.map(str::to_string),
-            non_key: non_key.map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_string)
-                    .collect()
-            }),
+            projection_type,
+            non_key,
         });
     }
     v.check()?;
@@ -222,11 +204,11 @@ fn check_global_keys(ix: &Raw, defined: &[KeyPair]) -> Result<(), ApiError> {
 }
 
 fn projection(ix: &Raw) -> Result<Projection, ApiError> {
-    let Some(t) = ix.projection_type.as_deref() else {
+    let Some(t) = ix.projection_type else {
         return Err(invalid("Unknown ProjectionType: null"));
     };
     match (t, &ix.non_key) {
-        ("INCLUDE", Some(attrs)) => {
+        (ProjectionType::Include, Some(attrs)) => {
             let mut seen = BTreeSet::new();
             if let Some(a) = attrs.iter().find(|a| !seen.insert(a.as_str())) {
                 return Err(invalid(format!(
@@ -236,14 +218,15 @@ fn projection(ix: &Raw) -> Result<Projection, ApiError> {
             }
             Ok(Projection::Include(attrs.clone()))
         }
-        ("INCLUDE", None) => Err(invalid(
+        (ProjectionType::Include, None) => Err(invalid(
             "ProjectionType is INCLUDE, but NonKeyAttributes is not specified",
         )),
         (t, Some(_)) => Err(invalid(format!(
-            "ProjectionType is {t}, but NonKeyAttributes is specified"
+            "ProjectionType is {}, but NonKeyAttributes is specified",
+            t.as_str()
         ))),
-        ("ALL", None) => Ok(Projection::All),
-        _ => Ok(Projection::KeysOnly),
+        (ProjectionType::All, None) => Ok(Projection::All),
+        (ProjectionType::KeysOnly, None) => Ok(Projection::KeysOnly),
     }
 }
 
@@ -288,18 +271,6 @@ fn index_meta(
     })
 }
 
-/// The list `field` of the request, if present.
-fn index_list<'a>(body: &'a Value, field: &str) -> Result<Option<&'a Vec<Value>>, ApiError> {
-    match body.get(field).filter(|x| !x.is_null()) {
-        None => Ok(None),
-        Some(l) => l.as_array().map(Some).ok_or_else(|| {
-            ApiError::Serialization(Some(
-                "Start of structure or map found where not expected".into(),
-            ))
-        }),
-    }
-}
-
 /// A global index as defined, with its provisioned (read, write) units
 /// (zeros on an on-demand table).
 pub type GlobalDef = (IndexMeta, (u64, u64));
@@ -308,16 +279,16 @@ pub type GlobalDef = (IndexMeta, (u64, u64));
 /// AttributeDefinitions (`defined`), the billing mode and the names the
 /// local indexes already use.
 pub fn global_indexes(
-    body: &Value,
+    list: Option<&List<Obj<IndexIn>>>,
     defined: &[KeyPair],
     pay_per_request: bool,
     local: &[IndexMeta],
 ) -> Result<Vec<GlobalDef>, ApiError> {
-    let Some(list) = index_list(body, "GlobalSecondaryIndexes")? else {
+    let Some(list) = list else {
         return Ok(Vec::new());
     };
     let raw = parse_shape(
-        list,
+        list.0.iter().map(|o| &o.0),
         |i| format!("globalSecondaryIndexes.{}.member", i + 1),
         None,
     )?;
@@ -326,8 +297,8 @@ pub fn global_indexes(
     }
     let mut names: BTreeSet<String> = local.iter().map(|i| i.name.clone()).collect();
     let mut out = Vec::new();
-    for (ix, json) in raw.iter().zip(list) {
-        out.push(global_def(ix, json, defined, pay_per_request, &mut names)?);
+    for (ix, input) in raw.iter().zip(&list.0) {
+        out.push(global_def(ix, input, defined, pay_per_request, &mut names)?);
     }
     if out.len() > MAX_GLOBAL_INDEXES {
         return Err(invalid(format!(
@@ -339,15 +310,14 @@ pub fn global_indexes(
 
 fn global_def(
     ix: &Raw,
-    json: &Value,
+    input: &IndexIn,
     defined: &[KeyPair],
     pay_per_request: bool,
     names: &mut BTreeSet<String>,
 ) -> Result<GlobalDef, ApiError> {
     check_global_keys(ix, defined)?;
     let projection = projection(ix)?;
-    let throughput = json.get("ProvisionedThroughput").filter(|t| !t.is_null());
-    let units = match (pay_per_request, throughput) {
+    let units = match (pay_per_request, input.provisioned_throughput.as_deref()) {
         (true, Some(_)) => {
             return Err(invalid(format!(
                 "ProvisionedThroughput should not be specified for index: {} when BillingMode is PAY_PER_REQUEST",
@@ -360,7 +330,7 @@ fn global_def(
                 ix.name
             )));
         }
-        (false, Some(t)) => super::create_table::throughput(t)?,
+        (false, Some(t)) => throughput(t)?,
         (true, None) => (0, 0),
     };
     Ok((index_meta(ix, defined, projection, names)?, units))
@@ -370,15 +340,14 @@ fn global_def(
 /// `n` (from 1), checked like a CreateTable index against `defined` and the
 /// names of the table's indexes (`names`).
 pub fn global_create(
-    create: &Value,
+    create: &IndexIn,
     n: usize,
     defined: &[KeyPair],
     pay_per_request: bool,
     names: &mut BTreeSet<String>,
 ) -> Result<GlobalDef, ApiError> {
-    let list = std::slice::from_ref(create);
     let raw = parse_shape(
-        list,
+        std::iter::once(create),
         |_| format!("globalSecondaryIndexUpdates.{n}.member.create"),
         None,
     )?;
@@ -389,16 +358,16 @@ pub fn global_create(
 /// `LocalSecondaryIndexes` of a CreateTable request, checked against the
 /// table's key (`hash`, `range`) and AttributeDefinitions (`defined`).
 pub fn local_indexes(
-    body: &Value,
+    list: Option<&List<Obj<IndexIn>>>,
     defined: &[KeyPair],
     hash: &KeyPair,
     range: Option<&KeyPair>,
 ) -> Result<Vec<IndexMeta>, ApiError> {
-    let Some(list) = index_list(body, "LocalSecondaryIndexes")? else {
+    let Some(list) = list else {
         return Ok(Vec::new());
     };
     let raw = parse_shape(
-        list,
+        list.0.iter().map(|o| &o.0),
         |i| format!("localSecondaryIndexes.{}.member", i + 1),
         Some(MAX_LOCAL_INDEX_KEYS),
     )?;

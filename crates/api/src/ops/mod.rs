@@ -18,6 +18,7 @@ mod put_item;
 mod query;
 mod read;
 mod scan;
+mod table_defs;
 mod tags;
 mod time_to_live;
 mod transact_get_items;
@@ -59,7 +60,7 @@ macro_rules! operations {
 operations! { api, body;
     "BatchGetItem" => batch_get_item::execute(api, parse_body(body)?).await,
     "BatchWriteItem" => batch_write_item::execute(api, parse_body(body)?).await,
-    "CreateTable" => create_table::execute(api, &tree(body)?).await,
+    "CreateTable" => create_table::execute(api, parse_body(body)?).await,
     "DeleteItem" => delete_item::execute(api, parse_body(body)?).await,
     "DeleteTable" => delete_table::execute(api, parse_body(body)?).await,
     "DescribeContinuousBackups" => continuous_backups::describe(api, parse_body(body)?),
@@ -78,7 +79,7 @@ operations! { api, body;
     "TransactWriteItems" => transact_write_items::execute(api, parse_body(body)?).await,
     "UntagResource" => tags::untag(api, parse_body(body)?).await,
     "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
-    "UpdateTable" => update_table::execute(api, &tree(body)?).await,
+    "UpdateTable" => update_table::execute(api, parse_body(body)?).await,
     "UpdateTimeToLive" => time_to_live::update(api, parse_body(body)?).await,
 }
 
@@ -145,22 +146,6 @@ pub fn unknown_operation(op: &str) -> ApiError {
     } else {
         ApiError::UnknownOperation("Unknown operation exception".into())
     }
-}
-
-/// The body as a JSON tree, for the operations not yet read into a typed
-/// request: malformed JSON is a SerializationException without a message,
-/// as DynamoDB sends it; an empty body is `{}`.
-fn tree(body: &[u8]) -> Result<Value, ApiError> {
-    if body.iter().all(|b| b.is_ascii_whitespace()) {
-        return Ok(Value::Object(Default::default()));
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|_| ApiError::Serialization(None))?;
-    if !v.is_object() {
-        return Err(ApiError::Serialization(Some(
-            dynaraft_model::wire::STRUCTURE_NOT_EXPECTED.into(),
-        )));
-    }
-    Ok(v)
 }
 
 pub fn table_arn(api: &Api, name: &str) -> String {

@@ -208,7 +208,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     }
     if total_bytes > MAX_TRANSACT_BYTES {
         return Err(ApiError::validation(
-            "Transaction request size exceeds the maximum allowed size of 4 MB",
+            "Transaction payload size cannot exceed 4 MB",
         ));
     }
     let digest = fingerprint(

@@ -3,18 +3,66 @@
 //! Delete, and Update of an index's throughput). Stream and replica updates
 //! are refused until they exist.
 use super::index_defs;
+use super::table_defs::{
+    AttributeDefinitionIn, IndexIn, ThroughputIn, attribute_definitions, throughput,
+};
 use crate::Api;
+use crate::enums::{BillingMode, WireEnum};
 use crate::error::ApiError;
-use crate::params::{enum_value, opt_array, opt_bool, table_name};
+use crate::params::{Violations, resource_name};
 use dynaraft_cluster::Table;
+use dynaraft_model::wire::{Flag, List, Obj, Str};
 use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableStatus};
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
-pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
-    let name = table_name(body)?;
-    for field in ["StreamSpecification", "ReplicaUpdates"] {
-        if body.get(field).is_some_and(|x| !x.is_null()) {
+/// UpdateTable's request.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateTableInput {
+    pub table_name: Option<Str>,
+    pub attribute_definitions: Option<List<Obj<AttributeDefinitionIn>>>,
+    pub billing_mode: Option<Str>,
+    pub provisioned_throughput: Option<Obj<ThroughputIn>>,
+    pub global_secondary_index_updates: Option<List<Obj<IndexUpdateIn>>>,
+    pub deletion_protection_enabled: Option<Flag>,
+    pub stream_specification: Option<IgnoredAny>,
+    pub replica_updates: Option<IgnoredAny>,
+}
+
+/// One GlobalSecondaryIndexUpdates member: one of its actions.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexUpdateIn {
+    pub create: Option<Obj<IndexIn>>,
+    pub update: Option<Obj<IndexThroughputIn>>,
+    pub delete: Option<Obj<IndexNameIn>>,
+}
+
+/// The `Update` action: a global index's new throughput.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexThroughputIn {
+    pub index_name: Option<Str>,
+    pub provisioned_throughput: Option<Obj<ThroughputIn>>,
+}
+
+/// The `Delete` action.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexNameIn {
+    pub index_name: Option<Str>,
+}
+
+pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiError> {
+    let name = resource_name(input.table_name.as_ref())?;
+    for (field, given) in [
+        ("StreamSpecification", input.stream_specification.is_some()),
+        ("ReplicaUpdates", input.replica_updates.is_some()),
+    ] {
+        if given {
             return Err(ApiError::validation(format!(
                 "{field} is not supported by dynaraft yet"
             )));
@@ -30,28 +78,29 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "Attempt to change a resource which is still in use: Table is being updated: {name}"
         )));
     }
-    let index_updates = opt_array(body, "GlobalSecondaryIndexUpdates")?.filter(|l| !l.is_empty());
+    let index_updates = input
+        .global_secondary_index_updates
+        .as_ref()
+        .filter(|l| !l.0.is_empty());
     if let Some(updates) = index_updates {
-        let meta = index_update(api, &t, body, updates).await?;
+        let meta = index_update(api, &t, &input, updates).await?;
         return Ok(json!({ "TableDescription": super::describe(api, &meta).await? }));
     }
-    let mode = enum_value(
-        body,
-        "BillingMode",
-        "billingMode",
-        &["PROVISIONED", "PAY_PER_REQUEST"],
-    )?;
-    let pt = body.get("ProvisionedThroughput").filter(|x| !x.is_null());
-    let protection = opt_bool(body, "DeletionProtectionEnabled")?;
+    let mut v = Violations::default();
+    let mode = BillingMode::member(&mut v, input.billing_mode.as_ref(), "billingMode");
+    v.check()?;
+    let pt = input.provisioned_throughput.as_deref();
+    let protection = input.deletion_protection_enabled.map(|f| f.0);
     if mode.is_none() && pt.is_none() && protection.is_none() {
         return Err(ApiError::validation(
             "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required",
         ));
     }
     let mut meta = t.meta.clone();
-    let new_mode = mode.unwrap_or(&meta.billing_mode).to_string();
+    let current = BillingMode::parse(&meta.billing_mode);
+    let new_mode = mode.or(current).unwrap_or(BillingMode::Provisioned);
     let now = dynaraft_storage::wall_clock_ms();
-    if new_mode == "PAY_PER_REQUEST" {
+    if new_mode == BillingMode::PayPerRequest {
         if pt.is_some() {
             return Err(ApiError::validation(
                 "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
@@ -61,8 +110,10 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         meta.write_capacity = 0;
     } else {
         let (r, w) = match pt {
-            Some(pt) => super::create_table::throughput(pt)?,
-            None if meta.billing_mode == "PROVISIONED" => (meta.read_capacity, meta.write_capacity),
+            Some(pt) => throughput(pt)?,
+            None if current == Some(BillingMode::Provisioned) => {
+                (meta.read_capacity, meta.write_capacity)
+            }
             None => {
                 return Err(ApiError::validation(
                     "One or more parameter values were invalid: ProvisionedThroughput must be specified when BillingMode is PROVISIONED",
@@ -70,7 +121,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
             }
         };
         if pt.is_some()
-            && mode.is_none_or(|m| m == meta.billing_mode)
+            && mode.is_none_or(|m| Some(m) == current)
             && r == meta.read_capacity
             && w == meta.write_capacity
         {
@@ -89,7 +140,7 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
         meta.read_capacity = r;
         meta.write_capacity = w;
     }
-    meta.billing_mode = new_mode;
+    meta.billing_mode = new_mode.as_str().to_string();
     if let Some(p) = protection {
         meta.deletion_protection = p;
     }
@@ -108,8 +159,8 @@ pub async fn execute(api: &Api, body: &Value) -> Result<Value, ApiError> {
 
 /// One GlobalSecondaryIndexUpdates action, as parsed.
 enum IndexAction<'a> {
-    Create(&'a Value),
-    Update(&'a Value),
+    Create(&'a IndexIn),
+    Update(&'a IndexThroughputIn),
     Delete(&'a str),
 }
 
@@ -122,19 +173,20 @@ fn invalid(msg: impl std::fmt::Display) -> ApiError {
 async fn index_update(
     api: &Api,
     t: &Table,
-    body: &Value,
-    updates: &[Value],
+    input: &UpdateTableInput,
+    updates: &List<Obj<IndexUpdateIn>>,
 ) -> Result<dynaraft_storage::TableMeta, ApiError> {
     let mut actions = Vec::new();
     let mut seen = BTreeSet::new();
-    for u in updates {
-        let get = |f: &str| u.get(f).filter(|v| !v.is_null());
-        let action = match (get("Create"), get("Update"), get("Delete")) {
+    for u in &updates.0 {
+        let action = match (
+            u.create.as_deref(),
+            u.update.as_deref(),
+            u.delete.as_deref(),
+        ) {
             (Some(c), None, None) => IndexAction::Create(c),
             (None, Some(x), None) => IndexAction::Update(x),
-            (None, None, Some(d)) => {
-                IndexAction::Delete(d.get("IndexName").and_then(Value::as_str).unwrap_or(""))
-            }
+            (None, None, Some(d)) => IndexAction::Delete(d.index_name.as_deref().unwrap_or("")),
             (None, None, None) => {
                 return Err(invalid(
                     "One of GlobalSecondaryIndexUpdate.Update, GlobalSecondaryIndexUpdate.Create, GlobalSecondaryIndexUpdate.Delete must not be null",
@@ -147,9 +199,8 @@ async fn index_update(
             }
         };
         let name = match &action {
-            IndexAction::Create(v) | IndexAction::Update(v) => {
-                v.get("IndexName").and_then(Value::as_str).unwrap_or("")
-            }
+            IndexAction::Create(c) => c.index_name.as_deref().unwrap_or(""),
+            IndexAction::Update(x) => x.index_name.as_deref().unwrap_or(""),
             IndexAction::Delete(n) => n,
         };
         if !seen.insert(name.to_string()) {
@@ -171,7 +222,7 @@ async fn index_update(
     let mut meta = t.meta.clone();
     for (i, action) in actions.iter().enumerate() {
         let cmd = match action {
-            IndexAction::Create(c) => create_command(api, t, body, c, i + 1)?,
+            IndexAction::Create(c) => create_command(api, t, input, c, i + 1)?,
             IndexAction::Delete(n) => {
                 known_index(t, n)?;
                 Command::DropGlobalIndex {
@@ -196,23 +247,20 @@ fn known_index<'a>(t: &'a Table, name: &str) -> Result<&'a GlobalIndexMeta, ApiE
 }
 
 /// A throughput Update of a global index (provisioned tables only).
-fn update_command(t: &Table, x: &Value) -> Result<Command, ApiError> {
-    let name = x.get("IndexName").and_then(Value::as_str).unwrap_or("");
+fn update_command(t: &Table, x: &IndexThroughputIn) -> Result<Command, ApiError> {
+    let name = x.index_name.as_deref().unwrap_or("");
     known_index(t, name)?;
-    if t.meta.billing_mode == "PAY_PER_REQUEST" {
+    if BillingMode::parse(&t.meta.billing_mode) == Some(BillingMode::PayPerRequest) {
         return Err(invalid(format!(
             "ProvisionedThroughput should not be specified for index: {name} when BillingMode is PAY_PER_REQUEST"
         )));
     }
-    let pt = x
-        .get("ProvisionedThroughput")
-        .filter(|v| !v.is_null())
-        .ok_or_else(|| {
-            invalid(format!(
-                "ProvisionedThroughput must be specified for index: {name}"
-            ))
-        })?;
-    let (read, write) = super::create_table::throughput(pt)?;
+    let pt = x.provisioned_throughput.as_deref().ok_or_else(|| {
+        invalid(format!(
+            "ProvisionedThroughput must be specified for index: {name}"
+        ))
+    })?;
+    let (read, write) = throughput(pt)?;
     Ok(Command::SetIndexThroughput {
         table: t.meta.name.clone(),
         index: name.to_string(),
@@ -226,8 +274,8 @@ fn update_command(t: &Table, x: &Value) -> Result<Command, ApiError> {
 fn create_command(
     api: &Api,
     t: &Table,
-    body: &Value,
-    c: &Value,
+    input: &UpdateTableInput,
+    c: &IndexIn,
     n: usize,
 ) -> Result<Command, ApiError> {
     if t.meta.global_indexes.len() >= index_defs::MAX_GLOBAL_INDEXES {
@@ -246,7 +294,7 @@ fn create_command(
         ));
     }
     let mut defined = t.meta.attributes.clone();
-    let requested = super::create_table::attribute_definitions(body)?;
+    let requested = attribute_definitions(input.attribute_definitions.as_ref())?;
     for (name, ty) in &requested {
         match defined.iter().find(|(n, _)| n == name) {
             Some((_, old)) if old != ty => {
@@ -265,7 +313,7 @@ fn create_command(
         .map(|i| i.name.clone())
         .chain(t.meta.global_indexes.iter().map(|g| g.index.name.clone()))
         .collect();
-    if let Some(name) = c.get("IndexName").and_then(Value::as_str)
+    if let Some(name) = c.index_name.as_deref()
         && names.contains(name)
     {
         return Err(invalid(format!(
@@ -273,7 +321,8 @@ fn create_command(
             t.meta.name
         )));
     }
-    let pay_per_request = t.meta.billing_mode == "PAY_PER_REQUEST";
+    let pay_per_request =
+        BillingMode::parse(&t.meta.billing_mode) == Some(BillingMode::PayPerRequest);
     // The new index's key attributes must be defined in this request's
     // AttributeDefinitions, even those the table already knows.
     let (index, (read, write)) =

@@ -1,0 +1,149 @@
+//! The request shapes CreateTable and UpdateTable share (attribute
+//! definitions, key schema elements, provisioned throughput, index
+//! definitions) and the checks DynamoDB makes on them, with its wording.
+
+use crate::enums::{BillingMode, ScalarAttributeType, WireEnum};
+use crate::error::ApiError;
+use crate::params::{Violations, check_key_attribute_name};
+use dynaraft_model::wire::{Int, List, Obj, Str};
+use serde::Deserialize;
+
+/// An attribute name with its type descriptor (`S`, `N` or `B`).
+pub type KeyPair = (String, String);
+
+/// One AttributeDefinitions member.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDefinitionIn {
+    pub attribute_name: Option<Str>,
+    pub attribute_type: Option<Str>,
+}
+
+/// One KeySchema member.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyElementIn {
+    pub attribute_name: Option<Str>,
+    pub key_type: Option<Str>,
+}
+
+/// ProvisionedThroughput.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ThroughputIn {
+    pub read_capacity_units: Option<Int>,
+    pub write_capacity_units: Option<Int>,
+}
+
+/// An index's Projection.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProjectionIn {
+    pub projection_type: Option<Str>,
+    pub non_key_attributes: Option<List<Str>>,
+}
+
+/// A secondary index definition (CreateTable's LocalSecondaryIndexes and
+/// GlobalSecondaryIndexes members, UpdateTable's `Create` action).
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexIn {
+    pub index_name: Option<Str>,
+    pub key_schema: Option<List<Obj<KeyElementIn>>>,
+    pub projection: Option<Obj<ProjectionIn>>,
+    pub provisioned_throughput: Option<Obj<ThroughputIn>>,
+}
+
+/// The members' text of a list of optional strings, in order.
+pub fn texts(list: Option<&List<Str>>) -> Option<Vec<String>> {
+    list.map(|l| l.0.iter().map(|s| s.0.clone()).collect())
+}
+
+/// AttributeDefinitions (empty when absent), checked: each member's
+/// constraints together, then no name twice.
+pub fn attribute_definitions(
+    list: Option<&List<Obj<AttributeDefinitionIn>>>,
+) -> Result<Vec<KeyPair>, ApiError> {
+    let mut v = Violations::default();
+    let mut out = Vec::new();
+    for (i, a) in list.into_iter().flat_map(|l| l.0.iter()).enumerate() {
+        let path = |f: &str| format!("attributeDefinitions.{}.member.{f}", i + 1);
+        match a.attribute_name.as_deref() {
+            None => v.null(&path("attributeName")),
+            Some(n) => check_key_attribute_name(&mut v, n, &path("attributeName")),
+        }
+        if a.attribute_type.is_none() {
+            v.null(&path("attributeType"));
+        }
+        let ty =
+            ScalarAttributeType::member(&mut v, a.attribute_type.as_ref(), &path("attributeType"));
+        if let (Some(n), Some(t)) = (&a.attribute_name, ty) {
+            out.push((n.0.clone(), t.as_str().to_string()));
+        }
+    }
+    v.check()?;
+    let mut names: Vec<&String> = out.iter().map(|(n, _)| n).collect();
+    names.sort();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: Duplicate AttributeName in AttributeDefinitions: {}",
+            w[0]
+        )));
+    }
+    Ok(out)
+}
+
+/// Read and write capacity units of a ProvisionedThroughput, each present
+/// and at least 1.
+pub fn throughput(pt: &ThroughputIn) -> Result<(u64, u64), ApiError> {
+    let mut v = Violations::default();
+    let mut units = [0u64; 2];
+    for (slot, (val, path)) in units.iter_mut().zip([
+        (
+            &pt.read_capacity_units,
+            "provisionedThroughput.readCapacityUnits",
+        ),
+        (
+            &pt.write_capacity_units,
+            "provisionedThroughput.writeCapacityUnits",
+        ),
+    ]) {
+        match val.as_ref().map(|i| i.0) {
+            None => v.null(path),
+            Some(x) if x < 1 => v.add(
+                Some(&x.to_string()),
+                path,
+                "Member must have value greater than or equal to 1",
+            ),
+            Some(x) => *slot = x.unsigned_abs(),
+        }
+    }
+    v.check()?;
+    let [r, w] = units;
+    Ok((r, w))
+}
+
+/// BillingMode and ProvisionedThroughput of a new table: (mode, read
+/// units, write units); PROVISIONED unless said otherwise.
+pub fn billing(
+    mode: Option<&Str>,
+    pt: Option<&ThroughputIn>,
+) -> Result<(BillingMode, u64, u64), ApiError> {
+    let mut v = Violations::default();
+    let mode = BillingMode::member(&mut v, mode, "billingMode");
+    v.check()?;
+    let mode = mode.unwrap_or(BillingMode::Provisioned);
+    match (mode, pt) {
+        (BillingMode::PayPerRequest, Some(_)) => Err(ApiError::validation(
+            "One or more parameter values were invalid: Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
+        )),
+        (BillingMode::PayPerRequest, None) => Ok((mode, 0, 0)),
+        (BillingMode::Provisioned, None) => Err(ApiError::validation(
+            "One or more parameter values were invalid: ReadCapacityUnits and WriteCapacityUnits must both be specified when BillingMode is PROVISIONED",
+        )),
+        (BillingMode::Provisioned, Some(pt)) => {
+            let (r, w) = throughput(pt)?;
+            Ok((mode, r, w))
+        }
+    }
+}
