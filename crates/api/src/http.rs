@@ -127,6 +127,11 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         return Err(ApiError::MissingAuthenticationToken);
     }
     let bytes = encoding::decode_request(parts.headers.get("content-encoding"), bytes)?;
+    // A signed request without a body is a SerializationException without
+    // a message, as DynamoDB answers it (SDKs send `{}` for an empty input).
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::Serialization(None));
+    }
     ops::dispatch(api, op, &bytes).await
 }
 

@@ -697,14 +697,9 @@ impl<'de> Visitor<'de> for ListSeed {
 
 /// Reads a request body of shape `T` from JSON text: a serialization
 /// error carries DynamoDB's message; malformed JSON carries none, as
-/// DynamoDB sends none. An empty body reads as `{}`.
+/// DynamoDB sends none. An empty body is malformed too.
 pub fn from_body<T: de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ModelError> {
-    let text: &[u8] = if bytes.iter().all(|b| b.is_ascii_whitespace()) {
-        b"{}"
-    } else {
-        bytes
-    };
-    let mut de = serde_json::Deserializer::from_slice(text);
+    let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed =
         <Obj<T> as de::Deserialize>::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     parsed.map(|o| o.0).map_err(|e| {
@@ -802,8 +797,8 @@ mod tests {
         let s: Shape = from_body(br#"{"ConsistentRead": "yes", "TableName": null}"#).unwrap();
         assert_eq!(s.consistent_read, Some(Flag(true)));
         assert!(s.table_name.is_none());
-        let s: Shape = from_body(b"  ").unwrap();
-        assert!(s.limit.is_none());
+        let empty = from_body::<Shape>(b"  ").map(|_| ()).unwrap_err();
+        assert_eq!(empty, ModelError::Serialization(String::new()));
     }
 
     #[test]

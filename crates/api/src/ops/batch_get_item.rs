@@ -136,6 +136,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             }
             parsed.push((sk, key));
         }
+        super::read::check_key_paths(&table, projection.iter().flatten())?;
         let consistent = spec.consistent_read.is_some_and(|f| f.0);
         plans.push(TablePlan {
             name,

@@ -58,6 +58,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     subs.check_unused()?;
     let table = active_table(api, &name)?;
     table.schema.validate_key(&key)?;
+    super::read::check_key_paths(&table, projection.iter().flatten())?;
     let sk = table.schema.storage_key(&key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;

@@ -112,6 +112,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index.is_some(),
     )?;
     subs.check_unused()?;
+    check_key_paths(&table, exprs.projection.iter().flatten())?;
     if let Some(f) = &exprs.filter {
         let mut paths = Vec::new();
         condition_paths(f, &mut paths);
@@ -121,6 +122,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
                 p.root()
             )));
         }
+        check_key_paths(&table, paths.iter().copied())?;
     }
     let (lo, hi) = query_bounds(key_schema, &kc)
         .ok_or_else(|| ApiError::validation("Query key condition not supported"))?;

@@ -232,6 +232,47 @@ impl IndexTarget {
     }
 }
 
+/// DynamoDB refuses a document path into a key attribute (`pk.a`, `pk[0]`)
+/// in a projection, filter or update: the table's key attributes first
+/// (`Key: pk`), then its indexes' (`IndexKey: x`).
+pub fn check_key_paths<'a>(
+    table: &Table,
+    paths: impl IntoIterator<Item = &'a Path>,
+) -> Result<(), ApiError> {
+    let nested: std::collections::BTreeSet<&str> = paths
+        .into_iter()
+        .filter(|p| p.elems.len() > 1)
+        .map(|p| p.root())
+        .collect();
+    if nested.is_empty() {
+        return Ok(());
+    }
+    let index_keys = table
+        .meta
+        .global_indexes
+        .iter()
+        .flat_map(|g| g.index.key.key_attrs())
+        .chain(table.meta.local_indexes.iter().flat_map(|l| l.key.range.iter()));
+    let found = table
+        .schema
+        .key_attrs()
+        .find(|ka| nested.contains(ka.name.as_str()))
+        .map(|ka| ("Key", ka))
+        .or_else(|| {
+            index_keys
+                .into_iter()
+                .find(|ka| nested.contains(ka.name.as_str()))
+                .map(|ka| ("IndexKey", ka))
+        });
+    match found {
+        Some((role, ka)) => Err(ApiError::validation(format!(
+            "Key attributes must be scalars; list random access '[]' and map lookup '.' are not allowed: {role}: {}",
+            ka.name
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// FilterExpression, or the legacy filter (`QueryFilter`/`ScanFilter`,
 /// named `param` in messages, with ConditionalOperator) translated.
 pub fn filter_source(

@@ -145,6 +145,12 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index.is_some(),
     )?;
     subs.check_unused()?;
+    check_key_paths(&table, exprs.projection.iter().flatten())?;
+    if let Some(f) = &exprs.filter {
+        let mut paths = Vec::new();
+        condition_paths(f, &mut paths);
+        check_key_paths(&table, paths.iter().copied())?;
+    }
     let start_after = resume_after(start, &table.schema, index.as_mut(), &exprs)?;
     let (lo, hi) = match seg {
         Some((s, t)) => segment_bounds(s, t),

@@ -126,6 +126,7 @@ pub fn plan(
             p.root()
         )));
     }
+    super::read::check_key_paths(&table, &targets)?;
     let legacy_update = update
         .as_ref()
         .is_some_and(|u| exprs.translations.contains(u));
