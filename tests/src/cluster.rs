@@ -106,10 +106,7 @@ impl TestCluster {
             partitions_per_table: partitions,
             ..ApiConfig::default()
         };
-        let api = Api {
-            router: router.router.clone(),
-            cfg: Arc::new(cfg),
-        };
+        let api = Api::new(router.router.clone(), Arc::new(cfg));
         let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("start router");

@@ -59,10 +59,7 @@ impl TestServer {
         })
         .await
         .expect("start embedded node");
-        let api = Api {
-            router: node.router.clone(),
-            cfg: Arc::new(cfg),
-        };
+        let api = Api::new(node.router.clone(), Arc::new(cfg));
         let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("start server");
@@ -164,10 +161,15 @@ fn split_response(out: &[u8]) -> (u16, String, String) {
 }
 
 pub fn client_for(addr: SocketAddr) -> Client {
+    client_signed_as(addr, "AKID", "us-east-1")
+}
+
+/// A client signing with access key id `key` for `region`.
+pub fn client_signed_as(addr: SocketAddr, key: &str, region: &str) -> Client {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(key, "SECRET", None, None, "test"))
         .endpoint_url(format!("http://{addr}"))
         .build();
     Client::from_conf(conf)

@@ -206,10 +206,10 @@ async fn liveness_and_readiness() {
 
     let unreachable = dynaraft_cluster::node::ControlMember::parse("1=127.0.0.1:1@az-a").unwrap();
     let rn = dynaraft_cluster::node::RouterNode::start(&[unreachable], Default::default());
-    let api = dynaraft_api::Api {
-        router: rn.router.clone(),
-        cfg: std::sync::Arc::new(dynaraft_api::ApiConfig::default()),
-    };
+    let api = dynaraft_api::Api::new(
+        rn.router.clone(),
+        std::sync::Arc::new(dynaraft_api::ApiConfig::default()),
+    );
     let server = dynaraft_api::Server::start(api, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();

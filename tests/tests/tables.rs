@@ -564,3 +564,94 @@ async fn writes_racing_delete_table_see_resource_not_found() {
 const RACE_ROUNDS: usize = 20;
 /// Writers racing each DeleteTable.
 const RACE_WRITERS: usize = 20;
+
+/// Without a shared database (DynamoDB Local without -sharedDb), each
+/// access key id and region has its own tables: the same name can be
+/// created by each, ListTables shows only the caller's, items do not leak,
+/// and ARNs carry the region the request is signed for. Tags by ARN reach
+/// only the caller's table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_kept_apart_per_access_key_and_region_unless_shared() {
+    let cfg = dynaraft_api::ApiConfig {
+        shared_db: false,
+        ..TestServer::config()
+    };
+    let t = TestServer::start_config(None, cfg).await;
+    let alice = client_signed_as(t.addr, "ALICE", "us-east-1");
+    let bob = client_signed_as(t.addr, "BOB", "us-east-1");
+    let alice_eu = client_signed_as(t.addr, "ALICE", "eu-west-1");
+    for (c, who) in [(&alice, "alice"), (&bob, "bob"), (&alice_eu, "alice-eu")] {
+        create_table(c, "shared_name", None).await;
+        c.put_item()
+            .table_name("shared_name")
+            .item("pk", s("k"))
+            .item("owner", s(who))
+            .send()
+            .await
+            .expect("put");
+    }
+    create_table(&alice, "only_alice", None).await;
+    let names = |c: &aws_sdk_dynamodb::Client| {
+        let c = c.clone();
+        async move {
+            c.list_tables()
+                .send()
+                .await
+                .expect("list")
+                .table_names()
+                .to_vec()
+        }
+    };
+    assert_eq!(names(&alice).await, ["only_alice", "shared_name"]);
+    assert_eq!(names(&bob).await, ["shared_name"]);
+    assert_eq!(names(&alice_eu).await, ["shared_name"]);
+    for (c, who) in [(&alice, "alice"), (&bob, "bob"), (&alice_eu, "alice-eu")] {
+        let got = c
+            .get_item()
+            .table_name("shared_name")
+            .key("pk", s("k"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(got.item().and_then(|i| i.get("owner")), Some(&s(who)));
+    }
+    let e = bob
+        .describe_table()
+        .table_name("only_alice")
+        .send()
+        .await
+        .expect_err("not bob's");
+    assert_eq!(err_of(&e).0, "ResourceNotFoundException");
+    let d = alice_eu
+        .describe_table()
+        .table_name("shared_name")
+        .send()
+        .await
+        .expect("describe");
+    let table = d.table().expect("table");
+    assert_eq!(table.table_name(), Some("shared_name"));
+    let arn = table.table_arn().expect("arn");
+    assert_eq!(
+        arn,
+        "arn:aws:dynamodb:eu-west-1:000000000000:table/shared_name"
+    );
+    alice_eu
+        .tag_resource()
+        .resource_arn(arn)
+        .tags(Tag::builder().key("k").value("v").build().expect("tag"))
+        .send()
+        .await
+        .expect("tag");
+    let alice_arn = "arn:aws:dynamodb:us-east-1:000000000000:table/shared_name";
+    let tags = alice
+        .list_tags_of_resource()
+        .resource_arn(alice_arn)
+        .send()
+        .await
+        .expect("list tags");
+    assert!(
+        tags.tags().is_empty(),
+        "the eu-west-1 table's tag stays there"
+    );
+    t.stop().await;
+}

@@ -35,6 +35,10 @@ pub async fn handle(
     api: Api,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let api = Api {
+        scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
+        ..api
+    };
     let request_id = request_id();
     let cors = Cors::of(req.method(), req.headers());
     let accept = encoding::accepted(req.headers());

@@ -18,6 +18,7 @@ pub mod http;
 pub mod metrics;
 pub mod ops;
 pub mod params;
+pub mod scope;
 pub mod tag_rules;
 
 use hyper::server::conn::http1;
@@ -50,6 +51,10 @@ pub struct ApiConfig {
     /// Largest item collection (a partition key value's items and their
     /// local index entries) of a table with local indexes, in bytes.
     pub item_collection_limit_bytes: u64,
+    /// Every request sees the same tables; off, each access key id and
+    /// region has its own (DynamoDB Local without `-sharedDb`; see
+    /// [`scope`]).
+    pub shared_db: bool,
 }
 
 impl Default for ApiConfig {
@@ -63,6 +68,7 @@ impl Default for ApiConfig {
             partitions_per_table: 1,
             item_collection_limit_bytes:
                 dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
+            shared_db: true,
         }
     }
 }
@@ -71,6 +77,35 @@ impl Default for ApiConfig {
 pub struct Api {
     pub router: dynaraft_cluster::Router,
     pub cfg: Arc<ApiConfig>,
+    /// Whose tables the request being served sees.
+    pub scope: scope::Scope,
+}
+
+impl Api {
+    pub fn new(router: dynaraft_cluster::Router, cfg: Arc<ApiConfig>) -> Api {
+        Api {
+            router,
+            cfg,
+            scope: scope::Scope::default(),
+        }
+    }
+
+    /// The table the request calls `name`, if it exists in its scope.
+    pub fn table(&self, name: &str) -> Option<Arc<dynaraft_cluster::Table>> {
+        self.router.table(&self.scope.table_key(name))
+    }
+
+    /// Every table of the request's scope, by catalog name.
+    pub fn tables(&self) -> Vec<Arc<dynaraft_cluster::Table>> {
+        let mut t = self.router.tables();
+        t.retain(|t| self.scope.owns(&t.meta.name));
+        t
+    }
+
+    /// The region table ARNs carry.
+    pub fn region(&self) -> &str {
+        self.scope.region(&self.cfg.region)
+    }
 }
 
 /// A running HTTP server.

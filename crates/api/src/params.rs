@@ -230,7 +230,7 @@ pub fn wire_item(item: Option<WireItem>) -> Result<Item, ApiError> {
 
 /// A table that accepts item operations (ACTIVE or UPDATING).
 pub fn active_table(api: &Api, name: &str) -> Result<Arc<Table>, ApiError> {
-    match api.router.table(name) {
+    match api.table(name) {
         Some(t) if matches!(t.meta.status, TableStatus::Active | TableStatus::Updating) => Ok(t),
         _ => Err(ApiError::not_found()),
     }

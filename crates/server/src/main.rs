@@ -192,12 +192,13 @@ struct EmbeddedArgs {
     /// Partitions (Raft groups) each new table is split into.
     #[arg(long, default_value_t = 1)]
     partitions_per_table: usize,
-    /// Region used in ARNs.
+    /// Region used in ARNs (with --shared-db; otherwise the region a
+    /// request is signed for).
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// One database for every access key and region (DynamoDB Local's
-    /// -sharedDb). Today data is always shared this way: keeping it apart
-    /// per access key and region is not implemented yet.
+    /// One set of tables for every access key and region (DynamoDB Local's
+    /// -sharedDb). Without it, as in DynamoDB Local, each access key id and
+    /// region sees only its own tables.
     #[arg(long)]
     shared_db: bool,
 }
@@ -366,10 +367,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         partitions_per_table: args.partitions_per_table,
         ..ApiConfig::default()
     };
-    let api = Api {
-        router: rn.router.clone(),
-        cfg: Arc::new(cfg),
-    };
+    let api = Api::new(rn.router.clone(), Arc::new(cfg));
     let server = Server::start(api, addr).await?;
     tracing::info!(addr = %server.addr, "dynaraft router listening");
     shutdown_signal().await;
@@ -380,9 +378,6 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 }
 
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
-    // Data is shared between access keys and regions either way (see
-    // --shared-db); the flag is accepted for DynamoDB Local's scripts.
-    let _ = args.shared_db;
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
     let node = Embedded::start(EmbeddedConfig::new(data_dir)).await?;
@@ -395,16 +390,10 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         region: args.region,
         endpoint_address: addr.to_string(),
         partitions_per_table: args.partitions_per_table.max(1),
+        shared_db: args.shared_db,
         ..ApiConfig::default()
     };
-    let server = Server::start(
-        Api {
-            router: node.router.clone(),
-            cfg: Arc::new(cfg),
-        },
-        addr,
-    )
-    .await?;
+    let server = Server::start(Api::new(node.router.clone(), Arc::new(cfg)), addr).await?;
     tracing::info!(addr = %server.addr, data = ?(!args.in_memory).then_some(&args.data_dir), "dynaraft embedded server listening");
     shutdown_signal().await;
     tracing::info!("shutting down");

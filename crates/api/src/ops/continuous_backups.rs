@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
-    if api.router.table(&name).is_none() {
+    if api.table(&name).is_none() {
         return Err(ApiError::TableNotFound(format!("Table not found: {name}")));
     }
     Ok(json!({"ContinuousBackupsDescription": {

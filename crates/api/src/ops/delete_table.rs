@@ -13,7 +13,7 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
             "Requested resource not found: Table: {name} not found"
         ))
     };
-    let t = api.router.table(&name).ok_or_else(not_found)?;
+    let t = api.table(&name).ok_or_else(not_found)?;
     match t.meta.status {
         TableStatus::Creating => {
             return Err(ApiError::ResourceInUse(format!(

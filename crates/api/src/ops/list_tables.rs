@@ -2,6 +2,7 @@
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::{Violations, check_table_name};
+use crate::scope::display_name;
 use dynaraft_model::wire::{Int, Str};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -42,10 +43,9 @@ pub fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     v.check()?;
     let limit = limit.unwrap_or(MAX_LIST_TABLES_LIMIT) as usize;
     let names: Vec<String> = api
-        .router
         .tables()
         .into_iter()
-        .map(|t| t.meta.name.clone())
+        .map(|t| display_name(&t.meta.name).to_string())
         .filter(|n| start.is_none_or(|s| n.as_str() > s))
         .collect();
     let page: Vec<&String> = names.iter().take(limit).collect();

@@ -31,6 +31,7 @@ pub mod write;
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::parse_body;
+use crate::scope::display_name;
 use dynaraft_model::KeyAttr;
 use dynaraft_model::wire::Str;
 use dynaraft_storage::{
@@ -148,10 +149,13 @@ pub fn unknown_operation(op: &str) -> ApiError {
     }
 }
 
-pub fn table_arn(api: &Api, name: &str) -> String {
+/// The ARN of the table with catalog name `key`, in the request's region.
+pub fn table_arn(api: &Api, key: &str) -> String {
     format!(
         "arn:aws:dynamodb:{}:{}:table/{}",
-        api.cfg.region, api.cfg.account_id, name
+        api.region(),
+        api.cfg.account_id,
+        display_name(key)
     )
 }
 
@@ -192,7 +196,7 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
         throughput["LastDecreaseDateTime"] = json!(secs(meta.last_decrease_ms));
     }
     let mut d = json!({
-        "TableName": meta.name,
+        "TableName": display_name(&meta.name),
         "TableStatus": meta.status.as_str(),
         "CreationDateTime": secs(meta.created_ms),
         "AttributeDefinitions": meta.attributes.iter()
@@ -319,13 +323,15 @@ pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMe
     match api.router.change_catalog(cmd).await? {
         Outcome::Table(m) => Ok(*m),
         Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
-            "Table already exists: {name}"
+            "Table already exists: {}",
+            display_name(name)
         ))),
         // A catalog change that lost a race with another (found by the
         // control plane, which checks again).
         Outcome::Invalid(m) => Err(ApiError::Validation(m)),
         _ => Err(ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
+            "Requested resource not found: Table: {} not found",
+            display_name(name)
         ))),
     }
 }

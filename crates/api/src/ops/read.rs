@@ -252,7 +252,13 @@ pub fn check_key_paths<'a>(
         .global_indexes
         .iter()
         .flat_map(|g| g.index.key.key_attrs())
-        .chain(table.meta.local_indexes.iter().flat_map(|l| l.key.range.iter()));
+        .chain(
+            table
+                .meta
+                .local_indexes
+                .iter()
+                .flat_map(|l| l.key.range.iter()),
+        );
     let found = table
         .schema
         .key_attrs()

@@ -48,7 +48,8 @@ fn resource(api: &Api, arn: Option<&Str>) -> Result<Arc<Table>, ApiError> {
     }
     let prefix = format!(
         "arn:aws:dynamodb:{}:{}:table/",
-        api.cfg.region, api.cfg.account_id
+        api.region(),
+        api.cfg.account_id
     );
     // An index's ARN (`table/T/index/I`) is refused.
     let name = arn
@@ -59,7 +60,7 @@ fn resource(api: &Api, arn: Option<&Str>) -> Result<Arc<Table>, ApiError> {
                 "Invalid TableArn: Invalid ResourceArn provided as input {arn}"
             ))
         })?;
-    api.router.table(name).ok_or_else(|| {
+    api.table(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: ResourcArn: {arn} not found"
         ))

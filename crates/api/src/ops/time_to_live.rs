@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 pub const MAX_TTL_ATTRIBUTE_CHARS: usize = 255;
 
 fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_cluster::Table>, ApiError> {
-    api.router.table(name).ok_or_else(|| {
+    api.table(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))

@@ -119,7 +119,9 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     for ((item, projection), (table, _)) in read.into_iter().zip(&projections).zip(&keys) {
         // Transactional reads cost two strongly consistent units per 4 KB.
         let size = item.as_ref().map_or(0, item_size_bytes);
-        *units.entry(table.meta.name.clone()).or_default() += 2.0 * read_units(size, true);
+        *units
+            .entry(crate::scope::display_name(&table.meta.name).to_string())
+            .or_default() += 2.0 * read_units(size, true);
         let item = match (projection, item) {
             (Some(p), Some(i)) => Some(project(&i, p)),
             (_, i) => i,

@@ -202,7 +202,9 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         let bytes = req.item.as_ref().map_or(0, item_size_bytes);
         total_bytes += bytes;
         // Transactional writes cost two units per kilobyte written.
-        *units.entry(table.meta.name.clone()).or_default() += 2.0 * write_units(bytes);
+        *units
+            .entry(crate::scope::display_name(&table.meta.name).to_string())
+            .or_default() += 2.0 * write_units(bytes);
         old_on_failure.push(req.old_on_failure);
         writes.push(TxnWrite { table, write });
     }

@@ -10,6 +10,7 @@ use crate::Api;
 use crate::enums::{BillingMode, WireEnum};
 use crate::error::ApiError;
 use crate::params::{Violations, resource_name};
+use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_model::wire::{Flag, List, Obj, Str};
 use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableStatus};
@@ -68,7 +69,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
             )));
         }
     }
-    let t = api.router.table(&name).ok_or_else(|| {
+    let t = api.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
         ))
@@ -241,7 +242,7 @@ fn known_index<'a>(t: &'a Table, name: &str) -> Result<&'a GlobalIndexMeta, ApiE
     t.meta.global_index(name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Index: {name} not found for table: {}",
-            t.meta.name
+            display_name(&t.meta.name)
         ))
     })
 }
@@ -318,7 +319,7 @@ fn create_command(
     {
         return Err(invalid(format!(
             "Index {name} already exists on table {}",
-            t.meta.name
+            display_name(&t.meta.name)
         )));
     }
     let pay_per_request =
