@@ -565,15 +565,36 @@ const RACE_ROUNDS: usize = 20;
 /// Writers racing each DeleteTable.
 const RACE_WRITERS: usize = 20;
 
+/// Polls DescribeTable until `name` is ACTIVE (`Some`) or gone (`None`).
+async fn wait_status(c: &aws_sdk_dynamodb::Client, name: &str, want: Option<TableStatus>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = match c.describe_table().table_name(name).send().await {
+            Ok(d) => d.table().and_then(|t| t.table_status()).cloned(),
+            Err(_) => None,
+        };
+        if got == want {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Without a shared database (DynamoDB Local without -sharedDb), each
 /// access key id and region has its own tables: the same name can be
 /// created by each, ListTables shows only the caller's, items do not leak,
 /// and ARNs carry the region the request is signed for. Tags by ARN reach
-/// only the caller's table.
+/// only the caller's table. Status transitions (delayed here) reach the
+/// caller's table too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_are_kept_apart_per_access_key_and_region_unless_shared() {
     let cfg = dynaraft_api::ApiConfig {
         shared_db: false,
+        transition_delay_ms: 50,
         ..TestServer::config()
     };
     let t = TestServer::start_config(None, cfg).await;
@@ -582,6 +603,7 @@ async fn tables_are_kept_apart_per_access_key_and_region_unless_shared() {
     let alice_eu = client_signed_as(t.addr, "ALICE", "eu-west-1");
     for (c, who) in [(&alice, "alice"), (&bob, "bob"), (&alice_eu, "alice-eu")] {
         create_table(c, "shared_name", None).await;
+        wait_status(c, "shared_name", Some(TableStatus::Active)).await;
         c.put_item()
             .table_name("shared_name")
             .item("pk", s("k"))
@@ -653,5 +675,12 @@ async fn tables_are_kept_apart_per_access_key_and_region_unless_shared() {
         tags.tags().is_empty(),
         "the eu-west-1 table's tag stays there"
     );
+    bob.delete_table()
+        .table_name("shared_name")
+        .send()
+        .await
+        .expect("delete");
+    wait_status(&bob, "shared_name", None).await;
+    assert_eq!(names(&alice).await, ["only_alice", "shared_name"]);
     t.stop().await;
 }

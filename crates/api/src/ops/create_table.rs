@@ -129,7 +129,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
-        super::schedule_transition(api, name, Some(TableStatus::Active));
+        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
     }
     Ok(json!({ "TableDescription": super::describe_created(api, &meta).await? }))
 }

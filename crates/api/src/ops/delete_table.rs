@@ -47,14 +47,17 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
         }
     }
     if api.cfg.transition_delay_ms == 0 {
-        super::change_table(api, Command::DropTable { name: name.clone() }, &name).await?;
+        let drop = Command::DropTable {
+            name: t.meta.name.clone(),
+        };
+        super::change_table(api, drop, &name).await?;
     } else {
         let status = Command::SetTableStatus {
-            name: name.clone(),
+            name: t.meta.name.clone(),
             status: TableStatus::Deleting,
         };
         super::change_table(api, status, &name).await?;
-        super::schedule_transition(api, name, None);
+        super::schedule_transition(api, t.meta.name.clone(), None);
     }
     Ok(json!({ "TableDescription": desc }))
 }

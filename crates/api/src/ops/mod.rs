@@ -279,7 +279,8 @@ fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) ->
     })
 }
 
-/// Moves a table to its next status after the configured delay.
+/// Moves the table with catalog name `name` to its next status after the
+/// configured delay.
 pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
     let api = api.clone();
     tokio::spawn(async move {

@@ -153,7 +153,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
     };
     let meta = super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
     if !instant {
-        super::schedule_transition(api, name, Some(TableStatus::Active));
+        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
     }
     Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
 }
