@@ -692,7 +692,7 @@ async fn query_rounds(
             q = q.expression_attribute_values(*k, v.clone());
         }
         let r = q.send().await.expect("query by_round");
-        out.extend(ids_of(r.items()));
+        out.extend(ids(r.items()));
         match r.last_evaluated_key() {
             Some(k) => {
                 let mut names: Vec<&str> = k.keys().map(String::as_str).collect();
@@ -703,16 +703,6 @@ async fn query_rounds(
             None => return out,
         }
     }
-}
-
-fn ids_of(items: &[Item]) -> Vec<String> {
-    items
-        .iter()
-        .map(|i| match i.get("id") {
-            Some(AttributeValue::S(v)) => v.clone(),
-            other => panic!("no id in {other:?}"),
-        })
-        .collect()
 }
 
 /// Multi-attribute keys (DynamoDB, November 2025): the partition key is the
