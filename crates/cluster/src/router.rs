@@ -62,6 +62,12 @@ pub const CATALOG_VISIBLE_TIMEOUT_MS: u64 = 5_000;
 /// Longest a write waits for its partition's global indexes to catch up
 /// (back-pressure) before it is refused, in milliseconds.
 pub const INDEX_BACKPRESSURE_WAIT_MS: u64 = 5_000;
+/// Longest a global-index read waits for the base partitions hosted in
+/// this process to deliver the changes they had logged when it arrived
+/// (see [`Router::await_index_delivery`]), in milliseconds.
+pub const INDEX_READ_CATCH_UP_MS: u64 = 250;
+/// How often that wait looks again, in milliseconds.
+const INDEX_READ_CATCH_UP_POLL_MS: u64 = 1;
 
 #[derive(Clone)]
 pub struct Router {
@@ -309,6 +315,9 @@ impl Router {
         consistent: bool,
     ) -> Result<Page, ClusterError> {
         let global = index.and_then(|i| i.global);
+        if global.is_some() {
+            self.await_index_delivery(table).await?;
+        }
         let parts = table
             .meta
             .partitions_of(global)
@@ -359,6 +368,44 @@ impl Router {
             }
         }
         Ok(page)
+    }
+
+    /// Before a global-index read: waits, at most
+    /// [`INDEX_READ_CATCH_UP_MS`], until every base partition of `table`
+    /// hosted in this process has delivered to its indexes the changes it
+    /// had logged when the read arrived. Global indexes stay eventually
+    /// consistent, as in DynamoDB; this only keeps a write followed by an
+    /// index read in one process (the embedded mode, like DynamoDB Local,
+    /// whose indexes are synchronous) from seeing the index one delivery
+    /// behind. Partitions hosted elsewhere are not waited for.
+    async fn await_index_delivery(&self, table: &Table) -> Result<(), ClusterError> {
+        let Some(host) = &self.inner.local else {
+            return Ok(());
+        };
+        let tree = host.tree();
+        let mut pending = Vec::new();
+        for p in &table.meta.partitions {
+            if host.group(p.group).is_none() {
+                continue;
+            }
+            let (logged, delivered) = dynaraft_storage::global::change_log_state(tree, p.group)?;
+            if logged > delivered {
+                pending.push((p.group, logged));
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(INDEX_READ_CATCH_UP_MS);
+        while !pending.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(INDEX_READ_CATCH_UP_POLL_MS)).await;
+            let mut still = Vec::with_capacity(pending.len());
+            for (group, logged) in pending {
+                let (_, delivered) = dynaraft_storage::global::change_log_state(tree, group)?;
+                if delivered < logged {
+                    still.push((group, logged));
+                }
+            }
+            pending = still;
+        }
+        Ok(())
     }
 
     /// Item count and bytes of a table, and (entries, bytes) of each local
