@@ -29,6 +29,11 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// The embedded node behind the server (to look at its storage).
+    pub fn node(&self) -> Option<&Embedded> {
+        self.node.as_ref()
+    }
+
     /// In-memory server with instant table transitions.
     pub async fn start() -> TestServer {
         Self::start_with(None, 0).await

@@ -76,7 +76,9 @@ pub fn render_answer(status: u16, body: &str) -> String {
 
 fn mask(v: &mut serde_json::Value, key: Option<&str>) {
     use serde_json::Value;
-    let volatile = key.is_some_and(|k| k.ends_with("DateTime") || k == "TableId");
+    let volatile = key.is_some_and(|k| {
+        k.ends_with("DateTime") || ["TableId", "LatestStreamArn", "LatestStreamLabel"].contains(&k)
+    });
     match v {
         Value::Object(m) => m.iter_mut().for_each(|(k, x)| mask(x, Some(k))),
         Value::Array(a) => a.iter_mut().for_each(|x| mask(x, key)),

@@ -684,3 +684,129 @@ async fn tables_are_kept_apart_per_access_key_and_region_unless_shared() {
     assert_eq!(names(&alice).await, ["only_alice", "shared_name"]);
     t.stop().await;
 }
+
+/// Streams, the table side (issue 20's first part): StreamSpecification on
+/// CreateTable and UpdateTable, LatestStreamArn and LatestStreamLabel, and
+/// the change log each partition keeps for the stream: one record per
+/// write that changes something, stamped in order, kept after the feeder
+/// has been through it (a stream's retention, not delivery, removes it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_table_logs_and_keeps_every_change() {
+    use dynaraft_storage::global::{Origin, change_log_state, read_changes};
+    let t = TestServer::start().await;
+    let c = &t.client;
+    c.create_table()
+        .table_name("streamed")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .stream_specification(
+            StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let d = c
+        .describe_table()
+        .table_name("streamed")
+        .send()
+        .await
+        .unwrap();
+    let table = d.table().unwrap();
+    let label = table.latest_stream_label().unwrap().to_string();
+    assert_eq!(label.len(), "2026-10-08T23:07:31.275".len(), "{label}");
+    assert_eq!(
+        table.latest_stream_arn(),
+        Some(format!("{}/stream/{label}", table.table_arn().unwrap()).as_str())
+    );
+    put(c, "streamed", "k", "v1").await;
+    put(c, "streamed", "k", "v2").await;
+    put(c, "streamed", "k", "v2").await; // changes nothing: no record
+    c.delete_item()
+        .table_name("streamed")
+        .key("pk", s("k"))
+        .send()
+        .await
+        .unwrap();
+    let node = t.node().expect("embedded");
+    let meta = node.router.table("streamed").expect("table");
+    let group = meta.meta.partitions[0].group;
+    let tree = node.host.tree();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while change_log_state(tree, group).unwrap() != (3, 3) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feeder never went through"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records = read_changes(tree, group, 0, (10, usize::MAX)).unwrap();
+    let shape: Vec<(u64, bool, bool, Origin)> = records
+        .iter()
+        .map(|(seq, r)| (*seq, r.old.is_some(), r.new.is_some(), r.origin))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (1, false, true, Origin::Client),
+            (2, true, true, Origin::Client),
+            (3, true, false, Origin::Client)
+        ]
+    );
+    assert!(records.windows(2).all(|w| w[0].1.ts_ms <= w[1].1.ts_ms));
+    assert!(records.iter().all(|(_, r)| r.ts_ms > 0));
+    // Disabled, the stream stays named; enabled again, it is a new one.
+    for enabled in [false, true] {
+        let mut spec = StreamSpecification::builder().stream_enabled(enabled);
+        if enabled {
+            spec = spec.stream_view_type(StreamViewType::KeysOnly);
+        }
+        c.update_table()
+            .table_name("streamed")
+            .stream_specification(spec.build().unwrap())
+            .send()
+            .await
+            .unwrap();
+    }
+    let d = c
+        .describe_table()
+        .table_name("streamed")
+        .send()
+        .await
+        .unwrap();
+    let table = d.table().unwrap();
+    assert_eq!(
+        table
+            .stream_specification()
+            .and_then(|s| s.stream_view_type()),
+        Some(&StreamViewType::KeysOnly)
+    );
+    assert!(table.latest_stream_label().unwrap() > label.as_str());
+    t.stop().await;
+}
+
+async fn put(c: &aws_sdk_dynamodb::Client, table: &str, k: &str, v: &str) {
+    c.put_item()
+        .table_name(table)
+        .item("pk", s(k))
+        .item("v", s(v))
+        .send()
+        .await
+        .unwrap();
+}

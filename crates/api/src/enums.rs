@@ -139,6 +139,16 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// StreamViewType of a StreamSpecification.
+    StreamViewType {
+        NewImage = "NEW_IMAGE",
+        OldImage = "OLD_IMAGE",
+        NewAndOldImages = "NEW_AND_OLD_IMAGES",
+        KeysOnly = "KEYS_ONLY",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,7 +36,7 @@ use crate::catalog::{Catalog, CatalogWatch, Table};
 use crate::host::Host;
 use crate::router::Router;
 use dynaraft_model::{Item, KeySchema};
-use dynaraft_storage::catalog::{key_hash, partition_index};
+use dynaraft_storage::catalog::{STREAM_RETENTION_MS, key_hash, partition_index};
 use dynaraft_storage::global::{self, Backfill, ChangeRecord, IndexBatch, IndexOp};
 use dynaraft_storage::index::{entry_storage_key, invalid_key_value, oversized_index_key, project};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
@@ -52,6 +52,8 @@ pub const FEED_POLL_MS: u64 = 10;
 pub const FEED_BATCH_RECORDS: usize = 512;
 /// Most change-record bytes delivered per pass and partition.
 pub const FEED_BATCH_BYTES: usize = 1024 * 1024;
+/// Most change records one retention purge removes.
+pub const PURGE_BATCH_RECORDS: u64 = 1_000;
 /// Most base items one backfill step reads.
 pub const BACKFILL_CHUNK_ITEMS: usize = 256;
 /// How often partitions of tables without global indexes are checked for
@@ -130,12 +132,28 @@ async fn feed_partition(
         if let Some((upto, _)) = records.last() {
             let upto = *upto;
             deliver(router, table, group, &records).await?;
-            host.propose(group, Command::TrimChangeLog { upto }).await?;
+            let trim = Command::TrimChangeLog {
+                upto,
+                retain: table
+                    .meta
+                    .stream_readable(dynaraft_storage::wall_clock_ms()),
+            };
+            host.propose(group, trim).await?;
             let table = table.meta.name.clone();
             metrics::counter!("dynaraft_index_records_delivered_total", "table" => table)
                 .increment(records.len() as u64);
             busy = true;
         }
+    }
+    // A stream's records go once its retention has passed.
+    let horizon = dynaraft_storage::wall_clock_ms().saturating_sub(STREAM_RETENTION_MS);
+    if global::oldest_delivered_change_ms(tree, group)?.is_some_and(|ts| ts < horizon) {
+        let purge = Command::PurgeChangeLog {
+            before_ms: horizon,
+            max: PURGE_BATCH_RECORDS,
+        };
+        host.propose(group, purge).await?;
+        busy = true;
     }
     let creating = table.meta.global_indexes.iter().filter(|g| {
         g.backfill && g.status == IndexStatus::Creating && !g.backfilled.contains(&group)

@@ -125,6 +125,8 @@ async fn sweep_partition(
             ),
             global: table.meta.global_key_specs(),
             legacy_update: false,
+            stream: table.meta.enabled_stream().is_some(),
+            origin: dynaraft_storage::global::Origin::Ttl,
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =
             host.propose(group, Command::Write(cmd)).await?

@@ -59,6 +59,42 @@ pub struct TableMeta {
     /// re-created index never meets state of the one it replaces).
     #[serde(default)]
     pub next_index_id: u32,
+    /// The table's streams (DynamoDB Streams), oldest first; the last is
+    /// the latest. A disabled stream stays readable until its retention
+    /// ends; enabling again starts a new stream.
+    #[serde(default)]
+    pub streams: Vec<StreamMeta>,
+}
+
+/// How long a stream keeps its records, in milliseconds (DynamoDB: 24 h).
+pub const STREAM_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// One stream of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMeta {
+    /// StreamViewType: KEYS_ONLY, NEW_IMAGE, OLD_IMAGE or NEW_AND_OLD_IMAGES.
+    pub view_type: String,
+    /// When the stream was created, in Unix milliseconds (its label).
+    pub created_ms: u64,
+    /// When it was disabled (`None`: it is enabled).
+    pub disabled_ms: Option<u64>,
+}
+
+impl TableMeta {
+    /// The enabled stream, if any: writes are logged for it.
+    pub fn enabled_stream(&self) -> Option<&StreamMeta> {
+        self.streams.last().filter(|s| s.disabled_ms.is_none())
+    }
+
+    /// Whether some stream may still be read at `now_ms` (enabled, or
+    /// disabled less than a retention period ago), so change records must
+    /// be kept for it.
+    pub fn stream_readable(&self, now_ms: u64) -> bool {
+        self.streams.iter().any(|s| {
+            s.disabled_ms
+                .is_none_or(|d| now_ms < d.saturating_add(STREAM_RETENTION_MS))
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -74,8 +74,16 @@ pub enum Command {
     /// Base data group: the backfill of `index` resumes after `next`
     /// (`None`: it is finished).
     BackfillProgress { index: u32, next: Option<Vec<u8>> },
-    /// Base data group: change records up to `upto` were delivered.
-    TrimChangeLog { upto: u64 },
+    /// Base data group: change records up to `upto` were delivered to the
+    /// global indexes; removed unless `retain` (a stream keeps them).
+    TrimChangeLog {
+        upto: u64,
+        #[serde(default)]
+        retain: bool,
+    },
+    /// Base data group: remove delivered change records older than
+    /// `before_ms` (a stream's retention), at most `max` of them.
+    PurgeChangeLog { before_ms: u64, max: u64 },
     /// Index data group: entries fed from a base partition.
     IndexApply(IndexBatch),
     /// Data group: its share of a transaction (see `txn`).
@@ -133,6 +141,12 @@ pub struct WriteCommand {
     /// that parameter's message.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy_update: bool,
+    /// The table has a stream: the change is logged for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stream: bool,
+    /// Who makes the change (a client, or Time to Live).
+    #[serde(default)]
+    pub origin: crate::global::Origin,
 }
 
 /// A DynamoDB JSON map (an item, a key, ExpressionAttributeValues) carried
@@ -220,7 +234,10 @@ impl std::fmt::Display for Entry {
             Command::BackfillProgress { index, next } => {
                 format!("BackfillProgress({index}, done: {})", next.is_none())
             }
-            Command::TrimChangeLog { upto } => format!("TrimChangeLog({upto})"),
+            Command::TrimChangeLog { upto, retain } => format!("TrimChangeLog({upto}, {retain})"),
+            Command::PurgeChangeLog { before_ms, max } => {
+                format!("PurgeChangeLog(< {before_ms} ms, {max})")
+            }
             Command::IndexApply(b) => format!("IndexApply(from {}, {} ops)", b.source, b.ops.len()),
             Command::TxnPrepare(p) => format!("TxnPrepare({:x}, {} ops)", p.txn, p.ops.len()),
             Command::TxnDecide { txn, commit, .. } => format!("TxnDecide({txn:x}, {commit})"),

@@ -132,6 +132,7 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::StartBackfill { .. }
         | Command::BackfillProgress { .. }
         | Command::TrimChangeLog { .. }
+        | Command::PurgeChangeLog { .. }
         | Command::IndexApply(_)
         | Command::TxnPrepare(_)
         | Command::TxnDecide { .. }

@@ -72,13 +72,48 @@ pub fn invalid_global_key(global: &[GlobalKeySpec], item: &Item) -> Option<Strin
     })
 }
 
+/// Who made a logged change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Origin {
+    /// A client's write (an item operation or a transaction).
+    #[default]
+    Client,
+    /// Time to Live deleting an expired item.
+    Ttl,
+}
+
+impl Origin {
+    fn byte(self) -> u8 {
+        match self {
+            Origin::Client => 0,
+            Origin::Ttl => 1,
+        }
+    }
+
+    fn of(b: u8) -> Option<Origin> {
+        match b {
+            0 => Some(Origin::Client),
+            1 => Some(Origin::Ttl),
+            _ => None,
+        }
+    }
+}
+
 /// One logged write of a base partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeRecord {
     pub storage_key: Vec<u8>,
     pub old: Option<Item>,
     pub new: Option<Item>,
+    /// When the change was applied, in Unix milliseconds: the proposing
+    /// leader's clock, never below an earlier record's of the partition
+    /// (0 for records logged before timestamps were kept).
+    pub ts_ms: u64,
+    pub origin: Origin,
 }
+
+/// The version byte of the trailer that follows a record's images.
+const RECORD_TRAILER_V1: u8 = 1;
 
 impl ChangeRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -93,6 +128,9 @@ impl ChangeRecord {
                 None => out.push(0),
             }
         }
+        out.push(RECORD_TRAILER_V1);
+        out.extend_from_slice(&self.ts_ms.to_be_bytes());
+        out.push(self.origin.byte());
         out
     }
 
@@ -110,13 +148,24 @@ impl ChangeRecord {
         };
         let old = image(&mut b)?;
         let new = image(&mut b)?;
-        if !b.is_empty() {
-            return Err(corrupt());
-        }
+        // Records logged before the trailer existed end with the images.
+        let (ts_ms, origin) = match b {
+            [] => (0, Origin::Client),
+            [RECORD_TRAILER_V1, rest @ ..] => {
+                let (ts, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+                let [o] = rest else {
+                    return Err(corrupt());
+                };
+                (u64::from_be_bytes(*ts), Origin::of(*o).ok_or_else(corrupt)?)
+            }
+            _ => return Err(corrupt()),
+        };
         Ok(ChangeRecord {
             storage_key,
             old,
             new,
+            ts_ms,
+            origin,
         })
     }
 }
@@ -160,15 +209,25 @@ pub(crate) fn lagging(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
     Ok(seq.saturating_sub(trim) >= MAX_INDEX_LAG_RECORDS)
 }
 
-/// Appends a change record to `group`'s log.
+/// Appends a change record to `group`'s log, its timestamp raised to the
+/// last record's if the proposing leader's clock is behind it.
 pub(crate) fn log_change(
     ov: &mut Overlay,
     group: u64,
     record: &ChangeRecord,
 ) -> Result<(), StorageError> {
     let seq = ov.get_u64(&meta_key(group, "cl_seq"))? + 1;
+    let last_ts = ov.get_u64(&meta_key(group, "cl_ts"))?;
+    let record = ChangeRecord {
+        ts_ms: record.ts_ms.max(last_ts),
+        ..record.clone()
+    };
     ov.put(change_key(group, seq), record.encode());
     ov.put(meta_key(group, "cl_seq"), seq.to_be_bytes().to_vec());
+    ov.put(
+        meta_key(group, "cl_ts"),
+        record.ts_ms.to_be_bytes().to_vec(),
+    );
     Ok(())
 }
 
@@ -176,6 +235,28 @@ pub(crate) fn log_change(
 pub fn change_log_state(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
     let get = |name| crate::machine::read_u64(tree, &meta_key(group, name));
     Ok((get("cl_seq")?, get("cl_trim")?))
+}
+
+/// The timestamp of `group`'s oldest kept change record that the global
+/// indexes already have (what a stream's retention purge would remove
+/// first), if any.
+pub fn oldest_delivered_change_ms(
+    tree: &sled::Tree,
+    group: u64,
+) -> Result<Option<u64>, StorageError> {
+    let read = |name| crate::machine::read_u64(tree, &meta_key(group, name));
+    let delivered = read("cl_trim")?;
+    let floor = match tree.get(meta_key(group, "cl_floor"))? {
+        Some(_) => read("cl_floor")?,
+        None => delivered,
+    };
+    if floor >= delivered {
+        return Ok(None);
+    }
+    match tree.get(change_key(group, floor + 1))? {
+        Some(bytes) => Ok(Some(ChangeRecord::decode(&bytes)?.ts_ms)),
+        None => Ok(None),
+    }
 }
 
 /// Change records of `group` after sequence `after`, in order: up to
@@ -207,18 +288,74 @@ pub fn read_changes(
     Ok(out)
 }
 
-/// Removes delivered records up to `upto`.
-pub(crate) fn trim(ov: &mut Overlay, group: u64, upto: u64) -> Result<(), StorageError> {
+/// Marks records up to `upto` delivered to the global indexes and, unless
+/// `retain` (the table has a stream, which keeps them for its retention),
+/// removes them.
+pub(crate) fn trim(
+    ov: &mut Overlay,
+    group: u64,
+    upto: u64,
+    retain: bool,
+) -> Result<(), StorageError> {
     let seq = ov.get_u64(&meta_key(group, "cl_seq"))?;
-    let trimmed = ov.get_u64(&meta_key(group, "cl_trim"))?;
+    let delivered = ov.get_u64(&meta_key(group, "cl_trim"))?;
     let upto = upto.min(seq);
-    for s in trimmed.saturating_add(1)..=upto {
-        ov.del(change_key(group, s));
-    }
-    if upto > trimmed {
+    // Pin the floor before the cursor moves: a log written before the
+    // floor was kept reads its floor from the cursor.
+    let removed = floor(ov, group)?;
+    ov.put(meta_key(group, "cl_floor"), removed.to_be_bytes().to_vec());
+    if upto > delivered {
         ov.put(meta_key(group, "cl_trim"), upto.to_be_bytes().to_vec());
     }
+    if !retain {
+        remove_through(ov, group, upto)?;
+    }
     Ok(())
+}
+
+/// The last removed record of `group`'s log: `cl_floor`, or for a log
+/// written before it was kept, the delivery cursor (delivery removed).
+fn floor(ov: &Overlay, group: u64) -> Result<u64, StorageError> {
+    match ov.get(&meta_key(group, "cl_floor"))? {
+        Some(_) => ov.get_u64(&meta_key(group, "cl_floor")),
+        None => ov.get_u64(&meta_key(group, "cl_trim")),
+    }
+}
+
+/// Removes the records after the floor up to `upto`.
+fn remove_through(ov: &mut Overlay, group: u64, upto: u64) -> Result<(), StorageError> {
+    let floor = floor(ov, group)?;
+    for s in floor.saturating_add(1)..=upto {
+        ov.del(change_key(group, s));
+    }
+    if upto > floor {
+        ov.put(meta_key(group, "cl_floor"), upto.to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+/// Removes records older than `before_ms` that the global indexes already
+/// have (a stream's retention ending), oldest first, at most `max`.
+pub(crate) fn purge(
+    ov: &mut Overlay,
+    group: u64,
+    before_ms: u64,
+    max: u64,
+) -> Result<(), StorageError> {
+    let delivered = ov.get_u64(&meta_key(group, "cl_trim"))?;
+    let first = floor(ov, group)?;
+    let last = delivered.min(first.saturating_add(max));
+    let mut upto = first;
+    while upto < last {
+        let Some(bytes) = ov.get(&change_key(group, upto + 1))? else {
+            break;
+        };
+        if ChangeRecord::decode(&bytes)?.ts_ms >= before_ms {
+            break;
+        }
+        upto += 1;
+    }
+    remove_through(ov, group, upto)
 }
 
 /// Where a base partition's backfill of one index stands.
@@ -444,18 +581,70 @@ mod tests {
         (keys, count)
     }
 
+    fn record(key: &str, ts_ms: u64) -> ChangeRecord {
+        ChangeRecord {
+            storage_key: key.as_bytes().to_vec(),
+            old: None,
+            new: Some(item("a")),
+            ts_ms,
+            origin: Origin::Client,
+        }
+    }
+
     #[test]
     fn change_records_round_trip_and_reject_truncation() {
         let r = ChangeRecord {
             storage_key: b"key".to_vec(),
             old: Some(item("a")),
             new: None,
+            ts_ms: 1_764_000_000_123,
+            origin: Origin::Ttl,
         };
         let bytes = r.encode();
         assert_eq!(ChangeRecord::decode(&bytes).unwrap(), r);
-        for cut in 0..bytes.len() {
+        // The trailer either whole or absent (a record from before it).
+        let images_end = bytes.len() - 10;
+        for cut in (0..bytes.len()).filter(|c| *c != images_end) {
             assert!(ChangeRecord::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+        let old_format = ChangeRecord::decode(&bytes[..images_end]).unwrap();
+        assert_eq!((old_format.ts_ms, old_format.origin), (0, Origin::Client));
+    }
+
+    #[test]
+    fn a_stream_keeps_delivered_records_until_its_retention_ends() {
+        let t = tree();
+        let mut ov = Overlay::new(&t);
+        for (i, ts) in [100, 90, 300, 400].into_iter().enumerate() {
+            log_change(&mut ov, GROUP, &record(&format!("k{i}"), ts)).unwrap();
+        }
+        // Delivered to the indexes, kept for the stream.
+        trim(&mut ov, GROUP, 3, true).unwrap();
+        ov.commit(GROUP, 1).unwrap();
+        let stamps: Vec<u64> = read_changes(&t, GROUP, 0, (10, usize::MAX))
+            .unwrap()
+            .iter()
+            .map(|(_, r)| r.ts_ms)
+            .collect();
+        assert_eq!(stamps, [100, 100, 300, 400], "a clock behind is raised");
+        // Retention: only delivered records older than the bound go.
+        let mut ov = Overlay::new(&t);
+        purge(&mut ov, GROUP, 1_000, 1_000).unwrap();
+        ov.commit(GROUP, 2).unwrap();
+        let left: Vec<u64> = read_changes(&t, GROUP, 0, (10, usize::MAX))
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(left, [4], "record 4 is not delivered yet");
+        // A bounded purge removes at most `max`.
+        let mut ov = Overlay::new(&t);
+        log_change(&mut ov, GROUP, &record("k5", 500)).unwrap();
+        trim(&mut ov, GROUP, 5, true).unwrap();
+        purge(&mut ov, GROUP, 1_000, 1).unwrap();
+        ov.commit(GROUP, 3).unwrap();
+        let left = read_changes(&t, GROUP, 0, (10, usize::MAX)).unwrap();
+        assert_eq!(left.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [5]);
     }
 
     /// A backfill read at sequence 5 (item at K1) and the change at 7 that
@@ -510,11 +699,7 @@ mod tests {
     #[test]
     fn a_full_change_log_refuses_and_trimming_frees_it() {
         let t = tree();
-        let record = ChangeRecord {
-            storage_key: b"k".to_vec(),
-            old: None,
-            new: Some(item("a")),
-        };
+        let record = record("k", 1);
         let mut ov = Overlay::new(&t);
         for _ in 0..MAX_INDEX_LAG_RECORDS {
             assert!(!lagging(&ov, GROUP).unwrap());
@@ -527,7 +712,7 @@ mod tests {
             3
         );
         let mut ov = Overlay::new(&t);
-        trim(&mut ov, GROUP, 10).unwrap();
+        trim(&mut ov, GROUP, 10, false).unwrap();
         assert!(!lagging(&ov, GROUP).unwrap());
         ov.commit(GROUP, 2).unwrap();
         assert_eq!(

@@ -25,8 +25,8 @@ pub mod txn;
 pub mod wal;
 
 pub use catalog::{
-    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, TableMeta,
-    TableStatus,
+    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, StreamMeta,
+    TableMeta, TableStatus,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

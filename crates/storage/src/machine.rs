@@ -296,7 +296,7 @@ pub fn read_item(
 /// Applies one entry of `group`.
 pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, StorageError> {
     match &entry.cmd {
-        Command::Write(w) => apply_write(ov, group, w),
+        Command::Write(w) => apply_write(ov, group, w, entry.ts_ms),
         Command::StartBackfill { index } => {
             global::start_backfill(ov, group, *index)?;
             Ok(Outcome::Done)
@@ -305,8 +305,12 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             global::backfill_progress(ov, group, *index, next.as_deref())?;
             Ok(Outcome::Done)
         }
-        Command::TrimChangeLog { upto } => {
-            global::trim(ov, group, *upto)?;
+        Command::TrimChangeLog { upto, retain } => {
+            global::trim(ov, group, *upto, *retain)?;
+            Ok(Outcome::Done)
+        }
+        Command::PurgeChangeLog { before_ms, max } => {
+            global::purge(ov, group, *before_ms, *max)?;
             Ok(Outcome::Done)
         }
         Command::IndexApply(batch) => global::apply_batch(ov, group, batch),
@@ -314,19 +318,26 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
         Command::TxnDecide { txn, commit, keys } => {
             txn::decide(ov, group, *txn, *commit, keys, entry.ts_ms)
         }
-        Command::TxnResolve { txn, commit, keys } => txn::resolve(ov, group, *txn, *commit, keys),
+        Command::TxnResolve { txn, commit, keys } => {
+            txn::resolve(ov, group, *txn, *commit, keys, entry.ts_ms)
+        }
         Command::TxnFinish { txn } => txn::finish(ov, group, *txn),
         Command::TxnForget { txns } => txn::forget(ov, group, txns),
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
 }
 
-fn apply_write(ov: &mut Overlay, group: u64, w: &WriteCommand) -> Result<Outcome, StorageError> {
+fn apply_write(
+    ov: &mut Overlay,
+    group: u64,
+    w: &WriteCommand,
+    ts_ms: u64,
+) -> Result<Outcome, StorageError> {
     if let Some(intent) = txn::intent(ov, group, &w.storage_key)? {
         return Ok(Outcome::TxnConflict(Box::new(intent.view())));
     }
     match evaluate(ov, group, w)? {
-        Ok((old, new)) => stage(ov, group, w, old, new, false),
+        Ok((old, new)) => stage(ov, group, w, (old, new), false, ts_ms),
         Err(refused) => Ok(refused),
     }
 }
@@ -427,23 +438,27 @@ pub(crate) fn evaluate(
 }
 
 /// Stages a decided write of `w`'s item from `old` to `new`: local index
-/// entries, the change record for global indexes, the item, the group's
-/// counters and the item's stamp. `forced` (a transaction's commit, whose
-/// limits were checked when it prepared) skips index back-pressure and the
-/// item collection limit, because a decided commit may not be refused.
+/// entries, the change record (for global indexes and the stream), the
+/// item, the group's counters and the item's stamp. `forced` (a
+/// transaction's commit, whose limits were checked when it prepared) skips
+/// index back-pressure and the item collection limit, because a decided
+/// commit may not be refused. `ts_ms` is the proposing leader's clock.
 pub(crate) fn stage(
     ov: &mut Overlay,
     group: u64,
     w: &WriteCommand,
-    old: Option<Item>,
-    new: Option<Item>,
+    (old, new): (Option<Item>, Option<Item>),
     forced: bool,
+    ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
     // Checked before anything is staged: a refused write writes nothing.
-    let logged = old != new && (!w.global.is_empty() || global::feeding(ov, group)?);
-    if logged && !forced && global::lagging(ov, group)? {
+    // Indexes need the record, and hold writes back when they lag; a
+    // stream needs it too, but its retention never holds a write back.
+    let indexed = !w.global.is_empty() || global::feeding(ov, group)?;
+    let logged = old != new && (indexed || w.stream);
+    if logged && indexed && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }
     let mut collection_bytes = None;
@@ -470,6 +485,8 @@ pub(crate) fn stage(
             storage_key: w.storage_key.clone(),
             old: old.clone(),
             new: new.clone(),
+            ts_ms,
+            origin: w.origin,
         };
         global::log_change(ov, group, &record)?;
     }

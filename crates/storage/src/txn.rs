@@ -407,7 +407,14 @@ pub(crate) fn prepare(
     let saved = ov.save();
     if failures.is_empty() {
         for (op, old, new) in &decided {
-            let o = stage(ov, group, &op.write, old.clone(), new.clone(), false)?;
+            let o = stage(
+                ov,
+                group,
+                &op.write,
+                (old.clone(), new.clone()),
+                false,
+                ts_ms,
+            )?;
             if !matches!(o, Outcome::Written { .. }) {
                 failures.push((op.pos, failure_of(o)));
                 break;
@@ -474,6 +481,8 @@ fn bare(w: &WriteCommand) -> WriteCommand {
         local: w.local.clone(),
         global: w.global.clone(),
         legacy_update: false,
+        stream: w.stream,
+        origin: w.origin,
     }
 }
 
@@ -513,7 +522,7 @@ pub(crate) fn decide(
             TxnState::Aborted
         }
     };
-    resolve(ov, group, txn, state == TxnState::Committed, keys)?;
+    resolve(ov, group, txn, state == TxnState::Committed, keys, ts_ms)?;
     Ok(Outcome::TxnState(state))
 }
 
@@ -525,6 +534,7 @@ pub(crate) fn resolve(
     txn: TxnId,
     commit: bool,
     keys: &[Vec<u8>],
+    ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
     for key in keys {
         let Some(i) = intent(ov, group, key)?.filter(|i| i.txn == txn) else {
@@ -533,7 +543,7 @@ pub(crate) fn resolve(
         ov.del(key_in(group, INTENTS, key));
         if commit && i.write.kind != WriteKind::Check {
             let old = current_item(ov, group, key)?;
-            stage(ov, group, &i.write, old, i.new, true)?;
+            stage(ov, group, &i.write, (old, i.new), true, ts_ms)?;
         }
     }
     Ok(Outcome::Done)
@@ -607,6 +617,8 @@ mod tests {
             local: None,
             global: Vec::new(),
             legacy_update: false,
+            stream: false,
+            origin: Default::default(),
         }
     }
 

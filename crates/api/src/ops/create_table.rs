@@ -3,8 +3,8 @@
 
 use super::index_defs;
 use super::table_defs::{
-    AttributeDefinitionIn, IndexIn, KeyElementIn, KeyPair, ThroughputIn, attribute_definitions,
-    billing,
+    AttributeDefinitionIn, IndexIn, KeyElementIn, KeyPair, StreamChange, StreamSpecificationIn,
+    ThroughputIn, attribute_definitions, billing, stream_change,
 };
 use crate::Api;
 use crate::enums::{BillingMode, KeyType, WireEnum};
@@ -13,13 +13,13 @@ use crate::params::{Violations, check_table_name};
 use crate::tag_rules::Tag;
 use dynaraft_model::wire::{Flag, List, Obj, Str};
 use dynaraft_storage::{
-    Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableMeta, TableStatus,
+    Command, GlobalIndexMeta, IndexStatus, PartitionMeta, StreamMeta, TableMeta, TableStatus,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// CreateTable's request (StreamSpecification, SSESpecification and
-/// TableClass are accepted and ignored).
+/// CreateTable's request (SSESpecification and TableClass are accepted
+/// and ignored).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateTableInput {
@@ -32,6 +32,7 @@ pub struct CreateTableInput {
     pub provisioned_throughput: Option<Obj<ThroughputIn>>,
     pub tags: Option<List<Obj<Tag>>>,
     pub deletion_protection_enabled: Option<Flag>,
+    pub stream_specification: Option<Obj<StreamSpecificationIn>>,
 }
 
 pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
@@ -100,6 +101,15 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
             write_capacity: w,
         })
         .collect();
+    let streams = match input.stream_specification.as_deref().map(stream_change) {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(StreamChange::Enable(view))) => vec![StreamMeta {
+            view_type: view.as_str().to_string(),
+            created_ms: dynaraft_storage::wall_clock_ms(),
+            disabled_ms: None,
+        }],
+        Some(Ok(StreamChange::Disable)) | None => Vec::new(),
+    };
     let tags = crate::tag_rules::parse_tags(input.tags.as_ref())?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
@@ -126,6 +136,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
         local_indexes,
         next_index_id: global_indexes.len() as u32,
         global_indexes,
+        streams,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {

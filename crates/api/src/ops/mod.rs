@@ -149,6 +149,16 @@ pub fn unknown_operation(op: &str) -> ApiError {
     }
 }
 
+/// The ARN of the stream of the table with catalog name `key` created at
+/// `created_ms`.
+pub fn stream_arn(api: &Api, key: &str, created_ms: u64) -> String {
+    format!(
+        "{}/stream/{}",
+        table_arn(api, key),
+        table_defs::stream_label(created_ms)
+    )
+}
+
 /// The ARN of the table with catalog name `key`, in the request's region.
 pub fn table_arn(api: &Api, key: &str) -> String {
     format!(
@@ -244,6 +254,16 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
             indexes.push(ix);
         }
         d["GlobalSecondaryIndexes"] = Value::Array(indexes);
+    }
+    if let Some(s) = meta.enabled_stream() {
+        d["StreamSpecification"] = json!({
+            "StreamEnabled": true,
+            "StreamViewType": s.view_type,
+        });
+    }
+    if let Some(s) = meta.streams.last() {
+        d["LatestStreamLabel"] = json!(table_defs::stream_label(s.created_ms));
+        d["LatestStreamArn"] = json!(stream_arn(api, &meta.name, s.created_ms));
     }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({

@@ -2,10 +2,10 @@
 //! definitions, key schema elements, provisioned throughput, index
 //! definitions) and the checks DynamoDB makes on them, with its wording.
 
-use crate::enums::{BillingMode, ScalarAttributeType, WireEnum};
+use crate::enums::{BillingMode, ScalarAttributeType, StreamViewType, WireEnum};
 use crate::error::ApiError;
 use crate::params::{Violations, check_key_attribute_name};
-use dynaraft_model::wire::{Int, List, Obj, Str};
+use dynaraft_model::wire::{Flag, Int, List, Obj, Str};
 use serde::Deserialize;
 
 /// An attribute name with its type descriptor (`S`, `N` or `B`).
@@ -145,5 +145,75 @@ pub fn billing(
             let (r, w) = throughput(pt)?;
             Ok((mode, r, w))
         }
+    }
+}
+
+/// A StreamSpecification.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamSpecificationIn {
+    pub stream_enabled: Option<Flag>,
+    pub stream_view_type: Option<Str>,
+}
+
+/// What a StreamSpecification asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamChange {
+    Enable(StreamViewType),
+    Disable,
+}
+
+/// A StreamSpecification checked: its constraints, then that enabling
+/// names a view type and disabling does not (DynamoDB's wording).
+pub fn stream_change(spec: &StreamSpecificationIn) -> Result<StreamChange, ApiError> {
+    let mut v = Violations::default();
+    if spec.stream_enabled.is_none() {
+        v.null("streamSpecification.streamEnabled");
+    }
+    let view = StreamViewType::member(
+        &mut v,
+        spec.stream_view_type.as_ref(),
+        "streamSpecification.streamViewType",
+    );
+    v.check()?;
+    match (spec.stream_enabled.is_some_and(|f| f.0), view) {
+        (true, Some(view)) => Ok(StreamChange::Enable(view)),
+        (true, None) => Err(ApiError::validation(
+            "One or more parameter values were invalid: If stream is being enabled then UpdateViewType is required",
+        )),
+        (false, None) => Ok(StreamChange::Disable),
+        (false, Some(_)) => Err(ApiError::validation(
+            "One or more parameter values were invalid: If stream is being disabled, then UpdateViewType must not be specified",
+        )),
+    }
+}
+
+/// A stream's label: its creation time, UTC, to the millisecond
+/// (`2026-10-08T23:07:31.275`), as DynamoDB writes it.
+pub fn stream_label(created_ms: u64) -> String {
+    let nanos = i128::from(created_ms) * 1_000_000;
+    match time::OffsetDateTime::from_unix_timestamp_nanos(nanos) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second(),
+            t.millisecond()
+        ),
+        Err(_) => created_ms.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_labels_are_utc_to_the_millisecond() {
+        assert_eq!(stream_label(1_759_964_851_275), "2025-10-08T23:07:31.275");
+        assert_eq!(stream_label(0), "1970-01-01T00:00:00.000");
     }
 }

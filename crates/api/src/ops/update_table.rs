@@ -1,10 +1,11 @@
 //! UpdateTable: billing mode, provisioned throughput, deletion protection,
-//! and global secondary indexes (Create, which backfills the index online,
-//! Delete, and Update of an index's throughput). Stream and replica updates
-//! are refused until they exist.
+//! the stream (enable, disable), and global secondary indexes (Create,
+//! which backfills the index online, Delete, and Update of an index's
+//! throughput). Replica updates are refused until they exist.
 use super::index_defs;
 use super::table_defs::{
-    AttributeDefinitionIn, IndexIn, ThroughputIn, attribute_definitions, throughput,
+    AttributeDefinitionIn, IndexIn, StreamChange, StreamSpecificationIn, ThroughputIn,
+    attribute_definitions, stream_change, throughput,
 };
 use crate::Api;
 use crate::enums::{BillingMode, WireEnum};
@@ -13,7 +14,9 @@ use crate::params::{Violations, resource_name};
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_model::wire::{Flag, List, Obj, Str};
-use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableStatus};
+use dynaraft_storage::{
+    Command, GlobalIndexMeta, IndexStatus, PartitionMeta, StreamMeta, TableStatus,
+};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Value, json};
@@ -29,7 +32,7 @@ pub struct UpdateTableInput {
     pub provisioned_throughput: Option<Obj<ThroughputIn>>,
     pub global_secondary_index_updates: Option<List<Obj<IndexUpdateIn>>>,
     pub deletion_protection_enabled: Option<Flag>,
-    pub stream_specification: Option<IgnoredAny>,
+    pub stream_specification: Option<Obj<StreamSpecificationIn>>,
     pub replica_updates: Option<IgnoredAny>,
 }
 
@@ -59,15 +62,10 @@ pub struct IndexNameIn {
 
 pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
-    for (field, given) in [
-        ("StreamSpecification", input.stream_specification.is_some()),
-        ("ReplicaUpdates", input.replica_updates.is_some()),
-    ] {
-        if given {
-            return Err(ApiError::validation(format!(
-                "{field} is not supported by dynaraft yet"
-            )));
-        }
+    if input.replica_updates.is_some() {
+        return Err(ApiError::validation(
+            "ReplicaUpdates is not supported by dynaraft yet",
+        ));
     }
     let t = api.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
@@ -92,7 +90,12 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
     v.check()?;
     let pt = input.provisioned_throughput.as_deref();
     let protection = input.deletion_protection_enabled.map(|f| f.0);
-    if mode.is_none() && pt.is_none() && protection.is_none() {
+    let stream = input
+        .stream_specification
+        .as_deref()
+        .map(stream_change)
+        .transpose()?;
+    if mode.is_none() && pt.is_none() && protection.is_none() && stream.is_none() {
         return Err(ApiError::validation(
             "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required",
         ));
@@ -144,6 +147,34 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
     meta.billing_mode = new_mode.as_str().to_string();
     if let Some(p) = protection {
         meta.deletion_protection = p;
+    }
+    match (stream, meta.enabled_stream().is_some()) {
+        (Some(StreamChange::Enable(_)), true) => {
+            return Err(ApiError::validation(format!(
+                "Table already has an enabled stream: TableName: {name}"
+            )));
+        }
+        (Some(StreamChange::Disable), false) => {
+            return Err(ApiError::validation(format!(
+                "Table has no stream to disable: TableName: {name}"
+            )));
+        }
+        (Some(StreamChange::Enable(view)), false) => {
+            // A new stream gets a label (and ARN) of its own, even within
+            // the millisecond the last one was made in.
+            let after_last = meta.streams.last().map_or(0, |s| s.created_ms + 1);
+            meta.streams.push(StreamMeta {
+                view_type: view.as_str().to_string(),
+                created_ms: now.max(after_last),
+                disabled_ms: None,
+            })
+        }
+        (Some(StreamChange::Disable), true) => {
+            if let Some(s) = meta.streams.last_mut() {
+                s.disabled_ms = Some(now);
+            }
+        }
+        (None, _) => {}
     }
     let instant = api.cfg.transition_delay_ms == 0;
     meta.status = if instant {

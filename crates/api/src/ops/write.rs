@@ -306,6 +306,8 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
             .local_index_specs(&table.schema, api.cfg.item_collection_limit_bytes),
         global: table.meta.global_key_specs(),
         legacy_update: req.legacy_update,
+        stream: table.meta.enabled_stream().is_some(),
+        origin: Default::default(),
     })
 }
 

@@ -51,6 +51,8 @@ pub fn put(i: usize) -> Command {
         local: None,
         global: Vec::new(),
         legacy_update: false,
+        stream: false,
+        origin: Default::default(),
     })
 }
 
