@@ -53,6 +53,10 @@ pub enum ApiError {
     InternalServerError(String),
     ServiceUnavailable(String),
     RequestTooLarge,
+    /// A stream's shard iterator is older than its lifetime.
+    ExpiredIterator(String),
+    /// A stream read below what the stream still keeps.
+    TrimmedDataAccess(String),
 }
 
 impl ApiError {
@@ -96,6 +100,14 @@ impl ApiError {
             ApiError::TableNotFound(m) => {
                 (400, format!("{DDB}TableNotFoundException"), Some(m.clone()))
             }
+            ApiError::ExpiredIterator(m) => {
+                (400, format!("{DDB}ExpiredIteratorException"), Some(m.clone()))
+            }
+            ApiError::TrimmedDataAccess(m) => (
+                400,
+                format!("{DDB}TrimmedDataAccessException"),
+                Some(m.clone()),
+            ),
             ApiError::ConditionalCheckFailed { item } => {
                 let mut body = json!({
                     "__type": format!("{DDB}ConditionalCheckFailedException"),

@@ -20,6 +20,8 @@ use serde_json::Value;
 /// Largest request body accepted, in bytes (DynamoDB's limit is 16 MB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
 pub const TARGET_PREFIX: &str = "DynamoDB_20120810.";
+/// The `X-Amz-Target` prefix of DynamoDB Streams operations.
+pub const STREAMS_TARGET_PREFIX: &str = "DynamoDBStreams_20120810.";
 /// Time a client has to send a whole request body, in milliseconds.
 pub const BODY_READ_TIMEOUT_MS: u64 = 60_000;
 /// Most bytes of a request's headers (names and values) DynamoDB reads,
@@ -123,8 +125,12 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         }
         Err(_) => return Err(ApiError::Serialization(None)),
     };
-    let op = target.strip_prefix(TARGET_PREFIX).unwrap_or_default();
-    if !ops::is_known(op) {
+    // DynamoDB Streams shares the endpoint under its own target prefix.
+    let stream_op = target
+        .strip_prefix(STREAMS_TARGET_PREFIX)
+        .filter(|op| ops::STREAM_OPERATIONS.contains(op));
+    let op = stream_op.unwrap_or_else(|| target.strip_prefix(TARGET_PREFIX).unwrap_or_default());
+    if stream_op.is_none() && !ops::is_known(op) {
         return Err(ops::unknown_operation(op));
     }
     if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
@@ -136,7 +142,10 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Serialization(None));
     }
-    ops::dispatch(api, op, &bytes).await
+    match stream_op {
+        Some(op) => ops::dispatch_streams(api, op, &bytes).await,
+        None => ops::dispatch(api, op, &bytes).await,
+    }
 }
 
 fn has_query_auth(q: Option<&str>) -> bool {

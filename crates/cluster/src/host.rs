@@ -363,6 +363,26 @@ impl Host {
         Ok(read::read_range(tree, group, schema, index, bounds, opts)?)
     }
 
+    /// Change records of a hosted group after `after` (see
+    /// [`crate::wire::Request::Changes`]), as of its last apply.
+    pub fn read_changes(
+        &self,
+        group: u64,
+        after: u64,
+        limits: (usize, usize),
+    ) -> Result<crate::wire::ChangeLogPage, ClusterError> {
+        self.hosted_group(group)?;
+        let tree = &self.inner.tree;
+        let (last, floor) = dynaraft_storage::global::change_log_bounds(tree, group)?;
+        let records =
+            dynaraft_storage::global::read_changes_raw(tree, group, after.max(floor), limits)?;
+        Ok(crate::wire::ChangeLogPage {
+            records,
+            last,
+            floor,
+        })
+    }
+
     /// Item count and item bytes of a hosted group, and (entries, bytes) of
     /// its first `local_indexes` local indexes, as of its last apply.
     pub fn stats(&self, group: u64, local_indexes: u8) -> Result<GroupStats, ClusterError> {

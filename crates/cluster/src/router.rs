@@ -408,6 +408,32 @@ impl Router {
         Ok(())
     }
 
+    /// Change records of the table partition whose hash range starts at
+    /// `hash_lo`, after sequence `after` (a stream's shard), read at its
+    /// leader.
+    pub async fn read_changes(
+        &self,
+        table: &Table,
+        hash_lo: u64,
+        after: u64,
+        (max, max_bytes): (usize, usize),
+    ) -> Result<wire::ChangeLogPage, ClusterError> {
+        let target = Target::Partition {
+            table: &table.meta.name,
+            index: None,
+            hash: hash_lo,
+        };
+        let call = Request::Changes {
+            after,
+            max,
+            max_bytes,
+        };
+        match self.route(target, true, &call).await? {
+            Reply::Changes(page) => Ok(page),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Item count and bytes of a table, and (entries, bytes) of each local
     /// index, summed over its partitions.
     pub async fn stats(&self, meta: &TableMeta) -> Result<GroupStats, ClusterError> {

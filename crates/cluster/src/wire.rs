@@ -44,6 +44,13 @@ pub enum Request {
     TxnRecord {
         txn: TxnId,
     },
+    /// Change records after sequence `after`, at most `max` of them or
+    /// about `max_bytes` (a stream's GetRecords).
+    Changes {
+        after: u64,
+        max: usize,
+        max_bytes: usize,
+    },
     /// Item count and bytes, and those of the first `local_indexes` local
     /// indexes.
     Stats {
@@ -73,10 +80,21 @@ pub enum Reply {
     Slots(Vec<Slot>),
     TxnRecord(Option<TxnRecord>),
     Page(Page),
+    Changes(ChangeLogPage),
     Stats(GroupStats),
     Pong,
     Status(Vec<GroupStatus>),
     Catalog(CatalogDoc),
+}
+
+/// Part of a partition's change log: encoded records by sequence, the
+/// last sequence assigned, and the last removed (records at or below it
+/// are gone).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChangeLogPage {
+    pub records: Vec<(u64, Vec<u8>)>,
+    pub last: u64,
+    pub floor: u64,
 }
 
 /// A partition's size, as of its replica's last apply.
@@ -218,6 +236,11 @@ pub async fn execute(
             let page = host.read_range(group, &schema, index, bounds, &opts, consistent);
             Reply::Page(page.await?)
         }
+        Request::Changes {
+            after,
+            max,
+            max_bytes,
+        } => Reply::Changes(host.read_changes(group, after, (max, max_bytes))?),
         Request::Stats { local_indexes } => Reply::Stats(host.stats(group, local_indexes)?),
         Request::Ping => Reply::Pong,
         Request::Status => Reply::Status(

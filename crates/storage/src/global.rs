@@ -266,8 +266,21 @@ pub fn read_changes(
     tree: &sled::Tree,
     group: u64,
     after: u64,
-    (max, max_bytes): (usize, usize),
+    limits: (usize, usize),
 ) -> Result<Vec<(u64, ChangeRecord)>, StorageError> {
+    read_changes_raw(tree, group, after, limits)?
+        .into_iter()
+        .map(|(seq, bytes)| Ok((seq, ChangeRecord::decode(&bytes)?)))
+        .collect()
+}
+
+/// [`read_changes`], the records left encoded.
+pub fn read_changes_raw(
+    tree: &sled::Tree,
+    group: u64,
+    after: u64,
+    (max, max_bytes): (usize, usize),
+) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let lo = change_key(group, after.saturating_add(1));
     let hi = change_key(group, u64::MAX);
     let mut out = Vec::new();
@@ -283,9 +296,19 @@ pub fn read_changes(
             .and_then(|b| <[u8; 8]>::try_from(b).ok())
             .map(u64::from_be_bytes)
             .ok_or_else(|| StorageError::Corrupt("change log key".into()))?;
-        out.push((seq, ChangeRecord::decode(&v)?));
+        out.push((seq, v.to_vec()));
     }
     Ok(out)
+}
+
+/// (last sequence assigned, last sequence removed) of `group`'s log.
+pub fn change_log_bounds(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+    let read = |name| crate::machine::read_u64(tree, &meta_key(group, name));
+    let floor = match tree.get(meta_key(group, "cl_floor"))? {
+        Some(_) => read("cl_floor")?,
+        None => read("cl_trim")?,
+    };
+    Ok((read("cl_seq")?, floor))
 }
 
 /// Marks records up to `upto` delivered to the global indexes and, unless

@@ -18,6 +18,7 @@ mod put_item;
 mod query;
 mod read;
 mod scan;
+mod streams;
 mod table_defs;
 mod tags;
 mod time_to_live;
@@ -82,6 +83,25 @@ operations! { api, body;
     "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
     "UpdateTable" => update_table::execute(api, parse_body(body)?).await,
     "UpdateTimeToLive" => time_to_live::update(api, parse_body(body)?).await,
+}
+
+/// The DynamoDB Streams operations (`DynamoDBStreams_20120810.<Op>`).
+pub const STREAM_OPERATIONS: &[&str] = &[
+    "DescribeStream",
+    "GetRecords",
+    "GetShardIterator",
+    "ListStreams",
+];
+
+/// Parses `body` as the DynamoDB Streams operation's request and executes it.
+pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value, ApiError> {
+    match op {
+        "DescribeStream" => streams::describe_stream(api, parse_body(body)?).await,
+        "GetRecords" => streams::get_records(api, parse_body(body)?).await,
+        "GetShardIterator" => streams::get_shard_iterator(api, parse_body(body)?).await,
+        "ListStreams" => streams::list_streams(api, parse_body(body)?),
+        _ => Err(unknown_operation(op)),
+    }
 }
 
 /// DynamoDB operations this server does not implement yet; they answer
