@@ -3,7 +3,7 @@
 Usage: boto3_session.py <dynaraft binary>. Checks what boto3 users touch:
 resource API, waiters, conditions from boto3.dynamodb.conditions,
 paginators, batch_writer, Decimal numbers, ClientError codes, a local
-secondary index.
+secondary index, and a DynamoDB Streams consumer (the README's example).
 """
 import decimal
 import os
@@ -38,6 +38,48 @@ def start(binary):
         except OSError:
             time.sleep(0.1)
     return proc, url
+
+
+def read_stream(streams, table_name):
+    """Every record of the table's latest stream, shard by shard, oldest
+    first (the README's DynamoDB Streams example)."""
+    arn = streams.list_streams(TableName=table_name)["Streams"][0]["StreamArn"]
+    records = []
+    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
+        iterator = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                              ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = streams.get_records(ShardIterator=iterator, Limit=100)
+            records += page["Records"]
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return records
+
+
+def streams_session(session, ddb, url):
+    events = ddb.create_table(
+        TableName="Events",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        BillingMode="PAY_PER_REQUEST")
+    events.wait_until_exists()
+    for i in range(5):
+        events.put_item(Item={"id": f"e{i}", "n": i})
+    events.update_item(Key={"id": "e1"}, UpdateExpression="SET n = :n",
+                       ExpressionAttributeValues={":n": 10})
+    events.delete_item(Key={"id": "e2"})
+    streams = session.client("dynamodbstreams", endpoint_url=url)
+    records = read_stream(streams, "Events")
+    seen = sorted((r["dynamodb"]["Keys"]["id"]["S"], r["eventName"]) for r in records)
+    expected = sorted([(f"e{i}", "INSERT") for i in range(5)] + [("e1", "MODIFY"), ("e2", "REMOVE")])
+    assert seen == expected, seen
+    modify = next(r for r in records if r["eventName"] == "MODIFY")
+    assert modify["dynamodb"]["OldImage"]["n"] == {"N": "1"}, modify
+    assert modify["dynamodb"]["NewImage"]["n"] == {"N": "10"}, modify
+    events.delete()
+    events.wait_until_not_exists()
 
 
 def main():
@@ -187,6 +229,7 @@ def main():
 
         table.delete()
         table.wait_until_not_exists()
+        streams_session(session, ddb, url)
         print("boto3 session: ok")
     finally:
         if proc is not None:
