@@ -44,6 +44,18 @@ out=$(ddb scan --table-name Music --page-size 4)
 echo "$out" | grep -q '"Count": 13' || fail "paginated scan: $out"
 
 ddb delete-item --table-name Music --key '{"Artist":{"S":"No One You Know"},"SongTitle":{"S":"Call Me Today"}}'
+
+# A stream turned on with the CLI, read back with `dynaraft streams tail`.
+ddb update-table --table-name Music \
+  --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES >/dev/null
+ddb wait table-exists --table-name Music
+ddb put-item --table-name Music --item '{"Artist":{"S":"Tail"},"SongTitle":{"S":"One"},"Plays":{"N":"1"}}'
+ddb delete-item --table-name Music --key '{"Artist":{"S":"Tail"},"SongTitle":{"S":"One"}}'
+tail=$("$1" streams tail --table Music --endpoint "$DYNARAFT_URL" --access-key "$AWS_ACCESS_KEY_ID" \
+  --region "$AWS_DEFAULT_REGION" --from-start --once)
+[ "$(echo "$tail" | grep -c '"eventName":"INSERT"')" = 1 ] || fail "streams tail INSERT: $tail"
+[ "$(echo "$tail" | grep -c '"eventName":"REMOVE"')" = 1 ] || fail "streams tail REMOVE: $tail"
+
 ddb delete-table --table-name Music >/dev/null
 ddb wait table-not-exists --table-name Music
 echo "AWS CLI session: ok"

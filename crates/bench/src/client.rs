@@ -52,6 +52,12 @@ impl Endpoint {
     /// An endpoint from a URL such as `http://127.0.0.1:8000`. Only plain
     /// HTTP: the benchmark measures the database, not TLS.
     pub fn parse(url: &str, region: &str) -> Result<Self, ClientError> {
+        Self::signed_as(url, region, "bench")
+    }
+
+    /// [`Endpoint::parse`], signing with access key id `key` (a server
+    /// without a shared database keeps each key's tables apart).
+    pub fn signed_as(url: &str, region: &str, key: &str) -> Result<Self, ClientError> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             ClientError::Request(format!("endpoint {url:?} must start with http://"))
         })?;
@@ -62,7 +68,7 @@ impl Endpoint {
             )));
         }
         // Any key works against a local endpoint; the signature is real.
-        let identity = Credentials::new("bench", "bench-secret", None, None, "dynaraft-bench");
+        let identity = Credentials::new(key, "bench-secret", None, None, "dynaraft-bench");
         Ok(Self {
             addr: addr.to_string(),
             url: format!("http://{addr}/"),
@@ -130,6 +136,13 @@ impl Conn {
     /// A signed DynamoDB JSON 1.0 call: `op` is e.g. `GetItem`.
     pub async fn dynamodb(&mut self, op: &str, body: Vec<u8>) -> Result<Response, ClientError> {
         let target = format!("DynamoDB_20120810.{op}");
+        let req = self.endpoint.signed(&target, Bytes::from(body))?;
+        self.send(req).await
+    }
+
+    /// A signed DynamoDB Streams call: `op` is e.g. `GetRecords`.
+    pub async fn streams(&mut self, op: &str, body: Vec<u8>) -> Result<Response, ClientError> {
+        let target = format!("DynamoDBStreams_20120810.{op}");
         let req = self.endpoint.signed(&target, Bytes::from(body))?;
         self.send(req).await
     }

@@ -1,8 +1,11 @@
 //! `dynaraft`: one binary, roles chosen by subcommand: `embedded` (every
 //! role in one process, like DynamoDB Local), `node` (a storage node of a
 //! cluster, control-plane member when listed in `--control`), `router` (the
-//! DynamoDB API of a cluster), `admin` (the cluster as a table) and `bench`
-//! (a load generator for any DynamoDB endpoint).
+//! DynamoDB API of a cluster), `admin` (the cluster as a table), `bench`
+//! (a load generator for any DynamoDB endpoint) and `streams tail` (a
+//! table's stream as JSON lines).
+
+mod tail;
 
 use clap::{Parser, Subcommand};
 use dynaraft_api::{Api, ApiConfig, Server};
@@ -46,6 +49,16 @@ enum Command {
     /// Load-test any DynamoDB endpoint (ours or another) with a YCSB
     /// workload and print throughput and latency percentiles.
     Bench(BenchCmd),
+    /// DynamoDB Streams tools.
+    #[command(subcommand)]
+    Streams(StreamsCmd),
+}
+
+#[derive(clap::Subcommand)]
+enum StreamsCmd {
+    /// Follow every shard of a table's latest stream and print each record
+    /// as a JSON line.
+    Tail(tail::TailArgs),
 }
 
 #[derive(clap::Args)]
@@ -234,6 +247,7 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args).await,
+        Command::Streams(StreamsCmd::Tail(args)) => tail::run(args).await,
     }
 }
 

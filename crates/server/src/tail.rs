@@ -1,0 +1,132 @@
+//! `dynaraft streams tail`: follows every shard of a table's latest stream
+//! through the DynamoDB Streams API of any endpoint and prints each record
+//! as one JSON line, like `kubectl logs -f`.
+
+use anyhow::{Context, anyhow, bail};
+use dynaraft_bench::client::{Conn, Endpoint};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long to wait before asking a caught-up shard again, in milliseconds.
+const POLL_IDLE_MS: u64 = 500;
+/// Records asked for per GetRecords (the API's maximum).
+const RECORDS_PER_CALL: u64 = 1_000;
+/// How many idle polls pass between looks for new shards.
+const SHARD_REFRESH_POLLS: u32 = 10;
+
+#[derive(clap::Args)]
+pub struct TailArgs {
+    /// The table whose latest stream is followed.
+    #[arg(long)]
+    table: String,
+    /// The endpoint (a dynaraft server or router, or any DynamoDB).
+    #[arg(long, default_value = "http://127.0.0.1:8000")]
+    endpoint: String,
+    /// Region to sign for (a server without --shared-db keeps each key's
+    /// and region's tables apart).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    /// Access key id to sign with.
+    #[arg(long, default_value = "local")]
+    access_key: String,
+    /// Start from the oldest record kept instead of new ones only.
+    #[arg(long)]
+    from_start: bool,
+    /// Stop once every shard is caught up instead of following.
+    #[arg(long)]
+    once: bool,
+}
+
+/// One Streams call; its JSON answer, or the error DynamoDB sent.
+async fn call(conn: &mut Conn, op: &str, body: Value) -> anyhow::Result<Value> {
+    let r = conn.streams(op, body.to_string().into_bytes()).await?;
+    let v: Value = serde_json::from_slice(&r.body).context("a Streams answer that is not JSON")?;
+    if r.status != 200 {
+        bail!("{op}: {} {}", r.status, v);
+    }
+    Ok(v)
+}
+
+/// The shards of `arn` (every page of DescribeStream).
+async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut start: Option<String> = None;
+    loop {
+        let mut req = json!({ "StreamArn": arn });
+        if let Some(s) = &start {
+            req["ExclusiveStartShardId"] = json!(s);
+        }
+        let d = call(conn, "DescribeStream", req).await?;
+        let desc = &d["StreamDescription"];
+        for s in desc["Shards"].as_array().into_iter().flatten() {
+            out.extend(s["ShardId"].as_str().map(str::to_string));
+        }
+        match desc["LastEvaluatedShardId"].as_str() {
+            Some(last) => start = Some(last.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+pub async fn run(args: TailArgs) -> anyhow::Result<()> {
+    let endpoint = Endpoint::signed_as(&args.endpoint, &args.region, &args.access_key)?;
+    let mut conn = Conn::new(Arc::new(endpoint));
+    let listed = call(&mut conn, "ListStreams", json!({ "TableName": args.table })).await?;
+    let arn = listed["Streams"]
+        .as_array()
+        .and_then(|s| s.last())
+        .and_then(|s| s["StreamArn"].as_str())
+        .ok_or_else(|| anyhow!("table {} has no stream", args.table))?
+        .to_string();
+    let kind = if args.from_start {
+        "TRIM_HORIZON"
+    } else {
+        "LATEST"
+    };
+    // Shard id -> its next iterator (`None`: the shard is closed).
+    let mut open: BTreeMap<String, Option<String>> = BTreeMap::new();
+    let mut idle_polls = 0u32;
+    loop {
+        if open.is_empty() || idle_polls % SHARD_REFRESH_POLLS == 0 {
+            for shard in shards(&mut conn, &arn).await? {
+                if open.contains_key(&shard) {
+                    continue;
+                }
+                let it = call(
+                    &mut conn,
+                    "GetShardIterator",
+                    json!({ "StreamArn": arn, "ShardId": shard, "ShardIteratorType": kind }),
+                )
+                .await?;
+                open.insert(shard, it["ShardIterator"].as_str().map(str::to_string));
+            }
+        }
+        let mut any = false;
+        for next in open.values_mut() {
+            let Some(it) = next.clone() else { continue };
+            let page = call(
+                &mut conn,
+                "GetRecords",
+                json!({ "ShardIterator": it, "Limit": RECORDS_PER_CALL }),
+            )
+            .await?;
+            for r in page["Records"].as_array().into_iter().flatten() {
+                println!("{r}");
+                any = true;
+            }
+            *next = page["NextShardIterator"].as_str().map(str::to_string);
+        }
+        if open.values().all(Option::is_none) {
+            return Ok(());
+        }
+        if !any {
+            if args.once {
+                return Ok(());
+            }
+            idle_polls += 1;
+            tokio::time::sleep(Duration::from_millis(POLL_IDLE_MS)).await;
+        }
+    }
+}
