@@ -87,9 +87,11 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     };
     // Shard id -> its next iterator (`None`: the shard is closed).
     let mut open: BTreeMap<String, Option<String>> = BTreeMap::new();
-    let mut idle_polls = 0u32;
+    // Polls since the shard list was last read (it is read first thing).
+    let mut since_refresh = SHARD_REFRESH_POLLS;
     loop {
-        if open.is_empty() || idle_polls % SHARD_REFRESH_POLLS == 0 {
+        if since_refresh >= SHARD_REFRESH_POLLS {
+            since_refresh = 0;
             for shard in shards(&mut conn, &arn).await? {
                 if open.contains_key(&shard) {
                     continue;
@@ -125,7 +127,7 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
             if args.once {
                 return Ok(());
             }
-            idle_polls += 1;
+            since_refresh += 1;
             tokio::time::sleep(Duration::from_millis(POLL_IDLE_MS)).await;
         }
     }
