@@ -46,6 +46,7 @@ test-clients: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 
 ## The same client sessions, unchanged, against a local cluster of separate
 ## processes (tables split into two partitions so scans cross partitions).
