@@ -27,6 +27,7 @@ fn args(server: &TestServer, workload: Workload) -> BenchArgs {
         load: LoadMode::Auto,
         region: "us-east-1".into(),
         quiet: true,
+        stream_view_type: None,
     }
 }
 

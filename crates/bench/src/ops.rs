@@ -138,6 +138,8 @@ pub struct Ctx {
     pub layout: Layout,
     pub payload_len: usize,
     pub consistent_reads: bool,
+    /// The table is created with a stream of this view type.
+    pub stream_view_type: Option<String>,
 }
 
 impl Ctx {

@@ -103,6 +103,10 @@ pub struct BenchArgs {
     /// Region for the request signature.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
+    /// Create the table with a stream of this view type (NEW_IMAGE,
+    /// OLD_IMAGE, NEW_AND_OLD_IMAGES, KEYS_ONLY) to measure its cost.
+    #[arg(long)]
+    pub stream_view_type: Option<String>,
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
@@ -124,6 +128,7 @@ impl BenchArgs {
             layout: self.workload.layout(),
             payload_len: keys::payload_len(self.item_bytes),
             consistent_reads: self.consistent_reads,
+            stream_view_type: self.stream_view_type.clone(),
         }
     }
 }
@@ -218,10 +223,13 @@ async fn create_table(endpoint: &Arc<Endpoint>, ctx: &Ctx) -> Result<bool, Bench
             json!([{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "N"}]),
         ),
     };
-    let body = json!({
+    let mut body = json!({
         "TableName": ctx.table, "KeySchema": schema, "AttributeDefinitions": defs,
         "BillingMode": "PAY_PER_REQUEST",
     });
+    if let Some(view) = &ctx.stream_view_type {
+        body["StreamSpecification"] = json!({"StreamEnabled": true, "StreamViewType": view});
+    }
     let created = match ops::call(&mut conn, "CreateTable", &body).await {
         Ok(_) => true,
         Err(f) if f.class.ends_with("ResourceInUseException") => false,

@@ -128,6 +128,8 @@ struct Spec {
     consistent: bool,
     /// (label of the closed-loop run, fraction of its throughput).
     rate_of: Option<(&'static str, f64)>,
+    /// Run on a table of its own with a stream of this view type.
+    stream: Option<&'static str>,
 }
 
 const fn spec(label: &'static str, workload: Workload) -> Spec {
@@ -136,6 +138,7 @@ const fn spec(label: &'static str, workload: Workload) -> Spec {
         workload,
         consistent: false,
         rate_of: None,
+        stream: None,
     }
 }
 
@@ -154,18 +157,29 @@ const CONSISTENT_C: Spec = Spec {
     workload: Workload::C,
     consistent: true,
     rate_of: None,
+    stream: None,
 };
 const HALF_PEAK_C: Spec = Spec {
     label: "C at half peak",
     workload: Workload::C,
     consistent: false,
     rate_of: Some(("C", 0.5)),
+    stream: None,
 };
 const HALF_PEAK_PUT: Spec = Spec {
     label: "put at half peak",
     workload: Workload::Put,
     consistent: false,
     rate_of: Some(("put", 0.5)),
+    stream: None,
+};
+/// PutItem to a table with a NEW_AND_OLD_IMAGES stream (the stream's cost).
+const PUT_STREAM: Spec = Spec {
+    label: "put, stream",
+    workload: Workload::Put,
+    consistent: false,
+    rate_of: None,
+    stream: Some("NEW_AND_OLD_IMAGES"),
 };
 
 fn main() -> anyhow::Result<()> {
@@ -285,7 +299,7 @@ fn bench_args(
         protocol,
         workload: s.workload,
         distribution: None,
-        table: None,
+        table: s.stream.map(|_| "bench-stream".to_string()),
         records: args.records,
         item_bytes: args.item_bytes,
         concurrency: args.concurrency,
@@ -298,6 +312,7 @@ fn bench_args(
         load: LoadMode::Auto,
         region: "us-east-1".into(),
         quiet: true,
+        stream_view_type: s.stream.map(str::to_string),
     }
 }
 
@@ -363,7 +378,7 @@ async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let idle_rss = procs::rss_bytes(proc.pid());
     let specs: Vec<&Spec> = YCSB
         .iter()
-        .chain([&CONSISTENT_C, &HALF_PEAK_C, &HALF_PEAK_PUT])
+        .chain([&CONSISTENT_C, &HALF_PEAK_C, &HALF_PEAK_PUT, &PUT_STREAM])
         .collect();
     let runs = workloads(args, "embedded", &url, Protocol::Dynamodb, &specs).await?;
     Ok(SystemResult {

@@ -242,6 +242,8 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
 /// bytes; start-up, in milliseconds; cluster PutItem p99, in microseconds;
 /// how many times slower than embedded cluster GetItem may be.
 const TARGET_VS_DYNALITE: f64 = 3.0;
+/// Least share of plain PutItem throughput kept with a stream enabled.
+const TARGET_STREAM_PUT_FRACTION: f64 = 0.9;
 const TARGET_EMBEDDED_P99_US: u64 = 2_000;
 const TARGET_IDLE_RSS_BYTES: u64 = 30 * 1024 * 1024;
 const TARGET_STARTUP_MS: f64 = 200.0;
@@ -269,6 +271,14 @@ fn targets(md: &mut String, r: &Results) {
             ours.zip(theirs).map(|(a, b)| a >= TARGET_VS_DYNALITE * b),
         );
     }
+    let (streamed, plain) = (tp("embedded", "put, stream"), tp("embedded", "put"));
+    line(
+        "embedded PutItem with a NEW_AND_OLD_IMAGES stream >= 90% of without",
+        versus(streamed, plain),
+        streamed
+            .zip(plain)
+            .map(|(a, b)| a >= TARGET_STREAM_PUT_FRACTION * b),
+    );
     for label in ["C at half peak", "put at half peak"] {
         let v = p99("embedded", label);
         line(
