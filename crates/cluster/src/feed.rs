@@ -13,8 +13,10 @@
 //!    partition, and proposes each group as one `IndexApply` to that
 //!    partition's leader, waiting for all of them.
 //! 3. Proposes `TrimChangeLog` to the base group, which deletes the
-//!    delivered records and frees room (writes are refused while
-//!    `global::MAX_INDEX_LAG_RECORDS` records wait).
+//!    delivered records (or, for a table with a readable stream, keeps
+//!    them for its retention) and frees room (writes are refused while
+//!    `global::MAX_INDEX_LAG_RECORDS` records wait). A table without
+//!    indexes has nothing to deliver: its cursor jumps to the last record.
 //! 4. For an index being created: `StartBackfill` (from then on every write
 //!    is logged), then chunks of [`BACKFILL_CHUNK_ITEMS`] items, each sent
 //!    with the change sequence read before the chunk, then `close` to every
@@ -126,18 +128,22 @@ async fn feed_partition(
         metrics::gauge!("dynaraft_index_lag_records", &labels).set((seq - trimmed) as f64);
     }
     let mut busy = false;
-    if seq > trimmed {
+    let retain = table
+        .meta
+        .stream_readable(dynaraft_storage::wall_clock_ms());
+    if seq > trimmed && table.meta.global_indexes.is_empty() {
+        // No index to deliver to (a stream-only table, or an index deleted
+        // since): the cursor jumps without reading a record, at the idle
+        // pace.
+        let trim = Command::TrimChangeLog { upto: seq, retain };
+        host.propose(group, trim).await?;
+    } else if seq > trimmed {
         let limits = (FEED_BATCH_RECORDS, FEED_BATCH_BYTES);
         let records = global::read_changes(tree, group, trimmed, limits)?;
         if let Some((upto, _)) = records.last() {
             let upto = *upto;
             deliver(router, table, group, &records).await?;
-            let trim = Command::TrimChangeLog {
-                upto,
-                retain: table
-                    .meta
-                    .stream_readable(dynaraft_storage::wall_clock_ms()),
-            };
+            let trim = Command::TrimChangeLog { upto, retain };
             host.propose(group, trim).await?;
             let table = table.meta.name.clone();
             metrics::counter!("dynaraft_index_records_delivered_total", "table" => table)
