@@ -134,17 +134,51 @@ impl ChangeRecord {
         out
     }
 
-    pub fn decode(mut b: &[u8]) -> Result<ChangeRecord, StorageError> {
-        let corrupt = || StorageError::Corrupt("change record".into());
-        let storage_key = take_bytes(&mut b).ok_or_else(corrupt)?.to_vec();
-        let image = |b: &mut &[u8]| -> Result<Option<Item>, StorageError> {
-            let (flag, rest) = b.split_first().ok_or_else(corrupt)?;
+    pub fn decode(b: &[u8]) -> Result<ChangeRecord, StorageError> {
+        let f = RecordFrame::split(b)?;
+        let image = |bytes: Option<&[u8]>| {
+            bytes
+                .map(|i| decode_item(i).map_err(|_| corrupt_record()))
+                .transpose()
+        };
+        Ok(ChangeRecord {
+            storage_key: f.storage_key.to_vec(),
+            old: image(f.old)?,
+            new: image(f.new)?,
+            ts_ms: f.ts_ms,
+            origin: f.origin,
+        })
+    }
+
+    /// The timestamp of an encoded record, its images left undecoded.
+    pub fn timestamp(b: &[u8]) -> Result<u64, StorageError> {
+        Ok(RecordFrame::split(b)?.ts_ms)
+    }
+}
+
+fn corrupt_record() -> StorageError {
+    StorageError::Corrupt("change record".into())
+}
+
+/// An encoded record cut into its parts, images still encoded.
+struct RecordFrame<'a> {
+    storage_key: &'a [u8],
+    old: Option<&'a [u8]>,
+    new: Option<&'a [u8]>,
+    ts_ms: u64,
+    origin: Origin,
+}
+
+impl<'a> RecordFrame<'a> {
+    fn split(mut b: &'a [u8]) -> Result<RecordFrame<'a>, StorageError> {
+        let storage_key = take_bytes(&mut b).ok_or_else(corrupt_record)?;
+        let image = |b: &mut &'a [u8]| -> Result<Option<&'a [u8]>, StorageError> {
+            let (flag, rest) = b.split_first().ok_or_else(corrupt_record)?;
             *b = rest;
             if *flag == 0 {
                 return Ok(None);
             }
-            let bytes = take_bytes(b).ok_or_else(corrupt)?;
-            Ok(Some(decode_item(bytes).map_err(|_| corrupt())?))
+            take_bytes(b).map(Some).ok_or_else(corrupt_record)
         };
         let old = image(&mut b)?;
         let new = image(&mut b)?;
@@ -152,15 +186,18 @@ impl ChangeRecord {
         let (ts_ms, origin) = match b {
             [] => (0, Origin::Client),
             [RECORD_TRAILER_V1, rest @ ..] => {
-                let (ts, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+                let (ts, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt_record)?;
                 let [o] = rest else {
-                    return Err(corrupt());
+                    return Err(corrupt_record());
                 };
-                (u64::from_be_bytes(*ts), Origin::of(*o).ok_or_else(corrupt)?)
+                (
+                    u64::from_be_bytes(*ts),
+                    Origin::of(*o).ok_or_else(corrupt_record)?,
+                )
             }
-            _ => return Err(corrupt()),
+            _ => return Err(corrupt_record()),
         };
-        Ok(ChangeRecord {
+        Ok(RecordFrame {
             storage_key,
             old,
             new,
@@ -244,17 +281,13 @@ pub fn oldest_delivered_change_ms(
     tree: &sled::Tree,
     group: u64,
 ) -> Result<Option<u64>, StorageError> {
-    let read = |name| crate::machine::read_u64(tree, &meta_key(group, name));
-    let delivered = read("cl_trim")?;
-    let floor = match tree.get(meta_key(group, "cl_floor"))? {
-        Some(_) => read("cl_floor")?,
-        None => delivered,
-    };
+    let (_, delivered) = change_log_state(tree, group)?;
+    let (_, floor) = change_log_bounds(tree, group)?;
     if floor >= delivered {
         return Ok(None);
     }
     match tree.get(change_key(group, floor + 1))? {
-        Some(bytes) => Ok(Some(ChangeRecord::decode(&bytes)?.ts_ms)),
+        Some(bytes) => Ok(Some(ChangeRecord::timestamp(&bytes)?)),
         None => Ok(None),
     }
 }
@@ -373,7 +406,7 @@ pub(crate) fn purge(
         let Some(bytes) = ov.get(&change_key(group, upto + 1))? else {
             break;
         };
-        if ChangeRecord::decode(&bytes)?.ts_ms >= before_ms {
+        if ChangeRecord::timestamp(&bytes)? >= before_ms {
             break;
         }
         upto += 1;

@@ -456,8 +456,9 @@ pub(crate) fn stage(
     // Checked before anything is staged: a refused write writes nothing.
     // Indexes need the record, and hold writes back when they lag; a
     // stream needs it too, but its retention never holds a write back.
-    let indexed = !w.global.is_empty() || global::feeding(ov, group)?;
-    let logged = old != new && (indexed || w.stream);
+    let changed = old != new;
+    let indexed = changed && (!w.global.is_empty() || global::feeding(ov, group)?);
+    let logged = changed && (indexed || w.stream);
     if logged && indexed && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }
