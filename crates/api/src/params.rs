@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use dynaraft_cluster::Table;
 use dynaraft_expr::Substitutions;
 use dynaraft_model::Item;
-use dynaraft_model::wire::{Dict, Str, WireItem};
+use dynaraft_model::wire::{Dict, Int, Str, WireItem};
 use dynaraft_storage::TableStatus;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -66,6 +66,29 @@ impl Violations {
             ))),
         }
     }
+}
+
+/// A Limit member of 1 to `max` (`max` when absent), its violations added
+/// to `v` (ListTables, ListStreams, DescribeStream, GetRecords).
+pub fn bounded_limit(v: &mut Violations, l: Option<&Int>, max: i64, path: &str) -> usize {
+    let Some(l) = l.map(|l| l.0) else {
+        return usize::try_from(max).unwrap_or(usize::MAX);
+    };
+    if l < 1 {
+        v.add(
+            Some(&l.to_string()),
+            path,
+            "Member must have value greater than or equal to 1",
+        );
+    }
+    if l > max {
+        v.add(
+            Some(&l.to_string()),
+            path,
+            &format!("Member must have value less than or equal to {max}"),
+        );
+    }
+    usize::try_from(l.clamp(1, max)).unwrap_or(1)
 }
 
 /// The constraints DynamoDB puts on table and index names: 3 to 255

@@ -1,7 +1,7 @@
 //! ListTables, paginated by table name.
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{Violations, check_table_name};
+use crate::params::{Violations, bounded_limit, check_table_name};
 use crate::scope::display_name;
 use dynaraft_model::wire::{Int, Str};
 use serde::Deserialize;
@@ -19,29 +19,13 @@ pub const MAX_LIST_TABLES_LIMIT: i64 = 100;
 
 pub fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let start = input.exclusive_start_table_name.as_deref();
-    let limit = input.limit.map(|l| l.0);
+    let limit = input.limit.as_ref();
     let mut v = Violations::default();
     if let Some(s) = start {
         check_table_name(&mut v, Some(s), "exclusiveStartTableName");
     }
-    if let Some(l) = limit {
-        if l < 1 {
-            v.add(
-                Some(&l.to_string()),
-                "limit",
-                "Member must have value greater than or equal to 1",
-            );
-        }
-        if l > MAX_LIST_TABLES_LIMIT {
-            v.add(
-                Some(&l.to_string()),
-                "limit",
-                "Member must have value less than or equal to 100",
-            );
-        }
-    }
+    let limit = bounded_limit(&mut v, limit, MAX_LIST_TABLES_LIMIT, "limit");
     v.check()?;
-    let limit = limit.unwrap_or(MAX_LIST_TABLES_LIMIT) as usize;
     let names: Vec<String> = api
         .tables()
         .into_iter()

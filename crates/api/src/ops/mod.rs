@@ -33,8 +33,8 @@ use crate::Api;
 use crate::error::ApiError;
 use crate::params::parse_body;
 use crate::scope::display_name;
-use dynaraft_model::KeyAttr;
 use dynaraft_model::wire::Str;
+use dynaraft_model::{KeyAttr, KeySchema};
 use dynaraft_storage::{
     Command, IndexMeta, IndexStatus, Outcome, Projection, TableMeta, TableStatus,
 };
@@ -210,10 +210,7 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     };
     let (count, bytes) = (stats.count, stats.bytes);
     let secs = |ms: u64| ms as f64 / 1000.0;
-    let mut key_schema = vec![json!({"AttributeName": meta.hash_key.0, "KeyType": "HASH"})];
-    if let Some(r) = &meta.range_key {
-        key_schema.push(json!({"AttributeName": r.0, "KeyType": "RANGE"}));
-    }
+    let key_schema = key_schema_json(&meta.key_schema()?);
     let mut throughput = json!({
         "NumberOfDecreasesToday": meta.decreases_today,
         "ReadCapacityUnits": meta.read_capacity,
@@ -294,17 +291,24 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     Ok(d)
 }
 
-/// One entry of DescribeTable's LocalSecondaryIndexes (and the common part
-/// of a GlobalSecondaryIndexes entry).
-fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) -> Value {
+/// A KeySchema as DynamoDB shows it: the HASH elements, then the RANGE
+/// ones, in key-schema order.
+pub fn key_schema_json(schema: &KeySchema) -> Vec<Value> {
     let role = |attrs: &[KeyAttr], role: &str| -> Vec<Value> {
         attrs
             .iter()
             .map(|ka| json!({"AttributeName": ka.name, "KeyType": role}))
             .collect()
     };
-    let mut keys = role(&ix.key.hash, "HASH");
-    keys.extend(role(&ix.key.range, "RANGE"));
+    let mut keys = role(&schema.hash, "HASH");
+    keys.extend(role(&schema.range, "RANGE"));
+    keys
+}
+
+/// One entry of DescribeTable's LocalSecondaryIndexes (and the common part
+/// of a GlobalSecondaryIndexes entry).
+fn index_description(ix: &IndexMeta, table_arn: &str, count: u64, bytes: u64) -> Value {
+    let keys = key_schema_json(&ix.key);
     let mut projection = json!({ "ProjectionType": ix.projection.type_name() });
     if let Projection::Include(attrs) = &ix.projection {
         projection["NonKeyAttributes"] = json!(attrs);

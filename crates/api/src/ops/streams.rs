@@ -11,7 +11,7 @@
 use super::table_defs::stream_label;
 use crate::Api;
 use crate::error::ApiError;
-use crate::params::{Violations, table_of_arn};
+use crate::params::{Violations, bounded_limit, table_of_arn};
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
@@ -186,31 +186,9 @@ fn stream(api: &Api, arn: Option<&Str>, path: &str) -> Result<Stream, ApiError> 
     Ok(Stream { table, meta, arn })
 }
 
-/// A Limit member between 1 and `max`.
-fn limit(v: &mut Violations, l: Option<&Int>, max: i64, path: &str) -> usize {
-    let Some(l) = l.map(|l| l.0) else {
-        return max as usize;
-    };
-    if l < 1 {
-        v.add(
-            Some(&l.to_string()),
-            path,
-            "Member must have value greater than or equal to 1",
-        );
-    }
-    if l > max {
-        v.add(
-            Some(&l.to_string()),
-            path,
-            &format!("Member must have value less than or equal to {max}"),
-        );
-    }
-    usize::try_from(l.clamp(1, max)).unwrap_or(1)
-}
-
 pub fn list_streams(api: &Api, input: ListStreamsInput) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    let limit = limit(&mut v, input.limit.as_ref(), MAX_LIST_STREAMS, "limit");
+    let limit = bounded_limit(&mut v, input.limit.as_ref(), MAX_LIST_STREAMS, "limit");
     v.check()?;
     let mut all = Vec::new();
     for t in api.tables() {
@@ -251,7 +229,7 @@ pub fn list_streams(api: &Api, input: ListStreamsInput) -> Result<Value, ApiErro
 
 pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    let limit = limit(&mut v, input.limit.as_ref(), MAX_DESCRIBE_SHARDS, "limit");
+    let limit = bounded_limit(&mut v, input.limit.as_ref(), MAX_DESCRIBE_SHARDS, "limit");
     if let Some(f) = input.shard_filter.as_deref() {
         match f.kind.as_deref() {
             None => v.null("shardFilter.type"),
@@ -294,20 +272,7 @@ pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Va
         }
         shards.push(json!({ "ShardId": s.shard_id(p), "SequenceNumberRange": range }));
     }
-    let key_schema: Vec<Value> = s
-        .table
-        .schema
-        .hash
-        .iter()
-        .map(|k| json!({"AttributeName": k.name, "KeyType": "HASH"}))
-        .chain(
-            s.table
-                .schema
-                .range
-                .iter()
-                .map(|k| json!({"AttributeName": k.name, "KeyType": "RANGE"})),
-        )
-        .collect();
+    let key_schema = super::key_schema_json(&s.table.schema);
     let mut d = json!({
         "StreamArn": s.arn,
         "StreamLabel": stream_label(s.meta.created_ms),
@@ -454,7 +419,7 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
     if input.shard_iterator.is_none() {
         v.null("shardIterator");
     }
-    let limit = limit(&mut v, input.limit.as_ref(), MAX_GET_RECORDS, "limit");
+    let limit = bounded_limit(&mut v, input.limit.as_ref(), MAX_GET_RECORDS, "limit");
     v.check()?;
     let text = input.shard_iterator.as_deref().unwrap_or_default();
     let it = Iterator::decode(text).ok_or_else(|| ApiError::validation("Invalid ShardIterator"))?;
