@@ -36,11 +36,12 @@ impl Scope {
         }
     }
 
-    /// The catalog name of the table a request calls `name`.
-    pub fn table_key(&self, name: &str) -> String {
+    /// The catalog name of the table a request calls `name` (borrowed
+    /// when data is shared: every item operation looks its table up).
+    pub fn table_key<'a>(&self, name: &'a str) -> std::borrow::Cow<'a, str> {
         match &self.prefix {
-            Some(p) => format!("{p}{name}"),
-            None => name.to_string(),
+            Some(p) => format!("{p}{name}").into(),
+            None => name.into(),
         }
     }
 

@@ -113,7 +113,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
     let tags = crate::tag_rules::parse_tags(input.tags.as_ref())?;
     let instant = api.cfg.transition_delay_ms == 0;
     let meta = TableMeta {
-        name: api.scope.table_key(&name),
+        name: api.scope.table_key(&name).into_owned(),
         partitions: PartitionMeta::even_split(partitions),
         status: if instant {
             TableStatus::Active
