@@ -174,7 +174,7 @@ fn key_schema(
         v.add(
             Some(&format!("[{}]", shown.join(", "))),
             "keySchema",
-            "Member must have length less than or equal to 2",
+            &format!("Member must have length less than or equal to {MAX_TABLE_KEY_ELEMENTS}"),
         );
     }
     let mut elems: Vec<(&str, KeyType)> = Vec::new();

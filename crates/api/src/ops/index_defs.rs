@@ -63,10 +63,10 @@ fn parse_shape<'a>(
                 &at("keySchema"),
                 "Member must have length greater than or equal to 1",
             ),
-            Some(k) if max_keys.is_some_and(|m| k.len() > m) => v.add(
+            Some(k) if let Some(m) = max_keys.filter(|m| k.len() > *m) => v.add(
                 Some("[...]"),
                 &at("keySchema"),
-                "Member must have length less than or equal to 2",
+                &format!("Member must have length less than or equal to {m}"),
             ),
             Some(_) => {}
         }
