@@ -199,3 +199,228 @@ async fn streams_embedded_and_in_a_cluster() {
         .await
         .expect("cluster");
 }
+
+/// What a shard follower saw: (shard, sequence number, key, value) of
+/// every record, in the order read.
+type Seen = Vec<(String, String, String, u64)>;
+
+/// One Streams call that may fail while the cluster fails over: the body on
+/// success, `None` on any error (the caller retries with the same input).
+fn try_streams(addr: SocketAddr, op: &str, body: &Value) -> Option<Value> {
+    let (status, v) = call(
+        addr,
+        &format!("DynamoDBStreams_20120810.{op}"),
+        body.clone(),
+    );
+    (status == 200).then_some(v)
+}
+
+/// Follows every shard of `arn` from its trim horizon until `stop` is set
+/// and one more round over the shards returns nothing and fails nowhere.
+/// Errors (a leader change, a lost zone) are retried with the same
+/// iterator, as a consumer does.
+fn follow(addr: SocketAddr, arn: &str, stop: &std::sync::atomic::AtomicBool) -> Seen {
+    use std::sync::atomic::Ordering;
+    let by_arn = json!({ "StreamArn": arn });
+    let desc = loop {
+        if let Some(d) = try_streams(addr, "DescribeStream", &by_arn) {
+            break d;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut iterators: Vec<(String, Value)> = Vec::new();
+    for shard in desc["StreamDescription"]["Shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let id = shard["ShardId"].as_str().unwrap_or_default().to_string();
+        let req = json!({ "StreamArn": arn, "ShardId": id, "ShardIteratorType": "TRIM_HORIZON" });
+        let it = loop {
+            if let Some(v) = try_streams(addr, "GetShardIterator", &req) {
+                break v["ShardIterator"].clone();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        iterators.push((id, it));
+    }
+    assert_eq!(iterators.len(), 2, "one shard per partition");
+    let mut seen = Seen::new();
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let (mut read, mut failed) = (0, false);
+        for (shard, iterator) in iterators.iter_mut() {
+            let Some(page) = try_streams(addr, "GetRecords", &json!({ "ShardIterator": iterator }))
+            else {
+                failed = true;
+                continue;
+            };
+            for r in page["Records"].as_array().into_iter().flatten() {
+                let d = &r["dynamodb"];
+                let value = d["NewImage"]["n"]["N"]
+                    .as_str()
+                    .and_then(|n| n.parse().ok());
+                seen.push((
+                    shard.clone(),
+                    d["SequenceNumber"].as_str().unwrap_or_default().to_string(),
+                    d["Keys"]["pk"]["S"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    value.expect("every record of this test is a put with a number"),
+                ));
+                read += 1;
+            }
+            *iterator = page["NextShardIterator"].clone();
+            assert!(iterator.is_string(), "an enabled stream's shard stays open");
+        }
+        if stopping && read == 0 && !failed {
+            return seen;
+        }
+        if read == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+/// Keys the failover test writes in turn.
+const FAILOVER_KEYS: u64 = 8;
+/// Writes between two faults of the failover test.
+const FAILOVER_WRITES_PER_PHASE: u64 = 40;
+
+/// Issue 20's cluster test: a reader follows both shards while writes go
+/// on through the loss of each zone in turn (so every partition's leader
+/// changes at least once). Every acknowledged write appears exactly once,
+/// each key's records in the order written, each shard's sequence numbers
+/// strictly increasing; a write whose outcome the client never learned
+/// appears at most once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reader_following_every_shard_sees_each_acknowledged_write_once_through_zone_losses() {
+    use dynaraft_tests::av::{n, s};
+    let mut c = TestCluster::start("stream-failover", 3, 2).await;
+    let addr = c.api_addr;
+    tokio::task::spawn_blocking(move || {
+        ddb(
+            addr,
+            "CreateTable",
+            json!({
+                "TableName": "orders",
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "BillingMode": "PAY_PER_REQUEST",
+                "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "NEW_IMAGE"},
+            }),
+        )
+    })
+    .await
+    .expect("create table");
+    let arn = c
+        .client
+        .describe_table()
+        .table_name("orders")
+        .send()
+        .await
+        .expect("describe table")
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("stream arn")
+        .to_string();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || follow(addr, &arn, &stop))
+    };
+    let mut acked = Vec::new();
+    let mut write = 0u64;
+    // The groups whose leader was on a node when it was killed.
+    let mut lost_leader = std::collections::BTreeSet::new();
+    for phase in 0..4 {
+        if let Some(victim) = (1..4).contains(&phase).then(|| phase - 1) {
+            let node = c.node(victim).expect("victim runs");
+            let led = node
+                .host
+                .hosted()
+                .into_iter()
+                .filter(|g| node.host.group(*g).is_some_and(|r| r.is_leader()));
+            lost_leader.extend(led);
+            c.kill(victim).await;
+        }
+        for _ in 0..FAILOVER_WRITES_PER_PHASE {
+            let key = format!("k{}", write % FAILOVER_KEYS);
+            let put = c
+                .client
+                .put_item()
+                .table_name("orders")
+                .item("pk", s(&key))
+                .item("n", n(&write.to_string()))
+                .send()
+                .await;
+            if put.is_ok() {
+                acked.push((key, write));
+            }
+            write += 1;
+        }
+        if (1..4).contains(&phase) {
+            c.restart(phase - 1).await;
+        }
+    }
+    // Killing each node in turn removes every group's leader at least once
+    // (the control plane's and both partitions').
+    let hosted = c.node(0).expect("node 1 runs").host.hosted();
+    assert!(
+        hosted.len() >= 3 && hosted.iter().all(|g| lost_leader.contains(g)),
+        "groups {hosted:?}, leader killed in {lost_leader:?}"
+    );
+    assert!(
+        acked.len() as u64 >= write * 9 / 10,
+        "too few writes acknowledged: {} of {write}",
+        acked.len()
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
+        .await
+        .expect("join");
+    let mut counts = std::collections::HashMap::new();
+    for (_, _, key, value) in &seen {
+        *counts.entry((key.clone(), *value)).or_insert(0) += 1;
+    }
+    for (pair, count) in &counts {
+        assert_eq!(*count, 1, "{pair:?} appeared {count} times");
+    }
+    for pair in &acked {
+        assert!(
+            counts.contains_key(pair),
+            "acknowledged write {pair:?} missing"
+        );
+    }
+    for k in 0..FAILOVER_KEYS {
+        let key = format!("k{k}");
+        let values: Vec<u64> = seen.iter().filter(|r| r.2 == key).map(|r| r.3).collect();
+        assert!(
+            values.is_sorted(),
+            "{key}: records out of order: {values:?}"
+        );
+    }
+    for shard in seen
+        .iter()
+        .map(|r| &r.0)
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let seqs: Vec<u128> = seen
+            .iter()
+            .filter(|r| &r.0 == shard)
+            .map(|r| r.1.parse().expect("numeric sequence number"))
+            .collect();
+        assert!(
+            seqs.is_sorted_by(|a, b| a < b),
+            "{shard}: sequence numbers repeat or fall"
+        );
+    }
+    eprintln!(
+        "{} writes, {} acknowledged, {} records read",
+        write,
+        acked.len(),
+        seen.len()
+    );
+    c.stop().await;
+}

@@ -117,21 +117,16 @@ const RECORD_TRAILER_V1: u8 = 1;
 
 impl ChangeRecord {
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64);
-        put_bytes(&mut out, &self.storage_key);
-        for image in [&self.old, &self.new] {
-            match image {
-                Some(i) => {
-                    out.push(1);
-                    put_bytes(&mut out, &encode_item(i));
-                }
-                None => out.push(0),
-            }
+        let old = self.old.as_ref().map(encode_item);
+        let new = self.new.as_ref().map(encode_item);
+        Change {
+            storage_key: &self.storage_key,
+            old: old.as_deref(),
+            new: new.as_deref(),
+            ts_ms: self.ts_ms,
+            origin: self.origin,
         }
-        out.push(RECORD_TRAILER_V1);
-        out.extend_from_slice(&self.ts_ms.to_be_bytes());
-        out.push(self.origin.byte());
-        out
+        .encode()
     }
 
     pub fn decode(b: &[u8]) -> Result<ChangeRecord, StorageError> {
@@ -153,6 +148,38 @@ impl ChangeRecord {
     /// The timestamp of an encoded record, its images left undecoded.
     pub fn timestamp(b: &[u8]) -> Result<u64, StorageError> {
         Ok(RecordFrame::split(b)?.ts_ms)
+    }
+}
+
+/// A change about to be logged, its images already encoded (the write
+/// stores the new one too, so it is encoded once for both).
+pub(crate) struct Change<'a> {
+    pub storage_key: &'a [u8],
+    pub old: Option<&'a [u8]>,
+    pub new: Option<&'a [u8]>,
+    pub ts_ms: u64,
+    pub origin: Origin,
+}
+
+impl Change<'_> {
+    fn encode(&self) -> Vec<u8> {
+        // Key and images with their lengths and flags, then the trailer.
+        let images = self.old.map_or(0, <[u8]>::len) + self.new.map_or(0, <[u8]>::len);
+        let mut out = Vec::with_capacity(self.storage_key.len() + images + 24);
+        put_bytes(&mut out, self.storage_key);
+        for image in [self.old, self.new] {
+            match image {
+                Some(bytes) => {
+                    out.push(1);
+                    put_bytes(&mut out, bytes);
+                }
+                None => out.push(0),
+            }
+        }
+        out.push(RECORD_TRAILER_V1);
+        out.extend_from_slice(&self.ts_ms.to_be_bytes());
+        out.push(self.origin.byte());
+        out
     }
 }
 
@@ -248,22 +275,18 @@ pub(crate) fn lagging(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
 
 /// Appends a change record to `group`'s log, its timestamp raised to the
 /// last record's if the proposing leader's clock is behind it.
-pub(crate) fn log_change(
-    ov: &mut Overlay,
-    group: u64,
-    record: &ChangeRecord,
-) -> Result<(), StorageError> {
+pub(crate) fn log_change(ov: &mut Overlay, group: u64, change: Change) -> Result<(), StorageError> {
     let seq = ov.get_u64(&meta_key(group, "cl_seq"))? + 1;
     let last_ts = ov.get_u64(&meta_key(group, "cl_ts"))?;
-    let record = ChangeRecord {
-        ts_ms: record.ts_ms.max(last_ts),
-        ..record.clone()
+    let change = Change {
+        ts_ms: change.ts_ms.max(last_ts),
+        ..change
     };
-    ov.put(change_key(group, seq), record.encode());
+    ov.put(change_key(group, seq), change.encode());
     ov.put(meta_key(group, "cl_seq"), seq.to_be_bytes().to_vec());
     ov.put(
         meta_key(group, "cl_ts"),
-        record.ts_ms.to_be_bytes().to_vec(),
+        change.ts_ms.to_be_bytes().to_vec(),
     );
     Ok(())
 }
@@ -637,6 +660,20 @@ mod tests {
         (keys, count)
     }
 
+    /// Logs `r` as a write would.
+    fn log_record(ov: &mut Overlay, r: &ChangeRecord) {
+        let old = r.old.as_ref().map(encode_item);
+        let new = r.new.as_ref().map(encode_item);
+        let change = Change {
+            storage_key: &r.storage_key,
+            old: old.as_deref(),
+            new: new.as_deref(),
+            ts_ms: r.ts_ms,
+            origin: r.origin,
+        };
+        log_change(ov, GROUP, change).unwrap();
+    }
+
     fn record(key: &str, ts_ms: u64) -> ChangeRecord {
         ChangeRecord {
             storage_key: key.as_bytes().to_vec(),
@@ -672,7 +709,7 @@ mod tests {
         let t = tree();
         let mut ov = Overlay::new(&t);
         for (i, ts) in [100, 90, 300, 400].into_iter().enumerate() {
-            log_change(&mut ov, GROUP, &record(&format!("k{i}"), ts)).unwrap();
+            log_record(&mut ov, &record(&format!("k{i}"), ts));
         }
         // Delivered to the indexes, kept for the stream.
         trim(&mut ov, GROUP, 3, true).unwrap();
@@ -695,7 +732,7 @@ mod tests {
         assert_eq!(left, [4], "record 4 is not delivered yet");
         // A bounded purge removes at most `max`.
         let mut ov = Overlay::new(&t);
-        log_change(&mut ov, GROUP, &record("k5", 500)).unwrap();
+        log_record(&mut ov, &record("k5", 500));
         trim(&mut ov, GROUP, 5, true).unwrap();
         purge(&mut ov, GROUP, 1_000, 1).unwrap();
         ov.commit(GROUP, 3).unwrap();
@@ -759,7 +796,7 @@ mod tests {
         let mut ov = Overlay::new(&t);
         for _ in 0..MAX_INDEX_LAG_RECORDS {
             assert!(!lagging(&ov, GROUP).unwrap());
-            log_change(&mut ov, GROUP, &record).unwrap();
+            log_record(&mut ov, &record);
         }
         assert!(lagging(&ov, GROUP).unwrap());
         ov.commit(GROUP, 1).unwrap();

@@ -22,7 +22,7 @@
 use crate::StorageError;
 use crate::catalog::TableMeta;
 use crate::command::{Command, Entry, JsonDoc, WriteCommand, WriteKind};
-use crate::global::{self, ChangeRecord};
+use crate::global::{self, Change};
 use crate::index;
 use crate::txn;
 use dynaraft_expr::{ExprKind, Substitutions, UpdateError, parse_condition, parse_update};
@@ -481,22 +481,24 @@ pub(crate) fn stage(
             index::Maintained::Collection(bytes) => collection_bytes = Some(bytes),
         }
     }
+    let new_bytes = new.as_ref().map(encode_item);
     if logged {
-        let record = ChangeRecord {
-            storage_key: w.storage_key.clone(),
-            old: old.clone(),
-            new: new.clone(),
+        let old_bytes = old.as_ref().map(encode_item);
+        let change = Change {
+            storage_key: &w.storage_key,
+            old: old_bytes.as_deref(),
+            new: new_bytes.as_deref(),
             ts_ms,
             origin: w.origin,
         };
-        global::log_change(ov, group, &record)?;
+        global::log_change(ov, group, change)?;
     }
     if old != new {
         txn::stamp(ov, group, &w.storage_key, new.is_some())?;
     }
     let key = item_key(group, &w.storage_key);
-    match &new {
-        Some(item) => ov.put(key, encode_item(item)),
+    match new_bytes {
+        Some(bytes) => ov.put(key, bytes),
         None => ov.del(key),
     }
     let count_delta = new.is_some() as i64 - old.is_some() as i64;
