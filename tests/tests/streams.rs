@@ -424,3 +424,97 @@ async fn a_reader_following_every_shard_sees_each_acknowledged_write_once_throug
     );
     c.stop().await;
 }
+
+/// The shard iterator of `shard` of `arn` of type `kind` (at `seq` for the
+/// AT/AFTER_SEQUENCE_NUMBER types): (status, body).
+fn iterator(
+    addr: SocketAddr,
+    arn: &str,
+    shard: &Value,
+    kind: &str,
+    seq: Option<&Value>,
+) -> (u16, Value) {
+    let mut req = json!({ "StreamArn": arn, "ShardId": shard, "ShardIteratorType": kind });
+    if let Some(seq) = seq {
+        req["SequenceNumber"] = seq.clone();
+    }
+    call(addr, "DynamoDBStreams_20120810.GetShardIterator", req)
+}
+
+/// Retention is the router's `stream_retention_ms` (`--stream-retention-s`),
+/// stored with the stream: once records are older, the feeder purges them,
+/// TRIM_HORIZON starts after them, and asking for one by sequence number
+/// is TrimmedDataAccessException. Later records are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_older_than_the_retention_are_purged() {
+    const RETENTION_MS: u64 = 1_500;
+    let cfg = dynaraft_api::ApiConfig {
+        stream_retention_ms: RETENTION_MS,
+        ..TestServer::config()
+    };
+    let server = TestServer::start_config(None, cfg).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || {
+        ddb(
+            addr,
+            "CreateTable",
+            json!({
+                "TableName": "short",
+                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
+                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
+                "BillingMode": "PAY_PER_REQUEST",
+                "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "KEYS_ONLY"},
+            }),
+        );
+        let put = |k: &str| {
+            ddb(
+                addr,
+                "PutItem",
+                json!({"TableName": "short", "Item": {"pk": {"S": k}}}),
+            );
+        };
+        for k in ["a", "b", "c"] {
+            put(k);
+        }
+        let arn =
+            ddb(addr, "DescribeTable", json!({"TableName": "short"}))["Table"]["LatestStreamArn"]
+                .clone();
+        let arn = arn.as_str().expect("stream arn").to_string();
+        let early = read_all(addr, &arn);
+        assert_eq!(early.len(), 3);
+        let first_seq = early[0]["dynamodb"]["SequenceNumber"].clone();
+        let desc = streams(addr, "DescribeStream", json!({ "StreamArn": arn }));
+        let shard = desc["StreamDescription"]["Shards"][0]["ShardId"].clone();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let (status, v) = iterator(addr, &arn, &shard, "AT_SEQUENCE_NUMBER", Some(&first_seq));
+            if status == 400 {
+                assert!(
+                    v["__type"]
+                        .as_str()
+                        .is_some_and(|t| t.ends_with("TrimmedDataAccessException")),
+                    "{v}"
+                );
+                break;
+            }
+            assert_eq!(status, 200, "{v}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "records older than {RETENTION_MS} ms were never purged"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        assert_eq!(
+            read_all(addr, &arn).len(),
+            0,
+            "TRIM_HORIZON starts after the purge"
+        );
+        put("d");
+        let late = read_all(addr, &arn);
+        assert_eq!(late.len(), 1, "{late:?}");
+        assert_eq!(late[0]["dynamodb"]["Keys"]["pk"]["S"], "d");
+    })
+    .await
+    .expect("retention");
+    server.stop().await;
+}

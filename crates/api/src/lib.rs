@@ -55,7 +55,14 @@ pub struct ApiConfig {
     /// region has its own (DynamoDB Local without `-sharedDb`; see
     /// [`scope`]).
     pub shared_db: bool,
+    /// How long a stream enabled through this router keeps its records, in
+    /// milliseconds (stored with the stream, so every node purges alike).
+    pub stream_retention_ms: u64,
 }
+
+/// How long a stream keeps its records unless configured otherwise, in
+/// milliseconds (DynamoDB: 24 hours).
+pub const DEFAULT_STREAM_RETENTION_MS: u64 = dynaraft_storage::catalog::STREAM_RETENTION_MS;
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -69,6 +76,7 @@ impl Default for ApiConfig {
             item_collection_limit_bytes:
                 dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
             shared_db: true,
+            stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
         }
     }
 }

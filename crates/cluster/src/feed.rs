@@ -38,7 +38,7 @@ use crate::catalog::{Catalog, CatalogWatch, Table};
 use crate::host::Host;
 use crate::router::Router;
 use dynaraft_model::{Item, KeySchema};
-use dynaraft_storage::catalog::{STREAM_RETENTION_MS, key_hash, partition_index};
+use dynaraft_storage::catalog::{key_hash, partition_index};
 use dynaraft_storage::global::{self, Backfill, ChangeRecord, IndexBatch, IndexOp};
 use dynaraft_storage::index::{entry_storage_key, invalid_key_value, oversized_index_key, project};
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
@@ -152,7 +152,8 @@ async fn feed_partition(
         }
     }
     // A stream's records go once its retention has passed.
-    let horizon = dynaraft_storage::wall_clock_ms().saturating_sub(STREAM_RETENTION_MS);
+    let horizon =
+        dynaraft_storage::wall_clock_ms().saturating_sub(table.meta.stream_retention_ms());
     if global::oldest_delivered_change_ms(tree, group)?.is_some_and(|ts| ts < horizon) {
         let purge = Command::PurgeChangeLog {
             before_ms: horizon,

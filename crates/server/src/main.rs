@@ -134,6 +134,10 @@ struct RouterArgs {
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
+    /// How long a stream enabled through this server keeps its change
+    /// records, in seconds (DynamoDB: 24 hours).
+    #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
+    stream_retention_s: u64,
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
@@ -214,7 +218,14 @@ struct EmbeddedArgs {
     /// region sees only its own tables.
     #[arg(long)]
     shared_db: bool,
+    /// How long a stream enabled through this server keeps its change
+    /// records, in seconds (DynamoDB: 24 hours).
+    #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
+    stream_retention_s: u64,
 }
+
+/// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
+const DEFAULT_STREAM_RETENTION_S: u64 = dynaraft_api::DEFAULT_STREAM_RETENTION_MS / 1000;
 
 /// Stack of each runtime worker thread, in bytes: four times tokio's
 /// default, so the deepest expression the parser admits
@@ -379,6 +390,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         region: args.region,
         endpoint_address: addr.to_string(),
         partitions_per_table: args.partitions_per_table,
+        stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         ..ApiConfig::default()
     };
     let api = Api::new(rn.router.clone(), Arc::new(cfg));
@@ -405,6 +417,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         endpoint_address: addr.to_string(),
         partitions_per_table: args.partitions_per_table.max(1),
         shared_db: args.shared_db,
+        stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         ..ApiConfig::default()
     };
     let server = Server::start(Api::new(node.router.clone(), Arc::new(cfg)), addr).await?;

@@ -66,8 +66,13 @@ pub struct TableMeta {
     pub streams: Vec<StreamMeta>,
 }
 
-/// How long a stream keeps its records, in milliseconds (DynamoDB: 24 h).
+/// How long a stream keeps its records unless configured otherwise, in
+/// milliseconds (DynamoDB: 24 h).
 pub const STREAM_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn default_stream_retention_ms() -> u64 {
+    STREAM_RETENTION_MS
+}
 
 /// One stream of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +83,11 @@ pub struct StreamMeta {
     pub created_ms: u64,
     /// When it was disabled (`None`: it is enabled).
     pub disabled_ms: Option<u64>,
+    /// How long its records are kept, in milliseconds: the router's
+    /// setting when the stream was enabled (catalogs from before the
+    /// setting existed read as [`STREAM_RETENTION_MS`]).
+    #[serde(default = "default_stream_retention_ms")]
+    pub retention_ms: u64,
 }
 
 impl TableMeta {
@@ -92,8 +102,19 @@ impl TableMeta {
     pub fn stream_readable(&self, now_ms: u64) -> bool {
         self.streams.iter().any(|s| {
             s.disabled_ms
-                .is_none_or(|d| now_ms < d.saturating_add(STREAM_RETENTION_MS))
+                .is_none_or(|d| now_ms < d.saturating_add(s.retention_ms))
         })
+    }
+
+    /// How long the table's change records are kept for its streams, in
+    /// milliseconds: the longest retention of any of them (the streams of a
+    /// table share its change log).
+    pub fn stream_retention_ms(&self) -> u64 {
+        self.streams
+            .iter()
+            .map(|s| s.retention_ms)
+            .max()
+            .unwrap_or(STREAM_RETENTION_MS)
     }
 }
 

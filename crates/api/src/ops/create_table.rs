@@ -107,6 +107,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
             view_type: view.as_str().to_string(),
             created_ms: dynaraft_storage::wall_clock_ms(),
             disabled_ms: None,
+            retention_ms: api.cfg.stream_retention_ms,
         }],
         Some(Ok(StreamChange::Disable)) | None => Vec::new(),
     };

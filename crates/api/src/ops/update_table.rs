@@ -167,6 +167,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
                 view_type: view.as_str().to_string(),
                 created_ms: now.max(after_last),
                 disabled_ms: None,
+                retention_ms: api.cfg.stream_retention_ms,
             })
         }
         (Some(StreamChange::Disable), true) => {
