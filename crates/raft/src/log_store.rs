@@ -389,12 +389,29 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, upto: LogId) -> Result<(), io::Error> {
-        // openraft purges only applied entries. Memory is freed now; the
-        // record that lets recovery forget them follows once sled is
-        // durable, off the Raft core's path.
-        let purged = self.lock()?.purge(&upto);
-        self.purger.request(self.group, upto);
+        // openraft purges only applied entries (a snapshot at `upto` is in
+        // the state machine). Memory is freed now; the record that lets
+        // recovery forget them follows once sled is durable, off the Raft
+        // core's path, unless the purge goes past the log's last entry.
+        let (purged, past_the_end) = {
+            let mut log = self.lock()?;
+            let reached = log
+                .entries
+                .keys()
+                .next_back()
+                .copied()
+                .max(log.last_purged.map(|p| p.index));
+            let past_the_end = reached.is_none_or(|r| r < upto.index);
+            (log.purge(&upto), past_the_end)
+        };
         tokio::spawn(free_gradually(purged));
+        if past_the_end {
+            // The next entries start after `upto`: see `Purger::record_now`.
+            // Rare (a lagging replica catching up by snapshot), so the
+            // flush may stall this group's core for its duration.
+            return self.purger.record_now(self.group, upto).await;
+        }
+        self.purger.request(self.group, upto);
         Ok(())
     }
 }
@@ -415,6 +432,21 @@ mod tests {
         )
     }
 
+    fn blank(index: u64) -> LogEntry {
+        LogEntry {
+            log_id: log_id(index),
+            payload: openraft::EntryPayload::Blank,
+        }
+    }
+
+    async fn append(store: &mut LogStore, indexes: std::ops::RangeInclusive<u64>) {
+        let entries: Vec<LogEntry> = indexes.map(blank).collect();
+        store
+            .append(entries, IOFlushed::noop())
+            .await
+            .expect("append");
+    }
+
     /// A purge frees memory at once, but becomes durable (a WAL checkpoint
     /// may delete below it) only after the state machine's durable flush
     /// ran; a failing flush leaves it not durable.
@@ -431,6 +463,7 @@ mod tests {
             .unwrap()
             .with_durable_flush(flush);
         let mut store = set.store(3);
+        append(&mut store, 1..=8).await;
         store.purge(log_id(5)).await.unwrap();
         let state = store.get_log_state().await.unwrap();
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(5));
@@ -445,6 +478,7 @@ mod tests {
             .unwrap()
             .with_durable_flush(failing);
         let mut store = set.store(3);
+        append(&mut store, 1..=8).await;
         store.purge(log_id(5)).await.unwrap();
         while set.purges_pending() {
             tokio::task::yield_now().await;
@@ -454,5 +488,50 @@ mod tests {
             Some(&0),
             "nothing durable to delete below"
         );
+        // Past the log's end the purge is recorded before it returns, so a
+        // failing flush fails the purge instead of leaving it unrecorded.
+        assert!(store.purge(log_id(20)).await.is_err());
+    }
+
+    /// A replica that caught up by snapshot purges past the end of its log,
+    /// then appends the entries after the snapshot. If the node dies before
+    /// a background round recorded that purge, recovery used to find the old
+    /// purge point, then a hole, then the new entries: openraft refused to
+    /// start the group ("log entry not found"). Now that purge is durable
+    /// before it returns, and recovery sees a contiguous log.
+    #[tokio::test]
+    async fn a_purge_past_the_end_of_the_log_survives_a_crash_right_after_it() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-purge-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flush: DurableFlush = Arc::new(|| Ok(()));
+        {
+            let (wal, records) = Wal::open(&dir).unwrap();
+            let votes = VoteFile::open(None).unwrap();
+            let mut set = LogSet::recover(wal, votes, &records)
+                .unwrap()
+                .with_durable_flush(flush.clone());
+            let mut store = set.store(3);
+            append(&mut store, 1..=19).await;
+            store.purge(log_id(10)).await.unwrap();
+            while set.purges_pending() {
+                tokio::task::yield_now().await;
+            }
+            // A snapshot at 50 installed; the log resumes after it. The
+            // background round for anything later never runs (the crash).
+            store.purge(log_id(50)).await.unwrap();
+            append(&mut store, 51..=53).await;
+            store.wal.append(Vec::new()).await.unwrap(); // the appends are durable
+        }
+        let (wal, records) = Wal::open(&dir).unwrap();
+        let mut set = LogSet::recover(wal, VoteFile::open(None).unwrap(), &records)
+            .unwrap()
+            .with_durable_flush(flush);
+        let mut store = set.store(3);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(50));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(53));
+        let entries = store.try_get_log_entries(51..=53).await.unwrap();
+        assert_eq!(entries.len(), 3, "the log after the purge point is whole");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

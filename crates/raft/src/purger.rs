@@ -145,6 +145,34 @@ impl Purger {
         true
     }
 
+    /// Records `group`'s purge to `upto` now: the state machine is made
+    /// durable, then the record is written, before this returns. For a
+    /// purge past the end of the log (a snapshot installed on a lagging
+    /// replica): the entries appended next start after `upto`, and if the
+    /// record were still on its way when the node crashed, recovery would
+    /// find the older purge point and then a hole before those entries, and
+    /// the group could not start.
+    pub async fn record_now(&self, group: u64, upto: LogId) -> io::Result<()> {
+        let _writing = self.writing.lock().await;
+        if self.state().removed.contains(&group) {
+            return Ok(());
+        }
+        self.record(&BTreeMap::from([(group, upto)])).await?;
+        let mut st = self.state();
+        if st
+            .pending
+            .get(&group)
+            .is_some_and(|p| p.index <= upto.index)
+        {
+            st.pending.remove(&group);
+        }
+        let slot = st.durable.entry(group).or_insert(upto);
+        if upto.index > slot.index {
+            *slot = upto;
+        }
+        Ok(())
+    }
+
     /// Makes sled durable, then writes the purge records.
     async fn record(&self, batch: &BTreeMap<u64, LogId>) -> io::Result<()> {
         let flush = self.flush.clone();
