@@ -133,6 +133,115 @@ async fn stalled_clients_are_disconnected() {
     t.stop().await;
 }
 
+/// Reads one response head (through its blank line) from `s`: (status,
+/// lower-cased head), or `None` if the connection ended or timed out first.
+fn read_head(s: &mut std::net::TcpStream) -> Option<(u16, String)> {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, head))
+}
+
+/// A request whose body the server stops reading (413) is answered with
+/// `Connection: close`, so a client on a kept-alive connection knows not to
+/// reuse it (hyper closes it either way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_left_unread_is_answered_with_connection_close() {
+    let t = TestServer::start().await;
+    let addr = t.addr;
+    let head = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let body = vec![b' '; 17 * 1024 * 1024];
+        let head = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n\
+             Content-Type: application/x-amz-json-1.0\r\n{}: {}\r\nContent-Length: {}\r\n\r\n",
+            AUTH.0,
+            AUTH.1,
+            body.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut writer = s.try_clone().unwrap();
+        // The server stops reading at its limit: the rest may fail to send.
+        let sending = std::thread::spawn(move || {
+            let _ = writer.write_all(&body);
+        });
+        let head = read_head(&mut s);
+        drop(s);
+        let _ = sending.join();
+        head
+    })
+    .await
+    .unwrap();
+    let (status, head) = head.expect("an answer");
+    assert_eq!(status, 413, "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    t.stop().await;
+}
+
+/// Idle connections cannot starve a new client: at the connection cap the
+/// oldest idle connection is closed to admit the new one (before, the new
+/// client waited until some idle connection's header timeout fired).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_at_the_cap_make_room_for_a_new_client() {
+    const CAP: usize = 16;
+    const IDLE: usize = 3 * CAP;
+    let cfg = dynaraft_api::ApiConfig {
+        max_connections: CAP,
+        // Far longer than the test: only eviction can free a slot.
+        header_read_timeout_ms: 120_000,
+        ..TestServer::config()
+    };
+    let t = TestServer::start_config(None, cfg).await;
+    let addr = t.addr;
+    tokio::task::spawn_blocking(move || {
+        let timeout = Some(std::time::Duration::from_secs(5));
+        let idle: Vec<std::net::TcpStream> = (0..IDLE)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(timeout).unwrap();
+        let req = format!(
+            "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n\
+             Content-Type: application/x-amz-json-1.0\r\n{}: {}\r\nContent-Length: 2\r\n\r\n{{}}",
+            AUTH.0, AUTH.1
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let answer = read_head(&mut s);
+        assert_eq!(
+            answer.map(|(status, _)| status),
+            Some(200),
+            "the new client was not served while {IDLE} idle connections were open"
+        );
+        // The oldest idle connection was closed; the newest is still open.
+        let mut oldest = idle[0].try_clone().unwrap();
+        oldest.set_read_timeout(timeout).unwrap();
+        assert!(read_head(&mut oldest).is_none());
+        let mut newest = idle[IDLE - 1].try_clone().unwrap();
+        newest
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        let still_open = matches!(
+            std::io::Read::read(&mut newest, &mut buf),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut
+        );
+        assert!(still_open, "the newest idle connection should still be open");
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
 fn crc32(b: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &x in b {

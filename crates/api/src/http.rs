@@ -44,12 +44,18 @@ pub async fn handle(
     let request_id = request_id();
     let cors = Cors::of(req.method(), req.headers());
     let accept = encoding::accepted(req.headers());
+    // Whether the request's body may be left unread: then the connection
+    // cannot carry another request, and the answer says so.
+    let mut unread = false;
     let mut response = match *req.method() {
-        _ if head_too_large(&req) => text_response(400, "Bad Request\n", &request_id),
+        _ if head_too_large(&req) => {
+            unread = true;
+            text_response(400, "Bad Request\n", &request_id)
+        }
         Method::GET => get(&api, &req, &request_id),
         Method::OPTIONS if cors.is_some() => text_response(200, "", &request_id),
         _ => {
-            let (status, body) = match process(&api, req).await {
+            let (status, body) = match process(&api, req, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
             };
@@ -58,6 +64,14 @@ pub async fn handle(
     };
     if let Some(c) = cors {
         c.apply(response.headers_mut());
+    }
+    if unread {
+        // hyper closes a connection whose request body was not read to its
+        // end; without this header a client reusing it would fail.
+        response.headers_mut().insert(
+            hyper::header::CONNECTION,
+            hyper::header::HeaderValue::from_static("close"),
+        );
     }
     Ok(response)
 }
@@ -99,9 +113,12 @@ fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<By
     }
 }
 
-async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
+/// Reads, parses and runs one API request; sets `unread` when its body was
+/// not read to the end (too large, or too slow).
+async fn process(api: &Api, req: Request<Incoming>, unread: &mut bool) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
+        *unread = !hyper::body::Body::is_end_stream(&body);
         return Err(ops::unknown_operation(""));
     }
     let target = parts
@@ -112,15 +129,17 @@ async fn process(api: &Api, req: Request<Incoming>) -> Result<Value, ApiError> {
         .to_string();
     let read = Limited::new(body, MAX_REQUEST_BYTES).collect();
     let timeout = std::time::Duration::from_millis(BODY_READ_TIMEOUT_MS);
-    let collected = tokio::time::timeout(timeout, read)
-        .await
-        .map_err(|_| ApiError::Serialization(None))?;
+    let collected = tokio::time::timeout(timeout, read).await.map_err(|_| {
+        *unread = true;
+        ApiError::Serialization(None)
+    })?;
     let bytes = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
+            *unread = true;
             return Err(ApiError::RequestTooLarge);
         }
         Err(_) => return Err(ApiError::Serialization(None)),

@@ -11,6 +11,7 @@
 // than the default query depth.
 #![recursion_limit = "256"]
 
+pub mod conns;
 pub mod encoding;
 pub mod enums;
 pub mod error;
@@ -29,7 +30,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-/// Most client connections served at once; further ones wait in accept.
+/// Most client connections served at once unless configured otherwise (at
+/// the cap, the oldest idle one is closed for a new one; see [`conns`]).
 pub const MAX_CONNECTIONS: usize = 4096;
 /// Time a client has to send a request's headers before the connection is
 /// closed, so idle or stalled connections cannot hold a slot forever.
@@ -55,6 +57,8 @@ pub struct ApiConfig {
     /// region has its own (DynamoDB Local without `-sharedDb`; see
     /// [`scope`]).
     pub shared_db: bool,
+    /// Most client connections served at once (see [`conns`]).
+    pub max_connections: usize,
     /// How long a stream enabled through this router keeps its records, in
     /// milliseconds (stored with the stream, so every node purges alike).
     pub stream_retention_ms: u64,
@@ -76,6 +80,7 @@ impl Default for ApiConfig {
             item_collection_limit_bytes:
                 dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
             shared_db: true,
+            max_connections: MAX_CONNECTIONS,
             stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
         }
     }
@@ -124,6 +129,7 @@ pub struct Server {
     /// One permit per possible connection; all of them free means every
     /// connection task has ended.
     limit: Arc<Semaphore>,
+    max_connections: usize,
 }
 
 impl Server {
@@ -133,48 +139,16 @@ impl Server {
         let addr = listener.local_addr()?;
         metrics::install();
         ops::resume_transitions(&api);
-        let (stop, mut stopped) = watch::channel(false);
-        let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        let accept_limit = limit.clone();
-        let done = tokio::spawn(async move {
-            let limit = accept_limit;
-            loop {
-                let permit = tokio::select! {
-                    p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    _ = dynaraft_storage::stop_requested(&mut stopped) => break,
-                };
-                let (stream, _) = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok(s) => s,
-                        Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
-                    },
-                    _ = dynaraft_storage::stop_requested(&mut stopped) => break,
-                };
-                let _ = stream.set_nodelay(true);
-                let api = api.clone();
-                let mut conn_stop = stopped.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    let header_timeout =
-                        std::time::Duration::from_millis(api.cfg.header_read_timeout_ms);
-                    let svc = service_fn(move |req| http::handle(api.clone(), req));
-                    let conn = http1::Builder::new()
-                        .timer(hyper_util::rt::TokioTimer::new())
-                        .header_read_timeout(header_timeout)
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        r = conn.as_mut() => { if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); } }
-                        _ = dynaraft_storage::stop_requested(&mut conn_stop) => { conn.as_mut().graceful_shutdown(); let _ = conn.await; }
-                    }
-                });
-            }
-        });
+        let (stop, stopped) = watch::channel(false);
+        let max_connections = api.cfg.max_connections.max(1);
+        let limit = Arc::new(Semaphore::new(max_connections));
+        let done = tokio::spawn(accept_loop(api, listener, limit.clone(), stopped));
         Ok(Server {
             addr,
             stop,
             done,
             limit,
+            max_connections,
         })
     }
 
@@ -183,6 +157,73 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.done.await;
-        let _ = self.limit.acquire_many(MAX_CONNECTIONS as u32).await;
+        let _ = self.limit.acquire_many(self.max_connections as u32).await;
     }
+}
+
+/// Accepts connections until stopped. At the cap, the oldest idle
+/// connection is asked to close to make room (see [`conns`]).
+async fn accept_loop(
+    api: Api,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let registry = Arc::new(conns::Connections::default());
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
+            },
+            _ = dynaraft_storage::stop_requested(&mut stopped) => break,
+        };
+        if limit.available_permits() == 0 && registry.close_oldest_idle() {
+            metrics::idle_connection_closed();
+        }
+        let permit = tokio::select! {
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = dynaraft_storage::stop_requested(&mut stopped) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = registry.register();
+        tokio::spawn(serve(api.clone(), stream, conn, permit, stopped.clone()));
+    }
+}
+
+/// Serves one connection until it ends, the server stops or the registry
+/// asks it to close.
+async fn serve(
+    api: Api,
+    stream: tokio::net::TcpStream,
+    registered: conns::Registered,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let header_timeout = std::time::Duration::from_millis(api.cfg.header_read_timeout_ms);
+    let marker = registered.marker();
+    let svc = service_fn(move |req| {
+        let busy = marker.busy();
+        let api = api.clone();
+        async move {
+            let response = http::handle(api, req).await;
+            drop(busy);
+            response
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r { tracing::debug!(error = %e, "connection ended"); }
+            return;
+        }
+        _ = dynaraft_storage::stop_requested(&mut stopped) => {}
+        _ = registered.close_requested() => {}
+    }
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }

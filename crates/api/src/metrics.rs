@@ -8,6 +8,8 @@
 //! - `dynaraft_index_records_delivered_total{table}` (counter).
 //! - `dynaraft_index_backpressure_retries_total{table}` (counter): writes
 //!   retried because a partition's change log was full.
+//! - `dynaraft_idle_connections_closed_total` (counter): idle client
+//!   connections closed to admit a new one at the connection cap.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -24,6 +26,11 @@ pub fn install() {
             None
         }
     });
+}
+
+/// An idle connection was closed to make room for a new one.
+pub fn idle_connection_closed() {
+    metrics::counter!("dynaraft_idle_connections_closed_total").increment(1);
 }
 
 /// The current metrics in Prometheus' text format, if installed.
