@@ -13,6 +13,14 @@
 //! every group's durable purge point are deleted. A purge point becomes
 //! durable only once its record is written, after sled has been flushed and
 //! fsynced (`LogSet::with_durable_flush`, `dynaraft_raft::purger`).
+//!
+//! Log tails are bounded by bytes as well as by entries: a group whose
+//! unpurged tail passes [`MAX_LOG_TAIL_BYTES`] is compacted (snapshot,
+//! purge) by the next checkpoint, which runs as soon as some tail is over
+//! the bound (checked every [`CHECKPOINT_POLL_MS`]) rather than on the
+//! interval. Openraft's policy counts entries (`snapshot_after_entries`,
+//! `keep_entries_after_snapshot`), so without it 400 KB items kept gigabytes
+//! of log in memory and in the WAL, and a restart had to read them all.
 
 use crate::ClusterError;
 use crate::wire::GroupStats;
@@ -38,6 +46,13 @@ use tokio::sync::watch;
 
 /// How often covered WAL segments are deleted, by default.
 pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
+/// Largest unpurged log tail of a group before a checkpoint compacts it, in
+/// bytes (a bound on the WAL, on the tails' memory and on what a restart
+/// reads, whatever the size of the entries).
+pub const MAX_LOG_TAIL_BYTES: u64 = 64 * 1024 * 1024;
+/// How often the checkpoint loop looks for a tail over
+/// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
+pub const CHECKPOINT_POLL_MS: u64 = 1_000;
 /// How long opening waits for sled's file lock (a previous instance in the
 /// same process may still be releasing it), in milliseconds.
 pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
@@ -404,11 +419,15 @@ impl Host {
     /// segment to snapshot and purge their logs (done by the next
     /// checkpoint). Returns how many segments were deleted.
     pub async fn checkpoint(&self) -> Result<usize, StorageError> {
-        let flushed = {
+        let (flushed, heavy) = {
             let logs = self.inner.logs.lock().await;
             logs.relog_purges().await?;
-            logs.purged()
+            (logs.purged(), heavy_groups(&logs))
         };
+        if !heavy.is_empty() {
+            // Their purges should not wait out the purger's usual pause.
+            self.inner.logs.lock().await.hurry_purges();
+        }
         let wal = self.inner.wal.clone();
         let (deleted, pinning) = tokio::task::spawn_blocking(move || {
             // Groups without a log here were removed: nothing to keep.
@@ -420,10 +439,18 @@ impl Host {
         })
         .await
         .map_err(|e| StorageError::Fatal(e.to_string()))??;
-        for g in pinning.iter().filter_map(|g| self.group(*g)) {
+        let mut compact: Vec<u64> = pinning.into_iter().chain(heavy).collect();
+        compact.sort_unstable();
+        compact.dedup();
+        for g in compact.iter().filter_map(|g| self.group(*g)) {
             g.compact().await;
         }
         Ok(deleted)
+    }
+
+    /// Whether some group's log tail is over [`MAX_LOG_TAIL_BYTES`].
+    async fn tails_over_bound(&self) -> bool {
+        !heavy_groups(&*self.inner.logs.lock().await).is_empty()
     }
 
     /// Stops every group and task and waits until they have exited, so the
@@ -479,13 +506,28 @@ fn with_group(e: ClusterError, group: u64) -> ClusterError {
 
 async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(host.inner.cfg.checkpoint_interval_ms.max(1));
+    let poll = every.min(Duration::from_millis(CHECKPOINT_POLL_MS));
+    let mut last = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(poll) => {}
             _ = dynaraft_storage::stop_requested(&mut shutdown) => break,
         }
+        if last.elapsed() < every && !host.tails_over_bound().await {
+            continue;
+        }
+        last = tokio::time::Instant::now();
         if let Err(e) = host.checkpoint().await {
             tracing::error!(error = %e, "checkpoint failed");
         }
     }
+}
+
+/// The groups whose unpurged log tail is over [`MAX_LOG_TAIL_BYTES`].
+fn heavy_groups(logs: &LogSet) -> Vec<u64> {
+    logs.tail_bytes()
+        .into_iter()
+        .filter(|(_, bytes)| *bytes > MAX_LOG_TAIL_BYTES)
+        .map(|(g, _)| g)
+        .collect()
 }

@@ -58,23 +58,41 @@ async fn free_gradually(purged: BTreeMap<u64, LogEntry>) {
 pub struct GroupLog {
     last_purged: Option<LogId>,
     entries: BTreeMap<u64, LogEntry>,
+    /// Encoded size of each entry in `entries`, in bytes.
+    sizes: BTreeMap<u64, u64>,
+    /// Sum of `sizes`: what the tail holds in memory and in the WAL.
+    bytes: u64,
 }
 
 impl GroupLog {
-    fn truncate_after(&mut self, last: Option<&LogId>) {
-        let keep_up_to = last.map(|l| l.index);
-        match keep_up_to {
-            Some(i) => {
-                self.entries.split_off(&(i + 1));
-            }
-            None => self.entries.clear(),
+    fn insert(&mut self, entry: LogEntry, size_bytes: u64) {
+        let index = entry.log_id.index;
+        self.entries.insert(index, entry);
+        if let Some(old) = self.sizes.insert(index, size_bytes) {
+            self.bytes -= old;
         }
+        self.bytes += size_bytes;
+    }
+
+    /// Drops the sizes from `index` on from the byte count.
+    fn forget_sizes_from(&mut self, index: u64) {
+        let gone = self.sizes.split_off(&index);
+        self.bytes -= gone.values().sum::<u64>();
+    }
+
+    fn truncate_after(&mut self, last: Option<&LogId>) {
+        let from = last.map_or(0, |l| l.index + 1);
+        self.entries.split_off(&from);
+        self.forget_sizes_from(from);
     }
 
     /// Forgets entries up to `upto`; returns them, for the caller to drop
     /// outside the lock (thousands of entries take milliseconds to free).
     fn purge(&mut self, upto: &LogId) -> BTreeMap<u64, LogEntry> {
         let kept = self.entries.split_off(&(upto.index + 1));
+        let kept_sizes = self.sizes.split_off(&(upto.index + 1));
+        self.bytes = kept_sizes.values().sum();
+        self.sizes = kept_sizes;
         self.last_purged = Some(*upto);
         std::mem::replace(&mut self.entries, kept)
     }
@@ -178,7 +196,7 @@ impl LogSet {
                 KIND_ENTRY => {
                     let e: LogEntry = serde_json::from_slice(body).map_err(io_err)?;
                     if log.last_purged.is_none_or(|p| e.log_id.index > p.index) {
-                        log.entries.insert(e.log_id.index, e);
+                        log.insert(e, body.len() as u64);
                     }
                 }
                 KIND_TRUNCATE => {
@@ -231,6 +249,20 @@ impl LogSet {
             .keys()
             .map(|g| (*g, durable.get(g).map_or(0, |p| p.index)))
             .collect()
+    }
+
+    /// Bytes of each group's unpurged log tail (held in memory, and in the
+    /// WAL until a checkpoint deletes the segments below its purge point).
+    pub fn tail_bytes(&self) -> BTreeMap<u64, u64> {
+        self.logs
+            .iter()
+            .filter_map(|(g, l)| Some((*g, l.lock().ok()?.bytes)))
+            .collect()
+    }
+
+    /// Runs the purger's next round now instead of after its pause.
+    pub fn hurry_purges(&self) {
+        self.purger.hurry();
     }
 
     /// Whether purge records are still on their way (for tests).
@@ -368,8 +400,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut log = self.lock()?;
             for e in entries {
                 let body = serde_json::to_vec(&e).map_err(io_err)?;
+                let size = body.len() as u64;
                 records.push(self.record(KIND_ENTRY, e.log_id.index, body));
-                log.entries.insert(e.log_id.index, e);
+                log.insert(e, size);
             }
         }
         // Queue now (keeps the order of appends), report durability later.
@@ -445,6 +478,25 @@ mod tests {
             .append(entries, IOFlushed::noop())
             .await
             .expect("append");
+    }
+
+    /// The tail's byte count follows appends, overwrites, truncations and
+    /// purges (checkpoints compact groups by it).
+    #[test]
+    fn the_tail_counts_its_bytes() {
+        let mut log = GroupLog::default();
+        for i in 1..=10 {
+            log.insert(blank(i), 100);
+        }
+        assert_eq!(log.bytes, 1000);
+        log.insert(blank(10), 40); // rewritten by a new leader
+        assert_eq!(log.bytes, 940);
+        log.truncate_after(Some(&log_id(8)));
+        assert_eq!(log.bytes, 800);
+        drop(log.purge(&log_id(5)));
+        assert_eq!(log.bytes, 300);
+        log.truncate_after(None);
+        assert_eq!((log.bytes, log.entries.len()), (0, 0));
     }
 
     /// A purge frees memory at once, but becomes durable (a WAL checkpoint

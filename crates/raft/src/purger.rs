@@ -41,6 +41,8 @@ pub struct Purger {
     /// Held while a round takes its batch and writes it, so that a group's
     /// removal record can never be followed by one of its purge records.
     writing: tokio::sync::Mutex<()>,
+    /// Cuts the pause before the next round short (see [`Purger::hurry`]).
+    hurry: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Default)]
@@ -68,6 +70,7 @@ impl Purger {
                 ..State::default()
             }),
             writing: tokio::sync::Mutex::new(()),
+            hurry: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -101,7 +104,18 @@ impl Purger {
         let mut first = true;
         loop {
             if !first {
-                tokio::time::sleep(std::time::Duration::from_millis(PURGE_ROUND_INTERVAL_MS)).await;
+                let Some(me) = purger.upgrade() else {
+                    return;
+                };
+                // Only a weak reference across the pause (see above).
+                let hurry = me.hurry.clone();
+                drop(me);
+                let hurried = hurry.notified();
+                let pause = std::time::Duration::from_millis(PURGE_ROUND_INTERVAL_MS);
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = hurried => {}
+                }
             }
             first = false;
             let Some(me) = purger.upgrade() else {
@@ -184,6 +198,13 @@ impl Purger {
             .map(|(g, upto)| Ok(purge_record(*g, upto, serde_json::to_vec(upto)?)))
             .collect::<io::Result<Vec<_>>>()?;
         self.wal.append(records).await.map_err(io::Error::other)
+    }
+
+    /// Runs the next round without waiting out its pause: a checkpoint
+    /// found log tails over their byte bound, and their purges should
+    /// become durable (so their WAL segments can go) soon.
+    pub fn hurry(&self) {
+        self.hurry.notify_one();
     }
 
     /// The durable purge point of each group: what a WAL checkpoint may
