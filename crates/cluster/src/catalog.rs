@@ -51,7 +51,7 @@ impl Catalog {
     }
 
     /// Reads the catalog from a sled tree holding a control-group replica.
-    pub fn load(tree: &dynaraft_storage::sled::Tree) -> Result<Catalog, StorageError> {
+    pub fn load(tree: &dynaraft_storage::kv::Store) -> Result<Catalog, StorageError> {
         let version = machine::applied_index(tree, CATALOG_GROUP)?;
         let mut tables = BTreeMap::new();
         for kv in tree.scan_prefix(machine::tables_prefix()) {

@@ -33,11 +33,12 @@ use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::committer::Committer;
+use dynaraft_storage::kv::Store;
 use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
 use dynaraft_storage::wal::Wal;
-use dynaraft_storage::{Outcome, StorageError, machine, sled};
+use dynaraft_storage::{Outcome, StorageError, machine};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -108,8 +109,8 @@ pub struct Host {
 
 struct Inner {
     cfg: HostConfig,
-    db: sled::Db,
-    tree: sled::Tree,
+    /// The state machines' store (every group's keys).
+    store: Store,
     /// Writes every group's applied batches, merged when they coincide.
     committer: Committer,
     wal: Wal,
@@ -133,39 +134,35 @@ impl Host {
     /// Opens the node's storage and recovers every group's log. Groups are
     /// started by [`Host::start_group`]. Must run inside a tokio runtime.
     pub async fn open(cfg: HostConfig) -> Result<Host, StorageError> {
-        let (db, wal, records, votes) = match &cfg.data_dir {
+        let (store, wal, records, votes) = match &cfg.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let db = open_sled(&dir.join("sled")).await?;
+                let store = open_store(&dir.join("sled")).await?;
                 let (wal, records) = Wal::open_with(&dir.join("wal"), cfg.wal_segment_bytes)?;
                 let votes = VoteFile::open(Some(dir.join("votes.json")))?;
-                (db, wal, records, votes)
+                (store, wal, records, votes)
             }
             None => (
-                sled::Config::new().temporary(true).open()?,
+                Store::temporary()?,
                 Wal::disabled(),
                 Vec::new(),
                 VoteFile::open(None)?,
             ),
         };
         let mut logs = LogSet::recover(wal.clone(), votes, &records)?;
-        if let Some(dir) = &cfg.data_dir {
-            let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
-            let flush: DurableFlush = Arc::new(move || {
-                dynaraft_storage::durability::flush_durably(&flush_db, &sled_dir)
-                    .map_err(std::io::Error::other)
-            });
+        if cfg.data_dir.is_some() {
+            let durable = store.clone();
+            let flush: DurableFlush =
+                Arc::new(move || durable.flush_durably().map_err(std::io::Error::other));
             logs = logs.with_durable_flush(flush);
         }
-        let tree = db.open_tree("state")?;
-        let committer = Committer::start(tree.clone())?;
+        let committer = Committer::start(store.clone())?;
         let (stop, _) = watch::channel(false);
         let channels = Channels::with_routes(cfg.routes.clone());
         let host = Host {
             inner: Arc::new(Inner {
                 cfg,
-                db,
-                tree,
+                store,
                 committer,
                 wal,
                 logs: tokio::sync::Mutex::new(logs),
@@ -192,8 +189,8 @@ impl Host {
         &self.inner.cfg
     }
 
-    pub fn tree(&self) -> &sled::Tree {
-        &self.inner.tree
+    pub fn tree(&self) -> &Store {
+        &self.inner.store
     }
 
     /// The node's gRPC channels (one per peer), shared by Raft and data calls.
@@ -251,7 +248,7 @@ impl Host {
             return Ok(g);
         }
         let log = self.inner.logs.lock().await.store(group);
-        let sm = GroupStateMachine::new(group, self.inner.tree.clone())?
+        let sm = GroupStateMachine::new(group, self.inner.store.clone())?
             .with_committer(self.inner.committer.clone());
         let network = self.inner.channels.factory(group);
         let g =
@@ -279,7 +276,7 @@ impl Host {
         self.inner.registry.unregister(group);
         g.shutdown().await;
         self.inner.logs.lock().await.remove(group).await?;
-        machine::drop_group(&self.inner.tree, group)?;
+        machine::drop_group(&self.inner.store, group)?;
         tracing::debug!(node = self.id(), group, "replica removed");
         Ok(())
     }
@@ -328,7 +325,7 @@ impl Host {
         consistent: bool,
     ) -> Result<(Option<Item>, Option<txn::IntentView>), ClusterError> {
         self.read_barrier(group, consistent).await?;
-        let tree = &self.inner.tree;
+        let tree = &self.inner.store;
         // The intent first: an item read after it is at least as new, so a
         // transaction resolved in between is seen applied, not missed.
         let intent = txn::read_intent(tree, group, storage_key)?;
@@ -343,7 +340,7 @@ impl Host {
         keys: &[Vec<u8>],
     ) -> Result<Vec<txn::Slot>, ClusterError> {
         self.read_barrier(group, true).await?;
-        let tree = &self.inner.tree;
+        let tree = &self.inner.store;
         let slots: Result<Vec<_>, _> = keys
             .iter()
             .map(|k| txn::read_slot(tree, group, k))
@@ -358,7 +355,7 @@ impl Host {
         id: txn::TxnId,
     ) -> Result<Option<txn::TxnRecord>, ClusterError> {
         self.read_barrier(group, true).await?;
-        let ov = machine::Overlay::new(&self.inner.tree);
+        let ov = machine::Overlay::new(&self.inner.store);
         Ok(txn::record(&ov, group, id)?)
     }
 
@@ -374,7 +371,7 @@ impl Host {
         consistent: bool,
     ) -> Result<Page, ClusterError> {
         self.read_barrier(group, consistent).await?;
-        let tree = &self.inner.tree;
+        let tree = &self.inner.store;
         Ok(read::read_range(tree, group, schema, index, bounds, opts)?)
     }
 
@@ -387,7 +384,7 @@ impl Host {
         limits: (usize, usize),
     ) -> Result<crate::wire::ChangeLogPage, ClusterError> {
         self.hosted_group(group)?;
-        let tree = &self.inner.tree;
+        let tree = &self.inner.store;
         let (last, floor) = dynaraft_storage::global::change_log_bounds(tree, group)?;
         let records =
             dynaraft_storage::global::read_changes_raw(tree, group, after.max(floor), limits)?;
@@ -402,7 +399,7 @@ impl Host {
     /// its first `local_indexes` local indexes, as of its last apply.
     pub fn stats(&self, group: u64, local_indexes: u8) -> Result<GroupStats, ClusterError> {
         self.hosted_group(group)?;
-        let tree = &self.inner.tree;
+        let tree = &self.inner.store;
         let (count, bytes) = machine::group_stats(tree, group)?;
         let indexes = (0..local_indexes)
             .map(|id| dynaraft_storage::index::index_stats(tree, group, id))
@@ -473,23 +470,21 @@ impl Host {
                 tracing::warn!("a group's state machine outlived shutdown");
             }
         }
-        let _ = self.inner.db.flush_async().await;
+        self.inner.store.flush_soon().await;
         let mut tasks = self.inner.tasks.subscribe();
         let _ = tasks.wait_for(|n| *n == 0).await;
     }
 }
 
-/// Opens sled, waiting a little for a lock held by a previous instance of
-/// this node in the same process (its background threads end shortly).
-async fn open_sled(path: &std::path::Path) -> Result<sled::Db, StorageError> {
+/// Opens the store, waiting a little for a lock held by a previous
+/// instance of this node in the same process (its background threads end
+/// shortly).
+async fn open_store(path: &std::path::Path) -> Result<Store, StorageError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(SLED_LOCK_WAIT_MS);
     loop {
-        match sled::Config::new().path(path).open() {
-            Ok(db) => return Ok(db),
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && tokio::time::Instant::now() < deadline =>
-            {
+        match Store::open(path) {
+            Ok(store) => return Ok(store),
+            Err(e) if Store::is_lock_error(&e) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(SLED_LOCK_RETRY_MS)).await;
             }
             Err(e) => return Err(e.into()),

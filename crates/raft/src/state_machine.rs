@@ -28,7 +28,7 @@ const MEMBERSHIP: &str = "raft_membership";
 #[derive(Clone)]
 pub struct GroupStateMachine {
     group: u64,
-    tree: dynaraft_storage::sled::Tree,
+    tree: dynaraft_storage::kv::Store,
     /// The node's shared committer; without one, each apply writes its own
     /// sled batch.
     committer: Option<Committer>,
@@ -43,7 +43,7 @@ impl GroupStateMachine {
     /// cannot be read (never assumed to be 0).
     pub fn new(
         group: u64,
-        tree: dynaraft_storage::sled::Tree,
+        tree: dynaraft_storage::kv::Store,
     ) -> Result<GroupStateMachine, StorageError> {
         let applied = machine::applied_index(&tree, group)?;
         Ok(GroupStateMachine {

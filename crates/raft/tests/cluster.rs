@@ -20,7 +20,7 @@ use std::time::Duration;
 struct Node {
     id: u64,
     dir: PathBuf,
-    db: dynaraft_storage::sled::Db,
+    db: dynaraft_storage::kv::Store,
     group: RaftGroup,
 }
 
@@ -31,9 +31,7 @@ async fn start_node(id: u64, dir: PathBuf, router: &Router) -> Node {
 }
 
 fn count(n: &Node) -> u64 {
-    machine::group_stats(&n.db.open_tree("state").unwrap(), GROUP)
-        .unwrap()
-        .0
+    machine::group_stats(&n.db, GROUP).unwrap().0
 }
 
 async fn leader_among(nodes: &[&Node]) -> u64 {
@@ -184,7 +182,7 @@ async fn three_nodes_survive_leader_loss_and_restart() {
     // Every node holds exactly the acknowledged keys (the isolated leader's
     // unacknowledged k999 may or may not have been committed later).
     for n in &nodes {
-        let tree = n.db.open_tree("state").unwrap();
+        let tree = n.db.clone();
         let keys: BTreeSet<usize> = (0..80)
             .filter(|i| {
                 let k = item_from_json(&json!({"pk": {"S": format!("k{i}")}})).unwrap();

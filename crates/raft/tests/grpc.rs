@@ -14,7 +14,7 @@ use common::*;
 
 struct GrpcNode {
     id: u64,
-    db: dynaraft_storage::sled::Db,
+    db: dynaraft_storage::kv::Store,
     group: RaftGroup,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: tokio::task::JoinHandle<()>,
@@ -42,9 +42,7 @@ async fn start(id: u64, dir: PathBuf, listener: tokio::net::TcpListener) -> Grpc
 }
 
 fn count(n: &GrpcNode) -> u64 {
-    machine::group_stats(&n.db.open_tree("state").unwrap(), GROUP)
-        .unwrap()
-        .0
+    machine::group_stats(&n.db, GROUP).unwrap().0
 }
 
 async fn propose(nodes: &[&GrpcNode], i: usize) {

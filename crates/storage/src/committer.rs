@@ -11,6 +11,7 @@
 //! share a key (every key starts with its group).
 
 use crate::StorageError;
+use crate::kv::Store;
 use std::collections::BTreeMap;
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,7 +37,7 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer's thread over `tree`.
-    pub fn start(tree: sled::Tree) -> Result<Committer, StorageError> {
+    pub fn start(tree: Store) -> Result<Committer, StorageError> {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMITS);
         std::thread::Builder::new()
             .name("dynaraft-apply".into())
@@ -61,7 +62,7 @@ fn stopped() -> StorageError {
 }
 
 /// Adds `writes` to `batch` (later writes to a key replace earlier ones).
-pub(crate) fn add_writes(batch: &mut sled::Batch, writes: Writes) {
+pub(crate) fn add_writes(batch: &mut crate::kv::Batch, writes: Writes) {
     for (k, v) in writes {
         match v {
             Some(v) => batch.insert(k, v),
@@ -70,15 +71,15 @@ pub(crate) fn add_writes(batch: &mut sled::Batch, writes: Writes) {
     }
 }
 
-fn run(tree: sled::Tree, mut rx: mpsc::Receiver<Job>) {
+fn run(tree: Store, mut rx: mpsc::Receiver<Job>) {
     while let Some(jobs) = crate::next_blocking_batch(&mut rx, MAX_COMMITS_PER_BATCH) {
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::kv::Batch::default();
         let mut waiters = Vec::with_capacity(jobs.len());
         for job in jobs {
             add_writes(&mut batch, job.writes);
             waiters.push(job.done);
         }
-        let result = tree.apply_batch(batch).map_err(|e| e.to_string());
+        let result = tree.apply(batch).map_err(|e| e.to_string());
         for w in waiters {
             let _ = w.send(result.clone().map_err(StorageError::Fatal));
         }
@@ -91,8 +92,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_commits_all_land() {
-        let db = sled::Config::new().temporary(true).open().expect("sled");
-        let tree = db.open_tree("t").expect("tree");
+        let tree = crate::kv::Store::temporary().expect("store");
         let committer = Committer::start(tree.clone()).expect("start");
         let commits = (0..200u32).map(|i| {
             let c = committer.clone();

@@ -266,9 +266,10 @@ mod tests {
     use super::*;
     use crate::catalog::{PartitionMeta, TableStatus};
     use crate::command::Entry;
+    use crate::kv::Store;
     use crate::machine::apply;
 
-    fn run(tree: &sled::Tree, index: u64, cmd: Command) -> Outcome {
+    fn run(tree: &Store, index: u64, cmd: Command) -> Outcome {
         let mut ov = Overlay::new(tree);
         let outcome = apply(&mut ov, CATALOG_GROUP, &Entry { ts_ms: 1, cmd }).unwrap();
         ov.commit(CATALOG_GROUP, index).unwrap();
@@ -297,8 +298,7 @@ mod tests {
     /// is a no-op when repeated or when `old` holds no replica.
     #[test]
     fn replace_replica_moves_one_replica_and_bumps_the_epoch_once() {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        let tree = db.open_tree("state").unwrap();
+        let tree = crate::kv::Store::temporary().expect("store");
         for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c"), (4, "a")].iter().enumerate() {
             run(&tree, i as u64 + 1, node(*id, az));
         }

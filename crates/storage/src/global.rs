@@ -39,6 +39,7 @@
 
 use crate::StorageError;
 use crate::index::{INDEX_ENTRY_OVERHEAD_BYTES, entry_key};
+use crate::kv::Store;
 use crate::machine::{Outcome, Overlay, meta_key};
 use dynaraft_model::codec::{decode_item, encode_item};
 use dynaraft_model::value::item_size_bytes;
@@ -292,7 +293,7 @@ pub(crate) fn log_change(ov: &mut Overlay, group: u64, change: Change) -> Result
 }
 
 /// (last sequence assigned, last sequence delivered) of `group`'s log.
-pub fn change_log_state(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+pub fn change_log_state(tree: &Store, group: u64) -> Result<(u64, u64), StorageError> {
     let get = |name| crate::machine::read_u64(tree, &meta_key(group, name));
     Ok((get("cl_seq")?, get("cl_trim")?))
 }
@@ -300,10 +301,7 @@ pub fn change_log_state(tree: &sled::Tree, group: u64) -> Result<(u64, u64), Sto
 /// The timestamp of `group`'s oldest kept change record that the global
 /// indexes already have (what a stream's retention purge would remove
 /// first), if any.
-pub fn oldest_delivered_change_ms(
-    tree: &sled::Tree,
-    group: u64,
-) -> Result<Option<u64>, StorageError> {
+pub fn oldest_delivered_change_ms(tree: &Store, group: u64) -> Result<Option<u64>, StorageError> {
     let (_, delivered) = change_log_state(tree, group)?;
     let (_, floor) = change_log_bounds(tree, group)?;
     if floor >= delivered {
@@ -319,7 +317,7 @@ pub fn oldest_delivered_change_ms(
 /// `max` records, stopping after the one that brings their encoded size to
 /// `max_bytes`.
 pub fn read_changes(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     after: u64,
     limits: (usize, usize),
@@ -332,7 +330,7 @@ pub fn read_changes(
 
 /// [`read_changes`], the records left encoded.
 pub fn read_changes_raw(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     after: u64,
     (max, max_bytes): (usize, usize),
@@ -358,7 +356,7 @@ pub fn read_changes_raw(
 }
 
 /// (last sequence assigned, last sequence removed) of `group`'s log.
-pub fn change_log_bounds(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+pub fn change_log_bounds(tree: &Store, group: u64) -> Result<(u64, u64), StorageError> {
     let read = |name| crate::machine::read_u64(tree, &meta_key(group, name));
     let floor = match tree.get(meta_key(group, "cl_floor"))? {
         Some(_) => read("cl_floor")?,
@@ -456,7 +454,7 @@ fn backfill_done_name(id: u32) -> String {
 }
 
 /// The backfill of index `id` in base group `group`.
-pub fn backfill_state(tree: &sled::Tree, group: u64, id: u32) -> Result<Backfill, StorageError> {
+pub fn backfill_state(tree: &Store, group: u64, id: u32) -> Result<Backfill, StorageError> {
     if tree
         .get(meta_key(group, &backfill_done_name(id)))?
         .is_some()
@@ -615,9 +613,8 @@ mod tests {
     const SRC: u64 = 9;
     const GROUP: u64 = 20;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("t").unwrap()
+    fn tree() -> Store {
+        crate::kv::Store::temporary().expect("store")
     }
 
     fn item(v: &str) -> Item {
@@ -643,14 +640,14 @@ mod tests {
         }
     }
 
-    fn apply(tree: &sled::Tree, b: IndexBatch) {
+    fn apply(tree: &Store, b: IndexBatch) {
         let mut ov = Overlay::new(tree);
         apply_batch(&mut ov, GROUP, &b).unwrap();
         ov.commit(GROUP, 1).unwrap();
     }
 
     /// Entry keys present, and the group's entry count.
-    fn entries(tree: &sled::Tree) -> (Vec<String>, u64) {
+    fn entries(tree: &Store) -> (Vec<String>, u64) {
         let prefix = entry_key(GROUP, GLOBAL_ENTRY_ID, &[]);
         let keys = tree
             .scan_prefix(&prefix)

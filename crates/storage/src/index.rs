@@ -21,6 +21,7 @@
 
 use crate::StorageError;
 use crate::catalog::Projection;
+use crate::kv::Store;
 use crate::machine::Overlay;
 use dynaraft_model::codec::encode_item;
 use dynaraft_model::key::encode_scalar;
@@ -253,7 +254,7 @@ fn stat_key(group: u64, id: u8, what: &str) -> Vec<u8> {
 }
 
 /// (entries, bytes) of local index `id` in `group`.
-pub fn index_stats(tree: &sled::Tree, group: u64, id: u8) -> Result<(u64, u64), StorageError> {
+pub fn index_stats(tree: &Store, group: u64, id: u8) -> Result<(u64, u64), StorageError> {
     let get = |what| crate::machine::read_u64(tree, &stat_key(group, id, what));
     Ok((get("count")?, get("bytes")?))
 }

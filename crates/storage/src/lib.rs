@@ -4,9 +4,10 @@
 //! global indexes' change log and apply in [`global`], transactions'
 //! intents, records and stamps in [`txn`]), the commands it
 //! applies ([`command`]) and the catalog they describe ([`catalog`]), reads
-//! for GetItem/Query/Scan ([`read`]), and making sled durable
-//! ([`durability`]). Replication and the lifecycle of groups live above, in
-//! `dynaraft-raft` and `dynaraft-cluster`.
+//! for GetItem/Query/Scan ([`read`]), and the key-value engine under them
+//! all ([`kv`], the only module that names it). Replication and the
+//! lifecycle of groups live above, in `dynaraft-raft` and
+//! `dynaraft-cluster`.
 //!
 //! Depends on `dynaraft-model` and `dynaraft-expr`. Must never depend on
 //! the API layer or know about HTTP: errors here say what the caller should
@@ -16,9 +17,9 @@ pub mod catalog;
 pub mod command;
 pub mod committer;
 pub mod control;
-pub mod durability;
 pub mod global;
 pub mod index;
+pub mod kv;
 pub mod machine;
 pub mod read;
 pub mod txn;
@@ -30,8 +31,6 @@ pub use catalog::{
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;
-/// The embedded state-machine store, re-exported so layers above use the same version.
-pub use sled;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StorageError {

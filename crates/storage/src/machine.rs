@@ -24,6 +24,7 @@ use crate::catalog::TableMeta;
 use crate::command::{Command, Entry, JsonDoc, WriteCommand, WriteKind};
 use crate::global::{self, Change};
 use crate::index;
+use crate::kv::Store;
 use crate::txn;
 use dynaraft_expr::{ExprKind, Substitutions, UpdateError, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
@@ -81,7 +82,7 @@ pub fn nodes_prefix() -> Vec<u8> {
 
 /// A stored u64 counter: 0 when it was never written; anything but eight
 /// bytes is corruption, not zero.
-fn u64_of(key: &[u8], v: Option<sled::IVec>) -> Result<u64, StorageError> {
+fn u64_of(key: &[u8], v: Option<crate::kv::Bytes>) -> Result<u64, StorageError> {
     match v {
         None => Ok(0),
         Some(b) => <[u8; 8]>::try_from(b.as_ref())
@@ -93,7 +94,7 @@ fn u64_of(key: &[u8], v: Option<sled::IVec>) -> Result<u64, StorageError> {
 }
 
 /// The u64 counter stored at `key` (0 when absent).
-pub(crate) fn read_u64(tree: &sled::Tree, key: &[u8]) -> Result<u64, StorageError> {
+pub(crate) fn read_u64(tree: &Store, key: &[u8]) -> Result<u64, StorageError> {
     u64_of(key, tree.get(key)?)
 }
 
@@ -143,12 +144,12 @@ pub enum Outcome {
 
 /// Pending writes of a batch over the tree.
 pub struct Overlay<'a> {
-    tree: &'a sled::Tree,
+    tree: &'a Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'a> Overlay<'a> {
-    pub fn new(tree: &'a sled::Tree) -> Overlay<'a> {
+    pub fn new(tree: &'a Store) -> Overlay<'a> {
         Overlay {
             tree,
             pending: BTreeMap::new(),
@@ -171,7 +172,7 @@ impl<'a> Overlay<'a> {
     }
 
     pub(crate) fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
-        u64_of(k, self.get(k)?.map(sled::IVec::from))
+        u64_of(k, self.get(k)?.map(crate::kv::Bytes::from))
     }
 
     /// Adds `delta` to the counter at `k`. A counter that would go below
@@ -245,9 +246,9 @@ impl<'a> Overlay<'a> {
     /// Writes everything plus the group's applied index, atomically.
     pub fn commit(self, group: u64, applied: u64) -> Result<(), StorageError> {
         let tree = self.tree;
-        let mut batch = sled::Batch::default();
+        let mut batch = crate::kv::Batch::default();
         crate::committer::add_writes(&mut batch, self.into_writes(group, applied));
-        tree.apply_batch(batch)?;
+        tree.apply(batch)?;
         Ok(())
     }
 
@@ -264,21 +265,21 @@ impl<'a> Overlay<'a> {
 }
 
 /// Deletes every key of `group` (a replica leaving this node), in one batch.
-pub fn drop_group(tree: &sled::Tree, group: u64) -> Result<(), StorageError> {
-    let mut batch = sled::Batch::default();
+pub fn drop_group(tree: &Store, group: u64) -> Result<(), StorageError> {
+    let mut batch = crate::kv::Batch::default();
     for kv in tree.scan_prefix(group.to_be_bytes()) {
         let (k, _) = kv?;
         batch.remove(k);
     }
-    tree.apply_batch(batch)?;
+    tree.apply(batch)?;
     Ok(())
 }
 
-pub fn applied_index(tree: &sled::Tree, group: u64) -> Result<u64, StorageError> {
+pub fn applied_index(tree: &Store, group: u64) -> Result<u64, StorageError> {
     read_u64(tree, &meta_key(group, "applied"))
 }
 
-pub fn group_stats(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageError> {
+pub fn group_stats(tree: &Store, group: u64) -> Result<(u64, u64), StorageError> {
     Ok((
         read_u64(tree, &meta_key(group, "count"))?,
         read_u64(tree, &meta_key(group, "bytes"))?,
@@ -286,7 +287,7 @@ pub fn group_stats(tree: &sled::Tree, group: u64) -> Result<(u64, u64), StorageE
 }
 
 pub fn read_item(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     storage_key: &[u8],
 ) -> Result<Option<Item>, StorageError> {

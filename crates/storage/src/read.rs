@@ -7,6 +7,7 @@
 
 use crate::StorageError;
 use crate::index::entry_key;
+use crate::kv::Store;
 use crate::machine::{item_key, read_item};
 use dynaraft_expr::{KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
@@ -126,7 +127,7 @@ pub struct IndexRead {
 /// Reads items of `group` (or entries of one of its local indexes) whose
 /// storage keys lie in `[lo, hi)`; `schema` is the table's key.
 pub fn read_range(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     schema: &KeySchema,
     index: Option<&IndexRead>,
@@ -154,7 +155,7 @@ pub fn read_range(
     }
     let iter = tree.range::<Vec<u8>, _>((lo_b, hi_b));
     let mut page = Page::default();
-    let mut step = |kv: sled::Result<(sled::IVec, sled::IVec)>| -> Result<bool, StorageError> {
+    let mut step = |kv: crate::kv::Pair| -> Result<bool, StorageError> {
         let (_, v) = kv?;
         let mut item = decode_item(&v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let mut key = schema.key_of(&item);

@@ -33,6 +33,7 @@
 
 use crate::StorageError;
 use crate::command::{JsonDoc, WriteCommand, WriteKind};
+use crate::kv::Store;
 use crate::machine::{Outcome, Overlay, current_item, evaluate, meta_key, stage};
 use dynaraft_model::Item;
 use serde::{Deserialize, Serialize};
@@ -263,7 +264,7 @@ pub(crate) fn stamp(
 /// intent and both stamps are read before the item, so a change landing
 /// in between leaves an old stamp beside the new item, and the caller's
 /// second read of the stamp sees the difference.
-pub fn read_slot(tree: &sled::Tree, group: u64, storage_key: &[u8]) -> Result<Slot, StorageError> {
+pub fn read_slot(tree: &Store, group: u64, storage_key: &[u8]) -> Result<Slot, StorageError> {
     let ov = Overlay::new(tree);
     let intent = intent(&ov, group, storage_key)?.map(|i| i.view());
     let own = ov.get_u64(&key_in(group, STAMPS, storage_key))?;
@@ -279,7 +280,7 @@ pub fn read_slot(tree: &sled::Tree, group: u64, storage_key: &[u8]) -> Result<Sl
 
 /// The intent on `storage_key` as a reader sees it.
 pub fn read_intent(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     storage_key: &[u8],
 ) -> Result<Option<IntentView>, StorageError> {
@@ -287,12 +288,7 @@ pub fn read_intent(
 }
 
 /// Ids in time index `space` of `group` created before `before_ms`.
-fn older(
-    tree: &sled::Tree,
-    group: u64,
-    space: u8,
-    before_ms: u64,
-) -> Result<Vec<TxnId>, StorageError> {
+fn older(tree: &Store, group: u64, space: u8, before_ms: u64) -> Result<Vec<TxnId>, StorageError> {
     let lo = key_in(group, space, &[]);
     let hi = key_in(group, space, &before_ms.to_be_bytes());
     let mut out = Vec::new();
@@ -314,7 +310,7 @@ pub type Due = (Vec<(TxnId, TxnRecord)>, Vec<TxnId>);
 /// Work for `group`'s sweeper: unfinished records created before
 /// `stuck_before_ms`, and ids of records created before `expired_before_ms`.
 pub fn due(
-    tree: &sled::Tree,
+    tree: &Store,
     group: u64,
     stuck_before_ms: u64,
     expired_before_ms: u64,
@@ -330,7 +326,7 @@ pub fn due(
 }
 
 /// Every intent of `group`, with its item's storage key (for its sweeper).
-pub fn intents(tree: &sled::Tree, group: u64) -> Result<Vec<(Vec<u8>, IntentView)>, StorageError> {
+pub fn intents(tree: &Store, group: u64) -> Result<Vec<(Vec<u8>, IntentView)>, StorageError> {
     let mut out = Vec::new();
     for kv in tree.scan_prefix(key_in(group, INTENTS, &[])) {
         let (k, v) = kv?;
@@ -589,12 +585,11 @@ mod tests {
 
     const GROUP: u64 = 30;
 
-    fn tree() -> sled::Tree {
-        let db = sled::Config::new().temporary(true).open().unwrap();
-        db.open_tree("t").unwrap()
+    fn tree() -> Store {
+        crate::kv::Store::temporary().expect("store")
     }
 
-    fn run(tree: &sled::Tree, cmd: Command) -> Outcome {
+    fn run(tree: &Store, cmd: Command) -> Outcome {
         let mut ov = Overlay::new(tree);
         let outcome = apply(&mut ov, GROUP, &Entry { ts_ms: 7, cmd }).unwrap();
         ov.commit(GROUP, 1).unwrap();
@@ -649,7 +644,7 @@ mod tests {
         }))
     }
 
-    fn n_of(tree: &sled::Tree, key: &str) -> Option<AttributeValue> {
+    fn n_of(tree: &Store, key: &str) -> Option<AttributeValue> {
         read_item(tree, GROUP, key.as_bytes())
             .unwrap()
             .and_then(|i| i.get("n").cloned())

@@ -78,22 +78,18 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
     id: u64,
     dir: &std::path::Path,
     network: N,
-) -> (dynaraft_storage::sled::Db, dynaraft_raft::RaftGroup) {
+) -> (dynaraft_storage::kv::Store, dynaraft_raft::RaftGroup) {
     std::fs::create_dir_all(dir).unwrap();
-    let db = dynaraft_storage::sled::open(dir.join("sled")).unwrap();
+    let db = dynaraft_storage::kv::Store::open(&dir.join("sled")).unwrap();
     let (wal, records) = dynaraft_storage::wal::Wal::open(&dir.join("wal")).unwrap();
     let votes = dynaraft_raft::log_store::VoteFile::open(Some(dir.join("votes.json"))).unwrap();
-    let (flush_db, sled_dir) = (db.clone(), dir.join("sled"));
-    let flush: dynaraft_raft::log_store::DurableFlush = std::sync::Arc::new(move || {
-        dynaraft_storage::durability::flush_durably(&flush_db, &sled_dir)
-            .map_err(std::io::Error::other)
-    });
+    let durable = db.clone();
+    let flush: dynaraft_raft::log_store::DurableFlush =
+        std::sync::Arc::new(move || durable.flush_durably().map_err(std::io::Error::other));
     let mut logs = dynaraft_raft::log_store::LogSet::recover(wal, votes, &records)
         .unwrap()
         .with_durable_flush(flush);
-    let sm =
-        dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.open_tree("state").unwrap())
-            .unwrap();
+    let sm = dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.clone()).unwrap();
     let group =
         dynaraft_raft::RaftGroup::start(id, GROUP, &timing(), logs.store(GROUP), sm, network)
             .await
