@@ -58,12 +58,21 @@ impl TestServer {
     }
 
     pub async fn start_config(data_dir: Option<PathBuf>, cfg: ApiConfig) -> TestServer {
-        let node = Embedded::start(EmbeddedConfig {
+        Self::start_node(Self::node_config(data_dir), cfg).await
+    }
+
+    /// The embedded node settings of test servers: a fast TTL sweep.
+    pub fn node_config(data_dir: Option<PathBuf>) -> EmbeddedConfig {
+        EmbeddedConfig {
             ttl_sweep_interval_ms: TEST_TTL_SWEEP_MS,
             ..EmbeddedConfig::new(data_dir)
-        })
-        .await
-        .expect("start embedded node");
+        }
+    }
+
+    pub async fn start_node(node_cfg: EmbeddedConfig, cfg: ApiConfig) -> TestServer {
+        let node = Embedded::start(node_cfg)
+            .await
+            .expect("start embedded node");
         let api = Api::new(node.router.clone(), Arc::new(cfg));
         let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))
             .await

@@ -242,6 +242,51 @@ async fn idle_connections_at_the_cap_make_room_for_a_new_client() {
     t.stop().await;
 }
 
+/// When the node can no longer write (here its WAL directory vanished, so
+/// the next segment cannot be created), writes fail with an error instead
+/// of hanging and `/ready` says why (liveness, `GET /`, stays up); nothing
+/// is retried as if it were safe. A restart recovers from what is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_write_is_not_ready_and_says_why() {
+    let dir = std::env::temp_dir().join(format!("dynaraft-walfail-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
+        wal_segment_bytes: 4096,
+        ..TestServer::node_config(Some(dir.clone()))
+    };
+    let t = TestServer::start_node(node_cfg, TestServer::config()).await;
+    create_table(&t.client, "walfail", None).await;
+    assert_eq!(t.get("/ready").0, 200);
+    std::fs::remove_dir_all(dir.join("wal")).expect("remove the WAL directory");
+    let mut failed = 0;
+    for i in 0..50 {
+        let put = t
+            .client
+            .put_item()
+            .table_name("walfail")
+            .item("pk", s(&format!("k{i}")))
+            .item("pad", s(&"x".repeat(1000)))
+            .send();
+        let r = tokio::time::timeout(std::time::Duration::from_secs(30), put).await;
+        match r {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                let (code, _) = dynaraft_tests::err_of(&e);
+                assert_eq!(code, "ServiceUnavailableException", "a retryable error");
+                failed += 1;
+                break;
+            }
+            Err(_) => panic!("a write hung after the WAL failed"),
+        }
+    }
+    assert!(failed > 0, "writes went on without a WAL");
+    let (status, body) = t.get("/ready");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("WAL rotation failed"), "{body}");
+    assert_eq!(t.get("/").0, 200, "liveness stays up");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn crc32(b: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &x in b {

@@ -90,7 +90,8 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
 
 /// `GET /`: DynamoDB's health line naming the host the client addressed;
 /// `/metrics`: Prometheus text; `/ready`: readiness (the router has a
-/// catalog to route with). Other paths are not found.
+/// catalog to route with, and the storage node in this process, if any,
+/// can still write). Other paths are not found.
 fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/" => {
@@ -108,7 +109,10 @@ fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<By
         "/ready" if api.router.catalog().get().version == 0 => {
             text_response(503, "not ready: no catalog yet\n", request_id)
         }
-        "/ready" => text_response(200, "ready\n", request_id),
+        "/ready" => match api.router.storage_failure() {
+            Some(why) => text_response(503, &format!("not ready: {why}\n"), request_id),
+            None => text_response(200, "ready\n", request_id),
+        },
         _ => text_response(404, "Page Not Found\n", request_id),
     }
 }

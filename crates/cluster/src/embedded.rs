@@ -31,6 +31,8 @@ pub struct EmbeddedConfig {
     pub data_dir: Option<PathBuf>,
     /// Interval of the TTL sweeper, in milliseconds.
     pub ttl_sweep_interval_ms: u64,
+    /// Size at which a WAL segment is closed, in bytes.
+    pub wal_segment_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -38,6 +40,7 @@ impl EmbeddedConfig {
         EmbeddedConfig {
             data_dir,
             ttl_sweep_interval_ms: ttl::TTL_SWEEP_INTERVAL_MS,
+            wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
         }
     }
 }
@@ -53,7 +56,10 @@ impl Embedded {
     /// Opens the node, starts the control plane and every partition it
     /// holds, and returns once the catalog is readable.
     pub async fn start(cfg: EmbeddedConfig) -> Result<Embedded, StorageError> {
-        let host_cfg = HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir);
+        let host_cfg = HostConfig {
+            wal_segment_bytes: cfg.wal_segment_bytes,
+            ..HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir)
+        };
         let host = Host::open(host_cfg.clone()).await?;
         let members = BTreeMap::from([(EMBEDDED_NODE_ID, host_cfg.info())]);
         host.start_group(CATALOG_GROUP, Some(members)).await?;

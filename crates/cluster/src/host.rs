@@ -189,6 +189,15 @@ impl Host {
         &self.inner.cfg
     }
 
+    /// Why this node can no longer write, if it cannot: its WAL or its
+    /// store failed (see `Wal::failure`). Readiness reports it.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner
+            .wal
+            .failure()
+            .or_else(|| self.inner.committer.failure())
+    }
+
     pub fn tree(&self) -> &Store {
         &self.inner.store
     }

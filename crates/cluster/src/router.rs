@@ -434,6 +434,12 @@ impl Router {
         }
     }
 
+    /// Why the storage node in this process can no longer write, if it
+    /// cannot (a router without one has nothing to report).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.inner.local.as_ref().and_then(Host::storage_failure)
+    }
+
     /// Item count and bytes of a table, and (entries, bytes) of each local
     /// index, summed over its partitions.
     pub async fn stats(&self, meta: &TableMeta) -> Result<GroupStats, ClusterError> {

@@ -13,6 +13,7 @@
 use crate::StorageError;
 use crate::kv::Store;
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most commits waiting for the committer; appliers wait beyond it.
@@ -33,16 +34,26 @@ struct Job {
 #[derive(Clone)]
 pub struct Committer {
     tx: mpsc::Sender<Job>,
+    /// The first failed write, once one has failed.
+    failure: Arc<Mutex<Option<String>>>,
 }
 
 impl Committer {
     /// Starts the committer's thread over `tree`.
     pub fn start(tree: Store) -> Result<Committer, StorageError> {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMITS);
+        let failure = Arc::new(Mutex::new(None));
+        let failed = failure.clone();
         std::thread::Builder::new()
             .name("dynaraft-apply".into())
-            .spawn(move || run(tree, rx))?;
-        Ok(Committer { tx })
+            .spawn(move || run(tree, rx, failed))?;
+        Ok(Committer { tx, failure })
+    }
+
+    /// The first error a write to the store met, if any: the groups whose
+    /// apply failed have stopped, and a restart recovers them from the log.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Writes `writes` atomically (with whatever other groups' commits share
@@ -71,7 +82,7 @@ pub(crate) fn add_writes(batch: &mut crate::kv::Batch, writes: Writes) {
     }
 }
 
-fn run(tree: Store, mut rx: mpsc::Receiver<Job>) {
+fn run(tree: Store, mut rx: mpsc::Receiver<Job>, failure: Arc<Mutex<Option<String>>>) {
     while let Some(jobs) = crate::next_blocking_batch(&mut rx, MAX_COMMITS_PER_BATCH) {
         let mut batch = crate::kv::Batch::default();
         let mut waiters = Vec::with_capacity(jobs.len());
@@ -80,6 +91,12 @@ fn run(tree: Store, mut rx: mpsc::Receiver<Job>) {
             waiters.push(job.done);
         }
         let result = tree.apply(batch).map_err(|e| e.to_string());
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "state-machine write failed");
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| format!("state-machine write failed: {e}"));
+            }
+        }
         for w in waiters {
             let _ = w.send(result.clone().map_err(StorageError::Fatal));
         }

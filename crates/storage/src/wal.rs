@@ -53,12 +53,16 @@ struct AppendRequest {
 /// Per closed segment: the highest index of each group it contains.
 type SegmentIndex = BTreeMap<u64, BTreeMap<u64, u64>>;
 
+/// Why the writer stopped, once it has (shared with every handle).
+type Failure = Arc<Mutex<Option<String>>>;
+
 /// Handle to the log. Cloning shares the same writer thread.
 #[derive(Clone)]
 pub struct Wal {
     tx: Option<mpsc::Sender<AppendRequest>>,
     dir: Option<PathBuf>,
     closed: Arc<Mutex<SegmentIndex>>,
+    failure: Failure,
 }
 
 impl Wal {
@@ -68,6 +72,7 @@ impl Wal {
             tx: None,
             dir: None,
             closed: Arc::new(Mutex::new(BTreeMap::new())),
+            failure: Failure::default(),
         }
     }
 
@@ -117,8 +122,10 @@ impl Wal {
         segs.push(next);
         let file = create_segment(dir, next)?;
         let closed = Arc::new(Mutex::new(closed));
+        let failure = Failure::default();
         let (tx, rx) = mpsc::channel(WAL_QUEUE_CAPACITY);
         let writer = Writer {
+            failure: failure.clone(),
             dir: dir.to_path_buf(),
             seq: next,
             file,
@@ -135,6 +142,7 @@ impl Wal {
                 tx: Some(tx),
                 dir: Some(dir.to_path_buf()),
                 closed,
+                failure,
             },
             records,
         ))
@@ -158,6 +166,14 @@ impl Wal {
             .await
             .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
         Ok(WalAck(Some(wait)))
+    }
+
+    /// Why the log stopped taking writes, if it has: a write, fdatasync or
+    /// segment rotation failed. Nothing is appended after that (a failed
+    /// fsync is never retried as if the data were safe); the node needs a
+    /// restart, which recovers from what is on disk.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|f| f.clone())
     }
 
     /// Groups that appear in closed segments.
@@ -258,6 +274,7 @@ impl WalAck {
 }
 
 struct Writer {
+    failure: Failure,
     dir: PathBuf,
     seq: u64,
     file: File,
@@ -282,6 +299,7 @@ impl Writer {
             let result = self.write_durably(&buf).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(error = %e, "WAL write failed; the node stops accepting writes");
+                self.fail(format!("WAL write failed: {e}"));
             }
             for req in batch {
                 let _ = req.done.send(result.clone());
@@ -292,9 +310,16 @@ impl Writer {
             if self.written >= self.segment_bytes
                 && let Err(e) = self.rotate()
             {
-                tracing::error!(error = %e, "WAL rotation failed");
+                tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
+                self.fail(format!("WAL rotation failed: {e}"));
                 return;
             }
+        }
+    }
+
+    fn fail(&self, why: String) {
+        if let Ok(mut f) = self.failure.lock() {
+            f.get_or_insert(why);
         }
     }
 
@@ -440,6 +465,27 @@ mod tests {
         let err = Wal::open(&dir).err().expect("corruption must be reported");
         assert!(err.to_string().contains("bad record"), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer that cannot go on (here: its directory vanished, so the next
+    /// segment cannot be created) says why, and refuses later appends.
+    #[tokio::test]
+    async fn a_stopped_writer_reports_its_failure() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-wal-fail-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open_with(&dir, 1).unwrap();
+        assert_eq!(wal.failure(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let record = |index| WalRecord {
+            group: 7,
+            index,
+            payload: vec![1; 10],
+        };
+        // Written to the open segment; the rotation after it fails.
+        wal.append(vec![record(1)]).await.unwrap();
+        assert!(wal.append(vec![record(2)]).await.is_err());
+        let failure = wal.failure().expect("the failure is reported");
+        assert!(failure.contains("rotation"), "{failure}");
     }
 
     /// A checkpoint deletes the segments it may, keeps the rest readable,
