@@ -33,6 +33,8 @@ pub struct EmbeddedConfig {
     pub ttl_sweep_interval_ms: u64,
     /// Size at which a WAL segment is closed, in bytes.
     pub wal_segment_bytes: u64,
+    /// The state machine's engine for a new data directory.
+    pub engine: crate::host::Engine,
 }
 
 impl EmbeddedConfig {
@@ -41,6 +43,7 @@ impl EmbeddedConfig {
             data_dir,
             ttl_sweep_interval_ms: ttl::TTL_SWEEP_INTERVAL_MS,
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
+            engine: crate::host::DEFAULT_ENGINE,
         }
     }
 }
@@ -58,6 +61,7 @@ impl Embedded {
     pub async fn start(cfg: EmbeddedConfig) -> Result<Embedded, StorageError> {
         let host_cfg = HostConfig {
             wal_segment_bytes: cfg.wal_segment_bytes,
+            engine: cfg.engine,
             ..HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir)
         };
         let host = Host::open(host_cfg.clone()).await?;

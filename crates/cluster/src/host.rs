@@ -33,7 +33,8 @@ use dynaraft_raft::state_machine::GroupStateMachine;
 use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::committer::Committer;
-use dynaraft_storage::kv::Store;
+pub use dynaraft_storage::kv::Engine;
+use dynaraft_storage::kv::{OpenError, Store};
 use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
@@ -54,11 +55,14 @@ pub const MAX_LOG_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 /// How often the checkpoint loop looks for a tail over
 /// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
 pub const CHECKPOINT_POLL_MS: u64 = 1_000;
-/// How long opening waits for sled's file lock (a previous instance in the
-/// same process may still be releasing it), in milliseconds.
+/// How long opening waits for the store's file lock (a previous instance in
+/// the same process may still be releasing it), in milliseconds.
 pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
-/// Pause between attempts to take sled's file lock, in milliseconds.
+/// Pause between attempts to take the store's file lock, in milliseconds.
 pub const SLED_LOCK_RETRY_MS: u64 = 20;
+/// The state machine's engine for new data directories unless configured
+/// (sled until `make bench` confirms fjall; docs/decisions.md).
+pub const DEFAULT_ENGINE: Engine = Engine::Sled;
 /// How long shutdown waits for each group's Raft tasks to release storage.
 pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
 
@@ -77,6 +81,9 @@ pub struct HostConfig {
     pub wal_segment_bytes: u64,
     /// Peer address -> address to dial instead (see `Channels::with_routes`).
     pub routes: HashMap<String, String>,
+    /// The state machine's engine for a new data directory (an existing
+    /// one keeps its own; see `kv::Engine::of_dir`).
+    pub engine: Engine,
 }
 
 impl HostConfig {
@@ -90,6 +97,7 @@ impl HostConfig {
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS,
             wal_segment_bytes: WAL_SEGMENT_BYTES,
             routes: HashMap::new(),
+            engine: DEFAULT_ENGINE,
         }
     }
 
@@ -137,7 +145,7 @@ impl Host {
         let (store, wal, records, votes) = match &cfg.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let store = open_store(&dir.join("sled")).await?;
+                let store = open_store(dir, cfg.engine).await?;
                 let (wal, records) = Wal::open_with(&dir.join("wal"), cfg.wal_segment_bytes)?;
                 let votes = VoteFile::open(Some(dir.join("votes.json")))?;
                 (store, wal, records, votes)
@@ -488,12 +496,15 @@ impl Host {
 /// Opens the store, waiting a little for a lock held by a previous
 /// instance of this node in the same process (its background threads end
 /// shortly).
-async fn open_store(path: &std::path::Path) -> Result<Store, StorageError> {
+async fn open_store(data_dir: &std::path::Path, engine: Engine) -> Result<Store, StorageError> {
     let deadline = tokio::time::Instant::now() + Duration::from_millis(SLED_LOCK_WAIT_MS);
     loop {
-        match Store::open(path) {
-            Ok(store) => return Ok(store),
-            Err(e) if Store::is_lock_error(&e) && tokio::time::Instant::now() < deadline => {
+        match Store::open_in(data_dir, engine) {
+            Ok(store) => {
+                tracing::info!(engine = ?store.engine(), "state machine store opened");
+                return Ok(store);
+            }
+            Err(OpenError::Locked) if tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(SLED_LOCK_RETRY_MS)).await;
             }
             Err(e) => return Err(e.into()),

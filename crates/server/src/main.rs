@@ -110,6 +110,10 @@ struct NodeArgs {
     /// Interval between checkpoints (sled flush, purge of old WAL segments), in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::host::CHECKPOINT_INTERVAL_MS)]
     checkpoint_interval_ms: u64,
+    /// The state machine's storage engine for a new data directory (an
+    /// existing one keeps the engine it was created with).
+    #[arg(long, default_value = "sled", value_parser = ["sled", "fjall"])]
+    engine: String,
     #[command(flatten)]
     routes: RouteArgs,
 }
@@ -218,6 +222,10 @@ struct EmbeddedArgs {
     /// region sees only its own tables.
     #[arg(long)]
     shared_db: bool,
+    /// The state machine's storage engine for a new data directory (an
+    /// existing one keeps the engine it was created with).
+    #[arg(long, default_value = "sled", value_parser = ["sled", "fjall"])]
+    engine: String,
     /// How long a stream enabled through this server keeps its change
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
@@ -354,6 +362,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.wal_segment_bytes = args.wal_segment_bytes;
     host.checkpoint_interval_ms = args.checkpoint_interval_ms;
     host.routes = args.routes.parse()?;
+    host.engine = args.engine.parse().map_err(anyhow::Error::msg)?;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -406,7 +415,11 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
-    let node = Embedded::start(EmbeddedConfig::new(data_dir)).await?;
+    let node = Embedded::start(EmbeddedConfig {
+        engine: args.engine.parse().map_err(anyhow::Error::msg)?,
+        ..EmbeddedConfig::new(data_dir)
+    })
+    .await?;
     let cfg = ApiConfig {
         transition_delay_ms: if args.instant_transitions {
             0

@@ -74,7 +74,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    fn start(name: &str) -> Cluster {
+    fn start(name: &str, engine: &str) -> Cluster {
         let dir = std::env::temp_dir().join(format!("dynaraft-proc-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir");
@@ -108,6 +108,7 @@ impl Cluster {
                     "--snapshot-after-entries=20",
                     "--wal-segment-bytes=16384",
                     "--checkpoint-interval-ms=200",
+                    &format!("--engine={engine}"),
                 ];
                 let args = args.iter().map(|s| s.to_string()).collect();
                 Proc::start(args, dir.join(format!("node-{}.log", i + 1)))
@@ -172,7 +173,19 @@ fn first_segment_gone(wal: &Path) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_nine_of_a_zone_and_of_every_node_loses_no_acknowledged_write() {
-    let mut c = Cluster::start("kill9");
+    kill_nine_of_a_zone_and_of_every_node("sled").await;
+}
+
+/// The same with the state machines on fjall (`--engine fjall`): its
+/// journal is persisted only at checkpoints, and whatever a kill -9 takes
+/// from it must come back from the Raft WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_on_fjall_loses_no_acknowledged_write() {
+    kill_nine_of_a_zone_and_of_every_node("fjall").await;
+}
+
+async fn kill_nine_of_a_zone_and_of_every_node(engine: &str) {
+    let mut c = Cluster::start(&format!("kill9-{engine}"), engine);
     let client = c.client.clone();
     eventually(30, "the router to serve", || async {
         client.list_tables().send().await.is_ok()

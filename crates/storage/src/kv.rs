@@ -1,124 +1,314 @@
 //! The key-value engine under every state machine of a node, behind one
 //! facade: point reads, ordered range and prefix scans (both directions),
 //! atomic batches and a durable flush. Nothing else in the project names
-//! the engine, so replacing it (docs/decisions.md: fjall is proposed for
-//! issue 27) changes this file, not the state machines.
+//! an engine.
 //!
-//! Today the engine is sled 0.34: one tree holds every group's keys, each
-//! key starting with its group. sled's own flush is not an fsync on Linux
-//! (it uses `sync_file_range`), so [`Store::flush_durably`] fsyncs every
-//! file sled owns afterwards; the Raft log is purged only after that ran.
+//! Two engines (docs/decisions.md, "The state machine's next engine"):
+//! - **sled 0.34**, the engine every data directory so far was written
+//!   with (`<data>/sled`, tree `state`). Its flush is not an fsync on Linux
+//!   (it uses `sync_file_range`), so [`Store::flush_durably`] fsyncs every
+//!   file it owns afterwards.
+//! - **fjall 3** (`<data>/fjall`, keyspace `state`), an LSM tree. Its journal
+//!   is persisted only by [`Store::flush_durably`]: the Raft WAL is the
+//!   record of truth, and a write fjall loses in a crash is replayed from
+//!   it (the applied index travels in the same batch as the data).
+//!
+//! A data directory keeps the engine it was created with
+//! ([`Engine::of_dir`]); the configured engine applies to new ones.
+//!
+//! The Raft log is purged only after [`Store::flush_durably`] ran.
 
 use crate::StorageError;
-use std::ops::RangeBounds;
+use std::ops::{Bound, Deref, RangeBounds};
 use std::path::{Path, PathBuf};
 
-/// A value (or key) read from the store: cheap to clone, derefs to bytes.
-pub type Bytes = sled::IVec;
+/// The sled tree / fjall keyspace every state machine's keys live in.
+const STATE: &str = "state";
+/// fjall's block cache, in bytes.
+pub const FJALL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-/// The sled tree every state machine's keys live in (data directories from
-/// before the facade used the same one).
-const STATE_TREE: &str = "state";
+/// Which engine a store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Sled,
+    Fjall,
+}
+
+impl Engine {
+    /// The subdirectory of a node's data directory this engine uses.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Engine::Sled => "sled",
+            Engine::Fjall => "fjall",
+        }
+    }
+
+    /// The engine a data directory already holds, if any. Both at once is
+    /// refused: which one holds the node's state would be a guess.
+    pub fn of_dir(data_dir: &Path) -> Result<Option<Engine>, StorageError> {
+        let has = |e: Engine| data_dir.join(e.dir_name()).exists();
+        match (has(Engine::Sled), has(Engine::Fjall)) {
+            (true, true) => Err(StorageError::Fatal(format!(
+                "{} holds both a sled and a fjall store; move the one not in use away",
+                data_dir.display()
+            ))),
+            (true, false) => Ok(Some(Engine::Sled)),
+            (false, true) => Ok(Some(Engine::Fjall)),
+            (false, false) => Ok(None),
+        }
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Engine, String> {
+        match s {
+            "sled" => Ok(Engine::Sled),
+            "fjall" => Ok(Engine::Fjall),
+            other => Err(format!("unknown engine {other:?} (sled or fjall)")),
+        }
+    }
+}
+
+/// A value (or key) read from the store: cheap to clone, derefs to bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bytes {
+    Sled(sled::IVec),
+    Fjall(fjall::Slice),
+}
+
+impl Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Sled(b) => b,
+            Bytes::Fjall(b) => b,
+        }
+    }
+}
+
+impl AsRef<[u8]> for Bytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
 
 /// Pairs yielded by scans.
 pub type Pair = Result<(Bytes, Bytes), StorageError>;
 
+/// A scan over either engine, in key order (`.rev()` for the other way).
+pub type Scan = Box<dyn DoubleEndedIterator<Item = Pair> + Send>;
+
+#[derive(Clone)]
+enum Backend {
+    Sled {
+        db: sled::Db,
+        tree: sled::Tree,
+    },
+    Fjall {
+        db: fjall::Database,
+        state: fjall::Keyspace,
+    },
+}
+
 /// The node's store. Cloning shares it.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    tree: sled::Tree,
+    backend: Backend,
     /// Where its files are (`None`: in memory, nothing to make durable).
     dir: Option<PathBuf>,
 }
 
 /// Writes applied together by [`Store::apply`], all or none.
 #[derive(Default)]
-pub struct Batch(sled::Batch);
+pub struct Batch(Vec<(Vec<u8>, Option<Vec<u8>>)>);
 
 impl Batch {
-    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
-        self.0.insert(key.as_ref(), value.as_ref());
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), Some(value.into())));
     }
 
-    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.remove(key.as_ref());
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), None));
     }
 }
 
+fn fjall_err(e: fjall::Error) -> StorageError {
+    StorageError::Fatal(format!("fjall: {e}"))
+}
+
 impl Store {
-    /// Opens (or creates) the store in `dir`. A failure because a previous
-    /// instance is still closing is the caller's to retry (see
-    /// [`Store::is_lock_error`]).
-    pub fn open(dir: &Path) -> Result<Store, sled::Error> {
-        let db = sled::Config::new().path(dir).open()?;
-        let tree = db.open_tree(STATE_TREE)?;
+    /// Opens (or creates) the store of a node whose data directory is
+    /// `data_dir`: the engine the directory already holds, else `engine`.
+    pub fn open_in(data_dir: &Path, engine: Engine) -> Result<Store, OpenError> {
+        let engine = Engine::of_dir(data_dir)
+            .map_err(OpenError::Other)?
+            .unwrap_or(engine);
+        let dir = data_dir.join(engine.dir_name());
+        let backend = match engine {
+            Engine::Sled => {
+                let db = sled::Config::new().path(&dir).open().map_err(|e| match e {
+                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                        OpenError::Locked
+                    }
+                    other => OpenError::Other(other.into()),
+                })?;
+                let tree = db
+                    .open_tree(STATE)
+                    .map_err(|e| OpenError::Other(e.into()))?;
+                Backend::Sled { db, tree }
+            }
+            Engine::Fjall => {
+                let db = fjall::Database::builder(&dir)
+                    .manual_journal_persist(true)
+                    .cache_size(FJALL_CACHE_BYTES)
+                    .open()
+                    .map_err(|e| match e {
+                        fjall::Error::Locked => OpenError::Locked,
+                        other => OpenError::Other(fjall_err(other)),
+                    })?;
+                let state = db
+                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
+                    .map_err(|e| OpenError::Other(fjall_err(e)))?;
+                Backend::Fjall { db, state }
+            }
+        };
         Ok(Store {
-            db,
-            tree,
-            dir: Some(dir.to_path_buf()),
+            backend,
+            dir: Some(dir),
         })
     }
 
-    /// A store that lives in memory (and a temporary directory sled
-    /// removes when the last clone is dropped).
+    /// A store that lives in memory (sled's temporary mode, removed when
+    /// the last clone is dropped).
     pub fn temporary() -> Result<Store, StorageError> {
         let db = sled::Config::new().temporary(true).open()?;
-        let tree = db.open_tree(STATE_TREE)?;
+        let tree = db.open_tree(STATE)?;
         Ok(Store {
-            db,
-            tree,
+            backend: Backend::Sled { db, tree },
             dir: None,
         })
     }
 
-    /// Whether opening failed only because another instance (in this
-    /// process, shutting down) still holds the store's lock.
-    pub fn is_lock_error(e: &sled::Error) -> bool {
-        matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+    /// The engine this store runs on.
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Sled { .. } => Engine::Sled,
+            Backend::Fjall { .. } => Engine::Fjall,
+        }
     }
 
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
-        Ok(self.tree.get(key)?)
+        match &self.backend {
+            Backend::Sled { tree, .. } => Ok(tree.get(key)?.map(Bytes::Sled)),
+            Backend::Fjall { state, .. } => {
+                Ok(state.get(key).map_err(fjall_err)?.map(Bytes::Fjall))
+            }
+        }
     }
 
-    /// The pairs with keys in `range`, in key order (`.rev()` for the
-    /// other way).
-    pub fn range<K, R>(&self, range: R) -> impl DoubleEndedIterator<Item = Pair> + use<K, R>
-    where
-        K: AsRef<[u8]>,
-        R: RangeBounds<K>,
-    {
-        self.tree.range(range).map(|kv| Ok(kv?))
+    /// The pairs with keys in `range`, in key order.
+    pub fn range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Scan {
+        let owned = |b: Bound<&K>| match b {
+            Bound::Included(k) => Bound::Included(k.as_ref().to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.as_ref().to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let bounds = (owned(range.start_bound()), owned(range.end_bound()));
+        match &self.backend {
+            Backend::Sled { tree, .. } => Box::new(tree.range(bounds).map(sled_pair)),
+            Backend::Fjall { state, .. } => Box::new(state.range(bounds).map(fjall_pair)),
+        }
     }
 
     /// The pairs whose keys start with `prefix`, in key order.
-    pub fn scan_prefix<P: AsRef<[u8]>>(
-        &self,
-        prefix: P,
-    ) -> impl DoubleEndedIterator<Item = Pair> + use<P> {
-        self.tree.scan_prefix(prefix).map(|kv| Ok(kv?))
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
+        match &self.backend {
+            Backend::Sled { tree, .. } => Box::new(tree.scan_prefix(prefix).map(sled_pair)),
+            Backend::Fjall { state, .. } => Box::new(state.prefix(prefix).map(fjall_pair)),
+        }
     }
 
     /// Applies `batch` atomically.
     pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
-        Ok(self.tree.apply_batch(batch.0)?)
+        match &self.backend {
+            Backend::Sled { tree, .. } => {
+                let mut b = sled::Batch::default();
+                for (k, v) in batch.0 {
+                    match v {
+                        Some(v) => b.insert(k, v),
+                        None => b.remove(k),
+                    }
+                }
+                Ok(tree.apply_batch(b)?)
+            }
+            Backend::Fjall { db, state } => {
+                let mut b = db.batch();
+                for (k, v) in batch.0 {
+                    match v {
+                        Some(v) => b.insert(state, k, v),
+                        None => b.remove(state, k),
+                    }
+                }
+                b.commit().map_err(fjall_err)
+            }
+        }
     }
 
-    /// Makes everything applied so far durable: the engine's flush, then an
-    /// fsync of every file under the store's directory.
+    /// Makes everything applied so far durable.
     pub fn flush_durably(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
-        match &self.dir {
-            Some(dir) => fsync_tree(dir),
-            None => Ok(()),
+        match &self.backend {
+            Backend::Sled { db, .. } => {
+                db.flush()?;
+                match &self.dir {
+                    Some(dir) => fsync_tree(dir),
+                    None => Ok(()),
+                }
+            }
+            Backend::Fjall { db, .. } => db.persist(fjall::PersistMode::SyncAll).map_err(fjall_err),
         }
     }
 
     /// Writes what is buffered, without waiting for the disk (shutdown).
     pub async fn flush_soon(&self) {
-        let _ = self.db.flush_async().await;
+        match &self.backend {
+            Backend::Sled { db, .. } => {
+                let _ = db.flush_async().await;
+            }
+            Backend::Fjall { db, .. } => {
+                let _ = db.persist(fjall::PersistMode::Buffer);
+            }
+        }
     }
+}
+
+/// Why a store did not open.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Another instance (in this process, shutting down) still holds it.
+    Locked,
+    Other(StorageError),
+}
+
+impl From<OpenError> for StorageError {
+    fn from(e: OpenError) -> StorageError {
+        match e {
+            OpenError::Locked => {
+                StorageError::Fatal("the store is locked by another process".into())
+            }
+            OpenError::Other(e) => e,
+        }
+    }
+}
+
+fn sled_pair(kv: sled::Result<(sled::IVec, sled::IVec)>) -> Pair {
+    let (k, v) = kv?;
+    Ok((Bytes::Sled(k), Bytes::Sled(v)))
+}
+
+fn fjall_pair(guard: fjall::Guard) -> Pair {
+    let (k, v) = guard.into_inner().map_err(fjall_err)?;
+    Ok((Bytes::Fjall(k), Bytes::Fjall(v)))
 }
 
 fn fsync_tree(dir: &Path) -> Result<(), StorageError> {
@@ -132,4 +322,77 @@ fn fsync_tree(dir: &Path) -> Result<(), StorageError> {
     }
     std::fs::File::open(dir)?.sync_all()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both engines answer the facade alike: batches, point reads, ranges
+    /// both ways, prefixes, deletes, and reopening after a durable flush.
+    #[test]
+    fn both_engines_behave_alike() {
+        for engine in [Engine::Sled, Engine::Fjall] {
+            let dir = std::env::temp_dir().join(format!(
+                "dynaraft-kv-{}-{}",
+                engine.dir_name(),
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            {
+                let store = Store::open_in(&dir, engine).expect("open");
+                assert_eq!(store.engine(), engine);
+                let mut b = Batch::default();
+                for k in [b"a1", b"a2", b"a3", b"b1"] {
+                    b.insert(k.to_vec(), k.to_vec());
+                }
+                store.apply(b).unwrap();
+                let mut b = Batch::default();
+                b.remove(b"a2".to_vec());
+                store.apply(b).unwrap();
+                assert_eq!(store.get(b"a1").unwrap().as_deref(), Some(&b"a1"[..]));
+                assert_eq!(store.get(b"a2").unwrap(), None);
+                let keys = |s: Scan| -> Vec<Vec<u8>> { s.map(|p| p.unwrap().0.to_vec()).collect() };
+                assert_eq!(
+                    keys(store.scan_prefix(b"a")),
+                    [b"a1".to_vec(), b"a3".to_vec()]
+                );
+                assert_eq!(
+                    keys(store.range(b"a2".to_vec()..=b"b1".to_vec())),
+                    [b"a3".to_vec(), b"b1".to_vec()]
+                );
+                let rev: Vec<Vec<u8>> = store
+                    .range::<Vec<u8>, _>(..)
+                    .rev()
+                    .map(|p| p.unwrap().0.to_vec())
+                    .collect();
+                assert_eq!(rev, [b"b1".to_vec(), b"a3".to_vec(), b"a1".to_vec()]);
+                store.flush_durably().unwrap();
+            }
+            // The directory keeps its engine whatever is asked for next.
+            let other = if engine == Engine::Sled {
+                Engine::Fjall
+            } else {
+                Engine::Sled
+            };
+            let mut reopened = None;
+            for _ in 0..100 {
+                match Store::open_in(&dir, other) {
+                    Ok(s) => {
+                        reopened = Some(s);
+                        break;
+                    }
+                    Err(OpenError::Locked) => {
+                        std::thread::sleep(std::time::Duration::from_millis(20))
+                    }
+                    Err(OpenError::Other(e)) => panic!("{e}"),
+                }
+            }
+            let store = reopened.expect("reopened");
+            assert_eq!(store.engine(), engine);
+            assert_eq!(store.get(b"a3").unwrap().as_deref(), Some(&b"a3"[..]));
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }

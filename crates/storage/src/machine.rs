@@ -82,20 +82,18 @@ pub fn nodes_prefix() -> Vec<u8> {
 
 /// A stored u64 counter: 0 when it was never written; anything but eight
 /// bytes is corruption, not zero.
-fn u64_of(key: &[u8], v: Option<crate::kv::Bytes>) -> Result<u64, StorageError> {
+fn u64_of(key: &[u8], v: Option<&[u8]>) -> Result<u64, StorageError> {
     match v {
         None => Ok(0),
-        Some(b) => <[u8; 8]>::try_from(b.as_ref())
-            .map(u64::from_be_bytes)
-            .map_err(|_| {
-                StorageError::Corrupt(format!("counter {key:?} holds {} bytes, not 8", b.len()))
-            }),
+        Some(b) => <[u8; 8]>::try_from(b).map(u64::from_be_bytes).map_err(|_| {
+            StorageError::Corrupt(format!("counter {key:?} holds {} bytes, not 8", b.len()))
+        }),
     }
 }
 
 /// The u64 counter stored at `key` (0 when absent).
 pub(crate) fn read_u64(tree: &Store, key: &[u8]) -> Result<u64, StorageError> {
-    u64_of(key, tree.get(key)?)
+    u64_of(key, tree.get(key)?.as_deref())
 }
 
 /// Result of applying one entry.
@@ -172,7 +170,7 @@ impl<'a> Overlay<'a> {
     }
 
     pub(crate) fn get_u64(&self, k: &[u8]) -> Result<u64, StorageError> {
-        u64_of(k, self.get(k)?.map(crate::kv::Bytes::from))
+        u64_of(k, self.get(k)?.as_deref())
     }
 
     /// Adds `delta` to the counter at `k`. A counter that would go below
@@ -269,7 +267,7 @@ pub fn drop_group(tree: &Store, group: u64) -> Result<(), StorageError> {
     let mut batch = crate::kv::Batch::default();
     for kv in tree.scan_prefix(group.to_be_bytes()) {
         let (k, _) = kv?;
-        batch.remove(k);
+        batch.remove(k.to_vec());
     }
     tree.apply(batch)?;
     Ok(())
