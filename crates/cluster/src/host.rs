@@ -60,9 +60,7 @@ pub const CHECKPOINT_POLL_MS: u64 = 1_000;
 pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
 /// Pause between attempts to take the store's file lock, in milliseconds.
 pub const SLED_LOCK_RETRY_MS: u64 = 20;
-/// The state machine's engine for new data directories unless configured
-/// (sled until `make bench` confirms fjall; docs/decisions.md).
-pub const DEFAULT_ENGINE: Engine = Engine::Sled;
+pub use dynaraft_storage::kv::DEFAULT_ENGINE;
 /// How long shutdown waits for each group's Raft tasks to release storage.
 pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
 

@@ -112,7 +112,7 @@ struct NodeArgs {
     checkpoint_interval_ms: u64,
     /// The state machine's storage engine for a new data directory (an
     /// existing one keeps the engine it was created with).
-    #[arg(long, default_value = "sled", value_parser = ["sled", "fjall"])]
+    #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
     #[command(flatten)]
     routes: RouteArgs,
@@ -224,7 +224,7 @@ struct EmbeddedArgs {
     shared_db: bool,
     /// The state machine's storage engine for a new data directory (an
     /// existing one keeps the engine it was created with).
-    #[arg(long, default_value = "sled", value_parser = ["sled", "fjall"])]
+    #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
     /// How long a stream enabled through this server keeps its change
     /// records, in seconds (DynamoDB: 24 hours).
@@ -234,6 +234,9 @@ struct EmbeddedArgs {
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
 const DEFAULT_STREAM_RETENTION_S: u64 = dynaraft_api::DEFAULT_STREAM_RETENTION_MS / 1000;
+
+/// `--engine` unless given: the storage crate's default.
+const DEFAULT_ENGINE: &str = dynaraft_cluster::host::DEFAULT_ENGINE.dir_name();
 
 /// Stack of each runtime worker thread, in bytes: four times tokio's
 /// default, so the deepest expression the parser admits

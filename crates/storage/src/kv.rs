@@ -24,6 +24,9 @@ use std::path::{Path, PathBuf};
 
 /// The sled tree / fjall keyspace every state machine's keys live in.
 const STATE: &str = "state";
+/// The engine of new data directories and in-memory stores unless
+/// configured otherwise (docs/decisions.md).
+pub const DEFAULT_ENGINE: Engine = Engine::Fjall;
 /// fjall's block cache, in bytes.
 pub const FJALL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -36,7 +39,7 @@ pub enum Engine {
 
 impl Engine {
     /// The subdirectory of a node's data directory this engine uses.
-    pub fn dir_name(self) -> &'static str {
+    pub const fn dir_name(self) -> &'static str {
         match self {
             Engine::Sled => "sled",
             Engine::Fjall => "fjall",
@@ -179,15 +182,44 @@ impl Store {
         })
     }
 
-    /// A store that lives in memory (sled's temporary mode, removed when
-    /// the last clone is dropped).
+    /// A store whose contents do not outlive it (the `--in-memory` mode and
+    /// tests): the default engine in a temporary directory (on `/dev/shm`,
+    /// memory, where it exists), removed when the last clone is dropped.
     pub fn temporary() -> Result<Store, StorageError> {
-        let db = sled::Config::new().temporary(true).open()?;
-        let tree = db.open_tree(STATE)?;
-        Ok(Store {
-            backend: Backend::Sled { db, tree },
-            dir: None,
-        })
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let backend = match DEFAULT_ENGINE {
+            Engine::Sled => {
+                let db = sled::Config::new().temporary(true).open()?;
+                let tree = db.open_tree(STATE)?;
+                Backend::Sled { db, tree }
+            }
+            Engine::Fjall => {
+                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Memory-backed where the system has it (as sled's
+                // temporary mode is), so `--in-memory` writes no disk.
+                let shm = Path::new("/dev/shm");
+                let base = if shm.is_dir() {
+                    shm.to_path_buf()
+                } else {
+                    std::env::temp_dir()
+                };
+                if n == 0 {
+                    remove_orphans(&base);
+                }
+                let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
+                let db = fjall::Database::builder(&dir)
+                    .temporary(true)
+                    .manual_journal_persist(true)
+                    .cache_size(FJALL_CACHE_BYTES)
+                    .open()
+                    .map_err(fjall_err)?;
+                let state = db
+                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
+                    .map_err(fjall_err)?;
+                Backend::Fjall { db, state }
+            }
+        };
+        Ok(Store { backend, dir: None })
     }
 
     /// The engine this store runs on.
@@ -297,6 +329,28 @@ impl From<OpenError> for StorageError {
                 StorageError::Fatal("the store is locked by another process".into())
             }
             OpenError::Other(e) => e,
+        }
+    }
+}
+
+/// Removes the temporary stores of processes that no longer run (killed
+/// before they could drop them): on `/dev/shm` they would hold memory.
+fn remove_orphans(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let pid = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("dynaraft-mem-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = std::fs::remove_dir_all(e.path());
         }
     }
 }
