@@ -19,6 +19,8 @@ import urllib.request
 
 import boto3
 
+from boto3_session import read_stream
+
 WRITES_BEFORE = 40
 WRITES_DURING = 200
 
@@ -53,19 +55,8 @@ def clients(url):
 
 def stream_records(streams):
     """(sequence number, event, key) of every record kept, shard by shard."""
-    arn = streams.list_streams(TableName="Crash")["Streams"][0]["StreamArn"]
-    out = []
-    for shard in streams.describe_stream(StreamArn=arn)["StreamDescription"]["Shards"]:
-        it = streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
-        while it:
-            page = streams.get_records(ShardIterator=it, Limit=1000)
-            out += [(int(r["dynamodb"]["SequenceNumber"]), r["eventName"],
-                     r["dynamodb"]["Keys"]["id"]["S"]) for r in page["Records"]]
-            if not page["Records"]:
-                break
-            it = page.get("NextShardIterator")
-    return out
+    return [(int(r["dynamodb"]["SequenceNumber"]), r["eventName"], r["dynamodb"]["Keys"]["id"]["S"])
+            for r in read_stream(streams, "Crash")]
 
 
 def main():

@@ -68,18 +68,23 @@ fn read_all(addr: SocketAddr, arn: &str) -> Vec<Value> {
     out
 }
 
-fn exercise(addr: SocketAddr) {
+/// Creates table `name` (string hash key `pk`) with a stream of `view`.
+fn create_streamed(addr: SocketAddr, name: &str, view: &str) -> Value {
     ddb(
         addr,
         "CreateTable",
         json!({
-            "TableName": "streamed",
+            "TableName": name,
             "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
             "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
             "BillingMode": "PAY_PER_REQUEST",
-            "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            "StreamSpecification": {"StreamEnabled": true, "StreamViewType": view},
         }),
-    );
+    )
+}
+
+fn exercise(addr: SocketAddr) {
+    create_streamed(addr, "streamed", "NEW_AND_OLD_IMAGES");
     let item = |k: &str, v: &str| json!({"pk": {"S": k}, "v": {"S": v}});
     for k in ["a", "b", "c", "d"] {
         ddb(
@@ -299,21 +304,9 @@ async fn a_reader_following_every_shard_sees_each_acknowledged_write_once_throug
     use dynaraft_tests::av::{n, s};
     let mut c = TestCluster::start("stream-failover", 3, 2).await;
     let addr = c.api_addr;
-    tokio::task::spawn_blocking(move || {
-        ddb(
-            addr,
-            "CreateTable",
-            json!({
-                "TableName": "orders",
-                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                "BillingMode": "PAY_PER_REQUEST",
-                "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "NEW_IMAGE"},
-            }),
-        )
-    })
-    .await
-    .expect("create table");
+    tokio::task::spawn_blocking(move || create_streamed(addr, "orders", "NEW_IMAGE"))
+        .await
+        .expect("create table");
     let arn = c
         .client
         .describe_table()
@@ -455,17 +448,7 @@ async fn records_older_than_the_retention_are_purged() {
     let server = TestServer::start_config(None, cfg).await;
     let addr = server.addr;
     tokio::task::spawn_blocking(move || {
-        ddb(
-            addr,
-            "CreateTable",
-            json!({
-                "TableName": "short",
-                "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
-                "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
-                "BillingMode": "PAY_PER_REQUEST",
-                "StreamSpecification": {"StreamEnabled": true, "StreamViewType": "KEYS_ONLY"},
-            }),
-        );
+        create_streamed(addr, "short", "KEYS_ONLY");
         let put = |k: &str| {
             ddb(
                 addr,

@@ -434,12 +434,13 @@ impl Host {
         let (flushed, heavy) = {
             let logs = self.inner.logs.lock().await;
             logs.relog_purges().await?;
-            (logs.purged(), heavy_groups(&logs))
+            let heavy = heavy_groups(&logs);
+            if !heavy.is_empty() {
+                // Their purges should not wait out the purger's usual pause.
+                logs.hurry_purges();
+            }
+            (logs.purged(), heavy)
         };
-        if !heavy.is_empty() {
-            // Their purges should not wait out the purger's usual pause.
-            self.inner.logs.lock().await.hurry_purges();
-        }
         let wal = self.inner.wal.clone();
         let (deleted, pinning) = tokio::task::spawn_blocking(move || {
             // Groups without a log here were removed: nothing to keep.

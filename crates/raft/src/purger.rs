@@ -87,10 +87,7 @@ impl Purger {
         if st.removed.contains(&group) {
             return;
         }
-        let slot = st.pending.entry(group).or_insert(upto);
-        if upto.index > slot.index {
-            *slot = upto;
-        }
+        raise(&mut st.pending, group, upto);
         if !st.running {
             st.running = true;
             tokio::spawn(Self::run(Arc::downgrade(self)));
@@ -151,10 +148,7 @@ impl Purger {
         }
         let mut st = self.state();
         for (g, upto) in batch {
-            let slot = st.durable.entry(g).or_insert(upto);
-            if upto.index > slot.index {
-                *slot = upto;
-            }
+            raise(&mut st.durable, g, upto);
         }
         true
     }
@@ -180,10 +174,7 @@ impl Purger {
         {
             st.pending.remove(&group);
         }
-        let slot = st.durable.entry(group).or_insert(upto);
-        if upto.index > slot.index {
-            *slot = upto;
-        }
+        raise(&mut st.durable, group, upto);
         Ok(())
     }
 
@@ -233,6 +224,14 @@ impl Purger {
     pub fn busy(&self) -> bool {
         let st = self.state();
         st.recording || !st.pending.is_empty()
+    }
+}
+
+/// Sets `group`'s point in `points` to `upto` unless it is already further.
+fn raise(points: &mut BTreeMap<u64, LogId>, group: u64, upto: LogId) {
+    let slot = points.entry(group).or_insert(upto);
+    if upto.index > slot.index {
+        *slot = upto;
     }
 }
 

@@ -10,10 +10,10 @@
 //! always reads its group's own writes; writes of different groups never
 //! share a key (every key starts with its group).
 
+use crate::FirstFailure;
 use crate::StorageError;
 use crate::kv::Store;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most commits waiting for the committer; appliers wait beyond it.
@@ -35,14 +35,14 @@ struct Job {
 pub struct Committer {
     tx: mpsc::Sender<Job>,
     /// The first failed write, once one has failed.
-    failure: Arc<Mutex<Option<String>>>,
+    failure: FirstFailure,
 }
 
 impl Committer {
     /// Starts the committer's thread over `tree`.
     pub fn start(tree: Store) -> Result<Committer, StorageError> {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_COMMITS);
-        let failure = Arc::new(Mutex::new(None));
+        let failure = FirstFailure::default();
         let failed = failure.clone();
         std::thread::Builder::new()
             .name("dynaraft-apply".into())
@@ -53,7 +53,7 @@ impl Committer {
     /// The first error a write to the store met, if any: the groups whose
     /// apply failed have stopped, and a restart recovers them from the log.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().ok().and_then(|f| f.clone())
+        self.failure.get()
     }
 
     /// Writes `writes` atomically (with whatever other groups' commits share
@@ -82,7 +82,7 @@ pub(crate) fn add_writes(batch: &mut crate::kv::Batch, writes: Writes) {
     }
 }
 
-fn run(tree: Store, mut rx: mpsc::Receiver<Job>, failure: Arc<Mutex<Option<String>>>) {
+fn run(tree: Store, mut rx: mpsc::Receiver<Job>, failure: FirstFailure) {
     while let Some(jobs) = crate::next_blocking_batch(&mut rx, MAX_COMMITS_PER_BATCH) {
         let mut batch = crate::kv::Batch::default();
         let mut waiters = Vec::with_capacity(jobs.len());
@@ -93,9 +93,7 @@ fn run(tree: Store, mut rx: mpsc::Receiver<Job>, failure: Arc<Mutex<Option<Strin
         let result = tree.apply(batch).map_err(|e| e.to_string());
         if let Err(e) = &result {
             tracing::error!(error = %e, "state-machine write failed");
-            if let Ok(mut f) = failure.lock() {
-                f.get_or_insert_with(|| format!("state-machine write failed: {e}"));
-            }
+            failure.record(|| format!("state-machine write failed: {e}"));
         }
         for w in waiters {
             let _ = w.send(result.clone().map_err(StorageError::Fatal));

@@ -117,6 +117,47 @@ enum Backend {
     },
 }
 
+impl Backend {
+    /// Opens `engine`: sled as `sled_cfg` says, fjall in `dir` (removed on
+    /// drop when `temporary`), each with its `state` tree or keyspace.
+    fn open(
+        engine: Engine,
+        sled_cfg: sled::Config,
+        dir: &Path,
+        temporary: bool,
+    ) -> Result<Backend, OpenError> {
+        match engine {
+            Engine::Sled => {
+                let db = sled_cfg.open().map_err(|e| match e {
+                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+                        OpenError::Locked
+                    }
+                    other => OpenError::Other(other.into()),
+                })?;
+                let tree = db
+                    .open_tree(STATE)
+                    .map_err(|e| OpenError::Other(e.into()))?;
+                Ok(Backend::Sled { db, tree })
+            }
+            Engine::Fjall => {
+                let db = fjall::Database::builder(dir)
+                    .temporary(temporary)
+                    .manual_journal_persist(true)
+                    .cache_size(FJALL_CACHE_BYTES)
+                    .open()
+                    .map_err(|e| match e {
+                        fjall::Error::Locked => OpenError::Locked,
+                        other => OpenError::Other(fjall_err(other)),
+                    })?;
+                let state = db
+                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
+                    .map_err(|e| OpenError::Other(fjall_err(e)))?;
+                Ok(Backend::Fjall { db, state })
+            }
+        }
+    }
+}
+
 /// The node's store. Cloning shares it.
 #[derive(Clone)]
 pub struct Store {
@@ -151,34 +192,7 @@ impl Store {
             .map_err(OpenError::Other)?
             .unwrap_or(engine);
         let dir = data_dir.join(engine.dir_name());
-        let backend = match engine {
-            Engine::Sled => {
-                let db = sled::Config::new().path(&dir).open().map_err(|e| match e {
-                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                        OpenError::Locked
-                    }
-                    other => OpenError::Other(other.into()),
-                })?;
-                let tree = db
-                    .open_tree(STATE)
-                    .map_err(|e| OpenError::Other(e.into()))?;
-                Backend::Sled { db, tree }
-            }
-            Engine::Fjall => {
-                let db = fjall::Database::builder(&dir)
-                    .manual_journal_persist(true)
-                    .cache_size(FJALL_CACHE_BYTES)
-                    .open()
-                    .map_err(|e| match e {
-                        fjall::Error::Locked => OpenError::Locked,
-                        other => OpenError::Other(fjall_err(other)),
-                    })?;
-                let state = db
-                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
-                    .map_err(|e| OpenError::Other(fjall_err(e)))?;
-                Backend::Fjall { db, state }
-            }
-        };
+        let backend = Backend::open(engine, sled::Config::new().path(&dir), &dir, false)?;
         Ok(Store {
             backend,
             dir: Some(dir),
@@ -190,38 +204,21 @@ impl Store {
     /// memory, where it exists), removed when the last clone is dropped.
     pub fn temporary() -> Result<Store, StorageError> {
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let backend = match DEFAULT_ENGINE {
-            Engine::Sled => {
-                let db = sled::Config::new().temporary(true).open()?;
-                let tree = db.open_tree(STATE)?;
-                Backend::Sled { db, tree }
-            }
-            Engine::Fjall => {
-                let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Memory-backed where the system has it (as sled's
-                // temporary mode is), so `--in-memory` writes no disk.
-                let shm = Path::new("/dev/shm");
-                let base = if shm.is_dir() {
-                    shm.to_path_buf()
-                } else {
-                    std::env::temp_dir()
-                };
-                if n == 0 {
-                    remove_orphans(&base);
-                }
-                let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
-                let db = fjall::Database::builder(&dir)
-                    .temporary(true)
-                    .manual_journal_persist(true)
-                    .cache_size(FJALL_CACHE_BYTES)
-                    .open()
-                    .map_err(fjall_err)?;
-                let state = db
-                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
-                    .map_err(fjall_err)?;
-                Backend::Fjall { db, state }
-            }
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Memory-backed where the system has it (as sled's temporary mode
+        // is), so `--in-memory` writes no disk.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
         };
+        if n == 0 && DEFAULT_ENGINE == Engine::Fjall {
+            remove_orphans(&base);
+        }
+        let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
+        let sled_cfg = sled::Config::new().temporary(true);
+        let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true)?;
         Ok(Store { backend, dir: None })
     }
 

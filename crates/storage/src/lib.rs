@@ -45,6 +45,24 @@ pub enum StorageError {
     Unavailable(String),
 }
 
+/// The first fatal error a background writer (the WAL's, the committer's)
+/// met, shared with its handles so the node can report it. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct FirstFailure(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl FirstFailure {
+    /// Keeps `why` unless an earlier failure is already kept.
+    pub fn record(&self, why: impl FnOnce() -> String) {
+        if let Ok(mut f) = self.0.lock() {
+            f.get_or_insert_with(why);
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|f| f.clone())
+    }
+}
+
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
         StorageError::Fatal(e.to_string())

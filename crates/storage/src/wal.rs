@@ -14,7 +14,7 @@
 //! durably flushed everything they hold, a few megabytes at a time (see
 //! [`delete_gradually`]).
 
-use crate::StorageError;
+use crate::{FirstFailure, StorageError};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -53,16 +53,13 @@ struct AppendRequest {
 /// Per closed segment: the highest index of each group it contains.
 type SegmentIndex = BTreeMap<u64, BTreeMap<u64, u64>>;
 
-/// Why the writer stopped, once it has (shared with every handle).
-type Failure = Arc<Mutex<Option<String>>>;
-
 /// Handle to the log. Cloning shares the same writer thread.
 #[derive(Clone)]
 pub struct Wal {
     tx: Option<mpsc::Sender<AppendRequest>>,
     dir: Option<PathBuf>,
     closed: Arc<Mutex<SegmentIndex>>,
-    failure: Failure,
+    failure: FirstFailure,
 }
 
 impl Wal {
@@ -72,7 +69,7 @@ impl Wal {
             tx: None,
             dir: None,
             closed: Arc::new(Mutex::new(BTreeMap::new())),
-            failure: Failure::default(),
+            failure: FirstFailure::default(),
         }
     }
 
@@ -122,7 +119,7 @@ impl Wal {
         segs.push(next);
         let file = create_segment(dir, next)?;
         let closed = Arc::new(Mutex::new(closed));
-        let failure = Failure::default();
+        let failure = FirstFailure::default();
         let (tx, rx) = mpsc::channel(WAL_QUEUE_CAPACITY);
         let writer = Writer {
             failure: failure.clone(),
@@ -173,7 +170,7 @@ impl Wal {
     /// fsync is never retried as if the data were safe); the node needs a
     /// restart, which recovers from what is on disk.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().ok().and_then(|f| f.clone())
+        self.failure.get()
     }
 
     /// Groups that appear in closed segments.
@@ -274,7 +271,7 @@ impl WalAck {
 }
 
 struct Writer {
-    failure: Failure,
+    failure: FirstFailure,
     dir: PathBuf,
     seq: u64,
     file: File,
@@ -299,7 +296,7 @@ impl Writer {
             let result = self.write_durably(&buf).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(error = %e, "WAL write failed; the node stops accepting writes");
-                self.fail(format!("WAL write failed: {e}"));
+                self.failure.record(|| format!("WAL write failed: {e}"));
             }
             for req in batch {
                 let _ = req.done.send(result.clone());
@@ -311,15 +308,9 @@ impl Writer {
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
-                self.fail(format!("WAL rotation failed: {e}"));
+                self.failure.record(|| format!("WAL rotation failed: {e}"));
                 return;
             }
-        }
-    }
-
-    fn fail(&self, why: String) {
-        if let Ok(mut f) = self.failure.lock() {
-            f.get_or_insert(why);
         }
     }
 
