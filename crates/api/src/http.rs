@@ -9,13 +9,14 @@
 
 use crate::encoding::{self, Coding};
 use crate::error::ApiError;
-use crate::{Api, ops};
+use crate::{Api, Serving, ops};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// Largest request body accepted, in bytes (DynamoDB's limit is 16 MB).
 pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
@@ -34,27 +35,32 @@ const CORS_EXPOSE_HEADERS: &str =
     "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,x-amz-crc32,Date";
 
 pub async fn handle(
-    api: Api,
+    serving: Arc<Serving>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
-    let api = Api {
-        scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
-        ..api
-    };
     let request_id = request_id();
     let cors = Cors::of(req.method(), req.headers());
     let accept = encoding::accepted(req.headers());
     // Whether the request's body may be left unread: then the connection
     // cannot carry another request, and the answer says so.
     let mut unread = false;
-    let mut response = match *req.method() {
+    let mut response = match (&*serving, req.method()) {
         _ if head_too_large(&req) => {
             unread = true;
             text_response(400, "Bad Request\n", &request_id)
         }
-        Method::GET => get(&api, &req, &request_id),
-        Method::OPTIONS if cors.is_some() => text_response(200, "", &request_id),
-        _ => {
+        (serving, &Method::GET) => get(serving, &req, &request_id),
+        (_, &Method::OPTIONS) if cors.is_some() => text_response(200, "", &request_id),
+        (Serving::Down(why), _) => {
+            unread = !hyper::body::Body::is_end_stream(req.body());
+            let (status, body) = ApiError::ServiceUnavailable(why.clone()).to_response();
+            json_response(status, &body, accept, &request_id)
+        }
+        (Serving::Up(api), _) => {
+            let api = Api {
+                scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
+                ..api.clone()
+            };
             let (status, body) = match process(&api, req, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
@@ -88,13 +94,14 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
     target > MAX_REQUEST_HEAD_BYTES || headers > MAX_REQUEST_HEAD_BYTES
 }
 
-/// `GET /`: DynamoDB's health line naming the host the client addressed;
-/// `/metrics`: Prometheus text; `/ready`: readiness (the router has a
-/// catalog to route with, and the storage node in this process, if any,
-/// can still write). Other paths are not found.
-fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
-    match req.uri().path() {
-        "/" => {
+/// `GET /`: DynamoDB's health line naming the host the client addressed
+/// (liveness: it stays up while storage recovers); `/metrics`: Prometheus
+/// text; `/ready`: readiness (the API is up, the router has a catalog to
+/// route with, and the storage node in this process, if any, can still
+/// write). Other paths are not found.
+fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
+    match (req.uri().path(), serving) {
+        ("/", _) => {
             let host = req
                 .headers()
                 .get(hyper::header::HOST)
@@ -102,14 +109,17 @@ fn get(api: &Api, req: &Request<Incoming>, request_id: &str) -> Response<Full<By
                 .unwrap_or("dynaraft");
             text_response(200, &format!("healthy: {host}"), request_id)
         }
-        "/metrics" => match crate::metrics::render() {
+        ("/metrics", _) => match crate::metrics::render() {
             Some(text) => text_response(200, &text, request_id),
             None => text_response(404, "metrics are not enabled\n", request_id),
         },
-        "/ready" if api.router.catalog().get().version == 0 => {
+        ("/ready", Serving::Down(why)) => {
+            text_response(503, &format!("not ready: {why}\n"), request_id)
+        }
+        ("/ready", Serving::Up(api)) if api.router.catalog().get().version == 0 => {
             text_response(503, "not ready: no catalog yet\n", request_id)
         }
-        "/ready" => match api.router.storage_failure() {
+        ("/ready", Serving::Up(api)) => match api.router.storage_failure() {
             Some(why) => text_response(503, &format!("not ready: {why}\n"), request_id),
             None => text_response(200, "ready\n", request_id),
         },

@@ -22,6 +22,7 @@ pub mod params;
 pub mod scope;
 pub mod tag_rules;
 
+use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -122,8 +123,16 @@ impl Api {
 }
 
 /// A running HTTP server.
+/// What the server answers with: the API, or, while the storage under it
+/// is down (being reopened after a disk failure), why it cannot serve.
+pub enum Serving {
+    Up(Api),
+    Down(String),
+}
+
 pub struct Server {
     pub addr: SocketAddr,
+    serving: Arc<ArcSwap<Serving>>,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
     /// One permit per possible connection; all of them free means every
@@ -133,23 +142,64 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `addr` (port 0 picks a free port) and serves until stopped.
+    /// Binds `addr` (port 0 picks a free port) and serves `api` until
+    /// stopped.
     pub async fn start(api: Api, addr: SocketAddr) -> std::io::Result<Server> {
+        ops::resume_transitions(&api);
+        let cfg = api.cfg.clone();
+        Server::serve(Serving::Up(api), cfg, addr).await
+    }
+
+    /// Binds `addr` and serves without an API, down for `why`, until
+    /// [`Server::bring_up`].
+    pub async fn start_down(
+        cfg: Arc<ApiConfig>,
+        addr: SocketAddr,
+        why: String,
+    ) -> std::io::Result<Server> {
+        Server::serve(Serving::Down(why), cfg, addr).await
+    }
+
+    async fn serve(
+        serving: Serving,
+        cfg: Arc<ApiConfig>,
+        addr: SocketAddr,
+    ) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         metrics::install();
-        ops::resume_transitions(&api);
         let (stop, stopped) = watch::channel(false);
-        let max_connections = api.cfg.max_connections.max(1);
+        let max_connections = cfg.max_connections.max(1);
         let limit = Arc::new(Semaphore::new(max_connections));
-        let done = tokio::spawn(accept_loop(api, listener, limit.clone(), stopped));
+        let serving = Arc::new(ArcSwap::from_pointee(serving));
+        let accepting = Accepting {
+            serving: serving.clone(),
+            cfg,
+            limit: limit.clone(),
+        };
+        let done = tokio::spawn(accept_loop(accepting, listener, stopped));
         Ok(Server {
             addr,
+            serving,
             stop,
             done,
             limit,
             max_connections,
         })
+    }
+
+    /// Answers every API request with a retryable ServiceUnavailable (and
+    /// `/ready` with 503) saying `why`, and lets go of the API served until
+    /// now, so nothing new reaches the storage under it.
+    pub fn take_down(&self, why: String) {
+        self.serving.store(Arc::new(Serving::Down(why)));
+    }
+
+    /// Serves `api` (after [`Server::take_down`]), resuming the table
+    /// transitions its catalog holds.
+    pub fn bring_up(&self, api: Api) {
+        ops::resume_transitions(&api);
+        self.serving.store(Arc::new(Serving::Up(api)));
     }
 
     /// Stops accepting, lets open requests finish, and returns once every
@@ -161,15 +211,23 @@ impl Server {
     }
 }
 
+/// What the accept loop hands each connection.
+struct Accepting {
+    serving: Arc<ArcSwap<Serving>>,
+    cfg: Arc<ApiConfig>,
+    /// See [`Server::limit`].
+    limit: Arc<Semaphore>,
+}
+
 /// Accepts connections until stopped. At the cap, the oldest idle
 /// connection is asked to close to make room (see [`conns`]).
 async fn accept_loop(
-    api: Api,
+    accepting: Accepting,
     listener: TcpListener,
-    limit: Arc<Semaphore>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let registry = Arc::new(conns::Connections::default());
+    let limit = &accepting.limit;
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -187,26 +245,41 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let conn = registry.register();
-        tokio::spawn(serve(api.clone(), stream, conn, permit, stopped.clone()));
+        let connection = Connection {
+            serving: accepting.serving.clone(),
+            header_timeout_ms: accepting.cfg.header_read_timeout_ms,
+            registered: conn,
+            _permit: permit,
+        };
+        tokio::spawn(serve(connection, stream, stopped.clone()));
     }
 }
 
-/// Serves one connection until it ends, the server stops or the registry
-/// asks it to close.
-async fn serve(
-    api: Api,
-    stream: tokio::net::TcpStream,
+/// One client connection's share of the server.
+struct Connection {
+    serving: Arc<ArcSwap<Serving>>,
+    header_timeout_ms: u64,
     registered: conns::Registered,
     _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// Serves one connection until it ends, the server stops or the registry
+/// asks it to close. Each request is served by what the server serves when
+/// it arrives.
+async fn serve(
+    connection: Connection,
+    stream: tokio::net::TcpStream,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let header_timeout = std::time::Duration::from_millis(api.cfg.header_read_timeout_ms);
+    let header_timeout = std::time::Duration::from_millis(connection.header_timeout_ms);
+    let registered = &connection.registered;
     let marker = registered.marker();
+    let serving = connection.serving.clone();
     let svc = service_fn(move |req| {
         let busy = marker.busy();
-        let api = api.clone();
+        let serving = serving.load_full();
         async move {
-            let response = http::handle(api, req).await;
+            let response = http::handle(serving, req).await;
             drop(busy);
             response
         }

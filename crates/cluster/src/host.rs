@@ -55,14 +55,21 @@ pub const MAX_LOG_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 /// How often the checkpoint loop looks for a tail over
 /// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
 pub const CHECKPOINT_POLL_MS: u64 = 1_000;
-/// How long opening waits for the store's file lock (a previous instance in
-/// the same process may still be releasing it), in milliseconds.
-pub const SLED_LOCK_WAIT_MS: u64 = 3_000;
+/// How long opening waits for the store's and the WAL's file locks (a
+/// previous instance in the same process may still be releasing them), in
+/// milliseconds.
+pub const LOCK_WAIT_MS: u64 = 3_000;
 /// Pause between attempts to take the store's file lock, in milliseconds.
-pub const SLED_LOCK_RETRY_MS: u64 = 20;
+pub const LOCK_RETRY_MS: u64 = 20;
 pub use dynaraft_storage::kv::DEFAULT_ENGINE;
-/// How long shutdown waits for each group's Raft tasks to release storage.
+/// How long shutdown waits for the groups' Raft tasks to release storage,
+/// in milliseconds (all groups together).
 pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
+/// How long shutdown waits for the store's last flush, in milliseconds (a
+/// store that met a disk error may never finish it).
+pub const STORE_FLUSH_WAIT_MS: u64 = 2_000;
+/// How long shutdown waits for the node's own tasks to end, in milliseconds.
+pub const TASKS_STOP_WAIT_MS: u64 = 5_000;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -143,8 +150,11 @@ impl Host {
         let (store, wal, records, votes) = match &cfg.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let store = open_store(dir, cfg.engine).await?;
-                let (wal, records) = Wal::open_with(&dir.join("wal"), cfg.wal_segment_bytes)?;
+                let store = when_unlocked(|| Store::open_in(dir, cfg.engine)).await?;
+                tracing::info!(engine = ?store.engine(), "state machine store opened");
+                let wal_dir = dir.join("wal");
+                let (wal, records) =
+                    when_unlocked(|| Wal::open_with(&wal_dir, cfg.wal_segment_bytes)).await?;
                 let votes = VoteFile::open(Some(dir.join("votes.json")))?;
                 (store, wal, records, votes)
             }
@@ -196,12 +206,18 @@ impl Host {
     }
 
     /// Why this node can no longer write, if it cannot: its WAL or its
-    /// store failed (see `Wal::failure`). Readiness reports it.
+    /// store failed (see `Wal::failure`), or a replica's Raft stopped on a
+    /// storage error (a vote, a log entry or an apply that could not be
+    /// written or read). Readiness reports it.
     pub fn storage_failure(&self) -> Option<String> {
         self.inner
             .wal
             .failure()
             .or_else(|| self.inner.committer.failure())
+            .or_else(|| {
+                let groups = self.inner.groups.load();
+                groups.values().find_map(RaftGroup::failure)
+            })
     }
 
     pub fn tree(&self) -> &Store {
@@ -467,7 +483,9 @@ impl Host {
     }
 
     /// Stops every group and task and waits until they have exited, so the
-    /// data directory can be reopened. Other clones become unusable.
+    /// data directory can be reopened. Other clones become unusable. Bounded
+    /// (a node whose disk failed may never finish a flush): what outlives
+    /// the waits is logged, and a reopen waits for its locks.
     pub async fn shutdown(self) {
         let _ = self.inner.stop.send(true);
         let groups = self.inner.groups.swap(Arc::new(HashMap::new()));
@@ -479,32 +497,44 @@ impl Host {
         // task; its applied watch closes then.
         let mut closing: Vec<_> = groups.values().map(|g| g.applied.clone()).collect();
         drop(groups);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(GROUP_STOP_WAIT_MS);
         for rx in &mut closing {
-            let wait = Duration::from_millis(GROUP_STOP_WAIT_MS);
             let closed = async { while rx.changed().await.is_ok() {} };
-            if tokio::time::timeout(wait, closed).await.is_err() {
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
                 tracing::warn!("a group's state machine outlived shutdown");
             }
         }
-        self.inner.store.flush_soon().await;
+        let flush = Duration::from_millis(STORE_FLUSH_WAIT_MS);
+        if tokio::time::timeout(flush, self.inner.store.flush_soon())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store's last flush did not finish; the WAL holds every write");
+        }
         let mut tasks = self.inner.tasks.subscribe();
-        let _ = tasks.wait_for(|n| *n == 0).await;
+        let stopped = tasks.wait_for(|n| *n == 0);
+        if tokio::time::timeout(Duration::from_millis(TASKS_STOP_WAIT_MS), stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("some node tasks outlived shutdown");
+        }
     }
 }
 
-/// Opens the store, waiting a little for a lock held by a previous
-/// instance of this node in the same process (its background threads end
-/// shortly).
-async fn open_store(data_dir: &std::path::Path, engine: Engine) -> Result<Store, StorageError> {
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(SLED_LOCK_WAIT_MS);
+/// Runs `open` (of the store or the WAL) until it is not refused for a
+/// lock held by a previous instance of this node in the same process, whose
+/// threads end shortly after it is dropped, for at most
+/// [`LOCK_WAIT_MS`].
+async fn when_unlocked<T>(
+    mut open: impl FnMut() -> Result<T, OpenError>,
+) -> Result<T, StorageError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LOCK_WAIT_MS);
     loop {
-        match Store::open_in(data_dir, engine) {
-            Ok(store) => {
-                tracing::info!(engine = ?store.engine(), "state machine store opened");
-                return Ok(store);
-            }
+        match open() {
+            Ok(opened) => return Ok(opened),
             Err(OpenError::Locked) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(SLED_LOCK_RETRY_MS)).await;
+                tokio::time::sleep(Duration::from_millis(LOCK_RETRY_MS)).await;
             }
             Err(e) => return Err(e.into()),
         }

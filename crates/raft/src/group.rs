@@ -189,6 +189,19 @@ impl RaftGroup {
         m.membership_config.membership().voter_ids().collect()
     }
 
+    /// Why this replica's Raft stopped, if a storage error (or a panic)
+    /// stopped it: its log, vote or state machine could not be written or
+    /// read. A replica shut down on purpose reports nothing.
+    pub fn failure(&self) -> Option<String> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        match &m.running_state {
+            Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
+            Err(e) => Some(format!("group {}: {e}", self.group)),
+        }
+    }
+
     /// Whether this replica is the group's leader now.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node)

@@ -5,6 +5,7 @@
 //! (a load generator for any DynamoDB endpoint) and `streams tail` (a
 //! table's stream as JSON lines).
 
+mod supervise;
 mod tail;
 
 use clap::{Parser, Subcommand};
@@ -376,7 +377,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
     shutdown_signal().await;
     tracing::info!("shutting down");
-    node.shutdown().await;
+    bounded_shutdown(node.shutdown()).await;
     Ok(())
 }
 
@@ -410,7 +411,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %server.addr, "dynaraft router listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
-    server.stop().await;
+    bounded_shutdown(server.stop()).await;
     rn.stop();
     Ok(())
 }
@@ -418,12 +419,11 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
-    let node = Embedded::start(EmbeddedConfig {
+    let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         ..EmbeddedConfig::new(data_dir)
-    })
-    .await?;
-    let cfg = ApiConfig {
+    };
+    let cfg = Arc::new(ApiConfig {
         transition_delay_ms: if args.instant_transitions {
             0
         } else {
@@ -435,14 +435,53 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         shared_db: args.shared_db,
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         ..ApiConfig::default()
+    });
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let (node, server) = match supervise::recovering_from() {
+        // Re-executed after a storage failure: serve (not ready) at once,
+        // and open the node as soon as it opens.
+        Some(why) => {
+            tracing::warn!(failure = %why, "recovering from a storage failure");
+            let server = Server::start_down(cfg.clone(), addr, why).await?;
+            match supervise::reopen(&node_cfg, &cfg, &server, &mut stop).await {
+                Some(node) => (node, server),
+                None => {
+                    bounded_shutdown(server.stop()).await;
+                    return Ok(());
+                }
+            }
+        }
+        None => {
+            let node = Embedded::start(node_cfg.clone()).await?;
+            let server = Server::start(Api::new(node.router.clone(), cfg.clone()), addr).await?;
+            (node, server)
+        }
     };
-    let server = Server::start(Api::new(node.router.clone(), Arc::new(cfg)), addr).await?;
     tracing::info!(addr = %server.addr, data = ?(!args.in_memory).then_some(&args.data_dir), "dynaraft embedded server listening");
-    shutdown_signal().await;
+    let node = supervise::embedded(node, args.in_memory, &server, stop).await;
     tracing::info!("shutting down");
-    server.stop().await;
-    node.shutdown().await;
+    bounded_shutdown(async move {
+        server.stop().await;
+        node.shutdown().await;
+    })
+    .await;
     Ok(())
+}
+
+/// Longest a shutdown waits for open requests and the node's tasks, in
+/// milliseconds. Past it the process exits anyway: every acknowledged
+/// write is already fsynced in the WAL.
+const SHUTDOWN_WAIT_MS: u64 = 10_000;
+
+async fn bounded_shutdown(shutdown: impl std::future::Future<Output = ()>) {
+    let wait = std::time::Duration::from_millis(SHUTDOWN_WAIT_MS);
+    if tokio::time::timeout(wait, shutdown).await.is_err() {
+        tracing::warn!(
+            wait_ms = SHUTDOWN_WAIT_MS,
+            "shutdown did not finish in time; exiting (acknowledged writes are in the WAL)"
+        );
+    }
 }
 
 async fn shutdown_signal() {

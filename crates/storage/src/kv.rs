@@ -192,6 +192,9 @@ impl Store {
             .map_err(OpenError::Other)?
             .unwrap_or(engine);
         let dir = data_dir.join(engine.dir_name());
+        if engine == Engine::Sled {
+            discard_torn_sled_snapshots(&dir)?;
+        }
         let backend = Backend::open(engine, sled::Config::new().path(&dir), &dir, false)?;
         Ok(Store {
             backend,
@@ -314,23 +317,69 @@ impl Store {
     }
 }
 
-/// Why a store did not open.
-#[derive(Debug)]
+/// Why a store (or the WAL) did not open.
+#[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    /// Another instance (in this process, shutting down) still holds it.
+    /// Another instance (another process, or one in this process still
+    /// shutting down) holds it.
+    #[error("the data directory is in use by another process (or an instance still closing)")]
     Locked,
-    Other(StorageError),
+    #[error(transparent)]
+    Other(#[from] StorageError),
 }
 
 impl From<OpenError> for StorageError {
     fn from(e: OpenError) -> StorageError {
         match e {
-            OpenError::Locked => {
-                StorageError::Fatal("the store is locked by another process".into())
-            }
+            OpenError::Locked => StorageError::Fatal(e.to_string()),
             OpenError::Other(e) => e,
         }
     }
+}
+
+/// Removes the snapshot files sled began and never finished in `dir`.
+///
+/// sled 0.34 writes a snapshot to `snap.<lsn>.generating`, fsyncs it and
+/// renames it to `snap.<lsn>`, but at start-up it reads the newest file
+/// named `snap.*`, `.generating` ones included, and refuses to open when
+/// that one is short or fails its checksum. A snapshot cut short (a crash,
+/// or a full disk: a start attempted on a full disk left a 0-byte one)
+/// would so keep the store from ever opening, although the snapshot is
+/// only a cache of sled's log: without it sled uses the previous one or
+/// scans the log. A `.generating` file that sled would refuse (its last 12
+/// bytes are the length and the CRC-32 of what precedes them) is removed;
+/// a complete one is kept, as sled would use it.
+fn discard_torn_sled_snapshots(dir: &Path) -> Result<(), StorageError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // a new store
+    };
+    for e in entries {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("snap.")
+            && name.ends_with(".generating")
+            && !sled_snapshot_is_whole(&std::fs::read(&path)?)
+        {
+            tracing::warn!(file = %path.display(), "removing a snapshot sled did not finish writing");
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `bytes` end with their length (8 bytes) and the CRC-32 (4 bytes,
+/// little-endian) of the bytes before those 12, as sled checks a snapshot.
+fn sled_snapshot_is_whole(bytes: &[u8]) -> bool {
+    const TRAILER_BYTES: usize = 12;
+    let Some(body_len) = bytes.len().checked_sub(TRAILER_BYTES).filter(|n| *n > 0) else {
+        return false;
+    };
+    let (body, trailer) = bytes.split_at(body_len);
+    let crc = trailer
+        .get(8..12)
+        .and_then(|c| <[u8; 4]>::try_from(c).ok())
+        .map(u32::from_le_bytes);
+    crc == Some(crc32fast::hash(body))
 }
 
 /// Removes the temporary stores of processes that no longer run (killed
@@ -448,5 +497,49 @@ mod tests {
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod torn_snapshot_tests {
+    use super::*;
+
+    /// A snapshot sled began and never finished (here 0 bytes, as a start
+    /// on a full disk left one) no longer keeps the store from opening; a
+    /// finished `.generating` one (crash between fsync and rename) is kept.
+    #[test]
+    fn a_torn_sled_snapshot_is_discarded_and_a_whole_one_kept() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-kv-snap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open_in(&dir, Engine::Sled).expect("open");
+            let mut b = Batch::default();
+            b.insert(b"k".to_vec(), b"v".to_vec());
+            store.apply(b).unwrap();
+            store.flush_durably().unwrap();
+        }
+        let torn = dir.join("sled").join("snap.FFFFFFFFFFFFFFFF.generating");
+        std::fs::write(&torn, b"").unwrap();
+        // What sled alone does with it: refuses to open.
+        let refused = sled::Config::new().path(dir.join("sled")).open();
+        assert!(
+            refused.is_err(),
+            "sled 0.34 reads a torn .generating snapshot"
+        );
+        drop(refused);
+        let store = Store::open_in(&dir, Engine::Sled).expect("opens without the torn snapshot");
+        assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
+        assert!(!torn.exists());
+        drop(store);
+
+        let mut whole = b"snapshot body".to_vec();
+        let crc = crc32fast::hash(&whole);
+        whole.extend_from_slice(&13u64.to_le_bytes());
+        whole.extend_from_slice(&crc.to_le_bytes());
+        assert!(sled_snapshot_is_whole(&whole));
+        whole[0] ^= 1;
+        assert!(!sled_snapshot_is_whole(&whole));
+        assert!(!sled_snapshot_is_whole(&whole[..12]));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -9,11 +9,17 @@
 //! mid-write) is cut off at startup; a bad record anywhere else is
 //! corruption and startup fails with an error naming the segment.
 //!
+//! One writer at a time: the writer thread holds an exclusive lock on the
+//! directory's `LOCK` file for as long as it runs, so a log reopened in the
+//! same process (after a storage failure, see `dynaraft_cluster::host`) or
+//! by a second process waits for, or is refused by, the one still writing.
+//!
 //! A batch is acknowledged only after `write` + `fdatasync` of the segment.
 //! Segments are deleted by [`Wal::checkpoint`] once the state machine has
 //! durably flushed everything they hold, a few megabytes at a time (see
 //! [`delete_gradually`]).
 
+use crate::kv::OpenError;
 use crate::{FirstFailure, StorageError};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -33,6 +39,8 @@ pub const WAL_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// 400 KB plus expressions; this leaves generous room).
 pub const WAL_MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 const HEADER_BYTES: usize = 8;
+/// The file whose lock the running writer holds.
+const LOCK_FILE: &str = "LOCK";
 /// Bytes a deleted segment is cut by at each step of [`delete_gradually`].
 pub const WAL_DELETE_STEP_BYTES: u64 = 4 * 1024 * 1024;
 /// Pause between two steps of [`delete_gradually`], in milliseconds.
@@ -75,17 +83,24 @@ impl Wal {
 
     /// Opens the log in `dir` with segments of [`WAL_SEGMENT_BYTES`],
     /// returning it with every intact record, in order, for replay.
-    pub fn open(dir: &Path) -> Result<(Wal, Vec<WalRecord>), StorageError> {
+    pub fn open(dir: &Path) -> Result<(Wal, Vec<WalRecord>), OpenError> {
         Wal::open_with(dir, WAL_SEGMENT_BYTES)
     }
 
     /// [`Wal::open`] with segments closed at `segment_bytes` (small ones
-    /// make tests reach segment deletion quickly).
-    pub fn open_with(
+    /// make tests reach segment deletion quickly). [`OpenError::Locked`]
+    /// while another writer still runs on `dir`.
+    pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<(Wal, Vec<WalRecord>), OpenError> {
+        std::fs::create_dir_all(dir).map_err(StorageError::from)?;
+        let lock = lock_dir(dir)?;
+        Ok(Wal::open_locked(dir, segment_bytes, lock)?)
+    }
+
+    fn open_locked(
         dir: &Path,
         segment_bytes: u64,
+        lock: File,
     ) -> Result<(Wal, Vec<WalRecord>), StorageError> {
-        std::fs::create_dir_all(dir)?;
         let mut segs = list_segments(dir)?;
         let mut records = Vec::new();
         let mut closed: SegmentIndex = BTreeMap::new();
@@ -122,6 +137,7 @@ impl Wal {
         let failure = FirstFailure::default();
         let (tx, rx) = mpsc::channel(WAL_QUEUE_CAPACITY);
         let writer = Writer {
+            _lock: lock,
             failure: failure.clone(),
             dir: dir.to_path_buf(),
             seq: next,
@@ -271,6 +287,8 @@ impl WalAck {
 }
 
 struct Writer {
+    /// Held while the writer runs (see [`LOCK_FILE`]).
+    _lock: File,
     failure: FirstFailure,
     dir: PathBuf,
     seq: u64,
@@ -381,6 +399,21 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64), StorageError> {
     Ok((out, pos as u64))
 }
 
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`], without waiting.
+fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(StorageError::from)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(OpenError::Locked),
+        Err(std::fs::TryLockError::Error(e)) => Err(StorageError::from(e).into()),
+    }
+}
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("wal-{seq:012}.log"))
 }
@@ -477,6 +510,35 @@ mod tests {
         assert!(wal.append(vec![record(2)]).await.is_err());
         let failure = wal.failure().expect("the failure is reported");
         assert!(failure.contains("rotation"), "{failure}");
+    }
+
+    /// One writer at a time: a second open waits for the first writer to
+    /// end, then reads everything it wrote.
+    #[tokio::test]
+    async fn a_log_in_use_is_locked_until_its_writer_ends() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-wal-lock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open(&dir).unwrap();
+        let record = WalRecord {
+            group: 7,
+            index: 1,
+            payload: vec![1; 10],
+        };
+        wal.append(vec![record]).await.unwrap();
+        assert!(matches!(Wal::open(&dir), Err(OpenError::Locked)));
+        drop(wal);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let records = loop {
+            match Wal::open(&dir) {
+                Ok((_, records)) => break records,
+                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(records.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A checkpoint deletes the segments it may, keeps the rest readable,

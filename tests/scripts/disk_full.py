@@ -1,0 +1,252 @@
+"""The embedded server on a disk that fills up, with boto3.
+
+Usage: disk_full.py <dynaraft binary>. Needs root (it mounts a small tmpfs
+as the data directory's disk); it re-runs itself in a private mount
+namespace (`unshare --mount`), so the mount vanishes with it whatever
+happens. Without root it says so and skips.
+
+1. Under load from several writers, the disk fills: writes fail with a
+   retryable 5xx, `/ready` answers 503 naming the failure, `/` stays up.
+2. A ballast file is deleted: writes resume on their own, without a
+   restart, within RESUME_WITHIN_S, and `/ready` is 200 again.
+3. The disk is filled again and the server stopped (SIGTERM, within
+   SHUTDOWN_WITHIN_S); starting it on the full disk fails cleanly, several
+   times (an error message, no panic); the disk is grown and the server
+   starts.
+4. Every write acknowledged at any point is there, with its value.
+"""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import boto3
+import botocore.exceptions
+from botocore.config import Config
+
+DISK_MB = 160
+BALLAST_MB = 48
+GROWN_DISK_MB = 512
+ITEM_BYTES = 100_000
+WRITERS = 4
+RESUME_WITHIN_S = 15
+SHUTDOWN_WITHIN_S = 15
+START_ATTEMPTS_ON_FULL_DISK = 3
+TABLE = "DiskFull"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(url):
+    """(status, body) of a GET."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class Server:
+    def __init__(self, binary, data, log):
+        self.binary, self.data, self.log = binary, data, log
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+
+    def command(self):
+        return [self.binary, "embedded", "--port", str(self.port), "--data-dir", self.data,
+                "--instant-transitions"]
+
+    def start(self):
+        self.proc = subprocess.Popen(self.command(), stderr=self.log, stdout=self.log)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            assert self.proc.poll() is None, "the server exited at start-up"
+            try:
+                urllib.request.urlopen(self.url + "/", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("the server did not start")
+
+    def stop(self):
+        started = time.time()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(SHUTDOWN_WITHIN_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            raise AssertionError(f"SIGTERM took over {SHUTDOWN_WITHIN_S} s")
+        return time.time() - started
+
+
+def client(url):
+    # One attempt per call: the test sees every refusal itself.
+    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(retries={"max_attempts": 1, "mode": "standard"},
+                                      connect_timeout=5, read_timeout=30))
+
+
+class Writers:
+    """Threads putting distinct items until told to stop; they keep what
+    was acknowledged and the errors they saw."""
+
+    def __init__(self, url):
+        self.url = url
+        self.acked = {}
+        self.errors = []
+        self.last_ok = 0.0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = []
+
+    def run(self):
+        self.stopping.clear()
+        self.threads = [threading.Thread(target=self.write, args=(w,), daemon=True)
+                        for w in range(WRITERS)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join()
+
+    def write(self, w):
+        c = client(self.url)
+        n = 0
+        while not self.stopping.is_set():
+            key = f"w{w}-{time.time_ns()}-{n}"
+            value = (key * (ITEM_BYTES // len(key) + 1))[:ITEM_BYTES]
+            n += 1
+            try:
+                c.put_item(TableName=TABLE, Item={"id": {"S": key}, "v": {"S": value}})
+            except Exception as e:  # noqa: BLE001 - every refusal is recorded and checked
+                with self.lock:
+                    self.errors.append(e)
+                time.sleep(0.05)
+                continue
+            with self.lock:
+                self.acked[key] = value
+                self.last_ok = time.time()
+
+
+def wait_until(what, predicate, within_s):
+    deadline = time.time() + within_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"not within {within_s} s: {what}")
+
+
+def refusal_kind(e):
+    """A retryable refusal's HTTP status, or "connection" for a connection
+    the server dropped or refused (the moment it re-executes itself)."""
+    if isinstance(e, (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)):
+        return "connection"
+    return getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def fill(server, writers, ballast=None):
+    """Writes until the disk is full and writes are refused."""
+    writers.run()
+    refused_before = len(writers.errors)
+    wait_until("writes refused on a full disk", lambda: len(writers.errors) > refused_before + 20, 180)
+    status, body = get(server.url + "/ready")
+    assert status == 503 and "not ready" in body, (status, body)
+    assert get(server.url + "/")[0] == 200, "liveness must stay up"
+    with writers.lock:
+        refusals = writers.errors[refused_before:]
+    kinds = {refusal_kind(e) for e in refusals}
+    assert kinds <= {500, 503, "connection"}, f"refusals must be retryable, saw {kinds}: {refusals[:3]}"
+    print(f"disk full: {len(writers.acked)} writes acknowledged, refusals {sorted(map(str, kinds))}, "
+          f"/ready: {body.strip()}")
+
+
+def check_all(url, acked):
+    c = client(url)
+    for key, value in acked.items():
+        item = c.get_item(TableName=TABLE, Key={"id": {"S": key}}, ConsistentRead=True).get("Item")
+        assert item is not None, f"acknowledged write {key} lost"
+        assert item["v"]["S"] == value, f"acknowledged write {key} has a different value"
+    print(f"every acknowledged write intact: {len(acked)}")
+
+
+def main(binary, mnt):
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_MB}m", "tmpfs", mnt], check=True)
+    ballast = os.path.join(mnt, "ballast")
+    subprocess.run(["dd", "if=/dev/zero", f"of={ballast}", "bs=1M", f"count={BALLAST_MB}"],
+                   check=True, capture_output=True)
+    log = open(os.path.join(tempfile.gettempdir(), "dynaraft-disk-full.log"), "w")
+    server = Server(binary, os.path.join(mnt, "data"), log)
+    server.start()
+    client(server.url).create_table(
+        TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}])
+    writers = Writers(server.url)
+    try:
+        run(server, writers, ballast, mnt)
+    finally:
+        writers.stopping.set()
+        if server.proc and server.proc.poll() is None:
+            server.proc.kill()
+
+
+def run(server, writers, ballast, mnt):
+    # 1 and 2: full, then space freed with the server running.
+    fill(server, writers)
+    freed = time.time()
+    os.remove(ballast)
+    wait_until("writes resume after space is freed", lambda: writers.last_ok > freed, RESUME_WITHIN_S)
+    resumed = writers.last_ok - freed
+    wait_until("/ready is 200 again", lambda: get(server.url + "/ready")[0] == 200, RESUME_WITHIN_S)
+    print(f"space freed: writes resumed after {resumed:.1f} s without a restart")
+
+    # 3: full again; stop; starts on the full disk fail cleanly; grow; start.
+    fill(server, writers)
+    writers.stop()
+    took = server.stop()
+    print(f"SIGTERM on a full disk: exited in {took:.1f} s")
+    for attempt in range(START_ATTEMPTS_ON_FULL_DISK):
+        r = subprocess.run(server.command(), capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0, "a start on a full disk cannot serve writes"
+        assert "panicked" not in r.stderr, r.stderr[-2000:]
+        errors = [l for l in r.stderr.splitlines() if l.startswith("Error:")]
+        assert errors, f"no error message: {r.stderr[-2000:]}"
+        print(f"start {attempt + 1} on a full disk: exit {r.returncode}, {errors[0]}")
+    subprocess.run(["mount", "-o", f"remount,size={GROWN_DISK_MB}m", mnt], check=True)
+    server.start()
+    check_all(server.url, writers.acked)
+    client(server.url).put_item(TableName=TABLE, Item={"id": {"S": "after"}, "v": {"S": "grown"}})
+    server.stop()
+    print("disk_full: ok")
+
+
+if __name__ == "__main__":
+    if os.geteuid() != 0:
+        print("disk_full: SKIPPED, needs root to mount a small tmpfs")
+        sys.exit(0)
+    if os.environ.get("DISK_FULL_NAMESPACE") != "1":
+        os.environ["DISK_FULL_NAMESPACE"] = "1"
+        os.execvp("unshare", ["unshare", "--mount", "--propagation", "private",
+                              sys.executable] + sys.argv)
+    with tempfile.TemporaryDirectory() as mnt:
+        try:
+            main(sys.argv[1], mnt)
+        finally:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
