@@ -14,6 +14,7 @@ use dynaraft_cluster::admin;
 use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
 use dynaraft_cluster::host::HostConfig;
 use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
+use dynaraft_storage::StorageError;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -373,9 +374,26 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
         replace_after_ms: args.replace_after_ms,
     };
-    let node = ClusterNode::start(cfg, listener).await?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let node = match supervise::recovering_from() {
+        // Re-executed after a storage failure: open as soon as it opens.
+        Some(why) => {
+            tracing::warn!(failure = %why, "recovering from a storage failure");
+            drop(listener);
+            let start = || async {
+                let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+                ClusterNode::start(cfg.clone(), listener).await
+            };
+            match supervise::retry(start, |_| {}, &mut stop).await {
+                Some(node) => node,
+                None => return Ok(()),
+            }
+        }
+        None => ClusterNode::start(cfg, listener).await?,
+    };
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
-    shutdown_signal().await;
+    supervise::watch(&node.host, true, |_| {}, stop).await;
     tracing::info!("shutting down");
     bounded_shutdown(node.shutdown()).await;
     Ok(())
@@ -444,13 +462,18 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         Some(why) => {
             tracing::warn!(failure = %why, "recovering from a storage failure");
             let server = Server::start_down(cfg.clone(), addr, why).await?;
-            match supervise::reopen(&node_cfg, &cfg, &server, &mut stop).await {
-                Some(node) => (node, server),
-                None => {
-                    bounded_shutdown(server.stop()).await;
-                    return Ok(());
-                }
-            }
+            let start = || Embedded::start(node_cfg.clone());
+            let failed = |e: &StorageError| {
+                server.take_down(format!(
+                    "recovering from a storage failure; not open yet: {e}"
+                ))
+            };
+            let Some(node) = supervise::retry(start, failed, &mut stop).await else {
+                bounded_shutdown(server.stop()).await;
+                return Ok(());
+            };
+            server.bring_up(Api::new(node.router.clone(), cfg.clone()));
+            (node, server)
         }
         None => {
             let node = Embedded::start(node_cfg.clone()).await?;
@@ -459,7 +482,8 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         }
     };
     tracing::info!(addr = %server.addr, data = ?(!args.in_memory).then_some(&args.data_dir), "dynaraft embedded server listening");
-    let node = supervise::embedded(node, args.in_memory, &server, stop).await;
+    let down = |why| server.take_down(why);
+    supervise::watch(&node.host, !args.in_memory, down, stop).await;
     tracing::info!("shutting down");
     bounded_shutdown(async move {
         server.stop().await;

@@ -1,4 +1,5 @@
-//! Keeps the embedded server serving through storage failures.
+//! Keeps a node (the embedded server, or a cluster's storage node) serving
+//! through storage failures.
 //!
 //! When the node's WAL or its state-machine store fails to write (a full
 //! disk, an I/O error, a failed fsync), the node is not trusted to go on:
@@ -25,12 +26,15 @@
 //! writes resume on their own once space returns. A first start, not a
 //! recovery, still fails at once with the error, as an operator expects.
 //!
+//! A cluster's storage node does the same without the HTTP part: while it
+//! recovers, its replicas are simply absent and the other zones keep
+//! quorum; once it opens, it catches up from the leaders.
+//!
 //! An in-memory server is never re-executed: it would come back empty, a
 //! silent reset no client should see. It stays not ready instead.
 
-use dynaraft_api::{Api, ApiConfig, Server};
-use dynaraft_cluster::embedded::{Embedded, EmbeddedConfig};
-use std::sync::Arc;
+use dynaraft_cluster::host::Host;
+use dynaraft_storage::StorageError;
 use std::time::Duration;
 
 /// Set in the environment of a process re-executed after a storage
@@ -49,55 +53,56 @@ pub fn recovering_from() -> Option<String> {
     std::env::var(RECOVERING_ENV).ok()
 }
 
-/// Runs until `stop` resolves; when the node's storage fails first, takes
-/// the API down and re-executes the process (which does not return).
-/// Returns the node for the caller to shut down.
-pub async fn embedded(
-    node: Embedded,
-    in_memory: bool,
-    server: &Server,
+/// Runs until `stop` resolves. When `host`'s storage fails first, calls
+/// `down` with the reason and re-executes the process (which does not
+/// return) if `durable`; a node without durable storage stays down instead.
+pub async fn watch(
+    host: &Host,
+    durable: bool,
+    down: impl FnOnce(String),
     stop: impl std::future::Future<Output = ()>,
-) -> Embedded {
+) {
     let why = tokio::select! {
-        why = failure(&node) => why,
-        _ = stop => return node,
+        why = failure(host) => why,
+        _ = stop => return,
     };
     tracing::error!(error = %why, "storage failed; the node restarts and recovers from its log");
-    server.take_down(format!("storage failed ({why}); recovering from the log"));
-    if in_memory {
-        tracing::error!("an in-memory server cannot recover its data; it stays not ready");
-        std::future::pending::<()>().await;
+    down(format!("storage failed ({why}); recovering from the log"));
+    if !durable {
+        tracing::error!("an in-memory node cannot recover its data; it stays not ready");
+        return std::future::pending().await;
     }
     let e = reexec(&why);
     tracing::error!(error = %e, "could not re-execute; the node stays not ready");
     std::future::pending().await
 }
 
-/// Opens the node of a recovering process, again and again until it opens
-/// (then serves it) or `stop` resolves (`None`).
-pub async fn reopen(
-    cfg: &EmbeddedConfig,
-    api_cfg: &Arc<ApiConfig>,
-    server: &Server,
+/// Runs `start` until it succeeds (a recovering node opening while its
+/// disk may still be full), calling `failed` after each failure and
+/// pausing with backoff; `None` once `stop` resolves.
+pub async fn retry<T, F, Fut>(
+    mut start: F,
+    mut failed: impl FnMut(&StorageError),
     stop: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> Option<Embedded> {
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StorageError>>,
+{
     let mut pause_ms = REOPEN_FIRST_PAUSE_MS;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(pause_ms)) => {}
             _ = stop.as_mut() => return None,
         }
-        match Embedded::start(cfg.clone()).await {
-            Ok(node) => {
-                server.bring_up(Api::new(node.router.clone(), api_cfg.clone()));
+        match start().await {
+            Ok(started) => {
                 tracing::info!("storage recovered; serving again");
-                return Some(node);
+                return Some(started);
             }
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = pause_ms, "the node did not open yet");
-                server.take_down(format!(
-                    "recovering from a storage failure; not open yet: {e}"
-                ));
+                failed(&e);
                 pause_ms = (pause_ms * 2).min(REOPEN_MAX_PAUSE_MS);
             }
         }
@@ -105,9 +110,9 @@ pub async fn reopen(
 }
 
 /// Resolves with the reason once the node's storage has failed.
-async fn failure(node: &Embedded) -> String {
+async fn failure(host: &Host) -> String {
     loop {
-        if let Some(why) = node.host.storage_failure() {
+        if let Some(why) = host.storage_failure() {
             return why;
         }
         tokio::time::sleep(Duration::from_millis(STORAGE_CHECK_MS)).await;
