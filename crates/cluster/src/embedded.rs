@@ -35,6 +35,8 @@ pub struct EmbeddedConfig {
     pub wal_segment_bytes: u64,
     /// The state machine's engine for a new data directory.
     pub engine: crate::host::Engine,
+    /// See `HostConfig::memory_limit_bytes`.
+    pub memory_limit_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -44,6 +46,7 @@ impl EmbeddedConfig {
             ttl_sweep_interval_ms: ttl::TTL_SWEEP_INTERVAL_MS,
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
             engine: crate::host::DEFAULT_ENGINE,
+            memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
         }
     }
 }
@@ -62,6 +65,7 @@ impl Embedded {
         let host_cfg = HostConfig {
             wal_segment_bytes: cfg.wal_segment_bytes,
             engine: cfg.engine,
+            memory_limit_bytes: cfg.memory_limit_bytes,
             ..HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir)
         };
         let host = Host::open(host_cfg.clone()).await?;

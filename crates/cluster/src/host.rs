@@ -52,6 +52,15 @@ pub const CHECKPOINT_INTERVAL_MS: u64 = 10_000;
 /// bytes (a bound on the WAL, on the tails' memory and on what a restart
 /// reads, whatever the size of the entries).
 pub const MAX_LOG_TAIL_BYTES: u64 = 64 * 1024 * 1024;
+/// The node's memory budget unless configured, in bytes: what its
+/// resident set should stay under with any workload.
+pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
+/// Percent of the memory budget given to the store's cache.
+pub const STORE_CACHE_PERCENT: u64 = 25;
+/// Percent of the memory budget the groups' unpurged log tails may hold
+/// together (each one also stays under [`MAX_LOG_TAIL_BYTES`]); the rest
+/// is for requests, connections, the allocator and the program itself.
+pub const LOG_TAILS_PERCENT: u64 = 25;
 /// How often the checkpoint loop looks for a tail over
 /// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
 pub const CHECKPOINT_POLL_MS: u64 = 1_000;
@@ -89,6 +98,9 @@ pub struct HostConfig {
     /// The state machine's engine for a new data directory (an existing
     /// one keeps its own; see `kv::Engine::of_dir`).
     pub engine: Engine,
+    /// What the node's resident memory should stay under, in bytes; the
+    /// store's cache and the log tails' bound are shares of it.
+    pub memory_limit_bytes: u64,
 }
 
 impl HostConfig {
@@ -103,7 +115,19 @@ impl HostConfig {
             wal_segment_bytes: WAL_SEGMENT_BYTES,
             routes: HashMap::new(),
             engine: DEFAULT_ENGINE,
+            memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
         }
+    }
+
+    /// The store's cache: [`STORE_CACHE_PERCENT`] of the memory budget.
+    pub fn store_cache_bytes(&self) -> u64 {
+        self.memory_limit_bytes / 100 * STORE_CACHE_PERCENT
+    }
+
+    /// Most bytes every group's unpurged log tail holds together:
+    /// [`LOG_TAILS_PERCENT`] of the memory budget.
+    pub fn log_tails_bytes(&self) -> u64 {
+        self.memory_limit_bytes / 100 * LOG_TAILS_PERCENT
     }
 
     pub fn info(&self) -> NodeInfo {
@@ -150,7 +174,9 @@ impl Host {
         let (store, wal, records, votes) = match &cfg.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                let store = when_unlocked(|| Store::open_in(dir, cfg.engine)).await?;
+                dynaraft_storage::identity::claim(dir, cfg.id)?;
+                let cache = cfg.store_cache_bytes();
+                let store = when_unlocked(|| Store::open_in(dir, cfg.engine, cache)).await?;
                 tracing::info!(engine = ?store.engine(), "state machine store opened");
                 let wal_dir = dir.join("wal");
                 let (wal, records) =
@@ -450,7 +476,7 @@ impl Host {
         let (flushed, heavy) = {
             let logs = self.inner.logs.lock().await;
             logs.relog_purges().await?;
-            let heavy = heavy_groups(&logs);
+            let heavy = heavy_groups(&logs, self.inner.cfg.log_tails_bytes());
             if !heavy.is_empty() {
                 // Their purges should not wait out the purger's usual pause.
                 logs.hurry_purges();
@@ -479,7 +505,11 @@ impl Host {
 
     /// Whether some group's log tail is over [`MAX_LOG_TAIL_BYTES`].
     async fn tails_over_bound(&self) -> bool {
-        !heavy_groups(&*self.inner.logs.lock().await).is_empty()
+        !heavy_groups(
+            &*self.inner.logs.lock().await,
+            self.inner.cfg.log_tails_bytes(),
+        )
+        .is_empty()
     }
 
     /// Stops every group and task and waits until they have exited, so the
@@ -567,11 +597,20 @@ async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The groups whose unpurged log tail is over [`MAX_LOG_TAIL_BYTES`].
-fn heavy_groups(logs: &LogSet) -> Vec<u64> {
-    logs.tail_bytes()
-        .into_iter()
-        .filter(|(_, bytes)| *bytes > MAX_LOG_TAIL_BYTES)
-        .map(|(g, _)| g)
-        .collect()
+/// The groups whose unpurged log tail is over [`MAX_LOG_TAIL_BYTES`], and
+/// while the tails together hold more than `total_bytes`, the largest of
+/// the others too, until what remains fits.
+fn heavy_groups(logs: &LogSet, total_bytes: u64) -> Vec<u64> {
+    let mut tails: Vec<(u64, u64)> = logs.tail_bytes().into_iter().collect();
+    tails.sort_unstable_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
+    let mut remaining: u64 = tails.iter().map(|(_, b)| b).sum();
+    let mut heavy = Vec::new();
+    for (group, bytes) in tails {
+        if bytes <= MAX_LOG_TAIL_BYTES && remaining <= total_bytes {
+            break;
+        }
+        heavy.push(group);
+        remaining -= bytes;
+    }
+    heavy
 }

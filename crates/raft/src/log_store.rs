@@ -574,7 +574,9 @@ mod tests {
             append(&mut store, 51..=53).await;
             store.wal.append(Vec::new()).await.unwrap(); // the appends are durable
         }
-        let (wal, records) = Wal::open(&dir).unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let segment = dynaraft_storage::wal::WAL_SEGMENT_BYTES;
+        let (wal, records) = Wal::open_blocking(&dir, segment, wait).unwrap();
         let mut set = LogSet::recover(wal, VoteFile::open(None).unwrap(), &records)
             .unwrap()
             .with_durable_flush(flush);

@@ -116,6 +116,11 @@ struct NodeArgs {
     /// existing one keeps the engine it was created with).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
+    /// What the node's resident memory should stay under, in MiB: a
+    /// quarter goes to the store's cache, a quarter bounds the Raft log
+    /// tails held in memory.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
+    memory_limit_mb: u64,
     #[command(flatten)]
     routes: RouteArgs,
 }
@@ -228,6 +233,11 @@ struct EmbeddedArgs {
     /// existing one keeps the engine it was created with).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
+    /// What the node's resident memory should stay under, in MiB: a
+    /// quarter goes to the store's cache, a quarter bounds the Raft log
+    /// tails held in memory.
+    #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
+    memory_limit_mb: u64,
     /// How long a stream enabled through this server keeps its change
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
@@ -236,6 +246,9 @@ struct EmbeddedArgs {
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
 const DEFAULT_STREAM_RETENTION_S: u64 = dynaraft_api::DEFAULT_STREAM_RETENTION_MS / 1000;
+
+/// `--memory-limit-mb` unless given.
+const DEFAULT_MEMORY_LIMIT_MB: u64 = dynaraft_cluster::host::DEFAULT_MEMORY_LIMIT_BYTES >> 20;
 
 /// `--engine` unless given: the storage crate's default.
 const DEFAULT_ENGINE: &str = dynaraft_cluster::host::DEFAULT_ENGINE.dir_name();
@@ -368,6 +381,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.checkpoint_interval_ms = args.checkpoint_interval_ms;
     host.routes = args.routes.parse()?;
     host.engine = args.engine.parse().map_err(anyhow::Error::msg)?;
+    host.memory_limit_bytes = args.memory_limit_mb << 20;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -439,6 +453,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
     let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
+        memory_limit_bytes: args.memory_limit_mb << 20,
         ..EmbeddedConfig::new(data_dir)
     };
     let cfg = Arc::new(ApiConfig {

@@ -30,8 +30,9 @@ const STATE: &str = "state";
 /// 4.7 ms to 82 ms (docs/decisions.md); fjall is opt-in until that stall is
 /// understood.
 pub const DEFAULT_ENGINE: Engine = Engine::Sled;
-/// fjall's block cache, in bytes.
-pub const FJALL_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// The store's cache (sled's page cache, fjall's block cache) unless the
+/// node's memory budget sets it, in bytes (sled's own default is 1 GiB).
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,15 +126,21 @@ impl Backend {
         sled_cfg: sled::Config,
         dir: &Path,
         temporary: bool,
+        cache_bytes: u64,
     ) -> Result<Backend, OpenError> {
         match engine {
             Engine::Sled => {
-                let db = sled_cfg.open().map_err(|e| match e {
-                    sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-                        OpenError::Locked
-                    }
-                    other => OpenError::Other(other.into()),
-                })?;
+                let db = sled_cfg
+                    .cache_capacity(cache_bytes)
+                    .open()
+                    .map_err(|e| match e {
+                        sled::Error::Io(io)
+                            if io.to_string().contains("could not acquire lock") =>
+                        {
+                            OpenError::Locked
+                        }
+                        other => OpenError::Other(other.into()),
+                    })?;
                 let tree = db
                     .open_tree(STATE)
                     .map_err(|e| OpenError::Other(e.into()))?;
@@ -143,7 +150,7 @@ impl Backend {
                 let db = fjall::Database::builder(dir)
                     .temporary(temporary)
                     .manual_journal_persist(true)
-                    .cache_size(FJALL_CACHE_BYTES)
+                    .cache_size(cache_bytes)
                     .open()
                     .map_err(|e| match e {
                         fjall::Error::Locked => OpenError::Locked,
@@ -186,8 +193,9 @@ fn fjall_err(e: fjall::Error) -> StorageError {
 
 impl Store {
     /// Opens (or creates) the store of a node whose data directory is
-    /// `data_dir`: the engine the directory already holds, else `engine`.
-    pub fn open_in(data_dir: &Path, engine: Engine) -> Result<Store, OpenError> {
+    /// `data_dir`: the engine the directory already holds, else `engine`,
+    /// with a cache of `cache_bytes`.
+    pub fn open_in(data_dir: &Path, engine: Engine, cache_bytes: u64) -> Result<Store, OpenError> {
         let engine = Engine::of_dir(data_dir)
             .map_err(OpenError::Other)?
             .unwrap_or(engine);
@@ -195,7 +203,8 @@ impl Store {
         if engine == Engine::Sled {
             discard_torn_sled_snapshots(&dir)?;
         }
-        let backend = Backend::open(engine, sled::Config::new().path(&dir), &dir, false)?;
+        let sled_cfg = sled::Config::new().path(&dir);
+        let backend = Backend::open(engine, sled_cfg, &dir, false, cache_bytes)?;
         Ok(Store {
             backend,
             dir: Some(dir),
@@ -221,7 +230,7 @@ impl Store {
         }
         let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
         let sled_cfg = sled::Config::new().temporary(true);
-        let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true)?;
+        let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true, DEFAULT_CACHE_BYTES)?;
         Ok(Store { backend, dir: None })
     }
 
@@ -443,7 +452,7 @@ mod tests {
             ));
             let _ = std::fs::remove_dir_all(&dir);
             {
-                let store = Store::open_in(&dir, engine).expect("open");
+                let store = Store::open_in(&dir, engine, DEFAULT_CACHE_BYTES).expect("open");
                 assert_eq!(store.engine(), engine);
                 let mut b = Batch::default();
                 for k in [b"a1", b"a2", b"a3", b"b1"] {
@@ -480,7 +489,7 @@ mod tests {
             };
             let mut reopened = None;
             for _ in 0..100 {
-                match Store::open_in(&dir, other) {
+                match Store::open_in(&dir, other, DEFAULT_CACHE_BYTES) {
                     Ok(s) => {
                         reopened = Some(s);
                         break;
@@ -512,7 +521,7 @@ mod torn_snapshot_tests {
         let dir = std::env::temp_dir().join(format!("dynaraft-kv-snap-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let store = Store::open_in(&dir, Engine::Sled).expect("open");
+            let store = Store::open_in(&dir, Engine::Sled, DEFAULT_CACHE_BYTES).expect("open");
             let mut b = Batch::default();
             b.insert(b"k".to_vec(), b"v".to_vec());
             store.apply(b).unwrap();
@@ -527,7 +536,8 @@ mod torn_snapshot_tests {
             "sled 0.34 reads a torn .generating snapshot"
         );
         drop(refused);
-        let store = Store::open_in(&dir, Engine::Sled).expect("opens without the torn snapshot");
+        let store = Store::open_in(&dir, Engine::Sled, DEFAULT_CACHE_BYTES)
+            .expect("opens without the torn snapshot");
         assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert!(!torn.exists());
         drop(store);

@@ -4,8 +4,9 @@
 //! global indexes' change log and apply in [`global`], transactions'
 //! intents, records and stamps in [`txn`]), the commands it
 //! applies ([`command`]) and the catalog they describe ([`catalog`]), reads
-//! for GetItem/Query/Scan ([`read`]), and the key-value engine under them
-//! all ([`kv`], the only module that names it). Replication and the
+//! for GetItem/Query/Scan ([`read`]), the key-value engine under them
+//! all ([`kv`], the only module that names it), and whose data directory
+//! it is ([`identity`]). Replication and the
 //! lifecycle of groups live above, in `dynaraft-raft` and
 //! `dynaraft-cluster`.
 //!
@@ -18,6 +19,7 @@ pub mod command;
 pub mod committer;
 pub mod control;
 pub mod global;
+pub mod identity;
 pub mod index;
 pub mod kv;
 pub mod machine;

@@ -96,12 +96,32 @@ impl Wal {
         Ok(Wal::open_locked(dir, segment_bytes, lock)?)
     }
 
+    /// [`Wal::open_with`], waiting up to `wait` for a writer that is ending
+    /// (its last handle was just dropped) to release the log. Blocks the
+    /// calling thread; for tests and tools that reopen a log at once.
+    pub fn open_blocking(
+        dir: &Path,
+        segment_bytes: u64,
+        wait: std::time::Duration,
+    ) -> Result<(Wal, Vec<WalRecord>), OpenError> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Wal::open_with(dir, segment_bytes) {
+                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
     fn open_locked(
         dir: &Path,
         segment_bytes: u64,
         lock: File,
     ) -> Result<(Wal, Vec<WalRecord>), StorageError> {
         let mut segs = list_segments(dir)?;
+        check_contiguous(dir, &segs)?;
         let mut records = Vec::new();
         let mut closed: SegmentIndex = BTreeMap::new();
         let last = segs.last().copied();
@@ -399,6 +419,23 @@ fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64), StorageError> {
     Ok((out, pos as u64))
 }
 
+/// Segments are deleted oldest first, so those left are numbered without
+/// a gap; a missing one is a hole in the log that recovery must not paper
+/// over.
+fn check_contiguous(dir: &Path, segs: &[u64]) -> Result<(), StorageError> {
+    match segs.windows(2).find(|w| w[1] != w[0] + 1) {
+        Some(w) => Err(StorageError::Corrupt(format!(
+            "{} is missing (the log holds {} and then {}): the log has a hole; restore the \
+             data directory from a backup, or in a cluster remove it and let the node's \
+             replicas be re-created from the other zones",
+            segment_path(dir, w[0] + 1).display(),
+            segment_path(dir, w[0]).display(),
+            segment_path(dir, w[1]).display(),
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Takes the exclusive lock on `dir`'s [`LOCK_FILE`], without waiting.
 fn lock_dir(dir: &Path) -> Result<File, OpenError> {
     let file = OpenOptions::new()
@@ -459,6 +496,11 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 mod tests {
     use super::*;
 
+    /// Opens `dir` again once the writer of a just-dropped handle is gone.
+    fn reopen(dir: &Path) -> Result<(Wal, Vec<WalRecord>), OpenError> {
+        Wal::open_blocking(dir, WAL_SEGMENT_BYTES, std::time::Duration::from_secs(5))
+    }
+
     #[test]
     fn torn_tail_is_cut_and_corruption_in_the_middle_is_reported() {
         let dir = std::env::temp_dir().join(format!("dynaraft-wal-test-{}", std::process::id()));
@@ -512,6 +554,34 @@ mod tests {
         assert!(failure.contains("rotation"), "{failure}");
     }
 
+    /// A segment missing from the middle of the log is refused with a
+    /// message naming it, never skipped.
+    #[tokio::test]
+    async fn a_missing_segment_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-wal-gap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open_with(&dir, 64).unwrap();
+        for index in 1..=10 {
+            let payload = vec![index as u8; 100];
+            let record = WalRecord {
+                group: 7,
+                index,
+                payload,
+            };
+            wal.append(vec![record]).await.unwrap();
+        }
+        drop(wal);
+        let segs = list_segments(&dir).unwrap();
+        assert!(segs.len() > 3, "{segs:?}");
+        std::fs::remove_file(segment_path(&dir, segs[2])).unwrap();
+        let Err(err) = reopen(&dir) else {
+            panic!("a log with a hole opened");
+        };
+        let missing = segment_path(&dir, segs[2]).display().to_string();
+        assert!(err.to_string().contains(&missing), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// One writer at a time: a second open waits for the first writer to
     /// end, then reads everything it wrote.
     #[tokio::test]
@@ -527,16 +597,7 @@ mod tests {
         wal.append(vec![record]).await.unwrap();
         assert!(matches!(Wal::open(&dir), Err(OpenError::Locked)));
         drop(wal);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let records = loop {
-            match Wal::open(&dir) {
-                Ok((_, records)) => break records,
-                Err(OpenError::Locked) if std::time::Instant::now() < deadline => {
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                Err(e) => panic!("{e}"),
-            }
-        };
+        let (_, records) = reopen(&dir).unwrap();
         assert_eq!(records.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -566,7 +627,7 @@ mod tests {
         drop(wal);
 
         std::fs::write(deleting_path(&dir, before[0]), [1, 2, 3]).unwrap();
-        let (_, records) = Wal::open(&dir).unwrap();
+        let (_, records) = reopen(&dir).unwrap();
         let indexes: Vec<u64> = records.iter().map(|r| r.index).collect();
         assert!(indexes.iter().all(|i| *i > 1), "deleted records came back");
         assert_eq!(indexes.last(), Some(&40));

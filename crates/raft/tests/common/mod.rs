@@ -80,8 +80,18 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
     network: N,
 ) -> (dynaraft_storage::kv::Store, dynaraft_raft::RaftGroup) {
     std::fs::create_dir_all(dir).unwrap();
-    let db = dynaraft_storage::kv::Store::open_in(dir, dynaraft_storage::kv::Engine::Sled).unwrap();
-    let (wal, records) = dynaraft_storage::wal::Wal::open(&dir.join("wal")).unwrap();
+    let db = dynaraft_storage::kv::Store::open_in(
+        dir,
+        dynaraft_storage::kv::Engine::Sled,
+        dynaraft_storage::kv::DEFAULT_CACHE_BYTES,
+    )
+    .unwrap();
+    let (wal, records) = dynaraft_storage::wal::Wal::open_blocking(
+        &dir.join("wal"),
+        dynaraft_storage::wal::WAL_SEGMENT_BYTES,
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
     let votes = dynaraft_raft::log_store::VoteFile::open(Some(dir.join("votes.json"))).unwrap();
     let durable = db.clone();
     let flush: dynaraft_raft::log_store::DurableFlush =
