@@ -29,7 +29,8 @@ cluster: build
 ## Everything CI runs: unit, golden and SDK integration tests (including an
 ## in-process three-zone cluster and kill -9 of real processes), then the
 ## AWS CLI and boto3 sessions against a real embedded process (and that
-## process on a disk that fills up, on a small tmpfs: needs root) and against a
+## process on a disk that fills up, on a small tmpfs: needs root, and with
+## fsyncs that fail, through an LD_PRELOAD shim) and against a
 ## real three-process cluster, then offline checks of the Kubernetes manifests,
 ## then a short fault-harness run (see `chaos`).
 test: test-rust test-clients test-cluster test-deploy test-chaos
@@ -49,6 +50,7 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 
 ## The same client sessions, unchanged, against a local cluster of separate
 ## processes (tables split into two partitions so scans cross partitions).

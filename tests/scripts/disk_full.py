@@ -107,6 +107,7 @@ class Writers:
     def __init__(self, url):
         self.url = url
         self.acked = {}
+        self.acked_at = {}
         self.errors = []
         self.last_ok = 0.0
         self.lock = threading.Lock()
@@ -141,7 +142,7 @@ class Writers:
                 continue
             with self.lock:
                 self.acked[key] = value
-                self.last_ok = time.time()
+                self.last_ok = self.acked_at[key] = time.time()
 
 
 def wait_until(what, predicate, within_s):

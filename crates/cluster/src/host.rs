@@ -34,7 +34,7 @@ use dynaraft_raft::{NodeId, NodeInfo, RaftGroup};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::committer::Committer;
 pub use dynaraft_storage::kv::Engine;
-use dynaraft_storage::kv::{OpenError, Store};
+use dynaraft_storage::kv::{OpenError, Store, StoreMemory};
 use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
@@ -56,11 +56,13 @@ pub const MAX_LOG_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 /// resident set should stay under with any workload.
 pub const DEFAULT_MEMORY_LIMIT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Percent of the memory budget given to the store's cache.
-pub const STORE_CACHE_PERCENT: u64 = 25;
+pub const STORE_CACHE_PERCENT: u64 = 20;
+/// Percent of the memory budget given to each of fjall's memtables.
+pub const MEMTABLE_PERCENT: u64 = 4;
 /// Percent of the memory budget the groups' unpurged log tails may hold
 /// together (each one also stays under [`MAX_LOG_TAIL_BYTES`]); the rest
 /// is for requests, connections, the allocator and the program itself.
-pub const LOG_TAILS_PERCENT: u64 = 25;
+pub const LOG_TAILS_PERCENT: u64 = 10;
 /// How often the checkpoint loop looks for a tail over
 /// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
 pub const CHECKPOINT_POLL_MS: u64 = 1_000;
@@ -119,9 +121,13 @@ impl HostConfig {
         }
     }
 
-    /// The store's cache: [`STORE_CACHE_PERCENT`] of the memory budget.
-    pub fn store_cache_bytes(&self) -> u64 {
-        self.memory_limit_bytes / 100 * STORE_CACHE_PERCENT
+    /// The store's shares of the memory budget: [`STORE_CACHE_PERCENT`]
+    /// for its cache, [`MEMTABLE_PERCENT`] for a memtable.
+    pub fn store_memory(&self) -> StoreMemory {
+        StoreMemory {
+            cache_bytes: self.memory_limit_bytes / 100 * STORE_CACHE_PERCENT,
+            memtable_bytes: self.memory_limit_bytes / 100 * MEMTABLE_PERCENT,
+        }
     }
 
     /// Most bytes every group's unpurged log tail holds together:
@@ -175,8 +181,8 @@ impl Host {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
                 dynaraft_storage::identity::claim(dir, cfg.id)?;
-                let cache = cfg.store_cache_bytes();
-                let store = when_unlocked(|| Store::open_in(dir, cfg.engine, cache)).await?;
+                let memory = cfg.store_memory();
+                let store = when_unlocked(|| Store::open_in(dir, cfg.engine, memory)).await?;
                 tracing::info!(engine = ?store.engine(), "state machine store opened");
                 let wal_dir = dir.join("wal");
                 let (wal, records) =

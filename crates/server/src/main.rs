@@ -116,9 +116,9 @@ struct NodeArgs {
     /// existing one keeps the engine it was created with).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
-    /// What the node's resident memory should stay under, in MiB: a
-    /// quarter goes to the store's cache, a quarter bounds the Raft log
-    /// tails held in memory.
+    /// The node's memory budget, in MiB: shares of it size the store's
+    /// cache and memtables and bound the Raft log tails held in memory
+    /// (docs/reliability.md measures what it bounds and what it does not).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: u64,
     #[command(flatten)]
@@ -233,9 +233,9 @@ struct EmbeddedArgs {
     /// existing one keeps the engine it was created with).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
     engine: String,
-    /// What the node's resident memory should stay under, in MiB: a
-    /// quarter goes to the store's cache, a quarter bounds the Raft log
-    /// tails held in memory.
+    /// The node's memory budget, in MiB: shares of it size the store's
+    /// cache and memtables and bound the Raft log tails held in memory
+    /// (docs/reliability.md measures what it bounds and what it does not).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: u64,
     /// How long a stream enabled through this server keeps its change

@@ -30,9 +30,27 @@ const STATE: &str = "state";
 /// 4.7 ms to 82 ms (docs/decisions.md); fjall is opt-in until that stall is
 /// understood.
 pub const DEFAULT_ENGINE: Engine = Engine::Sled;
-/// The store's cache (sled's page cache, fjall's block cache) unless the
-/// node's memory budget sets it, in bytes (sled's own default is 1 GiB).
-pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+/// What the store may hold in memory unless the node's budget says
+/// otherwise.
+pub const DEFAULT_MEMORY: StoreMemory = StoreMemory {
+    // sled's own default is 1 GiB.
+    cache_bytes: 256 * 1024 * 1024,
+    // fjall's own default is 64 MiB.
+    memtable_bytes: 32 * 1024 * 1024,
+};
+/// The smallest memtable fjall is given, in bytes.
+const MIN_MEMTABLE_BYTES: u64 = 1024 * 1024;
+
+/// How much memory the store may use for what it can bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreMemory {
+    /// The cache of pages or blocks read (sled's page cache, fjall's block
+    /// cache), in bytes.
+    pub cache_bytes: u64,
+    /// fjall's largest memtable before it is sealed and flushed, in bytes
+    /// (sled has no memtable).
+    pub memtable_bytes: u64,
+}
 
 /// Which engine a store runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,21 +144,22 @@ impl Backend {
         sled_cfg: sled::Config,
         dir: &Path,
         temporary: bool,
-        cache_bytes: u64,
+        memory: StoreMemory,
     ) -> Result<Backend, OpenError> {
         match engine {
             Engine::Sled => {
-                let db = sled_cfg
-                    .cache_capacity(cache_bytes)
-                    .open()
-                    .map_err(|e| match e {
-                        sled::Error::Io(io)
-                            if io.to_string().contains("could not acquire lock") =>
-                        {
-                            OpenError::Locked
-                        }
-                        other => OpenError::Other(other.into()),
-                    })?;
+                let db =
+                    sled_cfg
+                        .cache_capacity(memory.cache_bytes)
+                        .open()
+                        .map_err(|e| match e {
+                            sled::Error::Io(io)
+                                if io.to_string().contains("could not acquire lock") =>
+                            {
+                                OpenError::Locked
+                            }
+                            other => OpenError::Other(other.into()),
+                        })?;
                 let tree = db
                     .open_tree(STATE)
                     .map_err(|e| OpenError::Other(e.into()))?;
@@ -150,14 +169,17 @@ impl Backend {
                 let db = fjall::Database::builder(dir)
                     .temporary(temporary)
                     .manual_journal_persist(true)
-                    .cache_size(cache_bytes)
+                    .cache_size(memory.cache_bytes)
                     .open()
                     .map_err(|e| match e {
                         fjall::Error::Locked => OpenError::Locked,
                         other => OpenError::Other(fjall_err(other)),
                     })?;
+                let memtable = memory.memtable_bytes.max(MIN_MEMTABLE_BYTES);
+                let options =
+                    || fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable);
                 let state = db
-                    .keyspace(STATE, fjall::KeyspaceCreateOptions::default)
+                    .keyspace(STATE, options)
                     .map_err(|e| OpenError::Other(fjall_err(e)))?;
                 Ok(Backend::Fjall { db, state })
             }
@@ -194,8 +216,12 @@ fn fjall_err(e: fjall::Error) -> StorageError {
 impl Store {
     /// Opens (or creates) the store of a node whose data directory is
     /// `data_dir`: the engine the directory already holds, else `engine`,
-    /// with a cache of `cache_bytes`.
-    pub fn open_in(data_dir: &Path, engine: Engine, cache_bytes: u64) -> Result<Store, OpenError> {
+    /// holding at most `memory` in its cache and memtables.
+    pub fn open_in(
+        data_dir: &Path,
+        engine: Engine,
+        memory: StoreMemory,
+    ) -> Result<Store, OpenError> {
         let engine = Engine::of_dir(data_dir)
             .map_err(OpenError::Other)?
             .unwrap_or(engine);
@@ -204,7 +230,7 @@ impl Store {
             discard_torn_sled_snapshots(&dir)?;
         }
         let sled_cfg = sled::Config::new().path(&dir);
-        let backend = Backend::open(engine, sled_cfg, &dir, false, cache_bytes)?;
+        let backend = Backend::open(engine, sled_cfg, &dir, false, memory)?;
         Ok(Store {
             backend,
             dir: Some(dir),
@@ -230,7 +256,7 @@ impl Store {
         }
         let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
         let sled_cfg = sled::Config::new().temporary(true);
-        let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true, DEFAULT_CACHE_BYTES)?;
+        let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true, DEFAULT_MEMORY)?;
         Ok(Store { backend, dir: None })
     }
 
@@ -452,7 +478,7 @@ mod tests {
             ));
             let _ = std::fs::remove_dir_all(&dir);
             {
-                let store = Store::open_in(&dir, engine, DEFAULT_CACHE_BYTES).expect("open");
+                let store = Store::open_in(&dir, engine, DEFAULT_MEMORY).expect("open");
                 assert_eq!(store.engine(), engine);
                 let mut b = Batch::default();
                 for k in [b"a1", b"a2", b"a3", b"b1"] {
@@ -489,7 +515,7 @@ mod tests {
             };
             let mut reopened = None;
             for _ in 0..100 {
-                match Store::open_in(&dir, other, DEFAULT_CACHE_BYTES) {
+                match Store::open_in(&dir, other, DEFAULT_MEMORY) {
                     Ok(s) => {
                         reopened = Some(s);
                         break;
@@ -521,7 +547,7 @@ mod torn_snapshot_tests {
         let dir = std::env::temp_dir().join(format!("dynaraft-kv-snap-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         {
-            let store = Store::open_in(&dir, Engine::Sled, DEFAULT_CACHE_BYTES).expect("open");
+            let store = Store::open_in(&dir, Engine::Sled, DEFAULT_MEMORY).expect("open");
             let mut b = Batch::default();
             b.insert(b"k".to_vec(), b"v".to_vec());
             store.apply(b).unwrap();
@@ -536,7 +562,7 @@ mod torn_snapshot_tests {
             "sled 0.34 reads a torn .generating snapshot"
         );
         drop(refused);
-        let store = Store::open_in(&dir, Engine::Sled, DEFAULT_CACHE_BYTES)
+        let store = Store::open_in(&dir, Engine::Sled, DEFAULT_MEMORY)
             .expect("opens without the torn snapshot");
         assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert!(!torn.exists());

@@ -83,7 +83,7 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
     let db = dynaraft_storage::kv::Store::open_in(
         dir,
         dynaraft_storage::kv::Engine::Sled,
-        dynaraft_storage::kv::DEFAULT_CACHE_BYTES,
+        dynaraft_storage::kv::DEFAULT_MEMORY,
     )
     .unwrap();
     let (wal, records) = dynaraft_storage::wal::Wal::open_blocking(
