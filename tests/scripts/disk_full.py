@@ -17,7 +17,6 @@ happens. Without root it says so and skips.
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import urllib.request
 import boto3
 import botocore.exceptions
 from botocore.config import Config
+from ports import free_port
 
 DISK_MB = 160
 BALLAST_MB = 48
@@ -39,14 +39,6 @@ RESUME_WITHIN_S = 15
 SHUTDOWN_WITHIN_S = 15
 START_ATTEMPTS_ON_FULL_DISK = 3
 TABLE = "DiskFull"
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def get(url):

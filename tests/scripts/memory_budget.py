@@ -18,7 +18,6 @@ import argparse
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,17 +26,11 @@ import time
 import urllib.error
 import urllib.request
 
+from ports import free_port
+
 RSS_SAMPLE_S = 5
 RESTART_WITHIN_S = 5.0
 RECORDS = 10_000_000
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def rss_mib(pid):

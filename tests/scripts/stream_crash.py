@@ -9,7 +9,6 @@ after the restart get new, larger sequence numbers (none reused).
 """
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,17 +19,10 @@ import urllib.request
 import boto3
 
 from boto3_session import read_stream
+from ports import free_port
 
 WRITES_BEFORE = 40
 WRITES_DURING = 200
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start(binary, data, port):

@@ -496,6 +496,19 @@ fn list_segments(dir: &Path) -> Result<Vec<u64>, StorageError> {
 mod tests {
     use super::*;
 
+    /// Appends one 100-byte record of group 7 per index, one batch each.
+    async fn append_each(wal: &Wal, indexes: std::ops::RangeInclusive<u64>) {
+        for index in indexes {
+            let payload = vec![index as u8; 100];
+            let record = WalRecord {
+                group: 7,
+                index,
+                payload,
+            };
+            wal.append(vec![record]).await.unwrap();
+        }
+    }
+
     /// Opens `dir` again once the writer of a just-dropped handle is gone.
     fn reopen(dir: &Path) -> Result<(Wal, Vec<WalRecord>), OpenError> {
         Wal::open_blocking(dir, WAL_SEGMENT_BYTES, std::time::Duration::from_secs(5))
@@ -561,15 +574,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dynaraft-wal-gap-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (wal, _) = Wal::open_with(&dir, 64).unwrap();
-        for index in 1..=10 {
-            let payload = vec![index as u8; 100];
-            let record = WalRecord {
-                group: 7,
-                index,
-                payload,
-            };
-            wal.append(vec![record]).await.unwrap();
-        }
+        append_each(&wal, 1..=10).await;
         drop(wal);
         let segs = list_segments(&dir).unwrap();
         assert!(segs.len() > 3, "{segs:?}");
@@ -610,15 +615,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dynaraft-wal-ckpt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let (wal, _) = Wal::open_with(&dir, 1024).unwrap();
-        for index in 1..=40 {
-            let payload = vec![index as u8; 100];
-            let record = WalRecord {
-                group: 7,
-                index,
-                payload,
-            };
-            wal.append(vec![record]).await.unwrap();
-        }
+        append_each(&wal, 1..=40).await;
         let before = list_segments(&dir).unwrap();
         assert!(before.len() > 3, "{before:?}");
         let deleted = wal.checkpoint(&BTreeMap::from([(7, 20)])).unwrap();
