@@ -242,6 +242,68 @@ async fn idle_connections_at_the_cap_make_room_for_a_new_client() {
     t.stop().await;
 }
 
+/// One client cannot take every connection: past its share, with all of
+/// its connections busy, its new connection is closed at once, while
+/// another client (another address) is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_its_share_of_connections_is_refused_and_others_are_served() {
+    const SHARE: usize = 2;
+    let cfg = dynaraft_api::ApiConfig {
+        max_connections_per_client: SHARE,
+        ..TestServer::config()
+    };
+    let t = TestServer::start_config(None, cfg).await;
+    let addr = t.addr;
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let timeout = Some(std::time::Duration::from_secs(5));
+        let list_tables = |content_length: usize| {
+            format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: DynamoDB_20120810.ListTables\r\n\
+                 Content-Type: application/x-amz-json-1.0\r\n{}: {}\r\nContent-Length: \
+                 {content_length}\r\n\r\n{{",
+                AUTH.0, AUTH.1
+            )
+        };
+        // SHARE requests in progress (their bodies never finish).
+        let busy: Vec<std::net::TcpStream> = (0..SHARE)
+            .map(|_| {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                s.write_all(list_tables(2).as_bytes()).unwrap();
+                s
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let mut refused = std::net::TcpStream::connect(addr).unwrap();
+        refused.set_read_timeout(timeout).unwrap();
+        let _ = refused.write_all(list_tables(1).as_bytes());
+        let mut buf = [0u8; 64];
+        let read = std::io::Read::read(&mut refused, &mut buf);
+        assert!(
+            matches!(read, Ok(0))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the connection past the client's share should be closed: {read:?}"
+        );
+        // Another address on the loopback network is another client.
+        let other = std::net::SocketAddr::from(([127, 0, 0, 2], 0));
+        let connected = runtime.block_on(async {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(other).unwrap();
+            socket.connect(addr).await.unwrap()
+        });
+        let mut s = connected.into_std().unwrap();
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(timeout).unwrap();
+        s.write_all(list_tables(2).as_bytes()).unwrap();
+        s.write_all(b"}").unwrap();
+        assert_eq!(read_head(&mut s).map(|(status, _)| status), Some(200));
+        drop(busy);
+    })
+    .await
+    .unwrap();
+    t.stop().await;
+}
+
 /// When the node can no longer write (here its WAL directory vanished, so
 /// the next segment cannot be created), writes fail with an error instead
 /// of hanging and `/ready` says why (liveness, `GET /`, stays up); nothing

@@ -15,8 +15,16 @@
 //! A client whose idle connection was closed reconnects, as after any
 //! keep-alive close: the AWS SDKs retry a request that found its pooled
 //! connection closed.
+//!
+//! One client (one peer IP address) holds at most
+//! `ApiConfig::max_connections_per_client` of them, so a single client
+//! opening connections without end cannot take every slot from the others:
+//! past its share, its own oldest idle connection is closed for the new
+//! one, and if all of its connections are busy the new one is refused
+//! (closed at once).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
@@ -31,11 +39,46 @@ pub struct Connections {
 struct Inner {
     next_id: u64,
     live: BTreeMap<u64, Arc<Shared>>,
+    /// Live connections per client address.
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Inner {
+    /// Takes connection `id` out of the registry, if it is still in it.
+    fn remove(&mut self, id: u64) -> Option<Arc<Shared>> {
+        let conn = self.live.remove(&id)?;
+        if let Some(n) = self.per_client.get_mut(&conn.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&conn.client);
+            }
+        }
+        Some(conn)
+    }
+
+    /// Asks the oldest idle connection accepted by `pick` to close.
+    fn close_oldest_idle(&mut self, pick: impl Fn(&Shared) -> bool) -> bool {
+        let idle = self
+            .live
+            .iter()
+            .find(|(_, c)| c.busy.load(Ordering::SeqCst) == 0 && pick(c))
+            .map(|(id, _)| *id);
+        match idle.and_then(|id| self.remove(id)) {
+            Some(conn) => {
+                // `notify_one` keeps the permit if the task is not waiting
+                // yet, so the request is never lost.
+                conn.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// What a connection task and the registry share.
-#[derive(Default)]
 struct Shared {
+    /// The peer's address.
+    client: IpAddr,
     /// Requests of the connection in progress.
     busy: AtomicUsize,
     /// Asked to close: the task shuts the connection down gracefully.
@@ -64,13 +107,18 @@ impl Connections {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Adds a new connection (the youngest).
-    pub fn register(self: &Arc<Self>) -> Registered {
-        let shared = Arc::new(Shared::default());
+    /// Adds a new connection (the youngest) from `client`.
+    pub fn register(self: &Arc<Self>, client: IpAddr) -> Registered {
+        let shared = Arc::new(Shared {
+            client,
+            busy: AtomicUsize::new(0),
+            close: Notify::new(),
+        });
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
         inner.live.insert(id, shared.clone());
+        *inner.per_client.entry(client).or_insert(0) += 1;
         Registered {
             id,
             shared,
@@ -87,23 +135,19 @@ impl Connections {
         self.len() == 0
     }
 
+    /// Connections open now from `client`.
+    pub fn of_client(&self, client: IpAddr) -> usize {
+        self.lock().per_client.get(&client).copied().unwrap_or(0)
+    }
+
     /// Asks the oldest idle connection to close; whether there was one.
     pub fn close_oldest_idle(&self) -> bool {
-        let mut inner = self.lock();
-        let idle = inner
-            .live
-            .iter()
-            .find(|(_, c)| c.busy.load(Ordering::SeqCst) == 0)
-            .map(|(id, _)| *id);
-        match idle.and_then(|id| inner.live.remove(&id)) {
-            Some(conn) => {
-                // `notify_one` keeps the permit if the task is not waiting
-                // yet, so the request is never lost.
-                conn.close.notify_one();
-                true
-            }
-            None => false,
-        }
+        self.lock().close_oldest_idle(|_| true)
+    }
+
+    /// Asks `client`'s oldest idle connection to close; whether it had one.
+    pub fn close_oldest_idle_of(&self, client: IpAddr) -> bool {
+        self.lock().close_oldest_idle(|c| c.client == client)
     }
 }
 
@@ -132,7 +176,7 @@ impl Marker {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        self.registry.lock().live.remove(&self.id);
+        self.registry.lock().remove(self.id);
     }
 }
 
@@ -143,7 +187,8 @@ mod tests {
     #[tokio::test]
     async fn the_oldest_idle_connection_is_asked_to_close() {
         let reg = Arc::new(Connections::default());
-        let (a, b, c) = (reg.register(), reg.register(), reg.register());
+        let ip = IpAddr::from([127, 0, 0, 1]);
+        let (a, b, c) = (reg.register(ip), reg.register(ip), reg.register(ip));
         let busy = a.marker().busy();
         assert_eq!(reg.len(), 3);
         assert!(reg.close_oldest_idle());
@@ -161,5 +206,26 @@ mod tests {
         assert!(!reg.close_oldest_idle(), "every connection left is busy");
         drop((a, b));
         assert_eq!(reg.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_client_over_its_share_loses_its_own_idle_connection_not_others() {
+        let reg = Arc::new(Connections::default());
+        let (one, two) = (IpAddr::from([127, 0, 0, 1]), IpAddr::from([127, 0, 0, 2]));
+        let other = reg.register(two);
+        let (a, b) = (reg.register(one), reg.register(one));
+        assert_eq!((reg.of_client(one), reg.of_client(two)), (2, 1));
+        let _busy = a.marker().busy();
+        assert!(reg.close_oldest_idle_of(one));
+        tokio::time::timeout(std::time::Duration::from_secs(1), b.close_requested())
+            .await
+            .expect("b, the client's oldest idle connection, asked to close");
+        assert_eq!((reg.of_client(one), reg.of_client(two)), (1, 1));
+        assert!(
+            !reg.close_oldest_idle_of(one),
+            "its only connection left is busy"
+        );
+        drop((b, other));
+        assert_eq!((reg.of_client(one), reg.of_client(two)), (1, 0));
     }
 }

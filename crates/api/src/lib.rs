@@ -34,6 +34,9 @@ use tokio::sync::{Semaphore, watch};
 /// Most client connections served at once unless configured otherwise (at
 /// the cap, the oldest idle one is closed for a new one; see [`conns`]).
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Most connections one client address holds unless configured otherwise:
+/// a quarter of [`MAX_CONNECTIONS`], so one client cannot take them all.
+pub const MAX_CONNECTIONS_PER_CLIENT: usize = MAX_CONNECTIONS / 4;
 /// Time a client has to send a request's headers before the connection is
 /// closed, so idle or stalled connections cannot hold a slot forever.
 pub const HEADER_READ_TIMEOUT_MS: u64 = 30_000;
@@ -60,6 +63,8 @@ pub struct ApiConfig {
     pub shared_db: bool,
     /// Most client connections served at once (see [`conns`]).
     pub max_connections: usize,
+    /// Most connections one client (peer IP address) holds at once.
+    pub max_connections_per_client: usize,
     /// How long a stream enabled through this router keeps its records, in
     /// milliseconds (stored with the stream, so every node purges alike).
     pub stream_retention_ms: u64,
@@ -82,6 +87,7 @@ impl Default for ApiConfig {
                 dynaraft_storage::index::DEFAULT_ITEM_COLLECTION_LIMIT_BYTES,
             shared_db: true,
             max_connections: MAX_CONNECTIONS,
+            max_connections_per_client: MAX_CONNECTIONS_PER_CLIENT,
             stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
         }
     }
@@ -229,13 +235,22 @@ async fn accept_loop(
     let registry = Arc::new(conns::Connections::default());
     let limit = &accepting.limit;
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(s) => s,
                 Err(e) => { tracing::warn!(error = %e, "accept failed"); continue; }
             },
             _ = dynaraft_storage::stop_requested(&mut stopped) => break,
         };
+        let client = peer.ip();
+        if registry.of_client(client) >= accepting.cfg.max_connections_per_client.max(1)
+            && !registry.close_oldest_idle_of(client)
+        {
+            // Every connection of this client is busy: it has its share.
+            metrics::connection_refused();
+            drop(stream);
+            continue;
+        }
         if limit.available_permits() == 0 && registry.close_oldest_idle() {
             metrics::idle_connection_closed();
         }
@@ -244,7 +259,7 @@ async fn accept_loop(
             _ = dynaraft_storage::stop_requested(&mut stopped) => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = registry.register();
+        let conn = registry.register(client);
         let connection = Connection {
             serving: accepting.serving.clone(),
             header_timeout_ms: accepting.cfg.header_read_timeout_ms,

@@ -33,6 +33,12 @@ pub fn idle_connection_closed() {
     metrics::counter!("dynaraft_idle_connections_closed_total").increment(1);
 }
 
+/// A connection refused because its client already held its share of
+/// connections, all busy (see `conns`).
+pub fn connection_refused() {
+    metrics::counter!("dynaraft_connections_refused_total").increment(1);
+}
+
 /// The current metrics in Prometheus' text format, if installed.
 pub fn render() -> Option<String> {
     HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render())
