@@ -14,7 +14,7 @@ BIN="$(realpath "$1")"; PY="$2"
 HERE="$(cd "$(dirname "$0")/../.." && pwd)"
 DISK_MB=512 BALLAST_MB=430 WRITES=1500 ITEM_BYTES=100000 FREE_AT=1000
 D="$(mktemp -d)"
-trap '"$HERE/deploy/local/cluster.sh" stop "$D" >/dev/null 2>&1 || true; umount -l "$D/node-3" 2>/dev/null || true; rm -rf "$D"' EXIT
+trap 'cp "$D"/node-*.log /tmp/ 2>/dev/null || true; "$HERE/deploy/local/cluster.sh" stop "$D" >/dev/null 2>&1 || true; umount -l "$D/node-3" 2>/dev/null || true; rm -rf "$D"' EXIT
 mkdir -p "$D/node-3"
 mount -t tmpfs -o size=${DISK_MB}m tmpfs "$D/node-3"
 dd if=/dev/zero of="$D/node-3/ballast" bs=1M count=$BALLAST_MB 2>/dev/null

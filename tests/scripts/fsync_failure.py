@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from disk_full import Server, Writers, check_all, client, get, refusal_kind, wait_until, TABLE
+from disk_full import Server, Writers, check_all, client, get, live, refusal_kind, wait_until, TABLE
 
 RESUME_WITHIN_S = 15
 FAILING_FOR_S = 3
@@ -57,7 +57,7 @@ def main(binary):
             refused_before = len(writers.errors)
         wait_until("/ready is 503 while fsyncs fail",
                    lambda: get(server.url + "/ready")[0] == 503, 10)
-        assert get(server.url + "/")[0] == 200, "liveness must stay up"
+        assert live(server.url), "liveness must stay up"
         time.sleep(FAILING_FOR_S)
         with writers.lock:
             acked_while_failing = [k for k in writers.acked if writers.acked_at[k] > failing_since + 1]

@@ -95,6 +95,14 @@ pub struct RaftGroup {
     proposer: crate::propose::Proposer,
 }
 
+/// Longest a snapshot may take to reach a follower and be installed, in
+/// milliseconds. The transport sends a group's whole snapshot in one
+/// message bounded by this; openraft's default (200 ms) let no snapshot of
+/// more than a few megabytes through, so a follower that had fallen behind
+/// a large group was sent the snapshot again and again and never caught up
+/// (found by tests/scripts/cluster_disk_full.sh: 50 attempts at 150 MB).
+pub const INSTALL_SNAPSHOT_TIMEOUT_MS: u64 = 120_000;
+
 /// Why a proposal did not produce an outcome.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -131,6 +139,7 @@ impl RaftGroup {
             // A replica that was cut off or paused asks before it bumps its
             // term, so on its return it cannot depose a healthy leader.
             enable_pre_vote: Some(true),
+            install_snapshot_timeout: INSTALL_SNAPSHOT_TIMEOUT_MS,
             ..Default::default()
         }
         .validate()
