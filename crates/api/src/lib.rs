@@ -128,7 +128,6 @@ impl Api {
     }
 }
 
-/// A running HTTP server.
 /// What the server answers with: the API, or, while the storage under it
 /// is down (being reopened after a disk failure), why it cannot serve.
 pub enum Serving {
@@ -136,6 +135,7 @@ pub enum Serving {
     Down(String),
 }
 
+/// A running HTTP server.
 pub struct Server {
     pub addr: SocketAddr,
     serving: Arc<ArcSwap<Serving>>,

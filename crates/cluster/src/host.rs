@@ -70,7 +70,8 @@ pub const CHECKPOINT_POLL_MS: u64 = 1_000;
 /// previous instance in the same process may still be releasing them), in
 /// milliseconds.
 pub const LOCK_WAIT_MS: u64 = 3_000;
-/// Pause between attempts to take the store's file lock, in milliseconds.
+/// Pause between attempts to take the store's or the WAL's file lock, in
+/// milliseconds.
 pub const LOCK_RETRY_MS: u64 = 20;
 pub use dynaraft_storage::kv::DEFAULT_ENGINE;
 /// How long shutdown waits for the groups' Raft tasks to release storage,
@@ -482,7 +483,7 @@ impl Host {
         let (flushed, heavy) = {
             let logs = self.inner.logs.lock().await;
             logs.relog_purges().await?;
-            let heavy = heavy_groups(&logs, self.inner.cfg.log_tails_bytes());
+            let heavy = self.heavy_groups(&logs);
             if !heavy.is_empty() {
                 // Their purges should not wait out the purger's usual pause.
                 logs.hurry_purges();
@@ -509,13 +510,15 @@ impl Host {
         Ok(deleted)
     }
 
-    /// Whether some group's log tail is over [`MAX_LOG_TAIL_BYTES`].
+    /// Whether some group's log tail is over [`MAX_LOG_TAIL_BYTES`], or
+    /// the tails together over the node's share for them.
     async fn tails_over_bound(&self) -> bool {
-        !heavy_groups(
-            &*self.inner.logs.lock().await,
-            self.inner.cfg.log_tails_bytes(),
-        )
-        .is_empty()
+        !self.heavy_groups(&*self.inner.logs.lock().await).is_empty()
+    }
+
+    /// The groups to compact now (see [`heavy_groups`]).
+    fn heavy_groups(&self, logs: &LogSet) -> Vec<u64> {
+        heavy_groups(logs, self.inner.cfg.log_tails_bytes())
     }
 
     /// Stops every group and task and waits until they have exited, so the

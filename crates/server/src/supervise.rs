@@ -55,26 +55,28 @@ pub fn recovering_from() -> Option<String> {
 
 /// Runs until `stop` resolves. When `host`'s storage fails first, calls
 /// `down` with the reason and re-executes the process (which does not
-/// return) if `durable`; a node without durable storage stays down instead.
+/// return) if `durable`; a node without durable storage, or one that could
+/// not re-execute, stays down until `stop`.
 pub async fn watch(
     host: &Host,
     durable: bool,
     down: impl FnOnce(String),
     stop: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
     let why = tokio::select! {
         why = failure(host) => why,
-        _ = stop => return,
+        _ = &mut stop => return,
     };
     tracing::error!(error = %why, "storage failed; the node restarts and recovers from its log");
     down(format!("storage failed ({why}); recovering from the log"));
-    if !durable {
+    if durable {
+        let e = reexec(&why);
+        tracing::error!(error = %e, "could not re-execute; the node stays not ready");
+    } else {
         tracing::error!("an in-memory node cannot recover its data; it stays not ready");
-        return std::future::pending().await;
     }
-    let e = reexec(&why);
-    tracing::error!(error = %e, "could not re-execute; the node stays not ready");
-    std::future::pending().await
+    stop.await
 }
 
 /// Runs `start` until it succeeds (a recovering node opening while its
