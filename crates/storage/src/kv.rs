@@ -27,8 +27,9 @@ const STATE: &str = "state";
 /// The engine of new data directories and in-memory stores unless
 /// configured otherwise. Still sled: with fjall `make bench` measured more
 /// throughput and half the disk, but PutItem's p99 at half peak went from
-/// 4.7 ms to 82 ms (docs/decisions.md); fjall is opt-in until that stall is
-/// understood.
+/// 4.7 ms to 82 ms. The stalls are fjall's reads waiting on lsm-tree's
+/// version lock and its writes on the journal lock, both held across fsyncs
+/// (docs/decisions.md, "Where fjall's stalls come from").
 pub const DEFAULT_ENGINE: Engine = Engine::Sled;
 /// What the store may hold in memory unless the node's budget says
 /// otherwise.
