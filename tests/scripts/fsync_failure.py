@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 
-from disk_full import Server, Writers, check_all, client, get, live, refusal_kind, wait_until, TABLE
+from disk_full import Prober, Server, Writers, check_all, client, get, live, refusal_kind, wait_until, TABLE
 
 RESUME_WITHIN_S = 15
 FAILING_FOR_S = 3
@@ -50,6 +50,7 @@ def main(binary):
         writers.run()
         wait_until("some writes acknowledged", lambda: len(writers.acked) >= 20, 30)
 
+        prober = Prober(server.url)
         open(flag, "w").close()
         failing_since = time.time()
         with writers.lock:
@@ -74,6 +75,7 @@ def main(binary):
         wait_until("writes resume once fsyncs work", lambda: writers.last_ok > healed, RESUME_WITHIN_S)
         print(f"fsyncs working again: writes resumed after {writers.last_ok - healed:.1f} s")
         wait_until("/ready is 200 again", lambda: get(server.url + "/ready")[0] == 200, RESUME_WITHIN_S)
+        print(f"liveness probes on new connections throughout: {prober.stop()}")
         time.sleep(1)
         writers.stop()
         server.stop()

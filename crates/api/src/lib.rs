@@ -145,33 +145,43 @@ pub struct Server {
     /// connection task has ended.
     limit: Arc<Semaphore>,
     max_connections: usize,
+    /// A second handle on the listening socket, for a process that replaces
+    /// itself (`exec`) to hand it on (see [`Server::listening_socket`]).
+    socket: std::net::TcpListener,
 }
 
 impl Server {
     /// Binds `addr` (port 0 picks a free port) and serves `api` until
     /// stopped.
     pub async fn start(api: Api, addr: SocketAddr) -> std::io::Result<Server> {
-        ops::resume_transitions(&api);
-        let cfg = api.cfg.clone();
-        Server::serve(Serving::Up(api), cfg, addr).await
+        Server::start_on(api, TcpListener::bind(addr).await?.into_std()?).await
     }
 
-    /// Binds `addr` and serves without an API, down for `why`, until
-    /// [`Server::bring_up`].
-    pub async fn start_down(
+    /// Serves `api` on a socket already listening.
+    pub async fn start_on(api: Api, listener: std::net::TcpListener) -> std::io::Result<Server> {
+        ops::resume_transitions(&api);
+        let cfg = api.cfg.clone();
+        Server::serve(Serving::Up(api), cfg, listener).await
+    }
+
+    /// Serves without an API, down for `why`, on a socket already
+    /// listening, until [`Server::bring_up`].
+    pub async fn start_down_on(
         cfg: Arc<ApiConfig>,
-        addr: SocketAddr,
+        listener: std::net::TcpListener,
         why: String,
     ) -> std::io::Result<Server> {
-        Server::serve(Serving::Down(why), cfg, addr).await
+        Server::serve(Serving::Down(why), cfg, listener).await
     }
 
     async fn serve(
         serving: Serving,
         cfg: Arc<ApiConfig>,
-        addr: SocketAddr,
+        listener: std::net::TcpListener,
     ) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(addr).await?;
+        let socket = listener.try_clone()?;
+        listener.set_nonblocking(true)?;
+        let listener = TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         metrics::install();
         let (stop, stopped) = watch::channel(false);
@@ -191,7 +201,17 @@ impl Server {
             done,
             limit,
             max_connections,
+            socket,
         })
+    }
+
+    /// The listening socket (a second descriptor of it, close-on-exec like
+    /// every other): a process about to re-execute itself clears that flag
+    /// so that the new image keeps listening on the same socket, and
+    /// clients arriving meanwhile wait in its backlog instead of being
+    /// refused.
+    pub fn listening_socket(&self) -> &std::net::TcpListener {
+        &self.socket
     }
 
     /// Answers every API request with a retryable ServiceUnavailable (and

@@ -407,7 +407,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         None => ClusterNode::start(cfg, listener).await?,
     };
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
-    supervise::watch(&node.host, true, |_| {}, stop).await;
+    supervise::watch(&node.host, true, None, |_| {}, stop).await;
     tracing::info!("shutting down");
     bounded_shutdown(node.shutdown()).await;
     Ok(())
@@ -476,7 +476,8 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         // and open the node as soon as it opens.
         Some(why) => {
             tracing::warn!(failure = %why, "recovering from a storage failure");
-            let server = Server::start_down(cfg.clone(), addr, why).await?;
+            let listener = supervise::listener(addr).await?;
+            let server = Server::start_down_on(cfg.clone(), listener, why).await?;
             let start = || Embedded::start(node_cfg.clone());
             let failed = |e: &StorageError| {
                 server.take_down(format!(
@@ -498,7 +499,8 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     };
     tracing::info!(addr = %server.addr, data = ?(!args.in_memory).then_some(&args.data_dir), "dynaraft embedded server listening");
     let down = |why| server.take_down(why);
-    supervise::watch(&node.host, !args.in_memory, down, stop).await;
+    let socket = Some(server.listening_socket());
+    supervise::watch(&node.host, !args.in_memory, socket, down, stop).await;
     tracing::info!("shutting down");
     bounded_shutdown(async move {
         server.stop().await;

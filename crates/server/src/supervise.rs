@@ -30,16 +30,26 @@
 //! recovers, its replicas are simply absent and the other zones keep
 //! quorum; once it opens, it catches up from the leaders.
 //!
+//! The embedded server hands its listening socket to the new image
+//! ([`LISTEN_FD_ENV`]): the socket stays open across the `exec`, so a client
+//! connecting in the moment between the two images waits in the socket's
+//! backlog and is answered by the new one, instead of being refused.
+//!
 //! An in-memory server is never re-executed: it would come back empty, a
 //! silent reset no client should see. It stays not ready instead.
 
 use dynaraft_cluster::host::Host;
 use dynaraft_storage::StorageError;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::Duration;
 
 /// Set in the environment of a process re-executed after a storage
 /// failure, to the failure it recovers from.
 pub const RECOVERING_ENV: &str = "DYNARAFT_RECOVERING_FROM";
+/// Set in the environment of a re-executed process to the number of the
+/// descriptor of the listening socket it inherits.
+pub const LISTEN_FD_ENV: &str = "DYNARAFT_LISTEN_FD";
 /// How often the node's storage is checked for a failure, in milliseconds.
 pub const STORAGE_CHECK_MS: u64 = 200;
 /// Pause before the first attempt to open a recovering node, in
@@ -55,11 +65,13 @@ pub fn recovering_from() -> Option<String> {
 
 /// Runs until `stop` resolves. When `host`'s storage fails first, calls
 /// `down` with the reason and re-executes the process (which does not
-/// return) if `durable`; a node without durable storage, or one that could
-/// not re-execute, stays down until `stop`.
+/// return) if `durable`, handing `socket` (a listening socket) to the new
+/// image; a node without durable storage, or one that could not
+/// re-execute, stays down until `stop`.
 pub async fn watch(
     host: &Host,
     durable: bool,
+    socket: Option<&TcpListener>,
     down: impl FnOnce(String),
     stop: impl std::future::Future<Output = ()>,
 ) {
@@ -71,12 +83,85 @@ pub async fn watch(
     tracing::error!(error = %why, "storage failed; the node restarts and recovers from its log");
     down(format!("storage failed ({why}); recovering from the log"));
     if durable {
-        let e = reexec(&why);
+        let e = reexec(&why, socket);
         tracing::error!(error = %e, "could not re-execute; the node stays not ready");
     } else {
         tracing::error!("an in-memory node cannot recover its data; it stays not ready");
     }
     stop.await
+}
+
+/// The listening socket handed over by the image this process replaced
+/// (see [`LISTEN_FD_ENV`]), if it was handed one listening on `addr`'s port;
+/// else `addr` bound afresh.
+pub async fn listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    if recovering_from().is_some()
+        && let Some(fd) = std::env::var(LISTEN_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<RawFd>().ok())
+    {
+        match inherited(fd, addr) {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::warn!(fd, error = %e, "inherited socket not usable; binding afresh"),
+        }
+    }
+    tokio::net::TcpListener::bind(addr).await?.into_std()
+}
+
+/// Takes descriptor `fd` as the listening socket on `addr`, once it is
+/// known to be one: a listening socket (`SO_ACCEPTCONN`) whose port is
+/// `addr`'s. It is close-on-exec again afterwards, like every other.
+fn inherited(fd: RawFd, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut listening: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `listening`; an fd
+    // that is not an open socket makes it fail with EBADF or ENOTSOCK.
+    let r = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            (&mut listening as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if listening == 0 {
+        return Err(std::io::Error::other("not a listening socket"));
+    }
+    set_close_on_exec(fd, true)?;
+    // SAFETY: the descriptor is an open listening socket that nothing else
+    // in this process image owns: it was inherited across the exec, and
+    // only this function, called once at start-up, takes it.
+    let socket = unsafe { TcpListener::from_raw_fd(fd) };
+    let port = socket.local_addr()?.port();
+    if addr.port() != 0 && port != addr.port() {
+        return Err(std::io::Error::other(format!(
+            "it listens on port {port}, not {}",
+            addr.port()
+        )));
+    }
+    Ok(socket)
+}
+
+fn set_close_on_exec(fd: RawFd, on: bool) -> std::io::Result<()> {
+    // SAFETY: F_GETFD/F_SETFD only read and set the descriptor's flags.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let flags = if on {
+        flags | libc::FD_CLOEXEC
+    } else {
+        flags & !libc::FD_CLOEXEC
+    };
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Runs `start` until it succeeds (a recovering node opening while its
@@ -122,12 +207,25 @@ async fn failure(host: &Host) -> String {
 }
 
 /// Replaces this process with a fresh run of its own binary and arguments,
-/// marked as recovering from `why`. Returns only if that failed.
-fn reexec(why: &str) -> std::io::Error {
+/// marked as recovering from `why`, handing it `socket`. Returns only if
+/// that failed.
+fn reexec(why: &str, socket: Option<&TcpListener>) -> std::io::Error {
     use std::os::unix::process::CommandExt;
     // /proc/self/exe runs this very binary even if its file was replaced.
-    std::process::Command::new("/proc/self/exe")
-        .args(std::env::args_os().skip(1))
+    let mut cmd = std::process::Command::new("/proc/self/exe");
+    cmd.args(std::env::args_os().skip(1))
         .env(RECOVERING_ENV, why)
-        .exec()
+        .env_remove(LISTEN_FD_ENV);
+    if let Some(socket) = socket {
+        let fd = socket.as_raw_fd();
+        match set_close_on_exec(fd, false) {
+            Ok(()) => {
+                cmd.env(LISTEN_FD_ENV, fd.to_string());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the listening socket is not handed over; the new image binds again");
+            }
+        }
+    }
+    cmd.exec()
 }
