@@ -217,10 +217,62 @@ impl From<dynaraft_cluster::ClusterError> for ApiError {
             | C::StaleEpoch { .. }
             | C::Unreachable(_)
             | C::Unavailable(_) => {
-                tracing::warn!(error = %e, "request could not be served");
+                crate::metrics::request_unavailable();
+                if let Some(suppressed) = UNAVAILABLE_LOG.admit() {
+                    tracing::warn!(error = %e, suppressed, "request could not be served");
+                }
                 ApiError::ServiceUnavailable(e.to_string())
             }
         }
+    }
+}
+
+/// Least time between two warnings of requests that could not be served,
+/// in milliseconds: while a node is down every request fails the same way,
+/// and one line per request would flood the log.
+pub const UNAVAILABLE_LOG_EVERY_MS: u64 = 1_000;
+
+static UNAVAILABLE_LOG: LogLimit = LogLimit::new(UNAVAILABLE_LOG_EVERY_MS);
+
+/// Lets one log line through per interval and counts the others.
+struct LogLimit {
+    every_ms: u64,
+    /// When a line last went through, in milliseconds since the first
+    /// use (0: never).
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+    start: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl LogLimit {
+    const fn new(every_ms: u64) -> LogLimit {
+        LogLimit {
+            every_ms,
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            suppressed: std::sync::atomic::AtomicU64::new(0),
+            start: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` if a line may go now.
+    fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let start = self.start.get_or_init(std::time::Instant::now);
+        // +1: the first call (at 0 ms) must differ from "never".
+        let now = u64::try_from(start.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last_ms.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.every_ms
+            || self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_err()
+        {
+            self.suppressed.fetch_add(1, Relaxed);
+            return None;
+        }
+        Some(self.suppressed.swap(0, Relaxed))
     }
 }
 
@@ -233,5 +285,26 @@ impl From<StorageError> for ApiError {
                 ApiError::InternalServerError("Internal server error".into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimit;
+
+    #[test]
+    fn one_line_per_interval_and_the_rest_counted() {
+        let limit = LogLimit::new(1_000);
+        assert_eq!(limit.admit(), Some(0));
+        for _ in 0..5 {
+            assert_eq!(limit.admit(), None);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1_100));
+        assert_eq!(
+            limit.admit(),
+            Some(5),
+            "the next line says how many were skipped"
+        );
+        assert_eq!(limit.admit(), None);
     }
 }

@@ -10,6 +10,11 @@
 //!   retried because a partition's change log was full.
 //! - `dynaraft_idle_connections_closed_total` (counter): idle client
 //!   connections closed to admit a new one at the connection cap.
+//! - `dynaraft_connections_refused_total` (counter): connections closed at
+//!   once because their client held its share, all busy.
+//! - `dynaraft_requests_unavailable_total` (counter): requests answered
+//!   ServiceUnavailable because the cluster could not serve them (their
+//!   warnings are logged at most once a second, with the count skipped).
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -37,6 +42,12 @@ pub fn idle_connection_closed() {
 /// connections, all busy (see `conns`).
 pub fn connection_refused() {
     metrics::counter!("dynaraft_connections_refused_total").increment(1);
+}
+
+/// A request answered ServiceUnavailable because the cluster could not
+/// serve it (no leader, no quorum, a stale map after retries, a node down).
+pub fn request_unavailable() {
+    metrics::counter!("dynaraft_requests_unavailable_total").increment(1);
 }
 
 /// The current metrics in Prometheus' text format, if installed.
