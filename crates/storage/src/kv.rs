@@ -514,26 +514,27 @@ mod tests {
             } else {
                 Engine::Sled
             };
-            let mut reopened = None;
-            for _ in 0..100 {
-                match Store::open_in(&dir, other, DEFAULT_MEMORY) {
-                    Ok(s) => {
-                        reopened = Some(s);
-                        break;
-                    }
-                    Err(OpenError::Locked) => {
-                        std::thread::sleep(std::time::Duration::from_millis(20))
-                    }
-                    Err(OpenError::Other(e)) => panic!("{e}"),
-                }
-            }
-            let store = reopened.expect("reopened");
+            let store = open_when_unlocked(&dir, other);
             assert_eq!(store.engine(), engine);
             assert_eq!(store.get(b"a3").unwrap().as_deref(), Some(&b"a3"[..]));
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
     }
+}
+
+/// Opens the store in `dir`, waiting (up to 2 s) while the threads of a
+/// store just dropped still hold its lock.
+#[cfg(test)]
+fn open_when_unlocked(dir: &Path, engine: Engine) -> Store {
+    for _ in 0..100 {
+        match Store::open_in(dir, engine, DEFAULT_MEMORY) {
+            Ok(s) => return s,
+            Err(OpenError::Locked) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(OpenError::Other(e)) => panic!("{e}"),
+        }
+    }
+    panic!("{} still locked after 2 s", dir.display())
 }
 
 #[cfg(test)]
@@ -556,15 +557,27 @@ mod torn_snapshot_tests {
         }
         let torn = dir.join("sled").join("snap.FFFFFFFFFFFFFFFF.generating");
         std::fs::write(&torn, b"").unwrap();
-        // What sled alone does with it: refuses to open.
-        let refused = sled::Config::new().path(dir.join("sled")).open();
+        // What sled alone does with it: refuses to open, for the snapshot
+        // (not for the lock the dropped store's threads may still hold).
+        let mut refused = None;
+        for _ in 0..100 {
+            match sled::Config::new().path(dir.join("sled")).open() {
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                other => {
+                    refused = Some(other);
+                    break;
+                }
+            }
+        }
+        let refused = refused.expect("sled's lock released");
         assert!(
             refused.is_err(),
-            "sled 0.34 reads a torn .generating snapshot"
+            "sled 0.34 refuses a torn .generating snapshot"
         );
         drop(refused);
-        let store = Store::open_in(&dir, Engine::Sled, DEFAULT_MEMORY)
-            .expect("opens without the torn snapshot");
+        let store = open_when_unlocked(&dir, Engine::Sled);
         assert_eq!(store.get(b"k").unwrap().as_deref(), Some(&b"v"[..]));
         assert!(!torn.exists());
         drop(store);
