@@ -149,18 +149,16 @@ impl Backend {
     ) -> Result<Backend, OpenError> {
         match engine {
             Engine::Sled => {
-                let db =
-                    sled_cfg
-                        .cache_capacity(memory.cache_bytes)
-                        .open()
-                        .map_err(|e| match e {
-                            sled::Error::Io(io)
-                                if io.to_string().contains("could not acquire lock") =>
-                            {
-                                OpenError::Locked
-                            }
-                            other => OpenError::Other(other.into()),
-                        })?;
+                let db = sled_cfg
+                    .cache_capacity(memory.cache_bytes)
+                    .open()
+                    .map_err(|e| {
+                        if sled_lock_held(&e) {
+                            OpenError::Locked
+                        } else {
+                            OpenError::Other(e.into())
+                        }
+                    })?;
                 let tree = db
                     .open_tree(STATE)
                     .map_err(|e| OpenError::Other(e.into()))?;
@@ -208,6 +206,11 @@ impl Batch {
     pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
         self.0.push((key.into(), None));
     }
+}
+
+/// Whether sled refused to open because another instance holds its lock.
+fn sled_lock_held(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
 fn fjall_err(e: fjall::Error) -> StorageError {
@@ -523,18 +526,32 @@ mod tests {
     }
 }
 
-/// Opens the store in `dir`, waiting (up to 2 s) while the threads of a
-/// store just dropped still hold its lock.
+/// `attempt`'s first outcome that is not `locked`, trying again (for up to
+/// 2 s) while the threads of a store just dropped still hold its lock.
 #[cfg(test)]
-fn open_when_unlocked(dir: &Path, engine: Engine) -> Store {
+fn when_unlocked<T, E>(
+    mut attempt: impl FnMut() -> Result<T, E>,
+    locked: impl Fn(&E) -> bool,
+) -> Result<T, E> {
     for _ in 0..100 {
-        match Store::open_in(dir, engine, DEFAULT_MEMORY) {
-            Ok(s) => return s,
-            Err(OpenError::Locked) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            Err(OpenError::Other(e)) => panic!("{e}"),
+        match attempt() {
+            Err(e) if locked(&e) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            outcome => return outcome,
         }
     }
-    panic!("{} still locked after 2 s", dir.display())
+    attempt()
+}
+
+/// Opens the store in `dir` once a store just dropped has let go of it.
+#[cfg(test)]
+fn open_when_unlocked(dir: &Path, engine: Engine) -> Store {
+    match when_unlocked(
+        || Store::open_in(dir, engine, DEFAULT_MEMORY),
+        |e| matches!(e, OpenError::Locked),
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("{} did not open: {e}", dir.display()),
+    }
 }
 
 #[cfg(test)]
@@ -559,21 +576,12 @@ mod torn_snapshot_tests {
         std::fs::write(&torn, b"").unwrap();
         // What sled alone does with it: refuses to open, for the snapshot
         // (not for the lock the dropped store's threads may still hold).
-        let mut refused = None;
-        for _ in 0..100 {
-            match sled::Config::new().path(dir.join("sled")).open() {
-                Err(e) if e.to_string().contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                other => {
-                    refused = Some(other);
-                    break;
-                }
-            }
-        }
-        let refused = refused.expect("sled's lock released");
+        let refused = when_unlocked(
+            || sled::Config::new().path(dir.join("sled")).open(),
+            sled_lock_held,
+        );
         assert!(
-            refused.is_err(),
+            refused.as_ref().is_err_and(|e| !sled_lock_held(e)),
             "sled 0.34 refuses a torn .generating snapshot"
         );
         drop(refused);
