@@ -236,42 +236,32 @@ static UNAVAILABLE_LOG: LogLimit = LogLimit::new(UNAVAILABLE_LOG_EVERY_MS);
 
 /// Lets one log line through per interval and counts the others.
 struct LogLimit {
-    every_ms: u64,
-    /// When a line last went through, in milliseconds since the first
-    /// use (0: never).
-    last_ms: std::sync::atomic::AtomicU64,
+    every: std::time::Duration,
+    /// When a line last went through.
+    last: std::sync::Mutex<Option<std::time::Instant>>,
     suppressed: std::sync::atomic::AtomicU64,
-    start: std::sync::OnceLock<std::time::Instant>,
 }
 
 impl LogLimit {
     const fn new(every_ms: u64) -> LogLimit {
         LogLimit {
-            every_ms,
-            last_ms: std::sync::atomic::AtomicU64::new(0),
+            every: std::time::Duration::from_millis(every_ms),
+            last: std::sync::Mutex::new(None),
             suppressed: std::sync::atomic::AtomicU64::new(0),
-            start: std::sync::OnceLock::new(),
         }
     }
 
     /// `Some(lines suppressed since the last one)` if a line may go now.
     fn admit(&self) -> Option<u64> {
         use std::sync::atomic::Ordering::Relaxed;
-        let start = self.start.get_or_init(std::time::Instant::now);
-        // +1: the first call (at 0 ms) must differ from "never".
-        let now = u64::try_from(start.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        let last = self.last_ms.load(Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.every_ms
-            || self
-                .last_ms
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_err()
-        {
+        // A poisoned lock only guards a timestamp, still valid.
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < self.every) {
             self.suppressed.fetch_add(1, Relaxed);
             return None;
         }
+        *last = Some(now);
         Some(self.suppressed.swap(0, Relaxed))
     }
 }
