@@ -17,6 +17,7 @@ pub mod keycond;
 pub mod legacy;
 pub mod lexer;
 pub mod parser;
+pub mod partiql;
 pub mod paths;
 pub mod projection;
 pub mod update;
