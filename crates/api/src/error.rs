@@ -30,6 +30,8 @@ pub enum ApiError {
     ConditionalCheckFailed {
         item: Option<Value>,
     },
+    /// A PartiQL INSERT of a key that exists.
+    DuplicateItem,
     LimitExceeded(String),
     /// A write would grow an item collection of a table with local
     /// indexes past the limit.
@@ -62,6 +64,29 @@ pub enum ApiError {
 impl ApiError {
     pub fn validation(m: impl Into<String>) -> ApiError {
         ApiError::Validation(m.into())
+    }
+
+    /// The code of this error inside BatchExecuteStatement's `Responses`
+    /// (BatchStatementErrorCodeEnum).
+    pub fn batch_code(&self) -> &'static str {
+        match self {
+            ApiError::Validation(_)
+            | ApiError::KeySchema(_)
+            | ApiError::Serialization(_)
+            | ApiError::RequestTooLarge => "ValidationError",
+            ApiError::ResourceNotFound(_) | ApiError::TableNotFound(_) => "ResourceNotFound",
+            ApiError::ConditionalCheckFailed { .. } => "ConditionalCheckFailed",
+            ApiError::DuplicateItem => "DuplicateItem",
+            ApiError::ItemCollectionSizeLimitExceeded => "ItemCollectionSizeLimitExceeded",
+            ApiError::IndexBackPressure { provisioned: true } => "ProvisionedThroughputExceeded",
+            ApiError::IndexBackPressure { provisioned: false } => "ThrottlingError",
+            ApiError::TransactionConflict
+            | ApiError::TransactionCanceled { .. }
+            | ApiError::TransactionInProgress => "TransactionConflict",
+            ApiError::LimitExceeded(_) => "RequestLimitExceeded",
+            ApiError::MissingAuthenticationToken => "AccessDenied",
+            _ => "InternalServerError",
+        }
     }
 
     pub fn not_found() -> ApiError {
@@ -118,6 +143,11 @@ impl ApiError {
                 }
                 return (400, body);
             }
+            ApiError::DuplicateItem => (
+                400,
+                format!("{DDB}DuplicateItemException"),
+                Some("Duplicate primary key exists in table".into()),
+            ),
             ApiError::LimitExceeded(m) => {
                 (400, format!("{DDB}LimitExceededException"), Some(m.clone()))
             }

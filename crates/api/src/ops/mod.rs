@@ -2,6 +2,7 @@
 //! completely before it proposes anything, so bad input never causes a
 //! partial write.
 
+mod batch_execute_statement;
 mod batch_get_item;
 mod batch_write_item;
 mod continuous_backups;
@@ -11,9 +12,12 @@ mod delete_table;
 mod describe_endpoints;
 mod describe_limits;
 mod describe_table;
+mod execute_statement;
+mod execute_transaction;
 mod get_item;
 mod index_defs;
 mod list_tables;
+mod partiql;
 mod put_item;
 mod query;
 mod read;
@@ -60,6 +64,7 @@ macro_rules! operations {
 }
 
 operations! { api, body;
+    "BatchExecuteStatement" => batch_execute_statement::execute(api, parse_body(body)?).await,
     "BatchGetItem" => batch_get_item::execute(api, parse_body(body)?).await,
     "BatchWriteItem" => batch_write_item::execute(api, parse_body(body)?).await,
     "CreateTable" => create_table::execute(api, parse_body(body)?).await,
@@ -70,6 +75,8 @@ operations! { api, body;
     "DescribeLimits" => describe_limits::execute(),
     "DescribeTable" => describe_table::execute(api, parse_body(body)?).await,
     "DescribeTimeToLive" => time_to_live::describe(api, parse_body(body)?),
+    "ExecuteStatement" => execute_statement::execute(api, parse_body(body)?).await,
+    "ExecuteTransaction" => execute_transaction::execute(api, parse_body(body)?).await,
     "GetItem" => get_item::execute(api, parse_body(body)?).await,
     "ListTables" => list_tables::execute(api, parse_body(body)?),
     "ListTagsOfResource" => tags::list(api, parse_body(body)?).await,
@@ -108,7 +115,6 @@ pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value,
 /// UnknownOperationException with a message saying so
 /// (docs/compatibility.md lists them too).
 pub const UNIMPLEMENTED: &[&str] = &[
-    "BatchExecuteStatement",
     "CreateBackup",
     "CreateGlobalTable",
     "DeleteBackup",
@@ -123,8 +129,6 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "DescribeTableReplicaAutoScaling",
     "DisableKinesisStreamingDestination",
     "EnableKinesisStreamingDestination",
-    "ExecuteStatement",
-    "ExecuteTransaction",
     "ExportTableToPointInTime",
     "GetResourcePolicy",
     "ImportTable",
