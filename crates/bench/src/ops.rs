@@ -28,6 +28,10 @@ pub enum Protocol {
     /// etcd's v3 JSON gateway (`/v3/kv/put`, `/v3/kv/range`), for the
     /// replicated-write comparison. GetItem and PutItem only.
     Etcd,
+    /// The DynamoDB API with items read and written by PartiQL
+    /// (ExecuteStatement): `SELECT` by full key for GetItem, `INSERT` for a
+    /// new record, `UPDATE` for a new version, with `?` parameters.
+    Partiql,
 }
 
 /// How an operation ended.
@@ -174,6 +178,20 @@ impl Ctx {
         if self.protocol == Protocol::Etcd {
             return self.etcd_read(conn, record).await;
         }
+        if self.protocol == Protocol::Partiql {
+            let (where_key, params) = self.key_statement(record);
+            let body = json!({
+                "Statement": format!("SELECT * FROM \"{}\" WHERE {where_key}", self.table),
+                "Parameters": params,
+                "ConsistentRead": consistent,
+            });
+            let v = call(conn, "ExecuteStatement", &body).await?;
+            let item = v
+                .get("Items")
+                .and_then(|i| i.get(0))
+                .ok_or_else(|| Failure::wrong(format!("SELECT of record {record}: no item")))?;
+            return self.check_item(item, record);
+        }
         let body =
             json!({"TableName": self.table, "Key": self.key(record), "ConsistentRead": consistent});
         let v = call(conn, "GetItem", &body).await?;
@@ -198,6 +216,9 @@ impl Ctx {
                 Err(f) => Outcome::Failed(f),
             };
         }
+        if self.protocol == Protocol::Partiql {
+            return self.statement_write(conn, record, ver, expect).await;
+        }
         let mut body = json!({"TableName": self.table, "Item": self.item(record, ver)});
         if let (Some(old), Some(map)) = (expect, body.as_object_mut()) {
             map.insert("ConditionExpression".into(), json!("ver = :old"));
@@ -209,6 +230,74 @@ impl Ctx {
         match call(conn, "PutItem", &body).await {
             Ok(v) if v.is_object() => Outcome::Ok,
             Ok(v) => Outcome::Failed(Failure::wrong(format!("PutItem answered {v}"))),
+            Err(f) if expect.is_some() && f.class.ends_with("ConditionalCheckFailedException") => {
+                Outcome::Conflict
+            }
+            Err(f) => Outcome::Failed(f),
+        }
+    }
+
+    /// The WHERE of `record`'s full key, with its parameters.
+    fn key_statement(&self, record: u64) -> (&'static str, Vec<Value>) {
+        match self.layout {
+            Layout::Hash => ("pk = ?", vec![json!({"S": keys::hash_key(record)})]),
+            Layout::Range => {
+                let (pk, sk) = keys::range_key(record);
+                (
+                    "pk = ? AND sk = ?",
+                    vec![json!({"S": pk}), json!({"N": sk.to_string()})],
+                )
+            }
+        }
+    }
+
+    /// A write as a PartiQL statement: `INSERT` of version 0 (a new
+    /// record), else `UPDATE` of the version and payload, with `expect` as
+    /// a condition on the version read.
+    async fn statement_write(
+        &self,
+        conn: &mut Conn,
+        record: u64,
+        ver: u64,
+        expect: Option<u64>,
+    ) -> Outcome {
+        let (where_key, key_params) = self.key_statement(record);
+        let payload = json!({"S": keys::payload(record, ver, self.payload_len)});
+        let ver_json = json!({"N": ver.to_string()});
+        let (mut statement, mut params) = if ver == 0 && expect.is_none() {
+            let mut params = key_params;
+            params.extend([ver_json, payload]);
+            let sk = if self.layout == Layout::Range {
+                ", 'sk': ?"
+            } else {
+                ""
+            };
+            (
+                format!(
+                    "INSERT INTO \"{}\" VALUE {{'pk': ?{sk}, 'ver': ?, 'v': ?}}",
+                    self.table
+                ),
+                params,
+            )
+        } else {
+            let mut params = vec![ver_json, payload];
+            params.extend(key_params);
+            (
+                format!(
+                    "UPDATE \"{}\" SET ver = ? SET v = ? WHERE {where_key}",
+                    self.table
+                ),
+                params,
+            )
+        };
+        if let Some(old) = expect {
+            statement.push_str(" AND ver = ?");
+            params.push(json!({"N": old.to_string()}));
+        }
+        let body = json!({"Statement": statement, "Parameters": params});
+        match call(conn, "ExecuteStatement", &body).await {
+            Ok(v) if v.is_object() => Outcome::Ok,
+            Ok(v) => Outcome::Failed(Failure::wrong(format!("ExecuteStatement answered {v}"))),
             Err(f) if expect.is_some() && f.class.ends_with("ConditionalCheckFailedException") => {
                 Outcome::Conflict
             }

@@ -177,7 +177,7 @@ async fn prepare(args: &BenchArgs) -> Result<(Arc<Endpoint>, Arc<Ctx>, bool), Be
     );
     let ctx = Arc::new(args.ctx());
     let created = match args.protocol {
-        Protocol::Dynamodb => create_table(&endpoint, &ctx).await?,
+        Protocol::Dynamodb | Protocol::Partiql => create_table(&endpoint, &ctx).await?,
         Protocol::Etcd => true,
     };
     Ok((endpoint, ctx, created))

@@ -10,6 +10,7 @@
 //! | E | 95% Query of 1..=100 items, 5% PutItem of a new record | zipfian |
 //! | F | 50% GetItem, 50% read-modify-write (GetItem, then a PutItem conditional on the version read) | zipfian |
 //! | put | 100% PutItem (update) | zipfian |
+//! | insert | 100% PutItem of a new record | - |
 //!
 //! YCSB's "update" writes one field; here it replaces the item with a new
 //! version (a PutItem, DynamoDB's basic write), which is what the
@@ -30,6 +31,7 @@ pub enum Workload {
     E,
     F,
     Put,
+    Insert,
 }
 
 /// One kind of operation, with its own latency histogram.
@@ -95,6 +97,7 @@ impl Workload {
             Self::E => &[(Scan, 95), (Insert, 5)],
             Self::F => &[(Read, 50), (ReadModifyWrite, 50)],
             Self::Put => &[(Update, 100)],
+            Self::Insert => &[(Insert, 100)],
         }
     }
 
@@ -134,6 +137,7 @@ impl Workload {
             Self::E => "E",
             Self::F => "F",
             Self::Put => "put",
+            Self::Insert => "insert",
         }
     }
 }
@@ -152,6 +156,7 @@ mod tests {
             Workload::E,
             Workload::F,
             Workload::Put,
+            Workload::Insert,
         ] {
             assert_eq!(w.mix().iter().map(|&(_, p)| p).sum::<u32>(), 100, "{w:?}");
             assert_eq!(w.kind_for(0), w.mix()[0].0);

@@ -263,7 +263,16 @@ fn plan_select(api: &Api, s: &Select, r: &mut Render, single_item: bool) -> Resu
     let projection = s.projection.clone();
     let mut req = r.request(&s.target.table, Value::Null, None, None);
     if let Some(paths) = &projection {
-        req["ProjectionExpression"] = json!(r.paths(paths));
+        // The top-level attributes only: a projected list keeps just the
+        // selected elements, so `l[1]` could not be found in it afterwards.
+        let mut roots: Vec<Path> = Vec::new();
+        for p in paths {
+            let root = Path::attr(p.root());
+            if !roots.contains(&root) {
+                roots.push(root);
+            }
+        }
+        req["ProjectionExpression"] = json!(r.paths(&roots));
     }
     if by_key && s.order.is_empty() {
         req["Key"] = Value::Object(full.into_iter().collect());

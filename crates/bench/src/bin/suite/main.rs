@@ -130,6 +130,10 @@ struct Spec {
     rate_of: Option<(&'static str, f64)>,
     /// Run on a table of its own with a stream of this view type.
     stream: Option<&'static str>,
+    /// Run on a table of its own by this name.
+    table: Option<&'static str>,
+    /// Read and write with PartiQL statements instead of GetItem/PutItem.
+    partiql: bool,
 }
 
 const fn spec(label: &'static str, workload: Workload) -> Spec {
@@ -139,6 +143,8 @@ const fn spec(label: &'static str, workload: Workload) -> Spec {
         consistent: false,
         rate_of: None,
         stream: None,
+        table: None,
+        partiql: false,
     }
 }
 
@@ -158,6 +164,8 @@ const CONSISTENT_C: Spec = Spec {
     consistent: true,
     rate_of: None,
     stream: None,
+    table: None,
+    partiql: false,
 };
 const HALF_PEAK_C: Spec = Spec {
     label: "C at half peak",
@@ -165,6 +173,8 @@ const HALF_PEAK_C: Spec = Spec {
     consistent: false,
     rate_of: Some(("C", 0.5)),
     stream: None,
+    table: None,
+    partiql: false,
 };
 const HALF_PEAK_PUT: Spec = Spec {
     label: "put at half peak",
@@ -172,6 +182,8 @@ const HALF_PEAK_PUT: Spec = Spec {
     consistent: false,
     rate_of: Some(("put", 0.5)),
     stream: None,
+    table: None,
+    partiql: false,
 };
 /// PutItem to a table with a NEW_AND_OLD_IMAGES stream (the stream's cost).
 const PUT_STREAM: Spec = Spec {
@@ -180,6 +192,39 @@ const PUT_STREAM: Spec = Spec {
     consistent: false,
     rate_of: None,
     stream: Some("NEW_AND_OLD_IMAGES"),
+    table: Some("bench-stream"),
+    partiql: false,
+};
+/// GetItem as a PartiQL `SELECT` by full key (the cost of the statement
+/// layer against "C").
+const PARTIQL_C: Spec = Spec {
+    label: "C, PartiQL",
+    workload: Workload::C,
+    consistent: false,
+    rate_of: None,
+    stream: None,
+    table: None,
+    partiql: true,
+};
+/// PutItem of new records, and the same as PartiQL `INSERT`, each on a
+/// table of its own (an insert run consumes record numbers).
+const INSERT: Spec = Spec {
+    label: "insert",
+    workload: Workload::Insert,
+    consistent: false,
+    rate_of: None,
+    stream: None,
+    table: Some("bench-insert"),
+    partiql: false,
+};
+const PARTIQL_INSERT: Spec = Spec {
+    label: "insert, PartiQL",
+    workload: Workload::Insert,
+    consistent: false,
+    rate_of: None,
+    stream: None,
+    table: Some("bench-insert-partiql"),
+    partiql: true,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -296,10 +341,14 @@ fn bench_args(
 ) -> BenchArgs {
     BenchArgs {
         endpoint: url.to_string(),
-        protocol,
+        protocol: if s.partiql {
+            Protocol::Partiql
+        } else {
+            protocol
+        },
         workload: s.workload,
         distribution: None,
-        table: s.stream.map(|_| "bench-stream".to_string()),
+        table: s.table.map(str::to_string),
         records: args.records,
         item_bytes: args.item_bytes,
         concurrency: args.concurrency,
@@ -378,7 +427,15 @@ async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let idle_rss = procs::rss_bytes(proc.pid());
     let specs: Vec<&Spec> = YCSB
         .iter()
-        .chain([&CONSISTENT_C, &HALF_PEAK_C, &HALF_PEAK_PUT, &PUT_STREAM])
+        .chain([
+            &CONSISTENT_C,
+            &HALF_PEAK_C,
+            &HALF_PEAK_PUT,
+            &PUT_STREAM,
+            &PARTIQL_C,
+            &INSERT,
+            &PARTIQL_INSERT,
+        ])
         .collect();
     let runs = workloads(args, "embedded", &url, Protocol::Dynamodb, &specs).await?;
     Ok(SystemResult {

@@ -244,6 +244,9 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
 const TARGET_VS_DYNALITE: f64 = 3.0;
 /// Least share of plain PutItem throughput kept with a stream enabled.
 const TARGET_STREAM_PUT_FRACTION: f64 = 0.9;
+/// A PartiQL statement keeps at least this share of its JSON operation's
+/// throughput (issue: parsing and planning must not dominate).
+const TARGET_PARTIQL_FRACTION: f64 = 0.75;
 const TARGET_EMBEDDED_P99_US: u64 = 2_000;
 const TARGET_IDLE_RSS_BYTES: u64 = 30 * 1024 * 1024;
 const TARGET_STARTUP_MS: f64 = 200.0;
@@ -279,6 +282,21 @@ fn targets(md: &mut String, r: &Results) {
             .zip(plain)
             .map(|(a, b)| a >= TARGET_STREAM_PUT_FRACTION * b),
     );
+    for (statement, plain, what) in [
+        ("C, PartiQL", "C", "SELECT by full key >= 75% of GetItem"),
+        (
+            "insert, PartiQL",
+            "insert",
+            "INSERT >= 75% of PutItem of new items",
+        ),
+    ] {
+        let (a, b) = (tp("embedded", statement), tp("embedded", plain));
+        line(
+            &format!("embedded PartiQL {what}"),
+            versus(a, b),
+            a.zip(b).map(|(a, b)| a >= TARGET_PARTIQL_FRACTION * b),
+        );
+    }
     for label in ["C at half peak", "put at half peak"] {
         let v = p99("embedded", label);
         line(
