@@ -82,6 +82,42 @@ def streams_session(session, ddb, url):
     events.wait_until_not_exists()
 
 
+def partiql_session(client):
+    """PartiQL through boto3: a Query-shaped SELECT paged by NextToken, an UPDATE's RETURNING, an INSERT of a key that
+    exists, a transaction cancelled by a false EXISTS."""
+    ask = dict(Statement='SELECT order_id FROM "Orders" WHERE customer = ? AND order_id > ? ORDER BY order_id DESC',
+               Parameters=[{"S": "c1"}, {"N": "30"}], Limit=2)
+    ids, pages = [], 0
+    while True:
+        page = client.execute_statement(**ask)
+        ids += [int(i["order_id"]["N"]) for i in page["Items"]]
+        pages += 1
+        if "NextToken" not in page:
+            break
+        ask["NextToken"] = page["NextToken"]
+    assert ids == list(range(58, 30, -3)) and pages == 6, (ids, pages)
+    r = client.execute_statement(
+        Statement='UPDATE "Orders" SET points = 5 SET tags = list_append(tags, [\'vip\']) '
+                  "WHERE customer = 'c0' AND order_id = 0 RETURNING MODIFIED NEW *")
+    assert r["Items"] == [{"points": {"N": "5"}, "tags": {"L": [{"S": "rush"}, {"S": "vip"}]}}], r
+    try:
+        client.execute_statement(Statement="INSERT INTO \"Orders\" VALUE {'customer': 'c0', 'order_id': 0}")
+        raise AssertionError("INSERT of an existing key should fail")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "DuplicateItemException", e.response
+    try:
+        client.execute_transaction(TransactStatements=[
+            {"Statement": "INSERT INTO \"Orders\" VALUE {'customer': 'p9', 'order_id': 1}"},
+            {"Statement": "EXISTS(SELECT * FROM \"Orders\" WHERE customer = 'c0' AND order_id = 0 AND points > 5)"}])
+        raise AssertionError("a false EXISTS should cancel the transaction")
+    except ClientError as e:
+        reasons = [r["Code"] for r in e.response["CancellationReasons"]]
+        assert reasons == ["None", "ConditionalCheckFailed"], e.response
+    got = client.execute_statement(Statement="SELECT * FROM \"Orders\" WHERE customer = 'p9' AND order_id = 1")
+    assert got["Items"] == [], got
+    client.execute_statement(Statement="UPDATE \"Orders\" REMOVE points, tags WHERE customer = 'c0' AND order_id = 0")
+
+
 def main():
     proc, url = start(sys.argv[1])
     try:
@@ -223,6 +259,8 @@ def main():
         assert table.get_item(Key={"customer": "t1", "order_id": 0})["Item"]["points"] == 13
         for c in ("t0", "t1"):
             table.delete_item(Key={"customer": c, "order_id": 0})
+
+        partiql_session(client)
 
         pages = list(client.get_paginator("scan").paginate(TableName="Orders", PaginationConfig={"PageSize": 7}))
         assert sum(p["Count"] for p in pages) == 60 and len(pages) >= 9, [p["Count"] for p in pages]

@@ -45,6 +45,21 @@ echo "$out" | grep -q '"Count": 13' || fail "paginated scan: $out"
 
 ddb delete-item --table-name Music --key '{"Artist":{"S":"No One You Know"},"SongTitle":{"S":"Call Me Today"}}'
 
+# PartiQL, as the Developer Guide's examples run it with the CLI.
+ddb execute-statement --statement "INSERT INTO Music VALUE {'Artist': 'Acme Band', 'SongTitle': 'PartiQL Rocks', 'Plays': 7}" >/dev/null
+out=$(ddb execute-statement --statement "SELECT SongTitle, Plays FROM Music WHERE Artist = ? AND SongTitle = ?" \
+  --parameters '[{"S":"Acme Band"},{"S":"PartiQL Rocks"}]')
+echo "$out" | grep -q '"N": "7"' || fail "execute-statement SELECT: $out"
+if ddb execute-statement --statement "INSERT INTO Music VALUE {'Artist': 'Acme Band', 'SongTitle': 'PartiQL Rocks'}" 2>/tmp/dynaraft-cli-err; then
+  fail "a second INSERT of the key should have failed"
+fi
+grep -q DuplicateItemException /tmp/dynaraft-cli-err || fail "expected DuplicateItemException"
+out=$(ddb batch-execute-statement --statements '[{"Statement":"UPDATE Music SET Plays = Plays + 1 WHERE Artist = '"'"'Acme Band'"'"' AND SongTitle = '"'"'PartiQL Rocks'"'"'"},{"Statement":"UPDATE Music SET Plays = 1 WHERE Artist = '"'"'Nobody'"'"' AND SongTitle = '"'"'None'"'"'"}]')
+echo "$out" | grep -q '"Code": "ConditionalCheckFailed"' || fail "batch-execute-statement: $out"
+ddb execute-transaction --transact-statements '[{"Statement":"EXISTS(SELECT * FROM Music WHERE Artist = '"'"'Acme Band'"'"' AND SongTitle = '"'"'Song 03'"'"' AND Plays = 3)"},{"Statement":"DELETE FROM Music WHERE Artist = '"'"'Acme Band'"'"' AND SongTitle = '"'"'PartiQL Rocks'"'"'"}]' >/dev/null
+out=$(ddb execute-statement --statement "SELECT * FROM Music WHERE Artist = 'Acme Band' AND SongTitle = 'PartiQL Rocks'")
+echo "$out" | grep -q '"Items": \[\]' || fail "execute-transaction should have deleted the item: $out"
+
 # A stream turned on with the CLI, read back with `dynaraft streams tail`.
 ddb update-table --table-name Music \
   --stream-specification StreamEnabled=true,StreamViewType=NEW_AND_OLD_IMAGES >/dev/null
