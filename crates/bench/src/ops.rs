@@ -144,6 +144,29 @@ pub struct Ctx {
     pub consistent_reads: bool,
     /// The table is created with a stream of this view type.
     pub stream_view_type: Option<String>,
+    /// The PartiQL statements of this table, written once.
+    pub statements: Statements,
+}
+
+/// The PartiQL statements a run sends, with `?` for every value.
+pub struct Statements {
+    select: String,
+    insert: String,
+    update: String,
+}
+
+impl Statements {
+    pub fn new(table: &str, layout: Layout) -> Statements {
+        let (where_key, sk) = match layout {
+            Layout::Hash => ("pk = ?", ""),
+            Layout::Range => ("pk = ? AND sk = ?", ", 'sk': ?"),
+        };
+        Statements {
+            select: format!("SELECT * FROM \"{table}\" WHERE {where_key}"),
+            insert: format!("INSERT INTO \"{table}\" VALUE {{'pk': ?{sk}, 'ver': ?, 'v': ?}}"),
+            update: format!("UPDATE \"{table}\" SET ver = ? SET v = ? WHERE {where_key}"),
+        }
+    }
 }
 
 impl Ctx {
@@ -179,10 +202,9 @@ impl Ctx {
             return self.etcd_read(conn, record).await;
         }
         if self.protocol == Protocol::Partiql {
-            let (where_key, params) = self.key_statement(record);
             let body = json!({
-                "Statement": format!("SELECT * FROM \"{}\" WHERE {where_key}", self.table),
-                "Parameters": params,
+                "Statement": self.statements.select,
+                "Parameters": self.key_params(record),
                 "ConsistentRead": consistent,
             });
             let v = call(conn, "ExecuteStatement", &body).await?;
@@ -237,16 +259,13 @@ impl Ctx {
         }
     }
 
-    /// The WHERE of `record`'s full key, with its parameters.
-    fn key_statement(&self, record: u64) -> (&'static str, Vec<Value>) {
+    /// The values of `record`'s key, in the statements' order.
+    fn key_params(&self, record: u64) -> Vec<Value> {
         match self.layout {
-            Layout::Hash => ("pk = ?", vec![json!({"S": keys::hash_key(record)})]),
+            Layout::Hash => vec![json!({"S": keys::hash_key(record)})],
             Layout::Range => {
                 let (pk, sk) = keys::range_key(record);
-                (
-                    "pk = ? AND sk = ?",
-                    vec![json!({"S": pk}), json!({"N": sk.to_string()})],
-                )
+                vec![json!({"S": pk}), json!({"N": sk.to_string()})]
             }
         }
     }
@@ -261,35 +280,19 @@ impl Ctx {
         ver: u64,
         expect: Option<u64>,
     ) -> Outcome {
-        let (where_key, key_params) = self.key_statement(record);
+        let key_params = self.key_params(record);
         let payload = json!({"S": keys::payload(record, ver, self.payload_len)});
         let ver_json = json!({"N": ver.to_string()});
-        let (mut statement, mut params) = if ver == 0 && expect.is_none() {
+        let (statement, mut params) = if ver == 0 && expect.is_none() {
             let mut params = key_params;
             params.extend([ver_json, payload]);
-            let sk = if self.layout == Layout::Range {
-                ", 'sk': ?"
-            } else {
-                ""
-            };
-            (
-                format!(
-                    "INSERT INTO \"{}\" VALUE {{'pk': ?{sk}, 'ver': ?, 'v': ?}}",
-                    self.table
-                ),
-                params,
-            )
+            (self.statements.insert.clone(), params)
         } else {
             let mut params = vec![ver_json, payload];
             params.extend(key_params);
-            (
-                format!(
-                    "UPDATE \"{}\" SET ver = ? SET v = ? WHERE {where_key}",
-                    self.table
-                ),
-                params,
-            )
+            (self.statements.update.clone(), params)
         };
+        let mut statement = statement;
         if let Some(old) = expect {
             statement.push_str(" AND ver = ?");
             params.push(json!({"N": old.to_string()}));

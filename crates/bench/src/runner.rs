@@ -129,6 +129,7 @@ impl BenchArgs {
             payload_len: keys::payload_len(self.item_bytes),
             consistent_reads: self.consistent_reads,
             stream_view_type: self.stream_view_type.clone(),
+            statements: ops::Statements::new(&self.table_name(), self.workload.layout()),
         }
     }
 }

@@ -44,6 +44,17 @@ pub struct RunOptions {
     pub on_failure: Option<String>,
 }
 
+impl RunOptions {
+    /// ReturnConsumedCapacity (already checked) as a mode.
+    fn capacity_mode(&self) -> CapacityMode {
+        match self.capacity.as_deref() {
+            Some("TOTAL") => CapacityMode::Total,
+            Some("INDEXES") => CapacityMode::Indexes,
+            _ => CapacityMode::None,
+        }
+    }
+}
+
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
     check_statement(&mut v, input.statement.as_deref(), "statement");
@@ -77,9 +88,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             "EXISTS is supported only inside ExecuteTransaction",
         ));
     }
-    let fingerprint = fingerprint(&text, &params);
     let start_key = match input.next_token {
-        Some(t) => Some(decode_token(&t, fingerprint)?),
+        Some(t) => Some(decode_token(&t, fingerprint(&text, &params))?),
         None => None,
     };
     let plan = partiql::plan(api, &stmt, &params, false)?;
@@ -92,7 +102,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     };
     let (mut out, last_key) = run(api, plan, &opts).await?;
     if let Some(k) = last_key {
-        out["NextToken"] = json!(encode_token(fingerprint, &k));
+        out["NextToken"] = json!(encode_token(fingerprint(&text, &params), &k));
         out["LastEvaluatedKey"] = k;
     }
     Ok(out)
@@ -142,11 +152,19 @@ pub async fn run(
     opts: &RunOptions,
 ) -> Result<(Value, Option<Value>), ApiError> {
     match plan {
-        Plan::Get(mut req, projection) => {
-            read_options(&mut req, opts, false);
-            let out = get_item::execute(api, input(req)?).await?;
-            let items: Vec<Value> = out.get("Item").cloned().into_iter().collect();
-            Ok((respond(items, projection.as_deref(), &out)?, None))
+        Plan::Get(g) => {
+            let mut out = get_item::fetch(
+                api,
+                &g.table,
+                &g.name,
+                &g.key,
+                g.roots.as_deref(),
+                opts.consistent,
+                opts.capacity_mode(),
+            )
+            .await?;
+            let items: Vec<Value> = out.get_mut("Item").map(Value::take).into_iter().collect();
+            Ok((respond(items, g.output.as_deref(), &out)?, None))
         }
         Plan::Query(mut req, projection) => {
             read_options(&mut req, opts, true);

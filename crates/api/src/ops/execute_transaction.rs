@@ -113,9 +113,10 @@ pub async fn execute(api: &Api, input_: Input) -> Result<Value, ApiError> {
             Plan::Put(r) => json!({ "Put": r }),
             Plan::Update(r) => json!({ "Update": r }),
             Plan::Delete(r) => json!({ "Delete": r }),
-            Plan::Check(r) | Plan::Get(r, _) | Plan::Query(r, _) | Plan::Scan(r, _) => {
+            Plan::Check(r) | Plan::Query(r, _) | Plan::Scan(r, _) => {
                 json!({ "ConditionCheck": r })
             }
+            Plan::Get(g) => json!({ "ConditionCheck": g.request() }),
         })
         .collect();
     let mut req = json!({ "TransactItems": items });
@@ -151,9 +152,9 @@ async fn read_all(
     let mut gets = Vec::with_capacity(plans.len());
     let mut projections = Vec::with_capacity(plans.len());
     for p in plans {
-        if let Plan::Get(r, projection) = p {
-            gets.push(json!({ "Get": r }));
-            projections.push(projection);
+        if let Plan::Get(g) = p {
+            gets.push(json!({ "Get": g.request() }));
+            projections.push(g.output);
         }
     }
     let mut req = json!({ "TransactItems": gets });

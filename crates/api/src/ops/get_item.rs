@@ -2,7 +2,10 @@
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::*;
+use dynaraft_cluster::Table;
+use dynaraft_expr::Path;
 use dynaraft_expr::projection::project;
+use dynaraft_model::Item;
 use dynaraft_model::value::{item_size_bytes, item_to_json};
 use dynaraft_model::wire::{Dict, Flag, List, Str, WireItem};
 use serde::Deserialize;
@@ -57,15 +60,39 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     )?;
     subs.check_unused()?;
     let table = active_table(api, &name)?;
-    table.schema.validate_key(&key)?;
-    super::read::check_key_paths(&table, projection.iter().flatten())?;
-    let sk = table.schema.storage_key(&key).ok_or_else(|| {
+    fetch(
+        api,
+        &table,
+        &name,
+        &key,
+        projection.as_deref(),
+        consistent,
+        mode,
+    )
+    .await
+}
+
+/// GetItem's execution on a checked request: reads `key` of `table` (named
+/// `name` in ConsumedCapacity), projected to `projection`. Shared with
+/// PartiQL's SELECT by full key.
+pub async fn fetch(
+    api: &Api,
+    table: &Table,
+    name: &str,
+    key: &Item,
+    projection: Option<&[Path]>,
+    consistent: bool,
+    mode: CapacityMode,
+) -> Result<Value, ApiError> {
+    table.schema.validate_key(key)?;
+    super::read::check_key_paths(table, projection.into_iter().flatten())?;
+    let sk = table.schema.storage_key(key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;
-    let item = api.router.get_item(&table, &sk, consistent).await?;
+    let item = api.router.get_item(table, &sk, consistent).await?;
     let size = item.as_ref().map_or(0, item_size_bytes);
     let mut out = json!({});
-    let item = match (&projection, item) {
+    let item = match (projection, item) {
         (Some(p), Some(i)) => Some(project(&i, p)),
         (None, i) => i,
         (_, None) => None,
@@ -74,7 +101,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     insert_opt(
         &mut out,
         "ConsumedCapacity",
-        consumed(mode, &name, read_units(size, consistent), false),
+        consumed(mode, name, read_units(size, consistent), false),
     );
     Ok(out)
 }

@@ -31,7 +31,8 @@ use dynaraft_expr::partiql::{
     Action, Expr, PartiqlError, Returning, Select, Statement, Target, attribute_json,
 };
 use dynaraft_expr::{Path, PathElem};
-use dynaraft_model::KeySchema;
+use dynaraft_model::value::item_to_json;
+use dynaraft_model::{AttributeValue, Item, KeySchema};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,7 +50,8 @@ impl From<PartiqlError> for ApiError {
 
 /// How one statement runs: the operation and its request.
 pub enum Plan {
-    Get(Value, Option<Vec<Path>>),
+    /// GetItem, already typed (the hot path of a SELECT by key).
+    Get(GetPlan),
     Query(Value, Option<Vec<Path>>),
     Scan(Value, Option<Vec<Path>>),
     Put(Value),
@@ -59,16 +61,39 @@ pub enum Plan {
     Check(Value),
 }
 
+/// A SELECT by full key: GetItem's checked parts.
+pub struct GetPlan {
+    pub table: Arc<Table>,
+    /// The table's name as the statement wrote it.
+    pub name: String,
+    pub key: Item,
+    /// The top-level attributes read (`None`: all).
+    pub roots: Option<Vec<Path>>,
+    /// The statement's projection (`None`: `*`).
+    pub output: Option<Vec<Path>>,
+}
+
+impl GetPlan {
+    /// The read as a TransactGetItems `Get` member.
+    pub fn request(&self) -> Value {
+        let mut r = Render::new(&[]);
+        let mut req = json!({ "TableName": self.name, "Key": item_to_json(&self.key) });
+        if let Some(roots) = &self.roots {
+            req["ProjectionExpression"] = json!(r.paths(roots));
+        }
+        r.finish(&mut req);
+        req
+    }
+}
+
 impl Plan {
     /// The table the statement reads or writes.
     pub fn table(&self) -> &str {
-        let (Plan::Get(r, _)
-        | Plan::Query(r, _)
-        | Plan::Scan(r, _)
-        | Plan::Put(r)
-        | Plan::Update(r)
-        | Plan::Delete(r)
-        | Plan::Check(r)) = self;
+        let r = match self {
+            Plan::Get(g) => return &g.name,
+            Plan::Query(r, _) | Plan::Scan(r, _) => r,
+            Plan::Put(r) | Plan::Update(r) | Plan::Delete(r) | Plan::Check(r) => r,
+        };
         r.get("TableName").and_then(Value::as_str).unwrap_or("")
     }
 }
@@ -261,10 +286,9 @@ fn plan_select(api: &Api, s: &Select, r: &mut Render, single_item: bool) -> Resu
         return Err(ApiError::validation(NEED_FULL_KEY));
     }
     let projection = s.projection.clone();
-    let mut req = r.request(&s.target.table, Value::Null, None, None);
-    if let Some(paths) = &projection {
-        // The top-level attributes only: a projected list keeps just the
-        // selected elements, so `l[1]` could not be found in it afterwards.
+    // The top-level attributes only: a projected list keeps just the
+    // selected elements, so `l[1]` could not be found in it afterwards.
+    let roots = projection.as_ref().map(|paths| {
         let mut roots: Vec<Path> = Vec::new();
         for p in paths {
             let root = Path::attr(p.root());
@@ -272,12 +296,24 @@ fn plan_select(api: &Api, s: &Select, r: &mut Render, single_item: bool) -> Resu
                 roots.push(root);
             }
         }
-        req["ProjectionExpression"] = json!(r.paths(&roots));
-    }
+        roots
+    });
     if by_key && s.order.is_empty() {
-        req["Key"] = Value::Object(full.into_iter().collect());
-        r.finish(&mut req);
-        return Ok(Plan::Get(req, projection));
+        let mut key = Item::new();
+        for (k, v) in full {
+            key.insert(k, AttributeValue::from_json(&v)?);
+        }
+        return Ok(Plan::Get(GetPlan {
+            table,
+            name: s.target.table.clone(),
+            key,
+            roots,
+            output: projection,
+        }));
+    }
+    let mut req = r.request(&s.target.table, Value::Null, None, None);
+    if let Some(roots) = &roots {
+        req["ProjectionExpression"] = json!(r.paths(roots));
     }
     if let Some(ix) = &s.target.index {
         req["IndexName"] = json!(ix);
