@@ -127,13 +127,7 @@ pub fn plan(
             let item = attribute_json(value, params)?
                 .and_then(|v| v.get("M").cloned())
                 .ok_or_else(|| PartiqlError::syntax("Expected a tuple in VALUE"))?;
-            let hash = table
-                .schema
-                .hash
-                .first()
-                .map(|k| k.name.clone())
-                .unwrap_or_default();
-            let cond = format!("attribute_not_exists({})", r.name(&hash));
+            let cond = r.key_test(&table.schema, false)?;
             let mut req = r.request(&target.table, Value::Null, Some(cond), None);
             req["Item"] = item;
             Ok(Plan::Put(req))
@@ -160,13 +154,7 @@ pub fn plan(
             let cond = if rest.is_empty() {
                 None
             } else {
-                let hash = table
-                    .schema
-                    .hash
-                    .first()
-                    .map(|k| k.name.clone())
-                    .unwrap_or_default();
-                let missing = format!("attribute_not_exists({})", r.name(&hash));
+                let missing = r.key_test(&table.schema, false)?;
                 Some(format!("{missing} OR {}", r.all(&rest)?))
             };
             let req = r.request(&target.table, key, cond, returning_values(*returning));
@@ -501,10 +489,10 @@ impl<'p> Render<'p> {
     fn operand(&mut self, e: &Expr) -> Result<String, ApiError> {
         match e {
             Expr::Path(p) => Ok(self.path(p)),
-            Expr::Call(f, args) if f == "size" && args.len() == 1 => {
-                let inner = args.first().map(|a| self.operand(a)).transpose()?;
-                Ok(format!("size({})", inner.unwrap_or_default()))
-            }
+            Expr::Call(f, args) if f == "size" => match args.as_slice() {
+                [a] => Ok(format!("size({})", self.operand(a)?)),
+                _ => Err(unsupported(e)),
+            },
             _ => match attribute_json(e, self.params)? {
                 Some(v) => Ok(self.value_json(v)),
                 None => Err(unsupported(e)),
@@ -519,14 +507,19 @@ impl<'p> Render<'p> {
         Ok(parts?.join(" AND "))
     }
 
+    /// `attribute_exists(pk)` (or `attribute_not_exists`): whether the
+    /// item of the statement's key exists.
+    fn key_test(&mut self, schema: &KeySchema, exists: bool) -> Result<String, ApiError> {
+        let hash = schema.hash.first().ok_or_else(|| {
+            ApiError::InternalServerError("a table without a partition key".into())
+        })?;
+        let f = if exists { "attribute_exists" } else { "attribute_not_exists" };
+        Ok(format!("{f}({})", self.name(&hash.name)))
+    }
+
     /// `attribute_exists(key) AND rest`: the item exists and `rest` holds.
     fn exists_and(&mut self, schema: &KeySchema, rest: &[&Expr]) -> Result<String, ApiError> {
-        let hash = schema
-            .hash
-            .first()
-            .map(|k| k.name.clone())
-            .unwrap_or_default();
-        let exists = format!("attribute_exists({})", self.name(&hash));
+        let exists = self.key_test(schema, true)?;
         if rest.is_empty() {
             return Ok(exists);
         }
