@@ -136,3 +136,158 @@ fn deep_nesting_is_rejected_before_recursion_hurts() {
         });
     h.unwrap().join().expect("no stack overflow or panic");
 }
+
+const PARTIQL_PIECES: &[&str] = &[
+    "SELECT ",
+    "INSERT INTO ",
+    "UPDATE ",
+    "DELETE FROM ",
+    "EXISTS(",
+    " FROM ",
+    " WHERE ",
+    " VALUE ",
+    " SET ",
+    " REMOVE ",
+    " RETURNING ",
+    " ALL ",
+    " OLD ",
+    " NEW ",
+    "*",
+    "\"t\"",
+    "\"i\"",
+    "t",
+    "a",
+    "'s'",
+    "''",
+    "'",
+    "\"",
+    "?",
+    "1",
+    "-2.5e3",
+    "1e999",
+    "{",
+    "}",
+    "[",
+    "]",
+    "<<",
+    ">>",
+    "(",
+    ")",
+    ",",
+    ".",
+    ":",
+    ";",
+    "=",
+    "<>",
+    "!=",
+    "<",
+    ">=",
+    "+",
+    "-",
+    " AND ",
+    " OR ",
+    " NOT ",
+    " IN ",
+    " BETWEEN ",
+    " IS ",
+    " MISSING",
+    " NULL",
+    " TRUE",
+    " ORDER BY ",
+    " DESC",
+    "begins_with",
+    "size",
+    "set_add",
+    "--",
+    "/*",
+    "*/",
+    "é",
+    " ",
+];
+
+/// Valid statements that the soup test mutates.
+const PARTIQL_BASES: &[&str] = &[
+    "SELECT a.b[1], c FROM \"t\".\"i\" WHERE pk = ? AND sk BETWEEN 1 AND 2 ORDER BY sk DESC",
+    "INSERT INTO t VALUE {'pk': 'a', 'm': {'l': [1, -2.5e3, TRUE, NULL]}, 's': <<'x', 'y'>>}",
+    "UPDATE t SET a = a + 1, l = list_append(l, [1]) REMOVE b WHERE pk = 'a' AND c IS NOT MISSING RETURNING ALL NEW *",
+    "DELETE FROM t WHERE pk = 'a' AND (x IN [1, 2] OR NOT begins_with(y, 'p')) RETURNING ALL OLD *",
+    "EXISTS(SELECT * FROM t WHERE pk = ? AND size(s) > 1)",
+];
+
+/// Any statement text parses or is refused with a message: no panic, and a
+/// parsed statement's literals convert or are refused too. Valid statements
+/// are mutated (pieces inserted, characters removed) so that the parser's
+/// every stage sees input, not only its first token.
+#[test]
+fn partiql_mutations_never_panic() {
+    let seed = std::env::var("EXPR_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x9a71_u64);
+    println!("seed {seed}");
+    let mut rng = XorShift(seed | 1);
+    let params = [serde_json::json!({"S": "p"}), serde_json::json!({"N": "1"})];
+    let (mut parsed, mut refused) = (0, 0);
+    for _ in 0..20_000 {
+        let mut s = PARTIQL_BASES[(rng.next() as usize) % PARTIQL_BASES.len()].to_string();
+        for _ in 0..rng.next() % 4 {
+            let bounds: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
+            let at = bounds[(rng.next() as usize) % bounds.len()];
+            if rng.next() % 2 == 0 {
+                s.insert_str(
+                    at,
+                    PARTIQL_PIECES[(rng.next() as usize) % PARTIQL_PIECES.len()],
+                );
+            } else if let Some(c) = s[at..].chars().next() {
+                s.replace_range(at..at + c.len_utf8(), "");
+            }
+        }
+        match partiql::parse(&s) {
+            Ok((statement, _)) => {
+                parsed += 1;
+                if let partiql::Statement::Insert { value, .. } = statement {
+                    let _ = partiql::attribute_json(&value, &params);
+                }
+            }
+            Err(e) => {
+                refused += 1;
+                assert!(!e.0.is_empty() || s.is_empty());
+            }
+        }
+    }
+    assert!(
+        parsed > 1000 && refused > 1000,
+        "parsed {parsed}, refused {refused}"
+    );
+}
+
+#[test]
+fn partiql_deep_nesting_is_refused() {
+    let h = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            for src in [
+                format!(
+                    "SELECT * FROM t WHERE {}a = 1{}",
+                    "(".repeat(1000),
+                    ")".repeat(1000)
+                ),
+                format!("SELECT * FROM t WHERE {}a = 1", "NOT ".repeat(1500)),
+                format!(
+                    "INSERT INTO t VALUE {}1{}",
+                    "{'a': ".repeat(1000),
+                    "}".repeat(1000)
+                ),
+                format!(
+                    "INSERT INTO t VALUE {}1{}",
+                    "[".repeat(2000),
+                    "]".repeat(2000)
+                ),
+                format!("SELECT a{} FROM t", ".b".repeat(1000)),
+            ] {
+                let r = partiql::parse(&src);
+                assert!(r.is_err(), "{} bytes of nesting parsed", src.len());
+            }
+        });
+    h.unwrap().join().expect("no stack overflow or panic");
+}

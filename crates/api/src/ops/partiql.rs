@@ -513,7 +513,11 @@ impl<'p> Render<'p> {
         let hash = schema.hash.first().ok_or_else(|| {
             ApiError::InternalServerError("a table without a partition key".into())
         })?;
-        let f = if exists { "attribute_exists" } else { "attribute_not_exists" };
+        let f = if exists {
+            "attribute_exists"
+        } else {
+            "attribute_not_exists"
+        };
         Ok(format!("{f}({})", self.name(&hash.name)))
     }
 

@@ -211,7 +211,9 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
          is an error and is not throughput. Latencies are in milliseconds, over successful operations. Workloads \
          (YCSB): A 50% GetItem / 50% PutItem; B 95/5; C 100% GetItem; D 95% GetItem of the latest records / 5% \
          new records; E 95% Query of 1-100 items / 5% new records; F 50% GetItem / 50% read-modify-write (a \
-         PutItem conditional on the version read; lost races are conflicts, not throughput); put 100% PutItem. \
+         PutItem conditional on the version read; lost races are conflicts, not throughput); put 100% PutItem; \
+         insert 100% PutItem of new records, on a table of its own. \"PartiQL\" rows send the same reads and \
+         writes as ExecuteStatement: SELECT by full key, INSERT, with `?` parameters. \
          Keys are zipfian (D: latest). GetItem and Query are eventually consistent unless the row says otherwise.\n",
         r.records,
         r.item_bytes,
