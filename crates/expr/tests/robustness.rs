@@ -233,7 +233,7 @@ fn partiql_mutations_never_panic() {
         for _ in 0..rng.next() % 4 {
             let bounds: Vec<usize> = s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
             let at = bounds[(rng.next() as usize) % bounds.len()];
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 s.insert_str(
                     at,
                     PARTIQL_PIECES[(rng.next() as usize) % PARTIQL_PIECES.len()],
