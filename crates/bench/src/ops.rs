@@ -249,14 +249,11 @@ impl Ctx {
                 json!({":old": {"N": old.to_string()}}),
             );
         }
-        match call(conn, "PutItem", &body).await {
-            Ok(v) if v.is_object() => Outcome::Ok,
-            Ok(v) => Outcome::Failed(Failure::wrong(format!("PutItem answered {v}"))),
-            Err(f) if expect.is_some() && f.class.ends_with("ConditionalCheckFailedException") => {
-                Outcome::Conflict
-            }
-            Err(f) => Outcome::Failed(f),
-        }
+        write_outcome(
+            "PutItem",
+            call(conn, "PutItem", &body).await,
+            expect.is_some(),
+        )
     }
 
     /// The values of `record`'s key, in the statements' order.
@@ -298,14 +295,8 @@ impl Ctx {
             params.push(json!({"N": old.to_string()}));
         }
         let body = json!({"Statement": statement, "Parameters": params});
-        match call(conn, "ExecuteStatement", &body).await {
-            Ok(v) if v.is_object() => Outcome::Ok,
-            Ok(v) => Outcome::Failed(Failure::wrong(format!("ExecuteStatement answered {v}"))),
-            Err(f) if expect.is_some() && f.class.ends_with("ConditionalCheckFailedException") => {
-                Outcome::Conflict
-            }
-            Err(f) => Outcome::Failed(f),
-        }
+        let answer = call(conn, "ExecuteStatement", &body).await;
+        write_outcome("ExecuteStatement", answer, expect.is_some())
     }
 
     /// Query of `len` records from `start` (a record of a complete group).
@@ -404,6 +395,19 @@ impl Ctx {
 pub const TRANSPORT_ERROR: &str = "transport error";
 
 /// A DynamoDB call: the parsed JSON of a 200, or the failure.
+/// A write's answer as an outcome: with a condition (`conditional`), a
+/// failed condition is a lost race, not a failure.
+fn write_outcome(op: &str, answer: Result<Value, Failure>, conditional: bool) -> Outcome {
+    match answer {
+        Ok(v) if v.is_object() => Outcome::Ok,
+        Ok(v) => Outcome::Failed(Failure::wrong(format!("{op} answered {v}"))),
+        Err(f) if conditional && f.class.ends_with("ConditionalCheckFailedException") => {
+            Outcome::Conflict
+        }
+        Err(f) => Outcome::Failed(f),
+    }
+}
+
 pub async fn call(conn: &mut Conn, op: &str, body: &Value) -> Result<Value, Failure> {
     answer(conn.dynamodb(op, body.to_string().into_bytes()).await)
 }

@@ -63,6 +63,18 @@ pub enum CmpOp {
 }
 
 impl CmpOp {
+    /// The operator of a comparison token (`=`, `<>`, `<`, `<=`, `>`, `>=`).
+    pub fn from_symbol(sym: &str) -> CmpOp {
+        match sym {
+            "=" => CmpOp::Eq,
+            "<>" => CmpOp::Ne,
+            "<" => CmpOp::Lt,
+            "<=" => CmpOp::Le,
+            ">" => CmpOp::Gt,
+            _ => CmpOp::Ge,
+        }
+    }
+
     pub fn symbol(self) -> &'static str {
         match self {
             CmpOp::Eq => "=",

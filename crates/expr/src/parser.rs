@@ -351,7 +351,7 @@ impl<'a> Parser<'a> {
             Tok::Cmp(sym) => {
                 self.pos += 1;
                 self.count_operator()?;
-                let op = cmp_op(sym);
+                let op = CmpOp::from_symbol(sym);
                 let right = self.operand()?;
                 self.check_comparable(op.symbol(), &[&left, &right])?;
                 self.check_distinct(op.symbol(), &left, &right)?;
@@ -735,17 +735,6 @@ fn is_condition_function(w: &str) -> bool {
         w,
         "attribute_exists" | "attribute_not_exists" | "attribute_type" | "begins_with" | "contains"
     )
-}
-
-fn cmp_op(sym: &str) -> CmpOp {
-    match sym {
-        "=" => CmpOp::Eq,
-        "<>" => CmpOp::Ne,
-        "<" => CmpOp::Lt,
-        "<=" => CmpOp::Le,
-        ">" => CmpOp::Gt,
-        _ => CmpOp::Ge,
-    }
 }
 
 fn brace(v: &AttributeValue) -> String {

@@ -28,7 +28,7 @@ use crate::error::ApiError;
 use crate::params::active_table;
 use dynaraft_cluster::Table;
 use dynaraft_expr::partiql::{
-    Action, Expr, PartiqlError, Returning, Select, Statement, Target, attribute_json,
+    Action, CmpOp, Expr, PartiqlError, Returning, Select, Statement, Target, attribute_json,
 };
 use dynaraft_expr::{Path, PathElem};
 use dynaraft_model::value::item_to_json;
@@ -238,7 +238,7 @@ fn split_key<'a>(
     let mut rest = Vec::new();
     for c in conjuncts {
         let found = match c {
-            Expr::Cmp(dynaraft_expr::partiql::CmpOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+            Expr::Cmp(CmpOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
                 (Expr::Path(p), v) | (v, Expr::Path(p)) if v.is_value() && p.elems.len() == 1 => {
                     attrs.iter().find(|k| k.name == p.root()).map(|k| (k, v))
                 }
@@ -375,8 +375,7 @@ fn range_condition(c: &Expr, range: &str) -> bool {
     let is_range = |e: &Expr| matches!(e, Expr::Path(p) if p.elems.len() == 1 && p.root() == range);
     match c {
         Expr::Cmp(op, a, b) => {
-            *op != dynaraft_expr::partiql::CmpOp::Ne
-                && ((is_range(a) && b.is_value()) || (is_range(b) && a.is_value()))
+            *op != CmpOp::Ne && ((is_range(a) && b.is_value()) || (is_range(b) && a.is_value()))
         }
         Expr::Between(a, lo, hi) => is_range(a) && lo.is_value() && hi.is_value(),
         Expr::Call(f, args) => {

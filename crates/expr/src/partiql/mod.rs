@@ -25,6 +25,7 @@ mod value;
 pub use parser::parse;
 pub use value::attribute_json;
 
+pub use crate::ast::CmpOp;
 use crate::ast::{Path, PathElem};
 
 /// Longest statement DynamoDB accepts, in characters.
@@ -106,30 +107,6 @@ pub enum Returning {
     ModifiedOld,
     AllNew,
     ModifiedNew,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CmpOp {
-    Eq,
-    Ne,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-}
-
-impl CmpOp {
-    /// The operator in DynamoDB's expression language.
-    pub fn symbol(self) -> &'static str {
-        match self {
-            CmpOp::Eq => "=",
-            CmpOp::Ne => "<>",
-            CmpOp::Lt => "<",
-            CmpOp::Le => "<=",
-            CmpOp::Gt => ">",
-            CmpOp::Ge => ">=",
-        }
-    }
 }
 
 /// An expression: a value, a path, or a condition over them.

@@ -392,14 +392,7 @@ impl Parser {
         if let Tok::Cmp(op) = self.peek().clone() {
             self.pos += 1;
             self.rhs_present()?;
-            let op = match op {
-                "=" => CmpOp::Eq,
-                "<>" => CmpOp::Ne,
-                "<" => CmpOp::Lt,
-                "<=" => CmpOp::Le,
-                ">" => CmpOp::Gt,
-                _ => CmpOp::Ge,
-            };
+            let op = CmpOp::from_symbol(op);
             return Ok(Expr::Cmp(op, Box::new(left), Box::new(self.additive()?)));
         }
         let negated = self.at_kw("not")
