@@ -5,8 +5,9 @@
 //! address, shared by every group, so all Raft traffic between two nodes
 //! travels on one HTTP/2 connection, and appends and votes of all groups to
 //! a peer go out together in `Batch` calls ([`crate::batch`]); snapshots use
-//! their own RPC. Payloads are openraft messages as JSON; snapshot data
-//! travels raw behind a JSON header.
+//! their own streaming RPC, in chunks of [`SNAPSHOT_CHUNK_BYTES`], so no
+//! message limit caps a group's size. Payloads are openraft messages as
+//! JSON; snapshot data travels raw behind a JSON header.
 
 use crate::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
@@ -20,7 +21,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 #[allow(clippy::all)]
 pub(crate) mod pb {
@@ -31,11 +32,17 @@ use crate::batch::Batcher;
 use pb::group_reply::Result as ReplyResult;
 use pb::raft_transport_client::RaftTransportClient;
 use pb::raft_transport_server::{RaftTransport, RaftTransportServer};
-use pb::{BatchReply, BatchRequest, GroupMessage, GroupReply, MessageKind};
+use pb::{BatchReply, BatchRequest, GroupMessage, GroupReply, MessageKind, SnapshotChunk};
 use std::time::{Duration, Instant};
 
-/// Largest message the transport accepts, in bytes (snapshots included).
+/// Largest message the transport accepts, in bytes (a snapshot sent whole
+/// by a peer of an earlier release included).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+/// Bytes of snapshot per chunk of `InstallSnapshotChunks`.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+/// Largest snapshot a node accepts, in bytes: a snapshot is assembled in
+/// memory before it is installed, as the sender holds it in memory too.
+pub const MAX_SNAPSHOT_BYTES: u64 = 16 * 1024 * 1024 * 1024;
 /// Time allowed to connect to a peer, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: u64 = 1000;
 /// Interval between HTTP/2 pings on every peer connection, in milliseconds.
@@ -167,16 +174,47 @@ impl RaftTransport for Service {
         req: Request<GroupMessage>,
     ) -> Result<Response<GroupReply>, Status> {
         let m = req.into_inner();
-        let result = async {
-            let raft = self.registry.get(m.group)?;
-            let (vote, snapshot) = decode_snapshot(&m.payload)?;
-            let resp = raft
-                .install_full_snapshot(vote, snapshot)
-                .await
-                .map_err(|e| e.to_string())?;
-            encode(&resp)
+        reply(self.install(m.group, &m.payload).await)
+    }
+
+    async fn install_snapshot_chunks(
+        &self,
+        req: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<GroupReply>, Status> {
+        let mut chunks = req.into_inner();
+        let mut group = None;
+        let mut data: Vec<u8> = Vec::new();
+        while let Some(chunk) = chunks.message().await? {
+            group.get_or_insert(chunk.group);
+            let total = (data.len() + chunk.data.len()) as u64;
+            if total > MAX_SNAPSHOT_BYTES {
+                return reply(Err(format!(
+                    "snapshot over {MAX_SNAPSHOT_BYTES} bytes refused"
+                )));
+            }
+            if data.is_empty() {
+                data = chunk.data;
+            } else {
+                data.extend_from_slice(&chunk.data);
+            }
+        }
+        let Some(group) = group else {
+            return reply(Err("empty snapshot stream".into()));
         };
-        reply(result.await)
+        reply(self.install(group, &data).await)
+    }
+}
+
+impl Service {
+    /// Installs an encoded snapshot into `group`; the reply payload.
+    async fn install(&self, group: u64, encoded: &[u8]) -> Result<Vec<u8>, String> {
+        let raft = self.registry.get(group)?;
+        let (vote, snapshot) = decode_snapshot(encoded)?;
+        let resp = raft
+            .install_full_snapshot(vote, snapshot)
+            .await
+            .map_err(|e| e.to_string())?;
+        encode(&resp)
     }
 }
 
@@ -356,20 +394,27 @@ impl GrpcConnection {
         decode(&b).map_err(unreachable)
     }
 
-    /// Sends a snapshot on its own RPC and returns the reply payload.
+    /// Sends an encoded snapshot on its own RPC, in chunks of
+    /// [`SNAPSHOT_CHUNK_BYTES`], and returns the reply payload.
     async fn snapshot(
         &self,
         payload: Vec<u8>,
         ttl: Duration,
     ) -> Result<Vec<u8>, Unreachable<TypeConfig>> {
         let channel = self.channels.channel(&self.addr).map_err(unreachable)?;
-        let msg = GroupMessage {
-            group: self.group,
-            payload,
-            kind: MessageKind::Unspecified.into(),
-        };
+        let group = self.group;
+        // Chunks are cut as the stream is polled: one chunk's copy at a time.
+        let chunks = futures_util::stream::unfold(0usize, move |at| {
+            let piece = payload.get(at..).filter(|rest| !rest.is_empty() || at == 0);
+            let chunk = piece.map(|rest| {
+                let n = rest.len().min(SNAPSHOT_CHUNK_BYTES);
+                let data = rest.get(..n).unwrap_or_default().to_vec();
+                (SnapshotChunk { group, data }, at + n.max(1))
+            });
+            std::future::ready(chunk)
+        });
         let mut client = transport_client(channel);
-        let sent = client.install_snapshot(msg);
+        let sent = client.install_snapshot_chunks(chunks);
         let resp = tokio::time::timeout(ttl, sent)
             .await
             .map_err(|_| self.unreachable(format!("timed out after {ttl:?}")))?
