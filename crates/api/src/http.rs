@@ -61,10 +61,20 @@ pub async fn handle(
                 scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
                 ..api.clone()
             };
+            let logged = api.cfg.request_log.then(|| {
+                let target = req
+                    .headers()
+                    .get("x-amz-target")
+                    .and_then(|v| v.to_str().ok());
+                (target.unwrap_or("").to_string(), std::time::Instant::now())
+            });
             let (status, body) = match process(&api, req, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
             };
+            if let Some((target, started)) = logged {
+                log_request(&target, status, &body, started, &request_id);
+            }
             json_response(status, &body, accept, &request_id)
         }
     };
@@ -80,6 +90,17 @@ pub async fn handle(
         );
     }
     Ok(response)
+}
+
+/// One line of the request log (`ApiConfig::request_log`).
+fn log_request(target: &str, status: u16, body: &Value, started: std::time::Instant, id: &str) {
+    let op = target.rsplit('.').next().unwrap_or(target);
+    let error = body
+        .get("__type")
+        .and_then(Value::as_str)
+        .map(|t| t.rsplit('#').next().unwrap_or(t));
+    let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
+    tracing::info!(target: "dynaraft::request", op, status, error, ms, request_id = id, "request");
 }
 
 /// Whether the request's target or its headers are over

@@ -68,6 +68,9 @@ pub struct ApiConfig {
     /// How long a stream enabled through this router keeps its records, in
     /// milliseconds (stored with the stream, so every node purges alike).
     pub stream_retention_ms: u64,
+    /// Log one line per API request (operation, status, error type,
+    /// milliseconds, request id) at info, target `dynaraft::request`.
+    pub request_log: bool,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -89,6 +92,7 @@ impl Default for ApiConfig {
             max_connections: MAX_CONNECTIONS,
             max_connections_per_client: MAX_CONNECTIONS_PER_CLIENT,
             stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
+            request_log: false,
         }
     }
 }

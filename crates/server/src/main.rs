@@ -34,8 +34,42 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     about = "A self-hosted database that speaks the Amazon DynamoDB API"
 )]
 struct Cli {
+    /// How log lines are written to standard error: `human` (coloured on a
+    /// terminal), `json` (one object per line, for collectors), or `auto`
+    /// (human on a terminal, JSON otherwise). RUST_LOG selects what is
+    /// logged (default: info, openraft's internals at warn).
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+/// What is logged when RUST_LOG is not set: info, except openraft's
+/// internals (state dumps of every election and membership change), which
+/// log at warn.
+const DEFAULT_LOG_FILTER: &str = "info,openraft=warn";
+
+/// Sets up the log on standard error in `format`.
+fn init_log(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let terminal = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Auto if !terminal => builder.json().init(),
+        LogFormat::Human | LogFormat::Auto => builder.with_ansi(terminal).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -149,6 +183,10 @@ struct RouterArgs {
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
     stream_retention_s: u64,
+    /// Log one line per API request (operation, status, error type,
+    /// milliseconds, request id) at info, target `dynaraft::request`.
+    #[arg(long)]
+    request_log: bool,
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
@@ -242,6 +280,10 @@ struct EmbeddedArgs {
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
     stream_retention_s: u64,
+    /// Log one line per API request (operation, status, error type,
+    /// milliseconds, request id) at info, target `dynaraft::request`.
+    #[arg(long)]
+    request_log: bool,
 }
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
@@ -268,14 +310,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match Cli::parse_from(dynamodb_local_args(std::env::args().collect())).command {
+    let cli = Cli::parse_from(dynamodb_local_args(std::env::args().collect()));
+    init_log(cli.log_format);
+    match cli.command {
         Command::Embedded(args) => embedded(args).await,
         Command::Node(args) => node(args).await,
         Command::Router(args) => router(args).await,
@@ -436,6 +473,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         endpoint_address: addr.to_string(),
         partitions_per_table: args.partitions_per_table,
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
+        request_log: args.request_log,
         ..ApiConfig::default()
     };
     let api = Api::new(rn.router.clone(), Arc::new(cfg));
@@ -467,6 +505,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         partitions_per_table: args.partitions_per_table.max(1),
         shared_db: args.shared_db,
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
+        request_log: args.request_log,
         ..ApiConfig::default()
     });
     let stop = shutdown_signal();

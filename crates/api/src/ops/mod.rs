@@ -340,8 +340,10 @@ pub fn schedule_transition(api: &Api, name: String, to: Option<TableStatus>) {
             },
             None => Command::DropTable { name: name.clone() },
         };
-        if let Err(e) = api.router.change_catalog(cmd).await {
-            tracing::error!(table = %name, error = %e, "table status transition failed");
+        let event = catalog_event(&cmd);
+        match api.router.change_catalog(cmd).await {
+            Ok(_) => log_catalog_event(event),
+            Err(e) => tracing::error!(table = %name, error = %e, "table status transition failed"),
         }
     });
 }
@@ -369,8 +371,12 @@ pub fn resume_transitions(api: &Api) {
 /// Applies a catalog command for table `name` and returns the table as it
 /// now is, or DynamoDB's error for a table that exists or does not.
 pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMeta, ApiError> {
+    let event = catalog_event(&cmd);
     match api.router.change_catalog(cmd).await? {
-        Outcome::Table(m) => Ok(*m),
+        Outcome::Table(m) => {
+            log_catalog_event(event);
+            Ok(*m)
+        }
         Outcome::TableExists => Err(ApiError::ResourceInUse(format!(
             "Table already exists: {}",
             display_name(name)
@@ -382,5 +388,47 @@ pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMe
             "Requested resource not found: Table: {} not found",
             display_name(name)
         ))),
+    }
+}
+
+/// What a catalog command does to which table, for the log: `(event,
+/// table, index)`.
+fn catalog_event(cmd: &Command) -> Option<(&'static str, String, Option<String>)> {
+    Some(match cmd {
+        Command::CreateTable(m) => ("table created", m.name.clone(), None),
+        Command::ReplaceTableMeta(m) => ("table updated", m.name.clone(), None),
+        Command::SetTableStatus { name, status } => {
+            let what = match status {
+                TableStatus::Creating => "table creating",
+                TableStatus::Updating => "table updating",
+                TableStatus::Active => "table active",
+                TableStatus::Deleting => "table deleting",
+            };
+            (what, name.clone(), None)
+        }
+        Command::DropTable { name } => ("table deleted", name.clone(), None),
+        Command::AddGlobalIndex { table, index, .. } => (
+            "index created",
+            table.clone(),
+            Some(index.index.name.clone()),
+        ),
+        Command::DropGlobalIndex { table, index } => {
+            ("index deleted", table.clone(), Some(index.clone()))
+        }
+        Command::SetIndexThroughput { table, index, .. } => {
+            ("index throughput set", table.clone(), Some(index.clone()))
+        }
+        _ => return None,
+    })
+}
+
+/// One info line per table and index event the API applied.
+fn log_catalog_event(event: Option<(&'static str, String, Option<String>)>) {
+    if let Some((what, table, index)) = event {
+        let table = display_name(&table);
+        match index {
+            Some(index) => tracing::info!(table, index, "{what}"),
+            None => tracing::info!(table, "{what}"),
+        }
     }
 }
