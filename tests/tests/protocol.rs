@@ -457,3 +457,70 @@ async fn oversized_request_heads_are_refused() {
     assert_eq!(st, 400, "{body}");
     assert!(!body.contains("__type"), "{body}");
 }
+
+/// The value of the series `line_prefix` (labels included) in `text`, 0
+/// if absent.
+fn series(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(line_prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// `GET /metrics` carries the request families named after CloudWatch's
+/// DynamoDB metrics ("DynamoDB metrics and dimensions" in the Developer
+/// Guide), with HELP and TYPE lines, and they move with the requests. The
+/// recorder is per process (other tests of this binary add to it), so
+/// counts are compared before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_metrics_follow_the_requests() {
+    let t = TestServer::start().await;
+    create_table(&t.client, "metered", None).await;
+    let (_, before) = t.get("/metrics");
+    let put = || t.client.put_item().table_name("metered").item("pk", s("a"));
+    put().send().await.expect("put");
+    let failed = put()
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    assert!(failed.is_err());
+    let missing = t
+        .client
+        .get_item()
+        .table_name("nope")
+        .key("pk", s("a"))
+        .send()
+        .await;
+    assert!(missing.is_err());
+    let ct = ("Content-Type", "application/x-amz-json-1.0");
+    let (st, _, _) = t.raw(Some("NoSuchOperation"), &[ct, AUTH], b"{}");
+    assert_eq!(st, 400);
+    let (code, after) = t.get("/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "dynaraft_successful_request_latency_seconds histogram",
+        "dynaraft_conditional_check_failed_requests_total counter",
+        "dynaraft_user_errors_total counter",
+    ] {
+        let name = family.split(' ').next().unwrap_or_default();
+        assert!(
+            after.contains(&format!("# TYPE {family}")),
+            "{family}:\n{after}"
+        );
+        assert!(
+            after.contains(&format!("# HELP {name} ")),
+            "{name}:\n{after}"
+        );
+    }
+    let moved = |prefix: &str| series(&after, prefix) - series(&before, prefix);
+    let ok = r#"dynaraft_successful_request_latency_seconds_count{operation="PutItem"}"#;
+    assert!(moved(ok) >= 1.0, "{ok}");
+    let ccf = r#"dynaraft_conditional_check_failed_requests_total{operation="PutItem"}"#;
+    assert!(moved(ccf) >= 1.0, "{ccf}");
+    let user = r#"dynaraft_user_errors_total{operation="GetItem"}"#;
+    assert!(moved(user) >= 1.0, "{user}");
+    // An unknown target is counted under one label value, not its own.
+    assert!(!after.contains("NoSuchOperation"));
+    assert!(moved(r#"dynaraft_user_errors_total{operation="unknown"}"#) >= 1.0);
+    t.stop().await;
+}

@@ -61,19 +61,24 @@ pub async fn handle(
                 scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
                 ..api.clone()
             };
-            let logged = api.cfg.request_log.then(|| {
-                let target = req
-                    .headers()
+            let started = std::time::Instant::now();
+            let operation = ops::served_name(
+                req.headers()
                     .get("x-amz-target")
-                    .and_then(|v| v.to_str().ok());
-                (target.unwrap_or("").to_string(), std::time::Instant::now())
-            });
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+            );
             let (status, body) = match process(&api, req, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
             };
-            if let Some((target, started)) = logged {
-                log_request(&target, status, &body, started, &request_id);
+            let error = body
+                .get("__type")
+                .and_then(Value::as_str)
+                .map(|t| t.rsplit('#').next().unwrap_or(t));
+            crate::metrics::request(operation, status, error, started.elapsed());
+            if api.cfg.request_log {
+                log_request(operation, status, error, started, &request_id);
             }
             json_response(status, &body, accept, &request_id)
         }
@@ -93,12 +98,7 @@ pub async fn handle(
 }
 
 /// One line of the request log (`ApiConfig::request_log`).
-fn log_request(target: &str, status: u16, body: &Value, started: std::time::Instant, id: &str) {
-    let op = target.rsplit('.').next().unwrap_or(target);
-    let error = body
-        .get("__type")
-        .and_then(Value::as_str)
-        .map(|t| t.rsplit('#').next().unwrap_or(t));
+fn log_request(op: &str, status: u16, error: Option<&str>, started: std::time::Instant, id: &str) {
     let ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1000.0;
     tracing::info!(target: "dynaraft::request", op, status, error, ms, request_id = id, "request");
 }

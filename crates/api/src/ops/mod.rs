@@ -156,6 +156,19 @@ pub struct TableInput {
     pub table_name: Option<Str>,
 }
 
+/// The operation an `X-Amz-Target` names, as a static name if this server
+/// serves it (DynamoDB's or DynamoDB Streams'), else `unknown`: a label
+/// value clients cannot multiply.
+pub fn served_name(target: &str) -> &'static str {
+    let op = target.rsplit('.').next().unwrap_or(target);
+    OPERATIONS
+        .iter()
+        .chain(STREAM_OPERATIONS)
+        .find(|o| **o == op)
+        .copied()
+        .unwrap_or("unknown")
+}
+
 pub fn is_known(op: &str) -> bool {
     OPERATIONS.contains(&op)
 }
