@@ -4,10 +4,9 @@
 //! of `SNAPSHOT_CHUNK_BYTES` (before chunking, a snapshot was one message,
 //! and a group over `MAX_MESSAGE_BYTES` could never reach a new follower).
 
-use dynaraft_model::value::item_from_json;
 use dynaraft_raft::grpc::{Channels, Registry, SNAPSHOT_CHUNK_BYTES, serve};
 use dynaraft_raft::{NodeInfo, RaftGroup};
-use dynaraft_storage::command::{Command, JsonDoc, WriteCommand, WriteKind};
+use dynaraft_storage::command::Command;
 use dynaraft_storage::machine;
 use serde_json::json;
 
@@ -23,26 +22,8 @@ const PAYLOAD_BYTES: usize = 40_000;
 
 /// A put of key `k{i}` carrying `PAYLOAD_BYTES` of text.
 fn big_put(i: usize) -> Command {
-    let key = json!({"pk": {"S": format!("k{i}")}});
-    let k = item_from_json(&key).unwrap();
     let v = format!("{i:08}").repeat(PAYLOAD_BYTES / 8);
-    Command::Write(WriteCommand {
-        kind: WriteKind::Put,
-        storage_key: schema().storage_key(&k).unwrap(),
-        key: JsonDoc::new(&key),
-        item: Some(JsonDoc::new(
-            &json!({"pk": {"S": format!("k{i}")}, "v": {"S": v}}),
-        )),
-        condition: None,
-        update: None,
-        names: BTreeMap::new(),
-        values: JsonDoc::new(&json!({})),
-        local: None,
-        global: Vec::new(),
-        legacy_update: false,
-        stream: false,
-        origin: Default::default(),
-    })
+    put_attr(i, "v", json!({"S": v}))
 }
 
 struct Node {

@@ -3,7 +3,7 @@
 //! transaction: each statement succeeds or fails on its own, and a failure
 //! is an `Error` in its place of `Responses`, with HTTP 200.
 
-use super::execute_statement::{RunOptions, check_parameters, check_statement, parse_bound, run};
+use super::execute_statement::{RunOptions, check_statements, parse_bound, run};
 use super::partiql;
 use crate::Api;
 use crate::error::ApiError;
@@ -37,31 +37,12 @@ pub struct BatchStatement {
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    match &input.statements {
-        None => v.null("statements"),
-        Some(s) if s.0.is_empty() => v.add_unquoted(
-            "statements",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(s) if s.0.len() > MAX_BATCH_STATEMENTS => v.add_unquoted(
-            "statements",
-            &format!("Member must have length less than or equal to {MAX_BATCH_STATEMENTS}"),
-        ),
-        Some(s) => {
-            for st in &s.0 {
-                check_statement(
-                    &mut v,
-                    st.statement.as_deref(),
-                    "statements.member.statement",
-                );
-                check_parameters(
-                    &mut v,
-                    st.parameters.as_ref(),
-                    "statements.member.parameters",
-                );
-            }
-        }
-    }
+    let members = input.statements.as_ref().map(|l| {
+        l.0.iter()
+            .map(|m| (m.statement.as_deref(), m.parameters.as_ref()))
+            .collect()
+    });
+    check_statements(&mut v, "statements", members, MAX_BATCH_STATEMENTS);
     let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
     v.check()?;
     let statements: Vec<BatchStatement> = input

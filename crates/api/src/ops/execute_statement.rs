@@ -121,6 +121,36 @@ pub fn check_statement(v: &mut Violations, s: Option<&str>, path: &str) {
     }
 }
 
+/// One member of a list of statements: its Statement and Parameters.
+pub type StatementMember<'a> = (Option<&'a str>, Option<&'a List<Value>>);
+
+/// The constraints of a list of statements (BatchExecuteStatement's
+/// Statements, ExecuteTransaction's TransactStatements): present, 1 to
+/// `max` members, each member's Statement and Parameters.
+pub fn check_statements(
+    v: &mut Violations,
+    path: &str,
+    members: Option<Vec<StatementMember<'_>>>,
+    max: usize,
+) {
+    match members {
+        None => v.null(path),
+        Some(m) if m.is_empty() => {
+            v.add_unquoted(path, "Member must have length greater than or equal to 1")
+        }
+        Some(m) if m.len() > max => v.add_unquoted(
+            path,
+            &format!("Member must have length less than or equal to {max}"),
+        ),
+        Some(m) => {
+            for (statement, parameters) in m {
+                check_statement(v, statement, &format!("{path}.member.statement"));
+                check_parameters(v, parameters, &format!("{path}.member.parameters"));
+            }
+        }
+    }
+}
+
 /// Parameters' constraint: at least one when sent.
 pub fn check_parameters(v: &mut Violations, p: Option<&List<Value>>, path: &str) {
     if p.is_some_and(|p| p.0.is_empty()) {

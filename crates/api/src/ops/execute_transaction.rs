@@ -5,7 +5,7 @@
 //! answers TransactionCanceledException with one reason per statement; an
 //! INSERT of a key that exists is a `DuplicateItem` reason.
 
-use super::execute_statement::{check_parameters, check_statement, input, parse_bound, project};
+use super::execute_statement::{check_statements, input, parse_bound, project};
 use super::partiql::{self, Plan};
 use super::transaction::MAX_TRANSACT_ITEMS;
 use super::{transact_get_items, transact_write_items};
@@ -36,31 +36,12 @@ pub struct ParameterizedStatement {
 
 pub async fn execute(api: &Api, input_: Input) -> Result<Value, ApiError> {
     let mut v = Violations::default();
-    match &input_.transact_statements {
-        None => v.null("transactStatements"),
-        Some(s) if s.0.is_empty() => v.add_unquoted(
-            "transactStatements",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(s) if s.0.len() > MAX_TRANSACT_ITEMS => v.add_unquoted(
-            "transactStatements",
-            &format!("Member must have length less than or equal to {MAX_TRANSACT_ITEMS}"),
-        ),
-        Some(s) => {
-            for st in &s.0 {
-                check_statement(
-                    &mut v,
-                    st.statement.as_deref(),
-                    "transactStatements.member.statement",
-                );
-                check_parameters(
-                    &mut v,
-                    st.parameters.as_ref(),
-                    "transactStatements.member.parameters",
-                );
-            }
-        }
-    }
+    let members = input_.transact_statements.as_ref().map(|l| {
+        l.0.iter()
+            .map(|m| (m.statement.as_deref(), m.parameters.as_ref()))
+            .collect()
+    });
+    check_statements(&mut v, "transactStatements", members, MAX_TRANSACT_ITEMS);
     capacity_member(&mut v, input_.return_consumed_capacity.as_ref());
     v.check()?;
     let statements: Vec<ParameterizedStatement> = input_

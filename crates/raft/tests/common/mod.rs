@@ -35,6 +35,11 @@ pub fn schema() -> KeySchema {
 
 /// A put of key `k{i}` with `n = i`.
 pub fn put(i: usize) -> Command {
+    put_attr(i, "n", json!({"N": i.to_string()}))
+}
+
+/// A put of key `k{i}` with one more attribute, `name = value`.
+pub fn put_attr(i: usize, name: &str, value: serde_json::Value) -> Command {
     let key = json!({"pk": {"S": format!("k{i}")}});
     let k = item_from_json(&key).unwrap();
     Command::Write(WriteCommand {
@@ -42,7 +47,7 @@ pub fn put(i: usize) -> Command {
         storage_key: schema().storage_key(&k).unwrap(),
         key: JsonDoc::new(&key),
         item: Some(JsonDoc::new(
-            &json!({"pk": {"S": format!("k{i}")}, "n": {"N": i.to_string()}}),
+            &json!({"pk": {"S": format!("k{i}")}, name: value}),
         )),
         condition: None,
         update: None,
