@@ -367,21 +367,7 @@ impl Legacy {
                 }
             }
         }
-        let mut clauses = Vec::new();
-        for (kw, list) in [
-            ("SET", set),
-            ("REMOVE", remove),
-            ("ADD", add),
-            ("DELETE", delete),
-        ] {
-            if !list.is_empty() {
-                clauses.push(format!("{kw} {}", list.join(", ")));
-            }
-        }
-        Ok(if clauses.is_empty() {
-            None
-        } else {
-            Some(clauses.join(" "))
-        })
+        let expr = crate::update::render_clauses(set, remove, add, delete);
+        Ok((!expr.is_empty()).then_some(expr))
     }
 }

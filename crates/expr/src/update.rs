@@ -22,6 +22,29 @@ pub enum SetValue {
     Minus(UOperand, UOperand),
 }
 
+/// An UpdateExpression from its clauses' actions, each already rendered
+/// (`#a = :v`, `#b`, ...), in DynamoDB's clause order; empty lists are left
+/// out, and no action at all gives an empty string.
+pub fn render_clauses(
+    set: Vec<String>,
+    remove: Vec<String>,
+    add: Vec<String>,
+    delete: Vec<String>,
+) -> String {
+    let mut clauses = Vec::new();
+    for (word, actions) in [
+        ("SET", set),
+        ("REMOVE", remove),
+        ("ADD", add),
+        ("DELETE", delete),
+    ] {
+        if !actions.is_empty() {
+            clauses.push(format!("{word} {}", actions.join(", ")));
+        }
+    }
+    clauses.join(" ")
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct UpdateExpr {
     pub set: Vec<(Path, SetValue)>,

@@ -50,6 +50,17 @@ const PIECES: &[&str] = &[
 
 struct XorShift(u64);
 impl XorShift {
+    /// A generator seeded from `EXPR_SEED`, else `default`; the seed is
+    /// printed so a failure can be replayed.
+    fn seeded(default: u64) -> XorShift {
+        let seed = std::env::var("EXPR_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
+        println!("seed {seed}");
+        XorShift(seed | 1)
+    }
+
     fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
@@ -83,12 +94,7 @@ fn exercise(src: &str) {
 
 #[test]
 fn random_token_soup_never_panics() {
-    let seed = std::env::var("EXPR_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_u64);
-    println!("seed {seed}");
-    let mut rng = XorShift(seed | 1);
+    let mut rng = XorShift::seeded(0x5eed);
     for _ in 0..20_000 {
         let len = (rng.next() % 24) as usize;
         let s: String = (0..len)
@@ -220,12 +226,7 @@ const PARTIQL_BASES: &[&str] = &[
 /// every stage sees input, not only its first token.
 #[test]
 fn partiql_mutations_never_panic() {
-    let seed = std::env::var("EXPR_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x9a71_u64);
-    println!("seed {seed}");
-    let mut rng = XorShift(seed | 1);
+    let mut rng = XorShift::seeded(0x9a71);
     let params = [serde_json::json!({"S": "p"}), serde_json::json!({"N": "1"})];
     let (mut parsed, mut refused) = (0, 0);
     for _ in 0..20_000 {

@@ -655,18 +655,9 @@ impl<'p> Render<'p> {
                 }
             }
         }
-        let mut out = Vec::new();
-        for (word, clauses) in [
-            ("SET", set),
-            ("REMOVE", remove),
-            ("ADD", add),
-            ("DELETE", delete),
-        ] {
-            if !clauses.is_empty() {
-                out.push(format!("{word} {}", clauses.join(", ")));
-            }
-        }
-        Ok(out.join(" "))
+        Ok(dynaraft_expr::update::render_clauses(
+            set, remove, add, delete,
+        ))
     }
 
     /// The right-hand side of `SET path = ...`.
