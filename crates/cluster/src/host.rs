@@ -39,7 +39,7 @@ use dynaraft_storage::read::{self, IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn;
 pub use dynaraft_storage::wal::WAL_SEGMENT_BYTES;
 use dynaraft_storage::wal::Wal;
-use dynaraft_storage::{Outcome, StorageError, machine};
+use dynaraft_storage::{Outcome, Span, StorageError, machine};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -392,8 +392,9 @@ impl Host {
         let tree = &self.inner.store;
         // The intent first: an item read after it is at least as new, so a
         // transaction resolved in between is seen applied, not missed.
-        let intent = txn::read_intent(tree, group, storage_key)?;
-        Ok((machine::read_item(tree, group, storage_key)?, intent))
+        let span = owning(tree, group, storage_key)?;
+        let intent = txn::read_intent(tree, span, storage_key)?;
+        Ok((machine::read_item(tree, span, storage_key)?, intent))
     }
 
     /// Items with their stamps and intents, read at the leader
@@ -405,11 +406,11 @@ impl Host {
     ) -> Result<Vec<txn::Slot>, ClusterError> {
         self.read_barrier(group, true).await?;
         let tree = &self.inner.store;
-        let slots: Result<Vec<_>, _> = keys
+        let slots: Result<Vec<_>, ClusterError> = keys
             .iter()
-            .map(|k| txn::read_slot(tree, group, k))
+            .map(|k| Ok(txn::read_slot(tree, owning(tree, group, k)?, k)?))
             .collect();
-        Ok(slots?)
+        slots
     }
 
     /// A transaction record, read at the leader.
@@ -436,7 +437,8 @@ impl Host {
     ) -> Result<Page, ClusterError> {
         self.read_barrier(group, consistent).await?;
         let tree = &self.inner.store;
-        Ok(read::read_range(tree, group, schema, index, bounds, opts)?)
+        let span = Span::load(tree, group)?;
+        Ok(read::read_range(tree, span, schema, index, bounds, opts)?)
     }
 
     /// Change records of a hosted group after `after` (see
@@ -622,4 +624,19 @@ fn heavy_groups(logs: &LogSet, total_bytes: u64) -> Vec<u64> {
         remaining -= bytes;
     }
     heavy
+}
+
+/// The span of `group` in `tree`, when it owns `storage_key`; otherwise
+/// the group split since the caller mapped the key
+/// ([`StorageError::WrongRange`]).
+fn owning(tree: &Store, group: u64, storage_key: &[u8]) -> Result<Span, StorageError> {
+    let span = Span::load(tree, group)?;
+    if span.owns(storage_key) {
+        Ok(span)
+    } else {
+        Err(StorageError::WrongRange(format!(
+            "group {group} no longer owns key hash {:#x}",
+            dynaraft_storage::catalog::key_hash(storage_key)
+        )))
+    }
 }

@@ -490,7 +490,8 @@ async fn sweep_partition(
             .propose_at(table, None, p.hash_lo, Command::TxnForget { txns: expired })
             .await?;
     }
-    for (key, intent) in txn::intents(host.tree(), p.group)? {
+    let span = dynaraft_storage::Span::load(host.tree(), p.group)?;
+    for (key, intent) in txn::intents(host.tree(), span)? {
         if intent.ts_ms < stuck_before {
             router.settle(table, &key, &intent).await?;
         }

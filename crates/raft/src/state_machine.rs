@@ -13,6 +13,7 @@
 
 use crate::io_err;
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
+use dynaraft_storage::Span;
 use dynaraft_storage::StorageError;
 use dynaraft_storage::committer::Committer;
 use dynaraft_storage::machine::{self, Outcome, Overlay};
@@ -82,11 +83,13 @@ impl GroupStateMachine {
         Ok((applied, membership))
     }
 
-    /// Every key of the group, as `[len u32 LE][key][len u32 LE][value]`*,
-    /// followed by a CRC-32 (LE) of everything before it.
+    /// Every key the group owns (its span), as
+    /// `[len u32 LE][key][len u32 LE][value]`*, followed by a CRC-32 (LE) of
+    /// everything before it.
     fn dump(&self) -> io::Result<SnapshotBytes> {
         let mut out = Vec::new();
-        for kv in self.tree.scan_prefix(self.group.to_be_bytes()) {
+        let span = Span::load(&self.tree, self.group).map_err(io_err)?;
+        for kv in dynaraft_storage::span::scan(&self.tree, &span) {
             let (k, v) = kv.map_err(io_err)?;
             for part in [k.as_ref(), v.as_ref()] {
                 out.extend_from_slice(&(part.len() as u32).to_le_bytes());
@@ -141,15 +144,14 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             + Send,
     {
         let mut ov = Overlay::new(&self.tree);
+        let span = Span::load(&self.tree, self.group).map_err(io_err)?;
         let mut replies = Vec::new();
         let mut last: Option<LogId> = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Done,
-                EntryPayload::Normal(cmd) => {
-                    machine::apply(&mut ov, self.group, &cmd).map_err(io_err)?
-                }
+                EntryPayload::Normal(cmd) => machine::apply(&mut ov, span, &cmd).map_err(io_err)?,
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     ov.put_meta(
@@ -204,11 +206,16 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         snapshot: SnapshotBytes,
     ) -> Result<(), io::Error> {
         let pairs = parse_dump(&snapshot)?;
+        // What the group owned here goes, and whatever the snapshot's span
+        // holds is replaced by the snapshot's keys.
+        let incoming = Span::of_pairs(self.group, &pairs).map_err(io_err)?;
+        let local = Span::load(&self.tree, self.group).map_err(io_err)?;
         let mut ov = Overlay::new(&self.tree);
-        ov.clear_group(self.group).map_err(io_err)?;
+        dynaraft_storage::span::clear(&mut ov, &local).map_err(io_err)?;
+        dynaraft_storage::span::clear(&mut ov, &incoming).map_err(io_err)?;
         for (k, v) in pairs {
-            if !k.starts_with(&self.group.to_be_bytes()) {
-                return Err(io_err("snapshot holds a key of another group"));
+            if !incoming.holds_key(&k) {
+                return Err(io_err("snapshot holds a key outside its group's span"));
             }
             ov.put_raw(k, v);
         }

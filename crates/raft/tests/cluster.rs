@@ -186,9 +186,13 @@ async fn three_nodes_survive_leader_loss_and_restart() {
         let keys: BTreeSet<usize> = (0..80)
             .filter(|i| {
                 let k = item_from_json(&json!({"pk": {"S": format!("k{i}")}})).unwrap();
-                machine::read_item(&tree, GROUP, &schema().storage_key(&k).unwrap())
-                    .unwrap()
-                    .is_some()
+                machine::read_item(
+                    &tree,
+                    dynaraft_storage::Span::whole(GROUP),
+                    &schema().storage_key(&k).unwrap(),
+                )
+                .unwrap()
+                .is_some()
             })
             .collect();
         assert_eq!(

@@ -271,7 +271,12 @@ mod tests {
 
     fn run(tree: &Store, index: u64, cmd: Command) -> Outcome {
         let mut ov = Overlay::new(tree);
-        let outcome = apply(&mut ov, CATALOG_GROUP, &Entry { ts_ms: 1, cmd }).unwrap();
+        let outcome = apply(
+            &mut ov,
+            crate::Span::whole(CATALOG_GROUP),
+            &Entry { ts_ms: 1, cmd },
+        )
+        .unwrap();
         ov.commit(CATALOG_GROUP, index).unwrap();
         outcome
     }

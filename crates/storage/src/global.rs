@@ -14,7 +14,7 @@
 //! [group] 0x00 "bf:{id}"          backfill of index `id` running: resume key
 //! [group] 0x00 "bfdone:{id}"      backfill of index `id` finished here
 //! index group:
-//! [group] 0x04 0x00 [entry key]   an entry (as for local indexes, id 0)
+//! [space] 0x04 0x00 [entry key]   an entry (as for local indexes, id 0)
 //! [group] 0x06 [base storage key] version: seq u64 BE, then the entry key
 //!                                 (none: a tombstone)
 //! [group] 0x00 "src:{group}"      highest change sequence applied from a source
@@ -535,9 +535,10 @@ fn closed_name(source: u64) -> String {
 /// Applies a batch to index group `group`.
 pub(crate) fn apply_batch(
     ov: &mut Overlay,
-    group: u64,
+    sp: crate::span::Span,
     b: &IndexBatch,
 ) -> Result<Outcome, StorageError> {
+    let group = sp.group;
     let closed = ov.get(&meta_key(group, &closed_name(b.source)))?.is_some();
     if b.backfill && closed {
         return Ok(Outcome::Done);
@@ -565,13 +566,13 @@ pub(crate) fn apply_batch(
             continue;
         }
         if !current.is_empty() {
-            remove_entry(ov, group, &current)?;
+            remove_entry(ov, sp, &current)?;
         }
         match &op.put {
             Some((key, item)) => {
                 let encoded = encode_item(item);
                 let size = item_size_bytes(item) + INDEX_ENTRY_OVERHEAD_BYTES;
-                ov.put(entry_key(group, GLOBAL_ENTRY_ID, key), encoded);
+                ov.put(entry_key(sp.space, GLOBAL_ENTRY_ID, key), encoded);
                 ov.add_i64(meta_key(group, "count"), 1)?;
                 ov.add_i64(meta_key(group, "bytes"), size as i64)?;
                 let mut v = op.seq.to_be_bytes().to_vec();
@@ -593,8 +594,9 @@ pub(crate) fn apply_batch(
     Ok(Outcome::Done)
 }
 
-fn remove_entry(ov: &mut Overlay, group: u64, key: &[u8]) -> Result<(), StorageError> {
-    let ek = entry_key(group, GLOBAL_ENTRY_ID, key);
+fn remove_entry(ov: &mut Overlay, sp: crate::span::Span, key: &[u8]) -> Result<(), StorageError> {
+    let group = sp.group;
+    let ek = entry_key(sp.space, GLOBAL_ENTRY_ID, key);
     if let Some(old) = ov.get(&ek)? {
         let item = decode_item(&old).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let size = item_size_bytes(&item) + INDEX_ENTRY_OVERHEAD_BYTES;
@@ -642,7 +644,7 @@ mod tests {
 
     fn apply(tree: &Store, b: IndexBatch) {
         let mut ov = Overlay::new(tree);
-        apply_batch(&mut ov, GROUP, &b).unwrap();
+        apply_batch(&mut ov, crate::Span::whole(GROUP), &b).unwrap();
         ov.commit(GROUP, 1).unwrap();
     }
 

@@ -3,8 +3,8 @@
 //! exactly as current as its table (strongly consistent reads work).
 //!
 //! ```text
-//! [group] 0x04 [index id u8] [entry key]    an index entry: the projected item
-//! [group] 0x05 [partition-key prefix]       item collection size, bytes (u64 BE)
+//! [space] 0x04 [index id u8] [entry key]    an index entry: the projected item
+//! [space] 0x05 [partition-key prefix]       item collection size, bytes (u64 BE)
 //! ```
 //!
 //! An entry key is the index's storage key (hash of the partition key, the
@@ -62,18 +62,18 @@ impl LocalIndexSpec {
     }
 }
 
-/// `[group][0x04][id][key]`.
-pub fn entry_key(group: u64, id: u8, key: &[u8]) -> Vec<u8> {
+/// `[space][0x04][id][key]`.
+pub fn entry_key(space: u64, id: u8, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(10 + key.len());
-    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&space.to_be_bytes());
     k.push(LOCAL_INDEX);
     k.push(id);
     k.extend_from_slice(key);
     k
 }
 
-fn collection_key(group: u64, partition_prefix: &[u8]) -> Vec<u8> {
-    let mut k = group.to_be_bytes().to_vec();
+fn collection_key(space: u64, partition_prefix: &[u8]) -> Vec<u8> {
+    let mut k = space.to_be_bytes().to_vec();
     k.push(COLLECTION);
     k.extend_from_slice(partition_prefix);
     k
@@ -210,7 +210,7 @@ pub enum Maintained {
 /// collection's size (base item sizes `old_size`, `new_size`).
 pub fn maintain(
     ov: &mut Overlay,
-    group: u64,
+    sp: crate::span::Span,
     local: &LocalIndexes,
     (old, old_size): (Option<&Item>, usize),
     (new, new_size): (Option<&Item>, usize),
@@ -225,7 +225,8 @@ pub fn maintain(
     let Some(prefix) = partition_prefix_of(&local.table, item) else {
         return Ok(Maintained::Collection(0));
     };
-    let ck = collection_key(group, &prefix);
+    let group = sp.group;
+    let ck = collection_key(sp.space, &prefix);
     let size = ov.get_u64(&ck)?;
     let grown = size.checked_add_signed(delta).ok_or_else(|| {
         StorageError::Corrupt(format!(
@@ -236,12 +237,12 @@ pub fn maintain(
         return Ok(Maintained::TooLarge);
     }
     for e in &before {
-        ov.del(entry_key(group, e.id, &e.key));
+        ov.del(entry_key(sp.space, e.id, &e.key));
         ov.add_i64(stat_key(group, e.id, "count"), -1)?;
         ov.add_i64(stat_key(group, e.id, "bytes"), -(e.size as i64))?;
     }
     for e in after {
-        ov.put(entry_key(group, e.id, &e.key), encode_item(&e.item));
+        ov.put(entry_key(sp.space, e.id, &e.key), encode_item(&e.item));
         ov.add_i64(stat_key(group, e.id, "count"), 1)?;
         ov.add_i64(stat_key(group, e.id, "bytes"), e.size as i64)?;
     }

@@ -24,6 +24,7 @@ pub mod index;
 pub mod kv;
 pub mod machine;
 pub mod read;
+pub mod span;
 pub mod txn;
 pub mod wal;
 
@@ -33,6 +34,7 @@ pub use catalog::{
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;
+pub use span::Span;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum StorageError {
@@ -45,6 +47,10 @@ pub enum StorageError {
     /// The group cannot take the request now; the client may retry.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The group no longer owns the key or range asked for (it split after
+    /// the caller mapped it): refresh the partition map and retry.
+    #[error("wrong range: {0}")]
+    WrongRange(String),
 }
 
 /// The first fatal error a background writer (the WAL's, the committer's)

@@ -1,16 +1,20 @@
 //! The deterministic state machine: `apply(entry) -> outcome`.
 //!
-//! All state lives in one sled tree, keyed by group so that many groups
-//! share it (never a tree per group):
+//! All state lives in one tree of the node's store, shared by its groups
+//! (never a tree per group). Keys that follow an item (items, index
+//! entries, intents, stamps) start with the group's key space and the
+//! item's hash, so that a split changes which group owns a hash range and
+//! moves no bytes; the rest start with the group (see `span`):
 //!
 //! ```text
-//! [group u64 BE] 0x00 [name]        group metadata: applied index, item count, bytes
-//! [group u64 BE] 0x01 [storage key] items (binary item codec)
+//! [group u64 BE] 0x00 [name]        group metadata: applied index, item count, bytes, span
+//! [space u64 BE] 0x01 [storage key] items (binary item codec)
 //! [0]            0x02 [table name]  catalog: TableMeta as JSON
 //! [0]            0x03 [node id BE]  catalog: NodeRecord as JSON
-//! [group u64 BE] 0x04, 0x05         local secondary indexes (see `index`)
+//! [space u64 BE] 0x04, 0x05         local secondary index entries, item collections (see `index`)
 //! [group u64 BE] 0x06, 0x07         global index versions, change log (see `global`)
-//! [group u64 BE] 0x08 .. 0x0B       transaction intents, records, tokens, stamps (see `txn`)
+//! [space u64 BE] 0x08, 0x0B         transaction intents, item stamps (see `txn`)
+//! [group u64 BE] 0x09, 0x0A, 0x0C, 0x0D  transaction records, tokens, time indexes (see `txn`)
 //! ```
 //!
 //! A batch of entries is applied through an [`Overlay`] (so later entries
@@ -25,6 +29,7 @@ use crate::command::{Command, Entry, JsonDoc, WriteCommand, WriteKind};
 use crate::global::{self, Change};
 use crate::index;
 use crate::kv::Store;
+use crate::span::{self, Span};
 use crate::txn;
 use dynaraft_expr::{ExprKind, Substitutions, UpdateError, parse_condition, parse_update};
 use dynaraft_model::codec::{decode_item, encode_item};
@@ -34,7 +39,7 @@ use std::collections::BTreeMap;
 
 pub const CATALOG_GROUP: u64 = 0;
 const META: u8 = 0x00;
-const ITEMS: u8 = 0x01;
+pub(crate) const ITEMS: u8 = 0x01;
 const TABLES: u8 = 0x02;
 const NODES: u8 = 0x03;
 
@@ -45,16 +50,17 @@ pub fn meta_key(group: u64, name: &str) -> Vec<u8> {
     k
 }
 
-pub fn item_key(group: u64, storage_key: &[u8]) -> Vec<u8> {
+/// `[space][0x01][storage key]`: where an item of key space `space` lives.
+pub fn item_key(space: u64, storage_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(9 + storage_key.len());
-    k.extend_from_slice(&group.to_be_bytes());
+    k.extend_from_slice(&space.to_be_bytes());
     k.push(ITEMS);
     k.extend_from_slice(storage_key);
     k
 }
 
-pub fn items_prefix(group: u64) -> Vec<u8> {
-    item_key(group, &[])
+pub fn items_prefix(space: u64) -> Vec<u8> {
+    item_key(space, &[])
 }
 
 pub fn table_key(name: &str) -> Vec<u8> {
@@ -232,13 +238,9 @@ impl<'a> Overlay<'a> {
         Ok(out)
     }
 
-    /// Stages the removal of every item and metadata key of `group`.
-    pub fn clear_group(&mut self, group: u64) -> Result<(), StorageError> {
-        for kv in self.tree.scan_prefix(group.to_be_bytes()) {
-            let (k, _) = kv?;
-            self.del(k.to_vec());
-        }
-        Ok(())
+    /// The store under the staged writes.
+    pub(crate) fn tree(&self) -> &'a Store {
+        self.tree
     }
 
     /// Writes everything plus the group's applied index, atomically.
@@ -262,10 +264,12 @@ impl<'a> Overlay<'a> {
     }
 }
 
-/// Deletes every key of `group` (a replica leaving this node), in one batch.
+/// Deletes every key `group` owns (a replica leaving this node), in one
+/// batch.
 pub fn drop_group(tree: &Store, group: u64) -> Result<(), StorageError> {
+    let span = Span::load(tree, group)?;
     let mut batch = crate::kv::Batch::default();
-    for kv in tree.scan_prefix(group.to_be_bytes()) {
+    for kv in span::scan(tree, &span) {
         let (k, _) = kv?;
         batch.remove(k.to_vec());
     }
@@ -284,18 +288,17 @@ pub fn group_stats(tree: &Store, group: u64) -> Result<(u64, u64), StorageError>
     ))
 }
 
-pub fn read_item(
-    tree: &Store,
-    group: u64,
-    storage_key: &[u8],
-) -> Result<Option<Item>, StorageError> {
-    current_item(&Overlay::new(tree), group, storage_key)
+/// The item at `storage_key` in `sp`'s space (the caller checked that
+/// `sp` owns it).
+pub fn read_item(tree: &Store, sp: Span, storage_key: &[u8]) -> Result<Option<Item>, StorageError> {
+    current_item(&Overlay::new(tree), sp, storage_key)
 }
 
-/// Applies one entry of `group`.
-pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, StorageError> {
+/// Applies one entry of the group `sp` describes.
+pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, StorageError> {
+    let group = sp.group;
     match &entry.cmd {
-        Command::Write(w) => apply_write(ov, group, w, entry.ts_ms),
+        Command::Write(w) => apply_write(ov, sp, w, entry.ts_ms),
         Command::StartBackfill { index } => {
             global::start_backfill(ov, group, *index)?;
             Ok(Outcome::Done)
@@ -312,13 +315,13 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
             global::purge(ov, group, *before_ms, *max)?;
             Ok(Outcome::Done)
         }
-        Command::IndexApply(batch) => global::apply_batch(ov, group, batch),
-        Command::TxnPrepare(p) => txn::prepare(ov, group, p, entry.ts_ms),
+        Command::IndexApply(batch) => global::apply_batch(ov, sp, batch),
+        Command::TxnPrepare(p) => txn::prepare(ov, sp, p, entry.ts_ms),
         Command::TxnDecide { txn, commit, keys } => {
-            txn::decide(ov, group, *txn, *commit, keys, entry.ts_ms)
+            txn::decide(ov, sp, *txn, *commit, keys, entry.ts_ms)
         }
         Command::TxnResolve { txn, commit, keys } => {
-            txn::resolve(ov, group, *txn, *commit, keys, entry.ts_ms)
+            txn::resolve(ov, sp, *txn, *commit, keys, entry.ts_ms)
         }
         Command::TxnFinish { txn } => txn::finish(ov, group, *txn),
         Command::TxnForget { txns } => txn::forget(ov, group, txns),
@@ -328,15 +331,15 @@ pub fn apply(ov: &mut Overlay, group: u64, entry: &Entry) -> Result<Outcome, Sto
 
 fn apply_write(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     w: &WriteCommand,
     ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
-    if let Some(intent) = txn::intent(ov, group, &w.storage_key)? {
+    if let Some(intent) = txn::intent(ov, sp, &w.storage_key)? {
         return Ok(Outcome::TxnConflict(Box::new(intent.view())));
     }
-    match evaluate(ov, group, w)? {
-        Ok((old, new)) => stage(ov, group, w, (old, new), false, ts_ms),
+    match evaluate(ov, sp, w)? {
+        Ok((old, new)) => stage(ov, sp, w, (old, new), false, ts_ms),
         Err(refused) => Ok(refused),
     }
 }
@@ -344,10 +347,10 @@ fn apply_write(
 /// The item stored at `storage_key`, seeing staged writes.
 pub(crate) fn current_item(
     ov: &Overlay,
-    group: u64,
+    sp: Span,
     storage_key: &[u8],
 ) -> Result<Option<Item>, StorageError> {
-    match ov.get(&item_key(group, storage_key))? {
+    match ov.get(&item_key(sp.space, storage_key))? {
         Some(b) => Ok(Some(
             decode_item(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
         )),
@@ -363,10 +366,10 @@ pub(crate) type Evaluated = Result<(Option<Item>, Option<Item>), Outcome>;
 /// check that needs no index state (sizes, index key types).
 pub(crate) fn evaluate(
     ov: &Overlay,
-    group: u64,
+    sp: Span,
     w: &WriteCommand,
 ) -> Result<Evaluated, StorageError> {
-    let old = current_item(ov, group, &w.storage_key)?;
+    let old = current_item(ov, sp, &w.storage_key)?;
     let values = match w.values.item() {
         Ok(v) => v,
         Err(e) => return Ok(Err(Outcome::Invalid(e.to_string()))),
@@ -444,12 +447,13 @@ pub(crate) fn evaluate(
 /// commit may not be refused. `ts_ms` is the proposing leader's clock.
 pub(crate) fn stage(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     w: &WriteCommand,
     (old, new): (Option<Item>, Option<Item>),
     forced: bool,
     ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
+    let group = sp.group;
     let old_size = old.as_ref().map_or(0, item_size_bytes) as i64;
     let new_size = new.as_ref().map_or(0, item_size_bytes) as i64;
     // Checked before anything is staged: a refused write writes nothing.
@@ -475,7 +479,7 @@ pub(crate) fn stage(
         } else {
             local
         };
-        match index::maintain(ov, group, local, old_side, new_side)? {
+        match index::maintain(ov, sp, local, old_side, new_side)? {
             index::Maintained::TooLarge => return Ok(Outcome::CollectionTooLarge),
             index::Maintained::Collection(bytes) => collection_bytes = Some(bytes),
         }
@@ -493,9 +497,9 @@ pub(crate) fn stage(
         global::log_change(ov, group, change)?;
     }
     if old != new {
-        txn::stamp(ov, group, &w.storage_key, new.is_some())?;
+        txn::stamp(ov, sp, &w.storage_key, new.is_some())?;
     }
-    let key = item_key(group, &w.storage_key);
+    let key = item_key(sp.space, &w.storage_key);
     match new_bytes {
         Some(bytes) => ov.put(key, bytes),
         None => ov.del(key),

@@ -9,6 +9,7 @@ use crate::StorageError;
 use crate::index::entry_key;
 use crate::kv::Store;
 use crate::machine::{item_key, read_item};
+use crate::span::Span;
 use dynaraft_expr::{KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::key::encode_scalar;
@@ -124,19 +125,41 @@ pub struct IndexRead {
     pub fetch_base: bool,
 }
 
-/// Reads items of `group` (or entries of one of its local indexes) whose
-/// storage keys lie in `[lo, hi)`; `schema` is the table's key.
+/// Reads items of the group `sp` describes (or entries of one of its local
+/// indexes) whose storage keys lie in `[lo, hi)`; `schema` is the table's
+/// key. `(&[], None)` asks for everything the group owns (its own sweeps:
+/// backfill, TTL). Any other range reaching outside the group's hash range
+/// is refused ([`StorageError::WrongRange`]): the group split since the
+/// caller mapped it, and a page of only part of the range would look
+/// complete.
 pub fn read_range(
     tree: &Store,
-    group: u64,
+    sp: Span,
     schema: &KeySchema,
     index: Option<&IndexRead>,
     (lo, hi): (&[u8], Option<&[u8]>),
     opts: &ReadOptions,
 ) -> Result<Page, StorageError> {
+    let (own_lo, own_hi) = (sp.lo.to_be_bytes(), sp.hi.map(u64::to_be_bytes));
+    let (lo, hi) = match (lo, hi) {
+        ([], None) => (&own_lo[..], own_hi.as_ref().map(|h| &h[..])),
+        asked => asked,
+    };
+    let above_lo = lo >= &sp.lo.to_be_bytes()[..];
+    let below_hi = match (sp.hi, hi) {
+        (None, _) => true,
+        (Some(end), Some(h)) => h <= &end.to_be_bytes()[..],
+        (Some(_), None) => false,
+    };
+    if !(above_lo && below_hi) {
+        return Err(StorageError::WrongRange(format!(
+            "group {} owns hashes {:#x}..{:?}, not the range asked for",
+            sp.group, sp.lo, sp.hi
+        )));
+    }
     let full = |k: &[u8]| match index {
-        Some(ix) => entry_key(group, ix.id, k),
-        None => item_key(group, k),
+        Some(ix) => entry_key(sp.space, ix.id, k),
+        None => item_key(sp.space, k),
     };
     let mut lo_b = Bound::Included(full(lo));
     let mut hi_b = match hi {
@@ -162,9 +185,7 @@ pub fn read_range(
         if let Some(ix) = index {
             key.extend(ix.schema.key_of(&item));
             if ix.fetch_base {
-                let base = schema
-                    .storage_key(&item)
-                    .map(|k| read_item(tree, group, &k));
+                let base = schema.storage_key(&item).map(|k| read_item(tree, sp, &k));
                 if let Some(base) = base.transpose()?.flatten() {
                     item = base;
                 }

@@ -3,11 +3,11 @@
 //! them across partitions lives in `dynaraft-cluster` (`txn`).
 //!
 //! ```text
-//! [group] 0x08 [storage key]   intent: a prepared transaction's decided
+//! [space] 0x08 [storage key]   intent: a prepared transaction's decided
 //!                              write (or lock, for a ConditionCheck)
 //! [group] 0x09 [txn id u128]   transaction record (on the anchor partition)
 //! [group] 0x0A [token]         ClientRequestToken -> txn id (anchor)
-//! [group] 0x0B [storage key]   stamp: write sequence of the item's last change
+//! [space] 0x0B [storage key]   stamp: write sequence of the item's last change
 //! [group] 0x0C [ts][txn id]    records not yet finished, by creation time
 //! [group] 0x0D [ts][txn id]    every record, by creation time (for expiry)
 //! [group] 0x00 "wseq"          last write sequence assigned
@@ -35,16 +35,17 @@ use crate::StorageError;
 use crate::command::{JsonDoc, WriteCommand, WriteKind};
 use crate::kv::Store;
 use crate::machine::{Outcome, Overlay, current_item, evaluate, meta_key, stage};
+use crate::span::Span;
 use dynaraft_model::Item;
 use serde::{Deserialize, Serialize};
 
 /// A transaction's id (random, chosen by its coordinator).
 pub type TxnId = u128;
 
-const INTENTS: u8 = 0x08;
+pub(crate) const INTENTS: u8 = 0x08;
 const RECORDS: u8 = 0x09;
 const TOKENS: u8 = 0x0A;
-const STAMPS: u8 = 0x0B;
+pub(crate) const STAMPS: u8 = 0x0B;
 const OPEN: u8 = 0x0C;
 const EXPIRY: u8 = 0x0D;
 
@@ -193,12 +194,8 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 /// The intent on `storage_key`, if a transaction holds it.
-pub fn intent(
-    ov: &Overlay,
-    group: u64,
-    storage_key: &[u8],
-) -> Result<Option<Intent>, StorageError> {
-    match ov.get(&key_in(group, INTENTS, storage_key))? {
+pub fn intent(ov: &Overlay, sp: Span, storage_key: &[u8]) -> Result<Option<Intent>, StorageError> {
+    match ov.get(&key_in(sp.space, INTENTS, storage_key))? {
         Some(b) => Ok(Some(
             serde_json::from_slice(&b).map_err(|e| corrupt("intent", e))?,
         )),
@@ -243,13 +240,14 @@ fn token_txn(ov: &Overlay, group: u64, token: &str) -> Result<Option<TxnId>, Sto
 /// after the change).
 pub(crate) fn stamp(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     storage_key: &[u8],
     present: bool,
 ) -> Result<(), StorageError> {
+    let group = sp.group;
     let seq = ov.get_u64(&meta_key(group, "wseq"))? + 1;
     ov.put(meta_key(group, "wseq"), seq.to_be_bytes().to_vec());
-    let k = key_in(group, STAMPS, storage_key);
+    let k = key_in(sp.space, STAMPS, storage_key);
     if present {
         ov.put(k, seq.to_be_bytes().to_vec());
     } else {
@@ -264,12 +262,12 @@ pub(crate) fn stamp(
 /// intent and both stamps are read before the item, so a change landing
 /// in between leaves an old stamp beside the new item, and the caller's
 /// second read of the stamp sees the difference.
-pub fn read_slot(tree: &Store, group: u64, storage_key: &[u8]) -> Result<Slot, StorageError> {
+pub fn read_slot(tree: &Store, sp: Span, storage_key: &[u8]) -> Result<Slot, StorageError> {
     let ov = Overlay::new(tree);
-    let intent = intent(&ov, group, storage_key)?.map(|i| i.view());
-    let own = ov.get_u64(&key_in(group, STAMPS, storage_key))?;
-    let last_delete = ov.get_u64(&meta_key(group, "last_delete"))?;
-    let item = current_item(&ov, group, storage_key)?;
+    let intent = intent(&ov, sp, storage_key)?.map(|i| i.view());
+    let own = ov.get_u64(&key_in(sp.space, STAMPS, storage_key))?;
+    let last_delete = ov.get_u64(&meta_key(sp.group, "last_delete"))?;
+    let item = current_item(&ov, sp, storage_key)?;
     let stamp = if item.is_some() { own } else { last_delete };
     Ok(Slot {
         item,
@@ -281,10 +279,10 @@ pub fn read_slot(tree: &Store, group: u64, storage_key: &[u8]) -> Result<Slot, S
 /// The intent on `storage_key` as a reader sees it.
 pub fn read_intent(
     tree: &Store,
-    group: u64,
+    sp: Span,
     storage_key: &[u8],
 ) -> Result<Option<IntentView>, StorageError> {
-    Ok(intent(&Overlay::new(tree), group, storage_key)?.map(|i| i.view()))
+    Ok(intent(&Overlay::new(tree), sp, storage_key)?.map(|i| i.view()))
 }
 
 /// Ids in time index `space` of `group` created before `before_ms`.
@@ -325,12 +323,16 @@ pub fn due(
     Ok((stuck, older(tree, group, EXPIRY, expired_before_ms)?))
 }
 
-/// Every intent of `group`, with its item's storage key (for its sweeper).
-pub fn intents(tree: &Store, group: u64) -> Result<Vec<(Vec<u8>, IntentView)>, StorageError> {
+/// Every intent in `sp`'s hash range, with its item's storage key (for its
+/// sweeper).
+pub fn intents(tree: &Store, sp: Span) -> Result<Vec<(Vec<u8>, IntentView)>, StorageError> {
     let mut out = Vec::new();
-    for kv in tree.scan_prefix(key_in(group, INTENTS, &[])) {
+    for kv in tree.scan_prefix(key_in(sp.space, INTENTS, &[])) {
         let (k, v) = kv?;
         let key = k.get(9..).unwrap_or_default().to_vec();
+        if !sp.owns(&key) {
+            continue;
+        }
         let i: Intent = serde_json::from_slice(&v).map_err(|e| corrupt("intent", e))?;
         out.push((key, i.view()));
     }
@@ -372,10 +374,11 @@ fn replayed(ov: &Overlay, group: u64, p: &Prepare) -> Result<Option<Outcome>, St
 /// Applies a partition's share of a transaction (see the module doc).
 pub(crate) fn prepare(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     p: &Prepare,
     ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
+    let group = sp.group;
     if let Some(o) = replayed(ov, group, p)? {
         return Ok(o);
     }
@@ -387,13 +390,13 @@ pub(crate) fn prepare(
     }
     let mut decided = Vec::new();
     for op in &p.ops {
-        if let Some(i) = intent(ov, group, &op.write.storage_key)? {
+        if let Some(i) = intent(ov, sp, &op.write.storage_key)? {
             if i.txn != p.txn {
                 failures.push((op.pos, Failure::Conflict));
             }
             continue;
         }
-        match evaluate(ov, group, &op.write)? {
+        match evaluate(ov, sp, &op.write)? {
             Ok((old, new)) => decided.push((op, old, new)),
             Err(o) => failures.push((op.pos, failure_of(o))),
         }
@@ -403,14 +406,7 @@ pub(crate) fn prepare(
     let saved = ov.save();
     if failures.is_empty() {
         for (op, old, new) in &decided {
-            let o = stage(
-                ov,
-                group,
-                &op.write,
-                (old.clone(), new.clone()),
-                false,
-                ts_ms,
-            )?;
+            let o = stage(ov, sp, &op.write, (old.clone(), new.clone()), false, ts_ms)?;
             if !matches!(o, Outcome::Written { .. }) {
                 failures.push((op.pos, failure_of(o)));
                 break;
@@ -435,7 +431,7 @@ pub(crate) fn prepare(
                 new,
             };
             ov.put(
-                key_in(group, INTENTS, &op.write.storage_key),
+                key_in(sp.space, INTENTS, &op.write.storage_key),
                 to_json(&intent),
             );
         }
@@ -488,12 +484,13 @@ fn bare(w: &WriteCommand) -> WriteCommand {
 /// (`keys`) are resolved in the same apply. The outcome is the decision.
 pub(crate) fn decide(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     txn: TxnId,
     commit: bool,
     keys: &[Vec<u8>],
     ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
+    let group = sp.group;
     let state = match record(ov, group, txn)? {
         Some(mut r) if r.state == TxnState::Pending => {
             r.state = if commit {
@@ -518,7 +515,7 @@ pub(crate) fn decide(
             TxnState::Aborted
         }
     };
-    resolve(ov, group, txn, state == TxnState::Committed, keys, ts_ms)?;
+    resolve(ov, sp, txn, state == TxnState::Committed, keys, ts_ms)?;
     Ok(Outcome::TxnState(state))
 }
 
@@ -526,20 +523,20 @@ pub(crate) fn decide(
 /// without one of its intents are left alone, so resolving twice is safe.
 pub(crate) fn resolve(
     ov: &mut Overlay,
-    group: u64,
+    sp: Span,
     txn: TxnId,
     commit: bool,
     keys: &[Vec<u8>],
     ts_ms: u64,
 ) -> Result<Outcome, StorageError> {
     for key in keys {
-        let Some(i) = intent(ov, group, key)?.filter(|i| i.txn == txn) else {
+        let Some(i) = intent(ov, sp, key)?.filter(|i| i.txn == txn) else {
             continue;
         };
-        ov.del(key_in(group, INTENTS, key));
+        ov.del(key_in(sp.space, INTENTS, key));
         if commit && i.write.kind != WriteKind::Check {
-            let old = current_item(ov, group, key)?;
-            stage(ov, group, &i.write, (old, i.new), true, ts_ms)?;
+            let old = current_item(ov, sp, key)?;
+            stage(ov, sp, &i.write, (old, i.new), true, ts_ms)?;
         }
     }
     Ok(Outcome::Done)
@@ -591,7 +588,7 @@ mod tests {
 
     fn run(tree: &Store, cmd: Command) -> Outcome {
         let mut ov = Overlay::new(tree);
-        let outcome = apply(&mut ov, GROUP, &Entry { ts_ms: 7, cmd }).unwrap();
+        let outcome = apply(&mut ov, Span::whole(GROUP), &Entry { ts_ms: 7, cmd }).unwrap();
         ov.commit(GROUP, 1).unwrap();
         outcome
     }
@@ -645,7 +642,7 @@ mod tests {
     }
 
     fn n_of(tree: &Store, key: &str) -> Option<AttributeValue> {
-        read_item(tree, GROUP, key.as_bytes())
+        read_item(tree, Span::whole(GROUP), key.as_bytes())
             .unwrap()
             .and_then(|i| i.get("n").cloned())
     }
@@ -683,7 +680,7 @@ mod tests {
     fn intents_block_writes_until_resolved_and_commit_applies_them() {
         let t = tree();
         run(&t, Command::Write(put("a", 1, None)));
-        let before = read_slot(&t, GROUP, b"a").unwrap();
+        let before = read_slot(&t, Span::whole(GROUP), b"a").unwrap();
         let o = run(&t, prepare(5, true, false, vec![put("a", 9, None)]));
         assert!(matches!(o, Outcome::TxnPrepared(f) if f.is_empty()));
         let stuck = due(&t, GROUP, 8, 0).unwrap().0;
@@ -692,7 +689,7 @@ mod tests {
             Some((5, TxnState::Pending))
         );
         // Prepared, not applied: readers see the old item and the intent.
-        let slot = read_slot(&t, GROUP, b"a").unwrap();
+        let slot = read_slot(&t, Span::whole(GROUP), b"a").unwrap();
         assert_eq!((slot.item.clone(), slot.stamp), (before.item, before.stamp));
         assert_eq!(
             slot.intent.map(|i| i.new.and_then(|n| n.get("n").cloned())),
@@ -716,7 +713,10 @@ mod tests {
         );
         assert!(matches!(decided, Outcome::TxnState(TxnState::Committed)));
         assert_eq!(n_of(&t, "a"), n(9));
-        assert_ne!(read_slot(&t, GROUP, b"a").unwrap().stamp, before.stamp);
+        assert_ne!(
+            read_slot(&t, Span::whole(GROUP), b"a").unwrap().stamp,
+            before.stamp
+        );
         // A later abort cannot undo the decision; resolving again is a no-op.
         let again = run(
             &t,
@@ -758,7 +758,12 @@ mod tests {
         assert!(matches!(d, Outcome::TxnState(TxnState::Aborted)));
         let late = run(&t, prepare(8, true, false, vec![put("a", 1, None)]));
         assert!(matches!(late, Outcome::TxnPrepared(f) if !f.is_empty()));
-        assert!(read_slot(&t, GROUP, b"a").unwrap().intent.is_none());
+        assert!(
+            read_slot(&t, Span::whole(GROUP), b"a")
+                .unwrap()
+                .intent
+                .is_none()
+        );
         let commit = run(
             &t,
             Command::TxnDecide {
@@ -801,12 +806,12 @@ mod tests {
     #[test]
     fn stamps_change_on_every_change_and_deletes_move_the_absent_stamp() {
         let t = tree();
-        let absent = read_slot(&t, GROUP, b"a").unwrap().stamp;
+        let absent = read_slot(&t, Span::whole(GROUP), b"a").unwrap().stamp;
         run(&t, Command::Write(put("a", 1, None)));
-        let s1 = read_slot(&t, GROUP, b"a").unwrap().stamp;
+        let s1 = read_slot(&t, Span::whole(GROUP), b"a").unwrap().stamp;
         run(&t, Command::Write(put("a", 2, None)));
         run(&t, Command::Write(put("a", 1, None)));
-        let s2 = read_slot(&t, GROUP, b"a").unwrap().stamp;
+        let s2 = read_slot(&t, Span::whole(GROUP), b"a").unwrap().stamp;
         assert!(
             s1 != s2 && s1 != absent,
             "same value again is still a change"
@@ -814,7 +819,7 @@ mod tests {
         let mut del = put("a", 0, None);
         del.kind = WriteKind::Delete;
         run(&t, Command::Write(del));
-        let after = read_slot(&t, GROUP, b"a").unwrap();
+        let after = read_slot(&t, Span::whole(GROUP), b"a").unwrap();
         assert!(after.item.is_none() && after.stamp != absent);
     }
 }

@@ -1,0 +1,357 @@
+//! What one group's state machine owns in the node's shared store.
+//!
+//! Two kinds of key family live side by side:
+//!
+//! - **Keyed by space and hash**: items, local (and, in an index's
+//!   partitions, global) index entries, item collection sizes, transaction
+//!   intents and item stamps. Each such key is `[space u64 BE][family][...]` where what
+//!   follows the family byte (after a local index's id byte) starts with the
+//!   64-bit partition-key hash. A group owns the keys of its space whose
+//!   hash lies in its range `[lo, hi)`.
+//! - **Keyed by group**: the group's metadata (applied index, counters, the
+//!   span itself), its change log, transaction records, tokens and time
+//!   indexes, and in an index's partitions the per-source marks and the
+//!   versions of base items, which are keyed by the base item and so by
+//!   the base table's hash, not the index's: `[group u64 BE][family][...]`.
+//!
+//! A group created with its table owns its whole space, and its space is
+//! its own id ([`Span::whole`]); that is every group of a data directory
+//! written before spans existed, which therefore needs no migration. A
+//! split (issue 21) narrows the parent's range and gives the child the rest
+//! of the same space, so it changes which group owns which hash range and
+//! moves no bytes. Spans are stored only once they differ from the whole
+//! one.
+
+use crate::StorageError;
+use crate::kv::Store;
+use crate::machine::{Overlay, meta_key};
+
+/// The families keyed by space and hash (see the module docs); every other
+/// family byte is keyed by group.
+pub const SPACE_FAMILIES: [u8; 5] = [
+    crate::machine::ITEMS,
+    crate::index::LOCAL_INDEX,
+    crate::index::COLLECTION,
+    crate::txn::INTENTS,
+    crate::txn::STAMPS,
+];
+/// The family whose keys carry a one-byte index id before the hash.
+const WITH_ID: u8 = crate::index::LOCAL_INDEX;
+/// The group-metadata name of a stored span.
+const SPAN_META: &str = "span";
+/// Bytes of a stored span: space, lo, hi (u64 BE each), then 1 if hi is
+/// bounded, else 0.
+const SPAN_BYTES: usize = 25;
+
+/// A half-open byte range of store keys; `None` above: unbounded.
+pub type KeyRange = (Vec<u8>, Option<Vec<u8>>);
+
+/// What one group owns: its own group-keyed families, and the hash range
+/// `[lo, hi)` of the space its items live in (`hi` `None`: up to and
+/// including `u64::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub group: u64,
+    pub space: u64,
+    pub lo: u64,
+    pub hi: Option<u64>,
+}
+
+impl Span {
+    /// A group that owns its whole space, named after itself.
+    pub const fn whole(group: u64) -> Span {
+        Span {
+            group,
+            space: group,
+            lo: 0,
+            hi: None,
+        }
+    }
+
+    /// Whether the hash range holds `hash`.
+    pub fn owns_hash(&self, hash: u64) -> bool {
+        self.lo <= hash && self.hi.is_none_or(|hi| hash < hi)
+    }
+
+    /// Whether the group owns the item (or entry) at `storage_key`, whose
+    /// first eight bytes are its hash.
+    pub fn owns(&self, storage_key: &[u8]) -> bool {
+        self.owns_hash(crate::catalog::key_hash(storage_key))
+    }
+
+    /// The span stored for `group`, or the whole one when none is.
+    pub fn load(tree: &Store, group: u64) -> Result<Span, StorageError> {
+        Span::decode(group, tree.get(meta_key(group, SPAN_META))?.as_deref())
+    }
+
+    /// [`Span::load`], seeing writes staged in `ov`.
+    pub fn load_staged(ov: &Overlay, group: u64) -> Result<Span, StorageError> {
+        Span::decode(group, ov.get(&meta_key(group, SPAN_META))?.as_deref())
+    }
+
+    /// The span a snapshot of `group` carries among its key/value pairs
+    /// (the whole one when it carries none).
+    pub fn of_pairs(group: u64, pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Span, StorageError> {
+        let key = meta_key(group, SPAN_META);
+        Span::decode(
+            group,
+            pairs
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.as_slice()),
+        )
+    }
+
+    /// Stages this span as the group's (written with the next commit).
+    pub fn store(&self, ov: &mut Overlay) {
+        let mut v = Vec::with_capacity(SPAN_BYTES);
+        v.extend_from_slice(&self.space.to_be_bytes());
+        v.extend_from_slice(&self.lo.to_be_bytes());
+        v.extend_from_slice(&self.hi.unwrap_or(0).to_be_bytes());
+        v.push(self.hi.is_some() as u8);
+        ov.put(meta_key(self.group, SPAN_META), v);
+    }
+
+    fn decode(group: u64, stored: Option<&[u8]>) -> Result<Span, StorageError> {
+        let Some(b) = stored else {
+            return Ok(Span::whole(group));
+        };
+        let corrupt = || {
+            StorageError::Corrupt(format!(
+                "span of group {group} holds {} bytes, not {SPAN_BYTES}",
+                b.len()
+            ))
+        };
+        let b: &[u8; SPAN_BYTES] = b.try_into().map_err(|_| corrupt())?;
+        let word = |at: usize| {
+            b.get(at..at + 8)
+                .and_then(|w| <[u8; 8]>::try_from(w).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(corrupt)
+        };
+        let span = Span {
+            group,
+            space: word(0)?,
+            lo: word(8)?,
+            hi: match b[SPAN_BYTES - 1] {
+                0 => None,
+                1 => Some(word(16)?),
+                other => {
+                    return Err(StorageError::Corrupt(format!(
+                        "span of group {group} ends in {other}, not 0 or 1"
+                    )));
+                }
+            },
+        };
+        if span.hi.is_some_and(|hi| hi <= span.lo) {
+            return Err(StorageError::Corrupt(format!(
+                "span of group {group} is empty: {span:?}"
+            )));
+        }
+        Ok(span)
+    }
+
+    /// Every store key range the group owns, in key order within each
+    /// kind: its group-keyed families, then its hash range in each
+    /// space-keyed family (per index id where the family has one).
+    pub fn key_ranges(&self) -> Vec<KeyRange> {
+        let mut out = Vec::new();
+        // Group-keyed: the runs of family bytes not in SPACE_FAMILIES.
+        let mut run: Option<u8> = None;
+        for f in 0..=u8::MAX {
+            let spaced = SPACE_FAMILIES.contains(&f);
+            match (run, spaced) {
+                (None, false) => run = Some(f),
+                (Some(start), true) => {
+                    out.push((prefix(self.group, &[start]), Some(prefix(self.group, &[f]))));
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = run {
+            out.push((
+                prefix(self.group, &[start]),
+                self.group.checked_add(1).map(|g| g.to_be_bytes().to_vec()),
+            ));
+        }
+        for f in SPACE_FAMILIES {
+            if f == WITH_ID {
+                for id in 0..=u8::MAX {
+                    out.push(self.hash_range(&[f, id]));
+                }
+            } else {
+                out.push(self.hash_range(&[f]));
+            }
+        }
+        out
+    }
+
+    /// `[space][head][lo]` up to `[space][head][hi]` (or to the end of
+    /// `[space][head]`).
+    fn hash_range(&self, head: &[u8]) -> KeyRange {
+        let mut lo = prefix(self.space, head);
+        lo.extend_from_slice(&self.lo.to_be_bytes());
+        let hi = match self.hi {
+            Some(hi) => {
+                let mut k = prefix(self.space, head);
+                k.extend_from_slice(&hi.to_be_bytes());
+                Some(k)
+            }
+            None => successor(prefix(self.space, head)),
+        };
+        (lo, hi)
+    }
+
+    /// Whether `key` lies in one of [`Span::key_ranges`].
+    pub fn holds_key(&self, key: &[u8]) -> bool {
+        self.key_ranges()
+            .iter()
+            .any(|(lo, hi)| in_range(key, lo, hi.as_deref()))
+    }
+}
+
+fn in_range(key: &[u8], lo: &[u8], hi: Option<&[u8]>) -> bool {
+    key >= lo && hi.is_none_or(|hi| key < hi)
+}
+
+fn prefix(id: u64, head: &[u8]) -> Vec<u8> {
+    let mut k = id.to_be_bytes().to_vec();
+    k.extend_from_slice(head);
+    k
+}
+
+/// The smallest key above every key starting with `b` (`None`: none is).
+fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
+    while let Some(last) = b.pop() {
+        if last < 0xFF {
+            b.push(last + 1);
+            return Some(b);
+        }
+    }
+    None
+}
+
+/// Every key and value of `span`, in the order of its key ranges.
+pub fn scan(
+    tree: &Store,
+    span: &Span,
+) -> impl Iterator<Item = Result<(crate::kv::Bytes, crate::kv::Bytes), StorageError>> {
+    span.key_ranges().into_iter().flat_map(move |(lo, hi)| {
+        let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) = (
+            std::ops::Bound::Included(lo),
+            hi.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
+        );
+        tree.range(range)
+    })
+}
+
+/// Stages the removal of every key `span` owns.
+pub fn clear(ov: &mut Overlay, span: &Span) -> Result<(), StorageError> {
+    let tree = ov.tree();
+    let mut keys = Vec::new();
+    for kv in scan(tree, span) {
+        keys.push(kv?.0.to_vec());
+    }
+    for k in keys {
+        ov.del(k);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(space: u64, family: u8, hash: u64) -> Vec<u8> {
+        let mut k = prefix(space, &[family]);
+        if family == WITH_ID {
+            k.push(3);
+        }
+        k.extend_from_slice(&hash.to_be_bytes());
+        k.extend_from_slice(b"pk");
+        k
+    }
+
+    /// A narrowed span holds exactly its hash range of each space family
+    /// and its own group's families, never a sibling's or another
+    /// group's keys.
+    #[test]
+    fn a_span_holds_its_range_of_its_space_and_its_own_group_keys() {
+        let parent = Span {
+            group: 7,
+            space: 7,
+            lo: 0,
+            hi: Some(1 << 63),
+        };
+        let child = Span {
+            group: 9,
+            space: 7,
+            lo: 1 << 63,
+            hi: None,
+        };
+        for f in SPACE_FAMILIES {
+            assert!(parent.holds_key(&key(7, f, 5)), "family {f}");
+            assert!(!parent.holds_key(&key(7, f, u64::MAX)), "family {f}");
+            assert!(child.holds_key(&key(7, f, u64::MAX)), "family {f}");
+            assert!(child.holds_key(&key(7, f, 1 << 63)), "family {f}");
+            assert!(!child.holds_key(&key(7, f, (1 << 63) - 1)), "family {f}");
+            assert!(!child.holds_key(&key(9, f, u64::MAX)), "family {f}");
+        }
+        for (g, span) in [(7, parent), (9, child)] {
+            assert!(span.holds_key(&meta_key(g, "applied")));
+            assert!(span.holds_key(&prefix(g, &[0x07, 0, 1])));
+            assert!(span.holds_key(&prefix(g, &[0xFF])));
+            assert!(!span.holds_key(&meta_key(g + 1, "applied")));
+        }
+        assert!(!parent.holds_key(&meta_key(9, "applied")));
+        assert!(!child.holds_key(&meta_key(7, "applied")));
+        let last = Span::whole(u64::MAX);
+        assert!(last.holds_key(&prefix(u64::MAX, &[0xFF, 1])));
+        assert!(last.holds_key(&key(u64::MAX, crate::machine::ITEMS, u64::MAX)));
+    }
+
+    #[test]
+    fn spans_round_trip_and_bad_bytes_are_corruption() {
+        let store = Store::temporary().unwrap();
+        assert_eq!(Span::load(&store, 4).unwrap(), Span::whole(4));
+        for span in [
+            Span {
+                group: 4,
+                space: 2,
+                lo: 10,
+                hi: Some(20),
+            },
+            Span {
+                group: 4,
+                space: 2,
+                lo: 10,
+                hi: None,
+            },
+        ] {
+            let mut ov = Overlay::new(&store);
+            span.store(&mut ov);
+            ov.commit(4, 1).unwrap();
+            assert_eq!(Span::load(&store, 4).unwrap(), span);
+        }
+        for bad in [
+            vec![0u8; 3],
+            {
+                let mut v = vec![0u8; SPAN_BYTES];
+                v[SPAN_BYTES - 1] = 2;
+                v
+            },
+            {
+                // hi <= lo
+                let mut v = vec![0u8; SPAN_BYTES];
+                v[SPAN_BYTES - 1] = 1;
+                v
+            },
+        ] {
+            assert!(matches!(
+                Span::decode(4, Some(&bad)),
+                Err(StorageError::Corrupt(_))
+            ));
+        }
+    }
+}
