@@ -353,10 +353,13 @@ impl Host {
     /// this node's clock, and returns the outcome and log index.
     pub async fn propose(&self, group: u64, cmd: Command) -> Result<(Outcome, u64), ClusterError> {
         let g = self.hosted_group(group)?;
-        let r = g
-            .propose(dynaraft_storage::wall_clock_ms(), cmd)
-            .await
-            .map_err(|e| with_group(e.into(), group));
+        let r = match g.propose(dynaraft_storage::wall_clock_ms(), cmd).await {
+            // Refused because the group split: an error the router retries
+            // on the new map, never an outcome a caller could take for an
+            // answer.
+            Ok((Outcome::WrongRange(why), _)) => Err(StorageError::WrongRange(why).into()),
+            r => r.map_err(|e| with_group(e.into(), group)),
+        };
         if r.is_ok() {
             self.inner.feed_wakeup.notify_one();
         }

@@ -42,7 +42,7 @@ use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn::TxnState;
-use dynaraft_storage::{Outcome, PartitionMeta, TableMeta, WriteCommand};
+use dynaraft_storage::{Outcome, PartitionMeta, StorageError, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 #[cfg(feature = "failpoints")]
@@ -305,8 +305,49 @@ impl Router {
 
     /// Reads `[lo, hi)` of the table (or of one of its local indexes) across
     /// the partitions it overlaps, in `opts`' direction, stopping when the
-    /// item limit or byte budget is used up.
+    /// item limit or byte budget is used up. A partition that split since
+    /// the map was read refuses its old range; the page is then read again
+    /// on the newer map, within [`ROUTE_DEADLINE_MS`].
     pub async fn read_range(
+        &self,
+        table: &Table,
+        index: Option<&IndexRead>,
+        bounds: (&[u8], Option<&[u8]>),
+        opts: &ReadOptions,
+        consistent: bool,
+    ) -> Result<Page, ClusterError> {
+        if index.and_then(|i| i.global).is_some() {
+            self.await_index_delivery(table).await?;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut newer: Option<Arc<Table>> = None;
+        loop {
+            let on = newer.as_deref().unwrap_or(table);
+            match self
+                .read_range_once(on, index, bounds, opts, consistent)
+                .await
+            {
+                Err(ClusterError::Storage(StorageError::WrongRange(why)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(table = %table.meta.name, %why, "range read planned again");
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+                    newer = Some(
+                        self.inner
+                            .catalog
+                            .table(&table.meta.name)
+                            .ok_or_else(|| ClusterError::NoTable(table.meta.name.clone()))?,
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// One attempt of [`Router::read_range`] on `table`'s map.
+    async fn read_range_once(
         &self,
         table: &Table,
         index: Option<&IndexRead>,
@@ -315,9 +356,6 @@ impl Router {
         consistent: bool,
     ) -> Result<Page, ClusterError> {
         let global = index.and_then(|i| i.global);
-        if global.is_some() {
-            self.await_index_delivery(table).await?;
-        }
         let parts = table
             .meta
             .partitions_of(global)
@@ -582,6 +620,12 @@ impl Router {
                 ClusterError::NotLeader { .. }
                 | ClusterError::NoGroup(_)
                 | ClusterError::Unreachable(_) => {}
+                // The group split after the map was read: a command keyed
+                // by one hash finds the new owner on the newer map (the
+                // refusal changed nothing). A range is planned again by
+                // its caller instead.
+                ClusterError::Storage(StorageError::WrongRange(_))
+                    if !matches!(call, Request::Range { .. }) => {}
                 // A read that failed in transit is safe to try elsewhere; a
                 // proposal's fate is unknown, so it is not retried here.
                 ClusterError::Unavailable(_) if !matches!(call, Request::Propose(_)) => {}

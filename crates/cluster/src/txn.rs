@@ -259,7 +259,12 @@ impl Router {
         keys: &[Vec<u8>],
     ) -> Result<TxnState, ClusterError> {
         let keys = keys.to_vec();
-        let cmd = Command::TxnDecide { txn, commit, keys };
+        let cmd = Command::TxnDecide {
+            txn,
+            commit,
+            keys,
+            anchor_hash: Some(anchor.hash),
+        };
         match self
             .propose_at(&anchor.table, None, anchor.hash, cmd)
             .await?

@@ -13,10 +13,10 @@
 
 use crate::io_err;
 use crate::types::{LogId, Snapshot, SnapshotBytes, SnapshotMeta, StoredMembership, TypeConfig};
-use dynaraft_storage::Span;
 use dynaraft_storage::StorageError;
 use dynaraft_storage::committer::Committer;
 use dynaraft_storage::machine::{self, Outcome, Overlay};
+use dynaraft_storage::{Command, Span};
 use futures_util::StreamExt;
 use openraft::entry::EntryPayload;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
@@ -144,14 +144,21 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
             + Send,
     {
         let mut ov = Overlay::new(&self.tree);
-        let span = Span::load(&self.tree, self.group).map_err(io_err)?;
+        let mut span = Span::load(&self.tree, self.group).map_err(io_err)?;
         let mut replies = Vec::new();
         let mut last: Option<LogId> = None;
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Done,
-                EntryPayload::Normal(cmd) => machine::apply(&mut ov, span, &cmd).map_err(io_err)?,
+                EntryPayload::Normal(cmd) => {
+                    let outcome = machine::apply(&mut ov, span, &cmd).map_err(io_err)?;
+                    if matches!(cmd.cmd, Command::Split { .. }) {
+                        // Later entries of the batch see the narrowed range.
+                        span = Span::load_staged(&ov, self.group).map_err(io_err)?;
+                    }
+                    outcome
+                }
                 EntryPayload::Membership(m) => {
                     let stored = StoredMembership::new(Some(entry.log_id), m);
                     ov.put_meta(

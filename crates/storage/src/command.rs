@@ -94,12 +94,24 @@ pub enum Command {
         txn: TxnId,
         commit: bool,
         keys: Vec<Vec<u8>>,
+        /// The anchor's hash, which the group must still own (a split may
+        /// have moved the record); `None` from a proposer that predates it.
+        #[serde(default)]
+        anchor_hash: Option<u64>,
     },
     /// Data group: apply or drop a decided transaction's intents on `keys`.
     TxnResolve {
         txn: TxnId,
         commit: bool,
         keys: Vec<Vec<u8>>,
+    },
+    /// Data group: split in place at hash `at`, handing `[at, hi)` to the
+    /// new group `child` (see `split`); `index_partition`: the group is a
+    /// global index's partition.
+    Split {
+        at: u64,
+        child: u64,
+        index_partition: bool,
     },
     /// Anchor data group: every participant of `txn` is resolved.
     TxnFinish { txn: TxnId },
@@ -244,6 +256,7 @@ impl std::fmt::Display for Entry {
             Command::TxnResolve { txn, commit, .. } => format!("TxnResolve({txn:x}, {commit})"),
             Command::TxnFinish { txn } => format!("TxnFinish({txn:x})"),
             Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
+            Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
         };
         write!(f, "{what}@{}", self.ts_ms)
     }

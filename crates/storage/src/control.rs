@@ -138,7 +138,8 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::TxnDecide { .. }
         | Command::TxnResolve { .. }
         | Command::TxnFinish { .. }
-        | Command::TxnForget { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
+        | Command::TxnForget { .. }
+        | Command::Split { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
     }
 }
 

@@ -255,7 +255,16 @@ fn change_key(group: u64, seq: u64) -> Vec<u8> {
     k
 }
 
-fn version_key(group: u64, base_key: &[u8]) -> Vec<u8> {
+/// The store keys of `group`'s versions of base items.
+pub(crate) fn versions_range(group: u64) -> (Vec<u8>, Option<Vec<u8>>) {
+    let mut lo = group.to_be_bytes().to_vec();
+    lo.push(VERSIONS);
+    let mut hi = group.to_be_bytes().to_vec();
+    hi.push(VERSIONS + 1);
+    (lo, Some(hi))
+}
+
+pub(crate) fn version_key(group: u64, base_key: &[u8]) -> Vec<u8> {
     let mut k = group.to_be_bytes().to_vec();
     k.push(VERSIONS);
     k.extend_from_slice(base_key);

@@ -25,6 +25,7 @@ pub mod kv;
 pub mod machine;
 pub mod read;
 pub mod span;
+pub mod split;
 pub mod txn;
 pub mod wal;
 

@@ -144,6 +144,10 @@ pub enum Outcome {
     TxnMismatch,
     /// A transaction's decision.
     TxnState(txn::TxnState),
+    /// The command names a key the group no longer owns (it split after
+    /// the command was routed); nothing was written: refresh the map and
+    /// retry.
+    WrongRange(String),
 }
 
 /// Pending writes of a batch over the tree.
@@ -243,6 +247,49 @@ impl<'a> Overlay<'a> {
         self.tree
     }
 
+    /// Calls `f` on every key in `[lo, hi)` (`hi` `None`: unbounded) with
+    /// its value, in key order, staged writes included, until `f` returns
+    /// `false`. Streams the store: nothing is collected.
+    pub(crate) fn for_each_in(
+        &self,
+        lo: &[u8],
+        hi: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        use std::ops::Bound;
+        let bounds = (
+            Bound::Included(lo.to_vec()),
+            hi.map_or(Bound::Unbounded, |h| Bound::Excluded(h.to_vec())),
+        );
+        let mut staged = self.pending.range::<Vec<u8>, _>(bounds.clone()).peekable();
+        for kv in self.tree.range::<Vec<u8>, _>(bounds) {
+            let (k, v) = kv?;
+            while let Some((sk, sv)) = staged.next_if(|(sk, _)| sk.as_slice() < &k[..]) {
+                if let Some(sv) = sv
+                    && !f(sk, sv)?
+                {
+                    return Ok(());
+                }
+            }
+            let go_on = match staged.next_if(|(sk, _)| sk.as_slice() == &k[..]) {
+                Some((_, Some(sv))) => f(&k, sv)?,
+                Some((_, None)) => true,
+                None => f(&k, &v)?,
+            };
+            if !go_on {
+                return Ok(());
+            }
+        }
+        for (sk, sv) in staged {
+            if let Some(sv) = sv
+                && !f(sk, sv)?
+            {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Writes everything plus the group's applied index, atomically.
     pub fn commit(self, group: u64, applied: u64) -> Result<(), StorageError> {
         let tree = self.tree;
@@ -297,8 +344,16 @@ pub fn read_item(tree: &Store, sp: Span, storage_key: &[u8]) -> Result<Option<It
 /// Applies one entry of the group `sp` describes.
 pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, StorageError> {
     let group = sp.group;
+    if let Some(why) = foreign(sp, &entry.cmd) {
+        return Ok(Outcome::WrongRange(why));
+    }
     match &entry.cmd {
         Command::Write(w) => apply_write(ov, sp, w, entry.ts_ms),
+        Command::Split {
+            at,
+            child,
+            index_partition,
+        } => crate::split::apply(ov, sp, *at, *child, *index_partition),
         Command::StartBackfill { index } => {
             global::start_backfill(ov, group, *index)?;
             Ok(Outcome::Done)
@@ -317,9 +372,9 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
         }
         Command::IndexApply(batch) => global::apply_batch(ov, sp, batch),
         Command::TxnPrepare(p) => txn::prepare(ov, sp, p, entry.ts_ms),
-        Command::TxnDecide { txn, commit, keys } => {
-            txn::decide(ov, sp, *txn, *commit, keys, entry.ts_ms)
-        }
+        Command::TxnDecide {
+            txn, commit, keys, ..
+        } => txn::decide(ov, sp, *txn, *commit, keys, entry.ts_ms),
         Command::TxnResolve { txn, commit, keys } => {
             txn::resolve(ov, sp, *txn, *commit, keys, entry.ts_ms)
         }
@@ -327,6 +382,41 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
         Command::TxnForget { txns } => txn::forget(ov, group, txns),
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
+}
+
+/// Why `cmd` names a key or hash the group does not own (it split after
+/// the command was routed); `None` when it owns all of them. Refused
+/// commands change nothing, and the router retries them on the new map.
+fn foreign(sp: Span, cmd: &Command) -> Option<String> {
+    let key = |k: &[u8]| (!sp.owns(k)).then_some(crate::catalog::key_hash(k));
+    let hash = match cmd {
+        Command::Write(w) => key(&w.storage_key),
+        Command::TxnPrepare(p) => p
+            .ops
+            .iter()
+            .find_map(|op| key(&op.write.storage_key))
+            .or_else(|| {
+                p.record
+                    .as_ref()
+                    .and_then(|_| (!sp.owns_hash(p.anchor.hash)).then_some(p.anchor.hash))
+            }),
+        Command::TxnDecide {
+            keys, anchor_hash, ..
+        } => keys
+            .iter()
+            .find_map(|k| key(k))
+            .or_else(|| anchor_hash.filter(|h| !sp.owns_hash(*h))),
+        Command::TxnResolve { keys, .. } => keys.iter().find_map(|k| key(k)),
+        Command::IndexApply(b) => b
+            .ops
+            .iter()
+            .find_map(|op| op.put.as_ref().and_then(|(k, _)| key(k))),
+        _ => None,
+    }?;
+    Some(format!(
+        "group {} owns hashes {:#x}..{:?}, not {hash:#x}",
+        sp.group, sp.lo, sp.hi
+    ))
 }
 
 fn apply_write(

@@ -100,6 +100,10 @@ pub struct TxnRecord {
     pub fingerprint: String,
     /// Every participant has been resolved.
     pub finished: bool,
+    /// The anchor's hash (which partition keeps the record across a
+    /// split); `None` in records written before it was kept.
+    #[serde(default)]
+    pub anchor_hash: Option<u64>,
 }
 
 /// A partition's share of a transaction.
@@ -446,6 +450,7 @@ pub(crate) fn prepare(
             token: init.token.clone(),
             fingerprint: init.fingerprint.clone(),
             finished: p.commit_now,
+            anchor_hash: Some(p.anchor.hash),
         };
         put_record(ov, group, p.txn, &rec);
         if let Some(token) = &init.token {
@@ -510,6 +515,7 @@ pub(crate) fn decide(
                 token: None,
                 fingerprint: String::new(),
                 finished: true,
+                anchor_hash: None,
             };
             put_record(ov, group, txn, &tombstone);
             TxnState::Aborted
@@ -572,8 +578,51 @@ pub(crate) fn forget(
     Ok(Outcome::Done)
 }
 
+/// At a split: records whose anchor hash `right` owns move to its group,
+/// with their tokens and time indexes; records that do not know their
+/// anchor are copied (see `split`).
+pub(crate) fn split_records(
+    ov: &mut Overlay,
+    parent: u64,
+    right: Span,
+) -> Result<(), StorageError> {
+    let lo = key_in(parent, RECORDS, &[]);
+    let hi = key_in(parent, RECORDS + 1, &[]);
+    let mut found = Vec::new();
+    ov.for_each_in(&lo, Some(&hi), |k, v| {
+        let id = k
+            .get(lo.len()..)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(u128::from_be_bytes)
+            .ok_or_else(|| StorageError::Corrupt("txn record key".into()))?;
+        let r: TxnRecord = serde_json::from_slice(v).map_err(|e| corrupt("txn record", e))?;
+        found.push((id, r));
+        Ok(true)
+    })?;
+    for (id, r) in found {
+        let moves = match r.anchor_hash {
+            Some(h) if right.owns_hash(h) => true,
+            Some(_) => continue,
+            None => false,
+        };
+        put_record(ov, right.group, id, &r);
+        if let Some(t) = &r.token
+            && token_txn(ov, parent, t)? == Some(id)
+        {
+            ov.put(
+                key_in(right.group, TOKENS, t.as_bytes()),
+                id.to_be_bytes().to_vec(),
+            );
+        }
+        if moves {
+            forget(ov, parent, &[id])?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::command::{Command, Entry};
     use crate::machine::{apply, read_item};
@@ -594,7 +643,7 @@ mod tests {
     }
 
     /// A put of `{k: key, n: n}`, guarded by `condition`.
-    fn put(key: &str, n: i64, condition: Option<&str>) -> WriteCommand {
+    pub(crate) fn put(key: &str, n: i64, condition: Option<&str>) -> WriteCommand {
         WriteCommand {
             kind: WriteKind::Put,
             storage_key: key.as_bytes().to_vec(),
@@ -709,6 +758,7 @@ mod tests {
                 txn: 5,
                 commit: true,
                 keys: keys.clone(),
+                anchor_hash: None,
             },
         );
         assert!(matches!(decided, Outcome::TxnState(TxnState::Committed)));
@@ -724,6 +774,7 @@ mod tests {
                 txn: 5,
                 commit: false,
                 keys: keys.clone(),
+                anchor_hash: None,
             },
         );
         assert!(matches!(again, Outcome::TxnState(TxnState::Committed)));
@@ -753,6 +804,7 @@ mod tests {
                 txn: 8,
                 commit: false,
                 keys: Vec::new(),
+                anchor_hash: None,
             },
         );
         assert!(matches!(d, Outcome::TxnState(TxnState::Aborted)));
@@ -770,6 +822,7 @@ mod tests {
                 txn: 8,
                 commit: true,
                 keys: Vec::new(),
+                anchor_hash: None,
             },
         );
         assert!(matches!(commit, Outcome::TxnState(TxnState::Aborted)));

@@ -1,0 +1,522 @@
+//! Splitting a group in place (issue 21), as TiKV splits a region: the
+//! split is a command in the parent's log, so every replica applies it at
+//! the same index and reaches the same state. The parent keeps
+//! `[lo, at)`, the child gets `[at, hi)` of the same key space, and no item,
+//! index entry, intent or stamp moves: only spans (see `span`) and the
+//! child's share of the group-keyed state change.
+//!
+//! What the child receives, so that everything keyed by group keeps its
+//! meaning across the split:
+//!
+//! - **Counters**: item (or, in an index partition, entry) count and bytes,
+//!   and each local index's entry count and bytes, counted over the
+//!   child's range and taken off the parent's.
+//! - **Write sequence** (`wseq`, `last_delete`), so item stamps never go
+//!   back.
+//! - **Change log numbering**: the child's log starts empty after the
+//!   parent's last sequence, so a global index, which keeps per base item
+//!   the sequence it reflects, never takes a child's newer record for an
+//!   older one.
+//! - **Backfills**: a finished one is finished for the child too; a running
+//!   one that had passed `at` is finished for the parent and resumes where
+//!   it was in the child; otherwise the child starts its own from scratch.
+//!   `feeding` is copied.
+//! - **Index partitions**: the per-source marks, and the versions of base
+//!   items whose entry the child now holds (a tombstone, which has no
+//!   entry, goes to both).
+//! - **Transaction records** (with their tokens and time indexes) whose
+//!   anchor hash the child now owns move to it; records written before
+//!   records knew their anchor are copied to both.
+//!
+//! The child's Raft group starts with an empty log on the parent's
+//! replicas: its state is already here.
+
+use crate::StorageError;
+use crate::catalog::key_hash;
+use crate::global::{self, GLOBAL_ENTRY_ID};
+use crate::index::{INDEX_ENTRY_OVERHEAD_BYTES, LOCAL_INDEX};
+use crate::machine::{ITEMS, Outcome, Overlay, meta_key};
+use crate::span::Span;
+use crate::txn;
+use dynaraft_model::codec::decode_item;
+use dynaraft_model::value::item_size_bytes;
+
+/// Group-metadata names copied to the child as they are.
+const COPIED_META: [&str; 3] = ["wseq", "last_delete", "feeding"];
+/// Group-metadata name prefixes copied to the child (an index partition's
+/// per-source marks, a base partition's finished backfills).
+const COPIED_META_PREFIXES: [&str; 3] = ["src:", "closed:", "bfdone:"];
+
+/// Entries and bytes counted over a range.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Tally {
+    count: u64,
+    bytes: u64,
+}
+
+/// Splits the group `sp` describes at hash `at`, handing `[at, hi)` to
+/// group `child`. `index_partition`: the group is a global index's
+/// partition, whose counters count entries rather than items. Applying
+/// the same split again changes nothing; a split point outside the range,
+/// or a child that already owns something else, is refused with
+/// [`Outcome::Invalid`] and changes nothing.
+pub fn apply(
+    ov: &mut Overlay,
+    sp: Span,
+    at: u64,
+    child: u64,
+    index_partition: bool,
+) -> Result<Outcome, StorageError> {
+    let existing = Span::load_staged(ov, child)?;
+    if child != sp.group && existing.space == sp.space && existing.lo == at && sp.hi == Some(at) {
+        return Ok(Outcome::Done);
+    }
+    if child == sp.group || existing != Span::whole(child) || has_state(ov, child)? {
+        return Ok(Outcome::Invalid(format!(
+            "group {child} cannot become a child of group {}",
+            sp.group
+        )));
+    }
+    if at <= sp.lo || sp.hi.is_some_and(|hi| at >= hi) {
+        return Ok(Outcome::Invalid(format!(
+            "hash {at:#x} does not split group {}'s range {:#x}..{:?}",
+            sp.group, sp.lo, sp.hi
+        )));
+    }
+    let left = Span { hi: Some(at), ..sp };
+    let right = Span {
+        group: child,
+        lo: at,
+        ..sp
+    };
+    move_counters(ov, sp.group, right, index_partition)?;
+    copy_meta(ov, sp.group, child)?;
+    start_change_log(ov, sp.group, child)?;
+    split_backfills(ov, sp.group, child, at)?;
+    if index_partition {
+        split_versions(ov, sp.group, right)?;
+    }
+    txn::split_records(ov, sp.group, right)?;
+    left.store(ov);
+    right.store(ov);
+    Ok(Outcome::Done)
+}
+
+/// Whether any key of `group` exists (a group id never reused is empty).
+fn has_state(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
+    let mut any = false;
+    ov.for_each_in(&group.to_be_bytes(), next_id(group).as_deref(), |_, _| {
+        any = true;
+        Ok(false)
+    })?;
+    Ok(any)
+}
+
+fn next_id(id: u64) -> Option<Vec<u8>> {
+    id.checked_add(1).map(|n| n.to_be_bytes().to_vec())
+}
+
+/// The keys of family `head` (under `sp.space`) in `sp`'s hash range.
+fn family_range(sp: Span, head: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    let key = |h: u64| {
+        let mut k = sp.space.to_be_bytes().to_vec();
+        k.extend_from_slice(head);
+        k.extend_from_slice(&h.to_be_bytes());
+        k
+    };
+    let hi = match sp.hi {
+        Some(h) => Some(key(h)),
+        None => {
+            let mut end = sp.space.to_be_bytes().to_vec();
+            end.extend_from_slice(head);
+            successor(end)
+        }
+    };
+    (key(sp.lo), hi)
+}
+
+fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
+    while let Some(last) = b.pop() {
+        if last < 0xFF {
+            b.push(last + 1);
+            return Some(b);
+        }
+    }
+    None
+}
+
+/// Count and bytes of the encoded items in `[lo, hi)`, each weighing its
+/// size plus `overhead`.
+fn tally(
+    ov: &Overlay,
+    (lo, hi): (Vec<u8>, Option<Vec<u8>>),
+    overhead: u64,
+) -> Result<Tally, StorageError> {
+    let mut t = Tally::default();
+    ov.for_each_in(&lo, hi.as_deref(), |_, v| {
+        let item = decode_item(v).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        t.count += 1;
+        t.bytes += item_size_bytes(&item) as u64 + overhead;
+        Ok(true)
+    })?;
+    Ok(t)
+}
+
+/// Moves the counters of `right`'s range from `parent` to the child.
+fn move_counters(
+    ov: &mut Overlay,
+    parent: u64,
+    right: Span,
+    index_partition: bool,
+) -> Result<(), StorageError> {
+    let overhead = INDEX_ENTRY_OVERHEAD_BYTES as u64;
+    let main = if index_partition {
+        tally(
+            ov,
+            family_range(right, &[LOCAL_INDEX, GLOBAL_ENTRY_ID]),
+            overhead,
+        )?
+    } else {
+        tally(ov, family_range(right, &[ITEMS]), 0)?
+    };
+    move_tally(ov, parent, right.group, ("count", "bytes"), main)?;
+    if index_partition {
+        return Ok(());
+    }
+    for id in 0..=u8::MAX {
+        let t = tally(ov, family_range(right, &[LOCAL_INDEX, id]), overhead)?;
+        if t != Tally::default() {
+            let names = (format!("lsi{id}:count"), format!("lsi{id}:bytes"));
+            move_tally(ov, parent, right.group, (&names.0, &names.1), t)?;
+        }
+    }
+    Ok(())
+}
+
+fn move_tally(
+    ov: &mut Overlay,
+    parent: u64,
+    child: u64,
+    (count, bytes): (&str, &str),
+    t: Tally,
+) -> Result<(), StorageError> {
+    for (name, n) in [(count, t.count), (bytes, t.bytes)] {
+        let delta = i64::try_from(n)
+            .map_err(|_| StorageError::Corrupt(format!("{name} of {n} in one split half")))?;
+        ov.add_i64(meta_key(parent, name), -delta)?;
+        ov.put(meta_key(child, name), n.to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+/// The parent's metadata values whose name is `name` or starts with one of
+/// the copied prefixes.
+fn copy_meta(ov: &mut Overlay, parent: u64, child: u64) -> Result<(), StorageError> {
+    let head = meta_key(parent, "");
+    let mut copies = Vec::new();
+    ov.for_each_in(&head, successor(head.clone()).as_deref(), |k, v| {
+        let name = k.get(head.len()..).unwrap_or_default();
+        let name = String::from_utf8_lossy(name);
+        if COPIED_META.contains(&name.as_ref())
+            || COPIED_META_PREFIXES.iter().any(|p| name.starts_with(p))
+        {
+            copies.push((name.into_owned(), v.to_vec()));
+        }
+        Ok(true)
+    })?;
+    for (name, v) in copies {
+        ov.put(meta_key(child, &name), v);
+    }
+    Ok(())
+}
+
+/// The child's change log: empty, numbered after the parent's.
+fn start_change_log(ov: &mut Overlay, parent: u64, child: u64) -> Result<(), StorageError> {
+    let seq = ov.get_u64(&meta_key(parent, "cl_seq"))?;
+    let ts = ov.get_u64(&meta_key(parent, "cl_ts"))?;
+    for (name, v) in [
+        ("cl_seq", seq),
+        ("cl_trim", seq),
+        ("cl_floor", seq),
+        ("cl_ts", ts),
+    ] {
+        ov.put(meta_key(child, name), v.to_be_bytes().to_vec());
+    }
+    Ok(())
+}
+
+/// Running backfills: see the module docs.
+fn split_backfills(ov: &mut Overlay, parent: u64, child: u64, at: u64) -> Result<(), StorageError> {
+    let head = meta_key(parent, "bf:");
+    let mut running = Vec::new();
+    ov.for_each_in(&head, successor(head.clone()).as_deref(), |k, v| {
+        let id = k.get(head.len()..).unwrap_or_default().to_vec();
+        running.push((String::from_utf8_lossy(&id).into_owned(), v.to_vec()));
+        Ok(true)
+    })?;
+    for (id, resume) in running {
+        let passed = !resume.is_empty() && key_hash(&resume) >= at;
+        if passed {
+            ov.del(meta_key(parent, &format!("bf:{id}")));
+            ov.put(meta_key(parent, &format!("bfdone:{id}")), vec![1]);
+            ov.put(meta_key(child, &format!("bf:{id}")), resume);
+        } else {
+            ov.put(meta_key(child, &format!("bf:{id}")), Vec::new());
+        }
+    }
+    Ok(())
+}
+
+/// An index partition's versions of base items whose entry `right` now
+/// holds move to the child; tombstones are copied.
+fn split_versions(ov: &mut Overlay, parent: u64, right: Span) -> Result<(), StorageError> {
+    let mut moves = Vec::new();
+    let (lo, hi) = global::versions_range(parent);
+    ov.for_each_in(&lo, hi.as_deref(), |k, v| {
+        let base = k.get(lo.len()..).unwrap_or_default().to_vec();
+        let entry = v.get(8..).unwrap_or_default();
+        let tombstone = entry.is_empty();
+        if tombstone || right.owns(entry) {
+            moves.push((base, v.to_vec(), tombstone));
+        }
+        Ok(true)
+    })?;
+    for (base, v, tombstone) in moves {
+        if !tombstone {
+            ov.del(global::version_key(parent, &base));
+        }
+        ov.put(global::version_key(right.group, &base), v);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::Projection;
+    use crate::command::{Command, Entry, WriteCommand};
+    use crate::index::{LocalIndexSpec, LocalIndexes, index_stats};
+    use crate::kv::Store;
+    use crate::machine::{self, group_stats};
+    use crate::read::{ReadOptions, read_range};
+    use crate::txn::tests::put;
+    use dynaraft_model::{Item, KeyAttr, KeySchema, ScalarType};
+
+    const PARENT: u64 = 5;
+    const CHILD: u64 = 9;
+    const AT: u64 = 1 << 63;
+
+    fn schema() -> KeySchema {
+        KeySchema::simple(
+            KeyAttr {
+                name: "k".into(),
+                ty: ScalarType::S,
+            },
+            None,
+        )
+    }
+
+    /// A logged put of item `k{i}` with a local index on `n`, keyed by its
+    /// real storage key (hash first).
+    fn write(i: u32) -> Command {
+        let key = format!("k{i}");
+        let mut w: WriteCommand = put(&key, i64::from(i), None);
+        let item = w.item.as_ref().unwrap().item().unwrap();
+        w.storage_key = schema().storage_key(&item).unwrap();
+        w.stream = true;
+        w.local = Some(LocalIndexes {
+            table: schema(),
+            indexes: vec![LocalIndexSpec {
+                name: "by_n".into(),
+                sort: KeyAttr {
+                    name: "n".into(),
+                    ty: ScalarType::N,
+                },
+                projection: Projection::All,
+            }],
+            collection_limit_bytes: u64::MAX,
+        });
+        Command::Write(w)
+    }
+
+    fn hash_of(cmd: &Command) -> u64 {
+        match cmd {
+            Command::Write(w) => key_hash(&w.storage_key),
+            _ => unreachable!(),
+        }
+    }
+
+    fn run(ov: &mut Overlay, sp: Span, cmd: Command) -> Outcome {
+        machine::apply(ov, sp, &Entry { ts_ms: 1, cmd }).unwrap()
+    }
+
+    fn split(index_partition: bool) -> Command {
+        Command::Split {
+            at: AT,
+            child: CHILD,
+            index_partition,
+        }
+    }
+
+    fn everything(tree: &Store, sp: Span) -> Vec<Item> {
+        let opts = ReadOptions {
+            forward: true,
+            start_after: None,
+            limit: None,
+            max_bytes: usize::MAX,
+        };
+        read_range(tree, sp, &schema(), None, (&[], None), &opts)
+            .unwrap()
+            .items
+    }
+
+    /// The parent keeps `[0, AT)`, the child gets `[AT, MAX]` of the same
+    /// space: each reads exactly its items, the counters add up to the
+    /// parent's before, writes staged in the same batch as the split are
+    /// counted, and keys outside a group's range are refused.
+    #[test]
+    fn a_split_hands_the_upper_range_and_its_counters_to_the_child() {
+        let tree = Store::temporary().unwrap();
+        let whole = Span::whole(PARENT);
+        let mut ov = Overlay::new(&tree);
+        for i in 0..200 {
+            assert!(matches!(
+                run(&mut ov, whole, write(i)),
+                Outcome::Written { .. }
+            ));
+        }
+        ov.commit(PARENT, 200).unwrap();
+        let before = group_stats(&tree, PARENT).unwrap();
+        let lsi_before = index_stats(&tree, PARENT, 0).unwrap();
+        let mut ov = Overlay::new(&tree);
+        // Staged in the same batch, ahead of the split.
+        run(&mut ov, whole, write(200));
+        assert!(matches!(run(&mut ov, whole, split(false)), Outcome::Done));
+        ov.commit(PARENT, 202).unwrap();
+
+        let left = Span::load(&tree, PARENT).unwrap();
+        let right = Span::load(&tree, CHILD).unwrap();
+        assert_eq!(
+            left,
+            Span {
+                hi: Some(AT),
+                ..whole
+            }
+        );
+        assert_eq!(
+            right,
+            Span {
+                group: CHILD,
+                space: PARENT,
+                lo: AT,
+                hi: None
+            }
+        );
+        let (lows, highs): (Vec<u32>, Vec<u32>) = (0..=200).partition(|i| hash_of(&write(*i)) < AT);
+        assert!(!lows.is_empty() && !highs.is_empty());
+        let (l, r) = (everything(&tree, left), everything(&tree, right));
+        assert_eq!((l.len(), r.len()), (lows.len(), highs.len()));
+        let size = |items: &[Item]| items.iter().map(|i| item_size_bytes(i) as u64).sum::<u64>();
+        assert_eq!(
+            group_stats(&tree, PARENT).unwrap(),
+            (l.len() as u64, size(&l))
+        );
+        assert_eq!(
+            group_stats(&tree, CHILD).unwrap(),
+            (r.len() as u64, size(&r))
+        );
+        assert_eq!(before.0 + 1, (l.len() + r.len()) as u64);
+        let (lp, lc) = (
+            index_stats(&tree, PARENT, 0).unwrap(),
+            index_stats(&tree, CHILD, 0).unwrap(),
+        );
+        assert_eq!(lp.0 + lc.0, lsi_before.0 + 1);
+        assert_eq!(lc.0, r.len() as u64);
+        // The child's change log is numbered after the parent's.
+        let (pseq, _) = global::change_log_state(&tree, PARENT).unwrap();
+        assert_eq!(
+            global::change_log_state(&tree, CHILD).unwrap(),
+            (pseq, pseq)
+        );
+        // A range routed on the old map is refused, not half answered.
+        let opts = ReadOptions {
+            forward: true,
+            start_after: None,
+            limit: None,
+            max_bytes: 1 << 20,
+        };
+        let old = (&0u64.to_be_bytes()[..], None);
+        assert!(matches!(
+            read_range(&tree, left, &schema(), None, old, &opts),
+            Err(StorageError::WrongRange(_))
+        ));
+        // Writes go only to the owner; a refused one writes nothing.
+        let high = write(highs[0]);
+        let mut ov = Overlay::new(&tree);
+        assert!(matches!(
+            run(&mut ov, left, high.clone()),
+            Outcome::WrongRange(_)
+        ));
+        assert!(matches!(run(&mut ov, right, high), Outcome::Written { .. }));
+        // Applying the split again changes nothing; a bad one is refused.
+        assert!(matches!(run(&mut ov, left, split(false)), Outcome::Done));
+        let outside = Command::Split {
+            at: AT + 1,
+            child: 11,
+            index_partition: false,
+        };
+        assert!(matches!(run(&mut ov, left, outside), Outcome::Invalid(_)));
+        let taken = Command::Split {
+            at: 1 << 62,
+            child: CHILD,
+            index_partition: false,
+        };
+        assert!(matches!(run(&mut ov, left, taken), Outcome::Invalid(_)));
+        ov.commit(PARENT, 205).unwrap();
+        assert_eq!(Span::load(&tree, PARENT).unwrap(), left);
+        // The two spans never share a key, and between them hold every
+        // key either group had.
+        let keys = |sp: Span| -> Vec<Vec<u8>> {
+            crate::span::scan(&tree, &sp)
+                .map(|kv| kv.unwrap().0.to_vec())
+                .collect()
+        };
+        let (kl, kr) = (keys(left), keys(right));
+        assert!(kl.iter().all(|k| !kr.contains(k)));
+        let all = tree.range::<Vec<u8>, _>(..).count();
+        assert_eq!(kl.len() + kr.len(), all);
+    }
+
+    /// A transaction record moves with its anchor's hash.
+    #[test]
+    fn transaction_records_follow_their_anchor() {
+        use crate::txn::{Anchor, Prepare, RecordInit, record};
+        let tree = Store::temporary().unwrap();
+        let whole = Span::whole(PARENT);
+        let mut ov = Overlay::new(&tree);
+        for (txn, hash) in [(1u128, 5u64), (2, AT + 5)] {
+            let p = Prepare {
+                txn,
+                anchor: Anchor {
+                    table: "t".into(),
+                    hash,
+                },
+                record: Some(RecordInit {
+                    participants: Vec::new(),
+                    token: Some(format!("tok{txn}")),
+                    fingerprint: "fp".into(),
+                }),
+                commit_now: true,
+                ops: Vec::new(),
+            };
+            run(&mut ov, whole, Command::TxnPrepare(Box::new(p)));
+        }
+        run(&mut ov, whole, split(false));
+        ov.commit(PARENT, 3).unwrap();
+        let ov = Overlay::new(&tree);
+        assert!(record(&ov, PARENT, 1).unwrap().is_some());
+        assert!(record(&ov, CHILD, 1).unwrap().is_none());
+        assert!(record(&ov, PARENT, 2).unwrap().is_none());
+        assert!(record(&ov, CHILD, 2).unwrap().is_some());
+    }
+}
