@@ -9,6 +9,7 @@ use aws_sdk_dynamodb::Client;
 use dynaraft_api::{Api, ApiConfig, Server};
 use dynaraft_cluster::host::HostConfig;
 use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
+pub use dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES;
 use dynaraft_raft::Timing;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ pub struct TestCluster {
     /// The control-plane members (the first nodes).
     pub members: Vec<ControlMember>,
     replace_after_ms: u64,
+    split_size_bytes: u64,
     nodes: Vec<Option<ClusterNode>>,
     root: PathBuf,
     server: Option<Server>,
@@ -52,16 +54,25 @@ impl TestCluster {
         let zones: Vec<String> = (0..n)
             .map(|i| format!("az-{}", (b'a' + i as u8) as char))
             .collect();
-        Self::start_in(name, &zones, partitions, TEST_REPLACE_AFTER_MS).await
+        Self::start_in(
+            name,
+            &zones,
+            partitions,
+            TEST_REPLACE_AFTER_MS,
+            DEFAULT_SPLIT_SIZE_BYTES,
+        )
+        .await
     }
 
     /// Boots one node per entry of `zones` (node i + 1 in `zones[i]`) and a
-    /// router; down nodes' replicas move after `replace_after_ms`.
+    /// router; down nodes' replicas move after `replace_after_ms`, and
+    /// partitions split at `split_size_bytes`.
     pub async fn start_in(
         name: &str,
         zones: &[String],
         partitions: usize,
         replace_after_ms: u64,
+        split_size_bytes: u64,
     ) -> TestCluster {
         let n = zones.len();
         let root =
@@ -87,6 +98,7 @@ impl TestCluster {
             members: all.iter().take(TEST_CONTROL_MEMBERS).cloned().collect(),
             all,
             replace_after_ms,
+            split_size_bytes,
             nodes: Vec::new(),
             root,
             server: None,
@@ -128,6 +140,7 @@ impl TestCluster {
             control: self.members.clone(),
             ttl_sweep_interval_ms: crate::TEST_TTL_SWEEP_MS,
             replace_after_ms: self.replace_after_ms,
+            split_size_bytes: self.split_size_bytes,
         };
         ClusterNode::start(cfg, listener).await.expect("start node")
     }

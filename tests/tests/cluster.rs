@@ -7,7 +7,7 @@
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use dynaraft_tests::av::{n, s};
-use dynaraft_tests::cluster::TestCluster;
+use dynaraft_tests::cluster::{DEFAULT_SPLIT_SIZE_BYTES, TestCluster};
 use dynaraft_tests::numbered::{assert_readable, put};
 use dynaraft_tests::{create_table, scan_all};
 use std::time::{Duration, Instant};
@@ -94,7 +94,7 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_of_a_down_node_move_to_another_node_of_its_zone() {
     let zones: Vec<String> = ["az-a", "az-b", "az-c", "az-a"].map(String::from).into();
-    let mut c = TestCluster::start_in("repair", &zones, 2, 2_000).await;
+    let mut c = TestCluster::start_in("repair", &zones, 2, 2_000, DEFAULT_SPLIT_SIZE_BYTES).await;
     create_table(&c.client, "orders", None).await;
     let (mut acked, _) = write_loop(&c.client, 0..20).await;
     assert_eq!(acked.len(), 20);

@@ -37,6 +37,8 @@ pub struct EmbeddedConfig {
     pub engine: crate::host::Engine,
     /// See `HostConfig::memory_limit_bytes`.
     pub memory_limit_bytes: u64,
+    /// Size at which a partition splits, in bytes (see `split`).
+    pub split_size_bytes: u64,
 }
 
 impl EmbeddedConfig {
@@ -47,6 +49,7 @@ impl EmbeddedConfig {
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
             engine: crate::host::DEFAULT_ENGINE,
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
+            split_size_bytes: crate::split::DEFAULT_SPLIT_SIZE_BYTES,
         }
     }
 }
@@ -101,6 +104,8 @@ impl Embedded {
             .await
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
         spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
+        let (r, size) = (router.clone(), cfg.split_size_bytes);
+        host.spawn(move |h, stop| crate::split::run(h, r, size, stop));
         Ok(Embedded { host, router })
     }
 

@@ -464,6 +464,23 @@ impl Host {
         })
     }
 
+    /// Where a hosted group would split (see
+    /// `dynaraft_storage::split::split_point`), as of its last apply.
+    pub fn split_point(
+        &self,
+        group: u64,
+        index_partition: bool,
+    ) -> Result<Option<u64>, ClusterError> {
+        self.hosted_group(group)?;
+        let tree = &self.inner.store;
+        let span = Span::load(tree, group)?;
+        Ok(dynaraft_storage::split::split_point(
+            tree,
+            span,
+            index_partition,
+        )?)
+    }
+
     /// Item count and item bytes of a hosted group, and (entries, bytes) of
     /// its first `local_indexes` local indexes, as of its last apply.
     pub fn stats(&self, group: u64, local_indexes: u8) -> Result<GroupStats, ClusterError> {

@@ -5,7 +5,7 @@
 //! and replica ([`router`]), liveness and re-replication of the replicas of
 //! down nodes ([`repair`]), the TTL sweeper ([`ttl`]), the global index
 //! feeder ([`feed`]), the transaction coordinator, recovery and sweeper
-//! ([`txn`]), and the one-node
+//! ([`txn`]), partition splits ([`split`]), and the one-node
 //! case of all of it ([`embedded`]); [`node`] starts a storage node of a
 //! multi-node cluster, [`service`] and [`remote`] are the two ends of the
 //! data RPCs whose payloads [`wire`] defines.
@@ -30,6 +30,7 @@ pub mod remote;
 pub mod repair;
 pub mod router;
 pub mod service;
+pub mod split;
 pub mod ttl;
 pub mod txn;
 pub mod wire;

@@ -9,7 +9,7 @@ use crate::catalog::CatalogWatch;
 use crate::host::{Host, HostConfig};
 use crate::remote::{self, Remote};
 use crate::router::Router;
-use crate::{ClusterError, feed, reconcile, repair, service, ttl};
+use crate::{ClusterError, feed, reconcile, repair, service, split, ttl};
 use dynaraft_raft::grpc::Channels;
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
@@ -55,6 +55,8 @@ pub struct NodeConfig {
     /// How long a node may stay silent before its replicas are re-created
     /// on another node of its zone (see `repair`).
     pub replace_after_ms: u64,
+    /// Size at which a partition splits, in bytes (see `split`).
+    pub split_size_bytes: u64,
 }
 
 /// A running storage node.
@@ -120,6 +122,8 @@ impl ClusterNode {
         if cfg.control.iter().any(|m| m.id == host.id()) {
             let (r, after) = (router.clone(), Duration::from_millis(cfg.replace_after_ms));
             host.spawn(move |h, stop| repair::run(h, r, after, stop));
+            let (r, size) = (router.clone(), cfg.split_size_bytes);
+            host.spawn(move |h, stop| split::run(h, r, size, stop));
         }
         spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
         Ok(ClusterNode {

@@ -59,6 +59,13 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<(), Storag
     for (group, p) in &want {
         match host.group(*group) {
             Some(g) => align_voters(&g, catalog, &p.replicas).await?,
+            None if !may_start(host, p)? => {
+                tracing::debug!(
+                    node = host.id(),
+                    group,
+                    "split child waits for its parent's split here"
+                );
+            }
             None => {
                 // A replica added later (epoch > 1) joins through the
                 // leader's membership change, never by initialising.
@@ -80,6 +87,21 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<(), Storag
         host.remove_group(g).await?;
     }
     Ok(())
+}
+
+/// Whether this node may start its replica of partition `p`. A split's
+/// child shares its parent's key space, so while this node's replica of
+/// the parent still owns the child's range (it has not applied the split
+/// yet), a child replica here could be handed a snapshot that the parent's
+/// older log entries would then overwrite: it waits until the parent's
+/// range here no longer covers it (the split applied, or a snapshot
+/// narrowed it) or the parent is not hosted here.
+fn may_start(host: &Host, p: &dynaraft_storage::PartitionMeta) -> Result<bool, StorageError> {
+    let Some(parent) = p.parent.filter(|g| host.group(*g).is_some()) else {
+        return Ok(true);
+    };
+    let span = dynaraft_storage::Span::load(host.tree(), parent)?;
+    Ok(!span.owns_hash(p.hash_lo))
 }
 
 /// On the group's leader, changes the voters to `replicas` if they differ.

@@ -141,6 +141,7 @@ mod tests {
                 hash_lo: *group,
                 replicas: replicas.to_vec(),
                 epoch: 1,
+                ..PartitionMeta::default()
             })
             .collect();
         let table = TableMeta {

@@ -528,6 +528,49 @@ impl Router {
         Ok(total)
     }
 
+    /// Item count and bytes of one partition of `table` (or of its global
+    /// index `index`), from any replica.
+    pub async fn partition_stats(
+        &self,
+        table: &str,
+        index: Option<u32>,
+        p: &PartitionMeta,
+    ) -> Result<GroupStats, ClusterError> {
+        let target = Target::Partition {
+            table,
+            index,
+            hash: p.hash_lo,
+        };
+        match self
+            .route(target, false, &Request::Stats { local_indexes: 0 })
+            .await?
+        {
+            Reply::Stats(s) => Ok(s),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
+    /// Where one partition would split, from its leader.
+    pub async fn split_point(
+        &self,
+        table: &str,
+        index: Option<u32>,
+        p: &PartitionMeta,
+    ) -> Result<Option<u64>, ClusterError> {
+        let target = Target::Partition {
+            table,
+            index,
+            hash: p.hash_lo,
+        };
+        let call = Request::SplitPoint {
+            index_partition: index.is_some(),
+        };
+        match self.route(target, true, &call).await? {
+            Reply::SplitPoint(at) => Ok(at),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Whether node `id` answers (one attempt, no retries).
     pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
         match self.attempt(id, CATALOG_GROUP, 0, &Request::Ping).await? {

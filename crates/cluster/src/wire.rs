@@ -57,6 +57,11 @@ pub enum Request {
         #[serde(default)]
         local_indexes: u8,
     },
+    /// Where the partition would split into halves of about equal bytes
+    /// (see `dynaraft_storage::split::split_point`).
+    SplitPoint {
+        index_partition: bool,
+    },
     /// Whether the node is up (the control plane's liveness probe).
     Ping,
     /// The Raft state of every group the node hosts (for `dynaraft admin`).
@@ -82,6 +87,7 @@ pub enum Reply {
     Page(Page),
     Changes(ChangeLogPage),
     Stats(GroupStats),
+    SplitPoint(Option<u64>),
     Pong,
     Status(Vec<GroupStatus>),
     Catalog(CatalogDoc),
@@ -242,6 +248,9 @@ pub async fn execute(
             max_bytes,
         } => Reply::Changes(host.read_changes(group, after, (max, max_bytes))?),
         Request::Stats { local_indexes } => Reply::Stats(host.stats(group, local_indexes)?),
+        Request::SplitPoint { index_partition } => {
+            Reply::SplitPoint(host.split_point(group, index_partition)?)
+        }
         Request::Ping => Reply::Pong,
         Request::Status => Reply::Status(
             host.hosted()
@@ -281,6 +290,7 @@ mod tests {
                 hash_lo: 0,
                 replicas: vec![1, 2, 3],
                 epoch,
+                ..PartitionMeta::default()
             }],
             hash_key: ("p".into(), "S".into()),
             ..TableMeta::default()

@@ -155,6 +155,11 @@ struct NodeArgs {
     /// (docs/reliability.md measures what it bounds and what it does not).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: u64,
+    /// Size at which a partition splits in two, in bytes (DynamoDB splits
+    /// at about 10 GB; small values let tests watch tables split).
+    #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
+          value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
+    split_size_bytes: u64,
     #[command(flatten)]
     routes: RouteArgs,
 }
@@ -276,6 +281,11 @@ struct EmbeddedArgs {
     /// (docs/reliability.md measures what it bounds and what it does not).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: u64,
+    /// Size at which a partition splits in two, in bytes (DynamoDB splits
+    /// at about 10 GB; small values let tests watch tables split).
+    #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
+          value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
+    split_size_bytes: u64,
     /// How long a stream enabled through this server keeps its change
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
@@ -424,6 +434,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         control: control_members(&args.control)?,
         ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
         replace_after_ms: args.replace_after_ms,
+        split_size_bytes: args.split_size_bytes,
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -492,6 +503,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         memory_limit_bytes: args.memory_limit_mb << 20,
+        split_size_bytes: args.split_size_bytes,
         ..EmbeddedConfig::new(data_dir)
     };
     let cfg = Arc::new(ApiConfig {

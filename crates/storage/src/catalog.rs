@@ -356,7 +356,7 @@ impl TableMeta {
 
 /// One partition of a table: a contiguous range of the 64-bit key hash,
 /// replicated by one Raft group.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
     pub group: u64,
     /// Smallest hash the partition owns; it owns up to the next partition's.
@@ -365,6 +365,22 @@ pub struct PartitionMeta {
     pub replicas: Vec<u64>,
     /// Bumped whenever the range or the replicas change.
     pub epoch: u64,
+    /// The group this partition was split from (its stream shard's
+    /// parent); `None` for a partition created with its table or index.
+    #[serde(default)]
+    pub parent: Option<u64>,
+    /// A split the control plane began and has not recorded as done (see
+    /// `Command::BeginSplit`).
+    #[serde(default)]
+    pub splitting: Option<PendingSplit>,
+}
+
+/// A split in progress: the partition's upper range from `at` goes to
+/// group `child`, whose id is allocated when the split begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSplit {
+    pub at: u64,
+    pub child: u64,
 }
 
 impl PartitionMeta {
@@ -377,6 +393,8 @@ impl PartitionMeta {
                 hash_lo: ((u64::MAX as u128 + 1) * i / count) as u64,
                 replicas: Vec::new(),
                 epoch: 1,
+                parent: None,
+                splitting: None,
             })
             .collect()
     }

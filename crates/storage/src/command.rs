@@ -67,6 +67,24 @@ pub enum Command {
         index: u32,
         group: u64,
     },
+    /// Catalog group: begin splitting partition `group` of `table` (or of
+    /// its global index `index`) at hash `at`: allocates the child's group
+    /// id and records the split as pending. A split already pending for the
+    /// partition stays as it is. The outcome is the table.
+    BeginSplit {
+        table: String,
+        index: Option<u32>,
+        group: u64,
+        at: u64,
+    },
+    /// Catalog group: the partition's group applied its pending split:
+    /// record the child partition (same replicas, epoch 1) and bump the
+    /// parent's epoch. Applying it twice changes nothing the second time.
+    FinishSplit {
+        table: String,
+        index: Option<u32>,
+        group: u64,
+    },
     /// Data group: a single-item write.
     Write(WriteCommand),
     /// Base data group: begin backfilling global index `index`.
@@ -257,6 +275,12 @@ impl std::fmt::Display for Entry {
             Command::TxnFinish { txn } => format!("TxnFinish({txn:x})"),
             Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
             Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
+            Command::BeginSplit {
+                table, group, at, ..
+            } => format!("BeginSplit({table}, group {group} at {at:#x})"),
+            Command::FinishSplit { table, group, .. } => {
+                format!("FinishSplit({table}, group {group})")
+            }
         };
         write!(f, "{what}@{}", self.ts_ms)
     }

@@ -68,6 +68,17 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             put_table(ov, &meta);
             Ok(Outcome::Table(Box::new(meta)))
         }
+        Command::BeginSplit {
+            table,
+            index,
+            group,
+            at,
+        } => begin_split(ov, table, *index, *group, *at),
+        Command::FinishSplit {
+            table,
+            index,
+            group,
+        } => finish_split(ov, table, *index, *group),
         Command::RegisterNode(node) => {
             ov.put(
                 node_key(node.id),
@@ -216,6 +227,90 @@ fn get_table(ov: &Overlay, name: &str) -> Result<Option<TableMeta>, StorageError
     }
 }
 
+/// The partitions of `index` (or the table's), mutably.
+fn partitions_mut(meta: &mut TableMeta, index: Option<u32>) -> Option<&mut Vec<PartitionMeta>> {
+    match index {
+        None => Some(&mut meta.partitions),
+        Some(id) => meta
+            .global_indexes
+            .iter_mut()
+            .find(|g| g.id == id)
+            .map(|g| &mut g.partitions),
+    }
+}
+
+fn begin_split(
+    ov: &mut Overlay,
+    table: &str,
+    index: Option<u32>,
+    group: u64,
+    at: u64,
+) -> Result<Outcome, StorageError> {
+    let Some(mut meta) = get_table(ov, table)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let Some(parts) = partitions_mut(&mut meta, index) else {
+        return Ok(Outcome::Invalid(format!(
+            "table {table} has no index {index:?}"
+        )));
+    };
+    let Some(i) = parts.iter().position(|p| p.group == group) else {
+        return Ok(Outcome::Invalid(format!(
+            "table {table} has no partition {group}"
+        )));
+    };
+    let hi = parts.get(i + 1).map(|n| n.hash_lo);
+    let p = &mut parts[i];
+    if p.splitting.is_none() {
+        if at <= p.hash_lo || hi.is_some_and(|hi| at >= hi) {
+            return Ok(Outcome::Invalid(format!(
+                "hash {at:#x} is not inside partition {group}'s range"
+            )));
+        }
+        let next_key = meta_key(CATALOG_GROUP, "next_group");
+        let child = ov.get_u64(&next_key)?.max(1);
+        ov.put(next_key, (child + 1).to_be_bytes().to_vec());
+        p.splitting = Some(crate::catalog::PendingSplit { at, child });
+        put_table(ov, &meta);
+    }
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
+fn finish_split(
+    ov: &mut Overlay,
+    table: &str,
+    index: Option<u32>,
+    group: u64,
+) -> Result<Outcome, StorageError> {
+    let Some(mut meta) = get_table(ov, table)? else {
+        return Ok(Outcome::TableMissing);
+    };
+    let Some(parts) = partitions_mut(&mut meta, index) else {
+        return Ok(Outcome::Invalid(format!(
+            "table {table} has no index {index:?}"
+        )));
+    };
+    let Some(i) = parts.iter().position(|p| p.group == group) else {
+        return Ok(Outcome::Invalid(format!(
+            "table {table} has no partition {group}"
+        )));
+    };
+    if let Some(s) = parts[i].splitting.take() {
+        parts[i].epoch += 1;
+        let child = PartitionMeta {
+            group: s.child,
+            hash_lo: s.at,
+            replicas: parts[i].replicas.clone(),
+            epoch: 1,
+            parent: Some(group),
+            splitting: None,
+        };
+        parts.insert(i + 1, child);
+        put_table(ov, &meta);
+    }
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
 fn put_table(ov: &mut Overlay, meta: &TableMeta) {
     ov.put(
         table_key(&meta.name),
@@ -328,5 +423,72 @@ mod tests {
             assert_eq!(t.partitions[0].epoch, 2);
             assert_eq!(t.partitions[1].epoch, 1);
         }
+    }
+
+    /// A split allocates its child's id when it begins (once: a second
+    /// begin changes nothing), is refused outside the partition's range,
+    /// and when finished inserts the child after its parent with the
+    /// parent's replicas and bumps the parent's epoch, once.
+    #[test]
+    fn a_split_begins_once_and_finishes_into_two_partitions() {
+        let tree = crate::kv::Store::temporary().expect("store");
+        for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c")].iter().enumerate() {
+            run(&tree, i as u64 + 1, node(*id, az));
+        }
+        let Outcome::Table(t) = run(&tree, 4, Command::CreateTable(table("t", 2))) else {
+            panic!("create failed");
+        };
+        let (first, second) = (t.partitions[0].clone(), t.partitions[1].clone());
+        let begin = |at| Command::BeginSplit {
+            table: "t".into(),
+            index: None,
+            group: first.group,
+            at,
+        };
+        let outside = run(&tree, 5, begin(second.hash_lo));
+        assert!(matches!(outside, Outcome::Invalid(_)), "{outside:?}");
+        let at = second.hash_lo / 2;
+        let mut child = None;
+        for (index, at) in [(6, at), (7, at + 1)] {
+            let Outcome::Table(t) = run(&tree, index, begin(at)) else {
+                panic!("begin failed");
+            };
+            let pending = t.partitions[0].splitting.expect("pending");
+            assert_eq!(pending.at, at - (index - 6));
+            assert!(pending.child > second.group);
+            assert_eq!(*child.get_or_insert(pending.child), pending.child);
+        }
+        let finish = Command::FinishSplit {
+            table: "t".into(),
+            index: None,
+            group: first.group,
+        };
+        for index in [8, 9] {
+            let Outcome::Table(t) = run(&tree, index, finish.clone()) else {
+                panic!("finish failed");
+            };
+            let got: Vec<_> = t
+                .partitions
+                .iter()
+                .map(|p| (p.group, p.hash_lo, p.epoch, p.parent))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (first.group, 0, 2, None),
+                    (child.unwrap(), at, 1, Some(first.group)),
+                    (second.group, second.hash_lo, 1, None),
+                ]
+            );
+            assert_eq!(t.partitions[1].replicas, first.replicas);
+            assert!(t.partitions.iter().all(|p| p.splitting.is_none()));
+        }
+        let missing = Command::BeginSplit {
+            table: "nope".into(),
+            index: None,
+            group: 1,
+            at: 5,
+        };
+        assert!(matches!(run(&tree, 10, missing), Outcome::TableMissing));
     }
 }

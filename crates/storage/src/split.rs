@@ -290,6 +290,45 @@ fn split_versions(ov: &mut Overlay, parent: u64, right: Span) -> Result<(), Stor
     Ok(())
 }
 
+/// Where to split the group `sp` describes so that each half holds about
+/// half its stored bytes: the hash of the first item (an index
+/// partition's: entry) past the middle. Items of one partition-key value
+/// share their hash, so no item collection is ever cut. `None` when no
+/// hash inside the range can split it (every item has the same hash: one
+/// hot partition key, which a split cannot help).
+pub fn split_point(
+    tree: &crate::kv::Store,
+    sp: Span,
+    index_partition: bool,
+) -> Result<Option<u64>, StorageError> {
+    let head: &[u8] = if index_partition {
+        &[LOCAL_INDEX, GLOBAL_ENTRY_ID]
+    } else {
+        &[ITEMS]
+    };
+    let (lo, hi) = family_range(sp, head);
+    let ov = Overlay::new(tree);
+    let mut total = 0u64;
+    ov.for_each_in(&lo, hi.as_deref(), |_, v| {
+        total += v.len() as u64;
+        Ok(true)
+    })?;
+    let (mut seen, mut first, mut point) = (0u64, None, None);
+    ov.for_each_in(&lo, hi.as_deref(), |k, v| {
+        let hash = key_hash(k.get(lo.len() - 8..).unwrap_or_default());
+        let first = *first.get_or_insert(hash);
+        seen += v.len() as u64;
+        if hash > first && seen * 2 >= total {
+            point = Some(hash);
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    // Any hash after the first is reached with at least half the bytes
+    // seen, so `None` means one hash holds everything.
+    Ok(point.filter(|p| sp.owns_hash(*p) && *p > sp.lo))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,5 +557,25 @@ mod tests {
         assert!(record(&ov, CHILD, 1).unwrap().is_none());
         assert!(record(&ov, PARENT, 2).unwrap().is_none());
         assert!(record(&ov, CHILD, 2).unwrap().is_some());
+    }
+
+    /// The split point halves the bytes at an item boundary of distinct
+    /// hashes; one partition key's items cannot be split.
+    #[test]
+    fn the_split_point_halves_the_bytes_and_never_cuts_one_key() {
+        let tree = Store::temporary().unwrap();
+        let whole = Span::whole(PARENT);
+        let mut ov = Overlay::new(&tree);
+        run(&mut ov, whole, write(0));
+        ov.commit(PARENT, 1).unwrap();
+        assert_eq!(split_point(&tree, whole, false).unwrap(), None);
+        let mut ov = Overlay::new(&tree);
+        for i in 1..100 {
+            run(&mut ov, whole, write(i));
+        }
+        ov.commit(PARENT, 2).unwrap();
+        let at = split_point(&tree, whole, false).unwrap().expect("a point");
+        let below = (0..100).filter(|i| hash_of(&write(*i)) < at).count();
+        assert!((40..=60).contains(&below), "{below} of 100 below the point");
     }
 }

@@ -1,0 +1,189 @@
+//! Partition splits by size, driven by the control plane's leader (issue
+//! 21). Every control member runs [`run`]; only the one whose control-group
+//! replica leads acts. Each [`SPLIT_CHECK_MS`] it asks every partition's
+//! size from a replica, and splits a partition holding at least the
+//! configured size:
+//!
+//! 1. `BeginSplit` (catalog): allocates the child's group id and records
+//!    the split as pending on the partition. Routing does not change.
+//! 2. `Split` (the partition's own log, see `dynaraft_storage::split`):
+//!    every replica narrows the parent to `[lo, at)` and creates the
+//!    child's state for `[at, hi)` at the same log index. From here the
+//!    parent refuses keys of the child's range (`WrongRange`), and routers
+//!    retry them.
+//! 3. `FinishSplit` (catalog): the child partition appears in the map with
+//!    the parent's replicas and the parent's epoch is bumped; routers learn
+//!    it from the catalog, or from a stale-epoch rejection. Each node
+//!    starts its child replica once its parent replica has applied the
+//!    split (`reconcile::may_start`); the first replica initialises the
+//!    child's membership, as for a new table.
+//!
+//! Each step is idempotent, and a pending split is driven to its end on
+//! the next check, by this leader or the next one: a crash anywhere leaves
+//! the old layout or the new one. The split point halves the partition's
+//! bytes at an item boundary; a partition whose items all share one hash
+//! (one partition key) cannot be split, which is logged once instead.
+
+use crate::ClusterError;
+use crate::host::Host;
+use crate::router::Router;
+use dynaraft_storage::catalog::PendingSplit;
+use dynaraft_storage::machine::CATALOG_GROUP;
+use dynaraft_storage::{Command, Outcome, PartitionMeta};
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Size at which a partition splits unless configured otherwise, in bytes
+/// (DynamoDB splits at about 10 GB).
+pub const DEFAULT_SPLIT_SIZE_BYTES: u64 = 10 * 1024 * 1024 * 1024;
+/// Smallest split size a node accepts, in bytes.
+pub const MIN_SPLIT_SIZE_BYTES: u64 = 1024;
+/// Pause between checks of every partition's size, in milliseconds.
+pub const SPLIT_CHECK_MS: u64 = 1_000;
+/// Most partitions a table (or an index) may be split into.
+pub const MAX_PARTITIONS_AFTER_SPLITS: usize = 4_096;
+
+/// Splits partitions of at least `split_size_bytes` while this node leads
+/// the control plane, until the node shuts down.
+pub async fn run(
+    host: Host,
+    router: Router,
+    split_size_bytes: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut unsplittable: HashSet<u64> = HashSet::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(SPLIT_CHECK_MS)) => {}
+            _ = dynaraft_storage::stop_requested(&mut stop) => return,
+        }
+        if !host.group(CATALOG_GROUP).is_some_and(|g| g.is_leader()) {
+            continue;
+        }
+        if let Err(e) = check_once(&router, split_size_bytes, &mut unsplittable).await {
+            tracing::warn!(error = %e, "split check failed; will retry");
+        }
+    }
+}
+
+/// Finishes pending splits and splits every partition of at least
+/// `split_size_bytes`, once. Partitions whose items share one hash are
+/// reported once (in `unsplittable`).
+pub async fn check_once(
+    router: &Router,
+    split_size_bytes: u64,
+    unsplittable: &mut HashSet<u64>,
+) -> Result<(), ClusterError> {
+    let catalog = router.catalog().get();
+    for t in catalog.tables.values() {
+        let name = &t.meta.name;
+        let indexes = std::iter::once((None, &t.meta.partitions)).chain(
+            t.meta
+                .global_indexes
+                .iter()
+                .map(|g| (Some(g.id), &g.partitions)),
+        );
+        for (index, parts) in indexes {
+            for p in parts {
+                if let Some(s) = p.splitting {
+                    finish(router, name, index, p, s).await?;
+                    continue;
+                }
+                if parts.len() >= MAX_PARTITIONS_AFTER_SPLITS {
+                    continue;
+                }
+                let stats = router.partition_stats(name, index, p).await?;
+                if stats.bytes < split_size_bytes {
+                    continue;
+                }
+                match router.split_point(name, index, p).await? {
+                    Some(at) => split(router, name, index, p.group, at).await?,
+                    None => {
+                        if unsplittable.insert(p.group) {
+                            tracing::warn!(
+                                table = %name, ?index, group = p.group, bytes = stats.bytes,
+                                "partition is over the split size but all its items share one \
+                                 partition key; a split cannot help, so it is not split"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Splits partition `group` of `table` (or of its index) at `at`; a split
+/// already pending for it is finished instead.
+pub async fn split(
+    router: &Router,
+    table: &str,
+    index: Option<u32>,
+    group: u64,
+    at: u64,
+) -> Result<(), ClusterError> {
+    let begin = Command::BeginSplit {
+        table: table.to_string(),
+        index,
+        group,
+        at,
+    };
+    let meta = match router.change_catalog(begin).await? {
+        Outcome::Table(meta) => meta,
+        Outcome::TableMissing => return Err(ClusterError::NoTable(table.to_string())),
+        other => return Err(refused("BeginSplit", &other)),
+    };
+    let p = meta
+        .partitions_of(index)
+        .and_then(|ps| ps.iter().find(|p| p.group == group))
+        .ok_or_else(|| ClusterError::Unavailable(format!("partition {group} is gone")))?;
+    let s = p.splitting.ok_or_else(|| {
+        ClusterError::Unavailable(format!("partition {group} has no split pending"))
+    })?;
+    finish(router, table, index, p, s).await
+}
+
+/// Steps 2 and 3 of a pending split (see the module docs).
+async fn finish(
+    router: &Router,
+    table: &str,
+    index: Option<u32>,
+    parent: &PartitionMeta,
+    s: PendingSplit,
+) -> Result<(), ClusterError> {
+    let cmd = Command::Split {
+        at: s.at,
+        child: s.child,
+        index_partition: index.is_some(),
+    };
+    match router.propose_at(table, index, parent.hash_lo, cmd).await? {
+        Outcome::Done => {}
+        other => return Err(refused("Split", &other)),
+    }
+    let done = Command::FinishSplit {
+        table: table.to_string(),
+        index,
+        group: parent.group,
+    };
+    match router.change_catalog(done).await? {
+        Outcome::Table(_) => {}
+        Outcome::TableMissing => return Err(ClusterError::NoTable(table.to_string())),
+        other => return Err(refused("FinishSplit", &other)),
+    }
+    metrics::counter!("dynaraft_partition_splits_total").increment(1);
+    tracing::info!(
+        table,
+        ?index,
+        parent = parent.group,
+        child = s.child,
+        at = format_args!("{:#018x}", s.at),
+        "partition split"
+    );
+    Ok(())
+}
+
+fn refused(step: &str, outcome: &Outcome) -> ClusterError {
+    ClusterError::Unavailable(format!("{step} refused: {outcome:?}"))
+}

@@ -1,0 +1,292 @@
+//! Online partition splits (issue 21): a table under a continuous mixed
+//! workload grows from one partition to many without a client error, and
+//! afterwards holds exactly what was written.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::ScalarAttributeType;
+use dynaraft_cluster::embedded::EmbeddedConfig;
+use dynaraft_tests::av::{n, s};
+use dynaraft_tests::{TestServer, create_table, err_of, scan_all};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Split size of the test, in bytes: small, so a few hundred items make a
+/// table split many times.
+const SPLIT_BYTES: u64 = 8 * 1024;
+/// Items of one partition-key value (an item collection, which a split
+/// never cuts).
+const PER_KEY: usize = 3;
+/// Partitions the table must reach.
+const WANT_PARTITIONS: usize = 16;
+
+/// Puts the collection of key `k{i}` (sort keys 0..PER_KEY, each with a
+/// 100-byte payload); the number of failed puts.
+async fn put_collection(c: &Client, i: usize) -> usize {
+    let mut failed = 0;
+    for sk in 0..PER_KEY {
+        let r = c
+            .put_item()
+            .table_name("grow")
+            .item("pk", s(&format!("k{i}")))
+            .item("sk", n(&sk.to_string()))
+            .item("pad", s(&"x".repeat(100)))
+            .send()
+            .await;
+        if let Err(e) = r {
+            eprintln!("put k{i}/{sk}: {:?}", err_of(&e));
+            failed += 1;
+        }
+    }
+    failed
+}
+
+/// `c` without the SDK's retries: a refusal the router did not absorb
+/// shows as an error instead of being retried by the client.
+fn without_retries(c: &Client) -> Client {
+    let conf = c.config().to_builder();
+    let retry = aws_sdk_dynamodb::config::retry::RetryConfig::disabled();
+    Client::from_conf(conf.retry_config(retry).build())
+}
+
+fn partitions(srv: &TestServer) -> Vec<dynaraft_storage::PartitionMeta> {
+    let router = srv.router().expect("embedded router");
+    let catalog = router.catalog().get();
+    catalog
+        .tables
+        .get("grow")
+        .expect("table")
+        .meta
+        .partitions
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
+    let node_cfg = EmbeddedConfig {
+        split_size_bytes: SPLIT_BYTES,
+        ..TestServer::node_config(None)
+    };
+    let srv = TestServer::start_node(node_cfg, TestServer::config()).await;
+    create_table(&srv.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
+    assert_eq!(partitions(&srv).len(), 1);
+
+    // A writer and a reader run throughout, without client retries;
+    // every error counts.
+    let client = without_retries(&srv.client);
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicUsize::new(0));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (c, stop, written, errors) = (
+            client.clone(),
+            stop.clone(),
+            written.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                errors.fetch_add(put_collection(&c, i).await, Ordering::Relaxed);
+                i += 1;
+                written.store(i, Ordering::Relaxed);
+            }
+        })
+    };
+    let reader = {
+        let (c, stop, written, errors) = (
+            client.clone(),
+            stop.clone(),
+            written.clone(),
+            errors.clone(),
+        );
+        tokio::spawn(async move {
+            let mut reads = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let upto = written.load(Ordering::Relaxed);
+                if upto == 0 {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+                let i = reads * 7919 % upto;
+                reads += 1;
+                let r = c
+                    .query()
+                    .table_name("grow")
+                    .key_condition_expression("pk = :p")
+                    .expression_attribute_values(":p", s(&format!("k{i}")))
+                    .consistent_read(true)
+                    .send()
+                    .await;
+                match r {
+                    Ok(r) if r.count() as usize == PER_KEY => {}
+                    Ok(r) => {
+                        eprintln!("query k{i}: {} items", r.count());
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("query k{i}: {:?}", err_of(&e));
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            reads
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while partitions(&srv).len() < WANT_PARTITIONS {
+        assert!(
+            Instant::now() < deadline,
+            "only {} partitions after {} collections",
+            partitions(&srv).len(),
+            written.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.expect("writer");
+    let reads = reader.await.expect("reader");
+    let total = written.load(Ordering::Relaxed);
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "client errors during splits"
+    );
+    assert!(reads > 0);
+
+    eprintln!(
+        "{total} collections written, {reads} queries, {} partitions",
+        partitions(&srv).len()
+    );
+    // The map: contiguous ranges in hash order, every child naming its
+    // parent, nothing left pending.
+    let parts = partitions(&srv);
+    assert_eq!(parts[0].hash_lo, 0);
+    assert!(parts.windows(2).all(|w| w[0].hash_lo < w[1].hash_lo));
+    assert!(parts.iter().all(|p| p.splitting.is_none()));
+    assert_eq!(parts.iter().filter(|p| p.parent.is_none()).count(), 1);
+
+    // Exactly what was written: a Scan across every partition, and each
+    // collection by Query.
+    let items = scan_all(&srv.client, "grow", None).await;
+    assert_eq!(items.len(), total * PER_KEY);
+    let mut keys: Vec<String> = items
+        .iter()
+        .filter_map(|it| it.get("pk")?.as_s().ok().cloned())
+        .collect();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), total);
+    for i in (0..total).step_by(total.div_ceil(50)) {
+        let r = srv
+            .client
+            .get_item()
+            .table_name("grow")
+            .key("pk", s(&format!("k{i}")))
+            .key("sk", n("1"))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get");
+        assert!(r.item().is_some(), "k{i} lost");
+    }
+    // The table's size is the sum of its partitions'.
+    let d = srv
+        .client
+        .describe_table()
+        .table_name("grow")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.table().and_then(|t| t.item_count()),
+        Some((total * PER_KEY) as i64)
+    );
+    srv.stop().await;
+}
+
+/// Between a split's apply in the partition's log and its record in the
+/// catalog, the parent refuses keys of the child's range: writes, reads and
+/// scans routed on the old map wait that window out (the router retries
+/// on the newer map) and none fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_wait_out_the_window_between_a_split_and_its_record() {
+    use dynaraft_storage::{Command, Outcome};
+    let srv = TestServer::start().await;
+    create_table(&srv.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
+    for i in 0..40 {
+        assert_eq!(put_collection(&srv.client, i).await, 0);
+    }
+    let router = srv.router().expect("embedded router").clone();
+    let parent = partitions(&srv)[0].clone();
+    let at = 1u64 << 63;
+    let begin = Command::BeginSplit {
+        table: "grow".into(),
+        index: None,
+        group: parent.group,
+        at,
+    };
+    let Outcome::Table(meta) = router.change_catalog(begin).await.expect("begin") else {
+        panic!("begin refused");
+    };
+    let child = meta.partitions[0].splitting.expect("pending").child;
+    let split = Command::Split {
+        at,
+        child,
+        index_partition: false,
+    };
+    let applied = router
+        .propose_at("grow", None, 0, split)
+        .await
+        .expect("split");
+    assert!(matches!(applied, Outcome::Done), "{applied:?}");
+    // The window is open: the map still has one partition.
+    assert_eq!(partitions(&srv).len(), 1);
+    let finisher = {
+        let router = router.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let done = Command::FinishSplit {
+                table: "grow".into(),
+                index: None,
+                group: parent.group,
+            };
+            router.change_catalog(done).await.expect("finish")
+        })
+    };
+    let once = without_retries(&srv.client);
+    let (c1, c2) = (once.clone(), once.clone());
+    let writes = tokio::spawn(async move {
+        let mut failed = 0;
+        for i in 40..60 {
+            failed += put_collection(&c1, i).await;
+        }
+        failed
+    });
+    let scan = tokio::spawn(async move { scan_all(&c2, "grow", None).await.len() });
+    let mut found = 0;
+    for i in 0..40 {
+        let r = once
+            .query()
+            .table_name("grow")
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&format!("k{i}")))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query in the window");
+        found += r.count() as usize;
+    }
+    assert_eq!(found, 40 * PER_KEY);
+    assert_eq!(writes.await.expect("writes"), 0);
+    assert!(scan.await.expect("scan") >= 40 * PER_KEY);
+    finisher.await.expect("finisher");
+    let parts = partitions(&srv);
+    assert_eq!(parts.len(), 2);
+    assert_eq!((parts[1].group, parts[1].hash_lo), (child, at));
+    assert_eq!(
+        scan_all(&srv.client, "grow", None).await.len(),
+        60 * PER_KEY
+    );
+    srv.stop().await;
+}
