@@ -157,6 +157,11 @@ impl TestCluster {
         panic!("nodes did not register");
     }
 
+    /// The router behind the cluster's API endpoint.
+    pub fn router(&self) -> &dynaraft_cluster::Router {
+        &self.router.as_ref().expect("router").router
+    }
+
     /// The node with index `i`, if running.
     pub fn node(&self, i: usize) -> Option<&ClusterNode> {
         self.nodes.get(i).and_then(|n| n.as_ref())

@@ -4,8 +4,11 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ScalarAttributeType;
+use dynaraft_cluster::Router;
 use dynaraft_cluster::embedded::EmbeddedConfig;
+use dynaraft_storage::PartitionMeta;
 use dynaraft_tests::av::{n, s};
+use dynaraft_tests::cluster::{TEST_REPLACE_AFTER_MS, TestCluster};
 use dynaraft_tests::{TestServer, create_table, err_of, scan_all};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -49,8 +52,7 @@ fn without_retries(c: &Client) -> Client {
     Client::from_conf(conf.retry_config(retry).build())
 }
 
-fn partitions(srv: &TestServer) -> Vec<dynaraft_storage::PartitionMeta> {
-    let router = srv.router().expect("embedded router");
+fn partitions(router: &Router) -> Vec<PartitionMeta> {
     let catalog = router.catalog().get();
     catalog
         .tables
@@ -61,19 +63,13 @@ fn partitions(srv: &TestServer) -> Vec<dynaraft_storage::PartitionMeta> {
         .clone()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
-    let node_cfg = EmbeddedConfig {
-        split_size_bytes: SPLIT_BYTES,
-        ..TestServer::node_config(None)
-    };
-    let srv = TestServer::start_node(node_cfg, TestServer::config()).await;
-    create_table(&srv.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
-    assert_eq!(partitions(&srv).len(), 1);
-
-    // A writer and a reader run throughout, without client retries;
-    // every error counts.
-    let client = without_retries(&srv.client);
+/// Writes collections and queries earlier ones (no client retries) until
+/// table `grow` has [`WANT_PARTITIONS`] partitions, then checks that it
+/// holds exactly what was written; fails on any client error.
+async fn grow_under_load(client: &Client, router: &Router) {
+    create_table(client, "grow", Some(("sk", ScalarAttributeType::N))).await;
+    assert_eq!(partitions(router).len(), 1);
+    let client = without_retries(client);
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -105,27 +101,19 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
             while !stop.load(Ordering::Relaxed) {
                 let upto = written.load(Ordering::Relaxed);
                 if upto == 0 {
-                    tokio::task::yield_now().await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 let i = reads * 7919 % upto;
                 reads += 1;
-                let r = c
-                    .query()
-                    .table_name("grow")
-                    .key_condition_expression("pk = :p")
-                    .expression_attribute_values(":p", s(&format!("k{i}")))
-                    .consistent_read(true)
-                    .send()
-                    .await;
-                match r {
-                    Ok(r) if r.count() as usize == PER_KEY => {}
-                    Ok(r) => {
-                        eprintln!("query k{i}: {} items", r.count());
+                match query_collection(&c, i).await {
+                    Ok(n) if n == PER_KEY => {}
+                    Ok(n) => {
+                        eprintln!("query k{i}: {n} items");
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        eprintln!("query k{i}: {:?}", err_of(&e));
+                        eprintln!("query k{i}: {e}");
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -133,12 +121,12 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
             reads
         })
     };
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while partitions(&srv).len() < WANT_PARTITIONS {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while partitions(router).len() < WANT_PARTITIONS {
         assert!(
             Instant::now() < deadline,
             "only {} partitions after {} collections",
-            partitions(&srv).len(),
+            partitions(router).len(),
             written.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -147,6 +135,10 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
     writer.await.expect("writer");
     let reads = reader.await.expect("reader");
     let total = written.load(Ordering::Relaxed);
+    eprintln!(
+        "{total} collections written, {reads} queries, {} partitions",
+        partitions(router).len()
+    );
     assert_eq!(
         errors.load(Ordering::Relaxed),
         0,
@@ -154,21 +146,17 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
     );
     assert!(reads > 0);
 
-    eprintln!(
-        "{total} collections written, {reads} queries, {} partitions",
-        partitions(&srv).len()
-    );
     // The map: contiguous ranges in hash order, every child naming its
     // parent, nothing left pending.
-    let parts = partitions(&srv);
+    let parts = partitions(router);
     assert_eq!(parts[0].hash_lo, 0);
     assert!(parts.windows(2).all(|w| w[0].hash_lo < w[1].hash_lo));
     assert!(parts.iter().all(|p| p.splitting.is_none()));
     assert_eq!(parts.iter().filter(|p| p.parent.is_none()).count(), 1);
 
-    // Exactly what was written: a Scan across every partition, and each
-    // collection by Query.
-    let items = scan_all(&srv.client, "grow", None).await;
+    // Exactly what was written: a Scan across every partition, and
+    // collections by GetItem.
+    let items = scan_all(&client, "grow", None).await;
     assert_eq!(items.len(), total * PER_KEY);
     let mut keys: Vec<String> = items
         .iter()
@@ -178,8 +166,7 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
     keys.dedup();
     assert_eq!(keys.len(), total);
     for i in (0..total).step_by(total.div_ceil(50)) {
-        let r = srv
-            .client
+        let r = client
             .get_item()
             .table_name("grow")
             .key("pk", s(&format!("k{i}")))
@@ -191,8 +178,7 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
         assert!(r.item().is_some(), "k{i} lost");
     }
     // The table's size is the sum of its partitions'.
-    let d = srv
-        .client
+    let d = client
         .describe_table()
         .table_name("grow")
         .send()
@@ -202,7 +188,40 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
         d.table().and_then(|t| t.item_count()),
         Some((total * PER_KEY) as i64)
     );
+}
+
+/// Items of collection `k{i}`, by a consistent Query.
+async fn query_collection(c: &Client, i: usize) -> Result<usize, String> {
+    c.query()
+        .table_name("grow")
+        .key_condition_expression("pk = :p")
+        .expression_attribute_values(":p", s(&format!("k{i}")))
+        .consistent_read(true)
+        .send()
+        .await
+        .map(|r| r.count() as usize)
+        .map_err(|e| format!("{:?}", err_of(&e)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
+    let node_cfg = EmbeddedConfig {
+        split_size_bytes: SPLIT_BYTES,
+        ..TestServer::node_config(None)
+    };
+    let srv = TestServer::start_node(node_cfg, TestServer::config()).await;
+    grow_under_load(&srv.client, srv.router().expect("router")).await;
     srv.stop().await;
+}
+
+/// The same on three zones: each child's replicas start on the parent's
+/// three nodes once each applied the split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_zone_table_splits_under_writes_and_keeps_every_item() {
+    let zones: Vec<String> = ["az-a", "az-b", "az-c"].map(String::from).to_vec();
+    let c = TestCluster::start_in("splits", &zones, 1, TEST_REPLACE_AFTER_MS, SPLIT_BYTES).await;
+    grow_under_load(&c.client, c.router()).await;
+    c.stop().await;
 }
 
 /// Between a split's apply in the partition's log and its record in the
@@ -218,7 +237,7 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
         assert_eq!(put_collection(&srv.client, i).await, 0);
     }
     let router = srv.router().expect("embedded router").clone();
-    let parent = partitions(&srv)[0].clone();
+    let parent = partitions(srv.router().expect("router"))[0].clone();
     let at = 1u64 << 63;
     let begin = Command::BeginSplit {
         table: "grow".into(),
@@ -241,7 +260,7 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
         .expect("split");
     assert!(matches!(applied, Outcome::Done), "{applied:?}");
     // The window is open: the map still has one partition.
-    assert_eq!(partitions(&srv).len(), 1);
+    assert_eq!(partitions(srv.router().expect("router")).len(), 1);
     let finisher = {
         let router = router.clone();
         tokio::spawn(async move {
@@ -266,22 +285,15 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
     let scan = tokio::spawn(async move { scan_all(&c2, "grow", None).await.len() });
     let mut found = 0;
     for i in 0..40 {
-        let r = once
-            .query()
-            .table_name("grow")
-            .key_condition_expression("pk = :p")
-            .expression_attribute_values(":p", s(&format!("k{i}")))
-            .consistent_read(true)
-            .send()
+        found += query_collection(&once, i)
             .await
             .expect("query in the window");
-        found += r.count() as usize;
     }
     assert_eq!(found, 40 * PER_KEY);
     assert_eq!(writes.await.expect("writes"), 0);
     assert!(scan.await.expect("scan") >= 40 * PER_KEY);
     finisher.await.expect("finisher");
-    let parts = partitions(&srv);
+    let parts = partitions(srv.router().expect("router"));
     assert_eq!(parts.len(), 2);
     assert_eq!((parts[1].group, parts[1].hash_lo), (child, at));
     assert_eq!(
