@@ -6,6 +6,9 @@
 #   cluster.sh start <binary> <data dir> <router port> [node base port] [router flags...]
 #   cluster.sh stop <data dir>
 #
+# NODE_FLAGS adds flags to every storage node, e.g.
+# NODE_FLAGS="--split-size-bytes 65536" to watch tables split.
+#
 # `start` returns once the router answers and all three nodes are
 # registered; pids and logs are kept in the data dir. `stop` sends SIGTERM
 # to every process (each shuts down cleanly) and waits for them.
@@ -40,7 +43,7 @@ case "${1:-}" in
     for i in 1 2 3; do
       az="az-$(printf "\\x$(printf %x $((96 + i)))")"
       "$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))" \
-        --data-dir "$DIR/node-$i" --control "$CONTROL" >"$DIR/node-$i.log" 2>&1 &
+        --data-dir "$DIR/node-$i" --control "$CONTROL" ${NODE_FLAGS:-} >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
     "$BIN" router --port "$RPORT" --control "$CONTROL" "$@" >"$DIR/router.log" 2>&1 &

@@ -302,3 +302,50 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
     );
     srv.stop().await;
 }
+
+/// `dynaraft admin split` refuses what cannot be split, with the reason;
+/// a split it begins is finished by the control plane's leader, and
+/// `dynaraft admin partitions` shows both halves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_splits_refuse_clearly_and_finish_through_the_control_plane() {
+    use dynaraft_cluster::admin::{self, SplitError};
+    let c = TestCluster::start("admin-split", 3, 1).await;
+    create_table(&c.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
+    let refused = |r: Result<String, SplitError>| match r {
+        Err(SplitError::Refused(why)) => why,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let why = refused(admin::split(&c.members, "nope", None, None, None).await);
+    assert!(why.contains("does not exist"), "{why}");
+    let why = refused(admin::split(&c.members, "grow", None, None, None).await);
+    assert!(why.contains("fewer than two partition-key values"), "{why}");
+    assert_eq!(put_collection(&c.client, 0).await, 0);
+    let why = refused(admin::split(&c.members, "grow", None, None, None).await);
+    assert!(why.contains("fewer than two partition-key values"), "{why}");
+    let why = refused(admin::split(&c.members, "grow", Some("byx"), None, None).await);
+    assert!(why.contains("no global index"), "{why}");
+    for i in 1..20 {
+        assert_eq!(put_collection(&c.client, i).await, 0);
+    }
+    let why = refused(admin::split(&c.members, "grow", None, Some(999), None).await);
+    assert!(why.contains("no partition 999"), "{why}");
+    let said = admin::split(&c.members, "grow", None, None, None)
+        .await
+        .expect("split begins");
+    assert!(said.contains("begun"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while partitions(c.router()).len() < 2 {
+        assert!(Instant::now() < deadline, "the split was never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = admin::partitions(&c.members).await.expect("partitions");
+    let grow: Vec<_> = rows.iter().filter(|r| r.table == "grow").collect();
+    assert_eq!(grow.len(), 2);
+    assert_eq!(grow[1].parent, Some(grow[0].group));
+    assert_eq!(grow[0].hash_to.as_ref(), Some(&grow[1].hash_from));
+    let items: u64 = grow.iter().map(|r| r.items.expect("stats")).sum();
+    assert_eq!(items, 20 * PER_KEY as u64);
+    assert!(admin::render_partitions(&rows).contains(&grow[1].hash_from));
+    assert_eq!(scan_all(&c.client, "grow", None).await.len(), 20 * PER_KEY);
+    c.stop().await;
+}

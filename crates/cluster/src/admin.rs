@@ -93,3 +93,237 @@ pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
     }
     Ok(out)
 }
+
+/// One partition as `dynaraft admin partitions` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct PartitionRow {
+    pub table: String,
+    /// The global index the partition belongs to (`None`: the table's).
+    pub index: Option<String>,
+    pub group: u64,
+    /// First hash of the partition's range (inclusive).
+    pub hash_from: String,
+    /// End of the range (exclusive; `None`: to the end of the hash space).
+    pub hash_to: Option<String>,
+    /// Items (entries, for an index partition) and their bytes, from the
+    /// first replica that answered; `None` when none did.
+    pub items: Option<u64>,
+    pub bytes: Option<u64>,
+    pub replicas: Vec<u64>,
+    pub leader: Option<u64>,
+    pub epoch: u64,
+    /// The group it split from.
+    pub parent: Option<u64>,
+    /// A split in progress: (at hash, child group).
+    pub splitting: Option<(String, u64)>,
+}
+
+fn hex(h: u64) -> String {
+    format!("{h:016x}")
+}
+
+/// Every partition of every table and index, with its range, size,
+/// replicas and leader.
+pub async fn partitions(control: &[ControlMember]) -> Result<Vec<PartitionRow>, ClusterError> {
+    let remote = Remote::default();
+    let doc = catalog(&remote, control).await?;
+    let addrs: BTreeMap<u64, String> = doc.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
+    let mut leaders: BTreeMap<u64, u64> = BTreeMap::new();
+    for n in &doc.nodes {
+        if let Ok(Reply::Status(groups)) = remote.call(&n.addr, 0, 0, &Request::Status).await {
+            leaders.extend(
+                groups
+                    .into_iter()
+                    .filter_map(|g| Some((g.group, g.leader?))),
+            );
+        }
+    }
+    let mut rows = Vec::new();
+    for t in &doc.tables {
+        let sets = std::iter::once((None, &t.partitions)).chain(
+            t.global_indexes
+                .iter()
+                .map(|g| (Some(g.index.name.clone()), &g.partitions)),
+        );
+        for (index, parts) in sets {
+            for (i, p) in parts.iter().enumerate() {
+                let mut size = None;
+                for r in &p.replicas {
+                    let Some(addr) = addrs.get(r) else { continue };
+                    let call = Request::Stats { local_indexes: 0 };
+                    if let Ok(Reply::Stats(s)) = remote.call(addr, p.group, 0, &call).await {
+                        size = Some((s.count, s.bytes));
+                        break;
+                    }
+                }
+                rows.push(PartitionRow {
+                    table: t.name.clone(),
+                    index: index.clone(),
+                    group: p.group,
+                    hash_from: hex(p.hash_lo),
+                    hash_to: parts.get(i + 1).map(|n| hex(n.hash_lo)),
+                    items: size.map(|s| s.0),
+                    bytes: size.map(|s| s.1),
+                    replicas: p.replicas.clone(),
+                    leader: leaders.get(&p.group).copied(),
+                    epoch: p.epoch,
+                    parent: p.parent,
+                    splitting: p.splitting.map(|s| (hex(s.at), s.child)),
+                });
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// [`partitions`] as a plain-text table.
+pub fn render_partitions(rows: &[PartitionRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "TABLE                INDEX        GROUP  HASH FROM         HASH TO           ITEMS      BYTES        REPLICAS     LEADER  PARENT  SPLITTING"
+    );
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    for r in rows {
+        let replicas: Vec<String> = r.replicas.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<12} {:<6} {:<17} {:<17} {:<10} {:<12} {:<12} {:<7} {:<7} {}",
+            r.table,
+            or_dash(r.index.clone()),
+            r.group,
+            r.hash_from,
+            or_dash(r.hash_to.clone()),
+            or_dash(r.items.map(|v| v.to_string())),
+            or_dash(r.bytes.map(|v| v.to_string())),
+            replicas.join(","),
+            or_dash(r.leader.map(|v| v.to_string())),
+            or_dash(r.parent.map(|v| v.to_string())),
+            or_dash(
+                r.splitting
+                    .as_ref()
+                    .map(|(at, c)| format!("at {at} -> {c}"))
+            ),
+        );
+    }
+    out
+}
+
+/// Begins a split of one partition of `table` (or of its global index
+/// `index`): partition `group` (optional when there is only one), at hash
+/// `at` (by default where the partition's bytes halve). The control
+/// plane's leader finishes it. A missing table, index or partition, a
+/// hash outside the partition, or a partition that cannot be split (fewer
+/// than two partition-key values) is refused with the reason.
+pub async fn split(
+    control: &[ControlMember],
+    table: &str,
+    index: Option<&str>,
+    group: Option<u64>,
+    at: Option<u64>,
+) -> Result<String, SplitError> {
+    let remote = Remote::default();
+    let doc = catalog(&remote, control).await?;
+    let refuse = |why: String| Err(SplitError::Refused(why));
+    let Some(t) = doc.tables.iter().find(|t| t.name == table) else {
+        return refuse(format!("table {table} does not exist"));
+    };
+    let (index_id, parts) = match index {
+        None => (None, &t.partitions),
+        Some(name) => match t.global_indexes.iter().find(|g| g.index.name == name) {
+            Some(g) => (Some(g.id), &g.partitions),
+            None => return refuse(format!("table {table} has no global index {name}")),
+        },
+    };
+    let p = match (group, parts.as_slice()) {
+        (Some(g), _) => parts.iter().find(|p| p.group == g),
+        (None, [only]) => Some(only),
+        (None, _) => {
+            return refuse(format!(
+                "table {table} has {} partitions; name one with --group",
+                parts.len()
+            ));
+        }
+    };
+    let Some(p) = p else {
+        return refuse(format!(
+            "table {table} has no partition {}",
+            group.unwrap_or(0)
+        ));
+    };
+    let at = match at {
+        Some(at) => at,
+        None => {
+            let addrs: BTreeMap<u64, &str> =
+                doc.nodes.iter().map(|n| (n.id, n.addr.as_str())).collect();
+            let call = Request::SplitPoint {
+                index_partition: index_id.is_some(),
+            };
+            let mut point = None;
+            for addr in p.replicas.iter().filter_map(|r| addrs.get(r)) {
+                if let Ok(Reply::SplitPoint(at)) = remote.call(addr, p.group, 0, &call).await {
+                    point = Some(at);
+                    break;
+                }
+            }
+            match point {
+                Some(Some(at)) => at,
+                Some(None) => {
+                    return refuse(format!(
+                        "partition {} cannot be split: it holds fewer than two partition-key values",
+                        p.group
+                    ));
+                }
+                None => return refuse(format!("no replica of partition {} answered", p.group)),
+            }
+        }
+    };
+    let cmd = dynaraft_storage::Command::BeginSplit {
+        table: table.to_string(),
+        index: index_id,
+        group: p.group,
+        at,
+    };
+    let mut last = ClusterError::Unavailable("no control members given".into());
+    for m in control {
+        match remote
+            .call(&m.addr, 0, 0, &Request::Propose(cmd.clone()))
+            .await
+        {
+            Ok(Reply::Proposed(dynaraft_storage::Outcome::TableMissing, _)) => {
+                return refuse(format!("table {table} does not exist"));
+            }
+            Ok(Reply::Proposed(dynaraft_storage::Outcome::Table(meta), _)) => {
+                let child = meta
+                    .partitions_of(index_id)
+                    .and_then(|ps| ps.iter().find(|q| q.group == p.group))
+                    .and_then(|q| q.splitting);
+                return match child {
+                    Some(s) => Ok(format!(
+                        "split of partition {} at {} begun (child group {}); the control plane finishes it\n",
+                        p.group,
+                        hex(s.at),
+                        s.child
+                    )),
+                    None => refuse(format!("partition {} is not splitting", p.group)),
+                };
+            }
+            Ok(Reply::Proposed(dynaraft_storage::Outcome::Invalid(why), _)) => return refuse(why),
+            Ok(Reply::Proposed(other, _)) => return refuse(format!("split refused: {other:?}")),
+            Ok(_) => last = ClusterError::Unavailable("unexpected reply".into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last.into())
+}
+
+/// Why `dynaraft admin split` did not begin a split.
+#[derive(Debug, thiserror::Error)]
+pub enum SplitError {
+    /// The request was wrong or the partition cannot be split.
+    #[error("{0}")]
+    Refused(String),
+    /// The cluster could not be asked.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+}

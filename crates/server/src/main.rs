@@ -80,7 +80,8 @@ enum Command {
     Node(NodeArgs),
     /// Run a router: the DynamoDB API in front of a cluster's storage nodes.
     Router(RouterArgs),
-    /// Print the cluster's nodes, zones, partitions, leaders and lag.
+    /// Inspect the cluster (nodes, zones, partitions, leaders, lag) and
+    /// split partitions.
     Admin(AdminArgs),
     /// Load-test any DynamoDB endpoint (ours or another) with a YCSB
     /// workload and print throughput and latency percentiles.
@@ -207,6 +208,40 @@ struct AdminArgs {
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
+    /// Without a subcommand: nodes, zones, partitions, leaders and lag.
+    #[command(subcommand)]
+    what: Option<AdminCmd>,
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Every partition of every table and index: hash range, items, bytes,
+    /// replicas, leader, parent and any split in progress.
+    Partitions {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Split one partition in two (the control plane finishes the split).
+    Split {
+        /// The table.
+        #[arg(long)]
+        table: String,
+        /// A global index of the table, to split one of its partitions.
+        #[arg(long)]
+        index: Option<String>,
+        /// The partition's group (see `admin partitions`); optional when
+        /// there is only one.
+        #[arg(long)]
+        group: Option<u64>,
+        /// The hash to split at, in hex (default: where its bytes halve).
+        #[arg(long, value_parser = parse_hex_u64)]
+        at: Option<u64>,
+    },
+}
+
+fn parse_hex_u64(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s:?}: {e}"))
 }
 
 #[derive(clap::Args)]
@@ -327,7 +362,27 @@ async fn run() -> anyhow::Result<()> {
         Command::Node(args) => node(args).await,
         Command::Router(args) => router(args).await,
         Command::Admin(args) => {
-            print!("{}", admin::report(&control_members(&args.control)?).await?);
+            let control = control_members(&args.control)?;
+            match args.what {
+                None => print!("{}", admin::report(&control).await?),
+                Some(AdminCmd::Partitions { json }) => {
+                    let rows = admin::partitions(&control).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        print!("{}", admin::render_partitions(&rows));
+                    }
+                }
+                Some(AdminCmd::Split {
+                    table,
+                    index,
+                    group,
+                    at,
+                }) => print!(
+                    "{}",
+                    admin::split(&control, &table, index.as_deref(), group, at).await?
+                ),
+            }
             Ok(())
         }
         Command::Bench(args) => bench(args).await,
@@ -621,5 +676,23 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Embedded(a) if a.in_memory && a.port == 9000 && a.instant_transitions)
         );
+    }
+
+    /// clap's own consistency checks of every subcommand and flag (a
+    /// mistake there panics at run time, not at build time).
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from(args(
+            "dynaraft admin --control 1=a:1@z split --table t --at 0x80",
+        ));
+        assert!(matches!(
+            cli.command,
+            Command::Admin(AdminArgs {
+                what: Some(AdminCmd::Split { at: Some(0x80), .. }),
+                ..
+            })
+        ));
     }
 }
