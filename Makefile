@@ -49,6 +49,7 @@ test-clients: $(VENV)/.installed
 	tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/split_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 
