@@ -4,6 +4,7 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::ScalarAttributeType;
+use dynaraft_api::ApiConfig;
 use dynaraft_cluster::Router;
 use dynaraft_cluster::embedded::EmbeddedConfig;
 use dynaraft_storage::PartitionMeta;
@@ -52,6 +53,17 @@ fn without_retries(c: &Client) -> Client {
     Client::from_conf(conf.retry_config(retry).build())
 }
 
+/// The API settings of these tests: instant transitions and the default
+/// idle-connection timeout. The clients do not retry, so the test servers'
+/// short header timeout would let an idle keep-alive connection close under
+/// a request on a busy machine (which an SDK retries, as it would here).
+fn api_config() -> ApiConfig {
+    ApiConfig {
+        transition_delay_ms: 0,
+        ..ApiConfig::default()
+    }
+}
+
 fn partitions(router: &Router) -> Vec<PartitionMeta> {
     let catalog = router.catalog().get();
     catalog
@@ -70,6 +82,17 @@ async fn grow_under_load(client: &Client, router: &Router) {
     create_table(client, "grow", Some(("sk", ScalarAttributeType::N))).await;
     assert_eq!(partitions(router).len(), 1);
     let client = without_retries(client);
+    for a in 0..ACCOUNTS {
+        client
+            .put_item()
+            .table_name("grow")
+            .item("pk", s(&format!("acct{a}")))
+            .item("sk", n("0"))
+            .item("bal", n(&OPENING_BALANCE.to_string()))
+            .send()
+            .await
+            .expect("open account");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
@@ -121,6 +144,27 @@ async fn grow_under_load(client: &Client, router: &Router) {
             reads
         })
     };
+    let transfers = {
+        let (c, stop, errors) = (client.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut done = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (from, to) = (done % ACCOUNTS, (done * 7 + 3) % ACCOUNTS);
+                if from == to {
+                    done += 1;
+                    continue;
+                }
+                match transfer(&c, from, to).await {
+                    Ok(()) => done += 1,
+                    Err(e) => {
+                        eprintln!("transfer {from} -> {to}: {e}");
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            done
+        })
+    };
     let deadline = Instant::now() + Duration::from_secs(120);
     while partitions(router).len() < WANT_PARTITIONS {
         assert!(
@@ -134,11 +178,13 @@ async fn grow_under_load(client: &Client, router: &Router) {
     stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let reads = reader.await.expect("reader");
+    let moved = transfers.await.expect("transfers");
     let total = written.load(Ordering::Relaxed);
     eprintln!(
-        "{total} collections written, {reads} queries, {} partitions",
+        "{total} collections written, {reads} queries, {moved} transfers, {} partitions",
         partitions(router).len()
     );
+    assert_eq!(balances(&client).await, ACCOUNTS as i64 * OPENING_BALANCE);
     assert_eq!(
         errors.load(Ordering::Relaxed),
         0,
@@ -157,14 +203,14 @@ async fn grow_under_load(client: &Client, router: &Router) {
     // Exactly what was written: a Scan across every partition, and
     // collections by GetItem.
     let items = scan_all(&client, "grow", None).await;
-    assert_eq!(items.len(), total * PER_KEY);
+    assert_eq!(items.len(), total * PER_KEY + ACCOUNTS);
     let mut keys: Vec<String> = items
         .iter()
         .filter_map(|it| it.get("pk")?.as_s().ok().cloned())
         .collect();
     keys.sort();
     keys.dedup();
-    assert_eq!(keys.len(), total);
+    assert_eq!(keys.len(), total + ACCOUNTS);
     for i in (0..total).step_by(total.div_ceil(50)) {
         let r = client
             .get_item()
@@ -186,8 +232,55 @@ async fn grow_under_load(client: &Client, router: &Router) {
         .expect("describe");
     assert_eq!(
         d.table().and_then(|t| t.item_count()),
-        Some((total * PER_KEY) as i64)
+        Some((total * PER_KEY + ACCOUNTS) as i64)
     );
+}
+
+/// Accounts moving money by transactions while the table splits.
+const ACCOUNTS: usize = 10;
+const OPENING_BALANCE: i64 = 100;
+
+/// Moves 1 from account `from` to `to` in one TransactWriteItems.
+async fn transfer(c: &Client, from: usize, to: usize) -> Result<(), String> {
+    use aws_sdk_dynamodb::types::{TransactWriteItem, Update};
+    let update = |a: usize, expr: &str| {
+        let u = Update::builder()
+            .table_name("grow")
+            .key("pk", s(&format!("acct{a}")))
+            .key("sk", n("0"))
+            .update_expression(expr)
+            .expression_attribute_values(":one", n("1"))
+            .build()
+            .expect("update");
+        TransactWriteItem::builder().update(u).build()
+    };
+    c.transact_write_items()
+        .transact_items(update(from, "SET bal = bal - :one"))
+        .transact_items(update(to, "SET bal = bal + :one"))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("{:?}", err_of(&e)))
+}
+
+/// The accounts' total, read in one TransactGetItems.
+async fn balances(c: &Client) -> i64 {
+    use aws_sdk_dynamodb::types::{Get, TransactGetItem};
+    let mut req = c.transact_get_items();
+    for a in 0..ACCOUNTS {
+        let g = Get::builder()
+            .table_name("grow")
+            .key("pk", s(&format!("acct{a}")))
+            .key("sk", n("0"))
+            .build()
+            .expect("get");
+        req = req.transact_items(TransactGetItem::builder().get(g).build());
+    }
+    let r = req.send().await.expect("transact get");
+    r.responses()
+        .iter()
+        .filter_map(|r| r.item()?.get("bal")?.as_n().ok()?.parse::<i64>().ok())
+        .sum()
 }
 
 /// Items of collection `k{i}`, by a consistent Query.
@@ -209,7 +302,7 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
         split_size_bytes: SPLIT_BYTES,
         ..TestServer::node_config(None)
     };
-    let srv = TestServer::start_node(node_cfg, TestServer::config()).await;
+    let srv = TestServer::start_node(node_cfg, api_config()).await;
     grow_under_load(&srv.client, srv.router().expect("router")).await;
     srv.stop().await;
 }
@@ -231,7 +324,7 @@ async fn a_three_zone_table_splits_under_writes_and_keeps_every_item() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_wait_out_the_window_between_a_split_and_its_record() {
     use dynaraft_storage::{Command, Outcome};
-    let srv = TestServer::start().await;
+    let srv = TestServer::start_node(TestServer::node_config(None), api_config()).await;
     create_table(&srv.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
     for i in 0..40 {
         assert_eq!(put_collection(&srv.client, i).await, 0);
@@ -348,4 +441,150 @@ async fn admin_splits_refuse_clearly_and_finish_through_the_control_plane() {
     assert!(admin::render_partitions(&rows).contains(&grow[1].hash_from));
     assert_eq!(scan_all(&c.client, "grow", None).await.len(), 20 * PER_KEY);
     c.stop().await;
+}
+
+/// Indexes across splits: a table with a local and a global index splits
+/// (and so do the global index's partitions) under writes; the local index
+/// answers every collection, and the global index converges to exactly
+/// the table's items, fed by parents and children alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_and_global_indexes_follow_splits() {
+    use aws_sdk_dynamodb::types::*;
+    let node_cfg = EmbeddedConfig {
+        split_size_bytes: SPLIT_BYTES,
+        ..TestServer::node_config(None)
+    };
+    let srv = TestServer::start_node(node_cfg, api_config()).await;
+    let client = without_retries(&srv.client);
+    let key = |name: &str, ty| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(ty)
+            .build()
+            .expect("key")
+    };
+    let attr = |name: &str, ty| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ty)
+            .build()
+            .expect("attr")
+    };
+    let all = Projection::builder()
+        .projection_type(ProjectionType::All)
+        .build();
+    client
+        .create_table()
+        .table_name("grow")
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::N))
+        .attribute_definitions(attr("n", ScalarAttributeType::N))
+        .attribute_definitions(attr("bucket", ScalarAttributeType::S))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .local_secondary_indexes(
+            LocalSecondaryIndex::builder()
+                .index_name("by_n")
+                .key_schema(key("pk", KeyType::Hash))
+                .key_schema(key("n", KeyType::Range))
+                .projection(all.clone())
+                .build()
+                .expect("lsi"),
+        )
+        .global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name("by_bucket")
+                .key_schema(key("bucket", KeyType::Hash))
+                .key_schema(key("n", KeyType::Range))
+                .projection(all)
+                .build()
+                .expect("gsi"),
+        )
+        .send()
+        .await
+        .expect("create table");
+    const KEYS: usize = 300;
+    for i in 0..KEYS {
+        for sk in 0..PER_KEY {
+            client
+                .put_item()
+                .table_name("grow")
+                .item("pk", s(&format!("k{i}")))
+                .item("sk", n(&sk.to_string()))
+                .item("n", n(&(i * PER_KEY + sk).to_string()))
+                .item("bucket", s(&format!("b{}", i % 40)))
+                .item("pad", s(&"x".repeat(100)))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("put k{i}/{sk}: {:?}", err_of(&e)));
+        }
+    }
+    let router = srv.router().expect("router");
+    let index_parts = || {
+        let catalog = router.catalog().get();
+        catalog
+            .tables
+            .get("grow")
+            .expect("table")
+            .meta
+            .global_indexes[0]
+            .partitions
+            .len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while partitions(router).len() < 8 || index_parts() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{} table and {} index partitions",
+            partitions(router).len(),
+            index_parts()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    eprintln!(
+        "{} table partitions, {} index partitions",
+        partitions(router).len(),
+        index_parts()
+    );
+    for i in (0..KEYS).step_by(7) {
+        let r = client
+            .query()
+            .table_name("grow")
+            .index_name("by_n")
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(&format!("k{i}")))
+            .send()
+            .await
+            .expect("lsi query");
+        assert_eq!(r.count() as usize, PER_KEY, "k{i} by_n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = scan_all(&client, "grow", Some("by_bucket")).await.len();
+        if entries == KEYS * PER_KEY {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "by_bucket has {entries} of {} entries",
+            KEYS * PER_KEY
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("index converged {:?} after the splits", started.elapsed());
+    let r = client
+        .query()
+        .table_name("grow")
+        .index_name("by_bucket")
+        .key_condition_expression("#b = :b")
+        .expression_attribute_names("#b", "bucket")
+        .expression_attribute_values(":b", s("b7"))
+        .send()
+        .await
+        .expect("gsi query");
+    let b7 = (0..KEYS).filter(|i| i % 40 == 7).count();
+    assert_eq!(r.count() as usize, b7 * PER_KEY);
+    srv.stop().await;
 }

@@ -663,12 +663,12 @@ impl Router {
                 ClusterError::NotLeader { .. }
                 | ClusterError::NoGroup(_)
                 | ClusterError::Unreachable(_) => {}
-                // The group split after the map was read: a command keyed
-                // by one hash finds the new owner on the newer map (the
-                // refusal changed nothing). A range is planned again by
-                // its caller instead.
-                ClusterError::Storage(StorageError::WrongRange(_))
-                    if !matches!(call, Request::Range { .. }) => {}
+                // The group split after the map was read: a call keyed by
+                // one hash finds the new owner on the newer map (the
+                // refusal changed nothing). Calls whose keys were grouped
+                // by partition (ranges, index batches, a transaction's
+                // shares) are grouped again by their callers instead.
+                ClusterError::Storage(StorageError::WrongRange(_)) if keyed_by_one_hash(call) => {}
                 // A read that failed in transit is safe to try elsewhere; a
                 // proposal's fate is unknown, so it is not retried here.
                 ClusterError::Unavailable(_) if !matches!(call, Request::Propose(_)) => {}
@@ -844,6 +844,15 @@ struct Placement {
     group: u64,
     replicas: Vec<NodeId>,
     epoch: u64,
+}
+
+/// Whether `call` names keys of one hash only (so the partition owning
+/// that hash on a newer map owns all of them).
+fn keyed_by_one_hash(call: &Request) -> bool {
+    matches!(
+        call,
+        Request::Get { .. } | Request::Propose(Command::Write(_))
+    )
 }
 
 /// `[lo, hi)` intersected with the key range of partition `i` of `parts`

@@ -41,7 +41,9 @@
 use crate::ClusterError;
 use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
-use crate::router::{Router, Target};
+use crate::router::{
+    ROUTE_BACKOFF_MAX_MS, ROUTE_BACKOFF_MIN_MS, ROUTE_DEADLINE_MS, Router, Target,
+};
 use crate::wire::{Reply, Request};
 use dynaraft_model::Item;
 use dynaraft_storage::catalog::{key_hash, partition_index};
@@ -49,7 +51,7 @@ use dynaraft_storage::txn::{
     self, Anchor, Failure, IntentView, Participant, Prepare, RecordInit, Slot, TxnId, TxnOp,
     TxnState,
 };
-use dynaraft_storage::{Command, Outcome, PartitionMeta, WriteCommand};
+use dynaraft_storage::{Command, Outcome, PartitionMeta, StorageError, WriteCommand};
 use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
@@ -147,6 +149,53 @@ impl Router {
     /// Runs a TransactWriteItems (see the module doc). `fingerprint`
     /// identifies the request for its `token`.
     pub async fn transact_write(
+        &self,
+        txn: TxnId,
+        items: &[TxnWrite],
+        token: Option<String>,
+        fingerprint: String,
+    ) -> Result<TxnResult, ClusterError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut attempt = self
+            .transact_write_once(txn, items, token.clone(), fingerprint.clone())
+            .await;
+        // A partition split after the request was mapped refused its share,
+        // so the attempt was aborted (nothing of it applies): run it again
+        // as a new transaction on the newer map. A token's aborted
+        // transaction does not stand in the way of its retry.
+        while matches!(
+            attempt,
+            Err(ClusterError::Storage(StorageError::WrongRange(_)))
+        ) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+            let fresh: Vec<TxnWrite> = items
+                .iter()
+                .map(|i| TxnWrite {
+                    table: self.fresh_table(&i.table),
+                    write: i.write.clone(),
+                })
+                .collect();
+            let txn = fastrand::u128(..);
+            attempt = self
+                .transact_write_once(txn, &fresh, token.clone(), fingerprint.clone())
+                .await;
+        }
+        attempt
+    }
+
+    /// `table` as the newest catalog has it (itself if it left the catalog).
+    fn fresh_table(&self, table: &Arc<Table>) -> Arc<Table> {
+        self.catalog()
+            .table(&table.meta.name)
+            .unwrap_or_else(|| table.clone())
+    }
+
+    /// One attempt of [`Router::transact_write`] on the map of `items`'
+    /// tables.
+    async fn transact_write_once(
         &self,
         txn: TxnId,
         items: &[TxnWrite],
@@ -258,29 +307,91 @@ impl Router {
         commit: bool,
         keys: &[Vec<u8>],
     ) -> Result<TxnState, ClusterError> {
-        let keys = keys.to_vec();
-        let cmd = Command::TxnDecide {
-            txn,
-            commit,
-            keys,
-            anchor_hash: Some(anchor.hash),
-        };
-        match self
-            .propose_at(&anchor.table, None, anchor.hash, cmd)
-            .await?
-        {
-            Outcome::TxnState(s) => Ok(s),
-            other => Err(unexpected("a decision", &other)),
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut with_keys = true;
+        loop {
+            let cmd = Command::TxnDecide {
+                txn,
+                commit,
+                keys: if with_keys { keys.to_vec() } else { Vec::new() },
+                anchor_hash: Some(anchor.hash),
+            };
+            match self.propose_at(&anchor.table, None, anchor.hash, cmd).await {
+                Ok(Outcome::TxnState(s)) => {
+                    if !with_keys && !keys.is_empty() {
+                        let committed = s == TxnState::Committed;
+                        if let Err(e) = self.resolve_keys(&anchor.table, keys, txn, committed).await
+                        {
+                            // Decided all the same: readers and the
+                            // sweeper resolve what is left.
+                            tracing::debug!(error = %e, "anchor keys not resolved; the sweeper will");
+                        }
+                    }
+                    return Ok(s);
+                }
+                Ok(other) => return Err(unexpected("a decision", &other)),
+                // The anchor's partition split since the transaction was
+                // mapped: its record follows the anchor's hash, and its
+                // keys may now be in two partitions. Decide alone on the
+                // newer map (refused commands changed nothing), then
+                // resolve the keys wherever they are.
+                Err(ClusterError::Storage(StorageError::WrongRange(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    with_keys = false;
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Applies or drops `txn`'s intents on `keys` of `table`, grouped by
+    /// partition on the newest map, and grouped again if a partition split
+    /// in between (resolving twice is harmless).
+    async fn resolve_keys(
+        &self,
+        table: &str,
+        keys: &[Vec<u8>],
+        txn: TxnId,
+        commit: bool,
+    ) -> Result<(), ClusterError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        loop {
+            let t = self
+                .catalog()
+                .table(table)
+                .ok_or_else(|| ClusterError::NoTable(table.to_string()))?;
+            let groups = shares(keys.iter().map(|k| (t.as_ref(), k.as_slice())))?;
+            let calls = groups.iter().map(|g| {
+                let cmd = Command::TxnResolve {
+                    txn,
+                    commit,
+                    keys: g.keys.clone(),
+                };
+                self.propose_at(g.table, None, g.hash, cmd)
+            });
+            match join_all(calls).await.into_iter().find_map(Result::err) {
+                None => return Ok(()),
+                Some(ClusterError::Storage(StorageError::WrongRange(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+                }
+                Some(e) => return Err(e),
+            }
         }
     }
 
     /// Resolves `txn` on every participant; whether all of them answered.
     async fn resolve_all(&self, txn: TxnId, commit: bool, parts: &[Participant]) -> bool {
-        let calls = parts.iter().map(|p| {
-            let keys = p.keys.clone();
-            let cmd = Command::TxnResolve { txn, commit, keys };
-            self.propose_at(&p.table, None, p.hash, cmd)
-        });
+        let calls = parts
+            .iter()
+            .map(|p| self.resolve_keys(&p.table, &p.keys, txn, commit));
         join_all(calls).await.iter().all(|r| r.is_ok())
     }
 
@@ -355,8 +466,33 @@ impl Router {
         Ok(intent.new.clone())
     }
 
-    /// Reads items with their stamps at their leaders, in `keys` order.
+    /// Reads items with their stamps at their leaders, in `keys` order; a
+    /// partition that split since the keys were mapped is read again on
+    /// the newer map.
     async fn read_slots(&self, keys: &[(Arc<Table>, Vec<u8>)]) -> Result<Vec<Slot>, ClusterError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+        let mut backoff = ROUTE_BACKOFF_MIN_MS;
+        let mut read = self.read_slots_once(keys).await;
+        while matches!(
+            read,
+            Err(ClusterError::Storage(StorageError::WrongRange(_)))
+        ) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+            let fresh: Vec<(Arc<Table>, Vec<u8>)> = keys
+                .iter()
+                .map(|(t, k)| (self.fresh_table(t), k.clone()))
+                .collect();
+            read = self.read_slots_once(&fresh).await;
+        }
+        read
+    }
+
+    async fn read_slots_once(
+        &self,
+        keys: &[(Arc<Table>, Vec<u8>)],
+    ) -> Result<Vec<Slot>, ClusterError> {
         let shares = shares(keys.iter().map(|(t, k)| (t.as_ref(), k.as_slice())))?;
         let reads = shares.iter().map(|s| {
             let keys = s.keys.clone();
