@@ -102,7 +102,8 @@ bench-growth:
 
 ## The fault harness, short: three scenarios (kill -9, partition, SIGSTOP)
 ## of 30 s each against a real three-zone cluster with a fresh seed (printed;
-## replay with --seed), then 15 s of a deliberately broken router that the
+## replay with --seed), a partition of the test table split every 3 s
+## throughout, then 15 s of a deliberately broken router that the
 ## checker must catch. Fails on any linearizability violation or lost write.
 CHAOS := $(TARGET)/debug/dynaraft-chaos
 ## The deliberately broken router (--unsafe-ack-before-commit) exists only
@@ -110,7 +111,7 @@ CHAOS := $(TARGET)/debug/dynaraft-chaos
 test-chaos:
 	$(CARGO) build -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test \
-	  --scenarios kill,partition,pause --duration-s 30
+	  --scenarios kill,partition,pause --duration-s 30 --split-every-s 3
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test-broken \
 	  --scenarios kill --duration-s 15 --expect-violations
 

@@ -35,6 +35,8 @@ pub struct Cluster {
     router: Option<Child>,
     pub router_addr: SocketAddr,
     pub net: Net,
+    /// The control-plane members, as `dynaraft admin --control` takes them.
+    pub control: String,
 }
 
 pub struct ClusterConfig {
@@ -126,7 +128,7 @@ impl Cluster {
             "--port".into(),
             cfg.base_port.to_string(),
             "--control".into(),
-            control,
+            control.clone(),
             "--partitions-per-table".into(),
             cfg.partitions.to_string(),
             "--transition-delay-ms".into(),
@@ -143,12 +145,18 @@ impl Cluster {
             router: None,
             router_addr,
             net,
+            control,
         };
         for i in 0..cluster.nodes.len() {
             cluster.start_node(i)?;
         }
         cluster.router = Some(cluster.spawn("router", &router_args, None)?);
         Ok(cluster)
+    }
+
+    /// The `dynaraft` binary the cluster runs.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     fn spawn(&self, name: &str, args: &[String], clock: Option<&Path>) -> anyhow::Result<Child> {

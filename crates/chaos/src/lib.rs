@@ -28,4 +28,5 @@ pub mod model;
 pub mod proxy;
 pub mod report;
 pub mod run;
+pub mod splits;
 pub mod workload;

@@ -73,6 +73,10 @@ struct RunArgs {
     /// broken build, and succeed only if the checker catches it.
     #[arg(long)]
     expect_violations: bool,
+    /// Split a random partition of the test table every this many seconds
+    /// while the faults run (0: never), through `dynaraft admin split`.
+    #[arg(long, default_value_t = 0)]
+    split_every_s: u64,
     /// Markdown summary table written here as well as to the out folder.
     #[arg(long)]
     summary: Option<PathBuf>,
@@ -173,6 +177,7 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
             } else {
                 Vec::new()
             },
+            split_every_ms: args.split_every_s * 1000,
         };
         let r = run::run(cfg).await?;
         println!(

@@ -7,6 +7,7 @@ use crate::checker::{self, Report};
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::faults::{self, Episode, Kind, Timing};
 use crate::history::{self, Call, Op, Status};
+use crate::splits;
 use crate::workload::{self, Recorder};
 use anyhow::Context;
 use aws_sdk_dynamodb::types::{
@@ -40,6 +41,9 @@ pub struct RunConfig {
     pub partitions: usize,
     pub base_port: u16,
     pub router_flags: Vec<String>,
+    /// Split a random partition of the test table this often while the
+    /// faults run, in milliseconds (0: never).
+    pub split_every_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -206,6 +210,16 @@ async fn drive(
             stop_rx.clone(),
         )));
     }
+    let splitter = (cfg.split_every_ms > 0).then(|| {
+        tokio::spawn(splits::run(
+            cluster.binary().to_path_buf(),
+            cluster.control.clone(),
+            Duration::from_millis(cfg.split_every_ms),
+            cfg.seed,
+            cfg.name.clone(),
+            stop_rx.clone(),
+        ))
+    });
     for e in schedule {
         tokio::time::sleep_until(start + Duration::from_millis(e.start_ms)).await;
         println!(
@@ -228,6 +242,13 @@ async fn drive(
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(s) = splitter {
+        let (begun, partitions) = s.await?;
+        println!(
+            "[{}] {begun} splits begun during the run; the table has {partitions} partitions",
+            cfg.name
+        );
     }
     final_reads(&client, &rec).await?;
     drop(rec);
