@@ -20,6 +20,7 @@ run: build
 ## 127.0.0.1:7001-7003 (az-a, az-b, az-c), the router on :8000, data under
 ## ./data-cluster. Ctrl-C stops every process cleanly.
 ## Inspect it with: ./target/release/dynaraft admin --control "$$(cat data-cluster/control)"
+## Storage-node flags: make cluster NODE_FLAGS="--split-size-bytes 65536"
 cluster: build
 	@trap 'deploy/local/cluster.sh stop data-cluster' INT TERM EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/release/dynaraft data-cluster 8000 7001 $(ARGS) && \
