@@ -15,17 +15,15 @@ import json
 import os
 import random
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import boto3
 from botocore.config import Config
 
-from ports import free_port
+from ports import free_port, start_embedded
 
 ROUNDS = 6
 SPLIT_SIZE_BYTES = 4096
@@ -33,17 +31,8 @@ PAD = "x" * 120
 
 
 def start(binary, data, port, log):
-    proc = subprocess.Popen([binary, "embedded", "--port", str(port), "--data-dir", data,
-                             "--instant-transitions", "--split-size-bytes", str(SPLIT_SIZE_BYTES),
-                             "--log-format", "json"], stderr=log)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(400):
-        try:
-            urllib.request.urlopen(url + "/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start")
+    return start_embedded(binary, data, port, "--split-size-bytes", str(SPLIT_SIZE_BYTES),
+                          "--log-format", "json", stderr=log)
 
 
 def client(url):

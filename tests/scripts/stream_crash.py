@@ -9,33 +9,22 @@ after the restart get new, larger sequence numbers (none reused).
 """
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 import boto3
 
 from boto3_session import read_stream
-from ports import free_port
+from ports import free_port, start_embedded
 
 WRITES_BEFORE = 40
 WRITES_DURING = 200
 
 
 def start(binary, data, port):
-    proc = subprocess.Popen([binary, "embedded", "--port", str(port), "--data-dir", data,
-                             "--instant-transitions"], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start")
+    return start_embedded(binary, data, port)
 
 
 def clients(url):

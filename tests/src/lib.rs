@@ -204,6 +204,37 @@ where
     }
 }
 
+pub mod schema {
+    //! Shorthand builders for key schemas and attribute definitions.
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, KeySchemaElement, KeyType, Projection, ProjectionType,
+        ScalarAttributeType,
+    };
+
+    pub fn key(name: &str, ty: KeyType) -> KeySchemaElement {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(ty)
+            .build()
+            .expect("key")
+    }
+
+    pub fn attr(name: &str, ty: ScalarAttributeType) -> AttributeDefinition {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ty)
+            .build()
+            .expect("attr")
+    }
+
+    /// A projection of every attribute.
+    pub fn all() -> Projection {
+        Projection::builder()
+            .projection_type(ProjectionType::All)
+            .build()
+    }
+}
+
 pub mod av {
     //! Shorthand constructors for attribute values.
     pub use aws_sdk_dynamodb::types::AttributeValue as A;

@@ -168,23 +168,8 @@ async fn index_and_table(c: &Client, index: &str) -> (Vec<String>, Vec<String>) 
 async fn global_indexes_follow_writes_across_a_zone_loss() {
     use aws_sdk_dynamodb::types::*;
     let mut c = TestCluster::start("gsi", 3, 2).await;
-    let key = |name: &str, ty| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(ty)
-            .build()
-            .expect("key")
-    };
-    let attr = |name: &str, ty| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ty)
-            .build()
-            .expect("attr")
-    };
-    let all = Projection::builder()
-        .projection_type(ProjectionType::All)
-        .build();
+    use dynaraft_tests::schema::{all, attr, key};
+    let all = all();
     let index = |name: &str, hash: &str| {
         GlobalSecondaryIndex::builder()
             .index_name(name)

@@ -456,23 +456,8 @@ async fn local_and_global_indexes_follow_splits() {
     };
     let srv = TestServer::start_node(node_cfg, api_config()).await;
     let client = without_retries(&srv.client);
-    let key = |name: &str, ty| {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(ty)
-            .build()
-            .expect("key")
-    };
-    let attr = |name: &str, ty| {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ty)
-            .build()
-            .expect("attr")
-    };
-    let all = Projection::builder()
-        .projection_type(ProjectionType::All)
-        .build();
+    use dynaraft_tests::schema::{all, attr, key};
+    let all = all();
     client
         .create_table()
         .table_name("grow")

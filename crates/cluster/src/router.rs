@@ -319,31 +319,25 @@ impl Router {
         if index.and_then(|i| i.global).is_some() {
             self.await_index_delivery(table).await?;
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut backoff = ROUTE_BACKOFF_MIN_MS;
-        let mut newer: Option<Arc<Table>> = None;
-        loop {
-            let on = newer.as_deref().unwrap_or(table);
-            match self
-                .read_range_once(on, index, bounds, opts, consistent)
-                .await
-            {
-                Err(ClusterError::Storage(StorageError::WrongRange(why)))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tracing::debug!(table = %table.meta.name, %why, "range read planned again");
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
-                    newer = Some(
-                        self.inner
-                            .catalog
-                            .table(&table.meta.name)
-                            .ok_or_else(|| ClusterError::NoTable(table.meta.name.clone()))?,
-                    );
-                }
-                r => return r,
+        until_mapped(|refused| async move {
+            if refused == 0 {
+                return self
+                    .read_range_once(table, index, bounds, opts, consistent)
+                    .await;
             }
-        }
+            let newer = self.fresh_table(&table.meta.name)?;
+            self.read_range_once(&newer, index, bounds, opts, consistent)
+                .await
+        })
+        .await
+    }
+
+    /// `name` as the newest catalog has it.
+    pub(crate) fn fresh_table(&self, name: &str) -> Result<Arc<Table>, ClusterError> {
+        self.inner
+            .catalog
+            .table(name)
+            .ok_or_else(|| ClusterError::NoTable(name.to_string()))
     }
 
     /// One attempt of [`Router::read_range`] on `table`'s map.
@@ -844,6 +838,32 @@ struct Placement {
     group: u64,
     replicas: Vec<NodeId>,
     epoch: u64,
+}
+
+/// Runs `attempt` again while it is refused because a partition split
+/// since its keys were mapped (`WrongRange`: nothing was done), backing off
+/// between attempts, until it is not or [`ROUTE_DEADLINE_MS`] has passed.
+/// `attempt` is told how many refusals came before it, so that after one
+/// it maps its keys on the newer catalog.
+pub(crate) async fn until_mapped<T, F: Future<Output = Result<T, ClusterError>>>(
+    mut attempt: impl FnMut(u32) -> F,
+) -> Result<T, ClusterError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
+    let mut backoff = ROUTE_BACKOFF_MIN_MS;
+    let mut refused = 0;
+    loop {
+        match attempt(refused).await {
+            Err(ClusterError::Storage(StorageError::WrongRange(why)))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(%why, "refused for a split; mapping again");
+                tokio::time::sleep(Duration::from_millis(backoff)).await;
+                backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
+                refused += 1;
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Whether `call` names keys of one hash only (so the partition owning

@@ -41,9 +41,7 @@
 use crate::ClusterError;
 use crate::catalog::{CatalogWatch, Table};
 use crate::host::Host;
-use crate::router::{
-    ROUTE_BACKOFF_MAX_MS, ROUTE_BACKOFF_MIN_MS, ROUTE_DEADLINE_MS, Router, Target,
-};
+use crate::router::{Router, Target, until_mapped};
 use crate::wire::{Reply, Request};
 use dynaraft_model::Item;
 use dynaraft_storage::catalog::{key_hash, partition_index};
@@ -51,7 +49,7 @@ use dynaraft_storage::txn::{
     self, Anchor, Failure, IntentView, Participant, Prepare, RecordInit, Slot, TxnId, TxnOp,
     TxnState,
 };
-use dynaraft_storage::{Command, Outcome, PartitionMeta, StorageError, WriteCommand};
+use dynaraft_storage::{Command, Outcome, PartitionMeta, WriteCommand};
 use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::Duration;
@@ -155,42 +153,31 @@ impl Router {
         token: Option<String>,
         fingerprint: String,
     ) -> Result<TxnResult, ClusterError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut backoff = ROUTE_BACKOFF_MIN_MS;
-        let mut attempt = self
-            .transact_write_once(txn, items, token.clone(), fingerprint.clone())
-            .await;
         // A partition split after the request was mapped refused its share,
         // so the attempt was aborted (nothing of it applies): run it again
         // as a new transaction on the newer map. A token's aborted
         // transaction does not stand in the way of its retry.
-        while matches!(
-            attempt,
-            Err(ClusterError::Storage(StorageError::WrongRange(_)))
-        ) && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(backoff)).await;
-            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
-            let fresh: Vec<TxnWrite> = items
+        let (token, fingerprint) = (&token, &fingerprint);
+        until_mapped(|refused| async move {
+            if refused == 0 {
+                return self
+                    .transact_write_once(txn, items, token.clone(), fingerprint.clone())
+                    .await;
+            }
+            let fresh = items
                 .iter()
-                .map(|i| TxnWrite {
-                    table: self.fresh_table(&i.table),
-                    write: i.write.clone(),
+                .map(|i| {
+                    Ok(TxnWrite {
+                        table: self.fresh_table(&i.table.meta.name)?,
+                        write: i.write.clone(),
+                    })
                 })
-                .collect();
+                .collect::<Result<Vec<_>, ClusterError>>()?;
             let txn = fastrand::u128(..);
-            attempt = self
-                .transact_write_once(txn, &fresh, token.clone(), fingerprint.clone())
-                .await;
-        }
-        attempt
-    }
-
-    /// `table` as the newest catalog has it (itself if it left the catalog).
-    fn fresh_table(&self, table: &Arc<Table>) -> Arc<Table> {
-        self.catalog()
-            .table(&table.meta.name)
-            .unwrap_or_else(|| table.clone())
+            self.transact_write_once(txn, &fresh, token.clone(), fingerprint.clone())
+                .await
+        })
+        .await
     }
 
     /// One attempt of [`Router::transact_write`] on the map of `items`'
@@ -307,45 +294,37 @@ impl Router {
         commit: bool,
         keys: &[Vec<u8>],
     ) -> Result<TxnState, ClusterError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut backoff = ROUTE_BACKOFF_MIN_MS;
-        let mut with_keys = true;
-        loop {
+        // After a refusal the anchor's partition has split since the
+        // transaction was mapped: its record follows the anchor's hash, and
+        // its keys may now be in two partitions. Decide alone on the newer
+        // map (refused commands changed nothing), then resolve the keys
+        // wherever they are.
+        until_mapped(|refused| async move {
+            let with_keys = refused == 0;
             let cmd = Command::TxnDecide {
                 txn,
                 commit,
                 keys: if with_keys { keys.to_vec() } else { Vec::new() },
                 anchor_hash: Some(anchor.hash),
             };
-            match self.propose_at(&anchor.table, None, anchor.hash, cmd).await {
-                Ok(Outcome::TxnState(s)) => {
-                    if !with_keys && !keys.is_empty() {
-                        let committed = s == TxnState::Committed;
-                        if let Err(e) = self.resolve_keys(&anchor.table, keys, txn, committed).await
-                        {
-                            // Decided all the same: readers and the
-                            // sweeper resolve what is left.
-                            tracing::debug!(error = %e, "anchor keys not resolved; the sweeper will");
-                        }
-                    }
-                    return Ok(s);
+            let s = match self
+                .propose_at(&anchor.table, None, anchor.hash, cmd)
+                .await?
+            {
+                Outcome::TxnState(s) => s,
+                other => return Err(unexpected("a decision", &other)),
+            };
+            if !with_keys && !keys.is_empty() {
+                let committed = s == TxnState::Committed;
+                if let Err(e) = self.resolve_keys(&anchor.table, keys, txn, committed).await {
+                    // Decided all the same: readers and the sweeper
+                    // resolve what is left.
+                    tracing::debug!(error = %e, "anchor keys not resolved; the sweeper will");
                 }
-                Ok(other) => return Err(unexpected("a decision", &other)),
-                // The anchor's partition split since the transaction was
-                // mapped: its record follows the anchor's hash, and its
-                // keys may now be in two partitions. Decide alone on the
-                // newer map (refused commands changed nothing), then
-                // resolve the keys wherever they are.
-                Err(ClusterError::Storage(StorageError::WrongRange(_)))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    with_keys = false;
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
-                }
-                Err(e) => return Err(e),
             }
-        }
+            Ok(s)
+        })
+        .await
     }
 
     /// Applies or drops `txn`'s intents on `keys` of `table`, grouped by
@@ -358,13 +337,8 @@ impl Router {
         txn: TxnId,
         commit: bool,
     ) -> Result<(), ClusterError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut backoff = ROUTE_BACKOFF_MIN_MS;
-        loop {
-            let t = self
-                .catalog()
-                .table(table)
-                .ok_or_else(|| ClusterError::NoTable(table.to_string()))?;
+        until_mapped(|_| async move {
+            let t = self.fresh_table(table)?;
             let groups = shares(keys.iter().map(|k| (t.as_ref(), k.as_slice())))?;
             let calls = groups.iter().map(|g| {
                 let cmd = Command::TxnResolve {
@@ -375,16 +349,11 @@ impl Router {
                 self.propose_at(g.table, None, g.hash, cmd)
             });
             match join_all(calls).await.into_iter().find_map(Result::err) {
-                None => return Ok(()),
-                Some(ClusterError::Storage(StorageError::WrongRange(_)))
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                    backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
-                }
-                Some(e) => return Err(e),
+                None => Ok(()),
+                Some(e) => Err(e),
             }
-        }
+        })
+        .await
     }
 
     /// Resolves `txn` on every participant; whether all of them answered.
@@ -470,23 +439,17 @@ impl Router {
     /// partition that split since the keys were mapped is read again on
     /// the newer map.
     async fn read_slots(&self, keys: &[(Arc<Table>, Vec<u8>)]) -> Result<Vec<Slot>, ClusterError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ROUTE_DEADLINE_MS);
-        let mut backoff = ROUTE_BACKOFF_MIN_MS;
-        let mut read = self.read_slots_once(keys).await;
-        while matches!(
-            read,
-            Err(ClusterError::Storage(StorageError::WrongRange(_)))
-        ) && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(backoff)).await;
-            backoff = (backoff * 2).min(ROUTE_BACKOFF_MAX_MS);
-            let fresh: Vec<(Arc<Table>, Vec<u8>)> = keys
+        until_mapped(|refused| async move {
+            if refused == 0 {
+                return self.read_slots_once(keys).await;
+            }
+            let fresh = keys
                 .iter()
-                .map(|(t, k)| (self.fresh_table(t), k.clone()))
-                .collect();
-            read = self.read_slots_once(&fresh).await;
-        }
-        read
+                .map(|(t, k)| Ok((self.fresh_table(&t.meta.name)?, k.clone())))
+                .collect::<Result<Vec<_>, ClusterError>>()?;
+            self.read_slots_once(&fresh).await
+        })
+        .await
     }
 
     async fn read_slots_once(

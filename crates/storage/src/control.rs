@@ -239,12 +239,19 @@ fn partitions_mut(meta: &mut TableMeta, index: Option<u32>) -> Option<&mut Vec<P
     }
 }
 
-fn begin_split(
+/// Applies `change` to partition `group` of `table` (or of its global
+/// index `index`), given the partitions and its position among them, and
+/// stores the table if `change` says it changed anything. A missing table
+/// is `TableMissing`, a missing index or partition `Invalid`; the outcome
+/// is otherwise the table, or `change`'s refusal.
+fn change_partition(
     ov: &mut Overlay,
-    table: &str,
-    index: Option<u32>,
-    group: u64,
-    at: u64,
+    (table, index, group): (&str, Option<u32>, u64),
+    change: impl FnOnce(
+        &mut Overlay,
+        &mut Vec<PartitionMeta>,
+        usize,
+    ) -> Result<Result<bool, Outcome>, StorageError>,
 ) -> Result<Outcome, StorageError> {
     let Some(mut meta) = get_table(ov, table)? else {
         return Ok(Outcome::TableMissing);
@@ -259,21 +266,40 @@ fn begin_split(
             "table {table} has no partition {group}"
         )));
     };
-    let hi = parts.get(i + 1).map(|n| n.hash_lo);
-    let p = &mut parts[i];
-    if p.splitting.is_none() {
+    match change(ov, parts, i)? {
+        Err(refused) => return Ok(refused),
+        Ok(true) => put_table(ov, &meta),
+        Ok(false) => {}
+    }
+    Ok(Outcome::Table(Box::new(meta)))
+}
+
+fn begin_split(
+    ov: &mut Overlay,
+    table: &str,
+    index: Option<u32>,
+    group: u64,
+    at: u64,
+) -> Result<Outcome, StorageError> {
+    change_partition(ov, (table, index, group), |ov, parts, i| {
+        let hi = parts.get(i + 1).map(|n| n.hash_lo);
+        let Some(p) = parts.get_mut(i) else {
+            return Ok(Ok(false));
+        };
+        if p.splitting.is_some() {
+            return Ok(Ok(false));
+        }
         if at <= p.hash_lo || hi.is_some_and(|hi| at >= hi) {
-            return Ok(Outcome::Invalid(format!(
+            return Ok(Err(Outcome::Invalid(format!(
                 "hash {at:#x} is not inside partition {group}'s range"
-            )));
+            ))));
         }
         let next_key = meta_key(CATALOG_GROUP, "next_group");
         let child = ov.get_u64(&next_key)?.max(1);
         ov.put(next_key, (child + 1).to_be_bytes().to_vec());
         p.splitting = Some(crate::catalog::PendingSplit { at, child });
-        put_table(ov, &meta);
-    }
-    Ok(Outcome::Table(Box::new(meta)))
+        Ok(Ok(true))
+    })
 }
 
 fn finish_split(
@@ -282,33 +308,33 @@ fn finish_split(
     index: Option<u32>,
     group: u64,
 ) -> Result<Outcome, StorageError> {
-    let Some(mut meta) = get_table(ov, table)? else {
-        return Ok(Outcome::TableMissing);
-    };
-    let Some(parts) = partitions_mut(&mut meta, index) else {
-        return Ok(Outcome::Invalid(format!(
-            "table {table} has no index {index:?}"
-        )));
-    };
-    let Some(i) = parts.iter().position(|p| p.group == group) else {
-        return Ok(Outcome::Invalid(format!(
-            "table {table} has no partition {group}"
-        )));
-    };
-    if let Some(s) = parts[i].splitting.take() {
-        parts[i].epoch += 1;
+    change_partition(ov, (table, index, group), |_, parts, i| {
+        let Some(p) = parts.get_mut(i) else {
+            return Ok(Ok(false));
+        };
+        let Some(s) = p.splitting.take() else {
+            return Ok(Ok(false));
+        };
+        p.epoch += 1;
+        // The child's first replica initialises its group and so leads it
+        // at first: rotating by the child's id spreads the leaders of a
+        // parent's children over its zones instead of piling them on one.
+        let mut replicas = p.replicas.clone();
+        if !replicas.is_empty() {
+            let by = (s.child % replicas.len() as u64) as usize;
+            replicas.rotate_left(by);
+        }
         let child = PartitionMeta {
             group: s.child,
             hash_lo: s.at,
-            replicas: parts[i].replicas.clone(),
+            replicas,
             epoch: 1,
             parent: Some(group),
             splitting: None,
         };
         parts.insert(i + 1, child);
-        put_table(ov, &meta);
-    }
-    Ok(Outcome::Table(Box::new(meta)))
+        Ok(Ok(true))
+    })
 }
 
 fn put_table(ov: &mut Overlay, meta: &TableMeta) {
@@ -428,7 +454,8 @@ mod tests {
     /// A split allocates its child's id when it begins (once: a second
     /// begin changes nothing), is refused outside the partition's range,
     /// and when finished inserts the child after its parent with the
-    /// parent's replicas and bumps the parent's epoch, once.
+    /// parent's replicas (rotated, to spread leaders) and bumps the parent's
+    /// epoch, once.
     #[test]
     fn a_split_begins_once_and_finishes_into_two_partitions() {
         let tree = crate::kv::Store::temporary().expect("store");
@@ -480,7 +507,10 @@ mod tests {
                     (second.group, second.hash_lo, 1, None),
                 ]
             );
-            assert_eq!(t.partitions[1].replicas, first.replicas);
+            // The parent's replicas, rotated by the child's id.
+            let mut rotated = first.replicas.clone();
+            rotated.rotate_left((child.unwrap() % 3) as usize);
+            assert_eq!(t.partitions[1].replicas, rotated);
             assert!(t.partitions.iter().all(|p| p.splitting.is_none()));
         }
         let missing = Command::BeginSplit {

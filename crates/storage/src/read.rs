@@ -9,7 +9,7 @@ use crate::StorageError;
 use crate::index::entry_key;
 use crate::kv::Store;
 use crate::machine::{item_key, read_item};
-use crate::span::Span;
+use crate::span::{Span, successor};
 use dynaraft_expr::{KeyCondition, RangeCondition};
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::key::encode_scalar;
@@ -42,18 +42,6 @@ pub struct ReadOptions {
     pub limit: Option<usize>,
     /// Most item bytes to read: [`MAX_PAGE_BYTES`] less earlier partitions'.
     pub max_bytes: usize,
-}
-
-/// The smallest key greater than every key starting with `b`; `None` when
-/// `b` is all `0xFF` (no such key: the range is unbounded above).
-fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
-    while let Some(last) = b.pop() {
-        if last < 0xFF {
-            b.push(last + 1);
-            return Some(b);
-        }
-    }
-    None
 }
 
 fn with(base: &[u8], v: &AttributeValue) -> Vec<u8> {

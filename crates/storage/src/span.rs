@@ -188,8 +188,9 @@ impl Span {
     }
 
     /// `[space][head][lo]` up to `[space][head][hi]` (or to the end of
-    /// `[space][head]`).
-    fn hash_range(&self, head: &[u8]) -> KeyRange {
+    /// `[space][head]`): the group's keys of one space-keyed family (with
+    /// its index id, for local index entries).
+    pub(crate) fn hash_range(&self, head: &[u8]) -> KeyRange {
         let mut lo = prefix(self.space, head);
         lo.extend_from_slice(&self.lo.to_be_bytes());
         let hi = match self.hi {
@@ -221,8 +222,9 @@ fn prefix(id: u64, head: &[u8]) -> Vec<u8> {
     k
 }
 
-/// The smallest key above every key starting with `b` (`None`: none is).
-fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
+/// The smallest key above every key starting with `b` (`None`: none is,
+/// `b` being all `0xFF`).
+pub(crate) fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
     while let Some(last) = b.pop() {
         if last < 0xFF {
             b.push(last + 1);

@@ -36,7 +36,7 @@ use crate::catalog::key_hash;
 use crate::global::{self, GLOBAL_ENTRY_ID};
 use crate::index::{INDEX_ENTRY_OVERHEAD_BYTES, LOCAL_INDEX};
 use crate::machine::{ITEMS, Outcome, Overlay, meta_key};
-use crate::span::Span;
+use crate::span::{Span, successor};
 use crate::txn;
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::value::item_size_bytes;
@@ -116,35 +116,6 @@ fn next_id(id: u64) -> Option<Vec<u8>> {
     id.checked_add(1).map(|n| n.to_be_bytes().to_vec())
 }
 
-/// The keys of family `head` (under `sp.space`) in `sp`'s hash range.
-fn family_range(sp: Span, head: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
-    let key = |h: u64| {
-        let mut k = sp.space.to_be_bytes().to_vec();
-        k.extend_from_slice(head);
-        k.extend_from_slice(&h.to_be_bytes());
-        k
-    };
-    let hi = match sp.hi {
-        Some(h) => Some(key(h)),
-        None => {
-            let mut end = sp.space.to_be_bytes().to_vec();
-            end.extend_from_slice(head);
-            successor(end)
-        }
-    };
-    (key(sp.lo), hi)
-}
-
-fn successor(mut b: Vec<u8>) -> Option<Vec<u8>> {
-    while let Some(last) = b.pop() {
-        if last < 0xFF {
-            b.push(last + 1);
-            return Some(b);
-        }
-    }
-    None
-}
-
 /// Count and bytes of the encoded items in `[lo, hi)`, each weighing its
 /// size plus `overhead`.
 fn tally(
@@ -173,18 +144,18 @@ fn move_counters(
     let main = if index_partition {
         tally(
             ov,
-            family_range(right, &[LOCAL_INDEX, GLOBAL_ENTRY_ID]),
+            right.hash_range(&[LOCAL_INDEX, GLOBAL_ENTRY_ID]),
             overhead,
         )?
     } else {
-        tally(ov, family_range(right, &[ITEMS]), 0)?
+        tally(ov, right.hash_range(&[ITEMS]), 0)?
     };
     move_tally(ov, parent, right.group, ("count", "bytes"), main)?;
     if index_partition {
         return Ok(());
     }
     for id in 0..=u8::MAX {
-        let t = tally(ov, family_range(right, &[LOCAL_INDEX, id]), overhead)?;
+        let t = tally(ov, right.hash_range(&[LOCAL_INDEX, id]), overhead)?;
         if t != Tally::default() {
             let names = (format!("lsi{id}:count"), format!("lsi{id}:bytes"));
             move_tally(ov, parent, right.group, (&names.0, &names.1), t)?;
@@ -306,7 +277,7 @@ pub fn split_point(
     } else {
         &[ITEMS]
     };
-    let (lo, hi) = family_range(sp, head);
+    let (lo, hi) = sp.hash_range(head);
     let ov = Overlay::new(tree);
     let mut total = 0u64;
     ov.for_each_in(&lo, hi.as_deref(), |_, v| {
