@@ -93,73 +93,58 @@ async fn grow_under_load(client: &Client, router: &Router) {
             .await
             .expect("open account");
     }
-    let stop = Arc::new(AtomicBool::new(false));
-    let written = Arc::new(AtomicUsize::new(0));
-    let errors = Arc::new(AtomicUsize::new(0));
+    let load = Load {
+        c: client.clone(),
+        stop: Arc::new(AtomicBool::new(false)),
+        written: Arc::new(AtomicUsize::new(0)),
+        errors: Arc::new(AtomicUsize::new(0)),
+    };
     let writer = {
-        let (c, stop, written, errors) = (
-            client.clone(),
-            stop.clone(),
-            written.clone(),
-            errors.clone(),
-        );
+        let l = load.clone();
         tokio::spawn(async move {
             let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                errors.fetch_add(put_collection(&c, i).await, Ordering::Relaxed);
+            while l.running() {
+                let failed = put_collection(&l.c, i).await;
+                l.errors.fetch_add(failed, Ordering::Relaxed);
                 i += 1;
-                written.store(i, Ordering::Relaxed);
+                l.written.store(i, Ordering::Relaxed);
             }
         })
     };
     let reader = {
-        let (c, stop, written, errors) = (
-            client.clone(),
-            stop.clone(),
-            written.clone(),
-            errors.clone(),
-        );
+        let l = load.clone();
         tokio::spawn(async move {
             let mut reads = 0usize;
-            while !stop.load(Ordering::Relaxed) {
-                let upto = written.load(Ordering::Relaxed);
+            while l.running() {
+                let upto = l.written.load(Ordering::Relaxed);
                 if upto == 0 {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 let i = reads * 7919 % upto;
                 reads += 1;
-                match query_collection(&c, i).await {
+                match query_collection(&l.c, i).await {
                     Ok(n) if n == PER_KEY => {}
-                    Ok(n) => {
-                        eprintln!("query k{i}: {n} items");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => {
-                        eprintln!("query k{i}: {e}");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Ok(n) => l.error(format!("query k{i}: {n} items")),
+                    Err(e) => l.error(format!("query k{i}: {e}")),
                 }
             }
             reads
         })
     };
     let transfers = {
-        let (c, stop, errors) = (client.clone(), stop.clone(), errors.clone());
+        let l = load.clone();
         tokio::spawn(async move {
             let mut done = 0usize;
-            while !stop.load(Ordering::Relaxed) {
+            while l.running() {
                 let (from, to) = (done % ACCOUNTS, (done * 7 + 3) % ACCOUNTS);
                 if from == to {
                     done += 1;
                     continue;
                 }
-                match transfer(&c, from, to).await {
+                match transfer(&l.c, from, to).await {
                     Ok(()) => done += 1,
-                    Err(e) => {
-                        eprintln!("transfer {from} -> {to}: {e}");
-                        errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    Err(e) => l.error(format!("transfer {from} -> {to}: {e}")),
                 }
             }
             done
@@ -171,22 +156,22 @@ async fn grow_under_load(client: &Client, router: &Router) {
             Instant::now() < deadline,
             "only {} partitions after {} collections",
             partitions(router).len(),
-            written.load(Ordering::Relaxed)
+            load.written.load(Ordering::Relaxed)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, Ordering::Relaxed);
+    load.stop.store(true, Ordering::Relaxed);
     writer.await.expect("writer");
     let reads = reader.await.expect("reader");
     let moved = transfers.await.expect("transfers");
-    let total = written.load(Ordering::Relaxed);
+    let total = load.written.load(Ordering::Relaxed);
     eprintln!(
         "{total} collections written, {reads} queries, {moved} transfers, {} partitions",
         partitions(router).len()
     );
     assert_eq!(balances(&client).await, ACCOUNTS as i64 * OPENING_BALANCE);
     assert_eq!(
-        errors.load(Ordering::Relaxed),
+        load.errors.load(Ordering::Relaxed),
         0,
         "client errors during splits"
     );
@@ -281,6 +266,27 @@ async fn balances(c: &Client) -> i64 {
         .iter()
         .filter_map(|r| r.item()?.get("bal")?.as_n().ok()?.parse::<i64>().ok())
         .sum()
+}
+
+/// What the workload's tasks share: the client, the stop flag, how many
+/// collections were written, and the client errors seen.
+#[derive(Clone)]
+struct Load {
+    c: Client,
+    stop: Arc<AtomicBool>,
+    written: Arc<AtomicUsize>,
+    errors: Arc<AtomicUsize>,
+}
+
+impl Load {
+    fn running(&self) -> bool {
+        !self.stop.load(Ordering::Relaxed)
+    }
+
+    fn error(&self, what: String) {
+        eprintln!("{what}");
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// Items of collection `k{i}`, by a consistent Query.
