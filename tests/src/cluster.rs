@@ -174,6 +174,23 @@ impl TestCluster {
         }
     }
 
+    /// Adds a node (not a control member) in zone `az`; its index.
+    pub async fn add_node(&mut self, az: &str) -> usize {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let i = self.all.len();
+        self.all.push(ControlMember {
+            id: i as u64 + 1,
+            addr: l.local_addr().expect("addr").to_string(),
+            az: az.to_string(),
+        });
+        let node = self.open(i, l).await;
+        self.nodes.push(Some(node));
+        self.wait_registered(i + 1).await;
+        i
+    }
+
     /// Starts node `i` again on its address and data directory.
     pub async fn restart(&mut self, i: usize) {
         let addr = self.all[i].addr.clone();

@@ -90,7 +90,8 @@ async fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
 /// Re-replication: node 1 (az-a) stays down past the replace-after time,
 /// so its replica moves to node 4, the other az-a node; the group's voters
 /// follow. Losing az-b afterwards leaves the partition writable only if node
-/// 4 really holds a caught-up replica. Node 1, back, drops its old copy.
+/// 4 really holds a caught-up replica. Node 1, back, drops its old copy
+/// (and holds only what the catalog assigns it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_of_a_down_node_move_to_another_node_of_its_zone() {
     let zones: Vec<String> = ["az-a", "az-b", "az-c", "az-a"].map(String::from).into();
@@ -136,8 +137,18 @@ async fn replicas_of_a_down_node_move_to_another_node_of_its_zone() {
     c.restart(1).await;
     c.restart(0).await;
     let returned = c.node(0).expect("node 1").clone();
+    // It drops what it no longer holds (the balancer may then give node 1,
+    // now the emptier az-a node, a replica back: it must be one the
+    // catalog assigns it, caught up through the leader).
     eventually(30, "node 1 to drop its moved replica", || {
-        !returned.host.hosted().contains(&moved)
+        let catalog = returned.router.catalog().get();
+        let assigned = catalog.groups_of(1);
+        returned
+            .host
+            .hosted()
+            .iter()
+            .all(|g| *g == 0 || assigned.contains_key(g))
+            && (!returned.host.hosted().contains(&moved) || assigned.contains_key(&moved))
     })
     .await;
     c.stop().await;
@@ -377,5 +388,119 @@ async fn transactions_stay_atomic_across_a_zone_loss() {
         transfer(i).await;
     }
     assert_eq!(settled_total(&client, &names).await, 600);
+    c.stop().await;
+}
+
+/// A node added to a zone takes its share of that zone's replicas, one
+/// move at a time (learner, catch-up, membership change), and hands them
+/// back when drained (`dynaraft admin drain`), while a client writes
+/// without SDK retries: no request fails and nothing written is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_added_to_a_zone_takes_its_share_of_replicas() {
+    use dynaraft_cluster::admin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let mut c = TestCluster::start("rebalance", 3, 6).await;
+    create_table(&c.client, "orders", None).await;
+    let conf = c.client.config().to_builder();
+    let retry = aws_sdk_dynamodb::config::retry::RetryConfig::disabled();
+    let client = Client::from_conf(conf.retry_config(retry).build());
+    let stop = Arc::new(AtomicBool::new(false));
+    let errors = Arc::new(AtomicUsize::new(0));
+    let writer = {
+        let (client, stop, errors) = (client.clone(), stop.clone(), errors.clone());
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if put(&client, i).await {
+                    acked.push(i);
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            acked
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let added = c.add_node("az-a").await;
+    let new_id = added as u64 + 1;
+    let held = |c: &TestCluster, node: u64| {
+        let catalog = c.router().catalog().get();
+        catalog.groups_of(node).len()
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while held(&c, new_id) < 3 || held(&c, 1) > 3 {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 holds {} replicas, the new node {}",
+            held(&c, 1),
+            held(&c, new_id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The moves are recorded; the new node serves each moved group.
+    let groups: Vec<u64> = c
+        .router()
+        .catalog()
+        .get()
+        .groups_of(new_id)
+        .keys()
+        .copied()
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let hosted = c.node(added).expect("new node").host.hosted();
+        if groups.iter().all(|g| hosted.contains(g)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new node hosts {hosted:?}, not all of {groups:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(held(&c, 1), 3);
+    // Draining the new node hands its replicas back before it leaves.
+    let why = match admin::drain(&c.members, 99, false).await {
+        Err(admin::SplitError::Refused(why)) => why,
+        other => panic!("draining an unknown node: {other:?}"),
+    };
+    assert!(why.contains("no node 99"), "{why}");
+    let why = match admin::drain(&c.members, 2, false).await {
+        Err(admin::SplitError::Refused(why)) => why,
+        other => panic!("draining the only az-b node: {other:?}"),
+    };
+    assert!(why.contains("only node of zone az-b"), "{why}");
+    let said = admin::drain(&c.members, new_id, false)
+        .await
+        .expect("drain");
+    assert!(said.contains("draining"), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let hosted = c.node(added).expect("new node").host.hosted();
+        if held(&c, new_id) == 0 && hosted.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the drained node still holds {} replicas and hosts {hosted:?}",
+            held(&c, new_id)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(held(&c, 1), 6);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = writer.await.expect("writer");
+    eprintln!("{} writes acknowledged during the moves", acked.len());
+    assert_eq!(
+        errors.load(Ordering::Relaxed),
+        0,
+        "client errors during the moves"
+    );
+    assert!(acked.len() > 10);
+    assert_readable(&c.client, &acked).await;
     c.stop().await;
 }

@@ -45,7 +45,11 @@ pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
     );
     for n in &doc.nodes {
         let s = status.get(&n.id).and_then(|s| s.as_ref());
-        let up = if s.is_some() { "yes" } else { "no" };
+        let up = match (s.is_some(), n.draining) {
+            (true, true) => "drain",
+            (true, false) => "yes",
+            (false, _) => "no",
+        };
         let count = s.map_or("-".to_string(), |s| s.len().to_string());
         let _ = writeln!(
             out,
@@ -317,7 +321,7 @@ pub async fn split(
     Err(last.into())
 }
 
-/// Why `dynaraft admin split` did not begin a split.
+/// Why `dynaraft admin split` (or `drain`) did not do what it was asked.
 #[derive(Debug, thiserror::Error)]
 pub enum SplitError {
     /// The request was wrong or the partition cannot be split.
@@ -326,4 +330,61 @@ pub enum SplitError {
     /// The cluster could not be asked.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// Marks node `node` as draining (`undo`: no longer): the control plane's
+/// leader then moves its replicas, one at a time, to other nodes of its
+/// zone, and places nothing new on it. Refused, with the reason, for a
+/// node that is not registered or has no other node in its zone.
+pub async fn drain(control: &[ControlMember], node: u64, undo: bool) -> Result<String, SplitError> {
+    let remote = Remote::default();
+    let doc = catalog(&remote, control).await?;
+    let Some(record) = doc.nodes.iter().find(|n| n.id == node) else {
+        return Err(SplitError::Refused(format!("no node {node} is registered")));
+    };
+    if !undo
+        && !doc
+            .nodes
+            .iter()
+            .any(|n| n.id != node && n.az == record.az && !n.draining)
+    {
+        return Err(SplitError::Refused(format!(
+            "node {node} is the only node of zone {} that is not draining: its replicas have nowhere to go",
+            record.az
+        )));
+    }
+    let cmd = dynaraft_storage::Command::SetDraining {
+        node,
+        draining: !undo,
+    };
+    let mut last = ClusterError::Unavailable("no control members given".into());
+    for m in control {
+        match remote
+            .call(&m.addr, 0, 0, &Request::Propose(cmd.clone()))
+            .await
+        {
+            Ok(Reply::Proposed(dynaraft_storage::Outcome::Done, _)) => {
+                let held = doc
+                    .tables
+                    .iter()
+                    .flat_map(|t| t.all_partitions())
+                    .filter(|p| p.replicas.contains(&node))
+                    .count();
+                return Ok(if undo {
+                    format!("node {node} no longer draining\n")
+                } else {
+                    format!(
+                        "node {node} draining: its {held} replicas move to other nodes of {}; `admin partitions` shows when it holds none\n",
+                        record.az
+                    )
+                });
+            }
+            Ok(Reply::Proposed(dynaraft_storage::Outcome::Invalid(why), _)) => {
+                return Err(SplitError::Refused(why));
+            }
+            Ok(_) => last = ClusterError::Unavailable("unexpected reply".into()),
+            Err(e) => last = e,
+        }
+    }
+    Err(last.into())
 }

@@ -99,6 +99,7 @@ impl Embedded {
             id: EMBEDDED_NODE_ID,
             addr: EMBEDDED_ADDR.into(),
             az: EMBEDDED_AZ.into(),
+            draining: false,
         };
         register_once(&router, &record)
             .await

@@ -116,6 +116,7 @@ impl ClusterNode {
             id: host.id(),
             addr: cfg.host.addr.clone(),
             az: cfg.host.az.clone(),
+            draining: false,
         };
         let r = router.clone();
         host.spawn(move |_, stop| register(r, record, stop));
@@ -166,7 +167,8 @@ pub(crate) async fn register_once(
     router: &Router,
     record: &NodeRecord,
 ) -> Result<(), ClusterError> {
-    if router.catalog().get().nodes.get(&record.id) == Some(record) {
+    let known = router.catalog().get().nodes.get(&record.id).cloned();
+    if known.is_some_and(|n| n.addr == record.addr && n.az == record.az) {
         return Ok(());
     }
     router

@@ -46,6 +46,7 @@ pub async fn run(
 ) {
     let mut seen: HashMap<u64, Instant> = HashMap::new();
     let mut leading_since: Option<Instant> = None;
+    let mut moving: Option<(u64, u64, Instant)> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(LIVENESS_PROBE_MS)) => {}
@@ -82,14 +83,143 @@ pub async fn run(
             })
             .copied()
             .collect();
-        for cmd in plan(&catalog, &down, &up) {
+        let repairs = plan(&catalog, &down, &up);
+        let repairing = !repairs.is_empty();
+        for cmd in repairs {
             tracing::info!(command = ?cmd, "re-replicating a replica of a down node");
             if let Err(e) = router.change_catalog(cmd).await {
                 tracing::warn!(error = %e, "re-replication not recorded; will retry");
                 break;
             }
         }
+        // Balancing waits for repairs, and moves one replica at a time: the
+        // next only once the last one's new replica has caught up.
+        if repairing || !moved_in(&router, &mut moving).await {
+            continue;
+        }
+        if let Some(cmd) = plan_balance(&catalog, &up) {
+            tracing::info!(command = ?cmd, "moving a replica to balance a zone");
+            match router.change_catalog(cmd.clone()).await {
+                Ok(_) => {
+                    if let Command::ReplaceReplica { group, new, .. } = cmd {
+                        moving = Some((group, new, Instant::now()));
+                    }
+                    metrics::counter!("dynaraft_replica_moves_total").increment(1);
+                }
+                Err(e) => tracing::warn!(error = %e, "balancing move not recorded; will retry"),
+            }
+        }
     }
+}
+
+/// Longest the balancer waits for a moved replica to catch up before it
+/// moves the next one anyway, in milliseconds.
+pub const MOVE_CATCH_UP_TIMEOUT_MS: u64 = 60_000;
+/// A moved replica has caught up when its applied index is within this
+/// many entries of its leader's log.
+pub const MOVE_CAUGHT_UP_ENTRIES: u64 = 100;
+
+/// Whether the last balancing move (group, new node, when) is done: the
+/// new node hosts the group and has applied close to the leader's log (or
+/// the move is older than [`MOVE_CATCH_UP_TIMEOUT_MS`]). Clears it when so.
+async fn moved_in(router: &Router, moving: &mut Option<(u64, u64, Instant)>) -> bool {
+    let Some((group, node, since)) = *moving else {
+        return true;
+    };
+    if since.elapsed() >= Duration::from_millis(MOVE_CATCH_UP_TIMEOUT_MS) {
+        *moving = None;
+        return true;
+    }
+    let Ok(groups) = router.node_status(node).await else {
+        return false;
+    };
+    let caught_up = groups.iter().any(|g| {
+        g.group == group
+            && g.leader.is_some()
+            && g.last_log_index.saturating_sub(g.applied_index) <= MOVE_CAUGHT_UP_ENTRIES
+            && g.applied_index > 0
+    });
+    if caught_up {
+        *moving = None;
+    }
+    caught_up
+}
+
+/// One move: a replica off a draining node (`dynaraft admin drain`) to
+/// the least-loaded live node of its zone; otherwise one that evens out a
+/// zone, from the zone's live node holding the most replicas to its live
+/// node holding the fewest, of a partition with no replica on the latter,
+/// when they differ by two or more (a node added to a zone fills up this
+/// way, one move at a time). Leaders are not
+/// chosen here: a moved leader hands its group to the catalog's replicas
+/// before it leaves (`reconcile`).
+pub fn plan_balance(catalog: &Catalog, up: &BTreeSet<u64>) -> Option<Command> {
+    let draining = |id: &u64| catalog.nodes.get(id).is_some_and(|n| n.draining);
+    let mut load: BTreeMap<u64, usize> = up
+        .iter()
+        .filter(|id| !draining(id))
+        .map(|id| (*id, 0))
+        .collect();
+    for (_, p) in catalog.partitions.values() {
+        for r in &p.replicas {
+            if let Some(n) = load.get_mut(r) {
+                *n += 1;
+            }
+        }
+    }
+    // A draining node's replicas go first, each to the least-loaded live
+    // node of its zone that holds none of that partition.
+    for (group, (table, p)) in &catalog.partitions {
+        let Some(old) = p.replicas.iter().copied().find(|r| draining(r)) else {
+            continue;
+        };
+        let Some(zone) = catalog.nodes.get(&old).map(|n| &n.az) else {
+            continue;
+        };
+        let new = load
+            .iter()
+            .filter(|(id, _)| {
+                catalog.nodes.get(id).is_some_and(|n| &n.az == zone) && !p.replicas.contains(id)
+            })
+            .min_by_key(|(id, n)| (**n, **id));
+        if let Some((&new, _)) = new {
+            return Some(Command::ReplaceReplica {
+                table: table.clone(),
+                group: *group,
+                old,
+                new,
+            });
+        }
+    }
+    let zones: BTreeSet<&str> = catalog.nodes.values().map(|n| n.az.as_str()).collect();
+    for zone in zones {
+        let in_zone = |id: &u64| catalog.nodes.get(id).is_some_and(|n| n.az == zone);
+        let (Some((&most, &high)), Some((&least, &low))) = (
+            load.iter()
+                .filter(|(id, _)| in_zone(id))
+                .max_by_key(|(id, n)| (**n, std::cmp::Reverse(**id))),
+            load.iter()
+                .filter(|(id, _)| in_zone(id))
+                .min_by_key(|(id, n)| (**n, **id)),
+        ) else {
+            continue;
+        };
+        if high < low + 2 {
+            continue;
+        }
+        let candidate = catalog.partitions.iter().find(|(_, (_, p))| {
+            p.replicas.contains(&most) && !p.replicas.contains(&least) && p.splitting.is_none()
+        });
+        if let Some((group, (table, _))) = candidate {
+            return Some(Command::ReplaceReplica {
+                table: table.clone(),
+                group: *group,
+                old: most,
+                new: least,
+            });
+        }
+    }
+    None
 }
 
 /// The replica moves that take every replica off the `down` nodes onto
@@ -156,6 +286,7 @@ mod tests {
                 id: *id,
                 addr: format!("n{id}"),
                 az: az.to_string(),
+                ..NodeRecord::default()
             })
             .collect();
         Catalog::from_doc(CatalogDoc {
@@ -204,5 +335,37 @@ mod tests {
             &[(10, &[1, 2, 3])],
         );
         assert!(plan(&c, &[1].into(), &[2, 3, 4].into()).is_empty());
+    }
+
+    /// Balancing moves one replica from a zone's fullest live node to its
+    /// emptiest while they differ by two or more; a draining node's
+    /// replicas move first, never onto a draining node.
+    #[test]
+    fn balancing_fills_an_added_node_and_empties_a_draining_one() {
+        let parts: &[(u64, &[u64])] = &[(10, &[1, 2, 3]), (11, &[1, 2, 3]), (12, &[1, 2, 3])];
+        let c = catalog(&[(1, "a"), (2, "b"), (3, "c"), (4, "a")], parts);
+        let all = [1, 2, 3, 4].into();
+        assert_eq!(
+            moves(plan_balance(&c, &all).into_iter().collect()),
+            vec![(10, 1, 4)]
+        );
+        // Node 4 down: nowhere to go.
+        assert!(plan_balance(&c, &[1, 2, 3].into()).is_none());
+        // Balanced within one: nothing to do.
+        let even = catalog(
+            &[(1, "a"), (2, "b"), (3, "c"), (4, "a")],
+            &[(10, &[1, 2, 3]), (11, &[4, 2, 3]), (12, &[1, 2, 3])],
+        );
+        assert!(plan_balance(&even, &all).is_none());
+        // Node 1 draining: its replicas go to node 4 even when balanced.
+        let mut doc = CatalogDoc::from(&even);
+        for n in doc.nodes.iter_mut().filter(|n| n.id == 1) {
+            n.draining = true;
+        }
+        let drained = Catalog::from_doc(doc).unwrap();
+        assert_eq!(
+            moves(plan_balance(&drained, &all).into_iter().collect()),
+            vec![(10, 1, 4)]
+        );
     }
 }

@@ -565,6 +565,14 @@ impl Router {
         }
     }
 
+    /// The Raft state of every group node `id` hosts (one attempt).
+    pub async fn node_status(&self, id: NodeId) -> Result<Vec<wire::GroupStatus>, ClusterError> {
+        match self.attempt(id, CATALOG_GROUP, 0, &Request::Status).await? {
+            Reply::Status(groups) => Ok(groups),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Whether node `id` answers (one attempt, no retries).
     pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
         match self.attempt(id, CATALOG_GROUP, 0, &Request::Ping).await? {

@@ -222,6 +222,16 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move every replica off a node (to other nodes of its zone) before
+    /// it is removed; nothing new is placed on it.
+    Drain {
+        /// The node's id.
+        #[arg(long)]
+        node: u64,
+        /// Stop draining it.
+        #[arg(long)]
+        undo: bool,
+    },
     /// Split one partition in two (the control plane finishes the split).
     Split {
         /// The table.
@@ -372,6 +382,9 @@ async fn run() -> anyhow::Result<()> {
                     } else {
                         print!("{}", admin::render_partitions(&rows));
                     }
+                }
+                Some(AdminCmd::Drain { node, undo }) => {
+                    print!("{}", admin::drain(&control, node, undo).await?)
                 }
                 Some(AdminCmd::Split {
                     table,

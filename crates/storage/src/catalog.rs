@@ -411,13 +411,17 @@ pub fn key_hash(storage_key: &[u8]) -> u64 {
 pub const MAX_PARTITIONS_PER_TABLE: usize = 256;
 
 /// A storage node as the control plane knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     pub id: u64,
     /// Address of the node's internal gRPC endpoint.
     pub addr: String,
     /// Availability zone label.
     pub az: String,
+    /// Set by `dynaraft admin drain`: the node's replicas move to other
+    /// nodes of its zone and no new replica is placed on it.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 fn fnv1a(s: &str) -> u64 {

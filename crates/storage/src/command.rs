@@ -31,6 +31,8 @@ pub enum Command {
     ReplaceTableMeta(TableMeta),
     /// Catalog group: forget a table (nodes then remove its groups).
     DropTable { name: String },
+    /// Catalog group: mark a registered node as draining (or not).
+    SetDraining { node: u64, draining: bool },
     /// Catalog group: add or update a storage node in the registry.
     RegisterNode(NodeRecord),
     /// Catalog group: move `group`'s replica from node `old` to node `new`
@@ -239,6 +241,7 @@ impl std::fmt::Display for Entry {
             Command::ReplaceTableMeta(m) => format!("ReplaceTableMeta({})", m.name),
             Command::DropTable { name } => format!("DropTable({name})"),
             Command::RegisterNode(n) => format!("RegisterNode({}@{})", n.id, n.az),
+            Command::SetDraining { node, draining } => format!("SetDraining({node}, {draining})"),
             Command::ReplaceReplica {
                 table,
                 group,

@@ -80,12 +80,29 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             group,
         } => finish_split(ov, table, *index, *group),
         Command::RegisterNode(node) => {
+            // A node registering again (a restart) stays draining.
+            let draining = get_node(ov, node.id)?.is_some_and(|n| n.draining);
+            let node = NodeRecord {
+                draining,
+                ..node.clone()
+            };
             ov.put(
                 node_key(node.id),
-                serde_json::to_vec(node).unwrap_or_default(),
+                serde_json::to_vec(&node).unwrap_or_default(),
             );
             Ok(Outcome::Done)
         }
+        Command::SetDraining { node, draining } => match get_node(ov, *node)? {
+            Some(n) => {
+                let n = NodeRecord {
+                    draining: *draining,
+                    ..n
+                };
+                ov.put(node_key(n.id), serde_json::to_vec(&n).unwrap_or_default());
+                Ok(Outcome::Done)
+            }
+            None => Ok(Outcome::Invalid(format!("no node {node} is registered"))),
+        },
         Command::ReplaceReplica {
             table,
             group,
@@ -337,6 +354,15 @@ fn finish_split(
     })
 }
 
+fn get_node(ov: &Overlay, id: u64) -> Result<Option<NodeRecord>, StorageError> {
+    match ov.get(&node_key(id))? {
+        Some(b) => Ok(Some(
+            serde_json::from_slice(&b).map_err(|e| StorageError::Corrupt(e.to_string()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
 fn put_table(ov: &mut Overlay, meta: &TableMeta) {
     ov.put(
         table_key(&meta.name),
@@ -355,6 +381,8 @@ fn place(ov: &mut Overlay, partitions: Vec<&mut PartitionMeta>) -> Result<(), St
     for v in ov.scan_prefix(&nodes_prefix())?.values() {
         nodes.push(serde_json::from_slice(v).map_err(|e| StorageError::Corrupt(e.to_string()))?);
     }
+    // Nothing new goes to a draining node.
+    nodes.retain(|n: &NodeRecord| !n.draining);
     let mut load: BTreeMap<u64, usize> = nodes.iter().map(|n| (n.id, 0)).collect();
     for v in ov.scan_prefix(&tables_prefix())?.values() {
         let t: TableMeta =
@@ -417,6 +445,7 @@ mod tests {
             id,
             addr: format!("n{id}"),
             az: az.into(),
+            ..NodeRecord::default()
         })
     }
 
