@@ -368,6 +368,7 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
                 table: "grow".into(),
                 index: None,
                 group: parent.group,
+                first: None,
             };
             router.change_catalog(done).await.expect("finish")
         })

@@ -765,6 +765,11 @@ impl Router {
         }
     }
 
+    /// The node that last served `group` as its leader, if any did.
+    pub fn known_leader(&self, group: u64) -> Option<NodeId> {
+        self.inner.leaders.load().get(&group).copied()
+    }
+
     fn remember_leader(&self, group: u64, leader: NodeId) {
         if self.inner.leaders.load().get(&group) == Some(&leader) {
             return;

@@ -166,6 +166,7 @@ async fn finish(
         table: table.to_string(),
         index,
         group: parent.group,
+        first: router.known_leader(parent.group),
     };
     match router.change_catalog(done).await? {
         Outcome::Table(_) => {}

@@ -9,6 +9,12 @@ use dynaraft_storage::command::{Command, Entry};
 use dynaraft_storage::{Outcome, StorageError};
 use std::sync::Arc;
 
+/// Elections a new group's first replica starts, [`FIRST_ELECTION_RETRY_MS`]
+/// apart, while it knows no leader (then the election timeout takes over).
+pub const FIRST_ELECTION_TRIES: u32 = 20;
+/// Pause between them, in milliseconds.
+pub const FIRST_ELECTION_RETRY_MS: u64 = 50;
+
 /// Raft timing for cross-AZ links (milliseconds) and log retention.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -167,7 +173,30 @@ impl RaftGroup {
     ) -> Result<(), StorageError> {
         use openraft::error::{InitializeError, RaftError};
         match self.raft.initialize(members).await {
-            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Ok(()) => {
+                // Campaign now rather than after an election timeout, and
+                // again shortly while no leader is known: the other
+                // replicas start the group at about the same time, and a
+                // vote request that finds none of them up would otherwise
+                // wait out a whole timeout. A new group (a new table's, a
+                // split's child) then serves in milliseconds.
+                let g = self.clone();
+                tokio::spawn(async move {
+                    for _ in 0..FIRST_ELECTION_TRIES {
+                        if g.leader().is_some() {
+                            return;
+                        }
+                        if let Err(e) = g.raft.trigger().elect(false).await {
+                            tracing::debug!(group = g.group, error = %e, "election not triggered");
+                            return;
+                        }
+                        let pause = std::time::Duration::from_millis(FIRST_ELECTION_RETRY_MS);
+                        tokio::time::sleep(pause).await;
+                    }
+                });
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(StorageError::Unavailable(e.to_string())),
         }
     }

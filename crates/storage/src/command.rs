@@ -86,6 +86,11 @@ pub enum Command {
         table: String,
         index: Option<u32>,
         group: u64,
+        /// The parent's leader when it applied the split, if known: the
+        /// child's first replica (which initialises and first leads it),
+        /// since it applied the split first.
+        #[serde(default)]
+        first: Option<u64>,
     },
     /// Data group: a single-item write.
     Write(WriteCommand),

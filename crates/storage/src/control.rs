@@ -78,7 +78,8 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             table,
             index,
             group,
-        } => finish_split(ov, table, *index, *group),
+            first,
+        } => finish_split(ov, table, *index, *group, *first),
         Command::RegisterNode(node) => {
             // A node registering again (a restart) stays draining.
             let draining = get_node(ov, node.id)?.is_some_and(|n| n.draining);
@@ -324,6 +325,7 @@ fn finish_split(
     table: &str,
     index: Option<u32>,
     group: u64,
+    first: Option<u64>,
 ) -> Result<Outcome, StorageError> {
     change_partition(ov, (table, index, group), |_, parts, i| {
         let Some(p) = parts.get_mut(i) else {
@@ -334,11 +336,15 @@ fn finish_split(
         };
         p.epoch += 1;
         // The child's first replica initialises its group and so leads it
-        // at first: rotating by the child's id spreads the leaders of a
-        // parent's children over its zones instead of piling them on one.
+        // at first: the parent's leader, which applied the split first, so
+        // the child serves at once; without one, rotating by the child's
+        // id spreads the children's first leaders over the zones.
         let mut replicas = p.replicas.clone();
-        if !replicas.is_empty() {
-            let by = (s.child % replicas.len() as u64) as usize;
+        let by = match first.and_then(|f| replicas.iter().position(|r| *r == f)) {
+            Some(at) => at,
+            None => (s.child % replicas.len().max(1) as u64) as usize,
+        };
+        if by < replicas.len() {
             replicas.rotate_left(by);
         }
         let child = PartitionMeta {
@@ -518,6 +524,7 @@ mod tests {
             table: "t".into(),
             index: None,
             group: first.group,
+            first: None,
         };
         for index in [8, 9] {
             let Outcome::Table(t) = run(&tree, index, finish.clone()) else {
