@@ -6,6 +6,7 @@ use crate::ClusterError;
 use crate::node::ControlMember;
 use crate::remote::Remote;
 use crate::wire::{CatalogDoc, GroupStatus, Reply, Request};
+use dynaraft_storage::Outcome;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -288,37 +289,26 @@ pub async fn split(
         group: p.group,
         at,
     };
-    let mut last = ClusterError::Unavailable("no control members given".into());
-    for m in control {
-        match remote
-            .call(&m.addr, 0, 0, &Request::Propose(cmd.clone()))
-            .await
-        {
-            Ok(Reply::Proposed(dynaraft_storage::Outcome::TableMissing, _)) => {
-                return refuse(format!("table {table} does not exist"));
+    match propose_to_control(&remote, control, cmd).await? {
+        Outcome::TableMissing => refuse(format!("table {table} does not exist")),
+        Outcome::Table(meta) => {
+            let child = meta
+                .partitions_of(index_id)
+                .and_then(|ps| ps.iter().find(|q| q.group == p.group))
+                .and_then(|q| q.splitting);
+            match child {
+                Some(s) => Ok(format!(
+                    "split of partition {} at {} begun (child group {}); the control plane finishes it\n",
+                    p.group,
+                    hex(s.at),
+                    s.child
+                )),
+                None => refuse(format!("partition {} is not splitting", p.group)),
             }
-            Ok(Reply::Proposed(dynaraft_storage::Outcome::Table(meta), _)) => {
-                let child = meta
-                    .partitions_of(index_id)
-                    .and_then(|ps| ps.iter().find(|q| q.group == p.group))
-                    .and_then(|q| q.splitting);
-                return match child {
-                    Some(s) => Ok(format!(
-                        "split of partition {} at {} begun (child group {}); the control plane finishes it\n",
-                        p.group,
-                        hex(s.at),
-                        s.child
-                    )),
-                    None => refuse(format!("partition {} is not splitting", p.group)),
-                };
-            }
-            Ok(Reply::Proposed(dynaraft_storage::Outcome::Invalid(why), _)) => return refuse(why),
-            Ok(Reply::Proposed(other, _)) => return refuse(format!("split refused: {other:?}")),
-            Ok(_) => last = ClusterError::Unavailable("unexpected reply".into()),
-            Err(e) => last = e,
         }
+        Outcome::Invalid(why) => refuse(why),
+        other => refuse(format!("split refused: {other:?}")),
     }
-    Err(last.into())
 }
 
 /// Why `dynaraft admin split` (or `drain`) did not do what it was asked.
@@ -357,34 +347,42 @@ pub async fn drain(control: &[ControlMember], node: u64, undo: bool) -> Result<S
         node,
         draining: !undo,
     };
+    match propose_to_control(&remote, control, cmd).await? {
+        Outcome::Done if undo => Ok(format!("node {node} no longer draining\n")),
+        Outcome::Done => {
+            let held = doc
+                .tables
+                .iter()
+                .flat_map(|t| t.all_partitions())
+                .filter(|p| p.replicas.contains(&node))
+                .count();
+            Ok(format!(
+                "node {node} draining: its {held} replicas move to other nodes of {}; `admin partitions` shows when it holds none\n",
+                record.az
+            ))
+        }
+        Outcome::Invalid(why) => Err(SplitError::Refused(why)),
+        other => Err(SplitError::Refused(format!("drain refused: {other:?}"))),
+    }
+}
+
+/// Proposes catalog command `cmd` to the control members, one after
+/// another until one (the leader) applies it; its outcome.
+async fn propose_to_control(
+    remote: &Remote,
+    control: &[ControlMember],
+    cmd: dynaraft_storage::Command,
+) -> Result<Outcome, ClusterError> {
     let mut last = ClusterError::Unavailable("no control members given".into());
     for m in control {
         match remote
             .call(&m.addr, 0, 0, &Request::Propose(cmd.clone()))
             .await
         {
-            Ok(Reply::Proposed(dynaraft_storage::Outcome::Done, _)) => {
-                let held = doc
-                    .tables
-                    .iter()
-                    .flat_map(|t| t.all_partitions())
-                    .filter(|p| p.replicas.contains(&node))
-                    .count();
-                return Ok(if undo {
-                    format!("node {node} no longer draining\n")
-                } else {
-                    format!(
-                        "node {node} draining: its {held} replicas move to other nodes of {}; `admin partitions` shows when it holds none\n",
-                        record.az
-                    )
-                });
-            }
-            Ok(Reply::Proposed(dynaraft_storage::Outcome::Invalid(why), _)) => {
-                return Err(SplitError::Refused(why));
-            }
+            Ok(Reply::Proposed(outcome, _)) => return Ok(outcome),
             Ok(_) => last = ClusterError::Unavailable("unexpected reply".into()),
             Err(e) => last = e,
         }
     }
-    Err(last.into())
+    Err(last)
 }
