@@ -64,6 +64,15 @@ fn api_config() -> ApiConfig {
     }
 }
 
+/// An embedded server whose partitions split at [`SPLIT_BYTES`].
+async fn splitting_server() -> TestServer {
+    let node_cfg = EmbeddedConfig {
+        split_size_bytes: SPLIT_BYTES,
+        ..TestServer::node_config(None)
+    };
+    TestServer::start_node(node_cfg, api_config()).await
+}
+
 fn partitions(router: &Router) -> Vec<PartitionMeta> {
     let catalog = router.catalog().get();
     catalog
@@ -304,11 +313,7 @@ async fn query_collection(c: &Client, i: usize) -> Result<usize, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
-    let node_cfg = EmbeddedConfig {
-        split_size_bytes: SPLIT_BYTES,
-        ..TestServer::node_config(None)
-    };
-    let srv = TestServer::start_node(node_cfg, api_config()).await;
+    let srv = splitting_server().await;
     grow_under_load(&srv.client, srv.router().expect("router")).await;
     srv.stop().await;
 }
@@ -457,11 +462,7 @@ async fn admin_splits_refuse_clearly_and_finish_through_the_control_plane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_and_global_indexes_follow_splits() {
     use aws_sdk_dynamodb::types::*;
-    let node_cfg = EmbeddedConfig {
-        split_size_bytes: SPLIT_BYTES,
-        ..TestServer::node_config(None)
-    };
-    let srv = TestServer::start_node(node_cfg, api_config()).await;
+    let srv = splitting_server().await;
     let client = without_retries(&srv.client);
     use dynaraft_tests::schema::{all, attr, key};
     let all = all();
