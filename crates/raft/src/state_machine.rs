@@ -215,11 +215,14 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         let pairs = parse_dump(&snapshot)?;
         // What the group owned here goes, and whatever the snapshot's span
         // holds is replaced by the snapshot's keys.
+        // Only what this replica holds is cleared (a replica that held
+        // nothing yet must not clear its whole space: a split child hosted
+        // here keeps its keys in it).
         let incoming = Span::of_pairs(self.group, &pairs).map_err(io_err)?;
-        let local = Span::load(&self.tree, self.group).map_err(io_err)?;
+        let held = dynaraft_storage::span::held_ranges(&self.tree, self.group).map_err(io_err)?;
         let mut ov = Overlay::new(&self.tree);
-        dynaraft_storage::span::clear(&mut ov, &local).map_err(io_err)?;
-        dynaraft_storage::span::clear(&mut ov, &incoming).map_err(io_err)?;
+        dynaraft_storage::span::clear(&mut ov, held).map_err(io_err)?;
+        dynaraft_storage::span::clear(&mut ov, incoming.key_ranges()).map_err(io_err)?;
         for (k, v) in pairs {
             if !incoming.holds_key(&k) {
                 return Err(io_err("snapshot holds a key outside its group's span"));

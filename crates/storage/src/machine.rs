@@ -314,9 +314,8 @@ impl<'a> Overlay<'a> {
 /// Deletes every key `group` owns (a replica leaving this node), in one
 /// batch.
 pub fn drop_group(tree: &Store, group: u64) -> Result<(), StorageError> {
-    let span = Span::load(tree, group)?;
     let mut batch = crate::kv::Batch::default();
-    for kv in span::scan(tree, &span) {
+    for kv in span::scan_ranges(tree, span::held_ranges(tree, group)?) {
         let (k, _) = kv?;
         batch.remove(k.to_vec());
     }

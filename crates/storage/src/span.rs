@@ -35,6 +35,9 @@ pub const SPACE_FAMILIES: [u8; 5] = [
     crate::txn::INTENTS,
     crate::txn::STAMPS,
 ];
+/// How many of [`Span::key_ranges`] (the last ones) are hash ranges of
+/// the space: one per space family, 256 for the one with index ids.
+const SPACE_KEY_RANGES: usize = SPACE_FAMILIES.len() - 1 + 256;
 /// The family whose keys carry a one-byte index id before the hash.
 const WITH_ID: u8 = crate::index::LOCAL_INDEX;
 /// The group-metadata name of a stored span.
@@ -82,6 +85,30 @@ impl Span {
     /// The span stored for `group`, or the whole one when none is.
     pub fn load(tree: &Store, group: u64) -> Result<Span, StorageError> {
         Span::decode(group, tree.get(meta_key(group, SPAN_META))?.as_deref())
+    }
+
+    /// What `group` holds in this store, to remove or replace it: its
+    /// stored span; the whole space when it has none but has applied
+    /// something (a group that never split); `None` when it has no state
+    /// here at all (a replica just started, waiting for its first log or
+    /// snapshot). The last matters: a split child's keys live in its
+    /// parent's space, so treating a parent replica that never held
+    /// anything here as owning its whole space would wipe a child hosted
+    /// on the same node.
+    pub fn held(tree: &Store, group: u64) -> Result<Option<Span>, StorageError> {
+        if let Some(b) = tree.get(meta_key(group, SPAN_META))? {
+            return Span::decode(group, Some(&b)).map(Some);
+        }
+        let applied = crate::machine::applied_index(tree, group)?;
+        Ok((applied > 0).then(|| Span::whole(group)))
+    }
+
+    /// The key ranges of `group`'s own group-keyed families (metadata,
+    /// change log, records), without any hash range of a space.
+    pub fn group_key_ranges(group: u64) -> Vec<KeyRange> {
+        let mut out = Span::whole(group).key_ranges();
+        out.truncate(out.len() - SPACE_KEY_RANGES);
+        out
     }
 
     /// [`Span::load`], seeing writes staged in `ov`.
@@ -239,7 +266,15 @@ pub fn scan(
     tree: &Store,
     span: &Span,
 ) -> impl Iterator<Item = Result<(crate::kv::Bytes, crate::kv::Bytes), StorageError>> {
-    span.key_ranges().into_iter().flat_map(move |(lo, hi)| {
+    scan_ranges(tree, span.key_ranges())
+}
+
+/// Every key and value in `ranges`, in order.
+pub fn scan_ranges(
+    tree: &Store,
+    ranges: Vec<KeyRange>,
+) -> impl Iterator<Item = Result<(crate::kv::Bytes, crate::kv::Bytes), StorageError>> {
+    ranges.into_iter().flat_map(move |(lo, hi)| {
         let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) = (
             std::ops::Bound::Included(lo),
             hi.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded),
@@ -248,11 +283,20 @@ pub fn scan(
     })
 }
 
-/// Stages the removal of every key `span` owns.
-pub fn clear(ov: &mut Overlay, span: &Span) -> Result<(), StorageError> {
+/// The key ranges `group` holds here (see [`Span::held`]): its span's, or
+/// only its group-keyed ones when it holds nothing of a space.
+pub fn held_ranges(tree: &Store, group: u64) -> Result<Vec<KeyRange>, StorageError> {
+    Ok(match Span::held(tree, group)? {
+        Some(span) => span.key_ranges(),
+        None => Span::group_key_ranges(group),
+    })
+}
+
+/// Stages the removal of every key in `ranges`.
+pub fn clear(ov: &mut Overlay, ranges: Vec<KeyRange>) -> Result<(), StorageError> {
     let tree = ov.tree();
     let mut keys = Vec::new();
-    for kv in scan(tree, span) {
+    for kv in scan_ranges(tree, ranges) {
         keys.push(kv?.0.to_vec());
     }
     for k in keys {
@@ -355,5 +399,56 @@ mod tests {
                 Err(StorageError::Corrupt(_))
             ));
         }
+    }
+
+    /// Removing a replica that holds nothing here (started, never fed)
+    /// removes only its own group keys: a split child of it hosted on the
+    /// same node keeps every key of its range, which lives in the parent's
+    /// space. A replica that applied something and never split holds its
+    /// whole space.
+    #[test]
+    fn a_replica_that_holds_nothing_never_clears_its_space() {
+        let store = Store::temporary().unwrap();
+        let child = Span {
+            group: 9,
+            space: 7,
+            lo: 1 << 63,
+            hi: None,
+        };
+        let mut ov = Overlay::new(&store);
+        child.store(&mut ov);
+        ov.put(key(7, crate::machine::ITEMS, u64::MAX), b"item".to_vec());
+        ov.commit(9, 3).unwrap();
+        assert_eq!(Span::held(&store, 7).unwrap(), None);
+        crate::machine::drop_group(&store, 7).unwrap();
+        assert!(
+            store
+                .get(key(7, crate::machine::ITEMS, u64::MAX))
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(Span::held(&store, 9).unwrap(), Some(child));
+        // Group 7 applied something without ever splitting: whole space.
+        let mut ov = Overlay::new(&store);
+        ov.put(key(7, crate::machine::ITEMS, 5), b"mine".to_vec());
+        ov.commit(7, 1).unwrap();
+        assert_eq!(Span::held(&store, 7).unwrap(), Some(Span::whole(7)));
+        assert_eq!(
+            Span::group_key_ranges(7).len() + SPACE_KEY_RANGES,
+            Span::whole(7).key_ranges().len()
+        );
+        crate::machine::drop_group(&store, 9).unwrap();
+        assert!(
+            store
+                .get(key(7, crate::machine::ITEMS, 5))
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get(key(7, crate::machine::ITEMS, u64::MAX))
+                .unwrap()
+                .is_none()
+        );
     }
 }
