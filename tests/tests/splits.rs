@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::ScalarAttributeType;
 use dynaraft_api::ApiConfig;
 use dynaraft_cluster::Router;
 use dynaraft_cluster::embedded::EmbeddedConfig;
-use dynaraft_storage::PartitionMeta;
+use dynaraft_storage::{PartitionMeta, TableMeta};
 use dynaraft_tests::av::{n, s};
 use dynaraft_tests::cluster::{TEST_REPLACE_AFTER_MS, TestCluster};
 use dynaraft_tests::{TestServer, create_table, err_of, scan_all};
@@ -73,15 +73,14 @@ async fn splitting_server() -> TestServer {
     TestServer::start_node(node_cfg, api_config()).await
 }
 
-fn partitions(router: &Router) -> Vec<PartitionMeta> {
+/// Table `grow` as the router's catalog has it.
+fn grow(router: &Router) -> TableMeta {
     let catalog = router.catalog().get();
-    catalog
-        .tables
-        .get("grow")
-        .expect("table")
-        .meta
-        .partitions
-        .clone()
+    catalog.tables.get("grow").expect("table").meta.clone()
+}
+
+fn partitions(router: &Router) -> Vec<PartitionMeta> {
+    grow(router).partitions
 }
 
 /// Writes collections and queries earlier ones (no client retries) until
@@ -514,17 +513,7 @@ async fn local_and_global_indexes_follow_splits() {
         }
     }
     let router = srv.router().expect("router");
-    let index_parts = || {
-        let catalog = router.catalog().get();
-        catalog
-            .tables
-            .get("grow")
-            .expect("table")
-            .meta
-            .global_indexes[0]
-            .partitions
-            .len()
-    };
+    let index_parts = || grow(router).global_indexes[0].partitions.len();
     let deadline = Instant::now() + Duration::from_secs(60);
     while partitions(router).len() < 8 || index_parts() < 4 {
         assert!(

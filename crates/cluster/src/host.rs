@@ -395,7 +395,7 @@ impl Host {
         let tree = &self.inner.store;
         // The intent first: an item read after it is at least as new, so a
         // transaction resolved in between is seen applied, not missed.
-        let span = owning(tree, group, storage_key)?;
+        let span = owns(Span::load(tree, group)?, storage_key)?;
         let intent = txn::read_intent(tree, span, storage_key)?;
         Ok((machine::read_item(tree, span, storage_key)?, intent))
     }
@@ -409,9 +409,10 @@ impl Host {
     ) -> Result<Vec<txn::Slot>, ClusterError> {
         self.read_barrier(group, true).await?;
         let tree = &self.inner.store;
+        let span = Span::load(tree, group)?;
         let slots: Result<Vec<_>, ClusterError> = keys
             .iter()
-            .map(|k| Ok(txn::read_slot(tree, owning(tree, group, k)?, k)?))
+            .map(|k| Ok(txn::read_slot(tree, owns(span, k)?, k)?))
             .collect();
         slots
     }
@@ -646,16 +647,15 @@ fn heavy_groups(logs: &LogSet, total_bytes: u64) -> Vec<u64> {
     heavy
 }
 
-/// The span of `group` in `tree`, when it owns `storage_key`; otherwise
-/// the group split since the caller mapped the key
-/// ([`StorageError::WrongRange`]).
-fn owning(tree: &Store, group: u64, storage_key: &[u8]) -> Result<Span, StorageError> {
-    let span = Span::load(tree, group)?;
+/// `span`, when it owns `storage_key`; otherwise its group split since the
+/// caller mapped the key ([`StorageError::WrongRange`]).
+fn owns(span: Span, storage_key: &[u8]) -> Result<Span, StorageError> {
     if span.owns(storage_key) {
         Ok(span)
     } else {
         Err(StorageError::WrongRange(format!(
-            "group {group} no longer owns key hash {:#x}",
+            "group {} no longer owns key hash {:#x}",
+            span.group,
             dynaraft_storage::catalog::key_hash(storage_key)
         )))
     }

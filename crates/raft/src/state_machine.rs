@@ -213,18 +213,20 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
         snapshot: SnapshotBytes,
     ) -> Result<(), io::Error> {
         let pairs = parse_dump(&snapshot)?;
-        // What the group owned here goes, and whatever the snapshot's span
-        // holds is replaced by the snapshot's keys.
-        // Only what this replica holds is cleared (a replica that held
-        // nothing yet must not clear its whole space: a split child hosted
-        // here keeps its keys in it).
-        let incoming = Span::of_pairs(self.group, &pairs).map_err(io_err)?;
-        let held = dynaraft_storage::span::held_ranges(&self.tree, self.group).map_err(io_err)?;
+        // What this replica holds goes (only that: a replica that held
+        // nothing yet must not clear its whole space, where a split child
+        // hosted here keeps its keys), and the snapshot's span is replaced
+        // by the snapshot's keys.
+        use dynaraft_storage::span;
+        let incoming = Span::of_pairs(self.group, &pairs)
+            .map_err(io_err)?
+            .key_ranges();
+        let held = span::held_ranges(&self.tree, self.group).map_err(io_err)?;
         let mut ov = Overlay::new(&self.tree);
-        dynaraft_storage::span::clear(&mut ov, held).map_err(io_err)?;
-        dynaraft_storage::span::clear(&mut ov, incoming.key_ranges()).map_err(io_err)?;
+        span::clear(&mut ov, held).map_err(io_err)?;
+        span::clear(&mut ov, incoming.clone()).map_err(io_err)?;
         for (k, v) in pairs {
-            if !incoming.holds_key(&k) {
+            if !span::in_ranges(&incoming, &k) {
                 return Err(io_err("snapshot holds a key outside its group's span"));
             }
             ov.put_raw(k, v);

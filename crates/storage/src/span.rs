@@ -233,10 +233,16 @@ impl Span {
 
     /// Whether `key` lies in one of [`Span::key_ranges`].
     pub fn holds_key(&self, key: &[u8]) -> bool {
-        self.key_ranges()
-            .iter()
-            .any(|(lo, hi)| in_range(key, lo, hi.as_deref()))
+        in_ranges(&self.key_ranges(), key)
     }
+}
+
+/// Whether `key` lies in one of `ranges` (build them once for many keys:
+/// [`Span::key_ranges`] is a few hundred ranges).
+pub fn in_ranges(ranges: &[KeyRange], key: &[u8]) -> bool {
+    ranges
+        .iter()
+        .any(|(lo, hi)| in_range(key, lo, hi.as_deref()))
 }
 
 fn in_range(key: &[u8], lo: &[u8], hi: Option<&[u8]>) -> bool {
