@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod numbered;
+pub mod signing;
 pub mod transcript;
 
 /// TTL sweeps in tests run often so expiry is observable quickly.
@@ -125,9 +126,20 @@ pub fn raw_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String, String) {
+    raw_request_to(addr, "/", target, headers, body)
+}
+
+/// [`raw_request`] to `path` (which may carry a query string).
+pub fn raw_request_to(
+    addr: SocketAddr,
+    path: &str,
+    target: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     let mut req = format!(
-        "POST / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
         addr,
         body.len()
     );
@@ -184,6 +196,19 @@ pub fn client_signed_as(addr: SocketAddr, key: &str, region: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_string()))
         .credentials_provider(Credentials::new(key, "SECRET", None, None, "test"))
+        .endpoint_url(format!("http://{addr}"))
+        .build();
+    Client::from_conf(conf)
+}
+
+/// A client signing with access key id `key` and `secret` for `region`,
+/// without retries (so each refusal is seen once).
+pub fn client_with_secret(addr: SocketAddr, key: &str, secret: &str, region: &str) -> Client {
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region.to_string()))
+        .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+        .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
         .endpoint_url(format!("http://{addr}"))
         .build();
     Client::from_conf(conf)

@@ -23,6 +23,17 @@ pub enum ApiError {
     /// The target names no operation served here (the message says which).
     UnknownOperation(String),
     MissingAuthenticationToken,
+    /// The Authorization header or presigned query names no signature,
+    /// credential, signed headers or date (the message lists what).
+    IncompleteSignature(String),
+    /// The signature does not verify, is stale, or is scoped to another
+    /// region, service or date (the message says which).
+    InvalidSignature(String),
+    /// The access key id is not one this server knows.
+    UnrecognizedClient,
+    /// The principal's policies do not allow the request (the message
+    /// names the principal, action, resource and why, as IAM does).
+    AccessDenied(String),
     ResourceNotFound(String),
     ResourceInUse(String),
     /// DescribeContinuousBackups' way of saying a table does not exist.
@@ -84,8 +95,25 @@ impl ApiError {
             | ApiError::TransactionCanceled { .. }
             | ApiError::TransactionInProgress => "TransactionConflict",
             ApiError::LimitExceeded(_) => "RequestLimitExceeded",
-            ApiError::MissingAuthenticationToken => "AccessDenied",
+            ApiError::MissingAuthenticationToken
+            | ApiError::IncompleteSignature(_)
+            | ApiError::InvalidSignature(_)
+            | ApiError::UnrecognizedClient
+            | ApiError::AccessDenied(_) => "AccessDenied",
             _ => "InternalServerError",
+        }
+    }
+
+    /// The error type of an authentication failure (a metrics label);
+    /// `Other` for the rest.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ApiError::MissingAuthenticationToken => "MissingAuthenticationTokenException",
+            ApiError::IncompleteSignature(_) => "IncompleteSignatureException",
+            ApiError::InvalidSignature(_) => "InvalidSignatureException",
+            ApiError::UnrecognizedClient => "UnrecognizedClientException",
+            ApiError::AccessDenied(_) => "AccessDeniedException",
+            _ => "Other",
         }
     }
 
@@ -114,6 +142,29 @@ impl ApiError {
                 format!("{CORAL}MissingAuthenticationTokenException"),
                 Some("Request is missing Authentication Token".into()),
             ),
+            ApiError::IncompleteSignature(m) => (
+                400,
+                format!("{CORAL}IncompleteSignatureException"),
+                Some(m.clone()),
+            ),
+            ApiError::InvalidSignature(m) => (
+                400,
+                format!("{CORAL}InvalidSignatureException"),
+                Some(m.clone()),
+            ),
+            ApiError::UnrecognizedClient => (
+                400,
+                format!("{CORAL}UnrecognizedClientException"),
+                Some("The security token included in the request is invalid.".into()),
+            ),
+            ApiError::AccessDenied(m) => {
+                // IAM's refusals carry `Message`, capitalised.
+                let body = json!({
+                    "__type": format!("{CORAL}AccessDeniedException"),
+                    "Message": m,
+                });
+                return (400, body);
+            }
             ApiError::ResourceNotFound(m) => (
                 400,
                 format!("{DDB}ResourceNotFoundException"),

@@ -34,9 +34,11 @@ pub const CORS_MAX_AGE_S: u32 = 172_800;
 const CORS_EXPOSE_HEADERS: &str =
     "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,x-amz-crc32,Date";
 
+/// Answers one request from client address `peer`.
 pub async fn handle(
     serving: Arc<Serving>,
     req: Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let request_id = request_id();
     let cors = Cors::of(req.method(), req.headers());
@@ -57,10 +59,7 @@ pub async fn handle(
             json_response(status, &body, accept, &request_id)
         }
         (Serving::Up(api), _) => {
-            let api = Api {
-                scope: crate::scope::Scope::of(api.cfg.shared_db, req.headers(), req.uri().query()),
-                ..api.clone()
-            };
+            let request_log = api.cfg.request_log;
             let started = std::time::Instant::now();
             let operation = ops::served_name(
                 req.headers()
@@ -68,7 +67,7 @@ pub async fn handle(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
             );
-            let (status, body) = match process(&api, req, &mut unread).await {
+            let (status, body) = match process(api.clone(), req, peer, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
             };
@@ -77,7 +76,7 @@ pub async fn handle(
                 .and_then(Value::as_str)
                 .map(|t| t.rsplit('#').next().unwrap_or(t));
             crate::metrics::request(operation, status, error, started.elapsed());
-            if api.cfg.request_log {
+            if request_log {
                 log_request(operation, status, error, started, &request_id);
             }
             json_response(status, &body, accept, &request_id)
@@ -148,9 +147,14 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
     }
 }
 
-/// Reads, parses and runs one API request; sets `unread` when its body was
-/// not read to the end (too large, or too slow).
-async fn process(api: &Api, req: Request<Incoming>, unread: &mut bool) -> Result<Value, ApiError> {
+/// Reads, authenticates, parses and runs one API request; sets `unread`
+/// when its body was not read to the end (too large, or too slow).
+async fn process(
+    mut api: Api,
+    req: Request<Incoming>,
+    peer: Option<std::net::IpAddr>,
+    unread: &mut bool,
+) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();
     if parts.method != Method::POST {
         *unread = !hyper::body::Body::is_end_stream(&body);
@@ -187,8 +191,32 @@ async fn process(api: &Api, req: Request<Incoming>, unread: &mut bool) -> Result
     if stream_op.is_none() && !ops::is_known(op) {
         return Err(ops::unknown_operation(op));
     }
-    if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
-        return Err(ApiError::MissingAuthenticationToken);
+    match api.cfg.auth.clone() {
+        Some(auth) => {
+            let signed = crate::auth::sigv4::Signed {
+                method: parts.method.as_str(),
+                path: parts.uri.path(),
+                query: parts.uri.query(),
+                headers: &parts.headers,
+                body: &bytes,
+            };
+            let principal = auth
+                .authenticate(&signed, peer, std::time::SystemTime::now())
+                .inspect_err(|e| crate::metrics::authentication_failed(e.type_name()))?;
+            api.scope = crate::scope::Scope::of_account(
+                &principal.user.account_id,
+                &api.cfg.region,
+                &api.cfg.account_id,
+            );
+            api.principal = Some(Arc::new(principal));
+        }
+        None => {
+            if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
+                return Err(ApiError::MissingAuthenticationToken);
+            }
+            api.scope =
+                crate::scope::Scope::of(api.cfg.shared_db, &parts.headers, parts.uri.query());
+        }
     }
     let bytes = encoding::decode_request(parts.headers.get("content-encoding"), bytes)?;
     // A signed request without a body is a SerializationException without
@@ -197,8 +225,8 @@ async fn process(api: &Api, req: Request<Incoming>, unread: &mut bool) -> Result
         return Err(ApiError::Serialization(None));
     }
     match stream_op {
-        Some(op) => ops::dispatch_streams(api, op, &bytes).await,
-        None => ops::dispatch(api, op, &bytes).await,
+        Some(op) => ops::dispatch_streams(&api, op, &bytes).await,
+        None => ops::dispatch(&api, op, &bytes).await,
     }
 }
 

@@ -11,6 +11,7 @@
 // than the default query depth.
 #![recursion_limit = "256"]
 
+pub mod auth;
 pub mod conns;
 pub mod encoding;
 pub mod enums;
@@ -71,6 +72,9 @@ pub struct ApiConfig {
     /// Log one line per API request (operation, status, error type,
     /// milliseconds, request id) at info, target `dynaraft::request`.
     pub request_log: bool,
+    /// The users requests must authenticate as (SigV4) and their policies;
+    /// `None` accepts any signature, like DynamoDB Local.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -93,6 +97,7 @@ impl Default for ApiConfig {
             max_connections_per_client: MAX_CONNECTIONS_PER_CLIENT,
             stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
             request_log: false,
+            auth: None,
         }
     }
 }
@@ -103,6 +108,14 @@ pub struct Api {
     pub cfg: Arc<ApiConfig>,
     /// Whose tables the request being served sees.
     pub scope: scope::Scope,
+    /// Who the request is served for, when requests are authenticated.
+    pub principal: Option<Arc<auth::Principal>>,
+    /// Serving a PartiQL statement: the item operations it runs as are
+    /// authorized as PartiQL's actions ([`auth::partiql_action`]).
+    pub partiql: bool,
+    /// The transaction operation the item actions being authorized belong
+    /// to (`dynamodb:EnclosingOperation`).
+    pub enclosing: Option<&'static str>,
 }
 
 impl Api {
@@ -111,7 +124,47 @@ impl Api {
             router,
             cfg,
             scope: scope::Scope::default(),
+            principal: None,
+            partiql: false,
+            enclosing: None,
         }
+    }
+
+    /// Whether the request's principal may have `access` (always, when
+    /// requests are not authenticated). Every operation calls this before
+    /// it reads or writes.
+    pub fn authorize(&self, access: impl FnOnce() -> auth::Access) -> Result<(), error::ApiError> {
+        let Some(p) = &self.principal else {
+            return Ok(());
+        };
+        let mut access = access();
+        if self.partiql {
+            access.action = auth::partiql_action(access.action);
+        }
+        access.enclosing_operation = self.enclosing;
+        p.authorize(&access)
+    }
+
+    /// This API serving the items of transaction operation `op` (see
+    /// [`Api::enclosing`]).
+    pub fn within(&self, op: &'static str) -> Api {
+        Api {
+            enclosing: Some(op),
+            ..self.clone()
+        }
+    }
+
+    /// This API serving PartiQL statements (see [`Api::partiql`]).
+    pub fn for_partiql(&self) -> Api {
+        Api {
+            partiql: true,
+            ..self.clone()
+        }
+    }
+
+    /// The account table ARNs carry: the principal's when authenticated.
+    pub fn account(&self) -> &str {
+        self.scope.account(&self.cfg.account_id)
     }
 
     /// The table the request calls `name`, if it exists in its scope.
@@ -285,6 +338,7 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = registry.register(client);
         let connection = Connection {
+            peer: client,
             serving: accepting.serving.clone(),
             header_timeout_ms: accepting.cfg.header_read_timeout_ms,
             registered: conn,
@@ -296,6 +350,8 @@ async fn accept_loop(
 
 /// One client connection's share of the server.
 struct Connection {
+    /// The client's address (`aws:SourceIp` in policies).
+    peer: std::net::IpAddr,
     serving: Arc<ArcSwap<Serving>>,
     header_timeout_ms: u64,
     registered: conns::Registered,
@@ -314,11 +370,12 @@ async fn serve(
     let registered = &connection.registered;
     let marker = registered.marker();
     let serving = connection.serving.clone();
+    let peer = connection.peer;
     let svc = service_fn(move |req| {
         let busy = marker.busy();
         let serving = serving.load_full();
         async move {
-            let response = http::handle(serving, req).await;
+            let response = http::handle(serving, req, Some(peer)).await;
             drop(busy);
             response
         }

@@ -111,6 +111,14 @@ fn describe() {
         "Requests answered ServiceUnavailable because the cluster could not serve them."
     );
     describe_counter!(
+        "dynaraft_authentication_failures_total",
+        "Requests refused because their signature was missing, malformed, stale or wrong, by error type."
+    );
+    describe_counter!(
+        "dynaraft_access_denied_total",
+        "Requests refused because the principal's policies do not allow the action, by action."
+    );
+    describe_counter!(
         "dynaraft_data_batches_total",
         "Batches of data requests sent to storage nodes."
     );
@@ -138,6 +146,16 @@ pub fn request(operation: &'static str, status: u16, error: Option<&str>, took: 
         _ => "dynaraft_user_errors_total",
     };
     metrics::counter!(name, "operation" => operation).increment(1);
+}
+
+/// A request whose signature did not authenticate it, by error type.
+pub fn authentication_failed(error: &'static str) {
+    metrics::counter!("dynaraft_authentication_failures_total", "error" => error).increment(1);
+}
+
+/// An action the principal's policies do not allow.
+pub fn access_denied(action: &'static str) {
+    metrics::counter!("dynaraft_access_denied_total", "action" => action).increment(1);
 }
 
 /// An idle connection was closed to make room for a new one.

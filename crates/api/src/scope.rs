@@ -18,6 +18,9 @@ pub struct Scope {
     prefix: Option<Arc<str>>,
     /// The credential scope's region (what table ARNs carry when scoped).
     region: Option<Arc<str>>,
+    /// The authenticated principal's account, when requests are
+    /// authenticated (what table ARNs carry).
+    account: Option<Arc<str>>,
 }
 
 impl Scope {
@@ -33,6 +36,20 @@ impl Scope {
         Scope {
             prefix: Some(format!("{key}/{region}/").into()),
             region: Some(region.into()),
+            account: None,
+        }
+    }
+
+    /// The scope of an authenticated principal of `account`: the tables of
+    /// the server's own account `home` are the unscoped ones (so a server
+    /// that starts authenticating keeps its tables), every other account's
+    /// are kept under `ACCOUNT/REGION/`.
+    pub fn of_account(account: &str, region: &str, home: &str) -> Scope {
+        let prefix = (account != home).then(|| format!("{account}/{region}/").into());
+        Scope {
+            prefix,
+            region: Some(region.into()),
+            account: Some(account.into()),
         }
     }
 
@@ -56,6 +73,11 @@ impl Scope {
     /// The region table ARNs name: the request's when scoped.
     pub fn region<'a>(&'a self, configured: &'a str) -> &'a str {
         self.region.as_deref().unwrap_or(configured)
+    }
+
+    /// The account table ARNs name: the principal's when authenticated.
+    pub fn account<'a>(&'a self, configured: &'a str) -> &'a str {
+        self.account.as_deref().unwrap_or(configured)
     }
 }
 
@@ -116,5 +138,11 @@ mod tests {
             ),
         );
         assert_eq!(presigned.table_key("t"), "K/ap-south-1/t");
+        let home = Scope::of_account("000000000000", "us-east-1", "000000000000");
+        assert_eq!(home.table_key("t"), "t");
+        assert_eq!(home.account("x"), "000000000000");
+        let other = Scope::of_account("111122223333", "us-east-1", "000000000000");
+        assert_eq!(other.table_key("t"), "111122223333/us-east-1/t");
+        assert!(other.owns("111122223333/us-east-1/t") && !other.owns("t"));
     }
 }

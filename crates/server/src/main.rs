@@ -193,6 +193,11 @@ struct RouterArgs {
     /// milliseconds, request id) at info, target `dynaraft::request`.
     #[arg(long)]
     request_log: bool,
+    /// Users, their secrets, accounts and IAM policies (JSON, see
+    /// docs/security.md): every request must be signed by one of them and
+    /// is authorized by their policies.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
@@ -339,6 +344,12 @@ struct EmbeddedArgs {
     /// milliseconds, request id) at info, target `dynaraft::request`.
     #[arg(long)]
     request_log: bool,
+    /// Users, their secrets, accounts and IAM policies (JSON, see
+    /// docs/security.md): every request must be signed by one of them and
+    /// is authorized by their policies. Without it any signature is
+    /// accepted, as by DynamoDB Local.
+    #[arg(long)]
+    auth_file: Option<PathBuf>,
 }
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
@@ -546,7 +557,9 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     if !rn.ready(wait).await {
         tracing::warn!("catalog not loaded yet; interrupted table transitions are not resumed");
     }
+    let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
     let cfg = ApiConfig {
+        auth,
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
         endpoint_address: addr.to_string(),
@@ -565,6 +578,20 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The users of `--auth-file`, if given; a malformed file stops start-up
+/// with the line at fault.
+fn load_auth(
+    path: Option<&std::path::Path>,
+    region: &str,
+) -> anyhow::Result<Option<Arc<dynaraft_api::auth::Auth>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let auth = dynaraft_api::auth::Auth::load(path, region).map_err(anyhow::Error::msg)?;
+    tracing::info!(file = %path.display(), "requests are authenticated and authorized");
+    Ok(Some(Arc::new(auth)))
+}
+
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
@@ -574,7 +601,9 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         split_size_bytes: args.split_size_bytes,
         ..EmbeddedConfig::new(data_dir)
     };
+    let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
     let cfg = Arc::new(ApiConfig {
+        auth,
         transition_delay_ms: if args.instant_transitions {
             0
         } else {

@@ -36,6 +36,7 @@ pub struct BatchStatement {
 }
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let api = &api.for_partiql();
     let mut v = Violations::default();
     let members = input.statements.as_ref().map(|l| {
         l.0.iter()

@@ -136,6 +136,18 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             }
             parsed.push((sk, key));
         }
+        api.authorize(|| {
+            let keys = parsed.iter().map(|(_, k)| k);
+            let schema = &table.schema;
+            super::read::read_access(
+                "BatchGetItem",
+                &name,
+                None,
+                schema,
+                keys,
+                projection.as_deref(),
+            )
+        })?;
         super::read::check_key_paths(&table, projection.iter().flatten())?;
         let consistent = spec.consistent_read.is_some_and(|f| f.0);
         plans.push(TablePlan {

@@ -167,6 +167,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         check_table_name(&mut v, Some(&name), "requestItems.key");
         v.check()?;
         let table = active_table(api, &name)?;
+        let first = plans.len();
         let mut seen = Vec::new();
         for r in reqs.0 {
             let p = plan_one(api, &table, r.0)?;
@@ -179,6 +180,15 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             seen.push(sk);
             plans.push((name.clone(), table.clone(), p.kind, p.key, p.item, p.resend));
         }
+        api.authorize(|| {
+            let mine = plans.get(first..).unwrap_or_default();
+            let attrs = mine.iter().flat_map(|(_, _, _, key, item, _)| {
+                key.keys().chain(item.iter().flat_map(|i| i.keys()))
+            });
+            crate::auth::Access::table("BatchWriteItem", &name)
+                .keys(&table.schema, mine.iter().map(|(_, _, _, key, _, _)| key))
+                .attributes(attrs.cloned())
+        })?;
     }
     let mut set = tokio::task::JoinSet::new();
     for (name, table, kind, key, item, raw) in plans {

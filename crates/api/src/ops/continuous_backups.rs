@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
+    api.authorize(|| crate::auth::Access::table("DescribeContinuousBackups", &name))?;
     if api.table(&name).is_none() {
         return Err(ApiError::TableNotFound(format!("Table not found: {name}")));
     }

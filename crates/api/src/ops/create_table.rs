@@ -44,6 +44,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
     let mut v = Violations::default();
     check_table_name(&mut v, Some(&name), "tableName");
     v.check()?;
+    api.authorize(|| crate::auth::Access::table("CreateTable", &name))?;
     let mut v = Violations::default();
     if input.attribute_definitions.is_none() {
         v.null("attributeDefinitions");

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 
 pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
+    api.authorize(|| crate::auth::Access::table("DeleteTable", &name))?;
     let not_found = || {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"

@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 pub const ENDPOINT_CACHE_MINUTES: u64 = 1440;
 
 pub fn execute(api: &Api) -> Result<Value, ApiError> {
+    api.authorize(|| crate::auth::Access::new("DescribeEndpoints", crate::auth::Resource::Any))?;
     Ok(
         json!({"Endpoints": [{"Address": api.cfg.endpoint_address, "CachePeriodInMinutes": ENDPOINT_CACHE_MINUTES}]}),
     )

@@ -56,6 +56,7 @@ impl RunOptions {
 }
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let api = &api.for_partiql();
     let mut v = Violations::default();
     check_statement(&mut v, input.statement.as_deref(), "statement");
     check_parameters(&mut v, input.parameters.as_ref(), "parameters");

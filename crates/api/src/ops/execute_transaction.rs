@@ -35,6 +35,7 @@ pub struct ParameterizedStatement {
 }
 
 pub async fn execute(api: &Api, input_: Input) -> Result<Value, ApiError> {
+    let api = &api.for_partiql();
     let mut v = Violations::default();
     let members = input_.transact_statements.as_ref().map(|l| {
         l.0.iter()

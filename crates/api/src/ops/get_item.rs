@@ -85,6 +85,9 @@ pub async fn fetch(
     mode: CapacityMode,
 ) -> Result<Value, ApiError> {
     table.schema.validate_key(key)?;
+    api.authorize(|| {
+        super::read::read_access("GetItem", name, None, &table.schema, [key], projection)
+    })?;
     super::read::check_key_paths(table, projection.into_iter().flatten())?;
     let sk = table.schema.storage_key(key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")

@@ -26,6 +26,7 @@ pub fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     }
     let limit = bounded_limit(&mut v, limit, MAX_LIST_TABLES_LIMIT, "limit");
     v.check()?;
+    api.authorize(|| crate::auth::Access::new("ListTables", crate::auth::Resource::Any))?;
     let names: Vec<String> = api
         .tables()
         .into_iter()

@@ -72,7 +72,7 @@ operations! { api, body;
     "DeleteTable" => delete_table::execute(api, parse_body(body)?).await,
     "DescribeContinuousBackups" => continuous_backups::describe(api, parse_body(body)?),
     "DescribeEndpoints" => describe_endpoints::execute(api),
-    "DescribeLimits" => describe_limits::execute(),
+    "DescribeLimits" => describe_limits::execute(api),
     "DescribeTable" => describe_table::execute(api, parse_body(body)?).await,
     "DescribeTimeToLive" => time_to_live::describe(api, parse_body(body)?),
     "ExecuteStatement" => execute_statement::execute(api, parse_body(body)?).await,
@@ -201,7 +201,7 @@ pub fn table_arn(api: &Api, key: &str) -> String {
     format!(
         "arn:aws:dynamodb:{}:{}:table/{}",
         api.region(),
-        api.cfg.account_id,
+        api.account(),
         display_name(key)
     )
 }

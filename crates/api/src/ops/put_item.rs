@@ -50,7 +50,9 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let opts = WriteOptions::check(&mut v, input.options(), OptionOrder::ValuesFirst);
     v.check()?;
     opts.only_old()?;
+    let rv = input.return_values.as_ref().map(|r| r.0.clone());
     let (table, request) = plan(api, &name, input, opts.old_on_failure)?;
+    super::write::authorize(api, &name, &table, &request, rv.as_deref())?;
     let w = write(api, &table, request).await?;
     let attrs = (opts.return_values == ReturnValues::AllOld)
         .then(|| w.old.clone())

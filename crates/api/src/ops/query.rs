@@ -112,6 +112,23 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index.is_some(),
     )?;
     subs.check_unused()?;
+    api.authorize(|| {
+        let key: dynaraft_model::Item = key_schema
+            .hash
+            .iter()
+            .zip(&kc.hash)
+            .map(|(a, v)| (a.name.clone(), v.clone()))
+            .collect();
+        let access = read_access(
+            "Query",
+            &name,
+            input.index_name.as_deref(),
+            key_schema,
+            [&key],
+            exprs.projection.as_deref(),
+        );
+        filtered(access, &exprs, input.select.as_deref())
+    })?;
     check_key_paths(&table, exprs.projection.iter().flatten())?;
     if let Some(f) = &exprs.filter {
         let mut paths = Vec::new();

@@ -353,6 +353,59 @@ pub fn read_exprs(
     })
 }
 
+/// What a read of `table` (named `name`) needs allowed: `action` on the
+/// table or its index `index`, the partition-key values of `keys`, and as
+/// `dynamodb:Attributes` the key attributes and the projection's top-level
+/// names (callers add a filter's). `dynamodb:Select` is what the
+/// projection implies (callers with a Select set the request's): a read
+/// without one returns every attribute (`ALL_ATTRIBUTES`), so a policy
+/// that allows only some attributes can refuse it.
+pub fn read_access<'a>(
+    action: &'static str,
+    name: &str,
+    index: Option<&str>,
+    schema: &dynaraft_model::KeySchema,
+    keys: impl IntoIterator<Item = &'a dynaraft_model::Item>,
+    projection: Option<&[Path]>,
+) -> crate::auth::Access {
+    use crate::auth::{Access, Resource};
+    let resource = match index {
+        Some(i) => Resource::Index(name.to_string(), i.to_string()),
+        None => Resource::Table(name.to_string()),
+    };
+    let implied = match projection {
+        Some(_) => "SPECIFIC_ATTRIBUTES",
+        None => "ALL_ATTRIBUTES",
+    };
+    let key_names = schema
+        .hash
+        .iter()
+        .chain(&schema.range)
+        .map(|k| k.name.clone());
+    let named = projection.into_iter().flatten();
+    Access::new(action, resource)
+        .keys(schema, keys)
+        .attributes(key_names.chain(named.map(|p| p.root().to_string())))
+        .select(Some(implied))
+}
+
+/// `access` with a Query's or Scan's filter attributes and Select.
+pub fn filtered(
+    access: crate::auth::Access,
+    exprs: &ReadExprs,
+    select: Option<&str>,
+) -> crate::auth::Access {
+    let mut paths = Vec::new();
+    if let Some(f) = &exprs.filter {
+        condition_paths(f, &mut paths);
+    }
+    let access = access.attributes(paths.iter().map(|p| p.root().to_string()));
+    match select {
+        Some(s) => access.select(Some(s)),
+        None => access,
+    }
+}
+
 pub fn condition_paths<'a>(c: &'a Condition, out: &mut Vec<&'a Path>) {
     let op = |o: &'a Operand, out: &mut Vec<&'a Path>| {
         if let Operand::Path(p) | Operand::Size(p) = o {

@@ -145,6 +145,19 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index.is_some(),
     )?;
     subs.check_unused()?;
+    api.authorize(|| {
+        let schema = index.as_ref().map_or(&table.schema, |i| &i.read.schema);
+        let index_name = input.index_name.as_deref();
+        let access = read_access(
+            "Scan",
+            &name,
+            index_name,
+            schema,
+            [],
+            exprs.projection.as_deref(),
+        );
+        filtered(access, &exprs, input.select.as_deref())
+    })?;
     check_key_paths(&table, exprs.projection.iter().flatten())?;
     if let Some(f) = &exprs.filter {
         let mut paths = Vec::new();

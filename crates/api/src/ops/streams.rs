@@ -10,6 +10,7 @@
 
 use super::table_defs::stream_label;
 use crate::Api;
+use crate::auth::{Access, Resource};
 use crate::error::ApiError;
 use crate::params::{Violations, bounded_limit, table_of_arn};
 use crate::scope::display_name;
@@ -190,6 +191,7 @@ pub fn list_streams(api: &Api, input: ListStreamsInput) -> Result<Value, ApiErro
     let mut v = Violations::default();
     let limit = bounded_limit(&mut v, input.limit.as_ref(), MAX_LIST_STREAMS, "limit");
     v.check()?;
+    api.authorize(|| Access::new("ListStreams", Resource::Any))?;
     let mut all = Vec::new();
     for t in api.tables() {
         let name = display_name(&t.meta.name);
@@ -246,6 +248,7 @@ pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Va
         }
     }
     v.check()?;
+    authorize_stream(api, "DescribeStream", input.stream_arn.as_deref())?;
     let s = stream(api, input.stream_arn.as_ref(), "streamArn")?;
     let parts = &s.table.meta.partitions;
     // A shard's children: none until partitions split (issue 21).
@@ -289,6 +292,11 @@ pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Va
         d["LastEvaluatedShardId"] = json!(s.shard_id(last));
     }
     Ok(json!({ "StreamDescription": d }))
+}
+
+/// Whether the principal may perform `action` on the stream `arn`.
+fn authorize_stream(api: &Api, action: &'static str, arn: Option<&str>) -> Result<(), ApiError> {
+    api.authorize(|| Access::new(action, Resource::Arn(arn.unwrap_or_default().to_string())))
 }
 
 /// The parts of a shard iterator.
@@ -355,6 +363,7 @@ pub async fn get_shard_iterator(
         Some(_) => {}
     }
     v.check()?;
+    authorize_stream(api, "GetShardIterator", input.stream_arn.as_deref())?;
     let s = stream(api, input.stream_arn.as_ref(), "streamArn")?;
     let shard_id = input.shard_id.as_deref().unwrap_or_default();
     let p = s.shard(shard_id).ok_or_else(|| {
@@ -423,6 +432,7 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
     v.check()?;
     let text = input.shard_iterator.as_deref().unwrap_or_default();
     let it = Iterator::decode(text).ok_or_else(|| ApiError::validation("Invalid ShardIterator"))?;
+    authorize_stream(api, "GetRecords", Some(&it.stream_arn))?;
     let now = dynaraft_storage::wall_clock_ms();
     if now > it.issued_ms.saturating_add(SHARD_ITERATOR_LIFETIME_MS) {
         return Err(ApiError::ExpiredIterator(

@@ -1,5 +1,6 @@
 //! TagResource, UntagResource, ListTagsOfResource.
 use crate::Api;
+use crate::auth::{Access, Resource};
 use crate::error::ApiError;
 use crate::params::Violations;
 use crate::tag_rules::{Tag, check_total, parse_tags};
@@ -33,24 +34,23 @@ pub struct ListInput {
     pub resource_arn: Option<Str>,
 }
 
-/// The table a ResourceArn names (only tables carry tags).
-fn resource(api: &Api, arn: Option<&Str>) -> Result<Arc<Table>, ApiError> {
+/// The table a ResourceArn names (only tables carry tags), once `action`
+/// on it is allowed.
+fn resource(api: &Api, arn: Option<&Str>, action: &'static str) -> Result<Arc<Table>, ApiError> {
     let Some(arn) = arn.map(|a| a.0.as_str()) else {
         let mut v = Violations::default();
         v.null("resourceArn");
         v.check()?;
         return Err(ApiError::validation("Invalid TableArn"));
     };
+    let access = || Access::new(action, Resource::Arn(arn.to_string()));
+    api.authorize(access)?;
     if !arn.starts_with("arn:") {
         return Err(ApiError::validation(format!(
             "Invalid TableArn: ARNs must start with 'arn:': {arn}"
         )));
     }
-    let prefix = format!(
-        "arn:aws:dynamodb:{}:{}:table/",
-        api.region(),
-        api.cfg.account_id
-    );
+    let prefix = format!("arn:aws:dynamodb:{}:{}:table/", api.region(), api.account());
     // An index's ARN (`table/T/index/I`) is refused.
     let name = arn
         .strip_prefix(&prefix)
@@ -68,7 +68,7 @@ fn resource(api: &Api, arn: Option<&Str>) -> Result<Arc<Table>, ApiError> {
 }
 
 pub async fn tag(api: &Api, input: TagInput) -> Result<Value, ApiError> {
-    let t = resource(api, input.resource_arn.as_ref())?;
+    let t = resource(api, input.resource_arn.as_ref(), "TagResource")?;
     let tags = parse_tags(input.tags.as_ref())?;
     if tags.is_empty() {
         let mut v = Violations::default();
@@ -91,7 +91,7 @@ pub async fn tag(api: &Api, input: TagInput) -> Result<Value, ApiError> {
 }
 
 pub async fn untag(api: &Api, input: UntagInput) -> Result<Value, ApiError> {
-    let t = resource(api, input.resource_arn.as_ref())?;
+    let t = resource(api, input.resource_arn.as_ref(), "UntagResource")?;
     let Some(keys) = input.tag_keys else {
         let mut v = Violations::default();
         v.null("tagKeys");
@@ -108,7 +108,7 @@ pub async fn untag(api: &Api, input: UntagInput) -> Result<Value, ApiError> {
 }
 
 pub async fn list(api: &Api, input: ListInput) -> Result<Value, ApiError> {
-    let t = resource(api, input.resource_arn.as_ref())?;
+    let t = resource(api, input.resource_arn.as_ref(), "ListTagsOfResource")?;
     let tags: Vec<Value> = t
         .meta
         .tags

@@ -38,6 +38,7 @@ fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_cluster::Table
 
 pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
+    api.authorize(|| crate::auth::Access::table("DescribeTimeToLive", &name))?;
     let t = table(api, &name)?;
     Ok(match &t.meta.ttl_attribute {
         Some(a) => {
@@ -49,6 +50,7 @@ pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
 
 pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
+    api.authorize(|| crate::auth::Access::table("UpdateTimeToLive", &name))?;
     let spec = input.time_to_live_specification.as_ref().map(|s| &s.0);
     let enabled = spec.and_then(|s| s.enabled).map(|f| f.0);
     let attr = spec.and_then(|s| s.attribute_name.as_deref());

@@ -41,6 +41,7 @@ pub struct Get {
 }
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let api = &api.within("TransactGetItems");
     let mut v = Violations::default();
     check_items(&mut v, input.transact_items.as_ref());
     let mode = capacity_member(&mut v, input.return_consumed_capacity.as_ref());
@@ -74,6 +75,17 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         subs.check_unused()?;
         let key = wire_item(get.key)?;
         let table = active_table(api, &name)?;
+        api.authorize(|| {
+            let schema = &table.schema;
+            super::read::read_access(
+                "GetItem",
+                &name,
+                None,
+                schema,
+                [&key],
+                projection.as_deref(),
+            )
+        })?;
         let checked = table
             .schema
             .validate_key(&key)

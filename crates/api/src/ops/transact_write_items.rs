@@ -162,6 +162,7 @@ fn check_client_token(v: &mut Violations, token: Option<&Str>) {
 }
 
 pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
+    let api = &api.within("TransactWriteItems");
     let mut v = Violations::default();
     check_items(&mut v, input.transact_items.as_ref());
     check_client_token(&mut v, input.client_request_token.as_ref());
@@ -193,6 +194,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             }
             Err(e) => return Err(e),
         };
+        let name = crate::scope::display_name(&table.meta.name);
+        super::write::authorize(api, name, &table, &req, None)?;
         let write = command(api, &table, &req)?;
         if !seen.insert((table.meta.name.clone(), write.storage_key.clone())) {
             return Err(ApiError::validation(

@@ -46,7 +46,9 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     };
     let opts = WriteOptions::check(&mut v, members, OptionOrder::MetricsFirst);
     v.check()?;
+    let rv = input.return_values.as_ref().map(|r| r.0.clone());
     let (table, request, targets) = plan(api, &name, input, opts.old_on_failure)?;
+    super::write::authorize(api, &name, &table, &request, rv.as_deref())?;
     let w = write(api, &table, request).await?;
     let attrs = match opts.return_values {
         ReturnValues::AllOld => w.old.clone(),

@@ -62,6 +62,7 @@ pub struct IndexNameIn {
 
 pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
+    api.authorize(|| crate::auth::Access::table("UpdateTable", &name))?;
     if input.replica_updates.is_some() {
         return Err(ApiError::validation(
             "ReplicaUpdates is not supported by dynaraft yet",

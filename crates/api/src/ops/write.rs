@@ -3,6 +3,7 @@
 //! partition, and turn the outcome into a response or DynamoDB error.
 
 use crate::Api;
+use crate::auth::Access;
 use crate::enums::{ConditionalOperator, ReturnMetrics, ReturnOnFailure, ReturnValues, WireEnum};
 use crate::error::ApiError;
 use crate::params::Violations;
@@ -253,6 +254,61 @@ impl WriteRequest {
             legacy_update: false,
         }
     }
+}
+
+impl WriteRequest {
+    /// What this write needs allowed on table `name`: its action, its
+    /// partition-key value, and every top-level attribute it names (key,
+    /// item, condition and update targets), for `dynamodb:Attributes`.
+    pub fn access(
+        &self,
+        name: &str,
+        schema: &dynaraft_model::KeySchema,
+    ) -> Result<Access, ApiError> {
+        let action = match self.kind {
+            WriteKind::Put => "PutItem",
+            WriteKind::Update => "UpdateItem",
+            WriteKind::Delete => "DeleteItem",
+            WriteKind::Check => "ConditionCheckItem",
+        };
+        let mut names: Vec<String> = self.key.keys().cloned().collect();
+        names.extend(self.item.iter().flat_map(|i| i.keys().cloned()));
+        let values = dynaraft_model::value::item_from_json(&self.values)?;
+        let mut subs = dynaraft_expr::Substitutions::new(self.names.clone(), values).unlimited();
+        if let Some(c) = &self.condition {
+            let c =
+                dynaraft_expr::parse_condition(c, dynaraft_expr::ExprKind::Condition, &mut subs)?;
+            let mut paths = Vec::new();
+            super::read::condition_paths(&c, &mut paths);
+            names.extend(paths.iter().map(|p| p.root().to_string()));
+        }
+        if let Some(u) = &self.update {
+            let u = dynaraft_expr::parse_update(u, &mut subs)?;
+            names.extend(u.targets().map(|p| p.root().to_string()));
+        }
+        Ok(Access::table(action, name)
+            .keys(schema, [&self.key])
+            .attributes(names))
+    }
+}
+
+/// Whether the request's principal may make write `req` on table `name`
+/// (always, when requests are not authenticated); `return_values` is the
+/// request's ReturnValues, if it names one.
+pub fn authorize(
+    api: &Api,
+    name: &str,
+    table: &Table,
+    req: &WriteRequest,
+    return_values: Option<&str>,
+) -> Result<(), ApiError> {
+    if api.principal.is_none() {
+        return Ok(());
+    }
+    let access = req
+        .access(name, &table.schema)?
+        .return_values(return_values);
+    api.authorize(|| access)
 }
 
 pub struct Written {

@@ -1,0 +1,470 @@
+//! Who may do what: SigV4 authentication ([`sigv4`]) of every request
+//! against the users of an auth file, and IAM-style authorization
+//! ([`policy`]) of what each request asks for ([`Access`]).
+//!
+//! The life of an authenticated GetItem:
+//! 1. `http::process` reads the body and calls [`Auth::authenticate`]:
+//!    [`sigv4::parse`] reads the signature, [`sigv4::check_time`] the clock,
+//!    the access key id finds its [`User`] (else
+//!    UnrecognizedClientException), [`sigv4::check_scope`] the region,
+//!    service and date, and [`sigv4::verify`] the signature, with the
+//!    signing key [`Auth::signing_key`] derived once per key, day and region.
+//! 2. The request is served as that [`Principal`]: its tables are its
+//!    account's ([`crate::scope::Scope::of_account`]).
+//! 3. The operation parses and validates its input, then calls
+//!    [`crate::Api::authorize`] with the [`Access`] it needs (action,
+//!    table or index, the partition-key values and attribute names it
+//!    touches, Select, ReturnValues) before it reads or writes anything;
+//!    [`policy::evaluate`] decides over the user's policies, and a denial
+//!    is AccessDeniedException with IAM's message.
+//!
+//! Without an auth file ([`crate::ApiConfig::auth`] is `None`) requests
+//! must carry a signature but it is not checked, like DynamoDB Local.
+//!
+//! Caveats: checks run after a request's own validation, so a principal
+//! denied everything still sees ValidationException for malformed input;
+//! there are no groups, roles or temporary credentials (STS); a user's
+//! policies are the only ones evaluated (resource-based policies are not
+//! yet served).
+
+pub mod policy;
+pub mod sigv4;
+
+use crate::error::ApiError;
+use dynaraft_model::{AttributeValue, Item, KeySchema};
+use policy::{Decision, Policy};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Most signing keys kept (one per access key, day and region); past it
+/// the cache starts over.
+pub const MAX_SIGNING_KEYS: usize = 4096;
+/// Longest access key id accepted, in characters (IAM's limit).
+pub const MAX_ACCESS_KEY_ID_CHARS: usize = 128;
+
+/// One user of the auth file.
+pub struct User {
+    pub access_key_id: String,
+    secret: String,
+    pub account_id: String,
+    /// `arn:aws:iam::ACCOUNT:user/NAME`.
+    pub arn: String,
+    pub name: String,
+    pub policies: Vec<Policy>,
+}
+
+/// The users requests may authenticate as, and the signing keys derived
+/// for them so far.
+pub struct Auth {
+    users: HashMap<String, Arc<User>>,
+    /// Region every credential must be scoped to.
+    region: String,
+    signing_keys: Mutex<HashMap<(String, String, String), [u8; 32]>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        // Never the secrets.
+        write!(
+            f,
+            "Auth {{ users: {}, region: {} }}",
+            self.users.len(),
+            self.region
+        )
+    }
+}
+
+/// The auth file: `{"users": [{"access_key_id", "secret_access_key",
+/// "account_id", "name"?, "policies": [<IAM policy documents>]}]}`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFile {
+    users: Vec<UserEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawUser")]
+struct UserEntry(User);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    access_key_id: String,
+    secret_access_key: String,
+    account_id: String,
+    name: Option<String>,
+    #[serde(default)]
+    policies: Vec<Policy>,
+}
+
+impl TryFrom<RawUser> for UserEntry {
+    type Error = String;
+
+    fn try_from(raw: RawUser) -> Result<UserEntry, String> {
+        let id = &raw.access_key_id;
+        if id.is_empty()
+            || id.len() > MAX_ACCESS_KEY_ID_CHARS
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "access_key_id '{id}' must be 1 to {MAX_ACCESS_KEY_ID_CHARS} letters, digits or _"
+            ));
+        }
+        if raw.secret_access_key.is_empty() {
+            return Err(format!("secret_access_key of {id} is empty"));
+        }
+        let account = &raw.account_id;
+        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("account_id '{account}' must be 12 digits"));
+        }
+        if raw
+            .policies
+            .iter()
+            .flat_map(|p| &p.statements)
+            .any(|s| s.principal.is_some())
+        {
+            return Err(format!(
+                "a policy of {id}: Policy document should not specify a principal."
+            ));
+        }
+        let name = raw.name.unwrap_or_else(|| id.clone());
+        Ok(UserEntry(User {
+            arn: format!("arn:aws:iam::{account}:user/{name}"),
+            name,
+            access_key_id: raw.access_key_id,
+            secret: raw.secret_access_key,
+            account_id: raw.account_id,
+            policies: raw.policies,
+        }))
+    }
+}
+
+impl Auth {
+    /// Reads the auth file at `path`; credentials must be scoped to
+    /// `region`. A malformed file is refused with the line at fault.
+    pub fn load(path: &std::path::Path, region: &str) -> Result<Auth, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("auth file {}: {e}", path.display()))?;
+        Auth::parse(&text, region).map_err(|e| format!("auth file {}: {e}", path.display()))
+    }
+
+    /// Parses an auth file's text.
+    pub fn parse(text: &str, region: &str) -> Result<Auth, String> {
+        let file: AuthFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut users = HashMap::new();
+        for UserEntry(u) in file.users {
+            let id = u.access_key_id.clone();
+            if users.insert(id.clone(), Arc::new(u)).is_some() {
+                return Err(format!("access_key_id {id} is given twice"));
+            }
+        }
+        Ok(Auth {
+            users,
+            region: region.to_string(),
+            signing_keys: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The principal that signed this request, or why it is refused.
+    pub fn authenticate(
+        &self,
+        req: &sigv4::Signed,
+        peer: Option<IpAddr>,
+        now: SystemTime,
+    ) -> Result<Principal, ApiError> {
+        let sig =
+            sigv4::parse(req.headers, req.query)?.ok_or(ApiError::MissingAuthenticationToken)?;
+        sigv4::check_time(&sig, now)?;
+        let user = self
+            .users
+            .get(&sig.key_id)
+            .ok_or(ApiError::UnrecognizedClient)?;
+        sigv4::check_scope(&sig, &self.region)?;
+        let key = self.signing_key(user, &sig.scope_date, sig.at);
+        if !sigv4::verify(&sig, req, &key) {
+            return Err(sigv4::mismatch());
+        }
+        Ok(Principal {
+            user: user.clone(),
+            source_ip: peer,
+            region: self.region.clone(),
+        })
+    }
+
+    /// `user`'s signing key for `day` (`YYYYMMDD`, the date of `at`),
+    /// derived once and kept.
+    fn signing_key(&self, user: &User, day: &str, at: SystemTime) -> [u8; 32] {
+        let id = (
+            user.access_key_id.clone(),
+            day.to_string(),
+            self.region.clone(),
+        );
+        // A poisoned lock guards only derived keys, still valid.
+        let mut keys = self.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = keys.get(&id) {
+            return *k;
+        }
+        let derived = aws_sigv4::sign::v4::generate_signing_key(
+            &user.secret,
+            at,
+            &self.region,
+            sigv4::SERVICE,
+        );
+        let mut key = [0u8; 32];
+        key.copy_from_slice(derived.as_ref());
+        if keys.len() >= MAX_SIGNING_KEYS {
+            keys.clear();
+        }
+        keys.insert(id, key);
+        key
+    }
+}
+
+/// Who a request is served for.
+pub struct Principal {
+    pub user: Arc<User>,
+    pub source_ip: Option<IpAddr>,
+    region: String,
+}
+
+/// What a request needs allowed: one action on one resource, with the
+/// condition keys DynamoDB defines for it.
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// The action without its `dynamodb:` prefix (`GetItem`).
+    pub action: &'static str,
+    pub resource: Resource,
+    /// `dynamodb:LeadingKeys`: the partition-key values touched.
+    pub leading_keys: Option<Vec<String>>,
+    /// `dynamodb:Attributes`: the top-level attribute names touched.
+    pub attributes: Option<Vec<String>>,
+    /// `dynamodb:Select`.
+    pub select: Option<String>,
+    /// `dynamodb:ReturnValues`.
+    pub return_values: Option<String>,
+    /// `dynamodb:EnclosingOperation`: the transaction an item action is
+    /// part of (`TransactWriteItems`, `TransactGetItems`).
+    pub enclosing_operation: Option<&'static str>,
+}
+
+/// What an action is performed on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Resource {
+    /// Actions on no particular resource (ListTables): `*`.
+    #[default]
+    Any,
+    /// A table, by the name the client uses.
+    Table(String),
+    /// An index of a table: (table, index).
+    Index(String, String),
+    /// A full ARN (a stream's, or one a request names).
+    Arn(String),
+}
+
+impl Access {
+    pub fn new(action: &'static str, resource: Resource) -> Access {
+        Access {
+            action,
+            resource,
+            ..Access::default()
+        }
+    }
+
+    pub fn table(action: &'static str, table: &str) -> Access {
+        Access::new(action, Resource::Table(table.to_string()))
+    }
+
+    /// Adds the partition-key values of `items` (keys or whole items) under
+    /// `schema` to `dynamodb:LeadingKeys`.
+    pub fn keys<'a>(
+        mut self,
+        schema: &KeySchema,
+        items: impl IntoIterator<Item = &'a Item>,
+    ) -> Access {
+        let keys = self.leading_keys.get_or_insert_with(Vec::new);
+        keys.extend(items.into_iter().filter_map(|i| leading_key(schema, i)));
+        keys.sort();
+        keys.dedup();
+        self
+    }
+
+    /// Adds top-level attribute names to `dynamodb:Attributes`.
+    pub fn attributes<S: Into<String>>(mut self, names: impl IntoIterator<Item = S>) -> Access {
+        let attrs = self.attributes.get_or_insert_with(Vec::new);
+        attrs.extend(names.into_iter().map(Into::into));
+        attrs.sort();
+        attrs.dedup();
+        self
+    }
+
+    /// Sets `dynamodb:Select` (when the request names one).
+    pub fn select(mut self, select: Option<&str>) -> Access {
+        self.select = select.map(str::to_string);
+        self
+    }
+
+    /// Sets `dynamodb:ReturnValues` (when the request names one).
+    pub fn return_values(mut self, rv: Option<&str>) -> Access {
+        self.return_values = rv.map(str::to_string);
+        self
+    }
+}
+
+/// The PartiQL action a statement needs for the item operation it runs as:
+/// reads (and a transaction's EXISTS) are `PartiQLSelect`, puts
+/// `PartiQLInsert`, updates `PartiQLUpdate`, deletes `PartiQLDelete`.
+pub fn partiql_action(action: &'static str) -> &'static str {
+    match action {
+        "GetItem" | "BatchGetItem" | "Query" | "Scan" | "ConditionCheckItem" => "PartiQLSelect",
+        "PutItem" => "PartiQLInsert",
+        "UpdateItem" => "PartiQLUpdate",
+        "DeleteItem" => "PartiQLDelete",
+        other => other,
+    }
+}
+
+/// The value of `item`'s partition key as policies compare it: a string's
+/// text, a number's digits, a binary's base64.
+pub fn leading_key(schema: &KeySchema, item: &Item) -> Option<String> {
+    let attr = schema.hash.first()?;
+    match item.get(&attr.name)? {
+        AttributeValue::S(s) => Some(s.clone()),
+        AttributeValue::N(n) => Some(n.to_string()),
+        AttributeValue::B(b) => {
+            use base64::Engine;
+            Some(base64::engine::general_purpose::STANDARD.encode(b))
+        }
+        _ => None,
+    }
+}
+
+impl Principal {
+    /// The resource's ARN in this principal's account.
+    pub fn arn(&self, r: &Resource) -> String {
+        let base = format!("arn:aws:dynamodb:{}:{}", self.region, self.user.account_id);
+        match r {
+            Resource::Any => "*".into(),
+            Resource::Table(t) => format!("{base}:table/{t}"),
+            Resource::Index(t, i) => format!("{base}:table/{t}/index/{i}"),
+            Resource::Arn(a) => a.clone(),
+        }
+    }
+
+    /// Whether the principal's policies allow `access`; AccessDenied with
+    /// IAM's message if not.
+    pub fn authorize(&self, access: &Access) -> Result<(), ApiError> {
+        let resource = self.arn(&access.resource);
+        let action = format!("dynamodb:{}", access.action);
+        let ctx = RequestContext {
+            principal: self,
+            access,
+        };
+        let req = policy::Request {
+            action: &action,
+            resource: &resource,
+            context: &ctx,
+        };
+        let why = match policy::evaluate(&self.user.policies, &req) {
+            Decision::Allow => return Ok(()),
+            Decision::ExplicitDeny => {
+                "with an explicit deny in an identity-based policy".to_string()
+            }
+            Decision::ImplicitDeny => {
+                format!("because no identity-based policy allows the {action} action")
+            }
+        };
+        crate::metrics::access_denied(access.action);
+        Err(ApiError::AccessDenied(format!(
+            "User: {} is not authorized to perform: {action} on resource: {resource} {why}",
+            self.user.arn
+        )))
+    }
+}
+
+/// The condition keys of one request.
+struct RequestContext<'a> {
+    principal: &'a Principal,
+    access: &'a Access,
+}
+
+impl policy::Context for RequestContext<'_> {
+    fn values(&self, key: &str) -> Option<Vec<String>> {
+        let one = |s: &str| Some(vec![s.to_string()]);
+        let (p, a) = (self.principal, self.access);
+        match key {
+            "dynamodb:leadingkeys" => a.leading_keys.clone(),
+            "dynamodb:attributes" => a.attributes.clone(),
+            "dynamodb:select" => a.select.as_deref().and_then(one),
+            "dynamodb:returnvalues" => a.return_values.as_deref().and_then(one),
+            "dynamodb:enclosingoperation" => a.enclosing_operation.and_then(one),
+            "aws:sourceip" => p.source_ip.map(|ip| vec![ip.to_string()]),
+            "aws:username" => one(&p.user.name),
+            "aws:userid" | "aws:principalaccesskey" => one(&p.user.access_key_id),
+            "aws:principalarn" => one(&p.user.arn),
+            "aws:principalaccount" => one(&p.user.account_id),
+            "aws:principaltype" => one("User"),
+            "aws:requestedregion" => one(&p.region),
+            // No TLS on the API yet.
+            "aws:securetransport" => one("false"),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(text: &str) -> String {
+        match Auth::parse(text, "us-east-1") {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn auth_file_errors_name_the_line_at_fault() {
+        let e = refusal(
+            "{\"users\": [\n {\"access_key_id\": \"K\", \"secret_access_key\": \"s\",\n  \"account_id\": \"12\"}]}",
+        );
+        assert!(e.contains("12 digits") && e.contains("line 3"), "{e}");
+        let e = refusal(
+            "{\"users\": [{\"access_key_id\": \"K\", \"secret_access_key\": \"s\", \"account_id\": \"123456789012\",\n \"policies\": [{\"Statement\": {\"Effect\": \"Allow\", \"Action\": \"*\"}}]}]}",
+        );
+        assert!(
+            e.contains("Resource or NotResource") && e.contains("line 2"),
+            "{e}"
+        );
+        let e = refusal(
+            r#"{"users": [{"access_key_id": "K", "secret_access_key": "s", "account_id": "123456789012", "colour": 1}]}"#,
+        );
+        assert!(e.contains("colour"), "{e}");
+        let one =
+            r#"{"access_key_id": "K", "secret_access_key": "s", "account_id": "123456789012"}"#;
+        let e = refusal(&format!(r#"{{"users": [{one}, {one}]}}"#));
+        assert!(e.contains("given twice"), "{e}");
+        let e = refusal(
+            r#"{"users": [{"access_key_id": "K", "secret_access_key": "s", "account_id": "123456789012",
+            "policies": [{"Statement": {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}}]}]}"#,
+        );
+        assert!(e.contains("should not specify a principal"), "{e}");
+        assert!(refusal("{").contains("line 1"));
+    }
+
+    #[test]
+    fn a_user_is_named_by_its_key_unless_given_a_name() {
+        let auth = Auth::parse(
+            r#"{"users": [{"access_key_id": "K1", "secret_access_key": "s", "account_id": "123456789012"},
+                          {"access_key_id": "K2", "secret_access_key": "s", "account_id": "123456789012", "name": "bob"}]}"#,
+            "us-east-1",
+        )
+        .expect("parses");
+        assert_eq!(auth.users["K1"].arn, "arn:aws:iam::123456789012:user/K1");
+        assert_eq!(auth.users["K2"].arn, "arn:aws:iam::123456789012:user/bob");
+        // Debug output never shows a secret.
+        assert!(!format!("{auth:?}").contains("\"s\""));
+    }
+}

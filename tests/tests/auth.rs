@@ -1,0 +1,778 @@
+//! Authentication (SigV4) and authorization (IAM policies) through real
+//! clients: the Rust SDK, and raw requests signed by `aws-sigv4` and then
+//! tampered with. Checks the DynamoDB Developer Guide's "Using IAM policy
+//! conditions for fine-grained access control" and the IAM policy
+//! evaluation logic (explicit deny, default deny).
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+use dynaraft_api::ApiConfig;
+use dynaraft_api::auth::Auth;
+use dynaraft_tests::schema::{attr, key};
+use dynaraft_tests::signing::{Signer, signed};
+use dynaraft_tests::{TestServer, client_with_secret, err_of};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const TABLE_ARN: &str = "arn:aws:dynamodb:us-east-1:000000000000:table/Orders";
+
+/// One user per policy element under test (all in the server's own
+/// account but `OTHER`).
+fn auth_file() -> String {
+    json!({"users": [
+        {"access_key_id": "AKID", "secret_access_key": "SECRET", "account_id": "000000000000",
+         "name": "admin",
+         "policies": [{"Version": "2012-10-17",
+                       "Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}]},
+        {"access_key_id": "READER", "secret_access_key": "s", "account_id": "000000000000",
+         "policies": [{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:Query", "dynamodb:Describe*"],
+             "Resource": [TABLE_ARN, format!("{TABLE_ARN}/index/*")]},
+            {"Effect": "Deny", "Action": "dynamodb:Query",
+             "Resource": format!("{TABLE_ARN}/index/secret")}]}]},
+        {"access_key_id": "TENANT", "secret_access_key": "s", "account_id": "000000000000",
+         "name": "alice",
+         "policies": [{"Version": "2012-10-17", "Statement": {
+            "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query",
+                                          "dynamodb:BatchWriteItem"],
+            "Resource": TABLE_ARN,
+            "Condition": {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["${aws:username}"]}}}}]},
+        {"access_key_id": "ATTRS", "secret_access_key": "s", "account_id": "000000000000",
+         "policies": [{"Version": "2012-10-17", "Statement": {
+            "Effect": "Allow", "Action": ["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:Scan"],
+            "Resource": TABLE_ARN,
+            "Condition": {
+                "ForAllValues:StringEquals": {"dynamodb:Attributes": ["pk", "sk", "nick"]},
+                "StringEqualsIfExists": {"dynamodb:Select": "SPECIFIC_ATTRIBUTES",
+                                         "dynamodb:ReturnValues": ["NONE", "UPDATED_NEW"]}}}}]},
+        {"access_key_id": "REMOTE", "secret_access_key": "s", "account_id": "000000000000",
+         "policies": [{"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*",
+             "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.0/8"}}},
+            {"Effect": "Allow", "Action": "dynamodb:DescribeTable", "Resource": "*",
+             "Condition": {"IpAddress": {"aws:SourceIp": ["10.0.0.0/8", "127.0.0.1"]}}}]}]},
+        {"access_key_id": "NODELETE", "secret_access_key": "s", "account_id": "000000000000",
+         "policies": [{"Version": "2012-10-17", "Statement": {
+            "Effect": "Allow", "NotAction": "dynamodb:Delete*", "NotResource": format!("{TABLE_ARN}2")}}]},
+        {"access_key_id": "NOBODY", "secret_access_key": "s", "account_id": "000000000000"},
+        {"access_key_id": "OTHER", "secret_access_key": "s", "account_id": "111122223333",
+         "policies": [{"Version": "2012-10-17",
+                       "Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}]}
+    ]})
+    .to_string()
+}
+
+async fn server() -> TestServer {
+    let auth = Auth::parse(&auth_file(), "us-east-1").expect("auth file");
+    let cfg = ApiConfig {
+        auth: Some(Arc::new(auth)),
+        ..TestServer::config()
+    };
+    let ts = TestServer::start_config(None, cfg).await;
+    // The harness' client signs as AKID/SECRET: the admin.
+    ts.client
+        .create_table()
+        .table_name("Orders")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .attribute_definitions(attr("sk", ScalarAttributeType::S))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndex::builder()
+                .index_name("secret")
+                .key_schema(key("pk", KeyType::Hash))
+                .projection(dynaraft_tests::schema::all())
+                .build()
+                .expect("gsi"),
+        )
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::NewImage)
+                .build()
+                .expect("stream spec"),
+        )
+        .send()
+        .await
+        .expect("create Orders");
+    ts
+}
+
+fn user(ts: &TestServer, key: &str) -> Client {
+    client_with_secret(ts.addr, key, "s", "us-east-1")
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// The error type and message of a raw response body.
+fn error_of(body: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    let ty = v["__type"]
+        .as_str()
+        .unwrap_or("")
+        .rsplit('#')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let msg = v["message"]
+        .as_str()
+        .or(v["Message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    (ty, msg)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_are_checked_and_each_failure_has_its_error() {
+    let ts = server().await;
+    let admin = &ts.client;
+    admin.list_tables().send().await.expect("admin lists");
+    let wrong_secret = client_with_secret(ts.addr, "AKID", "not-the-secret", "us-east-1");
+    let e = wrong_secret
+        .list_tables()
+        .send()
+        .await
+        .expect_err("wrong secret");
+    let (code, msg) = err_of(&e);
+    assert_eq!(code, "InvalidSignatureException");
+    assert!(
+        msg.starts_with("The request signature we calculated does not match"),
+        "{msg}"
+    );
+    let unknown = client_with_secret(ts.addr, "NOSUCHKEY", "x", "us-east-1");
+    let e = unknown.list_tables().send().await.expect_err("unknown key");
+    assert_eq!(
+        err_of(&e),
+        (
+            "UnrecognizedClientException".into(),
+            "The security token included in the request is invalid.".into()
+        )
+    );
+    let elsewhere = client_with_secret(ts.addr, "AKID", "SECRET", "eu-west-1");
+    let e = elsewhere
+        .list_tables()
+        .send()
+        .await
+        .expect_err("other region");
+    assert_eq!(
+        err_of(&e),
+        (
+            "InvalidSignatureException".into(),
+            "Credential should be scoped to a valid region. ".into()
+        )
+    );
+    let (_, _, body) = ts.raw(Some("ListTables"), &[], b"{}");
+    assert_eq!(error_of(&body).0, "MissingAuthenticationTokenException");
+    let (_, _, body) = ts.raw(Some("ListTables"), &[("Authorization", "AWS4-")], b"{}");
+    let (ty, msg) = error_of(&body);
+    assert_eq!(ty, "IncompleteSignatureException");
+    assert!(
+        msg.contains("requires 'Credential' parameter") && msg.ends_with("Authorization=AWS4-"),
+        "{msg}"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampering_with_any_signed_part_is_refused() {
+    let ts = server().await;
+    let signer = Signer::new("AKID", "SECRET");
+    let body = r#"{"TableName":"Orders","Item":{"pk":{"S":"a"},"sk":{"S":"1"}}}"#;
+    let ok = signed(ts.addr, &signer, "PutItem", body);
+    assert_eq!(
+        ok.send(ts.addr).0,
+        200,
+        "an untouched signed request is served"
+    );
+    let presigned = signed(
+        ts.addr,
+        &Signer {
+            presigned: true,
+            ..signer.clone()
+        },
+        "PutItem",
+        body,
+    );
+    assert!(
+        presigned.path.contains("X-Amz-Signature="),
+        "{}",
+        presigned.path
+    );
+    assert_eq!(
+        presigned.send(ts.addr).0,
+        200,
+        "{:?}",
+        presigned.send(ts.addr)
+    );
+
+    let mismatch = |r: &dynaraft_tests::signing::Signed, what: &str| {
+        let (status, body) = r.send(ts.addr);
+        let (ty, msg) = error_of(&body);
+        assert_eq!(
+            (status, ty.as_str()),
+            (400, "InvalidSignatureException"),
+            "{what}: {body}"
+        );
+        assert!(
+            msg.starts_with("The request signature we calculated"),
+            "{what}: {msg}"
+        );
+    };
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    r.body = body.replace("\"a\"", "\"b\"").into_bytes();
+    mismatch(&r, "body");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    r.set_header("x-amz-target", "DynamoDB_20120810.DeleteItem");
+    r.body = br#"{"TableName":"Orders","Key":{"pk":{"S":"a"},"sk":{"S":"1"}}}"#.to_vec();
+    mismatch(&r, "target and body");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    r.set_header("content-type", "application/json");
+    mismatch(&r, "a signed header");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    let later = dynaraft_api::auth::sigv4::format_amz_date(signer.at + Duration::from_secs(1));
+    r.set_header("x-amz-date", &later);
+    mismatch(&r, "the date");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    let auth = r.header("authorization").expect("auth").to_string();
+    r.set_header("authorization", &auth.replace("content-type;", ""));
+    mismatch(&r, "the signed header list");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    let sig_at = auth.find("Signature=").expect("sig") + "Signature=".len();
+    let mut flipped = auth.clone();
+    let c = if &auth[sig_at..sig_at + 1] == "0" {
+        "1"
+    } else {
+        "0"
+    };
+    flipped.replace_range(sig_at..sig_at + 1, c);
+    r.set_header("authorization", &flipped);
+    mismatch(&r, "the signature");
+    let mut r = signed(
+        ts.addr,
+        &Signer {
+            presigned: true,
+            ..signer.clone()
+        },
+        "PutItem",
+        body,
+    );
+    r.path = r.path.replace("X-Amz-Expires=300", "X-Amz-Expires=301");
+    mismatch(&r, "a presigned query parameter");
+    let mut r = signed(ts.addr, &signer, "PutItem", body);
+    r.set_header(
+        "authorization",
+        &auth.replace("/us-east-1/dynamodb/", "/us-east-1/sts/"),
+    );
+    let (_, msg) = error_of(&r.send(ts.addr).1);
+    assert_eq!(
+        msg,
+        "Credential should be scoped to correct service: 'dynamodb'. "
+    );
+
+    // Replayed after the 15-minute window, or dated ahead of it.
+    let stale = Signer {
+        at: SystemTime::now() - Duration::from_secs(16 * 60),
+        ..signer.clone()
+    };
+    let (_, msg) = error_of(&signed(ts.addr, &stale, "PutItem", body).send(ts.addr).1);
+    assert!(
+        msg.starts_with("Signature expired: ") && msg.ends_with(" - 15 min.)"),
+        "{msg}"
+    );
+    let ahead = Signer {
+        at: SystemTime::now() + Duration::from_secs(16 * 60),
+        ..signer.clone()
+    };
+    let (_, msg) = error_of(&signed(ts.addr, &ahead, "PutItem", body).send(ts.addr).1);
+    assert!(msg.starts_with("Signature not yet current: "), "{msg}");
+    // None of the refused writes reached storage: only "a" was written.
+    let items = ts
+        .client
+        .scan()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(items.count(), 1);
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_and_resources_decide_with_explicit_deny_winning() {
+    let ts = server().await;
+    let reader = user(&ts, "READER");
+    reader
+        .get_item()
+        .table_name("Orders")
+        .key("pk", s("a"))
+        .key("sk", s("1"))
+        .send()
+        .await
+        .expect("reader may get");
+    let e = reader
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("a"))
+        .item("sk", s("1"))
+        .send()
+        .await
+        .expect_err("reader may not put");
+    assert_eq!(
+        err_of(&e),
+        (
+            "AccessDeniedException".into(),
+            format!(
+                "User: arn:aws:iam::000000000000:user/READER is not authorized to perform: dynamodb:PutItem on resource: {TABLE_ARN} because no identity-based policy allows the dynamodb:PutItem action"
+            )
+        )
+    );
+    let e = reader
+        .describe_table()
+        .table_name("Other")
+        .send()
+        .await
+        .expect_err("other table");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    // The index wildcard allows an index's Query, the Deny on one index wins.
+    let query = |index: &str| {
+        reader
+            .query()
+            .table_name("Orders")
+            .index_name(index)
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s("a"))
+            .send()
+    };
+    let e = query("secret").await.expect_err("denied index");
+    let (code, msg) = err_of(&e);
+    assert_eq!(code, "AccessDeniedException");
+    assert!(msg.ends_with(&format!("on resource: {TABLE_ARN}/index/secret with an explicit deny in an identity-based policy")), "{msg}");
+    let e = query("open").await.expect_err("no such index");
+    assert_eq!(
+        err_of(&e).0,
+        "ValidationException",
+        "allowed, then refused for the index"
+    );
+    // NotAction / NotResource: everything but deletes, anywhere but Orders2.
+    let nodelete = user(&ts, "NODELETE");
+    nodelete.list_tables().send().await.expect("list");
+    let e = nodelete
+        .delete_item()
+        .table_name("Orders")
+        .key("pk", s("a"))
+        .key("sk", s("1"))
+        .send()
+        .await
+        .expect_err("no deletes");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    let e = nodelete
+        .describe_table()
+        .table_name("Orders2")
+        .send()
+        .await
+        .expect_err("not Orders2");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leading_keys_confine_a_user_to_their_items() {
+    let ts = server().await;
+    let alice = user(&ts, "TENANT");
+    let put = |pk: &str| {
+        alice
+            .put_item()
+            .table_name("Orders")
+            .item("pk", s(pk))
+            .item("sk", s("1"))
+            .send()
+    };
+    put("alice").await.expect("her own partition");
+    assert_eq!(
+        err_of(&put("bob").await.expect_err("not bob's")).0,
+        "AccessDeniedException"
+    );
+    let q = |pk: &str| {
+        alice
+            .query()
+            .table_name("Orders")
+            .key_condition_expression("pk = :p")
+            .expression_attribute_values(":p", s(pk))
+            .send()
+    };
+    assert_eq!(q("alice").await.expect("query own").count(), 1);
+    assert_eq!(
+        err_of(&q("bob").await.expect_err("query bob")).0,
+        "AccessDeniedException"
+    );
+    // A batch is allowed only if every key is hers.
+    use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+    let w = |pk: &str| {
+        WriteRequest::builder()
+            .put_request(
+                PutRequest::builder()
+                    .item("pk", s(pk))
+                    .item("sk", s("2"))
+                    .build()
+                    .expect("put"),
+            )
+            .build()
+    };
+    let e = alice
+        .batch_write_item()
+        .request_items("Orders", vec![w("alice"), w("bob")])
+        .send()
+        .await
+        .expect_err("mixed batch");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    alice
+        .batch_write_item()
+        .request_items("Orders", vec![w("alice")])
+        .send()
+        .await
+        .expect("own batch");
+    let all = ts
+        .client
+        .scan()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("scan");
+    let pks: Vec<&str> = all
+        .items()
+        .iter()
+        .filter_map(|i| i.get("pk")?.as_s().ok().map(|s| s.as_str()))
+        .collect();
+    assert!(
+        pks.iter().all(|p| *p == "alice"),
+        "nothing of bob's was written: {pks:?}"
+    );
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attributes_select_and_return_values_are_condition_keys() {
+    let ts = server().await;
+    ts.client
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("a"))
+        .item("sk", s("1"))
+        .item("nick", s("p"))
+        .item("ssn", s("x"))
+        .send()
+        .await
+        .expect("admin put");
+    let u = user(&ts, "ATTRS");
+    let get = |projection: Option<&str>| {
+        let mut g = u
+            .get_item()
+            .table_name("Orders")
+            .key("pk", s("a"))
+            .key("sk", s("1"));
+        if let Some(p) = projection {
+            g = g.projection_expression(p);
+        }
+        g.send()
+    };
+    let item = get(Some("pk, nick")).await.expect("allowed attributes");
+    assert_eq!(item.item().and_then(|i| i.get("nick")), Some(&s("p")));
+    assert_eq!(
+        err_of(&get(Some("ssn")).await.expect_err("ssn")).0,
+        "AccessDeniedException"
+    );
+    assert_eq!(
+        err_of(&get(None).await.expect_err("every attribute")).0,
+        "AccessDeniedException",
+        "a read without a projection reads every attribute (Select ALL_ATTRIBUTES)"
+    );
+    let scan = |select: aws_sdk_dynamodb::types::Select| {
+        u.scan()
+            .table_name("Orders")
+            .select(select)
+            .projection_expression("pk")
+            .send()
+    };
+    use aws_sdk_dynamodb::types::Select;
+    scan(Select::SpecificAttributes).await.expect("specific");
+    // A filter names attributes too.
+    let e = u
+        .scan()
+        .table_name("Orders")
+        .projection_expression("pk")
+        .filter_expression("ssn = :v")
+        .expression_attribute_values(":v", s("x"))
+        .send()
+        .await
+        .expect_err("filter on secret");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    let update = |expr: &str, rv: aws_sdk_dynamodb::types::ReturnValue| {
+        u.update_item()
+            .table_name("Orders")
+            .key("pk", s("a"))
+            .key("sk", s("1"))
+            .update_expression(expr)
+            .expression_attribute_values(":v", s("q"))
+            .return_values(rv)
+            .send()
+    };
+    use aws_sdk_dynamodb::types::ReturnValue;
+    update("SET nick = :v", ReturnValue::UpdatedNew)
+        .await
+        .expect("public, UPDATED_NEW");
+    let e = update("SET nick = :v", ReturnValue::AllOld)
+        .await
+        .expect_err("ALL_OLD");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    let e = update("SET ssn = :v", ReturnValue::None)
+        .await
+        .expect_err("ssn");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    // A condition naming a forbidden attribute is refused (it would let
+    // the caller probe its value).
+    let e = u
+        .update_item()
+        .table_name("Orders")
+        .key("pk", s("a"))
+        .key("sk", s("1"))
+        .update_expression("SET nick = :v")
+        .condition_expression("ssn = :v")
+        .expression_attribute_values(":v", s("x"))
+        .send()
+        .await
+        .expect_err("condition on secret");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_ip_conditions_see_the_client_address() {
+    let ts = server().await;
+    let remote = user(&ts, "REMOTE");
+    let e = remote
+        .list_tables()
+        .send()
+        .await
+        .expect_err("not from 127/8");
+    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    remote
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("from 127.0.0.1");
+    ts.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_keep_their_tables_apart() {
+    let ts = server().await;
+    let other = user(&ts, "OTHER");
+    let tables = other.list_tables().send().await.expect("list");
+    assert!(
+        tables.table_names().is_empty(),
+        "Orders is the home account's"
+    );
+    dynaraft_tests::create_table(&other, "Orders", None).await;
+    let d = other
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("describe");
+    let arn = d
+        .table()
+        .and_then(|t| t.table_arn())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(arn, "arn:aws:dynamodb:us-east-1:111122223333:table/Orders");
+    let home = ts
+        .client
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("home");
+    assert_eq!(home.table().and_then(|t| t.table_arn()), Some(TABLE_ARN));
+    assert_eq!(
+        home.table().map(|t| t.key_schema().len()),
+        Some(2),
+        "still the two-key table"
+    );
+    ts.stop().await;
+}
+
+/// A valid request body per operation against `Orders`, so that a missing
+/// authorization check shows as a served request.
+fn bodies(stream_arn: &str, shard: &str, iterator: &str) -> Vec<(&'static str, String)> {
+    let key = r#"{"pk":{"S":"a"},"sk":{"S":"1"}}"#;
+    let item = key;
+    vec![
+        ("BatchExecuteStatement", r#"{"Statements":[{"Statement":"SELECT * FROM \"Orders\" WHERE pk='a' AND sk='1'"}]}"#.into()),
+        ("BatchGetItem", format!(r#"{{"RequestItems":{{"Orders":{{"Keys":[{key}]}}}}}}"#)),
+        ("BatchWriteItem", format!(r#"{{"RequestItems":{{"Orders":[{{"PutRequest":{{"Item":{item}}}}}]}}}}"#)),
+        ("CreateTable", r#"{"TableName":"New","AttributeDefinitions":[{"AttributeName":"pk","AttributeType":"S"}],"KeySchema":[{"AttributeName":"pk","KeyType":"HASH"}],"BillingMode":"PAY_PER_REQUEST"}"#.into()),
+        ("DeleteItem", format!(r#"{{"TableName":"Orders","Key":{key}}}"#)),
+        ("DeleteTable", r#"{"TableName":"Orders"}"#.into()),
+        ("DescribeContinuousBackups", r#"{"TableName":"Orders"}"#.into()),
+        ("DescribeEndpoints", "{}".into()),
+        ("DescribeLimits", "{}".into()),
+        ("DescribeTable", r#"{"TableName":"Orders"}"#.into()),
+        ("DescribeTimeToLive", r#"{"TableName":"Orders"}"#.into()),
+        ("ExecuteStatement", r#"{"Statement":"SELECT * FROM \"Orders\" WHERE pk='a'"}"#.into()),
+        ("ExecuteTransaction", r#"{"TransactStatements":[{"Statement":"UPDATE \"Orders\" SET x=1 WHERE pk='a' AND sk='1'"}]}"#.into()),
+        ("GetItem", format!(r#"{{"TableName":"Orders","Key":{key}}}"#)),
+        ("ListTables", "{}".into()),
+        ("ListTagsOfResource", format!(r#"{{"ResourceArn":"{TABLE_ARN}"}}"#)),
+        ("PutItem", format!(r#"{{"TableName":"Orders","Item":{item}}}"#)),
+        ("Query", r#"{"TableName":"Orders","KeyConditionExpression":"pk = :p","ExpressionAttributeValues":{":p":{"S":"a"}}}"#.into()),
+        ("Scan", r#"{"TableName":"Orders"}"#.into()),
+        ("TagResource", format!(r#"{{"ResourceArn":"{TABLE_ARN}","Tags":[{{"Key":"k","Value":"v"}}]}}"#)),
+        ("TransactGetItems", format!(r#"{{"TransactItems":[{{"Get":{{"TableName":"Orders","Key":{key}}}}}]}}"#)),
+        ("TransactWriteItems", format!(r#"{{"TransactItems":[{{"Put":{{"TableName":"Orders","Item":{item}}}}}]}}"#)),
+        ("UntagResource", format!(r#"{{"ResourceArn":"{TABLE_ARN}","TagKeys":["k"]}}"#)),
+        ("UpdateItem", format!(r#"{{"TableName":"Orders","Key":{key},"UpdateExpression":"SET x = :v","ExpressionAttributeValues":{{":v":{{"N":"1"}}}}}}"#)),
+        ("UpdateTable", r#"{"TableName":"Orders","DeletionProtectionEnabled":true}"#.into()),
+        ("UpdateTimeToLive", r#"{"TableName":"Orders","TimeToLiveSpecification":{"Enabled":true,"AttributeName":"ttl"}}"#.into()),
+        ("DynamoDBStreams_20120810.DescribeStream", format!(r#"{{"StreamArn":"{stream_arn}"}}"#)),
+        ("DynamoDBStreams_20120810.GetRecords", format!(r#"{{"ShardIterator":"{iterator}"}}"#)),
+        ("DynamoDBStreams_20120810.GetShardIterator", format!(r#"{{"StreamArn":"{stream_arn}","ShardId":"{shard}","ShardIteratorType":"TRIM_HORIZON"}}"#)),
+        ("DynamoDBStreams_20120810.ListStreams", "{}".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_is_authorized_before_it_touches_storage() {
+    let ts = server().await;
+    let d = ts
+        .client
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("describe");
+    let stream_arn = d
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("stream")
+        .to_string();
+    let admin = Signer::new("AKID", "SECRET");
+    let call = |s: &Signer, op: &str, body: &str| -> (u16, Value) {
+        let (status, body) = signed(ts.addr, s, op, body).send(ts.addr);
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    };
+    let streams = "DynamoDBStreams_20120810";
+    let (_, desc) = call(
+        &admin,
+        &format!("{streams}.DescribeStream"),
+        &format!(r#"{{"StreamArn":"{stream_arn}"}}"#),
+    );
+    let shard = desc["StreamDescription"]["Shards"][0]["ShardId"]
+        .as_str()
+        .expect("shard")
+        .to_string();
+    let (_, it) = call(
+        &admin,
+        &format!("{streams}.GetShardIterator"),
+        &format!(
+            r#"{{"StreamArn":"{stream_arn}","ShardId":"{shard}","ShardIteratorType":"TRIM_HORIZON"}}"#
+        ),
+    );
+    let iterator = it["ShardIterator"].as_str().expect("iterator").to_string();
+    let bodies = bodies(&stream_arn, &shard, &iterator);
+    let covered: Vec<&str> = bodies
+        .iter()
+        .map(|(op, _)| op.rsplit('.').next().unwrap_or(op))
+        .collect();
+    for op in dynaraft_api::ops::OPERATIONS
+        .iter()
+        .chain(dynaraft_api::ops::STREAM_OPERATIONS)
+    {
+        assert!(
+            covered.contains(op),
+            "{op} has no body here: add one so its authorization is tested"
+        );
+    }
+    let nobody = Signer::new("NOBODY", "s");
+    for (op, body) in &bodies {
+        let (status, out) = call(&nobody, op, body);
+        if *op == "BatchExecuteStatement" {
+            // Refused statement by statement, as DynamoDB reports them.
+            assert_eq!(
+                out["Responses"][0]["Error"]["Code"], "AccessDenied",
+                "{op}: {out}"
+            );
+            continue;
+        }
+        let ty = out["__type"].as_str().unwrap_or("");
+        assert_eq!(
+            (status, ty),
+            (400, "com.amazon.coral.service#AccessDeniedException"),
+            "{op}: {out}"
+        );
+        let action = op.rsplit('.').next().unwrap_or(op);
+        let msg = out["Message"].as_str().unwrap_or("");
+        let expected_action = match action {
+            "ExecuteStatement" => "PartiQLSelect",
+            "ExecuteTransaction" => "PartiQLUpdate",
+            // Transactions need their items' actions.
+            "TransactGetItems" => "GetItem",
+            "TransactWriteItems" => "PutItem",
+            a => a,
+        };
+        assert!(
+            msg.contains(&format!(
+                "perform: dynamodb:{expected_action} on resource: "
+            )),
+            "{op}: {msg}"
+        );
+    }
+    // Nothing was written, dropped, tagged or changed.
+    let d = ts
+        .client
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("still there");
+    assert_eq!(
+        d.table().and_then(|t| t.deletion_protection_enabled()),
+        Some(false)
+    );
+    let items = ts
+        .client
+        .scan()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(items.count(), 0);
+    let tags = ts
+        .client
+        .list_tags_of_resource()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("tags");
+    assert!(tags.tags().is_empty());
+    let ttl = ts
+        .client
+        .describe_time_to_live()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("ttl");
+    assert_eq!(
+        ttl.time_to_live_description()
+            .and_then(|t| t.time_to_live_status())
+            .map(|s| s.as_str()),
+        Some("DISABLED")
+    );
+    let names = ts.client.list_tables().send().await.expect("list");
+    assert_eq!(names.table_names(), ["Orders"]);
+    ts.stop().await;
+}
