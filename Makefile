@@ -49,20 +49,23 @@ test-clients: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/auth_session.py $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/split_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 
 ## The same client sessions, unchanged, against a local cluster of separate
-## processes (tables split into two partitions so scans cross partitions).
+## processes (tables split into two partitions so scans cross partitions),
+## whose router authenticates every request (the sessions' key is a user of
+## tests/scripts/session-auth.json).
 CLUSTER_TEST_DIR := $(TARGET)/test-cluster
 test-cluster: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	rm -rf $(CLUSTER_TEST_DIR)
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \
-	  --partitions-per-table 2 --transition-delay-ms 200 && \
+	  --partitions-per-table 2 --transition-delay-ms 200 --auth-file tests/scripts/session-auth.json && \
 	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
 	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 

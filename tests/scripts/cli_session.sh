@@ -66,7 +66,7 @@ ddb update-table --table-name Music \
 ddb wait table-exists --table-name Music
 ddb put-item --table-name Music --item '{"Artist":{"S":"Tail"},"SongTitle":{"S":"One"},"Plays":{"N":"1"}}'
 ddb delete-item --table-name Music --key '{"Artist":{"S":"Tail"},"SongTitle":{"S":"One"}}'
-tail=$("$1" streams tail --table Music --endpoint "$DYNARAFT_URL" --access-key "$AWS_ACCESS_KEY_ID" \
+tail=$("$1" streams tail --table Music --endpoint "$DYNARAFT_URL" --access-key "$AWS_ACCESS_KEY_ID" --secret-key "$AWS_SECRET_ACCESS_KEY" \
   --region "$AWS_DEFAULT_REGION" --from-start --once)
 [ "$(echo "$tail" | grep -c '"eventName":"INSERT"')" = 1 ] || fail "streams tail INSERT: $tail"
 [ "$(echo "$tail" | grep -c '"eventName":"REMOVE"')" = 1 ] || fail "streams tail REMOVE: $tail"

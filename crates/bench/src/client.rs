@@ -21,6 +21,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::net::TcpStream;
 
+/// The access key id the load generator signs with (a server started with
+/// an auth file needs a user of that key and [`BENCH_SECRET`]).
+pub const BENCH_ACCESS_KEY: &str = "bench";
+pub const BENCH_SECRET: &str = "bench-secret";
+
 /// Why a request got no HTTP response.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -52,12 +57,18 @@ impl Endpoint {
     /// An endpoint from a URL such as `http://127.0.0.1:8000`. Only plain
     /// HTTP: the benchmark measures the database, not TLS.
     pub fn parse(url: &str, region: &str) -> Result<Self, ClientError> {
-        Self::signed_as(url, region, "bench")
+        Self::signed_as(url, region, BENCH_ACCESS_KEY, BENCH_SECRET)
     }
 
-    /// [`Endpoint::parse`], signing with access key id `key` (a server
-    /// without a shared database keeps each key's tables apart).
-    pub fn signed_as(url: &str, region: &str, key: &str) -> Result<Self, ClientError> {
+    /// [`Endpoint::parse`], signing with access key id `key` and `secret`
+    /// (a server without a shared database keeps each key's tables apart;
+    /// one with an auth file checks the signature).
+    pub fn signed_as(
+        url: &str,
+        region: &str,
+        key: &str,
+        secret: &str,
+    ) -> Result<Self, ClientError> {
         let rest = url.strip_prefix("http://").ok_or_else(|| {
             ClientError::Request(format!("endpoint {url:?} must start with http://"))
         })?;
@@ -67,8 +78,7 @@ impl Endpoint {
                 "endpoint {url:?} must be http://host:port"
             )));
         }
-        // Any key works against a local endpoint; the signature is real.
-        let identity = Credentials::new(key, "bench-secret", None, None, "dynaraft-bench");
+        let identity = Credentials::new(key, secret, None, None, "dynaraft-bench");
         Ok(Self {
             addr: addr.to_string(),
             url: format!("http://{addr}/"),

@@ -31,6 +31,10 @@ pub struct TailArgs {
     /// Access key id to sign with.
     #[arg(long, default_value = "local")]
     access_key: String,
+    /// Secret access key to sign with (checked by a server started with
+    /// --auth-file).
+    #[arg(long, default_value = "local")]
+    secret_key: String,
     /// Start from the oldest record kept instead of new ones only.
     #[arg(long)]
     from_start: bool,
@@ -71,7 +75,12 @@ async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<String>> {
 }
 
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::signed_as(&args.endpoint, &args.region, &args.access_key)?;
+    let endpoint = Endpoint::signed_as(
+        &args.endpoint,
+        &args.region,
+        &args.access_key,
+        &args.secret_key,
+    )?;
     let mut conn = Conn::new(Arc::new(endpoint));
     let listed = call(&mut conn, "ListStreams", json!({ "TableName": args.table })).await?;
     let arn = listed["Streams"]
