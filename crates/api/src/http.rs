@@ -67,7 +67,12 @@ pub async fn handle(
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or(""),
             );
-            let (status, body) = match process(api.clone(), req, peer, &mut unread).await {
+            let mut api = api.clone();
+            if api.cfg.audit.is_some() {
+                api.resources = Some(Default::default());
+            }
+            let key_id = crate::scope::access_key_id(req.headers(), req.uri().query());
+            let (status, body) = match process(&mut api, req, peer, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
             };
@@ -78,6 +83,26 @@ pub async fn handle(
             crate::metrics::request(operation, status, error, started.elapsed());
             if request_log {
                 log_request(operation, status, error, started, &request_id);
+            }
+            if let Some(log) = &api.cfg.audit {
+                let resources = api
+                    .resources
+                    .as_ref()
+                    .map(|r| std::mem::take(&mut *r.lock().unwrap_or_else(|p| p.into_inner())));
+                let principal = api.principal.as_deref();
+                let record = crate::audit::Record {
+                    event_time: crate::audit::now_rfc3339(),
+                    request_id: request_id.clone(),
+                    principal_arn: principal.map(|p| p.user.arn.clone()),
+                    account_id: principal.map(|p| p.user.account_id.clone()),
+                    access_key_id: key_id,
+                    source_ip_address: peer,
+                    event_name: operation,
+                    resources: resources.unwrap_or_default(),
+                    status,
+                    error_code: error.map(str::to_string),
+                };
+                log.record(record).await;
             }
             json_response(status, &body, accept, &request_id)
         }
@@ -150,7 +175,7 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
 /// Reads, authenticates, parses and runs one API request; sets `unread`
 /// when its body was not read to the end (too large, or too slow).
 async fn process(
-    mut api: Api,
+    api: &mut Api,
     req: Request<Incoming>,
     peer: Option<std::net::IpAddr>,
     unread: &mut bool,
@@ -225,8 +250,8 @@ async fn process(
         return Err(ApiError::Serialization(None));
     }
     match stream_op {
-        Some(op) => ops::dispatch_streams(&api, op, &bytes).await,
-        None => ops::dispatch(&api, op, &bytes).await,
+        Some(op) => ops::dispatch_streams(api, op, &bytes).await,
+        None => ops::dispatch(api, op, &bytes).await,
     }
 }
 

@@ -11,6 +11,7 @@
 // than the default query depth.
 #![recursion_limit = "256"]
 
+pub mod audit;
 pub mod auth;
 pub mod conns;
 pub mod encoding;
@@ -75,6 +76,8 @@ pub struct ApiConfig {
     /// The users requests must authenticate as (SigV4) and their policies;
     /// `None` accepts any signature, like DynamoDB Local.
     pub auth: Option<Arc<auth::Auth>>,
+    /// Where one JSON line per request goes, if anywhere.
+    pub audit: Option<Arc<audit::AuditLog>>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -98,6 +101,7 @@ impl Default for ApiConfig {
             stream_retention_ms: DEFAULT_STREAM_RETENTION_MS,
             request_log: false,
             auth: None,
+            audit: None,
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct Api {
     /// The transaction operation the item actions being authorized belong
     /// to (`dynamodb:EnclosingOperation`).
     pub enclosing: Option<&'static str>,
+    /// The ARNs this request was authorized for, kept when requests are
+    /// audited.
+    pub resources: Option<Arc<std::sync::Mutex<Vec<String>>>>,
 }
 
 impl Api {
@@ -127,6 +134,7 @@ impl Api {
             principal: None,
             partiql: false,
             enclosing: None,
+            resources: None,
         }
     }
 
@@ -134,15 +142,23 @@ impl Api {
     /// requests are not authenticated). Every operation calls this before
     /// it reads or writes.
     pub fn authorize(&self, access: impl FnOnce() -> auth::Access) -> Result<(), error::ApiError> {
-        let Some(p) = &self.principal else {
+        if self.principal.is_none() && self.resources.is_none() {
             return Ok(());
-        };
+        }
         let mut access = access();
         if self.partiql {
             access.action = auth::partiql_action(access.action);
         }
         access.enclosing_operation = self.enclosing;
-        p.authorize(&access)
+        if let Some(seen) = &self.resources {
+            let arn = auth::arn(&access.resource, self.region(), self.account());
+            // A poisoned lock guards only a list of names, still valid.
+            seen.lock().unwrap_or_else(|p| p.into_inner()).push(arn);
+        }
+        match &self.principal {
+            Some(p) => p.authorize(&access),
+            None => Ok(()),
+        }
     }
 
     /// This API serving the items of transaction operation `op` (see

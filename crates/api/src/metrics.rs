@@ -119,6 +119,10 @@ fn describe() {
         "Requests refused because the principal's policies do not allow the action, by action."
     );
     describe_counter!(
+        "dynaraft_audit_write_failures_total",
+        "Audit records (or flushes of them) that could not be written."
+    );
+    describe_counter!(
         "dynaraft_data_batches_total",
         "Batches of data requests sent to storage nodes."
     );
@@ -156,6 +160,11 @@ pub fn authentication_failed(error: &'static str) {
 /// An action the principal's policies do not allow.
 pub fn access_denied(action: &'static str) {
     metrics::counter!("dynaraft_access_denied_total", "action" => action).increment(1);
+}
+
+/// An audit record that could not be written.
+pub fn audit_write_failed() {
+    metrics::counter!("dynaraft_audit_write_failures_total").increment(1);
 }
 
 /// An idle connection was closed to make room for a new one.

@@ -86,6 +86,11 @@ pub fn display_name(key: &str) -> &str {
     key.rsplit('/').next().unwrap_or(key)
 }
 
+/// The access key id a request names in its signature (not verified).
+pub fn access_key_id(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    credential(headers, query).map(|(key, _)| key)
+}
+
 /// (access key id, region) of the SigV4 credential in the Authorization
 /// header (`Credential=KEY/DATE/REGION/SERVICE/aws4_request`) or in a
 /// presigned query string (`X-Amz-Credential=KEY%2FDATE%2FREGION...`).

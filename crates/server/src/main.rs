@@ -198,6 +198,11 @@ struct RouterArgs {
     /// is authorized by their policies.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Append one JSON line per API request (time, principal, account,
+    /// source address, operation, resources, status, error type) to this
+    /// file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
@@ -350,6 +355,11 @@ struct EmbeddedArgs {
     /// accepted, as by DynamoDB Local.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Append one JSON line per API request (time, principal, account,
+    /// source address, operation, resources, status, error type) to this
+    /// file.
+    #[arg(long)]
+    audit_log: Option<PathBuf>,
 }
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
@@ -560,6 +570,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
     let cfg = ApiConfig {
         auth,
+        audit: open_audit(args.audit_log.as_deref())?,
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
         endpoint_address: addr.to_string(),
@@ -592,6 +603,18 @@ fn load_auth(
     Ok(Some(Arc::new(auth)))
 }
 
+/// The audit log of `--audit-log`, if given.
+fn open_audit(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<dynaraft_api::audit::AuditLog>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let log = dynaraft_api::audit::AuditLog::open(path)
+        .map_err(|e| anyhow::anyhow!("audit log {}: {e}", path.display()))?;
+    Ok(Some(Arc::new(log)))
+}
+
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
@@ -604,6 +627,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
     let cfg = Arc::new(ApiConfig {
         auth,
+        audit: open_audit(args.audit_log.as_deref())?,
         transition_delay_ms: if args.instant_transitions {
             0
         } else {

@@ -313,6 +313,17 @@ impl Access {
     }
 }
 
+/// The ARN of resource `r` in `region` and `account`.
+pub fn arn(r: &Resource, region: &str, account: &str) -> String {
+    let base = format!("arn:aws:dynamodb:{region}:{account}");
+    match r {
+        Resource::Any => "*".into(),
+        Resource::Table(t) => format!("{base}:table/{t}"),
+        Resource::Index(t, i) => format!("{base}:table/{t}/index/{i}"),
+        Resource::Arn(a) => a.clone(),
+    }
+}
+
 /// The PartiQL action a statement needs for the item operation it runs as:
 /// reads (and a transaction's EXISTS) are `PartiQLSelect`, puts
 /// `PartiQLInsert`, updates `PartiQLUpdate`, deletes `PartiQLDelete`.
@@ -344,13 +355,7 @@ pub fn leading_key(schema: &KeySchema, item: &Item) -> Option<String> {
 impl Principal {
     /// The resource's ARN in this principal's account.
     pub fn arn(&self, r: &Resource) -> String {
-        let base = format!("arn:aws:dynamodb:{}:{}", self.region, self.user.account_id);
-        match r {
-            Resource::Any => "*".into(),
-            Resource::Table(t) => format!("{base}:table/{t}"),
-            Resource::Index(t, i) => format!("{base}:table/{t}/index/{i}"),
-            Resource::Arn(a) => a.clone(),
-        }
+        arn(r, &self.region, &self.user.account_id)
     }
 
     /// Whether the principal's policies allow `access`; AccessDenied with
