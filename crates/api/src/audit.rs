@@ -4,21 +4,26 @@
 //! where, which operation on which resources (the ARNs the request was
 //! authorized for), and the outcome (HTTP status and error type).
 //!
-//! Requests hand their record to a writer thread over a bounded queue
-//! ([`AUDIT_QUEUE_RECORDS`]); a full queue makes requests wait rather than
-//! lose records. The writer appends and flushes after each batch it finds
-//! queued; it does not fsync, so a machine crash can lose the last records
-//! (an OS or process crash does not: the lines are in the page cache).
-//! A failure to write is logged and counted, and the writer keeps trying.
+//! A request serializes its record and appends the line to a shared buffer;
+//! a writer thread appends the buffer to the file and flushes it every
+//! [`AUDIT_FLUSH_INTERVAL_MS`], so requests never wait for the disk, and
+//! never wake a thread each. The buffer is bounded
+//! ([`AUDIT_BUFFER_BYTES`]): a request that finds it full writes it out
+//! itself, so the log waits rather than drops records. Lines are in request
+//! completion order. The file is not fsynced: a machine crash can lose the
+//! last records (a process crash loses at most the last interval's).
+//! A failure to write is logged and counted, and later lines still go out.
 
 use serde::Serialize;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
-use tokio::sync::mpsc;
+use std::sync::{Arc, Mutex, Weak};
 
-/// Records waiting for the writer at most.
-pub const AUDIT_QUEUE_RECORDS: usize = 8192;
+/// How often the writer appends what requests buffered, in milliseconds.
+pub const AUDIT_FLUSH_INTERVAL_MS: u64 = 50;
+/// Most bytes of records buffered before a request writes them itself.
+pub const AUDIT_BUFFER_BYTES: usize = 4 << 20;
 
 /// One request, as the audit log records it.
 #[derive(Debug, Serialize)]
@@ -46,9 +51,21 @@ pub struct Record {
 }
 
 /// Where records go.
-#[derive(Debug)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Record>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("AuditLog")
+    }
+}
+
+struct Shared {
+    /// Lines not yet written.
+    buf: Mutex<Vec<u8>>,
+    /// Taken before `buf` by whoever writes, so lines keep their order.
+    file: Mutex<std::fs::File>,
 }
 
 impl AuditLog {
@@ -58,41 +75,70 @@ impl AuditLog {
             .create(true)
             .append(true)
             .open(path)?;
-        let (tx, rx) = mpsc::channel(AUDIT_QUEUE_RECORDS);
+        let shared = Arc::new(Shared {
+            buf: Mutex::new(Vec::new()),
+            file: Mutex::new(file),
+        });
+        let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("audit-log".into())
-            .spawn(move || write_all(rx, file))?;
-        Ok(AuditLog { tx })
+            .spawn(move || flush_every_interval(weak))?;
+        Ok(AuditLog { shared })
     }
 
-    /// Queues `record`, waiting while the queue is full.
-    pub async fn record(&self, record: Record) {
-        if self.tx.send(record).await.is_err() {
-            crate::metrics::audit_write_failed();
+    /// Buffers `record`'s line; writes the buffer out first if it is full.
+    pub fn record(&self, record: &Record) {
+        let mut line = serde_json::to_vec(record).unwrap_or_default();
+        line.push(b'\n');
+        {
+            let mut buf = lock(&self.shared.buf);
+            if buf.len() + line.len() <= AUDIT_BUFFER_BYTES {
+                buf.extend_from_slice(&line);
+                return;
+            }
         }
+        // Full: write what is buffered, then this line, in order.
+        let mut file = lock(&self.shared.file);
+        let mut pending = std::mem::take(&mut *lock(&self.shared.buf));
+        pending.extend_from_slice(&line);
+        write_out(&mut file, &pending);
     }
 }
 
-/// The writer: appends each batch of queued records, then flushes.
-fn write_all(mut rx: mpsc::Receiver<Record>, file: std::fs::File) {
-    let mut out = std::io::BufWriter::new(file);
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(r) = next {
-            let line = serde_json::to_vec(&r).unwrap_or_default();
-            if out
-                .write_all(&line)
-                .and_then(|()| out.write_all(b"\n"))
-                .is_err()
-            {
-                crate::metrics::audit_write_failed();
-            }
-            next = rx.try_recv().ok();
-        }
-        if let Err(e) = out.flush() {
-            crate::metrics::audit_write_failed();
-            tracing::error!(error = %e, "the audit log could not be written");
-        }
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let pending = std::mem::take(&mut *lock(&self.buf));
+        write_out(&mut lock(&self.file), &pending);
+    }
+}
+
+/// A poisoned lock guards bytes or a file handle, both still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer: appends what was buffered every interval, until the log is
+/// dropped.
+fn flush_every_interval(shared: Weak<Shared>) {
+    let interval = std::time::Duration::from_millis(AUDIT_FLUSH_INTERVAL_MS);
+    loop {
+        std::thread::sleep(interval);
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let mut file = lock(&shared.file);
+        let pending = std::mem::take(&mut *lock(&shared.buf));
+        write_out(&mut file, &pending);
+    }
+}
+
+fn write_out(file: &mut std::fs::File, bytes: &[u8]) {
+    if bytes.is_empty() {
+        return;
+    }
+    if let Err(e) = file.write_all(bytes).and_then(|()| file.flush()) {
+        crate::metrics::audit_write_failed();
+        tracing::error!(error = %e, "the audit log could not be written");
     }
 }
 

@@ -71,7 +71,11 @@ pub async fn handle(
             if api.cfg.audit.is_some() {
                 api.resources = Some(Default::default());
             }
-            let key_id = crate::scope::access_key_id(req.headers(), req.uri().query());
+            let key_id = api
+                .cfg
+                .audit
+                .as_ref()
+                .and_then(|_| crate::scope::access_key_id(req.headers(), req.uri().query()));
             let (status, body) = match process(&mut api, req, peer, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
@@ -102,7 +106,7 @@ pub async fn handle(
                     status,
                     error_code: error.map(str::to_string),
                 };
-                log.record(record).await;
+                log.record(&record);
             }
             json_response(status, &body, accept, &request_id)
         }
@@ -228,11 +232,17 @@ async fn process(
             let principal = auth
                 .authenticate(&signed, peer, std::time::SystemTime::now())
                 .inspect_err(|e| crate::metrics::authentication_failed(e.type_name()))?;
-            api.scope = crate::scope::Scope::of_account(
-                &principal.user.account_id,
-                &api.cfg.region,
-                &api.cfg.account_id,
-            );
+            api.scope = principal
+                .user
+                .scope
+                .get_or_init(|| {
+                    crate::scope::Scope::of_account(
+                        &principal.user.account_id,
+                        &api.cfg.region,
+                        &api.cfg.account_id,
+                    )
+                })
+                .clone();
             api.principal = Some(Arc::new(principal));
         }
         None => {

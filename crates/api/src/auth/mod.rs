@@ -39,9 +39,9 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// Most signing keys kept (one per access key, day and region); past it
-/// the cache starts over.
-pub const MAX_SIGNING_KEYS: usize = 4096;
+/// Signing keys kept per user: one per day, and requests signed just
+/// before midnight still arrive after it.
+pub const SIGNING_KEYS_PER_USER: usize = 2;
 /// Longest access key id accepted, in characters (IAM's limit).
 pub const MAX_ACCESS_KEY_ID_CHARS: usize = 128;
 
@@ -54,6 +54,10 @@ pub struct User {
     pub arn: String,
     pub name: String,
     pub policies: Vec<Policy>,
+    /// Signing keys derived so far, by day (`YYYYMMDD`), newest last.
+    signing_keys: Mutex<Vec<(String, [u8; 32])>>,
+    /// The tables this user's requests see, made on first use.
+    pub scope: std::sync::OnceLock<crate::scope::Scope>,
 }
 
 /// The users requests may authenticate as, and the signing keys derived
@@ -61,8 +65,7 @@ pub struct User {
 pub struct Auth {
     users: HashMap<String, Arc<User>>,
     /// Region every credential must be scoped to.
-    region: String,
-    signing_keys: Mutex<HashMap<(String, String, String), [u8; 32]>>,
+    region: Arc<str>,
 }
 
 impl std::fmt::Debug for Auth {
@@ -138,6 +141,8 @@ impl TryFrom<RawUser> for UserEntry {
             secret: raw.secret_access_key,
             account_id: raw.account_id,
             policies: raw.policies,
+            signing_keys: Mutex::new(Vec::new()),
+            scope: std::sync::OnceLock::new(),
         }))
     }
 }
@@ -163,8 +168,7 @@ impl Auth {
         }
         Ok(Auth {
             users,
-            region: region.to_string(),
-            signing_keys: Mutex::new(HashMap::new()),
+            region: region.into(),
         })
     }
 
@@ -197,14 +201,9 @@ impl Auth {
     /// `user`'s signing key for `day` (`YYYYMMDD`, the date of `at`),
     /// derived once and kept.
     fn signing_key(&self, user: &User, day: &str, at: SystemTime) -> [u8; 32] {
-        let id = (
-            user.access_key_id.clone(),
-            day.to_string(),
-            self.region.clone(),
-        );
         // A poisoned lock guards only derived keys, still valid.
-        let mut keys = self.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(k) = keys.get(&id) {
+        let mut keys = user.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, k)) = keys.iter().find(|(d, _)| d == day) {
             return *k;
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(
@@ -214,11 +213,15 @@ impl Auth {
             sigv4::SERVICE,
         );
         let mut key = [0u8; 32];
-        key.copy_from_slice(derived.as_ref());
-        if keys.len() >= MAX_SIGNING_KEYS {
-            keys.clear();
+        // An HMAC-SHA256 tag is 32 bytes; were it not (a bug in the crate),
+        // the zero key would verify nothing.
+        if let Some(src) = derived.as_ref().get(..32) {
+            key.copy_from_slice(src);
         }
-        keys.insert(id, key);
+        if keys.len() >= SIGNING_KEYS_PER_USER {
+            keys.remove(0);
+        }
+        keys.push((day.to_string(), key));
         key
     }
 }
@@ -227,7 +230,7 @@ impl Auth {
 pub struct Principal {
     pub user: Arc<User>,
     pub source_ip: Option<IpAddr>,
-    region: String,
+    region: Arc<str>,
 }
 
 /// What a request needs allowed: one action on one resource, with the

@@ -28,6 +28,7 @@
 
 use serde::Deserialize;
 use serde_json::Value;
+use std::borrow::Cow;
 
 /// A parsed policy document.
 #[derive(Debug, Clone, Deserialize)]
@@ -127,8 +128,9 @@ impl Policy {
 /// The decision of a set of policies for `req`.
 pub fn evaluate<'p>(policies: impl IntoIterator<Item = &'p Policy>, req: &Request) -> Decision {
     let mut allowed = false;
+    let action = req.action.to_ascii_lowercase();
     for st in policies.into_iter().flat_map(|p| &p.statements) {
-        if !st.applies(req) {
+        if !st.applies(&action, req) {
             continue;
         }
         match st.effect {
@@ -144,9 +146,10 @@ pub fn evaluate<'p>(policies: impl IntoIterator<Item = &'p Policy>, req: &Reques
 }
 
 impl Statement {
-    fn applies(&self, req: &Request) -> bool {
-        let action = req.action.to_ascii_lowercase();
-        self.actions.matches(|p| glob(p, &action))
+    /// Whether the statement applies to `req`, whose action is `action`
+    /// in lower case.
+    fn applies(&self, action: &str, req: &Request) -> bool {
+        self.actions.matches(|p| glob(p, action))
             && self
                 .resources
                 .matches(|p| glob(&substitute(p, req.context), req.resource))
@@ -168,7 +171,7 @@ impl Condition {
             let want_absent = self.values.iter().any(|v| v.eq_ignore_ascii_case("true"));
             return want_absent == present.is_none();
         }
-        let values: Vec<String> = self.values.iter().map(|v| substitute(v, ctx)).collect();
+        let values: Vec<Cow<str>> = self.values.iter().map(|v| substitute(v, ctx)).collect();
         let Some(actual) = present else {
             return match self.qualifier {
                 Qualifier::ForAllValues => true,
@@ -215,17 +218,25 @@ fn in_network(ip: &str, cidr: &str) -> bool {
 /// Whether `text` matches `pattern`, where `*` is any run of characters
 /// and `?` any one.
 pub fn glob(pattern: &str, text: &str) -> bool {
+    if pattern.is_ascii() && text.is_ascii() {
+        return glob_units(pattern.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    glob_units(&p, &t, '*', '?')
+}
+
+/// [`glob`] over units (bytes of ASCII text, else characters).
+fn glob_units<T: PartialEq>(p: &[T], t: &[T], any_run: T, any_one: T) -> bool {
     let (mut pi, mut ti) = (0, 0);
     // Where the last `*` was, and how much of the text it has taken.
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(c) if *c == any_run => {
                 star = Some((pi, ti));
                 pi += 1;
             }
-            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+            Some(c) if *c == any_one || Some(c) == t.get(ti) => {
                 pi += 1;
                 ti += 1;
             }
@@ -240,15 +251,15 @@ pub fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p.get(pi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        .is_some_and(|rest| rest.iter().all(|c| *c == any_run))
 }
 
 /// `s` with its policy variables (`${aws:username}`) replaced by the
 /// request's values (`${*}`, `${?}` and `${$}` stand for those characters).
 /// A variable the request lacks is left as written, so it matches nothing.
-fn substitute(s: &str, ctx: &dyn Context) -> String {
+fn substitute<'s>(s: &'s str, ctx: &dyn Context) -> Cow<'s, str> {
     if !s.contains("${") {
-        return s.to_string();
+        return Cow::Borrowed(s);
     }
     let mut out = String::new();
     let mut rest = s;
@@ -257,7 +268,7 @@ fn substitute(s: &str, ctx: &dyn Context) -> String {
         let after = &rest[start + 2..];
         let Some(end) = after.find('}') else {
             out += &rest[start..];
-            return out;
+            return Cow::Owned(out);
         };
         let name = &after[..end];
         match name {
@@ -269,7 +280,7 @@ fn substitute(s: &str, ctx: &dyn Context) -> String {
         }
         rest = &after[end + 1..];
     }
-    out + rest
+    Cow::Owned(out + rest)
 }
 
 // ---- parsing ----

@@ -42,6 +42,8 @@ pub const SKEW_S: u64 = 15 * 60;
 pub const MAX_PRESIGNED_EXPIRES_S: u64 = 7 * 24 * 3600;
 /// The service a credential must be scoped to.
 pub const SERVICE: &str = "dynamodb";
+/// Length of a SigV4 signature in hex (a SHA-256 HMAC), in characters.
+pub const SIGNATURE_HEX_CHARS: usize = 64;
 /// The payload hash a presigned request may use instead of the body's.
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 
@@ -87,16 +89,18 @@ pub struct Signature {
 pub fn parse(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Signature>, ApiError> {
     let auth = headers
         .get(hyper::header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let query_params = query.map(query_pairs).unwrap_or_default();
-    let presigned = query_params.iter().any(|(k, _)| k == "X-Amz-Algorithm");
+        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let presigned = query.is_some_and(|q| {
+        q.split('&')
+            .any(|p| p.split('=').next() == Some("X-Amz-Algorithm"))
+    });
     match (auth, presigned) {
         (Some(_), true) => Err(ApiError::InvalidSignature(
             "Found both 'X-Amz-Algorithm' as a query-string param and 'Authorization' as HTTP header."
                 .into(),
         )),
         (Some(a), false) if a.starts_with("AWS4-") => from_header(&a, headers).map(Some),
-        (_, true) => from_query(&query_params).map(Some),
+        (_, true) => from_query(&query.map(query_pairs).unwrap_or_default()).map(Some),
         _ => Ok(None),
     }
 }
@@ -239,19 +243,22 @@ fn signature_of(
 /// [`SKEW_S`] either way, and for a presigned request not past its expiry.
 pub fn check_time(sig: &Signature, now: SystemTime) -> Result<(), ApiError> {
     let skew = Duration::from_secs(SKEW_S);
-    let now_text = format_amz_date(now);
+    // Formatted only for a refusal: most requests are on time.
+    let now_text = || format_amz_date(now);
     if sig.at + skew < now {
         let limit = format_amz_date(now - skew);
         return Err(ApiError::InvalidSignature(format!(
-            "Signature expired: {} is now earlier than {limit} ({now_text} - 15 min.)",
-            sig.amz_date
+            "Signature expired: {} is now earlier than {limit} ({} - 15 min.)",
+            sig.amz_date,
+            now_text()
         )));
     }
     if sig.at > now + skew {
         let limit = format_amz_date(now + skew);
         return Err(ApiError::InvalidSignature(format!(
-            "Signature not yet current: {} is still later than {limit} ({now_text} + 15 min.)",
-            sig.amz_date
+            "Signature not yet current: {} is still later than {limit} ({} + 15 min.)",
+            sig.amz_date,
+            now_text()
         )));
     }
     if let Form::Query { expires_s } = sig.form
@@ -261,7 +268,7 @@ pub fn check_time(sig: &Signature, now: SystemTime) -> Result<(), ApiError> {
             "Signature expired: {} is now earlier than {} ({} - {expires_s} sec.)",
             sig.amz_date,
             format_amz_date(now - Duration::from_secs(expires_s)),
-            now_text
+            now_text()
         )));
     }
     Ok(())
@@ -315,10 +322,20 @@ fn matches(sig: &Signature, req: &Signed, signing_key: &[u8], payload_hash: &str
     use subtle::ConstantTimeEq;
     let to_sign = string_to_sign(sig, req, payload_hash);
     let expected = aws_sigv4::sign::v4::calculate_signature(signing_key, to_sign.as_bytes());
-    expected
-        .as_bytes()
-        .ct_eq(sig.signature.to_ascii_lowercase().as_bytes())
-        .into()
+    let given = sig.signature.as_bytes();
+    if given.len() != expected.len() {
+        return false;
+    }
+    let mut lower = [0u8; SIGNATURE_HEX_CHARS];
+    match lower.get_mut(..given.len()) {
+        Some(l) => {
+            for (l, g) in l.iter_mut().zip(given) {
+                *l = g.to_ascii_lowercase();
+            }
+            expected.as_bytes().ct_eq(l).into()
+        }
+        None => false,
+    }
 }
 
 /// SigV4's string to sign: algorithm, request time, credential scope and
@@ -336,39 +353,56 @@ pub fn string_to_sign(sig: &Signature, req: &Signed, payload_hash: &str) -> Stri
 }
 
 fn canonical_request(sig: &Signature, req: &Signed, payload_hash: &str) -> String {
+    let mut out = String::with_capacity(256);
+    out.push_str(req.method);
+    out.push('\n');
     let path = if req.path.is_empty() { "/" } else { req.path };
-    let path = utf8_percent_encode(path, PATH).to_string();
-    let mut query: Vec<(String, String)> = req
-        .query
-        .map(query_pairs)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|(k, _)| k != "X-Amz-Signature")
-        .map(|(k, v)| (encode(&k), encode(&v)))
-        .collect();
-    query.sort();
-    let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut headers = String::new();
-    for name in sig.signed_headers.split(';') {
-        let values: Vec<String> = req
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| collapse_spaces(&String::from_utf8_lossy(v.as_bytes())))
+    out.extend(utf8_percent_encode(path, PATH));
+    out.push('\n');
+    if let Some(q) = req.query.filter(|q| !q.is_empty()) {
+        let mut query: Vec<(String, String)> = query_pairs(q)
+            .into_iter()
+            .filter(|(k, _)| k != "X-Amz-Signature")
+            .map(|(k, v)| (encode(&k), encode(&v)))
             .collect();
-        headers += &format!("{name}:{}\n", values.join(","));
+        query.sort();
+        for (i, (k, v)) in query.iter().enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            out.push_str(k);
+            out.push('=');
+            out.push_str(v);
+        }
     }
-    format!(
-        "{}\n{path}\n{}\n{headers}\n{}\n{payload_hash}",
-        req.method,
-        query.join("&"),
-        sig.signed_headers
-    )
+    out.push('\n');
+    for name in sig.signed_headers.split(';') {
+        out.push_str(name);
+        out.push(':');
+        for (i, v) in req.headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_collapsed(&mut out, &String::from_utf8_lossy(v.as_bytes()));
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    out.push_str(&sig.signed_headers);
+    out.push('\n');
+    out.push_str(payload_hash);
+    out
 }
 
-/// A header value as SigV4 signs it: trimmed, runs of spaces made one.
-fn collapse_spaces(v: &str) -> String {
-    v.split_whitespace().collect::<Vec<_>>().join(" ")
+/// Appends a header value as SigV4 signs it: trimmed, runs of spaces made
+/// one.
+fn push_collapsed(out: &mut String, v: &str) {
+    for (i, word) in v.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
 }
 
 fn encode(s: &str) -> String {
@@ -396,7 +430,15 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
 
 pub fn hex_sha256(bytes: &[u8]) -> String {
     use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(bytes))
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = sha2::Sha256::digest(bytes);
+    let mut out = String::with_capacity(2 * digest.len());
+    for b in digest {
+        // Both indexes are below 16.
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 /// An ISO-8601 basic-format time (`20261203T010203Z`) and its instant.

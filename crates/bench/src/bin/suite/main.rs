@@ -73,7 +73,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "embedded,dynalite,cluster,etcd"
+        default_value = "embedded,embedded-auth,dynalite,cluster,etcd"
     )]
     systems: Vec<String>,
     /// Measured seconds per workload.
@@ -268,6 +268,7 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
     for system in args.systems.iter().filter(|s| !s.is_empty()) {
         let r = match system.as_str() {
             "embedded" => embedded(&args).await,
+            "embedded-auth" => embedded_auth(&args).await,
             "dynalite" => dynalite(&args).await,
             "cluster" => cluster(&args).await,
             "etcd" if !args.etcd.exists() => {
@@ -407,6 +408,16 @@ async fn start_embedded(
     name: &str,
     port: u16,
 ) -> anyhow::Result<(Proc, String, PathBuf, Duration)> {
+    start_embedded_with(args, name, port, &[]).await
+}
+
+/// [`start_embedded`] with more flags.
+async fn start_embedded_with(
+    args: &SuiteArgs,
+    name: &str,
+    port: u16,
+    flags: &[&std::ffi::OsStr],
+) -> anyhow::Result<(Proc, String, PathBuf, Duration)> {
     let dir = args.out.join(name);
     let _ = std::fs::remove_dir_all(&dir);
     let mut cmd = Command::new(&args.binary);
@@ -415,6 +426,7 @@ async fn start_embedded(
         &port.to_string(),
         "--instant-transitions",
     ]);
+    cmd.args(flags);
     let url = format!("http://127.0.0.1:{port}");
     let t = Instant::now();
     let proc = Proc::spawn(name, cmd, &args.out.join(format!("{name}.log")))?;
@@ -441,6 +453,42 @@ async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     Ok(SystemResult {
         name: "embedded".into(),
         description: "`dynaraft embedded`, data on disk, every write fsynced (group commit) before it is acknowledged".into(),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: procs::rss_bytes(proc.pid()),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs,
+    })
+}
+
+/// The load generator's user in the authenticated runs: its table and
+/// indexes, everything but deleting them, as an application's policy reads.
+const BENCH_AUTH_FILE: &str = r#"{"users": [{
+  "access_key_id": "bench", "secret_access_key": "bench-secret", "account_id": "000000000000",
+  "policies": [{"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": "dynamodb:*",
+     "Resource": ["arn:aws:dynamodb:us-east-1:000000000000:table/bench*",
+                  "arn:aws:dynamodb:us-east-1:000000000000:table/bench*/index/*"]},
+    {"Effect": "Allow", "Action": ["dynamodb:ListTables", "dynamodb:DescribeLimits"], "Resource": "*"},
+    {"Effect": "Deny", "Action": ["dynamodb:DeleteTable", "dynamodb:UpdateTable"],
+     "Resource": "arn:aws:dynamodb:*:*:table/*",
+     "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.1"}}}]}]}]}"#;
+
+/// The embedded server with every request authenticated (SigV4) and
+/// authorized (the policy of [`BENCH_AUTH_FILE`]), under GetItem and
+/// PutItem: the cost of security against the `embedded` rows.
+async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let auth = args.out.join("bench-auth.json");
+    std::fs::write(&auth, BENCH_AUTH_FILE)?;
+    let flags = [std::ffi::OsStr::new("--auth-file"), auth.as_os_str()];
+    let (proc, url, dir, startup) =
+        start_embedded_with(args, "embedded-auth", args.base_port + 16, &flags).await?;
+    let idle_rss = procs::rss_bytes(proc.pid());
+    let specs = [&YCSB[0], &YCSB[1]];
+    let runs = workloads(args, "embedded-auth", &url, Protocol::Dynamodb, &specs).await?;
+    Ok(SystemResult {
+        name: "embedded, authenticated".into(),
+        description: "`dynaraft embedded --auth-file`: the `embedded` server with every request's SigV4 signature verified and the request authorized by an IAM policy (no TLS yet)".into(),
         startup_ms: Some(startup.as_secs_f64() * 1000.0),
         idle_rss,
         loaded_rss: procs::rss_bytes(proc.pid()),
