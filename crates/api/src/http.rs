@@ -34,11 +34,20 @@ pub const CORS_MAX_AGE_S: u32 = 172_800;
 const CORS_EXPOSE_HEADERS: &str =
     "x-amzn-RequestId,x-amzn-ErrorType,x-amzn-ErrorMessage,x-amz-crc32,Date";
 
-/// Answers one request from client address `peer`.
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer {
+    /// The client's address (`aws:SourceIp`).
+    pub ip: Option<std::net::IpAddr>,
+    /// Whether it came over TLS (`aws:SecureTransport`).
+    pub tls: bool,
+}
+
+/// Answers one request from `peer`.
 pub async fn handle(
     serving: Arc<Serving>,
     req: Request<Incoming>,
-    peer: Option<std::net::IpAddr>,
+    peer: Peer,
 ) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let request_id = request_id();
     let cors = Cors::of(req.method(), req.headers());
@@ -100,7 +109,7 @@ pub async fn handle(
                     principal_arn: principal.map(|p| p.user.arn.clone()),
                     account_id: principal.map(|p| p.user.account_id.clone()),
                     access_key_id: key_id,
-                    source_ip_address: peer,
+                    source_ip_address: peer.ip,
                     event_name: operation,
                     resources: resources.unwrap_or_default(),
                     status,
@@ -181,7 +190,7 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
 async fn process(
     api: &mut Api,
     req: Request<Incoming>,
-    peer: Option<std::net::IpAddr>,
+    peer: Peer,
     unread: &mut bool,
 ) -> Result<Value, ApiError> {
     let (parts, body) = req.into_parts();

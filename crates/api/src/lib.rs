@@ -23,6 +23,7 @@ pub mod ops;
 pub mod params;
 pub mod scope;
 pub mod tag_rules;
+pub mod tls;
 
 use arc_swap::ArcSwap;
 use hyper::server::conn::http1;
@@ -78,6 +79,8 @@ pub struct ApiConfig {
     pub auth: Option<Arc<auth::Auth>>,
     /// Where one JSON line per request goes, if anywhere.
     pub audit: Option<Arc<audit::AuditLog>>,
+    /// Serve HTTPS with this certificate (reloaded when its files change).
+    pub tls: Option<Arc<tls::Tls>>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -102,6 +105,7 @@ impl Default for ApiConfig {
             request_log: false,
             auth: None,
             audit: None,
+            tls: None,
         }
     }
 }
@@ -266,6 +270,9 @@ impl Server {
             cfg,
             limit: limit.clone(),
         };
+        if let Some(tls) = &accepting.cfg.tls {
+            tokio::spawn(tls.clone().watch(stopped.clone()));
+        }
         let done = tokio::spawn(accept_loop(accepting, listener, stopped));
         Ok(Server {
             addr,
@@ -354,34 +361,59 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = registry.register(client);
         let connection = Connection {
-            peer: client,
+            peer: http::Peer {
+                ip: Some(client),
+                tls: accepting.cfg.tls.is_some(),
+            },
             serving: accepting.serving.clone(),
             header_timeout_ms: accepting.cfg.header_read_timeout_ms,
             registered: conn,
             _permit: permit,
         };
-        tokio::spawn(serve(connection, stream, stopped.clone()));
+        match accepting.cfg.tls.as_ref().map(|t| t.acceptor()) {
+            None => {
+                tokio::spawn(serve(connection, stream, stopped.clone()));
+            }
+            Some(acceptor) => {
+                tokio::spawn(serve_tls(connection, acceptor, stream, stopped.clone()));
+            }
+        }
     }
 }
 
 /// One client connection's share of the server.
 struct Connection {
-    /// The client's address (`aws:SourceIp` in policies).
-    peer: std::net::IpAddr,
+    /// The client's address (`aws:SourceIp` in policies) and transport.
+    peer: http::Peer,
     serving: Arc<ArcSwap<Serving>>,
     header_timeout_ms: u64,
     registered: conns::Registered,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
+/// Completes the TLS handshake (within the header timeout), then serves
+/// the connection.
+async fn serve_tls(
+    connection: Connection,
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    stopped: watch::Receiver<bool>,
+) {
+    let timeout = std::time::Duration::from_millis(connection.header_timeout_ms);
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => serve(connection, tls, stopped).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
 /// Serves one connection until it ends, the server stops or the registry
 /// asks it to close. Each request is served by what the server serves when
 /// it arrives.
-async fn serve(
-    connection: Connection,
-    stream: tokio::net::TcpStream,
-    mut stopped: watch::Receiver<bool>,
-) {
+async fn serve<S>(connection: Connection, stream: S, mut stopped: watch::Receiver<bool>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let header_timeout = std::time::Duration::from_millis(connection.header_timeout_ms);
     let registered = &connection.registered;
     let marker = registered.marker();
@@ -391,7 +423,7 @@ async fn serve(
         let busy = marker.busy();
         let serving = serving.load_full();
         async move {
-            let response = http::handle(serving, req, Some(peer)).await;
+            let response = http::handle(serving, req, peer).await;
             drop(busy);
             response
         }

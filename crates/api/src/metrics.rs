@@ -119,6 +119,10 @@ fn describe() {
         "Requests refused because the principal's policies do not allow the action, by action."
     );
     describe_counter!(
+        "dynaraft_tls_reload_failures_total",
+        "Changed TLS certificate or key files that could not be loaded (the previous certificate is kept)."
+    );
+    describe_counter!(
         "dynaraft_audit_write_failures_total",
         "Audit records (or flushes of them) that could not be written."
     );
@@ -160,6 +164,11 @@ pub fn authentication_failed(error: &'static str) {
 /// An action the principal's policies do not allow.
 pub fn access_denied(action: &'static str) {
     metrics::counter!("dynaraft_access_denied_total", "action" => action).increment(1);
+}
+
+/// A changed TLS certificate or key that could not be loaded.
+pub fn tls_reload_failed() {
+    metrics::counter!("dynaraft_tls_reload_failures_total").increment(1);
 }
 
 /// An audit record that could not be written.

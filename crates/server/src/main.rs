@@ -203,6 +203,13 @@ struct RouterArgs {
     /// file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
+    /// when the file changes.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     #[command(flatten)]
     routes: RouteArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
@@ -360,6 +367,13 @@ struct EmbeddedArgs {
     /// file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
+    /// when the file changes.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
@@ -571,6 +585,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let cfg = ApiConfig {
         auth,
         audit: open_audit(args.audit_log.as_deref())?,
+        tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
         endpoint_address: addr.to_string(),
@@ -603,6 +618,18 @@ fn load_auth(
     Ok(Some(Arc::new(auth)))
 }
 
+/// The certificate of `--tls-cert` and `--tls-key`, if given.
+fn load_tls(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<dynaraft_api::tls::Tls>>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let tls = dynaraft_api::tls::Tls::load(cert, key).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(tls)))
+}
+
 /// The audit log of `--audit-log`, if given.
 fn open_audit(
     path: Option<&std::path::Path>,
@@ -628,6 +655,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let cfg = Arc::new(ApiConfig {
         auth,
         audit: open_audit(args.audit_log.as_deref())?,
+        tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
         transition_delay_ms: if args.instant_transitions {
             0
         } else {

@@ -176,7 +176,7 @@ impl Auth {
     pub fn authenticate(
         &self,
         req: &sigv4::Signed,
-        peer: Option<IpAddr>,
+        peer: crate::http::Peer,
         now: SystemTime,
     ) -> Result<Principal, ApiError> {
         let sig =
@@ -193,7 +193,8 @@ impl Auth {
         }
         Ok(Principal {
             user: user.clone(),
-            source_ip: peer,
+            source_ip: peer.ip,
+            secure_transport: peer.tls,
             region: self.region.clone(),
         })
     }
@@ -230,6 +231,8 @@ impl Auth {
 pub struct Principal {
     pub user: Arc<User>,
     pub source_ip: Option<IpAddr>,
+    /// The request came over TLS.
+    pub secure_transport: bool,
     region: Arc<str>,
 }
 
@@ -415,8 +418,7 @@ impl policy::Context for RequestContext<'_> {
             "aws:principalaccount" => one(&p.user.account_id),
             "aws:principaltype" => one("User"),
             "aws:requestedregion" => one(&p.region),
-            // No TLS on the API yet.
-            "aws:securetransport" => one("false"),
+            "aws:securetransport" => one(if p.secure_transport { "true" } else { "false" }),
             _ => None,
         }
     }
