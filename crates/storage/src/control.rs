@@ -125,6 +125,12 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             }
             Ok(Outcome::Table(Box::new(meta)))
         }
+        Command::SetTableStatus {
+            name,
+            status: TableStatus::Deleting,
+        } if get_table(ov, name)?.is_some_and(|m| m.deletion_protection) => {
+            Ok(Outcome::DeletionProtected)
+        }
         Command::SetTableStatus { name, status } => {
             change_table(ov, name, |meta| meta.status = *status)
         }
@@ -145,6 +151,11 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             None => Ok(Outcome::TableMissing),
         },
         Command::DropTable { name } => match get_table(ov, name)? {
+            // Deletion protection holds on every path, not only at the API;
+            // a table already DELETING was unprotected when that began.
+            Some(meta) if meta.deletion_protection && meta.status != TableStatus::Deleting => {
+                Ok(Outcome::DeletionProtected)
+            }
             Some(meta) => {
                 // The data groups are removed by the nodes hosting them
                 // once they see the table gone from the catalog.
@@ -484,6 +495,54 @@ mod tests {
             assert_eq!(t.partitions[0].epoch, 2);
             assert_eq!(t.partitions[1].epoch, 1);
         }
+    }
+
+    /// Deletion protection holds in the state machine itself: neither a
+    /// DropTable nor a move to DELETING gets through while it is on,
+    /// whatever path proposed them; once it is off, both do.
+    #[test]
+    fn a_protected_table_is_neither_dropped_nor_set_deleting() {
+        let tree = crate::kv::Store::temporary().expect("store");
+        for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c")].iter().enumerate() {
+            run(&tree, i as u64 + 1, node(*id, az));
+        }
+        let protected = TableMeta {
+            deletion_protection: true,
+            ..table("t", 1)
+        };
+        assert!(matches!(
+            run(&tree, 4, Command::CreateTable(protected.clone())),
+            Outcome::Table(_)
+        ));
+        let drop = || Command::DropTable { name: "t".into() };
+        let deleting = || Command::SetTableStatus {
+            name: "t".into(),
+            status: TableStatus::Deleting,
+        };
+        assert!(matches!(run(&tree, 5, drop()), Outcome::DeletionProtected));
+        assert!(matches!(
+            run(&tree, 6, deleting()),
+            Outcome::DeletionProtected
+        ));
+        let Outcome::Table(t) = run(
+            &tree,
+            7,
+            Command::SetTableStatus {
+                name: "t".into(),
+                status: TableStatus::Updating,
+            },
+        ) else {
+            panic!("other transitions still apply");
+        };
+        assert_eq!(t.status, TableStatus::Updating);
+        let unprotected = TableMeta {
+            deletion_protection: false,
+            ..protected
+        };
+        run(&tree, 8, Command::ReplaceTableMeta(unprotected));
+        assert!(matches!(run(&tree, 9, deleting()), Outcome::Table(_)));
+        assert!(matches!(run(&tree, 10, drop()), Outcome::Table(_)));
+        assert!(matches!(run(&tree, 11, drop()), Outcome::TableMissing));
     }
 
     /// A split allocates its child's id when it begins (once: a second

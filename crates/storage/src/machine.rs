@@ -148,6 +148,9 @@ pub enum Outcome {
     /// the command was routed); nothing was written: refresh the map and
     /// retry.
     WrongRange(String),
+    /// The table has deletion protection: it is neither deleted nor set
+    /// DELETING, whoever asks.
+    DeletionProtected,
 }
 
 /// Pending writes of a batch over the tree.

@@ -29,9 +29,7 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
         _ => {}
     }
     if t.meta.deletion_protection {
-        return Err(ApiError::validation(format!(
-            "1 validation error detected: Table '{name}' can't be deleted while DeletionProtectionEnabled is set to True"
-        )));
+        return Err(super::deletion_protected(&name));
     }
     let mut desc = super::describe(api, &t.meta).await?;
     desc["TableStatus"] = json!("DELETING");

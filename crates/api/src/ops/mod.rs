@@ -397,11 +397,19 @@ pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMe
         // A catalog change that lost a race with another (found by the
         // control plane, which checks again).
         Outcome::Invalid(m) => Err(ApiError::Validation(m)),
+        Outcome::DeletionProtected => Err(deletion_protected(display_name(name))),
         _ => Err(ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {} not found",
             display_name(name)
         ))),
     }
+}
+
+/// DeleteTable's refusal of a table with deletion protection.
+pub fn deletion_protected(name: &str) -> ApiError {
+    ApiError::validation(format!(
+        "1 validation error detected: Table '{name}' can't be deleted while DeletionProtectionEnabled is set to True"
+    ))
 }
 
 /// What a catalog command does to which table, for the log: `(event,
