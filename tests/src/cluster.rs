@@ -11,6 +11,7 @@ use dynaraft_cluster::host::HostConfig;
 use dynaraft_cluster::node::{ClusterNode, ControlMember, NodeConfig, RouterNode};
 pub use dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES;
 use dynaraft_raft::Timing;
+use dynaraft_raft::tls::PeerTls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct TestCluster {
     root: PathBuf,
     server: Option<Server>,
     router: Option<RouterNode>,
+    /// Mutual TLS on every node's gRPC port and the router's calls.
+    peer_tls: Option<Arc<PeerTls>>,
 }
 
 impl TestCluster {
@@ -73,6 +76,25 @@ impl TestCluster {
         partitions: usize,
         replace_after_ms: u64,
         split_size_bytes: u64,
+    ) -> TestCluster {
+        let settings = (replace_after_ms, split_size_bytes);
+        Self::boot(name, zones, partitions, settings, None).await
+    }
+
+    /// Boots three nodes (az-a, az-b, az-c) and a router, every gRPC
+    /// connection between them mutual TLS with `tls`.
+    pub async fn start_with_peer_tls(name: &str, tls: Arc<PeerTls>) -> TestCluster {
+        let zones: Vec<String> = ["az-a", "az-b", "az-c"].map(String::from).to_vec();
+        let settings = (TEST_REPLACE_AFTER_MS, DEFAULT_SPLIT_SIZE_BYTES);
+        Self::boot(name, &zones, 1, settings, Some(tls)).await
+    }
+
+    async fn boot(
+        name: &str,
+        zones: &[String],
+        partitions: usize,
+        (replace_after_ms, split_size_bytes): (u64, u64),
+        peer_tls: Option<Arc<PeerTls>>,
     ) -> TestCluster {
         let n = zones.len();
         let root =
@@ -103,12 +125,13 @@ impl TestCluster {
             root,
             server: None,
             router: None,
+            peer_tls,
         };
         for (i, l) in listeners.into_iter().enumerate() {
             let node = c.open(i, l).await;
             c.nodes.push(Some(node));
         }
-        let router = RouterNode::start(&c.members, Default::default());
+        let router = RouterNode::start(&c.members, Default::default(), c.peer_tls.clone());
         assert!(
             router.ready(Duration::from_secs(10)).await,
             "catalog never loaded"
@@ -135,6 +158,7 @@ impl TestCluster {
         let dir = self.root.join(format!("node-{}", m.id));
         let mut host = HostConfig::new(m.id, &m.az, &m.addr, Some(dir));
         host.timing = test_timing();
+        host.peer_tls = self.peer_tls.clone();
         let cfg = NodeConfig {
             host,
             control: self.members.clone(),

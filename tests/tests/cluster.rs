@@ -463,17 +463,17 @@ async fn a_node_added_to_a_zone_takes_its_share_of_replicas() {
     }
     assert_eq!(held(&c, 1), 3);
     // Draining the new node hands its replicas back before it leaves.
-    let why = match admin::drain(&c.members, 99, false).await {
+    let why = match admin::drain(&Default::default(), &c.members, 99, false).await {
         Err(admin::SplitError::Refused(why)) => why,
         other => panic!("draining an unknown node: {other:?}"),
     };
     assert!(why.contains("no node 99"), "{why}");
-    let why = match admin::drain(&c.members, 2, false).await {
+    let why = match admin::drain(&Default::default(), &c.members, 2, false).await {
         Err(admin::SplitError::Refused(why)) => why,
         other => panic!("draining the only az-b node: {other:?}"),
     };
     assert!(why.contains("only node of zone az-b"), "{why}");
-    let said = admin::drain(&c.members, new_id, false)
+    let said = admin::drain(&Default::default(), &c.members, new_id, false)
         .await
         .expect("drain");
     assert!(said.contains("draining"), "{said}");

@@ -421,7 +421,7 @@ async fn liveness_and_readiness() {
     assert_eq!(t.get("/ready").0, 200);
 
     let unreachable = dynaraft_cluster::node::ControlMember::parse("1=127.0.0.1:1@az-a").unwrap();
-    let rn = dynaraft_cluster::node::RouterNode::start(&[unreachable], Default::default());
+    let rn = dynaraft_cluster::node::RouterNode::start(&[unreachable], Default::default(), None);
     let api = dynaraft_api::Api::new(
         rn.router.clone(),
         std::sync::Arc::new(dynaraft_api::ApiConfig::default()),

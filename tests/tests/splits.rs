@@ -419,21 +419,44 @@ async fn admin_splits_refuse_clearly_and_finish_through_the_control_plane() {
         Err(SplitError::Refused(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    let why = refused(admin::split(&c.members, "nope", None, None, None).await);
+    let why =
+        refused(admin::split(&Default::default(), &c.members, "nope", None, None, None).await);
     assert!(why.contains("does not exist"), "{why}");
-    let why = refused(admin::split(&c.members, "grow", None, None, None).await);
+    let why =
+        refused(admin::split(&Default::default(), &c.members, "grow", None, None, None).await);
     assert!(why.contains("fewer than two partition-key values"), "{why}");
     assert_eq!(put_collection(&c.client, 0).await, 0);
-    let why = refused(admin::split(&c.members, "grow", None, None, None).await);
+    let why =
+        refused(admin::split(&Default::default(), &c.members, "grow", None, None, None).await);
     assert!(why.contains("fewer than two partition-key values"), "{why}");
-    let why = refused(admin::split(&c.members, "grow", Some("byx"), None, None).await);
+    let why = refused(
+        admin::split(
+            &Default::default(),
+            &c.members,
+            "grow",
+            Some("byx"),
+            None,
+            None,
+        )
+        .await,
+    );
     assert!(why.contains("no global index"), "{why}");
     for i in 1..20 {
         assert_eq!(put_collection(&c.client, i).await, 0);
     }
-    let why = refused(admin::split(&c.members, "grow", None, Some(999), None).await);
+    let why = refused(
+        admin::split(
+            &Default::default(),
+            &c.members,
+            "grow",
+            None,
+            Some(999),
+            None,
+        )
+        .await,
+    );
     assert!(why.contains("no partition 999"), "{why}");
-    let said = admin::split(&c.members, "grow", None, None, None)
+    let said = admin::split(&Default::default(), &c.members, "grow", None, None, None)
         .await
         .expect("split begins");
     assert!(said.contains("begun"), "{said}");
@@ -442,7 +465,9 @@ async fn admin_splits_refuse_clearly_and_finish_through_the_control_plane() {
         assert!(Instant::now() < deadline, "the split was never finished");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let rows = admin::partitions(&c.members).await.expect("partitions");
+    let rows = admin::partitions(&Default::default(), &c.members)
+        .await
+        .expect("partitions");
     let grow: Vec<_> = rows.iter().filter(|r| r.table == "grow").collect();
     assert_eq!(grow.len(), 2);
     assert_eq!(grow[1].parent, Some(grow[0].group));

@@ -27,9 +27,8 @@ async fn catalog(remote: &Remote, control: &[ControlMember]) -> Result<CatalogDo
 }
 
 /// Renders nodes and partitions as two plain-text tables.
-pub async fn report(control: &[ControlMember]) -> Result<String, ClusterError> {
-    let remote = Remote::default();
-    let doc = catalog(&remote, control).await?;
+pub async fn report(remote: &Remote, control: &[ControlMember]) -> Result<String, ClusterError> {
+    let doc = catalog(remote, control).await?;
     let mut status: BTreeMap<u64, Option<BTreeMap<u64, GroupStatus>>> = BTreeMap::new();
     for n in &doc.nodes {
         let s = match remote.call(&n.addr, 0, 0, &Request::Status).await {
@@ -129,9 +128,11 @@ fn hex(h: u64) -> String {
 
 /// Every partition of every table and index, with its range, size,
 /// replicas and leader.
-pub async fn partitions(control: &[ControlMember]) -> Result<Vec<PartitionRow>, ClusterError> {
-    let remote = Remote::default();
-    let doc = catalog(&remote, control).await?;
+pub async fn partitions(
+    remote: &Remote,
+    control: &[ControlMember],
+) -> Result<Vec<PartitionRow>, ClusterError> {
+    let doc = catalog(remote, control).await?;
     let addrs: BTreeMap<u64, String> = doc.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
     let mut leaders: BTreeMap<u64, u64> = BTreeMap::new();
     for n in &doc.nodes {
@@ -221,14 +222,14 @@ pub fn render_partitions(rows: &[PartitionRow]) -> String {
 /// hash outside the partition, or a partition that cannot be split (fewer
 /// than two partition-key values) is refused with the reason.
 pub async fn split(
+    remote: &Remote,
     control: &[ControlMember],
     table: &str,
     index: Option<&str>,
     group: Option<u64>,
     at: Option<u64>,
 ) -> Result<String, SplitError> {
-    let remote = Remote::default();
-    let doc = catalog(&remote, control).await?;
+    let doc = catalog(remote, control).await?;
     let refuse = |why: String| Err(SplitError::Refused(why));
     let Some(t) = doc.tables.iter().find(|t| t.name == table) else {
         return refuse(format!("table {table} does not exist"));
@@ -289,7 +290,7 @@ pub async fn split(
         group: p.group,
         at,
     };
-    match propose_to_control(&remote, control, cmd).await? {
+    match propose_to_control(remote, control, cmd).await? {
         Outcome::TableMissing => refuse(format!("table {table} does not exist")),
         Outcome::Table(meta) => {
             let child = meta
@@ -326,9 +327,13 @@ pub enum SplitError {
 /// leader then moves its replicas, one at a time, to other nodes of its
 /// zone, and places nothing new on it. Refused, with the reason, for a
 /// node that is not registered or has no other node in its zone.
-pub async fn drain(control: &[ControlMember], node: u64, undo: bool) -> Result<String, SplitError> {
-    let remote = Remote::default();
-    let doc = catalog(&remote, control).await?;
+pub async fn drain(
+    remote: &Remote,
+    control: &[ControlMember],
+    node: u64,
+    undo: bool,
+) -> Result<String, SplitError> {
+    let doc = catalog(remote, control).await?;
     let Some(record) = doc.nodes.iter().find(|n| n.id == node) else {
         return Err(SplitError::Refused(format!("no node {node} is registered")));
     };
@@ -347,7 +352,7 @@ pub async fn drain(control: &[ControlMember], node: u64, undo: bool) -> Result<S
         node,
         draining: !undo,
     };
-    match propose_to_control(&remote, control, cmd).await? {
+    match propose_to_control(remote, control, cmd).await? {
         Outcome::Done if undo => Ok(format!("node {node} no longer draining\n")),
         Outcome::Done => {
             let held = doc

@@ -104,6 +104,9 @@ pub struct HostConfig {
     /// What the node's resident memory should stay under, in bytes; the
     /// store's cache and the log tails' bound are shares of it.
     pub memory_limit_bytes: u64,
+    /// Mutual TLS with every peer and client of the node's gRPC port
+    /// (`dynaraft_raft::tls`); `None` serves and dials plaintext.
+    pub peer_tls: Option<Arc<dynaraft_raft::tls::PeerTls>>,
 }
 
 impl HostConfig {
@@ -119,6 +122,7 @@ impl HostConfig {
             routes: HashMap::new(),
             engine: DEFAULT_ENGINE,
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
+            peer_tls: None,
         }
     }
 
@@ -207,7 +211,7 @@ impl Host {
         }
         let committer = Committer::start(store.clone())?;
         let (stop, _) = watch::channel(false);
-        let channels = Channels::with_routes(cfg.routes.clone());
+        let channels = Channels::with_routes(cfg.routes.clone()).with_tls(cfg.peer_tls.clone());
         let host = Host {
             inner: Arc::new(Inner {
                 cfg,

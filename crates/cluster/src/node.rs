@@ -205,10 +205,15 @@ pub struct RouterNode {
 
 impl RouterNode {
     /// Starts a router that reaches the nodes at the keys of `routes`
-    /// through the addresses they map to (empty: directly).
-    pub fn start(control: &[ControlMember], routes: HashMap<String, String>) -> RouterNode {
+    /// through the addresses they map to (empty: directly), over mutual
+    /// TLS when `tls` is given.
+    pub fn start(
+        control: &[ControlMember],
+        routes: HashMap<String, String>,
+        tls: Option<Arc<dynaraft_raft::tls::PeerTls>>,
+    ) -> RouterNode {
         let catalog = Arc::new(CatalogWatch::default());
-        let remote = Remote::new(Channels::with_routes(routes));
+        let remote = Remote::new(Channels::with_routes(routes).with_tls(tls));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let addrs = control.iter().map(|m| m.addr.clone()).collect();
         tokio::spawn(remote::feed_catalog(

@@ -113,8 +113,12 @@ pub async fn serve(
     })
     .max_decoding_message_size(MAX_DATA_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_DATA_MESSAGE_BYTES);
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = host.channels().tls() {
+        server = server.tls_config(tls.server())?;
+    }
     drop(host);
-    tonic::transport::Server::builder()
+    server
         .add_service(raft)
         .add_service(data)
         .serve_with_incoming_shutdown(

@@ -259,6 +259,8 @@ pub struct Channels {
     /// NAT in front of the peer). The peer keeps its own address as its
     /// identity; only the TCP connection goes elsewhere.
     routes: Arc<HashMap<String, String>>,
+    /// Mutual TLS to every peer, when the cluster uses it.
+    tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 fn transport_client(channel: Channel) -> RaftTransportClient<Channel> {
@@ -274,7 +276,18 @@ impl Channels {
         Channels {
             peers: Arc::default(),
             routes: Arc::new(routes),
+            tls: None,
         }
+    }
+
+    /// These channels, each over mutual TLS with `tls` (when given).
+    pub fn with_tls(self, tls: Option<Arc<crate::tls::PeerTls>>) -> Channels {
+        Channels { tls, ..self }
+    }
+
+    /// The mutual TLS the channels use, if any (a node serves with it too).
+    pub fn tls(&self) -> Option<&Arc<crate::tls::PeerTls>> {
+        self.tls.as_ref()
     }
 
     fn with_peer<T>(&self, addr: &str, f: impl FnOnce(&mut Peer) -> T) -> Result<T, String> {
@@ -286,8 +299,15 @@ impl Channels {
             return Ok(f(p));
         }
         let dial = self.routes.get(addr).map_or(addr, String::as_str);
-        let channel = Endpoint::from_shared(format!("http://{dial}"))
-            .map_err(|e| e.to_string())?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{dial}")).map_err(|e| e.to_string())?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.client())
+                .map_err(|e| e.to_string())?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS))
             .tcp_nodelay(true)
             // A peer that stops answering (paused, or cut off without a

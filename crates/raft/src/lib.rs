@@ -21,6 +21,7 @@ pub mod network;
 pub mod propose;
 pub mod purger;
 pub mod state_machine;
+pub mod tls;
 pub mod types;
 
 pub use group::{GroupNetwork, ProposeError, RaftGroup, Timing};

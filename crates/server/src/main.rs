@@ -163,6 +163,43 @@ struct NodeArgs {
     split_size_bytes: u64,
     #[command(flatten)]
     routes: RouteArgs,
+    #[command(flatten)]
+    peer_tls: PeerTlsArgs,
+}
+
+/// Mutual TLS on the cluster's gRPC port (docs/security.md).
+#[derive(clap::Args)]
+struct PeerTlsArgs {
+    /// The CA certificate (PEM) that signs every member's certificate;
+    /// with --peer-tls-cert and --peer-tls-key, every gRPC connection to
+    /// and from this process is mutual TLS, and peers without a certificate
+    /// it signed are refused.
+    #[arg(long, requires_all = ["peer_tls_cert", "peer_tls_key"])]
+    peer_tls_ca: Option<PathBuf>,
+    /// This member's certificate chain (PEM); it must name
+    /// --peer-tls-server-name.
+    #[arg(long, requires = "peer_tls_ca")]
+    peer_tls_cert: Option<PathBuf>,
+    /// The private key of --peer-tls-cert (PEM).
+    #[arg(long, requires = "peer_tls_ca")]
+    peer_tls_key: Option<PathBuf>,
+    /// The DNS name every member's certificate carries, checked on the
+    /// server's certificate by each client.
+    #[arg(long, default_value = dynaraft_raft::tls::DEFAULT_PEER_SERVER_NAME)]
+    peer_tls_server_name: String,
+}
+
+impl PeerTlsArgs {
+    fn load(&self) -> anyhow::Result<Option<Arc<dynaraft_raft::tls::PeerTls>>> {
+        let (Some(ca), Some(cert), Some(key)) =
+            (&self.peer_tls_ca, &self.peer_tls_cert, &self.peer_tls_key)
+        else {
+            return Ok(None);
+        };
+        let tls = dynaraft_raft::tls::PeerTls::load(ca, cert, key, &self.peer_tls_server_name)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Some(Arc::new(tls)))
+    }
 }
 
 #[derive(clap::Args)]
@@ -212,6 +249,8 @@ struct RouterArgs {
     tls_key: Option<PathBuf>,
     #[command(flatten)]
     routes: RouteArgs,
+    #[command(flatten)]
+    peer_tls: PeerTlsArgs,
     /// DELIBERATELY UNSAFE, for testing the fault harness only: answer
     /// single-item writes before they are committed (loses writes). Only
     /// in builds with the `failpoints` feature.
@@ -225,6 +264,8 @@ struct AdminArgs {
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
+    #[command(flatten)]
+    peer_tls: PeerTlsArgs,
     /// Without a subcommand: nodes, zones, partitions, leaders and lag.
     #[command(subcommand)]
     what: Option<AdminCmd>,
@@ -408,10 +449,12 @@ async fn run() -> anyhow::Result<()> {
         Command::Router(args) => router(args).await,
         Command::Admin(args) => {
             let control = control_members(&args.control)?;
+            let channels = dynaraft_raft::grpc::Channels::default().with_tls(args.peer_tls.load()?);
+            let remote = &dynaraft_cluster::remote::Remote::new(channels);
             match args.what {
-                None => print!("{}", admin::report(&control).await?),
+                None => print!("{}", admin::report(remote, &control).await?),
                 Some(AdminCmd::Partitions { json }) => {
-                    let rows = admin::partitions(&control).await?;
+                    let rows = admin::partitions(remote, &control).await?;
                     if json {
                         println!("{}", serde_json::to_string_pretty(&rows)?);
                     } else {
@@ -419,7 +462,7 @@ async fn run() -> anyhow::Result<()> {
                     }
                 }
                 Some(AdminCmd::Drain { node, undo }) => {
-                    print!("{}", admin::drain(&control, node, undo).await?)
+                    print!("{}", admin::drain(remote, &control, node, undo).await?)
                 }
                 Some(AdminCmd::Split {
                     table,
@@ -428,7 +471,7 @@ async fn run() -> anyhow::Result<()> {
                     at,
                 }) => print!(
                     "{}",
-                    admin::split(&control, &table, index.as_deref(), group, at).await?
+                    admin::split(remote, &control, &table, index.as_deref(), group, at).await?
                 ),
             }
             Ok(())
@@ -532,6 +575,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.routes = args.routes.parse()?;
     host.engine = args.engine.parse().map_err(anyhow::Error::msg)?;
     host.memory_limit_bytes = args.memory_limit_mb << 20;
+    host.peer_tls = args.peer_tls.load()?;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -566,7 +610,11 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
-    let rn = RouterNode::start(&control_members(&args.control)?, args.routes.parse()?);
+    let rn = RouterNode::start(
+        &control_members(&args.control)?,
+        args.routes.parse()?,
+        args.peer_tls.load()?,
+    );
     #[cfg(feature = "failpoints")]
     if args.unsafe_ack_before_commit {
         tracing::warn!(
