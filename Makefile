@@ -74,7 +74,7 @@ test-cluster: $(VENV)/.installed
 K8S_VERSION := 1.30.0
 test-deploy: $(VENV)/.installed
 	$(VENV)/bin/kubernetes-validate --quiet --strict -k $(K8S_VERSION) deploy/k8s/storage.yaml deploy/k8s/router.yaml
-	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml
+	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml deploy/k8s/router.yaml
 
 ## The side-by-side benchmark: the machine's floors (fsync, an empty HTTP
 ## round trip), then the embedded server, dynalite (npm, into
