@@ -52,6 +52,7 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/auth_session.py $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/split_crash.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/encryption_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 

@@ -39,6 +39,8 @@ pub struct EmbeddedConfig {
     pub memory_limit_bytes: u64,
     /// Size at which a partition splits, in bytes (see `split`).
     pub split_size_bytes: u64,
+    /// See `HostConfig::encryption`.
+    pub encryption: Option<Arc<dynaraft_storage::cipher::KeyRing>>,
 }
 
 impl EmbeddedConfig {
@@ -50,6 +52,7 @@ impl EmbeddedConfig {
             engine: crate::host::DEFAULT_ENGINE,
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
             split_size_bytes: crate::split::DEFAULT_SPLIT_SIZE_BYTES,
+            encryption: None,
         }
     }
 }
@@ -69,6 +72,7 @@ impl Embedded {
             wal_segment_bytes: cfg.wal_segment_bytes,
             engine: cfg.engine,
             memory_limit_bytes: cfg.memory_limit_bytes,
+            encryption: cfg.encryption.clone(),
             ..HostConfig::new(EMBEDDED_NODE_ID, EMBEDDED_AZ, EMBEDDED_ADDR, cfg.data_dir)
         };
         let host = Host::open(host_cfg.clone()).await?;
@@ -100,6 +104,7 @@ impl Embedded {
             addr: EMBEDDED_ADDR.into(),
             az: EMBEDDED_AZ.into(),
             draining: false,
+            encrypted: host_cfg.encryption.is_some() && host_cfg.data_dir.is_some(),
         };
         register_once(&router, &record)
             .await

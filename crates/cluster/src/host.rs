@@ -107,6 +107,9 @@ pub struct HostConfig {
     /// Mutual TLS with every peer and client of the node's gRPC port
     /// (`dynaraft_raft::tls`); `None` serves and dials plaintext.
     pub peer_tls: Option<Arc<dynaraft_raft::tls::PeerTls>>,
+    /// Encryption at rest: the keys that seal the store's values and the
+    /// WAL's commands (`dynaraft_storage::cipher`); `None` writes plaintext.
+    pub encryption: Option<Arc<dynaraft_storage::cipher::KeyRing>>,
 }
 
 impl HostConfig {
@@ -123,6 +126,7 @@ impl HostConfig {
             engine: DEFAULT_ENGINE,
             memory_limit_bytes: DEFAULT_MEMORY_LIMIT_BYTES,
             peer_tls: None,
+            encryption: None,
         }
     }
 
@@ -185,13 +189,21 @@ impl Host {
         let (store, wal, records, votes) = match &cfg.data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
-                dynaraft_storage::identity::claim(dir, cfg.id)?;
+                dynaraft_storage::identity::claim(dir, cfg.id, cfg.encryption.as_deref())?;
                 let memory = cfg.store_memory();
-                let store = when_unlocked(|| Store::open_in(dir, cfg.engine, memory)).await?;
-                tracing::info!(engine = ?store.engine(), "state machine store opened");
+                let store = when_unlocked(|| Store::open_in(dir, cfg.engine, memory))
+                    .await?
+                    .sealed_with(cfg.encryption.clone());
+                tracing::info!(
+                    engine = ?store.engine(),
+                    encrypted = cfg.encryption.is_some(),
+                    "state machine store opened"
+                );
                 let wal_dir = dir.join("wal");
-                let (wal, records) =
-                    when_unlocked(|| Wal::open_with(&wal_dir, cfg.wal_segment_bytes)).await?;
+                let (wal, records) = when_unlocked(|| {
+                    Wal::open_sealed(&wal_dir, cfg.wal_segment_bytes, cfg.encryption.clone())
+                })
+                .await?;
                 let votes = VoteFile::open(Some(dir.join("votes.json")))?;
                 (store, wal, records, votes)
             }

@@ -117,6 +117,7 @@ impl ClusterNode {
             addr: cfg.host.addr.clone(),
             az: cfg.host.az.clone(),
             draining: false,
+            encrypted: cfg.host.encryption.is_some() && cfg.host.data_dir.is_some(),
         };
         let r = router.clone();
         host.spawn(move |_, stop| register(r, record, stop));

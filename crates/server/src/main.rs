@@ -161,6 +161,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Encrypt the data directory at rest with the keys in this file (one
+    /// 64-hex-digit AES-256 key per line, the first active; see
+    /// docs/security.md). Chosen when the directory is created.
+    #[arg(long)]
+    encryption_key_file: Option<PathBuf>,
     #[command(flatten)]
     routes: RouteArgs,
     #[command(flatten)]
@@ -389,6 +394,11 @@ struct EmbeddedArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Encrypt the data directory at rest with the keys in this file (one
+    /// 64-hex-digit AES-256 key per line, the first active; see
+    /// docs/security.md). Chosen when the directory is created.
+    #[arg(long, conflicts_with = "in_memory")]
+    encryption_key_file: Option<PathBuf>,
     /// How long a stream enabled through this server keeps its change
     /// records, in seconds (DynamoDB: 24 hours).
     #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
@@ -576,6 +586,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.engine = args.engine.parse().map_err(anyhow::Error::msg)?;
     host.memory_limit_bytes = args.memory_limit_mb << 20;
     host.peer_tls = args.peer_tls.load()?;
+    host.encryption = load_keys(args.encryption_key_file.as_deref())?;
     let cfg = NodeConfig {
         host,
         control: control_members(&args.control)?,
@@ -666,6 +677,17 @@ fn load_auth(
     Ok(Some(Arc::new(auth)))
 }
 
+/// The keys of `--encryption-key-file`, if given.
+fn load_keys(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<Arc<dynaraft_storage::cipher::KeyRing>>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let ring = dynaraft_storage::cipher::KeyRing::load(path).map_err(anyhow::Error::msg)?;
+    Ok(Some(Arc::new(ring)))
+}
+
 /// The certificate of `--tls-cert` and `--tls-key`, if given.
 fn load_tls(
     cert: Option<&std::path::Path>,
@@ -697,6 +719,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         memory_limit_bytes: args.memory_limit_mb << 20,
         split_size_bytes: args.split_size_bytes,
+        encryption: load_keys(args.encryption_key_file.as_deref())?,
         ..EmbeddedConfig::new(data_dir)
     };
     let auth = load_auth(args.auth_file.as_deref(), &args.region)?;

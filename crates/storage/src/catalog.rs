@@ -422,6 +422,9 @@ pub struct NodeRecord {
     /// nodes of its zone and no new replica is placed on it.
     #[serde(default)]
     pub draining: bool,
+    /// The node encrypts its data directory at rest (`cipher`).
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 fn fnv1a(s: &str) -> u64 {

@@ -101,6 +101,8 @@ impl std::str::FromStr for Engine {
 pub enum Bytes {
     Sled(sled::IVec),
     Fjall(fjall::Slice),
+    /// A value opened from its sealed form (encryption at rest).
+    Opened(std::sync::Arc<[u8]>),
 }
 
 impl Deref for Bytes {
@@ -109,6 +111,7 @@ impl Deref for Bytes {
         match self {
             Bytes::Sled(b) => b,
             Bytes::Fjall(b) => b,
+            Bytes::Opened(b) => b,
         }
     }
 }
@@ -192,6 +195,9 @@ pub struct Store {
     backend: Backend,
     /// Where its files are (`None`: in memory, nothing to make durable).
     dir: Option<PathBuf>,
+    /// Seals every value written and opens every value read, when the
+    /// node encrypts at rest (`crate::cipher`).
+    cipher: Option<std::sync::Arc<crate::cipher::KeyRing>>,
 }
 
 /// Writes applied together by [`Store::apply`], all or none.
@@ -238,6 +244,7 @@ impl Store {
         Ok(Store {
             backend,
             dir: Some(dir),
+            cipher: None,
         })
     }
 
@@ -261,7 +268,39 @@ impl Store {
         let dir = base.join(format!("dynaraft-mem-{}-{n}", std::process::id()));
         let sled_cfg = sled::Config::new().temporary(true);
         let backend = Backend::open(DEFAULT_ENGINE, sled_cfg, &dir, true, DEFAULT_MEMORY)?;
-        Ok(Store { backend, dir: None })
+        Ok(Store {
+            backend,
+            dir: None,
+            cipher: None,
+        })
+    }
+
+    /// This store, sealing every value it writes and opening every value it
+    /// reads with `ring` (set before anything is read or written).
+    pub fn sealed_with(self, ring: Option<std::sync::Arc<crate::cipher::KeyRing>>) -> Store {
+        Store {
+            cipher: ring,
+            ..self
+        }
+    }
+
+    /// A value as read from the engine, opened if the store is sealed.
+    fn opened(&self, v: Bytes) -> Result<Bytes, StorageError> {
+        match &self.cipher {
+            None => Ok(v),
+            Some(ring) => Ok(Bytes::Opened(ring.open(&v)?.into())),
+        }
+    }
+
+    /// `scan` with its values opened, if the store is sealed.
+    fn opened_scan(&self, scan: Scan) -> Scan {
+        match self.cipher.clone() {
+            None => scan,
+            Some(ring) => Box::new(scan.map(move |p| {
+                let (k, v) = p?;
+                Ok((k, Bytes::Opened(ring.open(&v)?.into())))
+            })),
+        }
     }
 
     /// The engine this store runs on.
@@ -273,12 +312,11 @@ impl Store {
     }
 
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
-        match &self.backend {
-            Backend::Sled { tree, .. } => Ok(tree.get(key)?.map(Bytes::Sled)),
-            Backend::Fjall { state, .. } => {
-                Ok(state.get(key).map_err(fjall_err)?.map(Bytes::Fjall))
-            }
-        }
+        let raw = match &self.backend {
+            Backend::Sled { tree, .. } => tree.get(key)?.map(Bytes::Sled),
+            Backend::Fjall { state, .. } => state.get(key).map_err(fjall_err)?.map(Bytes::Fjall),
+        };
+        raw.map(|v| self.opened(v)).transpose()
     }
 
     /// The pairs with keys in `range`, in key order.
@@ -289,22 +327,31 @@ impl Store {
             Bound::Unbounded => Bound::Unbounded,
         };
         let bounds = (owned(range.start_bound()), owned(range.end_bound()));
-        match &self.backend {
+        let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.range(bounds).map(sled_pair)),
             Backend::Fjall { state, .. } => Box::new(state.range(bounds).map(fjall_pair)),
-        }
+        };
+        self.opened_scan(scan)
     }
 
     /// The pairs whose keys start with `prefix`, in key order.
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
-        match &self.backend {
+        let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.scan_prefix(prefix).map(sled_pair)),
             Backend::Fjall { state, .. } => Box::new(state.prefix(prefix).map(fjall_pair)),
-        }
+        };
+        self.opened_scan(scan)
     }
 
     /// Applies `batch` atomically.
-    pub fn apply(&self, batch: Batch) -> Result<(), StorageError> {
+    pub fn apply(&self, mut batch: Batch) -> Result<(), StorageError> {
+        if let Some(ring) = &self.cipher {
+            for (_, v) in &mut batch.0 {
+                if let Some(plain) = v {
+                    *plain = ring.seal(plain);
+                }
+            }
+        }
         match &self.backend {
             Backend::Sled { tree, .. } => {
                 let mut b = sled::Batch::default();
@@ -469,6 +516,41 @@ fn fsync_tree(dir: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sealed store reads back what was written, through every read, and
+    /// what the engine holds is sealed (an unsealed view sees no value).
+    #[test]
+    fn a_sealed_store_seals_values_and_opens_them_on_every_read() {
+        let ring = std::sync::Arc::new(
+            crate::cipher::KeyRing::parse(&"42".repeat(crate::cipher::KEY_BYTES)).unwrap(),
+        );
+        let raw = Store::temporary().unwrap();
+        let sealed = raw.clone().sealed_with(Some(ring));
+        let mut b = Batch::default();
+        b.insert(b"a".to_vec(), b"value one".to_vec());
+        b.insert(b"b".to_vec(), b"value two".to_vec());
+        sealed.apply(b).unwrap();
+        assert_eq!(&*sealed.get(b"a").unwrap().unwrap(), b"value one");
+        let all: Vec<Vec<u8>> = sealed
+            .range::<&[u8], _>(..)
+            .map(|p| p.unwrap().1.to_vec())
+            .collect();
+        assert_eq!(all, vec![b"value one".to_vec(), b"value two".to_vec()]);
+        let back: Vec<Vec<u8>> = sealed
+            .scan_prefix(b"b")
+            .rev()
+            .map(|p| p.unwrap().1.to_vec())
+            .collect();
+        assert_eq!(back, vec![b"value two".to_vec()]);
+        let stored = raw.get(b"a").unwrap().unwrap();
+        assert_eq!(stored[0], crate::cipher::SEALED_MAGIC);
+        assert!(!stored.windows(5).any(|w| w == b"value"));
+        // A plaintext value under a sealed store is corruption, not data.
+        let mut plain = Batch::default();
+        plain.insert(b"c".to_vec(), b"plain".to_vec());
+        raw.apply(plain).unwrap();
+        assert!(matches!(sealed.get(b"c"), Err(StorageError::Corrupt(_))));
+    }
 
     /// Both engines answer the facade alike: batches, point reads, ranges
     /// both ways, prefixes, deletes, and reopening after a durable flush.

@@ -15,6 +15,7 @@
 //! do (retry, report corruption), not which DynamoDB exception to send.
 
 pub mod catalog;
+pub mod cipher;
 pub mod command;
 pub mod committer;
 pub mod control;

@@ -65,6 +65,9 @@ type SegmentIndex = BTreeMap<u64, BTreeMap<u64, u64>>;
 #[derive(Clone)]
 pub struct Wal {
     tx: Option<mpsc::Sender<AppendRequest>>,
+    /// Seals every record's payload before it is queued, when the node
+    /// encrypts at rest (`crate::cipher`).
+    cipher: Option<Arc<crate::cipher::KeyRing>>,
     dir: Option<PathBuf>,
     closed: Arc<Mutex<SegmentIndex>>,
     failure: FirstFailure,
@@ -75,6 +78,7 @@ impl Wal {
     pub fn disabled() -> Wal {
         Wal {
             tx: None,
+            cipher: None,
             dir: None,
             closed: Arc::new(Mutex::new(BTreeMap::new())),
             failure: FirstFailure::default(),
@@ -91,9 +95,33 @@ impl Wal {
     /// make tests reach segment deletion quickly). [`OpenError::Locked`]
     /// while another writer still runs on `dir`.
     pub fn open_with(dir: &Path, segment_bytes: u64) -> Result<(Wal, Vec<WalRecord>), OpenError> {
+        Wal::open_sealed(dir, segment_bytes, None)
+    }
+
+    /// [`Wal::open_with`], sealing every payload written and opening every
+    /// payload read with `cipher` (encryption at rest).
+    pub fn open_sealed(
+        dir: &Path,
+        segment_bytes: u64,
+        cipher: Option<Arc<crate::cipher::KeyRing>>,
+    ) -> Result<(Wal, Vec<WalRecord>), OpenError> {
         std::fs::create_dir_all(dir).map_err(StorageError::from)?;
         let lock = lock_dir(dir)?;
-        Ok(Wal::open_locked(dir, segment_bytes, lock)?)
+        let (mut wal, mut records) = Wal::open_locked(dir, segment_bytes, lock)?;
+        if let Some(ring) = &cipher {
+            for r in &mut records {
+                r.payload = ring.open(&r.payload).map_err(|e| {
+                    StorageError::Corrupt(format!(
+                        "WAL record {} of group {} in {}: {e}",
+                        r.index,
+                        r.group,
+                        dir.display()
+                    ))
+                })?;
+            }
+        }
+        wal.cipher = cipher;
+        Ok((wal, records))
     }
 
     /// [`Wal::open_with`], waiting up to `wait` for a writer that is ending
@@ -173,6 +201,7 @@ impl Wal {
         Ok((
             Wal {
                 tx: Some(tx),
+                cipher: None,
                 dir: Some(dir.to_path_buf()),
                 closed,
                 failure,
@@ -189,10 +218,15 @@ impl Wal {
     /// Queues records behind everything queued before (order is kept) and
     /// returns a handle that resolves once they are durable. Lets a caller
     /// go on while the fsync happens (Raft's `IOFlushed` callback).
-    pub async fn enqueue(&self, records: Vec<WalRecord>) -> Result<WalAck, StorageError> {
+    pub async fn enqueue(&self, mut records: Vec<WalRecord>) -> Result<WalAck, StorageError> {
         let Some(tx) = &self.tx else {
             return Ok(WalAck(None));
         };
+        if let Some(ring) = &self.cipher {
+            for r in &mut records {
+                r.payload = ring.seal(&r.payload);
+            }
+        }
         let (done, wait) = oneshot::channel();
         // `send` waits only while the bounded queue is full: back-pressure.
         tx.send(AppendRequest { records, done })

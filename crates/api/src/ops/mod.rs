@@ -299,6 +299,14 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
         d["LatestStreamLabel"] = json!(table_defs::stream_label(s.created_ms));
         d["LatestStreamArn"] = json!(stream_arn(api, &meta.name, s.created_ms));
     }
+    // Every node that holds data encrypts it at rest (`--encryption-key-file`):
+    // said as DynamoDB says it for server-side encryption. Otherwise the
+    // description has none, as DynamoDB's default shows (compatibility.md:
+    // here that means not encrypted).
+    let nodes = api.router.catalog().get();
+    if !nodes.nodes.is_empty() && nodes.nodes.values().all(|n| n.encrypted) {
+        d["SSEDescription"] = json!({"Status": "ENABLED", "SSEType": "AES256"});
+    }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
