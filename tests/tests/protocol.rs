@@ -524,3 +524,27 @@ async fn request_metrics_follow_the_requests() {
     assert!(moved(r#"dynaraft_user_errors_total{operation="unknown"}"#) >= 1.0);
     t.stop().await;
 }
+
+/// `--metrics-listen`: /metrics moves to its own address, and the API's
+/// port no longer answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_be_served_on_their_own_address_only() {
+    let metrics_addr = dynaraft_api::serve_metrics("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("metrics listener");
+    let cfg = dynaraft_api::ApiConfig {
+        metrics_elsewhere: true,
+        ..TestServer::config()
+    };
+    let ts = TestServer::start_config(None, cfg).await;
+    ts.client.list_tables().send().await.expect("API works");
+    let (status, body) = dynaraft_tests::http_get(metrics_addr, "/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("dynaraft_requests") || body.contains("# TYPE"),
+        "{body}"
+    );
+    assert_eq!(dynaraft_tests::http_get(metrics_addr, "/").0, 404);
+    assert_eq!(ts.get("/metrics").0, 404, "not on the API's port");
+    ts.stop().await;
+}

@@ -167,6 +167,9 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
                 .unwrap_or("dynaraft");
             text_response(200, &format!("healthy: {host}"), request_id)
         }
+        ("/metrics", Serving::Up(api)) if api.cfg.metrics_elsewhere => {
+            text_response(404, "Page Not Found\n", request_id)
+        }
         ("/metrics", _) => match crate::metrics::render() {
             Some(text) => text_response(200, &text, request_id),
             None => text_response(404, "metrics are not enabled\n", request_id),

@@ -81,6 +81,9 @@ pub struct ApiConfig {
     pub audit: Option<Arc<audit::AuditLog>>,
     /// Serve HTTPS with this certificate (reloaded when its files change).
     pub tls: Option<Arc<tls::Tls>>,
+    /// `/metrics` is served on its own address ([`serve_metrics`]), not on
+    /// the API's port.
+    pub metrics_elsewhere: bool,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -106,6 +109,7 @@ impl Default for ApiConfig {
             auth: None,
             audit: None,
             tls: None,
+            metrics_elsewhere: false,
         }
     }
 }
@@ -315,6 +319,58 @@ impl Server {
         let _ = self.done.await;
         let _ = self.limit.acquire_many(self.max_connections as u32).await;
     }
+}
+
+/// Largest request head the metrics listener reads, in bytes (hyper's
+/// least).
+pub const METRICS_MAX_HEAD_BYTES: usize = 8 * 1024;
+/// Most connections the metrics listener serves at once (scrapers are
+/// few; past it, new ones wait in the backlog).
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
+/// Serves `GET /metrics` (Prometheus text) and nothing else on `addr`, for
+/// deployments that keep metrics off the API's port (`--metrics-listen`);
+/// plain HTTP, at most [`METRICS_MAX_CONNECTIONS`] connections, each
+/// bounded by the header timeout. Runs until the process ends.
+pub async fn serve_metrics(addr: SocketAddr) -> std::io::Result<SocketAddr> {
+    metrics::install();
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let limit = Arc::new(Semaphore::new(METRICS_MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                return;
+            };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
+                let (status, text) = match (req.method(), req.uri().path()) {
+                    (&hyper::Method::GET, "/metrics") => match metrics::render() {
+                        Some(t) => (200, t),
+                        None => (404, "metrics are not enabled\n".to_string()),
+                    },
+                    _ => (404, "Page Not Found\n".to_string()),
+                };
+                let body = http_body_util::Full::new(bytes::Bytes::from(text));
+                let mut r = hyper::Response::new(body);
+                *r.status_mut() =
+                    hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::NOT_FOUND);
+                Ok::<_, std::convert::Infallible>(r)
+            });
+            tokio::spawn(async move {
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_millis(HEADER_READ_TIMEOUT_MS))
+                    .max_buf_size(METRICS_MAX_HEAD_BYTES)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = conn.await;
+                drop(permit);
+            });
+        }
+    });
+    Ok(bound)
 }
 
 /// What the accept loop hands each connection.

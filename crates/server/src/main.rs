@@ -245,6 +245,10 @@ struct RouterArgs {
     /// file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Serve /metrics on this address (host:port) instead of the API's
+    /// port, e.g. one only the monitoring network reaches.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
     /// when the file changes.
     #[arg(long, requires = "tls_key")]
@@ -418,6 +422,10 @@ struct EmbeddedArgs {
     /// file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
+    /// Serve /metrics on this address (host:port) instead of the API's
+    /// port, e.g. one only the monitoring network reaches.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
     /// when the file changes.
     #[arg(long, requires = "tls_key")]
@@ -645,6 +653,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         auth,
         audit: open_audit(args.audit_log.as_deref())?,
         tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
+        metrics_elsewhere: start_metrics(args.metrics_listen).await?,
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
         endpoint_address: addr.to_string(),
@@ -675,6 +684,16 @@ fn load_auth(
     let auth = dynaraft_api::auth::Auth::load(path, region).map_err(anyhow::Error::msg)?;
     tracing::info!(file = %path.display(), "requests are authenticated and authorized");
     Ok(Some(Arc::new(auth)))
+}
+
+/// Serves /metrics on `--metrics-listen`, if given; whether it did.
+async fn start_metrics(addr: Option<SocketAddr>) -> anyhow::Result<bool> {
+    let Some(addr) = addr else {
+        return Ok(false);
+    };
+    let bound = dynaraft_api::serve_metrics(addr).await?;
+    tracing::info!(addr = %bound, "metrics listening");
+    Ok(true)
 }
 
 /// The keys of `--encryption-key-file`, if given.
@@ -727,6 +746,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         auth,
         audit: open_audit(args.audit_log.as_deref())?,
         tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
+        metrics_elsewhere: start_metrics(args.metrics_listen).await?,
         transition_delay_ms: if args.instant_transitions {
             0
         } else {
