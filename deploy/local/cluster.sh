@@ -46,7 +46,10 @@ case "${1:-}" in
         --data-dir "$DIR/node-$i" --control "$CONTROL" ${NODE_FLAGS:-} >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
-    "$BIN" router --port "$RPORT" --control "$CONTROL" "$@" >"$DIR/router.log" 2>&1 &
+    # A local cluster is open (like DynamoDB Local) unless given an auth file.
+    OPEN=--allow-unauthenticated
+    case " $* " in *" --auth-file"*) OPEN= ;; esac
+    "$BIN" router --port "$RPORT" --control "$CONTROL" $OPEN "$@" >"$DIR/router.log" 2>&1 &
     echo $! >>"$DIR/pids"
     echo "$CONTROL" >"$DIR/control"
     wait_ready "$BIN" "$CONTROL" "$RPORT"

@@ -139,6 +139,12 @@ impl TestCluster {
         let cfg = ApiConfig {
             transition_delay_ms: 0,
             partitions_per_table: partitions,
+            // As `dynaraft router --allow-unauthenticated`: requests are
+            // authenticated once the control plane keeps users.
+            auth: Some(Arc::new(dynaraft_api::auth::Auth::without_file(
+                "us-east-1",
+                true,
+            ))),
             ..ApiConfig::default()
         };
         let api = Api::new(router.router.clone(), Arc::new(cfg));

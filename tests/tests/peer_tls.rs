@@ -80,3 +80,91 @@ async fn only_members_with_the_clusters_certificates_reach_the_internal_port() {
     assert!(admin::partitions(&impostor, &c.members).await.is_err());
     c.stop().await;
 }
+
+/// Users kept by the control plane (`dynaraft admin put-user`): a router
+/// with no auth file accepts any signature until the first user exists,
+/// then authenticates and authorizes every request with the kept users,
+/// and a deleted user is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn users_kept_by_the_control_plane_authenticate_every_router() {
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    let c = TestCluster::start("kept-users", 3, 1).await;
+    let remote = Remote::default();
+    c.client
+        .list_tables()
+        .send()
+        .await
+        .expect("no users yet: open");
+    let client = |key: &str, secret: &str| {
+        let conf = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new(key, secret, None, None, "test"))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .endpoint_url(format!("http://{}", c.api_addr))
+            .build();
+        aws_sdk_dynamodb::Client::from_conf(conf)
+    };
+    let reader: dynaraft_storage::UserRecord = serde_json::from_value(serde_json::json!({
+        "access_key_id": "KEPT", "secret_access_key": "kept-secret", "account_id": "000000000000",
+        "policies": [{"Version": "2012-10-17",
+                      "Statement": {"Effect": "Allow", "Action": "dynamodb:ListTables", "Resource": "*"}}]
+    }))
+    .expect("record");
+    dynaraft_api::auth::user_of(&reader).expect("a valid user");
+    admin::put_user(&remote, &c.members, reader)
+        .await
+        .expect("put");
+    let listing = admin::users(&remote, &c.members).await.expect("users");
+    assert!(
+        listing.contains("KEPT") && !listing.contains("kept-secret"),
+        "{listing}"
+    );
+    let kept = client("KEPT", "kept-secret");
+    // The router learns the user with the catalog.
+    let mut served = false;
+    for _ in 0..100 {
+        if kept.list_tables().send().await.is_ok() {
+            served = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(served, "the kept user was never authenticated");
+    let e = client("KEPT", "wrong")
+        .list_tables()
+        .send()
+        .await
+        .expect_err("wrong secret");
+    assert_eq!(dynaraft_tests::err_of(&e).0, "InvalidSignatureException");
+    let e = c
+        .client
+        .list_tables()
+        .send()
+        .await
+        .expect_err("no longer open");
+    assert_eq!(dynaraft_tests::err_of(&e).0, "UnrecognizedClientException");
+    let e = kept
+        .create_table()
+        .table_name("nope")
+        .send()
+        .await
+        .expect_err("only ListTables is allowed");
+    assert_eq!(dynaraft_tests::err_of(&e).0, "AccessDeniedException");
+    admin::delete_user(&remote, &c.members, "KEPT")
+        .await
+        .expect("delete");
+    let refused = admin::delete_user(&remote, &c.members, "KEPT").await;
+    assert!(refused.is_err(), "deleting a missing user is refused");
+    // With no user left, the router is open again.
+    let mut open = false;
+    for _ in 0..100 {
+        if c.client.list_tables().send().await.is_ok() {
+            open = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(open, "the router never saw the user deleted");
+    c.stop().await;
+}

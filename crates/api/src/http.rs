@@ -232,8 +232,9 @@ async fn process(
     if stream_op.is_none() && !ops::is_known(op) {
         return Err(ops::unknown_operation(op));
     }
+    let kept = api.router.catalog().get().users.clone();
     match api.cfg.auth.clone() {
-        Some(auth) => {
+        Some(auth) if auth.enabled(&kept) => {
             let signed = crate::auth::sigv4::Signed {
                 method: parts.method.as_str(),
                 path: parts.uri.path(),
@@ -242,7 +243,7 @@ async fn process(
                 body: &bytes,
             };
             let principal = auth
-                .authenticate(&signed, peer, std::time::SystemTime::now())
+                .authenticate(&signed, peer, std::time::SystemTime::now(), &kept)
                 .inspect_err(|e| crate::metrics::authentication_failed(e.type_name()))?;
             api.scope = principal
                 .user
@@ -257,7 +258,7 @@ async fn process(
                 .clone();
             api.principal = Some(Arc::new(principal));
         }
-        None => {
+        _ => {
             if !parts.headers.contains_key("authorization") && !has_query_auth(parts.uri.query()) {
                 return Err(ApiError::MissingAuthenticationToken);
             }

@@ -391,3 +391,55 @@ async fn propose_to_control(
     }
     Err(last)
 }
+
+/// Adds a user to the control plane, or replaces the one with its access
+/// key id (its policies checked by the caller); routers authenticate it
+/// once they read the new catalog.
+pub async fn put_user(
+    remote: &Remote,
+    control: &[ControlMember],
+    user: dynaraft_storage::UserRecord,
+) -> Result<String, SplitError> {
+    let id = user.access_key_id.clone();
+    match propose_to_control(remote, control, dynaraft_storage::Command::PutUser(user)).await? {
+        Outcome::Done => Ok(format!("user {id} stored\n")),
+        other => Err(SplitError::Refused(format!("refused: {other:?}"))),
+    }
+}
+
+/// Removes the control plane's user with `access_key_id`.
+pub async fn delete_user(
+    remote: &Remote,
+    control: &[ControlMember],
+    access_key_id: &str,
+) -> Result<String, SplitError> {
+    let cmd = dynaraft_storage::Command::DeleteUser {
+        access_key_id: access_key_id.to_string(),
+    };
+    match propose_to_control(remote, control, cmd).await? {
+        Outcome::Done => Ok(format!("user {access_key_id} deleted\n")),
+        Outcome::Invalid(why) => Err(SplitError::Refused(why)),
+        other => Err(SplitError::Refused(format!("refused: {other:?}"))),
+    }
+}
+
+/// The control plane's users as a plain-text table: access key id,
+/// account, name and how many policies (never a secret).
+pub async fn users(remote: &Remote, control: &[ControlMember]) -> Result<String, ClusterError> {
+    let doc = catalog(remote, control).await?;
+    let mut out = format!(
+        "{:<24} {:<14} {:<24} {}\n",
+        "ACCESS KEY", "ACCOUNT", "NAME", "POLICIES"
+    );
+    for u in &doc.users {
+        let name = u.name.as_deref().unwrap_or(&u.access_key_id);
+        out += &format!(
+            "{:<24} {:<14} {:<24} {}\n",
+            u.access_key_id,
+            u.account_id,
+            name,
+            u.policies.len()
+        );
+    }
+    Ok(out)
+}

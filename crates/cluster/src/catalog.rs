@@ -8,7 +8,7 @@
 use arc_swap::ArcSwap;
 use dynaraft_model::KeySchema;
 use dynaraft_storage::machine::{self, CATALOG_GROUP};
-use dynaraft_storage::{NodeRecord, PartitionMeta, StorageError, TableMeta};
+use dynaraft_storage::{NodeRecord, PartitionMeta, StorageError, TableMeta, UserRecord};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -29,6 +29,8 @@ pub struct Catalog {
     /// Every partition (of a table or of a global index) by group id, with
     /// its table's name.
     pub partitions: BTreeMap<u64, (String, PartitionMeta)>,
+    /// The users the control plane keeps, by access key id.
+    pub users: Arc<BTreeMap<String, UserRecord>>,
 }
 
 impl Catalog {
@@ -36,6 +38,7 @@ impl Catalog {
         version: u64,
         tables: BTreeMap<String, Arc<Table>>,
         nodes: BTreeMap<u64, NodeRecord>,
+        users: BTreeMap<String, UserRecord>,
     ) -> Catalog {
         let partitions = tables
             .values()
@@ -47,6 +50,7 @@ impl Catalog {
             tables,
             nodes,
             partitions,
+            users: Arc::new(users),
         }
     }
 
@@ -66,7 +70,13 @@ impl Catalog {
             let n: NodeRecord = decode(&v)?;
             nodes.insert(n.id, n);
         }
-        Ok(Catalog::new(version, tables, nodes))
+        let mut users = BTreeMap::new();
+        for kv in tree.scan_prefix(machine::users_prefix()) {
+            let (_, v) = kv?;
+            let u: UserRecord = decode(&v)?;
+            users.insert(u.access_key_id.clone(), u);
+        }
+        Ok(Catalog::new(version, tables, nodes, users))
     }
 
     /// Rebuilds a catalog received from another node.
@@ -80,7 +90,12 @@ impl Catalog {
             })
             .collect::<Result<_, StorageError>>()?;
         let nodes = doc.nodes.into_iter().map(|n| (n.id, n)).collect();
-        Ok(Catalog::new(doc.version, tables, nodes))
+        let users = doc
+            .users
+            .into_iter()
+            .map(|u| (u.access_key_id.clone(), u))
+            .collect();
+        Ok(Catalog::new(doc.version, tables, nodes, users))
     }
 
     /// The partitions with a replica on `node`, by group.

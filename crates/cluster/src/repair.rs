@@ -293,6 +293,7 @@ mod tests {
             version: 1,
             tables: vec![table],
             nodes,
+            users: Vec::new(),
         })
         .unwrap()
     }

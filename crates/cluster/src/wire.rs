@@ -10,7 +10,7 @@ use dynaraft_model::{Item, KeySchema};
 use dynaraft_storage::command::Command;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn::{IntentView, Slot, TxnId, TxnRecord};
-use dynaraft_storage::{NodeRecord, Outcome, StorageError, TableMeta};
+use dynaraft_storage::{NodeRecord, Outcome, StorageError, TableMeta, UserRecord};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -127,6 +127,10 @@ pub struct CatalogDoc {
     pub version: u64,
     pub tables: Vec<TableMeta>,
     pub nodes: Vec<NodeRecord>,
+    /// The control plane's users, secrets included: the catalog travels
+    /// only between members (mutual TLS closes it to others).
+    #[serde(default)]
+    pub users: Vec<UserRecord>,
 }
 
 impl From<&Catalog> for CatalogDoc {
@@ -135,6 +139,7 @@ impl From<&Catalog> for CatalogDoc {
             version: c.version,
             tables: c.tables.values().map(|t| t.meta.clone()).collect(),
             nodes: c.nodes.values().cloned().collect(),
+            users: c.users.values().cloned().collect(),
         }
     }
 }
@@ -301,6 +306,7 @@ mod tests {
                 version,
                 tables: vec![table],
                 nodes: Vec::new(),
+                users: Vec::new(),
             })
             .unwrap(),
         );

@@ -236,10 +236,16 @@ struct RouterArgs {
     #[arg(long)]
     request_log: bool,
     /// Users, their secrets, accounts and IAM policies (JSON, see
-    /// docs/security.md): every request must be signed by one of them and
-    /// is authorized by their policies.
+    /// docs/security.md): every request must be signed by one of them (or
+    /// by a user added with `admin put-user`) and is authorized by their
+    /// policies.
     #[arg(long)]
     auth_file: Option<PathBuf>,
+    /// Without --auth-file, accept any signature until the control plane
+    /// keeps a user (a local or test cluster). By default a router serves
+    /// only authenticated requests.
+    #[arg(long, conflicts_with = "auth_file")]
+    allow_unauthenticated: bool,
     /// Append one JSON line per API request (time, principal, account,
     /// source address, operation, resources, status, error type) to this
     /// file.
@@ -314,6 +320,21 @@ enum AdminCmd {
         /// The hash to split at, in hex (default: where its bytes halve).
         #[arg(long, value_parser = parse_hex_u64)]
         at: Option<u64>,
+    },
+    /// The users the control plane keeps (never their secrets).
+    Users,
+    /// Add a user, or replace the one with its access key id: a JSON file
+    /// holding one user as in an auth file (access_key_id,
+    /// secret_access_key, account_id, name, policies). Routers without an
+    /// auth file authenticate every request once a user exists.
+    PutUser {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Remove a user.
+    DeleteUser {
+        #[arg(long)]
+        access_key_id: String,
     },
 }
 
@@ -491,6 +512,17 @@ async fn run() -> anyhow::Result<()> {
                     "{}",
                     admin::split(remote, &control, &table, index.as_deref(), group, at).await?
                 ),
+                Some(AdminCmd::Users) => print!("{}", admin::users(remote, &control).await?),
+                Some(AdminCmd::PutUser { file }) => {
+                    let user = read_user(&file)?;
+                    print!("{}", admin::put_user(remote, &control, user).await?)
+                }
+                Some(AdminCmd::DeleteUser { access_key_id }) => {
+                    print!(
+                        "{}",
+                        admin::delete_user(remote, &control, &access_key_id).await?
+                    )
+                }
             }
             Ok(())
         }
@@ -648,7 +680,22 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     if !rn.ready(wait).await {
         tracing::warn!("catalog not loaded yet; interrupted table transitions are not resumed");
     }
-    let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
+    // Without an auth file, only the control plane's users (`admin
+    // put-user`) are let in; none until the first exists, unless
+    // --allow-unauthenticated.
+    let open = args.allow_unauthenticated;
+    let auth = load_auth(args.auth_file.as_deref(), &args.region)?.or_else(|| {
+        Some(Arc::new(dynaraft_api::auth::Auth::without_file(
+            &args.region,
+            open,
+        )))
+    });
+    if args.auth_file.is_none() && !open {
+        tracing::warn!(
+            "no --auth-file: only users added with `dynaraft admin put-user` are served \
+             (start with --allow-unauthenticated to accept any signature until then)"
+        );
+    }
     let cfg = ApiConfig {
         auth,
         audit: open_audit(args.audit_log.as_deref())?,
@@ -670,6 +717,17 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     bounded_shutdown(server.stop()).await;
     rn.stop();
     Ok(())
+}
+
+/// One user from a JSON file, checked as an auth file's user is (its
+/// policies parsed) before it is proposed.
+fn read_user(path: &std::path::Path) -> anyhow::Result<dynaraft_storage::UserRecord> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let user: dynaraft_storage::UserRecord =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    dynaraft_api::auth::user_of(&user).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    Ok(user)
 }
 
 /// The users of `--auth-file`, if given; a malformed file stops start-up

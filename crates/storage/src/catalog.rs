@@ -427,6 +427,21 @@ pub struct NodeRecord {
     pub encrypted: bool,
 }
 
+/// A user kept by the control plane (`dynaraft admin put-user`): the same
+/// fields as a user of an auth file. The policies are IAM documents as
+/// JSON; the API layer parses them (and the admin command checks them
+/// before proposing).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct UserRecord {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub account_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub policies: Vec<serde_json::Value>,
+}
+
 fn fnv1a(s: &str) -> u64 {
     // A stable, dependency-free FNV-1a; only used to derive display ids.
     let mut h: u64 = 0xcbf29ce484222325;

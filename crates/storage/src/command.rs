@@ -4,7 +4,7 @@
 //! expression sources, which the state machine re-parses when it applies
 //! (parsing is pure, so every replica reaches the same outcome).
 
-use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus};
+use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus, UserRecord};
 use crate::global::IndexBatch;
 use crate::txn::{Prepare, TxnId};
 use dynaraft_model::value::{item_from_json, item_to_json};
@@ -35,6 +35,10 @@ pub enum Command {
     SetDraining { node: u64, draining: bool },
     /// Catalog group: add or update a storage node in the registry.
     RegisterNode(NodeRecord),
+    /// Catalog group: add or replace a user (credentials and policies).
+    PutUser(UserRecord),
+    /// Catalog group: remove a user.
+    DeleteUser { access_key_id: String },
     /// Catalog group: move `group`'s replica from node `old` to node `new`
     /// (re-replication after `old` stayed down), bumping the partition's
     /// epoch. Applying it twice changes nothing the second time.
@@ -246,6 +250,9 @@ impl std::fmt::Display for Entry {
             Command::ReplaceTableMeta(m) => format!("ReplaceTableMeta({})", m.name),
             Command::DropTable { name } => format!("DropTable({name})"),
             Command::RegisterNode(n) => format!("RegisterNode({}@{})", n.id, n.az),
+            // Never the secret.
+            Command::PutUser(u) => format!("PutUser({})", u.access_key_id),
+            Command::DeleteUser { access_key_id } => format!("DeleteUser({access_key_id})"),
             Command::SetDraining { node, draining } => format!("SetDraining({node}, {draining})"),
             Command::ReplaceReplica {
                 table,

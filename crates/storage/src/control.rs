@@ -93,6 +93,23 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             );
             Ok(Outcome::Done)
         }
+        Command::PutUser(user) => {
+            ov.put(
+                crate::machine::user_key(&user.access_key_id),
+                serde_json::to_vec(user).unwrap_or_default(),
+            );
+            Ok(Outcome::Done)
+        }
+        Command::DeleteUser { access_key_id } => {
+            let key = crate::machine::user_key(access_key_id);
+            if ov.get(&key)?.is_none() {
+                return Ok(Outcome::Invalid(format!(
+                    "no user has access key {access_key_id}"
+                )));
+            }
+            ov.del(key);
+            Ok(Outcome::Done)
+        }
         Command::SetDraining { node, draining } => match get_node(ov, *node)? {
             Some(n) => {
                 let n = NodeRecord {

@@ -32,7 +32,7 @@ pub mod wal;
 
 pub use catalog::{
     GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, StreamMeta,
-    TableMeta, TableStatus,
+    TableMeta, TableStatus, UserRecord,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

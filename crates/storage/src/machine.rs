@@ -42,6 +42,8 @@ const META: u8 = 0x00;
 pub(crate) const ITEMS: u8 = 0x01;
 const TABLES: u8 = 0x02;
 const NODES: u8 = 0x03;
+/// The control plane's users (`catalog::UserRecord`), by access key id.
+const USERS: u8 = 0x0E;
 
 pub fn meta_key(group: u64, name: &str) -> Vec<u8> {
     let mut k = group.to_be_bytes().to_vec();
@@ -77,6 +79,18 @@ pub fn tables_prefix() -> Vec<u8> {
 pub fn node_key(id: u64) -> Vec<u8> {
     let mut k = nodes_prefix();
     k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+pub fn user_key(access_key_id: &str) -> Vec<u8> {
+    let mut k = users_prefix();
+    k.extend_from_slice(access_key_id.as_bytes());
+    k
+}
+
+pub fn users_prefix() -> Vec<u8> {
+    let mut k = CATALOG_GROUP.to_be_bytes().to_vec();
+    k.push(USERS);
     k
 }
 

@@ -31,10 +31,12 @@ pub mod policy;
 pub mod sigv4;
 
 use crate::error::ApiError;
+use arc_swap::ArcSwap;
 use dynaraft_model::{AttributeValue, Item, KeySchema};
+use dynaraft_storage::UserRecord;
 use policy::{Decision, Policy};
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -63,10 +65,27 @@ pub struct User {
 /// The users requests may authenticate as, and the signing keys derived
 /// for them so far.
 pub struct Auth {
+    /// The auth file's users.
     users: HashMap<String, Arc<User>>,
+    /// Every request is authenticated, even before the control plane keeps
+    /// any user (an auth file was given, or a router's default).
+    always: bool,
     /// Region every credential must be scoped to.
     region: Arc<str>,
+    /// The control plane's users (`dynaraft admin put-user`), as last built
+    /// from the catalog.
+    kept: ArcSwap<KeptUsers>,
 }
+
+/// Users kept by the control plane, built from the catalog's records.
+#[derive(Default)]
+struct KeptUsers {
+    source: Arc<BTreeMap<String, UserRecord>>,
+    users: HashMap<String, Arc<User>>,
+}
+
+/// The control plane's users as the catalog carries them.
+pub type UserRecords = Arc<BTreeMap<String, UserRecord>>;
 
 impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
@@ -168,8 +187,52 @@ impl Auth {
         }
         Ok(Auth {
             users,
+            always: true,
             region: region.into(),
+            kept: ArcSwap::default(),
         })
+    }
+
+    /// No auth file: only the control plane's users. `open_until_users`:
+    /// any signature is accepted while it keeps none (a router's
+    /// `--allow-unauthenticated`); otherwise every request must be signed by
+    /// one of them, and none is served before the first exists.
+    pub fn without_file(region: &str, open_until_users: bool) -> Auth {
+        Auth {
+            users: HashMap::new(),
+            always: !open_until_users,
+            region: region.into(),
+            kept: ArcSwap::default(),
+        }
+    }
+
+    /// Whether requests must be authenticated: always, unless open until
+    /// the control plane keeps users and it keeps none.
+    pub fn enabled(&self, kept: &UserRecords) -> bool {
+        self.always || !kept.is_empty()
+    }
+
+    /// The user with access key `key`: the control plane's record of it if
+    /// it has one, else the auth file's.
+    fn user(&self, key: &str, kept: &UserRecords) -> Option<Arc<User>> {
+        let mut current = self.kept.load_full();
+        if !Arc::ptr_eq(&current.source, kept) {
+            if *current.source != **kept {
+                self.kept.store(Arc::new(build_kept(kept)));
+            } else {
+                // Same users in a newer catalog: remember its map, keep ours.
+                self.kept.store(Arc::new(KeptUsers {
+                    source: kept.clone(),
+                    users: current.users.clone(),
+                }));
+            }
+            current = self.kept.load_full();
+        }
+        current
+            .users
+            .get(key)
+            .or_else(|| self.users.get(key))
+            .cloned()
     }
 
     /// The principal that signed this request, or why it is refused.
@@ -178,13 +241,13 @@ impl Auth {
         req: &sigv4::Signed,
         peer: crate::http::Peer,
         now: SystemTime,
+        kept: &UserRecords,
     ) -> Result<Principal, ApiError> {
         let sig =
             sigv4::parse(req.headers, req.query)?.ok_or(ApiError::MissingAuthenticationToken)?;
         sigv4::check_time(&sig, now)?;
-        let user = self
-            .users
-            .get(&sig.key_id)
+        let user = &self
+            .user(&sig.key_id, kept)
             .ok_or(ApiError::UnrecognizedClient)?;
         sigv4::check_scope(&sig, &self.region)?;
         let key = self.signing_key(user, &sig.scope_date, sig.at);
@@ -225,6 +288,41 @@ impl Auth {
         keys.push((day.to_string(), key));
         key
     }
+}
+
+/// The users of `records` that check out (a record whose policies do not
+/// parse is left out and logged: `admin put-user` checks them first).
+fn build_kept(records: &UserRecords) -> KeptUsers {
+    let mut users = HashMap::new();
+    for (id, r) in records.iter() {
+        match user_of(r) {
+            Ok(u) => {
+                users.insert(id.clone(), Arc::new(u));
+            }
+            Err(e) => tracing::warn!(access_key_id = %id, error = %e, "a kept user is ignored"),
+        }
+    }
+    KeptUsers {
+        source: records.clone(),
+        users,
+    }
+}
+
+/// A user record of the control plane checked as an auth file's user is.
+pub fn user_of(r: &UserRecord) -> Result<User, String> {
+    let policies = r
+        .policies
+        .iter()
+        .map(|p| serde_json::from_value::<Policy>(p.clone()).map_err(|e| format!("a policy: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let raw = RawUser {
+        access_key_id: r.access_key_id.clone(),
+        secret_access_key: r.secret_access_key.clone(),
+        account_id: r.account_id.clone(),
+        name: r.name.clone(),
+        policies,
+    };
+    UserEntry::try_from(raw).map(|UserEntry(u)| u)
 }
 
 /// Who a request is served for.
