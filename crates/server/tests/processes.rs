@@ -121,6 +121,8 @@ impl Cluster {
             &format!("--control={control}"),
             "--partitions-per-table=2",
             "--transition-delay-ms=0",
+            // The test signs with any key.
+            "--allow-unauthenticated",
         ];
         let router = Proc::start(
             args.iter().map(|s| s.to_string()).collect(),
