@@ -108,6 +108,18 @@ fn s(v: &str) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
+/// Asserts that an SDK call was refused with AccessDeniedException.
+fn denied<T: std::fmt::Debug, E, R>(
+    r: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
+    what: &str,
+) where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    let e = r.expect_err(what);
+    assert_eq!(err_of(&e).0, "AccessDeniedException", "{what}");
+}
+
 /// The error type and message of a raw response body.
 fn error_of(body: &str) -> (String, String) {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
@@ -330,13 +342,10 @@ async fn actions_and_resources_decide_with_explicit_deny_winning() {
             )
         )
     );
-    let e = reader
-        .describe_table()
-        .table_name("Other")
-        .send()
-        .await
-        .expect_err("other table");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        reader.describe_table().table_name("Other").send().await,
+        "other table",
+    );
     // The index wildcard allows an index's Query, the Deny on one index wins.
     let query = |index: &str| {
         reader
@@ -360,22 +369,20 @@ async fn actions_and_resources_decide_with_explicit_deny_winning() {
     // NotAction / NotResource: everything but deletes, anywhere but Orders2.
     let nodelete = user(&ts, "NODELETE");
     nodelete.list_tables().send().await.expect("list");
-    let e = nodelete
-        .delete_item()
-        .table_name("Orders")
-        .key("pk", s("a"))
-        .key("sk", s("1"))
-        .send()
-        .await
-        .expect_err("no deletes");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
-    let e = nodelete
-        .describe_table()
-        .table_name("Orders2")
-        .send()
-        .await
-        .expect_err("not Orders2");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        nodelete
+            .delete_item()
+            .table_name("Orders")
+            .key("pk", s("a"))
+            .key("sk", s("1"))
+            .send()
+            .await,
+        "no deletes",
+    );
+    denied(
+        nodelete.describe_table().table_name("Orders2").send().await,
+        "not Orders2",
+    );
     ts.stop().await;
 }
 
@@ -422,13 +429,14 @@ async fn leading_keys_confine_a_user_to_their_items() {
             )
             .build()
     };
-    let e = alice
-        .batch_write_item()
-        .request_items("Orders", vec![w("alice"), w("bob")])
-        .send()
-        .await
-        .expect_err("mixed batch");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        alice
+            .batch_write_item()
+            .request_items("Orders", vec![w("alice"), w("bob")])
+            .send()
+            .await,
+        "mixed batch",
+    );
     alice
         .batch_write_item()
         .request_items("Orders", vec![w("alice")])
@@ -500,16 +508,16 @@ async fn attributes_select_and_return_values_are_condition_keys() {
     use aws_sdk_dynamodb::types::Select;
     scan(Select::SpecificAttributes).await.expect("specific");
     // A filter names attributes too.
-    let e = u
-        .scan()
-        .table_name("Orders")
-        .projection_expression("pk")
-        .filter_expression("ssn = :v")
-        .expression_attribute_values(":v", s("x"))
-        .send()
-        .await
-        .expect_err("filter on secret");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        u.scan()
+            .table_name("Orders")
+            .projection_expression("pk")
+            .filter_expression("ssn = :v")
+            .expression_attribute_values(":v", s("x"))
+            .send()
+            .await,
+        "filter on secret",
+    );
     let update = |expr: &str, rv: aws_sdk_dynamodb::types::ReturnValue| {
         u.update_item()
             .table_name("Orders")
@@ -524,28 +532,25 @@ async fn attributes_select_and_return_values_are_condition_keys() {
     update("SET nick = :v", ReturnValue::UpdatedNew)
         .await
         .expect("public, UPDATED_NEW");
-    let e = update("SET nick = :v", ReturnValue::AllOld)
-        .await
-        .expect_err("ALL_OLD");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
-    let e = update("SET ssn = :v", ReturnValue::None)
-        .await
-        .expect_err("ssn");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        update("SET nick = :v", ReturnValue::AllOld).await,
+        "ALL_OLD",
+    );
+    denied(update("SET ssn = :v", ReturnValue::None).await, "ssn");
     // A condition naming a forbidden attribute is refused (it would let
     // the caller probe its value).
-    let e = u
-        .update_item()
-        .table_name("Orders")
-        .key("pk", s("a"))
-        .key("sk", s("1"))
-        .update_expression("SET nick = :v")
-        .condition_expression("ssn = :v")
-        .expression_attribute_values(":v", s("x"))
-        .send()
-        .await
-        .expect_err("condition on secret");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(
+        u.update_item()
+            .table_name("Orders")
+            .key("pk", s("a"))
+            .key("sk", s("1"))
+            .update_expression("SET nick = :v")
+            .condition_expression("ssn = :v")
+            .expression_attribute_values(":v", s("x"))
+            .send()
+            .await,
+        "condition on secret",
+    );
     ts.stop().await;
 }
 
@@ -553,12 +558,7 @@ async fn attributes_select_and_return_values_are_condition_keys() {
 async fn source_ip_conditions_see_the_client_address() {
     let ts = server().await;
     let remote = user(&ts, "REMOTE");
-    let e = remote
-        .list_tables()
-        .send()
-        .await
-        .expect_err("not from 127/8");
-    assert_eq!(err_of(&e).0, "AccessDeniedException");
+    denied(remote.list_tables().send().await, "not from 127/8");
     remote
         .describe_table()
         .table_name("Orders")

@@ -142,17 +142,10 @@ fn write_out(file: &mut std::fs::File, bytes: &[u8]) {
     }
 }
 
-/// Now as RFC 3339 with milliseconds, UTC.
+/// Now as RFC 3339 with milliseconds, UTC (a stream label's format, with
+/// its zone).
 pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    let now_ms = u64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or_default();
+    format!("{}Z", crate::ops::stream_label(now_ms))
 }

@@ -235,33 +235,14 @@ struct RouterArgs {
     /// milliseconds, request id) at info, target `dynaraft::request`.
     #[arg(long)]
     request_log: bool,
-    /// Users, their secrets, accounts and IAM policies (JSON, see
-    /// docs/security.md): every request must be signed by one of them (or
-    /// by a user added with `admin put-user`) and is authorized by their
-    /// policies.
-    #[arg(long)]
-    auth_file: Option<PathBuf>,
     /// Without --auth-file, accept any signature until the control plane
     /// keeps a user (a local or test cluster). By default a router serves
-    /// only authenticated requests.
+    /// only requests signed by a user of --auth-file or of `admin
+    /// put-user`.
     #[arg(long, conflicts_with = "auth_file")]
     allow_unauthenticated: bool,
-    /// Append one JSON line per API request (time, principal, account,
-    /// source address, operation, resources, status, error type) to this
-    /// file.
-    #[arg(long)]
-    audit_log: Option<PathBuf>,
-    /// Serve /metrics on this address (host:port) instead of the API's
-    /// port, e.g. one only the monitoring network reaches.
-    #[arg(long)]
-    metrics_listen: Option<SocketAddr>,
-    /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
-    /// when the file changes.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM).
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    edge: EdgeArgs,
     #[command(flatten)]
     routes: RouteArgs,
     #[command(flatten)]
@@ -432,10 +413,18 @@ struct EmbeddedArgs {
     /// milliseconds, request id) at info, target `dynaraft::request`.
     #[arg(long)]
     request_log: bool,
-    /// Users, their secrets, accounts and IAM policies (JSON, see
-    /// docs/security.md): every request must be signed by one of them and
-    /// is authorized by their policies. Without it any signature is
-    /// accepted, as by DynamoDB Local.
+    #[command(flatten)]
+    edge: EdgeArgs,
+}
+
+/// The API's edge (docs/security.md): who may call it, what is recorded,
+/// and how it is reached.
+#[derive(clap::Args)]
+struct EdgeArgs {
+    /// Users, their secrets, accounts and IAM policies (JSON): every
+    /// request must be signed by one of them and is authorized by their
+    /// policies. Without it the embedded server accepts any signature, as
+    /// DynamoDB Local does.
     #[arg(long)]
     auth_file: Option<PathBuf>,
     /// Append one JSON line per API request (time, principal, account,
@@ -454,6 +443,20 @@ struct EmbeddedArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+}
+
+impl EdgeArgs {
+    /// `cfg` with this edge: the auth file's users, the audit log, the
+    /// certificate, and /metrics on its own address.
+    async fn apply(&self, cfg: ApiConfig) -> anyhow::Result<ApiConfig> {
+        Ok(ApiConfig {
+            auth: load_auth(self.auth_file.as_deref(), &cfg.region)?,
+            audit: open_audit(self.audit_log.as_deref())?,
+            tls: load_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())?,
+            metrics_elsewhere: start_metrics(self.metrics_listen).await?,
+            ..cfg
+        })
+    }
 }
 
 /// A stream's retention unless `--stream-retention-s` says otherwise, in seconds.
@@ -684,23 +687,13 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     // put-user`) are let in; none until the first exists, unless
     // --allow-unauthenticated.
     let open = args.allow_unauthenticated;
-    let auth = load_auth(args.auth_file.as_deref(), &args.region)?.or_else(|| {
-        Some(Arc::new(dynaraft_api::auth::Auth::without_file(
-            &args.region,
-            open,
-        )))
-    });
-    if args.auth_file.is_none() && !open {
+    if args.edge.auth_file.is_none() && !open {
         tracing::warn!(
             "no --auth-file: only users added with `dynaraft admin put-user` are served \
              (start with --allow-unauthenticated to accept any signature until then)"
         );
     }
-    let cfg = ApiConfig {
-        auth,
-        audit: open_audit(args.audit_log.as_deref())?,
-        tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
-        metrics_elsewhere: start_metrics(args.metrics_listen).await?,
+    let mut cfg = ApiConfig {
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
         endpoint_address: addr.to_string(),
@@ -709,6 +702,11 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         request_log: args.request_log,
         ..ApiConfig::default()
     };
+    cfg = args.edge.apply(cfg).await?;
+    if cfg.auth.is_none() {
+        let only_kept = dynaraft_api::auth::Auth::without_file(&cfg.region, open);
+        cfg.auth = Some(Arc::new(only_kept));
+    }
     let api = Api::new(rn.router.clone(), Arc::new(cfg));
     let server = Server::start(api, addr).await?;
     tracing::info!(addr = %server.addr, "dynaraft router listening");
@@ -799,12 +797,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         encryption: load_keys(args.encryption_key_file.as_deref())?,
         ..EmbeddedConfig::new(data_dir)
     };
-    let auth = load_auth(args.auth_file.as_deref(), &args.region)?;
-    let cfg = Arc::new(ApiConfig {
-        auth,
-        audit: open_audit(args.audit_log.as_deref())?,
-        tls: load_tls(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
-        metrics_elsewhere: start_metrics(args.metrics_listen).await?,
+    let cfg = ApiConfig {
         transition_delay_ms: if args.instant_transitions {
             0
         } else {
@@ -817,7 +810,8 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         request_log: args.request_log,
         ..ApiConfig::default()
-    });
+    };
+    let cfg = Arc::new(args.edge.apply(cfg).await?);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let (node, server) = match supervise::recovering_from() {

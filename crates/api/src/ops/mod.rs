@@ -33,6 +33,8 @@ mod update_item;
 mod update_table;
 pub mod write;
 
+pub use table_defs::stream_label;
+
 use crate::Api;
 use crate::error::ApiError;
 use crate::params::parse_body;
