@@ -6,6 +6,8 @@
 //! The client is deliberately thin (hyper's connection API, no pool, no
 //! retries): the load generator shares the machine's cores with the server
 //! under test, and every microsecond it spends is one the server loses.
+//! `https://` endpoints are dialled over TLS (rustls), trusting the
+//! certificates given once per process to [`trust_ca`] (`--tls-ca`).
 //! The benchmark's empty-HTTP floor measures exactly this client against a
 //! server that does nothing.
 
@@ -35,6 +37,34 @@ pub enum ClientError {
     Http(#[from] hyper::Error),
     #[error("request: {0}")]
     Request(String),
+    #[error("tls: {0}")]
+    Tls(String),
+}
+
+/// What `https://` endpoints are checked against, set once per process.
+static TLS_CLIENT: std::sync::OnceLock<Arc<tokio_rustls::rustls::ClientConfig>> =
+    std::sync::OnceLock::new();
+
+/// Trusts the certificates in `pem` (a CA, or a server's self-signed
+/// certificate) for every `https://` endpoint of this process.
+pub fn trust_ca(pem: &[u8]) -> Result<(), ClientError> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let tls = |e: &dyn std::fmt::Display| ClientError::Tls(e.to_string());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        roots.add(cert.map_err(|e| tls(&e))?).map_err(|e| tls(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    TLS_CLIENT
+        .set(Arc::new(config))
+        .map_err(|_| ClientError::Tls("trusted certificates are set once".into()))
 }
 
 /// An HTTP response, read whole.
@@ -47,6 +77,9 @@ pub struct Response {
 pub struct Endpoint {
     /// host:port to dial.
     addr: String,
+    /// Over TLS (`https://`), checking the server's certificate names this
+    /// host.
+    tls_host: Option<String>,
     /// The URL as signed, e.g. `http://127.0.0.1:8000/`.
     url: String,
     region: String,
@@ -54,8 +87,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint from a URL such as `http://127.0.0.1:8000`. Only plain
-    /// HTTP: the benchmark measures the database, not TLS.
+    /// An endpoint from a URL such as `http://127.0.0.1:8000` (or
+    /// `https://`, see [`trust_ca`]).
     pub fn parse(url: &str, region: &str) -> Result<Self, ClientError> {
         Self::signed_as(url, region, BENCH_ACCESS_KEY, BENCH_SECRET)
     }
@@ -69,19 +102,24 @@ impl Endpoint {
         key: &str,
         secret: &str,
     ) -> Result<Self, ClientError> {
-        let rest = url.strip_prefix("http://").ok_or_else(|| {
-            ClientError::Request(format!("endpoint {url:?} must start with http://"))
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+            ClientError::Request(format!(
+                "endpoint {url:?} must start with http:// or https://"
+            ))
         })?;
         let addr = rest.trim_end_matches('/');
-        if addr.is_empty() || addr.contains('/') {
+        if !matches!(scheme, "http" | "https") || addr.is_empty() || addr.contains('/') {
             return Err(ClientError::Request(format!(
-                "endpoint {url:?} must be http://host:port"
+                "endpoint {url:?} must be http://host:port or https://host:port"
             )));
         }
+        let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+        let tls_host = (scheme == "https").then(|| host.trim_matches(['[', ']']).to_string());
         let identity = Credentials::new(key, secret, None, None, "dynaraft-bench");
         Ok(Self {
             addr: addr.to_string(),
-            url: format!("http://{addr}/"),
+            tls_host,
+            url: format!("{scheme}://{addr}/"),
             region: region.to_string(),
             identity: identity.into(),
         })
@@ -180,7 +218,7 @@ impl Conn {
     async fn try_send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Response, ClientError> {
         let sender = match self.sender.as_mut() {
             Some(s) if !s.is_closed() => s,
-            _ => self.sender.insert(dial(self.endpoint.addr()).await?),
+            _ => self.sender.insert(dial(&self.endpoint).await?),
         };
         sender.ready().await?;
         let resp = sender.send_request(req).await?;
@@ -190,15 +228,36 @@ impl Conn {
     }
 }
 
-async fn dial(addr: &str) -> Result<SendRequest<Full<Bytes>>, ClientError> {
-    let stream = TcpStream::connect(addr)
+async fn dial(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, ClientError> {
+    let stream = TcpStream::connect(endpoint.addr())
         .await
         .map_err(ClientError::Connect)?;
     stream.set_nodelay(true).map_err(ClientError::Connect)?;
+    let Some(host) = &endpoint.tls_host else {
+        return handshake(stream).await;
+    };
+    let config = TLS_CLIENT
+        .get()
+        .cloned()
+        .ok_or_else(|| ClientError::Tls("an https endpoint needs --tls-ca".into()))?;
+    let name = rustls_pki_types::ServerName::try_from(host.clone())
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|e| ClientError::Tls(e.to_string()))?;
+    handshake(tls).await
+}
+
+/// HTTP/1.1 over `stream`; the connection task ends when the sender is
+/// dropped or the peer closes (the error, if any, reaches the worker
+/// through its next request).
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(async move {
-        // Ends when the sender is dropped or the peer closes; the error,
-        // if any, reaches the worker through its next request.
         let _ = conn.await;
     });
     Ok(sender)

@@ -105,6 +105,10 @@ struct BenchCmd {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// For an https:// endpoint: the certificate (PEM) it is trusted by,
+    /// its CA's or its own.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -591,6 +595,10 @@ fn dynamodb_local_args(argv: Vec<String>) -> Vec<String> {
 }
 
 async fn bench(args: BenchCmd) -> anyhow::Result<()> {
+    if let Some(ca) = &args.tls_ca {
+        let pem = std::fs::read(ca).map_err(|e| anyhow::anyhow!("{}: {e}", ca.display()))?;
+        dynaraft_bench::client::trust_ca(&pem)?;
+    }
     let report = dynaraft_bench::run(&args.bench).await?;
     println!(
         "workload {} ({:?} keys), {} records of {} bytes, {} {}, against {}",

@@ -408,15 +408,16 @@ async fn start_embedded(
     name: &str,
     port: u16,
 ) -> anyhow::Result<(Proc, String, PathBuf, Duration)> {
-    start_embedded_with(args, name, port, &[]).await
+    start_embedded_with(args, name, port, &[], false).await
 }
 
-/// [`start_embedded`] with more flags.
+/// [`start_embedded`] with more flags (`https`: they make it serve TLS).
 async fn start_embedded_with(
     args: &SuiteArgs,
     name: &str,
     port: u16,
     flags: &[&std::ffi::OsStr],
+    https: bool,
 ) -> anyhow::Result<(Proc, String, PathBuf, Duration)> {
     let dir = args.out.join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -427,7 +428,8 @@ async fn start_embedded_with(
         "--instant-transitions",
     ]);
     cmd.args(flags);
-    let url = format!("http://127.0.0.1:{port}");
+    let scheme = if https { "https" } else { "http" };
+    let url = format!("{scheme}://127.0.0.1:{port}");
     let t = Instant::now();
     let proc = Proc::spawn(name, cmd, &args.out.join(format!("{name}.log")))?;
     let startup = procs::wait_ready(&url, false, t).await?;
@@ -474,21 +476,39 @@ const BENCH_AUTH_FILE: &str = r#"{"users": [{
      "Resource": "arn:aws:dynamodb:*:*:table/*",
      "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.1"}}}]}]}]}"#;
 
-/// The embedded server with every request authenticated (SigV4) and
-/// authorized (the policy of [`BENCH_AUTH_FILE`]), under GetItem and
-/// PutItem: the cost of security against the `embedded` rows.
+/// The embedded server with every request over TLS, authenticated (SigV4)
+/// and authorized (the policy of [`BENCH_AUTH_FILE`]), under GetItem and
+/// PutItem: the cost of security against the `embedded` rows. The
+/// certificate is made here and trusted by the load generator.
 async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let auth = args.out.join("bench-auth.json");
     std::fs::write(&auth, BENCH_AUTH_FILE)?;
-    let flags = [std::ffi::OsStr::new("--auth-file"), auth.as_os_str()];
+    let (cert, key) = (
+        args.out.join("bench-tls.crt"),
+        args.out.join("bench-tls.key"),
+    );
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])?;
+    let pair = rcgen::KeyPair::generate()?;
+    let certificate = params.self_signed(&pair)?;
+    std::fs::write(&cert, certificate.pem())?;
+    std::fs::write(&key, pair.serialize_pem())?;
+    dynaraft_bench::client::trust_ca(certificate.pem().as_bytes())?;
+    let flags = [
+        std::ffi::OsStr::new("--auth-file"),
+        auth.as_os_str(),
+        std::ffi::OsStr::new("--tls-cert"),
+        cert.as_os_str(),
+        std::ffi::OsStr::new("--tls-key"),
+        key.as_os_str(),
+    ];
     let (proc, url, dir, startup) =
-        start_embedded_with(args, "embedded-auth", args.base_port + 16, &flags).await?;
+        start_embedded_with(args, "embedded-auth", args.base_port + 16, &flags, true).await?;
     let idle_rss = procs::rss_bytes(proc.pid());
     let specs = [&YCSB[0], &YCSB[1]];
     let runs = workloads(args, "embedded-auth", &url, Protocol::Dynamodb, &specs).await?;
     Ok(SystemResult {
-        name: "embedded, authenticated".into(),
-        description: "`dynaraft embedded --auth-file`: the `embedded` server with every request's SigV4 signature verified and the request authorized by an IAM policy (no TLS yet)".into(),
+        name: "embedded, TLS and authenticated".into(),
+        description: "`dynaraft embedded --tls-cert --tls-key --auth-file`: the `embedded` server with every request over HTTPS (TLS 1.3, kept-alive connections), its SigV4 signature verified and the request authorized by an IAM policy".into(),
         startup_ms: Some(startup.as_secs_f64() * 1000.0),
         idle_rss,
         loaded_rss: procs::rss_bytes(proc.pid()),
