@@ -110,25 +110,32 @@ impl KeyRing {
         self.keys.iter().map(|(id, _)| hex(id))
     }
 
-    /// `plain` sealed with the active key.
-    pub fn seal(&self, plain: &[u8]) -> Vec<u8> {
+    /// `plain` sealed with the active key. Failing is a bug (a ring
+    /// without keys, which `parse` refuses; a value past AES-GCM-SIV's
+    /// 64 GiB): fatal, never an empty value written in its place.
+    pub fn seal(&self, plain: &[u8]) -> Result<Vec<u8>, StorageError> {
         let mut nonce = [0u8; NONCE_BYTES];
         let (prefix, count) = nonce.split_at_mut(4);
         prefix.copy_from_slice(&self.nonce_prefix);
         count.copy_from_slice(&self.counter.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-        // The ring holds at least one key (`parse` refuses none).
-        let Some((id, cipher)) = self.keys.first() else {
-            return Vec::new();
-        };
+        let (id, cipher) = self
+            .keys
+            .first()
+            .ok_or_else(|| StorageError::Fatal("the key ring holds no key".into()))?;
         let sealed = cipher
             .encrypt(Nonce::from_slice(&nonce), plain)
-            .unwrap_or_default();
+            .map_err(|_| {
+                StorageError::Fatal(format!(
+                    "a value of {} bytes could not be sealed",
+                    plain.len()
+                ))
+            })?;
         let mut out = Vec::with_capacity(SEAL_OVERHEAD_BYTES + plain.len());
         out.push(SEALED_MAGIC);
         out.extend_from_slice(id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        out
+        Ok(out)
     }
 
     /// The plaintext of a sealed value; a value that is not sealed, sealed
@@ -189,16 +196,16 @@ mod tests {
     #[test]
     fn sealed_values_open_with_the_key_that_sealed_them_and_nothing_else() {
         let ring = KeyRing::parse(K1).unwrap();
-        let sealed = ring.seal(b"the unique value");
+        let sealed = ring.seal(b"the unique value").unwrap();
         assert_eq!(sealed.len(), 16 + SEAL_OVERHEAD_BYTES);
         assert!(!sealed.windows(6).any(|w| w == b"unique"));
         assert_eq!(ring.open(&sealed).unwrap(), b"the unique value");
         // Two seals of one value differ (fresh nonces).
-        assert_ne!(ring.seal(b"x"), ring.seal(b"x"));
+        assert_ne!(ring.seal(b"x").unwrap(), ring.seal(b"x").unwrap());
         // Rotated: the new key seals, the old still opens.
         let rotated = KeyRing::parse(&format!("# new first\n{K2}\n\n{K1}\n")).unwrap();
         assert_eq!(rotated.open(&sealed).unwrap(), b"the unique value");
-        let fresh = rotated.seal(b"y");
+        let fresh = rotated.seal(b"y").unwrap();
         assert_eq!(&fresh[1..5], &key_id(&decode_hex(K2).unwrap()));
         // Without the key, altered, or not sealed: corruption.
         let other = KeyRing::parse(K2).unwrap();

@@ -348,7 +348,7 @@ impl Store {
         if let Some(ring) = &self.cipher {
             for (_, v) in &mut batch.0 {
                 if let Some(plain) = v {
-                    *plain = ring.seal(plain);
+                    *plain = ring.seal(plain)?;
                 }
             }
         }

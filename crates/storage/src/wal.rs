@@ -224,7 +224,7 @@ impl Wal {
         };
         if let Some(ring) = &self.cipher {
             for r in &mut records {
-                r.payload = ring.seal(&r.payload);
+                r.payload = ring.seal(&r.payload)?;
             }
         }
         let (done, wait) = oneshot::channel();

@@ -250,7 +250,7 @@ impl Auth {
             .user(&sig.key_id, kept)
             .ok_or(ApiError::UnrecognizedClient)?;
         sigv4::check_scope(&sig, &self.region)?;
-        let key = self.signing_key(user, &sig.scope_date, sig.at);
+        let key = self.signing_key(user, &sig.scope_date, sig.at)?;
         if !sigv4::verify(&sig, req, &key) {
             return Err(sigv4::mismatch());
         }
@@ -264,11 +264,11 @@ impl Auth {
 
     /// `user`'s signing key for `day` (`YYYYMMDD`, the date of `at`),
     /// derived once and kept.
-    fn signing_key(&self, user: &User, day: &str, at: SystemTime) -> [u8; 32] {
+    fn signing_key(&self, user: &User, day: &str, at: SystemTime) -> Result<[u8; 32], ApiError> {
         // A poisoned lock guards only derived keys, still valid.
         let mut keys = user.signing_keys.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, k)) = keys.iter().find(|(d, _)| d == day) {
-            return *k;
+            return Ok(*k);
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(
             &user.secret,
@@ -276,17 +276,16 @@ impl Auth {
             &self.region,
             sigv4::SERVICE,
         );
-        let mut key = [0u8; 32];
-        // An HMAC-SHA256 tag is 32 bytes; were it not (a bug in the crate),
-        // the zero key would verify nothing.
-        if let Some(src) = derived.as_ref().get(..32) {
-            key.copy_from_slice(src);
-        }
+        // An HMAC-SHA256 tag is 32 bytes; anything else is a bug in the
+        // crate, and no request is verified against a made-up key.
+        let key = <[u8; 32]>::try_from(derived.as_ref()).map_err(|_| {
+            ApiError::InternalServerError("the SigV4 signing key is not 32 bytes".into())
+        })?;
         if keys.len() >= SIGNING_KEYS_PER_USER {
             keys.remove(0);
         }
         keys.push((day.to_string(), key));
-        key
+        Ok(key)
     }
 }
 
