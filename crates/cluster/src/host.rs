@@ -519,24 +519,28 @@ impl Host {
     /// segment to snapshot and purge their logs (done by the next
     /// checkpoint). Returns how many segments were deleted.
     pub async fn checkpoint(&self) -> Result<usize, StorageError> {
-        let (flushed, heavy) = {
+        let (relogged, heavy) = {
             let logs = self.inner.logs.lock().await;
-            logs.relog_purges().await?;
+            let relogged = logs.relog_purges().await?;
             let heavy = self.heavy_groups(&logs);
             if !heavy.is_empty() {
                 // Their purges should not wait out the purger's usual pause.
                 logs.hurry_purges();
             }
-            (logs.purged(), heavy)
+            (relogged, heavy)
         };
         let wal = self.inner.wal.clone();
         let (deleted, pinning) = tokio::task::spawn_blocking(move || {
             // Groups without a log here were removed: nothing to keep.
-            let mut all = flushed;
+            let mut all = relogged.points;
             for g in wal.closed_groups() {
                 all.entry(g).or_insert(u64::MAX);
             }
-            wal.checkpoint(&all).map(|n| (n, wal.pinning_groups(&all)))
+            let deleted = match relogged.through {
+                Some(through) => wal.checkpoint(&all, through)?,
+                None => 0,
+            };
+            Ok::<_, StorageError>((deleted, wal.pinning_groups(&all)))
         })
         .await
         .map_err(|e| StorageError::Fatal(e.to_string()))??;

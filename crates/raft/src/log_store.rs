@@ -174,6 +174,18 @@ impl VoteFile {
     }
 }
 
+/// What [`LogSet::relog_purges`] wrote, and so what a WAL checkpoint run
+/// after it may delete.
+#[derive(Debug)]
+pub struct Relogged {
+    /// Each group with a log here and the purge index re-logged for it
+    /// (0: no durable purge yet, nothing of it may go).
+    pub points: BTreeMap<u64, u64>,
+    /// The newest segment closed before the records were queued; `None`:
+    /// none was, and no segment may be deleted.
+    pub through: Option<u64>,
+}
+
 /// Recovered logs of all groups, ready to hand out per-group stores.
 pub struct LogSet {
     wal: Wal,
@@ -244,7 +256,11 @@ impl LogSet {
     /// after sled was made durable). Groups with no log here have nothing
     /// left to keep.
     pub fn purged(&self) -> BTreeMap<u64, u64> {
-        let durable = self.purger.durable();
+        self.points(&self.purger.durable())
+    }
+
+    /// `durable`'s purge index of every group with a log here (0: none yet).
+    fn points(&self, durable: &BTreeMap<u64, LogId>) -> BTreeMap<u64, u64> {
         self.logs
             .keys()
             .map(|g| (*g, durable.get(g).map_or(0, |p| p.index)))
@@ -270,23 +286,33 @@ impl LogSet {
         self.purger.busy()
     }
 
-    /// Logs every group's current purge point again, in the open segment,
-    /// so that a checkpoint deleting older segments never loses the record
-    /// that tells recovery where a group's log begins. Run before
-    /// `Wal::checkpoint`.
-    pub async fn relog_purges(&self) -> io::Result<()> {
+    /// Logs every group's current purge point again, so that a checkpoint
+    /// deleting older segments never loses the record that tells recovery
+    /// where a group's log begins. Run before `Wal::checkpoint`, and let it
+    /// delete no more than the [`Relogged`] this returns: only segments
+    /// closed before these records were queued (the records' own segment
+    /// may close at once, and deleting it would leave recovery the entries
+    /// after a purge point and no record of the point), and only up to the
+    /// points re-logged here (a purge round may record a higher point
+    /// meanwhile, and its record may sit in a segment before these).
+    pub async fn relog_purges(&self) -> io::Result<Relogged> {
+        let through = self.wal.newest_closed();
+        let durable = self.purger.durable();
         let mut records = Vec::new();
-        for (g, upto) in self.purger.durable() {
-            if !self.logs.contains_key(&g) {
+        for (g, upto) in &durable {
+            if !self.logs.contains_key(g) {
                 continue;
             }
-            let body = serde_json::to_vec(&upto).map_err(io_err)?;
-            records.push(purge_record(g, &upto, body));
+            let body = serde_json::to_vec(upto).map_err(io_err)?;
+            records.push(purge_record(*g, upto, body));
         }
-        if records.is_empty() {
-            return Ok(());
+        if !records.is_empty() {
+            self.wal.append(records).await.map_err(io_err)?;
         }
-        self.wal.append(records).await.map_err(io_err)
+        Ok(Relogged {
+            points: self.points(&durable),
+            through,
+        })
     }
 
     /// Forgets `group` on this node: a durable record tells recovery to drop
@@ -585,6 +611,53 @@ mod tests {
         assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(50));
         assert_eq!(state.last_log_id.map(|l| l.index), Some(53));
         let entries = store.try_get_log_entries(51..=53).await.unwrap();
+        assert_eq!(entries.len(), 3, "the log after the purge point is whole");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A checkpoint re-logs each group's purge point, then deletes the
+    /// segments below it. When the re-logged records' own segment closed
+    /// at once (they filled it), deleting that segment too left recovery
+    /// the entries after the purge point and no record of the point: a
+    /// hole before the first entry, and the group could not start ("log
+    /// entry not found"). The checkpoint now keeps every segment closed
+    /// after the re-logged points were queued.
+    #[tokio::test]
+    async fn a_checkpoint_keeps_the_purge_points_it_relogged_when_their_segment_closes_at_once() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-relog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let flush: DurableFlush = Arc::new(|| Ok(()));
+        // One byte per segment: every batch closes its segment.
+        let (wal, records) = Wal::open_with(&dir, 1).unwrap();
+        let mut set = LogSet::recover(wal, VoteFile::open(None).unwrap(), &records)
+            .unwrap()
+            .with_durable_flush(flush.clone());
+        let mut store = set.store(3);
+        append(&mut store, 1..=10).await;
+        store.purge(log_id(10)).await.unwrap();
+        set.hurry_purges();
+        while set.purges_pending() {
+            tokio::task::yield_now().await;
+        }
+        let relogged = set.relog_purges().await.unwrap();
+        assert_eq!(relogged.points.get(&3), Some(&10));
+        append(&mut store, 11..=13).await;
+        set.wal.append(Vec::new()).await.unwrap(); // the appends are durable
+        let through = relogged.through.expect("earlier segments are closed");
+        let deleted = set.wal.checkpoint(&relogged.points, through).unwrap();
+        assert!(deleted > 0, "the segments below the purge point go");
+        drop((store, set));
+
+        let wait = std::time::Duration::from_secs(5);
+        let (wal, records) = Wal::open_blocking(&dir, 1, wait).unwrap();
+        let mut set = LogSet::recover(wal, VoteFile::open(None).unwrap(), &records)
+            .unwrap()
+            .with_durable_flush(flush);
+        let mut store = set.store(3);
+        let state = store.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(10));
+        assert_eq!(state.last_log_id.map(|l| l.index), Some(13));
+        let entries = store.try_get_log_entries(11..=13).await.unwrap();
         assert_eq!(entries.len(), 3, "the log after the purge point is whole");
         let _ = std::fs::remove_dir_all(&dir);
     }

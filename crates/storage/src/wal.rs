@@ -272,9 +272,23 @@ impl Wal {
             .collect()
     }
 
-    /// Deletes the oldest closed segments whose every record is at or below
-    /// the durably flushed applied index of its group.
-    pub fn checkpoint(&self, flushed: &BTreeMap<u64, u64>) -> Result<usize, StorageError> {
+    /// The newest closed segment, if any: whatever is enqueued from now on
+    /// lands in a later one. A caller that logs records a checkpoint must
+    /// keep takes this first and passes it to [`Wal::checkpoint`].
+    pub fn newest_closed(&self) -> Option<u64> {
+        self.closed.lock().ok()?.keys().next_back().copied()
+    }
+
+    /// Deletes the oldest closed segments, up to segment `through`, whose
+    /// every record is at or below the durably flushed applied index of its
+    /// group. `through` keeps the records written after it was read (the
+    /// re-logged purge points that say where each log now begins) even if
+    /// their segment closed meanwhile.
+    pub fn checkpoint(
+        &self,
+        flushed: &BTreeMap<u64, u64>,
+        through: u64,
+    ) -> Result<usize, StorageError> {
         let Some(dir) = &self.dir else { return Ok(0) };
         let closed = || {
             self.closed
@@ -285,9 +299,11 @@ impl Wal {
         // record (a truncation) must never outlive the entries before it.
         let removable: Vec<u64> = closed()?
             .iter()
-            .take_while(|(_, max)| {
-                max.iter()
-                    .all(|(g, i)| flushed.get(g).is_some_and(|f| f >= i))
+            .take_while(|(s, max)| {
+                **s <= through
+                    && max
+                        .iter()
+                        .all(|(g, i)| flushed.get(g).is_some_and(|f| f >= i))
             })
             .map(|(s, _)| *s)
             .collect();
@@ -652,7 +668,9 @@ mod tests {
         append_each(&wal, 1..=40).await;
         let before = list_segments(&dir).unwrap();
         assert!(before.len() > 3, "{before:?}");
-        let deleted = wal.checkpoint(&BTreeMap::from([(7, 20)])).unwrap();
+        let deleted = wal
+            .checkpoint(&BTreeMap::from([(7, 20)]), u64::MAX)
+            .unwrap();
         assert!(deleted > 0);
         assert_eq!(list_segments(&dir).unwrap(), before[deleted..]);
         drop(wal);
