@@ -64,6 +64,28 @@ pub struct TableMeta {
     /// ends; enabling again starts a new stream.
     #[serde(default)]
     pub streams: Vec<StreamMeta>,
+    /// A global table (version 2019.11.21): this deployment's region and
+    /// the table's other replicas. `None` for a table of one region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<Replication>,
+}
+
+/// Where a global table lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replication {
+    /// This deployment's region: what its writes are stamped with.
+    pub region: String,
+    /// The other regions holding a replica, in the order they were added.
+    pub replicas: Vec<ReplicaMeta>,
+}
+
+/// One other region's replica of a global table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaMeta {
+    pub region: String,
+    /// DynamoDB's ReplicaStatus: CREATING while the items written before
+    /// are copied to it, ACTIVE, DELETING.
+    pub status: String,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -91,6 +113,12 @@ pub struct StreamMeta {
 }
 
 impl TableMeta {
+    /// The region a global table's writes are stamped with (`None`: the
+    /// table is not global).
+    pub fn replication_region(&self) -> Option<String> {
+        self.replication.as_ref().map(|r| r.region.clone())
+    }
+
     /// The enabled stream, if any: writes are logged for it.
     pub fn enabled_stream(&self) -> Option<&StreamMeta> {
         self.streams.last().filter(|s| s.disabled_ms.is_none())

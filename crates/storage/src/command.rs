@@ -146,6 +146,19 @@ pub enum Command {
     TxnFinish { txn: TxnId },
     /// Anchor data group: drop records past the idempotency window.
     TxnForget { txns: Vec<TxnId> },
+    /// Data group of a global table: begin replicating to region `peer`,
+    /// this deployment being region `region` (see `replica::start`). The
+    /// outcome is the peer's cursor.
+    StartReplication { region: String, peer: String },
+    /// Data group: region `peer` acknowledged the change records up to
+    /// `upto` (and, when `copied`, the copy of the items written before).
+    ReplicationShipped {
+        peer: String,
+        upto: u64,
+        copied: bool,
+    },
+    /// Data group: stop replicating to region `peer`.
+    StopReplication { peer: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,9 +198,17 @@ pub struct WriteCommand {
     /// The table has a stream: the change is logged for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stream: bool,
-    /// Who makes the change (a client, or Time to Live).
+    /// Who makes the change (a client, Time to Live, another region).
     #[serde(default)]
     pub origin: crate::global::Origin,
+    /// The table is global: the write is versioned and logged, stamped
+    /// with this region (the deployment's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// A write replicated from another region, with the version it got
+    /// there: applied only if later than the item's (see `replica`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<crate::replica::Version>,
 }
 
 /// A DynamoDB JSON map (an item, a key, ExpressionAttributeValues) carried
@@ -289,6 +310,13 @@ impl std::fmt::Display for Entry {
             Command::TxnResolve { txn, commit, .. } => format!("TxnResolve({txn:x}, {commit})"),
             Command::TxnFinish { txn } => format!("TxnFinish({txn:x})"),
             Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
+            Command::StartReplication { region, peer } => {
+                format!("StartReplication({region} -> {peer})")
+            }
+            Command::ReplicationShipped { peer, upto, copied } => {
+                format!("ReplicationShipped({peer}, {upto}, copied: {copied})")
+            }
+            Command::StopReplication { peer } => format!("StopReplication({peer})"),
             Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
             Command::BeginSplit {
                 table, group, at, ..

@@ -196,6 +196,9 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::TxnResolve { .. }
         | Command::TxnFinish { .. }
         | Command::TxnForget { .. }
+        | Command::StartReplication { .. }
+        | Command::ReplicationShipped { .. }
+        | Command::StopReplication { .. }
         | Command::Split { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
     }
 }

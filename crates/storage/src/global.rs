@@ -41,6 +41,7 @@ use crate::StorageError;
 use crate::index::{INDEX_ENTRY_OVERHEAD_BYTES, entry_key};
 use crate::kv::Store;
 use crate::machine::{Outcome, Overlay, meta_key};
+use crate::replica::Version;
 use dynaraft_model::codec::{decode_item, encode_item};
 use dynaraft_model::value::item_size_bytes;
 use dynaraft_model::{Item, KeySchema};
@@ -81,6 +82,9 @@ pub enum Origin {
     Client,
     /// Time to Live deleting an expired item.
     Ttl,
+    /// A write replicated from another region (a global table): shipped
+    /// to no region again.
+    Replica,
 }
 
 impl Origin {
@@ -88,6 +92,7 @@ impl Origin {
         match self {
             Origin::Client => 0,
             Origin::Ttl => 1,
+            Origin::Replica => 2,
         }
     }
 
@@ -95,6 +100,7 @@ impl Origin {
         match b {
             0 => Some(Origin::Client),
             1 => Some(Origin::Ttl),
+            2 => Some(Origin::Replica),
             _ => None,
         }
     }
@@ -111,10 +117,14 @@ pub struct ChangeRecord {
     /// (0 for records logged before timestamps were kept).
     pub ts_ms: u64,
     pub origin: Origin,
+    /// The write's version, in a replicating partition (global tables).
+    pub version: Option<Version>,
 }
 
 /// The version byte of the trailer that follows a record's images.
 const RECORD_TRAILER_V1: u8 = 1;
+/// The trailer with the write's version after the V1 fields.
+const RECORD_TRAILER_V2: u8 = 2;
 
 impl ChangeRecord {
     pub fn encode(&self) -> Vec<u8> {
@@ -126,6 +136,7 @@ impl ChangeRecord {
             new: new.as_deref(),
             ts_ms: self.ts_ms,
             origin: self.origin,
+            version: self.version.as_ref(),
         }
         .encode()
     }
@@ -143,6 +154,7 @@ impl ChangeRecord {
             new: image(f.new)?,
             ts_ms: f.ts_ms,
             origin: f.origin,
+            version: f.version,
         })
     }
 
@@ -160,6 +172,7 @@ pub(crate) struct Change<'a> {
     pub new: Option<&'a [u8]>,
     pub ts_ms: u64,
     pub origin: Origin,
+    pub version: Option<&'a Version>,
 }
 
 impl Change<'_> {
@@ -177,9 +190,19 @@ impl Change<'_> {
                 None => out.push(0),
             }
         }
-        out.push(RECORD_TRAILER_V1);
+        out.push(match self.version {
+            Some(_) => RECORD_TRAILER_V2,
+            None => RECORD_TRAILER_V1,
+        });
         out.extend_from_slice(&self.ts_ms.to_be_bytes());
         out.push(self.origin.byte());
+        if let Some(v) = self.version {
+            out.extend_from_slice(&v.ts_ms.to_be_bytes());
+            // Region names are checked to be short where they are set.
+            let len = u8::try_from(v.region.len()).unwrap_or(u8::MAX);
+            out.push(len);
+            out.extend_from_slice(&v.region.as_bytes()[..len as usize]);
+        }
         out
     }
 }
@@ -195,6 +218,7 @@ struct RecordFrame<'a> {
     new: Option<&'a [u8]>,
     ts_ms: u64,
     origin: Origin,
+    version: Option<Version>,
 }
 
 impl<'a> RecordFrame<'a> {
@@ -211,17 +235,18 @@ impl<'a> RecordFrame<'a> {
         let old = image(&mut b)?;
         let new = image(&mut b)?;
         // Records logged before the trailer existed end with the images.
-        let (ts_ms, origin) = match b {
-            [] => (0, Origin::Client),
-            [RECORD_TRAILER_V1, rest @ ..] => {
+        let (ts_ms, origin, version) = match b {
+            [] => (0, Origin::Client, None),
+            [trailer @ (RECORD_TRAILER_V1 | RECORD_TRAILER_V2), rest @ ..] => {
                 let (ts, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt_record)?;
-                let [o] = rest else {
-                    return Err(corrupt_record());
+                let (o, rest) = rest.split_first().ok_or_else(corrupt_record)?;
+                let origin = Origin::of(*o).ok_or_else(corrupt_record)?;
+                let version = match (*trailer, rest) {
+                    (RECORD_TRAILER_V1, []) => None,
+                    (RECORD_TRAILER_V2, rest) => Some(decode_version(rest)?),
+                    _ => return Err(corrupt_record()),
                 };
-                (
-                    u64::from_be_bytes(*ts),
-                    Origin::of(*o).ok_or_else(corrupt_record)?,
-                )
+                (u64::from_be_bytes(*ts), origin, version)
             }
             _ => return Err(corrupt_record()),
         };
@@ -231,8 +256,23 @@ impl<'a> RecordFrame<'a> {
             new,
             ts_ms,
             origin,
+            version,
         })
     }
+}
+
+/// A V2 trailer's version: ts u64 BE, region length u8, region.
+fn decode_version(b: &[u8]) -> Result<Version, StorageError> {
+    let (ts, rest) = b.split_first_chunk::<8>().ok_or_else(corrupt_record)?;
+    let (len, region) = rest.split_first().ok_or_else(corrupt_record)?;
+    if region.len() != *len as usize {
+        return Err(corrupt_record());
+    }
+    let region = std::str::from_utf8(region).map_err(|_| corrupt_record())?;
+    Ok(Version {
+        ts_ms: u64::from_be_bytes(*ts),
+        region: region.to_string(),
+    })
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -408,8 +448,13 @@ fn floor(ov: &Overlay, group: u64) -> Result<u64, StorageError> {
     }
 }
 
-/// Removes the records after the floor up to `upto`.
+/// Removes the records after the floor up to `upto`, but none a peer
+/// region has not acknowledged (`replica::kept_after`).
 fn remove_through(ov: &mut Overlay, group: u64, upto: u64) -> Result<(), StorageError> {
+    let upto = match crate::replica::kept_after(ov, group)? {
+        Some(shipped) => upto.min(shipped),
+        None => upto,
+    };
     let floor = floor(ov, group)?;
     for s in floor.saturating_add(1)..=upto {
         ov.del(change_key(group, s));
@@ -678,6 +723,7 @@ mod tests {
             new: new.as_deref(),
             ts_ms: r.ts_ms,
             origin: r.origin,
+            version: r.version.as_ref(),
         };
         log_change(ov, GROUP, change).unwrap();
     }
@@ -689,6 +735,7 @@ mod tests {
             new: Some(item("a")),
             ts_ms,
             origin: Origin::Client,
+            version: None,
         }
     }
 
@@ -700,9 +747,25 @@ mod tests {
             new: None,
             ts_ms: 1_764_000_000_123,
             origin: Origin::Ttl,
+            version: None,
         };
         let bytes = r.encode();
         assert_eq!(ChangeRecord::decode(&bytes).unwrap(), r);
+        // A replicating partition's record carries its version; cut
+        // anywhere in the trailer it is refused.
+        let versioned = ChangeRecord {
+            version: Some(Version {
+                ts_ms: 7,
+                region: "eu-west-1".into(),
+            }),
+            origin: Origin::Replica,
+            ..r.clone()
+        };
+        let vbytes = versioned.encode();
+        assert_eq!(ChangeRecord::decode(&vbytes).unwrap(), versioned);
+        for cut in bytes.len() - 9..vbytes.len() {
+            assert!(ChangeRecord::decode(&vbytes[..cut]).is_err(), "cut at {cut}");
+        }
         // The trailer either whole or absent (a record from before it).
         let images_end = bytes.len() - 10;
         for cut in (0..bytes.len()).filter(|c| *c != images_end) {

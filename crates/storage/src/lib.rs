@@ -25,14 +25,15 @@ pub mod index;
 pub mod kv;
 pub mod machine;
 pub mod read;
+pub mod replica;
 pub mod span;
 pub mod split;
 pub mod txn;
 pub mod wal;
 
 pub use catalog::{
-    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, StreamMeta,
-    TableMeta, TableStatus, UserRecord,
+    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, ReplicaMeta,
+    Replication, StreamMeta, TableMeta, TableStatus, UserRecord,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

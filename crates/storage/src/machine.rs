@@ -165,6 +165,11 @@ pub enum Outcome {
     /// The table has deletion protection: it is neither deleted nor set
     /// DELETING, whoever asks.
     DeletionProtected,
+    /// A replicated write older than the item's version (last writer
+    /// wins): nothing was written.
+    Superseded,
+    /// A change-log sequence number (`StartReplication`: the peer's cursor).
+    Sequence(u64),
 }
 
 /// Pending writes of a batch over the tree.
@@ -396,6 +401,17 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
         }
         Command::TxnFinish { txn } => txn::finish(ov, group, *txn),
         Command::TxnForget { txns } => txn::forget(ov, group, txns),
+        Command::StartReplication { region, peer } => Ok(Outcome::Sequence(
+            crate::replica::start(ov, group, region, peer)?,
+        )),
+        Command::ReplicationShipped { peer, upto, copied } => {
+            crate::replica::shipped(ov, group, peer, *upto, *copied)?;
+            Ok(Outcome::Done)
+        }
+        Command::StopReplication { peer } => {
+            crate::replica::stop(ov, group, peer)?;
+            Ok(Outcome::Done)
+        }
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
 }
@@ -443,6 +459,13 @@ fn apply_write(
 ) -> Result<Outcome, StorageError> {
     if let Some(intent) = txn::intent(ov, sp, &w.storage_key)? {
         return Ok(Outcome::TxnConflict(Box::new(intent.view())));
+    }
+    // Last writer wins: a replicated write no later than the item's
+    // version (or its tombstone's) changes nothing.
+    if let Some(v) = &w.version
+        && crate::replica::superseded(ov, sp.space, &w.storage_key, v)?
+    {
+        return Ok(Outcome::Superseded);
     }
     match evaluate(ov, sp, w)? {
         Ok((old, new)) => stage(ov, sp, w, (old, new), false, ts_ms),
@@ -567,7 +590,12 @@ pub(crate) fn stage(
     // stream needs it too, but its retention never holds a write back.
     let changed = old != new;
     let indexed = changed && (!w.global.is_empty() || global::feeding(ov, group)?);
-    let logged = changed && (indexed || w.stream);
+    // A global table's partition versions and logs every write.
+    let region = match &w.region {
+        Some(r) => Some(r.clone()),
+        None => crate::replica::local_region(ov, group)?,
+    };
+    let logged = changed && (indexed || w.stream || region.is_some());
     if logged && indexed && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }
@@ -591,6 +619,20 @@ pub(crate) fn stage(
         }
     }
     let new_bytes = new.as_ref().map(encode_item);
+    // A replicated write records its version even when the image is the
+    // same; a local one only when it changes the item.
+    let version = match &region {
+        Some(r) if changed || w.version.is_some() => Some(crate::replica::stamp(
+            ov,
+            sp.space,
+            &w.storage_key,
+            w.version.as_ref(),
+            r,
+            ts_ms,
+            new.is_none(),
+        )?),
+        _ => None,
+    };
     if logged {
         let old_bytes = old.as_ref().map(encode_item);
         let change = Change {
@@ -599,6 +641,7 @@ pub(crate) fn stage(
             new: new_bytes.as_deref(),
             ts_ms,
             origin: w.origin,
+            version: version.as_ref(),
         };
         global::log_change(ov, group, change)?;
     }

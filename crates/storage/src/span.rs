@@ -28,12 +28,13 @@ use crate::machine::{Overlay, meta_key};
 
 /// The families keyed by space and hash (see the module docs); every other
 /// family byte is keyed by group.
-pub const SPACE_FAMILIES: [u8; 5] = [
+pub const SPACE_FAMILIES: [u8; 6] = [
     crate::machine::ITEMS,
     crate::index::LOCAL_INDEX,
     crate::index::COLLECTION,
     crate::txn::INTENTS,
     crate::txn::STAMPS,
+    crate::replica::VERSIONS,
 ];
 /// How many of [`Span::key_ranges`] (the last ones) are hash ranges of
 /// the space: one per space family, 256 for the one with index ids.

@@ -92,6 +92,7 @@ pub fn apply(
     move_counters(ov, sp.group, right, index_partition)?;
     copy_meta(ov, sp.group, child)?;
     start_change_log(ov, sp.group, child)?;
+    crate::replica::split(ov, sp.group, child)?;
     split_backfills(ov, sp.group, child, at)?;
     if index_partition {
         split_versions(ov, sp.group, right)?;

@@ -480,6 +480,8 @@ fn bare(w: &WriteCommand) -> WriteCommand {
         legacy_update: false,
         stream: w.stream,
         origin: w.origin,
+        region: w.region.clone(),
+        version: None,
     }
 }
 
@@ -660,6 +662,8 @@ pub(crate) mod tests {
             legacy_update: false,
             stream: false,
             origin: Default::default(),
+            region: None,
+            version: None,
         }
     }
 

@@ -139,6 +139,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
         next_index_id: global_indexes.len() as u32,
         global_indexes,
         streams,
+        replication: None,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
