@@ -171,6 +171,7 @@ impl TestCluster {
             ttl_sweep_interval_ms: crate::TEST_TTL_SWEEP_MS,
             replace_after_ms: self.replace_after_ms,
             split_size_bytes: self.split_size_bytes,
+            peer_regions: None,
         };
         ClusterNode::start(cfg, listener).await.expect("start node")
     }

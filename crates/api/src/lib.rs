@@ -84,6 +84,9 @@ pub struct ApiConfig {
     /// `/metrics` is served on its own address ([`serve_metrics`]), not on
     /// the API's port.
     pub metrics_elsewhere: bool,
+    /// This deployment's region and its peers, for global tables (`None`:
+    /// replicas are refused).
+    pub peer_regions: Option<Arc<dynaraft_cluster::peer::PeerRegions>>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -110,6 +113,7 @@ impl Default for ApiConfig {
             audit: None,
             tls: None,
             metrics_elsewhere: false,
+            peer_regions: None,
         }
     }
 }

@@ -41,6 +41,9 @@ pub struct EmbeddedConfig {
     pub split_size_bytes: u64,
     /// See `HostConfig::encryption`.
     pub encryption: Option<Arc<dynaraft_storage::cipher::KeyRing>>,
+    /// This deployment's region and its peers, for global tables; `None`:
+    /// no replicator runs.
+    pub peer_regions: Option<Arc<crate::peer::PeerRegions>>,
 }
 
 impl EmbeddedConfig {
@@ -53,6 +56,7 @@ impl EmbeddedConfig {
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
             split_size_bytes: crate::split::DEFAULT_SPLIT_SIZE_BYTES,
             encryption: None,
+            peer_regions: None,
         }
     }
 }
@@ -109,7 +113,13 @@ impl Embedded {
         register_once(&router, &record)
             .await
             .map_err(|e| StorageError::Unavailable(e.to_string()))?;
-        spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
+        spawn_replica_tasks(
+            &host,
+            &router,
+            &catalog,
+            cfg.ttl_sweep_interval_ms,
+            cfg.peer_regions.clone(),
+        );
         let (r, size) = (router.clone(), cfg.split_size_bytes);
         host.spawn(move |h, stop| crate::split::run(h, r, size, stop));
         Ok(Embedded { host, router })

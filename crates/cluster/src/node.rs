@@ -57,6 +57,9 @@ pub struct NodeConfig {
     pub replace_after_ms: u64,
     /// Size at which a partition splits, in bytes (see `split`).
     pub split_size_bytes: u64,
+    /// This deployment's region and its peers, for global tables; `None`:
+    /// no replicator runs.
+    pub peer_regions: Option<Arc<crate::peer::PeerRegions>>,
 }
 
 /// A running storage node.
@@ -127,7 +130,13 @@ impl ClusterNode {
             let (r, size) = (router.clone(), cfg.split_size_bytes);
             host.spawn(move |h, stop| split::run(h, r, size, stop));
         }
-        spawn_replica_tasks(&host, &router, &catalog, cfg.ttl_sweep_interval_ms);
+        spawn_replica_tasks(
+            &host,
+            &router,
+            &catalog,
+            cfg.ttl_sweep_interval_ms,
+            cfg.peer_regions.clone(),
+        );
         Ok(ClusterNode {
             host,
             router,
@@ -150,6 +159,7 @@ pub(crate) fn spawn_replica_tasks(
     router: &Router,
     catalog: &Arc<CatalogWatch>,
     ttl_sweep_ms: u64,
+    peers: Option<Arc<crate::peer::PeerRegions>>,
 ) {
     let c = catalog.clone();
     host.spawn(move |h, stop| reconcile::run(h, c, stop));
@@ -160,6 +170,10 @@ pub(crate) fn spawn_replica_tasks(
     host.spawn(move |h, stop| ttl::run(h, c, every, stop));
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| crate::txn::run(h, r, c, stop));
+    if let Some(peers) = peers {
+        let (c, r) = (catalog.clone(), router.clone());
+        host.spawn(move |h, stop| crate::replicate::run(h, r, c, peers, stop));
+    }
 }
 
 /// Records the node (address and zone) in the registry through `router`,

@@ -132,6 +132,12 @@ struct NodeArgs {
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
+    /// This deployment's region: what a global table's writes made here
+    /// are stamped with (the routers' --region).
+    #[arg(long, default_value = "us-east-1")]
+    region: String,
+    #[command(flatten)]
+    global: GlobalArgs,
     /// Raft heartbeat interval, in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::host::Timing::default().heartbeat_interval_ms)]
     heartbeat_ms: u64,
@@ -247,6 +253,8 @@ struct RouterArgs {
     allow_unauthenticated: bool,
     #[command(flatten)]
     edge: EdgeArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
     #[command(flatten)]
     routes: RouteArgs,
     #[command(flatten)]
@@ -419,6 +427,8 @@ struct EmbeddedArgs {
     request_log: bool,
     #[command(flatten)]
     edge: EdgeArgs,
+    #[command(flatten)]
+    global: GlobalArgs,
 }
 
 /// The API's edge (docs/security.md): who may call it, what is recorded,
@@ -460,6 +470,55 @@ impl EdgeArgs {
             metrics_elsewhere: start_metrics(self.metrics_listen).await?,
             ..cfg
         })
+    }
+}
+
+/// Global tables: the other deployments (regions) this one replicates to.
+#[derive(clap::Args)]
+struct GlobalArgs {
+    /// A peer region of global tables, as NAME=http://HOST:PORT (its
+    /// DynamoDB endpoint: the router of a cluster, or an embedded server).
+    /// Repeat for each peer.
+    #[arg(long = "peer-region", value_name = "NAME=URL")]
+    peer_regions: Vec<String>,
+    /// The access key peers' endpoints know this deployment by, as JSON
+    /// {"access_key_id": ..., "secret_access_key": ...}; needed when they
+    /// authenticate requests.
+    #[arg(long)]
+    peer_credentials_file: Option<PathBuf>,
+}
+
+impl GlobalArgs {
+    /// This deployment's region `region` and its peers; `None` without
+    /// peers (no global tables).
+    fn peers(
+        &self,
+        region: &str,
+    ) -> anyhow::Result<Option<Arc<dynaraft_cluster::peer::PeerRegions>>> {
+        if self.peer_regions.is_empty() {
+            return Ok(None);
+        }
+        let credentials = match &self.peer_credentials_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                let field = |name: &str| {
+                    json[name].as_str().map(str::to_string).ok_or_else(|| {
+                        anyhow::anyhow!("{}: no string {name:?}", path.display())
+                    })
+                };
+                Some(dynaraft_cluster::peer::PeerCredentials {
+                    access_key_id: field("access_key_id")?,
+                    secret_access_key: field("secret_access_key")?,
+                })
+            }
+            None => None,
+        };
+        let peers = dynaraft_cluster::peer::PeerRegions::parse(region, &self.peer_regions, credentials)
+            .map_err(anyhow::Error::msg)?;
+        Ok(Some(Arc::new(peers)))
     }
 }
 
@@ -644,6 +703,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
         replace_after_ms: args.replace_after_ms,
         split_size_bytes: args.split_size_bytes,
+        peer_regions: args.global.peers(&args.region)?,
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -701,6 +761,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
              (start with --allow-unauthenticated to accept any signature until then)"
         );
     }
+    let peers = args.global.peers(&args.region)?;
     let mut cfg = ApiConfig {
         transition_delay_ms: args.transition_delay_ms,
         region: args.region,
@@ -708,6 +769,7 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
         partitions_per_table: args.partitions_per_table,
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         request_log: args.request_log,
+        peer_regions: peers,
         ..ApiConfig::default()
     };
     cfg = args.edge.apply(cfg).await?;
@@ -798,11 +860,18 @@ fn open_audit(
 async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let addr: SocketAddr = format!("{}:{}", args.host, args.port).parse()?;
     let data_dir = (!args.in_memory).then(|| args.data_dir.clone());
+    let peers = args.global.peers(&args.region)?;
+    if peers.is_some() && !args.shared_db {
+        // A global table is one table of the deployment, not one of a
+        // client's own per-key databases.
+        anyhow::bail!("--peer-region needs --shared-db");
+    }
     let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         memory_limit_bytes: args.memory_limit_mb << 20,
         split_size_bytes: args.split_size_bytes,
         encryption: load_keys(args.encryption_key_file.as_deref())?,
+        peer_regions: peers.clone(),
         ..EmbeddedConfig::new(data_dir)
     };
     let cfg = ApiConfig {
@@ -817,6 +886,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         shared_db: args.shared_db,
         stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
         request_log: args.request_log,
+        peer_regions: peers,
         ..ApiConfig::default()
     };
     let cfg = Arc::new(args.edge.apply(cfg).await?);

@@ -70,6 +70,11 @@ pub struct TableMeta {
     pub replication: Option<Replication>,
 }
 
+/// ReplicaStatus of a replica whose items are being copied.
+pub const REPLICA_CREATING: &str = "CREATING";
+/// ReplicaStatus of a replica that follows every write.
+pub const REPLICA_ACTIVE: &str = "ACTIVE";
+
 /// Where a global table lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replication {
@@ -84,8 +89,12 @@ pub struct Replication {
 pub struct ReplicaMeta {
     pub region: String,
     /// DynamoDB's ReplicaStatus: CREATING while the items written before
-    /// are copied to it, ACTIVE, DELETING.
+    /// are copied to it, ACTIVE.
     pub status: String,
+    /// The partitions (groups) that finished copying their items to it
+    /// while it is CREATING.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<u64>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in

@@ -146,6 +146,13 @@ pub enum Command {
     TxnFinish { txn: TxnId },
     /// Anchor data group: drop records past the idempotency window.
     TxnForget { txns: Vec<TxnId> },
+    /// Catalog group: partition `group` of `table` copied its items to the
+    /// replica in `region`; when every partition has, the replica is ACTIVE.
+    ReplicaCopied {
+        table: String,
+        region: String,
+        group: u64,
+    },
     /// Data group of a global table: begin replicating to region `peer`,
     /// this deployment being region `region` (see `replica::start`). The
     /// outcome is the peer's cursor.
@@ -310,6 +317,11 @@ impl std::fmt::Display for Entry {
             Command::TxnResolve { txn, commit, .. } => format!("TxnResolve({txn:x}, {commit})"),
             Command::TxnFinish { txn } => format!("TxnFinish({txn:x})"),
             Command::TxnForget { txns } => format!("TxnForget({} records)", txns.len()),
+            Command::ReplicaCopied {
+                table,
+                region,
+                group,
+            } => format!("ReplicaCopied({table}, {region}, group {group})"),
             Command::StartReplication { region, peer } => {
                 format!("StartReplication({region} -> {peer})")
             }

@@ -167,6 +167,30 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             }
             None => Ok(Outcome::TableMissing),
         },
+        Command::ReplicaCopied {
+            table,
+            region,
+            group,
+        } => change_table(ov, table, |meta| {
+            let groups: Vec<u64> = meta.partitions.iter().map(|p| p.group).collect();
+            let Some(r) = meta
+                .replication
+                .as_mut()
+                .and_then(|rep| rep.replicas.iter_mut().find(|r| r.region == *region))
+            else {
+                return;
+            };
+            if r.status != crate::catalog::REPLICA_CREATING {
+                return;
+            }
+            if !r.copied.contains(group) {
+                r.copied.push(*group);
+            }
+            if groups.iter().all(|g| r.copied.contains(g)) {
+                r.status = crate::catalog::REPLICA_ACTIVE.to_string();
+                r.copied.clear();
+            }
+        }),
         Command::DropTable { name } => match get_table(ov, name)? {
             // Deletion protection holds on every path, not only at the API;
             // a table already DELETING was unprotected when that began.
