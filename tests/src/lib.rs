@@ -71,13 +71,21 @@ impl TestServer {
     }
 
     pub async fn start_node(node_cfg: EmbeddedConfig, cfg: ApiConfig) -> TestServer {
+        Self::start_node_at(node_cfg, cfg, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// [`TestServer::start_node`] serving on `addr` (two regions must know
+    /// each other's address before either starts).
+    pub async fn start_node_at(
+        node_cfg: EmbeddedConfig,
+        cfg: ApiConfig,
+        addr: SocketAddr,
+    ) -> TestServer {
         let node = Embedded::start(node_cfg)
             .await
             .expect("start embedded node");
         let api = Api::new(node.router.clone(), Arc::new(cfg));
-        let server = Server::start(api, "127.0.0.1:0".parse().expect("addr"))
-            .await
-            .expect("start server");
+        let server = Server::start(api, addr).await.expect("start server");
         let addr = server.addr;
         TestServer {
             addr,

@@ -224,12 +224,18 @@ async fn process(
         }
         Err(_) => return Err(ApiError::Serialization(None)),
     };
-    // DynamoDB Streams shares the endpoint under its own target prefix.
+    // DynamoDB Streams shares the endpoint under its own target prefix,
+    // and so do the calls between regions of global tables.
     let stream_op = target
         .strip_prefix(STREAMS_TARGET_PREFIX)
         .filter(|op| ops::STREAM_OPERATIONS.contains(op));
-    let op = stream_op.unwrap_or_else(|| target.strip_prefix(TARGET_PREFIX).unwrap_or_default());
-    if stream_op.is_none() && !ops::is_known(op) {
+    let replication_op = target
+        .strip_prefix(dynaraft_cluster::peer::REPLICATION_TARGET_PREFIX)
+        .filter(|op| ops::replication::REPLICATION_OPERATIONS.contains(op));
+    let op = stream_op
+        .or(replication_op)
+        .unwrap_or_else(|| target.strip_prefix(TARGET_PREFIX).unwrap_or_default());
+    if stream_op.is_none() && replication_op.is_none() && !ops::is_known(op) {
         return Err(ops::unknown_operation(op));
     }
     // The catalog's users are read only where there is an Auth to ask.
@@ -278,9 +284,10 @@ async fn process(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Serialization(None));
     }
-    match stream_op {
-        Some(op) => ops::dispatch_streams(api, op, &bytes).await,
-        None => ops::dispatch(api, op, &bytes).await,
+    match (stream_op, replication_op) {
+        (Some(op), _) => ops::dispatch_streams(api, op, &bytes).await,
+        (_, Some(op)) => ops::replication::dispatch(api, op, &bytes).await,
+        _ => ops::dispatch(api, op, &bytes).await,
     }
 }
 

@@ -92,10 +92,14 @@ impl PeerRegions {
                 .split_once('=')
                 .ok_or_else(|| format!("--peer-region {spec:?}: expected NAME=http://HOST:PORT"))?;
             if !valid_region_name(name) {
-                return Err(format!("--peer-region {spec:?}: {name:?} is not a region name"));
+                return Err(format!(
+                    "--peer-region {spec:?}: {name:?} is not a region name"
+                ));
             }
             if name == local {
-                return Err(format!("--peer-region {spec:?}: that is this deployment's region"));
+                return Err(format!(
+                    "--peer-region {spec:?}: that is this deployment's region"
+                ));
             }
             let authority = url
                 .strip_prefix("http://")
@@ -106,7 +110,10 @@ impl PeerRegions {
                         "--peer-region {spec:?}: the endpoint must be http://HOST:PORT (https to peers is not supported yet)"
                     )
                 })?;
-            if endpoints.insert(name.to_string(), authority.to_string()).is_some() {
+            if endpoints
+                .insert(name.to_string(), authority.to_string())
+                .is_some()
+            {
                 return Err(format!("--peer-region {name} is given twice"));
             }
         }
@@ -252,7 +259,10 @@ async fn send(
             .await
             .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
-    let response = sender.send_request(request).await.map_err(|e| e.to_string());
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string());
     let result = match response {
         Ok(r) => {
             let status = r.status().as_u16();
@@ -289,7 +299,10 @@ mod tests {
             "eu-west-1=https://a:1",
             "eu-west-1=http://a:1/path",
         ] {
-            assert!(PeerRegions::parse("us-east-1", &[bad.into()], None).is_err(), "{bad}");
+            assert!(
+                PeerRegions::parse("us-east-1", &[bad.into()], None).is_err(),
+                "{bad}"
+            );
         }
         let twice = ["b=http://a:1".to_string(), "b=http://a:2".to_string()];
         assert!(PeerRegions::parse("us-east-1", &twice, None).is_err());

@@ -200,7 +200,17 @@ async fn replicate_partition(
         return Ok(true);
     };
     if !peer.copied {
-        return copy_step(host, router, peers, table, group, region, peer.shipped, state).await;
+        return copy_step(
+            host,
+            router,
+            peers,
+            table,
+            group,
+            region,
+            peer.shipped,
+            state,
+        )
+        .await;
     }
     report_copied(router, table, group, region).await?;
     follow_step(host, peers, table, group, region, peer.shipped).await
@@ -339,7 +349,11 @@ async fn follow_step(
         let Some(version) = &r.version else {
             // Logged before the partition replicated (its cursor starts
             // after such records); never expected here.
-            tracing::warn!(group, seq, "change record without a version; not replicated");
+            tracing::warn!(
+                group,
+                seq,
+                "change record without a version; not replicated"
+            );
             continue;
         };
         let Some(image) = r.new.as_ref().or(r.old.as_ref()) else {

@@ -127,8 +127,9 @@ async fn sweep_partition(
             legacy_update: false,
             stream: table.meta.enabled_stream().is_some(),
             origin: dynaraft_storage::global::Origin::Ttl,
-            region: table.meta.replication_region(),
-            version: None,
+            replicated: dynaraft_storage::replica::GlobalWrite::local(
+                table.meta.replication_region(),
+            ),
         };
         if let (dynaraft_storage::Outcome::Written { .. }, _) =
             host.propose(group, Command::Write(cmd)).await?

@@ -505,9 +505,10 @@ impl GlobalArgs {
                 let json: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 let field = |name: &str| {
-                    json[name].as_str().map(str::to_string).ok_or_else(|| {
-                        anyhow::anyhow!("{}: no string {name:?}", path.display())
-                    })
+                    json[name]
+                        .as_str()
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow::anyhow!("{}: no string {name:?}", path.display()))
                 };
                 Some(dynaraft_cluster::peer::PeerCredentials {
                     access_key_id: field("access_key_id")?,
@@ -516,8 +517,9 @@ impl GlobalArgs {
             }
             None => None,
         };
-        let peers = dynaraft_cluster::peer::PeerRegions::parse(region, &self.peer_regions, credentials)
-            .map_err(anyhow::Error::msg)?;
+        let peers =
+            dynaraft_cluster::peer::PeerRegions::parse(region, &self.peer_regions, credentials)
+                .map_err(anyhow::Error::msg)?;
         Ok(Some(Arc::new(peers)))
     }
 }

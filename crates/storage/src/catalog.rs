@@ -65,9 +65,10 @@ pub struct TableMeta {
     #[serde(default)]
     pub streams: Vec<StreamMeta>,
     /// A global table (version 2019.11.21): this deployment's region and
-    /// the table's other replicas. `None` for a table of one region.
+    /// the table's other replicas. `None` for a table of one region (boxed:
+    /// commands carry table descriptions inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replication: Option<Replication>,
+    pub replication: Option<Box<Replication>>,
 }
 
 /// ReplicaStatus of a replica whose items are being copied.

@@ -208,14 +208,22 @@ pub struct WriteCommand {
     /// Who makes the change (a client, Time to Live, another region).
     #[serde(default)]
     pub origin: crate::global::Origin,
-    /// The table is global: the write is versioned and logged, stamped
-    /// with this region (the deployment's own).
+    /// The table is global: the write is versioned and logged (boxed: most
+    /// writes are not, and every log entry carries the field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// A write replicated from another region, with the version it got
-    /// there: applied only if later than the item's (see `replica`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub version: Option<crate::replica::Version>,
+    pub replicated: Option<Box<crate::replica::GlobalWrite>>,
+}
+
+impl WriteCommand {
+    /// The region a global table's write is stamped with.
+    pub fn region(&self) -> Option<&str> {
+        self.replicated.as_ref().map(|g| g.region.as_str())
+    }
+
+    /// The version a write replicated from another region got there.
+    pub fn version(&self) -> Option<&crate::replica::Version> {
+        self.replicated.as_ref().and_then(|g| g.version.as_ref())
+    }
 }
 
 /// A DynamoDB JSON map (an item, a key, ExpressionAttributeValues) carried

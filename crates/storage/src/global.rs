@@ -764,7 +764,10 @@ mod tests {
         let vbytes = versioned.encode();
         assert_eq!(ChangeRecord::decode(&vbytes).unwrap(), versioned);
         for cut in bytes.len() - 9..vbytes.len() {
-            assert!(ChangeRecord::decode(&vbytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                ChangeRecord::decode(&vbytes[..cut]).is_err(),
+                "cut at {cut}"
+            );
         }
         // The trailer either whole or absent (a record from before it).
         let images_end = bytes.len() - 10;

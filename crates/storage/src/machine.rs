@@ -401,9 +401,9 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
         }
         Command::TxnFinish { txn } => txn::finish(ov, group, *txn),
         Command::TxnForget { txns } => txn::forget(ov, group, txns),
-        Command::StartReplication { region, peer } => Ok(Outcome::Sequence(
-            crate::replica::start(ov, group, region, peer)?,
-        )),
+        Command::StartReplication { region, peer } => Ok(Outcome::Sequence(crate::replica::start(
+            ov, group, region, peer,
+        )?)),
         Command::ReplicationShipped { peer, upto, copied } => {
             crate::replica::shipped(ov, group, peer, *upto, *copied)?;
             Ok(Outcome::Done)
@@ -462,7 +462,7 @@ fn apply_write(
     }
     // Last writer wins: a replicated write no later than the item's
     // version (or its tombstone's) changes nothing.
-    if let Some(v) = &w.version
+    if let Some(v) = w.version()
         && crate::replica::superseded(ov, sp.space, &w.storage_key, v)?
     {
         return Ok(Outcome::Superseded);
@@ -591,8 +591,8 @@ pub(crate) fn stage(
     let changed = old != new;
     let indexed = changed && (!w.global.is_empty() || global::feeding(ov, group)?);
     // A global table's partition versions and logs every write.
-    let region = match &w.region {
-        Some(r) => Some(r.clone()),
+    let region = match w.region() {
+        Some(r) => Some(r.to_string()),
         None => crate::replica::local_region(ov, group)?,
     };
     let logged = changed && (indexed || w.stream || region.is_some());
@@ -622,11 +622,11 @@ pub(crate) fn stage(
     // A replicated write records its version even when the image is the
     // same; a local one only when it changes the item.
     let version = match &region {
-        Some(r) if changed || w.version.is_some() => Some(crate::replica::stamp(
+        Some(r) if changed || w.version().is_some() => Some(crate::replica::stamp(
             ov,
             sp.space,
             &w.storage_key,
-            w.version.as_ref(),
+            w.version(),
             r,
             ts_ms,
             new.is_none(),

@@ -56,6 +56,30 @@ pub struct Version {
     pub region: String,
 }
 
+/// A write of a global table, as its command carries it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GlobalWrite {
+    /// The deployment's region, which a local write is stamped with.
+    pub region: String,
+    /// A write replicated from another region: the version it got there;
+    /// it is applied only if later than the item's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<Version>,
+}
+
+impl GlobalWrite {
+    /// A local write of a table that is global in `region` (`None`: the
+    /// table is not global).
+    pub fn local(region: Option<String>) -> Option<Box<GlobalWrite>> {
+        region.map(|region| {
+            Box::new(GlobalWrite {
+                region,
+                version: None,
+            })
+        })
+    }
+}
+
 /// A peer region's replication state in one partition.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
@@ -294,7 +318,7 @@ mod tests {
 
     fn local(key: &str, n: i64) -> Command {
         Command::Write(WriteCommand {
-            region: Some("us-east-1".into()),
+            replicated: GlobalWrite::local(Some("us-east-1".into())),
             ..put(key, n, None)
         })
     }
@@ -306,11 +330,13 @@ mod tests {
             w.item = None;
         }
         w.origin = Origin::Replica;
-        w.region = Some("us-east-1".into());
-        w.version = Some(Version {
-            ts_ms,
-            region: region.into(),
-        });
+        w.replicated = Some(Box::new(GlobalWrite {
+            region: "us-east-1".into(),
+            version: Some(Version {
+                ts_ms,
+                region: region.into(),
+            }),
+        }));
         Command::Write(w)
     }
 
@@ -342,7 +368,10 @@ mod tests {
         assert!(n_of(&t, "a").unwrap().contains('4'));
         run(&t, 104, local("a", 5));
         let (v, deleted) = read_version(&t, GROUP, b"a").unwrap().unwrap();
-        assert_eq!((v.ts_ms, v.region.as_str(), deleted), (501, "us-east-1", false));
+        assert_eq!(
+            (v.ts_ms, v.region.as_str(), deleted),
+            (501, "us-east-1", false)
+        );
         // A replicated delete leaves a tombstone; an older put stays dead,
         // the same delete again changes nothing.
         run(&t, 105, remote("a", None, 600, "eu-west-1"));
@@ -411,8 +440,20 @@ mod tests {
         run(&t, 7, trim.clone());
         assert_eq!(left(&t), 2);
         let p = peers(&t, GROUP).unwrap();
-        assert_eq!(p["eu-west-1"], Peer { shipped: 3, copied: true });
-        run(&t, 8, Command::StopReplication { peer: "eu-west-1".into() });
+        assert_eq!(
+            p["eu-west-1"],
+            Peer {
+                shipped: 3,
+                copied: true
+            }
+        );
+        run(
+            &t,
+            8,
+            Command::StopReplication {
+                peer: "eu-west-1".into(),
+            },
+        );
         run(&t, 9, trim);
         assert_eq!(left(&t), 0, "no peer: nothing kept for one");
         // The group still versions its writes (it keeps its region).

@@ -480,8 +480,8 @@ fn bare(w: &WriteCommand) -> WriteCommand {
         legacy_update: false,
         stream: w.stream,
         origin: w.origin,
-        region: w.region.clone(),
-        version: None,
+        // A transaction's writes are local: the region, never a version.
+        replicated: crate::replica::GlobalWrite::local(w.region().map(str::to_string)),
     }
 }
 
@@ -662,8 +662,7 @@ pub(crate) mod tests {
             legacy_update: false,
             stream: false,
             origin: Default::default(),
-            region: None,
-            version: None,
+            replicated: None,
         }
     }
 

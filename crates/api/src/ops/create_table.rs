@@ -36,6 +36,16 @@ pub struct CreateTableInput {
 }
 
 pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
+    create(api, input, None).await
+}
+
+/// CreateTable, of a global table's replica when `replication` is given
+/// (a peer region's `CreateReplica`).
+pub async fn create(
+    api: &Api,
+    input: CreateTableInput,
+    replication: Option<dynaraft_storage::Replication>,
+) -> Result<Value, ApiError> {
     let Some(name) = input.table_name.as_ref().map(|n| n.0.clone()) else {
         return Err(ApiError::validation(
             "The parameter 'TableName' is required but was not present in the request",
@@ -139,7 +149,7 @@ pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiErr
         next_index_id: global_indexes.len() as u32,
         global_indexes,
         streams,
-        replication: None,
+        replication: replication.map(Box::new),
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {

@@ -31,6 +31,16 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     if t.meta.deletion_protection {
         return Err(super::deletion_protected(&name));
     }
+    if t.meta
+        .replication
+        .as_ref()
+        .is_some_and(|r| !r.replicas.is_empty())
+    {
+        // Its peers would ship its writes to a table that is gone.
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: table {name} has replicas in other regions; remove them first (UpdateTable ReplicaUpdates Delete)"
+        )));
+    }
     let mut desc = super::describe(api, &t.meta).await?;
     desc["TableStatus"] = json!("DELETING");
     // DeleteTable's description leaves out the table's schema and age.

@@ -21,6 +21,7 @@ mod partiql;
 mod put_item;
 mod query;
 mod read;
+pub mod replication;
 mod scan;
 mod streams;
 mod table_defs;
@@ -308,6 +309,15 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     let nodes = api.router.catalog().get();
     if !nodes.nodes.is_empty() && nodes.nodes.values().all(|n| n.encrypted) {
         d["SSEDescription"] = json!({"Status": "ENABLED", "SSEType": "AES256"});
+    }
+    if let Some(rep) = meta.replication.as_ref().filter(|r| !r.replicas.is_empty()) {
+        d["GlobalTableVersion"] = json!(replication::GLOBAL_TABLE_VERSION);
+        d["Replicas"] = Value::Array(
+            rep.replicas
+                .iter()
+                .map(|r| replication::replica_description(r, meta.partitions.len()))
+                .collect(),
+        );
     }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({

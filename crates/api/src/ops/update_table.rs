@@ -1,7 +1,7 @@
 //! UpdateTable: billing mode, provisioned throughput, deletion protection,
 //! the stream (enable, disable), and global secondary indexes (Create,
 //! which backfills the index online, Delete, and Update of an index's
-//! throughput). Replica updates are refused until they exist.
+//! throughput), and replicas of a global table (`replication`).
 use super::index_defs;
 use super::table_defs::{
     AttributeDefinitionIn, IndexIn, StreamChange, StreamSpecificationIn, ThroughputIn,
@@ -18,7 +18,6 @@ use dynaraft_storage::{
     Command, GlobalIndexMeta, IndexStatus, PartitionMeta, StreamMeta, TableStatus,
 };
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 
@@ -33,7 +32,7 @@ pub struct UpdateTableInput {
     pub global_secondary_index_updates: Option<List<Obj<IndexUpdateIn>>>,
     pub deletion_protection_enabled: Option<Flag>,
     pub stream_specification: Option<Obj<StreamSpecificationIn>>,
-    pub replica_updates: Option<IgnoredAny>,
+    pub replica_updates: Option<List<Obj<super::replication::ReplicaUpdateIn>>>,
 }
 
 /// One GlobalSecondaryIndexUpdates member: one of its actions.
@@ -63,11 +62,6 @@ pub struct IndexNameIn {
 pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("UpdateTable", &name))?;
-    if input.replica_updates.is_some() {
-        return Err(ApiError::validation(
-            "ReplicaUpdates is not supported by dynaraft yet",
-        ));
-    }
     let t = api.table(&name).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Table: {name} not found"
@@ -77,6 +71,19 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
         return Err(ApiError::ResourceInUse(format!(
             "Attempt to change a resource which is still in use: Table is being updated: {name}"
         )));
+    }
+    if let Some(updates) = input.replica_updates.as_ref().filter(|l| !l.0.is_empty()) {
+        let others = input.global_secondary_index_updates.is_some()
+            || input.billing_mode.is_some()
+            || input.provisioned_throughput.is_some()
+            || input.stream_specification.is_some()
+            || input.deletion_protection_enabled.is_some();
+        if others {
+            return Err(ApiError::validation(
+                "One or more parameter values were invalid: dynaraft takes ReplicaUpdates alone in an UpdateTable request",
+            ));
+        }
+        return super::replication::replica_updates(api, &t, updates).await;
     }
     let index_updates = input
         .global_secondary_index_updates

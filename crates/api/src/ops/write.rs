@@ -364,8 +364,7 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
         legacy_update: req.legacy_update,
         stream: table.meta.enabled_stream().is_some(),
         origin: Default::default(),
-        region: table.meta.replication_region(),
-        version: None,
+        replicated: dynaraft_storage::replica::GlobalWrite::local(table.meta.replication_region()),
     })
 }
 

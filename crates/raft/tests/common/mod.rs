@@ -58,8 +58,7 @@ pub fn put_attr(i: usize, name: &str, value: serde_json::Value) -> Command {
         legacy_update: false,
         stream: false,
         origin: Default::default(),
-        region: None,
-        version: None,
+        replicated: None,
     })
 }
 

@@ -1,0 +1,461 @@
+//! Global tables between two regions: two embedded servers, each the
+//! other's peer region, driven by the AWS SDK for Rust. A replica added
+//! with UpdateTable `ReplicaUpdates` gets the items written before and
+//! every write after, both ways; conflicting writes converge on the later
+//! one; deletes stay deleted; bad replica updates are refused.
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CreateReplicationGroupMemberAction, DeleteReplicationGroupMemberAction,
+    ReplicationGroupUpdate, ScalarAttributeType,
+};
+use dynaraft_api::ApiConfig;
+use dynaraft_cluster::peer::PeerRegions;
+use dynaraft_tests::{TestServer, client_signed_as, create_table, err_of, scan_all};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EAST: &str = "us-east-1";
+const WEST: &str = "eu-west-1";
+
+/// A free local address (the port is free when this returns).
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Region `region` at `addr`, with `peer` at `peer_addr` as its peer.
+async fn region(region: &str, addr: SocketAddr, peer: &str, peer_addr: SocketAddr) -> TestServer {
+    let spec = format!("{peer}=http://{peer_addr}");
+    let peers = Arc::new(PeerRegions::parse(region, &[spec], None).expect("peers"));
+    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
+        peer_regions: Some(peers.clone()),
+        ..TestServer::node_config(None)
+    };
+    let cfg = ApiConfig {
+        region: region.to_string(),
+        peer_regions: Some(peers),
+        ..TestServer::config()
+    };
+    TestServer::start_node_at(node_cfg, cfg, addr).await
+}
+
+/// Two regions, each the other's peer, and a client of each signing for
+/// its region.
+async fn two_regions() -> (TestServer, Client, TestServer, Client) {
+    let (a, b) = (free_addr(), free_addr());
+    let east = region(EAST, a, WEST, b).await;
+    let west = region(WEST, b, EAST, a).await;
+    let (ce, cw) = (
+        client_signed_as(a, "AKID", EAST),
+        client_signed_as(b, "AKID", WEST),
+    );
+    (east, ce, west, cw)
+}
+
+/// A TCP forwarder to `target` that can be cut (new connections are
+/// dropped) and healed: the link between two regions.
+struct Link {
+    addr: SocketAddr,
+    open: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Link {
+    async fn to(target: SocketAddr) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let flag = open.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: the caller sees the connection close
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Link { addr, open }
+    }
+
+    fn set(&self, open: bool) {
+        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Two regions whose calls to each other go through links that can be cut.
+async fn linked_regions() -> (TestServer, Client, TestServer, Client, Link, Link) {
+    let (a, b) = (free_addr(), free_addr());
+    let (to_west, to_east) = (Link::to(b).await, Link::to(a).await);
+    let east = region(EAST, a, WEST, to_west.addr).await;
+    let west = region(WEST, b, EAST, to_east.addr).await;
+    let (ce, cw) = (
+        client_signed_as(a, "AKID", EAST),
+        client_signed_as(b, "AKID", WEST),
+    );
+    (east, ce, west, cw, to_west, to_east)
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_string())
+}
+
+async fn put(c: &Client, table: &str, pk: &str, v: &str) {
+    c.put_item()
+        .table_name(table)
+        .item("pk", s(pk))
+        .item("v", s(v))
+        .send()
+        .await
+        .expect("put");
+}
+
+/// The table's items as pk -> v.
+async fn contents(c: &Client, table: &str) -> BTreeMap<String, String> {
+    scan_all(c, table, None)
+        .await
+        .into_iter()
+        .map(|i: HashMap<String, AttributeValue>| {
+            let text = |k: &str| match i.get(k) {
+                Some(AttributeValue::S(v)) => v.clone(),
+                other => format!("{other:?}"),
+            };
+            (text("pk"), text("v"))
+        })
+        .collect()
+}
+
+/// Waits up to `secs` for `check`, polling; panics with `what` if it never holds.
+async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn add_replica(c: &Client, table: &str, region: &str) -> Result<(), (String, String)> {
+    let create = CreateReplicationGroupMemberAction::builder()
+        .region_name(region)
+        .build()
+        .expect("action");
+    c.update_table()
+        .table_name(table)
+        .replica_updates(ReplicationGroupUpdate::builder().create(create).build())
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| err_of(&e))
+}
+
+/// (region, status) of each replica DescribeTable lists.
+async fn replicas(c: &Client, table: &str) -> Vec<(String, String)> {
+    let d = c
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe");
+    let t = d.table().expect("table");
+    t.replicas()
+        .iter()
+        .map(|r| {
+            let status = r.replica_status().map(|s| s.as_str().to_string());
+            (
+                r.region_name().unwrap_or_default().to_string(),
+                status.unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways() {
+    let (_east, ce, _west, cw) = two_regions().await;
+    create_table(&ce, "glob", None).await;
+    for i in 0..300 {
+        put(&ce, "glob", &format!("old{i}"), "east").await;
+    }
+    // Writes keep coming while the replica is added: none may be lost.
+    let writer = {
+        let ce = ce.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                put(&ce, "glob", &format!("during{i}"), "east").await;
+            }
+        })
+    };
+    add_replica(&ce, "glob", WEST).await.expect("add replica");
+    writer.await.expect("writer");
+    eventually(30, "the replica to be ACTIVE in us-east-1", || async {
+        replicas(&ce, "glob").await == [(WEST.to_string(), "ACTIVE".to_string())]
+    })
+    .await;
+    let d = cw
+        .describe_table()
+        .table_name("glob")
+        .send()
+        .await
+        .expect("west describe");
+    let t = d.table().expect("table");
+    assert_eq!(t.global_table_version(), Some("2019.11.21"));
+    assert_eq!(
+        t.stream_specification()
+            .and_then(|s| s.stream_view_type())
+            .map(|v| v.as_str()),
+        Some("NEW_AND_OLD_IMAGES")
+    );
+    assert_eq!(
+        replicas(&cw, "glob").await,
+        [(EAST.to_string(), "ACTIVE".to_string())]
+    );
+    eventually(30, "every item in eu-west-1", || async {
+        contents(&cw, "glob").await == contents(&ce, "glob").await
+    })
+    .await;
+    assert_eq!(contents(&cw, "glob").await.len(), 500);
+
+    // Each way, puts, updates and deletes.
+    put(&cw, "glob", "from-west", "w").await;
+    put(&ce, "glob", "old1", "changed in east").await;
+    cw.delete_item()
+        .table_name("glob")
+        .key("pk", s("old2"))
+        .send()
+        .await
+        .expect("delete");
+    eventually(30, "both regions to agree", || async {
+        let (e, w) = (contents(&ce, "glob").await, contents(&cw, "glob").await);
+        e == w
+            && e.get("from-west").is_some_and(|v| v == "w")
+            && !e.contains_key("old2")
+            && w.get("old1").is_some_and(|v| v == "changed in east")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conflicting_writes_in_both_regions_converge_and_deleted_items_stay_deleted() {
+    let (_east, ce, _west, cw) = two_regions().await;
+    create_table(&ce, "conflicts", None).await;
+    add_replica(&ce, "conflicts", WEST)
+        .await
+        .expect("add replica");
+    eventually(30, "the replica in eu-west-1", || async {
+        cw.describe_table()
+            .table_name("conflicts")
+            .send()
+            .await
+            .is_ok()
+    })
+    .await;
+    // Both regions write the same ten keys at once, and delete some.
+    let storm = |c: Client, who: &'static str| {
+        tokio::spawn(async move {
+            for round in 0..40 {
+                for k in 0..10 {
+                    let pk = format!("k{k}");
+                    if (round + k) % 7 == 0 {
+                        let _ = c
+                            .delete_item()
+                            .table_name("conflicts")
+                            .key("pk", s(&pk))
+                            .send()
+                            .await;
+                    } else {
+                        put(&c, "conflicts", &pk, &format!("{who}{round}")).await;
+                    }
+                }
+            }
+        })
+    };
+    let (e, w) = (storm(ce.clone(), "east"), storm(cw.clone(), "west"));
+    e.await.expect("east storm");
+    w.await.expect("west storm");
+    // Last, a delete in one region: it must win everywhere.
+    cw.delete_item()
+        .table_name("conflicts")
+        .key("pk", s("k3"))
+        .send()
+        .await
+        .expect("delete");
+    eventually(30, "identical contents", || async {
+        contents(&ce, "conflicts").await == contents(&cw, "conflicts").await
+    })
+    .await;
+    let final_contents = contents(&ce, "conflicts").await;
+    assert!(!final_contents.contains_key("k3"), "{final_contents:?}");
+    // It stays so: nothing is still on its way to bring k3 back.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        contents(&ce, "conflicts").await,
+        contents(&cw, "conflicts").await
+    );
+    assert!(!contents(&cw, "conflicts").await.contains_key("k3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_replica_updates_are_refused_and_change_nothing() {
+    let (_east, ce, _west, cw) = two_regions().await;
+    create_table(&ce, "bad", None).await;
+    let refused = |r: Result<(), (String, String)>| r.expect_err("refused");
+    let (code, msg) = refused(add_replica(&ce, "bad", "ap-south-1").await);
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("not a peer region"), "{msg}");
+    let (code, msg) = refused(add_replica(&ce, "bad", EAST).await);
+    assert_eq!(code, "ValidationException", "{msg}");
+    assert!(replicas(&ce, "bad").await.is_empty());
+    assert!(cw.describe_table().table_name("bad").send().await.is_err());
+
+    // The table exists in the other region already: refused, nothing made.
+    create_table(&cw, "taken", None).await;
+    create_table(&ce, "taken", None).await;
+    let (code, msg) = refused(add_replica(&ce, "taken", WEST).await);
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("already exists"), "{msg}");
+    assert!(replicas(&ce, "taken").await.is_empty());
+
+    // A server without peer regions has no replicas to make.
+    let lone = TestServer::start().await;
+    create_table(&lone.client, "lone", Some(("sk", ScalarAttributeType::N))).await;
+    let (code, msg) = refused(add_replica(&lone.client, "lone", WEST).await);
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("--peer-region"), "{msg}");
+
+    // A global table is not deleted while it has replicas; removing the
+    // replica deletes the other region's table.
+    add_replica(&ce, "bad", WEST).await.expect("add");
+    let e = ce
+        .delete_table()
+        .table_name("bad")
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    let delete = DeleteReplicationGroupMemberAction::builder()
+        .region_name(WEST)
+        .build()
+        .expect("action");
+    ce.update_table()
+        .table_name("bad")
+        .replica_updates(ReplicationGroupUpdate::builder().delete(delete).build())
+        .send()
+        .await
+        .expect("remove replica");
+    assert!(replicas(&ce, "bad").await.is_empty());
+    eventually(30, "the replica gone from eu-west-1", || async {
+        cw.describe_table().table_name("bad").send().await.is_err()
+    })
+    .await;
+    ce.delete_table()
+        .table_name("bad")
+        .send()
+        .await
+        .expect("delete");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_replication_calls_are_refused() {
+    let (east, _ce, _west, _cw) = two_regions().await;
+    let target = "DynaraftReplication_20261203.ApplyWrites";
+    let headers = [
+        ("Content-Type", "application/x-amz-json-1.0"),
+        dynaraft_tests::AUTH,
+        ("X-Amz-Target", target),
+    ];
+    // From a region that is not a peer, to a table that is not global,
+    // and malformed: each refused with a ValidationException.
+    create_table(&east.client, "plain", None).await;
+    for body in [
+        r#"{"TableName":"plain","SourceRegion":"ap-south-1","Writes":[]}"#,
+        r#"{"TableName":"plain","SourceRegion":"eu-west-1","Writes":[]}"#,
+        r#"{"TableName":"plain","SourceRegion":"eu-west-1"}"#,
+        r#"{"SourceRegion":"eu-west-1","Writes":[{"Key":7}]}"#,
+    ] {
+        let (status, _, text) = east.raw(None, &headers, body.as_bytes());
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains("ValidationException"), "{body}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() {
+    let (_east, ce, _west, cw, to_west, to_east) = linked_regions().await;
+    create_table(&ce, "split-brain", None).await;
+    for k in ["k", "j", "x", "y"] {
+        put(&ce, "split-brain", k, "before").await;
+    }
+    add_replica(&ce, "split-brain", WEST)
+        .await
+        .expect("add replica");
+    eventually(30, "the replica to be ACTIVE", || async {
+        replicas(&ce, "split-brain").await == [(WEST.to_string(), "ACTIVE".to_string())]
+    })
+    .await;
+    eventually(30, "the copy in eu-west-1", || async {
+        contents(&cw, "split-brain").await.len() == 4
+    })
+    .await;
+    to_west.set(false);
+    to_east.set(false);
+    // Each pair: the first write in one region, the later one in the
+    // other (a few milliseconds apart, so the clocks order them).
+    let gap = || tokio::time::sleep(Duration::from_millis(30));
+    put(&ce, "split-brain", "k", "east, earlier").await;
+    gap().await;
+    put(&cw, "split-brain", "k", "west, later").await;
+    put(&cw, "split-brain", "j", "west, earlier").await;
+    gap().await;
+    put(&ce, "split-brain", "j", "east, later").await;
+    put(&cw, "split-brain", "x", "west, earlier").await;
+    gap().await;
+    ce.delete_item()
+        .table_name("split-brain")
+        .key("pk", s("x"))
+        .send()
+        .await
+        .expect("delete x");
+    cw.delete_item()
+        .table_name("split-brain")
+        .key("pk", s("y"))
+        .send()
+        .await
+        .expect("delete y");
+    gap().await;
+    put(&ce, "split-brain", "y", "east, after the delete").await;
+    // Cut, the regions disagree; healed, they converge on the later writes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_ne!(
+        contents(&ce, "split-brain").await,
+        contents(&cw, "split-brain").await
+    );
+    to_west.set(true);
+    to_east.set(true);
+    let expected: BTreeMap<String, String> = [
+        ("j", "east, later"),
+        ("k", "west, later"),
+        ("y", "east, after the delete"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    eventually(30, "both regions to hold the later writes", || async {
+        contents(&ce, "split-brain").await == expected
+            && contents(&cw, "split-brain").await == expected
+    })
+    .await;
+}
