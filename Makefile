@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster test test-rust test-clients test-cluster test-deploy test-chaos chaos bench bench-growth fuzz fmt lint clean
+.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy test-chaos chaos bench bench-growth fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -25,6 +25,21 @@ cluster: build
 	@trap 'deploy/local/cluster.sh stop data-cluster' INT TERM EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/release/dynaraft data-cluster 8000 7001 $(ARGS) && \
 	echo "cluster ready: router on http://127.0.0.1:8000 (Ctrl-C stops it)" && \
+	while sleep 3600; do :; done
+
+## Two local three-zone clusters as the regions of global tables:
+## us-east-1 (router :8000, nodes :7001-7003) and eu-west-1 (router :8001,
+## nodes :7101-7103), data under ./data-global. Ctrl-C stops them.
+GLOBAL_DIR := data-global
+global: build
+	@trap 'deploy/local/cluster.sh stop $(GLOBAL_DIR)/us-east-1; deploy/local/cluster.sh stop $(GLOBAL_DIR)/eu-west-1' INT TERM EXIT; \
+	NODE_FLAGS="--region us-east-1 --peer-region eu-west-1=http://127.0.0.1:8001" \
+	  deploy/local/cluster.sh start $(TARGET)/release/dynaraft $(GLOBAL_DIR)/us-east-1 8000 7001 \
+	  --region us-east-1 --peer-region eu-west-1=http://127.0.0.1:8001 && \
+	NODE_FLAGS="--region eu-west-1 --peer-region us-east-1=http://127.0.0.1:8000" \
+	  deploy/local/cluster.sh start $(TARGET)/release/dynaraft $(GLOBAL_DIR)/eu-west-1 8001 7101 \
+	  --region eu-west-1 --peer-region us-east-1=http://127.0.0.1:8000 && \
+	echo "regions ready: us-east-1 on http://127.0.0.1:8000, eu-west-1 on http://127.0.0.1:8001 (Ctrl-C stops them)" && \
 	while sleep 3600; do :; done
 
 ## Everything CI runs: unit, golden and SDK integration tests (including an
@@ -53,6 +68,7 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/split_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/encryption_crash.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/global_session.py $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 

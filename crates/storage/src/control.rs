@@ -153,13 +153,25 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         }
         Command::ReplaceTableMeta(new) => match get_table(ov, &new.name)? {
             Some(old) => {
-                // What only the control plane changes is kept.
+                // What only the control plane changes is kept: among them
+                // each replica's copy progress (`ReplicaCopied`), which a
+                // description read before it would turn back.
+                let mut replication = new.replication.clone();
+                if let (Some(new_rep), Some(old_rep)) = (replication.as_mut(), &old.replication) {
+                    for r in &mut new_rep.replicas {
+                        if let Some(o) = old_rep.replicas.iter().find(|o| o.region == r.region) {
+                            r.status.clone_from(&o.status);
+                            r.copied.clone_from(&o.copied);
+                        }
+                    }
+                }
                 let meta = TableMeta {
                     partitions: old.partitions,
                     created_ms: old.created_ms,
                     local_indexes: old.local_indexes,
                     global_indexes: old.global_indexes,
                     next_index_id: old.next_index_id,
+                    replication,
                     ..new.clone()
                 };
                 put_table(ov, &meta);
@@ -539,6 +551,53 @@ mod tests {
             assert_eq!(t.partitions[0].epoch, 2);
             assert_eq!(t.partitions[1].epoch, 1);
         }
+    }
+
+    /// A replica is ACTIVE once every partition reported its copy, and a
+    /// description read before that (a later UpdateTable's) does not turn
+    /// it back to CREATING.
+    #[test]
+    fn a_replica_is_active_once_every_partition_copied_and_stays_so() {
+        let tree = crate::kv::Store::temporary().expect("store");
+        for (i, (id, az)) in [(1, "a"), (2, "b"), (3, "c")].iter().enumerate() {
+            run(&tree, i as u64 + 1, node(*id, az));
+        }
+        let Outcome::Table(t) = run(&tree, 4, Command::CreateTable(table("t", 2))) else {
+            panic!("create failed");
+        };
+        let stale = TableMeta {
+            replication: Some(Box::new(crate::catalog::Replication {
+                region: "us-east-1".into(),
+                replicas: vec![crate::catalog::ReplicaMeta {
+                    region: "eu-west-1".into(),
+                    status: crate::catalog::REPLICA_CREATING.into(),
+                    copied: Vec::new(),
+                }],
+            })),
+            ..(*t).clone()
+        };
+        run(&tree, 5, Command::ReplaceTableMeta(stale.clone()));
+        let status = |o: Outcome| match o {
+            Outcome::Table(t) => t.replication.expect("global").replicas[0].status.clone(),
+            other => panic!("{other:?}"),
+        };
+        let copied = |group| Command::ReplicaCopied {
+            table: "t".into(),
+            region: "eu-west-1".into(),
+            group,
+        };
+        let (g1, g2) = (t.partitions[0].group, t.partitions[1].group);
+        assert_eq!(status(run(&tree, 6, copied(g1))), "CREATING");
+        assert_eq!(
+            status(run(&tree, 7, copied(g1))),
+            "CREATING",
+            "twice is once"
+        );
+        assert_eq!(status(run(&tree, 8, copied(g2))), "ACTIVE");
+        assert_eq!(
+            status(run(&tree, 9, Command::ReplaceTableMeta(stale))),
+            "ACTIVE"
+        );
     }
 
     /// Deletion protection holds in the state machine itself: neither a
