@@ -27,6 +27,8 @@ fn args(server: &TestServer, workload: Workload) -> BenchArgs {
         load: LoadMode::Auto,
         region: "us-east-1".into(),
         quiet: true,
+        replica_region: None,
+        replica_endpoint: None,
         stream_view_type: None,
     }
 }

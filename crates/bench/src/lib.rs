@@ -19,6 +19,7 @@ pub mod client;
 pub mod floors;
 pub mod keys;
 pub mod ops;
+pub mod replica;
 pub mod runner;
 pub mod stats;
 pub mod workload;

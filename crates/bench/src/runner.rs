@@ -110,6 +110,14 @@ pub struct BenchArgs {
     /// No progress line.
     #[arg(long)]
     pub quiet: bool,
+    /// Global tables: make the table global with a replica in this region
+    /// (a peer region of the endpoint's) and measure replication lag to it
+    /// while the workload runs (see `replica`).
+    #[arg(long, requires = "replica_endpoint")]
+    pub replica_region: Option<String>,
+    /// The DynamoDB endpoint of --replica-region, where the lag probes read.
+    #[arg(long, requires = "replica_region")]
+    pub replica_endpoint: Option<String>,
 }
 
 impl BenchArgs {
@@ -157,6 +165,9 @@ pub struct Report {
     pub consistent_reads: bool,
     pub seed: u64,
     pub summary: Summary,
+    /// Replication lag to --replica-region, when measured.
+    #[serde(default)]
+    pub replication_lag: Option<crate::replica::LagSummary>,
 }
 
 /// Load (if needed) and measure.
@@ -165,7 +176,26 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
     if args.load == LoadMode::Always || (args.load == LoadMode::Auto && created) {
         load(args, &endpoint, &ctx).await?;
     }
-    Ok(measure(args, endpoint, ctx).await)
+    let probe = match (&args.replica_region, &args.replica_endpoint) {
+        (Some(region), Some(url)) => {
+            crate::replica::ensure_replica(&endpoint, &ctx.table, region).await?;
+            let replica =
+                Endpoint::parse(url, region).map_err(|e| BenchError::Args(e.to_string()))?;
+            Some(tokio::spawn(crate::replica::probe(
+                endpoint.clone(),
+                Arc::new(replica),
+                ctx.table.clone(),
+                Duration::from_secs(args.warmup_s),
+                Duration::from_secs(args.duration_s),
+            )))
+        }
+        _ => None,
+    };
+    let mut report = measure(args, endpoint, ctx).await;
+    if let Some(p) = probe {
+        report.replication_lag = p.await.ok();
+    }
+    Ok(report)
 }
 
 /// Checks the arguments and creates the table if needed; `true` when this
@@ -203,6 +233,13 @@ fn check_args(args: &BenchArgs) -> Result<(), BenchError> {
     {
         return Err(BenchError::Args(
             "against etcd only workloads a, b, c and put".into(),
+        ));
+    }
+    if args.replica_region.is_some()
+        && (args.protocol == Protocol::Etcd || args.workload.layout() != Layout::Hash)
+    {
+        return Err(BenchError::Args(
+            "--replica-region needs a DynamoDB endpoint and a workload on a hash-key table".into(),
         ));
     }
     if args.rate.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
@@ -463,6 +500,7 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         consistent_reads: args.consistent_reads,
         seed,
         summary: stats.summarize(args.duration_s as f64),
+        replication_lag: None,
     }
 }
 

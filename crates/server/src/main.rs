@@ -675,6 +675,17 @@ async fn bench(args: BenchCmd) -> anyhow::Result<()> {
         report.endpoint
     );
     print!("{}", report.summary);
+    if let Some(lag) = &report.replication_lag {
+        println!(
+            "replication lag to {}: {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} missing",
+            args.bench.replica_region.as_deref().unwrap_or_default(),
+            lag.probes,
+            lag.p50_ms,
+            lag.p99_ms,
+            lag.max_ms,
+            lag.missing
+        );
+    }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }

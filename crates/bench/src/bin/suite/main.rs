@@ -73,7 +73,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "embedded,embedded-auth,dynalite,cluster,etcd"
+        default_value = "embedded,embedded-auth,global,dynalite,cluster,etcd"
     )]
     systems: Vec<String>,
     /// Measured seconds per workload.
@@ -269,6 +269,7 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
         let r = match system.as_str() {
             "embedded" => embedded(&args).await,
             "embedded-auth" => embedded_auth(&args).await,
+            "global" => global(&args).await,
             "dynalite" => dynalite(&args).await,
             "cluster" => cluster(&args).await,
             "etcd" if !args.etcd.exists() => {
@@ -362,6 +363,8 @@ fn bench_args(
         load: LoadMode::Auto,
         region: "us-east-1".into(),
         quiet: true,
+        replica_region: None,
+        replica_endpoint: None,
         stream_view_type: s.stream.map(str::to_string),
     }
 }
@@ -514,6 +517,77 @@ async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
         loaded_rss: procs::rss_bytes(proc.pid()),
         disk_bytes: Some(procs::disk_bytes(&dir)),
         runs,
+    })
+}
+
+/// Writes a second the global-table run sends to one region (the issue's
+/// steady load).
+const GLOBAL_WRITES_PER_S: f64 = 1000.0;
+/// The regions of the global-table run.
+const GLOBAL_REGIONS: (&str, &str) = ("us-east-1", "eu-west-1");
+
+/// Two embedded servers as the two regions of a global table: PutItem at
+/// [`GLOBAL_WRITES_PER_S`] to the first while probes measure how soon its
+/// writes are readable in the second (`dynaraft_bench::replica`).
+async fn global(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let (east, west) = GLOBAL_REGIONS;
+    let (pe, pw) = (args.base_port + 20, args.base_port + 21);
+    let flags = |region: &str, peer: &str, port: u16| -> Vec<std::ffi::OsString> {
+        [
+            "--shared-db".to_string(),
+            "--region".into(),
+            region.into(),
+            "--peer-region".into(),
+            format!("{peer}=http://127.0.0.1:{port}"),
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect()
+    };
+    let (fe, fw) = (flags(east, west, pw), flags(west, east, pe));
+    fn refs(f: &[std::ffi::OsString]) -> Vec<&std::ffi::OsStr> {
+        f.iter().map(|s| s.as_os_str()).collect()
+    }
+    let (proc, url, dir, startup) =
+        start_embedded_with(args, "global-east", pe, &refs(&fe), false).await?;
+    let (_west_proc, west_url, _, _) =
+        start_embedded_with(args, "global-west", pw, &refs(&fw), false).await?;
+    let idle_rss = procs::rss_bytes(proc.pid());
+    let spec = spec("put at 1000/s, replicated", Workload::Put);
+    let mut bench = bench_args(
+        args,
+        &url,
+        Protocol::Dynamodb,
+        &spec,
+        Some(GLOBAL_WRITES_PER_S),
+    );
+    bench.table = Some("bench-global".into());
+    bench.replica_region = Some(west.into());
+    bench.replica_endpoint = Some(west_url);
+    let report = dynaraft_bench::run(&bench)
+        .await
+        .context("global, replicated put")?;
+    if let Some(lag) = &report.replication_lag {
+        eprintln!(
+            "[suite] global    replication lag p50 {:.1} ms  p99 {:.1} ms  missing {}",
+            lag.p50_ms, lag.p99_ms, lag.missing
+        );
+    }
+    Ok(SystemResult {
+        name: "global table, two embedded regions".into(),
+        description: format!(
+            "two `dynaraft embedded` servers on disk as regions {east} and {west} of a global table (each the other's `--peer-region`); PutItem at {GLOBAL_WRITES_PER_S:.0}/s to {east} while a probe writes there every {} ms and reads {west} every {} ms until the write shows",
+            dynaraft_bench::replica::LAG_PROBE_INTERVAL_MS,
+            dynaraft_bench::replica::LAG_POLL_MS
+        ),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: procs::rss_bytes(proc.pid()),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs: vec![RunResult {
+            label: spec.label.to_string(),
+            report,
+        }],
     })
 }
 

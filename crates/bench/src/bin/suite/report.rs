@@ -254,6 +254,9 @@ const TARGET_IDLE_RSS_BYTES: u64 = 30 * 1024 * 1024;
 const TARGET_STARTUP_MS: f64 = 200.0;
 const TARGET_CLUSTER_P99_US: u64 = 10_000;
 const TARGET_CLUSTER_READ_FACTOR: f64 = 2.0;
+/// Replication lag of a global table at 1,000 writes a second, p99, in
+/// milliseconds.
+const TARGET_REPLICATION_LAG_P99_MS: f64 = 1000.0;
 
 fn targets(md: &mut String, r: &Results) {
     let _ = writeln!(md, "## Targets\n");
@@ -337,6 +340,18 @@ fn targets(md: &mut String, r: &Results) {
         "cluster eventually consistent GetItem within 2x of embedded",
         versus(c, e),
         c.zip(e).map(|(a, b)| TARGET_CLUSTER_READ_FACTOR * a >= b),
+    );
+    let lag = r
+        .systems
+        .iter()
+        .flat_map(|s| &s.runs)
+        .find_map(|run| run.report.replication_lag.as_ref());
+    line(
+        "global table: replication lag p99 under 1 s at 1,000 writes/s",
+        lag.map_or("-".into(), |l| {
+            format!("{:.1} ms ({} missing)", l.p99_ms, l.missing)
+        }),
+        lag.map(|l| l.p99_ms < TARGET_REPLICATION_LAG_P99_MS && l.missing == 0),
     );
     let _ = writeln!(md);
 }
@@ -426,6 +441,15 @@ fn systems(md: &mut String, r: &Results) {
                     f.class,
                     f.count,
                     f.example.replace('`', "'")
+                );
+            }
+        }
+        for run in &sys.runs {
+            if let Some(lag) = &run.report.replication_lag {
+                let _ = writeln!(
+                    md,
+                    "\nReplication lag under \"{}\" ({} probes): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} never seen in the other region.",
+                    run.label, lag.probes, lag.p50_ms, lag.p99_ms, lag.max_ms, lag.missing
                 );
             }
         }
