@@ -10,7 +10,8 @@ use aws_sdk_dynamodb::types::{
     ReplicationGroupUpdate, ScalarAttributeType,
 };
 use dynaraft_api::ApiConfig;
-use dynaraft_cluster::peer::PeerRegions;
+use dynaraft_api::auth::Auth;
+use dynaraft_cluster::peer::{PeerCredentials, PeerRegions};
 use dynaraft_tests::{TestServer, client_signed_as, create_table, err_of, scan_all};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -28,15 +29,29 @@ fn free_addr() -> SocketAddr {
 
 /// Region `region` at `addr`, with `peer` at `peer_addr` as its peer.
 async fn region(region: &str, addr: SocketAddr, peer: &str, peer_addr: SocketAddr) -> TestServer {
+    secured_region(region, addr, (peer, peer_addr), None, None).await
+}
+
+/// [`region`] signing its calls to the peer with `credentials`, and
+/// authenticating every request with the users of `auth_file`.
+async fn secured_region(
+    region: &str,
+    addr: SocketAddr,
+    (peer, peer_addr): (&str, SocketAddr),
+    credentials: Option<PeerCredentials>,
+    auth_file: Option<&str>,
+) -> TestServer {
     let spec = format!("{peer}=http://{peer_addr}");
-    let peers = Arc::new(PeerRegions::parse(region, &[spec], None).expect("peers"));
+    let peers = Arc::new(PeerRegions::parse(region, &[spec], credentials).expect("peers"));
     let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
         peer_regions: Some(peers.clone()),
         ..TestServer::node_config(None)
     };
+    let auth = auth_file.map(|f| Arc::new(Auth::parse(f, region).expect("auth file")));
     let cfg = ApiConfig {
         region: region.to_string(),
         peer_regions: Some(peers),
+        auth,
         ..TestServer::config()
     };
     TestServer::start_node_at(node_cfg, cfg, addr).await
@@ -183,9 +198,23 @@ async fn replicas(c: &Client, table: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Where each partition of `table` in `server`'s region stands in its
+/// replication (`dynaraft admin replication` shows the same).
+fn replication_of(
+    server: &TestServer,
+    table: &str,
+) -> Vec<dynaraft_cluster::wire::ReplicationStatus> {
+    let node = server.node().expect("embedded node");
+    let meta = node.router.table(table).expect("table").meta.clone();
+    meta.partitions
+        .iter()
+        .flat_map(|p| dynaraft_cluster::replicate::status(node.host.tree(), p.group))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways() {
-    let (_east, ce, _west, cw) = two_regions().await;
+    let (east, ce, _west, cw) = two_regions().await;
     create_table(&ce, "glob", None).await;
     for i in 0..300 {
         put(&ce, "glob", &format!("old{i}"), "east").await;
@@ -228,6 +257,14 @@ async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways
     })
     .await;
     assert_eq!(contents(&cw, "glob").await.len(), 500);
+    eventually(30, "nothing left to send", || async {
+        let st = replication_of(&east, "glob");
+        !st.is_empty()
+            && st
+                .iter()
+                .all(|s| s.region == WEST && s.copied && s.backlog == 0 && s.lag_ms == 0)
+    })
+    .await;
 
     // Each way, puts, updates and deletes.
     put(&cw, "glob", "from-west", "w").await;
@@ -458,4 +495,83 @@ async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() 
             && contents(&cw, "split-brain").await == expected
     })
     .await;
+}
+
+/// eu-west-1 authenticates every request. Its user for us-east-1 may
+/// create replicas of tables named `shared*` and replicate writes to them;
+/// a client of eu-west-1 is another user.
+const WEST_USERS: &str = r#"{"users": [
+  {"access_key_id": "EASTPEER", "secret_access_key": "east-secret", "account_id": "000000000000",
+   "policies": [{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+     "Action": ["dynamodb:CreateTable", "dynamodb:CreateTableReplica", "dynamodb:DescribeTable",
+                "dynamodb:ReplicateWrites"],
+     "Resource": "arn:aws:dynamodb:*:*:table/shared*"}]}]},
+  {"access_key_id": "WESTAPP", "secret_access_key": "westappsecret", "account_id": "000000000000",
+   "policies": [{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "dynamodb:*",
+     "Resource": "*"}]}]}
+]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_peer_that_authenticates_takes_only_signed_and_allowed_replication() {
+    let (a, b) = (free_addr(), free_addr());
+    let good = PeerCredentials {
+        access_key_id: "EASTPEER".into(),
+        secret_access_key: "east-secret".into(),
+    };
+    let _east = secured_region(EAST, a, (WEST, b), Some(good), None).await;
+    let _west = secured_region(WEST, b, (EAST, a), None, Some(WEST_USERS)).await;
+    let ce = client_signed_as(a, "AKID", EAST);
+    let cw = dynaraft_tests::client_with_secret(b, "WESTAPP", "westappsecret", WEST);
+    // Allowed: the replica is made and writes flow both ways.
+    create_table(&ce, "shared-orders", None).await;
+    put(&ce, "shared-orders", "o1", "east").await;
+    add_replica(&ce, "shared-orders", WEST)
+        .await
+        .expect("add replica");
+    eventually(30, "the copy in eu-west-1", || async {
+        contents(&cw, "shared-orders").await.len() == 1
+    })
+    .await;
+    put(&cw, "shared-orders", "o2", "west").await;
+    eventually(30, "eu-west-1's write in us-east-1", || async {
+        contents(&ce, "shared-orders").await.len() == 2
+    })
+    .await;
+    // Not allowed by the peer user's policy: refused, nothing made there.
+    create_table(&ce, "private-orders", None).await;
+    let (code, msg) = add_replica(&ce, "private-orders", WEST)
+        .await
+        .expect_err("refused");
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("AccessDenied"), "{msg}");
+    assert!(replicas(&ce, "private-orders").await.is_empty());
+    assert!(
+        cw.describe_table()
+            .table_name("private-orders")
+            .send()
+            .await
+            .is_err()
+    );
+
+    // A region signing with a secret eu-west-1 does not know is refused.
+    let c = free_addr();
+    let forged = PeerCredentials {
+        access_key_id: "EASTPEER".into(),
+        secret_access_key: "guessed".into(),
+    };
+    let _impostor = secured_region(EAST, c, (WEST, b), Some(forged), None).await;
+    let ci = client_signed_as(c, "AKID", EAST);
+    create_table(&ci, "shared-impostor", None).await;
+    let (code, msg) = add_replica(&ci, "shared-impostor", WEST)
+        .await
+        .expect_err("refused");
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("InvalidSignature"), "{msg}");
+    assert!(
+        cw.describe_table()
+            .table_name("shared-impostor")
+            .send()
+            .await
+            .is_err()
+    );
 }

@@ -85,6 +85,7 @@ pub async fn handle(
                 .audit
                 .as_ref()
                 .and_then(|_| crate::scope::access_key_id(req.headers(), req.uri().query()));
+            let source_ip = peer.ip;
             let (status, body) = match process(&mut api, req, peer, &mut unread).await {
                 Ok(v) => (200, v),
                 Err(e) => e.to_response(),
@@ -93,6 +94,17 @@ pub async fn handle(
                 .get("__type")
                 .and_then(Value::as_str)
                 .map(|t| t.rsplit('#').next().unwrap_or(t));
+            if status != 200 && ops::replication::REPLICATION_OPERATIONS.contains(&operation) {
+                // A peer region's call refused: malformed, unauthenticated
+                // or not allowed. The peer retries; this says why it fails.
+                let why = body
+                    .get("message")
+                    .or(body.get("Message"))
+                    .and_then(|m| m.as_str())
+                    .unwrap_or_default();
+                tracing::warn!(operation, status, error, source = ?source_ip, why,
+                    "a replication call from a peer region was refused");
+            }
             crate::metrics::request(operation, status, error, started.elapsed());
             if request_log {
                 log_request(operation, status, error, started, &request_id);

@@ -122,6 +122,78 @@ pub struct PartitionRow {
     pub splitting: Option<(String, u64)>,
 }
 
+/// One partition's replication to one region, as `dynaraft admin
+/// replication` shows it (from the partition's leader).
+#[derive(Debug, serde::Serialize)]
+pub struct ReplicationRow {
+    pub table: String,
+    pub group: u64,
+    pub leader: u64,
+    #[serde(flatten)]
+    pub status: crate::wire::ReplicationStatus,
+}
+
+/// Every partition of every global table and where its replication to
+/// each peer region stands, as each partition's leader reports it.
+pub async fn replication(
+    remote: &Remote,
+    control: &[ControlMember],
+) -> Result<Vec<ReplicationRow>, ClusterError> {
+    let doc = catalog(remote, control).await?;
+    let table_of: BTreeMap<u64, String> = doc
+        .tables
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(move |p| (p.group, t.name.clone())))
+        .collect();
+    let mut rows = Vec::new();
+    for n in &doc.nodes {
+        let Ok(Reply::Status(groups)) = remote.call(&n.addr, 0, 0, &Request::Status).await else {
+            continue;
+        };
+        for g in groups.into_iter().filter(|g| g.leader == Some(n.id)) {
+            let Some(table) = table_of.get(&g.group) else {
+                continue;
+            };
+            for status in g.replication {
+                rows.push(ReplicationRow {
+                    table: table.clone(),
+                    group: g.group,
+                    leader: n.id,
+                    status,
+                });
+            }
+        }
+    }
+    rows.sort_by(|a, b| {
+        (&a.table, a.group, &a.status.region).cmp(&(&b.table, b.group, &b.status.region))
+    });
+    Ok(rows)
+}
+
+pub fn render_replication(rows: &[ReplicationRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "TABLE                GROUP  LEADER  REGION          SHIPPED     BACKLOG   LAG MS    COPIED"
+    );
+    for r in rows {
+        let s = &r.status;
+        let _ = writeln!(
+            out,
+            "{:<20} {:<6} {:<7} {:<15} {:<11} {:<9} {:<9} {}",
+            r.table,
+            r.group,
+            r.leader,
+            s.region,
+            s.shipped,
+            s.backlog,
+            s.lag_ms,
+            if s.copied { "yes" } else { "no" }
+        );
+    }
+    out
+}
+
 fn hex(h: u64) -> String {
     format!("{h:016x}")
 }

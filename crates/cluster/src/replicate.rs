@@ -376,6 +376,35 @@ async fn follow_step(
     Ok(true)
 }
 
+/// Where `group`'s replication to each peer region stands on this
+/// replica (`dynaraft admin replication`); empty when it does not
+/// replicate or cannot be read.
+pub fn status(
+    tree: &dynaraft_storage::kv::Store,
+    group: u64,
+) -> Vec<crate::wire::ReplicationStatus> {
+    let Ok(peers) = replica::peers(tree, group) else {
+        return Vec::new();
+    };
+    let last = global::change_log_state(tree, group).map_or(0, |(seq, _)| seq);
+    let now = dynaraft_storage::wall_clock_ms();
+    peers
+        .into_iter()
+        .map(|(region, p)| {
+            let oldest = global::read_changes(tree, group, p.shipped, (1, usize::MAX))
+                .ok()
+                .and_then(|r| r.first().map(|(_, r)| r.ts_ms));
+            crate::wire::ReplicationStatus {
+                region,
+                shipped: p.shipped,
+                backlog: last.saturating_sub(p.shipped),
+                lag_ms: oldest.map_or(0, |ts| now.saturating_sub(ts)),
+                copied: p.copied,
+            }
+        })
+        .collect()
+}
+
 /// Calls `region`'s `ApplyWrites` for `table`.
 async fn apply_writes(
     peers: &PeerRegions,

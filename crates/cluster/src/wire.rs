@@ -119,6 +119,24 @@ pub struct GroupStatus {
     pub leader: Option<u64>,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// Where the group's replication to each peer region stands (global
+    /// tables), as this replica sees it.
+    #[serde(default)]
+    pub replication: Vec<ReplicationStatus>,
+}
+
+/// One partition's replication to one peer region.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicationStatus {
+    pub region: String,
+    /// Change records up to this sequence were acknowledged by the region.
+    pub shipped: u64,
+    /// Records logged since, not yet acknowledged.
+    pub backlog: u64,
+    /// Age of the oldest of them, in milliseconds (0 without a backlog).
+    pub lag_ms: u64,
+    /// The items written before replication began were copied.
+    pub copied: bool,
 }
 
 /// The catalog as it travels.
@@ -268,6 +286,7 @@ pub async fn execute(
                         leader: g.leader(),
                         last_log_index,
                         applied_index,
+                        replication: crate::replicate::status(host.tree(), g.group),
                     }
                 })
                 .collect(),

@@ -288,6 +288,14 @@ enum AdminCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Global tables: each partition's replication to each peer region
+    /// (records acknowledged, backlog, age of the oldest unsent record,
+    /// copy done), from the partitions' leaders.
+    Replication {
+        /// One JSON document instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Move every replica off a node (to other nodes of its zone) before
     /// it is removed; nothing new is placed on it.
     Drain {
@@ -566,6 +574,14 @@ async fn run() -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string_pretty(&rows)?);
                     } else {
                         print!("{}", admin::render_partitions(&rows));
+                    }
+                }
+                Some(AdminCmd::Replication { json }) => {
+                    let rows = admin::replication(remote, &control).await?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&rows)?);
+                    } else {
+                        print!("{}", admin::render_replication(&rows));
                     }
                 }
                 Some(AdminCmd::Drain { node, undo }) => {

@@ -167,6 +167,7 @@ pub fn served_name(target: &str) -> &'static str {
     OPERATIONS
         .iter()
         .chain(STREAM_OPERATIONS)
+        .chain(replication::REPLICATION_OPERATIONS)
         .find(|o| **o == op)
         .copied()
         .unwrap_or("unknown")
