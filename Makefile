@@ -133,6 +133,7 @@ test-chaos:
 	$(CARGO) build -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test \
 	  --scenarios kill,partition,pause --duration-s 30 --split-every-s 3
+	$(CHAOS) global --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-global --duration-s 30
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test-broken \
 	  --scenarios kill --duration-s 15 --expect-violations
 
@@ -151,6 +152,8 @@ chaos:
 	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 $(CHAOS_ARGS)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-broken \
 	  --scenarios mixed --duration-s 60 --base-port 19300 --expect-violations
+	$(TARGET)/release/dynaraft-chaos global --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-global \
+	  --duration-s $$(( $(CHAOS_MINUTES) * 60 ))
 
 ## Coverage-guided fuzzing of the expression parser and evaluator (not in
 ## CI). cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable

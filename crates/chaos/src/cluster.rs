@@ -48,6 +48,8 @@ pub struct ClusterConfig {
     pub seed: u64,
     /// Extra flags for the router (e.g. the deliberately broken mode).
     pub router_flags: Vec<String>,
+    /// Extra flags for every storage node (e.g. a region and its peers).
+    pub node_flags: Vec<String>,
     /// libfaketime, preloaded into the nodes when clocks are to be skewed.
     pub faketime: Option<PathBuf>,
 }
@@ -110,6 +112,10 @@ impl Cluster {
                 "--route".into(),
                 routes[i + 1].join(","),
             ];
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(cfg.node_flags.iter().cloned())
+                .collect();
             let clock_file = cfg.dir.join(format!("node-{id}.clock"));
             std::fs::write(&clock_file, "+0\n")?;
             nodes.push(Node {

@@ -22,6 +22,7 @@
 pub mod checker;
 pub mod cluster;
 pub mod faults;
+pub mod global;
 pub mod history;
 pub mod linearizability;
 pub mod model;

@@ -128,6 +128,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         partitions: cfg.partitions,
         seed: cfg.seed,
         router_flags: cfg.router_flags.clone(),
+        node_flags: Vec::new(),
         faketime: if cfg.kinds.contains(&Kind::ClockSkew) {
             Some(crate::cluster::find_faketime().ok_or_else(|| {
                 anyhow::anyhow!("clock skew needs Debian's libfaketime: apt-get install libfaketime (make chaos does)")
