@@ -198,6 +198,61 @@ async fn replicas(c: &Client, table: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One DynamoDB Streams call to `addr`; its JSON answer.
+fn streams_call(addr: SocketAddr, op: &str, body: serde_json::Value) -> serde_json::Value {
+    let target = format!("DynamoDBStreams_20120810.{op}");
+    let headers = [
+        ("Content-Type", "application/x-amz-json-1.0"),
+        dynaraft_tests::AUTH,
+        ("X-Amz-Target", target.as_str()),
+    ];
+    let (status, _, text) =
+        dynaraft_tests::raw_request(addr, None, &headers, body.to_string().as_bytes());
+    assert_eq!(status, 200, "{op}: {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
+/// The partition keys of every record in `table`'s latest stream at
+/// `addr`, from the trim horizon.
+async fn stream_keys(c: &Client, addr: SocketAddr, table: &str) -> Vec<String> {
+    let d = c
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe");
+    let arn = d
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("a stream")
+        .to_string();
+    tokio::task::spawn_blocking(move || {
+        let desc = streams_call(addr, "DescribeStream", serde_json::json!({"StreamArn": arn}));
+        let shards = desc["StreamDescription"]["Shards"].as_array().cloned().unwrap_or_default();
+        let mut keys = Vec::new();
+        for shard in shards {
+            let it = streams_call(addr, "GetShardIterator", serde_json::json!({
+                "StreamArn": arn, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON",
+            }));
+            let mut iterator = it["ShardIterator"].clone();
+            loop {
+                let page = streams_call(addr, "GetRecords", serde_json::json!({"ShardIterator": iterator}));
+                let records = page["Records"].as_array().cloned().unwrap_or_default();
+                if records.is_empty() {
+                    break;
+                }
+                keys.extend(records.iter().filter_map(|r| {
+                    r["dynamodb"]["Keys"]["pk"]["S"].as_str().map(str::to_string)
+                }));
+                iterator = page["NextShardIterator"].clone();
+            }
+        }
+        keys
+    })
+    .await
+    .expect("stream reader")
+}
+
 /// Where each partition of `table` in `server`'s region stands in its
 /// replication (`dynaraft admin replication` shows the same).
 fn replication_of(
@@ -214,7 +269,7 @@ fn replication_of(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways() {
-    let (east, ce, _west, cw) = two_regions().await;
+    let (east, ce, west, cw) = two_regions().await;
     create_table(&ce, "glob", None).await;
     for i in 0..300 {
         put(&ce, "glob", &format!("old{i}"), "east").await;
@@ -283,6 +338,21 @@ async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways
             && w.get("old1").is_some_and(|v| v == "changed in east")
     })
     .await;
+    // Each region's stream shows every write, wherever it was made.
+    let (east_stream, west_stream) = (
+        stream_keys(&ce, east.addr, "glob").await,
+        stream_keys(&cw, west.addr, "glob").await,
+    );
+    for key in ["from-west", "old1", "old2"] {
+        assert!(
+            east_stream.iter().any(|k| k == key),
+            "{key} in us-east-1's stream"
+        );
+        assert!(
+            west_stream.iter().any(|k| k == key),
+            "{key} in eu-west-1's stream"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
