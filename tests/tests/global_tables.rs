@@ -32,6 +32,28 @@ async fn region(region: &str, addr: SocketAddr, peer: &str, peer_addr: SocketAdd
     secured_region(region, addr, (peer, peer_addr), None, None).await
 }
 
+/// [`region`] whose partitions split at `split_bytes`.
+async fn splitting_region(
+    region: &str,
+    addr: SocketAddr,
+    (peer, peer_addr): (&str, SocketAddr),
+    split_bytes: u64,
+) -> TestServer {
+    let spec = format!("{peer}=http://{peer_addr}");
+    let peers = Arc::new(PeerRegions::parse(region, &[spec], None).expect("peers"));
+    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
+        peer_regions: Some(peers.clone()),
+        split_size_bytes: split_bytes,
+        ..TestServer::node_config(None)
+    };
+    let cfg = ApiConfig {
+        region: region.to_string(),
+        peer_regions: Some(peers),
+        ..TestServer::config()
+    };
+    TestServer::start_node_at(node_cfg, cfg, addr).await
+}
+
 /// [`region`] signing its calls to the peer with `credentials`, and
 /// authenticating every request with the users of `auth_file`.
 async fn secured_region(
@@ -644,4 +666,59 @@ async fn a_peer_that_authenticates_takes_only_signed_and_allowed_replication() {
             .await
             .is_err()
     );
+}
+
+/// Size at which the splitting regions' partitions split, in bytes.
+const SPLIT_BYTES: u64 = 16 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replication_goes_on_while_both_regions_split() {
+    let (a, b) = (free_addr(), free_addr());
+    let east = splitting_region(EAST, a, (WEST, b), SPLIT_BYTES).await;
+    let west = splitting_region(WEST, b, (EAST, a), SPLIT_BYTES).await;
+    let (ce, cw) = (
+        client_signed_as(a, "AKID", EAST),
+        client_signed_as(b, "AKID", WEST),
+    );
+    create_table(&ce, "growing", None).await;
+    for i in 0..100 {
+        put(&ce, "growing", &format!("e{i:03}"), &"x".repeat(200)).await;
+    }
+    add_replica(&ce, "growing", WEST)
+        .await
+        .expect("add replica");
+    // Both regions write while their partitions split under them.
+    for i in 0..300 {
+        put(
+            &ce,
+            "growing",
+            &format!("e{:03}", 100 + i),
+            &"x".repeat(200),
+        )
+        .await;
+        put(&cw, "growing", &format!("w{i:03}"), &"y".repeat(200)).await;
+    }
+    let partitions = |s: &TestServer| {
+        s.node()
+            .and_then(|n| n.router.table("growing"))
+            .map_or(0, |t| t.meta.partitions.len())
+    };
+    eventually(60, "both regions to split and agree", || async {
+        let (e, w) = (
+            contents(&ce, "growing").await,
+            contents(&cw, "growing").await,
+        );
+        partitions(&east) > 1 && partitions(&west) > 1 && e.len() == 700 && e == w
+    })
+    .await;
+    eventually(30, "the replica to be ACTIVE", || async {
+        replicas(&ce, "growing").await == [(WEST.to_string(), "ACTIVE".to_string())]
+    })
+    .await;
+    // Every partition, children included, replicates and has nothing left.
+    eventually(30, "every partition caught up", || async {
+        let st = replication_of(&east, "growing");
+        st.len() == partitions(&east) && st.iter().all(|s| s.copied && s.backlog == 0)
+    })
+    .await;
 }
