@@ -154,6 +154,15 @@ async fn put(c: &Client, table: &str, pk: &str, v: &str) {
         .expect("put");
 }
 
+async fn delete(c: &Client, table: &str, pk: &str) {
+    c.delete_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .send()
+        .await
+        .expect("delete");
+}
+
 /// The table's items as pk -> v.
 async fn contents(c: &Client, table: &str) -> BTreeMap<String, String> {
     scan_all(c, table, None)
@@ -346,12 +355,7 @@ async fn a_replica_gets_the_items_written_before_and_every_write_after_both_ways
     // Each way, puts, updates and deletes.
     put(&cw, "glob", "from-west", "w").await;
     put(&ce, "glob", "old1", "changed in east").await;
-    cw.delete_item()
-        .table_name("glob")
-        .key("pk", s("old2"))
-        .send()
-        .await
-        .expect("delete");
+    delete(&cw, "glob", "old2").await;
     eventually(30, "both regions to agree", || async {
         let (e, w) = (contents(&ce, "glob").await, contents(&cw, "glob").await);
         e == w
@@ -416,12 +420,7 @@ async fn conflicting_writes_in_both_regions_converge_and_deleted_items_stay_dele
     e.await.expect("east storm");
     w.await.expect("west storm");
     // Last, a delete in one region: it must win everywhere.
-    cw.delete_item()
-        .table_name("conflicts")
-        .key("pk", s("k3"))
-        .send()
-        .await
-        .expect("delete");
+    delete(&cw, "conflicts", "k3").await;
     eventually(30, "identical contents", || async {
         contents(&ce, "conflicts").await == contents(&cw, "conflicts").await
     })
@@ -552,18 +551,8 @@ async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() 
     put(&ce, "split-brain", "j", "east, later").await;
     put(&cw, "split-brain", "x", "west, earlier").await;
     gap().await;
-    ce.delete_item()
-        .table_name("split-brain")
-        .key("pk", s("x"))
-        .send()
-        .await
-        .expect("delete x");
-    cw.delete_item()
-        .table_name("split-brain")
-        .key("pk", s("y"))
-        .send()
-        .await
-        .expect("delete y");
+    delete(&ce, "split-brain", "x").await;
+    delete(&cw, "split-brain", "y").await;
     gap().await;
     put(&ce, "split-brain", "y", "east, after the delete").await;
     // Cut, the regions disagree; healed, they converge on the later writes.

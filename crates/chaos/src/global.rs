@@ -24,8 +24,7 @@ use crate::workload;
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, CreateReplicationGroupMemberAction,
-    KeySchemaElement, KeyType, ReplicationGroupUpdate, ScalarAttributeType,
+    AttributeValue, CreateReplicationGroupMemberAction, ReplicationGroupUpdate, ScalarAttributeType,
 };
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -286,37 +285,7 @@ async fn drive(
 async fn setup(clients: &[Client; 2]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_millis(crate::run::STARTUP_TIMEOUT_MS);
     let retry = || tokio::time::sleep(Duration::from_millis(crate::run::SETUP_RETRY_MS));
-    loop {
-        let made = clients[0]
-            .create_table()
-            .table_name(TABLE)
-            .billing_mode(BillingMode::PayPerRequest)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::N)
-                    .build()?,
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()?,
-            )
-            .send()
-            .await;
-        let exists = clients[0]
-            .describe_table()
-            .table_name(TABLE)
-            .send()
-            .await
-            .is_ok();
-        if made.is_ok() || exists {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the table was never created");
-        retry().await;
-    }
+    crate::run::create_table(&clients[0], TABLE, ("pk", ScalarAttributeType::N)).await?;
     loop {
         let create = CreateReplicationGroupMemberAction::builder()
             .region_name(REGIONS[1])

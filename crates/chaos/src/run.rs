@@ -163,7 +163,9 @@ async fn drive(
     schedule: &[Episode],
 ) -> anyhow::Result<Vec<Op>> {
     let client = workload::client(cluster.router_addr);
-    create_table(&client).await.context("creating the table")?;
+    create_table(&client, workload::TABLE, ("k", ScalarAttributeType::S))
+        .await
+        .context("creating the table")?;
     let start = Instant::now();
     let (rec, mut rx) = Recorder::new(start);
     let collector = tokio::spawn(async move {
@@ -256,22 +258,28 @@ async fn drive(
     Ok(collector.await?)
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<()> {
+/// Creates on-demand table `table` with hash key `key` of `key_type`,
+/// retrying while the cluster settles, and waits until it is ACTIVE.
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    (key, key_type): (&str, ScalarAttributeType),
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_millis(STARTUP_TIMEOUT_MS);
     loop {
         let r = client
             .create_table()
-            .table_name(workload::TABLE)
+            .table_name(table)
             .billing_mode(BillingMode::PayPerRequest)
             .attribute_definitions(
                 AttributeDefinition::builder()
-                    .attribute_name("k")
-                    .attribute_type(ScalarAttributeType::S)
+                    .attribute_name(key)
+                    .attribute_type(key_type.clone())
                     .build()?,
             )
             .key_schema(
                 KeySchemaElement::builder()
-                    .attribute_name("k")
+                    .attribute_name(key)
                     .key_type(KeyType::Hash)
                     .build()?,
             )
@@ -285,11 +293,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(SETUP_RETRY_MS)).await;
     }
     loop {
-        let d = client
-            .describe_table()
-            .table_name(workload::TABLE)
-            .send()
-            .await;
+        let d = client.describe_table().table_name(table).send().await;
         if d.as_ref()
             .ok()
             .and_then(|d| d.table())

@@ -133,9 +133,15 @@ async fn replicate_once(
                 {
                     continue;
                 }
-                match replicate_partition(host, router, peers, table, p.group, &r.region, state)
-                    .await
-                {
+                let step = Step {
+                    host,
+                    router,
+                    peers,
+                    table,
+                    group: p.group,
+                    region: &r.region,
+                };
+                match step.run(state).await {
                     Ok(worked) => busy |= worked,
                     Err(e) => {
                         tracing::warn!(table = %table.meta.name, group = p.group,
@@ -180,200 +186,188 @@ async fn stop_removed(host: &Host, table: &Table, group: u64) -> Result<(), Clus
     Ok(())
 }
 
-/// One step of `group`'s replication to `region`; whether it did work.
-async fn replicate_partition(
-    host: &Host,
-    router: &Router,
-    peers: &PeerRegions,
-    table: &Table,
+/// One pass's work on one partition's replication to one region.
+struct Step<'a> {
+    host: &'a Host,
+    router: &'a Router,
+    peers: &'a PeerRegions,
+    table: &'a Table,
     group: u64,
-    region: &str,
-    state: &mut State,
-) -> Result<bool, StepError> {
-    let local = peers.local();
-    let Some(peer) = replica::peers(host.tree(), group)?.remove(region) else {
-        let start = Command::StartReplication {
-            region: local.to_string(),
-            peer: region.to_string(),
-        };
-        host.propose(group, start).await?;
-        return Ok(true);
-    };
-    if !peer.copied {
-        return copy_step(
-            host,
-            router,
-            peers,
-            table,
-            group,
-            region,
-            peer.shipped,
-            state,
-        )
-        .await;
-    }
-    report_copied(router, table, group, region).await?;
-    follow_step(host, peers, table, group, region, peer.shipped).await
+    region: &'a str,
 }
 
-/// Sends the next chunk of the items written here before replication
-/// began; marks the copy done after the last.
-#[allow(clippy::too_many_arguments)]
-async fn copy_step(
-    host: &Host,
-    router: &Router,
-    peers: &PeerRegions,
-    table: &Table,
-    group: u64,
-    region: &str,
-    shipped: u64,
-    state: &mut State,
-) -> Result<bool, StepError> {
-    let local = peers.local();
-    let slot = (group, region.to_string());
-    let opts = ReadOptions {
-        forward: true,
-        start_after: state.copies.get(&slot).cloned(),
-        limit: Some(COPY_CHUNK_ITEMS),
-        max_bytes: MAX_PAGE_BYTES,
-    };
-    let page = host
-        .read_range(group, &table.schema, None, (&[], None), &opts, false)
-        .await?;
-    let space = Span::load(host.tree(), group)?.space;
-    let mut writes = Vec::new();
-    for item in &page.items {
-        let key = table.schema.key_of(item);
-        let Some(storage_key) = table.schema.storage_key(&key) else {
-            continue;
-        };
-        let version = match replica::read_version(host.tree(), space, &storage_key)? {
-            // Written before the table was global: the oldest version.
-            None => Version {
-                ts_ms: 0,
-                region: local.to_string(),
-            },
-            Some((v, false)) if v.region == local => v,
-            // Another region's write, or a tombstone: not this region's to
-            // send.
-            Some(_) => continue,
-        };
-        writes.push(wire_write(&key, Some(item), &version));
-    }
-    if !writes.is_empty() {
-        apply_writes(peers, table, region, writes).await?;
-    }
-    let next = page
-        .last_key
-        .as_ref()
-        .and_then(|k| table.schema.storage_key(k));
-    match next {
-        Some(k) => {
-            state.copies.insert(slot, k);
-        }
-        None => {
-            state.copies.remove(&slot);
-            let done = Command::ReplicationShipped {
-                peer: region.to_string(),
-                upto: shipped,
-                copied: true,
+impl Step<'_> {
+    /// Starts, copies or follows, whichever is next; whether it did work.
+    async fn run(&self, state: &mut State) -> Result<bool, StepError> {
+        let (host, group) = (self.host, self.group);
+        let Some(peer) = replica::peers(host.tree(), group)?.remove(self.region) else {
+            let start = Command::StartReplication {
+                region: self.peers.local().to_string(),
+                peer: self.region.to_string(),
             };
-            host.propose(group, done).await?;
-            report_copied(router, table, group, region).await?;
+            host.propose(group, start).await?;
+            return Ok(true);
+        };
+        if !peer.copied {
+            return self.copy(peer.shipped, state).await;
         }
+        self.report_copied().await?;
+        self.follow(peer.shipped).await
     }
-    Ok(true)
-}
 
-/// Tells the control plane that `group` copied its items to `region`, if
-/// the replica is still CREATING and does not know it yet.
-async fn report_copied(
-    router: &Router,
-    table: &Table,
-    group: u64,
-    region: &str,
-) -> Result<(), ClusterError> {
-    let pending = table.meta.replication.as_ref().is_some_and(|rep| {
-        rep.replicas.iter().any(|r| {
-            r.region == region
-                && r.status == dynaraft_storage::catalog::REPLICA_CREATING
-                && !r.copied.contains(&group)
-        })
-    });
-    if pending {
-        let cmd = Command::ReplicaCopied {
-            table: table.meta.name.clone(),
-            region: region.to_string(),
-            group,
+    /// Sends the next chunk of the items written here before replication
+    /// began; marks the copy done after the last.
+    async fn copy(&self, shipped: u64, state: &mut State) -> Result<bool, StepError> {
+        let (host, table, group) = (self.host, self.table, self.group);
+        let local = self.peers.local();
+        let slot = (group, self.region.to_string());
+        let opts = ReadOptions {
+            forward: true,
+            start_after: state.copies.get(&slot).cloned(),
+            limit: Some(COPY_CHUNK_ITEMS),
+            max_bytes: MAX_PAGE_BYTES,
         };
-        match router.change_catalog(cmd).await? {
-            Outcome::Table(_) | Outcome::TableMissing => {}
-            other => tracing::warn!(?other, "unexpected outcome of ReplicaCopied"),
+        let page = host
+            .read_range(group, &table.schema, None, (&[], None), &opts, false)
+            .await?;
+        let space = Span::load(host.tree(), group)?.space;
+        let mut writes = Vec::new();
+        for item in &page.items {
+            let key = table.schema.key_of(item);
+            let Some(storage_key) = table.schema.storage_key(&key) else {
+                continue;
+            };
+            let version = match replica::read_version(host.tree(), space, &storage_key)? {
+                // Written before the table was global: the oldest version.
+                None => Version {
+                    ts_ms: 0,
+                    region: local.to_string(),
+                },
+                Some((v, false)) if v.region == local => v,
+                // Another region's write, or a tombstone: not this
+                // region's to send.
+                Some(_) => continue,
+            };
+            writes.push(wire_write(&key, Some(item), &version));
         }
+        if !writes.is_empty() {
+            self.apply_writes(writes).await?;
+        }
+        let next = page
+            .last_key
+            .as_ref()
+            .and_then(|k| table.schema.storage_key(k));
+        match next {
+            Some(k) => {
+                state.copies.insert(slot, k);
+            }
+            None => {
+                state.copies.remove(&slot);
+                let done = Command::ReplicationShipped {
+                    peer: self.region.to_string(),
+                    upto: shipped,
+                    copied: true,
+                };
+                host.propose(group, done).await?;
+                self.report_copied().await?;
+            }
+        }
+        Ok(true)
     }
-    Ok(())
-}
 
-/// Sends the change records after `shipped` that were made here, then
-/// moves the cursor past them.
-async fn follow_step(
-    host: &Host,
-    peers: &PeerRegions,
-    table: &Table,
-    group: u64,
-    region: &str,
-    shipped: u64,
-) -> Result<bool, StepError> {
-    let limits = (REPLICATION_BATCH_RECORDS, REPLICATION_BATCH_BYTES);
-    let records = global::read_changes(host.tree(), group, shipped, limits)?;
-    let labels = [
-        ("table", table.meta.name.clone()),
-        ("region", region.to_string()),
-        ("group", group.to_string()),
-    ];
-    let Some((last, _)) = records.last() else {
-        metrics::gauge!("dynaraft_replication_lag_ms", &labels).set(0.0);
-        return Ok(false);
-    };
-    let last = *last;
-    if let Some((_, oldest)) = records.first() {
-        let age = dynaraft_storage::wall_clock_ms().saturating_sub(oldest.ts_ms);
-        metrics::gauge!("dynaraft_replication_lag_ms", &labels).set(age as f64);
-    }
-    let mut writes = Vec::new();
-    for (seq, r) in &records {
-        // What came from another region goes back to none (no ping-pong).
-        if r.origin == Origin::Replica {
-            continue;
+    /// Tells the control plane that the partition copied its items to the
+    /// region, if the replica is still CREATING and does not know it yet.
+    async fn report_copied(&self) -> Result<(), ClusterError> {
+        let pending = self.table.meta.replication.as_ref().is_some_and(|rep| {
+            rep.replicas.iter().any(|r| {
+                r.region == self.region
+                    && r.status == dynaraft_storage::catalog::REPLICA_CREATING
+                    && !r.copied.contains(&self.group)
+            })
+        });
+        if pending {
+            let cmd = Command::ReplicaCopied {
+                table: self.table.meta.name.clone(),
+                region: self.region.to_string(),
+                group: self.group,
+            };
+            match self.router.change_catalog(cmd).await? {
+                Outcome::Table(_) | Outcome::TableMissing => {}
+                other => tracing::warn!(?other, "unexpected outcome of ReplicaCopied"),
+            }
         }
-        let Some(version) = &r.version else {
-            // Logged before the partition replicated (its cursor starts
-            // after such records); never expected here.
-            tracing::warn!(
-                group,
-                seq,
-                "change record without a version; not replicated"
-            );
-            continue;
-        };
-        let Some(image) = r.new.as_ref().or(r.old.as_ref()) else {
-            continue;
-        };
-        let key = table.schema.key_of(image);
-        writes.push(wire_write(&key, r.new.as_ref(), version));
+        Ok(())
     }
-    let sent = writes.len();
-    if !writes.is_empty() {
-        apply_writes(peers, table, region, writes).await?;
+
+    /// Sends the change records after `shipped` that were made here, then
+    /// moves the cursor past them.
+    async fn follow(&self, shipped: u64) -> Result<bool, StepError> {
+        let (table, group) = (self.table, self.group);
+        let limits = (REPLICATION_BATCH_RECORDS, REPLICATION_BATCH_BYTES);
+        let records = global::read_changes(self.host.tree(), group, shipped, limits)?;
+        let labels = [
+            ("table", table.meta.name.clone()),
+            ("region", self.region.to_string()),
+            ("group", group.to_string()),
+        ];
+        let Some((last, _)) = records.last() else {
+            metrics::gauge!("dynaraft_replication_lag_ms", &labels).set(0.0);
+            return Ok(false);
+        };
+        let last = *last;
+        if let Some((_, oldest)) = records.first() {
+            let age = dynaraft_storage::wall_clock_ms().saturating_sub(oldest.ts_ms);
+            metrics::gauge!("dynaraft_replication_lag_ms", &labels).set(age as f64);
+        }
+        let mut writes = Vec::new();
+        for (seq, r) in &records {
+            // What came from another region goes back to none (no
+            // ping-pong).
+            if r.origin == Origin::Replica {
+                continue;
+            }
+            let Some(version) = &r.version else {
+                // Logged before the partition replicated (its cursor
+                // starts after such records); never expected here.
+                tracing::warn!(
+                    group,
+                    seq,
+                    "change record without a version; not replicated"
+                );
+                continue;
+            };
+            let Some(image) = r.new.as_ref().or(r.old.as_ref()) else {
+                continue;
+            };
+            let key = table.schema.key_of(image);
+            writes.push(wire_write(&key, r.new.as_ref(), version));
+        }
+        let sent = writes.len();
+        if !writes.is_empty() {
+            self.apply_writes(writes).await?;
+        }
+        let cmd = Command::ReplicationShipped {
+            peer: self.region.to_string(),
+            upto: last,
+            copied: false,
+        };
+        self.host.propose(group, cmd).await?;
+        metrics::counter!("dynaraft_replicated_writes_total", &labels[..2]).increment(sent as u64);
+        Ok(true)
     }
-    let cmd = Command::ReplicationShipped {
-        peer: region.to_string(),
-        upto: last,
-        copied: false,
-    };
-    host.propose(group, cmd).await?;
-    metrics::counter!("dynaraft_replicated_writes_total", &labels[..2]).increment(sent as u64);
-    Ok(true)
+
+    /// Calls the region's `ApplyWrites` for the table.
+    async fn apply_writes(&self, writes: Vec<Value>) -> Result<(), PeerError> {
+        let body = json!({
+            "TableName": self.table.meta.name,
+            "SourceRegion": self.peers.local(),
+            "Writes": writes,
+        });
+        self.peers
+            .call(self.region, "ApplyWrites", &body)
+            .await
+            .map(drop)
+    }
 }
 
 /// Where `group`'s replication to each peer region stands on this
@@ -403,19 +397,4 @@ pub fn status(
             }
         })
         .collect()
-}
-
-/// Calls `region`'s `ApplyWrites` for `table`.
-async fn apply_writes(
-    peers: &PeerRegions,
-    table: &Table,
-    region: &str,
-    writes: Vec<Value>,
-) -> Result<(), PeerError> {
-    let body = json!({
-        "TableName": table.meta.name,
-        "SourceRegion": peers.local(),
-        "Writes": writes,
-    });
-    peers.call(region, "ApplyWrites", &body).await.map(drop)
 }
