@@ -419,7 +419,9 @@ async fn conflicting_writes_in_both_regions_converge_and_deleted_items_stay_dele
     let (e, w) = (storm(ce.clone(), "east"), storm(cw.clone(), "west"));
     e.await.expect("east storm");
     w.await.expect("west storm");
-    // Last, a delete in one region: it must win everywhere.
+    // Last, a delete in one region: it must win everywhere (a few
+    // milliseconds later than every write before it, so no clock tie).
+    tokio::time::sleep(Duration::from_millis(20)).await;
     delete(&cw, "conflicts", "k3").await;
     eventually(30, "identical contents", || async {
         contents(&ce, "conflicts").await == contents(&cw, "conflicts").await
