@@ -639,6 +639,13 @@ mod tests {
         while set.purges_pending() {
             tokio::task::yield_now().await;
         }
+        // The WAL acknowledges a batch before it closes the segment the
+        // batch filled: wait for a closed segment, as a node's checkpoint
+        // (long after its first writes) always has one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while set.wal.newest_closed().is_none() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         let relogged = set.relog_purges().await.unwrap();
         assert_eq!(relogged.points.get(&3), Some(&10));
         append(&mut store, 11..=13).await;
