@@ -377,8 +377,9 @@ pub fn status(
     tree: &dynaraft_storage::kv::Store,
     group: u64,
 ) -> Vec<crate::wire::ReplicationStatus> {
-    let Ok(peers) = replica::peers(tree, group) else {
-        return Vec::new();
+    let peers = match replica::peers(tree, group) {
+        Ok(p) if !p.is_empty() => p,
+        _ => return Vec::new(),
     };
     let last = global::change_log_state(tree, group).map_or(0, |(seq, _)| seq);
     let now = dynaraft_storage::wall_clock_ms();

@@ -198,10 +198,7 @@ impl Change<'_> {
         out.push(self.origin.byte());
         if let Some(v) = self.version {
             out.extend_from_slice(&v.ts_ms.to_be_bytes());
-            // Region names are checked to be short where they are set.
-            let len = u8::try_from(v.region.len()).unwrap_or(u8::MAX);
-            out.push(len);
-            out.extend_from_slice(&v.region.as_bytes()[..len as usize]);
+            put_bytes(&mut out, v.region.as_bytes());
         }
         out
     }
@@ -261,11 +258,12 @@ impl<'a> RecordFrame<'a> {
     }
 }
 
-/// A V2 trailer's version: ts u64 BE, region length u8, region.
+/// A V2 trailer's version: ts u64 BE, then the region as `put_bytes`
+/// writes it, and nothing after.
 fn decode_version(b: &[u8]) -> Result<Version, StorageError> {
-    let (ts, rest) = b.split_first_chunk::<8>().ok_or_else(corrupt_record)?;
-    let (len, region) = rest.split_first().ok_or_else(corrupt_record)?;
-    if region.len() != *len as usize {
+    let (ts, mut rest) = b.split_first_chunk::<8>().ok_or_else(corrupt_record)?;
+    let region = take_bytes(&mut rest).ok_or_else(corrupt_record)?;
+    if !rest.is_empty() {
         return Err(corrupt_record());
     }
     let region = std::str::from_utf8(region).map_err(|_| corrupt_record())?;
