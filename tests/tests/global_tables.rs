@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{
 };
 use dynaraft_api::ApiConfig;
 use dynaraft_api::auth::Auth;
+use dynaraft_chaos::global::Link;
 use dynaraft_cluster::peer::{PeerCredentials, PeerRegions};
 use dynaraft_tests::{TestServer, client_signed_as, create_table, err_of, scan_all};
 use std::collections::{BTreeMap, HashMap};
@@ -27,49 +28,40 @@ fn free_addr() -> SocketAddr {
     l.local_addr().expect("addr")
 }
 
+/// How a test region differs from the plain one.
+#[derive(Default)]
+struct Setup {
+    /// What it signs its calls to the peer with.
+    credentials: Option<PeerCredentials>,
+    /// Users every request must be signed by.
+    auth_file: Option<&'static str>,
+    /// Size at which its partitions split, in bytes.
+    split_bytes: Option<u64>,
+}
+
 /// Region `region` at `addr`, with `peer` at `peer_addr` as its peer.
 async fn region(region: &str, addr: SocketAddr, peer: &str, peer_addr: SocketAddr) -> TestServer {
-    secured_region(region, addr, (peer, peer_addr), None, None).await
+    start_region(region, addr, (peer, peer_addr), Setup::default()).await
 }
 
-/// [`region`] whose partitions split at `split_bytes`.
-async fn splitting_region(
+/// [`region`] as `setup` says.
+async fn start_region(
     region: &str,
     addr: SocketAddr,
     (peer, peer_addr): (&str, SocketAddr),
-    split_bytes: u64,
+    setup: Setup,
 ) -> TestServer {
     let spec = format!("{peer}=http://{peer_addr}");
-    let peers = Arc::new(PeerRegions::parse(region, &[spec], None).expect("peers"));
+    let peers = Arc::new(PeerRegions::parse(region, &[spec], setup.credentials).expect("peers"));
+    let plain = TestServer::node_config(None);
     let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
         peer_regions: Some(peers.clone()),
-        split_size_bytes: split_bytes,
-        ..TestServer::node_config(None)
+        split_size_bytes: setup.split_bytes.unwrap_or(plain.split_size_bytes),
+        ..plain
     };
-    let cfg = ApiConfig {
-        region: region.to_string(),
-        peer_regions: Some(peers),
-        ..TestServer::config()
-    };
-    TestServer::start_node_at(node_cfg, cfg, addr).await
-}
-
-/// [`region`] signing its calls to the peer with `credentials`, and
-/// authenticating every request with the users of `auth_file`.
-async fn secured_region(
-    region: &str,
-    addr: SocketAddr,
-    (peer, peer_addr): (&str, SocketAddr),
-    credentials: Option<PeerCredentials>,
-    auth_file: Option<&str>,
-) -> TestServer {
-    let spec = format!("{peer}=http://{peer_addr}");
-    let peers = Arc::new(PeerRegions::parse(region, &[spec], credentials).expect("peers"));
-    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
-        peer_regions: Some(peers.clone()),
-        ..TestServer::node_config(None)
-    };
-    let auth = auth_file.map(|f| Arc::new(Auth::parse(f, region).expect("auth file")));
+    let auth = setup
+        .auth_file
+        .map(|f| Arc::new(Auth::parse(f, region).expect("auth file")));
     let cfg = ApiConfig {
         region: region.to_string(),
         peer_regions: Some(peers),
@@ -92,45 +84,16 @@ async fn two_regions() -> (TestServer, Client, TestServer, Client) {
     (east, ce, west, cw)
 }
 
-/// A TCP forwarder to `target` that can be cut (new connections are
-/// dropped) and healed: the link between two regions.
-struct Link {
-    addr: SocketAddr,
-    open: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl Link {
-    async fn to(target: SocketAddr) -> Link {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let flag = open.clone();
-        tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    continue; // dropped: the caller sees the connection close
-                }
-                tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-            }
-        });
-        Link { addr, open }
-    }
-
-    fn set(&self, open: bool) {
-        self.open.store(open, std::sync::atomic::Ordering::SeqCst);
-    }
+/// The fault harness's cuttable forwarder to `target`: the link between
+/// two regions.
+async fn link(target: SocketAddr) -> Link {
+    Link::to(target).await.expect("link")
 }
 
 /// Two regions whose calls to each other go through links that can be cut.
 async fn linked_regions() -> (TestServer, Client, TestServer, Client, Link, Link) {
     let (a, b) = (free_addr(), free_addr());
-    let (to_west, to_east) = (Link::to(b).await, Link::to(a).await);
+    let (to_west, to_east) = (link(b).await, link(a).await);
     let east = region(EAST, a, WEST, to_west.addr).await;
     let west = region(WEST, b, EAST, to_east.addr).await;
     let (ce, cw) = (
@@ -601,8 +564,13 @@ async fn a_peer_that_authenticates_takes_only_signed_and_allowed_replication() {
         access_key_id: "EASTPEER".into(),
         secret_access_key: "east-secret".into(),
     };
-    let _east = secured_region(EAST, a, (WEST, b), Some(good), None).await;
-    let _west = secured_region(WEST, b, (EAST, a), None, Some(WEST_USERS)).await;
+    let setup = |credentials, auth_file| Setup {
+        credentials,
+        auth_file,
+        ..Setup::default()
+    };
+    let _east = start_region(EAST, a, (WEST, b), setup(Some(good), None)).await;
+    let _west = start_region(WEST, b, (EAST, a), setup(None, Some(WEST_USERS))).await;
     let ce = client_signed_as(a, "AKID", EAST);
     let cw = dynaraft_tests::client_with_secret(b, "WESTAPP", "westappsecret", WEST);
     // Allowed: the replica is made and writes flow both ways.
@@ -642,7 +610,7 @@ async fn a_peer_that_authenticates_takes_only_signed_and_allowed_replication() {
         access_key_id: "EASTPEER".into(),
         secret_access_key: "guessed".into(),
     };
-    let _impostor = secured_region(EAST, c, (WEST, b), Some(forged), None).await;
+    let _impostor = start_region(EAST, c, (WEST, b), setup(Some(forged), None)).await;
     let ci = client_signed_as(c, "AKID", EAST);
     create_table(&ci, "shared-impostor", None).await;
     let (code, msg) = add_replica(&ci, "shared-impostor", WEST)
@@ -665,8 +633,12 @@ const SPLIT_BYTES: u64 = 16 * 1024;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replication_goes_on_while_both_regions_split() {
     let (a, b) = (free_addr(), free_addr());
-    let east = splitting_region(EAST, a, (WEST, b), SPLIT_BYTES).await;
-    let west = splitting_region(WEST, b, (EAST, a), SPLIT_BYTES).await;
+    let splitting = || Setup {
+        split_bytes: Some(SPLIT_BYTES),
+        ..Setup::default()
+    };
+    let east = start_region(EAST, a, (WEST, b), splitting()).await;
+    let west = start_region(WEST, b, (EAST, a), splitting()).await;
     let (ce, cw) = (
         client_signed_as(a, "AKID", EAST),
         client_signed_as(b, "AKID", WEST),

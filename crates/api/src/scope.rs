@@ -62,6 +62,12 @@ impl Scope {
         }
     }
 
+    /// Whether this scope sees the one shared set of tables (not a
+    /// per-key database, nor another account's).
+    pub fn is_shared(&self) -> bool {
+        self.prefix.is_none()
+    }
+
     /// Whether the catalog name `key` belongs to this scope.
     pub fn owns(&self, key: &str) -> bool {
         match &self.prefix {

@@ -96,14 +96,15 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// A cuttable TCP forwarder: the link from one region to the other.
-struct Link {
-    addr: SocketAddr,
+/// A cuttable TCP forwarder: the link from one region to the other. While
+/// cut, new connections are refused and open ones end.
+pub struct Link {
+    pub addr: SocketAddr,
     open: Arc<AtomicBool>,
 }
 
 impl Link {
-    async fn to(target: SocketAddr) -> anyhow::Result<Link> {
+    pub async fn to(target: SocketAddr) -> anyhow::Result<Link> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let open = Arc::new(AtomicBool::new(true));
@@ -132,7 +133,7 @@ impl Link {
         Ok(Link { addr, open })
     }
 
-    fn set(&self, open: bool) {
+    pub fn set(&self, open: bool) {
         self.open.store(open, Ordering::SeqCst);
     }
 }

@@ -129,6 +129,19 @@ impl TableMeta {
         self.replication.as_ref().map(|r| r.region.clone())
     }
 
+    /// Enables a new stream of `view_type` at `now_ms`. A new stream gets a
+    /// label (and ARN) of its own, even within the millisecond the last one
+    /// was made in.
+    pub fn push_stream(&mut self, view_type: &str, now_ms: u64, retention_ms: u64) {
+        let after_last = self.streams.last().map_or(0, |s| s.created_ms + 1);
+        self.streams.push(StreamMeta {
+            view_type: view_type.to_string(),
+            created_ms: now_ms.max(after_last),
+            disabled_ms: None,
+            retention_ms,
+        });
+    }
+
     /// The enabled stream, if any: writes are logged for it.
     pub fn enabled_stream(&self) -> Option<&StreamMeta> {
         self.streams.last().filter(|s| s.disabled_ms.is_none())

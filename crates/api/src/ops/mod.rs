@@ -426,6 +426,26 @@ pub async fn change_table(api: &Api, cmd: Command, name: &str) -> Result<TableMe
     }
 }
 
+/// Stores a table's changed settings `meta` (`name`: as the request
+/// called it) UPDATING, ACTIVE again after the transition delay.
+pub async fn store_updating(
+    api: &Api,
+    mut meta: TableMeta,
+    name: &str,
+) -> Result<TableMeta, ApiError> {
+    let instant = api.cfg.transition_delay_ms == 0;
+    meta.status = if instant {
+        TableStatus::Active
+    } else {
+        TableStatus::Updating
+    };
+    let meta = change_table(api, Command::ReplaceTableMeta(meta), name).await?;
+    if !instant {
+        schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
+    }
+    Ok(meta)
+}
+
 /// DeleteTable's refusal of a table with deletion protection.
 pub fn deletion_protected(name: &str) -> ApiError {
     ApiError::validation(format!(

@@ -33,8 +33,7 @@ use dynaraft_storage::catalog::{REPLICA_ACTIVE, REPLICA_CREATING};
 use dynaraft_storage::global::Origin;
 use dynaraft_storage::replica::{GlobalWrite, Version};
 use dynaraft_storage::{
-    Command, JsonDoc, Outcome, ReplicaMeta, Replication, StreamMeta, TableMeta, TableStatus,
-    WriteCommand, WriteKind,
+    Command, JsonDoc, Outcome, ReplicaMeta, Replication, TableMeta, WriteCommand, WriteKind,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -92,7 +91,7 @@ fn peers(api: &Api) -> Result<Arc<PeerRegions>, ApiError> {
     let peers = api.cfg.peer_regions.clone().ok_or_else(|| {
         invalid("this deployment has no peer regions (start it with --peer-region)")
     })?;
-    if api.scope.table_key("t") != "t" {
+    if !api.scope.is_shared() {
         // A per-key database (embedded without --shared-db) is nobody's
         // global table.
         return Err(invalid(
@@ -199,16 +198,11 @@ async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, Ap
             )));
         }
         Some(_) => {}
-        None => {
-            let now = dynaraft_storage::wall_clock_ms();
-            let after_last = meta.streams.last().map_or(0, |s| s.created_ms + 1);
-            meta.streams.push(StreamMeta {
-                view_type: REPLICA_STREAM_VIEW.to_string(),
-                created_ms: now.max(after_last),
-                disabled_ms: None,
-                retention_ms: api.cfg.stream_retention_ms,
-            });
-        }
+        None => meta.push_stream(
+            REPLICA_STREAM_VIEW,
+            dynaraft_storage::wall_clock_ms(),
+            api.cfg.stream_retention_ms,
+        ),
     }
     // 1. The new replica, listing this region and every other replica.
     let mut group: Vec<String> = existing.clone();
@@ -224,17 +218,7 @@ async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, Ap
         .await
         .map_err(|e| peer_failed(region, e))?;
     // 2. Every other replica copies its own writes to it and follows.
-    for other in &existing {
-        let body = json!({
-            "TableName": t.meta.name,
-            "SourceRegion": peers.local(),
-            "Add": [region],
-        });
-        peers
-            .call(other, "UpdateReplicas", &body)
-            .await
-            .map_err(|e| peer_failed(other, e))?;
-    }
+    tell_replicas(&peers, t, &existing, "Add", region).await?;
     // 3. This region lists it, CREATING until every partition copied.
     let rep = meta.replication.get_or_insert_with(|| {
         Box::new(Replication {
@@ -247,7 +231,30 @@ async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, Ap
         status: REPLICA_CREATING.to_string(),
         copied: Vec::new(),
     });
-    change_status(api, meta).await
+    super::store_updating(api, meta, &name).await
+}
+
+/// Tells each replica in `others` that `region` was added to (`change`
+/// "Add") or removed from ("Remove") the global table `t`.
+async fn tell_replicas(
+    peers: &PeerRegions,
+    t: &Table,
+    others: &[String],
+    change: &str,
+    region: &str,
+) -> Result<(), ApiError> {
+    for other in others.iter().filter(|r| *r != region) {
+        let body = json!({
+            "TableName": t.meta.name,
+            "SourceRegion": peers.local(),
+            change: [region],
+        });
+        peers
+            .call(other, "UpdateReplicas", &body)
+            .await
+            .map_err(|e| peer_failed(other, e))?;
+    }
+    Ok(())
 }
 
 async fn remove_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, ApiError> {
@@ -264,38 +271,12 @@ async fn remove_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta,
         .call(region, "DeleteReplica", &body)
         .await
         .map_err(|e| peer_failed(region, e))?;
-    for other in existing.iter().filter(|r| *r != region) {
-        let body = json!({
-            "TableName": t.meta.name,
-            "SourceRegion": peers.local(),
-            "Remove": [region],
-        });
-        peers
-            .call(other, "UpdateReplicas", &body)
-            .await
-            .map_err(|e| peer_failed(other, e))?;
-    }
+    tell_replicas(&peers, t, &existing, "Remove", region).await?;
     let mut meta = t.meta.clone();
     if let Some(rep) = meta.replication.as_mut() {
         rep.replicas.retain(|r| r.region != region);
     }
-    change_status(api, meta).await
-}
-
-/// Stores `meta` UPDATING (ACTIVE again after the transition delay).
-async fn change_status(api: &Api, mut meta: TableMeta) -> Result<TableMeta, ApiError> {
-    let instant = api.cfg.transition_delay_ms == 0;
-    meta.status = if instant {
-        TableStatus::Active
-    } else {
-        TableStatus::Updating
-    };
-    let name = meta.name.clone();
-    let meta = super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
-    if !instant {
-        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
-    }
-    Ok(meta)
+    super::store_updating(api, meta, &name).await
 }
 
 /// The CreateTable request that makes `meta`'s replica in another region:

@@ -14,9 +14,7 @@ use crate::params::{Violations, resource_name};
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_model::wire::{Flag, List, Obj, Str};
-use dynaraft_storage::{
-    Command, GlobalIndexMeta, IndexStatus, PartitionMeta, StreamMeta, TableStatus,
-};
+use dynaraft_storage::{Command, GlobalIndexMeta, IndexStatus, PartitionMeta, TableStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -168,15 +166,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
             )));
         }
         (Some(StreamChange::Enable(view)), false) => {
-            // A new stream gets a label (and ARN) of its own, even within
-            // the millisecond the last one was made in.
-            let after_last = meta.streams.last().map_or(0, |s| s.created_ms + 1);
-            meta.streams.push(StreamMeta {
-                view_type: view.as_str().to_string(),
-                created_ms: now.max(after_last),
-                disabled_ms: None,
-                retention_ms: api.cfg.stream_retention_ms,
-            })
+            meta.push_stream(view.as_str(), now, api.cfg.stream_retention_ms)
         }
         (Some(StreamChange::Disable), true) => {
             if let Some(s) = meta.streams.last_mut() {
@@ -185,16 +175,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
         }
         (None, _) => {}
     }
-    let instant = api.cfg.transition_delay_ms == 0;
-    meta.status = if instant {
-        TableStatus::Active
-    } else {
-        TableStatus::Updating
-    };
-    let meta = super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
-    if !instant {
-        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
-    }
+    let meta = super::store_updating(api, meta, &name).await?;
     Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
 }
 
