@@ -22,6 +22,8 @@ pub const LAG_POLL_MS: u64 = 2;
 pub const LAG_GIVE_UP_MS: u64 = 30_000;
 /// How long the replica may take to become ACTIVE, in milliseconds.
 const REPLICA_ACTIVE_WAIT_MS: u64 = 120_000;
+/// Pause between two looks at the replica's status, in milliseconds.
+const REPLICA_POLL_MS: u64 = 100;
 
 /// Replication lag as the probes saw it.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -75,7 +77,7 @@ pub async fn ensure_replica(
         if table_active && status(&v).as_deref() == Some("ACTIVE") {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(REPLICA_POLL_MS)).await;
     }
     Err(BenchError::Setup(format!(
         "the replica of {table} in {region} did not become ACTIVE"

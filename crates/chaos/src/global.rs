@@ -50,6 +50,13 @@ const FAULT_MIN_MS: u64 = 2_000;
 const FAULT_MAX_MS: u64 = 6_000;
 /// Pause between faults, in milliseconds.
 const QUIET_MS: u64 = 2_000;
+/// How often an open connection through a cut link looks at the cut, in
+/// milliseconds.
+const LINK_POLL_MS: u64 = 20;
+/// Pause between two comparisons of the regions' contents, in milliseconds.
+const CONVERGE_POLL_MS: u64 = 500;
+/// Pause of a client after a write that failed, in milliseconds.
+const FAILED_WRITE_PAUSE_MS: u64 = 50;
 /// The table of the scenario.
 const TABLE: &str = "chaos-global";
 
@@ -122,7 +129,7 @@ impl Link {
                             _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                             _ = async {
                                 while flag.load(Ordering::SeqCst) {
-                                    tokio::time::sleep(Duration::from_millis(20)).await;
+                                    tokio::time::sleep(Duration::from_millis(LINK_POLL_MS)).await;
                                 }
                             } => {}
                         }
@@ -254,7 +261,7 @@ async fn drive(
             }
             last = (a, b);
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(CONVERGE_POLL_MS)).await;
     }
     let mut violations = Vec::new();
     if converged_ms.is_none() {
@@ -354,7 +361,7 @@ async fn write_loop(
             acked,
         });
         if !acked {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(FAILED_WRITE_PAUSE_MS)).await;
         }
     }
     out
