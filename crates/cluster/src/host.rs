@@ -591,7 +591,15 @@ impl Host {
             .await
             .is_err()
         {
-            tracing::warn!("the store's last flush did not finish; the WAL holds every write");
+            tracing::warn!(
+                "the store's last flush did not finish; the WAL holds every write; the store is left open"
+            );
+            // sled's last handle flushes when dropped, and after ENOSPC that
+            // flush never returns (docs/reliability.md): the drop ending this
+            // function would block the shutdown for good. One handle is
+            // leaked instead, so that no drop is ever the last; the process
+            // is exiting, or could never reopen the directory anyway.
+            std::mem::forget(self.inner.store.clone());
         }
         let mut tasks = self.inner.tasks.subscribe();
         let stopped = tasks.wait_for(|n| *n == 0);

@@ -547,12 +547,21 @@ const DEFAULT_ENGINE: &str = dynaraft_cluster::host::DEFAULT_ENGINE.dir_name();
 /// build (the expression crate's robustness test parses it on 2 MiB).
 const WORKER_STACK_BYTES: usize = 8 * 1024 * 1024;
 
+/// Longest the process waits, once `run` has returned, for blocking tasks
+/// still running, in milliseconds. Dropping a runtime waits for them for
+/// good, and one may never end: a sled flush after ENOSPC blocks forever
+/// (docs/reliability.md). Nothing such a task holds is needed: every
+/// acknowledged write is in the WAL.
+const BLOCKING_TASKS_WAIT_MS: u64 = 1_000;
+
 fn main() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_stack_size(WORKER_STACK_BYTES)
-        .build()?
-        .block_on(run())
+        .build()?;
+    let result = runtime.block_on(run());
+    runtime.shutdown_timeout(std::time::Duration::from_millis(BLOCKING_TASKS_WAIT_MS));
+    result
 }
 
 async fn run() -> anyhow::Result<()> {
