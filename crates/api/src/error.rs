@@ -36,8 +36,17 @@ pub enum ApiError {
     AccessDenied(String),
     ResourceNotFound(String),
     ResourceInUse(String),
-    /// DescribeContinuousBackups' way of saying a table does not exist.
+    /// DescribeContinuousBackups' and CreateBackup's way of saying a
+    /// table does not exist.
     TableNotFound(String),
+    /// CreateBackup of a table being created, updated or deleted.
+    TableInUse(String),
+    /// A restore's target table exists.
+    TableAlreadyExists(String),
+    /// No backup has the ARN given.
+    BackupNotFound(String),
+    /// The backup is being created, or restored from.
+    BackupInUse(String),
     ConditionalCheckFailed {
         item: Option<Value>,
     },
@@ -176,6 +185,16 @@ impl ApiError {
             ApiError::TableNotFound(m) => {
                 (400, format!("{DDB}TableNotFoundException"), Some(m.clone()))
             }
+            ApiError::TableInUse(m) => (400, format!("{DDB}TableInUseException"), Some(m.clone())),
+            ApiError::TableAlreadyExists(m) => (
+                400,
+                format!("{DDB}TableAlreadyExistsException"),
+                Some(m.clone()),
+            ),
+            ApiError::BackupNotFound(m) => {
+                (400, format!("{DDB}BackupNotFoundException"), Some(m.clone()))
+            }
+            ApiError::BackupInUse(m) => (400, format!("{DDB}BackupInUseException"), Some(m.clone())),
             ApiError::ExpiredIterator(m) => {
                 (400, format!("{DDB}ExpiredIteratorException"), Some(m.clone()))
             }

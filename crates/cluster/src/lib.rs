@@ -19,6 +19,7 @@
 //! later, or report.
 
 pub mod admin;
+pub mod backup;
 pub mod batch;
 pub mod catalog;
 pub mod embedded;

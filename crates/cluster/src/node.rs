@@ -170,6 +170,8 @@ pub(crate) fn spawn_replica_tasks(
     host.spawn(move |h, stop| ttl::run(h, c, every, stop));
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| crate::txn::run(h, r, c, stop));
+    let (c, r) = (catalog.clone(), router.clone());
+    host.spawn(move |h, stop| crate::backup::run(h, r, c, stop));
     if let Some(peers) = peers {
         let (c, r) = (catalog.clone(), router.clone());
         host.spawn(move |h, stop| crate::replicate::run(h, r, c, peers, stop));

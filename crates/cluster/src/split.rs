@@ -76,8 +76,20 @@ pub async fn check_once(
     unsplittable: &mut HashSet<u64>,
 ) -> Result<(), ClusterError> {
     let catalog = router.catalog().get();
+    // A backup copies partition by partition, pinning each one's log: its
+    // source is not split until it is done; its own partitions never are.
+    let backing_up: HashSet<&str> = catalog
+        .tables
+        .values()
+        .filter_map(|t| t.meta.backup.as_ref())
+        .filter(|b| b.status == dynaraft_storage::catalog::BACKUP_CREATING)
+        .map(|b| b.source.name.as_str())
+        .collect();
     for t in catalog.tables.values() {
         let name = &t.meta.name;
+        if t.meta.backup.is_some() || backing_up.contains(name.as_str()) {
+            continue;
+        }
         let indexes = std::iter::once((None, &t.meta.partitions)).chain(
             t.meta
                 .global_indexes

@@ -69,6 +69,64 @@ pub struct TableMeta {
     /// commands carry table descriptions inline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication: Option<Box<Replication>>,
+    /// Set on the hidden table that holds an on-demand backup's items
+    /// (`crate::backup`): what the backup is of, and how far it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Box<BackupMeta>>,
+    /// Set on a table restored from a backup: where from, and whether its
+    /// items are still being copied in (it stays CREATING until they are).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Box<RestoreMeta>>,
+}
+
+/// BackupStatus of a backup whose items are still being copied.
+pub const BACKUP_CREATING: &str = "CREATING";
+/// BackupStatus of a backup that can be restored.
+pub const BACKUP_AVAILABLE: &str = "AVAILABLE";
+
+/// An on-demand backup, kept on the hidden table holding its items.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupMeta {
+    /// BackupName.
+    pub name: String,
+    /// The backed-up table as it was when the backup was requested: its
+    /// catalog name, key schema, indexes, stream, TTL and capacity (its
+    /// partitions are those the backup copies from).
+    pub source: Box<TableMeta>,
+    /// The moment the backup holds the table at (BackupCreationDateTime),
+    /// in Unix milliseconds: every write with a timestamp at or before it,
+    /// none after.
+    pub at_ms: u64,
+    /// CREATING or AVAILABLE ([`BACKUP_CREATING`], [`BACKUP_AVAILABLE`]).
+    pub status: String,
+    /// The source partitions (groups) whose items are in the backup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<u64>,
+    /// Items and bytes copied in, summed over the partitions done.
+    #[serde(default)]
+    pub items: u64,
+    #[serde(default)]
+    pub bytes: u64,
+}
+
+/// Where a restored table came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreMeta {
+    /// The catalog name of the hidden table holding the backup.
+    pub backup_table: String,
+    /// The backup's ARN and its source table's ARN, as RestoreSummary
+    /// reports them.
+    pub source_backup_arn: String,
+    pub source_table_arn: String,
+    /// RestoreDateTime: the moment the restored items are of, in Unix
+    /// milliseconds.
+    pub restore_ms: u64,
+    /// Whether items are still being copied in.
+    pub in_progress: bool,
+    /// The backup's partitions (groups) to copy in, and those done.
+    pub sources: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copied: Vec<u64>,
 }
 
 /// ReplicaStatus of a replica whose items are being copied.

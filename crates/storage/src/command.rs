@@ -166,6 +166,22 @@ pub enum Command {
     },
     /// Data group: stop replicating to region `peer`.
     StopReplication { peer: String },
+    /// Data group: keep every change after the log's last record for
+    /// `holder` (a backup copying the partition), logging every write
+    /// until released (`crate::backup`). Outcome: the pin's sequence.
+    PinChangeLog { holder: String },
+    /// Data group: release `holder`'s pin.
+    UnpinChangeLog { holder: String },
+    /// Catalog group: the partition `group` finished copying items into
+    /// `table` (a backup's hidden table, or a table being restored), with
+    /// `items` items of `bytes` bytes. The last partition makes the backup
+    /// AVAILABLE, or the restored table ACTIVE.
+    PartitionCopied {
+        table: String,
+        group: u64,
+        items: u64,
+        bytes: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -337,6 +353,11 @@ impl std::fmt::Display for Entry {
                 format!("ReplicationShipped({peer}, {upto}, copied: {copied})")
             }
             Command::StopReplication { peer } => format!("StopReplication({peer})"),
+            Command::PinChangeLog { holder } => format!("PinChangeLog({holder})"),
+            Command::UnpinChangeLog { holder } => format!("UnpinChangeLog({holder})"),
+            Command::PartitionCopied { table, group, .. } => {
+                format!("PartitionCopied({table}, group {group})")
+            }
             Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
             Command::BeginSplit {
                 table, group, at, ..

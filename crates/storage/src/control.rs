@@ -172,6 +172,9 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
                     global_indexes: old.global_indexes,
                     next_index_id: old.next_index_id,
                     replication,
+                    // Copy progress is the control plane's (PartitionCopied).
+                    backup: old.backup,
+                    restore: old.restore,
                     ..new.clone()
                 };
                 put_table(ov, &meta);
@@ -179,6 +182,14 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             }
             None => Ok(Outcome::TableMissing),
         },
+        Command::PartitionCopied {
+            table,
+            group,
+            items,
+            bytes,
+        } => change_table(ov, table, |meta| {
+            partition_copied(meta, *group, *items, *bytes)
+        }),
         Command::ReplicaCopied {
             table,
             region,
@@ -235,7 +246,40 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::StartReplication { .. }
         | Command::ReplicationShipped { .. }
         | Command::StopReplication { .. }
+        | Command::PinChangeLog { .. }
+        | Command::UnpinChangeLog { .. }
         | Command::Split { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
+    }
+}
+
+/// Records that partition `group` copied `items` items of `bytes` bytes
+/// into the backup or restored table `meta`; once every partition copied,
+/// the backup is AVAILABLE, or the restored table ACTIVE. A partition
+/// reported twice counts once.
+fn partition_copied(meta: &mut TableMeta, group: u64, items: u64, bytes: u64) {
+    if let Some(b) = meta.backup.as_mut() {
+        if b.status != crate::catalog::BACKUP_CREATING || b.copied.contains(&group) {
+            return;
+        }
+        b.copied.push(group);
+        b.items += items;
+        b.bytes += bytes;
+        if b.source
+            .partitions
+            .iter()
+            .all(|p| b.copied.contains(&p.group))
+        {
+            b.status = crate::catalog::BACKUP_AVAILABLE.to_string();
+        }
+    } else if let Some(r) = meta.restore.as_mut() {
+        if !r.in_progress || r.copied.contains(&group) {
+            return;
+        }
+        r.copied.push(group);
+        if r.sources.iter().all(|g| r.copied.contains(g)) {
+            r.in_progress = false;
+            meta.status = TableStatus::Active;
+        }
     }
 }
 

@@ -392,14 +392,44 @@ pub fn read_changes_raw(
         }
         let (k, v) = kv?;
         bytes += v.len();
-        let seq = k
-            .get(9..17)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_be_bytes)
-            .ok_or_else(|| StorageError::Corrupt("change log key".into()))?;
-        out.push((seq, v.to_vec()));
+        out.push((change_seq(&k)?, v.to_vec()));
     }
     Ok(out)
+}
+
+/// Change records of `group` before sequence `before`, newest first: up
+/// to `max` records, stopping after the one that brings their encoded size
+/// to `max_bytes` (a backup undoing changes, `crate::backup`).
+pub fn read_changes_before(
+    tree: &Store,
+    group: u64,
+    before: u64,
+    (max, max_bytes): (usize, usize),
+) -> Result<Vec<(u64, ChangeRecord)>, StorageError> {
+    if before == 0 {
+        return Ok(Vec::new());
+    }
+    let lo = change_key(group, 0);
+    let hi = change_key(group, before);
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for kv in tree.range(lo..hi).rev().take(max) {
+        if bytes >= max_bytes {
+            break;
+        }
+        let (k, v) = kv?;
+        bytes += v.len();
+        out.push((change_seq(&k)?, ChangeRecord::decode(&v)?));
+    }
+    Ok(out)
+}
+
+/// The sequence number in change-log key `k`.
+fn change_seq(k: &[u8]) -> Result<u64, StorageError> {
+    k.get(9..17)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StorageError::Corrupt("change log key".into()))
 }
 
 /// (last sequence assigned, last sequence removed) of `group`'s log.
@@ -447,10 +477,15 @@ fn floor(ov: &Overlay, group: u64) -> Result<u64, StorageError> {
 }
 
 /// Removes the records after the floor up to `upto`, but none a peer
-/// region has not acknowledged (`replica::kept_after`).
+/// region has not acknowledged (`replica::kept_after`) and none a backup
+/// pinned (`backup::lowest`).
 fn remove_through(ov: &mut Overlay, group: u64, upto: u64) -> Result<(), StorageError> {
     let upto = match crate::replica::kept_after(ov, group)? {
         Some(shipped) => upto.min(shipped),
+        None => upto,
+    };
+    let upto = match crate::backup::lowest(ov, group)? {
+        Some(pin) => upto.min(pin),
         None => upto,
     };
     let floor = floor(ov, group)?;

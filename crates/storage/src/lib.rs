@@ -14,6 +14,7 @@
 //! the API layer or know about HTTP: errors here say what the caller should
 //! do (retry, report corruption), not which DynamoDB exception to send.
 
+pub mod backup;
 pub mod catalog;
 pub mod cipher;
 pub mod command;

@@ -412,6 +412,8 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
             crate::replica::stop(ov, group, peer)?;
             Ok(Outcome::Done)
         }
+        Command::PinChangeLog { holder } => crate::backup::pin(ov, group, holder, entry.ts_ms),
+        Command::UnpinChangeLog { holder } => crate::backup::unpin(ov, group, holder),
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
 }
@@ -595,7 +597,9 @@ pub(crate) fn stage(
         Some(r) => Some(r.to_string()),
         None => crate::replica::local_region(ov, group)?,
     };
-    let logged = changed && (indexed || w.stream || region.is_some());
+    // A backup copying the partition needs every change after its pin.
+    let logged =
+        changed && (indexed || w.stream || region.is_some() || crate::backup::pinned(ov, group)?);
     if logged && indexed && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }

@@ -150,6 +150,8 @@ pub async fn create(
         global_indexes,
         streams,
         replication: replication.map(Box::new),
+        backup: None,
+        restore: None,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {

@@ -2,6 +2,7 @@
 //! completely before it proposes anything, so bad input never causes a
 //! partial write.
 
+mod backups;
 mod batch_execute_statement;
 mod batch_get_item;
 mod batch_write_item;
@@ -68,6 +69,11 @@ macro_rules! operations {
 
 operations! { api, body;
     "BatchExecuteStatement" => batch_execute_statement::execute(api, parse_body(body)?).await,
+    "CreateBackup" => backups::create(api, parse_body(body)?).await,
+    "DeleteBackup" => backups::delete(api, parse_body(body)?).await,
+    "DescribeBackup" => backups::describe(api, parse_body(body)?),
+    "ListBackups" => backups::list(api, parse_body(body)?),
+    "RestoreTableFromBackup" => backups::restore(api, parse_body(body)?).await,
     "BatchGetItem" => batch_get_item::execute(api, parse_body(body)?).await,
     "BatchWriteItem" => batch_write_item::execute(api, parse_body(body)?).await,
     "CreateTable" => create_table::execute(api, parse_body(body)?).await,
@@ -118,11 +124,8 @@ pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value,
 /// UnknownOperationException with a message saying so
 /// (docs/compatibility.md lists them too).
 pub const UNIMPLEMENTED: &[&str] = &[
-    "CreateBackup",
     "CreateGlobalTable",
-    "DeleteBackup",
     "DeleteResourcePolicy",
-    "DescribeBackup",
     "DescribeContributorInsights",
     "DescribeExport",
     "DescribeGlobalTable",
@@ -135,13 +138,11 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "ExportTableToPointInTime",
     "GetResourcePolicy",
     "ImportTable",
-    "ListBackups",
     "ListContributorInsights",
     "ListExports",
     "ListGlobalTables",
     "ListImports",
     "PutResourcePolicy",
-    "RestoreTableFromBackup",
     "RestoreTableToPointInTime",
     "UpdateContinuousBackups",
     "UpdateContributorInsights",
@@ -320,6 +321,9 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
                 .collect(),
         );
     }
+    if let Some(r) = &meta.restore {
+        d["RestoreSummary"] = backups::restore_summary(r);
+    }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
@@ -393,6 +397,8 @@ pub fn resume_transitions(api: &Api) {
                     .global_indexes
                     .iter()
                     .any(|g| g.status == IndexStatus::Creating) => {}
+            // A restored table turns ACTIVE when its items are copied in.
+            TableStatus::Creating if t.meta.restore.as_ref().is_some_and(|r| r.in_progress) => {}
             TableStatus::Creating | TableStatus::Updating => {
                 schedule_transition(api, t.meta.name.clone(), Some(TableStatus::Active))
             }

@@ -1,0 +1,436 @@
+//! On-demand backups and restores: the copier that fills a backup with a
+//! table's items as of one moment, and a restored table with a backup's.
+//!
+//! A backup's items live in a hidden table of their own
+//! ([`BACKUP_TABLE_PREFIX`] and the backup's id; no DynamoDB table name
+//! holds `~` or `/`, so no client can name it, list it or meet it), with
+//! the source's key schema and one partition per source partition, over the
+//! same hash range. Being a table, it is replicated like one: a backup
+//! survives the loss of any zone. Its `TableMeta::backup` says what it is
+//! of and how far the copy is.
+//!
+//! CreateBackup (in `dynaraft-api`) pins every source partition's change
+//! log (`Command::PinChangeLog`: from then on every write is logged and
+//! kept), only then picks the backup's moment T, and creates the hidden
+//! table. Then, on each storage node, for each source partition whose replica
+//! leads its group, [`run`]:
+//!
+//! 1. **Copies** the partition's items into the hidden table,
+//!    [`BACKUP_CHUNK_ITEMS`] at a time, while the table takes writes: the
+//!    copy is of no single moment, but every item is read after T.
+//! 2. **Undoes** every change logged after T, newest first, down to the
+//!    first record at or before T (timestamps never decrease along a
+//!    partition's log): each record's old image is written back (or the
+//!    item deleted if it had none). A key changed after T ends with the
+//!    old image of its first change after T, which is its value at T; a key
+//!    not changed after T was copied with its value at T. So the hidden
+//!    table holds the partition exactly at T.
+//! 3. Reports the partition copied (`Command::PartitionCopied`, with the
+//!    hidden partition's item count and bytes); when every partition has,
+//!    the backup is AVAILABLE. The pin is then released.
+//!
+//! A copier that stops anywhere (crash, lost leadership) loses only its
+//! place: the next leader copies the partition again from the start, and
+//! the undo makes the result the same. A pin whose backup no longer exists
+//! (and is older than [`PIN_GRACE_MS`], so not one a CreateBackup still in
+//! flight is about to use) is released.
+//!
+//! A restore (RestoreTableFromBackup) creates the target table CREATING
+//! with `TableMeta::restore`; the copier writes each hidden partition's
+//! items into it through the ordinary write path (so its indexes fill as
+//! they would for any write), reports each partition, and the control
+//! plane makes the table ACTIVE after the last.
+
+use crate::ClusterError;
+use crate::catalog::{Catalog, CatalogWatch, Table};
+use crate::host::Host;
+use crate::router::Router;
+use dynaraft_model::Item;
+use dynaraft_storage::catalog::{BACKUP_CREATING, BackupMeta};
+use dynaraft_storage::global;
+use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
+use dynaraft_storage::{Command, JsonDoc, Outcome, TableMeta, WriteCommand, WriteKind};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The catalog names of backups' hidden tables start with this.
+pub const BACKUP_TABLE_PREFIX: &str = "~backups/";
+/// Pause between passes that found nothing to copy, in milliseconds.
+pub const BACKUP_POLL_MS: u64 = 50;
+/// Most items one copy step reads and writes.
+pub const BACKUP_CHUNK_ITEMS: usize = 256;
+/// Most change records one undo step reads, and their most bytes.
+pub const UNDO_BATCH_RECORDS: usize = 256;
+pub const UNDO_BATCH_BYTES: usize = 1024 * 1024;
+/// Most writes of one step in flight at once.
+pub const COPY_WRITE_CONCURRENCY: usize = 32;
+/// How old a pin without a backup must be before it is released, in
+/// milliseconds: CreateBackup pins before its hidden table is visible
+/// everywhere.
+pub const PIN_GRACE_MS: u64 = 60_000;
+
+/// The catalog name of the hidden table of backup `id`.
+pub fn backup_table_name(id: &str) -> String {
+    format!("{BACKUP_TABLE_PREFIX}{id}")
+}
+
+/// Where one partition's copy stands, in this node's memory.
+#[derive(Default, Clone)]
+struct Progress {
+    /// Storage key the scan resumes after (`None`: from the start).
+    next: Option<Vec<u8>>,
+    /// Once the scan is done: undo records before this sequence.
+    undo_before: Option<u64>,
+}
+
+/// Copies until the node shuts down.
+pub async fn run(
+    host: Host,
+    router: Router,
+    catalog: Arc<CatalogWatch>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut state: HashMap<(String, u64), Progress> = HashMap::new();
+    loop {
+        let busy = match once(&host, &router, &catalog.get(), &mut state).await {
+            Ok(busy) => busy,
+            Err(e) => {
+                tracing::warn!(error = %e, "backup copy step failed; will retry");
+                false
+            }
+        };
+        let pause = Duration::from_millis(if busy { 0 } else { BACKUP_POLL_MS });
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = dynaraft_storage::stop_requested(&mut shutdown) => return,
+        }
+    }
+}
+
+fn leads(host: &Host, group: u64) -> bool {
+    host.group(group).is_some_and(|g| g.is_leader())
+}
+
+/// One pass: a step of every copy this node leads, and pins released.
+async fn once(
+    host: &Host,
+    router: &Router,
+    catalog: &Catalog,
+    state: &mut HashMap<(String, u64), Progress>,
+) -> Result<bool, ClusterError> {
+    let mut busy = false;
+    state.retain(|(table, _), _| catalog.tables.contains_key(table));
+    for t in catalog.tables.values() {
+        if let Some(b) = &t.meta.backup
+            && b.status == BACKUP_CREATING
+        {
+            for (i, p) in b.source.partitions.iter().enumerate() {
+                if b.copied.contains(&p.group) || !leads(host, p.group) {
+                    continue;
+                }
+                let Some(target) = t.meta.partitions.get(i) else {
+                    continue;
+                };
+                let slot = (t.meta.name.clone(), p.group);
+                let mut progress = state.get(&slot).cloned().unwrap_or_default();
+                busy = true;
+                tracing::debug!(backup = %t.meta.name, group = p.group, undo = ?progress.undo_before, "backup step");
+                if backup_step(host, router, t, b, p.group, target, &mut progress).await? {
+                    state.remove(&slot);
+                } else {
+                    state.insert(slot, progress);
+                }
+            }
+        }
+        if let Some(r) = &t.meta.restore
+            && r.in_progress
+        {
+            let Some(source) = catalog.tables.get(&r.backup_table) else {
+                continue;
+            };
+            for p in &source.meta.partitions {
+                if r.copied.contains(&p.group) || !leads(host, p.group) {
+                    continue;
+                }
+                let slot = (t.meta.name.clone(), p.group);
+                let mut progress = state.get(&slot).cloned().unwrap_or_default();
+                busy = true;
+                if restore_step(host, router, t, source, p.group, &mut progress).await? {
+                    state.remove(&slot);
+                } else {
+                    state.insert(slot, progress);
+                }
+            }
+        }
+    }
+    release_pins(host, catalog).await?;
+    Ok(busy)
+}
+
+/// Releases the pins of led partitions whose backup is no longer copying
+/// them: finished, deleted, or never created.
+async fn release_pins(host: &Host, catalog: &Catalog) -> Result<(), ClusterError> {
+    let now = dynaraft_storage::wall_clock_ms();
+    for (group, (table, _)) in &catalog.partitions {
+        if table.starts_with(BACKUP_TABLE_PREFIX) || !leads(host, *group) {
+            continue;
+        }
+        for (holder, (_, pinned_ms)) in dynaraft_storage::backup::pins(host.tree(), *group)? {
+            let copying = catalog
+                .tables
+                .get(&holder)
+                .and_then(|t| t.meta.backup.as_ref())
+                .is_some_and(|b| b.status == BACKUP_CREATING && !b.copied.contains(group));
+            let missing = !catalog.tables.contains_key(&holder);
+            if copying || (missing && now < pinned_ms.saturating_add(PIN_GRACE_MS)) {
+                continue;
+            }
+            host.propose(*group, Command::UnpinChangeLog { holder })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// A put (or, without `item`, a delete) of `key` in `t`, through the
+/// ordinary write path: `t`'s indexes and stream follow it.
+pub fn plain_write(t: &Table, key: &Item, item: Option<&Item>) -> Option<WriteCommand> {
+    Some(WriteCommand {
+        kind: if item.is_some() {
+            WriteKind::Put
+        } else {
+            WriteKind::Delete
+        },
+        storage_key: t.schema.storage_key(key)?,
+        key: JsonDoc::from_item(key),
+        item: item.map(JsonDoc::from_item),
+        condition: None,
+        update: None,
+        names: BTreeMap::new(),
+        values: JsonDoc::from_item(&Item::new()),
+        // What is copied existed under the limit, or is a backup's own copy.
+        local: t.meta.local_index_specs(&t.schema, u64::MAX),
+        global: t.meta.global_key_specs(),
+        legacy_update: false,
+        stream: t.meta.enabled_stream().is_some(),
+        origin: dynaraft_storage::global::Origin::Client,
+        replicated: dynaraft_storage::replica::GlobalWrite::local(t.meta.replication_region()),
+    })
+}
+
+/// Applies `writes` (distinct keys) to `t`, [`COPY_WRITE_CONCURRENCY`] at
+/// a time.
+async fn write_all(
+    router: &Router,
+    t: &Table,
+    writes: Vec<WriteCommand>,
+) -> Result<(), ClusterError> {
+    for chunk in writes.chunks(COPY_WRITE_CONCURRENCY) {
+        let calls = chunk.iter().map(|w| router.write(t, w.clone()));
+        for outcome in futures_util::future::join_all(calls).await {
+            match outcome? {
+                Outcome::Written { .. } => {}
+                other => {
+                    return Err(ClusterError::Unavailable(format!(
+                        "a copied write to {} was refused: {other:?}",
+                        t.meta.name
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads the next chunk of `group`'s items after `progress.next`; `None`
+/// when the scan is done.
+async fn read_chunk(
+    host: &Host,
+    schema: &dynaraft_model::KeySchema,
+    group: u64,
+    progress: &mut Progress,
+) -> Result<Option<Vec<Item>>, ClusterError> {
+    let opts = ReadOptions {
+        forward: true,
+        start_after: progress.next.clone(),
+        limit: Some(BACKUP_CHUNK_ITEMS),
+        max_bytes: MAX_PAGE_BYTES,
+    };
+    let page = host
+        .read_range(group, schema, None, (&[], None), &opts, true)
+        .await?;
+    progress.next = page.last_key.as_ref().and_then(|k| schema.storage_key(k));
+    if page.items.is_empty() && progress.next.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(page.items))
+}
+
+/// One step of backing up source partition `group` into `hidden` (whose
+/// partition `target` covers the same range); whether the partition is
+/// done.
+async fn backup_step(
+    host: &Host,
+    router: &Router,
+    hidden: &Table,
+    b: &BackupMeta,
+    group: u64,
+    target: &dynaraft_storage::PartitionMeta,
+    progress: &mut Progress,
+) -> Result<bool, ClusterError> {
+    let schema = &hidden.schema;
+    let Some(before) = progress.undo_before else {
+        let items = read_chunk(host, schema, group, progress).await?;
+        let writes = items
+            .iter()
+            .flatten()
+            .filter_map(|i| plain_write(hidden, &schema.key_of(i), Some(i)))
+            .collect();
+        write_all(router, hidden, writes).await?;
+        if progress.next.is_none() {
+            // Every change the scan may have seen is at or before here.
+            let (last, _) = global::change_log_state(host.tree(), group)?;
+            progress.undo_before = Some(last.saturating_add(1));
+        }
+        return Ok(false);
+    };
+    let holder = &hidden.meta.name;
+    let pins = dynaraft_storage::backup::pins(host.tree(), group)?;
+    let Some(&(pinned_after, _)) = pins.get(holder) else {
+        return Err(ClusterError::Unavailable(format!(
+            "partition {group} holds no pin for backup {holder}; its changes since cannot be undone"
+        )));
+    };
+    let limits = (UNDO_BATCH_RECORDS, UNDO_BATCH_BYTES);
+    let records = global::read_changes_before(host.tree(), group, before, limits)?;
+    // Newest first: the last image seen for a key is its oldest change's.
+    let mut undo: BTreeMap<Vec<u8>, (Item, Option<Item>)> = BTreeMap::new();
+    let mut finished = records.is_empty();
+    for (seq, r) in &records {
+        if *seq <= pinned_after || r.ts_ms <= b.at_ms {
+            finished = true;
+            break;
+        }
+        progress.undo_before = Some(*seq);
+        let Some(image) = r.old.as_ref().or(r.new.as_ref()) else {
+            continue;
+        };
+        undo.insert(r.storage_key.clone(), (schema.key_of(image), r.old.clone()));
+    }
+    let writes = undo
+        .values()
+        .filter_map(|(key, old)| plain_write(hidden, key, old.as_ref()))
+        .collect();
+    write_all(router, hidden, writes).await?;
+    if !finished {
+        return Ok(false);
+    }
+    let stats = router
+        .partition_stats(&hidden.meta.name, None, target)
+        .await?;
+    let done = Command::PartitionCopied {
+        table: hidden.meta.name.clone(),
+        group,
+        items: stats.count,
+        bytes: stats.bytes,
+    };
+    router.change_catalog(done).await?;
+    host.propose(
+        group,
+        Command::UnpinChangeLog {
+            holder: holder.clone(),
+        },
+    )
+    .await?;
+    Ok(true)
+}
+
+/// One step of restoring hidden partition `group` of `source` into
+/// `target`; whether the partition is done.
+async fn restore_step(
+    host: &Host,
+    router: &Router,
+    target: &Table,
+    source: &Table,
+    group: u64,
+    progress: &mut Progress,
+) -> Result<bool, ClusterError> {
+    let items = read_chunk(host, &source.schema, group, progress).await?;
+    let writes = items
+        .iter()
+        .flatten()
+        .filter_map(|i| plain_write(target, &target.schema.key_of(i), Some(i)))
+        .collect();
+    write_all(router, target, writes).await?;
+    if progress.next.is_some() {
+        return Ok(false);
+    }
+    let done = Command::PartitionCopied {
+        table: target.meta.name.clone(),
+        group,
+        items: 0,
+        bytes: 0,
+    };
+    router.change_catalog(done).await?;
+    Ok(true)
+}
+
+/// The hidden table that will hold backup `id` of `source`, named `name`,
+/// at `at_ms`: `source`'s key schema, one partition per source partition
+/// over the same hash range, CREATING until every partition is copied.
+pub fn hidden_table(id: &str, name: &str, source: &TableMeta, at_ms: u64) -> TableMeta {
+    let keys: Vec<&str> = std::iter::once(source.hash_key.0.as_str())
+        .chain(source.range_key.as_ref().map(|r| r.0.as_str()))
+        .collect();
+    TableMeta {
+        name: backup_table_name(id),
+        partitions: source
+            .partitions
+            .iter()
+            .map(|p| dynaraft_storage::PartitionMeta {
+                group: 0,
+                hash_lo: p.hash_lo,
+                replicas: Vec::new(),
+                epoch: 1,
+                parent: None,
+                splitting: None,
+            })
+            .collect(),
+        status: dynaraft_storage::TableStatus::Active,
+        created_ms: 0,
+        hash_key: source.hash_key.clone(),
+        range_key: source.range_key.clone(),
+        attributes: source
+            .attributes
+            .iter()
+            .filter(|(n, _)| keys.contains(&n.as_str()))
+            .cloned()
+            .collect(),
+        billing_mode: "PAY_PER_REQUEST".into(),
+        read_capacity: 0,
+        write_capacity: 0,
+        tags: BTreeMap::new(),
+        deletion_protection: false,
+        last_increase_ms: 0,
+        last_decrease_ms: 0,
+        decreases_today: 0,
+        ttl_attribute: None,
+        local_indexes: Vec::new(),
+        global_indexes: Vec::new(),
+        next_index_id: 0,
+        streams: Vec::new(),
+        replication: None,
+        backup: Some(Box::new(BackupMeta {
+            name: name.to_string(),
+            source: Box::new(source.clone()),
+            at_ms,
+            status: BACKUP_CREATING.to_string(),
+            copied: Vec::new(),
+            items: 0,
+            bytes: 0,
+        })),
+        restore: None,
+    }
+}
