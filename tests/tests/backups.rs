@@ -90,7 +90,7 @@ async fn writer(
         for k in &keys {
             n += 1;
             let called_ms = now_ms();
-            let value = (n % 5 != 0).then(|| format!("v{n}"));
+            let value = (!n.is_multiple_of(5)).then(|| format!("v{n}"));
             let ok = match &value {
                 Some(v) => c
                     .put_item()
