@@ -71,6 +71,33 @@ tail=$("$1" streams tail --table Music --endpoint "$DYNARAFT_URL" --access-key "
 [ "$(echo "$tail" | grep -c '"eventName":"INSERT"')" = 1 ] || fail "streams tail INSERT: $tail"
 [ "$(echo "$tail" | grep -c '"eventName":"REMOVE"')" = 1 ] || fail "streams tail REMOVE: $tail"
 
+# The Developer Guide's backup tutorial: back the table up, list its
+# backups, restore it under its own name once it is deleted, delete the
+# backup.
+items() { ddb scan --table-name Music --query "sort_by(Items, &join('/', [Artist.S, SongTitle.S]))"; }
+before=$(items)
+[ "$before" != "[]" ] || fail "nothing to back up"
+arn=$(ddb create-backup --table-name Music --backup-name MusicBackup --query BackupDetails.BackupArn --output text)
+case "$arn" in arn:aws:dynamodb:*:table/Music/backup/*) ;; *) fail "create-backup ARN: $arn" ;; esac
+for _ in $(seq 1 600); do
+  [ "$(ddb describe-backup --backup-arn "$arn" --query BackupDescription.BackupDetails.BackupStatus --output text)" = AVAILABLE ] && break
+  sleep 0.1
+done
+out=$(ddb list-backups --table-name Music)
+echo "$out" | grep -q '"BackupName": "MusicBackup"' || fail "list-backups: $out"
+echo "$out" | grep -q '"BackupStatus": "AVAILABLE"' || fail "backup not AVAILABLE: $out"
+ddb delete-table --table-name Music >/dev/null
+ddb wait table-not-exists --table-name Music
+out=$(ddb restore-table-from-backup --target-table-name Music --backup-arn "$arn")
+echo "$out" | grep -q '"RestoreInProgress": true' || fail "restore-table-from-backup: $out"
+ddb wait table-exists --table-name Music
+out=$(ddb describe-table --table-name Music --query Table.RestoreSummary)
+echo "$out" | grep -q '"RestoreInProgress": false' || fail "restored table's summary: $out"
+[ "$(items)" = "$before" ] || fail "the restored table differs from the backed-up one"
+ddb delete-backup --backup-arn "$arn" | grep -q '"BackupStatus": "DELETED"' || fail "delete-backup"
+out=$(ddb list-backups --table-name Music)
+echo "$out" | grep -q MusicBackup && fail "a deleted backup is still listed: $out"
+
 ddb delete-table --table-name Music >/dev/null
 ddb wait table-not-exists --table-name Music
 echo "AWS CLI session: ok"
