@@ -1,5 +1,6 @@
-//! On-demand backups through the AWS SDK for Rust, on the embedded server
-//! and an in-process three-zone cluster with two partitions per table.
+//! On-demand backups and point-in-time recovery through the AWS SDK for
+//! Rust, on the embedded server and an in-process three-zone cluster with
+//! two partitions per table.
 //!
 //! A backup is taken while writers change the table; each writer owns its
 //! keys and writes them one call at a time, noting when it called and when
@@ -12,9 +13,10 @@
 //! items.
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::primitives::DateTime;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, BackupStatus, BillingMode, GlobalSecondaryIndex, KeyType, ScalarAttributeType,
-    TableStatus,
+    AttributeValue, BackupStatus, BillingMode, GlobalSecondaryIndex, KeyType,
+    PointInTimeRecoverySpecification, PointInTimeRecoveryStatus, ScalarAttributeType, TableStatus,
 };
 use dynaraft_tests::cluster::TestCluster;
 use dynaraft_tests::schema::{all, attr, key};
@@ -28,6 +30,12 @@ const WRITERS: usize = 4;
 const KEYS_PER_WRITER: usize = 40;
 /// How long writers run before and after the backup is requested.
 const WRITE_AROUND_BACKUP: Duration = Duration::from_millis(1_500);
+/// Point-in-time phases: writes per phase over how many keys, and the
+/// quiet gap on each side of the moment noted after a phase.
+const PITR_PHASES: usize = 5;
+const PITR_WRITES_PER_PHASE: usize = 40;
+const PITR_KEYS: u64 = 30;
+const PITR_GAP: Duration = Duration::from_millis(30);
 /// Longest wait for a backup to become AVAILABLE or a restore ACTIVE.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -445,4 +453,171 @@ async fn backup_requests_get_dynamodbs_errors_and_listing_pages() {
     let tables = c.list_tables().send().await.expect("list tables");
     assert_eq!(tables.table_names(), ["books"]);
     server.stop().await;
+}
+
+/// Point-in-time recovery: writes in phases with quiet gaps between them;
+/// a moment in each gap is noted with the table's contents then. Restores
+/// to several of those moments each hold exactly those contents.
+async fn restores_to_points_in_time(c: &Client) {
+    let table = "ledger";
+    create(c, table, false).await;
+    let e = c
+        .restore_table_to_point_in_time()
+        .source_table_name(table)
+        .target_table_name("too-soon")
+        .use_latest_restorable_time(true)
+        .send()
+        .await
+        .expect_err("not enabled");
+    assert_eq!(
+        err_of(&e),
+        (
+            "PointInTimeRecoveryUnavailableException".into(),
+            format!("Point in time recovery is not enabled for table '{table}'")
+        )
+    );
+    let on = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(true)
+        .recovery_period_in_days(7)
+        .build()
+        .expect("spec");
+    let d = c
+        .update_continuous_backups()
+        .table_name(table)
+        .point_in_time_recovery_specification(on)
+        .send()
+        .await
+        .expect("enable");
+    let pitr = d
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .expect("pitr");
+    assert_eq!(
+        pitr.point_in_time_recovery_status(),
+        Some(&PointInTimeRecoveryStatus::Enabled)
+    );
+    assert_eq!(pitr.recovery_period_in_days(), Some(7));
+    let earliest = pitr
+        .earliest_restorable_date_time()
+        .expect("earliest")
+        .to_millis()
+        .expect("ms");
+
+    let mut state: BTreeMap<String, String> = BTreeMap::new();
+    let mut marks: Vec<(u64, BTreeMap<String, String>)> = Vec::new();
+    let mut n = 0u64;
+    for _phase in 0..PITR_PHASES {
+        for _ in 0..PITR_WRITES_PER_PHASE {
+            n += 1;
+            let k = format!("k{}", (n * 7919) % PITR_KEYS);
+            if n.is_multiple_of(4) {
+                c.delete_item()
+                    .table_name(table)
+                    .key("pk", s(&k))
+                    .send()
+                    .await
+                    .expect("delete");
+                state.remove(&k);
+            } else {
+                let v = format!("v{n}");
+                c.put_item()
+                    .table_name(table)
+                    .item("pk", s(&k))
+                    .item("v", s(&v))
+                    .send()
+                    .await
+                    .expect("put");
+                state.insert(k, v);
+            }
+        }
+        tokio::time::sleep(PITR_GAP).await;
+        marks.push((now_ms(), state.clone()));
+        tokio::time::sleep(PITR_GAP).await;
+    }
+    let e = c
+        .restore_table_to_point_in_time()
+        .source_table_name(table)
+        .target_table_name("before-enabled")
+        .restore_date_time(DateTime::from_millis(earliest as i64 - 1_000))
+        .send()
+        .await
+        .expect_err("before the window");
+    assert_eq!(err_of(&e).0, "InvalidRestoreTimeException");
+    // The first, a middle and the last moment, and the latest restorable
+    // time (the table as it is now).
+    let picks = [0, PITR_PHASES / 2, PITR_PHASES - 1];
+    let mut restores = Vec::new();
+    for (i, &p) in picks.iter().enumerate() {
+        let (t, _) = &marks[p];
+        let target = format!("ledger-at-{i}");
+        let r = c
+            .restore_table_to_point_in_time()
+            .source_table_name(table)
+            .target_table_name(&target)
+            .restore_date_time(DateTime::from_millis(*t as i64))
+            .send()
+            .await
+            .expect("restore to a time");
+        let summary = r
+            .table_description()
+            .and_then(|d| d.restore_summary())
+            .expect("summary");
+        assert!(summary.restore_in_progress() && summary.source_backup_arn().is_none());
+        restores.push((target, marks[p].1.clone()));
+    }
+    c.restore_table_to_point_in_time()
+        .source_table_name(table)
+        .target_table_name("ledger-latest")
+        .use_latest_restorable_time(true)
+        .send()
+        .await
+        .expect("restore to the latest time");
+    restores.push(("ledger-latest".to_string(), state.clone()));
+    for (target, want) in &restores {
+        wait_active(c, target).await;
+        let got: BTreeMap<String, String> = scan_all(c, target, None)
+            .await
+            .into_iter()
+            .map(|i| {
+                let v = |a: &str| {
+                    i.get(a)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                (v("pk"), v("v"))
+            })
+            .collect();
+        assert_eq!(&got, want, "{target} differs from the table at its moment");
+    }
+    let off = PointInTimeRecoverySpecification::builder()
+        .point_in_time_recovery_enabled(false)
+        .build()
+        .expect("spec");
+    let d = c
+        .update_continuous_backups()
+        .table_name(table)
+        .point_in_time_recovery_specification(off)
+        .send()
+        .await
+        .expect("disable");
+    let status = d
+        .continuous_backups_description()
+        .and_then(|d| d.point_in_time_recovery_description())
+        .and_then(|p| p.point_in_time_recovery_status().cloned());
+    assert_eq!(status, Some(PointInTimeRecoveryStatus::Disabled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_to_points_in_time_hold_the_table_as_it_was_embedded() {
+    let server = TestServer::start().await;
+    restores_to_points_in_time(&server.client).await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restores_to_points_in_time_hold_the_table_as_it_was_in_a_cluster() {
+    let c = TestCluster::start("pitr", 3, 2).await;
+    restores_to_points_in_time(&c.client).await;
+    c.stop().await;
 }

@@ -47,6 +47,10 @@ pub enum ApiError {
     BackupNotFound(String),
     /// The backup is being created, or restored from.
     BackupInUse(String),
+    /// A restore to a point in time of a table without it.
+    PointInTimeRecoveryUnavailable(String),
+    /// A restore time outside the table's recovery window.
+    InvalidRestoreTime(String),
     ConditionalCheckFailed {
         item: Option<Value>,
     },
@@ -195,6 +199,16 @@ impl ApiError {
                 (400, format!("{DDB}BackupNotFoundException"), Some(m.clone()))
             }
             ApiError::BackupInUse(m) => (400, format!("{DDB}BackupInUseException"), Some(m.clone())),
+            ApiError::PointInTimeRecoveryUnavailable(m) => (
+                400,
+                format!("{DDB}PointInTimeRecoveryUnavailableException"),
+                Some(m.clone()),
+            ),
+            ApiError::InvalidRestoreTime(m) => (
+                400,
+                format!("{DDB}InvalidRestoreTimeException"),
+                Some(m.clone()),
+            ),
             ApiError::ExpiredIterator(m) => {
                 (400, format!("{DDB}ExpiredIteratorException"), Some(m.clone()))
             }

@@ -31,9 +31,9 @@
 //!
 //! A copier that stops anywhere (crash, lost leadership) loses only its
 //! place: the next leader copies the partition again from the start, and
-//! the undo makes the result the same. A pin whose backup no longer exists
-//! (and is older than [`PIN_GRACE_MS`], so not one a CreateBackup still in
-//! flight is about to use) is released.
+//! the undo makes the result the same. A pin no longer needed (its backup
+//! finished or is gone) is released, once older than [`PIN_GRACE_MS`]: a
+//! CreateBackup still in flight pins before its backup is in the catalog.
 //!
 //! A restore (RestoreTableFromBackup) creates the target table CREATING
 //! with `TableMeta::restore`; the copier writes each hidden partition's
@@ -46,7 +46,7 @@ use crate::catalog::{Catalog, CatalogWatch, Table};
 use crate::host::Host;
 use crate::router::Router;
 use dynaraft_model::Item;
-use dynaraft_storage::catalog::{BACKUP_CREATING, BackupMeta};
+use dynaraft_storage::catalog::{BACKUP_CREATING, BackupMeta, DAY_MS, PITR_HOLDER, RestoreMeta};
 use dynaraft_storage::global;
 use dynaraft_storage::read::{MAX_PAGE_BYTES, ReadOptions};
 use dynaraft_storage::{Command, JsonDoc, Outcome, TableMeta, WriteCommand, WriteKind};
@@ -66,9 +66,9 @@ pub const UNDO_BATCH_RECORDS: usize = 256;
 pub const UNDO_BATCH_BYTES: usize = 1024 * 1024;
 /// Most writes of one step in flight at once.
 pub const COPY_WRITE_CONCURRENCY: usize = 32;
-/// How old a pin without a backup must be before it is released, in
-/// milliseconds: CreateBackup pins before its hidden table is visible
-/// everywhere.
+/// How old a pin must be before it may be released, in milliseconds:
+/// CreateBackup and UpdateContinuousBackups pin before the catalog shows
+/// what for.
 pub const PIN_GRACE_MS: u64 = 60_000;
 
 /// The catalog name of the hidden table of backup `id`.
@@ -113,7 +113,8 @@ fn leads(host: &Host, group: u64) -> bool {
     host.group(group).is_some_and(|g| g.is_leader())
 }
 
-/// One pass: a step of every copy this node leads, and pins released.
+/// One pass: a step of every copy this node leads, the recovery windows
+/// moved on, and pins released.
 async fn once(
     host: &Host,
     router: &Router,
@@ -123,54 +124,157 @@ async fn once(
     let mut busy = false;
     state.retain(|(table, _), _| catalog.tables.contains_key(table));
     for t in catalog.tables.values() {
+        let mut steps = Vec::new();
         if let Some(b) = &t.meta.backup
             && b.status == BACKUP_CREATING
         {
             for (i, p) in b.source.partitions.iter().enumerate() {
-                if b.copied.contains(&p.group) || !leads(host, p.group) {
-                    continue;
-                }
-                let Some(target) = t.meta.partitions.get(i) else {
-                    continue;
-                };
-                let slot = (t.meta.name.clone(), p.group);
-                let mut progress = state.get(&slot).cloned().unwrap_or_default();
-                busy = true;
-                tracing::debug!(backup = %t.meta.name, group = p.group, undo = ?progress.undo_before, "backup step");
-                if backup_step(host, router, t, b, p.group, target, &mut progress).await? {
-                    state.remove(&slot);
-                } else {
-                    state.insert(slot, progress);
+                if !b.copied.contains(&p.group) {
+                    let step = Copy::AsOf {
+                        at_ms: b.at_ms,
+                        holder: t.meta.name.clone(),
+                        stats_of: t.meta.partitions.get(i).cloned(),
+                        may_undo: true,
+                    };
+                    steps.push((p.group, step));
                 }
             }
         }
         if let Some(r) = &t.meta.restore
             && r.in_progress
         {
-            let Some(source) = catalog.tables.get(&r.backup_table) else {
-                continue;
-            };
-            for p in &source.meta.partitions {
-                if r.copied.contains(&p.group) || !leads(host, p.group) {
-                    continue;
+            let pending = |g: &u64| !r.copied.contains(g) && r.sources.contains(g);
+            match &r.source_table {
+                // From a backup: its items, as they are.
+                None => {
+                    for g in r.sources.iter().filter(|g| pending(g)) {
+                        steps.push((
+                            *g,
+                            Copy::Plain {
+                                from: r.backup_table.clone(),
+                            },
+                        ));
+                    }
                 }
-                let slot = (t.meta.name.clone(), p.group);
-                let mut progress = state.get(&slot).cloned().unwrap_or_default();
-                busy = true;
-                if restore_step(host, router, t, source, p.group, &mut progress).await? {
-                    state.remove(&slot);
-                } else {
-                    state.insert(slot, progress);
+                // To a point in time: the live table, its changes since
+                // undone; a partition's own undo waits for its split
+                // children's (their records are the newer ones).
+                Some(source) => {
+                    let Some(s) = catalog.tables.get(source) else {
+                        continue;
+                    };
+                    for p in s.meta.partitions.iter().filter(|p| pending(&p.group)) {
+                        let children_done = s
+                            .meta
+                            .partitions
+                            .iter()
+                            .filter(|c| c.parent == Some(p.group))
+                            .all(|c| r.copied.contains(&c.group));
+                        let step = Copy::AsOf {
+                            at_ms: r.restore_ms,
+                            holder: PITR_HOLDER.to_string(),
+                            stats_of: None,
+                            may_undo: children_done,
+                        };
+                        steps.push((p.group, step));
+                    }
                 }
             }
+        }
+        for (group, step) in steps {
+            if !leads(host, group) {
+                continue;
+            }
+            let slot = (t.meta.name.clone(), group);
+            let mut progress = state.get(&slot).cloned().unwrap_or_default();
+            busy = true;
+            if copy_step(host, router, catalog, t, group, &step, &mut progress).await? {
+                state.remove(&slot);
+            } else {
+                state.insert(slot, progress);
+            }
+        }
+        if let Some(pitr) = &t.meta.pitr {
+            busy |= keep_window(host, catalog, t, pitr).await?;
         }
     }
     release_pins(host, catalog).await?;
     Ok(busy)
 }
 
-/// Releases the pins of led partitions whose backup is no longer copying
-/// them: finished, deleted, or never created.
+/// How one partition is copied into a table.
+enum Copy {
+    /// A backup's hidden partition into a restored table, as it is.
+    Plain { from: String },
+    /// A live partition as of `at_ms`: copied, then its changes after
+    /// `at_ms` undone from the log `holder` pinned (once `may_undo`). The
+    /// hidden partition `stats_of` (a backup's) is measured when done.
+    AsOf {
+        at_ms: u64,
+        holder: String,
+        stats_of: Option<dynaraft_storage::PartitionMeta>,
+        may_undo: bool,
+    },
+}
+
+/// Moves the recovery window of `t` on in its led partitions: each pin
+/// goes past the changes older than the period (but none a restore in
+/// progress still needs); whether it moved any.
+async fn keep_window(
+    host: &Host,
+    catalog: &Catalog,
+    t: &Table,
+    pitr: &dynaraft_storage::catalog::PitrMeta,
+) -> Result<bool, ClusterError> {
+    let now = dynaraft_storage::wall_clock_ms();
+    let mut horizon = now.saturating_sub(pitr.period_days.saturating_mul(DAY_MS));
+    for r in restores_from(catalog, &t.meta.name) {
+        horizon = horizon.min(r.restore_ms);
+    }
+    let mut moved = false;
+    for p in &t.meta.partitions {
+        if !leads(host, p.group) {
+            continue;
+        }
+        let pins = dynaraft_storage::backup::pins(host.tree(), p.group)?;
+        let Some(&(after, _)) = pins.get(PITR_HOLDER) else {
+            continue;
+        };
+        let limits = (UNDO_BATCH_RECORDS, UNDO_BATCH_BYTES);
+        let old = global::read_changes(host.tree(), p.group, after, limits)?;
+        let Some(upto) = old
+            .iter()
+            .take_while(|(_, r)| r.ts_ms < horizon)
+            .map(|(seq, _)| *seq)
+            .last()
+        else {
+            continue;
+        };
+        let advance = Command::AdvancePin {
+            holder: PITR_HOLDER.to_string(),
+            upto,
+        };
+        host.propose(p.group, advance).await?;
+        moved = true;
+    }
+    Ok(moved)
+}
+
+/// The restores to a point in time in progress from table `name`.
+fn restores_from<'a>(
+    catalog: &'a Catalog,
+    name: &'a str,
+) -> impl Iterator<Item = &'a RestoreMeta> + 'a {
+    catalog
+        .tables
+        .values()
+        .filter_map(|t| t.meta.restore.as_deref())
+        .filter(move |r| r.in_progress && r.source_table.as_deref() == Some(name))
+}
+
+/// Releases the pins of led partitions no longer needed: a backup's once
+/// it finished copying them (or is gone, or was never created), point-in-
+/// time recovery's once it is off and no restore to a time needs them.
 async fn release_pins(host: &Host, catalog: &Catalog) -> Result<(), ClusterError> {
     let now = dynaraft_storage::wall_clock_ms();
     for (group, (table, _)) in &catalog.partitions {
@@ -178,17 +282,28 @@ async fn release_pins(host: &Host, catalog: &Catalog) -> Result<(), ClusterError
             continue;
         }
         for (holder, (_, pinned_ms)) in dynaraft_storage::backup::pins(host.tree(), *group)? {
-            let copying = catalog
-                .tables
-                .get(&holder)
-                .and_then(|t| t.meta.backup.as_ref())
-                .is_some_and(|b| b.status == BACKUP_CREATING && !b.copied.contains(group));
-            let missing = !catalog.tables.contains_key(&holder);
-            if copying || (missing && now < pinned_ms.saturating_add(PIN_GRACE_MS)) {
+            // A pin is taken before the catalog says what it is for.
+            if now < pinned_ms.saturating_add(PIN_GRACE_MS) {
                 continue;
             }
-            host.propose(*group, Command::UnpinChangeLog { holder })
-                .await?;
+            let needed = if holder == PITR_HOLDER {
+                catalog
+                    .tables
+                    .get(table)
+                    .is_some_and(|t| t.meta.pitr.is_some())
+                    || restores_from(catalog, table).next().is_some()
+            } else {
+                // A backup still copying this partition.
+                catalog
+                    .tables
+                    .get(&holder)
+                    .and_then(|t| t.meta.backup.as_ref())
+                    .is_some_and(|b| b.status == BACKUP_CREATING && !b.copied.contains(group))
+            };
+            if !needed {
+                host.propose(*group, Command::UnpinChangeLog { holder })
+                    .await?;
+            }
         }
     }
     Ok(())
@@ -268,27 +383,39 @@ async fn read_chunk(
     Ok(Some(page.items))
 }
 
-/// One step of backing up source partition `group` into `hidden` (whose
-/// partition `target` covers the same range); whether the partition is
-/// done.
-async fn backup_step(
+/// One step of copying partition `group` into `target` as `step` says;
+/// whether the partition is done (and reported to the control plane).
+async fn copy_step(
     host: &Host,
     router: &Router,
-    hidden: &Table,
-    b: &BackupMeta,
+    catalog: &Catalog,
+    target: &Table,
     group: u64,
-    target: &dynaraft_storage::PartitionMeta,
+    step: &Copy,
     progress: &mut Progress,
 ) -> Result<bool, ClusterError> {
-    let schema = &hidden.schema;
+    let (at_ms, holder, stats_of, may_undo) = match step {
+        Copy::Plain { from } => {
+            let source = catalog
+                .tables
+                .get(from)
+                .ok_or_else(|| ClusterError::Unavailable(format!("backup table {from} is gone")))?;
+            copy_chunk(host, router, &source.schema, target, group, progress).await?;
+            if progress.next.is_some() {
+                return Ok(false);
+            }
+            report(router, target, group, (0, 0)).await?;
+            return Ok(true);
+        }
+        Copy::AsOf {
+            at_ms,
+            holder,
+            stats_of,
+            may_undo,
+        } => (*at_ms, holder, stats_of, *may_undo),
+    };
     let Some(before) = progress.undo_before else {
-        let items = read_chunk(host, schema, group, progress).await?;
-        let writes = items
-            .iter()
-            .flatten()
-            .filter_map(|i| plain_write(hidden, &schema.key_of(i), Some(i)))
-            .collect();
-        write_all(router, hidden, writes).await?;
+        copy_chunk(host, router, &target.schema, target, group, progress).await?;
         if progress.next.is_none() {
             // Every change the scan may have seen is at or before here.
             let (last, _) = global::change_log_state(host.tree(), group)?;
@@ -296,20 +423,27 @@ async fn backup_step(
         }
         return Ok(false);
     };
-    let holder = &hidden.meta.name;
+    if !may_undo {
+        return Ok(false);
+    }
     let pins = dynaraft_storage::backup::pins(host.tree(), group)?;
-    let Some(&(pinned_after, _)) = pins.get(holder) else {
+    let Some(&(pinned_after, pinned_ms)) = pins.get(holder) else {
         return Err(ClusterError::Unavailable(format!(
-            "partition {group} holds no pin for backup {holder}; its changes since cannot be undone"
+            "partition {group} holds no pin {holder}; its changes cannot be undone"
         )));
     };
+    if pinned_ms > at_ms {
+        return Err(ClusterError::Unavailable(format!(
+            "partition {group} kept its changes only from {pinned_ms} ms, after {at_ms} ms"
+        )));
+    }
     let limits = (UNDO_BATCH_RECORDS, UNDO_BATCH_BYTES);
     let records = global::read_changes_before(host.tree(), group, before, limits)?;
     // Newest first: the last image seen for a key is its oldest change's.
     let mut undo: BTreeMap<Vec<u8>, (Item, Option<Item>)> = BTreeMap::new();
     let mut finished = records.is_empty();
     for (seq, r) in &records {
-        if *seq <= pinned_after || r.ts_ms <= b.at_ms {
+        if *seq <= pinned_after || r.ts_ms <= at_ms {
             finished = true;
             break;
         }
@@ -317,64 +451,69 @@ async fn backup_step(
         let Some(image) = r.old.as_ref().or(r.new.as_ref()) else {
             continue;
         };
-        undo.insert(r.storage_key.clone(), (schema.key_of(image), r.old.clone()));
+        let key = target.schema.key_of(image);
+        undo.insert(r.storage_key.clone(), (key, r.old.clone()));
     }
     let writes = undo
         .values()
-        .filter_map(|(key, old)| plain_write(hidden, key, old.as_ref()))
+        .filter_map(|(key, old)| plain_write(target, key, old.as_ref()))
         .collect();
-    write_all(router, hidden, writes).await?;
+    write_all(router, target, writes).await?;
     if !finished {
         return Ok(false);
     }
-    let stats = router
-        .partition_stats(&hidden.meta.name, None, target)
-        .await?;
-    let done = Command::PartitionCopied {
-        table: hidden.meta.name.clone(),
-        group,
-        items: stats.count,
-        bytes: stats.bytes,
+    let stats = match stats_of {
+        Some(p) => {
+            let s = router.partition_stats(&target.meta.name, None, p).await?;
+            (s.count, s.bytes)
+        }
+        None => (0, 0),
     };
-    router.change_catalog(done).await?;
-    host.propose(
-        group,
-        Command::UnpinChangeLog {
+    report(router, target, group, stats).await?;
+    if target.meta.backup.is_some() {
+        let release = Command::UnpinChangeLog {
             holder: holder.clone(),
-        },
-    )
-    .await?;
+        };
+        host.propose(group, release).await?;
+    }
     Ok(true)
 }
 
-/// One step of restoring hidden partition `group` of `source` into
-/// `target`; whether the partition is done.
-async fn restore_step(
+/// Copies the next chunk of partition `group` (of a table with `schema`)
+/// into `target`.
+async fn copy_chunk(
     host: &Host,
     router: &Router,
+    schema: &dynaraft_model::KeySchema,
     target: &Table,
-    source: &Table,
     group: u64,
     progress: &mut Progress,
-) -> Result<bool, ClusterError> {
-    let items = read_chunk(host, &source.schema, group, progress).await?;
+) -> Result<(), ClusterError> {
+    let items = read_chunk(host, schema, group, progress).await?;
     let writes = items
         .iter()
         .flatten()
         .filter_map(|i| plain_write(target, &target.schema.key_of(i), Some(i)))
         .collect();
-    write_all(router, target, writes).await?;
-    if progress.next.is_some() {
-        return Ok(false);
-    }
+    write_all(router, target, writes).await
+}
+
+/// Tells the control plane partition `group` is copied into `target`,
+/// with (items, bytes) of a backup's hidden partition.
+async fn report(
+    router: &Router,
+    target: &Table,
+    group: u64,
+    (items, bytes): (u64, u64),
+) -> Result<(), ClusterError> {
     let done = Command::PartitionCopied {
         table: target.meta.name.clone(),
         group,
-        items: 0,
-        bytes: 0,
+        items,
+        bytes,
     };
     router.change_catalog(done).await?;
-    Ok(true)
+    Ok(())
 }
 
 /// The hidden table that will hold backup `id` of `source`, named `name`,
@@ -432,5 +571,6 @@ pub fn hidden_table(id: &str, name: &str, source: &TableMeta, at_ms: u64) -> Tab
             bytes: 0,
         })),
         restore: None,
+        pitr: None,
     }
 }

@@ -76,15 +76,22 @@ pub async fn check_once(
     unsplittable: &mut HashSet<u64>,
 ) -> Result<(), ClusterError> {
     let catalog = router.catalog().get();
-    // A backup copies partition by partition, pinning each one's log: its
-    // source is not split until it is done; its own partitions never are.
-    let backing_up: HashSet<&str> = catalog
+    // A backup, or a restore to a point in time, copies its source
+    // partition by partition: the source is not split until it is done; a
+    // backup's own partitions never are.
+    let backups = catalog
         .tables
         .values()
         .filter_map(|t| t.meta.backup.as_ref())
         .filter(|b| b.status == dynaraft_storage::catalog::BACKUP_CREATING)
-        .map(|b| b.source.name.as_str())
-        .collect();
+        .map(|b| b.source.name.as_str());
+    let restores = catalog
+        .tables
+        .values()
+        .filter_map(|t| t.meta.restore.as_ref())
+        .filter(|r| r.in_progress)
+        .filter_map(|r| r.source_table.as_deref());
+    let backing_up: HashSet<&str> = backups.chain(restores).collect();
     for t in catalog.tables.values() {
         let name = &t.meta.name;
         if t.meta.backup.is_some() || backing_up.contains(name.as_str()) {

@@ -84,6 +84,23 @@ pub(crate) fn pin(
     Ok(Outcome::Sequence(seq))
 }
 
+/// Moves `holder`'s pin of `group` up to `upto` (never back, never past
+/// the log's last record): records up to it may then be removed.
+pub(crate) fn advance(
+    ov: &mut Overlay,
+    group: u64,
+    holder: &str,
+    upto: u64,
+) -> Result<Outcome, StorageError> {
+    let mut pins = staged(ov, group)?;
+    let last = ov.get_u64(&meta_key(group, "cl_seq"))?;
+    if let Some((seq, _)) = pins.get_mut(holder) {
+        *seq = (*seq).max(upto.min(last));
+        store(ov, group, &pins);
+    }
+    Ok(Outcome::Done)
+}
+
 /// Releases `holder`'s pin of `group`, if it has one.
 pub(crate) fn unpin(ov: &mut Overlay, group: u64, holder: &str) -> Result<Outcome, StorageError> {
     let mut pins = staged(ov, group)?;
@@ -120,6 +137,12 @@ mod tests {
         ));
         assert!(pinned(&ov, 7).unwrap());
         assert_eq!(lowest(&ov, 7).unwrap(), Some(5));
+        advance(&mut ov, 7, "a", 7).unwrap();
+        assert_eq!(lowest(&ov, 7).unwrap(), Some(7));
+        // Never past the last record, never back.
+        advance(&mut ov, 7, "a", 99).unwrap();
+        advance(&mut ov, 7, "a", 2).unwrap();
+        assert_eq!(lowest(&ov, 7).unwrap(), Some(9));
         unpin(&mut ov, 7, "a").unwrap();
         assert_eq!(lowest(&ov, 7).unwrap(), Some(9));
         unpin(&mut ov, 7, "b").unwrap();

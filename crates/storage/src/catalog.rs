@@ -77,6 +77,37 @@ pub struct TableMeta {
     /// items are still being copied in (it stays CREATING until they are).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<Box<RestoreMeta>>,
+    /// Point-in-time recovery, when enabled: every partition's change log
+    /// is pinned ([`PITR_HOLDER`]) and kept for the recovery period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr: Option<Box<PitrMeta>>,
+}
+
+/// The change-log pin holder of point-in-time recovery.
+pub const PITR_HOLDER: &str = "~pitr";
+/// RecoveryPeriodInDays unless set, and its bounds, in days (DynamoDB's).
+pub const DEFAULT_RECOVERY_PERIOD_DAYS: u64 = 35;
+pub const MIN_RECOVERY_PERIOD_DAYS: u64 = 1;
+pub const MAX_RECOVERY_PERIOD_DAYS: u64 = 35;
+/// A day, in milliseconds.
+pub const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Point-in-time recovery of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PitrMeta {
+    /// When it was enabled (every partition pinned), in Unix milliseconds:
+    /// no restore goes further back.
+    pub since_ms: u64,
+    /// RecoveryPeriodInDays: how far back a restore may go.
+    pub period_days: u64,
+}
+
+impl PitrMeta {
+    /// EarliestRestorableDateTime at `now_ms`, in Unix milliseconds.
+    pub fn earliest_ms(&self, now_ms: u64) -> u64 {
+        self.since_ms
+            .max(now_ms.saturating_sub(self.period_days.saturating_mul(DAY_MS)))
+    }
 }
 
 /// BackupStatus of a backup whose items are still being copied.
@@ -112,18 +143,26 @@ pub struct BackupMeta {
 /// Where a restored table came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreMeta {
-    /// The catalog name of the hidden table holding the backup.
+    /// The catalog name of the hidden table holding the backup (empty for
+    /// a restore to a point in time).
+    #[serde(default)]
     pub backup_table: String,
-    /// The backup's ARN and its source table's ARN, as RestoreSummary
-    /// reports them.
-    pub source_backup_arn: String,
+    /// A restore to a point in time: the catalog name of the live table
+    /// whose partitions are copied and their changes since undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_table: Option<String>,
+    /// The backup's ARN (none for a restore to a point in time) and its
+    /// source table's ARN, as RestoreSummary reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_backup_arn: Option<String>,
     pub source_table_arn: String,
     /// RestoreDateTime: the moment the restored items are of, in Unix
     /// milliseconds.
     pub restore_ms: u64,
     /// Whether items are still being copied in.
     pub in_progress: bool,
-    /// The backup's partitions (groups) to copy in, and those done.
+    /// The partitions (groups) to copy in (the backup's, or the source
+    /// table's), and those done.
     pub sources: Vec<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copied: Vec<u64>,

@@ -172,6 +172,9 @@ pub enum Command {
     PinChangeLog { holder: String },
     /// Data group: release `holder`'s pin.
     UnpinChangeLog { holder: String },
+    /// Data group: move `holder`'s pin up to sequence `upto` (a recovery
+    /// period's oldest changes, no longer needed).
+    AdvancePin { holder: String, upto: u64 },
     /// Catalog group: the partition `group` finished copying items into
     /// `table` (a backup's hidden table, or a table being restored), with
     /// `items` items of `bytes` bytes. The last partition makes the backup
@@ -355,6 +358,7 @@ impl std::fmt::Display for Entry {
             Command::StopReplication { peer } => format!("StopReplication({peer})"),
             Command::PinChangeLog { holder } => format!("PinChangeLog({holder})"),
             Command::UnpinChangeLog { holder } => format!("UnpinChangeLog({holder})"),
+            Command::AdvancePin { holder, upto } => format!("AdvancePin({holder}, {upto})"),
             Command::PartitionCopied { table, group, .. } => {
                 format!("PartitionCopied({table}, group {group})")
             }

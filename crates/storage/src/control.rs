@@ -248,6 +248,7 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::StopReplication { .. }
         | Command::PinChangeLog { .. }
         | Command::UnpinChangeLog { .. }
+        | Command::AdvancePin { .. }
         | Command::Split { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
     }
 }

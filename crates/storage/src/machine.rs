@@ -414,6 +414,7 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
         }
         Command::PinChangeLog { holder } => crate::backup::pin(ov, group, holder, entry.ts_ms),
         Command::UnpinChangeLog { holder } => crate::backup::unpin(ov, group, holder),
+        Command::AdvancePin { holder, upto } => crate::backup::advance(ov, group, holder, *upto),
         other => crate::control::apply(ov, other, entry.ts_ms),
     }
 }

@@ -42,7 +42,7 @@ use dynaraft_model::codec::decode_item;
 use dynaraft_model::value::item_size_bytes;
 
 /// Group-metadata names copied to the child as they are.
-const COPIED_META: [&str; 3] = ["wseq", "last_delete", "feeding"];
+const COPIED_META: [&str; 4] = ["wseq", "last_delete", "feeding", "pins"];
 /// Group-metadata name prefixes copied to the child (an index partition's
 /// per-source marks, a base partition's finished backfills).
 const COPIED_META_PREFIXES: [&str; 3] = ["src:", "closed:", "bfdone:"];

@@ -9,7 +9,7 @@ use crate::params::{Violations, bounded_limit, check_table_name, resource_name};
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_cluster::backup::{BACKUP_TABLE_PREFIX, backup_table_name, hidden_table};
-use dynaraft_model::wire::{Int, List, Obj, Str};
+use dynaraft_model::wire::{Flag, Int, List, Obj, Str};
 use dynaraft_storage::catalog::{BACKUP_AVAILABLE, BACKUP_CREATING, BackupMeta, RestoreMeta};
 use dynaraft_storage::{Command, Outcome, PartitionMeta, TableMeta, TableStatus};
 use serde::Deserialize;
@@ -67,6 +67,26 @@ pub struct IndexOverride {
 pub struct RestoreInput {
     pub target_table_name: Option<Str>,
     pub backup_arn: Option<Str>,
+    #[serde(flatten)]
+    pub overrides: Overrides,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct PitrRestoreInput {
+    pub source_table_arn: Option<Str>,
+    pub source_table_name: Option<Str>,
+    pub target_table_name: Option<Str>,
+    pub use_latest_restorable_time: Option<Flag>,
+    pub restore_date_time: Option<Value>,
+    #[serde(flatten)]
+    pub overrides: Overrides,
+}
+
+/// What a restore may change of the source's definitions.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct Overrides {
     pub billing_mode_override: Option<Str>,
     pub provisioned_throughput_override: Option<Obj<ThroughputOverride>>,
     pub global_secondary_index_override: Option<List<Obj<IndexOverride>>>,
@@ -427,8 +447,27 @@ pub async fn restore(api: &Api, input: RestoreInput) -> Result<Value, ApiError> 
             "Table already exists: {target}"
         )));
     }
-    let meta = restored_meta(api, &input, &b, &hidden, &target)?;
-    let created = match change_table(api, Command::CreateTable(meta), &target).await {
+    let from = RestoreMeta {
+        backup_table: hidden.meta.name.clone(),
+        source_table: None,
+        source_backup_arn: Some(backup_arn(api, &b, &hidden.meta.name)),
+        source_table_arn: table_arn(api, &b.source.name),
+        restore_ms: b.at_ms,
+        in_progress: true,
+        sources: hidden.meta.partitions.iter().map(|p| p.group).collect(),
+        copied: Vec::new(),
+    };
+    let meta = restored_meta(api, &input.overrides, &b.source, &target, from)?;
+    let mut d = create_restored(api, meta, &target).await?;
+    // While items are copied in, DynamoDB reports the backup's size.
+    d["TableSizeBytes"] = json!(b.bytes);
+    d["ItemCount"] = json!(b.items);
+    Ok(json!({"TableDescription": d}))
+}
+
+/// Creates the restored table `meta` (`target`: as the request named it).
+async fn create_restored(api: &Api, meta: TableMeta, target: &str) -> Result<Value, ApiError> {
+    let created = match change_table(api, Command::CreateTable(meta), target).await {
         Err(ApiError::ResourceInUse(_)) => {
             return Err(ApiError::TableAlreadyExists(format!(
                 "Table already exists: {target}"
@@ -436,10 +475,98 @@ pub async fn restore(api: &Api, input: RestoreInput) -> Result<Value, ApiError> 
         }
         other => other?,
     };
-    let mut d = describe_created(api, &created).await?;
-    // While items are copied in, DynamoDB reports the backup's size.
-    d["TableSizeBytes"] = json!(b.bytes);
-    d["ItemCount"] = json!(b.items);
+    describe_created(api, &created).await
+}
+
+/// RestoreTableToPointInTime: a new table holding the source as it was at
+/// RestoreDateTime (or the latest restorable time), within the source's
+/// recovery window.
+pub async fn restore_to_point_in_time(
+    api: &Api,
+    input: PitrRestoreInput,
+) -> Result<Value, ApiError> {
+    let mut v = Violations::default();
+    check_table_name(
+        &mut v,
+        input.target_table_name.as_deref(),
+        "targetTableName",
+    );
+    if let Some(n) = input.source_table_name.as_deref() {
+        check_table_name(&mut v, Some(n), "sourceTableName");
+    }
+    v.check()?;
+    let source = match (
+        input.source_table_arn.as_ref(),
+        input.source_table_name.as_ref(),
+    ) {
+        (Some(arn), None) => crate::params::table_of_arn(arn).to_string(),
+        (None, Some(name)) => name.0.clone(),
+        _ => {
+            return Err(ApiError::validation(
+                "Exactly one of SourceTableArn or SourceTableName must be specified",
+            ));
+        }
+    };
+    let target = input
+        .target_table_name
+        .as_deref()
+        .unwrap_or_default()
+        .to_string();
+    api.authorize(|| crate::auth::Access::table("RestoreTableToPointInTime", &source))?;
+    let t = api
+        .table(&source)
+        .ok_or_else(|| ApiError::TableNotFound(format!("Table not found: {source}")))?;
+    let Some(pitr) = t.meta.pitr.as_deref() else {
+        return Err(ApiError::PointInTimeRecoveryUnavailable(format!(
+            "Point in time recovery is not enabled for table '{source}'"
+        )));
+    };
+    let now = dynaraft_storage::wall_clock_ms();
+    let latest = input
+        .use_latest_restorable_time
+        .as_ref()
+        .is_some_and(|f| f.0);
+    let at_ms = match (latest, input.restore_date_time.as_ref()) {
+        (true, Some(_)) => {
+            return Err(ApiError::validation(
+                "Only one of RestoreDateTime or UseLatestRestorableTime can be specified",
+            ));
+        }
+        (true, None) => now,
+        (false, Some(Value::Number(n))) => n.as_f64().map_or(0, |s| (s * 1000.0).round() as u64),
+        (false, Some(_)) => {
+            return Err(ApiError::Serialization(Some(
+                "class java.lang.String can not be converted to an Long for RestoreDateTime".into(),
+            )));
+        }
+        (false, None) => {
+            return Err(ApiError::validation(
+                "Either RestoreDateTime or UseLatestRestorableTime must be specified",
+            ));
+        }
+    };
+    if at_ms < pitr.earliest_ms(now) || at_ms > now {
+        return Err(ApiError::InvalidRestoreTime(
+            "Restore time must be between the EarliestRestorableDateTime and the LatestRestorableDateTime of the table".into(),
+        ));
+    }
+    if api.table(&target).is_some() {
+        return Err(ApiError::TableAlreadyExists(format!(
+            "Table already exists: {target}"
+        )));
+    }
+    let from = RestoreMeta {
+        backup_table: String::new(),
+        source_table: Some(t.meta.name.clone()),
+        source_backup_arn: None,
+        source_table_arn: table_arn(api, &t.meta.name),
+        restore_ms: at_ms,
+        in_progress: true,
+        sources: t.meta.partitions.iter().map(|p| p.group).collect(),
+        copied: Vec::new(),
+    };
+    let meta = restored_meta(api, &input.overrides, &t.meta, &target, from)?;
+    let d = create_restored(api, meta, &target).await?;
     Ok(json!({"TableDescription": d}))
 }
 
@@ -448,12 +575,11 @@ pub async fn restore(api: &Api, input: RestoreInput) -> Result<Value, ApiError> 
 /// TTL, tags and deletion protection are not restored, as in DynamoDB.
 fn restored_meta(
     api: &Api,
-    input: &RestoreInput,
-    b: &BackupMeta,
-    hidden: &Table,
+    input: &Overrides,
+    s: &TableMeta,
     target: &str,
+    from: RestoreMeta,
 ) -> Result<TableMeta, ApiError> {
-    let s = &b.source;
     let mut billing = s.billing_mode.clone();
     let (mut rcu, mut wcu) = (s.read_capacity, s.write_capacity);
     if let Some(mode) = input.billing_mode_override.as_deref() {
@@ -568,24 +694,20 @@ fn restored_meta(
         streams: Vec::new(),
         replication: None,
         backup: None,
-        restore: Some(Box::new(RestoreMeta {
-            backup_table: hidden.meta.name.clone(),
-            source_backup_arn: backup_arn(api, b, &hidden.meta.name),
-            source_table_arn: table_arn(api, &s.name),
-            restore_ms: b.at_ms,
-            in_progress: true,
-            sources: hidden.meta.partitions.iter().map(|p| p.group).collect(),
-            copied: Vec::new(),
-        })),
+        restore: Some(Box::new(from)),
+        pitr: None,
     })
 }
 
 /// RestoreSummary of a restored table.
 pub fn restore_summary(r: &RestoreMeta) -> Value {
-    json!({
-        "SourceBackupArn": r.source_backup_arn,
+    let mut s = json!({
         "SourceTableArn": r.source_table_arn,
         "RestoreDateTime": secs(r.restore_ms),
         "RestoreInProgress": r.in_progress,
-    })
+    });
+    if let Some(arn) = &r.source_backup_arn {
+        s["SourceBackupArn"] = json!(arn);
+    }
+    s
 }

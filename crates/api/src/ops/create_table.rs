@@ -152,6 +152,7 @@ pub async fn create(
         replication: replication.map(Box::new),
         backup: None,
         restore: None,
+        pitr: None,
     };
     let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
     if !instant {
