@@ -240,6 +240,11 @@ async fn keep_window(
         let Some(&(after, _)) = pins.get(PITR_HOLDER) else {
             continue;
         };
+        // Most passes find the oldest kept change inside the window.
+        let first = global::read_changes(host.tree(), p.group, after, (1, UNDO_BATCH_BYTES))?;
+        if first.first().is_none_or(|(_, r)| r.ts_ms >= horizon) {
+            continue;
+        }
         let limits = (UNDO_BATCH_RECORDS, UNDO_BATCH_BYTES);
         let old = global::read_changes(host.tree(), p.group, after, limits)?;
         let Some(upto) = old
