@@ -98,6 +98,24 @@ ddb delete-backup --backup-arn "$arn" | grep -q '"BackupStatus": "DELETED"' || f
 out=$(ddb list-backups --table-name Music)
 echo "$out" | grep -q MusicBackup && fail "a deleted backup is still listed: $out"
 
+# Point-in-time recovery: on, a write, a moment, another write; the table
+# restored to the moment has the first and not the second.
+out=$(ddb update-continuous-backups --table-name Music \
+  --point-in-time-recovery-specification PointInTimeRecoveryEnabled=true)
+echo "$out" | grep -q '"PointInTimeRecoveryStatus": "ENABLED"' || fail "update-continuous-backups: $out"
+ddb put-item --table-name Music --item '{"Artist":{"S":"PITR"},"SongTitle":{"S":"Before"},"Plays":{"N":"1"}}'
+sleep 1.2
+moment=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+sleep 1.2
+ddb put-item --table-name Music --item '{"Artist":{"S":"PITR"},"SongTitle":{"S":"After"},"Plays":{"N":"2"}}'
+ddb restore-table-to-point-in-time --source-table-name Music --target-table-name MusicThen \
+  --restore-date-time "$moment" | grep -q '"RestoreInProgress": true' || fail "restore-table-to-point-in-time"
+ddb wait table-exists --table-name MusicThen
+out=$(ddb query --table-name MusicThen --key-condition-expression "Artist = :a" \
+  --expression-attribute-values '{":a":{"S":"PITR"}}' --query "Items[].SongTitle.S" --output text)
+[ "$out" = "Before" ] || fail "the table restored to $moment holds: $out"
+ddb delete-table --table-name MusicThen >/dev/null
+
 ddb delete-table --table-name Music >/dev/null
 ddb wait table-not-exists --table-name Music
 echo "AWS CLI session: ok"
