@@ -15,6 +15,7 @@
 //! through their wire protocols only, and must stay that way so that the
 //! comparison is fair.
 
+pub mod backup;
 pub mod client;
 pub mod floors;
 pub mod keys;

@@ -118,6 +118,14 @@ pub struct BenchArgs {
     /// The DynamoDB endpoint of --replica-region, where the lag probes read.
     #[arg(long, requires = "replica_region")]
     pub replica_endpoint: Option<String>,
+    /// Back the table up when the window opens, restore it after (see
+    /// `backup`).
+    #[arg(long)]
+    pub backup: bool,
+    /// With --backup: turn point-in-time recovery on before the window,
+    /// and time a restore to the window's start after it.
+    #[arg(long, requires = "backup")]
+    pub pitr: bool,
 }
 
 impl BenchArgs {
@@ -168,6 +176,9 @@ pub struct Report {
     /// Replication lag to --replica-region, when measured.
     #[serde(default)]
     pub replication_lag: Option<crate::replica::LagSummary>,
+    /// Backup and restore times, with --backup.
+    #[serde(default)]
+    pub backup: Option<crate::backup::BackupSummary>,
 }
 
 /// Load (if needed) and measure.
@@ -191,9 +202,27 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
         }
         _ => None,
     };
+    if args.pitr {
+        crate::backup::enable_pitr(&endpoint, &ctx.table).await?;
+    }
+    let backup = args.backup.then(|| {
+        tokio::spawn(crate::backup::run(
+            endpoint.clone(),
+            ctx.table.clone(),
+            Duration::from_secs(args.warmup_s),
+            Duration::from_secs(args.duration_s),
+            args.pitr,
+        ))
+    });
     let mut report = measure(args, endpoint, ctx).await;
     if let Some(p) = probe {
         report.replication_lag = p.await.ok();
+    }
+    if let Some(b) = backup {
+        let summary = b
+            .await
+            .map_err(|e| BenchError::Setup(format!("the backup task failed: {e}")))?;
+        report.backup = Some(summary?);
     }
     Ok(report)
 }
@@ -501,6 +530,7 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         seed,
         summary: stats.summarize(args.duration_s as f64),
         replication_lag: None,
+        backup: None,
     }
 }
 

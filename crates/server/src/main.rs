@@ -711,6 +711,19 @@ async fn bench(args: BenchCmd) -> anyhow::Result<()> {
             lag.missing
         );
     }
+    if let Some(b) = &report.backup {
+        println!(
+            "backup of {} items ({} bytes) taken during the window: {:.1} s; restored in {:.1} s{}",
+            b.items,
+            b.bytes,
+            b.backup_s,
+            b.restore_s,
+            match b.pitr_restore_s {
+                Some(s) => format!("; restored to the window's start in {s:.1} s"),
+                None => String::new(),
+            }
+        );
+    }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;
     }

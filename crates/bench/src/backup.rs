@@ -1,0 +1,164 @@
+//! Backups and restores, timed from outside while the workload runs.
+//!
+//! With `--backup`, a backup of the table is requested when the measured
+//! window opens and timed until AVAILABLE; the workload's latencies in the
+//! same window are those of a table being backed up (compare a run
+//! without). After the window, the table is restored from the backup and
+//! timed until ACTIVE; then, if point-in-time recovery was turned on
+//! (`--pitr`, before the window), restored to the moment the window opened
+//! (every write of the window undone) and timed the same way. The restored
+//! tables and the backup are deleted afterwards.
+
+use crate::client::{Conn, Endpoint};
+use crate::ops;
+use crate::runner::BenchError;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Longest a backup or a restore may take, in milliseconds.
+pub const BACKUP_WAIT_MS: u64 = 3_600_000;
+/// Pause between two looks at a backup's or a table's status, in
+/// milliseconds.
+const STATUS_POLL_MS: u64 = 100;
+
+/// What the backups and restores took.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct BackupSummary {
+    /// CreateBackup to AVAILABLE, in seconds.
+    pub backup_s: f64,
+    /// The backup's ItemCount and BackupSizeBytes.
+    pub items: u64,
+    pub bytes: u64,
+    /// RestoreTableFromBackup to ACTIVE, in seconds.
+    pub restore_s: f64,
+    /// RestoreTableToPointInTime (to the window's start) to ACTIVE, in
+    /// seconds, when point-in-time recovery was on.
+    pub pitr_restore_s: Option<f64>,
+}
+
+fn setup(what: &str, f: ops::Failure) -> BenchError {
+    BenchError::Setup(format!("{what}: {} {}", f.class, f.detail))
+}
+
+/// Turns point-in-time recovery on for `table`.
+pub async fn enable_pitr(endpoint: &Arc<Endpoint>, table: &str) -> Result<(), BenchError> {
+    let mut conn = Conn::new(endpoint.clone());
+    let body = json!({
+        "TableName": table,
+        "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": true},
+    });
+    ops::call(&mut conn, "UpdateContinuousBackups", &body)
+        .await
+        .map_err(|f| setup("UpdateContinuousBackups", f))?;
+    Ok(())
+}
+
+/// Polls `op` with `body` until `done` says so; the time it took.
+async fn wait(
+    conn: &mut Conn,
+    op: &str,
+    body: &Value,
+    done: impl Fn(&Value) -> bool,
+) -> Result<(Duration, Value), BenchError> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(BACKUP_WAIT_MS) {
+        let v = ops::call(conn, op, body).await.map_err(|f| setup(op, f))?;
+        if done(&v) {
+            return Ok((started.elapsed(), v));
+        }
+        tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
+    }
+    Err(BenchError::Setup(format!(
+        "{op}: not done in {BACKUP_WAIT_MS} ms"
+    )))
+}
+
+/// Creates `target` with `op` and `body` and waits until it is ACTIVE;
+/// the time from the request, then deletes it.
+async fn timed_restore(
+    conn: &mut Conn,
+    op: &str,
+    body: Value,
+    target: &str,
+) -> Result<f64, BenchError> {
+    let started = Instant::now();
+    ops::call(conn, op, &body).await.map_err(|f| setup(op, f))?;
+    let describe = json!({"TableName": target});
+    wait(conn, "DescribeTable", &describe, |v| {
+        v.pointer("/Table/TableStatus").and_then(Value::as_str) == Some("ACTIVE")
+    })
+    .await?;
+    let took = started.elapsed().as_secs_f64();
+    ops::call(conn, "DeleteTable", &describe)
+        .await
+        .map_err(|f| setup("DeleteTable", f))?;
+    Ok(took)
+}
+
+/// Backs `table` up when the window opens (after `warmup`), restores it
+/// after `window`, and to the window's start if `pitr`.
+pub async fn run(
+    endpoint: Arc<Endpoint>,
+    table: String,
+    warmup: Duration,
+    window: Duration,
+    pitr: bool,
+) -> Result<BackupSummary, BenchError> {
+    tokio::time::sleep(warmup).await;
+    let opened = Instant::now();
+    let opened_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let mut conn = Conn::new(endpoint);
+    let started = Instant::now();
+    let made = ops::call(
+        &mut conn,
+        "CreateBackup",
+        &json!({"TableName": table, "BackupName": "bench"}),
+    )
+    .await
+    .map_err(|f| setup("CreateBackup", f))?;
+    let arn = made
+        .pointer("/BackupDetails/BackupArn")
+        .and_then(Value::as_str)
+        .ok_or_else(|| BenchError::Setup("CreateBackup: no BackupArn".into()))?
+        .to_string();
+    let describe = json!({"BackupArn": arn});
+    let (_, desc) = wait(&mut conn, "DescribeBackup", &describe, |v| {
+        v.pointer("/BackupDescription/BackupDetails/BackupStatus")
+            .and_then(Value::as_str)
+            == Some("AVAILABLE")
+    })
+    .await?;
+    let mut summary = BackupSummary {
+        backup_s: started.elapsed().as_secs_f64(),
+        items: desc
+            .pointer("/BackupDescription/SourceTableDetails/ItemCount")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        bytes: desc
+            .pointer("/BackupDescription/BackupDetails/BackupSizeBytes")
+            .and_then(Value::as_u64)
+            .unwrap_or(0),
+        ..BackupSummary::default()
+    };
+    tokio::time::sleep_until((opened + window).into()).await;
+    let target = format!("{table}-restored");
+    let body = json!({"TargetTableName": target, "BackupArn": arn});
+    summary.restore_s = timed_restore(&mut conn, "RestoreTableFromBackup", body, &target).await?;
+    if pitr {
+        let target = format!("{table}-then");
+        let body = json!({
+            "SourceTableName": table,
+            "TargetTableName": target,
+            "RestoreDateTime": opened_ms as f64 / 1000.0,
+        });
+        summary.pitr_restore_s =
+            Some(timed_restore(&mut conn, "RestoreTableToPointInTime", body, &target).await?);
+    }
+    ops::call(&mut conn, "DeleteBackup", &describe)
+        .await
+        .map_err(|f| setup("DeleteBackup", f))?;
+    Ok(summary)
+}
