@@ -366,6 +366,8 @@ fn bench_args(
         replica_region: None,
         replica_endpoint: None,
         stream_view_type: s.stream.map(str::to_string),
+        backup: false,
+        pitr: false,
     }
 }
 
