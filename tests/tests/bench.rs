@@ -30,6 +30,8 @@ fn args(server: &TestServer, workload: Workload) -> BenchArgs {
         replica_region: None,
         replica_endpoint: None,
         stream_view_type: None,
+        backup: false,
+        pitr: false,
     }
 }
 
