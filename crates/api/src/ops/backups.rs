@@ -111,8 +111,15 @@ fn backup_arn(api: &Api, b: &BackupMeta, hidden: &str) -> String {
     format!("{}/backup/{id}", table_arn(api, &b.source.name))
 }
 
-/// The backup an ARN names, if it is one of the request's scope.
-fn find(api: &Api, arn: Option<&Str>, path: &str) -> Result<(Arc<Table>, BackupMeta), ApiError> {
+/// The backup an ARN names, if it is one of the request's scope, once
+/// the caller may do `action` to it (authorized on the ARN before anything
+/// is looked up, so a refused caller learns nothing of what exists).
+fn find(
+    api: &Api,
+    arn: Option<&Str>,
+    path: &str,
+    action: &'static str,
+) -> Result<(Arc<Table>, BackupMeta), ApiError> {
     let mut v = Violations::default();
     match arn.map(|a| a.0.as_str()) {
         None => v.null(path),
@@ -130,6 +137,7 @@ fn find(api: &Api, arn: Option<&Str>, path: &str) -> Result<(Arc<Table>, BackupM
     }
     v.check()?;
     let arn = arn.map(|a| a.0.as_str()).unwrap_or_default();
+    api.authorize(|| crate::auth::Access::new(action, crate::auth::Resource::Arn(arn.into())))?;
     let not_found = || ApiError::BackupNotFound(format!("Backup not found: {arn}"));
     let id = arn
         .rsplit_once("/backup/")
@@ -302,14 +310,17 @@ pub async fn create(api: &Api, input: CreateInput) -> Result<Value, ApiError> {
 }
 
 pub fn describe(api: &Api, input: ArnInput) -> Result<Value, ApiError> {
-    let (t, b) = find(api, input.backup_arn.as_ref(), "backupArn")?;
-    api.authorize(|| crate::auth::Access::table("DescribeBackup", display_name(&b.source.name)))?;
+    let (t, b) = find(
+        api,
+        input.backup_arn.as_ref(),
+        "backupArn",
+        "DescribeBackup",
+    )?;
     Ok(json!({"BackupDescription": description(api, &b, &t.meta.name)?}))
 }
 
 pub async fn delete(api: &Api, input: ArnInput) -> Result<Value, ApiError> {
-    let (t, b) = find(api, input.backup_arn.as_ref(), "backupArn")?;
-    api.authorize(|| crate::auth::Access::table("DeleteBackup", display_name(&b.source.name)))?;
+    let (t, b) = find(api, input.backup_arn.as_ref(), "backupArn", "DeleteBackup")?;
     let restoring = api
         .router
         .tables()
@@ -434,8 +445,13 @@ pub async fn restore(api: &Api, input: RestoreInput) -> Result<Value, ApiError> 
         .as_deref()
         .unwrap_or_default()
         .to_string();
-    let (hidden, b) = find(api, input.backup_arn.as_ref(), "backupArn")?;
     api.authorize(|| crate::auth::Access::table("RestoreTableFromBackup", &target))?;
+    let (hidden, b) = find(
+        api,
+        input.backup_arn.as_ref(),
+        "backupArn",
+        "RestoreTableFromBackup",
+    )?;
     if b.status != BACKUP_AVAILABLE {
         return Err(ApiError::BackupInUse(format!(
             "Backup is being created: {}",

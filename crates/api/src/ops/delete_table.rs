@@ -31,6 +31,22 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     if t.meta.deletion_protection {
         return Err(super::deletion_protected(&name));
     }
+    // A backup being copied, or a restore to a point in time, reads the
+    // table's partitions until it is done.
+    let copying = api.router.tables().iter().any(|o| {
+        o.meta.backup.as_ref().is_some_and(|b| {
+            b.source.name == t.meta.name && b.status == dynaraft_storage::catalog::BACKUP_CREATING
+        }) || o
+            .meta
+            .restore
+            .as_ref()
+            .is_some_and(|r| r.in_progress && r.source_table.as_ref() == Some(&t.meta.name))
+    });
+    if copying {
+        return Err(ApiError::ResourceInUse(format!(
+            "Attempt to change a resource which is still in use: Table is being backed up or restored from: {name}"
+        )));
+    }
     if t.meta
         .replication
         .as_ref()

@@ -73,7 +73,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "embedded,embedded-auth,global,dynalite,cluster,etcd"
+        default_value = "embedded,embedded-auth,global,backup,dynalite,cluster,etcd"
     )]
     systems: Vec<String>,
     /// Measured seconds per workload.
@@ -270,6 +270,7 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
             "embedded" => embedded(&args).await,
             "embedded-auth" => embedded_auth(&args).await,
             "global" => global(&args).await,
+            "backup" => backup(&args).await,
             "dynalite" => dynalite(&args).await,
             "cluster" => cluster(&args).await,
             "etcd" if !args.etcd.exists() => {
@@ -590,6 +591,75 @@ async fn global(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
             label: spec.label.to_string(),
             report,
         }],
+    })
+}
+
+/// Records of the backup run's table: about 1 GiB at the suite's item size
+/// of 1,000 bytes (the table).
+const BACKUP_RECORDS: u64 = 1 << 20;
+/// Writes a second while the table is backed up, and the length of each
+/// of the two measured windows (without and with a backup), in seconds.
+const BACKUP_WRITES_PER_S: f64 = 500.0;
+const BACKUP_WINDOW_S: u64 = 30;
+
+/// The embedded server with a table of [`BACKUP_RECORDS`]: PutItem at
+/// [`BACKUP_WRITES_PER_S`] for a window, then again with point-in-time
+/// recovery on and a backup taken as the window opens (its latencies are
+/// those of a table being backed up); then timed restores from the backup
+/// and to the second window's start.
+async fn backup(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
+    let (proc, url, dir, startup) = start_embedded(args, "backup", args.base_port + 22).await?;
+    let idle_rss = procs::rss_bytes(proc.pid());
+    let plain = spec("put at 500/s", Workload::Put);
+    let during = spec("put at 500/s, during a backup", Workload::Put);
+    let mut bench = bench_args(
+        args,
+        &url,
+        Protocol::Dynamodb,
+        &plain,
+        Some(BACKUP_WRITES_PER_S),
+    );
+    bench.table = Some("bench-backup".into());
+    bench.records = BACKUP_RECORDS;
+    bench.duration_s = BACKUP_WINDOW_S;
+    let quiet = dynaraft_bench::run(&bench)
+        .await
+        .context("backup, plain put")?;
+    bench.load = LoadMode::Never;
+    bench.backup = true;
+    bench.pitr = true;
+    let report = dynaraft_bench::run(&bench)
+        .await
+        .context("backup, put during a backup")?;
+    if let Some(b) = &report.backup {
+        eprintln!(
+            "[suite] backup    {} items: backup {:.1} s, restore {:.1} s, to a point in time {:.1} s",
+            b.items,
+            b.backup_s,
+            b.restore_s,
+            b.pitr_restore_s.unwrap_or(0.0)
+        );
+    }
+    Ok(SystemResult {
+        name: "backups, embedded".into(),
+        description: format!(
+            "`dynaraft embedded` on disk, a table of {BACKUP_RECORDS} items of about {} bytes; PutItem at {BACKUP_WRITES_PER_S:.0}/s for {BACKUP_WINDOW_S} s, then again with point-in-time recovery on and a backup requested as the window opens; after it, RestoreTableFromBackup and RestoreTableToPointInTime (to the second window's start, so its writes are undone) timed until the restored table is ACTIVE",
+            args.item_bytes
+        ),
+        startup_ms: Some(startup.as_secs_f64() * 1000.0),
+        idle_rss,
+        loaded_rss: procs::rss_bytes(proc.pid()),
+        disk_bytes: Some(procs::disk_bytes(&dir)),
+        runs: vec![
+            RunResult {
+                label: plain.label.to_string(),
+                report: quiet,
+            },
+            RunResult {
+                label: during.label.to_string(),
+                report,
+            },
+        ],
     })
 }
 

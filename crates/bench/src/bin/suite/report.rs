@@ -257,6 +257,8 @@ const TARGET_CLUSTER_READ_FACTOR: f64 = 2.0;
 /// Replication lag of a global table at 1,000 writes a second, p99, in
 /// milliseconds.
 const TARGET_REPLICATION_LAG_P99_MS: f64 = 1000.0;
+/// Write p99 while a backup runs, at most this times that without one.
+const TARGET_BACKUP_P99_FACTOR: f64 = 2.0;
 
 fn targets(md: &mut String, r: &Results) {
     let _ = writeln!(md, "## Targets\n");
@@ -346,6 +348,27 @@ fn targets(md: &mut String, r: &Results) {
         .iter()
         .flat_map(|s| &s.runs)
         .find_map(|run| run.report.replication_lag.as_ref());
+    let put_p99 = |label: &str| {
+        r.systems
+            .iter()
+            .flat_map(|s| &s.runs)
+            .find(|run| run.label == label)
+            .map(|run| run.report.summary.all.p99_us)
+    };
+    let (during, before) = (
+        put_p99("put at 500/s, during a backup"),
+        put_p99("put at 500/s"),
+    );
+    line(
+        "a backup does not stall writes: PutItem p99 during a backup within 2x of without",
+        match (during, before) {
+            (Some(d), Some(b)) => format!("{} vs {}", ms_or_dash(Some(d)), ms_or_dash(Some(b))),
+            _ => "-".into(),
+        },
+        during
+            .zip(before)
+            .map(|(d, b)| d as f64 <= TARGET_BACKUP_P99_FACTOR * b as f64),
+    );
     line(
         "global table: replication lag p99 under 1 s at 1,000 writes/s",
         lag.map_or("-".into(), |l| {
@@ -450,6 +473,21 @@ fn systems(md: &mut String, r: &Results) {
                     md,
                     "\nReplication lag under \"{}\" ({} probes): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; {} never seen in the other region.",
                     run.label, lag.probes, lag.p50_ms, lag.p99_ms, lag.max_ms, lag.missing
+                );
+            }
+            if let Some(b) = &run.report.backup {
+                let _ = writeln!(
+                    md,
+                    "\nUnder \"{}\": the backup of {} items ({:.2} GiB) was AVAILABLE {:.1} s after CreateBackup; RestoreTableFromBackup took {:.1} s to ACTIVE{}.",
+                    run.label,
+                    b.items,
+                    b.bytes as f64 / (1u64 << 30) as f64,
+                    b.backup_s,
+                    b.restore_s,
+                    match b.pitr_restore_s {
+                        Some(s) => format!(", RestoreTableToPointInTime {s:.1} s"),
+                        None => String::new(),
+                    }
                 );
             }
         }
