@@ -35,6 +35,12 @@ pub struct BackupSummary {
     /// RestoreTableToPointInTime (to the window's start) to ACTIVE, in
     /// seconds, when point-in-time recovery was on.
     pub pitr_restore_s: Option<f64>,
+    /// Status polls answered with a 5xx or not at all (retried, as a
+    /// client would), and the first such answer.
+    #[serde(default)]
+    pub refused_polls: u64,
+    #[serde(default)]
+    pub first_refusal: Option<String>,
 }
 
 fn setup(what: &str, f: ops::Failure) -> BenchError {
@@ -54,18 +60,28 @@ pub async fn enable_pitr(endpoint: &Arc<Endpoint>, table: &str) -> Result<(), Be
     Ok(())
 }
 
-/// Polls `op` with `body` until `done` says so; the time it took.
+/// Polls `op` with `body` until `done` says so; the time it took. A poll
+/// refused with a 5xx, or not answered, is retried (and counted in
+/// `summary`), as a client's SDK retries it.
 async fn wait(
     conn: &mut Conn,
     op: &str,
     body: &Value,
+    summary: &mut BackupSummary,
     done: impl Fn(&Value) -> bool,
 ) -> Result<(Duration, Value), BenchError> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_millis(BACKUP_WAIT_MS) {
-        let v = ops::call(conn, op, body).await.map_err(|f| setup(op, f))?;
-        if done(&v) {
-            return Ok((started.elapsed(), v));
+        match ops::call(conn, op, body).await {
+            Ok(v) if done(&v) => return Ok((started.elapsed(), v)),
+            Ok(_) => {}
+            Err(f) if f.class.starts_with("HTTP 5") || f.class == ops::TRANSPORT_ERROR => {
+                summary.refused_polls += 1;
+                summary
+                    .first_refusal
+                    .get_or_insert_with(|| format!("{op}: {} {}", f.class, f.detail));
+            }
+            Err(f) => return Err(setup(op, f)),
         }
         tokio::time::sleep(Duration::from_millis(STATUS_POLL_MS)).await;
     }
@@ -81,11 +97,12 @@ async fn timed_restore(
     op: &str,
     body: Value,
     target: &str,
+    summary: &mut BackupSummary,
 ) -> Result<f64, BenchError> {
     let started = Instant::now();
     ops::call(conn, op, &body).await.map_err(|f| setup(op, f))?;
     let describe = json!({"TableName": target});
-    wait(conn, "DescribeTable", &describe, |v| {
+    wait(conn, "DescribeTable", &describe, summary, |v| {
         v.pointer("/Table/TableStatus").and_then(Value::as_str) == Some("ACTIVE")
     })
     .await?;
@@ -125,28 +142,33 @@ pub async fn run(
         .ok_or_else(|| BenchError::Setup("CreateBackup: no BackupArn".into()))?
         .to_string();
     let describe = json!({"BackupArn": arn});
-    let (_, desc) = wait(&mut conn, "DescribeBackup", &describe, |v| {
+    let mut summary = BackupSummary::default();
+    let (_, desc) = wait(&mut conn, "DescribeBackup", &describe, &mut summary, |v| {
         v.pointer("/BackupDescription/BackupDetails/BackupStatus")
             .and_then(Value::as_str)
             == Some("AVAILABLE")
     })
     .await?;
-    let mut summary = BackupSummary {
-        backup_s: started.elapsed().as_secs_f64(),
-        items: desc
-            .pointer("/BackupDescription/SourceTableDetails/ItemCount")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        bytes: desc
-            .pointer("/BackupDescription/BackupDetails/BackupSizeBytes")
-            .and_then(Value::as_u64)
-            .unwrap_or(0),
-        ..BackupSummary::default()
-    };
+    summary.backup_s = started.elapsed().as_secs_f64();
+    summary.items = desc
+        .pointer("/BackupDescription/SourceTableDetails/ItemCount")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    summary.bytes = desc
+        .pointer("/BackupDescription/BackupDetails/BackupSizeBytes")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
     tokio::time::sleep_until((opened + window).into()).await;
     let target = format!("{table}-restored");
     let body = json!({"TargetTableName": target, "BackupArn": arn});
-    summary.restore_s = timed_restore(&mut conn, "RestoreTableFromBackup", body, &target).await?;
+    summary.restore_s = timed_restore(
+        &mut conn,
+        "RestoreTableFromBackup",
+        body,
+        &target,
+        &mut summary,
+    )
+    .await?;
     if pitr {
         let target = format!("{table}-then");
         let body = json!({
@@ -154,8 +176,16 @@ pub async fn run(
             "TargetTableName": target,
             "RestoreDateTime": opened_ms as f64 / 1000.0,
         });
-        summary.pitr_restore_s =
-            Some(timed_restore(&mut conn, "RestoreTableToPointInTime", body, &target).await?);
+        summary.pitr_restore_s = Some(
+            timed_restore(
+                &mut conn,
+                "RestoreTableToPointInTime",
+                body,
+                &target,
+                &mut summary,
+            )
+            .await?,
+        );
     }
     ops::call(&mut conn, "DeleteBackup", &describe)
         .await

@@ -489,6 +489,14 @@ fn systems(md: &mut String, r: &Results) {
                         None => String::new(),
                     }
                 );
+                if let Some(first) = &b.first_refusal {
+                    let _ = writeln!(
+                        md,
+                        "{} status polls were refused or unanswered and retried; the first: `{}`.",
+                        b.refused_polls,
+                        first.replace('`', "'")
+                    );
+                }
             }
         }
         let _ = writeln!(md);
