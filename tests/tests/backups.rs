@@ -129,6 +129,23 @@ async fn writer(
     log
 }
 
+/// A table's items as pk -> v.
+async fn contents(c: &Client, table: &str) -> BTreeMap<String, String> {
+    scan_all(c, table, None)
+        .await
+        .into_iter()
+        .map(|i| {
+            let v = |a: &str| {
+                i.get(a)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            (v("pk"), v("v"))
+        })
+        .collect()
+}
+
 async fn wait_available(c: &Client, arn: &str) {
     let deadline = Instant::now() + SETTLE_WITHIN;
     loop {
@@ -260,19 +277,7 @@ async fn backup_under_writes(c: &Client, indexed: bool) {
     );
     wait_active(c, "restored").await;
 
-    let got: BTreeMap<String, String> = scan_all(c, "restored", None)
-        .await
-        .into_iter()
-        .map(|i| {
-            let v = |a: &str| {
-                i.get(a)
-                    .and_then(|v| v.as_s().ok())
-                    .cloned()
-                    .unwrap_or_default()
-            };
-            (v("pk"), v("v"))
-        })
-        .collect();
+    let got: BTreeMap<String, String> = contents(c, "restored").await;
     let mut in_flight = 0;
     for k in keys.iter().flatten() {
         let writes = history.get(k).map_or(&[][..], Vec::as_slice);
@@ -575,19 +580,7 @@ async fn restores_to_points_in_time(c: &Client) {
     restores.push(("ledger-latest".to_string(), state.clone()));
     for (target, want) in &restores {
         wait_active(c, target).await;
-        let got: BTreeMap<String, String> = scan_all(c, target, None)
-            .await
-            .into_iter()
-            .map(|i| {
-                let v = |a: &str| {
-                    i.get(a)
-                        .and_then(|v| v.as_s().ok())
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                (v("pk"), v("v"))
-            })
-            .collect();
+        let got: BTreeMap<String, String> = contents(c, target).await;
         assert_eq!(&got, want, "{target} differs from the table at its moment");
     }
     let off = PointInTimeRecoverySpecification::builder()

@@ -18,9 +18,6 @@ use std::sync::Arc;
 
 /// Most summaries one ListBackups page holds.
 pub const MAX_LIST_BACKUPS_LIMIT: i64 = 100;
-/// BackupName's length bounds, in characters.
-const MIN_BACKUP_NAME_CHARS: usize = 3;
-const MAX_BACKUP_NAME_CHARS: usize = 255;
 /// Shortest and longest BackupArn, in characters.
 const MIN_BACKUP_ARN_CHARS: usize = 37;
 const MAX_BACKUP_ARN_CHARS: usize = 1024;
@@ -157,6 +154,31 @@ fn find(
     Ok((t, b))
 }
 
+/// Pins the change log of every partition of `meta` for `holder`
+/// (`Command::PinChangeLog`): from each pin on, every change is logged and
+/// kept until the holder releases it.
+pub(super) async fn pin_all(api: &Api, meta: &TableMeta, holder: &str) -> Result<(), ApiError> {
+    for p in &meta.partitions {
+        let pin = Command::PinChangeLog {
+            holder: holder.to_string(),
+        };
+        match api
+            .router
+            .propose_at(&meta.name, None, p.hash_lo, pin)
+            .await?
+        {
+            Outcome::Sequence(_) => {}
+            other => {
+                tracing::error!(?other, "unexpected outcome of PinChangeLog");
+                return Err(ApiError::InternalServerError(
+                    "Internal server error".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// BackupDetails of backup `b`, kept in `hidden`.
 fn details(api: &Api, b: &BackupMeta, hidden: &str) -> Value {
     let mut d = json!({
@@ -237,36 +259,8 @@ fn description(api: &Api, b: &BackupMeta, hidden: &str) -> Result<Value, ApiErro
 pub async fn create(api: &Api, input: CreateInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     let mut v = Violations::default();
-    match input.backup_name.as_deref() {
-        None => v.null("backupName"),
-        Some(n) => {
-            let chars = n.chars().count();
-            if chars < MIN_BACKUP_NAME_CHARS {
-                v.add(
-                    Some(n),
-                    "backupName",
-                    "Member must have length greater than or equal to 3",
-                );
-            }
-            if chars > MAX_BACKUP_NAME_CHARS {
-                v.add(
-                    Some(n),
-                    "backupName",
-                    "Member must have length less than or equal to 255",
-                );
-            }
-            if !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
-            {
-                v.add(
-                    Some(n),
-                    "backupName",
-                    "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+",
-                );
-            }
-        }
-    }
+    // BackupName has a table name's constraints.
+    check_table_name(&mut v, input.backup_name.as_deref(), "backupName");
     v.check()?;
     let backup_name = input.backup_name.map(|n| n.0).unwrap_or_default();
     api.authorize(|| crate::auth::Access::table("CreateBackup", &name))?;
@@ -281,24 +275,7 @@ pub async fn create(api: &Api, input: CreateInput) -> Result<Value, ApiError> {
     // change after it is in the log, to be undone from the copy.
     let holder_id = new_id(dynaraft_storage::wall_clock_ms());
     let holder = backup_table_name(&holder_id);
-    for p in &t.meta.partitions {
-        let pin = Command::PinChangeLog {
-            holder: holder.clone(),
-        };
-        match api
-            .router
-            .propose_at(&t.meta.name, None, p.hash_lo, pin)
-            .await?
-        {
-            Outcome::Sequence(_) => {}
-            other => {
-                tracing::error!(?other, "unexpected outcome of PinChangeLog");
-                return Err(ApiError::InternalServerError(
-                    "Internal server error".into(),
-                ));
-            }
-        }
-    }
+    pin_all(api, &t.meta, &holder).await?;
     let at_ms = dynaraft_storage::wall_clock_ms();
     let hidden = hidden_table(&holder_id, &backup_name, &t.meta, at_ms);
     let meta = change_table(api, Command::CreateTable(hidden), &holder).await?;

@@ -14,7 +14,7 @@ use dynaraft_storage::catalog::{
     DEFAULT_RECOVERY_PERIOD_DAYS, MAX_RECOVERY_PERIOD_DAYS, MIN_RECOVERY_PERIOD_DAYS, PITR_HOLDER,
     PitrMeta,
 };
-use dynaraft_storage::{Command, Outcome, TableMeta, TableStatus};
+use dynaraft_storage::{Command, TableMeta, TableStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -101,24 +101,7 @@ pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
         (true, None) => {
             // Every partition keeps its changes from here on; only then
             // does the window open.
-            for p in &t.meta.partitions {
-                let pin = Command::PinChangeLog {
-                    holder: PITR_HOLDER.to_string(),
-                };
-                match api
-                    .router
-                    .propose_at(&t.meta.name, None, p.hash_lo, pin)
-                    .await?
-                {
-                    Outcome::Sequence(_) => {}
-                    other => {
-                        tracing::error!(?other, "unexpected outcome of PinChangeLog");
-                        return Err(ApiError::InternalServerError(
-                            "Internal server error".into(),
-                        ));
-                    }
-                }
-            }
+            super::backups::pin_all(api, &t.meta, PITR_HOLDER).await?;
             Some(Box::new(PitrMeta {
                 since_ms: dynaraft_storage::wall_clock_ms(),
                 period_days: period.map_or(DEFAULT_RECOVERY_PERIOD_DAYS, |d| d as u64),
