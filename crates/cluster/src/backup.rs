@@ -315,7 +315,11 @@ async fn release_pins(host: &Host, catalog: &Catalog) -> Result<(), ClusterError
 }
 
 /// A put (or, without `item`, a delete) of `key` in `t`, through the
-/// ordinary write path: `t`'s indexes and stream follow it.
+/// ordinary write path: `t`'s indexes and stream follow it. For writes
+/// made once already and carried here (a backup's copy, a restore, a
+/// write replicated from another region: `ops::replication`), so the item
+/// collection's limit is not applied again. `None` when `key` is not a
+/// key of `t`.
 pub fn plain_write(t: &Table, key: &Item, item: Option<&Item>) -> Option<WriteCommand> {
     Some(WriteCommand {
         kind: if item.is_some() {
@@ -330,7 +334,6 @@ pub fn plain_write(t: &Table, key: &Item, item: Option<&Item>) -> Option<WriteCo
         update: None,
         names: BTreeMap::new(),
         values: JsonDoc::from_item(&Item::new()),
-        // What is copied existed under the limit, or is a backup's own copy.
         local: t.meta.local_index_specs(&t.schema, u64::MAX),
         global: t.meta.global_key_specs(),
         legacy_update: false,
@@ -364,14 +367,14 @@ async fn write_all(
     Ok(())
 }
 
-/// Reads the next chunk of `group`'s items after `progress.next`; `None`
-/// when the scan is done.
+/// Reads the next chunk of `group`'s items after `progress.next`, and
+/// moves it on (`None` once the scan is done).
 async fn read_chunk(
     host: &Host,
     schema: &dynaraft_model::KeySchema,
     group: u64,
     progress: &mut Progress,
-) -> Result<Option<Vec<Item>>, ClusterError> {
+) -> Result<Vec<Item>, ClusterError> {
     let opts = ReadOptions {
         forward: true,
         start_after: progress.next.clone(),
@@ -382,10 +385,7 @@ async fn read_chunk(
         .read_range(group, schema, None, (&[], None), &opts, true)
         .await?;
     progress.next = page.last_key.as_ref().and_then(|k| schema.storage_key(k));
-    if page.items.is_empty() && progress.next.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(page.items))
+    Ok(page.items)
 }
 
 /// One step of copying partition `group` into `target` as `step` says;
@@ -497,7 +497,6 @@ async fn copy_chunk(
     let items = read_chunk(host, schema, group, progress).await?;
     let writes = items
         .iter()
-        .flatten()
         .filter_map(|i| plain_write(target, &target.schema.key_of(i), Some(i)))
         .collect();
     write_all(router, target, writes).await

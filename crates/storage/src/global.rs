@@ -384,17 +384,7 @@ pub fn read_changes_raw(
 ) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let lo = change_key(group, after.saturating_add(1));
     let hi = change_key(group, u64::MAX);
-    let mut out = Vec::new();
-    let mut bytes = 0;
-    for kv in tree.range(lo..=hi).take(max) {
-        if bytes >= max_bytes {
-            break;
-        }
-        let (k, v) = kv?;
-        bytes += v.len();
-        out.push((change_seq(&k)?, v.to_vec()));
-    }
-    Ok(out)
+    bounded(tree.range(lo..=hi), (max, max_bytes))
 }
 
 /// Change records of `group` before sequence `before`, newest first: up
@@ -404,22 +394,34 @@ pub fn read_changes_before(
     tree: &Store,
     group: u64,
     before: u64,
-    (max, max_bytes): (usize, usize),
+    limits: (usize, usize),
 ) -> Result<Vec<(u64, ChangeRecord)>, StorageError> {
     if before == 0 {
         return Ok(Vec::new());
     }
-    let lo = change_key(group, 0);
-    let hi = change_key(group, before);
+    let (lo, hi) = (change_key(group, 0), change_key(group, before));
+    bounded(tree.range(lo..hi).rev(), limits)?
+        .into_iter()
+        .map(|(seq, bytes)| Ok((seq, ChangeRecord::decode(&bytes)?)))
+        .collect()
+}
+
+/// The change records `scan` yields, in its order, with their sequence
+/// numbers: up to `max`, stopping after the one that brings their size to
+/// `max_bytes`.
+fn bounded(
+    scan: impl Iterator<Item = crate::kv::Pair>,
+    (max, max_bytes): (usize, usize),
+) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let mut out = Vec::new();
     let mut bytes = 0;
-    for kv in tree.range(lo..hi).rev().take(max) {
+    for kv in scan.take(max) {
         if bytes >= max_bytes {
             break;
         }
         let (k, v) = kv?;
         bytes += v.len();
-        out.push((change_seq(&k)?, ChangeRecord::decode(&v)?));
+        out.push((change_seq(&k)?, v.to_vec()));
     }
     Ok(out)
 }

@@ -26,15 +26,14 @@ use crate::error::ApiError;
 use crate::params::parse_body;
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
+use dynaraft_cluster::backup::plain_write;
 use dynaraft_cluster::peer::{PeerError, PeerRegions, valid_region_name};
 use dynaraft_model::value::item_from_json;
 use dynaraft_model::wire::{List, Obj, Str};
 use dynaraft_storage::catalog::{REPLICA_ACTIVE, REPLICA_CREATING};
 use dynaraft_storage::global::Origin;
 use dynaraft_storage::replica::{GlobalWrite, Version};
-use dynaraft_storage::{
-    Command, JsonDoc, Outcome, ReplicaMeta, Replication, TableMeta, WriteCommand, WriteKind,
-};
+use dynaraft_storage::{Command, Outcome, ReplicaMeta, Replication, TableMeta, WriteCommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -559,29 +558,17 @@ fn replicated_command(t: &Table, local: &str, w: &Value) -> Result<WriteCommand,
     {
         return Err(bad("Item (its key is not Key)"));
     }
+    // A put or delete like any other (with no limit on the item's
+    // collection: the item's own region accepted it under its limit, and a
+    // replica refusing it would hold back every later write of the
+    // partition), versioned and marked as replicated.
+    let write = plain_write(t, &key, item.as_ref()).ok_or_else(|| bad("Key"))?;
     Ok(WriteCommand {
-        kind: if item.is_some() {
-            WriteKind::Put
-        } else {
-            WriteKind::Delete
-        },
-        storage_key,
-        key: JsonDoc::from_item(&key),
-        item: item.as_ref().map(JsonDoc::from_item),
-        condition: None,
-        update: None,
-        names: Default::default(),
-        values: JsonDoc::new(&json!({})),
-        // The item's own region accepted it under its limit; a replica
-        // refusing it would hold back every later write of the partition.
-        local: t.meta.local_index_specs(&t.schema, u64::MAX),
-        global: t.meta.global_key_specs(),
-        legacy_update: false,
-        stream: t.meta.enabled_stream().is_some(),
         origin: Origin::Replica,
         replicated: Some(Box::new(GlobalWrite {
             region: local.to_string(),
             version: Some(version),
         })),
+        ..write
     })
 }
