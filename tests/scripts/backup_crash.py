@@ -78,9 +78,11 @@ def allowed_at(writes, before, t_ms):
         if answered <= t_ms:
             last = i
     ok = [writes[last][0] if last is not None else before]
+    # Every later write called by T may have been applied by T: one in
+    # flight, and before it any cut by an earlier round's kill (never
+    # answered, so the next round's writes of the key follow it).
     nxt = 0 if last is None else last + 1
-    if nxt < len(writes) and writes[nxt][1] <= t_ms:
-        ok.append(writes[nxt][0])
+    ok += [w[0] for w in writes[nxt:] if w[1] <= t_ms]
     return ok
 
 
