@@ -172,6 +172,7 @@ impl TestCluster {
             replace_after_ms: self.replace_after_ms,
             split_size_bytes: self.split_size_bytes,
             peer_regions: None,
+            object_store: None,
         };
         ClusterNode::start(cfg, listener).await.expect("start node")
     }

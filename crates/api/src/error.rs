@@ -51,6 +51,15 @@ pub enum ApiError {
     PointInTimeRecoveryUnavailable(String),
     /// A restore time outside the table's recovery window.
     InvalidRestoreTime(String),
+    /// An export time outside the table's recovery window.
+    InvalidExportTime(String),
+    /// A ClientToken of an export, or of an import, given again with
+    /// other parameters.
+    ExportConflict(String),
+    ImportConflict(String),
+    /// No export, or import, has the ARN given.
+    ExportNotFound(String),
+    ImportNotFound(String),
     ConditionalCheckFailed {
         item: Option<Value>,
     },
@@ -209,6 +218,23 @@ impl ApiError {
                 format!("{DDB}InvalidRestoreTimeException"),
                 Some(m.clone()),
             ),
+            ApiError::InvalidExportTime(m) => (
+                400,
+                format!("{DDB}InvalidExportTimeException"),
+                Some(m.clone()),
+            ),
+            ApiError::ExportConflict(m) => {
+                (400, format!("{DDB}ExportConflictException"), Some(m.clone()))
+            }
+            ApiError::ImportConflict(m) => {
+                (400, format!("{DDB}ImportConflictException"), Some(m.clone()))
+            }
+            ApiError::ExportNotFound(m) => {
+                (400, format!("{DDB}ExportNotFoundException"), Some(m.clone()))
+            }
+            ApiError::ImportNotFound(m) => {
+                (400, format!("{DDB}ImportNotFoundException"), Some(m.clone()))
+            }
             ApiError::ExpiredIterator(m) => {
                 (400, format!("{DDB}ExpiredIteratorException"), Some(m.clone()))
             }

@@ -453,7 +453,7 @@ async fn propose_to_control(
     let mut last = ClusterError::Unavailable("no control members given".into());
     for m in control {
         match remote
-            .call(&m.addr, 0, 0, &Request::Propose(cmd.clone()))
+            .call(&m.addr, 0, 0, &Request::Propose(Box::new(cmd.clone())))
             .await
         {
             Ok(Reply::Proposed(outcome, _)) => return Ok(outcome),

@@ -524,11 +524,29 @@ async fn report(
 /// at `at_ms`: `source`'s key schema, one partition per source partition
 /// over the same hash range, CREATING until every partition is copied.
 pub fn hidden_table(id: &str, name: &str, source: &TableMeta, at_ms: u64) -> TableMeta {
+    TableMeta {
+        backup: Some(Box::new(BackupMeta {
+            name: name.to_string(),
+            source: Box::new(source.clone()),
+            at_ms,
+            status: BACKUP_CREATING.to_string(),
+            copied: Vec::new(),
+            items: 0,
+            bytes: 0,
+        })),
+        ..snapshot_table(backup_table_name(id), source)
+    }
+}
+
+/// A hidden table `name` for a copy of `source`'s items: its key schema
+/// only (no index, stream or TTL), one partition per source partition over
+/// the same hash range.
+pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
     let keys: Vec<&str> = std::iter::once(source.hash_key.0.as_str())
         .chain(source.range_key.as_ref().map(|r| r.0.as_str()))
         .collect();
     TableMeta {
-        name: backup_table_name(id),
+        name,
         partitions: source
             .partitions
             .iter()
@@ -565,16 +583,9 @@ pub fn hidden_table(id: &str, name: &str, source: &TableMeta, at_ms: u64) -> Tab
         next_index_id: 0,
         streams: Vec::new(),
         replication: None,
-        backup: Some(Box::new(BackupMeta {
-            name: name.to_string(),
-            source: Box::new(source.clone()),
-            at_ms,
-            status: BACKUP_CREATING.to_string(),
-            copied: Vec::new(),
-            items: 0,
-            bytes: 0,
-        })),
+        backup: None,
         restore: None,
         pitr: None,
+        importing: None,
     }
 }

@@ -7,6 +7,7 @@
 
 use arc_swap::ArcSwap;
 use dynaraft_model::KeySchema;
+use dynaraft_storage::jobs::Job;
 use dynaraft_storage::machine::{self, CATALOG_GROUP};
 use dynaraft_storage::{NodeRecord, PartitionMeta, StorageError, TableMeta, UserRecord};
 use std::collections::BTreeMap;
@@ -31,6 +32,8 @@ pub struct Catalog {
     pub partitions: BTreeMap<u64, (String, PartitionMeta)>,
     /// The users the control plane keeps, by access key id.
     pub users: Arc<BTreeMap<String, UserRecord>>,
+    /// Exports and imports, by ARN.
+    pub jobs: Arc<BTreeMap<String, Job>>,
 }
 
 impl Catalog {
@@ -39,6 +42,7 @@ impl Catalog {
         tables: BTreeMap<String, Arc<Table>>,
         nodes: BTreeMap<u64, NodeRecord>,
         users: BTreeMap<String, UserRecord>,
+        jobs: BTreeMap<String, Job>,
     ) -> Catalog {
         let partitions = tables
             .values()
@@ -51,6 +55,7 @@ impl Catalog {
             nodes,
             partitions,
             users: Arc::new(users),
+            jobs: Arc::new(jobs),
         }
     }
 
@@ -76,7 +81,13 @@ impl Catalog {
             let u: UserRecord = decode(&v)?;
             users.insert(u.access_key_id.clone(), u);
         }
-        Ok(Catalog::new(version, tables, nodes, users))
+        let mut jobs = BTreeMap::new();
+        for kv in tree.scan_prefix(machine::jobs_prefix()) {
+            let (_, v) = kv?;
+            let j: Job = decode(&v)?;
+            jobs.insert(j.arn.clone(), j);
+        }
+        Ok(Catalog::new(version, tables, nodes, users, jobs))
     }
 
     /// Rebuilds a catalog received from another node.
@@ -95,7 +106,8 @@ impl Catalog {
             .into_iter()
             .map(|u| (u.access_key_id.clone(), u))
             .collect();
-        Ok(Catalog::new(doc.version, tables, nodes, users))
+        let jobs = doc.jobs.into_iter().map(|j| (j.arn.clone(), j)).collect();
+        Ok(Catalog::new(doc.version, tables, nodes, users, jobs))
     }
 
     /// The partitions with a replica on `node`, by group.

@@ -44,6 +44,9 @@ pub struct EmbeddedConfig {
     /// This deployment's region and its peers, for global tables; `None`:
     /// no replicator runs.
     pub peer_regions: Option<Arc<crate::peer::PeerRegions>>,
+    /// Where exports write and imports read (`--object-store`); `None`:
+    /// exports and imports fail.
+    pub object_store: Option<Arc<crate::objects::ObjectStore>>,
 }
 
 impl EmbeddedConfig {
@@ -57,6 +60,7 @@ impl EmbeddedConfig {
             split_size_bytes: crate::split::DEFAULT_SPLIT_SIZE_BYTES,
             encryption: None,
             peer_regions: None,
+            object_store: None,
         }
     }
 }
@@ -119,6 +123,7 @@ impl Embedded {
             &catalog,
             cfg.ttl_sweep_interval_ms,
             cfg.peer_regions.clone(),
+            cfg.object_store.clone(),
         );
         let (r, size) = (router.clone(), cfg.split_size_bytes);
         host.spawn(move |h, stop| crate::split::run(h, r, size, stop));

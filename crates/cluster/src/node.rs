@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// This deployment's region and its peers, for global tables; `None`:
     /// no replicator runs.
     pub peer_regions: Option<Arc<crate::peer::PeerRegions>>,
+    /// Where exports write and imports read (`--object-store`); `None`:
+    /// exports and imports fail.
+    pub object_store: Option<Arc<crate::objects::ObjectStore>>,
 }
 
 /// A running storage node.
@@ -136,6 +139,7 @@ impl ClusterNode {
             &catalog,
             cfg.ttl_sweep_interval_ms,
             cfg.peer_regions.clone(),
+            cfg.object_store.clone(),
         );
         Ok(ClusterNode {
             host,
@@ -160,6 +164,7 @@ pub(crate) fn spawn_replica_tasks(
     catalog: &Arc<CatalogWatch>,
     ttl_sweep_ms: u64,
     peers: Option<Arc<crate::peer::PeerRegions>>,
+    objects: Option<Arc<crate::objects::ObjectStore>>,
 ) {
     let c = catalog.clone();
     host.spawn(move |h, stop| reconcile::run(h, c, stop));
@@ -172,6 +177,8 @@ pub(crate) fn spawn_replica_tasks(
     host.spawn(move |h, stop| crate::txn::run(h, r, c, stop));
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| crate::backup::run(h, r, c, stop));
+    let (c, r) = (catalog.clone(), router.clone());
+    host.spawn(move |h, stop| crate::jobs::run(h, r, c, objects, stop));
     if let Some(peers) = peers {
         let (c, r) = (catalog.clone(), router.clone());
         host.spawn(move |h, stop| crate::replicate::run(h, r, c, peers, stop));

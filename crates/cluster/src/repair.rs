@@ -294,6 +294,7 @@ mod tests {
             tables: vec![table],
             nodes,
             users: Vec::new(),
+            jobs: Vec::new(),
         })
         .unwrap()
     }

@@ -171,7 +171,7 @@ impl Router {
             self.wait_for_zones().await?;
         }
         let (outcome, index) = match self
-            .route(Target::Control, true, &Request::Propose(cmd))
+            .route(Target::Control, true, &Request::Propose(Box::new(cmd)))
             .await?
         {
             Reply::Proposed(o, i) => (o, i),
@@ -239,7 +239,7 @@ impl Router {
         let mut settled = 0;
         let target = Target::key(table, &cmd.storage_key);
         let key = cmd.storage_key.clone();
-        let call = Request::Propose(Command::Write(cmd));
+        let call = Request::Propose(Box::new(Command::Write(cmd)));
         loop {
             let outcome = match self.route(target.clone(), true, &call).await? {
                 Reply::Proposed(o, _) => o,
@@ -279,7 +279,10 @@ impl Router {
         cmd: Command,
     ) -> Result<Outcome, ClusterError> {
         let target = Target::Partition { table, index, hash };
-        match self.route(target, true, &Request::Propose(cmd)).await? {
+        match self
+            .route(target, true, &Request::Propose(Box::new(cmd)))
+            .await?
+        {
             Reply::Proposed(o, _) => Ok(o),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
@@ -882,10 +885,11 @@ pub(crate) async fn until_mapped<T, F: Future<Output = Result<T, ClusterError>>>
 /// Whether `call` names keys of one hash only (so the partition owning
 /// that hash on a newer map owns all of them).
 fn keyed_by_one_hash(call: &Request) -> bool {
-    matches!(
-        call,
-        Request::Get { .. } | Request::Propose(Command::Write(_))
-    )
+    match call {
+        Request::Get { .. } => true,
+        Request::Propose(cmd) => matches!(**cmd, Command::Write(_)),
+        _ => false,
+    }
 }
 
 /// `[lo, hi)` intersected with the key range of partition `i` of `parts`

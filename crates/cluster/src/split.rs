@@ -94,7 +94,8 @@ pub async fn check_once(
     let backing_up: HashSet<&str> = backups.chain(restores).collect();
     for t in catalog.tables.values() {
         let name = &t.meta.name;
-        if t.meta.backup.is_some() || backing_up.contains(name.as_str()) {
+        let snapshot = name.starts_with(crate::jobs::EXPORT_TABLE_PREFIX);
+        if t.meta.backup.is_some() || snapshot || backing_up.contains(name.as_str()) {
             continue;
         }
         let indexes = std::iter::once((None, &t.meta.partitions)).chain(

@@ -21,7 +21,8 @@ pub const CATALOG_POLL_MS: u64 = 1_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Propose(Command),
+    /// Boxed: a command holds a whole table's metadata.
+    Propose(Box<Command>),
     Get {
         key: Vec<u8>,
         consistent: bool,
@@ -149,6 +150,9 @@ pub struct CatalogDoc {
     /// only between members (mutual TLS closes it to others).
     #[serde(default)]
     pub users: Vec<UserRecord>,
+    /// Exports and imports.
+    #[serde(default)]
+    pub jobs: Vec<dynaraft_storage::jobs::Job>,
 }
 
 impl From<&Catalog> for CatalogDoc {
@@ -158,6 +162,7 @@ impl From<&Catalog> for CatalogDoc {
             tables: c.tables.values().map(|t| t.meta.clone()).collect(),
             nodes: c.nodes.values().cloned().collect(),
             users: c.users.values().cloned().collect(),
+            jobs: c.jobs.values().cloned().collect(),
         }
     }
 }
@@ -238,7 +243,7 @@ pub async fn execute(
     check_epoch(catalog, group, epoch)?;
     Ok(match req {
         Request::Propose(cmd) => {
-            let fut = host.propose(group, cmd);
+            let fut = host.propose(group, *cmd);
             let (o, i) = tokio::time::timeout(Duration::from_millis(PROPOSE_TIMEOUT_MS), fut)
                 .await
                 .map_err(|_| {
@@ -326,6 +331,7 @@ mod tests {
                 tables: vec![table],
                 nodes: Vec::new(),
                 users: Vec::new(),
+                jobs: Vec::new(),
             })
             .unwrap(),
         );

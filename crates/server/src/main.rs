@@ -171,6 +171,12 @@ struct NodeArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Where exports write and imports read: an S3-compatible endpoint, or
+    /// `file:///a/dir` (each bucket a subdirectory, made by you). The
+    /// embedded server on disk defaults to the `objects` directory of its
+    /// data directory.
+    #[arg(long)]
+    object_store: Option<String>,
     /// Encrypt the data directory at rest with the keys in this file (one
     /// 64-hex-digit AES-256 key per line, the first active; see
     /// docs/security.md). Chosen when the directory is created.
@@ -420,6 +426,12 @@ struct EmbeddedArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Where exports write and imports read: an S3-compatible endpoint, or
+    /// `file:///a/dir` (each bucket a subdirectory, made by you). The
+    /// embedded server on disk defaults to the `objects` directory of its
+    /// data directory.
+    #[arg(long)]
+    object_store: Option<String>,
     /// Encrypt the data directory at rest with the keys in this file (one
     /// 64-hex-digit AES-256 key per line, the first active; see
     /// docs/security.md). Chosen when the directory is created.
@@ -755,6 +767,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         replace_after_ms: args.replace_after_ms,
         split_size_bytes: args.split_size_bytes,
         peer_regions: args.global.peers(&args.region)?,
+        object_store: object_store(args.object_store.as_deref())?,
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -897,6 +910,15 @@ fn load_tls(
 }
 
 /// The audit log of `--audit-log`, if given.
+/// The object store `--object-store` names.
+fn object_store(
+    url: Option<&str>,
+) -> anyhow::Result<Option<Arc<dynaraft_cluster::objects::ObjectStore>>> {
+    url.map(|u| dynaraft_cluster::objects::ObjectStore::parse(u).map(Arc::new))
+        .transpose()
+        .map_err(anyhow::Error::msg)
+}
+
 fn open_audit(
     path: Option<&std::path::Path>,
 ) -> anyhow::Result<Option<Arc<dynaraft_api::audit::AuditLog>>> {
@@ -923,6 +945,14 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         split_size_bytes: args.split_size_bytes,
         encryption: load_keys(args.encryption_key_file.as_deref())?,
         peer_regions: peers.clone(),
+        object_store: match (&args.object_store, &data_dir) {
+            (None, Some(dir)) => {
+                let dir = std::path::absolute(dir.join("objects"))?;
+                std::fs::create_dir_all(&dir)?;
+                object_store(Some(&format!("file://{}", dir.display())))?
+            }
+            (url, _) => object_store(url.as_deref())?,
+        },
         ..EmbeddedConfig::new(data_dir)
     };
     let cfg = ApiConfig {

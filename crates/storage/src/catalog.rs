@@ -81,6 +81,10 @@ pub struct TableMeta {
     /// is pinned ([`PITR_HOLDER`]) and kept for the recovery period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pitr: Option<Box<PitrMeta>>,
+    /// The ImportArn loading this table (ImportTable): it stays CREATING
+    /// until the import finishes, and is deleted if the import fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub importing: Option<Box<str>>,
 }
 
 /// The change-log pin holder of point-in-time recovery.

@@ -185,6 +185,9 @@ pub enum Command {
         items: u64,
         bytes: u64,
     },
+    /// Catalog group: records export or import `0` (created, or its
+    /// progress); a job already finished is never changed again.
+    PutJob(Box<crate::jobs::Job>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +365,7 @@ impl std::fmt::Display for Entry {
             Command::PartitionCopied { table, group, .. } => {
                 format!("PartitionCopied({table}, group {group})")
             }
+            Command::PutJob(j) => format!("PutJob({}, {})", j.arn, j.status),
             Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
             Command::BeginSplit {
                 table, group, at, ..

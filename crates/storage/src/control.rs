@@ -175,6 +175,7 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
                     // Copy progress is the control plane's (PartitionCopied).
                     backup: old.backup,
                     restore: old.restore,
+                    importing: old.importing,
                     ..new.clone()
                 };
                 put_table(ov, &meta);
@@ -190,6 +191,18 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         } => change_table(ov, table, |meta| {
             partition_copied(meta, *group, *items, *bytes)
         }),
+        Command::PutJob(job) => {
+            let key = crate::machine::job_key(&job.arn);
+            if let Some(old) = ov.get(&key)? {
+                let old: crate::jobs::Job = serde_json::from_slice(&old)
+                    .map_err(|e| StorageError::Corrupt(format!("job {}: {e}", job.arn)))?;
+                if old.finished() {
+                    return Ok(Outcome::Invalid(format!("job {} is finished", job.arn)));
+                }
+            }
+            ov.put(key, serde_json::to_vec(job).unwrap_or_default());
+            Ok(Outcome::Done)
+        }
         Command::ReplicaCopied {
             table,
             region,

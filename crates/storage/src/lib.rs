@@ -23,6 +23,7 @@ pub mod control;
 pub mod global;
 pub mod identity;
 pub mod index;
+pub mod jobs;
 pub mod kv;
 pub mod machine;
 pub mod read;

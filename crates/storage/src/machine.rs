@@ -44,6 +44,8 @@ const TABLES: u8 = 0x02;
 const NODES: u8 = 0x03;
 /// The control plane's users (`catalog::UserRecord`), by access key id.
 const USERS: u8 = 0x0E;
+/// Exports and imports (`jobs::Job`), by ARN.
+const JOBS: u8 = 0x10;
 
 pub fn meta_key(group: u64, name: &str) -> Vec<u8> {
     let mut k = group.to_be_bytes().to_vec();
@@ -91,6 +93,18 @@ pub fn user_key(access_key_id: &str) -> Vec<u8> {
 pub fn users_prefix() -> Vec<u8> {
     let mut k = CATALOG_GROUP.to_be_bytes().to_vec();
     k.push(USERS);
+    k
+}
+
+pub fn job_key(arn: &str) -> Vec<u8> {
+    let mut k = jobs_prefix();
+    k.extend_from_slice(arn.as_bytes());
+    k
+}
+
+pub fn jobs_prefix() -> Vec<u8> {
+    let mut k = CATALOG_GROUP.to_be_bytes().to_vec();
+    k.push(JOBS);
     k
 }
 

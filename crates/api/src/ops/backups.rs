@@ -689,6 +689,7 @@ fn restored_meta(
         backup: None,
         restore: Some(Box::new(from)),
         pitr: None,
+        importing: None,
     })
 }
 

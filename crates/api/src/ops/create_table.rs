@@ -46,6 +46,25 @@ pub async fn create(
     input: CreateTableInput,
     replication: Option<dynaraft_storage::Replication>,
 ) -> Result<Value, ApiError> {
+    let name = input.table_name.as_deref().unwrap_or_default().to_string();
+    let mut meta = table_meta(api, &input, "CreateTable")?;
+    meta.replication = replication.map(Box::new);
+    let instant = meta.status == TableStatus::Active;
+    let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
+    if !instant {
+        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
+    }
+    Ok(json!({ "TableDescription": super::describe_created(api, &meta).await? }))
+}
+
+/// The table `input` defines, validated as DynamoDB validates CreateTable
+/// (and ImportTable's TableCreationParameters), once the caller may do
+/// `action` to it.
+pub fn table_meta(
+    api: &Api,
+    input: &CreateTableInput,
+    action: &'static str,
+) -> Result<TableMeta, ApiError> {
     let Some(name) = input.table_name.as_ref().map(|n| n.0.clone()) else {
         return Err(ApiError::validation(
             "The parameter 'TableName' is required but was not present in the request",
@@ -54,7 +73,7 @@ pub async fn create(
     let mut v = Violations::default();
     check_table_name(&mut v, Some(&name), "tableName");
     v.check()?;
-    api.authorize(|| crate::auth::Access::table("CreateTable", &name))?;
+    api.authorize(|| crate::auth::Access::table(action, &name))?;
     let mut v = Violations::default();
     if input.attribute_definitions.is_none() {
         v.null("attributeDefinitions");
@@ -124,7 +143,7 @@ pub async fn create(
     };
     let tags = crate::tag_rules::parse_tags(input.tags.as_ref())?;
     let instant = api.cfg.transition_delay_ms == 0;
-    let meta = TableMeta {
+    Ok(TableMeta {
         name: api.scope.table_key(&name).into_owned(),
         partitions: PartitionMeta::even_split(partitions),
         status: if instant {
@@ -149,16 +168,12 @@ pub async fn create(
         next_index_id: global_indexes.len() as u32,
         global_indexes,
         streams,
-        replication: replication.map(Box::new),
+        replication: None,
         backup: None,
         restore: None,
         pitr: None,
-    };
-    let meta = super::change_table(api, Command::CreateTable(meta), &name).await?;
-    if !instant {
-        super::schedule_transition(api, meta.name.clone(), Some(TableStatus::Active));
-    }
-    Ok(json!({ "TableDescription": super::describe_created(api, &meta).await? }))
+        importing: None,
+    })
 }
 
 /// The table's KeySchema: one HASH element, then at most one RANGE

@@ -17,6 +17,7 @@ mod execute_statement;
 mod execute_transaction;
 mod get_item;
 mod index_defs;
+mod jobs;
 mod list_tables;
 mod partiql;
 mod put_item;
@@ -83,6 +84,12 @@ operations! { api, body;
     "UpdateContinuousBackups" => continuous_backups::update(api, parse_body(body)?).await,
     "RestoreTableToPointInTime" => backups::restore_to_point_in_time(api, parse_body(body)?).await,
     "DescribeEndpoints" => describe_endpoints::execute(api),
+    "ExportTableToPointInTime" => jobs::export(api, parse_body(body)?).await,
+    "DescribeExport" => jobs::describe_export(api, parse_body(body)?),
+    "ListExports" => jobs::list_exports(api, parse_body(body)?),
+    "ImportTable" => jobs::import(api, parse_body(body)?).await,
+    "DescribeImport" => jobs::describe_import(api, parse_body(body)?),
+    "ListImports" => jobs::list_imports(api, parse_body(body)?),
     "DescribeLimits" => describe_limits::execute(api),
     "DescribeTable" => describe_table::execute(api, parse_body(body)?).await,
     "DescribeTimeToLive" => time_to_live::describe(api, parse_body(body)?),
@@ -129,21 +136,15 @@ pub const UNIMPLEMENTED: &[&str] = &[
     "CreateGlobalTable",
     "DeleteResourcePolicy",
     "DescribeContributorInsights",
-    "DescribeExport",
     "DescribeGlobalTable",
     "DescribeGlobalTableSettings",
-    "DescribeImport",
     "DescribeKinesisStreamingDestination",
     "DescribeTableReplicaAutoScaling",
     "DisableKinesisStreamingDestination",
     "EnableKinesisStreamingDestination",
-    "ExportTableToPointInTime",
     "GetResourcePolicy",
-    "ImportTable",
     "ListContributorInsights",
-    "ListExports",
     "ListGlobalTables",
-    "ListImports",
     "PutResourcePolicy",
     "UpdateContributorInsights",
     "UpdateGlobalTable",
@@ -399,6 +400,8 @@ pub fn resume_transitions(api: &Api) {
                     .any(|g| g.status == IndexStatus::Creating) => {}
             // A restored table turns ACTIVE when its items are copied in.
             TableStatus::Creating if t.meta.restore.as_ref().is_some_and(|r| r.in_progress) => {}
+            // An imported table turns ACTIVE when the import finishes.
+            TableStatus::Creating if t.meta.importing.is_some() => {}
             TableStatus::Creating | TableStatus::Updating => {
                 schedule_transition(api, t.meta.name.clone(), Some(TableStatus::Active))
             }
