@@ -84,7 +84,10 @@ fn item(i: usize, v: usize) -> Row {
         "b".to_string(),
         AttributeValue::B(Blob::new(vec![0, 1, i as u8, 255])),
     );
-    m.insert("flag".to_string(), AttributeValue::Bool(i.is_multiple_of(2)));
+    m.insert(
+        "flag".to_string(),
+        AttributeValue::Bool(i.is_multiple_of(2)),
+    );
     m.insert("nothing".to_string(), AttributeValue::Null(true));
     m.insert(
         "tags".to_string(),

@@ -1,6 +1,8 @@
 //! The object store exports write to and imports read from: an
-//! S3-compatible store, or for single-machine use a local directory
-//! (`file://` URLs) whose subdirectories are the buckets.
+//! S3-compatible store, through the AWS SDK's S3 client (any endpoint URL,
+//! path-style addressing, credentials from the standard environment
+//! variables), or for single-machine use a local directory (`file://`
+//! URLs) whose subdirectories are the buckets.
 //!
 //! Buckets are never created here: as in S3, a bucket that does not exist
 //! fails the export or import that names it.
@@ -45,10 +47,50 @@ impl ObjectError {
 pub enum ObjectStore {
     /// Each bucket a directory under this one.
     Dir(PathBuf),
+    /// An S3-compatible endpoint.
+    S3(aws_sdk_s3::Client),
+}
+
+/// The S3 credentials and region an `http(s)://` object store signs with:
+/// AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), and
+/// AWS_REGION or else `region`.
+pub fn s3_from_env(url: &str, region: &str) -> Result<ObjectStore, String> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(key), Some(secret)) = (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) else {
+        return Err(format!(
+            "{url}: an S3 object store needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        ));
+    };
+    let creds = aws_credential_types::Credentials::new(
+        key,
+        secret,
+        var("AWS_SESSION_TOKEN"),
+        None,
+        "dynaraft-object-store",
+    );
+    let region = var("AWS_REGION").unwrap_or_else(|| region.to_string());
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .endpoint_url(url)
+        .region(aws_sdk_s3::config::Region::new(region))
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    Ok(ObjectStore::S3(aws_sdk_s3::Client::from_conf(conf)))
 }
 
 impl ObjectStore {
-    /// The store a `--object-store` URL names: `file:///a/dir`.
+    /// The store a `--object-store` URL names: `file:///a/dir`, or an
+    /// S3-compatible endpoint `http(s)://host:port` (signing as
+    /// [`s3_from_env`] says, in `region` unless AWS_REGION is set).
+    pub fn parse_with_region(url: &str, region: &str) -> Result<ObjectStore, String> {
+        if url.starts_with("http://") || url.starts_with("https://") {
+            return s3_from_env(url, region);
+        }
+        ObjectStore::parse(url)
+    }
+
+    /// The store a `file://` URL names.
     pub fn parse(url: &str) -> Result<ObjectStore, String> {
         if let Some(path) = url.strip_prefix("file://") {
             let path = Path::new(path);
@@ -59,7 +101,9 @@ impl ObjectStore {
             }
             return Ok(ObjectStore::Dir(path.to_path_buf()));
         }
-        Err(format!("{url}: the object store must be a file:// URL"))
+        Err(format!(
+            "{url}: the object store must be a file:// or an http(s):// URL"
+        ))
     }
 
     /// Stores `body` as `key` in `bucket`, replacing any object there;
@@ -70,6 +114,21 @@ impl ObjectStore {
             ObjectStore::Dir(root) => {
                 let path = object_path(root, bucket, key)?;
                 blocking(move || write_durably(&path, &body)).await?;
+            }
+            ObjectStore::S3(client) => {
+                let md5 = base64_md5(&body);
+                let out = client
+                    .put_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .content_md5(md5)
+                    .body(aws_sdk_s3::primitives::ByteStream::from(body))
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(bucket, key, e))?;
+                if let Some(tag) = out.e_tag() {
+                    return Ok(tag.trim_matches('"').to_string());
+                }
             }
         }
         Ok(etag)
@@ -94,6 +153,25 @@ impl ObjectStore {
                 })
                 .await
             }
+            ObjectStore::S3(client) => {
+                let out = client
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| s3_error(bucket, key, e))?;
+                let len = out.content_length().unwrap_or(0).max(0) as u64;
+                if len > MAX_OBJECT_BYTES {
+                    return Err(ObjectError::Unavailable(format!(
+                        "{key} is {len} bytes, more than the {MAX_OBJECT_BYTES} read at once"
+                    )));
+                }
+                let body = out.body.collect().await.map_err(|e| {
+                    ObjectError::Unavailable(format!("{key}: the read broke off: {e}"))
+                })?;
+                Ok(body.into_bytes().to_vec())
+            }
         }
     }
 
@@ -116,7 +194,51 @@ impl ObjectStore {
                 })
                 .await
             }
+            ObjectStore::S3(client) => {
+                let mut out = Vec::new();
+                let mut token = None;
+                loop {
+                    let page = client
+                        .list_objects_v2()
+                        .bucket(bucket)
+                        .prefix(prefix)
+                        .max_keys(LIST_PAGE_KEYS as i32)
+                        .set_continuation_token(token)
+                        .send()
+                        .await
+                        .map_err(|e| s3_error(bucket, prefix, e))?;
+                    for o in page.contents() {
+                        if let Some(k) = o.key() {
+                            out.push((k.to_string(), o.size().unwrap_or(0).max(0) as u64));
+                        }
+                    }
+                    token = page.next_continuation_token().map(str::to_string);
+                    if token.is_none() || page.is_truncated() != Some(true) {
+                        out.sort();
+                        return Ok(out);
+                    }
+                }
+            }
         }
+    }
+}
+
+/// An S3 call's failure as an [`ObjectError`], by S3's error code.
+fn s3_error<E, R>(bucket: &str, key: &str, e: aws_sdk_s3::error::SdkError<E, R>) -> ObjectError
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let code = e.code().map(str::to_string);
+    let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+    match code.as_deref() {
+        Some("NoSuchBucket") => ObjectError::NoSuchBucket(bucket.to_string()),
+        Some("NoSuchKey") => ObjectError::NoSuchKey(key.to_string()),
+        Some("AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch") => {
+            ObjectError::AccessDenied(format!("{bucket}/{key}: {detail}"))
+        }
+        _ => ObjectError::Unavailable(format!("S3 {bucket}/{key}: {detail}")),
     }
 }
 

@@ -767,7 +767,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         replace_after_ms: args.replace_after_ms,
         split_size_bytes: args.split_size_bytes,
         peer_regions: args.global.peers(&args.region)?,
-        object_store: object_store(args.object_store.as_deref())?,
+        object_store: object_store(args.object_store.as_deref(), &args.region)?,
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -913,8 +913,9 @@ fn load_tls(
 /// The object store `--object-store` names.
 fn object_store(
     url: Option<&str>,
+    region: &str,
 ) -> anyhow::Result<Option<Arc<dynaraft_cluster::objects::ObjectStore>>> {
-    url.map(|u| dynaraft_cluster::objects::ObjectStore::parse(u).map(Arc::new))
+    url.map(|u| dynaraft_cluster::objects::ObjectStore::parse_with_region(u, region).map(Arc::new))
         .transpose()
         .map_err(anyhow::Error::msg)
 }
@@ -949,9 +950,9 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
             (None, Some(dir)) => {
                 let dir = std::path::absolute(dir.join("objects"))?;
                 std::fs::create_dir_all(&dir)?;
-                object_store(Some(&format!("file://{}", dir.display())))?
+                object_store(Some(&format!("file://{}", dir.display())), &args.region)?
             }
-            (url, _) => object_store(url.as_deref())?,
+            (url, _) => object_store(url.as_deref(), &args.region)?,
         },
         ..EmbeddedConfig::new(data_dir)
     };
