@@ -374,18 +374,74 @@ async fn an_export_at_a_moment_imported_again_reproduces_the_table_then() {
     let indexed = scan_all(c, "catalog-copy", Some("by_g")).await;
     assert_eq!(indexed.len(), ITEMS, "the imported table's index");
 
-    // The snapshot table is gone; listings show the jobs.
+    // The same in Amazon Ion.
+    let made = c
+        .export_table_to_point_in_time()
+        .table_arn(table_arn(table))
+        .s3_bucket(BUCKET)
+        .export_format(aws_sdk_dynamodb::types::ExportFormat::Ion)
+        .export_time(DateTime::from_millis(t_ms as i64))
+        .send()
+        .await
+        .expect("ion export");
+    let arn = made
+        .export_description()
+        .and_then(|d| d.export_arn())
+        .expect("arn")
+        .to_string();
+    let done = finished_export(c, &arn).await;
+    assert_eq!(
+        done.export_status(),
+        Some(&ExportStatus::Completed),
+        "{done:?}"
+    );
+    let id = arn.rsplit('/').next().expect("id");
+    let folder = format!("AWSDynamoDB/{id}/");
+    let first = String::from_utf8(read(&root, &format!("{folder}manifest-files.json")))
+        .expect("files manifest");
+    let first: serde_json::Value =
+        serde_json::from_str(first.lines().next().expect("a data file")).expect("line");
+    assert!(
+        first["dataFileS3Key"]
+            .as_str()
+            .is_some_and(|k| k.ends_with(".ion.gz")),
+        "{first}"
+    );
+    let imported = import(
+        c,
+        &format!("{folder}data/"),
+        InputFormat::Ion,
+        InputCompressionType::Gzip,
+        creation("catalog-ion", false),
+    )
+    .await;
+    assert_eq!(
+        imported.import_status(),
+        Some(&ImportStatus::Completed),
+        "{imported:?}"
+    );
+    assert_eq!(
+        (imported.imported_item_count(), imported.error_count()),
+        (ITEMS as i64, 0)
+    );
+    let got = by_key(scan_all(c, "catalog-ion", None).await);
+    assert_eq!(got, expected, "the Ion round trip");
+
+    // The snapshot tables are gone; listings show the jobs.
     let tables = c.list_tables().send().await.expect("list tables");
-    assert_eq!(tables.table_names(), ["catalog", "catalog-copy"]);
+    assert_eq!(
+        tables.table_names(),
+        ["catalog", "catalog-copy", "catalog-ion"]
+    );
     let exports = c
         .list_exports()
         .table_arn(table_arn(table))
         .send()
         .await
         .expect("list exports");
-    assert_eq!(exports.export_summaries().len(), 1);
+    assert_eq!(exports.export_summaries().len(), 2);
     let imports = c.list_imports().send().await.expect("list imports");
-    assert_eq!(imports.import_summary_list().len(), 1);
+    assert_eq!(imports.import_summary_list().len(), 2);
     server.stop().await;
     let _ = std::fs::remove_dir_all(root);
 }

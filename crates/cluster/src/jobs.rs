@@ -8,7 +8,8 @@
 //! retained change log, exactly as RestoreTableToPointInTime restores one
 //! (`crate::backup` copies it), and the job. Once the snapshot is ACTIVE,
 //! [`run`] scans it in key order into gzipped data files of at most
-//! [`EXPORT_FILE_MAX_BYTES`] of DynamoDB JSON, one line per item, recording
+//! [`EXPORT_FILE_MAX_BYTES`] of DynamoDB JSON or Ion (`crate::ion`), one
+//! line per item, recording
 //! each file in the job as it is stored; after the last it writes the
 //! manifests DynamoDB writes (`manifest-files.json`,
 //! `manifest-summary.json` and their `.md5`), marks the job COMPLETED and
@@ -18,7 +19,8 @@
 //! **An import** (ImportTable) reads every object under its key prefix, in
 //! key order, decompresses and parses it line by line (DynamoDB JSON or
 //! CSV) and writes each item into the new table through the ordinary write
-//! path, so its global indexes fill as they would for any write. A line
+//! path, so its global indexes fill as they would for any write (DynamoDB
+//! JSON, Ion or CSV). A line
 //! that is not an item of the table counts in ErrorCount and is skipped, as
 //! DynamoDB skips it. The job records each object once read to its end (a
 //! new leader reads the object it was in again from its start: puts of the
@@ -259,10 +261,12 @@ async fn export_step(
     let mut e = e.clone();
     let mut job = job.clone();
     if !e.scanned {
-        let (body, items, bytes, next) = read_file(router, snapshot, e.next.clone()).await?;
+        let ion = job.format == "ION";
+        let (body, items, bytes, next) = read_file(router, snapshot, e.next.clone(), ion).await?;
         if items > 0 {
             let gz = gzip(&body).map_err(|m| Failure::Input(format!("gzip: {m}")))?;
-            let key = format!("{folder}data/{:05}.json.gz", e.files.len());
+            let ext = if ion { "ion" } else { "json" };
+            let key = format!("{folder}data/{:05}.{ext}.gz", e.files.len());
             let md5 = base64_md5(&gz);
             let etag = objects.put(&job.bucket, &key, gz).await?;
             e.files.push(DataFile {
@@ -342,13 +346,14 @@ async fn export_step(
     Ok(true)
 }
 
-/// The next data file of `snapshot` after storage key `next`: its lines,
-/// items, item bytes, and where the following file starts (`None`: the
-/// scan is done).
+/// The next data file of `snapshot` after storage key `next` (DynamoDB
+/// JSON, or Ion text if `ion`): its lines, items, item bytes, and where
+/// the following file starts (`None`: the scan is done).
 async fn read_file(
     router: &Router,
     snapshot: &Table,
     mut next: Option<Vec<u8>>,
+    ion: bool,
 ) -> Result<(Vec<u8>, u64, u64, Option<Vec<u8>>), ClusterError> {
     let (mut body, mut items, mut bytes) = (Vec::new(), 0u64, 0u64);
     loop {
@@ -362,8 +367,12 @@ async fn read_file(
             .read_range(snapshot, None, (&[], None), &opts, true)
             .await?;
         for item in &page.items {
-            let line = serde_json::json!({ "Item": item_to_json(item) });
-            body.extend_from_slice(line.to_string().as_bytes());
+            let line = if ion {
+                crate::ion::item_line(item)
+            } else {
+                serde_json::json!({ "Item": item_to_json(item) }).to_string()
+            };
+            body.extend_from_slice(line.as_bytes());
             body.push(b'\n');
             items += 1;
             bytes += item_size_bytes(item) as u64;
@@ -502,6 +511,11 @@ fn parse(
                 let v: serde_json::Value = serde_json::from_str(l).ok()?;
                 item_from_json(v.get("Item")?).ok()
             })
+            .collect()),
+        "ION" => Ok(lines
+            .iter()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| crate::ion::line_item(l))
             .collect()),
         "CSV" => csv_items(lines, i, table, key),
         other => Err(Failure::Input(format!(

@@ -25,6 +25,7 @@ pub mod catalog;
 pub mod embedded;
 pub mod feed;
 pub mod host;
+pub mod ion;
 pub mod jobs;
 pub mod node;
 pub mod objects;

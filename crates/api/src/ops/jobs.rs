@@ -314,11 +314,6 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
     );
     v.check()?;
     let format = input.export_format.as_deref().unwrap_or("DYNAMODB_JSON");
-    if format != "DYNAMODB_JSON" {
-        return Err(ApiError::validation(format!(
-            "ExportFormat {format} is not supported by this server yet (docs/compatibility.md)"
-        )));
-    }
     if input.export_type.as_deref().unwrap_or("FULL_EXPORT") != "FULL_EXPORT"
         || input.incremental_export_specification.is_some()
     {
@@ -562,11 +557,6 @@ pub async fn import(api: &Api, input: ImportInput) -> Result<Value, ApiError> {
         .as_deref()
         .unwrap_or_default()
         .to_string();
-    if format == "ION" {
-        return Err(ApiError::validation(
-            "InputFormat ION is not supported by this server yet (docs/compatibility.md)",
-        ));
-    }
     let csv = input
         .input_format_options
         .as_deref()
