@@ -711,3 +711,178 @@ async fn exports_get_dynamodbs_errors() {
     assert_ne!(seen[0], seen[1]);
     server.stop().await;
 }
+
+/// The lines of export `done`'s data files, as JSON.
+fn export_lines(
+    root: &Path,
+    done: &aws_sdk_dynamodb::types::ExportDescription,
+) -> Vec<serde_json::Value> {
+    use std::io::Read;
+    let summary: serde_json::Value =
+        serde_json::from_slice(&read(root, done.export_manifest().expect("manifest")))
+            .expect("summary");
+    let files = String::from_utf8(read(
+        root,
+        summary["manifestFilesS3Key"].as_str().expect("key"),
+    ))
+    .expect("files");
+    let mut out = Vec::new();
+    for line in files.lines() {
+        let f: serde_json::Value = serde_json::from_str(line).expect("file line");
+        let gz = read(root, f["dataFileS3Key"].as_str().expect("data key"));
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .expect("gunzip");
+        out.extend(
+            text.lines()
+                .map(|l| serde_json::from_str(l).expect("json line")),
+        );
+    }
+    out
+}
+
+/// A row as DynamoDB JSON, as export files hold it.
+fn row_json(r: &Row) -> serde_json::Value {
+    use base64::Engine as _;
+    fn one(v: &AttributeValue) -> serde_json::Value {
+        let b64 = |b: &Blob| base64::engine::general_purpose::STANDARD.encode(b.as_ref());
+        match v {
+            AttributeValue::S(s) => serde_json::json!({"S": s}),
+            AttributeValue::N(n) => serde_json::json!({"N": n}),
+            AttributeValue::B(b) => serde_json::json!({"B": b64(b)}),
+            AttributeValue::Bool(b) => serde_json::json!({"BOOL": b}),
+            AttributeValue::Null(_) => serde_json::json!({"NULL": true}),
+            AttributeValue::Ss(v) => serde_json::json!({"SS": v}),
+            AttributeValue::Ns(v) => serde_json::json!({"NS": v}),
+            AttributeValue::Bs(v) => {
+                serde_json::json!({"BS": v.iter().map(b64).collect::<Vec<_>>()})
+            }
+            AttributeValue::L(l) => serde_json::json!({"L": l.iter().map(one).collect::<Vec<_>>()}),
+            AttributeValue::M(m) => {
+                serde_json::json!({"M": m.iter().map(|(k, v)| (k.clone(), one(v))).collect::<serde_json::Map<_, _>>()})
+            }
+            _ => serde_json::Value::Null,
+        }
+    }
+    serde_json::Value::Object(r.iter().map(|(k, v)| (k.clone(), one(v))).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incremental_export_holds_each_item_changed_in_its_window_once() {
+    let (server, root) = start().await;
+    let c = &server.client;
+    let table = "ledger";
+    create_source(c, table).await;
+    enable_pitr(c, table).await;
+    for i in 0..ITEMS {
+        put(c, table, item(i, 1)).await;
+    }
+    tokio::time::sleep(GAP).await;
+    let from_ms = now_ms();
+    let before = by_key(scan_all(c, table, None).await);
+    tokio::time::sleep(GAP).await;
+    // In the window: overwrites (some twice), deletes, new items, and an
+    // item made and deleted again.
+    for i in 0..CHANGED_AFTER {
+        put(c, table, item(i, 2)).await;
+        if i % 3 == 0 {
+            put(c, table, item(i, 3)).await;
+        }
+        c.delete_item()
+            .table_name(table)
+            .key("pk", s(&format!("item-{:04}", ITEMS - 1 - i)))
+            .key("sk", n(&(ITEMS - 1 - i).to_string()))
+            .send()
+            .await
+            .expect("delete");
+        put(c, table, item(ITEMS + i, 1)).await;
+    }
+    put(c, table, item(9_999, 1)).await;
+    c.delete_item()
+        .table_name(table)
+        .key("pk", s("item-9999"))
+        .key("sk", n("9999"))
+        .send()
+        .await
+        .expect("delete");
+    tokio::time::sleep(GAP).await;
+    let to_ms = now_ms();
+    let after = by_key(scan_all(c, table, None).await);
+    tokio::time::sleep(GAP).await;
+    // After the window: not exported.
+    for i in CHANGED_AFTER..2 * CHANGED_AFTER {
+        put(c, table, item(i, 4)).await;
+    }
+
+    for view in [
+        aws_sdk_dynamodb::types::ExportViewType::NewAndOldImages,
+        aws_sdk_dynamodb::types::ExportViewType::NewImage,
+    ] {
+        let spec = aws_sdk_dynamodb::types::IncrementalExportSpecification::builder()
+            .export_from_time(DateTime::from_millis(from_ms as i64))
+            .export_to_time(DateTime::from_millis(to_ms as i64))
+            .export_view_type(view.clone())
+            .build();
+        let made = c
+            .export_table_to_point_in_time()
+            .table_arn(table_arn(table))
+            .s3_bucket(BUCKET)
+            .export_type(aws_sdk_dynamodb::types::ExportType::IncrementalExport)
+            .incremental_export_specification(spec)
+            .send()
+            .await
+            .expect("incremental export");
+        let arn = made
+            .export_description()
+            .and_then(|d| d.export_arn())
+            .expect("arn")
+            .to_string();
+        let done = finished_export(c, &arn).await;
+        assert_eq!(
+            done.export_status(),
+            Some(&ExportStatus::Completed),
+            "{done:?}"
+        );
+        assert_eq!(
+            done.export_type(),
+            Some(&aws_sdk_dynamodb::types::ExportType::IncrementalExport)
+        );
+        let lines = export_lines(&root, &done);
+        let with_old = view == aws_sdk_dynamodb::types::ExportViewType::NewAndOldImages;
+        let mut seen = std::collections::BTreeSet::new();
+        for l in &lines {
+            let k = (
+                l["Keys"]["pk"]["S"].as_str().expect("pk").to_string(),
+                l["Keys"]["sk"]["N"].as_str().expect("sk").to_string(),
+            );
+            assert!(seen.insert(k.clone()), "{k:?} exported twice");
+            let micros: u64 = l["Metadata"]["WriteTimestampMicros"]["N"]
+                .as_str()
+                .and_then(|m| m.parse().ok())
+                .expect("timestamp");
+            assert!((from_ms * 1000..to_ms * 1000).contains(&micros), "{l}");
+            let new = after.get(&k).map(row_json);
+            assert_eq!(l.get("NewImage").cloned(), new, "NewImage of {k:?}");
+            let old = before.get(&k).map(row_json).filter(|_| with_old);
+            assert_eq!(l.get("OldImage").cloned(), old, "OldImage of {k:?}");
+        }
+        // Every item changed in the window: the overwritten, the deleted
+        // and the new; the one made and deleted again in it has no image
+        // at either end and is left out.
+        assert_eq!(seen.len(), 3 * CHANGED_AFTER, "{view:?}");
+        assert_eq!(done.item_count(), Some(seen.len() as i64));
+    }
+
+    let e = c
+        .export_table_to_point_in_time()
+        .table_arn(table_arn(table))
+        .s3_bucket(BUCKET)
+        .export_type(aws_sdk_dynamodb::types::ExportType::IncrementalExport)
+        .send()
+        .await
+        .expect_err("no window");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    server.stop().await;
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -22,6 +22,26 @@ pub fn item_line(item: &Item) -> String {
     out
 }
 
+/// One line of an incremental ION export: the change's time, the item's
+/// keys, and its new and old images (each absent when there is none).
+pub fn change_line(ts_ms: u64, keys: &Item, new: Option<&Item>, old: Option<&Item>) -> String {
+    let mut out = format!(
+        "$ion_1_0 {{Metadata:{{WriteTimestampMicros:{}}},Keys:",
+        ts_ms.saturating_mul(1000)
+    );
+    write_struct(keys.iter(), &mut out);
+    for (name, image) in [("NewImage", new), ("OldImage", old)] {
+        if let Some(image) = image {
+            out.push(',');
+            out.push_str(name);
+            out.push(':');
+            write_struct(image.iter(), &mut out);
+        }
+    }
+    out.push('}');
+    out
+}
+
 fn write_struct<'a>(
     fields: impl Iterator<Item = (&'a String, &'a AttributeValue)>,
     out: &mut String,

@@ -58,6 +58,18 @@ pub struct ExportJob {
     pub next: Option<Vec<u8>>,
     /// Every item of the snapshot is in `files`.
     pub scanned: bool,
+    /// An incremental export's window and view (a full export: `None`).
+    #[serde(default)]
+    pub incremental: Option<Incremental>,
+}
+
+/// IncrementalExportSpecification: the changes of `[from_ms, to_ms)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// NEW_IMAGE or NEW_AND_OLD_IMAGES.
+    pub view: String,
 }
 
 /// One data file of an export, as manifest-files.json lists it.

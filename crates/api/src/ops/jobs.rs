@@ -36,6 +36,9 @@ const EXPORT_TYPES: &[&str] = &["FULL_EXPORT", "INCREMENTAL_EXPORT"];
 const SSE_ALGORITHMS: &[&str] = &["AES256", "KMS"];
 const INPUT_FORMATS: &[&str] = &["DYNAMODB_JSON", "ION", "CSV"];
 const COMPRESSIONS: &[&str] = &["GZIP", "ZSTD", "NONE"];
+const VIEW_TYPES: &[&str] = &["NEW_IMAGE", "NEW_AND_OLD_IMAGES"];
+/// Longest window of an incremental export, in milliseconds (24 hours).
+const MAX_INCREMENTAL_WINDOW_MS: u64 = 24 * 3_600_000;
 
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
@@ -50,7 +53,15 @@ pub struct ExportInput {
     pub s3_sse_kms_key_id: Option<Str>,
     pub export_format: Option<Str>,
     pub export_type: Option<Str>,
-    pub incremental_export_specification: Option<Value>,
+    pub incremental_export_specification: Option<Obj<IncrementalInput>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct IncrementalInput {
+    pub export_from_time: Option<Value>,
+    pub export_to_time: Option<Value>,
+    pub export_view_type: Option<Str>,
 }
 
 #[derive(Deserialize, Default)]
@@ -236,6 +247,26 @@ fn same_token(api: &Api, kind: &str, token: &str, now_ms: u64) -> Option<Job> {
         .find(|j| j.client_token == token && now_ms < j.start_ms.saturating_add(CLIENT_TOKEN_MS))
 }
 
+fn export_type(job: &Job) -> &'static str {
+    match &job.kind {
+        JobKind::Export(e) if e.incremental.is_some() => "INCREMENTAL_EXPORT",
+        _ => "FULL_EXPORT",
+    }
+}
+
+/// Epoch seconds (a JSON number) as milliseconds; `what` names the member
+/// in the error of any other JSON.
+fn time_ms(v: &Value, what: &str) -> Result<u64, ApiError> {
+    match v {
+        Value::Number(n) => Ok(n
+            .as_f64()
+            .map_or(0, |s| (s * 1000.0).round().max(0.0) as u64)),
+        _ => Err(ApiError::Serialization(Some(format!(
+            "class java.lang.String can not be converted to an Long for {what}"
+        )))),
+    }
+}
+
 /// ExportDescription of `job`.
 fn export_description(job: &Job) -> Value {
     let mut d = json!({
@@ -247,12 +278,21 @@ fn export_description(job: &Job) -> Value {
         "ClientToken": job.client_token,
         "S3Bucket": job.bucket,
         "ExportFormat": job.format,
-        "ExportType": "FULL_EXPORT",
+        "ExportType": export_type(job),
         "BilledSizeBytes": job.bytes,
         "ItemCount": job.items,
     });
     if let JobKind::Export(e) = &job.kind {
-        d["ExportTime"] = json!(secs(e.export_ms));
+        match &e.incremental {
+            Some(w) => {
+                d["IncrementalExportSpecification"] = json!({
+                    "ExportFromTime": secs(w.from_ms),
+                    "ExportToTime": secs(w.to_ms),
+                    "ExportViewType": w.view,
+                });
+            }
+            None => d["ExportTime"] = json!(secs(e.export_ms)),
+        }
         d["S3SseAlgorithm"] = json!(e.sse_algorithm.as_deref().unwrap_or("AES256"));
         if let Some(k) = &e.sse_kms_key_id {
             d["S3SseKmsKeyId"] = json!(k);
@@ -314,12 +354,35 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
     );
     v.check()?;
     let format = input.export_format.as_deref().unwrap_or("DYNAMODB_JSON");
-    if input.export_type.as_deref().unwrap_or("FULL_EXPORT") != "FULL_EXPORT"
-        || input.incremental_export_specification.is_some()
-    {
-        return Err(ApiError::validation(
-            "INCREMENTAL_EXPORT is not supported by this server yet (docs/compatibility.md)",
-        ));
+    let incremental = input.export_type.as_deref() == Some("INCREMENTAL_EXPORT");
+    let spec = input.incremental_export_specification.as_deref();
+    if let Some(view) = spec.and_then(|s| s.export_view_type.as_deref()) {
+        let mut v = Violations::default();
+        check_enum(
+            &mut v,
+            Some(view),
+            "incrementalExportSpecification.exportViewType",
+            VIEW_TYPES,
+        );
+        v.check()?;
+    }
+    match (incremental, spec) {
+        (true, None) => {
+            return Err(ApiError::validation(
+                "IncrementalExportSpecification must be specified for an INCREMENTAL_EXPORT",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::validation(
+                "IncrementalExportSpecification may only be specified for an INCREMENTAL_EXPORT",
+            ));
+        }
+        (true, Some(_)) if input.export_time.is_some() => {
+            return Err(ApiError::validation(
+                "ExportTime may not be specified for an INCREMENTAL_EXPORT",
+            ));
+        }
+        _ => {}
     }
     let arn = input.table_arn.as_deref().unwrap_or_default();
     let name = crate::params::table_of_arn(arn).to_string();
@@ -335,18 +398,53 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
     let now = dynaraft_storage::wall_clock_ms();
     let export_ms = match input.export_time.as_ref() {
         None => now,
-        Some(Value::Number(n)) => n.as_f64().map_or(0, |s| (s * 1000.0).round() as u64),
-        Some(_) => {
-            return Err(ApiError::Serialization(Some(
-                "class java.lang.String can not be converted to an Long for ExportTime".into(),
-            )));
-        }
+        Some(v) => time_ms(v, "ExportTime")?,
     };
-    if export_ms < pitr.earliest_ms(now) || export_ms > now {
+    let outside = |ms: u64| ms < pitr.earliest_ms(now) || ms > now;
+    if outside(export_ms) {
         return Err(ApiError::InvalidExportTime(
             "Export time must be within the point in time recovery window of the table".into(),
         ));
     }
+    let window = match spec {
+        Some(s) => {
+            let Some(from) = s.export_from_time.as_ref() else {
+                return Err(ApiError::validation(
+                    "ExportFromTime must be specified for an INCREMENTAL_EXPORT",
+                ));
+            };
+            let from_ms = time_ms(from, "ExportFromTime")?;
+            let to_ms = match s.export_to_time.as_ref() {
+                Some(v) => time_ms(v, "ExportToTime")?,
+                None => now,
+            };
+            if from_ms >= to_ms {
+                return Err(ApiError::validation(
+                    "ExportFromTime must be before ExportToTime",
+                ));
+            }
+            if to_ms - from_ms > MAX_INCREMENTAL_WINDOW_MS {
+                return Err(ApiError::validation(
+                    "The difference between ExportFromTime and ExportToTime must be at most 24 hours",
+                ));
+            }
+            if outside(from_ms) || outside(to_ms) {
+                return Err(ApiError::InvalidExportTime(
+                    "ExportFromTime and ExportToTime must be within the point in time recovery window of the table".into(),
+                ));
+            }
+            Some(dynaraft_storage::jobs::Incremental {
+                from_ms,
+                to_ms,
+                view: s
+                    .export_view_type
+                    .as_deref()
+                    .unwrap_or("NEW_AND_OLD_IMAGES")
+                    .to_string(),
+            })
+        }
+        None => None,
+    };
     let token = input
         .client_token
         .as_deref()
@@ -375,6 +473,7 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
             files: Vec::new(),
             next: None,
             scanned: false,
+            incremental: window.clone(),
         }),
     };
     if let Some(earlier) = same_token(api, "export", &token, now) {
@@ -382,14 +481,19 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
             && earlier.bucket == job.bucket
             && earlier.prefix == job.prefix
             && earlier.format == job.format
-            && (input.export_time.is_none()
-                || matches!(&earlier.kind, JobKind::Export(e) if e.export_ms == export_ms));
+            && matches!(&earlier.kind, JobKind::Export(e) if e.incremental == window
+                && (input.export_time.is_none() || e.export_ms == export_ms));
         if !same {
             return Err(ApiError::ExportConflict(format!(
                 "Export with client token {token} already exists with different parameters"
             )));
         }
         return Ok(json!({"ExportDescription": export_description(&earlier)}));
+    }
+    if window.is_some() {
+        // Read from the change log; no snapshot.
+        put_job(api, &job).await?;
+        return Ok(json!({"ExportDescription": export_description(&job)}));
     }
     // The snapshot: the table restored to the export time, hidden.
     let mut snapshot = snapshot_table(export_table_name(&id), &t.meta);
@@ -466,7 +570,9 @@ pub fn list_exports(api: &Api, input: ListExportsInput) -> Result<Value, ApiErro
     let (jobs, next) = page(jobs, input.next_token.as_deref(), size);
     let summaries: Vec<Value> = jobs
         .iter()
-        .map(|j| json!({"ExportArn": j.arn, "ExportStatus": j.status, "ExportType": "FULL_EXPORT"}))
+        .map(
+            |j| json!({"ExportArn": j.arn, "ExportStatus": j.status, "ExportType": export_type(j)}),
+        )
         .collect();
     let mut out = json!({"ExportSummaries": summaries});
     if let Some(n) = next {
