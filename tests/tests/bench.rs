@@ -32,6 +32,7 @@ fn args(server: &TestServer, workload: Workload) -> BenchArgs {
         stream_view_type: None,
         backup: false,
         pitr: false,
+        export_bucket: None,
     }
 }
 

@@ -6,8 +6,11 @@
 //! without). After the window, the table is restored from the backup and
 //! timed until ACTIVE; then, if point-in-time recovery was turned on
 //! (`--pitr`, before the window), restored to the moment the window opened
-//! (every write of the window undone) and timed the same way. The restored
-//! tables and the backup are deleted afterwards.
+//! (every write of the window undone) and timed the same way; with an
+//! export bucket, the table is exported as of the same moment
+//! (ExportTableToPointInTime, timed until COMPLETED) and the export's data
+//! files imported into a new table (ImportTable, timed until COMPLETED).
+//! The restored and imported tables and the backup are deleted afterwards.
 
 use crate::client::{Conn, Endpoint};
 use crate::ops;
@@ -35,6 +38,17 @@ pub struct BackupSummary {
     /// RestoreTableToPointInTime (to the window's start) to ACTIVE, in
     /// seconds, when point-in-time recovery was on.
     pub pitr_restore_s: Option<f64>,
+    /// ExportTableToPointInTime (as of the window's start) to COMPLETED,
+    /// its ItemCount and BilledSizeBytes, and ImportTable of its data files
+    /// to COMPLETED, in seconds, when an export bucket was given.
+    #[serde(default)]
+    pub export_s: Option<f64>,
+    #[serde(default)]
+    pub export_items: u64,
+    #[serde(default)]
+    pub export_bytes: u64,
+    #[serde(default)]
+    pub import_s: Option<f64>,
     /// Status polls answered with a 5xx or not at all (retried, as a
     /// client would), and the first such answer.
     #[serde(default)]
@@ -121,6 +135,7 @@ pub async fn run(
     warmup: Duration,
     window: Duration,
     pitr: bool,
+    export_bucket: Option<String>,
 ) -> Result<BackupSummary, BenchError> {
     tokio::time::sleep(warmup).await;
     let opened = Instant::now();
@@ -187,8 +202,102 @@ pub async fn run(
             .await?,
         );
     }
+    if let Some(bucket) = export_bucket.filter(|_| pitr) {
+        export_and_import(&mut conn, &table, &bucket, opened_ms, &mut summary).await?;
+    }
     ops::call(&mut conn, "DeleteBackup", &describe)
         .await
         .map_err(|f| setup("DeleteBackup", f))?;
     Ok(summary)
+}
+
+/// Exports `table` as of `at_ms` into `bucket` and imports the export
+/// into a new table, timing each to COMPLETED; deletes the new table.
+async fn export_and_import(
+    conn: &mut Conn,
+    table: &str,
+    bucket: &str,
+    at_ms: u64,
+    summary: &mut BackupSummary,
+) -> Result<(), BenchError> {
+    let d = ops::call(conn, "DescribeTable", &json!({"TableName": table}))
+        .await
+        .map_err(|f| setup("DescribeTable", f))?;
+    let field = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let arn = field(&d, "/Table/TableArn")
+        .ok_or_else(|| BenchError::Setup("DescribeTable: no TableArn".into()))?;
+    let schema = d.pointer("/Table/KeySchema").cloned().unwrap_or_default();
+    let attributes = d
+        .pointer("/Table/AttributeDefinitions")
+        .cloned()
+        .unwrap_or_default();
+    let started = Instant::now();
+    let body = json!({
+        "TableArn": arn,
+        "S3Bucket": bucket,
+        "S3Prefix": "bench",
+        "ExportTime": at_ms as f64 / 1000.0,
+    });
+    let made = ops::call(conn, "ExportTableToPointInTime", &body)
+        .await
+        .map_err(|f| setup("ExportTableToPointInTime", f))?;
+    let export_arn = field(&made, "/ExportDescription/ExportArn")
+        .ok_or_else(|| BenchError::Setup("ExportTableToPointInTime: no ExportArn".into()))?;
+    let describe = json!({"ExportArn": export_arn});
+    let (_, done) = wait(conn, "DescribeExport", &describe, summary, |v| {
+        v.pointer("/ExportDescription/ExportStatus")
+            .and_then(Value::as_str)
+            != Some("IN_PROGRESS")
+    })
+    .await?;
+    if field(&done, "/ExportDescription/ExportStatus").as_deref() != Some("COMPLETED") {
+        return Err(BenchError::Setup(format!("the export failed: {done}")));
+    }
+    summary.export_s = Some(started.elapsed().as_secs_f64());
+    let count = |p: &str| done.pointer(p).and_then(Value::as_u64).unwrap_or(0);
+    summary.export_items = count("/ExportDescription/ItemCount");
+    summary.export_bytes = count("/ExportDescription/BilledSizeBytes");
+    let manifest = field(&done, "/ExportDescription/ExportManifest").unwrap_or_default();
+    let folder = manifest.rsplit_once('/').map_or("", |(f, _)| f);
+    let target = format!("{table}-imported");
+    let started = Instant::now();
+    let body = json!({
+        "S3BucketSource": {"S3Bucket": bucket, "S3KeyPrefix": format!("{folder}/data/")},
+        "InputFormat": "DYNAMODB_JSON",
+        "InputCompressionType": "GZIP",
+        "TableCreationParameters": {
+            "TableName": target,
+            "KeySchema": schema,
+            "AttributeDefinitions": attributes,
+            "BillingMode": "PAY_PER_REQUEST",
+        },
+    });
+    let made = ops::call(conn, "ImportTable", &body)
+        .await
+        .map_err(|f| setup("ImportTable", f))?;
+    let import_arn = field(&made, "/ImportTableDescription/ImportArn")
+        .ok_or_else(|| BenchError::Setup("ImportTable: no ImportArn".into()))?;
+    let describe = json!({"ImportArn": import_arn});
+    let (_, done) = wait(conn, "DescribeImport", &describe, summary, |v| {
+        v.pointer("/ImportTableDescription/ImportStatus")
+            .and_then(Value::as_str)
+            != Some("IN_PROGRESS")
+    })
+    .await?;
+    let imported = done
+        .pointer("/ImportTableDescription/ImportedItemCount")
+        .and_then(Value::as_u64);
+    if field(&done, "/ImportTableDescription/ImportStatus").as_deref() != Some("COMPLETED")
+        || imported != Some(summary.export_items)
+    {
+        return Err(BenchError::Setup(format!(
+            "the import did not bring back the {} items exported: {done}",
+            summary.export_items
+        )));
+    }
+    summary.import_s = Some(started.elapsed().as_secs_f64());
+    ops::call(conn, "DeleteTable", &json!({"TableName": target}))
+        .await
+        .map_err(|f| setup("DeleteTable", f))?;
+    Ok(())
 }

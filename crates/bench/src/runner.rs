@@ -126,6 +126,11 @@ pub struct BenchArgs {
     /// and time a restore to the window's start after it.
     #[arg(long, requires = "backup")]
     pub pitr: bool,
+    /// With --pitr: then export the table as of the window's start into
+    /// this bucket of the server's object store (which must exist), and
+    /// import the export into a new table, each timed.
+    #[arg(long, requires = "pitr")]
+    pub export_bucket: Option<String>,
 }
 
 impl BenchArgs {
@@ -212,6 +217,7 @@ pub async fn run(args: &BenchArgs) -> Result<Report, BenchError> {
             Duration::from_secs(args.warmup_s),
             Duration::from_secs(args.duration_s),
             args.pitr,
+            args.export_bucket.clone(),
         ))
     });
     let mut report = measure(args, endpoint, ctx).await;

@@ -735,6 +735,12 @@ async fn bench(args: BenchCmd) -> anyhow::Result<()> {
                 None => String::new(),
             }
         );
+        if let (Some(e), Some(i)) = (b.export_s, b.import_s) {
+            println!(
+                "exported as of the window's start ({} items, {} bytes billed) in {e:.1} s; imported into a new table in {i:.1} s",
+                b.export_items, b.export_bytes
+            );
+        }
     }
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)?;

@@ -369,6 +369,7 @@ fn bench_args(
         stream_view_type: s.stream.map(str::to_string),
         backup: false,
         pitr: false,
+        export_bucket: None,
     }
 }
 
@@ -601,6 +602,9 @@ const BACKUP_RECORDS: u64 = 1 << 20;
 /// of the two measured windows (without and with a backup), in seconds.
 const BACKUP_WRITES_PER_S: f64 = 500.0;
 const BACKUP_WINDOW_S: u64 = 30;
+/// The bucket (a directory of the server's object store) the backup run
+/// exports to and imports from.
+const EXPORT_BUCKET: &str = "bench";
 
 /// The embedded server with a table of [`BACKUP_RECORDS`]: PutItem at
 /// [`BACKUP_WRITES_PER_S`] for a window, then again with point-in-time
@@ -628,22 +632,28 @@ async fn backup(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     bench.load = LoadMode::Never;
     bench.backup = true;
     bench.pitr = true;
+    // The embedded server's object store is DATA_DIR/objects; a bucket is
+    // a directory of it.
+    std::fs::create_dir_all(dir.join("objects").join(EXPORT_BUCKET))?;
+    bench.export_bucket = Some(EXPORT_BUCKET.into());
     let report = dynaraft_bench::run(&bench)
         .await
         .context("backup, put during a backup")?;
     if let Some(b) = &report.backup {
         eprintln!(
-            "[suite] backup    {} items: backup {:.1} s, restore {:.1} s, to a point in time {:.1} s",
+            "[suite] backup    {} items: backup {:.1} s, restore {:.1} s, to a point in time {:.1} s, export {:.1} s, import {:.1} s",
             b.items,
             b.backup_s,
             b.restore_s,
-            b.pitr_restore_s.unwrap_or(0.0)
+            b.pitr_restore_s.unwrap_or(0.0),
+            b.export_s.unwrap_or(0.0),
+            b.import_s.unwrap_or(0.0)
         );
     }
     Ok(SystemResult {
         name: "backups, embedded".into(),
         description: format!(
-            "`dynaraft embedded` on disk, a table of {BACKUP_RECORDS} items of about {} bytes; PutItem at {BACKUP_WRITES_PER_S:.0}/s for {BACKUP_WINDOW_S} s, then again with point-in-time recovery on and a backup requested as the window opens; after it, RestoreTableFromBackup and RestoreTableToPointInTime (to the second window's start, so its writes are undone) timed until the restored table is ACTIVE",
+            "`dynaraft embedded` on disk, a table of {BACKUP_RECORDS} items of about {} bytes; PutItem at {BACKUP_WRITES_PER_S:.0}/s for {BACKUP_WINDOW_S} s, then again with point-in-time recovery on and a backup requested as the window opens; after it, RestoreTableFromBackup and RestoreTableToPointInTime (to the second window's start, so its writes are undone) timed until the restored table is ACTIVE, then ExportTableToPointInTime (as of the same moment, to the server's directory object store) and ImportTable of the export's files, each timed until COMPLETED",
             args.item_bytes
         ),
         startup_ms: Some(startup.as_secs_f64() * 1000.0),

@@ -489,6 +489,14 @@ fn systems(md: &mut String, r: &Results) {
                         None => String::new(),
                     }
                 );
+                if let (Some(e), Some(i)) = (b.export_s, b.import_s) {
+                    let _ = writeln!(
+                        md,
+                        "ExportTableToPointInTime of the table as of the window's start ({} items, {:.2} GiB billed) was COMPLETED in {e:.1} s; ImportTable of its data files into a new table in {i:.1} s.",
+                        b.export_items,
+                        b.export_bytes as f64 / (1u64 << 30) as f64,
+                    );
+                }
                 if let Some(first) = &b.first_refusal {
                     let _ = writeln!(
                         md,
