@@ -86,7 +86,8 @@ test-cluster: $(VENV)/.installed
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \
 	  --partitions-per-table 2 --transition-delay-ms 200 --auth-file tests/scripts/session-auth.json && \
-	DYNARAFT_URL=http://127.0.0.1:18000 tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
+	DYNARAFT_URL=http://127.0.0.1:18000 DYNARAFT_OBJECTS=$(CLUSTER_TEST_DIR)/objects \
+	  tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
 	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 
 ## The Kubernetes manifests, offline: schemas (strict, Kubernetes 1.30) and

@@ -37,13 +37,16 @@ PY
 case "${1:-}" in
   start)
     BIN="$2"; DIR="$3"; RPORT="$4"; BASE="${5:-7001}"; shift 5 || shift $#
-    mkdir -p "$DIR"
+    # Exports and imports: one machine, so every node shares one directory
+    # object store (a bucket is a subdirectory of DIR/objects).
+    mkdir -p "$DIR/objects"
+    OBJECTS="$(cd "$DIR/objects" && pwd)"
     CONTROL="1=127.0.0.1:$BASE@az-a,2=127.0.0.1:$((BASE + 1))@az-b,3=127.0.0.1:$((BASE + 2))@az-c"
     : >"$DIR/pids"
     for i in 1 2 3; do
       az="az-$(printf "\\x$(printf %x $((96 + i)))")"
       "$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))" \
-        --data-dir "$DIR/node-$i" --control "$CONTROL" ${NODE_FLAGS:-} >"$DIR/node-$i.log" 2>&1 &
+        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
     # A local cluster is open (like DynamoDB Local) unless given an auth file.

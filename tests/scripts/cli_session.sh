@@ -5,6 +5,7 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 source "$HERE/start_server.sh" "$1"
 AWS="$2"
+DYNARAFT_BIN="$1"
 ddb() { "$AWS" dynamodb --endpoint-url "$DYNARAFT_URL" --output json "$@"; }
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
@@ -115,6 +116,54 @@ out=$(ddb query --table-name MusicThen --key-condition-expression "Artist = :a" 
   --expression-attribute-values '{":a":{"S":"PITR"}}' --query "Items[].SongTitle.S" --output text)
 [ "$out" = "Before" ] || fail "the table restored to $moment holds: $out"
 ddb delete-table --table-name MusicThen >/dev/null
+
+# Export to the server's object store and import the export back, with the
+# AWS CLI; then the same with dynaraft's own commands, and a backup and a
+# restore with them.
+mkdir -p "$DYNARAFT_OBJECTS/cli-bucket"
+table_arn=$(ddb describe-table --table-name Music --query Table.TableArn --output text)
+export_arn=$(ddb export-table-to-point-in-time --table-arn "$table_arn" --s3-bucket cli-bucket \
+  --s3-prefix music --query ExportDescription.ExportArn --output text)
+for _ in $(seq 1 300); do
+  status=$(ddb describe-export --export-arn "$export_arn" --query ExportDescription.ExportStatus --output text)
+  [ "$status" != IN_PROGRESS ] && break
+  sleep 0.2
+done
+[ "$status" = COMPLETED ] || fail "export $export_arn: $status"
+count=$(ddb scan --table-name Music --select COUNT --query Count --output text)
+exported=$(ddb describe-export --export-arn "$export_arn" --query ExportDescription.ItemCount --output text)
+[ "$exported" = "$count" ] || fail "exported $exported items of $count"
+keys='"AttributeDefinitions":[{"AttributeName":"Artist","AttributeType":"S"},{"AttributeName":"SongTitle","AttributeType":"S"}],"KeySchema":[{"AttributeName":"Artist","KeyType":"HASH"},{"AttributeName":"SongTitle","KeyType":"RANGE"}],"BillingMode":"PAY_PER_REQUEST"'
+import_arn=$(ddb import-table --input-format DYNAMODB_JSON --input-compression-type GZIP \
+  --s3-bucket-source "S3Bucket=cli-bucket,S3KeyPrefix=music/AWSDynamoDB/${export_arn##*/}/data/" \
+  --table-creation-parameters "{\"TableName\":\"MusicImported\",$keys}" \
+  --query ImportTableDescription.ImportArn --output text)
+for _ in $(seq 1 300); do
+  status=$(ddb describe-import --import-arn "$import_arn" --query ImportTableDescription.ImportStatus --output text)
+  [ "$status" != IN_PROGRESS ] && break
+  sleep 0.2
+done
+[ "$status" = COMPLETED ] || fail "import $import_arn: $status"
+imported=$(ddb scan --table-name MusicImported --select COUNT --query Count --output text)
+[ "$imported" = "$count" ] || fail "imported $imported items of $count"
+ddb delete-table --table-name MusicImported >/dev/null
+
+dynaraft() { "$DYNARAFT_BIN" "$@" --endpoint "$DYNARAFT_URL"; }
+out=$(dynaraft export --table Music --bucket cli-bucket --prefix tool)
+echo "$out" | grep -q '"ExportStatus": "COMPLETED"' || fail "dynaraft export: $out"
+export_id=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ExportArn"].rsplit("/",1)[1])')
+out=$(dynaraft import --table MusicTool --hash-key Artist:S --range-key SongTitle:S \
+  --bucket cli-bucket --prefix "tool/AWSDynamoDB/$export_id/data/")
+echo "$out" | grep -q "\"ImportedItemCount\": $count" || fail "dynaraft import: $out"
+out=$(dynaraft backup --table MusicTool --name tool-backup)
+echo "$out" | grep -q '"BackupStatus": "AVAILABLE"' || fail "dynaraft backup: $out"
+backup_arn=$(echo "$out" | python3 -c 'import json,sys; print(json.load(sys.stdin)["BackupArn"])')
+out=$(dynaraft restore --backup-arn "$backup_arn" --target MusicToolRestored)
+echo "$out" | grep -q '"RestoreInProgress": false' || fail "dynaraft restore: $out"
+restored=$(ddb scan --table-name MusicToolRestored --select COUNT --query Count --output text)
+[ "$restored" = "$count" ] || fail "restored $restored items of $count"
+for t in MusicTool MusicToolRestored; do ddb delete-table --table-name "$t" >/dev/null; done
+ddb delete-backup --backup-arn "$backup_arn" >/dev/null
 
 ddb delete-table --table-name Music >/dev/null
 ddb wait table-not-exists --table-name Music

@@ -25,4 +25,6 @@ for _ in range(100):
         time.sleep(0.1)
 PY
 export DYNARAFT_URL="http://127.0.0.1:$PORT"
+# The embedded server's object store (exports and imports).
+export DYNARAFT_OBJECTS="$DATA_DIR/objects"
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1

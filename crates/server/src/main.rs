@@ -5,6 +5,7 @@
 //! (a load generator for any DynamoDB endpoint) and `streams tail` (a
 //! table's stream as JSON lines).
 
+mod jobs_cli;
 mod supervise;
 mod tail;
 
@@ -89,6 +90,19 @@ enum Command {
     /// DynamoDB Streams tools.
     #[command(subcommand)]
     Streams(StreamsCmd),
+    /// Back a table up (CreateBackup) and wait until the backup is
+    /// AVAILABLE, showing progress; prints the backup's details.
+    Backup(jobs_cli::BackupArgs),
+    /// Restore a backup, or a table to a point in time, into a new table
+    /// and wait until it is ACTIVE, with a progress bar.
+    Restore(jobs_cli::RestoreArgs),
+    /// Export a table to the server's object store
+    /// (ExportTableToPointInTime) and wait until it is done, with a
+    /// progress bar.
+    Export(jobs_cli::ExportArgs),
+    /// Import the objects under a prefix of the server's object store into
+    /// a new table (ImportTable) and wait until it is done, with progress.
+    Import(jobs_cli::ImportArgs),
 }
 
 #[derive(clap::Subcommand)]
@@ -632,6 +646,10 @@ async fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench(args).await,
+        Command::Backup(args) => jobs_cli::backup(args).await,
+        Command::Restore(args) => jobs_cli::restore(args).await,
+        Command::Export(args) => jobs_cli::export(args).await,
+        Command::Import(args) => jobs_cli::import(args).await,
         Command::Streams(StreamsCmd::Tail(args)) => tail::run(args).await,
     }
 }

@@ -3,10 +3,9 @@
 //! as one JSON line, like `kubectl logs -f`.
 
 use anyhow::{Context, anyhow, bail};
-use dynaraft_bench::client::{Conn, Endpoint};
+use dynaraft_bench::client::Conn;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long to wait before asking a caught-up shard again, in milliseconds.
@@ -21,20 +20,8 @@ pub struct TailArgs {
     /// The table whose latest stream is followed.
     #[arg(long)]
     table: String,
-    /// The endpoint (a dynaraft server or router, or any DynamoDB).
-    #[arg(long, default_value = "http://127.0.0.1:8000")]
-    endpoint: String,
-    /// Region to sign for (a server without --shared-db keeps each key's
-    /// and region's tables apart).
-    #[arg(long, default_value = "us-east-1")]
-    region: String,
-    /// Access key id to sign with.
-    #[arg(long, default_value = "local")]
-    access_key: String,
-    /// Secret access key to sign with (checked by a server started with
-    /// --auth-file).
-    #[arg(long, default_value = "local")]
-    secret_key: String,
+    #[command(flatten)]
+    client: crate::jobs_cli::ClientArgs,
     /// Start from the oldest record kept instead of new ones only.
     #[arg(long)]
     from_start: bool,
@@ -75,13 +62,7 @@ async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<String>> {
 }
 
 pub async fn run(args: TailArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::signed_as(
-        &args.endpoint,
-        &args.region,
-        &args.access_key,
-        &args.secret_key,
-    )?;
-    let mut conn = Conn::new(Arc::new(endpoint));
+    let mut conn = args.client.connect()?;
     let listed = call(&mut conn, "ListStreams", json!({ "TableName": args.table })).await?;
     let arn = listed["Streams"]
         .as_array()
