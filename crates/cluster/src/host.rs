@@ -356,7 +356,16 @@ impl Host {
         self.inner.registry.unregister(group);
         g.shutdown().await;
         self.inner.logs.lock().await.remove(group).await?;
-        machine::drop_group(&self.inner.store, group)?;
+        // Batch by batch, off the runtime's threads.
+        loop {
+            let store = self.inner.store.clone();
+            let more = tokio::task::spawn_blocking(move || machine::drop_group_step(&store, group))
+                .await
+                .map_err(|e| StorageError::Unavailable(format!("dropping group {group}: {e}")))??;
+            if !more {
+                break;
+            }
+        }
         tracing::debug!(node = self.id(), group, "replica removed");
         Ok(())
     }

@@ -408,6 +408,33 @@ mod tests {
         }
     }
 
+    /// A large group is dropped in batches of DROP_BATCH_KEYS, its
+    /// metadata last: midway, its span and applied index are still there
+    /// (a node stopped then removes the rest next time).
+    #[test]
+    fn a_group_is_dropped_in_batches_with_its_metadata_last() {
+        let store = Store::temporary().unwrap();
+        let keys = crate::machine::DROP_BATCH_KEYS * 2 + 10;
+        let mut ov = Overlay::new(&store);
+        for h in 0..keys as u64 {
+            ov.put(key(7, crate::machine::ITEMS, h), b"item".to_vec());
+        }
+        ov.commit(7, 1).unwrap();
+        let items = |s: &Store| {
+            (0..keys as u64)
+                .filter(|h| s.get(key(7, crate::machine::ITEMS, *h)).unwrap().is_some())
+                .count()
+        };
+        assert!(crate::machine::drop_group_step(&store, 7).unwrap());
+        assert_eq!(items(&store), keys - crate::machine::DROP_BATCH_KEYS);
+        assert_eq!(crate::machine::applied_index(&store, 7).unwrap(), 1);
+        assert_eq!(Span::held(&store, 7).unwrap(), Some(Span::whole(7)));
+        crate::machine::drop_group(&store, 7).unwrap();
+        assert_eq!(items(&store), 0);
+        assert_eq!(crate::machine::applied_index(&store, 7).unwrap(), 0);
+        assert_eq!(Span::held(&store, 7).unwrap(), None);
+    }
+
     /// Removing a replica that holds nothing here (started, never fed)
     /// removes only its own group keys: a split child of it hosted on the
     /// same node keeps every key of its range, which lives in the parent's
