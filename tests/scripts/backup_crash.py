@@ -16,14 +16,13 @@ its call on.
 import random
 import signal
 import sys
-import tempfile
 import threading
 import time
 
 import boto3
 from botocore.config import Config
 
-from ports import free_port, start_embedded
+from ports import run_restarting
 
 ROUNDS = 4
 WRITERS = 4
@@ -110,26 +109,10 @@ def wait_for(what, predicate):
 
 
 def main():
-    binary = sys.argv[1]
-    data = tempfile.mkdtemp()
-    port = free_port()
-    servers = []
-
-    def start():
-        proc, url = start_embedded(binary, data, port, "--partitions-per-table", "2")
-        servers.append(proc)
-        return proc, url
-
-    try:
-        run(start)
-    finally:
-        for p in servers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait()
+    run_restarting(sys.argv[1], run, "--partitions-per-table", "2")
 
 
-def run(start):
+def run(start, _data):
     proc, url = start()
     ddb = client(url)
     ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",

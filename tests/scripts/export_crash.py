@@ -19,13 +19,12 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 
 import boto3
 from botocore.config import Config
 
-from ports import free_port, start_embedded
+from ports import job_done, run_restarting
 
 ROUNDS = 3
 ITEMS = 3000
@@ -98,23 +97,7 @@ def plain(it):
 
 
 def main():
-    binary = sys.argv[1]
-    data = tempfile.mkdtemp()
-    port = free_port()
-    servers = []
-
-    def start():
-        proc, url = start_embedded(binary, data, port, "--partitions-per-table", "2")
-        servers.append(proc)
-        return proc, url
-
-    try:
-        run(start, os.path.join(data, "objects", BUCKET))
-    finally:
-        for p in servers:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                p.wait()
+    run_restarting(sys.argv[1], run, "--partitions-per-table", "2")
 
 
 def kill(proc):
@@ -123,7 +106,8 @@ def kill(proc):
     proc.wait()
 
 
-def run(start, bucket_dir):
+def run(start, data):
+    bucket_dir = os.path.join(data, "objects", BUCKET)
     proc, url = start()
     os.makedirs(bucket_dir, exist_ok=True)
     ddb = client(url)
@@ -153,11 +137,7 @@ def run(start, bucket_dir):
             "manifest-summary.json"))
         proc, url = start()
         ddb = client(url)
-
-        def export_done():
-            d = ddb.describe_export(ExportArn=export_arn)["ExportDescription"]
-            return d if d["ExportStatus"] != "IN_PROGRESS" else None
-        done = wait_for("export finished", export_done)
+        done = wait_for("export finished", lambda: job_done(ddb, "export", export_arn))
         assert done["ExportStatus"] == "COMPLETED", done
         got = {k: plain(v) for k, v in exported_items(bucket_dir, done["ExportManifest"]).items()}
         assert got == expected, f"round {rnd + 1}: the export differs from the table at T"
@@ -177,11 +157,7 @@ def run(start, bucket_dir):
         killed_running += before == "IN_PROGRESS"
         proc, url = start()
         ddb = client(url)
-
-        def import_done():
-            d = ddb.describe_import(ImportArn=import_arn)["ImportTableDescription"]
-            return d if d["ImportStatus"] != "IN_PROGRESS" else None
-        done = wait_for("import finished", import_done)
+        done = wait_for("import finished", lambda: job_done(ddb, "import", import_arn))
         assert done["ImportStatus"] == "COMPLETED", done
         assert (done["ImportedItemCount"], done["ErrorCount"]) == (len(expected), 0), done
         table = {k: plain(v) for k, v in scan(ddb, target).items()}

@@ -1,7 +1,9 @@
 """A free TCP port on 127.0.0.1, and an embedded server started on one, for
 the scripts that start servers."""
+import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.request
 
@@ -29,3 +31,36 @@ def start_embedded(binary, data, port, *flags, stderr=subprocess.DEVNULL, wait_s
             time.sleep(0.05)
     proc.kill()
     raise AssertionError("the server did not start")
+
+
+def run_restarting(binary, body, *flags):
+    """Calls body(start, data): start() starts `dynaraft embedded` (with
+    `flags`) on the data directory `data` and one port, again after each
+    kill, and returns (process, url). Every process still running is
+    stopped at the end."""
+    data = tempfile.mkdtemp()
+    port = free_port()
+    servers = []
+
+    def start():
+        proc, url = start_embedded(binary, data, port, *flags)
+        servers.append(proc)
+        return proc, url
+
+    try:
+        body(start, data)
+    finally:
+        for p in servers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                p.wait()
+
+
+def job_done(ddb, kind, arn):
+    """Export or import `arn` (kind "export" or "import") described once it
+    is no longer IN_PROGRESS; None while it is."""
+    if kind == "export":
+        d = ddb.describe_export(ExportArn=arn)["ExportDescription"]
+        return d if d["ExportStatus"] != "IN_PROGRESS" else None
+    d = ddb.describe_import(ImportArn=arn)["ImportTableDescription"]
+    return d if d["ImportStatus"] != "IN_PROGRESS" else None

@@ -23,7 +23,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import free_port, start_embedded
+from ports import free_port, job_done, start_embedded
 
 ITEMS = 200
 CHANGED_AFTER = 40
@@ -56,15 +56,7 @@ def item(i, v):
 
 
 def finished(ddb, kind, arn):
-    if kind == "export":
-        def look():
-            d = ddb.describe_export(ExportArn=arn)["ExportDescription"]
-            return d if d["ExportStatus"] != "IN_PROGRESS" else None
-    else:
-        def look():
-            d = ddb.describe_import(ImportArn=arn)["ImportTableDescription"]
-            return d if d["ImportStatus"] != "IN_PROGRESS" else None
-    return wait_until(f"{kind} {arn}", look)
+    return wait_until(f"{kind} {arn}", lambda: job_done(ddb, kind, arn))
 
 
 def scan(ddb, table):
