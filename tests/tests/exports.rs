@@ -164,42 +164,43 @@ fn table_arn(table: &str) -> String {
     format!("arn:aws:dynamodb:us-east-1:000000000000:table/{table}")
 }
 
-/// Waits for export `arn` to finish; its description.
-async fn finished_export(c: &Client, arn: &str) -> aws_sdk_dynamodb::types::ExportDescription {
+/// Looks with `look` until it gives a description (`None`: still in
+/// progress), at most [`SETTLE_WITHIN`].
+async fn settled<T, F: std::future::Future<Output = Option<T>>>(
+    what: &str,
+    look: impl Fn() -> F,
+) -> T {
     let deadline = Instant::now() + SETTLE_WITHIN;
     loop {
-        let d = c
-            .describe_export()
-            .export_arn(arn)
-            .send()
-            .await
-            .expect("describe export");
-        let e = d.export_description().expect("description").clone();
-        if e.export_status() != Some(&ExportStatus::InProgress) {
-            return e;
+        if let Some(done) = look().await {
+            return done;
         }
-        assert!(Instant::now() < deadline, "export still IN_PROGRESS");
+        assert!(Instant::now() < deadline, "{what} still IN_PROGRESS");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
+/// Waits for export `arn` to finish; its description.
+async fn finished_export(c: &Client, arn: &str) -> aws_sdk_dynamodb::types::ExportDescription {
+    settled(arn, || async {
+        let d = c.describe_export().export_arn(arn).send().await;
+        let e = d.expect("describe export").export_description().cloned();
+        e.filter(|e| e.export_status() != Some(&ExportStatus::InProgress))
+    })
+    .await
+}
+
 /// Waits for import `arn` to finish; its description.
 async fn finished_import(c: &Client, arn: &str) -> aws_sdk_dynamodb::types::ImportTableDescription {
-    let deadline = Instant::now() + SETTLE_WITHIN;
-    loop {
-        let d = c
-            .describe_import()
-            .import_arn(arn)
-            .send()
-            .await
-            .expect("describe import");
-        let i = d.import_table_description().expect("description").clone();
-        if i.import_status() != Some(&ImportStatus::InProgress) {
-            return i;
-        }
-        assert!(Instant::now() < deadline, "import still IN_PROGRESS");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    settled(arn, || async {
+        let d = c.describe_import().import_arn(arn).send().await;
+        let i = d
+            .expect("describe import")
+            .import_table_description()
+            .cloned();
+        i.filter(|i| i.import_status() != Some(&ImportStatus::InProgress))
+    })
+    .await
 }
 
 /// TableCreationParameters of a (pk S, sk N) table named `name`, with a

@@ -156,24 +156,41 @@ fn bar(total: Option<u64>, what: &str) -> ProgressBar {
     b
 }
 
-/// Looks at `op` until `done` says it finished; the last answer. `status`
-/// reads the state to show, `count` the items so far.
-async fn follow(
-    conn: &mut Conn,
-    op: &str,
-    body: &Value,
-    bar: &ProgressBar,
-    status: impl Fn(&Value) -> Option<String>,
-    count: impl Fn(&Value) -> Option<u64>,
-    done: impl Fn(&str) -> bool,
-) -> anyhow::Result<Value> {
+/// What to look at until an operation ends, and how to show it.
+struct Watch<'a> {
+    /// The Describe call and its request.
+    op: &'a str,
+    body: Value,
+    /// The bar's label, and its total (`None`: a spinner).
+    what: String,
+    total: Option<u64>,
+    /// Where the answer holds the status, the status while running, and
+    /// the count of items so far.
+    status: &'a str,
+    running: &'a str,
+    count: Option<&'a str>,
+    /// The bar's label from each answer, when it says more than `what`.
+    label: Option<&'a dyn Fn(&Value) -> String>,
+    /// The part of the last answer printed.
+    result: &'a str,
+}
+
+/// Looks at `w.op` until its status is no longer `w.running`, with a
+/// progress bar; prints the result as JSON and returns the last answer.
+async fn follow(conn: &mut Conn, w: Watch<'_>) -> anyhow::Result<Value> {
+    let b = bar(w.total, &w.what);
     loop {
-        let v = call(conn, op, body).await?;
-        let s = status(&v).unwrap_or_default();
-        if let Some(n) = count(&v) {
-            bar.set_position(n);
+        let v = call(conn, w.op, &w.body).await?;
+        if let Some(n) = w.count.and_then(|p| u64_at(&v, p)) {
+            b.set_position(n);
         }
-        if done(&s) {
+        if let Some(label) = w.label {
+            b.set_message(label(&v));
+        }
+        if str_at(&v, w.status).is_some_and(|s| s != w.running) {
+            b.finish_and_clear();
+            let shown = v.pointer(w.result).unwrap_or(&Value::Null);
+            println!("{}", serde_json::to_string_pretty(shown)?);
             return Ok(v);
         }
         tokio::time::sleep(Duration::from_millis(POLL_MS)).await;
@@ -208,22 +225,18 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
     )
     .await?;
     let arn = str_at(&made, "/BackupDetails/BackupArn").context("no BackupArn")?;
-    let b = bar(None, &format!("backing up {}", args.table));
-    let v = follow(
-        &mut conn,
-        "DescribeBackup",
-        &json!({"BackupArn": arn}),
-        &b,
-        |v| str_at(v, "/BackupDescription/BackupDetails/BackupStatus"),
-        |_| None,
-        |s| s != "CREATING",
-    )
-    .await?;
-    b.finish_and_clear();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v["BackupDescription"]["BackupDetails"])?
-    );
+    let w = Watch {
+        op: "DescribeBackup",
+        body: json!({"BackupArn": arn}),
+        what: format!("backing up {}", args.table),
+        total: None,
+        status: "/BackupDescription/BackupDetails/BackupStatus",
+        running: "CREATING",
+        count: None,
+        label: None,
+        result: "/BackupDescription/BackupDetails",
+    };
+    follow(&mut conn, w).await?;
     Ok(())
 }
 
@@ -250,22 +263,18 @@ pub async fn restore(args: RestoreArgs) -> anyhow::Result<()> {
         _ => bail!("give --backup-arn, or --table and --at"),
     };
     call(&mut conn, op, &body).await?;
-    let b = bar(expected, &format!("restoring {}", args.target));
-    let v = follow(
-        &mut conn,
-        "DescribeTable",
-        &json!({"TableName": args.target}),
-        &b,
-        |v| str_at(v, "/Table/TableStatus"),
-        |v| u64_at(v, "/Table/ItemCount"),
-        |s| s == "ACTIVE",
-    )
-    .await?;
-    b.finish_and_clear();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v["Table"]["RestoreSummary"])?
-    );
+    let w = Watch {
+        op: "DescribeTable",
+        body: json!({"TableName": args.target}),
+        what: format!("restoring {}", args.target),
+        total: expected,
+        status: "/Table/TableStatus",
+        running: "CREATING",
+        count: Some("/Table/ItemCount"),
+        label: None,
+        result: "/Table/RestoreSummary",
+    };
+    follow(&mut conn, w).await?;
     Ok(())
 }
 
@@ -281,19 +290,18 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<()> {
     }
     let made = call(&mut conn, "ExportTableToPointInTime", &body).await?;
     let export_arn = str_at(&made, "/ExportDescription/ExportArn").context("no ExportArn")?;
-    let b = bar(Some(items), &format!("exporting {}", args.table));
-    let v = follow(
-        &mut conn,
-        "DescribeExport",
-        &json!({"ExportArn": export_arn}),
-        &b,
-        |v| str_at(v, "/ExportDescription/ExportStatus"),
-        |v| u64_at(v, "/ExportDescription/ItemCount"),
-        |s| s != "IN_PROGRESS",
-    )
-    .await?;
-    b.finish_and_clear();
-    println!("{}", serde_json::to_string_pretty(&v["ExportDescription"])?);
+    let w = Watch {
+        op: "DescribeExport",
+        body: json!({"ExportArn": export_arn}),
+        what: format!("exporting {}", args.table),
+        total: Some(items),
+        status: "/ExportDescription/ExportStatus",
+        running: "IN_PROGRESS",
+        count: Some("/ExportDescription/ItemCount"),
+        label: None,
+        result: "/ExportDescription",
+    };
+    let v = follow(&mut conn, w).await?;
     if str_at(&v, "/ExportDescription/ExportStatus").as_deref() != Some("COMPLETED") {
         bail!("the export failed");
     }
@@ -341,29 +349,25 @@ pub async fn import(args: ImportArgs) -> anyhow::Result<()> {
     });
     let made = call(&mut conn, "ImportTable", &body).await?;
     let arn = str_at(&made, "/ImportTableDescription/ImportArn").context("no ImportArn")?;
-    let b = bar(None, &format!("importing into {}", args.table));
-    let v = follow(
-        &mut conn,
-        "DescribeImport",
-        &json!({"ImportArn": arn}),
-        &b,
-        |v| {
-            let d = &v["ImportTableDescription"];
-            b.set_message(format!(
-                "importing into {}: {} items, {} bytes read, {} errors",
-                args.table, d["ProcessedItemCount"], d["ProcessedSizeBytes"], d["ErrorCount"]
-            ));
-            str_at(v, "/ImportTableDescription/ImportStatus")
-        },
-        |_| None,
-        |s| s != "IN_PROGRESS",
-    )
-    .await?;
-    b.finish_and_clear();
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&v["ImportTableDescription"])?
-    );
+    let label = |v: &Value| {
+        let d = &v["ImportTableDescription"];
+        format!(
+            "importing into {}: {} items, {} bytes read, {} errors",
+            args.table, d["ProcessedItemCount"], d["ProcessedSizeBytes"], d["ErrorCount"]
+        )
+    };
+    let w = Watch {
+        op: "DescribeImport",
+        body: json!({"ImportArn": arn}),
+        what: format!("importing into {}", args.table),
+        total: None,
+        status: "/ImportTableDescription/ImportStatus",
+        running: "IN_PROGRESS",
+        count: None,
+        label: Some(&label),
+        result: "/ImportTableDescription",
+    };
+    let v = follow(&mut conn, w).await?;
     if str_at(&v, "/ImportTableDescription/ImportStatus").as_deref() != Some("COMPLETED") {
         bail!("the import failed");
     }

@@ -551,23 +551,41 @@ fn page(jobs: Vec<Job>, next: Option<&str>, size: usize) -> (Vec<Job>, Option<St
     (rest.into_iter().take(size).collect(), token)
 }
 
-pub fn list_exports(api: &Api, input: ListExportsInput) -> Result<Value, ApiError> {
+/// One page of a ListExports or ListImports: the jobs of `kind`, of the
+/// table TableArn names if given, after NextToken, at most `limit` (at
+/// `path`, up to `max`) of them; and the next page's token.
+fn listed(
+    api: &Api,
+    (kind, action): (&str, &'static str),
+    table_arn: Option<&Str>,
+    next_token: Option<&Str>,
+    (limit, max, path): (Option<&Int>, i64, &str),
+) -> Result<(Vec<Job>, Option<String>), ApiError> {
     let mut v = Violations::default();
-    let size = bounded_limit(
-        &mut v,
-        input.max_results.as_ref(),
-        MAX_LIST_EXPORTS_RESULTS,
-        "maxResults",
-    );
+    let size = bounded_limit(&mut v, limit, max, path);
     v.check()?;
-    let table = input.table_arn.as_deref().map(crate::params::table_of_arn);
+    let table = table_arn.map(|a| crate::params::table_of_arn(a));
     let target = table.unwrap_or("*").to_string();
-    api.authorize(|| crate::auth::Access::table("ListExports", &target))?;
-    let jobs: Vec<Job> = jobs_of(api, "export")
+    api.authorize(|| crate::auth::Access::table(action, &target))?;
+    let jobs: Vec<Job> = jobs_of(api, kind)
         .into_iter()
         .filter(|j| table.is_none_or(|t| api.scope.table_key(t) == j.table))
         .collect();
-    let (jobs, next) = page(jobs, input.next_token.as_deref(), size);
+    Ok(page(jobs, next_token.map(|t| t.0.as_str()), size))
+}
+
+pub fn list_exports(api: &Api, input: ListExportsInput) -> Result<Value, ApiError> {
+    let (jobs, next) = listed(
+        api,
+        ("export", "ListExports"),
+        input.table_arn.as_ref(),
+        input.next_token.as_ref(),
+        (
+            input.max_results.as_ref(),
+            MAX_LIST_EXPORTS_RESULTS,
+            "maxResults",
+        ),
+    )?;
     let summaries: Vec<Value> = jobs
         .iter()
         .map(
@@ -765,22 +783,17 @@ pub fn describe_import(api: &Api, input: DescribeImportInput) -> Result<Value, A
 }
 
 pub fn list_imports(api: &Api, input: ListImportsInput) -> Result<Value, ApiError> {
-    let mut v = Violations::default();
-    let size = bounded_limit(
-        &mut v,
-        input.page_size.as_ref(),
-        MAX_LIST_IMPORTS_PAGE_SIZE,
-        "pageSize",
-    );
-    v.check()?;
-    let table = input.table_arn.as_deref().map(crate::params::table_of_arn);
-    let target = table.unwrap_or("*").to_string();
-    api.authorize(|| crate::auth::Access::table("ListImports", &target))?;
-    let jobs: Vec<Job> = jobs_of(api, "import")
-        .into_iter()
-        .filter(|j| table.is_none_or(|t| api.scope.table_key(t) == j.table))
-        .collect();
-    let (jobs, next) = page(jobs, input.next_token.as_deref(), size);
+    let (jobs, next) = listed(
+        api,
+        ("import", "ListImports"),
+        input.table_arn.as_ref(),
+        input.next_token.as_ref(),
+        (
+            input.page_size.as_ref(),
+            MAX_LIST_IMPORTS_PAGE_SIZE,
+            "pageSize",
+        ),
+    )?;
     let summaries: Vec<Value> = jobs
         .iter()
         .map(|j| {
