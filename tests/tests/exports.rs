@@ -254,6 +254,21 @@ async fn import(
     finished_import(c, d.import_arn().expect("arn")).await
 }
 
+/// Creates `table` with point-in-time recovery and [`ITEMS`] items; a
+/// moment in a quiet gap after them, and the table then.
+async fn filled(c: &Client, table: &str) -> (u64, BTreeMap<(String, String), Row>) {
+    create_source(c, table).await;
+    enable_pitr(c, table).await;
+    for i in 0..ITEMS {
+        put(c, table, item(i, 1)).await;
+    }
+    tokio::time::sleep(GAP).await;
+    let moment = now_ms();
+    let rows = by_key(scan_all(c, table, None).await);
+    tokio::time::sleep(GAP).await;
+    (moment, rows)
+}
+
 fn read(root: &Path, key: &str) -> Vec<u8> {
     std::fs::read(root.join(BUCKET).join(key)).unwrap_or_else(|e| panic!("{key}: {e}"))
 }
@@ -263,16 +278,8 @@ async fn an_export_at_a_moment_imported_again_reproduces_the_table_then() {
     let (server, root) = start().await;
     let c = &server.client;
     let table = "catalog";
-    create_source(c, table).await;
-    enable_pitr(c, table).await;
-    for i in 0..ITEMS {
-        put(c, table, item(i, 1)).await;
-    }
-    tokio::time::sleep(GAP).await;
-    let t_ms = now_ms();
-    let expected = by_key(scan_all(c, table, None).await);
+    let (t_ms, expected) = filled(c, table).await;
     assert_eq!(expected.len(), ITEMS);
-    tokio::time::sleep(GAP).await;
     // After T: overwrites, deletes and new items, none of which may show.
     for i in 0..CHANGED_AFTER {
         put(c, table, item(i, 2)).await;
@@ -774,15 +781,7 @@ async fn an_incremental_export_holds_each_item_changed_in_its_window_once() {
     let (server, root) = start().await;
     let c = &server.client;
     let table = "ledger";
-    create_source(c, table).await;
-    enable_pitr(c, table).await;
-    for i in 0..ITEMS {
-        put(c, table, item(i, 1)).await;
-    }
-    tokio::time::sleep(GAP).await;
-    let from_ms = now_ms();
-    let before = by_key(scan_all(c, table, None).await);
-    tokio::time::sleep(GAP).await;
+    let (from_ms, before) = filled(c, table).await;
     // In the window: overwrites (some twice), deletes, new items, and an
     // item made and deleted again.
     for i in 0..CHANGED_AFTER {
