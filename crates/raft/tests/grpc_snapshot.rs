@@ -109,8 +109,9 @@ async fn a_new_replica_catches_up_from_a_chunked_snapshot_over_grpc() {
     .await;
     let (count, copied) = machine::group_stats(&n3.db, GROUP).unwrap();
     assert_eq!((count, copied), (ITEMS as u64, bytes));
-    for n in [&n1, &n2, &n3] {
+    for n in [n1, n2, n3] {
         n.group.raft.shutdown().await.unwrap();
+        abandon(n.db);
     }
     let _ = std::fs::remove_dir_all(&base);
 }
