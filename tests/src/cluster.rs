@@ -173,6 +173,7 @@ impl TestCluster {
             split_size_bytes: self.split_size_bytes,
             peer_regions: None,
             object_store: None,
+            pitr_snapshot_interval_ms: crate::TEST_CLUSTER_PITR_SNAPSHOT_MS,
         };
         ClusterNode::start(cfg, listener).await.expect("start node")
     }

@@ -19,6 +19,15 @@ pub mod transcript;
 /// TTL sweeps in tests run often so expiry is observable quickly.
 pub const TEST_TTL_SWEEP_MS: u64 = 100;
 
+/// How often test servers snapshot tables with point-in-time recovery, in
+/// milliseconds: often, so restores to a time are tested redoing the log
+/// from a snapshot as well as undoing it from the live table.
+pub const TEST_PITR_SNAPSHOT_MS: u64 = 400;
+/// The same for the in-process three-zone cluster, where each snapshot is
+/// a table of three-replica groups on a debug build's two cores: rarer,
+/// so a test makes a handful rather than dozens.
+pub const TEST_CLUSTER_PITR_SNAPSHOT_MS: u64 = 2_000;
+
 /// Header timeout of test servers, short so the stalled-client test is quick.
 pub const TEST_HEADER_TIMEOUT_MS: u64 = 500;
 
@@ -66,6 +75,7 @@ impl TestServer {
     pub fn node_config(data_dir: Option<PathBuf>) -> EmbeddedConfig {
         EmbeddedConfig {
             ttl_sweep_interval_ms: TEST_TTL_SWEEP_MS,
+            pitr_snapshot_interval_ms: TEST_PITR_SNAPSHOT_MS,
             ..EmbeddedConfig::new(data_dir)
         }
     }

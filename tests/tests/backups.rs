@@ -36,6 +36,8 @@ const PITR_PHASES: usize = 5;
 const PITR_WRITES_PER_PHASE: usize = 40;
 const PITR_KEYS: u64 = 30;
 const PITR_GAP: Duration = Duration::from_millis(30);
+/// How long after the phases the restores are requested.
+const PITR_SNAPSHOTS_SETTLE: Duration = Duration::from_millis(1_500);
 /// Longest wait for a backup to become AVAILABLE or a restore ACTIVE.
 const SETTLE_WITHIN: Duration = Duration::from_secs(60);
 
@@ -463,7 +465,10 @@ async fn backup_requests_get_dynamodbs_errors_and_listing_pages() {
 /// Point-in-time recovery: writes in phases with quiet gaps between them;
 /// a moment in each gap is noted with the table's contents then. Restores
 /// to several of those moments each hold exactly those contents.
-async fn restores_to_points_in_time(c: &Client) {
+/// Restores to points in time; with `router` (the embedded server's),
+/// also checks that some were redone from a point-in-time snapshot and
+/// some undone from the live table.
+async fn restores_to_points_in_time(c: &Client, router: Option<&dynaraft_cluster::Router>) {
     let table = "ledger";
     create(c, table, false).await;
     let e = c
@@ -548,6 +553,9 @@ async fn restores_to_points_in_time(c: &Client) {
         .await
         .expect_err("before the window");
     assert_eq!(err_of(&e).0, "InvalidRestoreTimeException");
+    // Time for snapshots (every TEST_PITR_SNAPSHOT_MS) to be taken during
+    // the phases and after, so later moments are nearer a snapshot than now.
+    tokio::time::sleep(PITR_SNAPSHOTS_SETTLE).await;
     // The first, a middle and the last moment, and the latest restorable
     // time (the table as it is now).
     let picks = [0, PITR_PHASES / 2, PITR_PHASES - 1];
@@ -578,6 +586,19 @@ async fn restores_to_points_in_time(c: &Client) {
         .await
         .expect("restore to the latest time");
     restores.push(("ledger-latest".to_string(), state.clone()));
+    if let Some(router) = router {
+        let redone = router
+            .tables()
+            .iter()
+            .filter_map(|t| t.meta.restore.as_ref())
+            .filter(|r| r.source_table.as_deref() == Some(table))
+            .map(|r| r.redo_from_ms.is_some())
+            .collect::<Vec<_>>();
+        assert!(
+            redone.contains(&true) && redone.contains(&false),
+            "restores redone from a snapshot: {redone:?}"
+        );
+    }
     for (target, want) in &restores {
         wait_active(c, target).await;
         let got: BTreeMap<String, String> = contents(c, target).await;
@@ -604,13 +625,13 @@ async fn restores_to_points_in_time(c: &Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_to_points_in_time_hold_the_table_as_it_was_embedded() {
     let server = TestServer::start().await;
-    restores_to_points_in_time(&server.client).await;
+    restores_to_points_in_time(&server.client, server.router()).await;
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restores_to_points_in_time_hold_the_table_as_it_was_in_a_cluster() {
     let c = TestCluster::start("pitr", 3, 2).await;
-    restores_to_points_in_time(&c.client).await;
+    restores_to_points_in_time(&c.client, None).await;
     c.stop().await;
 }

@@ -76,6 +76,15 @@ pub fn backup_table_name(id: &str) -> String {
     format!("{BACKUP_TABLE_PREFIX}{id}")
 }
 
+/// The BackupName of point-in-time recovery's snapshots.
+pub const PITR_SNAPSHOT_NAME: &str = "pitr-snapshot";
+/// How often point-in-time recovery snapshots a table, in milliseconds,
+/// unless configured (`--pitr-snapshot-interval-s`).
+pub const DEFAULT_PITR_SNAPSHOT_INTERVAL_MS: u64 = DAY_MS;
+/// Most point-in-time snapshots kept of one table (the newest): a daily
+/// snapshot over the longest recovery period.
+pub const MAX_PITR_SNAPSHOTS: usize = 35;
+
 /// Where one partition's copy stands, in this node's memory.
 #[derive(Default, Clone)]
 struct Progress {
@@ -83,6 +92,8 @@ struct Progress {
     next: Option<Vec<u8>>,
     /// Once the scan is done: undo records before this sequence.
     undo_before: Option<u64>,
+    /// A redo: records up to this sequence are redone.
+    redo_after: u64,
 }
 
 /// Copies until the node shuts down.
@@ -90,11 +101,16 @@ pub async fn run(
     host: Host,
     router: Router,
     catalog: Arc<CatalogWatch>,
+    snapshot_every_ms: u64,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut state: HashMap<(String, u64), Progress> = HashMap::new();
     loop {
-        let busy = match once(&host, &router, &catalog.get(), &mut state).await {
+        let c = catalog.get();
+        if let Err(e) = snapshots(&host, &router, &c, snapshot_every_ms).await {
+            tracing::warn!(error = %e, "point-in-time snapshot step failed; will retry");
+        }
+        let busy = match once(&host, &router, &c, &mut state).await {
             Ok(busy) => busy,
             Err(e) => {
                 tracing::warn!(error = %e, "backup copy step failed; will retry");
@@ -144,9 +160,42 @@ async fn once(
             && r.in_progress
         {
             let pending = |g: &u64| !r.copied.contains(g) && r.sources.contains(g);
-            match &r.source_table {
+            match (&r.source_table, r.redo_from_ms) {
+                // To a point in time from a snapshot: its items as they
+                // are, then, once all are in, the source's changes after
+                // it redone, a split child's after its parent's (its
+                // records are the newer ones for the keys it took over).
+                (Some(source), Some(from_ms)) => {
+                    let (Some(snap), Some(s)) = (
+                        catalog.tables.get(&r.backup_table),
+                        catalog.tables.get(source),
+                    ) else {
+                        continue;
+                    };
+                    let snap_groups: Vec<u64> =
+                        snap.meta.partitions.iter().map(|p| p.group).collect();
+                    for g in snap_groups.iter().filter(|g| pending(g)) {
+                        steps.push((
+                            *g,
+                            Copy::Plain {
+                                from: r.backup_table.clone(),
+                            },
+                        ));
+                    }
+                    if snap_groups.iter().all(|g| r.copied.contains(g)) {
+                        for p in s.meta.partitions.iter().filter(|p| pending(&p.group)) {
+                            let parent_done = p.parent.is_none_or(|parent| {
+                                !r.sources.contains(&parent) || r.copied.contains(&parent)
+                            });
+                            if parent_done {
+                                let to_ms = r.restore_ms;
+                                steps.push((p.group, Copy::Redo { from_ms, to_ms }));
+                            }
+                        }
+                    }
+                }
                 // From a backup: its items, as they are.
-                None => {
+                (None, _) => {
                     for g in r.sources.iter().filter(|g| pending(g)) {
                         steps.push((
                             *g,
@@ -159,7 +208,7 @@ async fn once(
                 // To a point in time: the live table, its changes since
                 // undone; a partition's own undo waits for its split
                 // children's (their records are the newer ones).
-                Some(source) => {
+                (Some(source), None) => {
                     let Some(s) = catalog.tables.get(source) else {
                         continue;
                     };
@@ -215,6 +264,9 @@ enum Copy {
         stats_of: Option<dynaraft_storage::PartitionMeta>,
         may_undo: bool,
     },
+    /// A live partition's changes after `from_ms` up to `to_ms` redone
+    /// (their new images written) onto a snapshot taken at `from_ms`.
+    Redo { from_ms: u64, to_ms: u64 },
 }
 
 /// Moves the recovery window of `t` on in its led partitions: each pin
@@ -229,7 +281,7 @@ async fn keep_window(
     let now = dynaraft_storage::wall_clock_ms();
     let mut horizon = now.saturating_sub(pitr.period_days.saturating_mul(DAY_MS));
     for r in restores_from(catalog, &t.meta.name) {
-        horizon = horizon.min(r.restore_ms);
+        horizon = horizon.min(r.redo_from_ms.unwrap_or(r.restore_ms));
     }
     let mut moved = false;
     for p in &t.meta.partitions {
@@ -412,6 +464,9 @@ async fn copy_step(
             report(router, target, group, (0, 0)).await?;
             return Ok(true);
         }
+        Copy::Redo { from_ms, to_ms } => {
+            return redo_step(host, router, target, group, (*from_ms, *to_ms), progress).await;
+        }
         Copy::AsOf {
             at_ms,
             holder,
@@ -484,6 +539,147 @@ async fn copy_step(
     Ok(true)
 }
 
+/// One step of redoing partition `group`'s changes in `(from_ms, to_ms]`
+/// onto `target` (which holds the snapshot of `from_ms`), oldest first:
+/// each key ends with the new image of its last change up to `to_ms`.
+/// Whether the partition is done (and reported).
+async fn redo_step(
+    host: &Host,
+    router: &Router,
+    target: &Table,
+    group: u64,
+    (from_ms, to_ms): (u64, u64),
+    progress: &mut Progress,
+) -> Result<bool, ClusterError> {
+    let pins = dynaraft_storage::backup::pins(host.tree(), group)?;
+    let Some(&(pinned_after, _)) = pins.get(PITR_HOLDER) else {
+        return Err(ClusterError::Unavailable(format!(
+            "partition {group} holds no point-in-time pin; its changes cannot be redone"
+        )));
+    };
+    let after = progress.redo_after.max(pinned_after);
+    let limits = (UNDO_BATCH_RECORDS, UNDO_BATCH_BYTES);
+    let records = global::read_changes(host.tree(), group, after, limits)?;
+    // Oldest first: the last image seen for a key is its newest change's.
+    let mut redo: BTreeMap<Vec<u8>, (Item, Option<Item>)> = BTreeMap::new();
+    let mut finished = records.is_empty();
+    for (seq, r) in &records {
+        if r.ts_ms > to_ms {
+            finished = true;
+            break;
+        }
+        progress.redo_after = *seq;
+        if r.ts_ms <= from_ms {
+            continue;
+        }
+        let Some(image) = r.new.as_ref().or(r.old.as_ref()) else {
+            continue;
+        };
+        let key = target.schema.key_of(image);
+        redo.insert(r.storage_key.clone(), (key, r.new.clone()));
+    }
+    let writes = redo
+        .values()
+        .filter_map(|(key, new)| plain_write(target, key, new.as_ref()))
+        .collect();
+    write_all(router, target, writes).await?;
+    if !finished {
+        return Ok(false);
+    }
+    report(router, target, group, (0, 0)).await?;
+    Ok(true)
+}
+
+/// The point-in-time snapshots of table `name`, by their hidden tables.
+pub fn snapshots_of<'a>(
+    catalog: &'a Catalog,
+    name: &'a str,
+) -> impl Iterator<Item = (&'a Table, &'a BackupMeta)> + 'a {
+    catalog.tables.values().filter_map(move |t| {
+        let b = t.meta.backup.as_deref()?;
+        (b.system && b.source.name == name).then_some((t.as_ref(), b))
+    })
+}
+
+/// On the control-plane leader: snapshots every table with point-in-time
+/// recovery once `every_ms` has passed since its last snapshot (or since
+/// recovery was enabled), the way CreateBackup backs a table up; and drops
+/// the snapshots no restore can start from any more (older than the
+/// recovery window, of a table gone or without recovery), unless a restore
+/// in progress reads them.
+async fn snapshots(
+    host: &Host,
+    router: &Router,
+    catalog: &Catalog,
+    every_ms: u64,
+) -> Result<(), ClusterError> {
+    if every_ms == 0 || !leads(host, dynaraft_storage::machine::CATALOG_GROUP) {
+        return Ok(());
+    }
+    let now = dynaraft_storage::wall_clock_ms();
+    for t in catalog.tables.values() {
+        let Some(pitr) = t.meta.pitr.as_deref() else {
+            continue;
+        };
+        if t.meta.status != dynaraft_storage::TableStatus::Active {
+            continue;
+        }
+        let last = snapshots_of(catalog, &t.meta.name)
+            .map(|(_, b)| b.at_ms)
+            .max();
+        if now < last.unwrap_or(pitr.since_ms).saturating_add(every_ms) {
+            continue;
+        }
+        let id = format!("{now:014}-{:08x}", fastrand::u32(..));
+        let holder = backup_table_name(&id);
+        for p in &t.meta.partitions {
+            let pin = Command::PinChangeLog {
+                holder: holder.clone(),
+            };
+            router
+                .propose_at(&t.meta.name, None, p.hash_lo, pin)
+                .await?;
+        }
+        let at_ms = dynaraft_storage::wall_clock_ms();
+        let mut meta = hidden_table(&id, PITR_SNAPSHOT_NAME, &t.meta, at_ms);
+        if let Some(b) = meta.backup.as_mut() {
+            b.system = true;
+        }
+        router.change_catalog(Command::CreateTable(meta)).await?;
+        tracing::debug!(table = %t.meta.name, at_ms, "point-in-time snapshot started");
+    }
+    let in_use = |name: &str| {
+        catalog
+            .tables
+            .values()
+            .filter_map(|t| t.meta.restore.as_deref())
+            .any(|r| r.in_progress && r.backup_table == name)
+    };
+    for t in catalog.tables.values() {
+        let Some(b) = t.meta.backup.as_deref().filter(|b| b.system) else {
+            continue;
+        };
+        let window_start = catalog
+            .tables
+            .get(&b.source.name)
+            .and_then(|s| s.meta.pitr.as_deref())
+            .map(|p| p.earliest_ms(now));
+        let newer = snapshots_of(catalog, &b.source.name)
+            .filter(|(_, o)| o.at_ms > b.at_ms)
+            .count();
+        let useless =
+            window_start.is_none_or(|start| b.at_ms < start) || newer >= MAX_PITR_SNAPSHOTS;
+        if useless && !in_use(&t.meta.name) {
+            router
+                .change_catalog(Command::DropTable {
+                    name: t.meta.name.clone(),
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies the next chunk of partition `group` (of a table with `schema`)
 /// into `target`.
 async fn copy_chunk(
@@ -533,6 +729,7 @@ pub fn hidden_table(id: &str, name: &str, source: &TableMeta, at_ms: u64) -> Tab
             copied: Vec::new(),
             items: 0,
             bytes: 0,
+            system: false,
         })),
         ..snapshot_table(backup_table_name(id), source)
     }

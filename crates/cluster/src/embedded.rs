@@ -47,6 +47,9 @@ pub struct EmbeddedConfig {
     /// Where exports write and imports read (`--object-store`); `None`:
     /// exports and imports fail.
     pub object_store: Option<Arc<crate::objects::ObjectStore>>,
+    /// How often point-in-time recovery snapshots a table, in
+    /// milliseconds (0: never; restores then undo from the live table).
+    pub pitr_snapshot_interval_ms: u64,
 }
 
 impl EmbeddedConfig {
@@ -61,6 +64,7 @@ impl EmbeddedConfig {
             encryption: None,
             peer_regions: None,
             object_store: None,
+            pitr_snapshot_interval_ms: crate::backup::DEFAULT_PITR_SNAPSHOT_INTERVAL_MS,
         }
     }
 }
@@ -124,6 +128,7 @@ impl Embedded {
             cfg.ttl_sweep_interval_ms,
             cfg.peer_regions.clone(),
             cfg.object_store.clone(),
+            cfg.pitr_snapshot_interval_ms,
         );
         let (r, size) = (router.clone(), cfg.split_size_bytes);
         host.spawn(move |h, stop| crate::split::run(h, r, size, stop));

@@ -63,6 +63,9 @@ pub struct NodeConfig {
     /// Where exports write and imports read (`--object-store`); `None`:
     /// exports and imports fail.
     pub object_store: Option<Arc<crate::objects::ObjectStore>>,
+    /// How often point-in-time recovery snapshots a table, in
+    /// milliseconds (0: never; restores then undo from the live table).
+    pub pitr_snapshot_interval_ms: u64,
 }
 
 /// A running storage node.
@@ -140,6 +143,7 @@ impl ClusterNode {
             cfg.ttl_sweep_interval_ms,
             cfg.peer_regions.clone(),
             cfg.object_store.clone(),
+            cfg.pitr_snapshot_interval_ms,
         );
         Ok(ClusterNode {
             host,
@@ -165,6 +169,7 @@ pub(crate) fn spawn_replica_tasks(
     ttl_sweep_ms: u64,
     peers: Option<Arc<crate::peer::PeerRegions>>,
     objects: Option<Arc<crate::objects::ObjectStore>>,
+    pitr_snapshot_ms: u64,
 ) {
     let c = catalog.clone();
     host.spawn(move |h, stop| reconcile::run(h, c, stop));
@@ -176,7 +181,7 @@ pub(crate) fn spawn_replica_tasks(
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| crate::txn::run(h, r, c, stop));
     let (c, r) = (catalog.clone(), router.clone());
-    host.spawn(move |h, stop| crate::backup::run(h, r, c, stop));
+    host.spawn(move |h, stop| crate::backup::run(h, r, c, pitr_snapshot_ms, stop));
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| crate::jobs::run(h, r, c, objects, stop));
     if let Some(peers) = peers {

@@ -185,6 +185,11 @@ struct NodeArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// How often point-in-time recovery snapshots a table, in seconds
+    /// (0: never). A restore to a time redoes the log from the latest
+    /// snapshot before it when that is nearer than now.
+    #[arg(long, default_value_t = dynaraft_cluster::backup::DEFAULT_PITR_SNAPSHOT_INTERVAL_MS / 1000)]
+    pitr_snapshot_interval_s: u64,
     /// Where exports write and imports read: an S3-compatible endpoint, or
     /// `file:///a/dir` (each bucket a subdirectory, made by you). The
     /// embedded server on disk defaults to the `objects` directory of its
@@ -440,6 +445,11 @@ struct EmbeddedArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// How often point-in-time recovery snapshots a table, in seconds
+    /// (0: never). A restore to a time redoes the log from the latest
+    /// snapshot before it when that is nearer than now.
+    #[arg(long, default_value_t = dynaraft_cluster::backup::DEFAULT_PITR_SNAPSHOT_INTERVAL_MS / 1000)]
+    pitr_snapshot_interval_s: u64,
     /// Where exports write and imports read: an S3-compatible endpoint, or
     /// `file:///a/dir` (each bucket a subdirectory, made by you). The
     /// embedded server on disk defaults to the `objects` directory of its
@@ -792,6 +802,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         split_size_bytes: args.split_size_bytes,
         peer_regions: args.global.peers(&args.region)?,
         object_store: object_store(args.object_store.as_deref(), &args.region)?,
+        pitr_snapshot_interval_ms: args.pitr_snapshot_interval_s.saturating_mul(1000),
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -978,6 +989,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
             }
             (url, _) => object_store(url.as_deref(), &args.region)?,
         },
+        pitr_snapshot_interval_ms: args.pitr_snapshot_interval_s.saturating_mul(1000),
         ..EmbeddedConfig::new(data_dir)
     };
     let cfg = ApiConfig {

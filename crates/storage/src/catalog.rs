@@ -142,6 +142,10 @@ pub struct BackupMeta {
     pub items: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// A snapshot the server takes for point-in-time recovery (restores
+    /// redo the log from it): never listed, described or restored by name.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub system: bool,
 }
 
 /// Where a restored table came from.
@@ -170,6 +174,13 @@ pub struct RestoreMeta {
     pub sources: Vec<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copied: Vec<u64>,
+    /// A restore to a point in time from the point-in-time snapshot
+    /// `backup_table`, taken at this moment: the snapshot's items are
+    /// copied in, then the source's changes after it, up to `restore_ms`,
+    /// redone (`sources` holds the snapshot's partitions and the
+    /// source's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redo_from_ms: Option<u64>,
 }
 
 /// ReplicaStatus of a replica whose items are being copied.

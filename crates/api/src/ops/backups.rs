@@ -147,7 +147,13 @@ fn find(
         .router
         .table(&backup_table_name(id))
         .ok_or_else(not_found)?;
-    let b = t.meta.backup.as_deref().cloned().ok_or_else(not_found)?;
+    let b = t
+        .meta
+        .backup
+        .as_deref()
+        .filter(|b| !b.system)
+        .cloned()
+        .ok_or_else(not_found)?;
     if !api.scope.owns(&b.source.name) || backup_arn(api, &b, &t.meta.name) != arn {
         return Err(not_found());
     }
@@ -374,7 +380,7 @@ pub fn list(api: &Api, input: ListInput) -> Result<Value, ApiError> {
         .tables()
         .into_iter()
         .filter_map(|t| Some((t.meta.name.clone(), t.meta.backup.as_deref()?.clone())))
-        .filter(|(_, b)| api.scope.owns(&b.source.name))
+        .filter(|(_, b)| !b.system && api.scope.owns(&b.source.name))
         .filter(|(_, b)| table.as_ref().is_none_or(|n| *n == b.source.name))
         .filter(|(_, b)| lower.is_none_or(|l| secs(b.at_ms) >= l))
         .filter(|(_, b)| upper.is_none_or(|u| secs(b.at_ms) < u))
@@ -449,6 +455,7 @@ pub async fn restore(api: &Api, input: RestoreInput) -> Result<Value, ApiError> 
         in_progress: true,
         sources: hidden.meta.partitions.iter().map(|p| p.group).collect(),
         copied: Vec::new(),
+        redo_from_ms: None,
     };
     let meta = restored_meta(api, &input.overrides, &b.source, &target, from)?;
     let mut d = create_restored(api, meta, &target).await?;
@@ -548,16 +555,39 @@ pub async fn restore_to_point_in_time(
             "Table already exists: {target}"
         )));
     }
-    let from = RestoreMeta {
+    let live: Vec<u64> = t.meta.partitions.iter().map(|p| p.group).collect();
+    let mut from = RestoreMeta {
         backup_table: String::new(),
         source_table: Some(t.meta.name.clone()),
         source_backup_arn: None,
         source_table_arn: table_arn(api, &t.meta.name),
         restore_ms: at_ms,
         in_progress: true,
-        sources: t.meta.partitions.iter().map(|p| p.group).collect(),
+        sources: live.clone(),
         copied: Vec::new(),
+        redo_from_ms: None,
     };
+    // The latest point-in-time snapshot at or before the time, if it is
+    // nearer than now: its items, and the changes after it redone, instead
+    // of the live table with every change since the time undone.
+    let catalog = api.router.catalog().get();
+    let snapshot = dynaraft_cluster::backup::snapshots_of(&catalog, &t.meta.name)
+        .filter(|(_, b)| b.status == BACKUP_AVAILABLE)
+        .filter(|(_, b)| b.at_ms <= at_ms && b.at_ms >= pitr.earliest_ms(now))
+        .max_by_key(|(_, b)| b.at_ms);
+    if let Some((snap, b)) = snapshot
+        && at_ms - b.at_ms < now.saturating_sub(at_ms)
+    {
+        from.backup_table = snap.meta.name.clone();
+        from.redo_from_ms = Some(b.at_ms);
+        from.sources = snap
+            .meta
+            .partitions
+            .iter()
+            .map(|p| p.group)
+            .chain(live)
+            .collect();
+    }
     let meta = restored_meta(api, &input.overrides, &t.meta, &target, from)?;
     let d = create_restored(api, meta, &target).await?;
     Ok(json!({"TableDescription": d}))

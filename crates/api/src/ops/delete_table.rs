@@ -34,8 +34,11 @@ pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     // A backup being copied, or a restore to a point in time, reads the
     // table's partitions until it is done.
     let copying = api.router.tables().iter().any(|o| {
+        // Point-in-time snapshots are the server's: dropped with the table.
         o.meta.backup.as_ref().is_some_and(|b| {
-            b.source.name == t.meta.name && b.status == dynaraft_storage::catalog::BACKUP_CREATING
+            !b.system
+                && b.source.name == t.meta.name
+                && b.status == dynaraft_storage::catalog::BACKUP_CREATING
         }) || o
             .meta
             .restore

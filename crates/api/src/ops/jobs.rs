@@ -507,6 +507,7 @@ pub async fn export(api: &Api, input: ExportInput) -> Result<Value, ApiError> {
         in_progress: true,
         sources: t.meta.partitions.iter().map(|p| p.group).collect(),
         copied: Vec::new(),
+        redo_from_ms: None,
     }));
     change_table(api, Command::CreateTable(snapshot), &export_table_name(&id)).await?;
     put_job(api, &job).await?;
