@@ -24,9 +24,11 @@ pub const TEST_TTL_SWEEP_MS: u64 = 100;
 /// from a snapshot as well as undoing it from the live table.
 pub const TEST_PITR_SNAPSHOT_MS: u64 = 400;
 /// The same for the in-process three-zone cluster, where each snapshot is
-/// a table of three-replica groups on a debug build's two cores: rarer,
-/// so a test makes a handful rather than dozens.
-pub const TEST_CLUSTER_PITR_SNAPSHOT_MS: u64 = 2_000;
+/// a new table of three-replica groups on a debug build's two cores: one or
+/// two per test. Every 400 ms, or every 2 s beside another cluster test,
+/// the control group lost its leader under the load and a restore's
+/// CreateTable failed with 503 (and, retried, with TableAlreadyExists).
+pub const TEST_CLUSTER_PITR_SNAPSHOT_MS: u64 = 5_000;
 
 /// Header timeout of test servers, short so the stalled-client test is quick.
 pub const TEST_HEADER_TIMEOUT_MS: u64 = 500;
