@@ -64,7 +64,10 @@ pub const BACKUP_CHUNK_ITEMS: usize = 256;
 /// Most change records one undo step reads, and their most bytes.
 pub const UNDO_BATCH_RECORDS: usize = 256;
 pub const UNDO_BATCH_BYTES: usize = 1024 * 1024;
-/// Most writes of one step in flight at once.
+/// Most bytes (keys and items, as logged) of one `WriteBatch` a copy
+/// proposes.
+pub const COPY_BATCH_BYTES: usize = 256 * 1024;
+/// Most single writes of one step in flight at once (what a batch left).
 pub const COPY_WRITE_CONCURRENCY: usize = 32;
 /// How old a pin must be before it may be released, in milliseconds:
 /// CreateBackup and UpdateContinuousBackups pin before the catalog shows
@@ -395,14 +398,69 @@ pub fn plain_write(t: &Table, key: &Item, item: Option<&Item>) -> Option<WriteCo
     })
 }
 
-/// Applies `writes` (distinct keys) to `t`, [`COPY_WRITE_CONCURRENCY`] at
-/// a time.
+/// Applies `writes` (distinct keys) to `t`: one `WriteBatch` per
+/// partition of the newest map and at most [`COPY_BATCH_BYTES`], all in
+/// flight at once. One Raft entry per batch rather than per item keeps a
+/// copy's share of the nodes' log, apply and fsync work small beside the
+/// table's own writes. What a batch did not write (the partition split
+/// under it, or a write was held back) is written key by key.
 async fn write_all(
     router: &Router,
     t: &Table,
     writes: Vec<WriteCommand>,
 ) -> Result<(), ClusterError> {
-    for chunk in writes.chunks(COPY_WRITE_CONCURRENCY) {
+    let newest = router.fresh_table(&t.meta.name)?;
+    let mut batches: BTreeMap<u64, Vec<(usize, Vec<WriteCommand>)>> = BTreeMap::new();
+    for w in writes {
+        let size = w.storage_key.len()
+            + w.key.as_str().len()
+            + w.item.as_ref().map_or(0, |i| i.as_str().len());
+        let hash = newest
+            .meta
+            .partition_for_key(&w.storage_key)
+            .map_or(0, |p| p.hash_lo);
+        let open = batches.entry(hash).or_default();
+        match open.last_mut() {
+            Some((bytes, batch)) if *bytes + size <= COPY_BATCH_BYTES => {
+                *bytes += size;
+                batch.push(w);
+            }
+            _ => open.push((size, vec![w])),
+        }
+    }
+    let calls = batches.into_iter().flat_map(|(hash, open)| {
+        open.into_iter()
+            .map(move |(_, batch)| write_batch(router, t, hash, batch))
+    });
+    for outcome in futures_util::future::join_all(calls).await {
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Proposes `batch` to the partition of `t` holding `hash`, then writes
+/// what it did not write one by one.
+async fn write_batch(
+    router: &Router,
+    t: &Table,
+    hash: u64,
+    batch: Vec<WriteCommand>,
+) -> Result<(), ClusterError> {
+    let cmd = Command::WriteBatch(batch.clone());
+    let written = match router.propose_at(&t.meta.name, None, hash, cmd).await {
+        Ok(Outcome::Batched { written }) => written,
+        // The group split after the map was read; it wrote nothing.
+        Err(ClusterError::Storage(dynaraft_storage::StorageError::WrongRange(_))) => 0,
+        Ok(other) => {
+            return Err(ClusterError::Unavailable(format!(
+                "a copied batch to {} was refused: {other:?}",
+                t.meta.name
+            )));
+        }
+        Err(e) => return Err(e),
+    };
+    let rest: Vec<WriteCommand> = batch.into_iter().skip(written).collect();
+    for chunk in rest.chunks(COPY_WRITE_CONCURRENCY) {
         let calls = chunk.iter().map(|w| router.write(t, w.clone()));
         for outcome in futures_util::future::join_all(calls).await {
             match outcome? {

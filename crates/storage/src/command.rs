@@ -98,6 +98,11 @@ pub enum Command {
     },
     /// Data group: a single-item write.
     Write(WriteCommand),
+    /// Data group: writes of distinct keys applied in order as one entry
+    /// (a chunk copied by a backup or a restore), up to the first one that
+    /// is not written (`Outcome::Batched`). Refused whole if the group owns
+    /// any of the keys no more.
+    WriteBatch(Vec<WriteCommand>),
     /// Base data group: begin backfilling global index `index`.
     StartBackfill { index: u32 },
     /// Base data group: the backfill of `index` resumes after `next`
@@ -333,6 +338,7 @@ impl std::fmt::Display for Entry {
                 group,
             } => format!("IndexBackfilled({table}, {index}, group {group})"),
             Command::Write(w) => format!("{:?}({} key bytes)", w.kind, w.storage_key.len()),
+            Command::WriteBatch(ws) => format!("WriteBatch({} writes)", ws.len()),
             Command::StartBackfill { index } => format!("StartBackfill({index})"),
             Command::BackfillProgress { index, next } => {
                 format!("BackfillProgress({index}, done: {})", next.is_none())

@@ -246,6 +246,7 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         },
         // Data commands never reach the control group's apply.
         Command::Write(_)
+        | Command::WriteBatch(_)
         | Command::StartBackfill { .. }
         | Command::BackfillProgress { .. }
         | Command::TrimChangeLog { .. }

@@ -184,6 +184,11 @@ pub enum Outcome {
     Superseded,
     /// A change-log sequence number (`StartReplication`: the peer's cursor).
     Sequence(u64),
+    /// How many writes of a `WriteBatch`, from its first, were written;
+    /// the one after them was refused, and the rest were not tried.
+    Batched {
+        written: usize,
+    },
 }
 
 /// Pending writes of a batch over the tree.
@@ -412,6 +417,7 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
     }
     match &entry.cmd {
         Command::Write(w) => apply_write(ov, sp, w, entry.ts_ms),
+        Command::WriteBatch(ws) => apply_batch(ov, sp, ws, entry.ts_ms),
         Command::Split {
             at,
             child,
@@ -468,6 +474,7 @@ fn foreign(sp: Span, cmd: &Command) -> Option<String> {
     let key = |k: &[u8]| (!sp.owns(k)).then_some(crate::catalog::key_hash(k));
     let hash = match cmd {
         Command::Write(w) => key(&w.storage_key),
+        Command::WriteBatch(ws) => ws.iter().find_map(|w| key(&w.storage_key)),
         Command::TxnPrepare(p) => p
             .ops
             .iter()
@@ -516,6 +523,24 @@ fn apply_write(
         Ok((old, new)) => stage(ov, sp, w, (old, new), false, ts_ms),
         Err(refused) => Ok(refused),
     }
+}
+
+/// Applies `ws` in order until one is not written (it changed nothing);
+/// how many were.
+fn apply_batch(
+    ov: &mut Overlay,
+    sp: Span,
+    ws: &[WriteCommand],
+    ts_ms: u64,
+) -> Result<Outcome, StorageError> {
+    let mut written = 0;
+    for w in ws {
+        if !matches!(apply_write(ov, sp, w, ts_ms)?, Outcome::Written { .. }) {
+            break;
+        }
+        written += 1;
+    }
+    Ok(Outcome::Batched { written })
 }
 
 /// The item stored at `storage_key`, seeing staged writes.

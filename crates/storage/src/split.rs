@@ -550,4 +550,57 @@ mod tests {
         let below = (0..100).filter(|i| hash_of(&write(*i)) < at).count();
         assert!((40..=60).contains(&below), "{below} of 100 below the point");
     }
+
+    /// A write batch applies its writes in order up to the first one
+    /// refused (nothing after it), and a batch naming a key the group no
+    /// longer owns is refused whole.
+    #[test]
+    fn a_write_batch_stops_at_its_first_refusal_and_respects_the_range() {
+        let tree = Store::temporary().unwrap();
+        let whole = Span::whole(PARENT);
+        let w = |i| match write(i) {
+            Command::Write(w) => w,
+            _ => unreachable!(),
+        };
+        let mut ov = Overlay::new(&tree);
+        let batch = Command::WriteBatch(vec![w(1), w(2)]);
+        assert!(matches!(
+            run(&mut ov, whole, batch),
+            Outcome::Batched { written: 2 }
+        ));
+        let mut refused = w(2);
+        refused.condition = Some("attribute_not_exists(k)".into());
+        let batch = Command::WriteBatch(vec![w(3), refused, w(4)]);
+        assert!(matches!(
+            run(&mut ov, whole, batch),
+            Outcome::Batched { written: 1 }
+        ));
+        ov.commit(PARENT, 2).unwrap();
+        let mut ns: Vec<String> = everything(&tree, whole)
+            .iter()
+            .map(|i| format!("{:?}", i.get("n")))
+            .collect();
+        ns.sort();
+        assert_eq!(ns.len(), 3, "items 1, 2 and 3, not 4: {ns:?}");
+        assert_eq!(group_stats(&tree, PARENT).unwrap().0, 3);
+
+        let mut ov = Overlay::new(&tree);
+        assert!(matches!(run(&mut ov, whole, split(false)), Outcome::Done));
+        ov.commit(PARENT, 3).unwrap();
+        let left = Span::load(&tree, PARENT).unwrap();
+        let (below, above): (Vec<u32>, Vec<u32>) = (10..40).partition(|i| hash_of(&write(*i)) < AT);
+        let (Some(b), Some(a)) = (below.first(), above.first()) else {
+            panic!("30 keys all on one side of the split");
+        };
+        let held = everything(&tree, left);
+        let mut ov = Overlay::new(&tree);
+        let batch = Command::WriteBatch(vec![w(*b), w(*a)]);
+        assert!(matches!(run(&mut ov, left, batch), Outcome::WrongRange(_)));
+        ov.commit(PARENT, 4).unwrap();
+        assert_eq!(
+            everything(&tree, left),
+            held,
+            "nothing of the refused batch"
+        );
+    }
 }
