@@ -59,8 +59,10 @@ use tokio::sync::watch;
 pub const BACKUP_TABLE_PREFIX: &str = "~backups/";
 /// Pause between passes that found nothing to copy, in milliseconds.
 pub const BACKUP_POLL_MS: u64 = 50;
-/// Most items one copy step reads and writes.
-pub const BACKUP_CHUNK_ITEMS: usize = 256;
+/// Most items one copy step reads and writes (at most `MAX_PAGE_BYTES`,
+/// so about 1 MiB: several `WriteBatch`es of [`COPY_BATCH_BYTES`] in
+/// flight at once).
+pub const BACKUP_CHUNK_ITEMS: usize = 1024;
 /// Most change records one undo step reads, and their most bytes.
 pub const UNDO_BATCH_RECORDS: usize = 256;
 pub const UNDO_BATCH_BYTES: usize = 1024 * 1024;
@@ -812,6 +814,8 @@ pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
                 epoch: 1,
                 parent: None,
                 splitting: None,
+                shard_ends: Vec::new(),
+                parent_shard: None,
             })
             .collect(),
         status: dynaraft_storage::TableStatus::Active,
