@@ -369,7 +369,9 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
         .propose_at("grow", None, 0, split)
         .await
         .expect("split");
-    assert!(matches!(applied, Outcome::Done), "{applied:?}");
+    let Outcome::Sequence(closed_at) = applied else {
+        panic!("split refused: {applied:?}");
+    };
     // The window is open: the map still has one partition.
     assert_eq!(partitions(srv.router().expect("router")).len(), 1);
     let finisher = {
@@ -381,6 +383,7 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
                 index: None,
                 group: parent.group,
                 first: None,
+                closed_at: Some(closed_at),
             };
             router.change_catalog(done).await.expect("finish")
         })

@@ -501,3 +501,198 @@ async fn records_older_than_the_retention_are_purged() {
     .expect("retention");
     server.stop().await;
 }
+
+/// Split size of the lineage test, in bytes: a few dozen items split it.
+const LINEAGE_SPLIT_BYTES: u64 = 8 * 1024;
+/// Keys of the lineage test, and how often each is written.
+const LINEAGE_KEYS: usize = 120;
+const LINEAGE_ROUNDS: u64 = 3;
+/// Closed shards (splits) the lineage test waits for after its first round.
+const LINEAGE_MIN_CLOSED: usize = 2;
+
+/// Every shard DescribeStream lists for `arn` (all pages), in its order.
+fn all_shards(addr: SocketAddr, arn: &str, filter: Option<&str>) -> Vec<Value> {
+    let mut shards = Vec::new();
+    let mut start: Option<Value> = None;
+    loop {
+        let mut req = json!({ "StreamArn": arn, "Limit": 3 });
+        if let Some(id) = &start {
+            req["ExclusiveStartShardId"] = id.clone();
+        }
+        if let Some(parent) = filter {
+            req["ShardFilter"] = json!({ "Type": "CHILD_SHARDS", "ShardId": parent });
+        }
+        let d = streams(addr, "DescribeStream", req);
+        let page = d["StreamDescription"]["Shards"].as_array().cloned();
+        shards.extend(page.unwrap_or_default());
+        match d["StreamDescription"].get("LastEvaluatedShardId") {
+            Some(id) => start = Some(id.clone()),
+            None => return shards,
+        }
+    }
+}
+
+/// Puts key `k{k}` with value `v` and a 200-byte payload.
+fn put_versioned(addr: SocketAddr, k: usize, v: u64) {
+    let item = json!({
+        "pk": {"S": format!("k{k}")},
+        "v": {"N": v.to_string()},
+        "pad": {"S": "x".repeat(200)},
+    });
+    ddb(
+        addr,
+        "PutItem",
+        json!({ "TableName": "lineage", "Item": item }),
+    );
+}
+
+fn is_closed(shard: &Value) -> bool {
+    shard["SequenceNumberRange"]
+        .get("EndingSequenceNumber")
+        .is_some()
+}
+
+fn lineage(addr: SocketAddr) {
+    let d = create_streamed(addr, "lineage", "NEW_IMAGE");
+    let arn = d["TableDescription"]["LatestStreamArn"]
+        .as_str()
+        .expect("stream arn")
+        .to_string();
+    for k in 0..LINEAGE_KEYS {
+        put_versioned(addr, k, 0);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while all_shards(addr, &arn, None)
+        .iter()
+        .filter(|s| is_closed(s))
+        .count()
+        < LINEAGE_MIN_CLOSED
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the table did not split {LINEAGE_MIN_CLOSED} times"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // Later rounds write keys that now live in split children.
+    for v in 1..LINEAGE_ROUNDS {
+        for k in 0..LINEAGE_KEYS {
+            put_versioned(addr, k, v);
+        }
+    }
+
+    let shards = all_shards(addr, &arn, None);
+    let ids: Vec<&str> = shards
+        .iter()
+        .filter_map(|s| s["ShardId"].as_str())
+        .collect();
+    let closed: Vec<&Value> = shards.iter().filter(|s| is_closed(s)).collect();
+    assert!(closed.len() >= LINEAGE_MIN_CLOSED, "{shards:#?}");
+    for (i, shard) in shards.iter().enumerate() {
+        if let Some(parent) = shard["ParentShardId"].as_str() {
+            let at = ids.iter().position(|id| *id == parent);
+            assert!(
+                at.is_some_and(|at| at < i),
+                "shard {} is listed before its parent {parent}: {shards:#?}",
+                shard["ShardId"]
+            );
+        }
+    }
+    // Each closed shard has two children (the partition's next shard and
+    // the split child's first), and CHILD_SHARDS names exactly them.
+    for parent in &closed {
+        let id = parent["ShardId"].as_str().expect("id");
+        let children = all_shards(addr, &arn, Some(id));
+        let named: Vec<&Value> = shards
+            .iter()
+            .filter(|s| s["ParentShardId"].as_str() == Some(id))
+            .collect();
+        assert_eq!(children.len(), 2, "children of {id}: {children:#?}");
+        assert_eq!(children.iter().collect::<Vec<_>>(), named);
+        let end: u128 = parent["SequenceNumberRange"]["EndingSequenceNumber"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("end");
+        for child in children {
+            let start: u128 = child["SequenceNumberRange"]["StartingSequenceNumber"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("start");
+            assert!(start > end, "a child starts after its parent ends");
+        }
+    }
+
+    // Read every shard in the listed order, each to its end (a closed
+    // shard's last page has no NextShardIterator): every write once, and
+    // each key's versions in the order they were written.
+    let mut last: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut records = 0;
+    for shard in &shards {
+        let it = streams(
+            addr,
+            "GetShardIterator",
+            json!({ "StreamArn": arn, "ShardId": shard["ShardId"], "ShardIteratorType": "TRIM_HORIZON" }),
+        );
+        let mut iterator = it["ShardIterator"].clone();
+        while iterator.is_string() {
+            let page = streams(
+                addr,
+                "GetRecords",
+                json!({ "ShardIterator": iterator, "Limit": 50 }),
+            );
+            let got = page["Records"].as_array().cloned().unwrap_or_default();
+            for r in &got {
+                let image = &r["dynamodb"]["NewImage"];
+                let k = image["pk"]["S"].as_str().expect("key").to_string();
+                let v: u64 = image["v"]["N"]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .expect("v");
+                let want = last.get(&k).map_or(0, |l| l + 1);
+                assert_eq!(
+                    v,
+                    want,
+                    "{k}: version {v} after {:?} (shard {})",
+                    last.get(&k),
+                    shard["ShardId"]
+                );
+                last.insert(k, v);
+                records += 1;
+            }
+            if got.is_empty() && !is_closed(shard) {
+                break;
+            }
+            iterator = page["NextShardIterator"].clone();
+        }
+    }
+    assert_eq!(records, LINEAGE_KEYS * LINEAGE_ROUNDS as usize);
+    assert_eq!(last.len(), LINEAGE_KEYS);
+    eprintln!(
+        "lineage: {} shards ({} closed), {records} records",
+        shards.len(),
+        closed.len()
+    );
+}
+
+/// Shard lineage across splits (issue 21): a split closes the partition's
+/// shard where it was applied, and the partition's next shard and the
+/// split child's first name it as their parent. Read parents first, as
+/// DescribeStream lists them, every write appears once and each key's
+/// changes in order, though a key moved to a child partition midway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_shards_close_and_their_children_name_them() {
+    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
+        split_size_bytes: LINEAGE_SPLIT_BYTES,
+        ..TestServer::node_config(None)
+    };
+    let cfg = dynaraft_api::ApiConfig {
+        transition_delay_ms: 0,
+        ..dynaraft_api::ApiConfig::default()
+    };
+    let server = TestServer::start_node(node_cfg, cfg).await;
+    let addr = server.addr;
+    tokio::task::spawn_blocking(move || lineage(addr))
+        .await
+        .expect("lineage");
+    server.stop().await;
+}

@@ -178,15 +178,16 @@ async fn finish(
         child: s.child,
         index_partition: index.is_some(),
     };
-    match router.propose_at(table, index, parent.hash_lo, cmd).await? {
-        Outcome::Done => {}
+    let closed_at = match router.propose_at(table, index, parent.hash_lo, cmd).await? {
+        Outcome::Sequence(seq) => seq,
         other => return Err(refused("Split", &other)),
-    }
+    };
     let done = Command::FinishSplit {
         table: table.to_string(),
         index,
         group: parent.group,
         first: router.known_leader(parent.group),
+        closed_at: Some(closed_at),
     };
     match router.change_catalog(done).await? {
         Outcome::Table(_) => {}

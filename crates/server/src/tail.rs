@@ -1,6 +1,9 @@
 //! `dynaraft streams tail`: follows every shard of a table's latest stream
 //! through the DynamoDB Streams API of any endpoint and prints each record
-//! as one JSON line, like `kubectl logs -f`.
+//! as one JSON line, like `kubectl logs -f`. A shard is read only once its
+//! parent (closed by a partition split) is read to its end, so each item's
+//! records print in order; a shard found after the first listing is read
+//! from its start, since all of its records are new.
 
 use anyhow::{Context, anyhow, bail};
 use dynaraft_bench::client::Conn;
@@ -40,8 +43,9 @@ async fn call(conn: &mut Conn, op: &str, body: Value) -> anyhow::Result<Value> {
     Ok(v)
 }
 
-/// The shards of `arn` (every page of DescribeStream).
-async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<String>> {
+/// The shards of `arn` (every page of DescribeStream), each with its
+/// parent's id.
+async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<(String, Option<String>)>> {
     let mut out = Vec::new();
     let mut start: Option<String> = None;
     loop {
@@ -52,7 +56,10 @@ async fn shards(conn: &mut Conn, arn: &str) -> anyhow::Result<Vec<String>> {
         let d = call(conn, "DescribeStream", req).await?;
         let desc = &d["StreamDescription"];
         for s in desc["Shards"].as_array().into_iter().flatten() {
-            out.extend(s["ShardId"].as_str().map(str::to_string));
+            if let Some(id) = s["ShardId"].as_str() {
+                let parent = s["ParentShardId"].as_str().map(str::to_string);
+                out.push((id.to_string(), parent));
+            }
         }
         match desc["LastEvaluatedShardId"].as_str() {
             Some(last) => start = Some(last.to_string()),
@@ -77,26 +84,43 @@ pub async fn run(args: TailArgs) -> anyhow::Result<()> {
     };
     // Shard id -> its next iterator (`None`: the shard is closed).
     let mut open: BTreeMap<String, Option<String>> = BTreeMap::new();
+    // Shard id -> its parent's, for shards with one.
+    let mut parents: BTreeMap<String, String> = BTreeMap::new();
     // Polls since the shard list was last read (it is read first thing).
     let mut since_refresh = SHARD_REFRESH_POLLS;
+    let mut first_listing = true;
     loop {
         if since_refresh >= SHARD_REFRESH_POLLS {
             since_refresh = 0;
-            for shard in shards(&mut conn, &arn).await? {
+            for (shard, parent) in shards(&mut conn, &arn).await? {
                 if open.contains_key(&shard) {
                     continue;
                 }
+                let kind = if first_listing { kind } else { "TRIM_HORIZON" };
                 let it = call(
                     &mut conn,
                     "GetShardIterator",
                     json!({ "StreamArn": arn, "ShardId": shard, "ShardIteratorType": kind }),
                 )
                 .await?;
+                if let Some(parent) = parent {
+                    parents.insert(shard.clone(), parent);
+                }
                 open.insert(shard, it["ShardIterator"].as_str().map(str::to_string));
             }
+            first_listing = false;
         }
+        // Shards whose parent is still being read wait for it.
+        let waiting: Vec<String> = parents
+            .iter()
+            .filter(|(_, p)| open.get(*p).is_some_and(Option::is_some))
+            .map(|(s, _)| s.clone())
+            .collect();
         let mut any = false;
-        for next in open.values_mut() {
+        for (shard, next) in open.iter_mut() {
+            if waiting.contains(shard) {
+                continue;
+            }
             let Some(it) = next.clone() else { continue };
             let page = call(
                 &mut conn,

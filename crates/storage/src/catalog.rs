@@ -536,6 +536,18 @@ pub struct PartitionMeta {
     /// `Command::BeginSplit`).
     #[serde(default)]
     pub splitting: Option<PendingSplit>,
+    /// Where the partition's stream shards closed: for each split of this
+    /// partition, oldest first, the last change-log sequence logged before
+    /// it. The partition's shard of generation `g` holds the records after
+    /// `shard_ends[g - 1]` (the first, from the log's start) up to
+    /// `shard_ends[g]`; the last generation is open.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shard_ends: Vec<u64>,
+    /// The generation of `parent`'s shard that this partition's first
+    /// shard continues; `None` for a partition created with its table, or
+    /// split before shard lineage was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_shard: Option<u32>,
 }
 
 /// A split in progress: the partition's upper range from `at` goes to
@@ -558,6 +570,8 @@ impl PartitionMeta {
                 epoch: 1,
                 parent: None,
                 splitting: None,
+                shard_ends: Vec::new(),
+                parent_shard: None,
             })
             .collect()
     }

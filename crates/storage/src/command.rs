@@ -95,6 +95,10 @@ pub enum Command {
         /// since it applied the split first.
         #[serde(default)]
         first: Option<u64>,
+        /// The parent's last change-log sequence before the split (what
+        /// `Split` answered): where the parent's stream shard closes.
+        #[serde(default)]
+        closed_at: Option<u64>,
     },
     /// Data group: a single-item write.
     Write(WriteCommand),

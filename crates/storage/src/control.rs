@@ -79,7 +79,8 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
             index,
             group,
             first,
-        } => finish_split(ov, table, *index, *group, *first),
+            closed_at,
+        } => finish_split(ov, (table, *index, *group), *first, *closed_at),
         Command::RegisterNode(node) => {
             // A node registering again (a restart) stays draining.
             let draining = get_node(ov, node.id)?.is_some_and(|n| n.draining);
@@ -448,10 +449,9 @@ fn begin_split(
 
 fn finish_split(
     ov: &mut Overlay,
-    table: &str,
-    index: Option<u32>,
-    group: u64,
+    (table, index, group): (&str, Option<u32>, u64),
     first: Option<u64>,
+    closed_at: Option<u64>,
 ) -> Result<Outcome, StorageError> {
     change_partition(ov, (table, index, group), |_, parts, i| {
         let Some(p) = parts.get_mut(i) else {
@@ -473,6 +473,15 @@ fn finish_split(
         if by < replicas.len() {
             replicas.rotate_left(by);
         }
+        // The parent's shard closes where the split was applied in its
+        // log; the child's first shard and the parent's next continue it.
+        let parent_shard = match closed_at {
+            Some(seq) => {
+                p.shard_ends.push(seq);
+                u32::try_from(p.shard_ends.len() - 1).ok()
+            }
+            None => None,
+        };
         let child = PartitionMeta {
             group: s.child,
             hash_lo: s.at,
@@ -480,6 +489,8 @@ fn finish_split(
             epoch: 1,
             parent: Some(group),
             splitting: None,
+            shard_ends: Vec::new(),
+            parent_shard,
         };
         parts.insert(i + 1, child);
         Ok(Ok(true))
@@ -746,6 +757,7 @@ mod tests {
             index: None,
             group: first.group,
             first: None,
+            closed_at: Some(42),
         };
         for index in [8, 9] {
             let Outcome::Table(t) = run(&tree, index, finish.clone()) else {
@@ -769,6 +781,10 @@ mod tests {
             rotated.rotate_left((child.unwrap() % 3) as usize);
             assert_eq!(t.partitions[1].replicas, rotated);
             assert!(t.partitions.iter().all(|p| p.splitting.is_none()));
+            // The parent's first shard closed at the split's sequence (once,
+            // though the finish came twice); the child's continues it.
+            assert_eq!(t.partitions[0].shard_ends, vec![42]);
+            assert_eq!(t.partitions[1].parent_shard, Some(0));
         }
         let missing = Command::BeginSplit {
             table: "nope".into(),

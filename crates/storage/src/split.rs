@@ -16,7 +16,9 @@
 //! - **Change log numbering**: the child's log starts empty after the
 //!   parent's last sequence, so a global index, which keeps per base item
 //!   the sequence it reflects, never takes a child's newer record for an
-//!   older one.
+//!   older one. That sequence is the split's answer (`Outcome::Sequence`,
+//!   the same when the split is applied again): the parent's stream shard
+//!   closes there, and its next shard and the child's first continue it.
 //! - **Backfills**: a finished one is finished for the child too; a running
 //!   one that had passed `at` is finished for the parent and resumes where
 //!   it was in the child; otherwise the child starts its own from scratch.
@@ -47,6 +49,10 @@ const COPIED_META: [&str; 4] = ["wseq", "last_delete", "feeding", "pins"];
 /// per-source marks, a base partition's finished backfills).
 const COPIED_META_PREFIXES: [&str; 3] = ["src:", "closed:", "bfdone:"];
 
+/// Child-group metadata: the parent's last change-log sequence before the
+/// split, which a split applied again answers (the stream shard's end).
+const SPLIT_SEQ: &str = "split_seq";
+
 /// Entries and bytes counted over a range.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {
@@ -69,7 +75,7 @@ pub fn apply(
 ) -> Result<Outcome, StorageError> {
     let existing = Span::load_staged(ov, child)?;
     if child != sp.group && existing.space == sp.space && existing.lo == at && sp.hi == Some(at) {
-        return Ok(Outcome::Done);
+        return Ok(Outcome::Sequence(ov.get_u64(&meta_key(child, SPLIT_SEQ))?));
     }
     if child == sp.group || existing != Span::whole(child) || has_state(ov, child)? {
         return Ok(Outcome::Invalid(format!(
@@ -91,7 +97,7 @@ pub fn apply(
     };
     move_counters(ov, sp.group, right, index_partition)?;
     copy_meta(ov, sp.group, child)?;
-    start_change_log(ov, sp.group, child)?;
+    let closed_at = start_change_log(ov, sp.group, child)?;
     crate::replica::split(ov, sp.group, child)?;
     split_backfills(ov, sp.group, child, at)?;
     if index_partition {
@@ -100,7 +106,7 @@ pub fn apply(
     txn::split_records(ov, sp.group, right)?;
     left.store(ov);
     right.store(ov);
-    Ok(Outcome::Done)
+    Ok(Outcome::Sequence(closed_at))
 }
 
 /// Whether any key of `group` exists (a group id never reused is empty).
@@ -203,7 +209,7 @@ fn copy_meta(ov: &mut Overlay, parent: u64, child: u64) -> Result<(), StorageErr
 }
 
 /// The child's change log: empty, numbered after the parent's.
-fn start_change_log(ov: &mut Overlay, parent: u64, child: u64) -> Result<(), StorageError> {
+fn start_change_log(ov: &mut Overlay, parent: u64, child: u64) -> Result<u64, StorageError> {
     let seq = ov.get_u64(&meta_key(parent, "cl_seq"))?;
     let ts = ov.get_u64(&meta_key(parent, "cl_ts"))?;
     for (name, v) in [
@@ -211,10 +217,11 @@ fn start_change_log(ov: &mut Overlay, parent: u64, child: u64) -> Result<(), Sto
         ("cl_trim", seq),
         ("cl_floor", seq),
         ("cl_ts", ts),
+        (SPLIT_SEQ, seq),
     ] {
         ov.put(meta_key(child, name), v.to_be_bytes().to_vec());
     }
-    Ok(())
+    Ok(seq)
 }
 
 /// Running backfills: see the module docs.
@@ -402,7 +409,11 @@ mod tests {
         let mut ov = Overlay::new(&tree);
         // Staged in the same batch, ahead of the split.
         run(&mut ov, whole, write(200));
-        assert!(matches!(run(&mut ov, whole, split(false)), Outcome::Done));
+        // The split answers the parent's last logged sequence: 201 writes.
+        assert!(matches!(
+            run(&mut ov, whole, split(false)),
+            Outcome::Sequence(201)
+        ));
         ov.commit(PARENT, 202).unwrap();
 
         let left = Span::load(&tree, PARENT).unwrap();
@@ -469,8 +480,12 @@ mod tests {
             Outcome::WrongRange(_)
         ));
         assert!(matches!(run(&mut ov, right, high), Outcome::Written { .. }));
-        // Applying the split again changes nothing; a bad one is refused.
-        assert!(matches!(run(&mut ov, left, split(false)), Outcome::Done));
+        // Applying the split again changes nothing and answers the same
+        // sequence; a bad one is refused.
+        assert!(matches!(
+            run(&mut ov, left, split(false)),
+            Outcome::Sequence(201)
+        ));
         let outside = Command::Split {
             at: AT + 1,
             child: 11,
@@ -585,7 +600,10 @@ mod tests {
         assert_eq!(group_stats(&tree, PARENT).unwrap().0, 3);
 
         let mut ov = Overlay::new(&tree);
-        assert!(matches!(run(&mut ov, whole, split(false)), Outcome::Done));
+        assert!(matches!(
+            run(&mut ov, whole, split(false)),
+            Outcome::Sequence(_)
+        ));
         ov.commit(PARENT, 3).unwrap();
         let left = Span::load(&tree, PARENT).unwrap();
         let (below, above): (Vec<u32>, Vec<u32>) = (10..40).partition(|i| hash_of(&write(*i)) < AT);

@@ -3,8 +3,12 @@
 //! change logs (`storage::global`).
 //!
 //! A stream is one of a table's `StreamMeta`s, named by the table ARN and
-//! its label. Each table partition is one shard; a shard's sequence numbers
-//! are its partition's change sequence numbers, and a stream holds the
+//! its label. A shard is a partition's change log between two of its
+//! splits: a split closes the partition's shard at the last sequence it
+//! logged before (`PartitionMeta::shard_ends`), and two shards continue it,
+//! the partition's next one and the child's first, each naming it as its
+//! parent. A shard's sequence numbers are its partition's change sequence
+//! numbers (a child's continue its parent's), and a stream holds the
 //! records stamped while it was enabled. A shard iterator is the stream
 //! ARN, the shard, the sequence to read after and when it was issued.
 
@@ -103,17 +107,87 @@ impl Stream {
         ts_ms >= self.meta.created_ms && self.meta.disabled_ms.is_none_or(|d| ts_ms < d)
     }
 
-    fn shard_id(&self, p: &PartitionMeta) -> String {
-        format!("shardId-{:020}-{:08x}", self.meta.created_ms, p.group)
+    /// The id of generation `generation` of partition `group`'s shard.
+    fn shard_id(&self, group: u64, generation: u32) -> String {
+        let id = format!("shardId-{:020}-{:08x}", self.meta.created_ms, group);
+        match generation {
+            0 => id,
+            g => format!("{id}-{g}"),
+        }
     }
 
-    fn shard(&self, id: &str) -> Option<&PartitionMeta> {
-        self.table
-            .meta
-            .partitions
-            .iter()
-            .find(|p| self.shard_id(p) == id)
+    /// Every shard of the stream's table, each after its parent.
+    fn shards(&self) -> Vec<Shard<'_>> {
+        let parts = &self.table.meta.partitions;
+        let mut shards = Vec::new();
+        for p in parts {
+            let base = lineage_depth(parts, p);
+            let inherited = p.parent.zip(p.parent_shard).and_then(|(g, k)| {
+                let parent = parts.iter().find(|q| q.group == g)?;
+                Some((g, k, parent.shard_ends.get(k as usize).copied()))
+            });
+            for generation in 0..=p.shard_ends.len() {
+                let g = u32::try_from(generation).unwrap_or(u32::MAX);
+                let (parent, after) = match generation.checked_sub(1) {
+                    Some(prev) => (
+                        Some(self.shard_id(p.group, g - 1)),
+                        p.shard_ends.get(prev).copied(),
+                    ),
+                    None => match inherited {
+                        Some((pg, k, end)) => (Some(self.shard_id(pg, k)), end),
+                        None => (None, None),
+                    },
+                };
+                shards.push(Shard {
+                    part: p,
+                    id: self.shard_id(p.group, g),
+                    parent,
+                    after,
+                    end: p.shard_ends.get(generation).copied(),
+                    depth: base + generation,
+                });
+            }
+        }
+        // A child's records come after its parent's (its sequence numbers
+        // continue the parent's), and a tie is broken by depth.
+        shards.sort_by_key(|s| (s.after.unwrap_or(0), s.depth, s.part.group));
+        shards
     }
+
+    fn shard(&self, id: &str) -> Option<Shard<'_>> {
+        self.shards().into_iter().find(|s| s.id == id)
+    }
+}
+
+/// One shard: a partition's change records after `after` (from the log's
+/// start if `None`) up to `end` (open if `None`).
+struct Shard<'a> {
+    part: &'a PartitionMeta,
+    id: String,
+    parent: Option<String>,
+    after: Option<u64>,
+    end: Option<u64>,
+    /// Shards between it and its table's first partitions.
+    depth: usize,
+}
+
+/// How many shards precede partition `p`'s first one in its lineage.
+fn lineage_depth(parts: &[PartitionMeta], p: &PartitionMeta) -> usize {
+    let mut depth = 0;
+    let mut at = p;
+    // Bounded by the partitions: splits never make a cycle, and a broken
+    // catalog must not make this loop.
+    for _ in 0..parts.len() {
+        let Some((g, k)) = at.parent.zip(at.parent_shard) else {
+            break;
+        };
+        let Some(parent) = parts.iter().find(|q| q.group == g) else {
+            break;
+        };
+        depth += k as usize + 1;
+        at = parent;
+    }
+    depth
 }
 
 /// Shortest and longest shard id DynamoDB accepts, in characters.
@@ -250,30 +324,55 @@ pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Va
     v.check()?;
     authorize_stream(api, "DescribeStream", input.stream_arn.as_deref())?;
     let s = stream(api, input.stream_arn.as_ref(), "streamArn")?;
-    let parts = &s.table.meta.partitions;
-    // A shard's children: none until partitions split (issue 21).
-    let start = match (
-        &input.shard_filter,
-        input.exclusive_start_shard_id.as_deref(),
-    ) {
-        (Some(_), _) => parts.len(),
-        (None, Some(id)) => parts
+    let mut all = s.shards();
+    if let Some(f) = input.shard_filter.as_deref() {
+        let of = f.shard_id.as_deref();
+        all.retain(|shard| shard.parent.as_deref() == of);
+    }
+    // Shards whose records were all trimmed are gone: a closed shard stays
+    // listed for as long as any of its records is kept, an empty one (split
+    // again before it logged anything) until a later record is trimmed.
+    let mut logs = std::collections::HashMap::new();
+    for shard in &all {
+        if let std::collections::hash_map::Entry::Vacant(e) = logs.entry(shard.part.group) {
+            let log = api
+                .router
+                .read_changes(&s.table, shard.part.hash_lo, 0, (0, 0))
+                .await?;
+            e.insert((log.floor, log.last));
+        }
+    }
+    let floor_of = |shard: &Shard| logs.get(&shard.part.group).copied().unwrap_or_default();
+    all.retain(|shard| {
+        shard.end.is_none_or(|end| {
+            let floor = floor_of(shard).0;
+            end > floor || (end == floor && shard.after.unwrap_or(0) == end)
+        })
+    });
+    let start = match input.exclusive_start_shard_id.as_deref() {
+        Some(id) => all
             .iter()
-            .position(|p| s.shard_id(p) == id)
-            .map_or(parts.len(), |i| i + 1),
-        (None, None) => 0,
+            .position(|shard| shard.id == id)
+            .map_or(all.len(), |i| i + 1),
+        None => 0,
     };
     let mut shards = Vec::new();
-    for p in parts.iter().skip(start).take(limit) {
-        let log = api
-            .router
-            .read_changes(&s.table, p.hash_lo, 0, (0, 0))
-            .await?;
-        let mut range = json!({ "StartingSequenceNumber": sequence(log.floor + 1) });
-        if s.meta.disabled_ms.is_some() {
-            range["EndingSequenceNumber"] = json!(sequence(log.last));
+    for shard in all.iter().skip(start).take(limit) {
+        let (floor, last) = floor_of(shard);
+        let first = floor.max(shard.after.unwrap_or(0)) + 1;
+        let mut range = json!({ "StartingSequenceNumber": sequence(first) });
+        match shard.end {
+            Some(end) => range["EndingSequenceNumber"] = json!(sequence(end)),
+            None if s.meta.disabled_ms.is_some() => {
+                range["EndingSequenceNumber"] = json!(sequence(last));
+            }
+            None => {}
         }
-        shards.push(json!({ "ShardId": s.shard_id(p), "SequenceNumberRange": range }));
+        let mut d = json!({ "ShardId": shard.id, "SequenceNumberRange": range });
+        if let Some(parent) = &shard.parent {
+            d["ParentShardId"] = json!(parent);
+        }
+        shards.push(d);
     }
     let key_schema = super::key_schema_json(&s.table.schema);
     let mut d = json!({
@@ -286,10 +385,10 @@ pub async fn describe_stream(api: &Api, input: DescribeStreamInput) -> Result<Va
         "KeySchema": key_schema,
         "Shards": shards,
     });
-    if start + limit < parts.len()
-        && let Some(last) = parts.get(start + limit - 1)
+    if start + limit < all.len()
+        && let Some(last) = all.get(start + limit - 1)
     {
-        d["LastEvaluatedShardId"] = json!(s.shard_id(last));
+        d["LastEvaluatedShardId"] = json!(last.id);
     }
     Ok(json!({ "StreamDescription": d }))
 }
@@ -366,32 +465,35 @@ pub async fn get_shard_iterator(
     authorize_stream(api, "GetShardIterator", input.stream_arn.as_deref())?;
     let s = stream(api, input.stream_arn.as_ref(), "streamArn")?;
     let shard_id = input.shard_id.as_deref().unwrap_or_default();
-    let p = s.shard(shard_id).ok_or_else(|| {
+    let shard = s.shard(shard_id).ok_or_else(|| {
         ApiError::ResourceNotFound(format!(
             "Requested resource not found: Shard does not exist: {shard_id}"
         ))
     })?;
     let log = api
         .router
-        .read_changes(&s.table, p.hash_lo, 0, (0, 0))
+        .read_changes(&s.table, shard.part.hash_lo, 0, (0, 0))
         .await?;
     let kind = input.shard_iterator_type.as_deref().unwrap_or_default();
     let seq = input.sequence_number.as_deref();
+    // A closed shard's last is its end; an open one's next sequence number
+    // is valid too: it names the record the shard will log next (its
+    // StartingSequenceNumber while it is empty).
+    let first = shard.after.unwrap_or(0) + 1;
+    let upper = shard.end.unwrap_or(log.last.saturating_add(1));
     let after = match (kind, seq) {
-        ("TRIM_HORIZON", None) => log.floor,
-        ("LATEST", None) => log.last,
+        ("TRIM_HORIZON", None) => log.floor.max(first - 1),
+        ("LATEST", None) => shard.end.unwrap_or(log.last),
         ("AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER", Some(n)) => {
             let n = parse_sequence(n)
                 .ok_or_else(|| ApiError::validation(format!("Invalid SequenceNumber: {n}")))?;
-            // An open shard's next sequence number is valid too: it names
-            // the record the shard will log next (its StartingSequenceNumber
-            // while it is empty).
             let at = kind == "AT_SEQUENCE_NUMBER";
-            if n > log.last.saturating_add(1) {
+            if n > upper || n < first {
                 return Err(ApiError::validation(format!(
-                    "Invalid SequenceNumber {}: the shard's last is {}",
+                    "Invalid SequenceNumber {}: the shard holds {} to {}",
                     sequence(n),
-                    sequence(log.last)
+                    sequence(first),
+                    sequence(shard.end.unwrap_or(log.last))
                 )));
             }
             let after = if at { n.saturating_sub(1) } else { n };
@@ -441,14 +543,14 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
     }
     let arn = Str(it.stream_arn.clone());
     let s = stream(api, Some(&arn), "shardIterator")?;
-    let p = s
+    let shard = s
         .shard(&it.shard_id)
         .ok_or_else(|| ApiError::validation("Invalid ShardIterator"))?;
     let log = api
         .router
         .read_changes(
             &s.table,
-            p.hash_lo,
+            shard.part.hash_lo,
             it.after,
             (limit, MAX_GET_RECORDS_BYTES),
         )
@@ -462,6 +564,10 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
     let mut last = it.after;
     let mut closed = false;
     for (seq, bytes) in &log.records {
+        // A split closed the shard: what follows is its children's.
+        if shard.end.is_some_and(|end| *seq > end) {
+            break;
+        }
         let r = ChangeRecord::decode(bytes)?;
         if s.meta.disabled_ms.is_some_and(|d| r.ts_ms >= d) {
             closed = true;
@@ -472,8 +578,12 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
             records.push(record(api, &s, *seq, &r));
         }
     }
-    // A disabled stream's shard ends once its records are read.
-    let drained = s.meta.disabled_ms.is_some() && last >= log.last;
+    // A shard closed by a split, or of a disabled stream, ends once its
+    // records are read.
+    let drained = match shard.end {
+        Some(end) => last >= end,
+        None => s.meta.disabled_ms.is_some() && last >= log.last,
+    };
     let mut out = json!({ "Records": records });
     if !(closed || drained) {
         let next = Iterator {
