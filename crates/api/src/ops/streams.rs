@@ -488,7 +488,9 @@ pub async fn get_shard_iterator(
             let n = parse_sequence(n)
                 .ok_or_else(|| ApiError::validation(format!("Invalid SequenceNumber: {n}")))?;
             let at = kind == "AT_SEQUENCE_NUMBER";
-            if n > upper || n < first {
+            // A shard that continues another starts after its parent's end
+            // (a number at or before it is the parent's).
+            if n > upper || shard.after.is_some_and(|a| n <= a) {
                 return Err(ApiError::validation(format!(
                     "Invalid SequenceNumber {}: the shard holds {} to {}",
                     sequence(n),
