@@ -22,7 +22,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import run_restarting
+from ports import run_restarting, scan_items
 
 ROUNDS = 4
 WRITERS = 4
@@ -85,20 +85,6 @@ def allowed_at(writes, before, t_ms):
     return ok
 
 
-def scan(ddb, table):
-    out, start = {}, None
-    while True:
-        kw = {"TableName": table, "ConsistentRead": True}
-        if start:
-            kw["ExclusiveStartKey"] = start
-        r = ddb.scan(**kw)
-        for it in r["Items"]:
-            out[it["pk"]["S"]] = it["v"]["S"]
-        start = r.get("LastEvaluatedKey")
-        if not start:
-            return out
-
-
 def wait_for(what, predicate):
     deadline = time.time() + SETTLE_WITHIN_S
     while time.time() < deadline:
@@ -149,7 +135,7 @@ def run(start, _data):
         ddb.restore_table_from_backup(TargetTableName=target, BackupArn=arn)
         wait_for("restore ACTIVE",
                  lambda: ddb.describe_table(TableName=target)["Table"]["TableStatus"] == "ACTIVE")
-        got = scan(ddb, target)
+        got = {it["pk"]["S"]: it["v"]["S"] for it in scan_items(ddb, target)}
         in_flight = 0
         for k, writes in history.items():
             # The preload is each key's first entry.

@@ -121,14 +121,20 @@ ddb delete-table --table-name MusicThen >/dev/null
 # AWS CLI; then the same with dynaraft's own commands, and a backup and a
 # restore with them.
 mkdir -p "$DYNARAFT_OBJECTS/cli-bucket"
+# The status of an export or import once it is no longer IN_PROGRESS (or
+# after 60 s), e.g. job_status describe-export --export-arn ARN QUERY.
+job_status() {
+  for _ in $(seq 1 300); do
+    s=$(ddb "$1" "$2" "$3" --query "$4" --output text)
+    [ "$s" != IN_PROGRESS ] && break
+    sleep 0.2
+  done
+  echo "$s"
+}
 table_arn=$(ddb describe-table --table-name Music --query Table.TableArn --output text)
 export_arn=$(ddb export-table-to-point-in-time --table-arn "$table_arn" --s3-bucket cli-bucket \
   --s3-prefix music --query ExportDescription.ExportArn --output text)
-for _ in $(seq 1 300); do
-  status=$(ddb describe-export --export-arn "$export_arn" --query ExportDescription.ExportStatus --output text)
-  [ "$status" != IN_PROGRESS ] && break
-  sleep 0.2
-done
+status=$(job_status describe-export --export-arn "$export_arn" ExportDescription.ExportStatus)
 [ "$status" = COMPLETED ] || fail "export $export_arn: $status"
 count=$(ddb scan --table-name Music --select COUNT --query Count --output text)
 exported=$(ddb describe-export --export-arn "$export_arn" --query ExportDescription.ItemCount --output text)
@@ -138,11 +144,7 @@ import_arn=$(ddb import-table --input-format DYNAMODB_JSON --input-compression-t
   --s3-bucket-source "S3Bucket=cli-bucket,S3KeyPrefix=music/AWSDynamoDB/${export_arn##*/}/data/" \
   --table-creation-parameters "{\"TableName\":\"MusicImported\",$keys}" \
   --query ImportTableDescription.ImportArn --output text)
-for _ in $(seq 1 300); do
-  status=$(ddb describe-import --import-arn "$import_arn" --query ImportTableDescription.ImportStatus --output text)
-  [ "$status" != IN_PROGRESS ] && break
-  sleep 0.2
-done
+status=$(job_status describe-import --import-arn "$import_arn" ImportTableDescription.ImportStatus)
 [ "$status" = COMPLETED ] || fail "import $import_arn: $status"
 imported=$(ddb scan --table-name MusicImported --select COUNT --query Count --output text)
 [ "$imported" = "$count" ] || fail "imported $imported items of $count"

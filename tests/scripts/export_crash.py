@@ -24,7 +24,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import job_done, run_restarting
+from ports import job_done, run_restarting, scan_items
 
 ROUNDS = 3
 ITEMS = 3000
@@ -44,20 +44,6 @@ def client(url):
 
 def item(i, v):
     return {"pk": {"S": f"k{i:05}"}, "v": {"N": str(v)}, "pad": {"S": PAD}}
-
-
-def scan(ddb, table):
-    out, start = {}, None
-    while True:
-        kw = {"TableName": table, "ConsistentRead": True}
-        if start:
-            kw["ExclusiveStartKey"] = start
-        r = ddb.scan(**kw)
-        for it in r["Items"]:
-            out[it["pk"]["S"]] = it
-        start = r.get("LastEvaluatedKey")
-        if not start:
-            return out
 
 
 def wait_for(what, look):
@@ -120,7 +106,7 @@ def run(start, data):
         ddb.put_item(TableName=TABLE, Item=item(i, 1))
     time.sleep(0.05)
     t = time.time()
-    expected = {k: plain(v) for k, v in scan(ddb, TABLE).items()}
+    expected = {it["pk"]["S"]: plain(it) for it in scan_items(ddb, TABLE)}
     time.sleep(0.05)
     for i in range(CHANGED_AFTER):
         ddb.put_item(TableName=TABLE, Item=item(i, 2))
@@ -160,7 +146,7 @@ def run(start, data):
         done = wait_for("import finished", lambda: job_done(ddb, "import", import_arn))
         assert done["ImportStatus"] == "COMPLETED", done
         assert (done["ImportedItemCount"], done["ErrorCount"]) == (len(expected), 0), done
-        table = {k: plain(v) for k, v in scan(ddb, target).items()}
+        table = {it["pk"]["S"]: plain(it) for it in scan_items(ddb, target)}
         # boto3 gives B as bytes; the table has none, so the shapes match.
         assert table == expected, f"round {rnd + 1}: the imported table differs from T"
         print(f"round {rnd + 1}: export and import each killed once; "

@@ -64,3 +64,17 @@ def job_done(ddb, kind, arn):
         return d if d["ExportStatus"] != "IN_PROGRESS" else None
     d = ddb.describe_import(ImportArn=arn)["ImportTableDescription"]
     return d if d["ImportStatus"] != "IN_PROGRESS" else None
+
+
+def scan_items(ddb, table):
+    """Every item of `table`, in Scan order, from consistent reads."""
+    items, start = [], None
+    while True:
+        kw = {"TableName": table, "ConsistentRead": True}
+        if start:
+            kw["ExclusiveStartKey"] = start
+        r = ddb.scan(**kw)
+        items += r["Items"]
+        start = r.get("LastEvaluatedKey")
+        if not start:
+            return items

@@ -23,7 +23,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import free_port, job_done, start_embedded
+from ports import free_port, job_done, scan_items, start_embedded
 
 ITEMS = 200
 CHANGED_AFTER = 40
@@ -59,17 +59,6 @@ def finished(ddb, kind, arn):
     return wait_until(f"{kind} {arn}", lambda: job_done(ddb, kind, arn))
 
 
-def scan(ddb, table):
-    items, start = [], None
-    while True:
-        kw = {"ExclusiveStartKey": start} if start else {}
-        page = ddb.scan(TableName=table, **kw)
-        items += page["Items"]
-        start = page.get("LastEvaluatedKey")
-        if not start:
-            return {i["pk"]["S"]: i for i in items}
-
-
 def creation(name):
     return {"TableName": name, "BillingMode": "PAY_PER_REQUEST",
             "AttributeDefinitions": [{"AttributeName": "pk", "AttributeType": "S"}],
@@ -85,7 +74,7 @@ def session(ddb, s3):
         ddb.put_item(TableName=TABLE, Item=item(i, 1))
     time.sleep(GAP_S)
     t = time.time()
-    expected = scan(ddb, TABLE)
+    expected = {i["pk"]["S"]: i for i in scan_items(ddb, TABLE)}
     time.sleep(GAP_S)
     for i in range(CHANGED_AFTER):
         ddb.put_item(TableName=TABLE, Item=item(i, 2))
@@ -126,7 +115,7 @@ def session(ddb, s3):
     done = finished(ddb, "import", made["ImportArn"])
     assert done["ImportStatus"] == "COMPLETED", done
     assert (done["ImportedItemCount"], done["ErrorCount"]) == (ITEMS, 0), done
-    got = scan(ddb, "inventory-copy")
+    got = {i["pk"]["S"]: i for i in scan_items(ddb, "inventory-copy")}
     assert got == expected, "the imported table differs from the table at T"
     print(f"s3: exported {ITEMS} items at T (after which {3 * CHANGED_AFTER} writes), "
           f"imported them back equal")

@@ -23,7 +23,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import free_port, start_embedded
+from ports import free_port, scan_items, start_embedded
 
 ROUNDS = 6
 SPLIT_SIZE_BYTES = 4096
@@ -43,19 +43,6 @@ def client(url):
                         config=Config(retries={"max_attempts": 1}))
 
 
-def scan_keys(ddb):
-    keys, start = [], None
-    while True:
-        kw = {"TableName": "grow", "ConsistentRead": True}
-        if start:
-            kw["ExclusiveStartKey"] = start
-        r = ddb.scan(**kw)
-        keys += [it["pk"]["S"] for it in r["Items"]]
-        start = r.get("LastEvaluatedKey")
-        if not start:
-            return keys
-
-
 def write_until_killed(ddb, first, acked, attempted, stop):
     i = first
     while not stop.is_set():
@@ -70,7 +57,7 @@ def write_until_killed(ddb, first, acked, attempted, stop):
 
 
 def check(ddb, acked, attempted):
-    keys = scan_keys(ddb)
+    keys = [it["pk"]["S"] for it in scan_items(ddb, "grow")]
     assert len(keys) == len(set(keys)), "a Scan returned an item twice"
     missing = set(acked) - set(keys)
     assert not missing, f"acknowledged writes missing from the Scan: {sorted(missing)[:5]}"

@@ -190,6 +190,25 @@ async fn finished_export(c: &Client, arn: &str) -> aws_sdk_dynamodb::types::Expo
     .await
 }
 
+/// Waits for the export `made` started to finish; its description, which
+/// must say COMPLETED.
+async fn completed_export(
+    c: &Client,
+    made: &aws_sdk_dynamodb::operation::export_table_to_point_in_time::ExportTableToPointInTimeOutput,
+) -> aws_sdk_dynamodb::types::ExportDescription {
+    let arn = made
+        .export_description()
+        .and_then(|d| d.export_arn())
+        .expect("arn");
+    let done = finished_export(c, arn).await;
+    assert_eq!(
+        done.export_status(),
+        Some(&ExportStatus::Completed),
+        "{done:?}"
+    );
+    done
+}
+
 /// Waits for import `arn` to finish; its description.
 async fn finished_import(c: &Client, arn: &str) -> aws_sdk_dynamodb::types::ImportTableDescription {
     settled(arn, || async {
@@ -304,13 +323,8 @@ async fn an_export_at_a_moment_imported_again_reproduces_the_table_then() {
         .expect("export");
     let started = made.export_description().expect("description");
     assert_eq!(started.export_status(), Some(&ExportStatus::InProgress));
-    let arn = started.export_arn().expect("arn").to_string();
-    let done = finished_export(c, &arn).await;
-    assert_eq!(
-        done.export_status(),
-        Some(&ExportStatus::Completed),
-        "{done:?}"
-    );
+    let done = completed_export(c, &made).await;
+    let arn = done.export_arn().expect("arn");
     assert_eq!(done.item_count(), Some(ITEMS as i64));
     // Seconds with a fraction on the wire: to the millisecond, give or
     // take the SDK's float rounding.
@@ -328,7 +342,7 @@ async fn an_export_at_a_moment_imported_again_reproduces_the_table_then() {
     assert_eq!(summary_key, format!("{folder}manifest-summary.json"));
     let summary: serde_json::Value =
         serde_json::from_slice(&read(&root, summary_key)).expect("summary json");
-    assert_eq!(summary["exportArn"], arn.as_str());
+    assert_eq!(summary["exportArn"], arn);
     assert_eq!(summary["itemCount"], ITEMS as u64);
     assert_eq!(summary["outputFormat"], "DYNAMODB_JSON");
     assert_eq!(
@@ -392,17 +406,8 @@ async fn an_export_at_a_moment_imported_again_reproduces_the_table_then() {
         .send()
         .await
         .expect("ion export");
-    let arn = made
-        .export_description()
-        .and_then(|d| d.export_arn())
-        .expect("arn")
-        .to_string();
-    let done = finished_export(c, &arn).await;
-    assert_eq!(
-        done.export_status(),
-        Some(&ExportStatus::Completed),
-        "{done:?}"
-    );
+    let done = completed_export(c, &made).await;
+    let arn = done.export_arn().expect("arn");
     let id = arn.rsplit('/').next().expect("id");
     let folder = format!("AWSDynamoDB/{id}/");
     let first = String::from_utf8(read(&root, &format!("{folder}manifest-files.json")))
@@ -833,17 +838,7 @@ async fn an_incremental_export_holds_each_item_changed_in_its_window_once() {
             .send()
             .await
             .expect("incremental export");
-        let arn = made
-            .export_description()
-            .and_then(|d| d.export_arn())
-            .expect("arn")
-            .to_string();
-        let done = finished_export(c, &arn).await;
-        assert_eq!(
-            done.export_status(),
-            Some(&ExportStatus::Completed),
-            "{done:?}"
-        );
+        let done = completed_export(c, &made).await;
         assert_eq!(
             done.export_type(),
             Some(&aws_sdk_dynamodb::types::ExportType::IncrementalExport)
