@@ -170,7 +170,10 @@ impl TestCluster {
             control: self.members.clone(),
             ttl_sweep_interval_ms: crate::TEST_TTL_SWEEP_MS,
             replace_after_ms: self.replace_after_ms,
-            split_size_bytes: self.split_size_bytes,
+            split: dynaraft_cluster::split::SplitPolicy {
+                size_bytes: self.split_size_bytes,
+                ..Default::default()
+            },
             peer_regions: None,
             object_store: None,
             pitr_snapshot_interval_ms: crate::TEST_CLUSTER_PITR_SNAPSHOT_MS,

@@ -56,7 +56,10 @@ async fn start_region(
     let plain = TestServer::node_config(None);
     let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
         peer_regions: Some(peers.clone()),
-        split_size_bytes: setup.split_bytes.unwrap_or(plain.split_size_bytes),
+        split: dynaraft_cluster::split::SplitPolicy {
+            size_bytes: setup.split_bytes.unwrap_or(plain.split.size_bytes),
+            ..plain.split
+        },
         ..plain
     };
     let auth = setup

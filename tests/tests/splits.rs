@@ -7,6 +7,7 @@ use aws_sdk_dynamodb::types::ScalarAttributeType;
 use dynaraft_api::ApiConfig;
 use dynaraft_cluster::Router;
 use dynaraft_cluster::embedded::EmbeddedConfig;
+use dynaraft_cluster::split::SplitPolicy;
 use dynaraft_storage::{PartitionMeta, TableMeta};
 use dynaraft_tests::av::{n, s};
 use dynaraft_tests::cluster::{TEST_REPLACE_AFTER_MS, TestCluster};
@@ -67,7 +68,10 @@ fn api_config() -> ApiConfig {
 /// An embedded server whose partitions split at [`SPLIT_BYTES`].
 async fn splitting_server() -> TestServer {
     let node_cfg = EmbeddedConfig {
-        split_size_bytes: SPLIT_BYTES,
+        split: SplitPolicy {
+            size_bytes: SPLIT_BYTES,
+            ..SplitPolicy::default()
+        },
         ..TestServer::node_config(None)
     };
     TestServer::start_node(node_cfg, api_config()).await
@@ -604,5 +608,174 @@ async fn local_and_global_indexes_follow_splits() {
         .expect("gsi query");
     let b7 = (0..KEYS).filter(|i| i % 40 == 7).count();
     assert_eq!(r.count() as usize, b7 * PER_KEY);
+    srv.stop().await;
+}
+
+/// Split load of [`a_hot_table_splits_and_a_hot_key_is_reported`], in
+/// requests per second: low, so a debug build's few readers exceed it.
+const LOAD_OPS_PER_S: u64 = 30;
+/// Keys the spread-out readers read.
+const SPREAD_KEYS: usize = 64;
+
+/// Reads `keys(i)` of `table` in a loop until `stop`; the errors.
+fn reader(
+    c: &Client,
+    table: &'static str,
+    keys: fn(usize) -> String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    let c = c.clone();
+    tokio::spawn(async move {
+        let (mut i, mut errors) = (0usize, 0);
+        while !stop.load(Ordering::Relaxed) {
+            let r = c
+                .get_item()
+                .table_name(table)
+                .key("pk", s(&keys(i)))
+                .send()
+                .await;
+            if let Err(e) = r {
+                eprintln!("get {table}: {:?}", err_of(&e));
+                errors += 1;
+            }
+            i = i.wrapping_mul(31).wrapping_add(7) % 1_000_003;
+        }
+        errors
+    })
+}
+
+/// The hot table's key of read `i`: one in ten reads goes to one of a few
+/// other keys, the rest to one key.
+fn hot_key(i: usize) -> String {
+    match i % 10 {
+        0 => format!("fan{}", i % 7),
+        _ => "celebrity".to_string(),
+    }
+}
+
+/// Splits by heat: a table whose reads spread over many keys splits where
+/// its sampled load halves once the load lasted; a table whose reads go
+/// mostly to one key does not split (a split cannot cool one key), and its
+/// leader's load report names that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_table_splits_and_a_hot_key_is_reported() {
+    let node_cfg = EmbeddedConfig {
+        split: SplitPolicy {
+            load_ops_per_s: LOAD_OPS_PER_S,
+            ..SplitPolicy::default()
+        },
+        ..TestServer::node_config(None)
+    };
+    let srv = TestServer::start_node(node_cfg, api_config()).await;
+    let client = without_retries(&srv.client);
+    let router = srv.router().expect("router");
+    for table in ["spread", "hot"] {
+        create_table(&client, table, None).await;
+    }
+    for i in 0..SPREAD_KEYS {
+        let put = client
+            .put_item()
+            .table_name("spread")
+            .item("pk", s(&format!("k{i}")));
+        put.send().await.expect("put");
+    }
+    client
+        .put_item()
+        .table_name("hot")
+        .item("pk", s("celebrity"))
+        .send()
+        .await
+        .expect("put");
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .flat_map(|_| {
+            [
+                reader(
+                    &client,
+                    "spread",
+                    |i| format!("k{}", i % SPREAD_KEYS),
+                    stop.clone(),
+                ),
+                reader(&client, "hot", hot_key, stop.clone()),
+            ]
+        })
+        .collect();
+    let parts = |t: &str| {
+        router
+            .catalog()
+            .get()
+            .tables
+            .get(t)
+            .expect("table")
+            .meta
+            .partitions
+            .clone()
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(90);
+    while parts("spread").len() < 2 {
+        assert!(Instant::now() < deadline, "spread never split for load");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("spread split for load after {:?}", started.elapsed());
+    // The hot table's load lasted as long as the split one's, and then two
+    // more split checks: it is over the split load, yet not split.
+    let hot = parts("hot")[0].clone();
+    let load = loop {
+        let load = router
+            .partition_stats("hot", None, &hot)
+            .await
+            .expect("stats")
+            .load;
+        if load.sustained_ops_per_s >= LOAD_OPS_PER_S {
+            break load;
+        }
+        assert!(Instant::now() < deadline, "hot load stayed at {load:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!("hot load {load:?}");
+    tokio::time::sleep(Duration::from_millis(
+        3 * dynaraft_cluster::split::SPLIT_CHECK_MS,
+    ))
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert_eq!(r.await.expect("reader"), 0, "client errors");
+    }
+    assert_eq!(
+        parts("hot").len(),
+        1,
+        "a hot key's partition split: {load:?}"
+    );
+    let schema = dynaraft_model::KeySchema::simple(
+        dynaraft_model::KeyAttr {
+            name: "pk".into(),
+            ty: dynaraft_model::ScalarType::S,
+        },
+        None,
+    );
+    let item: dynaraft_model::Item = [(
+        "pk".to_string(),
+        dynaraft_model::AttributeValue::S("celebrity".into()),
+    )]
+    .into();
+    let key = schema.storage_key(&item).expect("storage key");
+    assert_eq!(
+        load.hot_key,
+        Some(dynaraft_storage::catalog::key_hash(&key))
+    );
+    // The split cut no key: each half holds whole keys, and all of them.
+    let halves = parts("spread");
+    let mut total = 0;
+    for p in &halves {
+        let stats = router
+            .partition_stats("spread", None, p)
+            .await
+            .expect("stats");
+        assert!(stats.count > 0, "an empty half: {halves:?}");
+        total += stats.count;
+    }
+    assert_eq!(total as usize, SPREAD_KEYS);
+    assert_eq!(scan_all(&client, "spread", None).await.len(), SPREAD_KEYS);
     srv.stop().await;
 }

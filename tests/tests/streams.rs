@@ -682,7 +682,10 @@ fn lineage(addr: SocketAddr) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn split_shards_close_and_their_children_name_them() {
     let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
-        split_size_bytes: LINEAGE_SPLIT_BYTES,
+        split: dynaraft_cluster::split::SplitPolicy {
+            size_bytes: LINEAGE_SPLIT_BYTES,
+            ..Default::default()
+        },
         ..TestServer::node_config(None)
     };
     let cfg = dynaraft_api::ApiConfig {

@@ -110,9 +110,15 @@ pub struct PartitionRow {
     /// End of the range (exclusive; `None`: to the end of the hash space).
     pub hash_to: Option<String>,
     /// Items (entries, for an index partition) and their bytes, from the
-    /// first replica that answered; `None` when none did.
+    /// leader or else the first replica that answered; `None` when none did.
     pub items: Option<u64>,
     pub bytes: Option<u64>,
+    /// Requests per second the leader served over its last load window
+    /// (`None`: the leader did not answer).
+    pub load_per_s: Option<u64>,
+    /// The hash of the partition key with most of the leader's sampled
+    /// load, if one has (a hot key: a split would not cool it).
+    pub hot_key: Option<String>,
     pub replicas: Vec<u64>,
     pub leader: Option<u64>,
     pub epoch: u64,
@@ -225,12 +231,17 @@ pub async fn partitions(
         );
         for (index, parts) in sets {
             for (i, p) in parts.iter().enumerate() {
-                let mut size = None;
-                for r in &p.replicas {
-                    let Some(addr) = addrs.get(r) else { continue };
+                let leader = leaders.get(&p.group).copied();
+                // The leader first: it served the writes, so it has the load.
+                let mut asked: Vec<u64> = leader.into_iter().collect();
+                asked.extend(p.replicas.iter().filter(|r| Some(**r) != leader));
+                let (mut size, mut load) = (None, None);
+                for r in asked {
+                    let Some(addr) = addrs.get(&r) else { continue };
                     let call = Request::Stats { local_indexes: 0 };
                     if let Ok(Reply::Stats(s)) = remote.call(addr, p.group, 0, &call).await {
                         size = Some((s.count, s.bytes));
+                        load = (Some(r) == leader).then_some(s.load);
                         break;
                     }
                 }
@@ -242,8 +253,10 @@ pub async fn partitions(
                     hash_to: parts.get(i + 1).map(|n| hex(n.hash_lo)),
                     items: size.map(|s| s.0),
                     bytes: size.map(|s| s.1),
+                    load_per_s: load.as_ref().map(|l| l.ops_per_s),
+                    hot_key: load.and_then(|l| l.hot_key).map(hex),
                     replicas: p.replicas.clone(),
-                    leader: leaders.get(&p.group).copied(),
+                    leader,
                     epoch: p.epoch,
                     parent: p.parent,
                     splitting: p.splitting.map(|s| (hex(s.at), s.child)),
@@ -259,14 +272,14 @@ pub fn render_partitions(rows: &[PartitionRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "TABLE                INDEX        GROUP  HASH FROM         HASH TO           ITEMS      BYTES        REPLICAS     LEADER  PARENT  SPLITTING"
+        "TABLE                INDEX        GROUP  HASH FROM         HASH TO           ITEMS      BYTES        LOAD/S  HOT KEY           REPLICAS     LEADER  PARENT  SPLITTING"
     );
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for r in rows {
         let replicas: Vec<String> = r.replicas.iter().map(u64::to_string).collect();
         let _ = writeln!(
             out,
-            "{:<20} {:<12} {:<6} {:<17} {:<17} {:<10} {:<12} {:<12} {:<7} {:<7} {}",
+            "{:<20} {:<12} {:<6} {:<17} {:<17} {:<10} {:<12} {:<7} {:<17} {:<12} {:<7} {:<7} {}",
             r.table,
             or_dash(r.index.clone()),
             r.group,
@@ -274,6 +287,8 @@ pub fn render_partitions(rows: &[PartitionRow]) -> String {
             or_dash(r.hash_to.clone()),
             or_dash(r.items.map(|v| v.to_string())),
             or_dash(r.bytes.map(|v| v.to_string())),
+            or_dash(r.load_per_s.map(|v| v.to_string())),
+            or_dash(r.hot_key.clone()),
             replicas.join(","),
             or_dash(r.leader.map(|v| v.to_string())),
             or_dash(r.parent.map(|v| v.to_string())),

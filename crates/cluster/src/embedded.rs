@@ -37,8 +37,8 @@ pub struct EmbeddedConfig {
     pub engine: crate::host::Engine,
     /// See `HostConfig::memory_limit_bytes`.
     pub memory_limit_bytes: u64,
-    /// Size at which a partition splits, in bytes (see `split`).
-    pub split_size_bytes: u64,
+    /// When partitions split (by size and by load, see `split`).
+    pub split: crate::split::SplitPolicy,
     /// See `HostConfig::encryption`.
     pub encryption: Option<Arc<dynaraft_storage::cipher::KeyRing>>,
     /// This deployment's region and its peers, for global tables; `None`:
@@ -60,7 +60,7 @@ impl EmbeddedConfig {
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
             engine: crate::host::DEFAULT_ENGINE,
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
-            split_size_bytes: crate::split::DEFAULT_SPLIT_SIZE_BYTES,
+            split: crate::split::SplitPolicy::default(),
             encryption: None,
             peer_regions: None,
             object_store: None,
@@ -130,8 +130,8 @@ impl Embedded {
             cfg.object_store.clone(),
             cfg.pitr_snapshot_interval_ms,
         );
-        let (r, size) = (router.clone(), cfg.split_size_bytes);
-        host.spawn(move |h, stop| crate::split::run(h, r, size, stop));
+        let (r, policy) = (router.clone(), cfg.split);
+        host.spawn(move |h, stop| crate::split::run(h, r, policy, stop));
         Ok(Embedded { host, router })
     }
 

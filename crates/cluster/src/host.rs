@@ -177,6 +177,8 @@ struct Inner {
     /// delivers a write's change record at once instead of at its next
     /// poll (one stored permit: pokes between passes are not lost).
     feed_wakeup: tokio::sync::Notify,
+    /// The load of the groups this node serves (splits by heat).
+    heat: crate::heat::Heat,
     stop: watch::Sender<bool>,
     /// Node tasks still running; shutdown waits for zero.
     tasks: watch::Sender<usize>,
@@ -236,6 +238,7 @@ impl Host {
                 groups: ArcSwap::from_pointee(HashMap::new()),
                 changing: tokio::sync::Mutex::new(()),
                 feed_wakeup: tokio::sync::Notify::new(),
+                heat: crate::heat::Heat::default(),
                 stop,
                 tasks: watch::channel(0).0,
             }),
@@ -354,6 +357,7 @@ impl Host {
         map.remove(&group);
         self.inner.groups.store(Arc::new(map));
         self.inner.registry.unregister(group);
+        self.inner.heat.forget(group);
         g.shutdown().await;
         self.inner.logs.lock().await.remove(group).await?;
         // Batch by batch, off the runtime's threads.
@@ -508,7 +512,8 @@ impl Host {
     }
 
     /// Item count and item bytes of a hosted group, and (entries, bytes) of
-    /// its first `local_indexes` local indexes, as of its last apply.
+    /// its first `local_indexes` local indexes, as of its last apply, with
+    /// the load this replica served.
     pub fn stats(&self, group: u64, local_indexes: u8) -> Result<GroupStats, ClusterError> {
         self.hosted_group(group)?;
         let tree = &self.inner.store;
@@ -516,11 +521,25 @@ impl Host {
         let indexes = (0..local_indexes)
             .map(|id| dynaraft_storage::index::index_stats(tree, group, id))
             .collect::<Result<_, _>>()?;
+        let span = Span::load(tree, group)?;
+        let load = self
+            .inner
+            .heat
+            .report(group, span.lo, span.hi, std::time::Instant::now());
         Ok(GroupStats {
             count,
             bytes,
             indexes,
+            load,
         })
+    }
+
+    /// Counts a request served for hosted data group `group`, aimed at the
+    /// key hashing to `hash` (`None`: it spans keys), for splits by heat.
+    pub fn note_load(&self, group: u64, hash: Option<u64>) {
+        if group != machine::CATALOG_GROUP && self.inner.groups.load().contains_key(&group) {
+            self.inner.heat.note(group, hash, std::time::Instant::now());
+        }
     }
 
     /// Makes the WAL shorter: re-logs purge points, then deletes covered

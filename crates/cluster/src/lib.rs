@@ -24,6 +24,7 @@ pub mod batch;
 pub mod catalog;
 pub mod embedded;
 pub mod feed;
+pub mod heat;
 pub mod host;
 pub mod ion;
 pub mod jobs;

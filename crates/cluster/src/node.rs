@@ -55,8 +55,8 @@ pub struct NodeConfig {
     /// How long a node may stay silent before its replicas are re-created
     /// on another node of its zone (see `repair`).
     pub replace_after_ms: u64,
-    /// Size at which a partition splits, in bytes (see `split`).
-    pub split_size_bytes: u64,
+    /// When partitions split (by size and by load, see `split`).
+    pub split: crate::split::SplitPolicy,
     /// This deployment's region and its peers, for global tables; `None`:
     /// no replicator runs.
     pub peer_regions: Option<Arc<crate::peer::PeerRegions>>,
@@ -133,8 +133,8 @@ impl ClusterNode {
         if cfg.control.iter().any(|m| m.id == host.id()) {
             let (r, after) = (router.clone(), Duration::from_millis(cfg.replace_after_ms));
             host.spawn(move |h, stop| repair::run(h, r, after, stop));
-            let (r, size) = (router.clone(), cfg.split_size_bytes);
-            host.spawn(move |h, stop| split::run(h, r, size, stop));
+            let (r, policy) = (router.clone(), cfg.split);
+            host.spawn(move |h, stop| split::run(h, r, policy, stop));
         }
         spawn_replica_tasks(
             &host,

@@ -525,8 +525,8 @@ impl Router {
         Ok(total)
     }
 
-    /// Item count and bytes of one partition of `table` (or of its global
-    /// index `index`), from any replica.
+    /// Item count, bytes and load of one partition of `table` (or of its
+    /// global index `index`), from its leader (which serves every write).
     pub async fn partition_stats(
         &self,
         table: &str,
@@ -539,7 +539,7 @@ impl Router {
             hash: p.hash_lo,
         };
         match self
-            .route(target, false, &Request::Stats { local_indexes: 0 })
+            .route(target, true, &Request::Stats { local_indexes: 0 })
             .await?
         {
             Reply::Stats(s) => Ok(s),

@@ -1,8 +1,10 @@
-//! Partition splits by size, driven by the control plane's leader (issue
-//! 21). Every control member runs [`run`]; only the one whose control-group
-//! replica leads acts. Each [`SPLIT_CHECK_MS`] it asks every partition's
-//! size from a replica, and splits a partition holding at least the
-//! configured size:
+//! Partition splits by size and by heat, driven by the control plane's
+//! leader (issue 21). Every control member runs [`run`]; only the one whose
+//! control-group replica leads acts. Each [`SPLIT_CHECK_MS`] it asks every
+//! partition's size and load from its leader, and splits a partition
+//! holding at least the configured size (where its bytes halve), or
+//! serving a sustained load of at least the configured rate (where its
+//! sampled load halves, see `crate::heat`):
 //!
 //! 1. `BeginSplit` (catalog): allocates the child's group id and records
 //!    the split as pending on the partition. Routing does not change.
@@ -20,9 +22,12 @@
 //!
 //! Each step is idempotent, and a pending split is driven to its end on
 //! the next check, by this leader or the next one: a crash anywhere leaves
-//! the old layout or the new one. The split point halves the partition's
-//! bytes at an item boundary; a partition whose items all share one hash
-//! (one partition key) cannot be split, which is logged once instead.
+//! the old layout or the new one. A split point is always the hash of a
+//! partition key, so no item collection is cut. A partition whose items
+//! all share one hash, or whose load is mostly one key's, cannot be helped
+//! by a split: it is logged once and counted
+//! (`dynaraft_unsplittable_partitions_total`) instead, and `dynaraft admin
+//! partitions` shows its hot key.
 
 use crate::ClusterError;
 use crate::host::Host;
@@ -44,15 +49,36 @@ pub const SPLIT_CHECK_MS: u64 = 1_000;
 /// Most partitions a table (or an index) may be split into.
 pub const MAX_PARTITIONS_AFTER_SPLITS: usize = 4_096;
 
-/// Splits partitions of at least `split_size_bytes` while this node leads
-/// the control plane, until the node shuts down.
-pub async fn run(
-    host: Host,
-    router: Router,
-    split_size_bytes: u64,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut unsplittable: HashSet<u64> = HashSet::new();
+/// When partitions split.
+#[derive(Debug, Clone, Copy)]
+pub struct SplitPolicy {
+    /// A partition of at least this many bytes splits.
+    pub size_bytes: u64,
+    /// A partition serving at least this many requests per second through
+    /// `crate::heat::HEAT_SUSTAIN_WINDOWS` windows splits; 0: never for load.
+    pub load_ops_per_s: u64,
+}
+
+impl Default for SplitPolicy {
+    fn default() -> Self {
+        SplitPolicy {
+            size_bytes: DEFAULT_SPLIT_SIZE_BYTES,
+            load_ops_per_s: crate::heat::DEFAULT_SPLIT_LOAD_OPS_PER_S,
+        }
+    }
+}
+
+/// Why a partition is split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Reason {
+    Size,
+    Load,
+}
+
+/// Splits partitions by `policy` while this node leads the control plane,
+/// until the node shuts down.
+pub async fn run(host: Host, router: Router, policy: SplitPolicy, mut stop: watch::Receiver<bool>) {
+    let mut unsplittable: HashSet<(u64, Reason)> = HashSet::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(SPLIT_CHECK_MS)) => {}
@@ -61,19 +87,19 @@ pub async fn run(
         if !host.group(CATALOG_GROUP).is_some_and(|g| g.is_leader()) {
             continue;
         }
-        if let Err(e) = check_once(&router, split_size_bytes, &mut unsplittable).await {
+        if let Err(e) = check_once(&router, policy, &mut unsplittable).await {
             tracing::warn!(error = %e, "split check failed; will retry");
         }
     }
 }
 
-/// Finishes pending splits and splits every partition of at least
-/// `split_size_bytes`, once. Partitions whose items share one hash are
-/// reported once (in `unsplittable`).
-pub async fn check_once(
+/// Finishes pending splits and splits every partition `policy` says
+/// should split, once. Partitions a split cannot help are reported once
+/// per reason (in `unsplittable`).
+async fn check_once(
     router: &Router,
-    split_size_bytes: u64,
-    unsplittable: &mut HashSet<u64>,
+    policy: SplitPolicy,
+    unsplittable: &mut HashSet<(u64, Reason)>,
 ) -> Result<(), ClusterError> {
     let catalog = router.catalog().get();
     // A backup, or a restore to a point in time, copies its source
@@ -114,20 +140,44 @@ pub async fn check_once(
                     continue;
                 }
                 let stats = router.partition_stats(name, index, p).await?;
-                if stats.bytes < split_size_bytes {
+                let load = &stats.load;
+                let (reason, at) = if stats.bytes >= policy.size_bytes {
+                    (Reason::Size, router.split_point(name, index, p).await?)
+                } else if policy.load_ops_per_s > 0
+                    && load.sustained_ops_per_s >= policy.load_ops_per_s
+                {
+                    // A hot key stays on one side of any split.
+                    let at = load.split_at.filter(|_| load.hot_key.is_none());
+                    (Reason::Load, at)
+                } else {
                     continue;
-                }
-                match router.split_point(name, index, p).await? {
-                    Some(at) => split(router, name, index, p.group, at).await?,
-                    None => {
-                        if unsplittable.insert(p.group) {
-                            tracing::warn!(
+                };
+                match at {
+                    Some(at) => {
+                        tracing::info!(
+                            table = %name, ?index, group = p.group, ?reason, bytes = stats.bytes,
+                            ops_per_s = load.sustained_ops_per_s, "splitting a partition"
+                        );
+                        split(router, name, index, p.group, at).await?;
+                    }
+                    None if unsplittable.insert((p.group, reason)) => {
+                        metrics::counter!("dynaraft_unsplittable_partitions_total").increment(1);
+                        match reason {
+                            Reason::Size => tracing::warn!(
                                 table = %name, ?index, group = p.group, bytes = stats.bytes,
                                 "partition is over the split size but all its items share one \
                                  partition key; a split cannot help, so it is not split"
-                            );
+                            ),
+                            Reason::Load => tracing::warn!(
+                                table = %name, ?index, group = p.group,
+                                ops_per_s = load.sustained_ops_per_s,
+                                hot_key_hash = ?load.hot_key.map(|h| format!("{h:016x}")),
+                                "partition is over the split load but most of it goes to one \
+                                 partition key (a hot key); a split cannot help, so it is not split"
+                            ),
                         }
                     }
+                    None => {}
                 }
             }
         }

@@ -7,6 +7,7 @@ use crate::ClusterError;
 use crate::catalog::{Catalog, CatalogWatch};
 use crate::host::Host;
 use dynaraft_model::{Item, KeySchema};
+use dynaraft_storage::catalog::key_hash;
 use dynaraft_storage::command::Command;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn::{IntentView, Slot, TxnId, TxnRecord};
@@ -111,6 +112,9 @@ pub struct GroupStats {
     pub bytes: u64,
     /// (entries, bytes) per local index, by id.
     pub indexes: Vec<(u64, u64)>,
+    /// The load the answering replica served (see `crate::heat`).
+    #[serde(default)]
+    pub load: crate::heat::LoadReport,
 }
 
 /// One hosted replica's Raft state.
@@ -231,6 +235,37 @@ fn check_epoch(catalog: &CatalogWatch, group: u64, epoch: u64) -> Result<(), Clu
     }
 }
 
+/// Counts a client's request in its group's load (see `crate::heat`):
+/// reads and writes of one key by the key's hash, a transaction's by each
+/// of its keys, a Query by its partition key, a Scan's page by none. The
+/// system's own requests (copies, index deliveries, a transaction's later
+/// phases, stats) are not counted.
+fn note_load(host: &Host, group: u64, req: &Request) {
+    let one_hash = |lo: &[u8], hi: Option<&[u8]>| {
+        let h = lo.first_chunk::<8>()?;
+        (hi?.first_chunk::<8>()? == h).then(|| u64::from_be_bytes(*h))
+    };
+    match req {
+        Request::Get { key, .. } => host.note_load(group, Some(key_hash(key))),
+        Request::TxnRead { keys } => {
+            for k in keys {
+                host.note_load(group, Some(key_hash(k)));
+            }
+        }
+        Request::Range { lo, hi, .. } => host.note_load(group, one_hash(lo, hi.as_deref())),
+        Request::Propose(cmd) => match cmd.as_ref() {
+            Command::Write(w) => host.note_load(group, Some(key_hash(&w.storage_key))),
+            Command::TxnPrepare(p) => {
+                for op in &p.ops {
+                    host.note_load(group, Some(key_hash(&op.write.storage_key)));
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
+
 /// Serves one request on `host` (and, for the catalog, from `catalog`),
 /// sent with `epoch` of the group's partition.
 pub async fn execute(
@@ -241,6 +276,7 @@ pub async fn execute(
     req: Request,
 ) -> Result<Reply, ClusterError> {
     check_epoch(catalog, group, epoch)?;
+    note_load(host, group, &req);
     Ok(match req {
         Request::Propose(cmd) => {
             let fut = host.propose(group, *cmd);

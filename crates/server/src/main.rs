@@ -185,6 +185,12 @@ struct NodeArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Requests per second a partition must serve for 15 seconds to split
+    /// in two where its sampled load halves (0: never split for load). A
+    /// partition whose load is mostly one partition key's is not split but
+    /// reported, since a split cannot cool one key.
+    #[arg(long, default_value_t = dynaraft_cluster::heat::DEFAULT_SPLIT_LOAD_OPS_PER_S)]
+    split_load_ops_per_s: u64,
     /// How often point-in-time recovery snapshots a table, in seconds
     /// (0: never). A restore to a time redoes the log from the latest
     /// snapshot before it when that is nearer than now.
@@ -445,6 +451,12 @@ struct EmbeddedArgs {
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
           value_parser = clap::value_parser!(u64).range(dynaraft_cluster::split::MIN_SPLIT_SIZE_BYTES..))]
     split_size_bytes: u64,
+    /// Requests per second a partition must serve for 15 seconds to split
+    /// in two where its sampled load halves (0: never split for load). A
+    /// partition whose load is mostly one partition key's is not split but
+    /// reported, since a split cannot cool one key.
+    #[arg(long, default_value_t = dynaraft_cluster::heat::DEFAULT_SPLIT_LOAD_OPS_PER_S)]
+    split_load_ops_per_s: u64,
     /// How often point-in-time recovery snapshots a table, in seconds
     /// (0: never). A restore to a time redoes the log from the latest
     /// snapshot before it when that is nearer than now.
@@ -799,7 +811,10 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         control: control_members(&args.control)?,
         ttl_sweep_interval_ms: dynaraft_cluster::ttl::TTL_SWEEP_INTERVAL_MS,
         replace_after_ms: args.replace_after_ms,
-        split_size_bytes: args.split_size_bytes,
+        split: dynaraft_cluster::split::SplitPolicy {
+            size_bytes: args.split_size_bytes,
+            load_ops_per_s: args.split_load_ops_per_s,
+        },
         peer_regions: args.global.peers(&args.region)?,
         object_store: object_store(args.object_store.as_deref(), &args.region)?,
         pitr_snapshot_interval_ms: args.pitr_snapshot_interval_s.saturating_mul(1000),
@@ -978,7 +993,10 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         memory_limit_bytes: args.memory_limit_mb << 20,
-        split_size_bytes: args.split_size_bytes,
+        split: dynaraft_cluster::split::SplitPolicy {
+            size_bytes: args.split_size_bytes,
+            load_ops_per_s: args.split_load_ops_per_s,
+        },
         encryption: load_keys(args.encryption_key_file.as_deref())?,
         peer_regions: peers.clone(),
         object_store: match (&args.object_store, &data_dir) {
