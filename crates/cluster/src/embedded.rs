@@ -60,7 +60,10 @@ impl EmbeddedConfig {
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
             engine: crate::host::DEFAULT_ENGINE,
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
-            split: crate::split::SplitPolicy::default(),
+            split: crate::split::SplitPolicy {
+                load_ops_per_s: crate::heat::DEFAULT_EMBEDDED_SPLIT_LOAD_OPS_PER_S,
+                ..crate::split::SplitPolicy::default()
+            },
             encryption: None,
             peer_regions: None,
             object_store: None,

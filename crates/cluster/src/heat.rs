@@ -28,6 +28,10 @@ pub const HOT_KEY_SHARE_PERCENT: u64 = 80;
 /// configured otherwise (one DynamoDB partition serves up to 3,000 reads
 /// or 1,000 writes per second); 0 turns splits by heat off.
 pub const DEFAULT_SPLIT_LOAD_OPS_PER_S: u64 = 3_000;
+/// The same for the embedded server: off, since one process gains no
+/// capacity from more partitions, only more groups to run (see
+/// docs/decisions.md).
+pub const DEFAULT_EMBEDDED_SPLIT_LOAD_OPS_PER_S: u64 = 0;
 
 /// A group's recent load, as the replica that answers saw it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -79,6 +83,9 @@ struct Done {
 struct GroupLoad {
     current: Window,
     done: VecDeque<Done>,
+    /// The group's range at the last report: when it narrows (a split),
+    /// the windows before it measured load the group no longer serves.
+    span: Option<(u64, Option<u64>)>,
 }
 
 impl GroupLoad {
@@ -196,6 +203,7 @@ impl Heat {
         let g = groups.entry(group).or_insert_with(|| GroupLoad {
             current: Window::new(now),
             done: VecDeque::new(),
+            span: None,
         });
         g.rotate(now);
         g.current.ops += 1;
@@ -212,19 +220,24 @@ impl Heat {
         }
     }
 
-    /// The load of `group`, whose range is now `[lo, hi)`: samples of
-    /// keys it no longer owns (after a split) are left out.
+    /// The load of `group`, whose range is now `[lo, hi)`. When the range
+    /// changed since the last report (the group split), what was counted
+    /// is dropped and measuring starts again: those requests were partly
+    /// for keys another group now serves.
     pub fn report(&self, group: u64, lo: u64, hi: Option<u64>, now: Instant) -> LoadReport {
         let Ok(mut groups) = self.groups.lock() else {
             return LoadReport::default();
         };
-        match groups.get_mut(&group) {
-            Some(g) => {
-                g.rotate(now);
-                g.report(lo, hi)
-            }
-            None => LoadReport::default(),
+        let Some(g) = groups.get_mut(&group) else {
+            return LoadReport::default();
+        };
+        if g.span.is_some_and(|s| s != (lo, hi)) {
+            g.current = Window::new(now);
+            g.done.clear();
         }
+        g.span = Some((lo, hi));
+        g.rotate(now);
+        g.report(lo, hi)
     }
 
     /// Drops what was counted for `group` (no longer hosted).
@@ -300,13 +313,20 @@ mod tests {
         let at = r.split_at.expect("a split point");
         assert!((1_002..=1_005).contains(&at), "split at {at}");
         assert_eq!(r.hot_key, None);
-        // Within a range that excludes the first keys, only the rest count.
-        let r = heat.report(G, 1_000, None, end);
+        assert_eq!(r.sustained_ops_per_s, 800);
+        // The group split at 1_000: it measures its load again from here,
+        // and samples of keys it no longer owns are left out (the rate
+        // still counts them: the test sends them anyway).
+        let r = heat.report(G, 0, Some(1_000), end);
+        assert_eq!(r, LoadReport::default());
+        let end = feed(&heat, end, 3, 4_000, key);
+        let r = heat.report(G, 0, Some(1_000), end);
+        assert_eq!(r.sustained_ops_per_s, 800);
         let at = r.split_at.expect("a split point");
-        assert!((1_004..=1_006).contains(&at), "split at {at}");
+        assert!((103..=107).contains(&at), "split at {at}");
         // Scans (no key) count in the rate but not in the sample.
         let end2 = feed(&heat, end, 3, 4_000, |_| None);
-        let r = heat.report(G, 0, None, end2);
+        let r = heat.report(G, 0, Some(1_000), end2);
         assert_eq!(r.sustained_ops_per_s, 800);
         assert_eq!(r.split_at, None);
     }
