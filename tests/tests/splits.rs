@@ -330,13 +330,41 @@ async fn an_embedded_table_splits_under_writes_and_keeps_every_item() {
 }
 
 /// The same on three zones: each child's replicas start on the parent's
-/// three nodes once each applied the split.
+/// three nodes once each applied the split, each first led by its parent's
+/// leader; the control plane then spreads the leaders over the zones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_zone_table_splits_under_writes_and_keeps_every_item() {
     let zones: Vec<String> = ["az-a", "az-b", "az-c"].map(String::from).to_vec();
     let c = TestCluster::start_in("splits", &zones, 1, TEST_REPLACE_AFTER_MS, SPLIT_BYTES).await;
     grow_under_load(&c.client, c.router()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let led = leaders_per_node(c.router(), &partitions(c.router())).await;
+        let (most, least) = (led.iter().max(), led.iter().min());
+        eprintln!("partitions led per node: {led:?}");
+        if most.zip(least).is_some_and(|(m, l)| m - l <= 1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leaders stayed gathered: {led:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     c.stop().await;
+}
+
+/// How many of `parts` each of nodes 1-3 says it leads.
+async fn leaders_per_node(router: &Router, parts: &[PartitionMeta]) -> Vec<usize> {
+    let mut led = Vec::new();
+    for id in 1..=3 {
+        let groups = router.node_status(id).await.unwrap_or_default();
+        let mine = groups
+            .iter()
+            .filter(|g| g.leader == Some(id) && parts.iter().any(|p| p.group == g.group));
+        led.push(mine.count());
+    }
+    led
 }
 
 /// Between a split's apply in the partition's log and its record in the

@@ -534,6 +534,21 @@ impl Host {
         })
     }
 
+    /// Hands hosted group `group`'s leadership to node `to` (this replica
+    /// must lead it; see `RaftGroup::transfer_leader`).
+    pub async fn transfer_leader(&self, group: u64, to: u64) -> Result<(), ClusterError> {
+        let g = self.hosted_group(group)?;
+        if !g.is_leader() {
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: g.leader(),
+            });
+        }
+        g.transfer_leader(to)
+            .await
+            .map_err(ClusterError::Unavailable)
+    }
+
     /// Counts a request served for hosted data group `group`, aimed at the
     /// key hashing to `hash` (`None`: it spans keys), for splits by heat.
     pub fn note_load(&self, group: u64, hash: Option<u64>) {

@@ -28,6 +28,7 @@ pub mod heat;
 pub mod host;
 pub mod ion;
 pub mod jobs;
+pub mod leaders;
 pub mod node;
 pub mod objects;
 pub mod peer;

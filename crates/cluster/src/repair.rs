@@ -47,6 +47,7 @@ pub async fn run(
     let mut seen: HashMap<u64, Instant> = HashMap::new();
     let mut leading_since: Option<Instant> = None;
     let mut moving: Option<(u64, u64, Instant)> = None;
+    let mut leaders = crate::leaders::Balancer::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(LIVENESS_PROBE_MS)) => {}
@@ -55,6 +56,7 @@ pub async fn run(
         if !host.group(CATALOG_GROUP).is_some_and(|g| g.is_leader()) {
             leading_since = None;
             seen.clear();
+            leaders.reset();
             continue;
         }
         let since = *leading_since.get_or_insert_with(Instant::now);
@@ -97,17 +99,20 @@ pub async fn run(
         if repairing || !moved_in(&router, &mut moving).await {
             continue;
         }
-        if let Some(cmd) = plan_balance(&catalog, &up) {
-            tracing::info!(command = ?cmd, "moving a replica to balance a zone");
-            match router.change_catalog(cmd.clone()).await {
-                Ok(_) => {
-                    if let Command::ReplaceReplica { group, new, .. } = cmd {
-                        moving = Some((group, new, Instant::now()));
-                    }
-                    metrics::counter!("dynaraft_replica_moves_total").increment(1);
+        // Leaders are spread once every replica is where it belongs.
+        let Some(cmd) = plan_balance(&catalog, &up) else {
+            leaders.step(&router, &catalog, &up).await;
+            continue;
+        };
+        tracing::info!(command = ?cmd, "moving a replica to balance a zone");
+        match router.change_catalog(cmd.clone()).await {
+            Ok(_) => {
+                if let Command::ReplaceReplica { group, new, .. } = cmd {
+                    moving = Some((group, new, Instant::now()));
                 }
-                Err(e) => tracing::warn!(error = %e, "balancing move not recorded; will retry"),
+                metrics::counter!("dynaraft_replica_moves_total").increment(1);
             }
+            Err(e) => tracing::warn!(error = %e, "balancing move not recorded; will retry"),
         }
     }
 }
@@ -258,12 +263,14 @@ pub fn plan(catalog: &Catalog, down: &BTreeSet<u64>, up: &BTreeSet<u64>) -> Vec<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::CatalogDoc;
     use dynaraft_storage::{NodeRecord, PartitionMeta, TableMeta};
 
-    fn catalog(nodes: &[(u64, &str)], partitions: &[(u64, &[u64])]) -> Catalog {
+    /// A catalog of `nodes` (id, zone) and one table of `partitions`
+    /// (group, replicas).
+    pub(crate) fn catalog(nodes: &[(u64, &str)], partitions: &[(u64, &[u64])]) -> Catalog {
         let partitions = partitions
             .iter()
             .map(|(group, replicas)| PartitionMeta {

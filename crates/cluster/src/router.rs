@@ -576,6 +576,23 @@ impl Router {
         }
     }
 
+    /// Asks node `id`, which leads `group`, to hand it to node `to` (one
+    /// attempt, no retries).
+    pub async fn transfer_leader(
+        &self,
+        id: NodeId,
+        group: u64,
+        to: NodeId,
+    ) -> Result<(), ClusterError> {
+        match self
+            .attempt(id, group, 0, &Request::TransferLeader { to })
+            .await?
+        {
+            Reply::Transferring => Ok(()),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Whether node `id` answers (one attempt, no retries).
     pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
         match self.attempt(id, CATALOG_GROUP, 0, &Request::Ping).await? {

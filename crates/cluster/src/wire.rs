@@ -68,6 +68,11 @@ pub enum Request {
     Ping,
     /// The Raft state of every group the node hosts (for `dynaraft admin`).
     Status,
+    /// Hand the group's leadership to node `to` (at the group's leader;
+    /// the control plane spreads leaders with it, see `crate::leaders`).
+    TransferLeader {
+        to: u64,
+    },
     /// The catalog once its version exceeds `since`, or after
     /// [`CATALOG_POLL_MS`] whatever it is.
     Catalog {
@@ -92,6 +97,8 @@ pub enum Reply {
     SplitPoint(Option<u64>),
     Pong,
     Status(Vec<GroupStatus>),
+    /// A leader transfer was submitted.
+    Transferring,
     Catalog(CatalogDoc),
 }
 
@@ -316,6 +323,10 @@ pub async fn execute(
             Reply::SplitPoint(host.split_point(group, index_partition)?)
         }
         Request::Ping => Reply::Pong,
+        Request::TransferLeader { to } => {
+            host.transfer_leader(group, to).await?;
+            Reply::Transferring
+        }
         Request::Status => Reply::Status(
             host.hosted()
                 .into_iter()

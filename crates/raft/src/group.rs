@@ -245,6 +245,41 @@ impl RaftGroup {
         self.leader() == Some(self.node)
     }
 
+    /// Hands the group's leadership to voter `to`, from the leader, while
+    /// the membership is not changing: `to` campaigns as soon as it holds
+    /// this leader's log, and the other voters stop honouring this
+    /// leader's lease. Returns once the transfer is submitted; the caller
+    /// watches for the new leader.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), String> {
+        if !self.is_leader() {
+            return Err(format!(
+                "node {} does not lead group {}",
+                self.node, self.group
+            ));
+        }
+        if to == self.node {
+            return Ok(());
+        }
+        let settled = {
+            use openraft::async_runtime::watch::WatchReceiver;
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            let membership = m.membership_config.membership();
+            membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == to)
+        };
+        if !settled {
+            return Err(format!(
+                "node {to} is not a settled voter of group {}",
+                self.group
+            ));
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Makes `voters` the group's voters, from the leader: each new one
     /// joins as a learner and is waited for until it has caught up (from
     /// the log or a snapshot), then the voter set is replaced in one joint

@@ -13,7 +13,8 @@ use crate::types::{NodeId, NodeInfo, Raft, Snapshot, SnapshotMeta, TypeConfig, V
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -138,6 +139,11 @@ impl Service {
             Ok(MessageKind::PreVote) => {
                 let rpc: VoteRequest<TypeConfig> = decode(&m.payload)?;
                 encode(&raft.pre_vote(rpc).await.map_err(|e| e.to_string())?)
+            }
+            Ok(MessageKind::TransferLeader) => {
+                let rpc: TransferLeaderRequest<TypeConfig> = decode(&m.payload)?;
+                let r = raft.handle_transfer_leader(rpc).await;
+                encode(&r.map_err(|e| e.to_string())?)
             }
             _ => Err(format!("unknown message kind {}", m.kind)),
         }
@@ -478,6 +484,19 @@ impl RaftNetworkV2<TypeConfig> for GrpcConnection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         Ok(self.batched(MessageKind::PreVote, &rpc, &option).await?)
+    }
+
+    /// Tells a replica that the leader hands it the group: it campaigns as
+    /// soon as it holds the leader's log (and the others stop honouring the
+    /// old leader's lease), instead of waiting out an election timeout.
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        Ok(self
+            .batched(MessageKind::TransferLeader, &rpc, &option)
+            .await?)
     }
 
     async fn full_snapshot(

@@ -7,7 +7,8 @@ use crate::types::{NodeId, NodeInfo, Raft, Snapshot, TypeConfig, Vote};
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -155,5 +156,16 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         raft.install_full_snapshot(vote, snapshot)
             .await
             .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e)))
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        _option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let raft = self.router.target(self.from, self.to, self.group)?;
+        raft.handle_transfer_leader(req)
+            .await
+            .map_err(|e| RPCError::Unreachable(Unreachable::from_string(e)))
     }
 }
