@@ -504,3 +504,70 @@ async fn a_node_added_to_a_zone_takes_its_share_of_replicas() {
     assert_readable(&c.client, &acked).await;
     c.stop().await;
 }
+
+/// A leader transfer hands a group to the replica named, which leads it
+/// at once (it campaigns when told, not after an election timeout), and
+/// writes go on without a client error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_transfer_moves_leadership_without_an_error() {
+    let c = TestCluster::start("transfer", 3, 1).await;
+    dynaraft_tests::create_table(&c.client, "moved", None).await;
+    let group = c
+        .router()
+        .catalog()
+        .get()
+        .tables
+        .get("moved")
+        .expect("moved")
+        .meta
+        .partitions[0]
+        .group;
+    for round in 0..4 {
+        let from = loop {
+            if let Some(l) = group_leader(c.router(), group).await {
+                break l;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let to = from % 3 + 1;
+        let t = std::time::Instant::now();
+        c.router()
+            .transfer_leader(from, group, to)
+            .await
+            .expect("transfer");
+        c.client
+            .put_item()
+            .table_name("moved")
+            .item("pk", dynaraft_tests::av::s(&format!("k{round}")))
+            .send()
+            .await
+            .expect("a write during the transfer");
+        let written = t.elapsed();
+        while group_leader(c.router(), group).await != Some(to) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{to} never led group {group}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        eprintln!(
+            "transfer {from} -> {to}: write {written:?}, leader after {:?}",
+            t.elapsed()
+        );
+    }
+    c.stop().await;
+}
+
+/// The node that says it leads `group`, if one does.
+async fn group_leader(router: &dynaraft_cluster::Router, group: u64) -> Option<u64> {
+    for id in 1..=3u64 {
+        let status = router.node_status(id).await.unwrap_or_default();
+        if status
+            .iter()
+            .any(|g| g.group == group && g.leader == Some(id))
+        {
+            return Some(id);
+        }
+    }
+    None
+}

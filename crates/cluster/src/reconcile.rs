@@ -25,6 +25,12 @@ use tokio::sync::watch;
 pub const RECONCILE_RETRY_MS: u64 = 500;
 /// Pause between reconciliations when nothing failed, in milliseconds.
 pub const RECONCILE_PERIOD_MS: u64 = 1_000;
+/// Pause before reconciling again while a split child waits for its
+/// parent's split to apply here, in milliseconds: the child's group has no
+/// quorum (and its keys no leader) until two of its replicas start, so a
+/// whole period's wait showed as a one-second stall of every request to
+/// the child's range (make bench, the splits row).
+pub const RECONCILE_CHILD_WAIT_MS: u64 = 10;
 /// Longest a membership change may take, including a new replica's catch-up
 /// (it is retried after that), in milliseconds.
 pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 30_000;
@@ -34,7 +40,8 @@ pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Re
     let mut changes = catalog.subscribe();
     loop {
         let pause = match reconcile_once(&host, &catalog.get()).await {
-            Ok(()) => Duration::from_millis(RECONCILE_PERIOD_MS),
+            Ok(Reconciled::Done) => Duration::from_millis(RECONCILE_PERIOD_MS),
+            Ok(Reconciled::ChildWaits) => Duration::from_millis(RECONCILE_CHILD_WAIT_MS),
             Err(e) => {
                 tracing::warn!(node = host.id(), error = %e, "reconcile failed; will retry");
                 Duration::from_millis(RECONCILE_RETRY_MS)
@@ -48,18 +55,28 @@ pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Re
     }
 }
 
+/// What a reconciliation left to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconciled {
+    Done,
+    /// A split child's replica waits for its parent's split to apply here.
+    ChildWaits,
+}
+
 /// Starts missing replicas, aligns the voters of the groups this node
 /// leads, and removes replicas the catalog no longer assigns here, once.
-pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<(), StorageError> {
+pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled, StorageError> {
     if catalog.version == 0 {
         // Nothing known yet: never remove replicas on an empty catalog.
-        return Ok(());
+        return Ok(Reconciled::Done);
     }
+    let mut outcome = Reconciled::Done;
     let want = catalog.groups_of(host.id());
     for (group, p) in &want {
         match host.group(*group) {
             Some(g) => align_voters(&g, catalog, &p.replicas).await?,
             None if !may_start(host, p)? => {
+                outcome = Reconciled::ChildWaits;
                 tracing::debug!(
                     node = host.id(),
                     group,
@@ -80,13 +97,18 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<(), Storag
             continue;
         }
         // A replica moved away: if this node still leads the group, it hands
-        // the membership to the catalog's replicas before leaving.
-        if let (Some(p), Some(group)) = (catalog.partition(g), host.group(g)) {
+        // the leadership to a replica that stays (whose reconciliation then
+        // changes the voters), or else the membership, before leaving. A
+        // leader that removed itself would leave the others without one
+        // for an election timeout.
+        if let (Some(p), Some(group)) = (catalog.partition(g), host.group(g))
+            && !hand_over(&group, &p.replicas).await
+        {
             align_voters(&group, catalog, &p.replicas).await?;
         }
         host.remove_group(g).await?;
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Whether this node may start its replica of partition `p`. A split's
@@ -102,6 +124,43 @@ fn may_start(host: &Host, p: &dynaraft_storage::PartitionMeta) -> Result<bool, S
     };
     let span = dynaraft_storage::Span::load(host.tree(), parent)?;
     Ok(!span.owns_hash(p.hash_lo))
+}
+
+/// Longest a leader leaving a group waits for its leadership transfer to
+/// take effect before it changes the membership itself, in milliseconds.
+pub const HAND_OVER_WAIT_MS: u64 = 2_000;
+/// Pause between checks of whether the transfer took effect, in
+/// milliseconds.
+const HAND_OVER_POLL_MS: u64 = 10;
+
+/// If this replica leads `group`, hands the leadership to one of
+/// `replicas` (the catalog's, which this node is no longer among) that is
+/// a voter, and waits for it to take effect. Whether this replica no longer
+/// leads.
+async fn hand_over(group: &RaftGroup, replicas: &[u64]) -> bool {
+    if !group.is_leader() {
+        return true;
+    }
+    let voters = group.voters();
+    let Some(to) = replicas.iter().copied().find(|r| voters.contains(r)) else {
+        return false;
+    };
+    if let Err(e) = group.transfer_leader(to).await {
+        tracing::debug!(group = group.group, to, error = %e, "leader hand-over not started");
+        return false;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(HAND_OVER_WAIT_MS);
+    while group.is_leader() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(HAND_OVER_POLL_MS)).await;
+    }
+    let moved = !group.is_leader();
+    tracing::info!(
+        group = group.group,
+        to,
+        moved,
+        "leaving replica handed its leadership over"
+    );
+    moved
 }
 
 /// On the group's leader, changes the voters to `replicas` if they differ.
