@@ -10,6 +10,7 @@
 mod growth;
 mod procs;
 mod report;
+mod splits;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -73,7 +74,7 @@ pub struct SuiteArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "embedded,embedded-auth,global,backup,dynalite,cluster,etcd"
+        default_value = "embedded,embedded-auth,global,backup,dynalite,cluster,splits,etcd"
     )]
     systems: Vec<String>,
     /// Measured seconds per workload.
@@ -94,7 +95,7 @@ pub struct SuiteArgs {
     /// Partitions per table in the cluster.
     #[arg(long, default_value_t = 3)]
     partitions: usize,
-    /// First of the ports the suite uses (it takes about 20 after it).
+    /// First of the ports the suite uses (it takes about 30 after it).
     #[arg(long, default_value_t = 18400)]
     base_port: u16,
     /// dynalite version installed from npm.
@@ -273,6 +274,7 @@ async fn suite(args: SuiteArgs) -> anyhow::Result<()> {
             "backup" => backup(&args).await,
             "dynalite" => dynalite(&args).await,
             "cluster" => cluster(&args).await,
+            "splits" => splits::splits(&args).await,
             "etcd" if !args.etcd.exists() => {
                 eprintln!("[suite] {} not found: etcd skipped", args.etcd.display());
                 continue;

@@ -152,8 +152,22 @@ impl Cluster {
         node_port: u16,
         partitions: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(binary, dir, router_port, node_port, partitions, "")
+    }
+
+    /// [`Cluster::start`] with `node_flags` added to every storage node's
+    /// command line (cluster.sh's NODE_FLAGS).
+    pub fn start_with(
+        binary: &Path,
+        dir: &Path,
+        router_port: u16,
+        node_port: u16,
+        partitions: usize,
+        node_flags: &str,
+    ) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
         let status = Command::new("deploy/local/cluster.sh")
+            .env("NODE_FLAGS", node_flags)
             .arg("start")
             .arg(binary)
             .arg(dir)
@@ -176,6 +190,11 @@ impl Cluster {
         Ok(Self {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The cluster's data directory (cluster.sh keeps `control` there).
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Resident memory of every process (three nodes and the router).

@@ -259,6 +259,9 @@ const TARGET_CLUSTER_READ_FACTOR: f64 = 2.0;
 const TARGET_REPLICATION_LAG_P99_MS: f64 = 1000.0;
 /// Write p99 while a backup runs, at most this times that without one.
 const TARGET_BACKUP_P99_FACTOR: f64 = 2.0;
+/// Client p99 while a table splits, or while replicas move, at most this
+/// times that without (issue 21).
+const TARGET_SPLIT_P99_FACTOR: f64 = 2.0;
 
 fn targets(md: &mut String, r: &Results) {
     let _ = writeln!(md, "## Targets\n");
@@ -369,6 +372,30 @@ fn targets(md: &mut String, r: &Results) {
             .zip(before)
             .map(|(d, b)| d as f64 <= TARGET_BACKUP_P99_FACTOR * b as f64),
     );
+    for (what, phase, baseline) in [
+        ("a table splitting 1 -> many", "splitting", "steady"),
+        (
+            "replicas moving to an added node",
+            "during moves",
+            "before moves",
+        ),
+    ] {
+        let label = crate::splits::mixed_label;
+        let (during, before) = (
+            p99("splits and moves, cluster", &label(phase)),
+            p99("splits and moves, cluster", &label(baseline)),
+        );
+        line(
+            &format!("cluster p99 with {what} within 2x of without"),
+            match (during, before) {
+                (Some(d), Some(b)) => format!("{} vs {}", ms_or_dash(Some(d)), ms_or_dash(Some(b))),
+                _ => "-".into(),
+            },
+            during
+                .zip(before)
+                .map(|(d, b)| d as f64 <= TARGET_SPLIT_P99_FACTOR * b as f64),
+        );
+    }
     line(
         "global table: replication lag p99 under 1 s at 1,000 writes/s",
         lag.map_or("-".into(), |l| {
