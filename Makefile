@@ -99,7 +99,8 @@ test-deploy: $(VENV)/.installed
 
 ## The side-by-side benchmark: the machine's floors (fsync, an empty HTTP
 ## round trip), then the embedded server, dynalite (npm, into
-## $(BENCH_OUT)/dynalite on first use), the local three-zone cluster and a
+## $(BENCH_OUT)/dynalite on first use), the local three-zone cluster (also
+## splitting a table under load and moving replicas to an added node) and a
 ## three-member etcd (Debian's etcd-server, installed when missing and
 ## apt-get is usable; skipped otherwise), all under the same YCSB workloads
 ## with `dynaraft bench`. Writes docs/performance.md.
