@@ -75,13 +75,16 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/disk_full.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 
-## The same client sessions, unchanged, against a local cluster of separate
-## processes (tables split into two partitions so scans cross partitions),
+## A table growing from 1 to 16 partitions under load on a local cluster of
+## separate processes (no client error, every item found after); then the
+## same client sessions, unchanged, against such a cluster (tables split
+## into two partitions so scans cross partitions),
 ## whose router authenticates every request (the sessions' key is a user of
 ## tests/scripts/session-auth.json).
 CLUSTER_TEST_DIR := $(TARGET)/test-cluster
 test-cluster: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
+	$(PY) tests/scripts/cluster_growth.py $(TARGET)/debug/dynaraft
 	rm -rf $(CLUSTER_TEST_DIR)
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \

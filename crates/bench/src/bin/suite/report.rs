@@ -362,15 +362,11 @@ fn targets(md: &mut String, r: &Results) {
         put_p99("put at 500/s, during a backup"),
         put_p99("put at 500/s"),
     );
+    let (measured, met) = p99_within(during, before, TARGET_BACKUP_P99_FACTOR);
     line(
         "a backup does not stall writes: PutItem p99 during a backup within 2x of without",
-        match (during, before) {
-            (Some(d), Some(b)) => format!("{} vs {}", ms_or_dash(Some(d)), ms_or_dash(Some(b))),
-            _ => "-".into(),
-        },
-        during
-            .zip(before)
-            .map(|(d, b)| d as f64 <= TARGET_BACKUP_P99_FACTOR * b as f64),
+        measured,
+        met,
     );
     for (what, phase, baseline) in [
         ("a table splitting 1 -> many", "splitting", "steady"),
@@ -385,15 +381,11 @@ fn targets(md: &mut String, r: &Results) {
             p99("splits and moves, cluster", &label(phase)),
             p99("splits and moves, cluster", &label(baseline)),
         );
+        let (measured, met) = p99_within(during, before, TARGET_SPLIT_P99_FACTOR);
         line(
             &format!("cluster p99 with {what} within 2x of without"),
-            match (during, before) {
-                (Some(d), Some(b)) => format!("{} vs {}", ms_or_dash(Some(d)), ms_or_dash(Some(b))),
-                _ => "-".into(),
-            },
-            during
-                .zip(before)
-                .map(|(d, b)| d as f64 <= TARGET_SPLIT_P99_FACTOR * b as f64),
+            measured,
+            met,
         );
     }
     line(
@@ -404,6 +396,18 @@ fn targets(md: &mut String, r: &Results) {
         lag.map(|l| l.p99_ms < TARGET_REPLICATION_LAG_P99_MS && l.missing == 0),
     );
     let _ = writeln!(md);
+}
+
+/// "during vs before" (p99s in microseconds) and whether `during` is at
+/// most `factor` times `before`; `None` when either was not measured.
+fn p99_within(during: Option<u64>, before: Option<u64>, factor: f64) -> (String, Option<bool>) {
+    match (during, before) {
+        (Some(d), Some(b)) => (
+            format!("{} vs {}", ms_or_dash(Some(d)), ms_or_dash(Some(b))),
+            Some(d as f64 <= factor * b as f64),
+        ),
+        _ => ("-".into(), None),
+    }
 }
 
 fn floors(md: &mut String, r: &Results) {
