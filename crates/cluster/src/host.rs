@@ -173,6 +173,10 @@ struct Inner {
     groups: ArcSwap<HashMap<u64, RaftGroup>>,
     /// Serialises starting and removing groups.
     changing: tokio::sync::Mutex<()>,
+    /// Removed groups whose data is still being deleted (outside
+    /// `changing`, so other groups start meanwhile); none of them may start
+    /// again until it is gone.
+    dropping: std::sync::Mutex<std::collections::HashSet<u64>>,
     /// Poked after every proposal this node commits, so the index feeder
     /// delivers a write's change record at once instead of at its next
     /// poll (one stored permit: pokes between passes are not lost).
@@ -237,6 +241,7 @@ impl Host {
                 registry: Registry::default(),
                 groups: ArcSwap::from_pointee(HashMap::new()),
                 changing: tokio::sync::Mutex::new(()),
+                dropping: std::sync::Mutex::new(std::collections::HashSet::new()),
                 feed_wakeup: tokio::sync::Notify::new(),
                 heat: crate::heat::Heat::default(),
                 stop,
@@ -330,6 +335,11 @@ impl Host {
         if let Some(g) = self.group(group) {
             return Ok(g);
         }
+        if self.is_dropping(group) {
+            return Err(StorageError::Unavailable(format!(
+                "group {group}'s earlier replica here is still being deleted"
+            )));
+        }
         let log = self.inner.logs.lock().await.store(group);
         let sm = GroupStateMachine::new(group, self.inner.store.clone())?
             .with_committer(self.inner.committer.clone());
@@ -348,19 +358,28 @@ impl Host {
     }
 
     /// Stops this node's replica of `group` and deletes its log and data.
+    /// The data is deleted after the group-change lock is released (a
+    /// large table's took seconds, and every other group's start waited on
+    /// it); the group cannot start here again until it is gone.
     pub async fn remove_group(&self, group: u64) -> Result<(), StorageError> {
-        let _changing = self.inner.changing.lock().await;
-        let Some(g) = self.group(group) else {
-            return Ok(());
-        };
-        let mut map = HashMap::clone(&self.inner.groups.load());
-        map.remove(&group);
-        self.inner.groups.store(Arc::new(map));
-        self.inner.registry.unregister(group);
-        self.inner.heat.forget(group);
-        g.shutdown().await;
-        self.inner.logs.lock().await.remove(group).await?;
-        // Batch by batch, off the runtime's threads.
+        {
+            let _changing = self.inner.changing.lock().await;
+            let Some(g) = self.group(group) else {
+                return Ok(());
+            };
+            let mut map = HashMap::clone(&self.inner.groups.load());
+            map.remove(&group);
+            self.inner.groups.store(Arc::new(map));
+            self.inner.registry.unregister(group);
+            self.inner.heat.forget(group);
+            g.shutdown().await;
+            self.inner.logs.lock().await.remove(group).await?;
+            if let Ok(mut d) = self.inner.dropping.lock() {
+                d.insert(group);
+            }
+        }
+        // Batch by batch, off the runtime's threads. A failure leaves the
+        // group marked: it must not start over half-deleted data.
         loop {
             let store = self.inner.store.clone();
             let more = tokio::task::spawn_blocking(move || machine::drop_group_step(&store, group))
@@ -370,8 +389,19 @@ impl Host {
                 break;
             }
         }
+        if let Ok(mut d) = self.inner.dropping.lock() {
+            d.remove(&group);
+        }
         tracing::debug!(node = self.id(), group, "replica removed");
         Ok(())
+    }
+
+    fn is_dropping(&self, group: u64) -> bool {
+        // A poisoned lock means a panic mid-update: assume the worst.
+        self.inner
+            .dropping
+            .lock()
+            .map_or(true, |d| d.contains(&group))
     }
 
     fn hosted_group(&self, group: u64) -> Result<RaftGroup, ClusterError> {
@@ -729,5 +759,51 @@ fn owns(span: Span, storage_key: &[u8]) -> Result<Span, StorageError> {
             span.group,
             dynaraft_storage::catalog::key_hash(storage_key)
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A removed group whose data is still being deleted does not start
+    /// again over it; once deleted, it may.
+    #[tokio::test]
+    async fn a_group_being_deleted_does_not_start_again() {
+        let host = Host::open(HostConfig::new(1, "az-a", "127.0.0.1:1", None))
+            .await
+            .expect("host");
+        let one = |id: NodeId| {
+            BTreeMap::from([(
+                id,
+                NodeInfo {
+                    addr: "127.0.0.1:1".into(),
+                    az: "az-a".into(),
+                },
+            )])
+        };
+        host.start_group(7, Some(one(1))).await.expect("start");
+        host.remove_group(7).await.expect("remove");
+        assert!(!host.is_dropping(7), "deleted, so no longer marked");
+        if let Ok(mut d) = host.inner.dropping.lock() {
+            d.insert(7);
+        }
+        match host.start_group(7, Some(one(1))).await {
+            Err(StorageError::Unavailable(why)) => assert!(why.contains("still being deleted")),
+            other => panic!(
+                "started over a group being deleted: {:?}",
+                other.map(|g| g.group)
+            ),
+        }
+        // Other groups start meanwhile.
+        host.start_group(8, Some(one(1)))
+            .await
+            .expect("another group");
+        if let Ok(mut d) = host.inner.dropping.lock() {
+            d.remove(&7);
+        }
+        host.start_group(7, Some(one(1)))
+            .await
+            .expect("start again");
     }
 }
