@@ -99,16 +99,20 @@ class Load:
                     self.written[key] = 0
             i += step
 
-    def reader(self):
-        ddb = client(self.url)
-        rng = random.Random(7)
+    def written_keys(self, seed):
+        """Keys already written, one at a time at random, until stopped."""
+        rng = random.Random(seed)
         while not self.stop.is_set():
             with self.lock:
                 keys = list(self.written)
-            if not keys:
+            if keys:
+                yield rng.choice(keys)
+            else:
                 time.sleep(0.01)
-                continue
-            key = rng.choice(keys)
+
+    def reader(self):
+        ddb = client(self.url)
+        for key in self.written_keys(7):
             got = self.call("get", lambda: ddb.get_item(
                 TableName=TABLE, Key={"pk": {"S": key}, "sk": {"N": "0"}}, ConsistentRead=True))
             if got is not None and "Item" not in got:
@@ -123,14 +127,7 @@ class Load:
 
     def updater(self):
         ddb = client(self.url)
-        rng = random.Random(11)
-        while not self.stop.is_set():
-            with self.lock:
-                keys = list(self.written)
-            if not keys:
-                time.sleep(0.01)
-                continue
-            key = rng.choice(keys)
+        for key in self.written_keys(11):
             with self.lock:
                 version = self.written[key] + 1
             done = self.call("update", lambda: ddb.update_item(
