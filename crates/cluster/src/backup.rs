@@ -409,9 +409,9 @@ pub fn plain_write(t: &Table, key: &Item, item: Option<&Item>) -> Option<WriteCo
 
 /// Applies `writes` (distinct keys) to `t`: one `WriteBatch` per
 /// partition of the newest map and at most [`COPY_BATCH_BYTES`],
-/// [`COPY_BATCHES_IN_FLIGHT`] at a time. One Raft entry per batch rather than per item keeps a
-/// copy's share of the nodes' log, apply and fsync work small beside the
-/// table's own writes. What a batch did not write (the partition split
+/// [`COPY_BATCHES_IN_FLIGHT`] at a time. One Raft entry per batch rather
+/// than per item keeps a copy's share of the nodes' log, apply and fsync
+/// work small beside the table's own writes. What a batch did not write (the partition split
 /// under it, or a write was held back) is written key by key.
 async fn write_all(
     router: &Router,

@@ -568,15 +568,9 @@ impl Host {
     /// must lead it; see `RaftGroup::transfer_leader`).
     pub async fn transfer_leader(&self, group: u64, to: u64) -> Result<(), ClusterError> {
         let g = self.hosted_group(group)?;
-        if !g.is_leader() {
-            return Err(ClusterError::NotLeader {
-                group,
-                leader: g.leader(),
-            });
-        }
         g.transfer_leader(to)
             .await
-            .map_err(ClusterError::Unavailable)
+            .map_err(|e| with_group(e.into(), group))
     }
 
     /// Counts a request served for hosted data group `group`, aimed at the

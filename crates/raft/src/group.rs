@@ -250,12 +250,11 @@ impl RaftGroup {
     /// this leader's log, and the other voters stop honouring this
     /// leader's lease. Returns once the transfer is submitted; the caller
     /// watches for the new leader.
-    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), String> {
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), ProposeError> {
         if !self.is_leader() {
-            return Err(format!(
-                "node {} does not lead group {}",
-                self.node, self.group
-            ));
+            return Err(ProposeError::NotLeader {
+                leader: self.leader(),
+            });
         }
         if to == self.node {
             return Ok(());
@@ -268,16 +267,16 @@ impl RaftGroup {
             membership.get_joint_config().len() == 1 && membership.voter_ids().any(|v| v == to)
         };
         if !settled {
-            return Err(format!(
+            return Err(ProposeError::Unavailable(format!(
                 "node {to} is not a settled voter of group {}",
                 self.group
-            ));
+            )));
         }
         self.raft
             .trigger()
             .transfer_leader(to)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| ProposeError::Unavailable(e.to_string()))
     }
 
     /// Makes `voters` the group's voters, from the leader: each new one

@@ -50,24 +50,14 @@ struct Window {
 
 pub async fn splits(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let binary = std::path::absolute(&args.binary)?;
+    let (router_port, node_port) = (args.base_port + 23, args.base_port + 24);
     let steady_dir = std::path::absolute(args.out.join("splits-steady"))?;
     let steady = {
-        let c = Cluster::start_with(
-            &binary,
-            &steady_dir,
-            args.base_port + 23,
-            args.base_port + 24,
-            1,
-            "",
-        )?;
-        let w = window(args, &binary, &c, args.base_port + 23).await?;
-        drop(c);
-        w
+        let c = Cluster::start_with(&binary, &steady_dir, router_port, node_port, 1, "")?;
+        window(args, &binary, &c, router_port).await?
     };
     let dir = std::path::absolute(args.out.join("splits"))?;
     let node_flags = format!("--split-size-bytes {SPLIT_SIZE_BYTES}");
-    let router_port = args.base_port + 23;
-    let node_port = args.base_port + 24;
     let c = Cluster::start_with(&binary, &dir, router_port, node_port, 1, &node_flags)?;
     let grown = window(args, &binary, &c, router_port).await?;
     let idle_rss = Some(c.rss_bytes());
