@@ -6,8 +6,11 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CreateReplicationGroupMemberAction, DeleteReplicationGroupMemberAction,
-    ReplicationGroupUpdate, ScalarAttributeType,
+    AttributeDefinition, AttributeValue, BillingMode, CreateReplicationGroupMemberAction,
+    DeleteReplicationGroupMemberAction, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+    Projection, ProjectionType, ProvisionedThroughput, ProvisionedThroughputOverride, Replica,
+    ReplicaDescription, ReplicaGlobalSecondaryIndex, ReplicaUpdate, ReplicationGroupUpdate,
+    ScalarAttributeType, TableClass, TableDescription, UpdateReplicationGroupMemberAction,
 };
 use dynaraft_api::ApiConfig;
 use dynaraft_api::auth::Auth;
@@ -414,6 +417,10 @@ async fn bad_replica_updates_are_refused_and_change_nothing() {
     assert!(msg.contains("not a peer region"), "{msg}");
     let (code, msg) = refused(add_replica(&ce, "bad", EAST).await);
     assert_eq!(code, "ValidationException", "{msg}");
+    assert!(
+        msg.starts_with("Cannot add, delete, or update the local region"),
+        "{msg}"
+    );
     assert!(replicas(&ce, "bad").await.is_empty());
     assert!(cw.describe_table().table_name("bad").send().await.is_err());
 
@@ -422,7 +429,10 @@ async fn bad_replica_updates_are_refused_and_change_nothing() {
     create_table(&ce, "taken", None).await;
     let (code, msg) = refused(add_replica(&ce, "taken", WEST).await);
     assert_eq!(code, "ValidationException");
-    assert!(msg.contains("already exists"), "{msg}");
+    assert_eq!(
+        msg,
+        "Failed to create a the new replica of table with name: \u{2018}taken\u{2019} because one or more replicas already existed as tables."
+    );
     assert!(replicas(&ce, "taken").await.is_empty());
 
     // A server without peer regions has no replicas to make.
@@ -687,4 +697,404 @@ async fn replication_goes_on_while_both_regions_split() {
         st.len() == partitions(&east) && st.iter().all(|s| s.copied && s.backlog == 0)
     })
     .await;
+}
+
+/// ProvisionedThroughput of `read` and `write` units.
+fn units(read: i64, write: i64) -> ProvisionedThroughput {
+    ProvisionedThroughput::builder()
+        .read_capacity_units(read)
+        .write_capacity_units(write)
+        .build()
+        .expect("throughput")
+}
+
+/// A read capacity override of `read` units.
+fn read_override(read: i64) -> ProvisionedThroughputOverride {
+    ProvisionedThroughputOverride::builder()
+        .read_capacity_units(read)
+        .build()
+}
+
+/// A provisioned table (5/5) with a global index `byv` (3/3).
+async fn create_provisioned(c: &Client, table: &str) {
+    let attr = |n: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(n)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .expect("attr")
+    };
+    let hash = |n: &str| {
+        KeySchemaElement::builder()
+            .attribute_name(n)
+            .key_type(KeyType::Hash)
+            .build()
+            .expect("key")
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name("byv")
+        .key_schema(hash("v"))
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .provisioned_throughput(units(3, 3))
+        .build()
+        .expect("index");
+    c.create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::Provisioned)
+        .attribute_definitions(attr("pk"))
+        .attribute_definitions(attr("v"))
+        .key_schema(hash("pk"))
+        .provisioned_throughput(units(5, 5))
+        .global_secondary_indexes(index)
+        .send()
+        .await
+        .expect("create");
+}
+
+async fn table_of(c: &Client, table: &str) -> TableDescription {
+    let d = c
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe");
+    d.table().expect("table").clone()
+}
+
+/// The table's Replicas entry for `region`.
+fn replica_in(t: &TableDescription, region: &str) -> ReplicaDescription {
+    t.replicas()
+        .iter()
+        .find(|r| r.region_name() == Some(region))
+        .unwrap_or_else(|| panic!("no replica in {region}: {:?}", t.replicas()))
+        .clone()
+}
+
+/// The table's own read capacity and its index `byv`'s.
+fn reads(t: &TableDescription) -> (Option<i64>, Option<i64>) {
+    let table = t
+        .provisioned_throughput()
+        .and_then(|p| p.read_capacity_units());
+    let index = t
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some("byv"))
+        .and_then(|g| g.provisioned_throughput())
+        .and_then(|p| p.read_capacity_units());
+    (table, index)
+}
+
+/// The read capacity overrides a Replicas entry shows: the table's and
+/// index `byv`'s.
+fn overrides(r: &ReplicaDescription) -> (Option<i64>, Option<i64>) {
+    let table = r
+        .provisioned_throughput_override()
+        .and_then(|o| o.read_capacity_units());
+    let index = r
+        .global_secondary_indexes()
+        .iter()
+        .find(|g| g.index_name() == Some("byv"))
+        .and_then(|g| g.provisioned_throughput_override())
+        .and_then(|o| o.read_capacity_units());
+    (table, index)
+}
+
+async fn replica_update(
+    c: &Client,
+    table: &str,
+    updates: Vec<ReplicationGroupUpdate>,
+) -> Result<(), (String, String)> {
+    c.update_table()
+        .table_name(table)
+        .set_replica_updates(Some(updates))
+        .send()
+        .await
+        .map(drop)
+        .map_err(|e| err_of(&e))
+}
+
+fn update_of(action: UpdateReplicationGroupMemberAction) -> ReplicationGroupUpdate {
+    ReplicationGroupUpdate::builder().update(action).build()
+}
+
+fn update_action(
+    region: &str,
+) -> aws_sdk_dynamodb::types::builders::UpdateReplicationGroupMemberActionBuilder {
+    UpdateReplicationGroupMemberAction::builder().region_name(region)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replica_overrides_set_each_regions_read_capacity_and_show_where_they_differ() {
+    let (_east, ce, _west, cw) = two_regions().await;
+    create_provisioned(&ce, "over").await;
+    // Created with a read override: the new region's table reads at it.
+    let create = CreateReplicationGroupMemberAction::builder()
+        .region_name(WEST)
+        .provisioned_throughput_override(read_override(7))
+        .build()
+        .expect("action");
+    replica_update(
+        &ce,
+        "over",
+        vec![ReplicationGroupUpdate::builder().create(create).build()],
+    )
+    .await
+    .expect("add replica");
+    let (e, w) = (table_of(&ce, "over").await, table_of(&cw, "over").await);
+    assert_eq!(reads(&w), (Some(7), Some(3)));
+    assert_eq!(reads(&e), (Some(5), Some(3)));
+    assert_eq!(
+        e.global_table_settings_replication_mode()
+            .map(|m| m.as_str()),
+        Some("ENABLED_WITH_OVERRIDES")
+    );
+    // Each region shows the other's read capacity where it differs from
+    // its own.
+    assert_eq!(overrides(&replica_in(&e, WEST)), (Some(7), None));
+    assert_eq!(overrides(&replica_in(&w, EAST)), (Some(5), None));
+
+    // Update: the table's and the index's reads, and the table class.
+    let index = ReplicaGlobalSecondaryIndex::builder()
+        .index_name("byv")
+        .provisioned_throughput_override(read_override(4))
+        .build()
+        .expect("index override");
+    let action = update_action(WEST)
+        .provisioned_throughput_override(read_override(9))
+        .global_secondary_indexes(index)
+        .table_class_override(TableClass::StandardInfrequentAccess)
+        .build()
+        .expect("action");
+    replica_update(&ce, "over", vec![update_of(action)])
+        .await
+        .expect("update replica");
+    let (e, w) = (table_of(&ce, "over").await, table_of(&cw, "over").await);
+    assert_eq!(reads(&w), (Some(9), Some(4)));
+    assert_eq!(
+        reads(&e),
+        (Some(5), Some(3)),
+        "this region's own table is unchanged"
+    );
+    let west = replica_in(&e, WEST);
+    assert_eq!(overrides(&west), (Some(9), Some(4)));
+    assert_eq!(
+        west.replica_table_class_summary()
+            .and_then(|c| c.table_class()),
+        Some(&TableClass::StandardInfrequentAccess)
+    );
+    assert_eq!(overrides(&replica_in(&w, EAST)), (Some(5), Some(3)));
+
+    // Sending the base value clears an override, from either region.
+    let action = update_action(EAST)
+        .provisioned_throughput_override(read_override(9))
+        .build()
+        .expect("action");
+    replica_update(&cw, "over", vec![update_of(action)])
+        .await
+        .expect("update from west");
+    let (e, w) = (table_of(&ce, "over").await, table_of(&cw, "over").await);
+    assert_eq!(reads(&e), (Some(9), Some(3)));
+    assert_eq!(overrides(&replica_in(&w, EAST)), (None, Some(3)));
+    assert_eq!(overrides(&replica_in(&e, WEST)), (None, Some(4)));
+
+    // Refused, as DynamoDB refuses them, changing nothing.
+    let refused = |r: Result<(), (String, String)>| {
+        let (code, msg) = r.expect_err("refused");
+        assert_eq!(code, "ValidationException", "{msg}");
+        msg
+    };
+    let msg = refused(
+        replica_update(
+            &ce,
+            "over",
+            vec![update_of(update_action(WEST).build().expect("a"))],
+        )
+        .await,
+    );
+    assert_eq!(
+        msg,
+        "There are no actions specified in the Replica Update Action of the request."
+    );
+    let local = update_action(EAST).provisioned_throughput_override(read_override(2));
+    let msg =
+        refused(replica_update(&ce, "over", vec![update_of(local.build().expect("a"))]).await);
+    assert!(
+        msg.starts_with("Cannot add, delete, or update the local region"),
+        "{msg}"
+    );
+    let stranger = update_action("ap-south-1").provisioned_throughput_override(read_override(2));
+    let msg =
+        refused(replica_update(&ce, "over", vec![update_of(stranger.build().expect("a"))]).await);
+    assert_eq!(
+        msg,
+        "Update global table operation failed because one or more replicas were not part of the global table. Please retry the request without these replicas: [ap-south-1]."
+    );
+    let create = |r: &str| {
+        let a = CreateReplicationGroupMemberAction::builder()
+            .region_name(r)
+            .build();
+        ReplicationGroupUpdate::builder()
+            .create(a.expect("a"))
+            .build()
+    };
+    let delete = DeleteReplicationGroupMemberAction::builder()
+        .region_name(WEST)
+        .build();
+    let both = ReplicationGroupUpdate::builder()
+        .create(
+            CreateReplicationGroupMemberAction::builder()
+                .region_name(WEST)
+                .build()
+                .expect("a"),
+        )
+        .delete(delete.expect("a"))
+        .build();
+    let msg = refused(replica_update(&ce, "over", vec![both]).await);
+    assert_eq!(
+        msg,
+        "Update table operation with more than one type of replica actions not allowed."
+    );
+    let msg = refused(replica_update(&ce, "over", vec![create("ap-south-1"), create(WEST)]).await);
+    assert_eq!(
+        msg,
+        "Update table operation with more than one create or delete replica actions not allowed."
+    );
+    let mixed = ce
+        .update_table()
+        .table_name("over")
+        .replica_updates(create("ap-south-1"))
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err_of(&mixed).1,
+        "Requests that modify replicas or witnesses must not also modify other fields"
+    );
+    let unknown_index = ReplicaGlobalSecondaryIndex::builder()
+        .index_name("nope")
+        .provisioned_throughput_override(read_override(2))
+        .build()
+        .expect("index");
+    let action = update_action(WEST).global_secondary_indexes(unknown_index);
+    refused(replica_update(&ce, "over", vec![update_of(action.build().expect("a"))]).await);
+    let (e, w) = (table_of(&ce, "over").await, table_of(&cw, "over").await);
+    assert_eq!(
+        (reads(&e), reads(&w)),
+        ((Some(9), Some(3)), (Some(9), Some(4)))
+    );
+    assert!(!w.deletion_protection_enabled().unwrap_or(false));
+
+    // An on-demand table takes no read override in an Update.
+    create_table(&ce, "ondemand", None).await;
+    add_replica(&ce, "ondemand", WEST).await.expect("add");
+    let action = update_action(WEST).provisioned_throughput_override(read_override(2));
+    let msg =
+        refused(replica_update(&ce, "ondemand", vec![update_of(action.build().expect("a"))]).await);
+    assert!(
+        msg.contains("Neither ReadCapacityUnits nor WriteCapacityUnits"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn legacy_global_table_calls_answer_as_dynamodb_does_today() {
+    let (_east, ce, _west, _cw) = two_regions().await;
+    create_table(&ce, "legacy", None).await;
+    let group = Replica::builder().region_name(EAST).build();
+    let e = ce
+        .create_global_table()
+        .global_table_name("legacy")
+        .replication_group(group)
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err_of(&e),
+        (
+            "ValidationException".to_string(),
+            "One or more parameter values were invalid: DynamoDB global tables version 2017.11.29 is not supported. We recommend using DynamoDB global tables version 2019.11.21, instead of version 2017.11.29 (Legacy).".to_string()
+        )
+    );
+    // A version 2019.11.21 global table is no legacy global table either.
+    add_replica(&ce, "legacy", WEST).await.expect("add");
+    let e = ce
+        .describe_global_table()
+        .global_table_name("legacy")
+        .send()
+        .await
+        .expect_err("not found");
+    assert_eq!(
+        err_of(&e),
+        (
+            "GlobalTableNotFoundException".to_string(),
+            "Global table not found: Global table with name: 'legacy' does not exist.".to_string()
+        )
+    );
+    let listed = ce.list_global_tables().send().await.expect("list");
+    assert!(listed.global_tables().is_empty());
+    assert!(listed.last_evaluated_global_table_name().is_none());
+    let delete = ReplicaUpdate::builder()
+        .delete(
+            aws_sdk_dynamodb::types::DeleteReplicaAction::builder()
+                .region_name(WEST)
+                .build()
+                .expect("a"),
+        )
+        .build();
+    let e = ce
+        .update_global_table()
+        .global_table_name("legacy")
+        .replica_updates(delete)
+        .send()
+        .await
+        .expect_err("not found");
+    assert_eq!(err_of(&e).0, "GlobalTableNotFoundException");
+    let e = ce
+        .describe_global_table_settings()
+        .global_table_name("legacy")
+        .send()
+        .await
+        .expect_err("not found");
+    assert_eq!(
+        err_of(&e).1,
+        "Global table with name: 'legacy' does not exist."
+    );
+
+    // DescribeTableReplicaAutoScaling: every replica, no auto scaling.
+    let d = ce
+        .describe_table_replica_auto_scaling()
+        .table_name("legacy")
+        .send()
+        .await
+        .expect("describe");
+    let d = d.table_auto_scaling_description().expect("description");
+    let regions: Vec<_> = d
+        .replicas()
+        .iter()
+        .filter_map(|r| r.region_name())
+        .collect();
+    assert_eq!(regions, vec![EAST, WEST]);
+    assert!(d.replicas().iter().all(|r| {
+        r.replica_provisioned_read_capacity_auto_scaling_settings()
+            .is_none()
+    }));
+    create_table(&ce, "regional", None).await;
+    let e = ce
+        .describe_table_replica_auto_scaling()
+        .table_name("regional")
+        .send()
+        .await
+        .expect_err("not global");
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceNotFoundException".to_string(),
+            "Global table with name: regional does not exist.".to_string()
+        )
+    );
 }

@@ -45,6 +45,8 @@ pub enum ApiError {
     TableAlreadyExists(String),
     /// No backup has the ARN given.
     BackupNotFound(String),
+    /// The legacy (version 2017.11.29) global table calls' not found.
+    GlobalTableNotFound(String),
     /// The backup is being created, or restored from.
     BackupInUse(String),
     /// A restore to a point in time of a table without it.
@@ -202,6 +204,11 @@ impl ApiError {
             ApiError::TableAlreadyExists(m) => (
                 400,
                 format!("{DDB}TableAlreadyExistsException"),
+                Some(m.clone()),
+            ),
+            ApiError::GlobalTableNotFound(m) => (
+                400,
+                format!("{DDB}GlobalTableNotFoundException"),
                 Some(m.clone()),
             ),
             ApiError::BackupNotFound(m) => {

@@ -208,6 +208,35 @@ pub struct ReplicaMeta {
     /// while it is CREATING.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copied: Vec<u64>,
+    /// That replica's own settings, where known (DynamoDB's per-replica
+    /// overrides).
+    #[serde(default, skip_serializing_if = "ReplicaSettings::is_empty")]
+    pub settings: ReplicaSettings,
+}
+
+/// What a replica's table may set for itself (UpdateTable ReplicaUpdates'
+/// overrides). DescribeTable shows another region's value as an override
+/// where it differs from this region's own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSettings {
+    /// Its table's read capacity units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_capacity: Option<u64>,
+    /// Its global indexes' read capacity units, by index name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub index_read_capacity: BTreeMap<String, u64>,
+    /// Its on-demand maximum read request units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_read_request_units: Option<i64>,
+    /// Its table class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_class: Option<String>,
+}
+
+impl ReplicaSettings {
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// How long a stream keeps its records unless configured otherwise, in

@@ -642,6 +642,7 @@ mod tests {
                     region: "eu-west-1".into(),
                     status: crate::catalog::REPLICA_CREATING.into(),
                     copied: Vec::new(),
+                    settings: Default::default(),
                 }],
             })),
             ..(*t).clone()

@@ -35,7 +35,7 @@ pub mod wal;
 
 pub use catalog::{
     GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, ReplicaMeta,
-    Replication, StreamMeta, TableMeta, TableStatus, UserRecord,
+    ReplicaSettings, Replication, StreamMeta, TableMeta, TableStatus, UserRecord,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

@@ -18,6 +18,7 @@ mod execute_transaction;
 mod get_item;
 mod index_defs;
 mod jobs;
+mod legacy_global_tables;
 mod list_tables;
 mod partiql;
 mod put_item;
@@ -84,6 +85,13 @@ operations! { api, body;
     "UpdateContinuousBackups" => continuous_backups::update(api, parse_body(body)?).await,
     "RestoreTableToPointInTime" => backups::restore_to_point_in_time(api, parse_body(body)?).await,
     "DescribeEndpoints" => describe_endpoints::execute(api),
+    "CreateGlobalTable" => legacy_global_tables::create(api, parse_body(body)?),
+    "DescribeGlobalTable" => legacy_global_tables::describe(api, parse_body(body)?),
+    "DescribeGlobalTableSettings" => legacy_global_tables::describe_settings(api, parse_body(body)?),
+    "ListGlobalTables" => legacy_global_tables::list(api, parse_body(body)?),
+    "UpdateGlobalTable" => legacy_global_tables::update(api, parse_body(body)?),
+    "UpdateGlobalTableSettings" => legacy_global_tables::update_settings(api, parse_body(body)?),
+    "DescribeTableReplicaAutoScaling" => legacy_global_tables::describe_replica_auto_scaling(api, parse_body(body)?),
     "ExportTableToPointInTime" => jobs::export(api, parse_body(body)?).await,
     "DescribeExport" => jobs::describe_export(api, parse_body(body)?),
     "ListExports" => jobs::list_exports(api, parse_body(body)?),
@@ -133,22 +141,15 @@ pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value,
 /// UnknownOperationException with a message saying so
 /// (docs/compatibility.md lists them too).
 pub const UNIMPLEMENTED: &[&str] = &[
-    "CreateGlobalTable",
     "DeleteResourcePolicy",
     "DescribeContributorInsights",
-    "DescribeGlobalTable",
-    "DescribeGlobalTableSettings",
     "DescribeKinesisStreamingDestination",
-    "DescribeTableReplicaAutoScaling",
     "DisableKinesisStreamingDestination",
     "EnableKinesisStreamingDestination",
     "GetResourcePolicy",
     "ListContributorInsights",
-    "ListGlobalTables",
     "PutResourcePolicy",
     "UpdateContributorInsights",
-    "UpdateGlobalTable",
-    "UpdateGlobalTableSettings",
     "UpdateKinesisStreamingDestination",
     "UpdateTableReplicaAutoScaling",
 ];
@@ -313,15 +314,7 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     if !nodes.nodes.is_empty() && nodes.nodes.values().all(|n| n.encrypted) {
         d["SSEDescription"] = json!({"Status": "ENABLED", "SSEType": "AES256"});
     }
-    if let Some(rep) = meta.replication.as_ref().filter(|r| !r.replicas.is_empty()) {
-        d["GlobalTableVersion"] = json!(replication::GLOBAL_TABLE_VERSION);
-        d["Replicas"] = Value::Array(
-            rep.replicas
-                .iter()
-                .map(|r| replication::replica_description(r, meta.partitions.len()))
-                .collect(),
-        );
-    }
+    replication::describe_global(&mut d, meta);
     if let Some(r) = &meta.restore {
         d["RestoreSummary"] = backups::restore_summary(r);
     }

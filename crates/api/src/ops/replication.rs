@@ -23,19 +23,23 @@ use super::create_table::{self, CreateTableInput};
 use super::{TableInput, describe, key_schema_json};
 use crate::Api;
 use crate::error::ApiError;
+use crate::params::Violations;
 use crate::params::parse_body;
 use crate::scope::display_name;
 use dynaraft_cluster::Table;
 use dynaraft_cluster::backup::plain_write;
 use dynaraft_cluster::peer::{PeerError, PeerRegions, valid_region_name};
 use dynaraft_model::value::item_from_json;
-use dynaraft_model::wire::{List, Obj, Str};
+use dynaraft_model::wire::{Int, List, Obj, Str};
 use dynaraft_storage::catalog::{REPLICA_ACTIVE, REPLICA_CREATING};
 use dynaraft_storage::global::Origin;
 use dynaraft_storage::replica::{GlobalWrite, Version};
-use dynaraft_storage::{Command, Outcome, ReplicaMeta, Replication, TableMeta, WriteCommand};
+use dynaraft_storage::{
+    Command, Outcome, ReplicaMeta, ReplicaSettings, Replication, TableMeta, WriteCommand,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// DescribeTable's `GlobalTableVersion` of a table with replicas.
@@ -45,6 +49,7 @@ pub const REPLICATION_OPERATIONS: &[&str] = &[
     "ApplyWrites",
     "CreateReplica",
     "DeleteReplica",
+    "UpdateReplicaSettings",
     "UpdateReplicas",
 ];
 /// Most writes one `ApplyWrites` carries.
@@ -55,12 +60,68 @@ pub const APPLY_CONCURRENCY: usize = 32;
 /// the first replica is added).
 const REPLICA_STREAM_VIEW: &str = "NEW_AND_OLD_IMAGES";
 
-/// One `Replicas` entry of DescribeTable.
-pub fn replica_description(r: &ReplicaMeta, partitions: usize) -> Value {
-    let mut d = json!({"RegionName": r.region, "ReplicaStatus": r.status});
+/// Table class names a replica may override its class with.
+const TABLE_CLASSES: &[&str] = &["STANDARD", "STANDARD_INFREQUENT_ACCESS"];
+/// DescribeTable's `GlobalTableSettingsReplicationMode` of a table with
+/// replicas: settings follow the group, each replica may override some.
+const SETTINGS_REPLICATION_MODE: &str = "ENABLED_WITH_OVERRIDES";
+/// DynamoDB's refusal of a replica action naming the region it is sent to.
+const LOCAL_REGION: &str = "Cannot add, delete, or update the local region through ReplicaUpdates. Use CreateTable, DeleteTable, or UpdateTable as required.";
+
+/// The table-level global table fields of DescribeTable.
+pub fn describe_global(d: &mut Value, meta: &TableMeta) {
+    let Some(rep) = meta.replication.as_ref().filter(|r| !r.replicas.is_empty()) else {
+        return;
+    };
+    d["GlobalTableVersion"] = json!(GLOBAL_TABLE_VERSION);
+    d["GlobalTableSettingsReplicationMode"] = json!(SETTINGS_REPLICATION_MODE);
+    d["Replicas"] = rep
+        .replicas
+        .iter()
+        .map(|r| replica_description(r, meta))
+        .collect();
+}
+
+/// One `Replicas` entry of DescribeTable: another region's replica, with
+/// its settings where they differ from this region's (its overrides).
+fn replica_description(r: &ReplicaMeta, meta: &TableMeta) -> Value {
+    let mut d = json!({
+        "RegionName": r.region,
+        "ReplicaStatus": r.status,
+        "GlobalTableSettingsReplicationMode": SETTINGS_REPLICATION_MODE,
+    });
+    let partitions = meta.partitions.len();
     if r.status == REPLICA_CREATING && partitions > 0 {
         let done = r.copied.len().min(partitions) * 100 / partitions;
         d["ReplicaStatusPercentProgress"] = json!(done.to_string());
+    }
+    let provisioned = meta.billing_mode != "PAY_PER_REQUEST";
+    let s = &r.settings;
+    if let Some(rcu) = s
+        .read_capacity
+        .filter(|v| provisioned && *v != meta.read_capacity)
+    {
+        d["ProvisionedThroughputOverride"] = json!({"ReadCapacityUnits": rcu});
+    }
+    if let Some(max) = s.max_read_request_units {
+        d["OnDemandThroughputOverride"] = json!({"MaxReadRequestUnits": max});
+    }
+    if let Some(class) = s.table_class.as_deref().filter(|c| *c != "STANDARD") {
+        d["ReplicaTableClassSummary"] = json!({"TableClass": class});
+    }
+    if !meta.global_indexes.is_empty() {
+        d["GlobalSecondaryIndexes"] = meta
+            .global_indexes
+            .iter()
+            .map(|g| {
+                let mut ix = json!({"IndexName": g.index.name});
+                let theirs = s.index_read_capacity.get(&g.index.name).copied();
+                if let Some(rcu) = theirs.filter(|v| provisioned && *v != g.read_capacity) {
+                    ix["ProvisionedThroughputOverride"] = json!({"ReadCapacityUnits": rcu});
+                }
+                ix
+            })
+            .collect();
     }
     d
 }
@@ -69,16 +130,46 @@ pub fn replica_description(r: &ReplicaMeta, partitions: usize) -> Value {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReplicaUpdateIn {
-    pub create: Option<Obj<RegionIn>>,
-    pub update: Option<Obj<RegionIn>>,
-    pub delete: Option<Obj<RegionIn>>,
+    pub create: Option<Obj<ReplicaActionIn>>,
+    pub update: Option<Obj<ReplicaActionIn>>,
+    pub delete: Option<Obj<ReplicaActionIn>>,
 }
 
-/// The region of a replica action (its overrides are not read).
+/// A replica action: its region and, for Create and Update, the replica's
+/// own settings (Delete carries the region only).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
-pub struct RegionIn {
+pub struct ReplicaActionIn {
     pub region_name: Option<Str>,
+    #[serde(rename = "KMSMasterKeyId")]
+    pub kms_master_key_id: Option<Str>,
+    pub provisioned_throughput_override: Option<Obj<ReadOverrideIn>>,
+    pub on_demand_throughput_override: Option<Obj<OnDemandOverrideIn>>,
+    pub global_secondary_indexes: Option<List<Obj<ReplicaIndexIn>>>,
+    pub table_class_override: Option<Str>,
+}
+
+/// ProvisionedThroughputOverride: read capacity only.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReadOverrideIn {
+    pub read_capacity_units: Option<Int>,
+}
+
+/// OnDemandThroughputOverride: a read maximum only.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct OnDemandOverrideIn {
+    pub max_read_request_units: Option<Int>,
+}
+
+/// One ReplicaGlobalSecondaryIndex: an index's overrides in the replica.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplicaIndexIn {
+    pub index_name: Option<Str>,
+    pub provisioned_throughput_override: Option<Obj<ReadOverrideIn>>,
+    pub on_demand_throughput_override: Option<Obj<OnDemandOverrideIn>>,
 }
 
 fn invalid(msg: impl std::fmt::Display) -> ApiError {
@@ -107,58 +198,301 @@ fn peer_failed(region: &str, e: PeerError) -> ApiError {
     ))
 }
 
-/// UpdateTable with `ReplicaUpdates`: one Create or Delete.
+/// One replica action of a request.
+enum Action<'a> {
+    Create(&'a ReplicaActionIn),
+    Update(&'a ReplicaActionIn),
+    Delete(&'a ReplicaActionIn),
+}
+
+impl<'a> Action<'a> {
+    fn of(u: &'a ReplicaUpdateIn) -> Result<Self, ApiError> {
+        match (
+            u.create.as_deref(),
+            u.update.as_deref(),
+            u.delete.as_deref(),
+        ) {
+            (Some(a), None, None) => Ok(Action::Create(a)),
+            (None, Some(a), None) => Ok(Action::Update(a)),
+            (None, None, Some(a)) => Ok(Action::Delete(a)),
+            (None, None, None) => Err(no_actions()),
+            _ => Err(ApiError::validation(
+                "Update table operation with more than one type of replica actions not allowed.",
+            )),
+        }
+    }
+
+    fn input(&self) -> &'a ReplicaActionIn {
+        match self {
+            Action::Create(a) | Action::Update(a) | Action::Delete(a) => a,
+        }
+    }
+}
+
+fn no_actions() -> ApiError {
+    ApiError::validation(
+        "There are no actions specified in the Replica Update Action of the request.",
+    )
+}
+
+/// DynamoDB's refusal of an Update or Delete of a region that holds no
+/// replica of the table.
+fn not_a_member(region: &str) -> ApiError {
+    ApiError::validation(format!(
+        "Update global table operation failed because one or more replicas were not part of the global table. Please retry the request without these replicas: [{region}]."
+    ))
+}
+
+/// UpdateTable with `ReplicaUpdates`: one Create or Delete, or Updates.
 pub async fn replica_updates(
     api: &Api,
     t: &Table,
     updates: &List<Obj<ReplicaUpdateIn>>,
 ) -> Result<Value, ApiError> {
-    let [update] = updates.0.as_slice() else {
-        return Err(invalid(
-            "dynaraft takes one replica update per UpdateTable request",
+    let actions = updates
+        .0
+        .iter()
+        .map(|u| Action::of(u))
+        .collect::<Result<Vec<_>, _>>()?;
+    let membership = actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Update(_)))
+        .count();
+    if membership > 1 {
+        return Err(ApiError::validation(
+            "Update table operation with more than one create or delete replica actions not allowed.",
         ));
-    };
-    let region = |r: &Obj<RegionIn>| -> Result<String, ApiError> {
-        let name = r.region_name.as_deref().unwrap_or_default();
-        if valid_region_name(name) {
-            Ok(name.to_string())
-        } else {
-            Err(invalid(format!("{name:?} is not a region name")))
+    }
+    if membership == 1 && actions.len() > 1 {
+        return Err(ApiError::validation(
+            "Update table operation with more than one type of replica actions not allowed.",
+        ));
+    }
+    let peers = peers(api)?;
+    let mut regions = Vec::with_capacity(actions.len());
+    for a in &actions {
+        let name = a.input().region_name.as_deref().unwrap_or_default();
+        if !valid_region_name(name) {
+            return Err(invalid(format!("{name:?} is not a region name")));
         }
-    };
+        if name == peers.local() {
+            return Err(ApiError::validation(LOCAL_REGION));
+        }
+        regions.push(name.to_string());
+    }
     let name = display_name(&t.meta.name).to_string();
-    let meta = match (
-        update.create.as_ref(),
-        update.update.as_ref(),
-        update.delete.as_ref(),
-    ) {
-        (Some(c), None, None) => {
-            let r = region(c)?;
-            api.authorize(|| crate::auth::Access::table("CreateTableReplica", &name))?;
-            add_replica(api, t, &r).await?
-        }
-        (None, None, Some(d)) => {
-            let r = region(d)?;
-            api.authorize(|| crate::auth::Access::table("DeleteTableReplica", &name))?;
-            remove_replica(api, t, &r).await?
-        }
-        (None, Some(_), None) => {
-            return Err(invalid(
-                "replica Update (per-replica overrides) is not supported by dynaraft yet",
-            ));
-        }
-        (None, None, None) => {
-            return Err(invalid(
-                "One of ReplicationGroupUpdate.Create, ReplicationGroupUpdate.Update, ReplicationGroupUpdate.Delete must not be null",
-            ));
-        }
-        _ => {
-            return Err(invalid(
-                "A ReplicationGroupUpdate can hold only one of Create, Update or Delete",
-            ));
+    let mut meta = t.meta.clone();
+    for (a, region) in actions.iter().zip(&regions) {
+        meta = match a {
+            Action::Create(a) => {
+                api.authorize(|| crate::auth::Access::table("CreateTableReplica", &name))?;
+                let settings = settings_of(&meta, a, &Default::default(), false)?;
+                add_replica(api, &peers, &meta, region, settings).await?
+            }
+            Action::Delete(_) => {
+                api.authorize(|| crate::auth::Access::table("DeleteTableReplica", &name))?;
+                remove_replica(api, &peers, &meta, region).await?
+            }
+            Action::Update(a) => {
+                let current = meta
+                    .replication
+                    .iter()
+                    .flat_map(|r| r.replicas.iter())
+                    .find(|r| r.region == *region)
+                    .ok_or_else(|| not_a_member(region))?
+                    .settings
+                    .clone();
+                let settings = settings_of(&meta, a, &current, true)?;
+                update_replica(api, &peers, &meta, region, settings).await?
+            }
+        };
+    }
+    Ok(json!({ "TableDescription": describe(api, &meta).await? }))
+}
+
+/// The settings a replica action gives its replica: `current` with what
+/// the action overrides. `update`: an Update action, which must change
+/// something and may not name an index the table lacks (a Create's unknown
+/// index is ignored, as DynamoDB does).
+fn settings_of(
+    meta: &TableMeta,
+    a: &ReplicaActionIn,
+    current: &ReplicaSettings,
+    update: bool,
+) -> Result<ReplicaSettings, ApiError> {
+    if a.kms_master_key_id.is_some() {
+        return Err(invalid(
+            "KMSMasterKeyId: dynaraft encrypts every replica with its node's own key (--encryption-key-file); a replica takes no key of its own",
+        ));
+    }
+    let provisioned = meta.billing_mode != "PAY_PER_REQUEST";
+    let on_demand_throughput = || {
+        invalid(
+            "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
+        )
+    };
+    let mut v = Violations::default();
+    let mut read_units = |o: &ReadOverrideIn, path: &str| -> Option<u64> {
+        match o.read_capacity_units.as_ref().map(|i| i.0) {
+            None => {
+                v.null(&format!("{path}.readCapacityUnits"));
+                None
+            }
+            Some(x) if x < 1 => {
+                v.add(
+                    Some(&x.to_string()),
+                    &format!("{path}.readCapacityUnits"),
+                    "Member must have value greater than or equal to 1",
+                );
+                None
+            }
+            Some(x) => Some(x.unsigned_abs()),
         }
     };
-    Ok(json!({ "TableDescription": describe(api, &meta).await? }))
+    let mut s = current.clone();
+    let mut changed = false;
+    if let Some(o) = a.provisioned_throughput_override.as_deref() {
+        changed = true;
+        let units = read_units(o, "provisionedThroughputOverride");
+        if !provisioned && update {
+            return Err(on_demand_throughput());
+        }
+        if provisioned {
+            s.read_capacity = units.or(s.read_capacity);
+        }
+    }
+    for ix in a.global_secondary_indexes.iter().flat_map(|l| l.0.iter()) {
+        changed = true;
+        let ix_name = ix.index_name.as_deref().unwrap_or_default();
+        let known = meta.global_indexes.iter().any(|g| g.index.name == ix_name);
+        if !known && update {
+            return Err(invalid(format!(
+                "table {} has no global secondary index {ix_name}",
+                display_name(&meta.name)
+            )));
+        }
+        if ix.on_demand_throughput_override.is_some() {
+            return Err(invalid(
+                "a replica index's OnDemandThroughputOverride is not supported by dynaraft yet",
+            ));
+        }
+        if let Some(o) = ix.provisioned_throughput_override.as_deref() {
+            let units = read_units(o, "globalSecondaryIndexes.provisionedThroughputOverride");
+            if !provisioned && update {
+                return Err(on_demand_throughput());
+            }
+            if let Some(units) = units.filter(|_| known && provisioned) {
+                s.index_read_capacity.insert(ix_name.to_string(), units);
+            }
+        }
+    }
+    if let Some(o) = a.on_demand_throughput_override.as_deref() {
+        changed = true;
+        match o.max_read_request_units.as_ref().map(|i| i.0) {
+            Some(x) if x == -1 || x >= 1 => s.max_read_request_units = Some(x).filter(|x| *x != -1),
+            Some(x) => v.add(
+                Some(&x.to_string()),
+                "onDemandThroughputOverride.maxReadRequestUnits",
+                "Member must have value greater than or equal to 1, or -1 for no maximum",
+            ),
+            None => {}
+        }
+    }
+    if let Some(class) = a.table_class_override.as_deref() {
+        changed = true;
+        if TABLE_CLASSES.contains(&class) {
+            s.table_class = Some(class.to_string()).filter(|c| c != "STANDARD");
+        } else {
+            v.add(
+                Some(class),
+                "tableClassOverride",
+                "Member must satisfy enum value set: [STANDARD_INFREQUENT_ACCESS, STANDARD]",
+            );
+        }
+    }
+    v.check()?;
+    if update && !changed {
+        return Err(no_actions());
+    }
+    Ok(s)
+}
+
+/// What this region's own table is, as another region records it.
+fn own_settings(meta: &TableMeta) -> ReplicaSettings {
+    if meta.billing_mode == "PAY_PER_REQUEST" {
+        return ReplicaSettings::default();
+    }
+    ReplicaSettings {
+        read_capacity: Some(meta.read_capacity),
+        index_read_capacity: meta
+            .global_indexes
+            .iter()
+            .map(|g| (g.index.name.clone(), g.read_capacity))
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// `s`, a replica's settings as this region knows them, with what it
+/// leaves unsaid filled in from this region's own (which it inherits).
+fn known(meta: &TableMeta, s: &ReplicaSettings) -> ReplicaSettings {
+    let own = own_settings(meta);
+    let mut k = s.clone();
+    k.read_capacity = k.read_capacity.or(own.read_capacity);
+    for (ix, units) in own.index_read_capacity {
+        k.index_read_capacity.entry(ix).or_insert(units);
+    }
+    k
+}
+
+/// Every member of `meta`'s global table but `except`, with its settings
+/// as this region knows them (this region's own included): what `except`
+/// records of them.
+fn members(peers: &PeerRegions, meta: &TableMeta, except: &str) -> Value {
+    let mut m = serde_json::Map::new();
+    m.insert(peers.local().to_string(), json!(own_settings(meta)));
+    for r in meta.replication.iter().flat_map(|r| r.replicas.iter()) {
+        if r.region != except {
+            m.insert(r.region.clone(), json!(known(meta, &r.settings)));
+        }
+    }
+    Value::Object(m)
+}
+
+/// The settings a call lists per region under `Members`.
+fn member_settings(body: &Value) -> Result<BTreeMap<String, ReplicaSettings>, ApiError> {
+    match body.get("Members") {
+        None => Ok(BTreeMap::new()),
+        Some(m) => serde_json::from_value(m.clone())
+            .map_err(|_| invalid("Members must map region names to replica settings")),
+    }
+}
+
+/// Applies the settings this region's replica was given to its own
+/// table: its read capacity in `meta`, its indexes' by their own catalog
+/// command (a table's metadata does not carry index changes).
+async fn apply_own(api: &Api, meta: &mut TableMeta, s: &ReplicaSettings) -> Result<(), ApiError> {
+    if meta.billing_mode == "PAY_PER_REQUEST" {
+        return Ok(());
+    }
+    if let Some(units) = s.read_capacity {
+        meta.read_capacity = units;
+    }
+    for g in &meta.global_indexes {
+        match s.index_read_capacity.get(&g.index.name) {
+            Some(read) if *read != g.read_capacity => {
+                let cmd = Command::SetIndexThroughput {
+                    table: meta.name.clone(),
+                    index: g.index.name.clone(),
+                    read: *read,
+                    write: g.write_capacity,
+                };
+                super::change_table(api, cmd, &meta.name).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The regions of `meta`'s replicas.
@@ -169,26 +503,25 @@ fn replica_regions(meta: &TableMeta) -> Vec<String> {
         .collect()
 }
 
-async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, ApiError> {
-    let peers = peers(api)?;
-    let name = display_name(&t.meta.name).to_string();
-    if region == peers.local() {
-        return Err(invalid(format!(
-            "table {name} is in region {region} already"
-        )));
-    }
+/// Adds a replica in `region` to the table `meta`, with `settings` its own.
+async fn add_replica(
+    api: &Api,
+    peers: &PeerRegions,
+    meta: &TableMeta,
+    region: &str,
+    settings: ReplicaSettings,
+) -> Result<TableMeta, ApiError> {
+    let name = display_name(&meta.name).to_string();
     if !peers.knows(region) {
         return Err(invalid(format!(
             "region {region} is not a peer region of this deployment (--peer-region)"
         )));
     }
-    let existing = replica_regions(&t.meta);
+    let existing = replica_regions(meta);
     if existing.iter().any(|r| r == region) {
-        return Err(invalid(format!(
-            "table {name} already has a replica in region {region}"
-        )));
+        return Err(already_tables(&name));
     }
-    let mut meta = t.meta.clone();
+    let mut meta = meta.clone();
     match meta.enabled_stream() {
         Some(s) if s.view_type != REPLICA_STREAM_VIEW => {
             return Err(invalid(format!(
@@ -203,22 +536,35 @@ async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, Ap
             api.cfg.stream_retention_ms,
         ),
     }
-    // 1. The new replica, listing this region and every other replica.
+    // 1. The new replica, listing this region and every other replica
+    //    with what each of them is.
     let mut group: Vec<String> = existing.clone();
     group.push(peers.local().to_string());
     let body = json!({
-        "TableName": t.meta.name,
+        "TableName": meta.name,
         "SourceRegion": peers.local(),
         "Replicas": group,
-        "Table": create_request(&meta)?,
+        "Members": members(peers, &meta, region),
+        "Table": create_request(&meta, &settings)?,
     });
     peers
         .call(region, "CreateReplica", &body)
         .await
-        .map_err(|e| peer_failed(region, e))?;
+        .map_err(|e| match e {
+            // The region has a table of that name (a replica being deleted,
+            // or a table of its own).
+            PeerError::Refused { ref type_name, .. }
+                if type_name.ends_with("ResourceInUseException") =>
+            {
+                already_tables(&name)
+            }
+            e => peer_failed(region, e),
+        })?;
     // 2. Every other replica copies its own writes to it and follows.
-    tell_replicas(&peers, t, &existing, "Add", region).await?;
+    let added = json!({"Add": [region]});
+    tell_replicas(peers, &meta, &existing, region, &added).await?;
     // 3. This region lists it, CREATING until every partition copied.
+    let settings = known(&meta, &settings);
     let rep = meta.replication.get_or_insert_with(|| {
         Box::new(Replication {
             region: peers.local().to_string(),
@@ -229,25 +575,35 @@ async fn add_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, Ap
         region: region.to_string(),
         status: REPLICA_CREATING.to_string(),
         copied: Vec::new(),
+        settings,
     });
     super::store_updating(api, meta, &name).await
 }
 
-/// Tells each replica in `others` that `region` was added to (`change`
-/// "Add") or removed from ("Remove") the global table `t`.
+/// DynamoDB's refusal of a replica Create where the region has the table.
+fn already_tables(name: &str) -> ApiError {
+    ApiError::validation(format!(
+        "Failed to create a the new replica of table with name: \u{2018}{name}\u{2019} because one or more replicas already existed as tables."
+    ))
+}
+
+/// Tells each replica in `others` but `region` the news `change` of the
+/// global table `meta` (`Add` or `Remove` a region, or its `Settings`).
 async fn tell_replicas(
     peers: &PeerRegions,
-    t: &Table,
+    meta: &TableMeta,
     others: &[String],
-    change: &str,
     region: &str,
+    change: &Value,
 ) -> Result<(), ApiError> {
     for other in others.iter().filter(|r| *r != region) {
-        let body = json!({
-            "TableName": t.meta.name,
+        let mut body = json!({
+            "TableName": meta.name,
             "SourceRegion": peers.local(),
-            change: [region],
         });
+        if let (Some(b), Some(c)) = (body.as_object_mut(), change.as_object()) {
+            b.extend(c.clone());
+        }
         peers
             .call(other, "UpdateReplicas", &body)
             .await
@@ -256,32 +612,72 @@ async fn tell_replicas(
     Ok(())
 }
 
-async fn remove_replica(api: &Api, t: &Table, region: &str) -> Result<TableMeta, ApiError> {
-    let peers = peers(api)?;
-    let name = display_name(&t.meta.name).to_string();
-    let existing = replica_regions(&t.meta);
+async fn remove_replica(
+    api: &Api,
+    peers: &PeerRegions,
+    meta: &TableMeta,
+    region: &str,
+) -> Result<TableMeta, ApiError> {
+    let name = display_name(&meta.name).to_string();
+    let existing = replica_regions(meta);
     if !existing.iter().any(|r| r == region) {
-        return Err(invalid(format!(
-            "table {name} has no replica in region {region}"
-        )));
+        return Err(not_a_member(region));
     }
-    let body = json!({"TableName": t.meta.name, "SourceRegion": peers.local()});
+    let body = json!({"TableName": meta.name, "SourceRegion": peers.local()});
     peers
         .call(region, "DeleteReplica", &body)
         .await
         .map_err(|e| peer_failed(region, e))?;
-    tell_replicas(&peers, t, &existing, "Remove", region).await?;
-    let mut meta = t.meta.clone();
+    let removed = json!({"Remove": [region]});
+    tell_replicas(peers, meta, &existing, region, &removed).await?;
+    let mut meta = meta.clone();
     if let Some(rep) = meta.replication.as_mut() {
         rep.replicas.retain(|r| r.region != region);
     }
     super::store_updating(api, meta, &name).await
 }
 
+/// Gives the replica in `region` its new `settings`: that region applies
+/// them to its own table, every other replica records them.
+async fn update_replica(
+    api: &Api,
+    peers: &PeerRegions,
+    meta: &TableMeta,
+    region: &str,
+    settings: ReplicaSettings,
+) -> Result<TableMeta, ApiError> {
+    let name = display_name(&meta.name).to_string();
+    let settings = known(meta, &settings);
+    let body = json!({
+        "TableName": meta.name,
+        "SourceRegion": peers.local(),
+        "Settings": settings,
+        "Members": members(peers, meta, region),
+    });
+    peers
+        .call(region, "UpdateReplicaSettings", &body)
+        .await
+        .map_err(|e| peer_failed(region, e))?;
+    let news = json!({"Members": {region: settings}});
+    tell_replicas(peers, meta, &replica_regions(meta), region, &news).await?;
+    let mut meta = meta.clone();
+    for r in meta
+        .replication
+        .iter_mut()
+        .flat_map(|r| r.replicas.iter_mut())
+    {
+        if r.region == region {
+            r.settings = settings.clone();
+        }
+    }
+    super::store_updating(api, meta, &name).await
+}
+
 /// The CreateTable request that makes `meta`'s replica in another region:
-/// same keys, attributes, indexes, billing and throughput, and the global
-/// table's stream (tags and deletion protection are each replica's own).
-fn create_request(meta: &TableMeta) -> Result<Value, ApiError> {
+/// same keys, attributes, indexes, billing and throughput (read capacity
+/// as `settings` override it), and the global table's stream (tags and
+/// deletion protection are each replica's own).
+fn create_request(meta: &TableMeta, settings: &ReplicaSettings) -> Result<Value, ApiError> {
     let projection = |p: &dynaraft_storage::Projection| {
         let mut v = json!({"ProjectionType": p.type_name()});
         if let dynaraft_storage::Projection::Include(attrs) = p {
@@ -301,7 +697,7 @@ fn create_request(meta: &TableMeta) -> Result<Value, ApiError> {
     });
     if provisioned {
         req["ProvisionedThroughput"] = json!({
-            "ReadCapacityUnits": meta.read_capacity,
+            "ReadCapacityUnits": settings.read_capacity.unwrap_or(meta.read_capacity),
             "WriteCapacityUnits": meta.write_capacity,
         });
     }
@@ -329,8 +725,9 @@ fn create_request(meta: &TableMeta) -> Result<Value, ApiError> {
                     "Projection": projection(&g.index.projection),
                 });
                 if provisioned {
+                    let read = settings.index_read_capacity.get(&g.index.name);
                     ix["ProvisionedThroughput"] = json!({
-                        "ReadCapacityUnits": g.read_capacity,
+                        "ReadCapacityUnits": read.copied().unwrap_or(g.read_capacity),
                         "WriteCapacityUnits": g.write_capacity,
                     });
                 }
@@ -349,6 +746,7 @@ pub async fn dispatch(api: &Api, op: &str, body: &[u8]) -> Result<Value, ApiErro
         "CreateReplica" => create_replica(api, &body).await,
         "DeleteReplica" => delete_replica(api, &body).await,
         "UpdateReplicas" => update_replicas(api, &body).await,
+        "UpdateReplicaSettings" => update_replica_settings(api, &body).await,
         _ => Err(super::unknown_operation(op)),
     }
 }
@@ -421,10 +819,12 @@ async fn create_replica(api: &Api, body: &Value) -> Result<Value, ApiError> {
             "Table already exists: {name}"
         )));
     }
+    let mut settings = member_settings(body)?;
     let replicas = group
         .into_iter()
         .filter(|r| r != peers.local())
         .map(|region| ReplicaMeta {
+            settings: settings.remove(&region).unwrap_or_default(),
             region,
             status: REPLICA_ACTIVE.to_string(),
             copied: Vec::new(),
@@ -448,6 +848,7 @@ async fn update_replicas(api: &Api, body: &Value) -> Result<Value, ApiError> {
     let (peers, source) = source(api, body)?;
     let t = replicated_table(api, body, &source)?;
     let (add, remove) = (regions(body, "Add")?, regions(body, "Remove")?);
+    let settings = member_settings(body)?;
     let mut meta = t.meta.clone();
     let Some(rep) = meta.replication.as_mut() else {
         return Err(invalid(format!("table {name} is not a global table")));
@@ -460,10 +861,40 @@ async fn update_replicas(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 region,
                 status: REPLICA_CREATING.to_string(),
                 copied: Vec::new(),
+                settings: Default::default(),
             });
         }
     }
+    record_settings(rep, settings);
     let meta = super::change_table(api, Command::ReplaceTableMeta(meta), name).await?;
+    Ok(json!({ "TableDescription": describe(api, &meta).await? }))
+}
+
+/// Records what other regions' replicas are (`Members` of a call).
+fn record_settings(rep: &mut Replication, mut settings: BTreeMap<String, ReplicaSettings>) {
+    for r in &mut rep.replicas {
+        if let Some(s) = settings.remove(&r.region) {
+            r.settings = s;
+        }
+    }
+}
+
+/// Another region gave this region's replica new settings (`Settings`,
+/// applied to its own table) and says what every other member is
+/// (`Members`, recorded).
+async fn update_replica_settings(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = field(body, "TableName")?;
+    api.authorize(|| crate::auth::Access::table("UpdateTable", name))?;
+    let (_, source) = source(api, body)?;
+    let t = replicated_table(api, body, &source)?;
+    let own: ReplicaSettings = serde_json::from_value(body["Settings"].clone())
+        .map_err(|_| invalid("Settings must be a replica's settings"))?;
+    let mut meta = t.meta.clone();
+    apply_own(api, &mut meta, &own).await?;
+    if let Some(rep) = meta.replication.as_mut() {
+        record_settings(rep, member_settings(body)?);
+    }
+    let meta = super::store_updating(api, meta, name).await?;
     Ok(json!({ "TableDescription": describe(api, &meta).await? }))
 }
 

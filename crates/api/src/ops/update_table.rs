@@ -78,7 +78,7 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
             || input.deletion_protection_enabled.is_some();
         if others {
             return Err(ApiError::validation(
-                "One or more parameter values were invalid: dynaraft takes ReplicaUpdates alone in an UpdateTable request",
+                "Requests that modify replicas or witnesses must not also modify other fields",
             ));
         }
         return super::replication::replica_updates(api, &t, updates).await;
