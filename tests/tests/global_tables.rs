@@ -989,6 +989,27 @@ async fn replica_overrides_set_each_regions_read_capacity_and_show_where_they_di
     );
     assert!(!w.deletion_protection_enabled().unwrap_or(false));
 
+    // A throughput change in any region is the group's: every replica
+    // takes it and no override is left.
+    ce.update_table()
+        .table_name("over")
+        .provisioned_throughput(units(6, 6))
+        .send()
+        .await
+        .expect("throughput");
+    let (e, w) = (table_of(&ce, "over").await, table_of(&cw, "over").await);
+    assert_eq!(
+        (reads(&e), reads(&w)),
+        ((Some(6), Some(3)), (Some(6), Some(4)))
+    );
+    let writes = |t: &TableDescription| {
+        t.provisioned_throughput()
+            .and_then(|p| p.write_capacity_units())
+    };
+    assert_eq!((writes(&e), writes(&w)), (Some(6), Some(6)));
+    assert_eq!(overrides(&replica_in(&e, WEST)), (None, Some(4)));
+    assert_eq!(overrides(&replica_in(&w, EAST)), (None, Some(3)));
+
     // An on-demand table takes no read override in an Update.
     create_table(&ce, "ondemand", None).await;
     add_replica(&ce, "ondemand", WEST).await.expect("add");
@@ -1097,4 +1118,143 @@ async fn legacy_global_table_calls_answer_as_dynamodb_does_today() {
             "Global table with name: regional does not exist.".to_string()
         )
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn indexes_and_time_to_live_change_in_every_region_and_protection_stays_regional() {
+    let (_east, ce, _west, cw) = two_regions().await;
+    create_table(&ce, "shared", None).await;
+    add_replica(&ce, "shared", WEST).await.expect("add");
+    // A global index added in one region is added in the other, which
+    // indexes its own copy of every item.
+    let index = aws_sdk_dynamodb::types::CreateGlobalSecondaryIndexAction::builder()
+        .index_name("byv")
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("v")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .expect("index");
+    ce.update_table()
+        .table_name("shared")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("v")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attr"),
+        )
+        .global_secondary_index_updates(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                .create(index)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("add index");
+    let w = table_of(&cw, "shared").await;
+    let names: Vec<_> = w
+        .global_secondary_indexes()
+        .iter()
+        .filter_map(|g| g.index_name())
+        .collect();
+    assert_eq!(names, vec!["byv"]);
+    put(&ce, "shared", "k1", "blue").await;
+    eventually(30, "the write indexed in eu-west-1", || async {
+        let q = cw
+            .query()
+            .table_name("shared")
+            .index_name("byv")
+            .key_condition_expression("v = :v")
+            .expression_attribute_values(":v", s("blue"))
+            .send()
+            .await;
+        q.map(|q| q.count() == 1).unwrap_or(false)
+    })
+    .await;
+
+    // Time to live set in the other region holds in this one.
+    let ttl = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+        .enabled(true)
+        .attribute_name("expires")
+        .build()
+        .expect("ttl");
+    cw.update_time_to_live()
+        .table_name("shared")
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .expect("ttl");
+    let d = ce
+        .describe_time_to_live()
+        .table_name("shared")
+        .send()
+        .await
+        .expect("ttl");
+    let d = d.time_to_live_description().expect("description");
+    assert_eq!(d.attribute_name(), Some("expires"));
+
+    // Deletion protection is each region's own; the stream is the group's.
+    ce.update_table()
+        .table_name("shared")
+        .deletion_protection_enabled(true)
+        .send()
+        .await
+        .expect("protect");
+    assert_eq!(
+        table_of(&ce, "shared").await.deletion_protection_enabled(),
+        Some(true)
+    );
+    assert_eq!(
+        table_of(&cw, "shared").await.deletion_protection_enabled(),
+        Some(false)
+    );
+    let e = cw
+        .update_table()
+        .table_name("shared")
+        .stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(false)
+                .build()
+                .expect("spec"),
+        )
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err_of(&e).1,
+        "Disabling Stream is not allowed for a Global Table replica."
+    );
+
+    // Deleting the index in one region deletes it in both.
+    ce.update_table()
+        .table_name("shared")
+        .global_secondary_index_updates(
+            aws_sdk_dynamodb::types::GlobalSecondaryIndexUpdate::builder()
+                .delete(
+                    aws_sdk_dynamodb::types::DeleteGlobalSecondaryIndexAction::builder()
+                        .index_name("byv")
+                        .build()
+                        .expect("delete"),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("delete index");
+    eventually(30, "the index gone from eu-west-1", || async {
+        table_of(&cw, "shared")
+            .await
+            .global_secondary_indexes()
+            .is_empty()
+    })
+    .await;
 }

@@ -114,8 +114,8 @@ operations! { api, body;
     "TransactWriteItems" => transact_write_items::execute(api, parse_body(body)?).await,
     "UntagResource" => tags::untag(api, parse_body(body)?).await,
     "UpdateItem" => update_item::execute(api, parse_body(body)?).await,
-    "UpdateTable" => update_table::execute(api, parse_body(body)?).await,
-    "UpdateTimeToLive" => time_to_live::update(api, parse_body(body)?).await,
+    "UpdateTable" => update_table::execute(api, parse_body(body)?, replication::Change { request: body, from_client: true }).await,
+    "UpdateTimeToLive" => time_to_live::update(api, parse_body(body)?, replication::Change { request: body, from_client: true }).await,
 }
 
 /// The DynamoDB Streams operations (`DynamoDBStreams_20120810.<Op>`).

@@ -7,6 +7,11 @@
 //! - `UpdateReplicas`: another region was added to or removed from the
 //!   global table.
 //! - `DeleteReplica`: delete this region's replica.
+//! - `UpdateReplicaSettings`: another region set this replica's overrides.
+//! - `ApplySettings`: an UpdateTable or UpdateTimeToLive made in another
+//!   region, which DynamoDB applies to every replica (billing mode,
+//!   throughput, global indexes, time to live; deletion protection, tags
+//!   and backups stay each region's own).
 //! - `ApplyWrites`: writes replicated from another region, each with its
 //!   version; each is applied only if later than the item's (last writer
 //!   wins, `dynaraft_storage::replica`).
@@ -46,6 +51,7 @@ use std::sync::Arc;
 pub const GLOBAL_TABLE_VERSION: &str = "2019.11.21";
 /// The replication calls served (after the replication target prefix).
 pub const REPLICATION_OPERATIONS: &[&str] = &[
+    "ApplySettings",
     "ApplyWrites",
     "CreateReplica",
     "DeleteReplica",
@@ -738,6 +744,139 @@ fn create_request(meta: &TableMeta, settings: &ReplicaSettings) -> Result<Value,
     Ok(req)
 }
 
+/// A table settings change (UpdateTable, UpdateTimeToLive): the request as
+/// sent, and whether it is a client's of this region, which every other
+/// replica of a global table applies too, or another region's.
+#[derive(Clone, Copy)]
+pub struct Change<'a> {
+    pub request: &'a [u8],
+    pub from_client: bool,
+}
+
+/// UpdateTable members that change only this region's table.
+const REGIONAL_UPDATE_MEMBERS: &[&str] = &["DeletionProtectionEnabled"];
+/// UpdateTable members every replica applies.
+const GROUP_UPDATE_MEMBERS: &[&str] = &[
+    "BillingMode",
+    "ProvisionedThroughput",
+    "GlobalSecondaryIndexUpdates",
+];
+
+/// Applies a client's settings change of a global table in every other
+/// region first (each validates it as this region will), so a change
+/// refused or unreachable anywhere is made nowhere here. `op` is the
+/// operation, `meta` the table as it is.
+pub async fn forward_settings(
+    api: &Api,
+    meta: &TableMeta,
+    op: &str,
+    change: Change<'_>,
+) -> Result<(), ApiError> {
+    let others = replica_regions(meta);
+    if !change.from_client || others.is_empty() {
+        return Ok(());
+    }
+    let mut request: Value = parse_body(change.request)?;
+    let Some(members) = request.as_object_mut() else {
+        return Ok(());
+    };
+    if op == "UpdateTable" {
+        members.retain(|k, _| !REGIONAL_UPDATE_MEMBERS.contains(&k.as_str()));
+        if !GROUP_UPDATE_MEMBERS
+            .iter()
+            .any(|m| members.contains_key(*m))
+        {
+            return Ok(());
+        }
+    }
+    members.insert("TableName".into(), json!(meta.name));
+    let peers = peers(api)?;
+    for region in &others {
+        let body = json!({
+            "TableName": meta.name,
+            "SourceRegion": peers.local(),
+            "Operation": op,
+            "Request": request,
+        });
+        peers
+            .call(region, "ApplySettings", &body)
+            .await
+            .map_err(|e| peer_failed(region, e))?;
+    }
+    Ok(())
+}
+
+/// After an UpdateTable applied in every region: the replicas' recorded
+/// read capacities it made equal to this region's are forgotten (a
+/// throughput change replaces every override, as in DynamoDB).
+pub async fn forget_overrides(api: &Api, name: &str, change: Change<'_>) -> Result<(), ApiError> {
+    let Some(t) = api.table(name) else {
+        return Ok(());
+    };
+    let Some(rep) = t
+        .meta
+        .replication
+        .as_ref()
+        .filter(|r| !r.replicas.is_empty())
+    else {
+        return Ok(());
+    };
+    let request: Value = parse_body(change.request)?;
+    let table_wide = request.get("ProvisionedThroughput").is_some();
+    let billing = request.get("BillingMode").is_some();
+    let indexes: Vec<&str> = request["GlobalSecondaryIndexUpdates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|u| ["Update", "Delete"].map(|a| u[a]["IndexName"].as_str()))
+        .flatten()
+        .collect();
+    let mut rep = rep.clone();
+    for r in &mut rep.replicas {
+        let s = &mut r.settings;
+        if table_wide || billing {
+            s.read_capacity = None;
+        }
+        if billing {
+            s.index_read_capacity.clear();
+        }
+        for ix in &indexes {
+            s.index_read_capacity.remove(*ix);
+        }
+    }
+    if t.meta.replication.as_ref() == Some(&rep) {
+        return Ok(());
+    }
+    let meta = TableMeta {
+        replication: Some(rep),
+        ..t.meta.clone()
+    };
+    super::change_table(api, Command::ReplaceTableMeta(meta), name).await?;
+    Ok(())
+}
+
+/// Another region's UpdateTable or UpdateTimeToLive of a global table,
+/// applied here as that operation (its own validation and authorization).
+async fn apply_settings(api: &Api, body: &Value) -> Result<Value, ApiError> {
+    let name = field(body, "TableName")?;
+    let (_, source) = source(api, body)?;
+    replicated_table(api, body, &source)?;
+    let request = body
+        .get("Request")
+        .filter(|r| r["TableName"].as_str() == Some(name))
+        .ok_or_else(|| invalid("Request must be a request naming TableName"))?;
+    let request = serde_json::to_vec(request).map_err(invalid)?;
+    let change = Change {
+        request: &request,
+        from_client: false,
+    };
+    match field(body, "Operation")? {
+        "UpdateTable" => super::update_table::execute(api, parse_body(&request)?, change).await,
+        "UpdateTimeToLive" => super::time_to_live::update(api, parse_body(&request)?, change).await,
+        op => Err(invalid(format!("{op} is not a table settings operation"))),
+    }
+}
+
 /// Dispatches a replication call from a peer region.
 pub async fn dispatch(api: &Api, op: &str, body: &[u8]) -> Result<Value, ApiError> {
     let body: Value = parse_body(body)?;
@@ -747,6 +886,7 @@ pub async fn dispatch(api: &Api, op: &str, body: &[u8]) -> Result<Value, ApiErro
         "DeleteReplica" => delete_replica(api, &body).await,
         "UpdateReplicas" => update_replicas(api, &body).await,
         "UpdateReplicaSettings" => update_replica_settings(api, &body).await,
+        "ApplySettings" => apply_settings(api, &body).await,
         _ => Err(super::unknown_operation(op)),
     }
 }

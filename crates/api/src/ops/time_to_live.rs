@@ -48,7 +48,11 @@ pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     })
 }
 
-pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
+pub async fn update(
+    api: &Api,
+    input: UpdateInput,
+    change: super::replication::Change<'_>,
+) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("UpdateTimeToLive", &name))?;
     let spec = input.time_to_live_specification.as_ref().map(|s| &s.0);
@@ -104,6 +108,8 @@ pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
         }
         _ => {}
     }
+    // Every replica of a global table keeps the same time to live.
+    super::replication::forward_settings(api, &meta, "UpdateTimeToLive", change).await?;
     meta.ttl_attribute = enabled.then(|| attr.to_string());
     super::change_table(api, Command::ReplaceTableMeta(meta), &name).await?;
     Ok(json!({"TimeToLiveSpecification": {"Enabled": enabled, "AttributeName": attr}}))

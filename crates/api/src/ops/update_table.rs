@@ -3,6 +3,7 @@
 //! which backfills the index online, Delete, and Update of an index's
 //! throughput), and replicas of a global table (`replication`).
 use super::index_defs;
+use super::replication::{Change, forget_overrides, forward_settings};
 use super::table_defs::{
     AttributeDefinitionIn, IndexIn, StreamChange, StreamSpecificationIn, ThroughputIn,
     attribute_definitions, stream_change, throughput,
@@ -57,7 +58,11 @@ pub struct IndexNameIn {
     pub index_name: Option<Str>,
 }
 
-pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiError> {
+pub async fn execute(
+    api: &Api,
+    input: UpdateTableInput,
+    change: Change<'_>,
+) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("UpdateTable", &name))?;
     let t = api.table(&name).ok_or_else(|| {
@@ -83,12 +88,42 @@ pub async fn execute(api: &Api, input: UpdateTableInput) -> Result<Value, ApiErr
         }
         return super::replication::replica_updates(api, &t, updates).await;
     }
+    let global = t
+        .meta
+        .replication
+        .as_ref()
+        .is_some_and(|r| !r.replicas.is_empty());
+    if global && let Some(spec) = input.stream_specification.as_deref() {
+        return Err(match stream_change(spec)? {
+            StreamChange::Disable => {
+                ApiError::validation("Disabling Stream is not allowed for a Global Table replica.")
+            }
+            StreamChange::Enable(_) => invalid(
+                "the stream of a global table is its replicas' change log and cannot be changed while it has replicas",
+            ),
+        });
+    }
+    // Billing, throughput and global indexes are the same in every replica
+    // of a global table: the other regions apply the change first.
+    forward_settings(api, &t.meta, "UpdateTable", change).await?;
+    let out = apply(api, &t, &name, &input).await?;
+    forget_overrides(api, &name, change).await?;
+    Ok(out)
+}
+
+/// The UpdateTable of a table that is not a replica update.
+async fn apply(
+    api: &Api,
+    t: &Table,
+    name: &str,
+    input: &UpdateTableInput,
+) -> Result<Value, ApiError> {
     let index_updates = input
         .global_secondary_index_updates
         .as_ref()
         .filter(|l| !l.0.is_empty());
     if let Some(updates) = index_updates {
-        let meta = index_update(api, &t, &input, updates).await?;
+        let meta = index_update(api, t, input, updates).await?;
         return Ok(json!({ "TableDescription": super::describe(api, &meta).await? }));
     }
     let mut v = Violations::default();
