@@ -210,7 +210,7 @@ async fn apply(
         }
         (None, _) => {}
     }
-    let meta = super::store_updating(api, meta, &name).await?;
+    let meta = super::store_updating(api, meta, name).await?;
     Ok(json!({ "TableDescription": super::describe(api, &meta).await? }))
 }
 
