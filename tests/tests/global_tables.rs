@@ -40,6 +40,11 @@ struct Setup {
     auth_file: Option<&'static str>,
     /// Size at which its partitions split, in bytes.
     split_bytes: Option<u64>,
+    /// Serves HTTPS with this certificate.
+    tls: Option<Arc<dynaraft_api::tls::Tls>>,
+    /// Reaches its peer over HTTPS (as `localhost`), trusting this PEM
+    /// certificate beside the system's roots.
+    peer_https: Option<String>,
 }
 
 /// Region `region` at `addr`, with `peer` at `peer_addr` as its peer.
@@ -54,8 +59,14 @@ async fn start_region(
     (peer, peer_addr): (&str, SocketAddr),
     setup: Setup,
 ) -> TestServer {
-    let spec = format!("{peer}=http://{peer_addr}");
-    let peers = Arc::new(PeerRegions::parse(region, &[spec], setup.credentials).expect("peers"));
+    let spec = match &setup.peer_https {
+        Some(_) => format!("{peer}=https://localhost:{}", peer_addr.port()),
+        None => format!("{peer}=http://{peer_addr}"),
+    };
+    let ca = setup.peer_https.as_deref().map(str::as_bytes);
+    let peers = Arc::new(
+        PeerRegions::parse_trusting(region, &[spec], setup.credentials, ca).expect("peers"),
+    );
     let plain = TestServer::node_config(None);
     let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
         peer_regions: Some(peers.clone()),
@@ -72,6 +83,7 @@ async fn start_region(
         region: region.to_string(),
         peer_regions: Some(peers),
         auth,
+        tls: setup.tls,
         ..TestServer::config()
     };
     TestServer::start_node_at(node_cfg, cfg, addr).await
@@ -1257,4 +1269,111 @@ async fn indexes_and_time_to_live_change_in_every_region_and_protection_stays_re
             .is_empty()
     })
     .await;
+}
+
+/// A self-signed certificate for `localhost`: (cert PEM, key PEM).
+fn localhost_certificate() -> (String, String) {
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = params.self_signed(&key).expect("self-signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn regions_replicate_over_https_and_refuse_a_certificate_they_do_not_trust() {
+    let (cert, key) = localhost_certificate();
+    let dir = std::env::temp_dir().join(format!("dynaraft-peer-tls-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert_file, key_file) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_file, &cert).expect("cert");
+    std::fs::write(&key_file, &key).expect("key");
+    let tls = || {
+        Some(Arc::new(
+            dynaraft_api::tls::Tls::load(&cert_file, &key_file).expect("tls"),
+        ))
+    };
+    // eu-west-1 serves HTTPS only; us-east-1 reaches it trusting its
+    // certificate, and eu-west-1 reaches us-east-1 over plain HTTP.
+    let (a, b) = (free_addr(), free_addr());
+    let https_peer = Setup {
+        peer_https: Some(cert.clone()),
+        ..Setup::default()
+    };
+    let _east = start_region(EAST, a, (WEST, b), https_peer).await;
+    let secure = Setup {
+        tls: tls(),
+        ..Setup::default()
+    };
+    let _west = start_region(WEST, b, (EAST, a), secure).await;
+    let ce = client_signed_as(a, "AKID", EAST);
+    create_table(&ce, "secure", None).await;
+    put(&ce, "secure", "before", "1").await;
+    add_replica(&ce, "secure", WEST)
+        .await
+        .expect("add replica over https");
+    put(&ce, "secure", "after", "2").await;
+    // Read in eu-west-1 over HTTPS, as its clients do.
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            aws_smithy_http_client::tls::TlsContext::builder()
+                .with_trust_store(
+                    aws_smithy_http_client::tls::TrustStore::empty()
+                        .with_pem_certificate(cert.as_bytes()),
+                )
+                .build()
+                .expect("tls context"),
+        )
+        .build_https();
+    let conf = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new(WEST))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "AKID", "s", None, None, "test",
+        ))
+        .http_client(http)
+        .endpoint_url(format!("https://localhost:{}", b.port()))
+        .build();
+    let cw = Client::from_conf(conf);
+    let want = BTreeMap::from([
+        ("after".to_string(), "2".to_string()),
+        ("before".to_string(), "1".to_string()),
+    ]);
+    eventually(30, "both writes in eu-west-1", || async {
+        contents(&cw, "secure").await == want
+    })
+    .await;
+
+    // A region that trusts only the system's roots refuses the
+    // self-signed certificate: nothing is made.
+    let c = free_addr();
+    let spec = format!("{WEST}=https://localhost:{}", b.port());
+    let peers = PeerRegions::parse(EAST, &[spec], None).expect("peers");
+    let cfg = ApiConfig {
+        region: EAST.to_string(),
+        peer_regions: Some(Arc::new(peers)),
+        ..TestServer::config()
+    };
+    let plain = TestServer::node_config(None);
+    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
+        peer_regions: cfg.peer_regions.clone(),
+        ..plain
+    };
+    let _other = TestServer::start_node_at(node_cfg, cfg, c).await;
+    let co = client_signed_as(c, "AKID", EAST);
+    create_table(&co, "untrusted", None).await;
+    let (code, msg) = add_replica(&co, "untrusted", WEST)
+        .await
+        .expect_err("refused");
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains("TLS"), "{msg}");
+    assert!(
+        cw.describe_table()
+            .table_name("untrusted")
+            .send()
+            .await
+            .is_err()
+    );
 }

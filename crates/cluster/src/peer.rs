@@ -1,5 +1,6 @@
 //! Peer regions (global tables): the other deployments a global table
-//! replicates to, reached at their DynamoDB endpoints over HTTP/1.1 with
+//! replicates to, reached at their DynamoDB endpoints over HTTP/1.1 (or
+//! HTTPS, trusting the system's roots and `--peer-region-ca`) with
 //! SigV4-signed requests, as any client would reach them.
 //!
 //! Replication calls use their own target prefix
@@ -57,12 +58,31 @@ impl std::fmt::Debug for PeerCredentials {
 }
 
 /// This deployment's region and how to reach the others.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PeerRegions {
     local: String,
-    /// Region name -> `host:port` of its DynamoDB endpoint.
-    endpoints: BTreeMap<String, String>,
+    /// Region name -> its DynamoDB endpoint.
+    endpoints: BTreeMap<String, Endpoint>,
     credentials: Option<PeerCredentials>,
+    /// What https endpoints are reached with (present when one is https).
+    tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for PeerRegions {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.debug_struct("PeerRegions")
+            .field("local", &self.local)
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A peer region's DynamoDB endpoint.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `host:port`.
+    authority: String,
+    https: bool,
 }
 
 /// Whether `name` can be a region name: 1 to [`MAX_REGION_NAME_BYTES`]
@@ -76,12 +96,25 @@ pub fn valid_region_name(name: &str) -> bool {
 }
 
 impl PeerRegions {
-    /// `local`, and peers given as `NAME=http://host:port` (the
-    /// `--peer-region` flags).
+    /// `local`, and peers given as `NAME=http://host:port` or
+    /// `NAME=https://host:port` (the `--peer-region` flags). HTTPS peers'
+    /// certificates must chain to the system's roots or to a certificate
+    /// of `ca_pem` (`--peer-region-ca`, PEM).
     pub fn parse(
         local: &str,
         specs: &[String],
         credentials: Option<PeerCredentials>,
+    ) -> Result<PeerRegions, String> {
+        PeerRegions::parse_trusting(local, specs, credentials, None)
+    }
+
+    /// [`PeerRegions::parse`], HTTPS peers' certificates also trusted when
+    /// they chain to a certificate of `ca_pem`.
+    pub fn parse_trusting(
+        local: &str,
+        specs: &[String],
+        credentials: Option<PeerCredentials>,
+        ca_pem: Option<&[u8]>,
     ) -> Result<PeerRegions, String> {
         if !valid_region_name(local) {
             return Err(format!("{local:?} is not a region name"));
@@ -101,26 +134,36 @@ impl PeerRegions {
                     "--peer-region {spec:?}: that is this deployment's region"
                 ));
             }
-            let authority = url
-                .strip_prefix("http://")
-                .map(|a| a.trim_end_matches('/'))
+            let (https, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+                (Some(rest), _) => (false, rest),
+                (None, Some(rest)) => (true, rest),
+                (None, None) => (false, ""),
+            };
+            let authority = Some(rest.trim_end_matches('/'))
                 .filter(|a| !a.is_empty() && !a.contains('/'))
                 .ok_or_else(|| {
                     format!(
-                        "--peer-region {spec:?}: the endpoint must be http://HOST:PORT (https to peers is not supported yet)"
+                        "--peer-region {spec:?}: the endpoint must be http://HOST:PORT or https://HOST:PORT"
                     )
                 })?;
-            if endpoints
-                .insert(name.to_string(), authority.to_string())
-                .is_some()
-            {
+            let endpoint = Endpoint {
+                authority: authority.to_string(),
+                https,
+            };
+            if endpoints.insert(name.to_string(), endpoint).is_some() {
                 return Err(format!("--peer-region {name} is given twice"));
             }
         }
+        let tls = if endpoints.values().any(|e| e.https) || ca_pem.is_some() {
+            Some(client_tls(ca_pem)?)
+        } else {
+            None
+        };
         Ok(PeerRegions {
             local: local.to_string(),
             endpoints,
             credentials,
+            tls,
         })
     }
 
@@ -141,10 +184,11 @@ impl PeerRegions {
     /// Calls replication operation `op` of `region` with `body`; its JSON
     /// answer.
     pub async fn call(&self, region: &str, op: &str, body: &Value) -> Result<Value, PeerError> {
-        let authority = self
+        let endpoint = self
             .endpoints
             .get(region)
             .ok_or_else(|| PeerError::Unknown(region.to_string()))?;
+        let authority = endpoint.authority.as_str();
         let unreachable = |why: String| PeerError::Unreachable {
             region: region.to_string(),
             why,
@@ -152,10 +196,11 @@ impl PeerRegions {
         let bytes = serde_json::to_vec(body).map_err(|e| unreachable(e.to_string()))?;
         let target = format!("{REPLICATION_TARGET_PREFIX}{op}");
         let request = self
-            .signed(region, authority, &target, bytes)
+            .signed(region, endpoint, &target, bytes)
             .map_err(unreachable)?;
         let limit = Duration::from_millis(PEER_CALL_TIMEOUT_MS);
-        let (status, answer) = tokio::time::timeout(limit, send(authority, request))
+        let tls = self.tls.as_ref().filter(|_| endpoint.https);
+        let (status, answer) = tokio::time::timeout(limit, send(authority, tls, request))
             .await
             .map_err(|_| unreachable(format!("no answer in {PEER_CALL_TIMEOUT_MS} ms")))?
             .map_err(unreachable)?;
@@ -195,7 +240,7 @@ impl PeerRegions {
     fn signed(
         &self,
         region: &str,
-        authority: &str,
+        endpoint: &Endpoint,
         target: &str,
         body: Vec<u8>,
     ) -> Result<hyper::Request<http_body_util::Full<bytes::Bytes>>, String> {
@@ -215,12 +260,14 @@ impl PeerRegions {
             .build()
             .map_err(|e| e.to_string())?
             .into();
+        let authority = endpoint.authority.as_str();
         let headers = [
             ("host", authority),
             ("content-type", "application/x-amz-json-1.0"),
             ("x-amz-target", target),
         ];
-        let url = format!("http://{authority}/");
+        let scheme = if endpoint.https { "https" } else { "http" };
+        let url = format!("{scheme}://{authority}/");
         let signable = SignableRequest::new(
             "POST",
             &url,
@@ -244,16 +291,79 @@ impl PeerRegions {
     }
 }
 
-/// Sends `request` on a new connection to `authority`: (status, body).
+/// The TLS client of HTTPS peers: the system's roots and the certificates
+/// of `ca_pem`, TLS 1.2 or 1.3 (rustls with the aws-lc-rs provider).
+fn client_tls(ca_pem: Option<&[u8]>) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    // Unreadable system certificates are skipped, as every rustls client
+    // does: a peer whose chain needs one fails its handshake, with why.
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(pem) = ca_pem {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("--peer-region-ca: {e}"))?;
+        if certs.is_empty() {
+            return Err("--peer-region-ca: no certificate in it".into());
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| format!("--peer-region-ca: {e}"))?;
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Sends `request` on a new connection to `authority` (over TLS with
+/// `tls`): (status, body).
 async fn send(
     authority: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
     request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
 ) -> Result<(u16, Vec<u8>), String> {
-    use http_body_util::BodyExt;
     let stream = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| e.to_string())?;
     let _ = stream.set_nodelay(true);
+    let Some(tls) = tls else {
+        return exchange(stream, request).await;
+    };
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host}: {e}"))?;
+    let stream = tls
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    exchange(stream, request).await
+}
+
+/// One HTTP/1.1 request and its answer on `stream`.
+async fn exchange<S>(
+    stream: S,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Result<(u16, Vec<u8>), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
@@ -296,7 +406,7 @@ mod tests {
             "eu-west-1",
             "EU=http://a:1",
             "us-east-1=http://a:1",
-            "eu-west-1=https://a:1",
+            "eu-west-1=ftp://a:1",
             "eu-west-1=http://a:1/path",
         ] {
             assert!(
@@ -307,5 +417,10 @@ mod tests {
         let twice = ["b=http://a:1".to_string(), "b=http://a:2".to_string()];
         assert!(PeerRegions::parse("us-east-1", &twice, None).is_err());
         assert!(PeerRegions::parse("", &[], None).is_err());
+        let https = ["b=https://peer.example:443".to_string()];
+        let p = PeerRegions::parse("us-east-1", &https, None).unwrap();
+        assert!(p.tls.is_some() && p.endpoints["b"].https);
+        let not_pem = PeerRegions::parse_trusting("us-east-1", &https, None, Some(b"nothing"));
+        assert!(not_pem.unwrap_err().contains("--peer-region-ca"));
     }
 }

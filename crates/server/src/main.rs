@@ -533,11 +533,15 @@ impl EdgeArgs {
 /// Global tables: the other deployments (regions) this one replicates to.
 #[derive(clap::Args)]
 struct GlobalArgs {
-    /// A peer region of global tables, as NAME=http://HOST:PORT (its
-    /// DynamoDB endpoint: the router of a cluster, or an embedded server).
-    /// Repeat for each peer.
+    /// A peer region of global tables, as NAME=http://HOST:PORT or
+    /// NAME=https://HOST:PORT (its DynamoDB endpoint: the router of a
+    /// cluster, or an embedded server). Repeat for each peer.
     #[arg(long = "peer-region", value_name = "NAME=URL")]
     peer_regions: Vec<String>,
+    /// PEM certificates (a CA's, or a peer's own) trusted for https://
+    /// peer regions, beside the system's roots.
+    #[arg(long, value_name = "FILE")]
+    peer_region_ca: Option<PathBuf>,
     /// The access key peers' endpoints know this deployment by, as JSON
     /// {"access_key_id": ..., "secret_access_key": ...}; needed when they
     /// authenticate requests.
@@ -574,9 +578,19 @@ impl GlobalArgs {
             }
             None => None,
         };
-        let peers =
-            dynaraft_cluster::peer::PeerRegions::parse(region, &self.peer_regions, credentials)
-                .map_err(anyhow::Error::msg)?;
+        let ca = match &self.peer_region_ca {
+            Some(path) => {
+                Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?)
+            }
+            None => None,
+        };
+        let peers = dynaraft_cluster::peer::PeerRegions::parse_trusting(
+            region,
+            &self.peer_regions,
+            credentials,
+            ca.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
         Ok(Some(Arc::new(peers)))
     }
 }
