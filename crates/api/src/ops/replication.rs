@@ -91,11 +91,7 @@ pub fn describe_global(d: &mut Value, meta: &TableMeta) {
 /// One `Replicas` entry of DescribeTable: another region's replica, with
 /// its settings where they differ from this region's (its overrides).
 fn replica_description(r: &ReplicaMeta, meta: &TableMeta) -> Value {
-    let mut d = json!({
-        "RegionName": r.region,
-        "ReplicaStatus": r.status,
-        "GlobalTableSettingsReplicationMode": SETTINGS_REPLICATION_MODE,
-    });
+    let mut d = json!({"RegionName": r.region, "ReplicaStatus": r.status});
     let partitions = meta.partitions.len();
     if r.status == REPLICA_CREATING && partitions > 0 {
         let done = r.copied.len().min(partitions) * 100 / partitions;
