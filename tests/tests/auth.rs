@@ -640,6 +640,10 @@ fn bodies(stream_arn: &str, shard: &str, iterator: &str) -> Vec<(&'static str, S
         ("UpdateGlobalTable", r#"{"GlobalTableName":"Orders","ReplicaUpdates":[{"Delete":{"RegionName":"eu-west-1"}}]}"#.into()),
         ("UpdateGlobalTableSettings", r#"{"GlobalTableName":"Orders"}"#.into()),
         ("DescribeTableReplicaAutoScaling", r#"{"TableName":"Orders"}"#.into()),
+        ("PutResourcePolicy", json!({"ResourceArn": TABLE_ARN, "Policy": json!({"Version": "2012-10-17",
+            "Statement": {"Effect": "Allow", "Principal": "*", "Action": "dynamodb:GetItem", "Resource": TABLE_ARN}}).to_string()}).to_string()),
+        ("GetResourcePolicy", json!({"ResourceArn": TABLE_ARN}).to_string()),
+        ("DeleteResourcePolicy", json!({"ResourceArn": TABLE_ARN}).to_string()),
         ("DescribeLimits", "{}".into()),
         ("DescribeTable", r#"{"TableName":"Orders"}"#.into()),
         ("DescribeTimeToLive", r#"{"TableName":"Orders"}"#.into()),
@@ -874,4 +878,273 @@ async fn the_audit_log_records_who_did_what_to_which_resource() {
     assert_eq!(unsigned["errorCode"], "InvalidSignatureException");
     ts.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_based_policies_grant_and_deny_beside_identity_policies() {
+    let ts = server().await;
+    let admin = &ts.client;
+    let nobody = user(&ts, "NOBODY");
+    let get = |c: &Client| {
+        c.get_item()
+            .table_name("Orders")
+            .key("pk", s("a"))
+            .key("sk", s("1"))
+            .send()
+    };
+    admin
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("a"))
+        .item("sk", s("1"))
+        .send()
+        .await
+        .expect("put");
+    denied(get(&nobody).await, "no policy of any kind allows NOBODY");
+
+    // A resource-based policy lets a principal it names read.
+    let grant = json!({"Version": "2012-10-17", "Statement": [{
+        "Sid": "read", "Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:user/NOBODY"},
+        "Action": ["dynamodb:GetItem"], "Resource": TABLE_ARN}]})
+    .to_string();
+    let put = |doc: String| {
+        admin
+            .put_resource_policy()
+            .resource_arn(TABLE_ARN)
+            .policy(doc)
+    };
+    let first = put(grant.clone()).send().await.expect("put policy");
+    let r1 = first.revision_id().expect("revision").to_string();
+    get(&nobody)
+        .await
+        .expect("the table's policy allows NOBODY to read");
+    denied(
+        nobody
+            .put_item()
+            .table_name("Orders")
+            .item("pk", s("b"))
+            .item("sk", s("1"))
+            .send()
+            .await,
+        "the policy allows reads only",
+    );
+    let read = admin
+        .get_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("get policy");
+    assert_eq!(read.revision_id(), Some(r1.as_str()));
+    assert_eq!(
+        read.policy(),
+        Some(
+            r#"{"Version":"2012-10-17","Statement":[{"Sid":"read","Effect":"Allow","Principal":{"AWS":"arn:aws:iam::000000000000:user/NOBODY"},"Action":"dynamodb:GetItem","Resource":"arn:aws:dynamodb:us-east-1:000000000000:table/Orders"}]}"#
+        )
+    );
+    // The same policy again is no change.
+    let again = put(grant.clone()).send().await.expect("same policy");
+    assert_eq!(again.revision_id(), Some(r1.as_str()));
+
+    // An explicit Deny in it wins over the admin's identity policy.
+    let deny = json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "read", "Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:user/NOBODY"},
+         "Action": "dynamodb:GetItem", "Resource": TABLE_ARN},
+        {"Sid": "nowrites", "Effect": "Deny", "Principal": "*", "Action": "dynamodb:PutItem",
+         "Resource": TABLE_ARN}]})
+    .to_string();
+    let second = put(deny.clone())
+        .expected_revision_id(&r1)
+        .send()
+        .await
+        .expect("replace at r1");
+    let r2 = second.revision_id().expect("revision").to_string();
+    assert!(r2 > r1, "{r2} after {r1}");
+    let e = admin
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("c"))
+        .item("sk", s("1"))
+        .send()
+        .await
+        .expect_err("denied by the resource policy");
+    let (code, msg) = err_of(&e);
+    assert_eq!(code, "AccessDeniedException");
+    assert!(
+        msg.ends_with("with an explicit deny in a resource-based policy"),
+        "{msg}"
+    );
+    let stale = put(grant.clone())
+        .expected_revision_id(&r1)
+        .send()
+        .await
+        .expect_err("stale");
+    assert_eq!(
+        err_of(&stale),
+        (
+            "PolicyNotFoundException".to_string(),
+            format!(
+                "Resource-based policy not found for the provided ResourceArn: Requested update for policy with revision id {r1}, but the policy associated to target table Orders has revision id {r2}."
+            )
+        )
+    );
+    let none_expected = put(grant.clone())
+        .expected_revision_id("NO_POLICY")
+        .send()
+        .await
+        .expect_err("exists");
+    assert_eq!(err_of(&none_expected).0, "PolicyNotFoundException");
+
+    // A policy that would lock the caller out needs its confirmation.
+    let lockout = json!({"Version": "2012-10-17", "Statement": {"Effect": "Deny", "Principal": "*",
+        "Action": "dynamodb:PutResourcePolicy", "Resource": TABLE_ARN}})
+    .to_string();
+    let e = put(lockout.clone()).send().await.expect_err("lockout");
+    assert_eq!(
+        err_of(&e),
+        (
+            "AccessDeniedException".to_string(),
+            "The new resource policy will not allow you to update the resource policy in the future.".to_string()
+        )
+    );
+    let still = admin
+        .get_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(still.revision_id(), Some(r2.as_str()));
+
+    // Bad ARNs and documents, as DynamoDB words them.
+    let bad = |arn: &str, doc: &str| {
+        admin
+            .put_resource_policy()
+            .resource_arn(arn)
+            .policy(doc)
+            .send()
+    };
+    let e = bad("Orders", &grant).await.expect_err("a name");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: ARNs must start with 'arn:': Orders"
+    );
+    let e = bad(
+        "arn:aws:dynamodb:us-east-1:111122223333:table/Orders",
+        &grant,
+    )
+    .await
+    .expect_err("other account");
+    assert_eq!(
+        err_of(&e).1,
+        "This action is only supported by accounts that match the resource owner\u{2019}s account."
+    );
+    let e = bad(&format!("{TABLE_ARN}/index/byStatus"), &grant)
+        .await
+        .expect_err("index");
+    assert!(
+        err_of(&e).1.contains("only table or stream is accepted"),
+        "{:?}",
+        err_of(&e)
+    );
+    let e = bad(&format!("{TABLE_ARN}2"), &grant)
+        .await
+        .expect_err("missing");
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceNotFoundException".to_string(),
+            "Requested resource not found: Table: Orders2 not found".to_string()
+        )
+    );
+    let no_principal = r#"{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}"#;
+    let e = bad(TABLE_ARN, no_principal)
+        .await
+        .expect_err("no principal");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    let e = bad(TABLE_ARN, &"x".repeat(20 * 1024 + 1))
+        .await
+        .expect_err("too large");
+    assert_eq!(err_of(&e).0, "ValidationException");
+
+    // A stream's policy is its own.
+    let d = admin
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("describe");
+    let stream_arn = d
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("stream")
+        .to_string();
+    let stream_grant = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+        "Principal": {"AWS": "000000000000"}, "Action": "dynamodb:DescribeStream", "Resource": stream_arn}})
+    .to_string();
+    admin
+        .put_resource_policy()
+        .resource_arn(&stream_arn)
+        .policy(stream_grant)
+        .send()
+        .await
+        .expect("stream policy");
+    let on_stream = admin
+        .get_resource_policy()
+        .resource_arn(&stream_arn)
+        .send()
+        .await
+        .expect("get");
+    assert!(
+        on_stream
+            .policy()
+            .is_some_and(|p| p.contains("arn:aws:iam::000000000000:root"))
+    );
+
+    // Deleted: gone, and what it allowed and denied with it.
+    let deleted = admin
+        .delete_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("delete");
+    assert!(deleted.revision_id().is_some());
+    let e = admin
+        .get_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect_err("gone");
+    assert_eq!(
+        err_of(&e),
+        (
+            "PolicyNotFoundException".to_string(),
+            format!("Resource-based policy not found for the provided ResourceArn: {TABLE_ARN}")
+        )
+    );
+    denied(get(&nobody).await, "the grant went with the policy");
+    admin
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("c"))
+        .item("sk", s("1"))
+        .send()
+        .await
+        .expect("the deny went too");
+    // Deleting no policy is done already.
+    let again = admin
+        .delete_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("idempotent");
+    assert!(again.revision_id().is_none());
+    assert!(
+        admin
+            .get_resource_policy()
+            .resource_arn(&stream_arn)
+            .send()
+            .await
+            .is_ok()
+    );
+    ts.stop().await;
 }

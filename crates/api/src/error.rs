@@ -47,6 +47,9 @@ pub enum ApiError {
     BackupNotFound(String),
     /// The legacy (version 2017.11.29) global table calls' not found.
     GlobalTableNotFound(String),
+    /// A resource-based policy that is not there, or not at the revision
+    /// expected.
+    PolicyNotFound(String),
     /// The backup is being created, or restored from.
     BackupInUse(String),
     /// A restore to a point in time of a table without it.
@@ -206,6 +209,9 @@ impl ApiError {
                 format!("{DDB}TableAlreadyExistsException"),
                 Some(m.clone()),
             ),
+            ApiError::PolicyNotFound(m) => {
+                (400, format!("{DDB}PolicyNotFoundException"), Some(m.clone()))
+            }
             ApiError::GlobalTableNotFound(m) => (
                 400,
                 format!("{DDB}GlobalTableNotFoundException"),

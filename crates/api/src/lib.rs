@@ -168,9 +168,49 @@ impl Api {
             seen.lock().unwrap_or_else(|p| p.into_inner()).push(arn);
         }
         match &self.principal {
-            Some(p) => p.authorize(&access),
+            Some(p) => p.authorize(&access, self.resource_policy(&access.resource)?.as_ref()),
             None => Ok(()),
         }
+    }
+
+    /// The resource-based policy of what `r` names: its table's, or its
+    /// stream's (none for anything else, or a table of another account).
+    pub fn resource_policy(
+        &self,
+        r: &auth::Resource,
+    ) -> Result<Option<auth::policy::Policy>, error::ApiError> {
+        let (table, stream) = match r {
+            auth::Resource::Table(t) | auth::Resource::Index(t, _) => (t.as_str(), None),
+            auth::Resource::Arn(arn) => {
+                let own = format!(
+                    "arn:aws:dynamodb:{}:{}:table/",
+                    self.region(),
+                    self.account()
+                );
+                let Some(rest) = arn.strip_prefix(&own) else {
+                    return Ok(None);
+                };
+                match rest.split_once("/stream/") {
+                    Some((t, label)) => (t, Some(label)),
+                    None if !rest.contains('/') => (rest, None),
+                    None => return Ok(None),
+                }
+            }
+            auth::Resource::Any => return Ok(None),
+        };
+        let Some(t) = self.table(table) else {
+            return Ok(None);
+        };
+        let Some(p) = t.meta.resource_policy(stream) else {
+            return Ok(None);
+        };
+        // Stored only after it parsed: one that no longer does is refused,
+        // never ignored (it may hold a Deny).
+        serde_json::from_str(&p.document).map(Some).map_err(|e| {
+            error::ApiError::InternalServerError(format!(
+                "the resource-based policy of {table} does not parse: {e}"
+            ))
+        })
     }
 
     /// This API serving the items of transaction operation `op` (see

@@ -859,5 +859,6 @@ pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
         restore: None,
         pitr: None,
         importing: None,
+        resource_policies: Vec::new(),
     }
 }

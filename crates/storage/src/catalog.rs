@@ -85,6 +85,34 @@ pub struct TableMeta {
     /// until the import finishes, and is deleted if the import fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub importing: Option<Box<str>>,
+    /// Resource-based policies (PutResourcePolicy): the table's, and its
+    /// streams' by stream label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_policies: Vec<ResourcePolicyMeta>,
+}
+
+/// One resource-based policy of a table or of one of its streams.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourcePolicyMeta {
+    /// The stream's label, or `None` for the table's own policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The policy document, in the canonical form GetResourcePolicy
+    /// answers.
+    pub document: String,
+    /// Its RevisionId: the time it was put, in milliseconds since the
+    /// epoch.
+    pub revision_id: String,
+}
+
+impl TableMeta {
+    /// The resource-based policy of the table (`stream` None) or of the
+    /// stream with that label.
+    pub fn resource_policy(&self, stream: Option<&str>) -> Option<&ResourcePolicyMeta> {
+        self.resource_policies
+            .iter()
+            .find(|p| p.stream.as_deref() == stream)
+    }
 }
 
 /// The change-log pin holder of point-in-time recovery.

@@ -35,7 +35,8 @@ pub mod wal;
 
 pub use catalog::{
     GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, ReplicaMeta,
-    ReplicaSettings, Replication, StreamMeta, TableMeta, TableStatus, UserRecord,
+    ReplicaSettings, Replication, ResourcePolicyMeta, StreamMeta, TableMeta, TableStatus,
+    UserRecord,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

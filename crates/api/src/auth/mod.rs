@@ -21,11 +21,15 @@
 //! Without an auth file ([`crate::ApiConfig::auth`] is `None`) requests
 //! must carry a signature but it is not checked, like DynamoDB Local.
 //!
+//! The table's (or stream's) resource-based policy, when it has one
+//! (PutResourcePolicy), is evaluated beside the user's policies: a
+//! statement of it applies to the callers its Principal names.
+//!
 //! Caveats: checks run after a request's own validation, so a principal
 //! denied everything still sees ValidationException for malformed input;
-//! there are no groups, roles or temporary credentials (STS); a user's
-//! policies are the only ones evaluated (resource-based policies are not
-//! yet served).
+//! there are no groups, roles or temporary credentials (STS); resource
+//! policies grant within the table's own account only (no cross-account
+//! access by table ARN).
 
 pub mod policy;
 pub mod sigv4;
@@ -461,34 +465,75 @@ impl Principal {
         arn(r, &self.region, &self.user.account_id)
     }
 
-    /// Whether the principal's policies allow `access`; AccessDenied with
-    /// IAM's message if not.
-    pub fn authorize(&self, access: &Access) -> Result<(), ApiError> {
+    /// Whether the principal's policies, and the resource-based policy of
+    /// what it acts on, allow `access`, as IAM decides within one account:
+    /// an explicit Deny in either refuses, else an Allow in either allows.
+    /// AccessDenied with IAM's message if not.
+    pub fn authorize(
+        &self,
+        access: &Access,
+        resource_policy: Option<&Policy>,
+    ) -> Result<(), ApiError> {
         let resource = self.arn(&access.resource);
         let action = format!("dynamodb:{}", access.action);
         let ctx = RequestContext {
             principal: self,
             access,
         };
+        let caller = policy::Caller {
+            account: &self.user.account_id,
+            arn: &self.user.arn,
+        };
         let req = policy::Request {
             action: &action,
             resource: &resource,
             context: &ctx,
+            caller: None,
         };
-        let why = match policy::evaluate(&self.user.policies, &req) {
-            Decision::Allow => return Ok(()),
-            Decision::ExplicitDeny => {
+        let identity = policy::evaluate(&self.user.policies, &req);
+        let on_resource = resource_policy.map_or(Decision::ImplicitDeny, |p| {
+            p.evaluate(&policy::Request {
+                caller: Some(&caller),
+                ..req
+            })
+        });
+        let why = match (identity, on_resource) {
+            (Decision::ExplicitDeny, _) => {
                 "with an explicit deny in an identity-based policy".to_string()
             }
-            Decision::ImplicitDeny => {
-                format!("because no identity-based policy allows the {action} action")
+            (_, Decision::ExplicitDeny) => {
+                "with an explicit deny in a resource-based policy".to_string()
             }
+            (Decision::Allow, _) | (_, Decision::Allow) => return Ok(()),
+            _ => format!("because no identity-based policy allows the {action} action"),
         };
         crate::metrics::access_denied(access.action);
         Err(ApiError::AccessDenied(format!(
             "User: {} is not authorized to perform: {action} on resource: {resource} {why}",
             self.user.arn
         )))
+    }
+
+    /// Whether `policy`, about to become a resource's policy, denies this
+    /// principal `action` on `resource` (DynamoDB's self-lockout check).
+    pub fn denied_by(&self, policy: &Policy, action: &str, resource: &Resource) -> bool {
+        let access = Access::new("", resource.clone());
+        let ctx = RequestContext {
+            principal: self,
+            access: &access,
+        };
+        let caller = policy::Caller {
+            account: &self.user.account_id,
+            arn: &self.user.arn,
+        };
+        let resource = self.arn(resource);
+        let req = policy::Request {
+            action,
+            resource: &resource,
+            context: &ctx,
+            caller: Some(&caller),
+        };
+        policy.evaluate(&req) == Decision::ExplicitDeny
     }
 }
 

@@ -61,7 +61,97 @@ pub struct Statement {
     pub conditions: Vec<Condition>,
     /// Resource-based policies name who they apply to; identity policies
     /// must not.
-    pub principal: Option<Value>,
+    pub principal: Option<Principals>,
+}
+
+/// Who a statement of a resource-based policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principals {
+    /// `"*"`, or `"*"` among the `AWS` principals.
+    Anyone,
+    /// IAM principals as ARNs (an account id is its `root` ARN); other
+    /// kinds (`Service`, `Federated`) are kept as written and match no
+    /// caller of this API.
+    Named(Vec<String>),
+}
+
+/// Who makes a request, as a resource-based policy's Principal names it.
+pub struct Caller<'a> {
+    pub account: &'a str,
+    /// `arn:aws:iam::ACCOUNT:user/NAME`.
+    pub arn: &'a str,
+}
+
+/// DynamoDB's refusal of a principal it does not know the form of.
+pub const INVALID_PRINCIPAL: &str = "Invalid principal in policy document.";
+
+impl Principals {
+    fn matches(&self, c: &Caller) -> bool {
+        match self {
+            Principals::Anyone => true,
+            Principals::Named(names) => names.iter().any(|n| {
+                *n == c.arn
+                    || n.strip_suffix(":root") == Some(&format!("arn:aws:iam::{}", c.account))
+            }),
+        }
+    }
+
+    /// A statement's `Principal` element.
+    fn parse(v: &Value) -> Result<Principals, String> {
+        let map = match v {
+            Value::String(s) if s == "*" => return Ok(Principals::Anyone),
+            Value::Object(m) if !m.is_empty() => m,
+            _ => return Err(INVALID_PRINCIPAL.into()),
+        };
+        let mut names = Vec::new();
+        for (kind, value) in map {
+            let list: Vec<&str> = match value {
+                Value::String(s) => vec![s.as_str()],
+                Value::Array(a) => a
+                    .iter()
+                    .map(|v| v.as_str().ok_or_else(|| INVALID_PRINCIPAL.to_string()))
+                    .collect::<Result<_, _>>()?,
+                _ => return Err(INVALID_PRINCIPAL.into()),
+            };
+            if list.is_empty() {
+                return Err(INVALID_PRINCIPAL.into());
+            }
+            for name in list {
+                if kind != "AWS" {
+                    names.push(format!("{kind}:{name}"));
+                } else if name == "*" {
+                    return Ok(Principals::Anyone);
+                } else if is_account(name) {
+                    names.push(format!("arn:aws:iam::{name}:root"));
+                } else if iam_arn(name) {
+                    names.push(name.to_string());
+                } else {
+                    return Err(INVALID_PRINCIPAL.into());
+                }
+            }
+        }
+        names.dedup();
+        Ok(Principals::Named(names))
+    }
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `arn:aws:iam::ACCOUNT:root`, `...:user/NAME` or `...:role/NAME`.
+fn iam_arn(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("arn:aws:iam::") else {
+        return false;
+    };
+    let Some((account, what)) = rest.split_once(':') else {
+        return false;
+    };
+    is_account(account)
+        && (what == "root"
+            || what
+                .split_once('/')
+                .is_some_and(|(kind, name)| matches!(kind, "user" | "role") && !name.is_empty()))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,6 +199,10 @@ pub struct Request<'a> {
     /// An ARN, or `*` for actions on no resource.
     pub resource: &'a str,
     pub context: &'a dyn Context,
+    /// Who asks, for statements that name principals (resource-based
+    /// policies): a statement naming principals applies to no request
+    /// without one.
+    pub caller: Option<&'a Caller<'a>>,
 }
 
 /// The request's condition keys.
@@ -149,6 +243,11 @@ impl Statement {
     /// Whether the statement applies to `req`, whose action is `action`
     /// in lower case.
     fn applies(&self, action: &str, req: &Request) -> bool {
+        if let Some(p) = &self.principal
+            && !req.caller.is_some_and(|c| p.matches(c))
+        {
+            return false;
+        }
         self.actions.matches(|p| glob(p, action))
             && self
                 .resources
@@ -426,7 +525,7 @@ impl TryFrom<RawStatement> for Statement {
             actions,
             resources,
             conditions,
-            principal: raw.principal,
+            principal: raw.principal.as_ref().map(Principals::parse).transpose()?,
         })
     }
 }
@@ -554,6 +653,7 @@ mod tests {
             action,
             resource,
             context: &ctx,
+            caller: None,
         })
     }
 

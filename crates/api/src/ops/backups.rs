@@ -720,6 +720,7 @@ fn restored_meta(
         restore: Some(Box::new(from)),
         pitr: None,
         importing: None,
+        resource_policies: Vec::new(),
     })
 }
 

@@ -173,6 +173,7 @@ pub fn table_meta(
         restore: None,
         pitr: None,
         importing: None,
+        resource_policies: Vec::new(),
     })
 }
 

@@ -25,6 +25,7 @@ mod put_item;
 mod query;
 mod read;
 pub mod replication;
+mod resource_policy;
 mod scan;
 mod streams;
 mod table_defs;
@@ -99,6 +100,9 @@ operations! { api, body;
     "DescribeImport" => jobs::describe_import(api, parse_body(body)?),
     "ListImports" => jobs::list_imports(api, parse_body(body)?),
     "DescribeLimits" => describe_limits::execute(api),
+    "PutResourcePolicy" => resource_policy::put(api, parse_body(body)?).await,
+    "GetResourcePolicy" => resource_policy::get(api, parse_body(body)?),
+    "DeleteResourcePolicy" => resource_policy::delete(api, parse_body(body)?).await,
     "DescribeTable" => describe_table::execute(api, parse_body(body)?).await,
     "DescribeTimeToLive" => time_to_live::describe(api, parse_body(body)?),
     "ExecuteStatement" => execute_statement::execute(api, parse_body(body)?).await,
@@ -141,14 +145,11 @@ pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value,
 /// UnknownOperationException with a message saying so
 /// (docs/compatibility.md lists them too).
 pub const UNIMPLEMENTED: &[&str] = &[
-    "DeleteResourcePolicy",
     "DescribeContributorInsights",
     "DescribeKinesisStreamingDestination",
     "DisableKinesisStreamingDestination",
     "EnableKinesisStreamingDestination",
-    "GetResourcePolicy",
     "ListContributorInsights",
-    "PutResourcePolicy",
     "UpdateContributorInsights",
     "UpdateKinesisStreamingDestination",
     "UpdateTableReplicaAutoScaling",
