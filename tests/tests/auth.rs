@@ -1146,5 +1146,35 @@ async fn resource_based_policies_grant_and_deny_beside_identity_policies() {
             .await
             .is_ok()
     );
+
+    // CreateTable can give the new table its policy.
+    let granted_arn = TABLE_ARN.replace("Orders", "Granted");
+    let policy = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+        "Principal": {"AWS": "arn:aws:iam::000000000000:user/NOBODY"},
+        "Action": "dynamodb:GetItem", "Resource": granted_arn}})
+    .to_string();
+    admin
+        .create_table()
+        .table_name("Granted")
+        .billing_mode(aws_sdk_dynamodb::types::BillingMode::PayPerRequest)
+        .attribute_definitions(attr("pk", ScalarAttributeType::S))
+        .key_schema(key("pk", KeyType::Hash))
+        .resource_policy(policy)
+        .send()
+        .await
+        .expect("create with a policy");
+    nobody
+        .get_item()
+        .table_name("Granted")
+        .key("pk", s("a"))
+        .send()
+        .await
+        .expect("the create-time policy allows NOBODY");
+    let read = admin
+        .get_resource_policy()
+        .resource_arn(&granted_arn)
+        .send()
+        .await;
+    assert!(read.is_ok_and(|r| r.revision_id().is_some()));
     ts.stop().await;
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// CreateTable's request (SSESpecification and TableClass are accepted
-/// and ignored).
+/// and ignored; a ResourcePolicy needs `dynamodb:PutResourcePolicy` too).
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct CreateTableInput {
@@ -33,6 +33,8 @@ pub struct CreateTableInput {
     pub tags: Option<List<Obj<Tag>>>,
     pub deletion_protection_enabled: Option<Flag>,
     pub stream_specification: Option<Obj<StreamSpecificationIn>>,
+    /// A resource-based policy for the table (as PutResourcePolicy's).
+    pub resource_policy: Option<Str>,
 }
 
 pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
@@ -74,6 +76,13 @@ pub fn table_meta(
     check_table_name(&mut v, Some(&name), "tableName");
     v.check()?;
     api.authorize(|| crate::auth::Access::table(action, &name))?;
+    let resource_policies = match input.resource_policy.as_deref() {
+        Some(text) => {
+            api.authorize(|| crate::auth::Access::table("PutResourcePolicy", &name))?;
+            vec![super::resource_policy::created(text)?]
+        }
+        None => Vec::new(),
+    };
     let mut v = Violations::default();
     if input.attribute_definitions.is_none() {
         v.null("attributeDefinitions");
@@ -173,7 +182,7 @@ pub fn table_meta(
         restore: None,
         pitr: None,
         importing: None,
-        resource_policies: Vec::new(),
+        resource_policies,
     })
 }
 

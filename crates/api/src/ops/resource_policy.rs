@@ -232,10 +232,7 @@ pub async fn put(api: &Api, input: PutInput) -> Result<Value, ApiError> {
     let t = target(api, arn, "PutResourcePolicy")?;
     let text = text.unwrap_or_default();
     if text.len() > MAX_POLICY_BYTES {
-        return Err(invalid(format!(
-            "Invalid policy document: the policy is {} bytes, over the maximum of {MAX_POLICY_BYTES}",
-            text.len()
-        )));
+        return Err(too_large(text));
     }
     let (policy, document) = parse(text)?;
     check_revision(&t, input.expected_revision_id.as_deref())?;
@@ -293,6 +290,26 @@ pub async fn delete(api: &Api, input: ArnInput) -> Result<Value, ApiError> {
     let revision_id = next_revision(t.current());
     store(api, &t, None).await?;
     Ok(json!({"RevisionId": revision_id}))
+}
+
+/// The policy a CreateTable's ResourcePolicy gives the new table.
+pub fn created(text: &str) -> Result<ResourcePolicyMeta, ApiError> {
+    if text.len() > MAX_POLICY_BYTES {
+        return Err(too_large(text));
+    }
+    let (_, document) = parse(text)?;
+    Ok(ResourcePolicyMeta {
+        stream: None,
+        document,
+        revision_id: next_revision(None),
+    })
+}
+
+fn too_large(text: &str) -> ApiError {
+    invalid(format!(
+        "Invalid policy document: the policy is {} bytes, over the maximum of {MAX_POLICY_BYTES}",
+        text.len()
+    ))
 }
 
 /// A policy document for a resource: parsed (every statement must name
