@@ -246,6 +246,9 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
 const TARGET_VS_DYNALITE: f64 = 3.0;
 /// Least share of plain PutItem throughput kept with a stream enabled.
 const TARGET_STREAM_PUT_FRACTION: f64 = 0.9;
+/// Least share of GetItem and PutItem throughput kept with TLS,
+/// authentication and authorization on (issue 24).
+const TARGET_SECURE_FRACTION: f64 = 0.9;
 /// A PartiQL statement keeps at least this share of its JSON operation's
 /// throughput (issue: parsing and planning must not dominate).
 const TARGET_PARTIQL_FRACTION: f64 = 0.75;
@@ -292,6 +295,16 @@ fn targets(md: &mut String, r: &Results) {
             .zip(plain)
             .map(|(a, b)| a >= TARGET_STREAM_PUT_FRACTION * b),
     );
+    for (label, what) in [("C", "GetItem"), ("put", "PutItem")] {
+        let (secure, plain) = (tp("embedded, TLS and authenticated", label), tp("embedded", label));
+        line(
+            &format!("embedded {what} with TLS, SigV4 and IAM policies >= 90% of without"),
+            versus(secure, plain),
+            secure
+                .zip(plain)
+                .map(|(a, b)| a >= TARGET_SECURE_FRACTION * b),
+        );
+    }
     for (statement, plain, what) in [
         ("C, PartiQL", "C", "SELECT by full key >= 75% of GetItem"),
         (
