@@ -296,7 +296,10 @@ fn targets(md: &mut String, r: &Results) {
             .map(|(a, b)| a >= TARGET_STREAM_PUT_FRACTION * b),
     );
     for (label, what) in [("C", "GetItem"), ("put", "PutItem")] {
-        let (secure, plain) = (tp("embedded, TLS and authenticated", label), tp("embedded", label));
+        let (secure, plain) = (
+            tp("embedded, TLS and authenticated", label),
+            tp("embedded", label),
+        );
         line(
             &format!("embedded {what} with TLS, SigV4 and IAM policies >= 90% of without"),
             versus(secure, plain),
