@@ -598,6 +598,47 @@ async fn accounts_keep_their_tables_apart() {
         .await
         .expect("home");
     assert_eq!(home.table().and_then(|t| t.table_arn()), Some(TABLE_ARN));
+    // Another account's table by its ARN is refused, never served from the
+    // caller's own table of that name; an ARN held as data is just data.
+    let e = other
+        .get_item()
+        .table_name(TABLE_ARN)
+        .key("pk", s("a"))
+        .send()
+        .await
+        .expect_err("another account's table");
+    assert_eq!(
+        err_of(&e),
+        (
+            "AccessDeniedException".to_string(),
+            format!(
+                "User: arn:aws:iam::111122223333:user/OTHER is not authorized to perform: dynamodb:GetItem on resource: {TABLE_ARN} because no resource-based policy allows the dynamodb:GetItem action"
+            )
+        )
+    );
+    let batch = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+        .keys(std::collections::HashMap::from([(
+            "pk".to_string(),
+            s("a"),
+        )]))
+        .build()
+        .expect("keys");
+    denied(
+        other
+            .batch_get_item()
+            .request_items(TABLE_ARN, batch)
+            .send()
+            .await,
+        "another account's table in RequestItems",
+    );
+    other
+        .put_item()
+        .table_name(&arn)
+        .item("pk", s("ref"))
+        .item("points_at", s(TABLE_ARN))
+        .send()
+        .await
+        .expect("its own table by ARN, an ARN as a value");
     assert_eq!(
         home.table().map(|t| t.key_schema().len()),
         Some(2),

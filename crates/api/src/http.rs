@@ -296,6 +296,26 @@ async fn process(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Serialization(None));
     }
+    // Another account's table by ARN: not served (no policy of ours grants
+    // across accounts). The resource-policy calls say so in their own words.
+    if let Some(p) = api.principal.as_deref()
+        && replication_op.is_none()
+        && !op.ends_with("ResourcePolicy")
+        && let Some(arn) = crate::auth::foreign_arn(&bytes, &p.user.account_id)
+    {
+        let action = stream_op.unwrap_or(op);
+        let label = ops::OPERATIONS
+            .iter()
+            .chain(ops::STREAM_OPERATIONS)
+            .find(|o| **o == action)
+            .copied()
+            .unwrap_or("unknown");
+        crate::metrics::access_denied(label);
+        return Err(ApiError::AccessDenied(format!(
+            "User: {} is not authorized to perform: dynamodb:{action} on resource: {arn} because no resource-based policy allows the dynamodb:{action} action",
+            p.user.arn
+        )));
+    }
     match (stream_op, replication_op) {
         (Some(op), _) => ops::dispatch_streams(api, op, &bytes).await,
         (_, Some(op)) => ops::replication::dispatch(api, op, &bytes).await,

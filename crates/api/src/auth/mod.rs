@@ -537,6 +537,77 @@ impl Principal {
     }
 }
 
+/// Request members that name tables (or their streams and backups) by
+/// ARN, and RequestItems, whose keys do.
+const ARN_MEMBERS: &[&str] = &[
+    "TableName",
+    "TableArn",
+    "ResourceArn",
+    "SourceTableArn",
+    "StreamArn",
+    "BackupArn",
+];
+/// Request members holding items and attribute values, which may hold
+/// ARNs as data.
+const VALUE_MEMBERS: &[&str] = &[
+    "Item",
+    "Key",
+    "Keys",
+    "ExpressionAttributeValues",
+    "ExclusiveStartKey",
+    "Expected",
+    "AttributeUpdates",
+    "Parameters",
+    "ScanFilter",
+    "QueryFilter",
+    "KeyConditions",
+];
+
+/// The first resource of another account that a request names by ARN.
+/// DynamoDB serves another account's table only where that table's
+/// resource-based policy grants it; dynaraft's policies grant within
+/// their own account, so such a request is refused (as DynamoDB refuses
+/// one no policy grants) instead of being served from a same-named table
+/// of the caller's own account.
+pub fn foreign_arn(body: &[u8], account: &str) -> Option<String> {
+    if !body.windows(4).any(|w| w == b"arn:") {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let foreign = |s: &str| {
+        let mut parts = s.split(':');
+        let (arn, _partition, service, _region, acct) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        );
+        (arn == Some("arn") && service == Some("dynamodb") && acct.is_some_and(|a| a != account))
+            .then(|| s.to_string())
+    };
+    fn walk(v: &serde_json::Value, f: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+        match v {
+            serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| {
+                if VALUE_MEMBERS.contains(&k.as_str()) {
+                    return None;
+                }
+                if k == "RequestItems" {
+                    let keys = v.as_object().into_iter().flat_map(|m| m.keys());
+                    return keys.filter_map(|t| f(t)).next();
+                }
+                match v.as_str() {
+                    Some(s) if ARN_MEMBERS.contains(&k.as_str()) => f(s),
+                    _ => walk(v, f),
+                }
+            }),
+            serde_json::Value::Array(a) => a.iter().find_map(|v| walk(v, f)),
+            _ => None,
+        }
+    }
+    walk(&v, &foreign)
+}
+
 /// The condition keys of one request.
 struct RequestContext<'a> {
     principal: &'a Principal,
