@@ -472,7 +472,7 @@ async fn accept_loop(
         };
         match accepting.cfg.tls.as_ref().map(|t| t.acceptor()) {
             None => {
-                tokio::spawn(serve(connection, stream, stopped.clone()));
+                tokio::spawn(serve(connection, stream, stopped.clone(), true));
             }
             Some(acceptor) => {
                 tokio::spawn(serve_tls(connection, acceptor, stream, stopped.clone()));
@@ -501,7 +501,9 @@ async fn serve_tls(
 ) {
     let timeout = std::time::Duration::from_millis(connection.header_timeout_ms);
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => serve(connection, tls, stopped).await,
+        // One buffer per response: a TLS stream would seal each slice of a
+        // vectored write as a record of its own.
+        Ok(Ok(tls)) => serve(connection, tls, stopped, false).await,
         Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!("TLS handshake timed out"),
     }
@@ -510,8 +512,12 @@ async fn serve_tls(
 /// Serves one connection until it ends, the server stops or the registry
 /// asks it to close. Each request is served by what the server serves when
 /// it arrives.
-async fn serve<S>(connection: Connection, stream: S, mut stopped: watch::Receiver<bool>)
-where
+async fn serve<S>(
+    connection: Connection,
+    stream: S,
+    mut stopped: watch::Receiver<bool>,
+    vectored: bool,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let header_timeout = std::time::Duration::from_millis(connection.header_timeout_ms);
@@ -531,6 +537,7 @@ where
     let conn = http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(header_timeout)
+        .writev(vectored)
         .serve_connection(TokioIo::new(stream), svc);
     tokio::pin!(conn);
     tokio::select! {

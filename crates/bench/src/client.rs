@@ -234,7 +234,7 @@ async fn dial(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, ClientErr
         .map_err(ClientError::Connect)?;
     stream.set_nodelay(true).map_err(ClientError::Connect)?;
     let Some(host) = &endpoint.tls_host else {
-        return handshake(stream).await;
+        return handshake(stream, true).await;
     };
     let config = TLS_CLIENT
         .get()
@@ -246,17 +246,22 @@ async fn dial(endpoint: &Endpoint) -> Result<SendRequest<Full<Bytes>>, ClientErr
         .connect(name, stream)
         .await
         .map_err(|e| ClientError::Tls(e.to_string()))?;
-    handshake(tls).await
+    // One buffer per request: a TLS stream seals each slice of a vectored
+    // write as a record of its own.
+    handshake(tls, false).await
 }
 
 /// HTTP/1.1 over `stream`; the connection task ends when the sender is
 /// dropped or the peer closes (the error, if any, reaches the worker
 /// through its next request).
-async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, ClientError>
+async fn handshake<S>(stream: S, vectored: bool) -> Result<SendRequest<Full<Bytes>>, ClientError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .writev(vectored)
+        .handshake(TokioIo::new(stream))
+        .await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
