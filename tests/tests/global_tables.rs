@@ -42,9 +42,10 @@ struct Setup {
     split_bytes: Option<u64>,
     /// Serves HTTPS with this certificate.
     tls: Option<Arc<dynaraft_api::tls::Tls>>,
-    /// Reaches its peer over HTTPS (as `localhost`), trusting this PEM
-    /// certificate beside the system's roots.
-    peer_https: Option<String>,
+    /// Reaches its peer over HTTPS (as `localhost`).
+    peer_https: bool,
+    /// A PEM certificate it trusts beside the system's roots.
+    peer_ca: Option<String>,
 }
 
 /// Region `region` at `addr`, with `peer` at `peer_addr` as its peer.
@@ -59,11 +60,12 @@ async fn start_region(
     (peer, peer_addr): (&str, SocketAddr),
     setup: Setup,
 ) -> TestServer {
-    let spec = match &setup.peer_https {
-        Some(_) => format!("{peer}=https://localhost:{}", peer_addr.port()),
-        None => format!("{peer}=http://{peer_addr}"),
+    let spec = if setup.peer_https {
+        format!("{peer}=https://localhost:{}", peer_addr.port())
+    } else {
+        format!("{peer}=http://{peer_addr}")
     };
-    let ca = setup.peer_https.as_deref().map(str::as_bytes);
+    let ca = setup.peer_ca.as_deref().map(str::as_bytes);
     let peers = Arc::new(
         PeerRegions::parse_trusting(region, &[spec], setup.credentials, ca).expect("peers"),
     );
@@ -1296,7 +1298,8 @@ async fn regions_replicate_over_https_and_refuse_a_certificate_they_do_not_trust
     // certificate, and eu-west-1 reaches us-east-1 over plain HTTP.
     let (a, b) = (free_addr(), free_addr());
     let https_peer = Setup {
-        peer_https: Some(cert.clone()),
+        peer_https: true,
+        peer_ca: Some(cert.clone()),
         ..Setup::default()
     };
     let _east = start_region(EAST, a, (WEST, b), https_peer).await;
@@ -1349,19 +1352,11 @@ async fn regions_replicate_over_https_and_refuse_a_certificate_they_do_not_trust
     // A region that trusts only the system's roots refuses the
     // self-signed certificate: nothing is made.
     let c = free_addr();
-    let spec = format!("{WEST}=https://localhost:{}", b.port());
-    let peers = PeerRegions::parse(EAST, &[spec], None).expect("peers");
-    let cfg = ApiConfig {
-        region: EAST.to_string(),
-        peer_regions: Some(Arc::new(peers)),
-        ..TestServer::config()
+    let untrusting = Setup {
+        peer_https: true,
+        ..Setup::default()
     };
-    let plain = TestServer::node_config(None);
-    let node_cfg = dynaraft_cluster::embedded::EmbeddedConfig {
-        peer_regions: cfg.peer_regions.clone(),
-        ..plain
-    };
-    let _other = TestServer::start_node_at(node_cfg, cfg, c).await;
+    let _other = start_region(EAST, c, (WEST, b), untrusting).await;
     let co = client_signed_as(c, "AKID", EAST);
     create_table(&co, "untrusted", None).await;
     let (code, msg) = add_replica(&co, "untrusted", WEST)
