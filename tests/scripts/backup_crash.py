@@ -79,9 +79,11 @@ def allowed_at(writes, before, t_ms):
     ok = [writes[last][0] if last is not None else before]
     # Every later write called by T may have been applied by T: one in
     # flight, and before it any cut by an earlier round's kill (never
-    # answered, so the next round's writes of the key follow it).
+    # answered, so the next round's writes of the key follow it). T is a
+    # whole millisecond (writes are stamped in milliseconds too), so a
+    # write called during T's millisecond may be on either side of it.
     nxt = 0 if last is None else last + 1
-    ok += [w[0] for w in writes[nxt:] if w[1] <= t_ms]
+    ok += [w[0] for w in writes[nxt:] if w[1] < t_ms + 1]
     return ok
 
 
@@ -119,7 +121,8 @@ def run(start, _data):
         time.sleep(WRITE_BEFORE_S)
         made = ddb.create_backup(TableName=TABLE, BackupName=f"round{rnd}")["BackupDetails"]
         arn, t_ms = made["BackupArn"], made["BackupCreationDateTime"].timestamp() * 1000.0
-        time.sleep(random.uniform(0, KILL_WITHIN_S))
+        # The first round kills at once (mid-copy), the others at random.
+        time.sleep(random.uniform(0, KILL_WITHIN_S) if rnd else 0)
         status = ddb.describe_backup(BackupArn=arn)["BackupDescription"]["BackupDetails"]
         proc.send_signal(signal.SIGKILL)
         proc.wait()
