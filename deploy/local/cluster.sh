@@ -8,6 +8,7 @@
 #
 # NODE_FLAGS adds flags to every storage node, e.g.
 # NODE_FLAGS="--split-size-bytes 65536" to watch tables split.
+# METRICS_BASE=PORT serves node i's /metrics on 127.0.0.1:PORT+i-1.
 #
 # `start` returns once the router answers and all three nodes are
 # registered; pids and logs are kept in the data dir. `stop` sends SIGTERM
@@ -45,8 +46,10 @@ case "${1:-}" in
     : >"$DIR/pids"
     for i in 1 2 3; do
       az="az-$(printf "\\x$(printf %x $((96 + i)))")"
+      METRICS=
+      [ -n "${METRICS_BASE:-}" ] && METRICS="--metrics-listen 127.0.0.1:$((METRICS_BASE + i - 1))"
       "$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))" \
-        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} >"$DIR/node-$i.log" 2>&1 &
+        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} $METRICS >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
     # A local cluster is open (like DynamoDB Local) unless given an auth file.

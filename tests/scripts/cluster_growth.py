@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 import time
 
 import boto3
@@ -142,8 +143,9 @@ class Load:
 def main():
     binary = os.path.abspath(sys.argv[1])
     root = tempfile.mkdtemp(prefix="dynaraft-growth-")
-    router_port, node_port = free_port(), free_run(3)
-    env = dict(os.environ, NODE_FLAGS=f"--split-size-bytes {SPLIT_SIZE_BYTES}")
+    router_port, node_port, metrics_port = free_port(), free_run(3), free_run(3)
+    env = dict(os.environ, NODE_FLAGS=f"--split-size-bytes {SPLIT_SIZE_BYTES}",
+               METRICS_BASE=str(metrics_port))
     subprocess.run([CLUSTER_SH, "start", binary, root, str(router_port), str(node_port),
                     "--partitions-per-table", "1", "--transition-delay-ms", "0"],
                    env=env, check=True)
@@ -190,13 +192,23 @@ def main():
             got = ddb.get_item(TableName=TABLE, Key={"pk": {"S": key}, "sk": {"N": "0"}},
                                ConsistentRead=True)
             assert "Item" in got, f"{key} not found"
+        # Every storage node serves its metrics; the splits were counted.
+        splits = 0
+        for i in range(3):
+            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port + i}/metrics",
+                                        timeout=5) as r:
+                text = r.read().decode()
+            assert "# TYPE dynaraft_" in text, text[:500]
+            splits += sum(float(line.split()[-1]) for line in text.splitlines()
+                          if line.startswith("dynaraft_partition_splits_total"))
+        assert splits >= WANT_PARTITIONS - 1, f"{splits} splits counted on the nodes"
         lat = sorted(load.latencies)
         p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
         parts = partitions(binary, control)
         print(f"cluster growth: 1 -> {len(parts)} partitions in {grew_s:.0f} s, "
               f"{len(load.written)} items written, {len(lat)} requests, 0 errors "
               f"(p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, debug build); "
-              f"the Scan and every GetItem match")
+              f"the Scan and every GetItem match; {splits:.0f} splits counted on the nodes' /metrics")
     finally:
         subprocess.run([CLUSTER_SH, "stop", root], check=False)
 

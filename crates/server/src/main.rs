@@ -136,6 +136,10 @@ struct NodeArgs {
     /// Address the internal gRPC endpoint binds to.
     #[arg(long)]
     listen: String,
+    /// Serve `GET /metrics` (Prometheus text: Raft, splits, replication,
+    /// storage) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     /// Address peers and routers reach this node at (default: --listen),
     /// e.g. a pod's stable DNS name when listening on 0.0.0.0.
     #[arg(long)]
@@ -808,6 +812,7 @@ async fn bench(args: BenchCmd) -> anyhow::Result<()> {
 
 async fn node(args: NodeArgs) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+    start_metrics(args.metrics_listen).await?;
     let advertise = args.advertise.as_deref().unwrap_or(&args.listen);
     let mut host = HostConfig::new(args.id, &args.az, advertise, Some(args.data_dir.clone()));
     host.timing.heartbeat_interval_ms = args.heartbeat_ms;
