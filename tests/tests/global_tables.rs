@@ -516,7 +516,7 @@ async fn forged_replication_calls_are_refused() {
 async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() {
     let (_east, ce, _west, cw, to_west, to_east) = linked_regions().await;
     create_table(&ce, "split-brain", None).await;
-    for k in ["k", "j", "x", "y"] {
+    for k in ["k", "j", "x", "y", "s"] {
         put(&ce, "split-brain", k, "before").await;
     }
     add_replica(&ce, "split-brain", WEST)
@@ -527,7 +527,7 @@ async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() 
     })
     .await;
     eventually(30, "the copy in eu-west-1", || async {
-        contents(&cw, "split-brain").await.len() == 4
+        contents(&cw, "split-brain").await.len() == 5
     })
     .await;
     to_west.set(false);
@@ -547,6 +547,14 @@ async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() 
     delete(&cw, "split-brain", "y").await;
     gap().await;
     put(&ce, "split-brain", "y", "east, after the delete").await;
+    // Later writes that change nothing where they are made still win: a
+    // delete of an item the region does not have, a put of the image it
+    // has.
+    put(&cw, "split-brain", "z", "west, earlier").await;
+    put(&cw, "split-brain", "s", "west, earlier").await;
+    gap().await;
+    delete(&ce, "split-brain", "z").await;
+    put(&ce, "split-brain", "s", "before").await;
     // Cut, the regions disagree; healed, they converge on the later writes.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ne!(
@@ -558,6 +566,7 @@ async fn with_the_link_cut_each_key_ends_with_its_later_write_in_both_regions() 
     let expected: BTreeMap<String, String> = [
         ("j", "east, later"),
         ("k", "west, later"),
+        ("s", "before"),
         ("y", "east, after the delete"),
     ]
     .into_iter()

@@ -581,6 +581,10 @@ async fn copy_step(
             break;
         }
         progress.undo_before = Some(*seq);
+        // A global table's write that changed nothing has nothing to undo.
+        if r.origin == global::Origin::Unchanged {
+            continue;
+        }
         let Some(image) = r.old.as_ref().or(r.new.as_ref()) else {
             continue;
         };
@@ -642,7 +646,7 @@ async fn redo_step(
             break;
         }
         progress.redo_after = *seq;
-        if r.ts_ms <= from_ms {
+        if r.ts_ms <= from_ms || r.origin == global::Origin::Unchanged {
             continue;
         }
         let Some(image) = r.new.as_ref().or(r.old.as_ref()) else {

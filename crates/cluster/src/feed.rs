@@ -244,7 +244,11 @@ async fn deliver(
 ) -> Result<(), ClusterError> {
     for g in &table.meta.global_indexes {
         let mut ops = Ops::new();
-        for (seq, r) in records {
+        // A global table's write that changed nothing changes no index.
+        for (seq, r) in records
+            .iter()
+            .filter(|(_, r)| r.origin != global::Origin::Unchanged)
+        {
             record_ops(g, &table.schema, *seq, r, &mut ops);
         }
         let batch = |ops| IndexBatch {

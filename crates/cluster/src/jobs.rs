@@ -408,7 +408,10 @@ async fn incremental_step(
                 if r.ts_ms >= window.to_ms {
                     break 'log;
                 }
-                if r.ts_ms < window.from_ms {
+                // A global table's write that changed nothing is no change.
+                if r.ts_ms < window.from_ms
+                    || r.origin == dynaraft_storage::global::Origin::Unchanged
+                {
                     continue;
                 }
                 held += raw.len();

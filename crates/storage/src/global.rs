@@ -85,6 +85,12 @@ pub enum Origin {
     /// A write replicated from another region (a global table): shipped
     /// to no region again.
     Replica,
+    /// A local write of a global table's partition that changed nothing
+    /// here (a delete of an absent item, whose record holds the key as its
+    /// old image; a put of the image the item has): logged only so that it
+    /// is versioned and shipped, and an older write from another region
+    /// loses to it. Streams, exports, index feeds and backups leave it out.
+    Unchanged,
 }
 
 impl Origin {
@@ -93,6 +99,7 @@ impl Origin {
             Origin::Client => 0,
             Origin::Ttl => 1,
             Origin::Replica => 2,
+            Origin::Unchanged => 3,
         }
     }
 
@@ -101,6 +108,7 @@ impl Origin {
             0 => Some(Origin::Client),
             1 => Some(Origin::Ttl),
             2 => Some(Origin::Replica),
+            3 => Some(Origin::Unchanged),
             _ => None,
         }
     }

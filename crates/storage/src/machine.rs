@@ -665,9 +665,16 @@ pub(crate) fn stage(
         Some(r) => Some(r.to_string()),
         None => crate::replica::local_region(ov, group)?,
     };
+    // A local write of a global table's partition that changes nothing
+    // here still happened later than what is here: it is versioned and
+    // shipped (`Origin::Unchanged`), so that an older write on its way from
+    // another region loses to it.
+    let unchanged_global =
+        !changed && region.is_some() && w.version().is_none() && w.kind != WriteKind::Check;
     // A backup copying the partition needs every change after its pin.
-    let logged =
-        changed && (indexed || w.stream || region.is_some() || crate::backup::pinned(ov, group)?);
+    let logged = unchanged_global
+        || changed
+            && (indexed || w.stream || region.is_some() || crate::backup::pinned(ov, group)?);
     if logged && indexed && !forced && global::lagging(ov, group)? {
         return Ok(Outcome::IndexLagging);
     }
@@ -691,28 +698,41 @@ pub(crate) fn stage(
         }
     }
     let new_bytes = new.as_ref().map(encode_item);
-    // A replicated write records its version even when the image is the
-    // same; a local one only when it changes the item.
+    // Every write of a replicating partition records its version.
     let version = match &region {
-        Some(r) if changed || w.version().is_some() => Some(crate::replica::stamp(
-            ov,
-            sp.space,
-            &w.storage_key,
-            w.version(),
-            r,
-            ts_ms,
-            new.is_none(),
-        )?),
+        Some(r) if changed || w.version().is_some() || unchanged_global => {
+            Some(crate::replica::stamp(
+                ov,
+                sp.space,
+                &w.storage_key,
+                w.version(),
+                r,
+                ts_ms,
+                new.is_none(),
+            )?)
+        }
         _ => None,
     };
     if logged {
-        let old_bytes = old.as_ref().map(encode_item);
+        // An unchanged delete has no image: its record holds the key.
+        let old_image = match (&old, unchanged_global) {
+            (None, true) => match w.key.item() {
+                Ok(k) => Some(k),
+                Err(e) => return Ok(Outcome::Invalid(e.to_string())),
+            },
+            _ => old.clone(),
+        };
+        let old_bytes = old_image.as_ref().map(encode_item);
         let change = Change {
             storage_key: &w.storage_key,
             old: old_bytes.as_deref(),
             new: new_bytes.as_deref(),
             ts_ms,
-            origin: w.origin,
+            origin: if unchanged_global {
+                global::Origin::Unchanged
+            } else {
+                w.origin
+            },
             version: version.as_ref(),
         };
         global::log_change(ov, group, change)?;

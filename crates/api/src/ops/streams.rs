@@ -576,7 +576,9 @@ pub async fn get_records(api: &Api, input: GetRecordsInput) -> Result<Value, Api
             break;
         }
         last = *seq;
-        if s.holds(r.ts_ms) {
+        // A global table's write that changed nothing here is logged for
+        // its replicas only: DynamoDB writes no stream record for it.
+        if s.holds(r.ts_ms) && r.origin != Origin::Unchanged {
             records.push(record(api, &s, *seq, &r));
         }
     }
