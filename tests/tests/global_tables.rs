@@ -191,6 +191,23 @@ async fn add_replica(c: &Client, table: &str, region: &str) -> Result<(), (Strin
         .map_err(|e| err_of(&e))
 }
 
+/// Makes `table` through `c` and asks for its replica in eu-west-1 (whose
+/// client is `west`): refused with a ValidationException saying `why`,
+/// and nothing made there.
+async fn refused_replica(c: &Client, table: &str, west: &Client, why: &str) {
+    create_table(c, table, None).await;
+    let (code, msg) = add_replica(c, table, WEST).await.expect_err("refused");
+    assert_eq!(code, "ValidationException");
+    assert!(msg.contains(why), "{msg}");
+    assert!(
+        west.describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .is_err()
+    );
+}
+
 /// (region, status) of each replica DescribeTable lists.
 async fn replicas(c: &Client, table: &str) -> Vec<(String, String)> {
     let d = c
@@ -648,19 +665,7 @@ async fn a_peer_that_authenticates_takes_only_signed_and_allowed_replication() {
     };
     let _impostor = start_region(EAST, c, (WEST, b), setup(Some(forged), None)).await;
     let ci = client_signed_as(c, "AKID", EAST);
-    create_table(&ci, "shared-impostor", None).await;
-    let (code, msg) = add_replica(&ci, "shared-impostor", WEST)
-        .await
-        .expect_err("refused");
-    assert_eq!(code, "ValidationException");
-    assert!(msg.contains("InvalidSignature"), "{msg}");
-    assert!(
-        cw.describe_table()
-            .table_name("shared-impostor")
-            .send()
-            .await
-            .is_err()
-    );
+    refused_replica(&ci, "shared-impostor", &cw, "InvalidSignature").await;
 }
 
 /// Size at which the splitting regions' partitions split, in bytes.
@@ -1367,17 +1372,5 @@ async fn regions_replicate_over_https_and_refuse_a_certificate_they_do_not_trust
     };
     let _other = start_region(EAST, c, (WEST, b), untrusting).await;
     let co = client_signed_as(c, "AKID", EAST);
-    create_table(&co, "untrusted", None).await;
-    let (code, msg) = add_replica(&co, "untrusted", WEST)
-        .await
-        .expect_err("refused");
-    assert_eq!(code, "ValidationException");
-    assert!(msg.contains("TLS"), "{msg}");
-    assert!(
-        cw.describe_table()
-            .table_name("untrusted")
-            .send()
-            .await
-            .is_err()
-    );
+    refused_replica(&co, "untrusted", &cw, "TLS").await;
 }
