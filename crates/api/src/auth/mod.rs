@@ -480,10 +480,7 @@ impl Principal {
             principal: self,
             access,
         };
-        let caller = policy::Caller {
-            account: &self.user.account_id,
-            arn: &self.user.arn,
-        };
+        let caller = self.caller();
         let req = policy::Request {
             action: &action,
             resource: &resource,
@@ -514,6 +511,14 @@ impl Principal {
         )))
     }
 
+    /// This principal as resource-based policies name callers.
+    fn caller(&self) -> policy::Caller<'_> {
+        policy::Caller {
+            account: &self.user.account_id,
+            arn: &self.user.arn,
+        }
+    }
+
     /// Whether `policy`, about to become a resource's policy, denies this
     /// principal `action` on `resource` (DynamoDB's self-lockout check).
     pub fn denied_by(&self, policy: &Policy, action: &str, resource: &Resource) -> bool {
@@ -522,10 +527,7 @@ impl Principal {
             principal: self,
             access: &access,
         };
-        let caller = policy::Caller {
-            account: &self.user.account_id,
-            arn: &self.user.arn,
-        };
+        let caller = self.caller();
         let resource = self.arn(resource);
         let req = policy::Request {
             action,

@@ -108,19 +108,17 @@ pub fn describe(api: &Api, input: GlobalTableInput) -> Result<Value, ApiError> {
     )))
 }
 
-pub fn describe_settings(api: &Api, input: GlobalTableInput) -> Result<Value, ApiError> {
+/// DescribeGlobalTableSettings and UpdateGlobalTableSettings (`action`):
+/// the global table they name does not exist.
+pub fn settings(
+    api: &Api,
+    input: GlobalTableInput,
+    action: &'static str,
+) -> Result<Value, ApiError> {
     let mut v = Violations::default();
     let name = global_table_name(&mut v, input.global_table_name.as_ref());
     v.check()?;
-    authorize(api, "DescribeGlobalTableSettings", &name)?;
-    Err(not_found(&name))
-}
-
-pub fn update_settings(api: &Api, input: GlobalTableInput) -> Result<Value, ApiError> {
-    let mut v = Violations::default();
-    let name = global_table_name(&mut v, input.global_table_name.as_ref());
-    v.check()?;
-    authorize(api, "UpdateGlobalTableSettings", &name)?;
+    authorize(api, action, &name)?;
     Err(not_found(&name))
 }
 
