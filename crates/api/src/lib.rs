@@ -182,12 +182,14 @@ impl Api {
         let (table, stream) = match r {
             auth::Resource::Table(t) | auth::Resource::Index(t, _) => (t.as_str(), None),
             auth::Resource::Arn(arn) => {
-                let own = format!(
-                    "arn:aws:dynamodb:{}:{}:table/",
-                    self.region(),
-                    self.account()
-                );
-                let Some(rest) = arn.strip_prefix(&own) else {
+                let own = params::Arn::parse(arn).filter(|a| {
+                    (a.partition, a.service) == ("aws", "dynamodb")
+                        && (a.region, a.account) == (self.region(), self.account())
+                });
+                let Some(rest) = own
+                    .and_then(|a| a.resource)
+                    .and_then(|r| r.strip_prefix("table/"))
+                else {
                     return Ok(None);
                 };
                 match rest.split_once("/stream/") {

@@ -157,6 +157,30 @@ pub fn resource_name(name: Option<&Str>) -> Result<String, ApiError> {
     Ok(table_of_arn(name).to_string())
 }
 
+/// The parts of an ARN, `arn:PARTITION:SERVICE:REGION:ACCOUNT[:RESOURCE]`.
+pub struct Arn<'a> {
+    pub partition: &'a str,
+    pub service: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub resource: Option<&'a str>,
+}
+
+impl<'a> Arn<'a> {
+    /// `s` split into its parts; `None` if it is not an ARN of at least
+    /// partition, service, region and account.
+    pub fn parse(s: &'a str) -> Option<Arn<'a>> {
+        let mut parts = s.strip_prefix("arn:")?.splitn(5, ':');
+        Some(Arn {
+            partition: parts.next()?,
+            service: parts.next()?,
+            region: parts.next()?,
+            account: parts.next()?,
+            resource: parts.next(),
+        })
+    }
+}
+
 /// The table name of a table ARN (`arn:aws:dynamodb:REGION:ACCOUNT:table/NAME`),
 /// or `name` itself when it is not an ARN.
 pub fn table_of_arn(name: &str) -> &str {

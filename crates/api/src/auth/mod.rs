@@ -577,16 +577,9 @@ pub fn foreign_arn(body: &[u8], account: &str) -> Option<String> {
     }
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     let foreign = |s: &str| {
-        let mut parts = s.split(':');
-        let (arn, _partition, service, _region, acct) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        );
-        (arn == Some("arn") && service == Some("dynamodb") && acct.is_some_and(|a| a != account))
-            .then(|| s.to_string())
+        crate::params::Arn::parse(s)
+            .filter(|a| a.service == "dynamodb" && a.account != account)
+            .map(|_| s.to_string())
     };
     fn walk(v: &serde_json::Value, f: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         match v {

@@ -14,7 +14,7 @@ use crate::Api;
 use crate::auth::policy::{INVALID_PRINCIPAL, Policy};
 use crate::auth::{Access, Resource};
 use crate::error::ApiError;
-use crate::params::Violations;
+use crate::params::{Arn, Violations};
 use dynaraft_model::wire::{Flag, Str};
 use dynaraft_storage::{Command, ResourcePolicyMeta, TableMeta};
 use serde::Deserialize;
@@ -99,17 +99,17 @@ fn resource_arn(v: &mut Violations, arn: Option<&Str>) -> String {
 
 /// Authorizes `action` on `arn`, then finds what it names.
 fn target(api: &Api, arn: String, action: &'static str) -> Result<Target, ApiError> {
-    let Some(rest) = arn.strip_prefix("arn:") else {
+    if !arn.starts_with("arn:") {
         return Err(invalid(format!("ARNs must start with 'arn:': {arn}")));
-    };
-    let parts: Vec<&str> = rest.splitn(5, ':').collect();
-    let [partition, service, region, account, resource] = parts.as_slice() else {
+    }
+    let parts = Arn::parse(&arn);
+    let Some((parts, resource)) = parts.and_then(|p| p.resource.map(|r| (p, r))) else {
         return Err(invalid(format!("Invalid resource Arn: {arn}")));
     };
-    if *partition != "aws" || *service != "dynamodb" || *region != api.region() {
+    if parts.partition != "aws" || parts.service != "dynamodb" || parts.region != api.region() {
         return Err(invalid(format!("Invalid resource Arn: {arn}")));
     }
-    if *account != api.account() {
+    if parts.account != api.account() {
         return Err(ApiError::validation(
             "This action is only supported by accounts that match the resource owner\u{2019}s account.",
         ));
