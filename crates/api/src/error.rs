@@ -5,6 +5,12 @@ use dynaraft_storage::StorageError;
 use serde_json::{Value, json};
 
 const DDB: &str = "com.amazonaws.dynamodb.v20120810#";
+/// DynamoDB's messages for a table's, a global index's (writes held back by
+/// it) and an index's (reads of it) spent provisioned capacity.
+const TABLE_THROTTLED: &str = "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.";
+const INDEX_WRITE_THROTTLED: &str = "The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API";
+const INDEX_READ_THROTTLED: &str =
+    "The level of configured provisioned throughput for the index was exceeded";
 const CORAL: &str = "com.amazon.coral.service#";
 /// Namespace of parameter validation errors, as DynamoDB sends them.
 const VALIDATE: &str = "com.amazon.coral.validate#";
@@ -80,6 +86,13 @@ pub enum ApiError {
     IndexBackPressure {
         provisioned: bool,
     },
+    /// A request refused because a table's, index's or partition's
+    /// capacity is spent (nothing was done); `resource` is the ARN of the
+    /// table or index that ran out.
+    Throttled {
+        throttle: crate::capacity::Throttle,
+        resource: String,
+    },
     /// A single-item write met a running transaction on its item.
     TransactionConflict,
     /// A transaction was canceled; one reason per item, in request order.
@@ -118,6 +131,7 @@ impl ApiError {
             ApiError::ItemCollectionSizeLimitExceeded => "ItemCollectionSizeLimitExceeded",
             ApiError::IndexBackPressure { provisioned: true } => "ProvisionedThroughputExceeded",
             ApiError::IndexBackPressure { provisioned: false } => "ThrottlingError",
+            ApiError::Throttled { .. } => "ProvisionedThroughputExceeded",
             ApiError::TransactionConflict
             | ApiError::TransactionCanceled { .. }
             | ApiError::TransactionInProgress => "TransactionConflict",
@@ -282,13 +296,26 @@ impl ApiError {
             ApiError::IndexBackPressure { provisioned: true } => (
                 400,
                 format!("{DDB}ProvisionedThroughputExceededException"),
-                Some("The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API".into()),
+                Some(INDEX_WRITE_THROTTLED.into()),
             ),
             ApiError::IndexBackPressure { provisioned: false } => (
                 400,
                 "com.amazon.coral.availability#ThrottlingException".to_string(),
                 Some("Throughput exceeds the current capacity for one or more global secondary indexes. DynamoDB is automatically scaling your index so please try again shortly.".into()),
             ),
+            ApiError::Throttled { throttle, resource } => {
+                let message = match (&throttle.index, throttle.dir) {
+                    (None, _) => TABLE_THROTTLED,
+                    (Some(_), crate::capacity::Dir::Write) => INDEX_WRITE_THROTTLED,
+                    (Some(_), crate::capacity::Dir::Read) => INDEX_READ_THROTTLED,
+                };
+                let body = json!({
+                    "__type": format!("{DDB}ProvisionedThroughputExceededException"),
+                    "message": message,
+                    "ThrottlingReasons": [{"reason": throttle.reason(), "resource": resource}],
+                });
+                return (400, body);
+            }
             ApiError::TransactionConflict => (
                 400,
                 format!("{DDB}TransactionConflictException"),

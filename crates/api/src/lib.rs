@@ -13,6 +13,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod capacity;
 pub mod conns;
 pub mod encoding;
 pub mod enums;
@@ -87,6 +88,9 @@ pub struct ApiConfig {
     /// This deployment's region and its peers, for global tables (`None`:
     /// replicas are refused).
     pub peer_regions: Option<Arc<dynaraft_cluster::peer::PeerRegions>>,
+    /// Provisioned capacity's buckets and each table's consumption (see
+    /// [`capacity`]); built with enforcement off, nothing is refused.
+    pub capacity: Arc<capacity::Capacity>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -114,6 +118,7 @@ impl Default for ApiConfig {
             tls: None,
             metrics_elsewhere: false,
             peer_regions: None,
+            capacity: Arc::new(capacity::Capacity::default()),
         }
     }
 }
@@ -287,6 +292,7 @@ impl Server {
     /// Serves `api` on a socket already listening.
     pub async fn start_on(api: Api, listener: std::net::TcpListener) -> std::io::Result<Server> {
         ops::resume_transitions(&api);
+        metrics::add_tables(&api.cfg.capacity, &api.router);
         let cfg = api.cfg.clone();
         Server::serve(Serving::Up(api), cfg, listener).await
     }
@@ -355,6 +361,7 @@ impl Server {
     /// transitions its catalog holds.
     pub fn bring_up(&self, api: Api) {
         ops::resume_transitions(&api);
+        metrics::add_tables(&api.cfg.capacity, &api.router);
         self.serving.store(Arc::new(Serving::Up(api)));
     }
 

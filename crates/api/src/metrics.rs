@@ -30,9 +30,10 @@
 //!   ServiceUnavailable because the cluster could not serve them (their
 //!   warnings are logged at most once a second, with the count skipped).
 
+use crate::capacity::{Capacity, Counted};
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -193,7 +194,177 @@ pub fn request_unavailable() {
     metrics::counter!("dynaraft_requests_unavailable_total").increment(1);
 }
 
-/// The current metrics in Prometheus' text format, if installed.
+/// The current metrics in Prometheus' text format, if installed: the
+/// recorder's families, then the per-table ones of every API server
+/// running in this process ([`add_tables`]).
 pub fn render() -> Option<String> {
-    HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render())
+    let mut text = HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render())?;
+    render_tables(&mut text);
+    Some(text)
+}
+
+/// Where one API server's per-table families come from: its capacity
+/// counts and its catalog. Dropped with the server's configuration.
+struct TableSource {
+    capacity: Weak<Capacity>,
+    router: dynaraft_cluster::Router,
+}
+
+static TABLE_SOURCES: Mutex<Vec<TableSource>> = Mutex::new(Vec::new());
+
+/// Renders `capacity`'s per-table counts, for the tables `router`'s
+/// catalog holds, in `/metrics` while `capacity` lives.
+pub fn add_tables(capacity: &Arc<Capacity>, router: &dynaraft_cluster::Router) {
+    let mut sources = TABLE_SOURCES.lock().unwrap_or_else(|p| p.into_inner());
+    sources.retain(|s| s.capacity.strong_count() > 0);
+    if !sources
+        .iter()
+        .any(|s| std::ptr::eq(s.capacity.as_ptr(), Arc::as_ptr(capacity)))
+    {
+        sources.push(TableSource {
+            capacity: Arc::downgrade(capacity),
+            router: router.clone(),
+        });
+    }
+}
+
+/// A per-table family: name, type, HELP text, and its value for a table.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+}
+
+/// A per-table family's value for one table's counts.
+type CountedValue = fn(&Counted) -> f64;
+
+const COUNTED: &[(Family, CountedValue)] = &[
+    (
+        Family {
+            name: "dynaraft_consumed_read_capacity_units_total",
+            kind: "counter",
+            help: "Read capacity units consumed, by table (CloudWatch ConsumedReadCapacityUnits).",
+        },
+        |c| c.consumed_read,
+    ),
+    (
+        Family {
+            name: "dynaraft_consumed_write_capacity_units_total",
+            kind: "counter",
+            help: "Write capacity units consumed by the table itself, by table (CloudWatch ConsumedWriteCapacityUnits).",
+        },
+        |c| c.consumed_write,
+    ),
+    (
+        Family {
+            name: "dynaraft_read_throttle_events_total",
+            kind: "counter",
+            help: "Reads refused because capacity was spent, by table (CloudWatch ReadThrottleEvents).",
+        },
+        |c| c.read_throttle_events as f64,
+    ),
+    (
+        Family {
+            name: "dynaraft_write_throttle_events_total",
+            kind: "counter",
+            help: "Writes refused because capacity was spent, by table (CloudWatch WriteThrottleEvents).",
+        },
+        |c| c.write_throttle_events as f64,
+    ),
+    (
+        Family {
+            name: "dynaraft_throttled_requests_total",
+            kind: "counter",
+            help: "Requests refused because capacity was spent, by table (CloudWatch ThrottledRequests).",
+        },
+        |c| c.throttled_requests as f64,
+    ),
+];
+
+const PROVISIONED: [Family; 2] = [
+    Family {
+        name: "dynaraft_provisioned_read_capacity_units",
+        kind: "gauge",
+        help: "Provisioned read capacity units of a provisioned table or global index (CloudWatch ProvisionedReadCapacityUnits).",
+    },
+    Family {
+        name: "dynaraft_provisioned_write_capacity_units",
+        kind: "gauge",
+        help: "Provisioned write capacity units of a provisioned table or global index (CloudWatch ProvisionedWriteCapacityUnits).",
+    },
+];
+
+/// A label value in Prometheus' text format.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family_head(out: &mut String, f: &Family) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+    let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+}
+
+/// Appends the per-table families of every live source.
+fn render_tables(out: &mut String) {
+    use std::fmt::Write;
+    let sources: Vec<(Arc<Capacity>, dynaraft_cluster::Router)> = {
+        let mut sources = TABLE_SOURCES.lock().unwrap_or_else(|p| p.into_inner());
+        sources.retain(|s| s.capacity.strong_count() > 0);
+        sources
+            .iter()
+            .filter_map(|s| Some((s.capacity.upgrade()?, s.router.clone())))
+            .collect()
+    };
+    let mut counted = Vec::new();
+    // (table, index, read units, write units) of provisioned tables and
+    // their indexes.
+    let mut provisioned = Vec::new();
+    for (capacity, router) in &sources {
+        let tables = router.tables();
+        counted.extend(capacity.counts(&tables));
+        for t in tables.iter().filter(|t| crate::capacity::provisioned(t)) {
+            let m = &t.meta;
+            provisioned.push((label(&m.name), None, m.read_capacity, m.write_capacity));
+            for g in &m.global_indexes {
+                provisioned.push((
+                    label(&m.name),
+                    Some(label(&g.index.name)),
+                    g.read_capacity,
+                    g.write_capacity,
+                ));
+            }
+        }
+    }
+    for (family, value) in COUNTED {
+        if counted.is_empty() {
+            break;
+        }
+        family_head(out, family);
+        for (table, c) in &counted {
+            let _ = writeln!(
+                out,
+                "{}{{table=\"{}\"}} {}",
+                family.name,
+                label(table),
+                value(c)
+            );
+        }
+    }
+    for (i, family) in PROVISIONED.iter().enumerate() {
+        if provisioned.is_empty() {
+            break;
+        }
+        family_head(out, family);
+        for (table, index, read, write) in &provisioned {
+            let units = if i == 0 { read } else { write };
+            let index = index
+                .as_ref()
+                .map(|ix| format!(",index=\"{ix}\""))
+                .unwrap_or_default();
+            let _ = writeln!(out, "{}{{table=\"{table}\"{index}}} {units}", family.name);
+        }
+    }
 }

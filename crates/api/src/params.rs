@@ -470,6 +470,100 @@ pub fn consumed(mode: CapacityMode, table: &str, units: f64, write: bool) -> Opt
     }
 }
 
+/// Capacity units one secondary index consumed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexUnits {
+    pub name: String,
+    /// A global index (else a local one).
+    pub global: bool,
+    pub units: f64,
+}
+
+/// ConsumedCapacity of a request on `table` that consumed `units` of the
+/// table itself (`None` for a read of an index alone) and `indexes` of its
+/// secondary indexes: the total, and with INDEXES each one's share.
+pub fn consumed_with_indexes(
+    mode: CapacityMode,
+    table: &str,
+    units: Option<f64>,
+    indexes: &[IndexUnits],
+    write: bool,
+) -> Option<Value> {
+    let kind = if write {
+        "WriteCapacityUnits"
+    } else {
+        "ReadCapacityUnits"
+    };
+    let total = units.unwrap_or(0.0) + indexes.iter().map(|i| i.units).sum::<f64>();
+    let mut c = consumed(mode, table, total, write)?;
+    if mode == CapacityMode::Indexes {
+        match units {
+            Some(u) => c["Table"] = json!({"CapacityUnits": u, kind: u}),
+            None => {
+                if let Some(o) = c.as_object_mut() {
+                    o.remove("Table");
+                }
+            }
+        }
+        for (global, member) in [
+            (true, "GlobalSecondaryIndexes"),
+            (false, "LocalSecondaryIndexes"),
+        ] {
+            let per: serde_json::Map<String, Value> = indexes
+                .iter()
+                .filter(|i| i.global == global)
+                .map(|i| {
+                    (
+                        i.name.clone(),
+                        json!({"CapacityUnits": i.units, kind: i.units}),
+                    )
+                })
+                .collect();
+            if !per.is_empty() {
+                c[member] = Value::Object(per);
+            }
+        }
+    }
+    Some(c)
+}
+
+/// Capacity a batch consumed in one table: the table's own units and each
+/// secondary index's, summed over the batch's items.
+#[derive(Debug, Default, Clone)]
+pub struct TableUnits {
+    pub table: f64,
+    pub indexes: Vec<IndexUnits>,
+}
+
+impl TableUnits {
+    pub fn add(&mut self, table: f64, indexes: &[IndexUnits]) {
+        self.table += table;
+        for i in indexes {
+            match self.indexes.iter_mut().find(|e| e.name == i.name) {
+                Some(e) => e.units += i.units,
+                None => self.indexes.push(i.clone()),
+            }
+        }
+    }
+}
+
+/// Adds `ConsumedCapacity` as a list with one entry per table, each with
+/// its indexes' shares (BatchWriteItem), unless capacity is not requested.
+pub fn insert_consumed_parts(
+    out: &mut Value,
+    mode: CapacityMode,
+    units: &BTreeMap<String, TableUnits>,
+    write: bool,
+) {
+    if mode != CapacityMode::None {
+        let caps: Vec<Value> = units
+            .iter()
+            .filter_map(|(n, u)| consumed_with_indexes(mode, n, Some(u.table), &u.indexes, write))
+            .collect();
+        out["ConsumedCapacity"] = Value::Array(caps);
+    }
+}
+
 /// Adds `ConsumedCapacity` as a list with one entry per table (the batch
 /// and transaction operations), unless capacity is not requested.
 pub fn insert_consumed_list(

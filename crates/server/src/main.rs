@@ -518,6 +518,12 @@ struct EdgeArgs {
     /// The private key of --tls-cert (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Serve provisioned tables past their read and write capacity, as
+    /// DynamoDB Local does (consumption is still counted in /metrics).
+    /// Without it, requests beyond a table's capacity and burst are
+    /// throttled as in DynamoDB.
+    #[arg(long)]
+    no_capacity_limits: bool,
 }
 
 impl EdgeArgs {
@@ -529,6 +535,9 @@ impl EdgeArgs {
             audit: open_audit(self.audit_log.as_deref())?,
             tls: load_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())?,
             metrics_elsewhere: start_metrics(self.metrics_listen).await?,
+            capacity: Arc::new(dynaraft_api::capacity::Capacity::new(
+                !self.no_capacity_limits,
+            )),
             ..cfg
         })
     }

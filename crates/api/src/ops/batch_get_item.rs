@@ -163,6 +163,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut unprocessed = Map::new();
     let mut capacity = Vec::new();
     let mut bytes = 0usize;
+    let mut throttled = None;
+    let mut read_any = false;
     for (plan, spec) in plans.into_iter().zip(&specs) {
         let mut items = Vec::new();
         let mut left = Vec::new();
@@ -172,10 +174,28 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
                 left.push(item_to_json(&key));
                 continue;
             }
-            let item = api
-                .router
-                .get_item(&plan.table, &sk, plan.consistent)
-                .await?;
+            let hash = dynaraft_storage::catalog::key_hash(&sk);
+            let read = super::read::charged(
+                api,
+                &plan.table,
+                None,
+                Some(hash),
+                plan.consistent,
+                api.router.get_item(&plan.table, &sk, plan.consistent),
+                |i| i.as_ref().map_or(0, item_size_bytes),
+            )
+            .await;
+            let item = match read {
+                Ok(item) => item,
+                // Refused for capacity: the key comes back unprocessed.
+                Err(e @ ApiError::Throttled { .. }) => {
+                    throttled.get_or_insert(e);
+                    left.push(item_to_json(&key));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            read_any = true;
             let size = item.as_ref().map_or(0, item_size_bytes);
             bytes += size;
             units += read_units(size, plan.consistent);
@@ -194,6 +214,11 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         if let Some(c) = consumed(mode, &plan.name, units, false) {
             capacity.push(c);
         }
+    }
+    // DynamoDB refuses the whole batch only when capacity refused every
+    // key; otherwise the refused ones come back unprocessed.
+    if let (false, Some(e)) = (read_any, throttled) {
+        return Err(e);
     }
     let mut out = json!({ "Responses": responses, "UnprocessedKeys": unprocessed });
     if mode != CapacityMode::None {

@@ -209,14 +209,23 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         });
     }
     let mut unprocessed: Map<String, Value> = Map::new();
-    let mut units: BTreeMap<String, f64> = BTreeMap::new();
+    let mut units: BTreeMap<String, crate::params::TableUnits> = BTreeMap::new();
     let mut collections: Map<String, Value> = Map::new();
+    let mut done = 0;
+    let mut throttled = None;
     while let Some(joined) = set.join_next().await {
         let (name, raw, result) =
             joined.map_err(|e| ApiError::InternalServerError(e.to_string()))?;
+        if let Err(e @ ApiError::Throttled { .. }) = &result {
+            throttled.get_or_insert_with(|| e.clone());
+        }
         match result {
             Ok(w) => {
-                *units.entry(name.clone()).or_default() += write_units(w.size());
+                done += 1;
+                units
+                    .entry(name.clone())
+                    .or_default()
+                    .add(w.units(), &w.index_units);
                 if let Some(m) = w.collection_metrics().filter(|_| metrics) {
                     let list = collections.entry(name).or_insert_with(|| json!([]));
                     if let Some(a) = list.as_array_mut() {
@@ -224,7 +233,13 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
                     }
                 }
             }
-            Err(ApiError::ServiceUnavailable(_) | ApiError::TransactionConflict) => {
+            // Unprocessed: the client sends these again (throttled ones
+            // once capacity returns).
+            Err(
+                ApiError::ServiceUnavailable(_)
+                | ApiError::TransactionConflict
+                | ApiError::Throttled { .. },
+            ) => {
                 if let Some(a) = unprocessed
                     .entry(name)
                     .or_insert_with(|| json!([]))
@@ -236,10 +251,15 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             Err(e) => return Err(e),
         }
     }
+    // DynamoDB refuses the whole batch only when capacity refused every
+    // item; otherwise the refused ones come back unprocessed.
+    if let (0, Some(e)) = (done, throttled) {
+        return Err(e);
+    }
     let mut out = json!({ "UnprocessedItems": unprocessed });
     if !collections.is_empty() {
         out["ItemCollectionMetrics"] = Value::Object(collections);
     }
-    insert_consumed_list(&mut out, mode, &units, true);
+    crate::params::insert_consumed_parts(&mut out, mode, &units, true);
     Ok(out)
 }

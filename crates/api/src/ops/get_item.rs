@@ -92,7 +92,17 @@ pub async fn fetch(
     let sk = table.schema.storage_key(key).ok_or_else(|| {
         ApiError::validation("The provided key element does not match the schema")
     })?;
-    let item = api.router.get_item(table, &sk, consistent).await?;
+    let hash = dynaraft_storage::catalog::key_hash(&sk);
+    let item = super::read::charged(
+        api,
+        table,
+        None,
+        Some(hash),
+        consistent,
+        api.router.get_item(table, &sk, consistent),
+        |i| i.as_ref().map_or(0, item_size_bytes),
+    )
+    .await?;
     let size = item.as_ref().map_or(0, item_size_bytes);
     let mut out = json!({});
     let item = match (projection, item) {

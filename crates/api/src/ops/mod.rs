@@ -204,6 +204,17 @@ pub fn stream_arn(api: &Api, key: &str, created_ms: u64) -> String {
     )
 }
 
+/// DynamoDB's error for a request `throttle` refused, naming the table's
+/// or index's ARN.
+pub fn throttled(api: &Api, throttle: crate::capacity::Throttle) -> ApiError {
+    let mut resource = table_arn(api, &throttle.table);
+    if let Some(ix) = &throttle.index {
+        resource.push_str("/index/");
+        resource.push_str(ix);
+    }
+    ApiError::Throttled { throttle, resource }
+}
+
 /// The ARN of the table with catalog name `key`, in the request's region.
 pub fn table_arn(api: &Api, key: &str) -> String {
     format!(

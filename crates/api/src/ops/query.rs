@@ -162,15 +162,30 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         limit,
         max_bytes: MAX_PAGE_BYTES,
     };
-    let page = api
-        .router
-        .read_range(
+    let page = super::read::charged(
+        api,
+        &table,
+        index.as_ref().and_then(IndexTarget::global_name),
+        index
+            .is_none()
+            .then(|| dynaraft_storage::catalog::key_hash(&lo)),
+        consistent,
+        api.router.read_range(
             &table,
             index.as_ref().map(|i| &i.read),
             (&lo, Some(&hi)),
             &opts,
             consistent,
-        )
-        .await?;
-    Ok(page_response(page, &exprs, &name, mode, consistent))
+        ),
+        |p| p.read_bytes,
+    )
+    .await?;
+    Ok(page_response(
+        page,
+        &exprs,
+        &name,
+        index.as_ref(),
+        mode,
+        consistent,
+    ))
 }

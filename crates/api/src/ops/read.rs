@@ -104,6 +104,40 @@ pub struct ReadExprs {
     pub all_attributes: bool,
 }
 
+/// Runs `read` of `table` (of its global index `index`, if it names one)
+/// once it has read capacity: the least a read consumes is reserved first,
+/// in the partition holding `hash` if the read stays in one, and what the
+/// read consumed (`bytes` of its result) is charged after.
+pub async fn charged<T>(
+    api: &crate::Api,
+    table: &Table,
+    index: Option<&str>,
+    hash: Option<u64>,
+    consistent: bool,
+    read: impl std::future::Future<Output = Result<T, dynaraft_cluster::ClusterError>>,
+    bytes: impl FnOnce(&T) -> usize,
+) -> Result<T, ApiError> {
+    let capacity = &api.cfg.capacity;
+    let ticket = capacity
+        .read(table, index, hash, read_units(0, consistent))
+        .map_err(|t| super::throttled(api, t))?;
+    let result = read.await;
+    // A read that failed consumed nothing: its reservation is given back.
+    let units = result
+        .as_ref()
+        .map_or(0.0, |r| read_units(bytes(r), consistent));
+    capacity.settle(table, crate::capacity::Dir::Read, ticket, units, |_| 0.0);
+    Ok(result?)
+}
+
+impl IndexTarget {
+    /// The global index's name, for the capacity it draws on (a local
+    /// index reads its table's).
+    pub fn global_name(&self) -> Option<&str> {
+        self.read.global.map(|_| self.meta.name.as_str())
+    }
+}
+
 /// The index a Query or Scan names, resolved against the table: what the
 /// storage read needs, and the index's key schema.
 pub struct IndexTarget {
@@ -500,6 +534,7 @@ pub fn page_response(
     mut page: Page,
     exprs: &ReadExprs,
     name: &str,
+    index: Option<&IndexTarget>,
     mode: CapacityMode,
     consistent: bool,
 ) -> Value {
@@ -525,10 +560,22 @@ pub fn page_response(
         "LastEvaluatedKey",
         page.last_key.as_ref().map(item_to_json),
     );
-    insert_opt(
-        &mut out,
-        "ConsumedCapacity",
-        consumed(mode, name, read_units(page.read_bytes, consistent), false),
-    );
+    // A read of an index consumes that index's capacity alone.
+    let units = read_units(page.read_bytes, consistent);
+    let capacity = match index {
+        None => consumed(mode, name, units, false),
+        Some(ix) => crate::params::consumed_with_indexes(
+            mode,
+            name,
+            None,
+            &[crate::params::IndexUnits {
+                name: ix.meta.name.clone(),
+                global: ix.read.global.is_some(),
+                units,
+            }],
+            false,
+        ),
+    };
+    insert_opt(&mut out, "ConsumedCapacity", capacity);
     out
 }

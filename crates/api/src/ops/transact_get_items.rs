@@ -116,7 +116,33 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             reasons: reasons(n, &invalid, &[]),
         });
     }
-    let read = match api.router.transact_get(&keys).await? {
+    // Each table's capacity: two strongly consistent units per item
+    // reserved before the read, the sizes read charged after.
+    let capacity = &api.cfg.capacity;
+    let dir = crate::capacity::Dir::Read;
+    let mut least: BTreeMap<String, (std::sync::Arc<dynaraft_cluster::Table>, f64)> =
+        BTreeMap::new();
+    for (table, _) in &keys {
+        least
+            .entry(table.meta.name.clone())
+            .or_insert_with(|| (table.clone(), 0.0))
+            .1 += 2.0 * read_units(0, true);
+    }
+    let tickets = capacity
+        .reserve_tables(dir, least.into_values().collect())
+        .map_err(|t| super::throttled(api, t))?;
+    let read = api.router.transact_get(&keys).await;
+    let mut used: BTreeMap<&str, f64> = BTreeMap::new();
+    if let Ok(Ok(items)) = &read {
+        for (item, (table, _)) in items.iter().zip(&keys) {
+            let size = item.as_ref().map_or(0, item_size_bytes);
+            *used.entry(table.meta.name.as_str()).or_default() += 2.0 * read_units(size, true);
+        }
+    }
+    capacity.settle_tables(dir, tickets, |t| {
+        used.get(t.meta.name.as_str()).copied().unwrap_or(0.0)
+    });
+    let read = match read? {
         Ok(read) => read,
         Err(held) => {
             let failures: Vec<(u32, Failure)> =

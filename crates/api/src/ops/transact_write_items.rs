@@ -180,6 +180,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut old_on_failure = Vec::with_capacity(n);
     let mut seen = HashSet::new();
     let mut units: BTreeMap<String, f64> = BTreeMap::new();
+    let mut by_table: BTreeMap<String, (std::sync::Arc<dynaraft_cluster::Table>, f64)> =
+        BTreeMap::new();
     let mut total_bytes = 0usize;
     for (pos, entry) in entries.into_iter().enumerate() {
         // An item whose key has the wrong type cancels the transaction
@@ -208,6 +210,10 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         *units
             .entry(crate::scope::display_name(&table.meta.name).to_string())
             .or_default() += 2.0 * write_units(bytes);
+        by_table
+            .entry(table.meta.name.clone())
+            .or_insert_with(|| (table.clone(), 0.0))
+            .1 += 2.0 * write_units(bytes);
         old_on_failure.push(req.old_on_failure);
         writes.push(TxnWrite { table, write });
     }
@@ -222,11 +228,21 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             .map(|w| (w.table.meta.name.clone(), &w.write))
             .collect::<Vec<_>>(),
     );
+    // Each table's capacity for the whole transaction, before it runs;
+    // charged when it commits, given back otherwise.
+    let capacity = &api.cfg.capacity;
+    let dir = crate::capacity::Dir::Write;
+    let tickets = capacity
+        .reserve_tables(dir, by_table.values().cloned().collect())
+        .map_err(|t| super::throttled(api, t))?;
     let txn = fastrand::u128(..);
-    let result = api
-        .router
-        .transact_write(txn, &writes, token, digest)
-        .await?;
+    let result = api.router.transact_write(txn, &writes, token, digest).await;
+    let committed = matches!(result, Ok(TxnResult::Committed));
+    capacity.settle_tables(dir, tickets, |t| match by_table.get(&t.meta.name) {
+        Some((_, u)) if committed => *u,
+        _ => 0.0,
+    });
+    let result = result?;
     match result {
         TxnResult::Committed => {
             let mut out = json!({});

@@ -112,7 +112,7 @@ impl WriteOptions {
 
     /// The response: `Attributes` (when non-empty) and `ConsumedCapacity`.
     pub fn response(&self, table: &str, attributes: Option<Item>, written: &Written) -> Value {
-        use crate::params::{consumed, insert_opt, write_units};
+        use crate::params::insert_opt;
         let mut out = serde_json::json!({});
         insert_opt(
             &mut out,
@@ -125,7 +125,13 @@ impl WriteOptions {
         insert_opt(
             &mut out,
             "ConsumedCapacity",
-            consumed(self.capacity, table, write_units(written.size()), true),
+            crate::params::consumed_with_indexes(
+                self.capacity,
+                table,
+                Some(written.units()),
+                &written.index_units,
+                true,
+            ),
         );
         if self.collection_metrics {
             insert_opt(
@@ -317,6 +323,8 @@ pub struct Written {
     /// For a table with local indexes: the item's partition key and its
     /// collection's size after the write, in bytes.
     pub collection: Option<(Item, u64)>,
+    /// Write units each secondary index the write changed consumed.
+    pub index_units: Vec<crate::params::IndexUnits>,
 }
 
 /// Bytes in one of SizeEstimateRangeGB's gigabytes.
@@ -332,6 +340,16 @@ impl Written {
             "ItemCollectionKey": item_to_json(key),
             "SizeEstimateRangeGB": [low, low + 1.0],
         }))
+    }
+
+    /// Write units the table consumed.
+    pub fn units(&self) -> f64 {
+        crate::params::write_units(self.size())
+    }
+
+    /// Write units the table and its global indexes consumed.
+    pub fn total_units(&self) -> f64 {
+        self.units() + self.index_units.iter().map(|i| i.units).sum::<f64>()
     }
 
     /// Size used for write capacity: the larger of the old and new item.
@@ -368,9 +386,50 @@ pub fn command(api: &Api, table: &Table, req: &WriteRequest) -> Result<WriteComm
     })
 }
 
+/// Applies `req`, once `table` (and the partition holding its key) has
+/// write capacity for it; what it consumed is charged after.
 pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Written, ApiError> {
+    use crate::capacity::Dir;
     let cmd = command(api, table, &req)?;
-    match api.router.write(table, cmd).await? {
+    let hash = dynaraft_storage::catalog::key_hash(&cmd.storage_key);
+    let capacity = &api.cfg.capacity;
+    let ticket = capacity
+        .write(table, hash)
+        .map_err(|t| super::throttled(api, t))?;
+    let outcome = api.router.write(table, cmd).await;
+    let (units, index_units) = match &outcome {
+        Ok(Outcome::Written { old, new, .. }) => {
+            let size = old
+                .as_ref()
+                .map_or(0, item_size_bytes)
+                .max(new.as_ref().map_or(0, item_size_bytes));
+            (
+                crate::params::write_units(size),
+                index_write_units(table, old.as_ref(), new.as_ref()),
+            )
+        }
+        // A failed condition consumes the item's write units.
+        Ok(Outcome::ConditionFailed { old }) => (
+            crate::params::write_units(old.as_ref().map_or(0, item_size_bytes)),
+            Vec::new(),
+        ),
+        // Nothing was written: the reservation is given back.
+        _ => (0.0, Vec::new()),
+    };
+    // A local index's writes draw on its table's capacity, a global
+    // index's on its own.
+    let local: f64 = index_units
+        .iter()
+        .filter(|i| !i.global)
+        .map(|i| i.units)
+        .sum();
+    capacity.settle(table, Dir::Write, ticket, units + local, |ix| {
+        index_units
+            .iter()
+            .find(|i| i.global && i.name == ix)
+            .map_or(0.0, |i| i.units)
+    });
+    match outcome? {
         Outcome::Written {
             old,
             new,
@@ -388,6 +447,7 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
                 old,
                 new,
                 collection: pk.zip(collection_bytes),
+                index_units,
             })
         }
         Outcome::ConditionFailed { old } => Err(ApiError::ConditionalCheckFailed {
@@ -410,4 +470,83 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
             ))
         }
     }
+}
+
+/// Write units each secondary index of `table` consumes for a write that
+/// turned item `old` into `new` (DynamoDB's rules): an entry put or
+/// deleted costs its projected size's units, one whose index key changed
+/// costs both, and one whose projected attributes did not change costs
+/// nothing. Indexes the item is in neither before nor after are left out.
+pub fn index_write_units(
+    table: &Table,
+    old: Option<&Item>,
+    new: Option<&Item>,
+) -> Vec<crate::params::IndexUnits> {
+    use crate::params::write_units;
+    let globals = table.meta.global_indexes.iter().map(|g| (&g.index, true));
+    let locals = table.meta.local_indexes.iter().map(|l| (l, false));
+    let mut out = Vec::new();
+    for (index, global) in globals.chain(locals) {
+        let entry = |item: Option<&Item>| item.and_then(|i| index_entry(table, index, i));
+        let units = match (entry(old), entry(new)) {
+            (None, None) => continue,
+            (Some(o), None) => write_units(item_size_bytes(&o)),
+            (None, Some(n)) => write_units(item_size_bytes(&n)),
+            (Some(o), Some(n)) if o == n => continue,
+            (Some(o), Some(n)) => {
+                let same_key = index
+                    .key
+                    .hash
+                    .iter()
+                    .chain(&index.key.range)
+                    .all(|a| o.get(&a.name) == n.get(&a.name));
+                if same_key {
+                    write_units(item_size_bytes(&o).max(item_size_bytes(&n)))
+                } else {
+                    write_units(item_size_bytes(&o)) + write_units(item_size_bytes(&n))
+                }
+            }
+        };
+        out.push(crate::params::IndexUnits {
+            name: index.name.clone(),
+            global,
+            units,
+        });
+    }
+    out
+}
+
+/// The entry `item` has in `index` (its projected attributes), if it has
+/// every attribute of the index's key.
+fn index_entry(table: &Table, index: &dynaraft_storage::IndexMeta, item: &Item) -> Option<Item> {
+    use dynaraft_storage::catalog::Projection;
+    let key = &index.key;
+    if !key
+        .hash
+        .iter()
+        .chain(&key.range)
+        .all(|a| item.contains_key(&a.name))
+    {
+        return None;
+    }
+    if index.projection == Projection::All {
+        return Some(item.clone());
+    }
+    let schema = &table.schema;
+    let keep = |name: &str| {
+        schema
+            .hash
+            .iter()
+            .chain(&schema.range)
+            .chain(&key.hash)
+            .chain(&key.range)
+            .any(|a| a.name == name)
+            || matches!(&index.projection, Projection::Include(names) if names.iter().any(|n| n == name))
+    };
+    Some(
+        item.iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }

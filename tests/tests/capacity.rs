@@ -1,0 +1,301 @@
+//! Provisioned capacity enforced (issue 25): a provisioned table spends
+//! its burst, is throttled with DynamoDB's error, and then sustains about
+//! its capacity; an on-demand table under the same load is not throttled;
+//! a throttled write has no effect; consumption and throttles show in
+//! `/metrics`. Clients here have the SDK's retries off, so every refusal
+//! is seen.
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput, PutRequest,
+    ScalarAttributeType, WriteRequest,
+};
+use dynaraft_tests::av::*;
+use dynaraft_tests::*;
+use std::time::{Duration, Instant};
+
+async fn create_provisioned(client: &aws_sdk_dynamodb::Client, name: &str, rcu: i64, wcu: i64) {
+    client
+        .create_table()
+        .table_name(name)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(rcu)
+                .write_capacity_units(wcu)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .expect("create table");
+}
+
+/// The value of the series `prefix` (name and labels) in a /metrics page.
+fn series(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provisioned_table_is_throttled_after_its_burst_and_sustains_its_capacity() {
+    let t = TestServer::start().await;
+    let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    create_provisioned(&client, "slow", 1, 1).await;
+    let put = |i: usize| {
+        client
+            .put_item()
+            .table_name("slow")
+            .item("pk", s(&format!("k{i}")))
+    };
+
+    // One write capacity unit keeps 300 seconds of burst: about 300 small
+    // writes go through at once, then the table is throttled.
+    let started = Instant::now();
+    let mut written = 0;
+    let refused = loop {
+        match put(written).send().await {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written <= 400, "no throttling after {written} writes");
+    };
+    let refill = started.elapsed().as_secs_f64().ceil() as usize;
+    assert!(
+        (300..=300 + refill + 1).contains(&written),
+        "{written} writes before the first refusal ({refill} s)"
+    );
+    let (code, message) = err_of(&refused);
+    assert_eq!(code, "ProvisionedThroughputExceededException");
+    assert_eq!(
+        message,
+        "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API."
+    );
+    let service = refused.into_service_error();
+    let aws_sdk_dynamodb::operation::put_item::PutItemError::ProvisionedThroughputExceededException(
+        e,
+    ) = service
+    else {
+        panic!("not the modelled exception: {service:?}");
+    };
+    let reasons = e.throttling_reasons();
+    assert_eq!(reasons.len(), 1);
+    assert_eq!(
+        reasons[0].reason(),
+        Some("TableWriteProvisionedThroughputExceeded")
+    );
+    assert_eq!(
+        reasons[0].resource(),
+        Some("arn:aws:dynamodb:us-east-1:000000000000:table/slow")
+    );
+    // The refused write had no effect.
+    let got = client
+        .get_item()
+        .table_name("slow")
+        .key("pk", s(&format!("k{written}")))
+        .send()
+        .await
+        .expect("get");
+    assert!(got.item().is_none(), "a throttled write was applied");
+
+    // Afterwards it sustains about its capacity: one write a second.
+    let window = Duration::from_secs(3);
+    let started = Instant::now();
+    let (mut ok, mut throttled) = (0, 0);
+    while started.elapsed() < window {
+        match put(10_000 + ok + throttled).send().await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                assert_eq!(err_of(&e).0, "ProvisionedThroughputExceededException");
+                throttled += 1;
+            }
+        }
+    }
+    assert!((1..=5).contains(&ok), "{ok} writes in {window:?} at 1 WCU");
+    assert!(throttled > 10, "only {throttled} refusals in {window:?}");
+
+    // A batch whose every item is refused is refused as a whole.
+    let batch = client
+        .batch_write_item()
+        .request_items(
+            "slow",
+            (0..5)
+                .map(|i| {
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .item("pk", s(&format!("b{i}")))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build()
+                })
+                .collect(),
+        )
+        .send()
+        .await;
+    let e = batch.expect_err("a throttled table's batch");
+    assert_eq!(err_of(&e).0, "ProvisionedThroughputExceededException");
+
+    // The same load on an on-demand table is never throttled.
+    create_table(&client, "fast", None).await;
+    for i in 0..1_000 {
+        client
+            .put_item()
+            .table_name("fast")
+            .item("pk", s(&format!("k{i}")))
+            .send()
+            .await
+            .expect("on-demand write");
+    }
+
+    // /metrics: consumption and throttles by table, and the capacity.
+    let (_, page) = t.get("/metrics");
+    for head in [
+        "# TYPE dynaraft_consumed_write_capacity_units_total counter",
+        "# TYPE dynaraft_write_throttle_events_total counter",
+        "# TYPE dynaraft_provisioned_write_capacity_units gauge",
+        "# HELP dynaraft_throttled_requests_total ",
+    ] {
+        assert!(page.contains(head), "{head} missing:\n{page}");
+    }
+    let consumed = series(
+        &page,
+        r#"dynaraft_consumed_write_capacity_units_total{table="slow"}"#,
+    );
+    assert_eq!(consumed, Some((written + ok) as f64));
+    let events = series(
+        &page,
+        r#"dynaraft_write_throttle_events_total{table="slow"}"#,
+    );
+    // The batch's five refused items are one throttled request each.
+    assert_eq!(events, Some((1 + throttled + 5) as f64));
+    assert_eq!(
+        series(
+            &page,
+            r#"dynaraft_consumed_write_capacity_units_total{table="fast"}"#
+        ),
+        Some(1_000.0)
+    );
+    assert_eq!(
+        series(
+            &page,
+            r#"dynaraft_write_throttle_events_total{table="fast"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(
+            &page,
+            r#"dynaraft_provisioned_write_capacity_units{table="slow"}"#
+        ),
+        Some(1.0)
+    );
+
+    // A dropped table's series disappear.
+    client
+        .delete_table()
+        .table_name("slow")
+        .send()
+        .await
+        .expect("delete");
+    let (_, page) = t.get("/metrics");
+    assert!(!page.contains(r#"table="slow""#), "{page}");
+    t.stop().await;
+}
+
+/// A read consumes what it read: a large item spends a small table's
+/// read burst in a few strongly consistent reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_reads_spend_read_capacity() {
+    let t = TestServer::start().await;
+    let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    create_provisioned(&client, "reads", 1, 1).await;
+    // 350 KB: 88 read units a strongly consistent read (the write takes
+    // the write bucket into debt, which the reads do not touch).
+    let big = "x".repeat(350 * 1024);
+    client
+        .put_item()
+        .table_name("reads")
+        .item("pk", s("big"))
+        .item("v", s(&big))
+        .send()
+        .await
+        .expect("put");
+    let mut reads = 0;
+    let refused = loop {
+        let r = client
+            .get_item()
+            .table_name("reads")
+            .key("pk", s("big"))
+            .consistent_read(true)
+            .send()
+            .await;
+        match r {
+            Ok(out) => {
+                assert!(out.item().is_some());
+                reads += 1;
+            }
+            Err(e) => break e,
+        }
+        assert!(reads <= 10, "no throttling after {reads} reads");
+    };
+    // 300 units of burst: the fourth read takes the bucket into debt.
+    assert_eq!(reads, 4);
+    let service = refused.into_service_error();
+    let aws_sdk_dynamodb::operation::get_item::GetItemError::ProvisionedThroughputExceededException(
+        e,
+    ) = service
+    else {
+        panic!("not the modelled exception: {service:?}");
+    };
+    assert_eq!(
+        e.throttling_reasons()[0].reason(),
+        Some("TableReadProvisionedThroughputExceeded")
+    );
+    t.stop().await;
+}
+
+/// `--no-capacity-limits`: nothing is refused, consumption still counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capacity_limits_can_be_turned_off() {
+    let cfg = dynaraft_api::ApiConfig {
+        capacity: std::sync::Arc::new(dynaraft_api::capacity::Capacity::new(false)),
+        ..TestServer::config()
+    };
+    let t = TestServer::start_config(None, cfg).await;
+    let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    create_provisioned(&client, "unlimited", 1, 1).await;
+    for i in 0..400 {
+        client
+            .put_item()
+            .table_name("unlimited")
+            .item("pk", s(&format!("k{i}")))
+            .send()
+            .await
+            .expect("no limits");
+    }
+    let (_, page) = t.get("/metrics");
+    assert_eq!(
+        series(
+            &page,
+            r#"dynaraft_consumed_write_capacity_units_total{table="unlimited"}"#
+        ),
+        Some(400.0)
+    );
+    t.stop().await;
+}
