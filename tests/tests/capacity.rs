@@ -299,3 +299,173 @@ async fn capacity_limits_can_be_turned_off() {
     );
     t.stop().await;
 }
+
+/// OnDemandThroughput: an on-demand table's maximums, as CreateTable,
+/// UpdateTable and DescribeTable take and show them, and enforced with
+/// DynamoDB's ThrottlingException.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_demand_maximums_are_kept_shown_and_enforced() {
+    use aws_sdk_dynamodb::types::OnDemandThroughput;
+    let t = TestServer::start().await;
+    let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    let create = |name: &str, max: OnDemandThroughput| {
+        client
+            .create_table()
+            .table_name(name)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("pk")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("pk")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .billing_mode(BillingMode::PayPerRequest)
+            .on_demand_throughput(max)
+    };
+    // -1 means "no maximum" only to UpdateTable; 0 is never valid.
+    for bad in [0, -1] {
+        let e = create(
+            "capped",
+            OnDemandThroughput::builder()
+                .max_write_request_units(bad)
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("out of range");
+        assert_eq!(
+            err_of(&e).1,
+            "One or more parameter values were invalid: Requested MaxWriteRequestUnits for OnDemandThroughput for table is outside of valid range"
+        );
+    }
+    create(
+        "capped",
+        OnDemandThroughput::builder()
+            .max_write_request_units(5)
+            .build(),
+    )
+    .send()
+    .await
+    .expect("create");
+    let described = client
+        .describe_table()
+        .table_name("capped")
+        .send()
+        .await
+        .expect("describe");
+    let table = described.table().expect("table");
+    let max = table.on_demand_throughput().expect("OnDemandThroughput");
+    assert_eq!(
+        (max.max_read_request_units(), max.max_write_request_units()),
+        (None, Some(5))
+    );
+    let warm = table.warm_throughput().expect("WarmThroughput");
+    assert_eq!(
+        (warm.read_units_per_second(), warm.write_units_per_second()),
+        (Some(12_000), Some(4_000))
+    );
+
+    // Five writes a second, and a second of them at once.
+    let put = |i: usize| {
+        client
+            .put_item()
+            .table_name("capped")
+            .item("pk", s(&format!("k{i}")))
+    };
+    let mut written = 0;
+    let refused = loop {
+        match put(written).send().await {
+            Ok(_) => written += 1,
+            Err(e) => break e,
+        }
+        assert!(written <= 20, "no maximum after {written} writes");
+    };
+    assert!(
+        (5..=7).contains(&written),
+        "{written} writes before the first refusal"
+    );
+    let (code, message) = err_of(&refused);
+    assert_eq!(code, "ThrottlingException");
+    assert_eq!(
+        message,
+        "Throughput exceeds the maximum OnDemandThroughput configured on table or index"
+    );
+    let service = refused.into_service_error();
+    let aws_sdk_dynamodb::operation::put_item::PutItemError::ThrottlingException(e) = service
+    else {
+        panic!("not the modelled exception: {service:?}");
+    };
+    assert_eq!(
+        e.throttling_reasons()[0].reason(),
+        Some("TableWriteMaxOnDemandThroughputExceeded")
+    );
+
+    // UpdateTable: -1 removes the maximum, and nothing is refused after.
+    client
+        .update_table()
+        .table_name("capped")
+        .on_demand_throughput(
+            OnDemandThroughput::builder()
+                .max_write_request_units(-1)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("update");
+    let described = client
+        .describe_table()
+        .table_name("capped")
+        .send()
+        .await
+        .expect("describe");
+    assert!(described.table().unwrap().on_demand_throughput().is_none());
+    for i in 0..200 {
+        put(1_000 + i).send().await.expect("no maximum");
+    }
+    // A provisioned table has no on-demand maximum to set.
+    let e = client
+        .create_table()
+        .table_name("both")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::Provisioned)
+        .provisioned_throughput(
+            ProvisionedThroughput::builder()
+                .read_capacity_units(1)
+                .write_capacity_units(1)
+                .build()
+                .unwrap(),
+        )
+        .on_demand_throughput(
+            OnDemandThroughput::builder()
+                .max_read_request_units(10)
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("a provisioned table's maximum");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: MaxReadRequestUnits for OnDemandThroughput cannot be specified when the table BillingMode is PROVISIONED"
+    );
+    t.stop().await;
+}

@@ -9,7 +9,8 @@
 //! ([`PARTITION_READ_UNITS_PER_S`], [`PARTITION_WRITE_UNITS_PER_S`]): a hot
 //! partition may use as much of the table's capacity as it has unused
 //! (DynamoDB's adaptive capacity, instantly), but never more than a
-//! partition serves. On-demand tables are not limited here.
+//! partition serves. An on-demand table is limited only by its
+//! OnDemandThroughput maximums, if set ([`ON_DEMAND_MAX_BURST_SECONDS`]).
 //!
 //! A request reserves the least it can consume before it runs (refused,
 //! with nothing done, when a bucket cannot give it) and settles what it
@@ -34,6 +35,9 @@ pub const PARTITION_READ_UNITS_PER_S: f64 = 3_000.0;
 pub const PARTITION_WRITE_UNITS_PER_S: f64 = 1_000.0;
 /// Burst a partition's own bucket holds, in seconds of its ceiling.
 pub const PARTITION_BURST_SECONDS: f64 = 1.0;
+/// Burst an on-demand table's maximum (OnDemandThroughput) allows, in
+/// seconds of its maximum.
+pub const ON_DEMAND_MAX_BURST_SECONDS: f64 = 1.0;
 /// Most buckets kept at once; past it, full buckets (the same as absent
 /// ones: a new bucket starts full) are dropped.
 pub const MAX_BUCKETS: usize = 65_536;
@@ -63,6 +67,8 @@ pub enum Limit {
     Provisioned,
     /// The ceiling of the partition holding the key.
     KeyRange,
+    /// An on-demand table's OnDemandThroughput maximum.
+    MaxOnDemand,
 }
 
 impl Limit {
@@ -70,6 +76,7 @@ impl Limit {
         match self {
             Limit::Provisioned => "ProvisionedThroughputExceeded",
             Limit::KeyRange => "KeyRangeThroughputExceeded",
+            Limit::MaxOnDemand => "MaxOnDemandThroughputExceeded",
         }
     }
 }
@@ -191,8 +198,18 @@ impl Capacity {
         hash: Option<u64>,
         reserve: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce || !provisioned(table) {
+        if !self.enforce {
             return Ok(Ticket::default());
+        }
+        if !provisioned(table) {
+            return match table.meta.on_demand_max.read.filter(|_| index.is_none()) {
+                Some(max) => self.admit(
+                    table,
+                    Dir::Read,
+                    vec![on_demand_draw(table, Dir::Read, max, reserve)],
+                ),
+                None => Ok(Ticket::default()),
+            };
         }
         let mut draws = Vec::with_capacity(2);
         let units = match index {
@@ -231,8 +248,18 @@ impl Capacity {
         hash: Option<u64>,
         units: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce || !provisioned(table) {
+        if !self.enforce {
             return Ok(Ticket::default());
+        }
+        if !provisioned(table) {
+            return match table.meta.on_demand_max.write {
+                Some(max) => self.admit(
+                    table,
+                    Dir::Write,
+                    vec![on_demand_draw(table, Dir::Write, max, units)],
+                ),
+                None => Ok(Ticket::default()),
+            };
         }
         let meta = &table.meta;
         let mut draws = Vec::with_capacity(2 + meta.global_indexes.len());
@@ -450,6 +477,23 @@ fn provisioned_draw(
     }
 }
 
+fn on_demand_draw(table: &Table, dir: Dir, max_per_s: u64, reserve: f64) -> Draw {
+    let rate = max_per_s as f64;
+    Draw {
+        key: BucketKey {
+            table: table.meta.name.clone(),
+            created_ms: table.meta.created_ms,
+            index: None,
+            dir,
+            partition: None,
+        },
+        rate,
+        cap: rate * ON_DEMAND_MAX_BURST_SECONDS,
+        limit: Limit::MaxOnDemand,
+        reserved: reserve,
+    }
+}
+
 fn partition_draw(table: &Table, group: u64, dir: Dir, reserve: f64) -> Draw {
     let rate = match dir {
         Dir::Read => PARTITION_READ_UNITS_PER_S,
@@ -547,6 +591,22 @@ mod tests {
             off.settle(&p, Dir::Write, ticket, 1.0, |_| 0.0);
         }
         assert_eq!(off.counts(&[Arc::new(p)])[0].1.consumed_write, 10_000.0);
+    }
+
+    #[test]
+    fn an_on_demand_maximum_limits_its_table() {
+        let cap = Capacity::default();
+        let mut t = table("PAY_PER_REQUEST", 0, 0);
+        t.meta.on_demand_max.write = Some(5);
+        for _ in 0..5 {
+            let ticket = cap.write(&t, 0).expect("within the maximum");
+            cap.settle(&t, Dir::Write, ticket, 1.0, |_| 0.0);
+        }
+        let refused = cap.write(&t, 0).expect_err("past the maximum");
+        assert_eq!(refused.reason(), "TableWriteMaxOnDemandThroughputExceeded");
+        // Reads have no maximum here.
+        let ticket = cap.read(&t, None, None, 1.0).expect("no read maximum");
+        cap.settle(&t, Dir::Read, ticket, 1.0, |_| 0.0);
     }
 
     #[test]

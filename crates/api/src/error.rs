@@ -9,6 +9,9 @@ const DDB: &str = "com.amazonaws.dynamodb.v20120810#";
 /// it) and an index's (reads of it) spent provisioned capacity.
 const TABLE_THROTTLED: &str = "The level of configured provisioned throughput for the table was exceeded. Consider increasing your provisioning level with the UpdateTable API.";
 const INDEX_WRITE_THROTTLED: &str = "The level of configured provisioned throughput for one or more global secondary indexes of the table was exceeded. Consider increasing your provisioning level for the under-provisioned global secondary indexes with the UpdateTable API";
+/// DynamoDB's message for an on-demand table past its OnDemandThroughput.
+const ON_DEMAND_MAX_THROTTLED: &str =
+    "Throughput exceeds the maximum OnDemandThroughput configured on table or index";
 const INDEX_READ_THROTTLED: &str =
     "The level of configured provisioned throughput for the index was exceeded";
 const CORAL: &str = "com.amazon.coral.service#";
@@ -131,7 +134,10 @@ impl ApiError {
             ApiError::ItemCollectionSizeLimitExceeded => "ItemCollectionSizeLimitExceeded",
             ApiError::IndexBackPressure { provisioned: true } => "ProvisionedThroughputExceeded",
             ApiError::IndexBackPressure { provisioned: false } => "ThrottlingError",
-            ApiError::Throttled { .. } => "ProvisionedThroughputExceeded",
+            ApiError::Throttled { throttle, .. } => match throttle.limit {
+                crate::capacity::Limit::MaxOnDemand => "ThrottlingError",
+                _ => "ProvisionedThroughputExceeded",
+            },
             ApiError::TransactionConflict
             | ApiError::TransactionCanceled { .. }
             | ApiError::TransactionInProgress => "TransactionConflict",
@@ -304,15 +310,28 @@ impl ApiError {
                 Some("Throughput exceeds the current capacity for one or more global secondary indexes. DynamoDB is automatically scaling your index so please try again shortly.".into()),
             ),
             ApiError::Throttled { throttle, resource } => {
-                let message = match (&throttle.index, throttle.dir) {
-                    (None, _) => TABLE_THROTTLED,
-                    (Some(_), crate::capacity::Dir::Write) => INDEX_WRITE_THROTTLED,
-                    (Some(_), crate::capacity::Dir::Read) => INDEX_READ_THROTTLED,
+                use crate::capacity::{Dir, Limit};
+                let (ty, message) = match (throttle.limit, &throttle.index, throttle.dir) {
+                    (Limit::MaxOnDemand, _, _) => ("ThrottlingException", ON_DEMAND_MAX_THROTTLED),
+                    (_, None, _) => ("ProvisionedThroughputExceededException", TABLE_THROTTLED),
+                    (_, Some(_), Dir::Write) => {
+                        ("ProvisionedThroughputExceededException", INDEX_WRITE_THROTTLED)
+                    }
+                    (_, Some(_), Dir::Read) => {
+                        ("ProvisionedThroughputExceededException", INDEX_READ_THROTTLED)
+                    }
+                };
+                // The two exceptions spell their list differently (as
+                // DynamoDB's model does).
+                let list = if ty == "ThrottlingException" {
+                    "throttlingReasons"
+                } else {
+                    "ThrottlingReasons"
                 };
                 let body = json!({
-                    "__type": format!("{DDB}ProvisionedThroughputExceededException"),
+                    "__type": format!("{DDB}{ty}"),
                     "message": message,
-                    "ThrottlingReasons": [{"reason": throttle.reason(), "resource": resource}],
+                    list: [{"reason": throttle.reason(), "resource": resource}],
                 });
                 return (400, body);
             }

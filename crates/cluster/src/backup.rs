@@ -864,5 +864,6 @@ pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
         pitr: None,
         importing: None,
         resource_policies: Vec::new(),
+        on_demand_max: Default::default(),
     }
 }

@@ -89,6 +89,26 @@ pub struct TableMeta {
     /// streams' by stream label.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_policies: Vec<ResourcePolicyMeta>,
+    /// OnDemandThroughput: the most read and write request units a second
+    /// an on-demand table serves (unset: no maximum).
+    #[serde(default, skip_serializing_if = "OnDemandMax::is_unset")]
+    pub on_demand_max: OnDemandMax,
+}
+
+/// An on-demand table's OnDemandThroughput maximums, in request units a
+/// second; `None` has no maximum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnDemandMax {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<u64>,
+}
+
+impl OnDemandMax {
+    pub fn is_unset(&self) -> bool {
+        self.read.is_none() && self.write.is_none()
+    }
 }
 
 /// One resource-based policy of a table or of one of its streams.

@@ -702,7 +702,7 @@ fn restored_meta(
         hash_key: s.hash_key.clone(),
         range_key: s.range_key.clone(),
         attributes: s.attributes.clone(),
-        billing_mode: billing,
+        billing_mode: billing.clone(),
         read_capacity: rcu,
         write_capacity: wcu,
         tags: Default::default(),
@@ -721,6 +721,12 @@ fn restored_meta(
         pitr: None,
         importing: None,
         resource_policies: Vec::new(),
+        // An on-demand restore keeps the source's maximums.
+        on_demand_max: if billing == "PAY_PER_REQUEST" {
+            s.on_demand_max
+        } else {
+            Default::default()
+        },
     })
 }
 

@@ -35,6 +35,7 @@ pub struct CreateTableInput {
     pub stream_specification: Option<Obj<StreamSpecificationIn>>,
     /// A resource-based policy for the table (as PutResourcePolicy's).
     pub resource_policy: Option<Str>,
+    pub on_demand_throughput: Option<Obj<super::table_defs::OnDemandIn>>,
 }
 
 pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
@@ -108,6 +109,10 @@ pub fn table_meta(
         range.as_ref(),
     )?;
     let pay_per_request = billing_mode == BillingMode::PayPerRequest;
+    let on_demand_max = super::table_defs::on_demand_created(
+        input.on_demand_throughput.as_deref(),
+        pay_per_request,
+    )?;
     let global = index_defs::global_indexes(
         input.global_secondary_indexes.as_ref(),
         &attrs,
@@ -183,6 +188,7 @@ pub fn table_meta(
         pitr: None,
         importing: None,
         resource_policies,
+        on_demand_max,
     })
 }
 

@@ -330,6 +330,31 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     if let Some(r) = &meta.restore {
         d["RestoreSummary"] = backups::restore_summary(r);
     }
+    // WarmThroughput: an on-demand table's initial throughput (DynamoDB's
+    // default), or a provisioned table's capacity.
+    let (warm_read, warm_write) = if meta.billing_mode == "PAY_PER_REQUEST" {
+        (
+            ON_DEMAND_WARM_READ_UNITS_PER_S,
+            ON_DEMAND_WARM_WRITE_UNITS_PER_S,
+        )
+    } else {
+        (meta.read_capacity, meta.write_capacity)
+    };
+    d["WarmThroughput"] = json!({
+        "ReadUnitsPerSecond": warm_read,
+        "WriteUnitsPerSecond": warm_write,
+        "Status": "ACTIVE",
+    });
+    let mut on_demand = serde_json::Map::new();
+    if let Some(r) = meta.on_demand_max.read {
+        on_demand.insert("MaxReadRequestUnits".into(), json!(r));
+    }
+    if let Some(w) = meta.on_demand_max.write {
+        on_demand.insert("MaxWriteRequestUnits".into(), json!(w));
+    }
+    if !on_demand.is_empty() {
+        d["OnDemandThroughput"] = Value::Object(on_demand);
+    }
     if meta.billing_mode == "PAY_PER_REQUEST" {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
@@ -338,6 +363,11 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     }
     Ok(d)
 }
+
+/// The WarmThroughput DynamoDB reports for an on-demand table it was not
+/// asked to warm, in read and write units a second.
+pub const ON_DEMAND_WARM_READ_UNITS_PER_S: u64 = 12_000;
+pub const ON_DEMAND_WARM_WRITE_UNITS_PER_S: u64 = 4_000;
 
 /// A KeySchema as DynamoDB shows it: the HASH elements, then the RANGE
 /// ones, in key-schema order.

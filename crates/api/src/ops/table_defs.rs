@@ -35,6 +35,89 @@ pub struct ThroughputIn {
     pub write_capacity_units: Option<Int>,
 }
 
+/// OnDemandThroughput.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct OnDemandIn {
+    pub max_read_request_units: Option<Int>,
+    pub max_write_request_units: Option<Int>,
+}
+
+/// One OnDemandThroughput member checked: `Ok(None)` absent, `Ok(Some(None))`
+/// -1 (no maximum; `clear` allows it, as UpdateTable does and CreateTable
+/// does not), `Ok(Some(Some(n)))` a maximum.
+fn on_demand_member(
+    value: Option<&Int>,
+    member: &str,
+    clear: bool,
+) -> Result<Option<Option<u64>>, ApiError> {
+    match value.map(|i| i.0) {
+        None => Ok(None),
+        Some(-1) if clear => Ok(Some(None)),
+        Some(n) if n >= 1 => Ok(Some(Some(n.unsigned_abs()))),
+        Some(_) => Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: Requested {member} for OnDemandThroughput for table is outside of valid range"
+        ))),
+    }
+}
+
+/// OnDemandThroughput of a new table (`pay_per_request` or not): its
+/// maximums, each at least 1.
+pub fn on_demand_created(
+    input: Option<&OnDemandIn>,
+    pay_per_request: bool,
+) -> Result<dynaraft_storage::catalog::OnDemandMax, ApiError> {
+    let Some(o) = input else {
+        return Ok(Default::default());
+    };
+    let read = on_demand_member(
+        o.max_read_request_units.as_ref(),
+        "MaxReadRequestUnits",
+        false,
+    )?;
+    let write = on_demand_member(
+        o.max_write_request_units.as_ref(),
+        "MaxWriteRequestUnits",
+        false,
+    )?;
+    if !pay_per_request {
+        let member = match (read, write) {
+            (Some(_), _) => "MaxReadRequestUnits",
+            (None, Some(_)) => "MaxWriteRequestUnits",
+            (None, None) => return Ok(Default::default()),
+        };
+        return Err(ApiError::validation(format!(
+            "One or more parameter values were invalid: {member} for OnDemandThroughput cannot be specified when the table BillingMode is PROVISIONED"
+        )));
+    }
+    Ok(dynaraft_storage::catalog::OnDemandMax {
+        read: read.flatten(),
+        write: write.flatten(),
+    })
+}
+
+/// `current` with UpdateTable's OnDemandThroughput merged in: each member
+/// sent replaces its maximum, -1 removes it.
+pub fn on_demand_updated(
+    current: dynaraft_storage::catalog::OnDemandMax,
+    input: &OnDemandIn,
+) -> Result<dynaraft_storage::catalog::OnDemandMax, ApiError> {
+    let read = on_demand_member(
+        input.max_read_request_units.as_ref(),
+        "MaxReadRequestUnits",
+        true,
+    )?;
+    let write = on_demand_member(
+        input.max_write_request_units.as_ref(),
+        "MaxWriteRequestUnits",
+        true,
+    )?;
+    Ok(dynaraft_storage::catalog::OnDemandMax {
+        read: read.unwrap_or(current.read),
+        write: write.unwrap_or(current.write),
+    })
+}
+
 /// An index's Projection.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]

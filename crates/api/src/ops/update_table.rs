@@ -32,6 +32,7 @@ pub struct UpdateTableInput {
     pub deletion_protection_enabled: Option<Flag>,
     pub stream_specification: Option<Obj<StreamSpecificationIn>>,
     pub replica_updates: Option<List<Obj<super::replication::ReplicaUpdateIn>>>,
+    pub on_demand_throughput: Option<Obj<super::table_defs::OnDemandIn>>,
 }
 
 /// One GlobalSecondaryIndexUpdates member: one of its actions.
@@ -136,7 +137,13 @@ async fn apply(
         .as_deref()
         .map(stream_change)
         .transpose()?;
-    if mode.is_none() && pt.is_none() && protection.is_none() && stream.is_none() {
+    let on_demand = input.on_demand_throughput.as_deref();
+    if mode.is_none()
+        && pt.is_none()
+        && protection.is_none()
+        && stream.is_none()
+        && on_demand.is_none()
+    {
         return Err(ApiError::validation(
             "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required",
         ));
@@ -186,6 +193,9 @@ async fn apply(
         meta.write_capacity = w;
     }
     meta.billing_mode = new_mode.as_str().to_string();
+    if let Some(o) = on_demand {
+        meta.on_demand_max = super::table_defs::on_demand_updated(meta.on_demand_max, o)?;
+    }
     if let Some(p) = protection {
         meta.deletion_protection = p;
     }
