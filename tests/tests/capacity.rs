@@ -469,3 +469,227 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
     );
     t.stop().await;
 }
+
+/// Contributor Insights: UpdateContributorInsights, Describe and List as
+/// DynamoDB answers them, and the most accessed and most throttled keys
+/// of the last window in /metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contributor_insights_find_the_hot_keys() {
+    use aws_sdk_dynamodb::types::{
+        ContributorInsightsAction, ContributorInsightsMode, ContributorInsightsStatus,
+        OnDemandThroughput,
+    };
+    let window_ms = 1_000;
+    let cfg = dynaraft_api::ApiConfig {
+        capacity: std::sync::Arc::new(
+            dynaraft_api::capacity::Capacity::new(true).with_insights_window_ms(window_ms),
+        ),
+        ..TestServer::config()
+    };
+    let t = TestServer::start_config(None, cfg).await;
+    let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    client
+        .create_table()
+        .table_name("hotkeys")
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .unwrap(),
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sk")
+                .attribute_type(ScalarAttributeType::N)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .unwrap(),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sk")
+                .key_type(KeyType::Range)
+                .build()
+                .unwrap(),
+        )
+        .billing_mode(BillingMode::PayPerRequest)
+        .on_demand_throughput(
+            OnDemandThroughput::builder()
+                .max_write_request_units(3)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create");
+
+    // Never enabled: DISABLED, and not listed.
+    let d = client
+        .describe_contributor_insights()
+        .table_name("hotkeys")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.contributor_insights_status(),
+        Some(&ContributorInsightsStatus::Disabled)
+    );
+    assert!(d.contributor_insights_mode().is_none() && d.last_update_date_time().is_none());
+    let l = client
+        .list_contributor_insights()
+        .table_name("hotkeys")
+        .send()
+        .await
+        .expect("list");
+    assert!(l.contributor_insights_summaries().is_empty());
+
+    // Errors: no action, an index the table does not have.
+    let e = client
+        .update_contributor_insights()
+        .table_name("hotkeys")
+        .send()
+        .await
+        .expect_err("no action");
+    assert_eq!(
+        err_of(&e).1,
+        "1 validation error detected: Value null at 'contributorInsightsAction' failed to satisfy constraint: Member must not be null"
+    );
+    let e = client
+        .update_contributor_insights()
+        .table_name("hotkeys")
+        .index_name("nope")
+        .contributor_insights_action(ContributorInsightsAction::Enable)
+        .send()
+        .await
+        .expect_err("no such index");
+    assert_eq!(
+        err_of(&e),
+        (
+            "ResourceNotFoundException".to_string(),
+            "Requested resource not found: Index: nope not found for table: hotkeys".to_string()
+        )
+    );
+
+    let u = client
+        .update_contributor_insights()
+        .table_name("hotkeys")
+        .contributor_insights_action(ContributorInsightsAction::Enable)
+        .send()
+        .await
+        .expect("enable");
+    assert_eq!(
+        u.contributor_insights_status(),
+        Some(&ContributorInsightsStatus::Enabling)
+    );
+    assert_eq!(
+        u.contributor_insights_mode(),
+        Some(&ContributorInsightsMode::AccessedAndThrottledKeys)
+    );
+    let d = client
+        .describe_contributor_insights()
+        .table_name("hotkeys")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.contributor_insights_status(),
+        Some(&ContributorInsightsStatus::Enabled)
+    );
+    let rules = d.contributor_insights_rule_list();
+    assert_eq!(rules.len(), 4, "{rules:?}");
+    for (rule, kind) in rules.iter().zip(["PKC", "PKT", "SKC", "SKT"]) {
+        assert!(
+            rule.starts_with(&format!("DynamoDBContributorInsights-{kind}-hotkeys-")),
+            "{rule}"
+        );
+    }
+    let l = client
+        .list_contributor_insights()
+        .send()
+        .await
+        .expect("list");
+    assert_eq!(l.contributor_insights_summaries().len(), 1);
+
+    // Ten writes of one key at three a second: three go through, the rest
+    // are throttled; one other key is read once.
+    for i in 0..10 {
+        let _ = client
+            .put_item()
+            .table_name("hotkeys")
+            .item("pk", s("hot"))
+            .item("sk", n(&i.to_string()))
+            .send()
+            .await;
+    }
+    client
+        .get_item()
+        .table_name("hotkeys")
+        .key("pk", s("cold"))
+        .key("sk", n("1"))
+        .send()
+        .await
+        .expect("get");
+    // /metrics shows the last completed window.
+    tokio::time::sleep(Duration::from_millis(window_ms + 300)).await;
+    let (_, page) = t.get("/metrics");
+    let accessed = |key: &str| {
+        series(
+            &page,
+            &format!(
+                r#"dynaraft_contributor_insights_key_requests{{table="hotkeys",rule="PKC",key="{key}"}}"#
+            ),
+        )
+    };
+    let throttled = series(
+        &page,
+        r#"dynaraft_contributor_insights_key_requests{table="hotkeys",rule="PKT",key="hot"}"#,
+    );
+    let hot = accessed("hot").expect("hot accessed");
+    assert!((3.0..=4.0).contains(&hot), "{hot}:\n{page}");
+    assert_eq!(throttled, Some(10.0 - hot), "{page}");
+    assert_eq!(accessed("cold"), Some(1.0));
+
+    // DISABLE keeps the mode and the time, drops the rules, unlists it and
+    // its series.
+    let u = client
+        .update_contributor_insights()
+        .table_name("hotkeys")
+        .contributor_insights_action(ContributorInsightsAction::Disable)
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(
+        u.contributor_insights_status(),
+        Some(&ContributorInsightsStatus::Disabling)
+    );
+    let d = client
+        .describe_contributor_insights()
+        .table_name("hotkeys")
+        .send()
+        .await
+        .expect("describe");
+    assert_eq!(
+        d.contributor_insights_status(),
+        Some(&ContributorInsightsStatus::Disabled)
+    );
+    assert!(d.contributor_insights_rule_list().is_empty());
+    assert!(d.last_update_date_time().is_some() && d.contributor_insights_mode().is_some());
+    let l = client
+        .list_contributor_insights()
+        .send()
+        .await
+        .expect("list");
+    assert!(l.contributor_insights_summaries().is_empty());
+    let (_, page) = t.get("/metrics");
+    assert!(
+        !page.contains("dynaraft_contributor_insights_key_requests{"),
+        "{page}"
+    );
+    t.stop().await;
+}

@@ -165,7 +165,11 @@ pub struct Capacity {
     /// Off: nothing is refused (consumption is still counted).
     enforce: bool,
     buckets: Mutex<HashMap<BucketKey, Bucket>>,
-    counted: Mutex<HashMap<(String, u64), Counted>>,
+    /// Contributor Insights' counts of the same requests.
+    pub insights: crate::insights::Insights,
+    /// By catalog name: the table's creation time (a table made again
+    /// under the name starts from zero) and its counts.
+    counted: Mutex<HashMap<String, (u64, Counted)>>,
 }
 
 impl Default for Capacity {
@@ -184,8 +188,16 @@ impl Capacity {
         Capacity {
             enforce,
             buckets: Mutex::new(HashMap::new()),
+            insights: Default::default(),
             counted: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The same, counting Contributor Insights in windows of `ms`
+    /// milliseconds (tests; [`crate::insights::WINDOW_MS`] otherwise).
+    pub fn with_insights_window_ms(mut self, ms: u64) -> Capacity {
+        self.insights = crate::insights::Insights::with_window_ms(ms);
+        self
     }
 
     /// Reserves a read of `table` (of its global index `index`, whose own
@@ -412,15 +424,30 @@ impl Capacity {
     }
 
     fn count(&self, table: &Table, f: impl FnOnce(&mut Counted)) {
+        let (name, created) = (&table.meta.name, table.meta.created_ms);
         let mut counted = lock(&self.counted);
-        let key = (table.meta.name.clone(), table.meta.created_ms);
-        if counted.len() >= MAX_COUNTED_TABLES && !counted.contains_key(&key) {
-            // Forget the oldest-created tables' counts first.
-            if let Some(oldest) = counted.keys().min_by_key(|k| k.1).cloned() {
+        // The common case: the table is counted already (no allocation).
+        if let Some((at, c)) = counted.get_mut(name.as_str()) {
+            if *at != created {
+                *at = created;
+                *c = Counted::default();
+            }
+            f(c);
+            return;
+        }
+        if counted.len() >= MAX_COUNTED_TABLES {
+            // Forget the oldest-created table's counts first.
+            if let Some(oldest) = counted
+                .iter()
+                .min_by_key(|(_, v)| v.0)
+                .map(|(k, _)| k.clone())
+            {
                 counted.remove(&oldest);
             }
         }
-        f(counted.entry(key).or_default());
+        let mut c = Counted::default();
+        f(&mut c);
+        counted.insert(name.clone(), (created, c));
     }
 
     /// The counts of the tables in `tables` (any other's are forgotten: a
@@ -431,10 +458,10 @@ impl Capacity {
             .iter()
             .map(|t| (t.meta.name.as_str(), t.meta.created_ms))
             .collect();
-        counted.retain(|k, _| live.contains(&(k.0.as_str(), k.1)));
+        counted.retain(|k, v| live.contains(&(k.as_str(), v.0)));
         let mut out: Vec<(String, Counted)> = counted
             .iter()
-            .map(|(k, c)| (k.0.clone(), c.clone()))
+            .map(|(k, (_, c))| (k.clone(), c.clone()))
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out

@@ -176,3 +176,19 @@ mod tests {
         );
     }
 }
+
+wire_enum!(
+    /// UpdateContributorInsights' ContributorInsightsAction.
+    InsightsAction {
+        Enable = "ENABLE",
+        Disable = "DISABLE",
+    }
+);
+
+wire_enum!(
+    /// ContributorInsightsMode.
+    InsightsMode {
+        AccessedAndThrottledKeys = "ACCESSED_AND_THROTTLED_KEYS",
+        ThrottledKeys = "THROTTLED_KEYS",
+    }
+);

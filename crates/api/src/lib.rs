@@ -19,6 +19,7 @@ pub mod encoding;
 pub mod enums;
 pub mod error;
 pub mod http;
+pub mod insights;
 pub mod metrics;
 pub mod ops;
 pub mod params;

@@ -294,6 +294,12 @@ const PROVISIONED: [Family; 2] = [
     },
 ];
 
+const CONTRIBUTORS: Family = Family {
+    name: "dynaraft_contributor_insights_key_requests",
+    kind: "gauge",
+    help: "Requests of the most accessed (rule PKC) and most throttled (rule PKT) partition keys in the last completed minute, for tables and indexes with Contributor Insights enabled.",
+};
+
 /// A label value in Prometheus' text format.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -319,12 +325,14 @@ fn render_tables(out: &mut String) {
             .collect()
     };
     let mut counted = Vec::new();
+    let mut insights = Vec::new();
     // (table, index, read units, write units) of provisioned tables and
     // their indexes.
     let mut provisioned = Vec::new();
     for (capacity, router) in &sources {
         let tables = router.tables();
         counted.extend(capacity.counts(&tables));
+        insights.extend(capacity.insights.top_keys(&tables));
         for t in tables.iter().filter(|t| crate::capacity::provisioned(t)) {
             let m = &t.meta;
             provisioned.push((label(&m.name), None, m.read_capacity, m.write_capacity));
@@ -351,6 +359,26 @@ fn render_tables(out: &mut String) {
                 label(table),
                 value(c)
             );
+        }
+    }
+    if insights.iter().any(|r| !r.keys.is_empty()) {
+        family_head(out, &CONTRIBUTORS);
+        for r in &insights {
+            let index = r
+                .index
+                .as_ref()
+                .map(|ix| format!(",index=\"{}\"", label(ix)))
+                .unwrap_or_default();
+            for (key, n) in &r.keys {
+                let _ = writeln!(
+                    out,
+                    "{}{{table=\"{}\"{index},rule=\"{}\",key=\"{}\"}} {n}",
+                    CONTRIBUTORS.name,
+                    label(&r.table),
+                    r.rule.code(),
+                    label(key)
+                );
+            }
         }
     }
     for (i, family) in PROVISIONED.iter().enumerate() {

@@ -865,5 +865,6 @@ pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
         importing: None,
         resource_policies: Vec::new(),
         on_demand_max: Default::default(),
+        insights: Vec::new(),
     }
 }

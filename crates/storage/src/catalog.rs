@@ -93,6 +93,36 @@ pub struct TableMeta {
     /// an on-demand table serves (unset: no maximum).
     #[serde(default, skip_serializing_if = "OnDemandMax::is_unset")]
     pub on_demand_max: OnDemandMax,
+    /// Contributor Insights of the table and its global indexes, once
+    /// enabled for them (UpdateContributorInsights).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub insights: Vec<InsightsMeta>,
+}
+
+/// Contributor Insights of a table (`index` None) or of one of its global
+/// indexes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InsightsMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<String>,
+    pub enabled: bool,
+    /// ContributorInsightsMode THROTTLED_KEYS (else
+    /// ACCESSED_AND_THROTTLED_KEYS).
+    pub throttled_only: bool,
+    /// When it was last enabled or disabled, in Unix milliseconds
+    /// (LastUpdateDateTime).
+    pub updated_ms: u64,
+    /// When its rules were made (their names' suffix): the enable that
+    /// found it disabled.
+    pub rules_ms: u64,
+}
+
+impl TableMeta {
+    /// The Contributor Insights of the table (`index` None) or of one of
+    /// its global indexes, if ever enabled.
+    pub fn insights_of(&self, index: Option<&str>) -> Option<&InsightsMeta> {
+        self.insights.iter().find(|i| i.index.as_deref() == index)
+    }
 }
 
 /// An on-demand table's OnDemandThroughput maximums, in request units a

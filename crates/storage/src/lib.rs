@@ -34,9 +34,9 @@ pub mod txn;
 pub mod wal;
 
 pub use catalog::{
-    GlobalIndexMeta, IndexMeta, IndexStatus, NodeRecord, PartitionMeta, Projection, ReplicaMeta,
-    ReplicaSettings, Replication, ResourcePolicyMeta, StreamMeta, TableMeta, TableStatus,
-    UserRecord,
+    GlobalIndexMeta, IndexMeta, IndexStatus, InsightsMeta, NodeRecord, PartitionMeta, Projection,
+    ReplicaMeta, ReplicaSettings, Replication, ResourcePolicyMeta, StreamMeta, TableMeta,
+    TableStatus, UserRecord,
 };
 pub use command::{Command, JsonDoc, WriteCommand, WriteKind};
 pub use machine::Outcome;

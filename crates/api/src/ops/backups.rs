@@ -727,6 +727,7 @@ fn restored_meta(
         } else {
             Default::default()
         },
+        insights: Vec::new(),
     })
 }
 

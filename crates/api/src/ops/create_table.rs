@@ -189,6 +189,7 @@ pub fn table_meta(
         importing: None,
         resource_policies,
         on_demand_max,
+        insights: Vec::new(),
     })
 }
 

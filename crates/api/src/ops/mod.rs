@@ -7,6 +7,7 @@ mod batch_execute_statement;
 mod batch_get_item;
 mod batch_write_item;
 mod continuous_backups;
+mod contributor_insights;
 mod create_table;
 mod delete_item;
 mod delete_table;
@@ -99,6 +100,9 @@ operations! { api, body;
     "ImportTable" => jobs::import(api, parse_body(body)?).await,
     "DescribeImport" => jobs::describe_import(api, parse_body(body)?),
     "ListImports" => jobs::list_imports(api, parse_body(body)?),
+    "DescribeContributorInsights" => contributor_insights::describe(api, parse_body(body)?),
+    "ListContributorInsights" => contributor_insights::list(api, parse_body(body)?),
+    "UpdateContributorInsights" => contributor_insights::update(api, parse_body(body)?).await,
     "DescribeLimits" => describe_limits::execute(api),
     "PutResourcePolicy" => resource_policy::put(api, parse_body(body)?).await,
     "GetResourcePolicy" => resource_policy::get(api, parse_body(body)?),
@@ -145,12 +149,9 @@ pub async fn dispatch_streams(api: &Api, op: &str, body: &[u8]) -> Result<Value,
 /// UnknownOperationException with a message saying so
 /// (docs/compatibility.md lists them too).
 pub const UNIMPLEMENTED: &[&str] = &[
-    "DescribeContributorInsights",
     "DescribeKinesisStreamingDestination",
     "DisableKinesisStreamingDestination",
     "EnableKinesisStreamingDestination",
-    "ListContributorInsights",
-    "UpdateContributorInsights",
     "UpdateKinesisStreamingDestination",
     "UpdateTableReplicaAutoScaling",
 ];

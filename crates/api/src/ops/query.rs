@@ -112,13 +112,15 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index.is_some(),
     )?;
     subs.check_unused()?;
+    // The partition key queried (of the table or of the index).
+    let pk: dynaraft_model::Item = key_schema
+        .hash
+        .iter()
+        .zip(&kc.hash)
+        .map(|(a, v)| (a.name.clone(), v.clone()))
+        .collect();
     api.authorize(|| {
-        let key: dynaraft_model::Item = key_schema
-            .hash
-            .iter()
-            .zip(&kc.hash)
-            .map(|(a, v)| (a.name.clone(), v.clone()))
-            .collect();
+        let key = pk.clone();
         let access = read_access(
             "Query",
             &name,
@@ -169,6 +171,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index
             .is_none()
             .then(|| dynaraft_storage::catalog::key_hash(&lo)),
+        Some(&pk),
         consistent,
         api.router.read_range(
             &table,

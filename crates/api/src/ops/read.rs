@@ -108,19 +108,31 @@ pub struct ReadExprs {
 /// once it has read capacity: the least a read consumes is reserved first,
 /// in the partition holding `hash` if the read stays in one, and what the
 /// read consumed (`bytes` of its result) is charged after.
+/// `partition`, the partition key read (of the table or of `index`), is
+/// counted for Contributor Insights when it is enabled.
+#[allow(clippy::too_many_arguments)]
 pub async fn charged<T>(
     api: &crate::Api,
     table: &Table,
     index: Option<&str>,
     hash: Option<u64>,
+    partition: Option<&dynaraft_model::Item>,
     consistent: bool,
     read: impl std::future::Future<Output = Result<T, dynaraft_cluster::ClusterError>>,
     bytes: impl FnOnce(&T) -> usize,
 ) -> Result<T, ApiError> {
+    use crate::insights::Rule;
     let capacity = &api.cfg.capacity;
-    let ticket = capacity
-        .read(table, index, hash, read_units(0, consistent))
-        .map_err(|t| super::throttled(api, t))?;
+    let reserved = capacity.read(table, index, hash, read_units(0, consistent));
+    if let Some(pk) = partition {
+        let rule = if reserved.is_ok() {
+            Rule::Accessed
+        } else {
+            Rule::Throttled
+        };
+        capacity.insights.record(table, index, rule, pk);
+    }
+    let ticket = reserved.map_err(|t| super::throttled(api, t))?;
     let result = read.await;
     // A read that failed consumed nothing: its reservation is given back.
     let units = result

@@ -187,6 +187,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         &table,
         index.as_ref().and_then(IndexTarget::global_name),
         None,
+        None,
         consistent,
         api.router.read_range(
             &table,

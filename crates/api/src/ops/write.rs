@@ -393,9 +393,21 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
     let cmd = command(api, table, &req)?;
     let hash = dynaraft_storage::catalog::key_hash(&cmd.storage_key);
     let capacity = &api.cfg.capacity;
-    let ticket = capacity
-        .write(table, hash)
-        .map_err(|t| super::throttled(api, t))?;
+    let reserved = capacity.write(table, hash);
+    if table
+        .meta
+        .insights
+        .iter()
+        .any(|i| i.enabled && i.index.is_none())
+    {
+        let rule = match reserved {
+            Ok(_) => crate::insights::Rule::Accessed,
+            Err(_) => crate::insights::Rule::Throttled,
+        };
+        let pk = crate::insights::partition_key(&table.schema.hash, &req.key);
+        capacity.insights.record(table, None, rule, &pk);
+    }
+    let ticket = reserved.map_err(|t| super::throttled(api, t))?;
     let outcome = api.router.write(table, cmd).await;
     let (units, index_units) = match &outcome {
         Ok(Outcome::Written { old, new, .. }) => {
