@@ -289,12 +289,24 @@ async fn capacity_limits_can_be_turned_off() {
             .await
             .expect("no limits");
     }
+    let scanned = client
+        .scan()
+        .table_name("unlimited")
+        .send()
+        .await
+        .expect("scan");
+    assert_eq!(scanned.count(), 400);
     let (_, page) = t.get("/metrics");
     assert_eq!(
         series(
             &page,
             r#"dynaraft_consumed_write_capacity_units_total{table="unlimited"}"#
         ),
+        Some(400.0)
+    );
+    // CloudWatch's ReturnedItemCount.
+    assert_eq!(
+        series(&page, r#"dynaraft_returned_items_total{table="unlimited"}"#),
         Some(400.0)
     );
     t.stop().await;

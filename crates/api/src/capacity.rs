@@ -157,6 +157,8 @@ pub struct Counted {
     pub read_throttle_events: u64,
     pub write_throttle_events: u64,
     pub throttled_requests: u64,
+    /// Items Query and Scan pages returned.
+    pub returned_items: u64,
 }
 
 /// One API server's buckets and per-table counts.
@@ -415,6 +417,11 @@ impl Capacity {
             Dir::Read => c.consumed_read += units,
             Dir::Write => c.consumed_write += units,
         });
+    }
+
+    /// Counts items a Query or Scan page returned.
+    pub fn returned(&self, table: &Table, items: u64) {
+        self.count(table, |c| c.returned_items += items);
     }
 
     /// Counts consumption that drew on no bucket (a table's share of a

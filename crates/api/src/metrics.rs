@@ -128,6 +128,10 @@ fn describe() {
         "Audit records (or flushes of them) that could not be written."
     );
     describe_counter!(
+        "dynaraft_time_to_live_deleted_items_total",
+        "Items deleted because their time to live expired, by table, counted by the node that deleted them (CloudWatch TimeToLiveDeletedItemCount)."
+    );
+    describe_counter!(
         "dynaraft_data_batches_total",
         "Batches of data requests sent to storage nodes."
     );
@@ -257,6 +261,14 @@ const COUNTED: &[(Family, CountedValue)] = &[
     ),
     (
         Family {
+            name: "dynaraft_returned_items_total",
+            kind: "counter",
+            help: "Items returned by Query and Scan pages, by table (CloudWatch ReturnedItemCount).",
+        },
+        |c| c.returned_items as f64,
+    ),
+    (
+        Family {
             name: "dynaraft_read_throttle_events_total",
             kind: "counter",
             help: "Reads refused because capacity was spent, by table (CloudWatch ReadThrottleEvents).",
@@ -294,11 +306,31 @@ const PROVISIONED: [Family; 2] = [
     },
 ];
 
+const INDEX_PROGRESS: Family = Family {
+    name: "dynaraft_online_index_percentage_progress",
+    kind: "gauge",
+    help: "Share of a new global index's base partitions backfilled, in percent, while it is being created (CloudWatch OnlineIndexPercentageProgress).",
+};
+
 const CONTRIBUTORS: Family = Family {
     name: "dynaraft_contributor_insights_key_requests",
     kind: "gauge",
     help: "Requests of the most accessed (rule PKC) and most throttled (rule PKT) partition keys in the last completed minute, for tables and indexes with Contributor Insights enabled.",
 };
+
+/// Each global index of `meta` being backfilled, with the share of the
+/// table's partitions that finished its backfill, in percent.
+fn index_progress(meta: &dynaraft_storage::TableMeta) -> Vec<(&str, f64)> {
+    let of = meta.partitions.len().max(1);
+    meta.global_indexes
+        .iter()
+        .filter(|g| g.backfill && g.status == dynaraft_storage::IndexStatus::Creating)
+        .map(|g| {
+            let done = g.backfilled.len().min(of);
+            (g.index.name.as_str(), 100.0 * done as f64 / of as f64)
+        })
+        .collect()
+}
 
 /// A label value in Prometheus' text format.
 fn label(v: &str) -> String {
@@ -329,10 +361,17 @@ fn render_tables(out: &mut String) {
     // (table, index, read units, write units) of provisioned tables and
     // their indexes.
     let mut provisioned = Vec::new();
+    // (table, index, percent) of global indexes being backfilled.
+    let mut backfills = Vec::new();
     for (capacity, router) in &sources {
         let tables = router.tables();
         counted.extend(capacity.counts(&tables));
         insights.extend(capacity.insights.top_keys(&tables));
+        for t in &tables {
+            for (index, percent) in index_progress(&t.meta) {
+                backfills.push((label(&t.meta.name), label(index), percent));
+            }
+        }
         for t in tables.iter().filter(|t| crate::capacity::provisioned(t)) {
             let m = &t.meta;
             provisioned.push((label(&m.name), None, m.read_capacity, m.write_capacity));
@@ -381,6 +420,16 @@ fn render_tables(out: &mut String) {
             }
         }
     }
+    if !backfills.is_empty() {
+        family_head(out, &INDEX_PROGRESS);
+        for (table, index, percent) in &backfills {
+            let _ = writeln!(
+                out,
+                "{}{{table=\"{table}\",index=\"{index}\"}} {percent}",
+                INDEX_PROGRESS.name
+            );
+        }
+    }
     for (i, family) in PROVISIONED.iter().enumerate() {
         if provisioned.is_empty() {
             break;
@@ -394,5 +443,44 @@ fn render_tables(out: &mut String) {
                 .unwrap_or_default();
             let _ = writeln!(out, "{}{{table=\"{table}\"{index}}} {units}", family.name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dynaraft_storage::{GlobalIndexMeta, IndexMeta, IndexStatus, PartitionMeta, TableMeta};
+
+    #[test]
+    fn a_backfilling_index_reports_its_share_of_partitions_done() {
+        let index = |name: &str, status, backfilled: Vec<u64>| GlobalIndexMeta {
+            id: 0,
+            index: IndexMeta {
+                name: name.into(),
+                key: dynaraft_model::KeySchema {
+                    hash: vec![dynaraft_model::KeyAttr {
+                        name: "g".into(),
+                        ty: dynaraft_model::ScalarType::S,
+                    }],
+                    range: vec![],
+                },
+                projection: dynaraft_storage::Projection::All,
+            },
+            status,
+            backfill: true,
+            backfilled,
+            partitions: Vec::new(),
+            read_capacity: 0,
+            write_capacity: 0,
+        };
+        let meta = TableMeta {
+            partitions: PartitionMeta::even_split(4),
+            global_indexes: vec![
+                index("filling", IndexStatus::Creating, vec![1, 2, 3]),
+                index("done", IndexStatus::Active, vec![1, 2, 3, 4]),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(index_progress(&meta), vec![("filling", 75.0)]);
     }
 }

@@ -68,7 +68,16 @@ pub async fn sweep_once(
                 .group(p.group)
                 .is_some_and(|g| g.leader() == Some(host.id()));
             if led {
-                deleted += sweep_partition(host, table, p.group, &attr, now_secs, cursors).await?;
+                let n = sweep_partition(host, table, p.group, &attr, now_secs, cursors).await?;
+                if n > 0 {
+                    // CloudWatch's TimeToLiveDeletedItemCount.
+                    metrics::counter!(
+                        "dynaraft_time_to_live_deleted_items_total",
+                        "table" => table.meta.name.clone()
+                    )
+                    .increment(n as u64);
+                }
+                deleted += n;
             }
         }
     }

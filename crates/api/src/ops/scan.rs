@@ -199,12 +199,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         |p| p.read_bytes,
     )
     .await?;
-    Ok(page_response(
-        page,
-        &exprs,
-        &name,
-        index.as_ref(),
-        mode,
-        consistent,
-    ))
+    let out = page_response(page, &exprs, &name, index.as_ref(), mode, consistent);
+    let returned = out["Count"].as_u64().unwrap_or(0);
+    api.cfg.capacity.returned(&table, returned);
+    Ok(out)
 }
