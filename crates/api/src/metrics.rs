@@ -44,12 +44,23 @@ const LATENCY_BUCKETS_S: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// Upper bounds of the WAL fsync histogram's buckets, in seconds.
+const FSYNC_BUCKETS_S: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
 /// Installs the Prometheus recorder once per process (later calls do
 /// nothing). `None` if another recorder was installed first.
 pub fn install() {
     HANDLE.get_or_init(|| {
         let built = PrometheusBuilder::new()
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_S)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(dynaraft_storage::wal::WAL_FSYNC_METRIC.into()),
+                    FSYNC_BUCKETS_S,
+                )
+            })
             .and_then(|b| b.install_recorder());
         match built {
             Ok(h) => {
@@ -126,6 +137,28 @@ fn describe() {
     describe_counter!(
         "dynaraft_audit_write_failures_total",
         "Audit records (or flushes of them) that could not be written."
+    );
+    describe_histogram!(
+        dynaraft_storage::wal::WAL_FSYNC_METRIC,
+        Unit::Seconds,
+        "Time of each fdatasync of the Raft write-ahead log (one per group-commit batch)."
+    );
+    describe_gauge!(
+        "dynaraft_raft_groups",
+        "Raft groups (partitions and the control plane) this node holds a replica of."
+    );
+    describe_gauge!("dynaraft_raft_groups_led", "Raft groups this node leads.");
+    describe_counter!(
+        "dynaraft_raft_leader_changes_total",
+        "Leader changes seen in the groups this node holds, looked at once a second."
+    );
+    describe_gauge!(
+        "dynaraft_raft_apply_lag_entries",
+        "Largest number of log entries a group on this node has not applied yet."
+    );
+    describe_gauge!(
+        "dynaraft_raft_log_tail_bytes",
+        "Bytes of Raft log not yet purged, all groups on this node together."
     );
     describe_counter!(
         "dynaraft_time_to_live_deleted_items_total",

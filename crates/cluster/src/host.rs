@@ -250,6 +250,7 @@ impl Host {
         };
         if host.inner.cfg.data_dir.is_some() {
             host.spawn(checkpoint_loop);
+            host.spawn(node_metrics_loop);
         }
         Ok(host)
     }
@@ -702,6 +703,47 @@ fn with_group(e: ClusterError, group: u64) -> ClusterError {
     match e {
         ClusterError::NotLeader { leader, .. } => ClusterError::NotLeader { group, leader },
         other => other,
+    }
+}
+
+/// How often a node publishes its Raft gauges and looks for leader
+/// changes, in milliseconds.
+pub const NODE_METRICS_INTERVAL_MS: u64 = 1_000;
+
+/// Publishes the node's Raft metrics every [`NODE_METRICS_INTERVAL_MS`]:
+/// groups hosted and led, leader changes seen (a group whose known leader
+/// differs from the last look's; changes and back within one interval are
+/// not seen), the largest apply lag of any group in entries (its log's
+/// last index past what it applied), and the unpurged log tails' bytes.
+async fn node_metrics_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
+    let mut leaders: HashMap<u64, NodeId> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(NODE_METRICS_INTERVAL_MS)) => {}
+            _ = dynaraft_storage::stop_requested(&mut shutdown) => break,
+        }
+        let groups = host.inner.groups.load();
+        let (mut led, mut changes, mut max_lag) = (0u64, 0u64, 0u64);
+        for (id, g) in groups.iter() {
+            let leader = g.leader();
+            if leader == Some(host.id()) {
+                led += 1;
+            }
+            if let Some(now) = leader
+                && leaders.insert(*id, now).is_some_and(|before| before != now)
+            {
+                changes += 1;
+            }
+            let (last, applied) = g.progress();
+            max_lag = max_lag.max(last.saturating_sub(applied));
+        }
+        leaders.retain(|id, _| groups.contains_key(id));
+        let tail: u64 = host.inner.logs.lock().await.tail_bytes().values().sum();
+        metrics::gauge!("dynaraft_raft_groups").set(groups.len() as f64);
+        metrics::gauge!("dynaraft_raft_groups_led").set(led as f64);
+        metrics::counter!("dynaraft_raft_leader_changes_total").increment(changes);
+        metrics::gauge!("dynaraft_raft_apply_lag_entries").set(max_lag as f64);
+        metrics::gauge!("dynaraft_raft_log_tail_bytes").set(tail as f64);
     }
 }
 

@@ -30,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Pending append requests the WAL thread accepts before senders wait.
 pub const WAL_QUEUE_CAPACITY: usize = 4096;
+/// The histogram of the WAL's fdatasync times, in seconds.
+pub const WAL_FSYNC_METRIC: &str = "dynaraft_wal_fsync_seconds";
+
 /// Most requests folded into one write + fdatasync.
 pub const WAL_MAX_BATCH_REQUESTS: usize = 1024;
 /// Default size at which the current segment is closed and a new one
@@ -404,7 +407,9 @@ impl Writer {
 
     fn write_durably(&mut self, buf: &[u8]) -> std::io::Result<()> {
         self.file.write_all(buf)?;
+        let started = std::time::Instant::now();
         self.file.sync_data()?;
+        metrics::histogram!(WAL_FSYNC_METRIC).record(started.elapsed().as_secs_f64());
         self.written += buf.len() as u64;
         Ok(())
     }
