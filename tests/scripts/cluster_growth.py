@@ -199,16 +199,27 @@ def main():
                                         timeout=5) as r:
                 text = r.read().decode()
             assert "# TYPE dynaraft_" in text, text[:500]
+            for family in ("dynaraft_raft_groups gauge", "dynaraft_wal_fsync_seconds histogram"):
+                assert f"# TYPE {family}" in text, f"node {i}: no {family}"
             splits += sum(float(line.split()[-1]) for line in text.splitlines()
                           if line.startswith("dynaraft_partition_splits_total"))
         assert splits >= WANT_PARTITIONS - 1, f"{splits} splits counted on the nodes"
+        # The router serves the CloudWatch-named families, per table.
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        consumed = [float(line.split()[-1]) for line in text.splitlines()
+                    if line.startswith(f'dynaraft_consumed_write_capacity_units_total{{table="{TABLE}"}}')]
+        assert consumed and consumed[0] >= len(load.written), (
+            f"router: consumed write units {consumed} for {len(load.written)} items written")
+        assert "# HELP dynaraft_consumed_read_capacity_units_total " in text
         lat = sorted(load.latencies)
         p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
         parts = partitions(binary, control)
         print(f"cluster growth: 1 -> {len(parts)} partitions in {grew_s:.0f} s, "
               f"{len(load.written)} items written, {len(lat)} requests, 0 errors "
               f"(p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, debug build); "
-              f"the Scan and every GetItem match; {splits:.0f} splits counted on the nodes' /metrics")
+              f"the Scan and every GetItem match; {splits:.0f} splits counted on the nodes' /metrics, "
+              f"{consumed[0]:.0f} write units on the router's")
     finally:
         subprocess.run([CLUSTER_SH, "stop", root], check=False)
 
