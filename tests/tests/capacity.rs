@@ -441,6 +441,57 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
     for i in 0..200 {
         put(1_000 + i).send().await.expect("no maximum");
     }
+    // WarmThroughput: at least the on-demand initial throughput, never
+    // lowered, shown as set.
+    use aws_sdk_dynamodb::types::WarmThroughput;
+    let e = client
+        .update_table()
+        .table_name("capped")
+        .warm_throughput(WarmThroughput::builder().read_units_per_second(1).build())
+        .send()
+        .await
+        .expect_err("below the initial throughput");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Requested ReadUnitsPerSecond for WarmThroughput for table is lower than initial throughput for OnDemand. See: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/on-demand-capacity-mode.html#on-demand-capacity-mode-initial"
+    );
+    client
+        .update_table()
+        .table_name("capped")
+        .warm_throughput(
+            WarmThroughput::builder()
+                .read_units_per_second(13_000)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("warm up");
+    let e = client
+        .update_table()
+        .table_name("capped")
+        .warm_throughput(
+            WarmThroughput::builder()
+                .read_units_per_second(12_500)
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("lowered");
+    assert_eq!(
+        err_of(&e).1,
+        "One or more parameter values were invalid: Requested ReadUnitsPerSecond for WarmThroughput for table is lower than current WarmThroughput, decreasing WarmThroughput is not supported"
+    );
+    let described = client
+        .describe_table()
+        .table_name("capped")
+        .send()
+        .await
+        .expect("describe");
+    let warm = described.table().unwrap().warm_throughput().expect("warm");
+    assert_eq!(
+        (warm.read_units_per_second(), warm.write_units_per_second()),
+        (Some(13_000), Some(4_000))
+    );
     // A provisioned table has no on-demand maximum to set.
     let e = client
         .create_table()

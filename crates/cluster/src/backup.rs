@@ -866,5 +866,6 @@ pub fn snapshot_table(name: String, source: &TableMeta) -> TableMeta {
         resource_policies: Vec::new(),
         on_demand_max: Default::default(),
         insights: Vec::new(),
+        warm: None,
     }
 }

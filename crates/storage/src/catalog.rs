@@ -97,6 +97,11 @@ pub struct TableMeta {
     /// enabled for them (UpdateContributorInsights).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub insights: Vec<InsightsMeta>,
+    /// WarmThroughput asked for, or raised by a capacity increase or a
+    /// switch to on-demand: read and write units a second it never goes
+    /// below (DescribeTable shows the larger of it and the table's base).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm: Option<(u64, u64)>,
 }
 
 /// Contributor Insights of a table (`index` None) or of one of its global

@@ -728,6 +728,7 @@ fn restored_meta(
             Default::default()
         },
         insights: Vec::new(),
+        warm: None,
     })
 }
 

@@ -36,6 +36,7 @@ pub struct CreateTableInput {
     /// A resource-based policy for the table (as PutResourcePolicy's).
     pub resource_policy: Option<Str>,
     pub on_demand_throughput: Option<Obj<super::table_defs::OnDemandIn>>,
+    pub warm_throughput: Option<Obj<super::table_defs::WarmIn>>,
 }
 
 pub async fn execute(api: &Api, input: CreateTableInput) -> Result<Value, ApiError> {
@@ -113,6 +114,19 @@ pub fn table_meta(
         input.on_demand_throughput.as_deref(),
         pay_per_request,
     )?;
+    let warm = match input.warm_throughput.as_deref() {
+        None => None,
+        Some(w) => {
+            let base = TableMeta {
+                billing_mode: billing_mode.as_str().to_string(),
+                read_capacity: rcu,
+                write_capacity: wcu,
+                ..Default::default()
+            };
+            let shown = super::table_defs::warm_shown(&base);
+            Some(super::table_defs::warm_requested(&base, shown, w, true)?)
+        }
+    };
     let global = index_defs::global_indexes(
         input.global_secondary_indexes.as_ref(),
         &attrs,
@@ -190,6 +204,7 @@ pub fn table_meta(
         resource_policies,
         on_demand_max,
         insights: Vec::new(),
+        warm,
     })
 }
 

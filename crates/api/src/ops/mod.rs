@@ -332,15 +332,9 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
         d["RestoreSummary"] = backups::restore_summary(r);
     }
     // WarmThroughput: an on-demand table's initial throughput (DynamoDB's
-    // default), or a provisioned table's capacity.
-    let (warm_read, warm_write) = if meta.billing_mode == "PAY_PER_REQUEST" {
-        (
-            ON_DEMAND_WARM_READ_UNITS_PER_S,
-            ON_DEMAND_WARM_WRITE_UNITS_PER_S,
-        )
-    } else {
-        (meta.read_capacity, meta.write_capacity)
-    };
+    // default) or a provisioned table's capacity, or more where asked for
+    // or once provisioned.
+    let (warm_read, warm_write) = table_defs::warm_shown(meta);
     d["WarmThroughput"] = json!({
         "ReadUnitsPerSecond": warm_read,
         "WriteUnitsPerSecond": warm_write,

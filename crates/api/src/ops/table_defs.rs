@@ -118,6 +118,75 @@ pub fn on_demand_updated(
     })
 }
 
+/// WarmThroughput.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+pub struct WarmIn {
+    pub read_units_per_second: Option<Int>,
+    pub write_units_per_second: Option<Int>,
+}
+
+/// The WarmThroughput a table shows: the larger of what it keeps (`warm`)
+/// and its base, an on-demand table's initial throughput or a provisioned
+/// one's capacity.
+pub fn warm_shown(meta: &dynaraft_storage::TableMeta) -> (u64, u64) {
+    let base = if meta.billing_mode == "PAY_PER_REQUEST" {
+        (
+            super::ON_DEMAND_WARM_READ_UNITS_PER_S,
+            super::ON_DEMAND_WARM_WRITE_UNITS_PER_S,
+        )
+    } else {
+        (meta.read_capacity, meta.write_capacity)
+    };
+    let (r, w) = meta.warm.unwrap_or((0, 0));
+    (r.max(base.0), w.max(base.1))
+}
+
+/// `meta.warm` with WarmThroughput `input` applied (after the table's
+/// billing and capacity are set): each member sent must be at least the
+/// on-demand initial throughput (on-demand tables) and never below what
+/// the table shows now (DynamoDB cannot lower it).
+pub fn warm_requested(
+    meta: &dynaraft_storage::TableMeta,
+    current: (u64, u64),
+    input: &WarmIn,
+    creating: bool,
+) -> Result<(u64, u64), ApiError> {
+    let on_demand = meta.billing_mode == "PAY_PER_REQUEST";
+    let mut out = current;
+    for (value, member, initial, slot) in [
+        (
+            &input.read_units_per_second,
+            "ReadUnitsPerSecond",
+            super::ON_DEMAND_WARM_READ_UNITS_PER_S,
+            &mut out.0,
+        ),
+        (
+            &input.write_units_per_second,
+            "WriteUnitsPerSecond",
+            super::ON_DEMAND_WARM_WRITE_UNITS_PER_S,
+            &mut out.1,
+        ),
+    ] {
+        let Some(v) = value.as_ref().map(|i| i.0) else {
+            continue;
+        };
+        let v = u64::try_from(v).unwrap_or(0);
+        if on_demand && v < initial {
+            return Err(ApiError::validation(format!(
+                "One or more parameter values were invalid: Requested {member} for WarmThroughput for table is lower than initial throughput for OnDemand. See: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/on-demand-capacity-mode.html#on-demand-capacity-mode-initial"
+            )));
+        }
+        if v < 1 || (!creating && v < *slot) {
+            return Err(ApiError::validation(format!(
+                "One or more parameter values were invalid: Requested {member} for WarmThroughput for table is lower than current WarmThroughput, decreasing WarmThroughput is not supported"
+            )));
+        }
+        *slot = v;
+    }
+    Ok(out)
+}
+
 /// An index's Projection.
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]

@@ -33,6 +33,7 @@ pub struct UpdateTableInput {
     pub stream_specification: Option<Obj<StreamSpecificationIn>>,
     pub replica_updates: Option<List<Obj<super::replication::ReplicaUpdateIn>>>,
     pub on_demand_throughput: Option<Obj<super::table_defs::OnDemandIn>>,
+    pub warm_throughput: Option<Obj<super::table_defs::WarmIn>>,
 }
 
 /// One GlobalSecondaryIndexUpdates member: one of its actions.
@@ -138,17 +139,23 @@ async fn apply(
         .map(stream_change)
         .transpose()?;
     let on_demand = input.on_demand_throughput.as_deref();
+    let warm = input.warm_throughput.as_deref();
     if mode.is_none()
         && pt.is_none()
         && protection.is_none()
         && stream.is_none()
         && on_demand.is_none()
+        && warm.is_none()
     {
         return Err(ApiError::validation(
             "At least one of ProvisionedThroughput, BillingMode, UpdateStreamEnabled, GlobalSecondaryIndexUpdates or SSESpecification or ReplicaUpdates is required",
         ));
     }
     let mut meta = t.meta.clone();
+    // What the table shows before the change: its warm throughput never
+    // goes below it (a capacity decrease or a switch of billing mode
+    // keeps it).
+    let warm_before = super::table_defs::warm_shown(&meta);
     let current = BillingMode::parse(&meta.billing_mode);
     let new_mode = mode.or(current).unwrap_or(BillingMode::Provisioned);
     let now = dynaraft_storage::wall_clock_ms();
@@ -195,6 +202,11 @@ async fn apply(
     meta.billing_mode = new_mode.as_str().to_string();
     if let Some(o) = on_demand {
         meta.on_demand_max = super::table_defs::on_demand_updated(meta.on_demand_max, o)?;
+    }
+    meta.warm = Some(warm_before);
+    let shown = super::table_defs::warm_shown(&meta);
+    if let Some(w) = warm {
+        meta.warm = Some(super::table_defs::warm_requested(&meta, shown, w, false)?);
     }
     if let Some(p) = protection {
         meta.deletion_protection = p;
