@@ -82,6 +82,17 @@ def plain(it):
     return {k: json.dumps(v, sort_keys=True) for k, v in it.items()}
 
 
+def differences(got, want):
+    """How `got` differs from `want`, for a failure message: counts and a
+    few keys of each kind (what the value is where they differ)."""
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    changed = sorted(k for k in set(got) & set(want) if got[k] != want[k])
+    shown = [(k, got[k].get("v"), want[k].get("v")) for k in changed[:5]]
+    return (f"{len(missing)} missing {missing[:5]}, {len(extra)} extra {extra[:5]}, "
+            f"{len(changed)} changed (key, got v, want v) {shown}")
+
+
 def main():
     run_restarting(sys.argv[1], run, "--partitions-per-table", "2")
 
@@ -126,7 +137,8 @@ def run(start, data):
         done = wait_for("export finished", lambda: job_done(ddb, "export", export_arn))
         assert done["ExportStatus"] == "COMPLETED", done
         got = {k: plain(v) for k, v in exported_items(bucket_dir, done["ExportManifest"]).items()}
-        assert got == expected, f"round {rnd + 1}: the export differs from the table at T"
+        assert got == expected, (
+            f"round {rnd + 1}: the export differs from the table at T: {differences(got, expected)}")
 
         folder = done["ExportManifest"].rsplit("/", 1)[0]
         target = f"imported{rnd}"
@@ -148,7 +160,8 @@ def run(start, data):
         assert (done["ImportedItemCount"], done["ErrorCount"]) == (len(expected), 0), done
         table = {it["pk"]["S"]: plain(it) for it in scan_items(ddb, target)}
         # boto3 gives B as bytes; the table has none, so the shapes match.
-        assert table == expected, f"round {rnd + 1}: the imported table differs from T"
+        assert table == expected, (
+            f"round {rnd + 1}: the imported table differs from T: {differences(table, expected)}")
         print(f"round {rnd + 1}: export and import each killed once; "
               f"{len(expected)} items exported as of T and imported back equal")
     assert exports_cut + killed_running > 0, "no kill cut an export or an import short"
