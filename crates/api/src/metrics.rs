@@ -237,6 +237,7 @@ pub fn request_unavailable() {
 pub fn render() -> Option<String> {
     let mut text = HANDLE.get().and_then(|h| h.as_ref()).map(|h| h.render())?;
     render_tables(&mut text);
+    render_groups(&mut text);
     Some(text)
 }
 
@@ -262,6 +263,80 @@ pub fn add_tables(capacity: &Arc<Capacity>, router: &dynaraft_cluster::Router) {
             capacity: Arc::downgrade(capacity),
             router: router.clone(),
         });
+    }
+}
+
+/// A node's hosted groups, whose size and load `/metrics` shows
+/// (`dynaraft_partition_*{group}`), read when the page is rendered so a
+/// group gone (split, moved, dropped) has no series left behind.
+static HOSTS: Mutex<Vec<dynaraft_cluster::Host>> = Mutex::new(Vec::new());
+
+/// Shows `host`'s groups in `/metrics` until [`remove_host`] (one node
+/// process registers its host once it runs).
+pub fn add_host(host: &dynaraft_cluster::Host) {
+    let mut hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    hosts.retain(|h| h.id() != host.id());
+    hosts.push(host.clone());
+}
+
+/// Stops showing node `id`'s groups (before its host shuts down, so no
+/// clone of it is left here).
+pub fn remove_host(id: u64) {
+    let mut hosts = HOSTS.lock().unwrap_or_else(|p| p.into_inner());
+    hosts.retain(|h| h.id() != id);
+}
+
+/// Appends every registered host's per-group families.
+fn render_groups(out: &mut String) {
+    use std::fmt::Write;
+    let hosts: Vec<dynaraft_cluster::Host> =
+        HOSTS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let gauges: Vec<(u64, dynaraft_cluster::host::GroupGauge)> = hosts
+        .iter()
+        .flat_map(|h| h.group_gauges().into_iter().map(move |g| (h.id(), g)))
+        .collect();
+    if gauges.is_empty() {
+        return;
+    }
+    type GroupValue = fn(&dynaraft_cluster::host::GroupGauge) -> f64;
+    let families: [(Family, GroupValue); 3] = [
+        (
+            Family {
+                name: "dynaraft_partition_items",
+                kind: "gauge",
+                help: "Items a partition (data group) holds, as this node's replica has applied them.",
+            },
+            |g| g.items as f64,
+        ),
+        (
+            Family {
+                name: "dynaraft_partition_bytes",
+                kind: "gauge",
+                help: "Item bytes a partition (data group) holds, as this node's replica has applied them.",
+            },
+            |g| g.bytes as f64,
+        ),
+        (
+            Family {
+                name: "dynaraft_partition_requests_per_second",
+                kind: "gauge",
+                help: "Requests this node's replica of a partition served a second, over the last load window (the load splits by heat use).",
+            },
+            |g| g.ops_per_s as f64,
+        ),
+    ];
+    for (family, value) in &families {
+        family_head(out, family);
+        for (node, g) in &gauges {
+            let _ = writeln!(
+                out,
+                "{}{{node=\"{node}\",group=\"{}\",leader=\"{}\"}} {}",
+                family.name,
+                g.group,
+                g.leader,
+                value(g)
+            );
+        }
     }
 }
 

@@ -565,6 +565,32 @@ impl Host {
         })
     }
 
+    /// The size and load of every data group this node holds a replica
+    /// of, for its `/metrics` (groups whose counters cannot be read at the
+    /// moment, such as one being removed, are left out).
+    pub fn group_gauges(&self) -> Vec<GroupGauge> {
+        let me = self.id();
+        let mut out: Vec<GroupGauge> = self
+            .inner
+            .groups
+            .load()
+            .iter()
+            .filter(|(id, _)| **id != dynaraft_storage::machine::CATALOG_GROUP)
+            .filter_map(|(id, g)| {
+                let s = self.stats(*id, 0).ok()?;
+                Some(GroupGauge {
+                    group: *id,
+                    items: s.count,
+                    bytes: s.bytes,
+                    ops_per_s: s.load.ops_per_s,
+                    leader: g.leader() == Some(me),
+                })
+            })
+            .collect();
+        out.sort_by_key(|g| g.group);
+        out
+    }
+
     /// Hands hosted group `group`'s leadership to node `to` (this replica
     /// must lead it; see `RaftGroup::transfer_leader`).
     pub async fn transfer_leader(&self, group: u64, to: u64) -> Result<(), ClusterError> {
@@ -704,6 +730,18 @@ fn with_group(e: ClusterError, group: u64) -> ClusterError {
         ClusterError::NotLeader { leader, .. } => ClusterError::NotLeader { group, leader },
         other => other,
     }
+}
+
+/// One data group's size and load as this node's replica sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupGauge {
+    pub group: u64,
+    pub items: u64,
+    pub bytes: u64,
+    /// Requests this replica served a second, over the last load window.
+    pub ops_per_s: u64,
+    /// This node leads the group.
+    pub leader: bool,
 }
 
 /// How often a node publishes its Raft gauges and looks for leader

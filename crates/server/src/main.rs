@@ -867,8 +867,10 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         None => ClusterNode::start(cfg, listener).await?,
     };
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
+    dynaraft_api::metrics::add_host(&node.host);
     supervise::watch(&node.host, true, None, |_| {}, stop).await;
     tracing::info!("shutting down");
+    dynaraft_api::metrics::remove_host(node.host.id());
     bounded_shutdown(node.shutdown()).await;
     Ok(())
 }
@@ -1086,8 +1088,10 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     tracing::info!(addr = %server.addr, data = ?(!args.in_memory).then_some(&args.data_dir), "dynaraft embedded server listening");
     let down = |why| server.take_down(why);
     let socket = Some(server.listening_socket());
+    dynaraft_api::metrics::add_host(&node.host);
     supervise::watch(&node.host, !args.in_memory, socket, down, stop).await;
     tracing::info!("shutting down");
+    dynaraft_api::metrics::remove_host(node.host.id());
     bounded_shutdown(async move {
         server.stop().await;
         node.shutdown().await;
