@@ -85,6 +85,7 @@ CLUSTER_TEST_DIR := $(TARGET)/test-cluster
 test-cluster: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	$(PY) tests/scripts/cluster_growth.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/rolling_restart.py $(TARGET)/debug/dynaraft
 	rm -rf $(CLUSTER_TEST_DIR)
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \

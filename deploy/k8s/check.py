@@ -104,6 +104,16 @@ def main(storage_path, router_path=None):
             for ordinal in (0, 1):
                 argv = run_pod(container, f"{name}-{ordinal}", ns, control, fake_bin)
                 args[ordinal] = flags(argv)
+            # Rolling upgrades go zone by zone (roll.sh), readiness means
+            # caught up: /ready on the port --metrics-listen serves.
+            if sts["spec"].get("updateStrategy", {}).get("type") != "OnDelete":
+                failures.append(f"{name}: updateStrategy must be OnDelete (roll.sh upgrades zone by zone)")
+            probe = container.get("readinessProbe", {}).get("httpGet", {})
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            listen = args[0].get("metrics-listen", "")
+            if probe.get("path") != "/ready" or str(ports.get(probe.get("port"))) != listen.rsplit(":", 1)[-1]:
+                failures.append(f"{name}: readiness must be GET /ready on the --metrics-listen port "
+                                f"(probe {probe}, listen {listen!r}, ports {ports})")
             mounts = mounted_secrets(sts["spec"]["template"]["spec"], container)
             check_files(f"{name}-0", args[0], mounts, PEER_TLS, failures)
             zone = args[0]["az"]

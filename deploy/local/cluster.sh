@@ -4,6 +4,7 @@
 # router serving the DynamoDB API.
 #
 #   cluster.sh start <binary> <data dir> <router port> [node base port] [router flags...]
+#   cluster.sh restart <data dir> <node 1-3>
 #   cluster.sh stop <data dir>
 #
 # NODE_FLAGS adds flags to every storage node, e.g.
@@ -11,8 +12,12 @@
 # METRICS_BASE=PORT serves node i's /metrics on 127.0.0.1:PORT+i-1.
 #
 # `start` returns once the router answers and all three nodes are
-# registered; pids and logs are kept in the data dir. `stop` sends SIGTERM
-# to every process (each shuts down cleanly) and waits for them.
+# registered; pids, logs and each node's command line are kept in the data
+# dir. `restart` stops one node with SIGTERM (it hands its leaderships off
+# first), waits for it to exit and starts it again with the same command
+# line (a rolling restart does this node by node, waiting for each one's
+# /ready). `stop` sends SIGTERM to every process (each shuts down cleanly)
+# and waits for them.
 set -euo pipefail
 
 wait_ready() {  # <binary> <control> <router port>
@@ -48,8 +53,10 @@ case "${1:-}" in
       az="az-$(printf "\\x$(printf %x $((96 + i)))")"
       METRICS=
       [ -n "${METRICS_BASE:-}" ] && METRICS="--metrics-listen 127.0.0.1:$((METRICS_BASE + i - 1))"
-      "$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))" \
-        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} $METRICS >"$DIR/node-$i.log" 2>&1 &
+      cmd=("$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))"
+        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} $METRICS)
+      printf '%q ' "${cmd[@]}" >"$DIR/node-$i.cmd"
+      "${cmd[@]}" >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
     # A local cluster is open (like DynamoDB Local) unless given an auth file.
@@ -59,6 +66,15 @@ case "${1:-}" in
     echo $! >>"$DIR/pids"
     echo "$CONTROL" >"$DIR/control"
     wait_ready "$BIN" "$CONTROL" "$RPORT"
+    ;;
+  restart)
+    DIR="$2"; N="$3"
+    pid=$(sed -n "${N}p" "$DIR/pids")
+    kill -TERM "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    bash -c "exec $(cat "$DIR/node-$N.cmd")" >>"$DIR/node-$N.log" 2>&1 &
+    new=$!
+    sed -i "${N}s/.*/$new/" "$DIR/pids"
     ;;
   stop)
     DIR="$2"
@@ -71,7 +87,7 @@ case "${1:-}" in
     rm -f "$DIR/pids"
     ;;
   *)
-    echo "usage: $0 start <binary> <data dir> <router port> [node base port] [router flags...] | stop <data dir>" >&2
+    echo "usage: $0 start <binary> <data dir> <router port> [node base port] [router flags...] | restart <data dir> <node> | stop <data dir>" >&2
     exit 2
     ;;
 esac

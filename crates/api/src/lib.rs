@@ -382,8 +382,10 @@ pub const METRICS_MAX_HEAD_BYTES: usize = 8 * 1024;
 /// few; past it, new ones wait in the backlog).
 pub const METRICS_MAX_CONNECTIONS: usize = 16;
 
-/// Serves `GET /metrics` (Prometheus text) and nothing else on `addr`, for
-/// deployments that keep metrics off the API's port (`--metrics-listen`);
+/// Serves `GET /metrics` (Prometheus text) and `GET /ready` (the storage
+/// node's readiness, `Host::readiness`: 503 with the reason until it is
+/// caught up and serving) on `addr`, for deployments that keep metrics off
+/// the API's port (`--metrics-listen`);
 /// plain HTTP, at most [`METRICS_MAX_CONNECTIONS`] connections, each
 /// bounded by the header timeout. Runs until the process ends.
 pub async fn serve_metrics(addr: SocketAddr) -> std::io::Result<SocketAddr> {
@@ -404,6 +406,11 @@ pub async fn serve_metrics(addr: SocketAddr) -> std::io::Result<SocketAddr> {
                     (&hyper::Method::GET, "/metrics") => match metrics::render() {
                         Some(t) => (200, t),
                         None => (404, "metrics are not enabled\n".to_string()),
+                    },
+                    // A storage node's readiness: caught up and serving.
+                    (&hyper::Method::GET, "/ready") => match metrics::node_readiness() {
+                        Ok(()) => (200, "ready\n".to_string()),
+                        Err(why) => (503, format!("not ready: {why}\n")),
                     },
                     _ => (404, "Page Not Found\n".to_string()),
                 };

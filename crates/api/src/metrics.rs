@@ -286,6 +286,18 @@ pub fn remove_host(id: u64) {
     hosts.retain(|h| h.id() != id);
 }
 
+/// Whether the storage node in this process is caught up and serving
+/// (every registered host's `Host::readiness`); not ready while none is
+/// registered (the node is still starting).
+pub fn node_readiness() -> Result<(), String> {
+    let hosts: Vec<dynaraft_cluster::Host> =
+        HOSTS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if hosts.is_empty() {
+        return Err("no storage node running in this process yet".into());
+    }
+    hosts.iter().try_for_each(dynaraft_cluster::Host::readiness)
+}
+
 /// Appends every registered host's per-group families.
 fn render_groups(out: &mut String) {
     use std::fmt::Write;

@@ -282,6 +282,70 @@ impl Host {
         &self.inner.store
     }
 
+    /// Whether this node is caught up and serving (its readiness for a
+    /// rolling restart): it can write, and every group it holds a replica
+    /// of knows its leader and has applied all but at most
+    /// [`READY_MAX_LAG_ENTRIES`] of what the group committed. Why not, if
+    /// it is not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(why) = self.storage_failure() {
+            return Err(why);
+        }
+        let groups = self.inner.groups.load();
+        if groups.is_empty() {
+            return Err("no group started yet".into());
+        }
+        for (id, g) in groups.iter() {
+            match g.catch_up_lag() {
+                None => return Err(format!("group {id} knows no leader yet")),
+                Some(lag) if lag > READY_MAX_LAG_ENTRIES => {
+                    return Err(format!("group {id} is {lag} entries behind"));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the leadership of every group this node leads to the voter
+    /// that has most of its log, all at once, and waits up to
+    /// [`HAND_OFF_WAIT_MS`] for them to take it: a node about to stop
+    /// (a rolling restart) leaves no group waiting out an election
+    /// timeout. Returns how many groups it still leads.
+    pub async fn hand_off_leaderships(&self) -> usize {
+        let groups: Vec<RaftGroup> = self
+            .inner
+            .groups
+            .load()
+            .values()
+            .filter(|g| g.is_leader())
+            .cloned()
+            .collect();
+        for g in &groups {
+            match g.best_successor() {
+                Some(to) => {
+                    if let Err(e) = g.transfer_leader(to).await {
+                        tracing::debug!(group = g.group, to, error = %e, "leader hand-off not started");
+                    }
+                }
+                None => tracing::debug!(group = g.group, "no voter to hand leadership to"),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(HAND_OFF_WAIT_MS);
+        loop {
+            let left = groups.iter().filter(|g| g.is_leader()).count();
+            if left == 0 || tokio::time::Instant::now() >= deadline {
+                tracing::info!(
+                    handed = groups.len() - left,
+                    kept = left,
+                    "leaderships handed off before stopping"
+                );
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(HAND_OFF_POLL_MS)).await;
+        }
+    }
+
     /// The node's gRPC channels (one per peer), shared by Raft and data calls.
     pub fn channels(&self) -> Channels {
         self.inner.channels.clone()
@@ -731,6 +795,15 @@ fn with_group(e: ClusterError, group: u64) -> ClusterError {
         other => other,
     }
 }
+
+/// Most log entries a replica may have left to apply and still count as
+/// caught up (see [`Host::readiness`]).
+pub const READY_MAX_LAG_ENTRIES: u64 = 100;
+/// Longest a stopping node waits for its groups to take the leadership it
+/// handed off, in milliseconds.
+pub const HAND_OFF_WAIT_MS: u64 = 3_000;
+/// Pause between checks of a hand-off, in milliseconds.
+const HAND_OFF_POLL_MS: u64 = 10;
 
 /// One data group's size and load as this node's replica sees it.
 #[derive(Debug, Clone, PartialEq)]

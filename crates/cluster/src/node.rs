@@ -152,8 +152,12 @@ impl ClusterNode {
         })
     }
 
+    /// Stops the node: first hands the leadership of the groups it leads
+    /// to their other voters (so a rolling restart costs no election
+    /// timeout), then stops every group and task.
     pub async fn shutdown(self) {
         let ClusterNode { host, router, .. } = self;
+        host.hand_off_leaderships().await;
         drop(router);
         host.shutdown().await;
     }

@@ -212,6 +212,36 @@ impl RaftGroup {
         )
     }
 
+    /// How far this replica's state machine is behind what its group has
+    /// committed, in log entries (the leader's commit index as last
+    /// reported, less what was applied here); `None` while no leader is
+    /// known.
+    pub fn catch_up_lag(&self) -> Option<u64> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        m.current_leader?;
+        let committed = m.cluster_committed.map_or(0, |l| l.index);
+        let applied = m.last_applied.map_or(0, |l| l.index);
+        Some(committed.saturating_sub(applied))
+    }
+
+    /// From the leader: the voter other than this one that has matched
+    /// the most of its log (the best to hand leadership to), if any.
+    pub fn best_successor(&self) -> Option<NodeId> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let voters: std::collections::BTreeSet<NodeId> =
+            m.membership_config.membership().voter_ids().collect();
+        let replication = m.replication.as_ref()?;
+        replication
+            .iter()
+            .filter(|(id, _)| **id != self.node && voters.contains(*id))
+            .max_by_key(|(_, matched)| matched.map_or(0, |l| l.index))
+            .map(|(id, _)| *id)
+    }
+
     /// The leader this replica currently knows of.
     pub fn leader(&self) -> Option<NodeId> {
         use openraft::async_runtime::watch::WatchReceiver;
