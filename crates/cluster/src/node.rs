@@ -152,14 +152,21 @@ impl ClusterNode {
         })
     }
 
-    /// Stops the node: first hands the leadership of the groups it leads
-    /// to their other voters (so a rolling restart costs no election
-    /// timeout), then stops every group and task.
+    /// Stops every group and task at once, as losing the node would (its
+    /// groups elect new leaders after an election timeout).
     pub async fn shutdown(self) {
         let ClusterNode { host, router, .. } = self;
-        host.hand_off_leaderships().await;
         drop(router);
         host.shutdown().await;
+    }
+
+    /// Stops the node the way a rolling restart wants it (SIGTERM): first
+    /// hands the leadership of the groups it leads to their other voters
+    /// (`Host::hand_off_leaderships`), so no group waits out an election
+    /// timeout, then [`shutdown`](Self::shutdown).
+    pub async fn drain_and_shutdown(self) {
+        self.host.hand_off_leaderships().await;
+        self.shutdown().await;
     }
 }
 

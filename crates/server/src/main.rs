@@ -871,7 +871,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     supervise::watch(&node.host, true, None, |_| {}, stop).await;
     tracing::info!("shutting down");
     dynaraft_api::metrics::remove_host(node.host.id());
-    bounded_shutdown(node.shutdown()).await;
+    bounded_shutdown(node.drain_and_shutdown()).await;
     Ok(())
 }
 
