@@ -97,13 +97,15 @@ test-cluster: $(VENV)/.installed
 ## The Kubernetes manifests, offline: schemas (strict, Kubernetes 1.30) and
 ## the storage pods' command lines against the control-plane list; the
 ## Grafana dashboard and its provisioning files, offline, with every metric
-## it queries checked against a live embedded server's /metrics.
+## it queries checked against a live embedded server's /metrics; the
+## image's default command run as the image's user (no container runtime).
 K8S_VERSION := 1.30.0
 test-deploy: $(VENV)/.installed
 	$(VENV)/bin/kubernetes-validate --quiet --strict -k $(K8S_VERSION) deploy/k8s/storage.yaml deploy/k8s/router.yaml
 	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml deploy/k8s/router.yaml
 	$(CARGO) build -p dynaraft
 	$(PY) deploy/grafana/check.py $(TARGET)/debug/dynaraft
+	$(PY) deploy/image_check.py $(TARGET)/debug/dynaraft
 
 ## The side-by-side benchmark: the machine's floors (fsync, an empty HTTP
 ## round trip), then the embedded server, dynalite (npm, into
