@@ -6,39 +6,36 @@
 //! is seen.
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ProvisionedThroughput, PutRequest,
-    ScalarAttributeType, WriteRequest,
+    BillingMode, KeyType, ProvisionedThroughput, PutRequest, ScalarAttributeType, WriteRequest,
 };
 use dynaraft_tests::av::*;
 use dynaraft_tests::*;
 use std::time::{Duration, Instant};
 
-async fn create_provisioned(client: &aws_sdk_dynamodb::Client, name: &str, rcu: i64, wcu: i64) {
+/// A CreateTable of `name` keyed by a string `pk`, to finish and send.
+fn keyed(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> aws_sdk_dynamodb::operation::create_table::builders::CreateTableFluentBuilder {
     client
         .create_table()
         .table_name(name)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+        .attribute_definitions(schema::attr("pk", ScalarAttributeType::S))
+        .key_schema(schema::key("pk", KeyType::Hash))
+}
+
+fn throughput(rcu: i64, wcu: i64) -> ProvisionedThroughput {
+    ProvisionedThroughput::builder()
+        .read_capacity_units(rcu)
+        .write_capacity_units(wcu)
+        .build()
+        .expect("throughput")
+}
+
+async fn create_provisioned(client: &aws_sdk_dynamodb::Client, name: &str, rcu: i64, wcu: i64) {
+    keyed(client, name)
         .billing_mode(BillingMode::Provisioned)
-        .provisioned_throughput(
-            ProvisionedThroughput::builder()
-                .read_capacity_units(rcu)
-                .write_capacity_units(wcu)
-                .build()
-                .unwrap(),
-        )
+        .provisioned_throughput(throughput(rcu, wcu))
         .send()
         .await
         .expect("create table");
@@ -321,23 +318,7 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
     let t = TestServer::start().await;
     let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
     let create = |name: &str, max: OnDemandThroughput| {
-        client
-            .create_table()
-            .table_name(name)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
+        keyed(&client, name)
             .billing_mode(BillingMode::PayPerRequest)
             .on_demand_throughput(max)
     };
@@ -493,31 +474,9 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
         (Some(13_000), Some(4_000))
     );
     // A provisioned table has no on-demand maximum to set.
-    let e = client
-        .create_table()
-        .table_name("both")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
+    let e = keyed(&client, "both")
         .billing_mode(BillingMode::Provisioned)
-        .provisioned_throughput(
-            ProvisionedThroughput::builder()
-                .read_capacity_units(1)
-                .write_capacity_units(1)
-                .build()
-                .unwrap(),
-        )
+        .provisioned_throughput(throughput(1, 1))
         .on_demand_throughput(
             OnDemandThroughput::builder()
                 .max_read_request_units(10)
@@ -551,37 +510,26 @@ async fn contributor_insights_find_the_hot_keys() {
     };
     let t = TestServer::start_config(None, cfg).await;
     let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
-    client
-        .create_table()
-        .table_name("hotkeys")
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("sk")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("sk")
-                .key_type(KeyType::Range)
-                .build()
-                .unwrap(),
-        )
+    let describe = || async {
+        client
+            .describe_contributor_insights()
+            .table_name("hotkeys")
+            .send()
+            .await
+            .expect("describe")
+    };
+    let change = |action: ContributorInsightsAction| async {
+        client
+            .update_contributor_insights()
+            .table_name("hotkeys")
+            .contributor_insights_action(action)
+            .send()
+            .await
+            .expect("update")
+    };
+    keyed(&client, "hotkeys")
+        .attribute_definitions(schema::attr("sk", ScalarAttributeType::N))
+        .key_schema(schema::key("sk", KeyType::Range))
         .billing_mode(BillingMode::PayPerRequest)
         .on_demand_throughput(
             OnDemandThroughput::builder()
@@ -593,12 +541,7 @@ async fn contributor_insights_find_the_hot_keys() {
         .expect("create");
 
     // Never enabled: DISABLED, and not listed.
-    let d = client
-        .describe_contributor_insights()
-        .table_name("hotkeys")
-        .send()
-        .await
-        .expect("describe");
+    let d = describe().await;
     assert_eq!(
         d.contributor_insights_status(),
         Some(&ContributorInsightsStatus::Disabled)
@@ -639,13 +582,7 @@ async fn contributor_insights_find_the_hot_keys() {
         )
     );
 
-    let u = client
-        .update_contributor_insights()
-        .table_name("hotkeys")
-        .contributor_insights_action(ContributorInsightsAction::Enable)
-        .send()
-        .await
-        .expect("enable");
+    let u = change(ContributorInsightsAction::Enable).await;
     assert_eq!(
         u.contributor_insights_status(),
         Some(&ContributorInsightsStatus::Enabling)
@@ -654,12 +591,7 @@ async fn contributor_insights_find_the_hot_keys() {
         u.contributor_insights_mode(),
         Some(&ContributorInsightsMode::AccessedAndThrottledKeys)
     );
-    let d = client
-        .describe_contributor_insights()
-        .table_name("hotkeys")
-        .send()
-        .await
-        .expect("describe");
+    let d = describe().await;
     assert_eq!(
         d.contributor_insights_status(),
         Some(&ContributorInsightsStatus::Enabled)
@@ -720,23 +652,12 @@ async fn contributor_insights_find_the_hot_keys() {
 
     // DISABLE keeps the mode and the time, drops the rules, unlists it and
     // its series.
-    let u = client
-        .update_contributor_insights()
-        .table_name("hotkeys")
-        .contributor_insights_action(ContributorInsightsAction::Disable)
-        .send()
-        .await
-        .expect("disable");
+    let u = change(ContributorInsightsAction::Disable).await;
     assert_eq!(
         u.contributor_insights_status(),
         Some(&ContributorInsightsStatus::Disabling)
     );
-    let d = client
-        .describe_contributor_insights()
-        .table_name("hotkeys")
-        .send()
-        .await
-        .expect("describe");
+    let d = describe().await;
     assert_eq!(
         d.contributor_insights_status(),
         Some(&ContributorInsightsStatus::Disabled)

@@ -115,6 +115,18 @@ struct BucketKey {
     partition: Option<u64>,
 }
 
+impl BucketKey {
+    fn of(table: &Table, index: Option<String>, dir: Dir, partition: Option<u64>) -> BucketKey {
+        BucketKey {
+            table: table.meta.name.clone(),
+            created_ms: table.meta.created_ms,
+            index,
+            dir,
+            partition,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
@@ -212,18 +224,10 @@ impl Capacity {
         hash: Option<u64>,
         reserve: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce {
-            return Ok(Ticket::default());
-        }
-        if !provisioned(table) {
-            return match table.meta.on_demand_max.read.filter(|_| index.is_none()) {
-                Some(max) => self.admit(
-                    table,
-                    Dir::Read,
-                    vec![on_demand_draw(table, Dir::Read, max, reserve)],
-                ),
-                None => Ok(Ticket::default()),
-            };
+        if !self.enforce || !provisioned(table) {
+            // An on-demand maximum is the table's (an index's is not kept).
+            let max = index.is_none().then_some(table.meta.on_demand_max.read);
+            return self.on_demand(table, Dir::Read, max.flatten(), reserve);
         }
         let mut draws = Vec::with_capacity(2);
         let units = match index {
@@ -246,6 +250,21 @@ impl Capacity {
         self.admit(table, Dir::Read, draws)
     }
 
+    /// Reserves `reserve` units of an on-demand table's maximum `max`, if
+    /// it has one (and capacity is enforced): nothing to draw on otherwise.
+    fn on_demand(
+        &self,
+        table: &Table,
+        dir: Dir,
+        max: Option<u64>,
+        reserve: f64,
+    ) -> Result<Ticket, Throttle> {
+        match max.filter(|_| self.enforce) {
+            Some(max) => self.admit(table, dir, vec![on_demand_draw(table, dir, max, reserve)]),
+            None => Ok(Ticket::default()),
+        }
+    }
+
     /// Reserves a write of one item to `table` in the partition holding
     /// `hash`: one unit of the table and of its partition; each global
     /// index's capacity must not be spent (its units are charged when the
@@ -262,18 +281,8 @@ impl Capacity {
         hash: Option<u64>,
         units: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce {
-            return Ok(Ticket::default());
-        }
-        if !provisioned(table) {
-            return match table.meta.on_demand_max.write {
-                Some(max) => self.admit(
-                    table,
-                    Dir::Write,
-                    vec![on_demand_draw(table, Dir::Write, max, units)],
-                ),
-                None => Ok(Ticket::default()),
-            };
+        if !self.enforce || !provisioned(table) {
+            return self.on_demand(table, Dir::Write, table.meta.on_demand_max.write, units);
         }
         let meta = &table.meta;
         let mut draws = Vec::with_capacity(2 + meta.global_indexes.len());
@@ -497,13 +506,7 @@ fn provisioned_draw(
 ) -> Draw {
     let rate = units_per_s as f64;
     Draw {
-        key: BucketKey {
-            table: table.meta.name.clone(),
-            created_ms: table.meta.created_ms,
-            index: index.map(str::to_string),
-            dir,
-            partition: None,
-        },
+        key: BucketKey::of(table, index.map(str::to_string), dir, None),
         rate,
         cap: rate * BURST_SECONDS,
         limit: Limit::Provisioned,
@@ -514,13 +517,7 @@ fn provisioned_draw(
 fn on_demand_draw(table: &Table, dir: Dir, max_per_s: u64, reserve: f64) -> Draw {
     let rate = max_per_s as f64;
     Draw {
-        key: BucketKey {
-            table: table.meta.name.clone(),
-            created_ms: table.meta.created_ms,
-            index: None,
-            dir,
-            partition: None,
-        },
+        key: BucketKey::of(table, None, dir, None),
         rate,
         cap: rate * ON_DEMAND_MAX_BURST_SECONDS,
         limit: Limit::MaxOnDemand,
@@ -534,13 +531,7 @@ fn partition_draw(table: &Table, group: u64, dir: Dir, reserve: f64) -> Draw {
         Dir::Write => PARTITION_WRITE_UNITS_PER_S,
     };
     Draw {
-        key: BucketKey {
-            table: table.meta.name.clone(),
-            created_ms: table.meta.created_ms,
-            index: None,
-            dir,
-            partition: Some(group),
-        },
+        key: BucketKey::of(table, None, dir, Some(group)),
         rate,
         cap: rate * PARTITION_BURST_SECONDS,
         limit: Limit::KeyRange,

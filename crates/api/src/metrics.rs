@@ -313,27 +313,24 @@ fn render_groups(out: &mut String) {
     type GroupValue = fn(&dynaraft_cluster::host::GroupGauge) -> f64;
     let families: [(Family, GroupValue); 3] = [
         (
-            Family {
-                name: "dynaraft_partition_items",
-                kind: "gauge",
-                help: "Items a partition (data group) holds, as this node's replica has applied them.",
-            },
+            Family::gauge(
+                "dynaraft_partition_items",
+                "Items a partition (data group) holds, as this node's replica has applied them.",
+            ),
             |g| g.items as f64,
         ),
         (
-            Family {
-                name: "dynaraft_partition_bytes",
-                kind: "gauge",
-                help: "Item bytes a partition (data group) holds, as this node's replica has applied them.",
-            },
+            Family::gauge(
+                "dynaraft_partition_bytes",
+                "Item bytes a partition (data group) holds, as this node's replica has applied them.",
+            ),
             |g| g.bytes as f64,
         ),
         (
-            Family {
-                name: "dynaraft_partition_requests_per_second",
-                kind: "gauge",
-                help: "Requests this node's replica of a partition served a second, over the last load window (the load splits by heat use).",
-            },
+            Family::gauge(
+                "dynaraft_partition_requests_per_second",
+                "Requests this node's replica of a partition served a second, over the last load window (the load splits by heat use).",
+            ),
             |g| g.ops_per_s as f64,
         ),
     ];
@@ -352,11 +349,29 @@ fn render_groups(out: &mut String) {
     }
 }
 
-/// A per-table family: name, type, HELP text, and its value for a table.
+/// A family this module renders itself: name, type and HELP text.
 struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
+}
+
+impl Family {
+    const fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            kind: "counter",
+            help,
+        }
+    }
+
+    const fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            kind: "gauge",
+            help,
+        }
+    }
 }
 
 /// A per-table family's value for one table's counts.
@@ -364,79 +379,69 @@ type CountedValue = fn(&Counted) -> f64;
 
 const COUNTED: &[(Family, CountedValue)] = &[
     (
-        Family {
-            name: "dynaraft_consumed_read_capacity_units_total",
-            kind: "counter",
-            help: "Read capacity units consumed, by table (CloudWatch ConsumedReadCapacityUnits).",
-        },
+        Family::counter(
+            "dynaraft_consumed_read_capacity_units_total",
+            "Read capacity units consumed, by table (CloudWatch ConsumedReadCapacityUnits).",
+        ),
         |c| c.consumed_read,
     ),
     (
-        Family {
-            name: "dynaraft_consumed_write_capacity_units_total",
-            kind: "counter",
-            help: "Write capacity units consumed by the table itself, by table (CloudWatch ConsumedWriteCapacityUnits).",
-        },
+        Family::counter(
+            "dynaraft_consumed_write_capacity_units_total",
+            "Write capacity units consumed by the table itself, by table (CloudWatch ConsumedWriteCapacityUnits).",
+        ),
         |c| c.consumed_write,
     ),
     (
-        Family {
-            name: "dynaraft_returned_items_total",
-            kind: "counter",
-            help: "Items returned by Query and Scan pages, by table (CloudWatch ReturnedItemCount).",
-        },
+        Family::counter(
+            "dynaraft_returned_items_total",
+            "Items returned by Query and Scan pages, by table (CloudWatch ReturnedItemCount).",
+        ),
         |c| c.returned_items as f64,
     ),
     (
-        Family {
-            name: "dynaraft_read_throttle_events_total",
-            kind: "counter",
-            help: "Reads refused because capacity was spent, by table (CloudWatch ReadThrottleEvents).",
-        },
+        Family::counter(
+            "dynaraft_read_throttle_events_total",
+            "Reads refused because capacity was spent, by table (CloudWatch ReadThrottleEvents).",
+        ),
         |c| c.read_throttle_events as f64,
     ),
     (
-        Family {
-            name: "dynaraft_write_throttle_events_total",
-            kind: "counter",
-            help: "Writes refused because capacity was spent, by table (CloudWatch WriteThrottleEvents).",
-        },
+        Family::counter(
+            "dynaraft_write_throttle_events_total",
+            "Writes refused because capacity was spent, by table (CloudWatch WriteThrottleEvents).",
+        ),
         |c| c.write_throttle_events as f64,
     ),
     (
-        Family {
-            name: "dynaraft_throttled_requests_total",
-            kind: "counter",
-            help: "Requests refused because capacity was spent, by table (CloudWatch ThrottledRequests).",
-        },
+        Family::counter(
+            "dynaraft_throttled_requests_total",
+            "Requests refused because capacity was spent, by table (CloudWatch ThrottledRequests).",
+        ),
         |c| c.throttled_requests as f64,
     ),
 ];
 
 const PROVISIONED: [Family; 2] = [
-    Family {
-        name: "dynaraft_provisioned_read_capacity_units",
-        kind: "gauge",
-        help: "Provisioned read capacity units of a provisioned table or global index (CloudWatch ProvisionedReadCapacityUnits).",
-    },
-    Family {
-        name: "dynaraft_provisioned_write_capacity_units",
-        kind: "gauge",
-        help: "Provisioned write capacity units of a provisioned table or global index (CloudWatch ProvisionedWriteCapacityUnits).",
-    },
+    Family::gauge(
+        "dynaraft_provisioned_read_capacity_units",
+        "Provisioned read capacity units of a provisioned table or global index (CloudWatch ProvisionedReadCapacityUnits).",
+    ),
+    Family::gauge(
+        "dynaraft_provisioned_write_capacity_units",
+        "Provisioned write capacity units of a provisioned table or global index (CloudWatch ProvisionedWriteCapacityUnits).",
+    ),
 ];
 
-const INDEX_PROGRESS: Family = Family {
-    name: "dynaraft_online_index_percentage_progress",
-    kind: "gauge",
-    help: "Share of a new global index's base partitions backfilled, in percent, while it is being created (CloudWatch OnlineIndexPercentageProgress).",
-};
+const INDEX_PROGRESS: Family = Family::gauge(
+    "dynaraft_online_index_percentage_progress",
+    "Share of a new global index's base partitions backfilled, in percent, while it is being created (CloudWatch OnlineIndexPercentageProgress).",
+);
 
-const CONTRIBUTORS: Family = Family {
-    name: "dynaraft_contributor_insights_key_requests",
-    kind: "gauge",
-    help: "Requests of the most accessed (rule PKC) and most throttled (rule PKT) partition keys in the last completed minute, for tables and indexes with Contributor Insights enabled.",
-};
+const CONTRIBUTORS: Family = Family::gauge(
+    "dynaraft_contributor_insights_key_requests",
+    "Requests of the most accessed (rule PKC) and most throttled (rule PKT) partition keys in the last completed minute, for tables and indexes with Contributor Insights enabled.",
+);
 
 /// Each global index of `meta` being backfilled, with the share of the
 /// table's partitions that finished its backfill, in percent.

@@ -183,8 +183,14 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         |p| p.read_bytes,
     )
     .await?;
-    let out = page_response(page, &exprs, &name, index.as_ref(), mode, consistent);
-    let returned = out["Count"].as_u64().unwrap_or(0);
-    api.cfg.capacity.returned(&table, returned);
-    Ok(out)
+    Ok(answer_page(
+        api,
+        &table,
+        page,
+        &exprs,
+        &name,
+        index.as_ref(),
+        mode,
+        consistent,
+    ))
 }

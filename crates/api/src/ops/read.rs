@@ -541,6 +541,26 @@ fn table_start_key(key: Option<Item>, schema: &KeySchema) -> Result<Option<Vec<u
     schema.storage_key(&key).map(Some).ok_or_else(bad)
 }
 
+/// The response of a Query or Scan page of `table` (see [`page_response`]),
+/// its returned items counted for the table's ReturnedItemCount.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_page(
+    api: &crate::Api,
+    table: &Table,
+    page: Page,
+    exprs: &ReadExprs,
+    name: &str,
+    index: Option<&IndexTarget>,
+    mode: CapacityMode,
+    consistent: bool,
+) -> Value {
+    let out = page_response(page, exprs, name, index, mode, consistent);
+    if let Some(returned) = out["Count"].as_u64() {
+        api.cfg.capacity.returned(table, returned);
+    }
+    out
+}
+
 /// The response body of a Query or Scan page.
 pub fn page_response(
     mut page: Page,
