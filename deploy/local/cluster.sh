@@ -4,7 +4,7 @@
 # router serving the DynamoDB API.
 #
 #   cluster.sh start <binary> <data dir> <router port> [node base port] [router flags...]
-#   cluster.sh restart <data dir> <node 1-3>
+#   cluster.sh restart <data dir> <node 1-3> [signal]
 #   cluster.sh stop <data dir>
 #
 # NODE_FLAGS adds flags to every storage node, e.g.
@@ -14,7 +14,7 @@
 # `start` returns once the router answers and all three nodes are
 # registered; pids, logs and each node's command line are kept in the data
 # dir. `restart` stops one node with SIGTERM (it hands its leaderships off
-# first), waits for it to exit and starts it again with the same command
+# first; another signal, such as KILL, can be named), waits for it to exit and starts it again with the same command
 # line (a rolling restart does this node by node, waiting for each one's
 # /ready). `stop` sends SIGTERM to every process (each shuts down cleanly)
 # and waits for them.
@@ -68,9 +68,9 @@ case "${1:-}" in
     wait_ready "$BIN" "$CONTROL" "$RPORT"
     ;;
   restart)
-    DIR="$2"; N="$3"
+    DIR="$2"; N="$3"; SIG="${4:-TERM}"
     pid=$(sed -n "${N}p" "$DIR/pids")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -"$SIG" "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
     bash -c "exec $(cat "$DIR/node-$N.cmd")" >>"$DIR/node-$N.log" 2>&1 &
     new=$!

@@ -32,6 +32,9 @@ CLUSTER_SH = os.path.join(HERE, "..", "..", "deploy", "local", "cluster.sh")
 TABLE = "rolled"
 WRITERS = 3
 READY_WITHIN_S = 60
+# How each node is stopped: TERM (it hands its leaderships off first), or
+# ROLL_SIGNAL=KILL to see what the same restart costs without that.
+SIGNAL = os.environ.get("ROLL_SIGNAL", "TERM")
 SETTLE_S = 2
 
 
@@ -145,7 +148,7 @@ def main():
             time.sleep(SETTLE_S)
             for node in (1, 2, 3):
                 started = time.time()
-                subprocess.run([CLUSTER_SH, "restart", root, str(node)], check=True)
+                subprocess.run([CLUSTER_SH, "restart", root, str(node), SIGNAL], check=True)
                 stopped = time.time() - started
                 while not ready(metrics_port + node - 1):
                     assert time.time() - started < READY_WITHIN_S, f"node {node} not ready again"
@@ -163,7 +166,7 @@ def main():
         lat = sorted(load.latencies)
         p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
         steps = ", ".join(f"node {n} stopped in {s:.1f} s, ready after {r:.1f} s" for n, s, r in took)
-        print(f"rolling restart: {steps}; {len(load.acked)} writes acknowledged and read back, "
+        print(f"rolling restart (SIG{SIGNAL}): {steps}; {len(load.acked)} writes acknowledged and read back, "
               f"{len(lat)} requests, 0 client errors (p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "
               f"max {lat[-1] * 1000:.0f} ms, debug build)")
     finally:
