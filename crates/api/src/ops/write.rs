@@ -347,7 +347,7 @@ impl Written {
         crate::params::write_units(self.size())
     }
 
-    /// Write units the table and its global indexes consumed.
+    /// Write units the table and its secondary indexes consumed.
     pub fn total_units(&self) -> f64 {
         self.units() + self.index_units.iter().map(|i| i.units).sum::<f64>()
     }
