@@ -44,6 +44,10 @@ const LATENCY_BUCKETS_S: &[f64] = &[
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
 ];
 
+/// How long a gauge recorded through the `metrics` crate stays on the page
+/// without being set again, in seconds.
+const STALE_GAUGE_S: u64 = 120;
+
 /// Upper bounds of the WAL fsync histogram's buckets, in seconds.
 const FSYNC_BUCKETS_S: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -54,6 +58,14 @@ const FSYNC_BUCKETS_S: &[f64] = &[
 pub fn install() {
     HANDLE.get_or_init(|| {
         let built = PrometheusBuilder::new()
+            // Gauges are set again on every pass of whatever measures them
+            // (index feeds, replication, the node's Raft metrics): one not
+            // set for a while belongs to something gone (a dropped table,
+            // a group no longer led here) and leaves the page.
+            .idle_timeout(
+                metrics_util::MetricKindMask::GAUGE,
+                Some(Duration::from_secs(STALE_GAUGE_S)),
+            )
             .set_buckets_for_metric(Matcher::Full(LATENCY.into()), LATENCY_BUCKETS_S)
             .and_then(|b| {
                 b.set_buckets_for_metric(
