@@ -1222,3 +1222,64 @@ async fn resource_based_policies_grant_and_deny_beside_identity_policies() {
     assert!(read.is_ok_and(|r| r.revision_id().is_some()));
     ts.stop().await;
 }
+
+/// A changed auth file takes effect without a restart: a user added can
+/// sign in, a user removed cannot, a changed policy applies; a file that
+/// does not parse leaves the users loaded before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_auth_file_is_reloaded() {
+    let dir = std::env::temp_dir().join(format!("dynaraft-auth-reload-{}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("users.json");
+    let user = |key: &str, action: &str| {
+        json!({"access_key_id": key, "secret_access_key": "s", "account_id": "000000000000",
+               "policies": [{"Version": "2012-10-17",
+                             "Statement": {"Effect": "Allow", "Action": action, "Resource": "*"}}]})
+    };
+    let write = |users: Vec<Value>| {
+        std::fs::write(&path, json!({ "users": users }).to_string()).expect("write auth file");
+    };
+    write(vec![user("FIRST", "dynamodb:*")]);
+    let auth = Auth::load(&path, "us-east-1").expect("auth file");
+    let cfg = ApiConfig {
+        auth: Some(Arc::new(auth)),
+        ..TestServer::config()
+    };
+    let ts = TestServer::start_config(None, cfg).await;
+    let list = |key: &str| {
+        let c = client_with_secret(ts.addr, key, "s", "us-east-1");
+        async move { c.list_tables().send().await.map_err(|e| err_of(&e).0) }
+    };
+    assert!(list("FIRST").await.is_ok());
+    assert_eq!(
+        list("SECOND").await.unwrap_err(),
+        "UnrecognizedClientException"
+    );
+    // The file changes: FIRST may no longer list tables, SECOND arrives.
+    // (A new modification time: some filesystems keep whole seconds.)
+    std::thread::sleep(Duration::from_millis(1_100));
+    write(vec![
+        user("FIRST", "dynamodb:GetItem"),
+        user("SECOND", "dynamodb:ListTables"),
+    ]);
+    let reload = Duration::from_millis(dynaraft_api::auth::AUTH_RELOAD_CHECK_MS * 3);
+    let deadline = std::time::Instant::now() + reload;
+    while list("SECOND").await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the changed auth file was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(list("FIRST").await.unwrap_err(), "AccessDeniedException");
+    // A broken file is not loaded: SECOND keeps working.
+    std::thread::sleep(Duration::from_millis(1_100));
+    std::fs::write(&path, "{ not json").expect("write");
+    tokio::time::sleep(reload).await;
+    assert!(
+        list("SECOND").await.is_ok(),
+        "a broken file replaced the users"
+    );
+    ts.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

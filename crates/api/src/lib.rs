@@ -330,6 +330,9 @@ impl Server {
         if let Some(tls) = &accepting.cfg.tls {
             tokio::spawn(tls.clone().watch(stopped.clone()));
         }
+        if let Some(auth) = &accepting.cfg.auth {
+            tokio::spawn(auth.clone().watch(stopped.clone()));
+        }
         let done = tokio::spawn(accept_loop(accepting, listener, stopped));
         Ok(Server {
             addr,

@@ -147,6 +147,10 @@ fn describe() {
         "Changed TLS certificate or key files that could not be loaded (the previous certificate is kept)."
     );
     describe_counter!(
+        "dynaraft_auth_reload_failures_total",
+        "Changed auth files that could not be loaded (the users loaded before are kept)."
+    );
+    describe_counter!(
         "dynaraft_audit_write_failures_total",
         "Audit records (or flushes of them) that could not be written."
     );
@@ -219,6 +223,11 @@ pub fn access_denied(action: &'static str) {
 /// A changed TLS certificate or key that could not be loaded.
 pub fn tls_reload_failed() {
     metrics::counter!("dynaraft_tls_reload_failures_total").increment(1);
+}
+
+/// A changed auth file that could not be loaded.
+pub fn auth_reload_failed() {
+    metrics::counter!("dynaraft_auth_reload_failures_total").increment(1);
 }
 
 /// An audit record that could not be written.

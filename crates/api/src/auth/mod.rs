@@ -69,8 +69,11 @@ pub struct User {
 /// The users requests may authenticate as, and the signing keys derived
 /// for them so far.
 pub struct Auth {
-    /// The auth file's users.
-    users: HashMap<String, Arc<User>>,
+    /// The auth file's users, as last loaded.
+    users: ArcSwap<HashMap<String, Arc<User>>>,
+    /// The auth file and the modification time it was last read at, so a
+    /// changed file is loaded again ([`Auth::watch`]).
+    file: Option<(std::path::PathBuf, Mutex<Option<SystemTime>>)>,
     /// Every request is authenticated, even before the control plane keeps
     /// any user (an auth file was given, or a router's default).
     always: bool,
@@ -97,7 +100,7 @@ impl std::fmt::Debug for Auth {
         write!(
             f,
             "Auth {{ users: {}, region: {} }}",
-            self.users.len(),
+            self.users.load().len(),
             self.region
         )
     }
@@ -170,27 +173,92 @@ impl TryFrom<RawUser> for UserEntry {
     }
 }
 
+/// How often an auth file is checked for changes, in milliseconds.
+pub const AUTH_RELOAD_CHECK_MS: u64 = 2_000;
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_file(path: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("auth file {}: {e}", path.display()))
+}
+
+/// An auth file's users by access key id.
+fn parse_users(text: &str) -> Result<HashMap<String, Arc<User>>, String> {
+    let file: AuthFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let mut users = HashMap::new();
+    for UserEntry(u) in file.users {
+        let id = u.access_key_id.clone();
+        if users.insert(id.clone(), Arc::new(u)).is_some() {
+            return Err(format!("access_key_id {id} is given twice"));
+        }
+    }
+    Ok(users)
+}
+
 impl Auth {
     /// Reads the auth file at `path`; credentials must be scoped to
     /// `region`. A malformed file is refused with the line at fault.
     pub fn load(path: &std::path::Path, region: &str) -> Result<Auth, String> {
-        let text = std::fs::read_to_string(path)
+        let stamp = modified(path);
+        let mut auth = Auth::parse(&read_file(path)?, region)
             .map_err(|e| format!("auth file {}: {e}", path.display()))?;
-        Auth::parse(&text, region).map_err(|e| format!("auth file {}: {e}", path.display()))
+        auth.file = Some((path.to_path_buf(), Mutex::new(stamp)));
+        Ok(auth)
+    }
+
+    /// Loads the auth file again if it changed since it was last read:
+    /// `Ok(true)` if it did, `Err` (keeping the users it had) if the new
+    /// file does not parse. Nothing to do without a file.
+    pub fn reload_if_changed(&self) -> Result<bool, String> {
+        let Some((path, loaded)) = &self.file else {
+            return Ok(false);
+        };
+        let stamp = modified(path);
+        // A poisoned lock guards a timestamp, still valid.
+        let mut last = loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == stamp {
+            return Ok(false);
+        }
+        // Whatever happens, this change has been tried.
+        *last = stamp;
+        let users = parse_users(&read_file(path)?)
+            .map_err(|e| format!("auth file {}: {e}", path.display()))?;
+        self.users.store(Arc::new(users));
+        Ok(true)
+    }
+
+    /// Checks the auth file every [`AUTH_RELOAD_CHECK_MS`] until
+    /// `stopped`: users added, removed or changed (secrets, accounts,
+    /// policies) take effect without a restart; a file that does not parse
+    /// is logged and counted, and the users loaded before stay.
+    pub async fn watch(self: Arc<Auth>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        if self.file.is_none() {
+            return;
+        }
+        let every = std::time::Duration::from_millis(AUTH_RELOAD_CHECK_MS);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = dynaraft_storage::stop_requested(&mut stopped) => return,
+            }
+            match self.reload_if_changed() {
+                Ok(true) => tracing::info!(users = self.users.load().len(), "auth file reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    crate::metrics::auth_reload_failed();
+                    tracing::error!(error = %e, "auth file not reloaded; the users loaded before are kept");
+                }
+            }
+        }
     }
 
     /// Parses an auth file's text.
     pub fn parse(text: &str, region: &str) -> Result<Auth, String> {
-        let file: AuthFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
-        let mut users = HashMap::new();
-        for UserEntry(u) in file.users {
-            let id = u.access_key_id.clone();
-            if users.insert(id.clone(), Arc::new(u)).is_some() {
-                return Err(format!("access_key_id {id} is given twice"));
-            }
-        }
         Ok(Auth {
-            users,
+            users: ArcSwap::from_pointee(parse_users(text)?),
+            file: None,
             always: true,
             region: region.into(),
             kept: ArcSwap::default(),
@@ -203,7 +271,8 @@ impl Auth {
     /// one of them, and none is served before the first exists.
     pub fn without_file(region: &str, open_until_users: bool) -> Auth {
         Auth {
-            users: HashMap::new(),
+            users: ArcSwap::default(),
+            file: None,
             always: !open_until_users,
             region: region.into(),
             kept: ArcSwap::default(),
@@ -235,8 +304,8 @@ impl Auth {
         current
             .users
             .get(key)
-            .or_else(|| self.users.get(key))
             .cloned()
+            .or_else(|| self.users.load().get(key).cloned())
     }
 
     /// The principal that signed this request, or why it is refused.
