@@ -749,8 +749,14 @@ mod tests {
             "us-east-1",
         )
         .expect("parses");
-        assert_eq!(auth.users.load()["K1"].arn, "arn:aws:iam::123456789012:user/K1");
-        assert_eq!(auth.users.load()["K2"].arn, "arn:aws:iam::123456789012:user/bob");
+        assert_eq!(
+            auth.users.load()["K1"].arn,
+            "arn:aws:iam::123456789012:user/K1"
+        );
+        assert_eq!(
+            auth.users.load()["K2"].arn,
+            "arn:aws:iam::123456789012:user/bob"
+        );
         // Debug output never shows a secret.
         assert!(!format!("{auth:?}").contains("\"s\""));
     }
