@@ -13,7 +13,6 @@ judged: make bench's splits row measures them on a release build.
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import time
 import boto3
 from botocore.config import Config
 
-from ports import free_port, scan_items
+from ports import free_port, free_run, percentile_ms, scan_items
 
 SPLIT_SIZE_BYTES = 32 * 1024
 WANT_PARTITIONS = 16
@@ -32,27 +31,6 @@ GROWTH_TIMEOUT_S = 300
 TABLE = "growth"
 PAD = "x" * 200
 CLUSTER_SH = os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "local", "cluster.sh")
-
-
-def free_run(n):
-    """The first of `n` consecutive free ports (cluster.sh gives node i the
-    port base + i - 1)."""
-    rng = random.Random()
-    for _ in range(100):
-        base = rng.randrange(20000, 40000)
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise AssertionError("no run of free ports")
 
 
 def client(url):
@@ -213,7 +191,7 @@ def main():
             f"router: consumed write units {consumed} for {len(load.written)} items written")
         assert "# HELP dynaraft_consumed_read_capacity_units_total " in text
         lat = sorted(load.latencies)
-        p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+        p = lambda q: percentile_ms(lat, q)  # noqa: E731
         parts = partitions(binary, control)
         print(f"cluster growth: 1 -> {len(parts)} partitions in {grew_s:.0f} s, "
               f"{len(load.written)} items written, {len(lat)} requests, 0 errors "

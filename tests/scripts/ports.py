@@ -1,11 +1,39 @@
 """A free TCP port on 127.0.0.1, and an embedded server started on one, for
 the scripts that start servers."""
+import random
 import signal
 import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
+
+
+def free_run(n):
+    """The first of `n` consecutive free ports (cluster.sh gives node i the
+    port base + i - 1)."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(20000, 40000)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no run of free ports")
+
+
+def percentile_ms(sorted_s, q):
+    """The `q` quantile (0-1) of latencies `sorted_s` (seconds, sorted), in
+    milliseconds."""
+    return sorted_s[min(len(sorted_s) - 1, int(q * len(sorted_s)))] * 1000
 
 
 def free_port():

@@ -25,7 +25,7 @@ import boto3
 from botocore.config import Config
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ports import free_port  # noqa: E402
+from ports import free_port, free_run, percentile_ms  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER_SH = os.path.join(HERE, "..", "..", "deploy", "local", "cluster.sh")
@@ -44,26 +44,6 @@ def client(url):
                         aws_access_key_id="k", aws_secret_access_key="s",
                         config=Config(retries={"mode": "standard", "max_attempts": 5},
                                       connect_timeout=5, read_timeout=10))
-
-
-def free_run(n):
-    """A base port with `n` free ports after it."""
-    while True:
-        base = free_port()
-        if all(free(base + i) for i in range(n)):
-            return base
-
-
-def free(port):
-    import socket
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 class Load:
@@ -164,7 +144,7 @@ def main():
             got = ddb.get_item(TableName=TABLE, Key={"pk": {"S": key}}, ConsistentRead=True)
             assert got.get("Item", {}).get("v", {}).get("N") == str(v), f"{key} lost: {got}"
         lat = sorted(load.latencies)
-        p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] * 1000  # noqa: E731
+        p = lambda q: percentile_ms(lat, q)  # noqa: E731
         steps = ", ".join(f"node {n} stopped in {s:.1f} s, ready after {r:.1f} s" for n, s, r in took)
         print(f"rolling restart (SIG{SIGNAL}): {steps}; {len(load.acked)} writes acknowledged and read back, "
               f"{len(lat)} requests, 0 client errors (p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms, "

@@ -317,6 +317,14 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
     use aws_sdk_dynamodb::types::OnDemandThroughput;
     let t = TestServer::start().await;
     let client = client_with_secret(t.addr, "AKID", "SECRET", "us-east-1");
+    let describe = || async {
+        client
+            .describe_table()
+            .table_name("capped")
+            .send()
+            .await
+            .expect("describe")
+    };
     let create = |name: &str, max: OnDemandThroughput| {
         keyed(&client, name)
             .billing_mode(BillingMode::PayPerRequest)
@@ -347,12 +355,7 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
     .send()
     .await
     .expect("create");
-    let described = client
-        .describe_table()
-        .table_name("capped")
-        .send()
-        .await
-        .expect("describe");
+    let described = describe().await;
     let table = described.table().expect("table");
     let max = table.on_demand_throughput().expect("OnDemandThroughput");
     assert_eq!(
@@ -412,12 +415,7 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
         .send()
         .await
         .expect("update");
-    let described = client
-        .describe_table()
-        .table_name("capped")
-        .send()
-        .await
-        .expect("describe");
+    let described = describe().await;
     assert!(described.table().unwrap().on_demand_throughput().is_none());
     for i in 0..200 {
         put(1_000 + i).send().await.expect("no maximum");
@@ -462,12 +460,7 @@ async fn on_demand_maximums_are_kept_shown_and_enforced() {
         err_of(&e).1,
         "One or more parameter values were invalid: Requested ReadUnitsPerSecond for WarmThroughput for table is lower than current WarmThroughput, decreasing WarmThroughput is not supported"
     );
-    let described = client
-        .describe_table()
-        .table_name("capped")
-        .send()
-        .await
-        .expect("describe");
+    let described = describe().await;
     let warm = described.table().unwrap().warm_throughput().expect("warm");
     assert_eq!(
         (warm.read_units_per_second(), warm.write_units_per_second()),

@@ -309,11 +309,12 @@ impl Host {
 
     /// Hands the leadership of every group this node leads to the voter
     /// that has most of its log, all at once, and waits up to
-    /// [`HAND_OFF_WAIT_MS`] for them to take it: a node about to stop
+    /// [`HAND_OFF_WAIT_MS`] for each to take it: a node about to stop
     /// (a rolling restart) leaves no group waiting out an election
     /// timeout. Returns how many groups it still leads.
     pub async fn hand_off_leaderships(&self) -> usize {
-        let groups: Vec<RaftGroup> = self
+        let wait = Duration::from_millis(HAND_OFF_WAIT_MS);
+        let led: Vec<RaftGroup> = self
             .inner
             .groups
             .load()
@@ -321,29 +322,30 @@ impl Host {
             .filter(|g| g.is_leader())
             .cloned()
             .collect();
-        for g in &groups {
+        let mut handing = tokio::task::JoinSet::new();
+        let mut kept = 0;
+        for g in led {
             match g.best_successor() {
                 Some(to) => {
-                    if let Err(e) = g.transfer_leader(to).await {
-                        tracing::debug!(group = g.group, to, error = %e, "leader hand-off not started");
-                    }
+                    handing.spawn(async move {
+                        crate::reconcile::hand_leadership_to(&g, to, wait).await
+                    });
                 }
-                None => tracing::debug!(group = g.group, "no voter to hand leadership to"),
+                None => {
+                    tracing::debug!(group = g.group, "no voter to hand leadership to");
+                    kept += 1;
+                }
             }
         }
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(HAND_OFF_WAIT_MS);
-        loop {
-            let left = groups.iter().filter(|g| g.is_leader()).count();
-            if left == 0 || tokio::time::Instant::now() >= deadline {
-                tracing::info!(
-                    handed = groups.len() - left,
-                    kept = left,
-                    "leaderships handed off before stopping"
-                );
-                return left;
+        let mut handed = 0;
+        while let Some(moved) = handing.join_next().await {
+            match moved {
+                Ok(true) => handed += 1,
+                _ => kept += 1,
             }
-            tokio::time::sleep(Duration::from_millis(HAND_OFF_POLL_MS)).await;
         }
+        tracing::info!(handed, kept, "leaderships handed off before stopping");
+        kept
     }
 
     /// The node's gRPC channels (one per peer), shared by Raft and data calls.
@@ -802,8 +804,6 @@ pub const READY_MAX_LAG_ENTRIES: u64 = 100;
 /// Longest a stopping node waits for its groups to take the leadership it
 /// handed off, in milliseconds.
 pub const HAND_OFF_WAIT_MS: u64 = 3_000;
-/// Pause between checks of a hand-off, in milliseconds.
-const HAND_OFF_POLL_MS: u64 = 10;
 
 /// One data group's size and load as this node's replica sees it.
 #[derive(Debug, Clone, PartialEq)]

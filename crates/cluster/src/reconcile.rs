@@ -145,21 +145,22 @@ async fn hand_over(group: &RaftGroup, replicas: &[u64]) -> bool {
     let Some(to) = replicas.iter().copied().find(|r| voters.contains(r)) else {
         return false;
     };
+    hand_leadership_to(group, to, Duration::from_millis(HAND_OVER_WAIT_MS)).await
+}
+
+/// From the leader: hands `group`'s leadership to voter `to` and waits up
+/// to `wait` for it to take effect. Whether this replica no longer leads.
+pub(crate) async fn hand_leadership_to(group: &RaftGroup, to: u64, wait: Duration) -> bool {
     if let Err(e) = group.transfer_leader(to).await {
         tracing::debug!(group = group.group, to, error = %e, "leader hand-over not started");
         return false;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(HAND_OVER_WAIT_MS);
+    let deadline = tokio::time::Instant::now() + wait;
     while group.is_leader() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(HAND_OVER_POLL_MS)).await;
     }
     let moved = !group.is_leader();
-    tracing::info!(
-        group = group.group,
-        to,
-        moved,
-        "leaving replica handed its leadership over"
-    );
+    tracing::info!(group = group.group, to, moved, "leadership handed over");
     moved
 }
 
