@@ -23,6 +23,7 @@ pub mod insights;
 pub mod metrics;
 pub mod ops;
 pub mod params;
+pub mod reload;
 pub mod scope;
 pub mod tag_rules;
 pub mod tls;

@@ -8,12 +8,12 @@
 //! that does not match) keeps the previous certificate and is logged and
 //! counted; the next change is tried again.
 
+use crate::reload::Watched;
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 use tokio_rustls::rustls;
 
 /// How often the certificate and key files are checked for a change, in
@@ -26,7 +26,7 @@ pub struct Tls {
     key: PathBuf,
     config: ArcSwap<rustls::ServerConfig>,
     /// The files' modification times when last loaded.
-    loaded: Mutex<(Option<SystemTime>, Option<SystemTime>)>,
+    loaded: Watched,
 }
 
 impl std::fmt::Debug for Tls {
@@ -43,13 +43,13 @@ impl std::fmt::Debug for Tls {
 impl Tls {
     /// Loads the certificate chain at `cert` and the private key at `key`.
     pub fn load(cert: &Path, key: &Path) -> Result<Tls, String> {
-        let stamps = (modified(cert), modified(key));
+        let loaded = Watched::new(&[cert, key]);
         let config = server_config(cert, key)?;
         Ok(Tls {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
             config: ArcSwap::from_pointee(config),
-            loaded: Mutex::new(stamps),
+            loaded,
         })
     }
 
@@ -62,41 +62,21 @@ impl Tls {
     /// `Ok(true)` if it did, `Err` (keeping the old certificate) if the new
     /// files do not load.
     pub fn reload_if_changed(&self) -> Result<bool, String> {
-        let stamps = (modified(&self.cert), modified(&self.key));
-        // A poisoned lock guards two timestamps, still valid.
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if *loaded == stamps {
+        if !self.loaded.changed() {
             return Ok(false);
         }
-        // Whatever happens, this change has been tried.
-        *loaded = stamps;
         let config = server_config(&self.cert, &self.key)?;
         self.config.store(Arc::new(config));
         Ok(true)
     }
 
     /// Checks the files every [`TLS_RELOAD_CHECK_MS`] until `stopped`.
-    pub async fn watch(self: Arc<Tls>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch(self: Arc<Tls>, stopped: tokio::sync::watch::Receiver<bool>) {
         let every = std::time::Duration::from_millis(TLS_RELOAD_CHECK_MS);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = dynaraft_storage::stop_requested(&mut stopped) => return,
-            }
-            match self.reload_if_changed() {
-                Ok(true) => tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded"),
-                Ok(false) => {}
-                Err(e) => {
-                    crate::metrics::tls_reload_failed();
-                    tracing::error!(error = %e, "TLS certificate not reloaded; the previous one is kept");
-                }
-            }
-        }
+        let reload = || self.reload_if_changed();
+        let failed = crate::metrics::tls_reload_failed;
+        crate::reload::watch(every, stopped, "TLS certificate", reload, failed).await;
     }
-}
-
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
 fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, String> {

@@ -73,7 +73,7 @@ pub struct Auth {
     users: ArcSwap<HashMap<String, Arc<User>>>,
     /// The auth file and the modification time it was last read at, so a
     /// changed file is loaded again ([`Auth::watch`]).
-    file: Option<(std::path::PathBuf, Mutex<Option<SystemTime>>)>,
+    file: Option<(std::path::PathBuf, crate::reload::Watched)>,
     /// Every request is authenticated, even before the control plane keeps
     /// any user (an auth file was given, or a router's default).
     always: bool,
@@ -176,10 +176,6 @@ impl TryFrom<RawUser> for UserEntry {
 /// How often an auth file is checked for changes, in milliseconds.
 pub const AUTH_RELOAD_CHECK_MS: u64 = 2_000;
 
-fn modified(path: &std::path::Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
 fn read_file(path: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("auth file {}: {e}", path.display()))
 }
@@ -201,10 +197,10 @@ impl Auth {
     /// Reads the auth file at `path`; credentials must be scoped to
     /// `region`. A malformed file is refused with the line at fault.
     pub fn load(path: &std::path::Path, region: &str) -> Result<Auth, String> {
-        let stamp = modified(path);
+        let watched = crate::reload::Watched::new(&[path]);
         let mut auth = Auth::parse(&read_file(path)?, region)
             .map_err(|e| format!("auth file {}: {e}", path.display()))?;
-        auth.file = Some((path.to_path_buf(), Mutex::new(stamp)));
+        auth.file = Some((path.to_path_buf(), watched));
         Ok(auth)
     }
 
@@ -215,14 +211,9 @@ impl Auth {
         let Some((path, loaded)) = &self.file else {
             return Ok(false);
         };
-        let stamp = modified(path);
-        // A poisoned lock guards a timestamp, still valid.
-        let mut last = loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if *last == stamp {
+        if !loaded.changed() {
             return Ok(false);
         }
-        // Whatever happens, this change has been tried.
-        *last = stamp;
         let users = parse_users(&read_file(path)?)
             .map_err(|e| format!("auth file {}: {e}", path.display()))?;
         self.users.store(Arc::new(users));
@@ -233,25 +224,14 @@ impl Auth {
     /// `stopped`: users added, removed or changed (secrets, accounts,
     /// policies) take effect without a restart; a file that does not parse
     /// is logged and counted, and the users loaded before stay.
-    pub async fn watch(self: Arc<Auth>, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    pub async fn watch(self: Arc<Auth>, stopped: tokio::sync::watch::Receiver<bool>) {
         if self.file.is_none() {
             return;
         }
         let every = std::time::Duration::from_millis(AUTH_RELOAD_CHECK_MS);
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = dynaraft_storage::stop_requested(&mut stopped) => return,
-            }
-            match self.reload_if_changed() {
-                Ok(true) => tracing::info!(users = self.users.load().len(), "auth file reloaded"),
-                Ok(false) => {}
-                Err(e) => {
-                    crate::metrics::auth_reload_failed();
-                    tracing::error!(error = %e, "auth file not reloaded; the users loaded before are kept");
-                }
-            }
-        }
+        let reload = || self.reload_if_changed();
+        let failed = crate::metrics::auth_reload_failed;
+        crate::reload::watch(every, stopped, "auth file", reload, failed).await;
     }
 
     /// Parses an auth file's text.
