@@ -130,17 +130,25 @@ impl BucketKey {
 #[derive(Debug)]
 struct Bucket {
     rate: f64,
+    /// Most tokens it holds (its burst).
+    cap: f64,
     tokens: f64,
     at: Instant,
 }
 
 impl Bucket {
+    /// The tokens it would hold at `now`, refilled at its rate.
+    fn tokens_at(&self, now: Instant) -> f64 {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        (self.tokens + elapsed * self.rate).min(self.cap)
+    }
+
     /// Brings the bucket to `now` at its old rate, then takes the current
     /// rate and size (an UpdateTable changes them).
     fn refill(&mut self, rate: f64, cap: f64, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate).min(cap);
+        self.tokens = self.tokens_at(now).min(cap);
         self.rate = rate;
+        self.cap = cap;
         self.at = now;
     }
 }
@@ -192,11 +200,6 @@ impl Default for Capacity {
     }
 }
 
-/// Whether `table` is billed by provisioned capacity.
-pub fn provisioned(table: &Table) -> bool {
-    table.meta.billing_mode != "PAY_PER_REQUEST"
-}
-
 impl Capacity {
     pub fn new(enforce: bool) -> Capacity {
         Capacity {
@@ -224,7 +227,7 @@ impl Capacity {
         hash: Option<u64>,
         reserve: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce || !provisioned(table) {
+        if !self.enforce || table.meta.pay_per_request() {
             // An on-demand maximum is the table's (an index's is not kept).
             let max = index.is_none().then_some(table.meta.on_demand_max.read);
             return self.on_demand(table, Dir::Read, max.flatten(), reserve);
@@ -281,7 +284,7 @@ impl Capacity {
         hash: Option<u64>,
         units: f64,
     ) -> Result<Ticket, Throttle> {
-        if !self.enforce || !provisioned(table) {
+        if !self.enforce || table.meta.pay_per_request() {
             return self.on_demand(table, Dir::Write, table.meta.on_demand_max.write, units);
         }
         let meta = &table.meta;
@@ -357,6 +360,7 @@ impl Capacity {
             for d in &draws {
                 let b = buckets.entry(d.key.clone()).or_insert(Bucket {
                     rate: d.rate,
+                    cap: d.cap,
                     tokens: d.cap,
                     at: now,
                 });
@@ -412,8 +416,8 @@ impl Capacity {
             let now = Instant::now();
             let mut buckets = lock(&self.buckets);
             for d in &ticket.draws {
-                let used = match (&d.key.index, d.key.partition) {
-                    (Some(ix), _) if dir == Dir::Write => index(ix),
+                let used = match &d.key.index {
+                    Some(ix) if dir == Dir::Write => index(ix),
                     _ => units,
                 };
                 if let Some(b) = buckets.get_mut(&d.key) {
@@ -431,12 +435,6 @@ impl Capacity {
     /// Counts items a Query or Scan page returned.
     pub fn returned(&self, table: &Table, items: u64) {
         self.count(table, |c| c.returned_items += items);
-    }
-
-    /// Counts consumption that drew on no bucket (a table's share of a
-    /// transaction, already admitted).
-    pub fn consumed(&self, table: &Table, dir: Dir, units: f64) {
-        self.settle(table, dir, Ticket::default(), units, |_| 0.0);
     }
 
     fn count(&self, table: &Table, f: impl FnOnce(&mut Counted)) {
@@ -489,12 +487,10 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Drops the buckets that have refilled to their burst: a new bucket
+/// starts full, so they are the same as absent ones.
 fn prune_full(buckets: &mut HashMap<BucketKey, Bucket>, now: Instant) {
-    buckets.retain(|_, b| {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        // Full again once refilled past any burst it may hold.
-        b.tokens + elapsed * b.rate < b.rate * BURST_SECONDS
-    });
+    buckets.retain(|_, b| b.tokens_at(now) < b.cap);
 }
 
 fn provisioned_draw(
@@ -592,6 +588,24 @@ mod tests {
     }
 
     #[test]
+    fn refilled_buckets_are_pruned_and_spent_ones_kept() {
+        let cap = Capacity::default();
+        let t = table("PROVISIONED", 1, 1);
+        let ticket = cap.write(&t, 0).expect("admitted");
+        cap.settle(&t, Dir::Write, ticket, 1.0, |_| 0.0);
+        let mut buckets = lock(&cap.buckets);
+        assert_eq!(buckets.len(), 2, "the table's and its partition's");
+        let now = Instant::now();
+        prune_full(&mut buckets, now);
+        assert_eq!(buckets.len(), 2, "both spent a unit");
+        // Half a second later the partition's (1,000 a second, 1 s of
+        // burst) is full again; the table's (1 a second, 300 s) is not.
+        prune_full(&mut buckets, now + std::time::Duration::from_millis(500));
+        assert_eq!(buckets.len(), 1);
+        assert!(buckets.keys().all(|k| k.partition.is_none()));
+    }
+
+    #[test]
     fn a_large_read_takes_the_bucket_into_debt() {
         let cap = Capacity::default();
         let t = table("PROVISIONED", 1, 1);
@@ -658,7 +672,7 @@ mod tests {
     fn counts_of_dropped_tables_are_forgotten() {
         let cap = Capacity::default();
         let t = table("PAY_PER_REQUEST", 0, 0);
-        cap.consumed(&t, Dir::Read, 0.5);
+        cap.settle(&t, Dir::Read, Ticket::default(), 0.5, |_| 0.0);
         let t = Arc::new(t);
         assert_eq!(cap.counts(std::slice::from_ref(&t))[0].1.consumed_read, 0.5);
         assert_eq!(cap.counts(&[]).len(), 0, "the table was dropped");

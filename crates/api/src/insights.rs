@@ -139,14 +139,19 @@ impl Insights {
         }
     }
 
-    /// Counts a request for partition key `key` of `table` (of its global
-    /// index `index`) under `rule`, if Contributor Insights is enabled for
-    /// it in a mode that has the rule. Cheap when it is not.
-    pub fn record(&self, table: &Table, index: Option<&str>, rule: Rule, key: &Item) {
-        let Some(ci) = table.meta.insights_of(index).filter(|i| i.enabled) else {
-            return;
-        };
-        if rule == Rule::Accessed && ci.throttled_only {
+    /// Counts a request for the partition key (attributes `hash`) of
+    /// `key`, a key or item of `table` (of its global index `index`), under
+    /// `rule`, if Contributor Insights is enabled for it in a mode that has
+    /// the rule. Nothing is built when it is not.
+    pub fn record(
+        &self,
+        table: &Table,
+        index: Option<&str>,
+        rule: Rule,
+        hash: &[dynaraft_model::KeyAttr],
+        key: &Item,
+    ) {
+        if !counts(&table.meta, index, rule) {
             return;
         }
         let rk = RuleKey {
@@ -166,7 +171,7 @@ impl Insights {
             last: Vec::new(),
         });
         counter.roll(now, self.window);
-        counter.add(key_text(key));
+        counter.add(key_text(hash, key));
     }
 
     /// The top keys of every rule still enabled in `tables` (rules of
@@ -178,9 +183,7 @@ impl Insights {
             tables.iter().any(|t| {
                 t.meta.name == k.table
                     && t.meta.created_ms == k.created_ms
-                    && t.meta.insights_of(k.index.as_deref()).is_some_and(|i| {
-                        i.enabled && (k.rule == Rule::Throttled || !i.throttled_only)
-                    })
+                    && counts(&t.meta, k.index.as_deref(), k.rule)
             })
         });
         let mut out: Vec<TopKeys> = rules
@@ -202,19 +205,20 @@ impl Insights {
     }
 }
 
-/// The partition-key attributes (`hash`) of `key`, an item or a key.
-pub fn partition_key(hash: &[dynaraft_model::KeyAttr], key: &Item) -> Item {
-    hash.iter()
-        .filter_map(|a| key.get(&a.name).map(|v| (a.name.clone(), v.clone())))
-        .collect()
+/// Whether Contributor Insights is enabled for the table (`index` None)
+/// or one of its global indexes in a mode that has `rule`.
+fn counts(meta: &dynaraft_storage::TableMeta, index: Option<&str>, rule: Rule) -> bool {
+    meta.insights_of(index)
+        .is_some_and(|i| i.enabled && (rule == Rule::Throttled || !i.throttled_only))
 }
 
-/// A partition key as a contributor: its attributes' values in the key's
-/// order, `|`-separated (strings as they are, numbers as sent, binary as
-/// base64).
-pub fn key_text(key: &Item) -> String {
-    let parts: Vec<String> = key
-        .values()
+/// A partition key as a contributor: the values of `key`'s partition-key
+/// attributes (`hash`) in the key's order, `|`-separated (strings as they
+/// are, numbers as sent, others as DynamoDB JSON).
+pub fn key_text(hash: &[dynaraft_model::KeyAttr], key: &Item) -> String {
+    let parts: Vec<String> = hash
+        .iter()
+        .filter_map(|a| key.get(&a.name))
         .map(|v| match v {
             AttributeValue::S(s) => s.clone(),
             AttributeValue::N(n) => n.to_string(),

@@ -311,26 +311,27 @@ pub fn remove_host(id: u64) {
 /// (every registered host's `Host::readiness`); not ready while none is
 /// registered (the node is still starting).
 pub fn node_readiness() -> Result<(), String> {
-    let hosts: Vec<dynaraft_cluster::Host> =
-        HOSTS.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let hosts = hosts();
     if hosts.is_empty() {
         return Err("no storage node running in this process yet".into());
     }
     hosts.iter().try_for_each(dynaraft_cluster::Host::readiness)
 }
 
+/// The hosts registered with [`add_host`], at this moment.
+fn hosts() -> Vec<dynaraft_cluster::Host> {
+    HOSTS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// Appends every registered host's per-group families.
 fn render_groups(out: &mut String) {
-    use std::fmt::Write;
-    let hosts: Vec<dynaraft_cluster::Host> =
-        HOSTS.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let gauges: Vec<(u64, dynaraft_cluster::host::GroupGauge)> = hosts
+    let gauges: Vec<(String, dynaraft_cluster::host::GroupGauge)> = hosts()
         .iter()
-        .flat_map(|h| h.group_gauges().into_iter().map(move |g| (h.id(), g)))
+        .flat_map(|h| {
+            let node = h.id().to_string();
+            h.group_gauges().into_iter().map(move |g| (node.clone(), g))
+        })
         .collect();
-    if gauges.is_empty() {
-        return;
-    }
     type GroupValue = fn(&dynaraft_cluster::host::GroupGauge) -> f64;
     let families: [(Family, GroupValue); 3] = [
         (
@@ -356,17 +357,15 @@ fn render_groups(out: &mut String) {
         ),
     ];
     for (family, value) in &families {
-        family_head(out, family);
-        for (node, g) in &gauges {
-            let _ = writeln!(
-                out,
-                "{}{{node=\"{node}\",group=\"{}\",leader=\"{}\"}} {}",
-                family.name,
-                g.group,
-                g.leader,
-                value(g)
-            );
-        }
+        let series: Vec<Series> = gauges
+            .iter()
+            .map(|(node, g)| {
+                let (group, leader) = (g.group.to_string(), g.leader.to_string());
+                let l = labels(&[("node", node), ("group", &group), ("leader", &leader)]);
+                (l, value(g))
+            })
+            .collect();
+        write_family(out, family, &series);
     }
 }
 
@@ -443,16 +442,15 @@ const COUNTED: &[(Family, CountedValue)] = &[
     ),
 ];
 
-const PROVISIONED: [Family; 2] = [
-    Family::gauge(
-        "dynaraft_provisioned_read_capacity_units",
-        "Provisioned read capacity units of a provisioned table or global index (CloudWatch ProvisionedReadCapacityUnits).",
-    ),
-    Family::gauge(
-        "dynaraft_provisioned_write_capacity_units",
-        "Provisioned write capacity units of a provisioned table or global index (CloudWatch ProvisionedWriteCapacityUnits).",
-    ),
-];
+const PROVISIONED_READ: Family = Family::gauge(
+    "dynaraft_provisioned_read_capacity_units",
+    "Provisioned read capacity units of a provisioned table or global index (CloudWatch ProvisionedReadCapacityUnits).",
+);
+
+const PROVISIONED_WRITE: Family = Family::gauge(
+    "dynaraft_provisioned_write_capacity_units",
+    "Provisioned write capacity units of a provisioned table or global index (CloudWatch ProvisionedWriteCapacityUnits).",
+);
 
 const INDEX_PROGRESS: Family = Family::gauge(
     "dynaraft_online_index_percentage_progress",
@@ -478,22 +476,40 @@ fn index_progress(meta: &dynaraft_storage::TableMeta) -> Vec<(&str, f64)> {
         .collect()
 }
 
-/// A label value in Prometheus' text format.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// One series of a family: its labels, rendered, and its value.
+type Series = (String, f64);
+
+/// Labels in Prometheus' text format, values escaped: `k="v",...`.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let escaped: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{v}\"")
+        })
+        .collect();
+    escaped.join(",")
 }
 
-fn family_head(out: &mut String, f: &Family) {
+/// Appends `family`'s HELP and TYPE lines and its series; nothing for a
+/// family without any.
+fn write_family(out: &mut String, family: &Family, series: &[Series]) {
     use std::fmt::Write;
-    let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-    let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind);
+    if series.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+    let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+    for (labels, value) in series {
+        let _ = writeln!(out, "{}{{{labels}}} {value}", family.name);
+    }
 }
 
 /// Appends the per-table families of every live source.
 fn render_tables(out: &mut String) {
-    use std::fmt::Write;
     let sources: Vec<(Arc<Capacity>, dynaraft_cluster::Router)> = {
         let mut sources = TABLE_SOURCES.lock().unwrap_or_else(|p| p.into_inner());
         sources.retain(|s| s.capacity.strong_count() > 0);
@@ -503,99 +519,62 @@ fn render_tables(out: &mut String) {
             .collect()
     };
     let mut counted = Vec::new();
-    let mut insights = Vec::new();
-    // (table, index, read units, write units) of provisioned tables and
-    // their indexes.
-    let mut provisioned = Vec::new();
-    // (table, index, percent) of global indexes being backfilled.
-    let mut backfills = Vec::new();
+    let (mut contributors, mut backfills) = (Vec::new(), Vec::new());
+    let (mut read, mut write) = (Vec::new(), Vec::new());
     for (capacity, router) in &sources {
         let tables = router.tables();
         counted.extend(capacity.counts(&tables));
-        insights.extend(capacity.insights.top_keys(&tables));
-        for t in &tables {
-            for (index, percent) in index_progress(&t.meta) {
-                backfills.push((label(&t.meta.name), label(index), percent));
+        for r in capacity.insights.top_keys(&tables) {
+            for (key, n) in &r.keys {
+                let mut l = vec![("table", r.table.as_str())];
+                l.extend(r.index.as_deref().map(|ix| ("index", ix)));
+                l.extend([("rule", r.rule.code()), ("key", key.as_str())]);
+                contributors.push((labels(&l), *n as f64));
             }
         }
-        for t in tables.iter().filter(|t| crate::capacity::provisioned(t)) {
+        for t in &tables {
             let m = &t.meta;
-            provisioned.push((label(&m.name), None, m.read_capacity, m.write_capacity));
+            for (index, percent) in index_progress(m) {
+                backfills.push((labels(&[("table", &m.name), ("index", index)]), percent));
+            }
+            if m.pay_per_request() {
+                continue;
+            }
+            let table = labels(&[("table", &m.name)]);
+            read.push((table.clone(), m.read_capacity as f64));
+            write.push((table, m.write_capacity as f64));
             for g in &m.global_indexes {
-                provisioned.push((
-                    label(&m.name),
-                    Some(label(&g.index.name)),
-                    g.read_capacity,
-                    g.write_capacity,
-                ));
+                let index = labels(&[("table", &m.name), ("index", &g.index.name)]);
+                read.push((index.clone(), g.read_capacity as f64));
+                write.push((index, g.write_capacity as f64));
             }
         }
     }
     for (family, value) in COUNTED {
-        if counted.is_empty() {
-            break;
-        }
-        family_head(out, family);
-        for (table, c) in &counted {
-            let _ = writeln!(
-                out,
-                "{}{{table=\"{}\"}} {}",
-                family.name,
-                label(table),
-                value(c)
-            );
-        }
+        let series: Vec<Series> = counted
+            .iter()
+            .map(|(table, c)| (labels(&[("table", table)]), value(c)))
+            .collect();
+        write_family(out, family, &series);
     }
-    if insights.iter().any(|r| !r.keys.is_empty()) {
-        family_head(out, &CONTRIBUTORS);
-        for r in &insights {
-            let index = r
-                .index
-                .as_ref()
-                .map(|ix| format!(",index=\"{}\"", label(ix)))
-                .unwrap_or_default();
-            for (key, n) in &r.keys {
-                let _ = writeln!(
-                    out,
-                    "{}{{table=\"{}\"{index},rule=\"{}\",key=\"{}\"}} {n}",
-                    CONTRIBUTORS.name,
-                    label(&r.table),
-                    r.rule.code(),
-                    label(key)
-                );
-            }
-        }
-    }
-    if !backfills.is_empty() {
-        family_head(out, &INDEX_PROGRESS);
-        for (table, index, percent) in &backfills {
-            let _ = writeln!(
-                out,
-                "{}{{table=\"{table}\",index=\"{index}\"}} {percent}",
-                INDEX_PROGRESS.name
-            );
-        }
-    }
-    for (i, family) in PROVISIONED.iter().enumerate() {
-        if provisioned.is_empty() {
-            break;
-        }
-        family_head(out, family);
-        for (table, index, read, write) in &provisioned {
-            let units = if i == 0 { read } else { write };
-            let index = index
-                .as_ref()
-                .map(|ix| format!(",index=\"{ix}\""))
-                .unwrap_or_default();
-            let _ = writeln!(out, "{}{{table=\"{table}\"{index}}} {units}", family.name);
-        }
-    }
+    write_family(out, &CONTRIBUTORS, &contributors);
+    write_family(out, &INDEX_PROGRESS, &backfills);
+    write_family(out, &PROVISIONED_READ, &read);
+    write_family(out, &PROVISIONED_WRITE, &write);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use dynaraft_storage::{GlobalIndexMeta, IndexMeta, IndexStatus, PartitionMeta, TableMeta};
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(
+            labels(&[("table", "a\"b\\c\nd"), ("index", "i")]),
+            r#"table="a\"b\\c\nd",index="i""#
+        );
+    }
 
     #[test]
     fn a_backfilling_index_reports_its_share_of_partitions_done() {

@@ -161,6 +161,12 @@ pub struct ResourcePolicyMeta {
 }
 
 impl TableMeta {
+    /// Whether the table is billed per request (on-demand), not by
+    /// provisioned capacity.
+    pub fn pay_per_request(&self) -> bool {
+        self.billing_mode == "PAY_PER_REQUEST"
+    }
+
     /// The resource-based policy of the table (`stream` None) or of the
     /// stream with that label.
     pub fn resource_policy(&self, stream: Option<&str>) -> Option<&ResourcePolicyMeta> {

@@ -175,13 +175,12 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
                 continue;
             }
             let hash = dynaraft_storage::catalog::key_hash(&sk);
-            let pk = crate::insights::partition_key(&plan.table.schema.hash, &key);
             let read = super::read::charged(
                 api,
                 &plan.table,
                 None,
                 Some(hash),
-                Some(&pk),
+                Some((&plan.table.schema.hash, &key)),
                 plan.consistent,
                 api.router.get_item(&plan.table, &sk, plan.consistent),
                 |i| i.as_ref().map_or(0, item_size_bytes),

@@ -60,15 +60,6 @@ fn mode_name(i: &InsightsMeta) -> &'static str {
     }
 }
 
-/// The table `name` names, or DynamoDB's not-found error.
-fn table(api: &Api, name: &str) -> Result<std::sync::Arc<Table>, ApiError> {
-    api.table(name).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    })
-}
-
 /// Checks that `index`, if named, is a global index of `t` (a local one is
 /// not found, as in DynamoDB), and returns it with its status.
 fn global_index<'a>(
@@ -153,7 +144,7 @@ pub async fn update(api: &Api, input: UpdateInput) -> Result<Value, ApiError> {
     v.check()?;
     let index = input.index_name.as_deref();
     api.authorize(|| crate::auth::Access::table("UpdateContributorInsights", &name))?;
-    let t = table(api, &name)?;
+    let t = super::named_table(api, &name)?;
     let g = global_index(&t, &name, index)?;
     let enable = action == Some(Action::Enable);
     if enable && t.meta.status != TableStatus::Active {
@@ -222,7 +213,7 @@ pub fn describe(api: &Api, input: DescribeInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     let index = input.index_name.as_deref();
     api.authorize(|| crate::auth::Access::table("DescribeContributorInsights", &name))?;
-    let t = table(api, &name)?;
+    let t = super::named_table(api, &name)?;
     global_index(&t, &name, index)?;
     let mut out = json!({ "TableName": display_name(&t.meta.name) });
     if let Some(ix) = index {
@@ -267,7 +258,7 @@ pub fn list(api: &Api, input: ListInput) -> Result<Value, ApiError> {
         None => crate::auth::Access::new("ListContributorInsights", crate::auth::Resource::Any),
     })?;
     let tables = match &only {
-        Some(n) => vec![table(api, n)?],
+        Some(n) => vec![super::named_table(api, n)?],
         None => api.tables(),
     };
     // Every entry not DISABLED, a table's own before its indexes', in

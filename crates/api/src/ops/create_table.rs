@@ -123,8 +123,7 @@ pub fn table_meta(
                 write_capacity: wcu,
                 ..Default::default()
             };
-            let shown = super::table_defs::warm_shown(&base);
-            Some(super::table_defs::warm_requested(&base, shown, w, true)?)
+            Some(super::table_defs::warm_requested(&base, w, true)?)
         }
     };
     let global = index_defs::global_indexes(

@@ -9,12 +9,7 @@ use serde_json::{Value, json};
 pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("DeleteTable", &name))?;
-    let not_found = || {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    };
-    let t = api.table(&name).ok_or_else(not_found)?;
+    let t = super::named_table(api, &name)?;
     match t.meta.status {
         TableStatus::Creating => {
             return Err(ApiError::ResourceInUse(format!(

@@ -8,10 +8,6 @@ use serde_json::{Value, json};
 pub async fn execute(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("DescribeTable", &name))?;
-    let t = api.table(&name).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    })?;
+    let t = super::named_table(api, &name)?;
     Ok(json!({ "Table": super::describe(api, &t.meta).await? }))
 }

@@ -93,13 +93,12 @@ pub async fn fetch(
         ApiError::validation("The provided key element does not match the schema")
     })?;
     let hash = dynaraft_storage::catalog::key_hash(&sk);
-    let pk = crate::insights::partition_key(&table.schema.hash, key);
     let item = super::read::charged(
         api,
         table,
         None,
         Some(hash),
-        Some(&pk),
+        Some((&table.schema.hash, key)),
         consistent,
         api.router.get_item(table, &sk, consistent),
         |i| i.as_ref().map_or(0, item_size_bytes),

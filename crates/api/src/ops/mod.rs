@@ -205,6 +205,19 @@ pub fn stream_arn(api: &Api, key: &str, created_ms: u64) -> String {
     )
 }
 
+/// The table a request names `name`, or DynamoDB's ResourceNotFoundException
+/// naming it.
+pub fn named_table(
+    api: &Api,
+    name: &str,
+) -> Result<std::sync::Arc<dynaraft_cluster::Table>, ApiError> {
+    api.table(name).ok_or_else(|| {
+        ApiError::ResourceNotFound(format!(
+            "Requested resource not found: Table: {name} not found"
+        ))
+    })
+}
+
 /// DynamoDB's error for a request `throttle` refused, naming the table's
 /// or index's ARN.
 pub fn throttled(api: &Api, throttle: crate::capacity::Throttle) -> ApiError {
@@ -350,7 +363,7 @@ async fn describe_table(api: &Api, meta: &TableMeta, measure: bool) -> Result<Va
     if !on_demand.is_empty() {
         d["OnDemandThroughput"] = Value::Object(on_demand);
     }
-    if meta.billing_mode == "PAY_PER_REQUEST" {
+    if meta.pay_per_request() {
         d["BillingModeSummary"] = json!({
             "BillingMode": "PAY_PER_REQUEST",
             "LastUpdateToPayPerRequestDateTime": secs(meta.created_ms),

@@ -164,6 +164,8 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         limit,
         max_bytes: MAX_PAGE_BYTES,
     };
+    // The key schema again: the start key needed the index mutably.
+    let key_schema = index.as_ref().map_or(&table.schema, |i| &i.read.schema);
     let page = super::read::charged(
         api,
         &table,
@@ -171,7 +173,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         index
             .is_none()
             .then(|| dynaraft_storage::catalog::key_hash(&lo)),
-        Some(&pk),
+        Some((&key_schema.hash, &pk)),
         consistent,
         api.router.read_range(
             &table,

@@ -108,15 +108,16 @@ pub struct ReadExprs {
 /// once it has read capacity: the least a read consumes is reserved first,
 /// in the partition holding `hash` if the read stays in one, and what the
 /// read consumed (`bytes` of its result) is charged after.
-/// `partition`, the partition key read (of the table or of `index`), is
-/// counted for Contributor Insights when it is enabled.
+/// `partition`, the key read and its partition-key attributes (of the
+/// table or of `index`), is counted for Contributor Insights when it is
+/// enabled.
 #[allow(clippy::too_many_arguments)]
 pub async fn charged<T>(
     api: &crate::Api,
     table: &Table,
     index: Option<&str>,
     hash: Option<u64>,
-    partition: Option<&dynaraft_model::Item>,
+    partition: Option<(&[dynaraft_model::KeyAttr], &dynaraft_model::Item)>,
     consistent: bool,
     read: impl std::future::Future<Output = Result<T, dynaraft_cluster::ClusterError>>,
     bytes: impl FnOnce(&T) -> usize,
@@ -124,13 +125,13 @@ pub async fn charged<T>(
     use crate::insights::Rule;
     let capacity = &api.cfg.capacity;
     let reserved = capacity.read(table, index, hash, read_units(0, consistent));
-    if let Some(pk) = partition {
+    if let Some((hash, key)) = partition {
         let rule = if reserved.is_ok() {
             Rule::Accessed
         } else {
             Rule::Throttled
         };
-        capacity.insights.record(table, index, rule, pk);
+        capacity.insights.record(table, index, rule, hash, key);
     }
     let ticket = reserved.map_err(|t| super::throttled(api, t))?;
     let result = read.await;
@@ -541,28 +542,12 @@ fn table_start_key(key: Option<Item>, schema: &KeySchema) -> Result<Option<Vec<u
     schema.storage_key(&key).map(Some).ok_or_else(bad)
 }
 
-/// The response of a Query or Scan page of `table` (see [`page_response`]),
-/// its returned items counted for the table's ReturnedItemCount.
+/// The response body of a Query or Scan page of `table`; the items it
+/// returns are counted for the table's ReturnedItemCount.
 #[allow(clippy::too_many_arguments)]
 pub fn answer_page(
     api: &crate::Api,
     table: &Table,
-    page: Page,
-    exprs: &ReadExprs,
-    name: &str,
-    index: Option<&IndexTarget>,
-    mode: CapacityMode,
-    consistent: bool,
-) -> Value {
-    let out = page_response(page, exprs, name, index, mode, consistent);
-    if let Some(returned) = out["Count"].as_u64() {
-        api.cfg.capacity.returned(table, returned);
-    }
-    out
-}
-
-/// The response body of a Query or Scan page.
-pub fn page_response(
     mut page: Page,
     exprs: &ReadExprs,
     name: &str,
@@ -575,6 +560,7 @@ pub fn page_response(
         // capacity) but are not returned.
         page.items.retain(|i| f.eval(Some(i)));
     }
+    api.cfg.capacity.returned(table, page.items.len() as u64);
     let mut out = json!({ "Count": page.items.len(), "ScannedCount": page.scanned });
     if !exprs.count_only {
         let items: Vec<Value> = page

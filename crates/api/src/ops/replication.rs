@@ -97,7 +97,7 @@ fn replica_description(r: &ReplicaMeta, meta: &TableMeta) -> Value {
         let done = r.copied.len().min(partitions) * 100 / partitions;
         d["ReplicaStatusPercentProgress"] = json!(done.to_string());
     }
-    let provisioned = meta.billing_mode != "PAY_PER_REQUEST";
+    let provisioned = !meta.pay_per_request();
     let s = &r.settings;
     if let Some(rcu) = s
         .read_capacity
@@ -327,7 +327,7 @@ fn settings_of(
             "KMSMasterKeyId: dynaraft encrypts every replica with its node's own key (--encryption-key-file); a replica takes no key of its own",
         ));
     }
-    let provisioned = meta.billing_mode != "PAY_PER_REQUEST";
+    let provisioned = !meta.pay_per_request();
     let on_demand_throughput = || {
         invalid(
             "Neither ReadCapacityUnits nor WriteCapacityUnits can be specified when BillingMode is PAY_PER_REQUEST",
@@ -421,7 +421,7 @@ fn settings_of(
 
 /// What this region's own table is, as another region records it.
 fn own_settings(meta: &TableMeta) -> ReplicaSettings {
-    if meta.billing_mode == "PAY_PER_REQUEST" {
+    if meta.pay_per_request() {
         return ReplicaSettings::default();
     }
     ReplicaSettings {
@@ -474,7 +474,7 @@ fn member_settings(body: &Value) -> Result<BTreeMap<String, ReplicaSettings>, Ap
 /// table: its read capacity in `meta`, its indexes' by their own catalog
 /// command (a table's metadata does not carry index changes).
 async fn apply_own(api: &Api, meta: &mut TableMeta, s: &ReplicaSettings) -> Result<(), ApiError> {
-    if meta.billing_mode == "PAY_PER_REQUEST" {
+    if meta.pay_per_request() {
         return Ok(());
     }
     if let Some(units) = s.read_capacity {
@@ -687,7 +687,7 @@ fn create_request(meta: &TableMeta, settings: &ReplicaSettings) -> Result<Value,
         }
         v
     };
-    let provisioned = meta.billing_mode != "PAY_PER_REQUEST";
+    let provisioned = !meta.pay_per_request();
     let mut req = json!({
         "TableName": display_name(&meta.name),
         "AttributeDefinitions": meta.attributes.iter()
@@ -925,11 +925,7 @@ fn regions(body: &Value, name: &str) -> Result<Vec<String>, ApiError> {
 /// is a replica of.
 fn replicated_table(api: &Api, body: &Value, source: &str) -> Result<Arc<Table>, ApiError> {
     let name = field(body, "TableName")?;
-    let t = api.table(name).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    })?;
+    let t = super::named_table(api, name)?;
     if !replica_regions(&t.meta).iter().any(|r| r == source) {
         return Err(invalid(format!(
             "region {source} holds no replica of table {name} here"
@@ -1082,7 +1078,7 @@ async fn apply_writes(api: &Api, body: &Value) -> Result<Value, ApiError> {
                 Outcome::TxnConflict(_) => return Err(ApiError::TransactionConflict),
                 Outcome::IndexLagging => {
                     return Err(ApiError::IndexBackPressure {
-                        provisioned: t.meta.billing_mode != "PAY_PER_REQUEST",
+                        provisioned: !t.meta.pay_per_request(),
                     });
                 }
                 Outcome::CollectionTooLarge => {

@@ -43,22 +43,24 @@ pub struct OnDemandIn {
     pub max_write_request_units: Option<Int>,
 }
 
-/// One OnDemandThroughput member checked: `Ok(None)` absent, `Ok(Some(None))`
-/// -1 (no maximum; `clear` allows it, as UpdateTable does and CreateTable
-/// does not), `Ok(Some(Some(n)))` a maximum.
-fn on_demand_member(
-    value: Option<&Int>,
-    member: &str,
-    clear: bool,
-) -> Result<Option<Option<u64>>, ApiError> {
-    match value.map(|i| i.0) {
+/// OnDemandThroughput's two members checked, read then write: each
+/// `None` absent, `Some(None)` -1 (no maximum; `clear` allows it, as
+/// UpdateTable does and CreateTable does not), `Some(Some(n))` a maximum.
+type OnDemandMembers = (Option<Option<u64>>, Option<Option<u64>>);
+
+fn on_demand_members(o: &OnDemandIn, clear: bool) -> Result<OnDemandMembers, ApiError> {
+    let member = |value: Option<&Int>, name: &str| match value.map(|i| i.0) {
         None => Ok(None),
         Some(-1) if clear => Ok(Some(None)),
         Some(n) if n >= 1 => Ok(Some(Some(n.unsigned_abs()))),
         Some(_) => Err(ApiError::validation(format!(
-            "One or more parameter values were invalid: Requested {member} for OnDemandThroughput for table is outside of valid range"
+            "One or more parameter values were invalid: Requested {name} for OnDemandThroughput for table is outside of valid range"
         ))),
-    }
+    };
+    Ok((
+        member(o.max_read_request_units.as_ref(), "MaxReadRequestUnits")?,
+        member(o.max_write_request_units.as_ref(), "MaxWriteRequestUnits")?,
+    ))
 }
 
 /// OnDemandThroughput of a new table (`pay_per_request` or not): its
@@ -70,16 +72,7 @@ pub fn on_demand_created(
     let Some(o) = input else {
         return Ok(Default::default());
     };
-    let read = on_demand_member(
-        o.max_read_request_units.as_ref(),
-        "MaxReadRequestUnits",
-        false,
-    )?;
-    let write = on_demand_member(
-        o.max_write_request_units.as_ref(),
-        "MaxWriteRequestUnits",
-        false,
-    )?;
+    let (read, write) = on_demand_members(o, false)?;
     if !pay_per_request {
         let member = match (read, write) {
             (Some(_), _) => "MaxReadRequestUnits",
@@ -102,16 +95,7 @@ pub fn on_demand_updated(
     current: dynaraft_storage::catalog::OnDemandMax,
     input: &OnDemandIn,
 ) -> Result<dynaraft_storage::catalog::OnDemandMax, ApiError> {
-    let read = on_demand_member(
-        input.max_read_request_units.as_ref(),
-        "MaxReadRequestUnits",
-        true,
-    )?;
-    let write = on_demand_member(
-        input.max_write_request_units.as_ref(),
-        "MaxWriteRequestUnits",
-        true,
-    )?;
+    let (read, write) = on_demand_members(input, true)?;
     Ok(dynaraft_storage::catalog::OnDemandMax {
         read: read.unwrap_or(current.read),
         write: write.unwrap_or(current.write),
@@ -130,7 +114,7 @@ pub struct WarmIn {
 /// and its base, an on-demand table's initial throughput or a provisioned
 /// one's capacity.
 pub fn warm_shown(meta: &dynaraft_storage::TableMeta) -> (u64, u64) {
-    let base = if meta.billing_mode == "PAY_PER_REQUEST" {
+    let base = if meta.pay_per_request() {
         (
             super::ON_DEMAND_WARM_READ_UNITS_PER_S,
             super::ON_DEMAND_WARM_WRITE_UNITS_PER_S,
@@ -144,16 +128,15 @@ pub fn warm_shown(meta: &dynaraft_storage::TableMeta) -> (u64, u64) {
 
 /// `meta.warm` with WarmThroughput `input` applied (after the table's
 /// billing and capacity are set): each member sent must be at least the
-/// on-demand initial throughput (on-demand tables) and never below what
-/// the table shows now (DynamoDB cannot lower it).
+/// on-demand initial throughput (on-demand tables) and, unless `creating`,
+/// never below what the table shows now (DynamoDB cannot lower it).
 pub fn warm_requested(
     meta: &dynaraft_storage::TableMeta,
-    current: (u64, u64),
     input: &WarmIn,
     creating: bool,
 ) -> Result<(u64, u64), ApiError> {
-    let on_demand = meta.billing_mode == "PAY_PER_REQUEST";
-    let mut out = current;
+    let on_demand = meta.pay_per_request();
+    let mut out = warm_shown(meta);
     for (value, member, initial, slot) in [
         (
             &input.read_units_per_second,

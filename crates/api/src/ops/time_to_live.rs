@@ -28,18 +28,10 @@ use serde_json::{Value, json};
 /// Longest TTL attribute name.
 pub const MAX_TTL_ATTRIBUTE_CHARS: usize = 255;
 
-fn table(api: &Api, name: &str) -> Result<std::sync::Arc<dynaraft_cluster::Table>, ApiError> {
-    api.table(name).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    })
-}
-
 pub fn describe(api: &Api, input: TableInput) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("DescribeTimeToLive", &name))?;
-    let t = table(api, &name)?;
+    let t = super::named_table(api, &name)?;
     Ok(match &t.meta.ttl_attribute {
         Some(a) => {
             json!({"TimeToLiveDescription": {"TimeToLiveStatus": "ENABLED", "AttributeName": a}})
@@ -91,7 +83,7 @@ pub async fn update(
     }
     v.check()?;
     let (enabled, attr) = (enabled.unwrap_or(false), attr.unwrap_or_default());
-    let t = table(api, &name)?;
+    let t = super::named_table(api, &name)?;
     if t.meta.status != TableStatus::Active {
         return Err(ApiError::ResourceInUse(format!(
             "Attempt to change a resource which is still in use: Table is not ACTIVE: {name}"

@@ -179,7 +179,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut writes = Vec::with_capacity(n);
     let mut old_on_failure = Vec::with_capacity(n);
     let mut seen = HashSet::new();
-    let mut units: BTreeMap<String, f64> = BTreeMap::new();
+    // Each table and the write units its items cost.
     let mut by_table: BTreeMap<String, (std::sync::Arc<dynaraft_cluster::Table>, f64)> =
         BTreeMap::new();
     let mut total_bytes = 0usize;
@@ -207,9 +207,6 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
         let bytes = req.item.as_ref().map_or(0, item_size_bytes);
         total_bytes += bytes;
         // Transactional writes cost two units per kilobyte written.
-        *units
-            .entry(crate::scope::display_name(&table.meta.name).to_string())
-            .or_default() += 2.0 * write_units(bytes);
         by_table
             .entry(table.meta.name.clone())
             .or_insert_with(|| (table.clone(), 0.0))
@@ -246,6 +243,10 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     match result {
         TxnResult::Committed => {
             let mut out = json!({});
+            let units: BTreeMap<String, f64> = by_table
+                .values()
+                .map(|(t, u)| (crate::scope::display_name(&t.meta.name).to_string(), *u))
+                .collect();
             insert_consumed_list(&mut out, mode, &units, true);
             Ok(out)
         }

@@ -67,11 +67,7 @@ pub async fn execute(
 ) -> Result<Value, ApiError> {
     let name = resource_name(input.table_name.as_ref())?;
     api.authorize(|| crate::auth::Access::table("UpdateTable", &name))?;
-    let t = api.table(&name).ok_or_else(|| {
-        ApiError::ResourceNotFound(format!(
-            "Requested resource not found: Table: {name} not found"
-        ))
-    })?;
+    let t = super::named_table(api, &name)?;
     if t.meta.status != TableStatus::Active {
         return Err(ApiError::ResourceInUse(format!(
             "Attempt to change a resource which is still in use: Table is being updated: {name}"
@@ -204,9 +200,8 @@ async fn apply(
         meta.on_demand_max = super::table_defs::on_demand_updated(meta.on_demand_max, o)?;
     }
     meta.warm = Some(warm_before);
-    let shown = super::table_defs::warm_shown(&meta);
     if let Some(w) = warm {
-        meta.warm = Some(super::table_defs::warm_requested(&meta, shown, w, false)?);
+        meta.warm = Some(super::table_defs::warm_requested(&meta, w, false)?);
     }
     if let Some(p) = protection {
         meta.deletion_protection = p;

@@ -394,19 +394,14 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
     let hash = dynaraft_storage::catalog::key_hash(&cmd.storage_key);
     let capacity = &api.cfg.capacity;
     let reserved = capacity.write(table, hash);
-    if table
-        .meta
+    let rule = match reserved {
+        Ok(_) => crate::insights::Rule::Accessed,
+        Err(_) => crate::insights::Rule::Throttled,
+    };
+    let schema = &table.schema.hash;
+    capacity
         .insights
-        .iter()
-        .any(|i| i.enabled && i.index.is_none())
-    {
-        let rule = match reserved {
-            Ok(_) => crate::insights::Rule::Accessed,
-            Err(_) => crate::insights::Rule::Throttled,
-        };
-        let pk = crate::insights::partition_key(&table.schema.hash, &req.key);
-        capacity.insights.record(table, None, rule, &pk);
-    }
+        .record(table, None, rule, schema, &req.key);
     let ticket = reserved.map_err(|t| super::throttled(api, t))?;
     let outcome = api.router.write(table, cmd).await;
     let (units, index_units) = match &outcome {
@@ -473,7 +468,7 @@ pub async fn write(api: &Api, table: &Table, req: WriteRequest) -> Result<Writte
         Outcome::CollectionTooLarge => Err(ApiError::ItemCollectionSizeLimitExceeded),
         Outcome::TxnConflict(_) => Err(ApiError::TransactionConflict),
         Outcome::IndexLagging => Err(ApiError::IndexBackPressure {
-            provisioned: table.meta.billing_mode != "PAY_PER_REQUEST",
+            provisioned: !table.meta.pay_per_request(),
         }),
         other => {
             tracing::error!(?other, "unexpected outcome for a write");
