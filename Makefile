@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy test-chaos chaos bench bench-growth fuzz fmt lint clean
+.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy k8s-manifests test-chaos chaos bench bench-growth fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -94,18 +94,27 @@ test-cluster: $(VENV)/.installed
 	  tests/scripts/cli_session.sh $(TARGET)/debug/dynaraft $(VENV)/bin/aws && \
 	DYNARAFT_URL=http://127.0.0.1:18000 $(PY) tests/scripts/boto3_session.py $(TARGET)/debug/dynaraft
 
-## The Kubernetes manifests, offline: schemas (strict, Kubernetes 1.30) and
-## the storage pods' command lines against the control-plane list; the
-## Grafana dashboard and its provisioning files, offline, with every metric
-## it queries checked against a live embedded server's /metrics; the
-## image's default command run as the image's user (no container runtime).
+## The Helm chart, offline (deploy/helm/check.py): `helm lint --strict`,
+## renderings with the defaults and with variants validated against the
+## Kubernetes 1.30 schemas in strict mode, the storage pods' command lines
+## against the control-plane list, Pod Security "restricted", values that
+## cannot work refused, and deploy/k8s/dynaraft.yaml equal to the default
+## rendering; the Grafana dashboard and its provisioning files, offline,
+## with every metric it queries checked against a live embedded server's
+## /metrics; the image's default command run as the image's user (no
+## container runtime).
 K8S_VERSION := 1.30.0
 test-deploy: $(VENV)/.installed
-	$(VENV)/bin/kubernetes-validate --quiet --strict -k $(K8S_VERSION) deploy/k8s/storage.yaml deploy/k8s/router.yaml
-	$(PY) deploy/k8s/check.py deploy/k8s/storage.yaml deploy/k8s/router.yaml
+	$(PY) deploy/helm/check.py $(VENV)/bin/helm $(VENV)/bin/kubernetes-validate $(K8S_VERSION)
 	$(CARGO) build -p dynaraft
 	$(PY) deploy/grafana/check.py $(TARGET)/debug/dynaraft
 	$(PY) deploy/image_check.py $(TARGET)/debug/dynaraft
+
+## The plain manifests (deploy/k8s/dynaraft.yaml): the chart rendered with
+## its defaults, for `kubectl apply` without Helm.
+k8s-manifests: $(VENV)/.installed
+	$(VENV)/bin/helm template dynaraft deploy/helm/dynaraft --namespace dynaraft \
+	  --set namespace.create=true > deploy/k8s/dynaraft.yaml
 
 ## The side-by-side benchmark: the machine's floors (fsync, an empty HTTP
 ## round trip), then the embedded server, dynalite (npm, into
