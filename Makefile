@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy k8s-manifests test-chaos chaos bench bench-growth fuzz fmt lint clean
+.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy k8s-manifests test-console test-chaos chaos bench bench-growth fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -49,7 +49,7 @@ global: build
 ## fsyncs that fail, through an LD_PRELOAD shim) and against a
 ## real three-process cluster, then offline checks of the Kubernetes manifests,
 ## then a short fault-harness run (see `chaos`).
-test: test-rust test-clients test-cluster test-deploy test-chaos
+test: test-rust test-clients test-cluster test-deploy test-console test-chaos
 
 test-rust:
 	$(CARGO) test --workspace
@@ -109,6 +109,19 @@ test-deploy: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	$(PY) deploy/grafana/check.py $(TARGET)/debug/dynaraft
 	$(PY) deploy/image_check.py $(TARGET)/debug/dynaraft
+
+## The web console in a real browser: headless Chromium (Debian's
+## package, installed when missing and apt-get is usable as root), driven
+## over the DevTools protocol against an embedded server and a three-zone
+## cluster with authentication (tests/scripts/console_session.py).
+## Screenshots land in $(TARGET)/console.
+CHROMIUM ?= chromium
+test-console: $(VENV)/.installed
+	$(CARGO) build -p dynaraft
+	@command -v $(CHROMIUM) >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  { echo "test-console needs Chromium: apt-get install chromium"; exit 1; }
+	$(PY) tests/scripts/console_session.py $(TARGET)/debug/dynaraft "$$(command -v $(CHROMIUM))" $(TARGET)/console
 
 ## The plain manifests (deploy/k8s/dynaraft.yaml): the chart rendered with
 ## its defaults, for `kubectl apply` without Helm.

@@ -196,6 +196,21 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
             Some(why) => text_response(503, &format!("not ready: {why}\n"), request_id),
             None => text_response(200, "ready\n", request_id),
         },
+        (path, Serving::Up(api)) if api.cfg.console && path.starts_with("/console") => {
+            let users = api.router.catalog().get().users.clone();
+            let authenticating = api.cfg.auth.as_ref().is_some_and(|a| a.enabled(&users));
+            match crate::console::asset(path, &api.cfg, authenticating) {
+                Some((content_type, body)) => {
+                    let mut r = respond(200, content_type, body, request_id);
+                    for (name, value) in crate::console::SECURITY_HEADERS {
+                        r.headers_mut()
+                            .insert(*name, hyper::header::HeaderValue::from_static(value));
+                    }
+                    r
+                }
+                None => text_response(404, "Page Not Found\n", request_id),
+            }
+        }
         _ => text_response(404, "Page Not Found\n", request_id),
     }
 }
@@ -244,11 +259,21 @@ async fn process(
     let replication_op = target
         .strip_prefix(dynaraft_cluster::peer::REPLICATION_TARGET_PREFIX)
         .filter(|op| ops::replication::REPLICATION_OPERATIONS.contains(op));
+    let console_op = target
+        .strip_prefix(crate::console::CONSOLE_TARGET_PREFIX)
+        .filter(|op| api.cfg.console && crate::console::CONSOLE_OPERATIONS.contains(op));
     let op = stream_op
         .or(replication_op)
+        .or(console_op)
         .unwrap_or_else(|| target.strip_prefix(TARGET_PREFIX).unwrap_or_default());
-    if stream_op.is_none() && replication_op.is_none() && !ops::is_known(op) {
+    if stream_op.is_none() && replication_op.is_none() && console_op.is_none() && !ops::is_known(op)
+    {
         return Err(ops::unknown_operation(op));
+    }
+    if console_op.is_some() && !crate::console::same_origin(&parts.headers) {
+        return Err(ApiError::AccessDenied(
+            "cross-site requests to the console's operations are refused".into(),
+        ));
     }
     // The catalog's users are read only where there is an Auth to ask.
     let authenticating = api
@@ -316,9 +341,10 @@ async fn process(
             p.user.arn
         )));
     }
-    match (stream_op, replication_op) {
-        (Some(op), _) => ops::dispatch_streams(api, op, &bytes).await,
-        (_, Some(op)) => ops::replication::dispatch(api, op, &bytes).await,
+    match (stream_op, replication_op, console_op) {
+        (Some(op), _, _) => ops::dispatch_streams(api, op, &bytes).await,
+        (_, Some(op), _) => ops::replication::dispatch(api, op, &bytes).await,
+        (_, _, Some(op)) => crate::console::dispatch(api, op, &bytes).await,
         _ => ops::dispatch(api, op, &bytes).await,
     }
 }

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod capacity;
 pub mod conns;
+pub mod console;
 pub mod encoding;
 pub mod enums;
 pub mod error;
@@ -87,6 +88,8 @@ pub struct ApiConfig {
     /// `/metrics` is served on its own address ([`serve_metrics`]), not on
     /// the API's port.
     pub metrics_elsewhere: bool,
+    /// The web console is served at `/console` ([`console`]).
+    pub console: bool,
     /// This deployment's region and its peers, for global tables (`None`:
     /// replicas are refused).
     pub peer_regions: Option<Arc<dynaraft_cluster::peer::PeerRegions>>,
@@ -119,6 +122,7 @@ impl Default for ApiConfig {
             audit: None,
             tls: None,
             metrics_elsewhere: false,
+            console: true,
             peer_regions: None,
             capacity: Arc::new(capacity::Capacity::default()),
         }
@@ -177,6 +181,18 @@ impl Api {
         match &self.principal {
             Some(p) => p.authorize(&access, self.resource_policy(&access.resource)?.as_ref()),
             None => Ok(()),
+        }
+    }
+
+    /// Whether the request's principal may have `access`, asked without
+    /// refusing or counting a denial (the console lists only the tables its
+    /// user may describe).
+    pub fn allows(&self, access: auth::Access) -> bool {
+        match &self.principal {
+            None => true,
+            Some(p) => self
+                .resource_policy(&access.resource)
+                .is_ok_and(|rp| p.decide(&access, rp.as_ref()).is_ok()),
         }
     }
 

@@ -5,8 +5,11 @@
 use crate::ClusterError;
 use crate::node::ControlMember;
 use crate::remote::Remote;
-use crate::wire::{CatalogDoc, GroupStatus, Reply, Request};
+pub use crate::survey::{PartitionRow, ReplicationRow};
+use crate::survey::{Survey, hex};
+use crate::wire::{CatalogDoc, Reply, Request};
 use dynaraft_storage::Outcome;
+use dynaraft_storage::catalog::NodeRecord;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -26,31 +29,47 @@ async fn catalog(remote: &Remote, control: &[ControlMember]) -> Result<CatalogDo
     Err(last)
 }
 
+/// The cluster from the control plane's catalog and every node's answers
+/// (with every partition's stats when `with_stats`).
+pub async fn survey(
+    remote: &Remote,
+    control: &[ControlMember],
+    with_stats: bool,
+) -> Result<Survey, ClusterError> {
+    let doc = catalog(remote, control).await?;
+    let status_of = |n: NodeRecord| async move {
+        match remote.call(&n.addr, 0, 0, &Request::Status).await {
+            Ok(Reply::Status(groups)) => Some(groups),
+            _ => None,
+        }
+    };
+    let stats_of = |n: NodeRecord, group: u64| async move {
+        let call = Request::Stats { local_indexes: 0 };
+        match remote.call(&n.addr, group, 0, &call).await {
+            Ok(Reply::Stats(s)) => Some(s),
+            _ => None,
+        }
+    };
+    let (version, tables, nodes) = (doc.version, doc.tables, doc.nodes);
+    Ok(Survey::gather(version, tables, nodes, status_of, stats_of, with_stats).await)
+}
+
 /// Renders nodes and partitions as two plain-text tables.
 pub async fn report(remote: &Remote, control: &[ControlMember]) -> Result<String, ClusterError> {
-    let doc = catalog(remote, control).await?;
-    let mut status: BTreeMap<u64, Option<BTreeMap<u64, GroupStatus>>> = BTreeMap::new();
-    for n in &doc.nodes {
-        let s = match remote.call(&n.addr, 0, 0, &Request::Status).await {
-            Ok(Reply::Status(groups)) => Some(groups.into_iter().map(|g| (g.group, g)).collect()),
-            _ => None,
-        };
-        status.insert(n.id, s);
-    }
+    let survey = survey(remote, control, false).await?;
     let mut out = String::new();
-    let _ = writeln!(out, "catalog version {}\n", doc.version);
+    let _ = writeln!(out, "catalog version {}\n", survey.version);
     let _ = writeln!(
         out,
         "NODE   AZ       ADDRESS                UP     REPLICAS"
     );
-    for n in &doc.nodes {
-        let s = status.get(&n.id).and_then(|s| s.as_ref());
-        let up = match (s.is_some(), n.draining) {
+    for n in survey.node_rows() {
+        let up = match (n.up, n.draining) {
             (true, true) => "drain",
             (true, false) => "yes",
             (false, _) => "no",
         };
-        let count = s.map_or("-".to_string(), |s| s.len().to_string());
+        let count = n.replicas.map_or("-".to_string(), |c| c.to_string());
         let _ = writeln!(
             out,
             "{:<6} {:<8} {:<22} {:<6} {}",
@@ -61,82 +80,28 @@ pub async fn report(remote: &Remote, control: &[ControlMember]) -> Result<String
         out,
         "\nTABLE                GROUP  HASH FROM          REPLICAS     LEADER  LAG (entries behind the leader's log)"
     );
-    for t in &doc.tables {
-        for p in &t.partitions {
-            let of = |node: u64| {
-                status
-                    .get(&node)
-                    .and_then(|s| s.as_ref())
-                    .and_then(|s| s.get(&p.group))
-            };
-            let leader = p
-                .replicas
-                .iter()
-                .find_map(|r| of(*r).and_then(|g| g.leader));
-            let head = leader.and_then(of).map(|g| g.last_log_index);
-            let lag: Vec<String> = p
-                .replicas
-                .iter()
-                .map(|r| match (of(*r), head) {
-                    (Some(g), Some(h)) => format!("{r}:{}", h.saturating_sub(g.applied_index)),
-                    _ => format!("{r}:?"),
-                })
-                .collect();
-            let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
-            let _ = writeln!(
-                out,
-                "{:<20} {:<6} {:<18} {:<12} {:<7} {}",
-                t.name,
-                p.group,
-                format!("{:016x}", p.hash_lo),
-                replicas.join(","),
-                leader.map_or("?".to_string(), |l| l.to_string()),
-                lag.join(" ")
-            );
-        }
+    for p in survey.partition_rows().iter().filter(|p| p.index.is_none()) {
+        let lag: Vec<String> = p
+            .lag
+            .iter()
+            .map(|l| match l.entries {
+                Some(e) => format!("{}:{e}", l.node),
+                None => format!("{}:?", l.node),
+            })
+            .collect();
+        let replicas: Vec<String> = p.replicas.iter().map(u64::to_string).collect();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<6} {:<18} {:<12} {:<7} {}",
+            p.table,
+            p.group,
+            p.hash_from,
+            replicas.join(","),
+            p.leader.map_or("?".to_string(), |l| l.to_string()),
+            lag.join(" ")
+        );
     }
     Ok(out)
-}
-
-/// One partition as `dynaraft admin partitions` shows it.
-#[derive(Debug, serde::Serialize)]
-pub struct PartitionRow {
-    pub table: String,
-    /// The global index the partition belongs to (`None`: the table's).
-    pub index: Option<String>,
-    pub group: u64,
-    /// First hash of the partition's range (inclusive).
-    pub hash_from: String,
-    /// End of the range (exclusive; `None`: to the end of the hash space).
-    pub hash_to: Option<String>,
-    /// Items (entries, for an index partition) and their bytes, from the
-    /// leader or else the first replica that answered; `None` when none did.
-    pub items: Option<u64>,
-    pub bytes: Option<u64>,
-    /// Requests per second the leader served over its last load window
-    /// (`None`: the leader did not answer).
-    pub load_per_s: Option<u64>,
-    /// The hash of the partition key with most of the leader's sampled
-    /// load, if one has (a hot key: a split would not cool it).
-    pub hot_key: Option<String>,
-    pub replicas: Vec<u64>,
-    pub leader: Option<u64>,
-    pub epoch: u64,
-    /// The group it split from.
-    pub parent: Option<u64>,
-    /// A split in progress: (at hash, child group).
-    pub splitting: Option<(String, u64)>,
-}
-
-/// One partition's replication to one region, as `dynaraft admin
-/// replication` shows it (from the partition's leader).
-#[derive(Debug, serde::Serialize)]
-pub struct ReplicationRow {
-    pub table: String,
-    pub group: u64,
-    pub leader: u64,
-    #[serde(flatten)]
-    pub status: crate::wire::ReplicationStatus,
 }
 
 /// Every partition of every global table and where its replication to
@@ -145,35 +110,7 @@ pub async fn replication(
     remote: &Remote,
     control: &[ControlMember],
 ) -> Result<Vec<ReplicationRow>, ClusterError> {
-    let doc = catalog(remote, control).await?;
-    let table_of: BTreeMap<u64, String> = doc
-        .tables
-        .iter()
-        .flat_map(|t| t.partitions.iter().map(move |p| (p.group, t.name.clone())))
-        .collect();
-    let mut rows = Vec::new();
-    for n in &doc.nodes {
-        let Ok(Reply::Status(groups)) = remote.call(&n.addr, 0, 0, &Request::Status).await else {
-            continue;
-        };
-        for g in groups.into_iter().filter(|g| g.leader == Some(n.id)) {
-            let Some(table) = table_of.get(&g.group) else {
-                continue;
-            };
-            for status in g.replication {
-                rows.push(ReplicationRow {
-                    table: table.clone(),
-                    group: g.group,
-                    leader: n.id,
-                    status,
-                });
-            }
-        }
-    }
-    rows.sort_by(|a, b| {
-        (&a.table, a.group, &a.status.region).cmp(&(&b.table, b.group, &b.status.region))
-    });
-    Ok(rows)
+    Ok(survey(remote, control, false).await?.replication_rows())
 }
 
 pub fn render_replication(rows: &[ReplicationRow]) -> String {
@@ -200,71 +137,13 @@ pub fn render_replication(rows: &[ReplicationRow]) -> String {
     out
 }
 
-fn hex(h: u64) -> String {
-    format!("{h:016x}")
-}
-
 /// Every partition of every table and index, with its range, size,
 /// replicas and leader.
 pub async fn partitions(
     remote: &Remote,
     control: &[ControlMember],
 ) -> Result<Vec<PartitionRow>, ClusterError> {
-    let doc = catalog(remote, control).await?;
-    let addrs: BTreeMap<u64, String> = doc.nodes.iter().map(|n| (n.id, n.addr.clone())).collect();
-    let mut leaders: BTreeMap<u64, u64> = BTreeMap::new();
-    for n in &doc.nodes {
-        if let Ok(Reply::Status(groups)) = remote.call(&n.addr, 0, 0, &Request::Status).await {
-            leaders.extend(
-                groups
-                    .into_iter()
-                    .filter_map(|g| Some((g.group, g.leader?))),
-            );
-        }
-    }
-    let mut rows = Vec::new();
-    for t in &doc.tables {
-        let sets = std::iter::once((None, &t.partitions)).chain(
-            t.global_indexes
-                .iter()
-                .map(|g| (Some(g.index.name.clone()), &g.partitions)),
-        );
-        for (index, parts) in sets {
-            for (i, p) in parts.iter().enumerate() {
-                let leader = leaders.get(&p.group).copied();
-                // The leader first: it served the writes, so it has the load.
-                let mut asked: Vec<u64> = leader.into_iter().collect();
-                asked.extend(p.replicas.iter().filter(|r| Some(**r) != leader));
-                let (mut size, mut load) = (None, None);
-                for r in asked {
-                    let Some(addr) = addrs.get(&r) else { continue };
-                    let call = Request::Stats { local_indexes: 0 };
-                    if let Ok(Reply::Stats(s)) = remote.call(addr, p.group, 0, &call).await {
-                        size = Some((s.count, s.bytes));
-                        load = (Some(r) == leader).then_some(s.load);
-                        break;
-                    }
-                }
-                rows.push(PartitionRow {
-                    table: t.name.clone(),
-                    index: index.clone(),
-                    group: p.group,
-                    hash_from: hex(p.hash_lo),
-                    hash_to: parts.get(i + 1).map(|n| hex(n.hash_lo)),
-                    items: size.map(|s| s.0),
-                    bytes: size.map(|s| s.1),
-                    load_per_s: load.as_ref().map(|l| l.ops_per_s),
-                    hot_key: load.and_then(|l| l.hot_key).map(hex),
-                    replicas: p.replicas.clone(),
-                    leader,
-                    epoch: p.epoch,
-                    parent: p.parent,
-                    splitting: p.splitting.map(|s| (hex(s.at), s.child)),
-                });
-            }
-        }
-    }
-    Ok(rows)
+    Ok(survey(remote, control, true).await?.partition_rows())
 }
 
 /// [`partitions`] as a plain-text table.

@@ -39,6 +39,7 @@ pub mod replicate;
 pub mod router;
 pub mod service;
 pub mod split;
+pub mod survey;
 pub mod ttl;
 pub mod txn;
 pub mod wire;

@@ -42,7 +42,7 @@ use dynaraft_storage::command::Command;
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::read::{IndexRead, Page, ReadOptions};
 use dynaraft_storage::txn::TxnState;
-use dynaraft_storage::{Outcome, PartitionMeta, StorageError, TableMeta, WriteCommand};
+use dynaraft_storage::{NodeRecord, Outcome, PartitionMeta, StorageError, TableMeta, WriteCommand};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 #[cfg(feature = "failpoints")]
@@ -574,6 +574,32 @@ impl Router {
             Reply::Status(groups) => Ok(groups),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
         }
+    }
+
+    /// The cluster as this router's catalog has it, joined with every
+    /// node's answers (one attempt each; with every partition's stats when
+    /// `with_stats`), for the web console.
+    pub async fn survey(&self, with_stats: bool) -> crate::survey::Survey {
+        let catalog = self.inner.catalog.get();
+        let tables = catalog.tables.values().map(|t| t.meta.clone()).collect();
+        let nodes = catalog.nodes.values().cloned().collect();
+        let status_of = |n: NodeRecord| async move { self.node_status(n.id).await.ok() };
+        let stats_of = |n: NodeRecord, group: u64| async move {
+            let call = Request::Stats { local_indexes: 0 };
+            match self.attempt(n.id, group, 0, &call).await {
+                Ok(Reply::Stats(s)) => Some(s),
+                _ => None,
+            }
+        };
+        crate::survey::Survey::gather(
+            catalog.version,
+            tables,
+            nodes,
+            status_of,
+            stats_of,
+            with_stats,
+        )
+        .await
     }
 
     /// Asks node `id`, which leads `group`, to hand it to node `to` (one

@@ -135,6 +135,10 @@ pub struct GroupStatus {
     /// tables), as this replica sees it.
     #[serde(default)]
     pub replication: Vec<ReplicationStatus>,
+    /// Change records of this base partition its global indexes have not
+    /// received yet, as its leader counts them (`None` from a follower).
+    #[serde(default)]
+    pub index_backlog: Option<u64>,
 }
 
 /// One partition's replication to one peer region.
@@ -339,6 +343,13 @@ pub async fn execute(
                         last_log_index,
                         applied_index,
                         replication: crate::replicate::status(host.tree(), g.group),
+                        index_backlog: g
+                            .is_leader()
+                            .then(|| {
+                                dynaraft_storage::global::change_log_state(host.tree(), g.group)
+                            })
+                            .and_then(Result::ok)
+                            .map(|(seq, delivered)| seq.saturating_sub(delivered)),
                     }
                 })
                 .collect(),

@@ -524,6 +524,9 @@ struct EdgeArgs {
     /// throttled as in DynamoDB.
     #[arg(long)]
     no_capacity_limits: bool,
+    /// Do not serve the web console (/console).
+    #[arg(long)]
+    no_console: bool,
 }
 
 impl EdgeArgs {
@@ -538,6 +541,7 @@ impl EdgeArgs {
             capacity: Arc::new(dynaraft_api::capacity::Capacity::new(
                 !self.no_capacity_limits,
             )),
+            console: !self.no_console,
             ..cfg
         })
     }

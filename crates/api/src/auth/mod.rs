@@ -523,6 +523,20 @@ impl Principal {
         access: &Access,
         resource_policy: Option<&Policy>,
     ) -> Result<(), ApiError> {
+        self.decide(access, resource_policy).map_err(|why| {
+            crate::metrics::access_denied(access.action);
+            ApiError::AccessDenied(format!(
+                "User: {} is not authorized to perform: dynamodb:{} on resource: {} {why}",
+                self.user.arn,
+                access.action,
+                self.arn(&access.resource)
+            ))
+        })
+    }
+
+    /// [`Principal::authorize`]'s decision, with IAM's reason when it
+    /// refuses (nothing counted: a check, not a refused request).
+    pub fn decide(&self, access: &Access, resource_policy: Option<&Policy>) -> Result<(), String> {
         let resource = self.arn(&access.resource);
         let action = format!("dynamodb:{}", access.action);
         let ctx = RequestContext {
@@ -543,7 +557,7 @@ impl Principal {
                 ..req
             })
         });
-        let why = match (identity, on_resource) {
+        Err(match (identity, on_resource) {
             (Decision::ExplicitDeny, _) => {
                 "with an explicit deny in an identity-based policy".to_string()
             }
@@ -552,12 +566,7 @@ impl Principal {
             }
             (Decision::Allow, _) | (_, Decision::Allow) => return Ok(()),
             _ => format!("because no identity-based policy allows the {action} action"),
-        };
-        crate::metrics::access_denied(access.action);
-        Err(ApiError::AccessDenied(format!(
-            "User: {} is not authorized to perform: {action} on resource: {resource} {why}",
-            self.user.arn
-        )))
+        })
     }
 
     /// This principal as resource-based policies name callers.

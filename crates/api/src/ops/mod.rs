@@ -173,6 +173,7 @@ pub fn served_name(target: &str) -> &'static str {
         .iter()
         .chain(STREAM_OPERATIONS)
         .chain(replication::REPLICATION_OPERATIONS)
+        .chain(crate::console::CONSOLE_OPERATIONS)
         .find(|o| **o == op)
         .copied()
         .unwrap_or("unknown")
