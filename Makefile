@@ -76,7 +76,9 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/fsync_failure.py $(TARGET)/debug/dynaraft
 
 ## A table growing from 1 to 16 partitions under load on a local cluster of
-## separate processes (no client error, every item found after); then the
+## separate processes (no client error, every item found after); a rolling
+## restart under load; a control-plane member that lost its disk removed
+## and added back (the runbook in deploy/README.md); then the
 ## same client sessions, unchanged, against such a cluster (tables split
 ## into two partitions so scans cross partitions),
 ## whose router authenticates every request (the sessions' key is a user of
@@ -86,6 +88,7 @@ test-cluster: $(VENV)/.installed
 	$(CARGO) build -p dynaraft
 	$(PY) tests/scripts/cluster_growth.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/rolling_restart.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/control_replace.py $(TARGET)/debug/dynaraft
 	rm -rf $(CLUSTER_TEST_DIR)
 	@trap 'deploy/local/cluster.sh stop $(CLUSTER_TEST_DIR)' EXIT; \
 	deploy/local/cluster.sh start $(TARGET)/debug/dynaraft $(CLUSTER_TEST_DIR) 18000 17001 \

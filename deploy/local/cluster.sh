@@ -5,6 +5,7 @@
 #
 #   cluster.sh start <binary> <data dir> <router port> [node base port] [router flags...]
 #   cluster.sh restart <data dir> <node 1-3> [signal]
+#   cluster.sh wipe <data dir> <node 1-3>
 #   cluster.sh stop <data dir>
 #
 # NODE_FLAGS adds flags to every storage node, e.g.
@@ -16,7 +17,9 @@
 # dir. `restart` stops one node with SIGTERM (it hands its leaderships off
 # first; another signal, such as KILL, can be named), waits for it to exit and starts it again with the same command
 # line (a rolling restart does this node by node, waiting for each one's
-# /ready). `stop` sends SIGTERM to every process (each shuts down cleanly)
+# /ready). `wipe` is a lost disk: node N is killed (SIGKILL), its data
+# directory deleted, and it starts again empty with the same command line.
+# `stop` sends SIGTERM to every process (each shuts down cleanly)
 # and waits for them.
 set -euo pipefail
 
@@ -67,11 +70,14 @@ case "${1:-}" in
     echo "$CONTROL" >"$DIR/control"
     wait_ready "$BIN" "$CONTROL" "$RPORT"
     ;;
-  restart)
+  restart|wipe)
     DIR="$2"; N="$3"; SIG="${4:-TERM}"
+    [ "$1" = wipe ] && SIG=KILL
     pid=$(sed -n "${N}p" "$DIR/pids")
     kill -"$SIG" "$pid" 2>/dev/null || true
     while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+    # A lost disk: the node comes back with an empty data directory.
+    [ "$1" = wipe ] && rm -rf "$DIR/node-$N"
     bash -c "exec $(cat "$DIR/node-$N.cmd")" >>"$DIR/node-$N.log" 2>&1 &
     new=$!
     sed -i "${N}s/.*/$new/" "$DIR/pids"
@@ -87,7 +93,7 @@ case "${1:-}" in
     rm -f "$DIR/pids"
     ;;
   *)
-    echo "usage: $0 start <binary> <data dir> <router port> [node base port] [router flags...] | restart <data dir> <node> | stop <data dir>" >&2
+    echo "usage: $0 start <binary> <data dir> <router port> [node base port] [router flags...] | restart <data dir> <node> [signal] | wipe <data dir> <node> | stop <data dir>" >&2
     exit 2
     ;;
 esac

@@ -168,7 +168,8 @@ fn head_too_large(req: &Request<Incoming>) -> bool {
 /// (liveness: it stays up while storage recovers); `/metrics`: Prometheus
 /// text; `/ready`: readiness (the API is up, the router has a catalog to
 /// route with, and the storage node in this process, if any, can still
-/// write). Other paths are not found.
+/// write); `/console...`: the web console's page and assets
+/// ([`crate::console`]) unless it is off. Other paths are not found.
 fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response<Full<Bytes>> {
     match (req.uri().path(), serving) {
         ("/", _) => {
@@ -344,7 +345,9 @@ async fn process(
     match (stream_op, replication_op, console_op) {
         (Some(op), _, _) => ops::dispatch_streams(api, op, &bytes).await,
         (_, Some(op), _) => ops::replication::dispatch(api, op, &bytes).await,
-        (_, _, Some(op)) => crate::console::dispatch(api, op, &bytes).await,
+        // Boxed: the survey's future is large, and every request's
+        // future would otherwise carry its size on the worker's stack.
+        (_, _, Some(op)) => Box::pin(crate::console::dispatch(api, op, &bytes)).await,
         _ => ops::dispatch(api, op, &bytes).await,
     }
 }

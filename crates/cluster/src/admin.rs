@@ -409,3 +409,167 @@ pub async fn users(remote: &Remote, control: &[ControlMember]) -> Result<String,
     }
     Ok(out)
 }
+
+/// The control group as each member named in `control` sees it: whether
+/// it answers, the voters and the leader it knows, its log and applied
+/// index, and how far it trails the leader.
+pub async fn control_report(
+    remote: &Remote,
+    control: &[ControlMember],
+) -> Result<String, ClusterError> {
+    let mut rows = Vec::new();
+    for m in control {
+        let status = match remote.call(&m.addr, 0, 0, &Request::Status).await {
+            Ok(Reply::Status(groups)) => Some(
+                groups
+                    .into_iter()
+                    .find(|g| g.group == dynaraft_storage::machine::CATALOG_GROUP),
+            ),
+            _ => None,
+        };
+        rows.push((m, status));
+    }
+    let leader = rows
+        .iter()
+        .find_map(|(_, s)| s.as_ref().and_then(|s| s.as_ref()).and_then(|g| g.leader));
+    let head = rows
+        .iter()
+        .filter(|(m, _)| Some(m.id) == leader)
+        .find_map(|(_, s)| {
+            s.as_ref()
+                .and_then(|s| s.as_ref())
+                .map(|g| g.last_log_index)
+        });
+    let voters = rows
+        .iter()
+        .filter(|(m, _)| Some(m.id) == leader)
+        .find_map(|(_, s)| {
+            s.as_ref()
+                .and_then(|s| s.as_ref())
+                .map(|g| g.voters.clone())
+        })
+        .unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "control group leader: {}; voters (as the leader has them): {}\n",
+        leader.map_or("unknown".to_string(), |l| l.to_string()),
+        if voters.is_empty() {
+            "unknown".to_string()
+        } else {
+            voters
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "MEMBER  AZ       ADDRESS                STATE                 LOG        APPLIED    LAG"
+    );
+    for (m, s) in &rows {
+        let (state, log, applied, lag) = match s {
+            None => (
+                "not answering".to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
+            Some(None) => (
+                "no control replica".to_string(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+            ),
+            Some(Some(g)) => {
+                let role = if Some(m.id) == g.leader {
+                    "leader"
+                } else if voters.contains(&m.id) {
+                    "voter"
+                } else {
+                    "not a voter"
+                };
+                (
+                    role.to_string(),
+                    g.last_log_index.to_string(),
+                    g.applied_index.to_string(),
+                    head.map_or("?".into(), |h| {
+                        h.saturating_sub(g.applied_index).to_string()
+                    }),
+                )
+            }
+        };
+        let _ = writeln!(
+            out,
+            "{:<7} {:<8} {:<22} {:<21} {:<10} {:<10} {}",
+            m.id, m.az, m.addr, state, log, applied, lag
+        );
+    }
+    Ok(out)
+}
+
+/// Changes the control group's voters at its leader: removes `remove`
+/// (a member lost for good, or one to be replaced) and/or adds `add`
+/// (joined as a learner, made a voter once caught up).
+pub async fn change_control(
+    remote: &Remote,
+    control: &[ControlMember],
+    remove: Option<u64>,
+    add: Option<ControlMember>,
+) -> Result<String, SplitError> {
+    if remove.is_none() && add.is_none() {
+        return Err(SplitError::Refused(
+            "nothing to change: give --node or --member".into(),
+        ));
+    }
+    let mut leader = None;
+    for m in control {
+        if let Ok(Reply::Status(groups)) = remote.call(&m.addr, 0, 0, &Request::Status).await
+            && let Some(l) = groups
+                .iter()
+                .find(|g| g.group == dynaraft_storage::machine::CATALOG_GROUP)
+                .and_then(|g| g.leader)
+        {
+            leader = Some(l);
+            break;
+        }
+    }
+    let Some(leader) = leader else {
+        return Err(SplitError::Refused(
+            "no control member answered with a leader: the control group has no quorum".into(),
+        ));
+    };
+    let addr = match control.iter().find(|m| m.id == leader) {
+        Some(m) => m.addr.clone(),
+        None => catalog(remote, control)
+            .await?
+            .nodes
+            .into_iter()
+            .find(|n| n.id == leader)
+            .map(|n| n.addr)
+            .ok_or_else(|| {
+                SplitError::Refused(format!("the leader, node {leader}, has no known address"))
+            })?,
+    };
+    let call = Request::ChangeControlVoters {
+        remove,
+        add: add.map(|m| {
+            (
+                m.id,
+                dynaraft_raft::NodeInfo {
+                    addr: m.addr,
+                    az: m.az,
+                },
+            )
+        }),
+    };
+    match remote.call(&addr, 0, 0, &call).await {
+        Ok(Reply::Voters(v)) => Ok(format!(
+            "control group voters now: {}\n",
+            v.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+        )),
+        Ok(_) => Err(SplitError::Refused("unexpected reply".into())),
+        Err(e) => Err(SplitError::Refused(e.to_string())),
+    }
+}

@@ -666,6 +666,58 @@ impl Host {
             .map_err(|e| with_group(e.into(), group))
     }
 
+    /// Whether this node holds a log or a vote of `group` (a replica that
+    /// never had either is new here: its data directory is new, or lost).
+    pub async fn holds_log(&self, group: u64) -> bool {
+        self.inner.logs.lock().await.holds(group)
+    }
+
+    /// At the control group's leader: removes voter `remove` and/or adds
+    /// `add` (as a learner until it has caught up, then a voter, in one
+    /// joint change); the voters after. Refused when the change would leave
+    /// no voter, names a voter twice or removes a node that is not one.
+    pub async fn change_control_voters(
+        &self,
+        remove: Option<u64>,
+        add: Option<(u64, NodeInfo)>,
+    ) -> Result<Vec<u64>, ClusterError> {
+        let g = self.hosted_group(machine::CATALOG_GROUP)?;
+        if !g.is_leader() {
+            return Err(ClusterError::Unavailable(format!(
+                "node {} does not lead the control group (leader: {:?})",
+                self.id(),
+                g.leader()
+            )));
+        }
+        let mut voters = g.voter_infos();
+        if let Some(id) = remove
+            && voters.remove(&id).is_none()
+        {
+            return Err(ClusterError::Unavailable(format!(
+                "node {id} is not a voter of the control group (voters: {:?})",
+                voters.keys().collect::<Vec<_>>()
+            )));
+        }
+        if let Some((id, info)) = add {
+            if voters.contains_key(&id) {
+                return Err(ClusterError::Unavailable(format!(
+                    "node {id} is already a voter of the control group"
+                )));
+            }
+            voters.insert(id, info);
+        }
+        if voters.is_empty() {
+            return Err(ClusterError::Unavailable(
+                "the control group cannot be left without a voter".into(),
+            ));
+        }
+        let ids = voters.keys().copied().collect();
+        g.change_voters(voters)
+            .await
+            .map_err(|e| with_group(e.into(), machine::CATALOG_GROUP))?;
+        Ok(ids)
+    }
+
     /// Counts a request served for hosted data group `group`, aimed at the
     /// key hashing to `hash` (`None`: it spans keys), for splits by heat.
     pub fn note_load(&self, group: u64, hash: Option<u64>) {

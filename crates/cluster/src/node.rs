@@ -106,10 +106,40 @@ impl ClusterNode {
                     (m.id, info)
                 })
                 .collect();
-            host.start_group(CATALOG_GROUP, first.then_some(members))
-                .await?;
-            let c = catalog.clone();
-            host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
+            // A control-group replica new here (no log, no vote) may be a
+            // member that lost its data: see `ControlGroup`.
+            let elsewhere = if host.holds_log(CATALOG_GROUP).await {
+                ControlGroup::Unknown
+            } else {
+                control_group_elsewhere(&remote, &cfg.control, host.id()).await
+            };
+            match elsewhere {
+                ControlGroup::LostVoter => {
+                    tracing::error!(
+                        node = host.id(),
+                        "this node's control-plane state is new, but the control group still counts it as a voter \
+                         (its data directory was lost or replaced): its control replica waits until it is removed \
+                         (`dynaraft admin control remove --node {id}`) and then re-added \
+                         (`dynaraft admin control add --member ...`); deploy/README.md has the runbook",
+                        id = host.id()
+                    );
+                    let (addrs, c, r) = (
+                        cfg.control.iter().map(|m| m.addr.clone()).collect(),
+                        catalog.clone(),
+                        remote.clone(),
+                    );
+                    host.spawn(move |_, stop| remote::feed_catalog(r, addrs, c, stop));
+                    let (control, r) = (cfg.control.clone(), remote.clone());
+                    host.spawn(move |h, stop| rejoin_when_removed(h, r, control, stop));
+                }
+                seen => {
+                    // Never initialize a group that exists elsewhere.
+                    let init = (first && seen == ControlGroup::Unknown).then_some(members);
+                    host.start_group(CATALOG_GROUP, init).await?;
+                    let c = catalog.clone();
+                    host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
+                }
+            }
         } else {
             let addrs = cfg.control.iter().map(|m| m.addr.clone()).collect();
             let (c, r) = (catalog.clone(), remote.clone());
@@ -167,6 +197,105 @@ impl ClusterNode {
     pub async fn drain_and_shutdown(self) {
         self.host.hand_off_leaderships().await;
         self.shutdown().await;
+    }
+}
+
+/// What the other control members say of the control group, asked by a
+/// member whose own replica of it is new.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ControlGroup {
+    /// Nobody answered with a replica that has a log: a new cluster (or
+    /// none of the others is up), so the first member may initialize it.
+    Unknown,
+    /// It exists elsewhere and this node is not among its voters: join
+    /// empty, to be added (a learner first, then a voter) by the leader.
+    Exists,
+    /// It exists, counts this node as a voter, and the catalog has this
+    /// node registered: this node was a member and lost what it had voted
+    /// and acknowledged. Serving that group again as the same voter could
+    /// lose committed entries (a quorum that counted it may no longer
+    /// hold them), so its replica waits until the voter is removed.
+    LostVoter,
+}
+
+/// Pause between checks, while a node that lost its control-plane state
+/// waits to be removed from the control group's voters.
+pub const CONTROL_REJOIN_POLL_MS: u64 = 2_000;
+
+/// Longest a new control replica waits for each other member's answer
+/// (all asked at once) before deciding how to start; a member not up yet
+/// (a new cluster's) counts as having said nothing.
+pub const CONTROL_PROBE_TIMEOUT_MS: u64 = 500;
+
+async fn control_group_elsewhere(
+    remote: &Remote,
+    control: &[ControlMember],
+    me: NodeId,
+) -> ControlGroup {
+    use crate::wire::{Reply, Request};
+    let limit = Duration::from_millis(CONTROL_PROBE_TIMEOUT_MS);
+    let ask = |m: &ControlMember, req: Request| {
+        let addr = m.addr.clone();
+        async move {
+            tokio::time::timeout(limit, remote.call(&addr, 0, 0, &req))
+                .await
+                .ok()
+                .and_then(Result::ok)
+        }
+    };
+    let others: Vec<&ControlMember> = control.iter().filter(|m| m.id != me).collect();
+    let answers =
+        futures_util::future::join_all(others.iter().map(|m| ask(m, Request::Status))).await;
+    let mut seen = ControlGroup::Unknown;
+    for (m, answer) in others.iter().zip(answers) {
+        let Some(Reply::Status(groups)) = answer else {
+            continue;
+        };
+        let Some(g) = groups.into_iter().find(|g| g.group == CATALOG_GROUP) else {
+            continue;
+        };
+        if g.last_log_index == 0 {
+            continue;
+        }
+        if !g.voters.contains(&me) {
+            return ControlGroup::Exists;
+        }
+        seen = ControlGroup::Exists;
+        if let Some(Reply::Catalog(doc)) = ask(m, Request::Catalog { since: 0 }).await
+            && doc.nodes.iter().any(|n| n.id == me)
+        {
+            return ControlGroup::LostVoter;
+        }
+    }
+    seen
+}
+
+/// For a node that lost its control-plane state: once no other member
+/// counts it as a voter any more, starts its (empty) control-group replica
+/// for the leader to add back.
+async fn rejoin_when_removed(
+    host: Host,
+    remote: Remote,
+    control: Vec<ControlMember>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(CONTROL_REJOIN_POLL_MS)) => {}
+            _ = dynaraft_storage::stop_requested(&mut stop) => return,
+        }
+        if control_group_elsewhere(&remote, &control, host.id()).await == ControlGroup::Exists {
+            match host.start_group(CATALOG_GROUP, None).await {
+                Ok(_) => {
+                    tracing::info!(
+                        node = host.id(),
+                        "removed from the control group's voters: its control replica started empty, to be added back"
+                    );
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "control replica did not start; retrying"),
+            }
+        }
     }
 }
 

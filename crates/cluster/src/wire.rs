@@ -78,6 +78,12 @@ pub enum Request {
     Catalog {
         since: u64,
     },
+    /// At the control group's leader: remove voter `remove` and/or add
+    /// `add` (`dynaraft admin control`); answered with the voters after.
+    ChangeControlVoters {
+        remove: Option<u64>,
+        add: Option<(u64, dynaraft_raft::NodeInfo)>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,6 +106,8 @@ pub enum Reply {
     /// A leader transfer was submitted.
     Transferring,
     Catalog(CatalogDoc),
+    /// The control group's voters after a change.
+    Voters(Vec<u64>),
 }
 
 /// Part of a partition's change log: encoded records by sequence, the
@@ -139,6 +147,9 @@ pub struct GroupStatus {
     /// received yet, as its leader counts them (`None` from a follower).
     #[serde(default)]
     pub index_backlog: Option<u64>,
+    /// The group's voters as this replica knows them.
+    #[serde(default)]
+    pub voters: Vec<u64>,
 }
 
 /// One partition's replication to one peer region.
@@ -331,6 +342,11 @@ pub async fn execute(
             host.transfer_leader(group, to).await?;
             Reply::Transferring
         }
+        // Boxed: a membership change's future is large, and every
+        // in-process call's future would otherwise carry its size.
+        Request::ChangeControlVoters { remove, add } => {
+            Reply::Voters(Box::pin(host.change_control_voters(remove, add)).await?)
+        }
         Request::Status => Reply::Status(
             host.hosted()
                 .into_iter()
@@ -350,6 +366,7 @@ pub async fn execute(
                             })
                             .and_then(Result::ok)
                             .map(|(seq, delivered)| seq.saturating_sub(delivered)),
+                        voters: g.voters().into_iter().collect(),
                     }
                 })
                 .collect(),

@@ -257,6 +257,21 @@ impl RaftGroup {
         m.membership_config.membership().voter_ids().collect()
     }
 
+    /// The voters of the group's membership with their addresses and zones
+    /// (both halves while a joint membership is in effect).
+    pub fn voter_infos(&self) -> std::collections::BTreeMap<NodeId, crate::NodeInfo> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| voters.contains(*id))
+            .map(|(id, info)| (*id, info.clone()))
+            .collect()
+    }
+
     /// Why this replica's Raft stopped, if a storage error (or a panic)
     /// stopped it: its log, vote or state machine could not be written or
     /// read. A replica shut down on purpose reports nothing.

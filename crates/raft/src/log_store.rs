@@ -325,6 +325,12 @@ impl LogSet {
         self.votes.remove(group).await
     }
 
+    /// Whether this node holds anything of `group`'s Raft state: a log or
+    /// a vote (a replica that never had either is new here).
+    pub fn holds(&self, group: u64) -> bool {
+        self.logs.contains_key(&group) || self.votes.get(group).is_some()
+    }
+
     /// The log store of `group` (empty for a new group).
     pub fn store(&mut self, group: u64) -> LogStore {
         let log = self.logs.entry(group).or_default().clone();

@@ -372,6 +372,30 @@ enum AdminCmd {
         #[arg(long)]
         access_key_id: String,
     },
+    /// The control plane's own Raft group: without a subcommand, each
+    /// member's view (voters, leader, log, lag); `remove` and `add` change
+    /// its voters (replacing a lost member: deploy/README.md).
+    Control {
+        #[command(subcommand)]
+        change: Option<ControlCmd>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ControlCmd {
+    /// Remove a voter (a member lost for good, or one whose data is gone
+    /// and must rejoin empty). The others must still form a quorum.
+    Remove {
+        #[arg(long)]
+        node: u64,
+    },
+    /// Add a voter, as id=host:port@az: it joins as a learner and becomes
+    /// a voter once it has caught up. Start it (with itself in --control)
+    /// first.
+    Add {
+        #[arg(long, value_parser = ControlMember::parse)]
+        member: ControlMember,
+    },
 }
 
 fn parse_hex_u64(s: &str) -> Result<u64, String> {
@@ -696,6 +720,21 @@ async fn run() -> anyhow::Result<()> {
                         admin::delete_user(remote, &control, &access_key_id).await?
                     )
                 }
+                Some(AdminCmd::Control { change: None }) => {
+                    print!("{}", admin::control_report(remote, &control).await?)
+                }
+                Some(AdminCmd::Control {
+                    change: Some(ControlCmd::Remove { node }),
+                }) => print!(
+                    "{}",
+                    admin::change_control(remote, &control, Some(node), None).await?
+                ),
+                Some(AdminCmd::Control {
+                    change: Some(ControlCmd::Add { member }),
+                }) => print!(
+                    "{}",
+                    admin::change_control(remote, &control, None, Some(member)).await?
+                ),
             }
             Ok(())
         }
