@@ -35,7 +35,7 @@ import boto3
 import websocket
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ports import free_port, free_run  # noqa: E402
+from ports import free_port, free_run, start_embedded  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER_SH = os.path.join(HERE, "..", "..", "deploy", "local", "cluster.sh")
@@ -144,6 +144,17 @@ class Browser:
         self.proc.wait()
 
 
+def query(b, pk, op, sk, rows):
+    """Runs the item browser's query form; the cells' texts once `rows` rows show."""
+    b.fill("#browse select[name=mode]", "Query")
+    b.fill("#browse input[name=pkValue]", pk)
+    b.fill("#browse select[name=skOp]", op)
+    b.fill("#browse input[name=skValue]", sk)
+    b.click("#browse button[type=submit]")
+    b.wait(f"document.querySelectorAll('table.items tbody tr').length === {rows}", f"the query's {rows} items")
+    return b.eval("[...document.querySelectorAll('table.items td')].map(td => td.textContent)")
+
+
 def sign_in(b, key, secret):
     b.wait("!!document.querySelector('#sign-in')", "the sign-in form")
     b.fill("#sign-in input[name=accessKeyId]", key)
@@ -167,18 +178,7 @@ def raw_call(url, target, body, headers=None):
 
 
 def start(binary, *flags):
-    port = free_port()
-    proc = subprocess.Popen([binary, "embedded", "--in-memory", "--port", str(port),
-                             "--instant-transitions", *flags], stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + WAIT_S
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/", timeout=1)
-            return proc, url
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("the server did not start")
+    return start_embedded(binary, tempfile.mkdtemp(prefix="dynaraft-console-"), free_port(), *flags)
 
 
 def embedded(binary, b, shots):
@@ -244,22 +244,11 @@ def embedded(binary, b, shots):
         b.wait("document.getElementById('page-info')?.innerText === 'Items 51–60'", "the third page")
         assert b.eval("document.getElementById('next-page').disabled") is True
         # A query: one partition key, a sort-key range.
-        b.fill("#browse select[name=mode]", "Query")
-        b.fill("#browse input[name=pkValue]", "user#0")
-        b.fill("#browse select[name=skOp]", "<")
-        b.fill("#browse input[name=skValue]", "20")
-        b.click("#browse button[type=submit]")
-        b.wait("document.querySelectorAll('table.items tbody tr').length === 4", "the query's 4 items")
+        shown = query(b, "user#0", "<", "20", 4)
         cells = b.eval("[...document.querySelectorAll('table.items tbody tr')].map(r => r.cells[1].textContent)")
         assert cells == ["0", "6", "12", "18"], cells
-        shown = b.eval("[...document.querySelectorAll('table.items td')].map(td => td.textContent)")
         assert XSS[0] in shown, shown
-        b.fill("#browse select[name=skOp]", "=")
-        b.fill("#browse input[name=pkValue]", "user#1")
-        b.fill("#browse input[name=skValue]", "1")
-        b.click("#browse button[type=submit]")
-        b.wait("document.querySelectorAll('table.items tbody tr').length === 1", "the query's one item")
-        shown = b.eval("[...document.querySelectorAll('table.items td')].map(td => td.textContent)")
+        shown = query(b, "user#1", "=", "1", 1)
         assert XSS[1] in shown, shown
         assert b.eval("window.__xss === undefined"), "markup from an item ran"
         assert b.eval("document.querySelectorAll('main script, main img').length") == 0, \

@@ -13,9 +13,10 @@ Usage: control_replace.py <dynaraft binary>
 3. `dynaraft admin control add --member 3=...`: node 3 joins as a learner,
    catches up and becomes a voter; `admin control` shows it caught up.
 4. Node 1 is stopped: the control group (now 2 and 3) still has a quorum,
-   so a catalog change (tags) commits, and both tables (the one made
-   before the loss, the one made while node 3 was lost) take writes and
-   read back whole.
+   so a catalog change (tags) commits, both tables (the one made before
+   the loss, the one made while node 3 was lost) take writes and read back
+   whole, and a table created now serves (its partitions form on nodes 2
+   and 3 although their placement names node 1 first).
 """
 import os
 import subprocess
@@ -128,8 +129,13 @@ def main():
                 ddb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
             got = ddb.scan(TableName=table, ConsistentRead=True)["Count"]
             assert got == n + 5, f"{table}: {got} of {n + 5}"
+        # A table made now: its partitions' placement names node 1 (down)
+        # first; the other replicas initialise them after waiting for it.
+        started = time.time()
+        create_and_write(ddb, "after", 10)
         print("node 1 stopped: a catalog change committed by the control group on nodes 2 and 3; "
-              "both tables written and read back whole")
+              "both tables written and read back whole; a new table created and written in "
+              f"{time.time() - started:.1f} s")
     finally:
         subprocess.run([CLUSTER_SH, "stop", root], check=False)
 

@@ -432,23 +432,13 @@ pub async fn control_report(
     let leader = rows
         .iter()
         .find_map(|(_, s)| s.as_ref().and_then(|s| s.as_ref()).and_then(|g| g.leader));
-    let head = rows
+    // The leader's own view: its log head and its voters.
+    let led = rows
         .iter()
         .filter(|(m, _)| Some(m.id) == leader)
-        .find_map(|(_, s)| {
-            s.as_ref()
-                .and_then(|s| s.as_ref())
-                .map(|g| g.last_log_index)
-        });
-    let voters = rows
-        .iter()
-        .filter(|(m, _)| Some(m.id) == leader)
-        .find_map(|(_, s)| {
-            s.as_ref()
-                .and_then(|s| s.as_ref())
-                .map(|g| g.voters.clone())
-        })
-        .unwrap_or_default();
+        .find_map(|(_, s)| s.as_ref().and_then(|s| s.as_ref()));
+    let head = led.map(|g| g.last_log_index);
+    let voters = led.map(|g| g.voters.clone()).unwrap_or_default();
     let mut out = String::new();
     let _ = writeln!(
         out,

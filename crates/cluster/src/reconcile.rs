@@ -1,6 +1,7 @@
 //! Keeps a storage node's replicas equal to what the catalog assigns it:
 //! starts the replicas of new partitions (the first replica named by the
-//! original placement, epoch 1, initialises the group's membership) and
+//! original placement, epoch 1, initialises the group's membership, the
+//! others too if it stays silent: [`LATE_INITIALIZE_MS`]) and
 //! removes those it no longer holds. The catalog is the desired state and
 //! Raft membership follows it: the leader of each group changes the voters
 //! to the catalog's replicas when they differ (after a re-replication, see
@@ -84,11 +85,25 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
                 );
             }
             None => {
-                // A replica added later (epoch > 1) joins through the
-                // leader's membership change, never by initialising.
-                let first = p.epoch == 1 && p.replicas.first() == Some(&host.id());
-                let init = first.then(|| members(catalog, &p.replicas)).flatten();
-                host.start_group(*group, init).await?;
+                // The first replica of the original placement (epoch 1)
+                // initialises the membership; the others do too, with the
+                // same members, if it has not reached them after
+                // LATE_INITIALIZE_MS (it may be down: the partition then
+                // forms without it). A replica added later (epoch > 1)
+                // joins through the leader's membership change, never by
+                // initialising.
+                let original = p.epoch == 1;
+                let first = p.replicas.first() == Some(&host.id());
+                let init = (original && first)
+                    .then(|| members(catalog, &p.replicas))
+                    .flatten();
+                let g = host.start_group(*group, init).await?;
+                if original
+                    && !first
+                    && let Some(m) = members(catalog, &p.replicas)
+                {
+                    host.spawn(move |_, stop| initialize_late(g, m, stop));
+                }
             }
         }
     }
@@ -129,6 +144,39 @@ fn may_start(host: &Host, p: &dynaraft_storage::PartitionMeta) -> Result<bool, S
 /// Longest a leader leaving a group waits for its leadership transfer to
 /// take effect before it changes the membership itself, in milliseconds.
 pub const HAND_OVER_WAIT_MS: u64 = 2_000;
+
+/// How long a replica of a new partition that its placement does not name
+/// first waits to hear from the group before initialising the same
+/// membership itself, in milliseconds: far more than the first replica
+/// takes to initialise, campaign and replicate the membership (a few
+/// milliseconds to one election), so it only acts when that replica is
+/// down.
+pub const LATE_INITIALIZE_MS: u64 = 3_000;
+
+/// Initialises `g` with `members` after [`LATE_INITIALIZE_MS`] if it has
+/// still heard of no leader and holds no log (openraft allows several
+/// replicas to initialise the same membership; one that already has a log
+/// or a vote refuses, which `RaftGroup::initialize` takes as done).
+async fn initialize_late(
+    g: RaftGroup,
+    members: BTreeMap<u64, NodeInfo>,
+    mut stop: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(Duration::from_millis(LATE_INITIALIZE_MS)) => {}
+        _ = dynaraft_storage::stop_requested(&mut stop) => return,
+    }
+    if g.leader().is_some() || g.progress() != (0, 0) {
+        return;
+    }
+    match g.initialize(members).await {
+        Ok(()) => tracing::info!(
+            group = g.group,
+            "no word from the partition's first replica: initialised its membership here"
+        ),
+        Err(e) => tracing::debug!(group = g.group, error = %e, "late initialisation failed"),
+    }
+}
 /// Pause between checks of whether the transfer took effect, in
 /// milliseconds.
 const HAND_OVER_POLL_MS: u64 = 10;

@@ -232,6 +232,16 @@ function keyInputs(prefix, optional) {
   return { name, type };
 }
 
+// The attribute definitions and key schema the key inputs describe (the
+// sort key only when named).
+function keyFromInputs(pk, sk) {
+  const keys = [[pk, 'HASH'], [sk, 'RANGE']].filter(([k]) => k.name.value);
+  return {
+    defs: keys.map(([k]) => ({ AttributeName: k.name.value, AttributeType: k.type.value })),
+    schema: keys.map(([k, role]) => ({ AttributeName: k.name.value, KeyType: role })),
+  };
+}
+
 async function tablesView() {
   const tables = await listTables();
   const pk = keyInputs('pk', false);
@@ -239,12 +249,7 @@ async function tablesView() {
   const name = el('input', { name: 'tableName', required: true, pattern: '[A-Za-z0-9_.\\-]{3,255}' });
   const create = el('form', { class: 'inline', id: 'create-table', onsubmit: async ev => {
     ev.preventDefault();
-    const defs = [{ AttributeName: pk.name.value, AttributeType: pk.type.value }];
-    const schema = [{ AttributeName: pk.name.value, KeyType: 'HASH' }];
-    if (sk.name.value) {
-      defs.push({ AttributeName: sk.name.value, AttributeType: sk.type.value });
-      schema.push({ AttributeName: sk.name.value, KeyType: 'RANGE' });
-    }
+    const { defs, schema } = keyFromInputs(pk, sk);
     await act(() => ddb('CreateTable', { TableName: name.value, AttributeDefinitions: defs, KeySchema: schema,
       BillingMode: 'PAY_PER_REQUEST' }));
   } },
@@ -317,12 +322,7 @@ async function tableView(name) {
   const iname = el('input', { name: 'indexName', required: true });
   const addIndex = el('form', { class: 'inline', id: 'add-index', onsubmit: async ev => {
     ev.preventDefault();
-    const defs = [{ AttributeName: ipk.name.value, AttributeType: ipk.type.value }];
-    const schema = [{ AttributeName: ipk.name.value, KeyType: 'HASH' }];
-    if (isk.name.value) {
-      defs.push({ AttributeName: isk.name.value, AttributeType: isk.type.value });
-      schema.push({ AttributeName: isk.name.value, KeyType: 'RANGE' });
-    }
+    const { defs, schema } = keyFromInputs(ipk, isk);
     const create = { IndexName: iname.value, KeySchema: schema, Projection: { ProjectionType: 'ALL' } };
     const pt = t.ProvisionedThroughput;
     if (((t.BillingModeSummary || {}).BillingMode || 'PROVISIONED') === 'PROVISIONED' && pt) {
