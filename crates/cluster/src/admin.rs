@@ -542,7 +542,7 @@ pub async fn change_control(
                 SplitError::Refused(format!("the leader, node {leader}, has no known address"))
             })?,
     };
-    let call = Request::ChangeControlVoters {
+    let call = Request::ChangeVoters {
         remove,
         add: add.map(|m| {
             (

@@ -177,6 +177,10 @@ struct Inner {
     /// `changing`, so other groups start meanwhile); none of them may start
     /// again until it is gone.
     dropping: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// Groups this node held before it lost its data directory: their
+    /// replicas may not start until their leaders no longer count this node
+    /// as a voter (see `node::rejoin_lost_replicas`).
+    held_back: std::sync::Mutex<std::collections::BTreeSet<u64>>,
     /// Poked after every proposal this node commits, so the index feeder
     /// delivers a write's change record at once instead of at its next
     /// poll (one stored permit: pokes between passes are not lost).
@@ -242,6 +246,7 @@ impl Host {
                 groups: ArcSwap::from_pointee(HashMap::new()),
                 changing: tokio::sync::Mutex::new(()),
                 dropping: std::sync::Mutex::new(std::collections::HashSet::new()),
+                held_back: std::sync::Mutex::new(std::collections::BTreeSet::new()),
                 feed_wakeup: tokio::sync::Notify::new(),
                 heat: crate::heat::Heat::default(),
                 stop,
@@ -463,6 +468,36 @@ impl Host {
         Ok(())
     }
 
+    /// Keeps `groups`' replicas from starting here (`Host::release`
+    /// lets each go).
+    pub fn hold_back(&self, groups: impl IntoIterator<Item = u64>) {
+        if let Ok(mut h) = self.inner.held_back.lock() {
+            h.extend(groups);
+        }
+    }
+
+    /// Whether `group`'s replica is held back (see [`Host::hold_back`]).
+    pub fn is_held_back(&self, group: u64) -> bool {
+        // A poisoned lock means a panic mid-update: assume the worst.
+        self.inner
+            .held_back
+            .lock()
+            .map_or(true, |h| h.contains(&group))
+    }
+
+    /// Lets `group`'s replica start again.
+    pub fn release(&self, group: u64) {
+        if let Ok(mut h) = self.inner.held_back.lock() {
+            h.remove(&group);
+        }
+    }
+
+    /// Whether this node holds no Raft state at all (a new or lost data
+    /// directory).
+    pub async fn holds_no_log(&self) -> bool {
+        self.inner.logs.lock().await.is_empty()
+    }
+
     fn is_dropping(&self, group: u64) -> bool {
         // A poisoned lock means a panic mid-update: assume the worst.
         self.inner
@@ -672,19 +707,20 @@ impl Host {
         self.inner.logs.lock().await.holds(group)
     }
 
-    /// At the control group's leader: removes voter `remove` and/or adds
-    /// `add` (as a learner until it has caught up, then a voter, in one
-    /// joint change); the voters after. Refused when the change would leave
-    /// no voter, names a voter twice or removes a node that is not one.
-    pub async fn change_control_voters(
+    /// At `group`'s leader: removes voter `remove` and/or adds `add` (as a
+    /// learner until it has caught up, then a voter, in one joint change);
+    /// the voters after. Refused when the change would leave no voter,
+    /// names a voter twice or removes a node that is not one.
+    pub async fn change_voters(
         &self,
+        group: u64,
         remove: Option<u64>,
         add: Option<(u64, NodeInfo)>,
     ) -> Result<Vec<u64>, ClusterError> {
-        let g = self.hosted_group(machine::CATALOG_GROUP)?;
+        let g = self.hosted_group(group)?;
         if !g.is_leader() {
             return Err(ClusterError::Unavailable(format!(
-                "node {} does not lead the control group (leader: {:?})",
+                "node {} does not lead group {group} (leader: {:?})",
                 self.id(),
                 g.leader()
             )));
@@ -694,27 +730,27 @@ impl Host {
             && voters.remove(&id).is_none()
         {
             return Err(ClusterError::Unavailable(format!(
-                "node {id} is not a voter of the control group (voters: {:?})",
+                "node {id} is not a voter of group {group} (voters: {:?})",
                 voters.keys().collect::<Vec<_>>()
             )));
         }
         if let Some((id, info)) = add {
             if voters.contains_key(&id) {
                 return Err(ClusterError::Unavailable(format!(
-                    "node {id} is already a voter of the control group"
+                    "node {id} is already a voter of group {group}"
                 )));
             }
             voters.insert(id, info);
         }
         if voters.is_empty() {
-            return Err(ClusterError::Unavailable(
-                "the control group cannot be left without a voter".into(),
-            ));
+            return Err(ClusterError::Unavailable(format!(
+                "group {group} cannot be left without a voter"
+            )));
         }
         let ids = voters.keys().copied().collect();
         g.change_voters(voters)
             .await
-            .map_err(|e| with_group(e.into(), machine::CATALOG_GROUP))?;
+            .map_err(|e| with_group(e.into(), group))?;
         Ok(ids)
     }
 

@@ -14,7 +14,7 @@ use dynaraft_raft::grpc::Channels;
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,6 +85,9 @@ impl ClusterNode {
         listener: tokio::net::TcpListener,
     ) -> Result<ClusterNode, StorageError> {
         let host = Host::open(cfg.host.clone()).await?;
+        // No Raft state at all: a new data directory, or a lost one (told
+        // apart by whether the cluster knows this node already).
+        let fresh = host.holds_no_log().await;
         let catalog = Arc::new(CatalogWatch::default());
         let remote = Remote::new(host.channels());
         let c = catalog.clone();
@@ -145,12 +148,28 @@ impl ClusterNode {
             let (c, r) = (catalog.clone(), remote.clone());
             host.spawn(move |_, stop| remote::feed_catalog(r, addrs, c, stop));
         }
+        // The data partitions this node held before its data was lost:
+        // none may start here as the voter it was (see
+        // `rejoin_lost_replicas`).
+        let (seen, lost) = if fresh {
+            lost_replicas(&remote, &cfg.control, host.id()).await
+        } else {
+            (0, BTreeSet::new())
+        };
+        host.hold_back(lost.iter().copied());
         let router = Router::new(
             catalog.clone(),
             Some(host.clone()),
             cfg.control.clone(),
             remote,
         );
+        if !lost.is_empty() {
+            tracing::warn!(node = host.id(), groups = ?lost,
+                "this node's data directory is new but the cluster knows the node: each partition replica it held \
+                 rejoins empty, after its leader removes it from the voters, and is added back once caught up");
+            let r = router.clone();
+            host.spawn(move |h, stop| rejoin_lost_replicas(h, r, seen, lost, stop));
+        }
         let record = NodeRecord {
             id: host.id(),
             addr: cfg.host.addr.clone(),
@@ -297,6 +316,126 @@ async fn rejoin_when_removed(
             }
         }
     }
+}
+
+/// The data partitions (of tables and global indexes) a node with a new
+/// data directory held before, when the cluster knows the node: the
+/// catalog from the first control member that answers lists it and places
+/// replicas on it; with that catalog's version. Empty when nobody answers
+/// (a new cluster) or the node is new to the cluster.
+async fn lost_replicas(
+    remote: &Remote,
+    control: &[ControlMember],
+    me: NodeId,
+) -> (u64, BTreeSet<u64>) {
+    let limit = Duration::from_millis(CONTROL_PROBE_TIMEOUT_MS);
+    for m in control.iter().filter(|m| m.id != me) {
+        let call = crate::wire::Request::Catalog { since: 0 };
+        let answer = tokio::time::timeout(limit, remote.call(&m.addr, 0, 0, &call)).await;
+        let Ok(Ok(crate::wire::Reply::Catalog(doc))) = answer else {
+            continue;
+        };
+        if !doc.nodes.iter().any(|n| n.id == me) {
+            return (doc.version, BTreeSet::new());
+        }
+        let groups = doc
+            .tables
+            .iter()
+            .flat_map(|t| t.all_partitions())
+            .filter(|p| p.replicas.contains(&me))
+            .map(|p| p.group)
+            .collect();
+        return (doc.version, groups);
+    }
+    (0, BTreeSet::new())
+}
+
+/// Pause between rounds while replicas lost with the data directory wait
+/// to leave their groups' voters.
+pub const REJOIN_RETRY_MS: u64 = 1_000;
+
+/// For each data partition whose replica here was lost with the data
+/// directory: asks the group's leader to remove this node from the voters
+/// (an empty replica counted as a voter could help elect a leader without
+/// entries it had acknowledged), then starts the replica empty; the
+/// leader's reconciler then adds it back as a learner and makes it a voter
+/// once caught up (`reconcile::align_voters`). A group gone from the catalog,
+/// or no longer placed here, is simply let go, judged only by a catalog at
+/// least as new as version `seen` (the one `lost` was read from: an older
+/// one, such as the empty catalog before the first arrives, would let every
+/// group go).
+async fn rejoin_lost_replicas(
+    host: Host,
+    router: Router,
+    seen: u64,
+    mut lost: BTreeSet<u64>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    while !lost.is_empty() {
+        let catalog = router.catalog().get();
+        let mut done = Vec::new();
+        for &group in lost.iter().filter(|_| catalog.version >= seen) {
+            let Some((_, p)) = catalog.partitions.get(&group) else {
+                done.push(group);
+                continue;
+            };
+            if !p.replicas.contains(&host.id()) {
+                done.push(group);
+                continue;
+            }
+            if !left_voters(&router, group, &p.replicas, host.id()).await {
+                continue;
+            }
+            match host.start_group(group, None).await {
+                Ok(_) => {
+                    tracing::info!(
+                        node = host.id(),
+                        group,
+                        "lost replica left the voters and started empty; its leader adds it back"
+                    );
+                    done.push(group);
+                }
+                Err(e) => tracing::warn!(group, error = %e, "lost replica did not start; retrying"),
+            }
+        }
+        for group in done {
+            lost.remove(&group);
+            host.release(group);
+        }
+        if lost.is_empty() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(REJOIN_RETRY_MS)) => {}
+            _ = dynaraft_storage::stop_requested(&mut stop) => return,
+        }
+    }
+}
+
+/// Whether `group`'s leader (among `replicas`) no longer counts `me` as a
+/// voter, asking it to remove `me` when it still does.
+async fn left_voters(router: &Router, group: u64, replicas: &[NodeId], me: NodeId) -> bool {
+    for &r in replicas.iter().filter(|r| **r != me) {
+        let Ok(groups) = router.node_status(r).await else {
+            continue;
+        };
+        let Some(g) = groups.into_iter().find(|g| g.group == group) else {
+            continue;
+        };
+        if g.leader != Some(r) {
+            continue;
+        }
+        if !g.voters.contains(&me) {
+            return true;
+        }
+        match router.remove_voter(r, group, me).await {
+            Ok(voters) => return !voters.contains(&me),
+            Err(e) => {
+                tracing::debug!(group, error = %e, "removing the lost replica failed; retrying")
+            }
+        }
+    }
+    false
 }
 
 /// Starts the tasks that follow the catalog on a node: the reconciler

@@ -76,6 +76,10 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
     for (group, p) in &want {
         match host.group(*group) {
             Some(g) => align_voters(&g, catalog, &p.replicas).await?,
+            // Its replica here was lost with the data directory: it starts
+            // once its leader no longer counts this node as a voter
+            // (`node::rejoin_lost_replicas`).
+            None if host.is_held_back(*group) => {}
             None if !may_start(host, p)? => {
                 outcome = Reconciled::ChildWaits;
                 tracing::debug!(

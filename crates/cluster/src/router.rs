@@ -619,6 +619,24 @@ impl Router {
         }
     }
 
+    /// Asks node `id`, which leads `group`, to remove voter `remove` (one
+    /// attempt, no retries); the voters after.
+    pub async fn remove_voter(
+        &self,
+        id: NodeId,
+        group: u64,
+        remove: NodeId,
+    ) -> Result<Vec<u64>, ClusterError> {
+        let call = Request::ChangeVoters {
+            remove: Some(remove),
+            add: None,
+        };
+        match self.attempt(id, group, 0, &call).await? {
+            Reply::Voters(v) => Ok(v),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// Whether node `id` answers (one attempt, no retries).
     pub async fn ping(&self, id: NodeId) -> Result<(), ClusterError> {
         match self.attempt(id, CATALOG_GROUP, 0, &Request::Ping).await? {

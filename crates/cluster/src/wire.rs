@@ -78,9 +78,11 @@ pub enum Request {
     Catalog {
         since: u64,
     },
-    /// At the control group's leader: remove voter `remove` and/or add
-    /// `add` (`dynaraft admin control`); answered with the voters after.
-    ChangeControlVoters {
+    /// At the group's leader: remove voter `remove` and/or add `add`
+    /// (`dynaraft admin control` for the control group; a node that lost
+    /// its data leaving its partitions' voters); answered with the voters
+    /// after.
+    ChangeVoters {
         remove: Option<u64>,
         add: Option<(u64, dynaraft_raft::NodeInfo)>,
     },
@@ -106,7 +108,7 @@ pub enum Reply {
     /// A leader transfer was submitted.
     Transferring,
     Catalog(CatalogDoc),
-    /// The control group's voters after a change.
+    /// A group's voters after a change.
     Voters(Vec<u64>),
 }
 
@@ -344,8 +346,8 @@ pub async fn execute(
         }
         // Boxed: a membership change's future is large, and every
         // in-process call's future would otherwise carry its size.
-        Request::ChangeControlVoters { remove, add } => {
-            Reply::Voters(Box::pin(host.change_control_voters(remove, add)).await?)
+        Request::ChangeVoters { remove, add } => {
+            Reply::Voters(Box::pin(host.change_voters(group, remove, add)).await?)
         }
         Request::Status => Reply::Status(
             host.hosted()

@@ -325,6 +325,12 @@ impl LogSet {
         self.votes.remove(group).await
     }
 
+    /// Whether this node holds no Raft state at all: no group's log and no
+    /// vote (a new data directory, or a lost one).
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty() && self.votes.votes.lock().is_ok_and(|v| v.is_empty())
+    }
+
     /// Whether this node holds anything of `group`'s Raft state: a log or
     /// a vote (a replica that never had either is new here).
     pub fn holds(&self, group: u64) -> bool {
