@@ -99,6 +99,21 @@ async fn replicas_of_a_down_node_move_to_another_node_of_its_zone() {
     create_table(&c.client, "orders", None).await;
     let (mut acked, _) = write_loop(&c.client, 0..20).await;
     assert_eq!(acked.len(), 20);
+    let started = Instant::now();
+    eventually(10, "node 3's catalog to have the table", || {
+        c.node(2)
+            .is_some_and(|n| n.router.table("orders").is_some())
+    })
+    .await;
+    eprintln!("DIAG waited {:?}", started.elapsed());
+    // Node 3's catalog is a follower's: it has the table once its control
+    // replica has applied the change (at start-up its first entries can
+    // trail the others' by a replication retry).
+    eventually(10, "node 3's catalog to have the table", || {
+        c.node(2)
+            .is_some_and(|n| n.router.table("orders").is_some())
+    })
+    .await;
     let table = c
         .node(2)
         .expect("node 3")

@@ -5,9 +5,14 @@
 //! Record format, little-endian: `[len u32][crc32 u32][group u64][index u64]
 //! [command bytes]`, where `len` counts everything after the crc and the crc
 //! covers the same bytes. The log is a sequence of segment files
-//! `wal-<seq>.log`. A torn record at the end of the newest segment (a crash
-//! mid-write) is cut off at startup; a bad record anywhere else is
-//! corruption and startup fails with an error naming the segment.
+//! `wal-<seq>.log`. Every batch written ends with a marker record (group
+//! [`BATCH_END_GROUP`], index: the batch's number in its segment, from 1,
+//! no payload). A batch is written only after the one before it was
+//! fsynced, so a batch found on disk after damaged bytes proves that the
+//! damaged batch was acknowledged. At startup a torn write at the end of the
+//! newest segment (a crash mid-write) is cut off; a bad record anywhere else,
+//! or in the newest segment with a later batch after it, is corruption, and
+//! startup fails with an error naming the segment and the byte.
 //!
 //! One writer at a time: the writer thread holds an exclusive lock on the
 //! directory's `LOCK` file for as long as it runs, so a log reopened in the
@@ -158,12 +163,25 @@ impl Wal {
         let last = segs.last().copied();
         for &seq in &segs {
             let path = segment_path(dir, seq);
-            let (recs, good_len) = read_segment(&path)?;
+            let Segment {
+                records: recs,
+                good_len,
+                later_batch_at: later_batch,
+            } = read_segment(&path)?;
             let file_len = std::fs::metadata(&path)?.len();
             if good_len < file_len {
                 if Some(seq) != last {
                     return Err(StorageError::Corrupt(format!(
                         "bad record at byte {good_len} of {}",
+                        path.display()
+                    )));
+                }
+                if let Some(at) = later_batch {
+                    return Err(StorageError::Corrupt(format!(
+                        "bad record at byte {good_len} of {}, followed by a written batch at byte {at}: \
+                         acknowledged entries are damaged, not a torn last write; restore the data \
+                         directory from a backup, or in a cluster move it aside and restart the node \
+                         empty (its replicas rejoin from the other zones)",
                         path.display()
                     )));
                 }
@@ -197,6 +215,7 @@ impl Wal {
             segment_bytes: segment_bytes.max(1),
             current: BTreeMap::new(),
             closed: closed.clone(),
+            batches: 0,
         };
         std::thread::Builder::new()
             .name("dynaraft-wal".into())
@@ -370,6 +389,8 @@ struct Writer {
     segment_bytes: u64,
     current: BTreeMap<u64, u64>,
     closed: Arc<Mutex<SegmentIndex>>,
+    /// Batches written to the current segment (numbers their markers).
+    batches: u64,
 }
 
 impl Writer {
@@ -384,6 +405,13 @@ impl Writer {
                     *e = (*e).max(r.index);
                 }
             }
+            self.batches += 1;
+            let end = WalRecord {
+                group: BATCH_END_GROUP,
+                index: self.batches,
+                payload: Vec::new(),
+            };
+            encode_record(&end, &mut buf);
             let result = self.write_durably(&buf).map_err(|e| e.to_string());
             if let Err(e) = &result {
                 tracing::error!(error = %e, "WAL write failed; the node stops accepting writes");
@@ -425,9 +453,14 @@ impl Writer {
         self.seq = next;
         self.file = file;
         self.written = 0;
+        self.batches = 0;
         Ok(())
     }
 }
+
+/// The group of the record that ends every written batch (no real group
+/// has it: ids are allocated upwards from 0).
+pub const BATCH_END_GROUP: u64 = u64::MAX;
 
 fn encode_record(r: &WalRecord, out: &mut Vec<u8>) {
     let len = 16 + r.payload.len();
@@ -441,37 +474,69 @@ fn encode_record(r: &WalRecord, out: &mut Vec<u8>) {
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Reads every intact record; returns them and the length of the intact
-/// prefix of the file.
-fn read_segment(path: &Path) -> Result<(Vec<WalRecord>, u64), StorageError> {
+/// The record at `pos` of `bytes` if it is intact: (group, index, payload,
+/// its length in bytes).
+fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, u64, &[u8], usize)> {
+    let header = bytes.get(pos..pos + HEADER_BYTES)?;
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if !(16..=WAL_MAX_RECORD_BYTES).contains(&len) {
+        return None;
+    }
+    let body = bytes.get(pos + HEADER_BYTES..pos + HEADER_BYTES + len)?;
+    if crc32fast::hash(body) != crc {
+        return None;
+    }
+    let (g, rest) = body.split_at(8);
+    let (i, payload) = rest.split_at(8);
+    let group = u64::from_le_bytes(g.try_into().ok()?);
+    let index = u64::from_le_bytes(i.try_into().ok()?);
+    Some((group, index, payload, HEADER_BYTES + len))
+}
+
+/// What a segment holds: its intact records (batch markers left out), the
+/// length of its intact prefix, and, when damaged bytes follow that prefix,
+/// whether a batch written after the damaged one is on disk beyond them.
+struct Segment {
+    records: Vec<WalRecord>,
+    good_len: u64,
+    later_batch_at: Option<u64>,
+}
+
+fn read_segment(path: &Path) -> Result<Segment, StorageError> {
     let mut bytes = Vec::new();
     File::open(path)?.read_to_end(&mut bytes)?;
-    let mut out = Vec::new();
+    let mut records = Vec::new();
     let mut pos = 0usize;
-    while let Some(header) = bytes.get(pos..pos + HEADER_BYTES) {
-        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if !(16..=WAL_MAX_RECORD_BYTES).contains(&len) {
-            break;
+    // The number of the last batch whose marker is intact.
+    let mut last_batch = 0;
+    while let Some((group, index, payload, len)) = record_at(&bytes, pos) {
+        if group == BATCH_END_GROUP {
+            last_batch = index;
+        } else {
+            records.push(WalRecord {
+                group,
+                index,
+                payload: payload.to_vec(),
+            });
         }
-        let Some(body) = bytes.get(pos + HEADER_BYTES..pos + HEADER_BYTES + len) else {
-            break;
-        };
-        if crc32fast::hash(body) != crc {
-            break;
-        }
-        let (g, rest) = body.split_at(8);
-        let (i, payload) = rest.split_at(8);
-        let group = u64::from_le_bytes(g.try_into().unwrap_or([0; 8]));
-        let index = u64::from_le_bytes(i.try_into().unwrap_or([0; 8]));
-        out.push(WalRecord {
-            group,
-            index,
-            payload: payload.to_vec(),
-        });
-        pos += HEADER_BYTES + len;
+        pos += len;
     }
-    Ok((out, pos as u64))
+    // Intact batch markers beyond the damage: the damaged bytes belong to
+    // batch last_batch + 1; a marker of any batch after that one proves it
+    // was fsynced before (its own marker may be torn with it).
+    let later_batch_at = (pos + 1..bytes.len())
+        .find(|&at| {
+            record_at(&bytes, at).is_some_and(|(g, i, p, _)| {
+                g == BATCH_END_GROUP && p.is_empty() && i > last_batch + 1
+            })
+        })
+        .map(|at| at as u64);
+    Ok(Segment {
+        records,
+        good_len: pos as u64,
+        later_batch_at,
+    })
 }
 
 /// Segments are deleted oldest first, so those left are numbered without
@@ -588,9 +653,10 @@ mod tests {
         let full = buf.len();
         buf.extend_from_slice(&[1, 2, 3]); // torn tail
         std::fs::write(segment_path(&dir, 1), &buf).unwrap();
-        let (recs, good) = read_segment(&segment_path(&dir, 1)).unwrap();
-        assert_eq!(recs.len(), 3);
-        assert_eq!(good as usize, full);
+        let seg = read_segment(&segment_path(&dir, 1)).unwrap();
+        assert_eq!(seg.records.len(), 3);
+        assert_eq!(seg.good_len as usize, full);
+        assert_eq!(seg.later_batch_at, None);
         // flip a payload byte of record 2: only record 1 survives
         let mut bad = buf.clone();
         bad[full / 3 + 20] ^= 0xFF;
@@ -598,6 +664,56 @@ mod tests {
         std::fs::write(segment_path(&dir, 2), b"").unwrap();
         let err = Wal::open(&dir).err().expect("corruption must be reported");
         assert!(err.to_string().contains("bad record"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// In the newest segment, a damaged record followed by a written batch
+    /// is corruption (that batch was acknowledged after it), refused with
+    /// the byte; a damaged last batch is a torn write, cut; the batch
+    /// markers never reach the caller.
+    #[tokio::test]
+    async fn damage_before_a_later_batch_is_corruption_not_a_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-wal-mid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open_with(&dir, WAL_SEGMENT_BYTES).unwrap();
+        append_each(&wal, 1..=6).await;
+        drop(wal);
+        let (_, records) = reopen(&dir).unwrap();
+        assert_eq!(records.len(), 6, "markers are not records");
+        assert!(records.iter().all(|r| r.group != BATCH_END_GROUP));
+        let segs = list_segments(&dir).unwrap();
+        // The segment the six batches went to (reopening started a new one).
+        let path = segment_path(&dir, segs[segs.len() - 2]);
+        let bytes = std::fs::read(&path).unwrap();
+        let _ = std::fs::remove_file(segment_path(&dir, segs[segs.len() - 1]));
+        // A byte of the last batch: torn, cut, five records left.
+        let mut torn = bytes.clone();
+        let at = torn.len() - 30;
+        torn[at] ^= 0xFF;
+        std::fs::write(&path, &torn).unwrap();
+        let (_, records) = reopen(&dir).expect("a torn last batch is cut");
+        assert_eq!(records.len(), 5);
+        // A byte of the second batch: later batches were written after it.
+        let segs = list_segments(&dir).unwrap();
+        let _ = std::fs::remove_file(segment_path(&dir, segs[segs.len() - 1]));
+        // A byte of the second batch, then of the marker that ends the
+        // fifth: later batches were written after each.
+        let batch = bytes.len() / 6;
+        for at in [batch + 40, 5 * batch - 10] {
+            let segs = list_segments(&dir).unwrap();
+            if segs.len() > 1 {
+                let _ = std::fs::remove_file(segment_path(&dir, segs[segs.len() - 1]));
+            }
+            let mut bad = bytes.clone();
+            bad[at] ^= 0xFF;
+            std::fs::write(&path, &bad).unwrap();
+            let Err(err) = reopen(&dir) else {
+                panic!("damaged acknowledged entries (byte {at}) were cut as a torn tail");
+            };
+            let err = err.to_string();
+            assert!(err.contains("followed by a written batch"), "{err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
