@@ -198,8 +198,10 @@ fn get(serving: &Serving, req: &Request<Incoming>, request_id: &str) -> Response
             None => text_response(200, "ready\n", request_id),
         },
         (path, Serving::Up(api)) if api.cfg.console && path.starts_with("/console") => {
-            let users = api.router.catalog().get().users.clone();
-            let authenticating = api.cfg.auth.as_ref().is_some_and(|a| a.enabled(&users));
+            let authenticating = || {
+                let users = api.router.catalog().get().users.clone();
+                api.cfg.auth.as_ref().is_some_and(|a| a.enabled(&users))
+            };
             match crate::console::asset(path, &api.cfg, authenticating) {
                 Some((content_type, body)) => {
                     let mut r = respond(200, content_type, body, request_id);

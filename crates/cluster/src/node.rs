@@ -14,6 +14,7 @@ use dynaraft_raft::grpc::Channels;
 use dynaraft_raft::{NodeId, NodeInfo};
 use dynaraft_storage::machine::CATALOG_GROUP;
 use dynaraft_storage::{Command, NodeRecord, StorageError};
+use futures_util::future::join_all;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,16 @@ impl ClusterNode {
                 tracing::error!(error = %e, "gRPC server failed");
             }
         });
-        if cfg.control.iter().any(|m| m.id == host.id()) {
+        let member = cfg.control.iter().any(|m| m.id == host.id());
+        // What the other members know, asked once, and only by a node with
+        // new Raft state (all of it, or its control replica's).
+        let probe = if fresh || (member && !host.holds_log(CATALOG_GROUP).await) {
+            Probe::ask(&remote, &cfg.control, host.id()).await
+        } else {
+            Probe::default()
+        };
+        let mut local_control = false;
+        if member {
             let first = cfg.control.iter().map(|m| m.id).min() == Some(host.id());
             let members: BTreeMap<NodeId, NodeInfo> = cfg
                 .control
@@ -111,12 +121,7 @@ impl ClusterNode {
                 .collect();
             // A control-group replica new here (no log, no vote) may be a
             // member that lost its data: see `ControlGroup`.
-            let elsewhere = if host.holds_log(CATALOG_GROUP).await {
-                ControlGroup::Unknown
-            } else {
-                control_group_elsewhere(&remote, &cfg.control, host.id()).await
-            };
-            match elsewhere {
+            match probe.control_group(host.id()) {
                 ControlGroup::LostVoter => {
                     tracing::error!(
                         node = host.id(),
@@ -126,12 +131,6 @@ impl ClusterNode {
                          (`dynaraft admin control add --member ...`); deploy/README.md has the runbook",
                         id = host.id()
                     );
-                    let (addrs, c, r) = (
-                        cfg.control.iter().map(|m| m.addr.clone()).collect(),
-                        catalog.clone(),
-                        remote.clone(),
-                    );
-                    host.spawn(move |_, stop| remote::feed_catalog(r, addrs, c, stop));
                     let (control, r) = (cfg.control.clone(), remote.clone());
                     host.spawn(move |h, stop| rejoin_when_removed(h, r, control, stop));
                 }
@@ -139,10 +138,13 @@ impl ClusterNode {
                     // Never initialize a group that exists elsewhere.
                     let init = (first && seen == ControlGroup::Unknown).then_some(members);
                     host.start_group(CATALOG_GROUP, init).await?;
-                    let c = catalog.clone();
-                    host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
+                    local_control = true;
                 }
             }
+        }
+        if local_control {
+            let c = catalog.clone();
+            host.spawn(move |h, stop| reconcile::feed_from_local(h, c, stop));
         } else {
             let addrs = cfg.control.iter().map(|m| m.addr.clone()).collect();
             let (c, r) = (catalog.clone(), remote.clone());
@@ -152,7 +154,7 @@ impl ClusterNode {
         // none may start here as the voter it was (see
         // `rejoin_lost_replicas`).
         let (seen, lost) = if fresh {
-            lost_replicas(&remote, &cfg.control, host.id()).await
+            probe.lost_replicas(host.id())
         } else {
             (0, BTreeSet::new())
         };
@@ -241,56 +243,116 @@ enum ControlGroup {
 /// waits to be removed from the control group's voters.
 pub const CONTROL_REJOIN_POLL_MS: u64 = 2_000;
 
-/// Longest a new control replica waits for each other member's answer
-/// (all asked at once) before deciding how to start; a member not up yet
-/// (a new cluster's) counts as having said nothing.
+/// Longest a node with new Raft state waits for each other control
+/// member's answer (all asked at once) before deciding how to start; a
+/// member not up yet (a new cluster's) counts as having said nothing.
 pub const CONTROL_PROBE_TIMEOUT_MS: u64 = 500;
 
-async fn control_group_elsewhere(
+/// What the other control members answer a node that starts with new Raft
+/// state.
+#[derive(Default)]
+struct Probe {
+    /// The control group's voters as the member leading it (else the first
+    /// holding it with a log) has them; `None` when no member holds it.
+    voters: Option<Vec<NodeId>>,
+    /// The catalog of the first member that answered.
+    catalog: Option<crate::wire::CatalogDoc>,
+}
+
+impl Probe {
+    /// Asks every other member for its Raft status and its catalog, all at
+    /// once.
+    async fn ask(remote: &Remote, control: &[ControlMember], me: NodeId) -> Probe {
+        let call = crate::wire::Request::Catalog { since: 0 };
+        let others = control.iter().filter(|m| m.id != me);
+        let catalogs = join_all(others.map(|m| ask_member(remote, m, &call)));
+        let (voters, catalogs) = tokio::join!(control_voters(remote, control, me), catalogs);
+        let catalog = catalogs.into_iter().find_map(|r| match r {
+            Some(crate::wire::Reply::Catalog(doc)) => Some(doc),
+            _ => None,
+        });
+        Probe { voters, catalog }
+    }
+
+    /// Whether the cluster's catalog has node `me` registered (it was
+    /// part of the cluster before: not a new cluster's first start).
+    fn registered(&self, me: NodeId) -> bool {
+        self.catalog
+            .as_ref()
+            .is_some_and(|doc| doc.nodes.iter().any(|n| n.id == me))
+    }
+
+    fn control_group(&self, me: NodeId) -> ControlGroup {
+        match &self.voters {
+            None => ControlGroup::Unknown,
+            Some(v) if v.contains(&me) && self.registered(me) => ControlGroup::LostVoter,
+            Some(_) => ControlGroup::Exists,
+        }
+    }
+
+    /// The data partitions (of tables and global indexes) the catalog
+    /// places on `me`, with the catalog's version, when the cluster knew
+    /// `me` before; none when nobody answered (a new cluster) or `me` is new
+    /// to the cluster.
+    fn lost_replicas(&self, me: NodeId) -> (u64, BTreeSet<u64>) {
+        match &self.catalog {
+            Some(doc) if self.registered(me) => {
+                let groups = doc
+                    .tables
+                    .iter()
+                    .flat_map(|t| t.all_partitions())
+                    .filter(|p| p.replicas.contains(&me))
+                    .map(|p| p.group)
+                    .collect();
+                (doc.version, groups)
+            }
+            Some(doc) => (doc.version, BTreeSet::new()),
+            None => (0, BTreeSet::new()),
+        }
+    }
+}
+
+/// `call` to control member `m`, within [`CONTROL_PROBE_TIMEOUT_MS`]; `None`
+/// when it did not answer.
+async fn ask_member(
+    remote: &Remote,
+    m: &ControlMember,
+    call: &crate::wire::Request,
+) -> Option<crate::wire::Reply> {
+    let limit = Duration::from_millis(CONTROL_PROBE_TIMEOUT_MS);
+    tokio::time::timeout(limit, remote.call(&m.addr, 0, 0, call))
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+/// The control group's voters as the other members report them (see
+/// [`Probe::voters`]).
+async fn control_voters(
     remote: &Remote,
     control: &[ControlMember],
     me: NodeId,
-) -> ControlGroup {
-    use crate::wire::{Reply, Request};
-    let limit = Duration::from_millis(CONTROL_PROBE_TIMEOUT_MS);
-    let ask = |m: &ControlMember, req: Request| {
-        let addr = m.addr.clone();
-        async move {
-            tokio::time::timeout(limit, remote.call(&addr, 0, 0, &req))
-                .await
-                .ok()
-                .and_then(Result::ok)
-        }
-    };
+) -> Option<Vec<NodeId>> {
     let others: Vec<&ControlMember> = control.iter().filter(|m| m.id != me).collect();
-    let answers =
-        futures_util::future::join_all(others.iter().map(|m| ask(m, Request::Status))).await;
-    let mut seen = ControlGroup::Unknown;
-    for (m, answer) in others.iter().zip(answers) {
-        let Some(Reply::Status(groups)) = answer else {
-            continue;
-        };
-        let Some(g) = groups.into_iter().find(|g| g.group == CATALOG_GROUP) else {
-            continue;
-        };
-        if g.last_log_index == 0 {
-            continue;
-        }
-        if !g.voters.contains(&me) {
-            return ControlGroup::Exists;
-        }
-        seen = ControlGroup::Exists;
-        if let Some(Reply::Catalog(doc)) = ask(m, Request::Catalog { since: 0 }).await
-            && doc.nodes.iter().any(|n| n.id == me)
-        {
-            return ControlGroup::LostVoter;
-        }
-    }
-    seen
+    let call = crate::wire::Request::Status;
+    let answers = join_all(others.iter().map(|m| ask_member(remote, m, &call))).await;
+    let held: Vec<(NodeId, crate::wire::GroupStatus)> = others
+        .iter()
+        .zip(answers)
+        .filter_map(|(m, answer)| match answer {
+            Some(crate::wire::Reply::Status(groups)) => groups
+                .into_iter()
+                .find(|g| g.group == CATALOG_GROUP && g.last_log_index > 0)
+                .map(|g| (m.id, g)),
+            _ => None,
+        })
+        .collect();
+    let leader = held.iter().find(|(id, g)| g.leader == Some(*id));
+    leader.or(held.first()).map(|(_, g)| g.voters.clone())
 }
 
-/// For a node that lost its control-plane state: once no other member
-/// counts it as a voter any more, starts its (empty) control-group replica
+/// For a node that lost its control-plane state: once the control group no
+/// longer counts it as a voter, starts its (empty) control-group replica
 /// for the leader to add back.
 async fn rejoin_when_removed(
     host: Host,
@@ -303,7 +365,8 @@ async fn rejoin_when_removed(
             _ = tokio::time::sleep(Duration::from_millis(CONTROL_REJOIN_POLL_MS)) => {}
             _ = dynaraft_storage::stop_requested(&mut stop) => return,
         }
-        if control_group_elsewhere(&remote, &control, host.id()).await == ControlGroup::Exists {
+        let voters = control_voters(&remote, &control, host.id()).await;
+        if voters.is_some_and(|v| !v.contains(&host.id())) {
             match host.start_group(CATALOG_GROUP, None).await {
                 Ok(_) => {
                     tracing::info!(
@@ -316,38 +379,6 @@ async fn rejoin_when_removed(
             }
         }
     }
-}
-
-/// The data partitions (of tables and global indexes) a node with a new
-/// data directory held before, when the cluster knows the node: the
-/// catalog from the first control member that answers lists it and places
-/// replicas on it; with that catalog's version. Empty when nobody answers
-/// (a new cluster) or the node is new to the cluster.
-async fn lost_replicas(
-    remote: &Remote,
-    control: &[ControlMember],
-    me: NodeId,
-) -> (u64, BTreeSet<u64>) {
-    let limit = Duration::from_millis(CONTROL_PROBE_TIMEOUT_MS);
-    for m in control.iter().filter(|m| m.id != me) {
-        let call = crate::wire::Request::Catalog { since: 0 };
-        let answer = tokio::time::timeout(limit, remote.call(&m.addr, 0, 0, &call)).await;
-        let Ok(Ok(crate::wire::Reply::Catalog(doc))) = answer else {
-            continue;
-        };
-        if !doc.nodes.iter().any(|n| n.id == me) {
-            return (doc.version, BTreeSet::new());
-        }
-        let groups = doc
-            .tables
-            .iter()
-            .flat_map(|t| t.all_partitions())
-            .filter(|p| p.replicas.contains(&me))
-            .map(|p| p.group)
-            .collect();
-        return (doc.version, groups);
-    }
-    (0, BTreeSet::new())
 }
 
 /// Pause between rounds while replicas lost with the data directory wait

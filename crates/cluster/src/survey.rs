@@ -27,7 +27,8 @@ pub struct Survey {
     /// leader or else the first replica that answered (only when gathered
     /// with stats).
     pub stats: BTreeMap<u64, GroupStats>,
-    /// Whether `stats` was gathered, and which replica answered each.
+    /// The replica that answered each group's stats (a partition's load
+    /// counts only when it is the leader's).
     answered: BTreeMap<u64, u64>,
 }
 

@@ -473,12 +473,9 @@ function rates(prev, cur) {
     const p = prev.ops[op] || { count: 0, sum: 0, buckets: {} };
     const n = c.count - p.count;
     if (n <= 0) continue;
-    const bounds = Object.keys(c.buckets).filter(b => b !== '+Inf').map(Number).sort((a, b) => a - b);
-    let p99 = null;
-    for (const b of bounds) {
-      const key = Object.keys(c.buckets).find(k => Number(k) === b);
-      if (c.buckets[key] - (p.buckets[key] || 0) >= 0.99 * n) { p99 = b; break; }
-    }
+    const bounds = Object.keys(c.buckets).filter(k => k !== '+Inf').sort((a, b) => Number(a) - Number(b));
+    const within = bounds.find(k => c.buckets[k] - (p.buckets[k] || 0) >= 0.99 * n);
+    const p99 = within === undefined ? null : Number(within);
     rows.push({ op, rate: n / secs, mean: (c.sum - p.sum) / n, p99 });
   }
   return rows.sort((a, b) => b.rate - a.rate);

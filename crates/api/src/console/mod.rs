@@ -46,8 +46,14 @@ pub const SECURITY_HEADERS: &[(&str, &str)] = &[
 ];
 
 /// The console's page or asset at `path` (content type and body), or
-/// `None` for a path that is not the console's.
-pub fn asset(path: &str, cfg: &ApiConfig, authenticating: bool) -> Option<(&'static str, Vec<u8>)> {
+/// `None` for a path that is not the console's; `authenticating` says
+/// whether requests must carry real credentials (asked for config.json
+/// only).
+pub fn asset(
+    path: &str,
+    cfg: &ApiConfig,
+    authenticating: impl FnOnce() -> bool,
+) -> Option<(&'static str, Vec<u8>)> {
     Some(match path {
         "/console" | "/console/" => ("text/html; charset=utf-8", INDEX_HTML.as_bytes().to_vec()),
         "/console/app.js" => ("text/javascript; charset=utf-8", APP_JS.as_bytes().to_vec()),
@@ -57,7 +63,7 @@ pub fn asset(path: &str, cfg: &ApiConfig, authenticating: bool) -> Option<(&'sta
         "/console/config.json" => {
             let body = json!({
                 "region": cfg.region,
-                "authenticated": authenticating,
+                "authenticated": authenticating(),
                 "sharedDb": cfg.shared_db,
             });
             ("application/json", body.to_string().into_bytes())
@@ -114,20 +120,18 @@ async fn describe_cluster(api: &Api) -> Result<Value, ApiError> {
         })
         .filter(|(_, name)| api.allows(Access::table("DescribeTable", name)))
         .collect();
+    // Rows of visible tables only, under the names the caller knows.
+    let shown = |table: &mut String| match visible.get(table.as_str()) {
+        Some(name) => {
+            table.clone_from(name);
+            true
+        }
+        None => false,
+    };
     let mut partitions = survey.partition_rows();
-    partitions.retain(|p| visible.contains_key(&p.table));
-    for p in &mut partitions {
-        if let Some(name) = visible.get(&p.table) {
-            p.table.clone_from(name);
-        }
-    }
+    partitions.retain_mut(|p| shown(&mut p.table));
     let mut replication = survey.replication_rows();
-    replication.retain(|r| visible.contains_key(&r.table));
-    for r in &mut replication {
-        if let Some(name) = visible.get(&r.table) {
-            r.table.clone_from(name);
-        }
-    }
+    replication.retain_mut(|r| shown(&mut r.table));
     Ok(json!({
         "catalog_version": survey.version,
         "region": api.cfg.region,
@@ -187,9 +191,9 @@ mod tests {
             "/console/app.css",
             "/console/config.json",
         ] {
-            assert!(asset(path, &cfg, false).is_some(), "{path}");
+            assert!(asset(path, &cfg, || false).is_some(), "{path}");
         }
-        assert!(asset("/console/../metrics", &cfg, false).is_none());
+        assert!(asset("/console/../metrics", &cfg, || false).is_none());
         for src in ["/console/app.js", "/console/app.css"] {
             assert!(INDEX_HTML.contains(src), "index.html does not load {src}");
         }
