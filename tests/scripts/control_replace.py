@@ -1,24 +1,29 @@
-"""Replacing a control-plane member that lost its disk, as the runbook in
-deploy/README.md does it, on a local three-zone cluster.
+"""A control-plane member that loses its disk, finds its data damaged, or
+is replaced by an operator, on a local three-zone cluster.
 
 Usage: control_replace.py <dynaraft binary>
 
 1. Node 3 (a control member) is killed and comes back with an empty data
    directory (`cluster.sh wipe`). It must not serve the control group as
    the voter it was (it forgot what it voted and acknowledged): it says so
-   in its log and holds no control replica, while the cluster keeps
-   serving (two of three voters). Its data-partition replicas, lost too,
-   leave their groups' voters on their own, start empty and are added
-   back by their leaders once caught up.
-2. `dynaraft admin control remove --node 3`: the voters are 1 and 2; node 3
-   starts an empty control replica on its own.
-3. `dynaraft admin control add --member 3=...`: node 3 joins as a learner,
-   catches up and becomes a voter; `admin control` shows it caught up.
+   in its log, asks the leader to remove it from the voters, starts its
+   control replica empty and asks to be added back, while the cluster
+   keeps serving (two of three voters). Its data-partition replicas, lost
+   too, leave their groups' voters on their own, start empty and are added
+   back by their leaders once caught up. No operator step.
+2. Node 3 is stopped and one byte in the middle of its newest WAL segment
+   is flipped (acknowledged entries damaged, not a torn last write). At
+   start it finds the damage, sets its data directory's contents aside
+   (`corrupt-<ms>` inside it) and rebuilds every replica as in 1.
+3. The runbook's operator steps (deploy/README.md): node 3 is killed,
+   `dynaraft admin control remove --node 3` leaves voters 1 and 2, node 3
+   comes back empty and waits, `dynaraft admin control add --member 3=...`
+   makes it a learner and then a voter once caught up.
 4. Node 1 is stopped: the control group (now 2 and 3) still has a quorum,
-   so a catalog change (tags) commits, both tables (the one made before
-   the loss, the one made while node 3 was lost) take writes and read back
-   whole, and a table created now serves (its partitions form on nodes 2
-   and 3 although their placement names node 1 first).
+   so a catalog change (tags) commits, every table made so far takes
+   writes and reads back whole, and a table created now serves (its
+   partitions form on nodes 2 and 3 although their placement names node 1
+   first).
 """
 import os
 import re
@@ -37,8 +42,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CLUSTER_SH = os.path.join(HERE, "..", "..", "deploy", "local", "cluster.sh")
 WAIT_S = 60
 LOST_VOTER_LOG = "the control group still counts it as a voter"
-REJOINED_LOG = "removed from the control group's voters"
+REJOINED_LOG = "back among the control group's voters"
 REJOIN_LOG = "lost replica left the voters and started empty"
+SET_ASIDE_LOG = "damaged data at start-up"
 
 
 def admin(binary, control, *args):
@@ -62,6 +68,55 @@ def member_row(report, node):
         if cols[:1] == [str(node)]:
             return line
     return ""
+
+
+def caught_up(binary, control):
+    row = member_row(admin(binary, control, "control").stdout, 3)
+    cols = row.split()
+    return row if len(cols) >= 7 and cols[3] in ("voter", "leader") and cols[-1] == "0" else None
+
+
+def rebuilt(binary, control, log3, since):
+    """Waits for node 3 to be back among the control group's voters and for
+    each data replica it holds to have rejoined empty and caught up, by its
+    log from byte `since` on; returns how many data replicas it holds."""
+    def new_log():
+        return open(log3).read()[since:]
+    wait("node 3 back among the control voters", lambda: REJOINED_LOG in new_log())
+    row = wait("node 3's control replica caught up", lambda: caught_up(binary, control))
+    assert "voters (as the leader has them): 1,2,3" in admin(binary, control, "control").stdout
+    assert row
+    return data_rebuilt(binary, control, new_log)
+
+
+def data_rebuilt(binary, control, new_log):
+    """Waits for each data replica node 3 holds to have rejoined empty (by
+    `new_log`, node 3's log since the loss) and caught up; returns how
+    many it holds."""
+    held = len(re.findall(r"^\S+\s+\d+\s+\S+\s+\S*3\S*\s", admin(binary, control).stdout, re.M))
+    wait("node 3's lost data replicas to rejoin",
+         lambda: new_log().count(REJOIN_LOG) == held)
+    wait("node 3's replicas caught up", lambda: all(
+        " 3:0" in line for line in admin(binary, control).stdout.splitlines()
+        if re.match(r"^\S+\s+\d+\s+[0-9a-f]{16}\s", line)))
+    return held
+
+
+def stop_node(pid, signal="TERM"):
+    subprocess.run(["kill", f"-{signal}", pid], check=True)
+    wait(f"process {pid} to exit", lambda: not os.path.exists(f"/proc/{pid}"))
+
+
+def flip_wal_byte(wal_dir):
+    """Flips one byte a third of the way into the newest WAL segment: in a
+    batch followed by later ones, so acknowledged entries are damaged."""
+    segment = sorted(os.path.join(wal_dir, f) for f in os.listdir(wal_dir) if f.endswith(".log"))[-1]
+    with open(segment, "r+b") as f:
+        data = f.read()
+        at = len(data) // 3
+        f.seek(at)
+        f.write(bytes([data[at] ^ 0xFF]))
+    return segment, at
 
 
 def create_and_write(ddb, table, n):
@@ -94,38 +149,42 @@ def main():
         print("control group: voters 1,2,3")
 
         # 1. Node 3's disk is lost.
-        subprocess.run([CLUSTER_SH, "wipe", root, "3"], check=True)
         log3 = os.path.join(root, "node-3.log")
-        wait("node 3 to refuse its old vote", lambda: LOST_VOTER_LOG in open(log3).read())
-        report = admin(binary, control, "control").stdout
-        assert "no control replica" in member_row(report, 3), report
-        # Its data replicas leave their groups' voters, start empty, and
-        # are added back by their leaders once caught up.
-        held = len(re.findall(r"^\S+\s+\d+\s+\S+\s+\S*3\S*\s", admin(binary, control).stdout, re.M))
-        wait("node 3's lost data replicas to rejoin",
-             lambda: open(log3).read().count(REJOIN_LOG) == held)
-        wait("node 3's replicas caught up", lambda: all(
-            " 3:0" in line for line in admin(binary, control).stdout.splitlines()
-            if re.match(r"^\S+\s+\d+\s+[0-9a-f]{16}\s", line)))
+        since = len(open(log3).read())
+        subprocess.run([CLUSTER_SH, "wipe", root, "3"], check=True)
+        wait("node 3 to refuse its old vote", lambda: LOST_VOTER_LOG in open(log3).read()[since:])
+        held = rebuilt(binary, control, log3, since)
         create_and_write(ddb, "while_lost", 10)
-        print(f"node 3 wiped: it holds no control replica and says why; its {held} data replicas left "
-              "their voters, rejoined empty and caught up; the cluster still serves")
+        print(f"node 3 wiped: it left the control group's voters and rejoined on its own; its {held} "
+              "data replicas left their voters, rejoined empty and caught up; the cluster served throughout")
 
-        # 2. Remove it from the voters.
+        # 2. Node 3's WAL is damaged while it is stopped.
+        create_and_write(ddb, "before_damage", 30)
+        pids = os.path.join(root, "pids")
+        stop_node(open(pids).read().split()[2])
+        segment, at = flip_wal_byte(os.path.join(root, "node-3", "wal"))
+        since = len(open(log3).read())
+        subprocess.run([CLUSTER_SH, "restart", root, "3"], check=True)
+        wait("node 3 to set its damaged data aside", lambda: SET_ASIDE_LOG in open(log3).read())
+        aside = [d for d in os.listdir(os.path.join(root, "node-3")) if d.startswith("corrupt-")]
+        assert len(aside) == 1, os.listdir(os.path.join(root, "node-3"))
+        held = rebuilt(binary, control, log3, since)
+        print(f"node 3's WAL damaged ({os.path.basename(segment)}, byte {at}): it set its data aside "
+              f"({aside[0]}) and rebuilt its control replica and {held} data replicas from the other zones")
+
+        # 3. The operator replaces node 3 by the runbook.
+        stop_node(open(pids).read().split()[2], "KILL")
         out = admin(binary, control, "control", "remove", "--node", "3")
         assert out.returncode == 0 and "voters now: 1,2" in out.stdout, (out.stdout, out.stderr)
-        wait("node 3's empty control replica", lambda: REJOINED_LOG in open(log3).read())
-        print(f"remove: {out.stdout.strip()}; node 3 started an empty control replica")
-
-        # 3. Add it back: a learner, then a voter once caught up.
+        print(f"remove: {out.stdout.strip()}")
+        since = len(open(log3).read())
+        subprocess.run([CLUSTER_SH, "wipe", root, "3"], check=True)
+        wait("node 3 to start", lambda: "storage node running" in open(log3).read()[since:])
         out = admin(binary, control, "control", "add", "--member", node3)
         assert out.returncode == 0 and "voters now: 1,2,3" in out.stdout, (out.stdout, out.stderr)
-
-        def caught_up():
-            row = member_row(admin(binary, control, "control").stdout, 3)
-            cols = row.split()
-            return row if len(cols) >= 7 and cols[3] in ("voter", "leader") and cols[-1] == "0" else None
-        row = wait("node 3 to be a voter caught up", caught_up)
+        row = wait("node 3 to be a voter caught up", lambda: caught_up(binary, control))
+        assert LOST_VOTER_LOG not in open(log3).read()[since:], "node 3 took itself for a lost voter"
+        data_rebuilt(binary, control, lambda: open(log3).read()[since:])
         print(f"add: {out.stdout.strip()}; {' '.join(row.split())}")
         # The same change again is refused, with the reason.
         again = admin(binary, control, "control", "add", "--member", node3)
@@ -137,7 +196,7 @@ def main():
         ddb.tag_resource(ResourceArn=arn, Tags=[{"Key": "replaced", "Value": "node-3"}])
         tags = ddb.list_tags_of_resource(ResourceArn=arn)["Tags"]
         assert tags == [{"Key": "replaced", "Value": "node-3"}], tags
-        for table, n in (("before", 20), ("while_lost", 10)):
+        for table, n in (("before", 20), ("while_lost", 10), ("before_damage", 30)):
             for i in range(n, n + 5):
                 ddb.put_item(TableName=table, Item={"pk": {"S": f"k{i}"}})
             got = ddb.scan(TableName=table, ConsistentRead=True)["Count"]
@@ -147,7 +206,7 @@ def main():
         started = time.time()
         create_and_write(ddb, "after", 10)
         print("node 1 stopped: a catalog change committed by the control group on nodes 2 and 3; "
-              "both tables written and read back whole; a new table created and written in "
+              "every table written and read back whole; a new table created and written in "
               f"{time.time() - started:.1f} s")
         # No node's Raft met a follower whose log went backwards (openraft
         # asserts that in debug builds: an empty replica served as a voter).

@@ -126,13 +126,11 @@ impl ClusterNode {
                     tracing::error!(
                         node = host.id(),
                         "this node's control-plane state is new, but the control group still counts it as a voter \
-                         (its data directory was lost or replaced): its control replica waits until it is removed \
-                         (`dynaraft admin control remove --node {id}`) and then re-added \
-                         (`dynaraft admin control add --member ...`); deploy/README.md has the runbook",
-                        id = host.id()
+                         (its data directory was lost, replaced or set aside): its control replica rejoins empty \
+                         once the leader has removed it from the voters, and is added back once caught up"
                     );
                     let (control, r) = (cfg.control.clone(), remote.clone());
-                    host.spawn(move |h, stop| rejoin_when_removed(h, r, control, stop));
+                    host.spawn(move |h, stop| rejoin_control(h, r, control, stop));
                 }
                 seen => {
                     // Never initialize a group that exists elsewhere.
@@ -235,13 +233,14 @@ enum ControlGroup {
     /// node registered: this node was a member and lost what it had voted
     /// and acknowledged. Serving that group again as the same voter could
     /// lose committed entries (a quorum that counted it may no longer
-    /// hold them), so its replica waits until the voter is removed.
+    /// hold them), so its replica starts only once the voter is removed
+    /// (`rejoin_control`).
     LostVoter,
 }
 
-/// Pause between checks, while a node that lost its control-plane state
-/// waits to be removed from the control group's voters.
-pub const CONTROL_REJOIN_POLL_MS: u64 = 2_000;
+/// Pause between rounds while a node that lost its control-plane state
+/// leaves the control group's voters and is added back.
+pub const CONTROL_REJOIN_POLL_MS: u64 = 1_000;
 
 /// Longest a node with new Raft state waits for each other control
 /// member's answer (all asked at once) before deciding how to start; a
@@ -333,50 +332,102 @@ async fn control_voters(
     control: &[ControlMember],
     me: NodeId,
 ) -> Option<Vec<NodeId>> {
+    control_status(remote, control, me)
+        .await
+        .map(|(_, voters)| voters)
+}
+
+/// The control group as the other members report it: the member leading
+/// it (`None` when none says it does) and its voters as that member (else
+/// the first holding the group with a log) has them; `None` when no other
+/// member holds the group.
+async fn control_status<'a>(
+    remote: &Remote,
+    control: &'a [ControlMember],
+    me: NodeId,
+) -> Option<(Option<&'a ControlMember>, Vec<NodeId>)> {
     let others: Vec<&ControlMember> = control.iter().filter(|m| m.id != me).collect();
     let call = crate::wire::Request::Status;
     let answers = join_all(others.iter().map(|m| ask_member(remote, m, &call))).await;
-    let held: Vec<(NodeId, crate::wire::GroupStatus)> = others
-        .iter()
+    let held: Vec<(&ControlMember, crate::wire::GroupStatus)> = others
+        .into_iter()
         .zip(answers)
         .filter_map(|(m, answer)| match answer {
             Some(crate::wire::Reply::Status(groups)) => groups
                 .into_iter()
                 .find(|g| g.group == CATALOG_GROUP && g.last_log_index > 0)
-                .map(|g| (m.id, g)),
+                .map(|g| (m, g)),
             _ => None,
         })
         .collect();
-    let leader = held.iter().find(|(id, g)| g.leader == Some(*id));
-    leader.or(held.first()).map(|(_, g)| g.voters.clone())
+    let leader = held.iter().find(|(m, g)| g.leader == Some(m.id));
+    let (_, g) = leader.or(held.first())?;
+    Some((leader.map(|(m, _)| *m), g.voters.clone()))
 }
 
-/// For a node that lost its control-plane state: once the control group no
-/// longer counts it as a voter, starts its (empty) control-group replica
-/// for the leader to add back.
-async fn rejoin_when_removed(
+/// For a node that lost its control-plane state (see
+/// [`ControlGroup::LostVoter`]): asks the control group's leader to remove
+/// it from the voters (the remaining voters, a quorum, hold every committed
+/// catalog change; a removal they cannot commit, with another member down,
+/// is retried), starts its control replica empty once removed, and asks the
+/// leader to add it back: a learner until caught up, then a voter
+/// (`Host::change_voters`). An operator's `dynaraft admin control` doing
+/// either step meanwhile is simply seen in the next round.
+async fn rejoin_control(
     host: Host,
     remote: Remote,
     control: Vec<ControlMember>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
+    let me = host.id();
+    let Some(info) = control.iter().find(|m| m.id == me).map(|m| NodeInfo {
+        addr: m.addr.clone(),
+        az: m.az.clone(),
+    }) else {
+        return;
+    };
+    let mut started = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(CONTROL_REJOIN_POLL_MS)) => {}
             _ = dynaraft_storage::stop_requested(&mut stop) => return,
         }
-        let voters = control_voters(&remote, &control, host.id()).await;
-        if voters.is_some_and(|v| !v.contains(&host.id())) {
-            match host.start_group(CATALOG_GROUP, None).await {
-                Ok(_) => {
+        let Some((Some(leader), voters)) = control_status(&remote, &control, me).await else {
+            continue;
+        };
+        let call = match (voters.contains(&me), started) {
+            (true, true) => {
+                tracing::info!(node = me, "back among the control group's voters");
+                return;
+            }
+            (true, false) => crate::wire::Request::ChangeVoters {
+                remove: Some(me),
+                add: None,
+            },
+            (false, _) => {
+                if !started {
+                    if let Err(e) = host.start_group(CATALOG_GROUP, None).await {
+                        tracing::warn!(error = %e, "control replica did not start; retrying");
+                        continue;
+                    }
+                    started = true;
                     tracing::info!(
-                        node = host.id(),
+                        node = me,
                         "removed from the control group's voters: its control replica started empty, to be added back"
                     );
-                    return;
                 }
-                Err(e) => tracing::warn!(error = %e, "control replica did not start; retrying"),
+                crate::wire::Request::ChangeVoters {
+                    remove: None,
+                    add: Some((me, info.clone())),
+                }
             }
+        };
+        match remote.call(&leader.addr, 0, 0, &call).await {
+            Ok(crate::wire::Reply::Voters(v)) => {
+                tracing::info!(node = me, voters = ?v, "control group voters changed")
+            }
+            Ok(_) => tracing::warn!("unexpected reply to a voter change; retrying"),
+            Err(e) => tracing::warn!(error = %e, "control group voter change failed; retrying"),
         }
     }
 }

@@ -45,6 +45,13 @@ struct Cli {
     command: Command,
 }
 
+/// A storage node's answer to damaged data found at start-up.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CorruptData {
+    Rebuild,
+    Refuse,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Auto,
@@ -147,6 +154,12 @@ struct NodeArgs {
     /// Directory for the write-ahead log, votes and state machines.
     #[arg(long)]
     data_dir: PathBuf,
+    /// What the node does when it finds damaged data at start-up: `rebuild`
+    /// moves the directory's contents aside (into `corrupt-<ms>` inside it)
+    /// and starts empty, its replicas rebuilt from the other zones; `refuse`
+    /// stops with the file at fault.
+    #[arg(long, value_enum, default_value = "rebuild")]
+    corrupt_data: CorruptData,
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
@@ -893,6 +906,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     };
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let rebuild = args.corrupt_data == CorruptData::Rebuild;
     let node = match supervise::recovering_from() {
         // Re-executed after a storage failure: open as soon as it opens.
         Some(why) => {
@@ -900,14 +914,14 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
             drop(listener);
             let start = || async {
                 let listener = tokio::net::TcpListener::bind(&args.listen).await?;
-                ClusterNode::start(cfg.clone(), listener).await
+                start_node(&cfg, &args.data_dir, rebuild, listener).await
             };
             match supervise::retry(start, |_| {}, &mut stop).await {
                 Some(node) => node,
                 None => return Ok(()),
             }
         }
-        None => ClusterNode::start(cfg, listener).await?,
+        None => start_node(&cfg, &args.data_dir, rebuild, listener).await?,
     };
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
     dynaraft_api::metrics::add_host(&node.host);
@@ -916,6 +930,33 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     dynaraft_api::metrics::remove_host(node.host.id());
     bounded_shutdown(node.drain_and_shutdown()).await;
     Ok(())
+}
+
+/// Starts the storage node; when its data is damaged and `rebuild` is on,
+/// sets the directory's contents aside (`quarantine`) and starts it empty
+/// instead, so that its replicas are rebuilt from the other zones (the path
+/// of a node whose disk was replaced: `node::rejoin_lost_replicas`).
+async fn start_node(
+    cfg: &NodeConfig,
+    dir: &std::path::Path,
+    rebuild: bool,
+    listener: tokio::net::TcpListener,
+) -> Result<ClusterNode, StorageError> {
+    let addr = listener.local_addr()?;
+    match ClusterNode::start(cfg.clone(), listener).await {
+        Err(StorageError::Corrupt(why)) if rebuild => {
+            let aside = dynaraft_storage::quarantine::quarantine(dir)?;
+            tracing::error!(
+                error = %why,
+                moved_to = %aside.display(),
+                "damaged data at start-up: the data directory's contents were set aside and the node starts \
+                 empty; its replicas are rebuilt from the other zones (delete the copy once inspected)"
+            );
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            ClusterNode::start(cfg.clone(), listener).await
+        }
+        started => started,
+    }
 }
 
 async fn router(args: RouterArgs) -> anyhow::Result<()> {

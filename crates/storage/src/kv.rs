@@ -219,8 +219,28 @@ fn sled_lock_held(e: &sled::Error) -> bool {
     matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
 }
 
+/// fjall's error as ours: damaged bytes (a checksum, a block or journal
+/// that does not decode, files it cannot recover) are corruption, the rest
+/// (I/O, a poisoned or locked database) a failure of the node.
 fn fjall_err(e: fjall::Error) -> StorageError {
-    StorageError::Fatal(format!("fjall: {e}"))
+    use fjall::Error as F;
+    use fjall::LsmError as L;
+    match &e {
+        F::Storage(
+            L::ChecksumMismatch { .. }
+            | L::Decompress(_)
+            | L::InvalidTag(_)
+            | L::InvalidTrailer
+            | L::InvalidHeader(_)
+            | L::Unrecoverable,
+        )
+        | F::JournalRecovery(_)
+        | F::Decompress(_)
+        | F::InvalidTrailer
+        | F::InvalidTag(_)
+        | F::Unrecoverable => StorageError::Corrupt(format!("fjall: {e}")),
+        _ => StorageError::Fatal(format!("fjall: {e}")),
+    }
 }
 
 impl Store {

@@ -26,6 +26,7 @@ pub mod index;
 pub mod jobs;
 pub mod kv;
 pub mod machine;
+pub mod quarantine;
 pub mod read;
 pub mod replica;
 pub mod span;
@@ -79,7 +80,12 @@ impl FirstFailure {
 
 impl From<sled::Error> for StorageError {
     fn from(e: sled::Error) -> Self {
-        StorageError::Fatal(e.to_string())
+        match e {
+            // A page or segment failed sled's checksum: the bytes on disk
+            // are damaged, which a retry or a restart cannot mend.
+            sled::Error::Corruption { .. } => StorageError::Corrupt(format!("sled: {e}")),
+            e => StorageError::Fatal(e.to_string()),
+        }
     }
 }
 
