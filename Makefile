@@ -161,18 +161,25 @@ bench-growth:
 	  --out $(BENCH_OUT) --report $(BENCH_OUT)/growth.md --analysis /dev/null \
 	  --systems= --growth-scale $(GROWTH_SCALE) $(BENCH_ARGS)
 
-## The fault harness, short: three scenarios (kill -9, partition, SIGSTOP)
-## of 30 s each against a real three-zone cluster with a fresh seed (printed;
+## The fault harness, short: five scenarios (kill -9, partition, SIGSTOP,
+## failing fsyncs, kill -9 with a torn WAL write) of 30 s each against a
+## real three-zone cluster with a fresh seed (printed;
 ## replay with --seed), a partition of the test table split every 3 s
 ## throughout, then 15 s of a deliberately broken router that the
-## checker must catch. Fails on any linearizability violation or lost write.
+## checker must catch. Fails on any linearizability violation or lost write,
+## or a node not caught up (`/ready`) 30 s after the last heal.
 CHAOS := $(TARGET)/debug/dynaraft-chaos
 ## The deliberately broken router (--unsafe-ack-before-commit) exists only
 ## in builds with the `failpoints` feature.
-test-chaos:
+FAIL_FSYNC := $(TARGET)/fail_fsync.so
+$(FAIL_FSYNC): tests/faults/fail_fsync.c
+	@mkdir -p $(TARGET)
+	cc -shared -fPIC -O2 -o $@ $< -ldl
+test-chaos: $(FAIL_FSYNC)
 	$(CARGO) build -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test \
-	  --scenarios kill,partition,pause --duration-s 30 --split-every-s 3
+	  --scenarios kill,partition,pause,fsync-failure,torn-write --duration-s 30 --split-every-s 3 \
+	  --fail-fsync-lib $(FAIL_FSYNC)
 	$(CHAOS) global --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-global --duration-s 30
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test-broken \
 	  --scenarios kill --duration-s 15 --expect-violations
@@ -185,11 +192,11 @@ test-chaos:
 ## Extra flags: make chaos CHAOS_ARGS="--seed 42 --scenarios pause"
 CHAOS_MINUTES ?= 10
 CHAOS_ARGS ?=
-chaos:
+chaos: $(FAIL_FSYNC)
 	@dpkg -s libfaketime >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq libfaketime)
 	$(CARGO) build --release -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos \
-	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 $(CHAOS_ARGS)
+	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 --fail-fsync-lib $(FAIL_FSYNC) $(CHAOS_ARGS)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-broken \
 	  --scenarios mixed --duration-s 60 --base-port 19300 --expect-violations
 	$(TARGET)/release/dynaraft-chaos global --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-global \

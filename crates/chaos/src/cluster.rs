@@ -2,7 +2,9 @@
 //! zone, each a control-plane member) and a router, as separate `dynaraft`
 //! processes, with every node-to-node and router-to-node link routed
 //! through the fault-injecting proxy (`proxy`). The harness can kill -9,
-//! restart, pause (SIGSTOP) and resume (SIGCONT) any node.
+//! restart, pause (SIGSTOP) and resume (SIGCONT) any node, make its fsyncs
+//! fail (an `LD_PRELOAD` shim), leave a torn write at the end of its WAL,
+//! and ask whether it has caught up (its `/ready`).
 
 use crate::proxy::{self, Net, Zone};
 use anyhow::Context;
@@ -25,11 +27,18 @@ pub struct Node {
     paused: bool,
     /// libfaketime's control file for this node's clock offset.
     clock_file: PathBuf,
+    /// While this file exists, the fsync shim fails the node's fsyncs.
+    fsync_flag: PathBuf,
+    /// The node's data directory.
+    data: PathBuf,
+    /// Where the node serves `/metrics` and `/ready`.
+    pub metrics: SocketAddr,
 }
 
 pub struct Cluster {
     binary: PathBuf,
     faketime: Option<PathBuf>,
+    fail_fsync: Option<PathBuf>,
     dir: PathBuf,
     pub nodes: Vec<Node>,
     router: Option<Child>,
@@ -52,7 +61,18 @@ pub struct ClusterConfig {
     pub node_flags: Vec<String>,
     /// libfaketime, preloaded into the nodes when clocks are to be skewed.
     pub faketime: Option<PathBuf>,
+    /// The fsync shim (tests/faults/fail_fsync.c built), preloaded into the
+    /// nodes when their fsyncs are to fail.
+    pub fail_fsync: Option<PathBuf>,
 }
+
+/// A node's metrics port is this far above its own (a second region's
+/// router is 4 above the first's, its nodes just after it).
+pub const METRICS_PORT_OFFSET: u16 = 10;
+/// Longest wait for a node's `/ready` answer, in milliseconds.
+pub const READY_TIMEOUT_MS: u64 = 500;
+/// The environment variable naming the fsync shim's flag file.
+pub const FAIL_FSYNC_FLAG_ENV: &str = "DYNARAFT_FAIL_FSYNC_FLAG";
 
 /// Where Debian's libfaketime (package `libfaketime`) puts its
 /// multi-threaded variant.
@@ -116,6 +136,11 @@ impl Cluster {
                 .into_iter()
                 .chain(cfg.node_flags.iter().cloned())
                 .collect();
+            let metrics = SocketAddr::from(([127, 0, 0, 1], addr.port() + METRICS_PORT_OFFSET));
+            let args: Vec<String> = args
+                .into_iter()
+                .chain(["--metrics-listen".to_string(), metrics.to_string()])
+                .collect();
             let clock_file = cfg.dir.join(format!("node-{id}.clock"));
             std::fs::write(&clock_file, "+0\n")?;
             nodes.push(Node {
@@ -126,6 +151,9 @@ impl Cluster {
                 child: None,
                 paused: false,
                 clock_file,
+                fsync_flag: cfg.dir.join(format!("node-{id}.fail-fsync")),
+                data,
+                metrics,
             });
         }
         let router_addr = SocketAddr::from(([127, 0, 0, 1], cfg.base_port));
@@ -148,6 +176,7 @@ impl Cluster {
         let mut cluster = Cluster {
             binary: cfg.binary,
             faketime: cfg.faketime,
+            fail_fsync: cfg.fail_fsync,
             dir: cfg.dir,
             nodes,
             router: None,
@@ -167,18 +196,26 @@ impl Cluster {
         &self.binary
     }
 
-    fn spawn(&self, name: &str, args: &[String], clock: Option<&Path>) -> anyhow::Result<Child> {
+    fn spawn(&self, name: &str, args: &[String], node: Option<&Node>) -> anyhow::Result<Child> {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{name}.log")))?;
         let err = log.try_clone()?;
         let mut cmd = Command::new(&self.binary);
-        if let (Some(lib), Some(clock)) = (&self.faketime, clock) {
-            cmd.env("LD_PRELOAD", lib)
-                .env("FAKETIME_TIMESTAMP_FILE", clock)
+        let mut preload = Vec::new();
+        if let (Some(lib), Some(node)) = (&self.faketime, node) {
+            preload.push(lib.display().to_string());
+            cmd.env("FAKETIME_TIMESTAMP_FILE", &node.clock_file)
                 .env("FAKETIME_CACHE_DURATION", FAKETIME_REREAD_S.to_string())
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        if let (Some(lib), Some(node)) = (&self.fail_fsync, node) {
+            preload.push(lib.display().to_string());
+            cmd.env(FAIL_FSYNC_FLAG_ENV, &node.fsync_flag);
+        }
+        if !preload.is_empty() {
+            cmd.env("LD_PRELOAD", preload.join(":"));
         }
         cmd.args(args)
             .stdout(Stdio::from(log))
@@ -193,11 +230,7 @@ impl Cluster {
         let Some(node) = self.nodes.get(i) else {
             anyhow::bail!("no node {i}");
         };
-        let child = self.spawn(
-            &format!("node-{}", node.id),
-            &node.args,
-            Some(&node.clock_file),
-        )?;
+        let child = self.spawn(&format!("node-{}", node.id), &node.args, Some(node))?;
         if let Some(node) = self.nodes.get_mut(i) {
             node.child = Some(child);
             node.paused = false;
@@ -243,11 +276,78 @@ impl Cluster {
         Ok(())
     }
 
-    /// Lifts every fault: network rules, pauses, clocks, and stopped nodes.
+    /// Makes node `i`'s fsyncs fail with EIO (`true`) or work again.
+    pub fn fail_fsyncs(&mut self, i: usize, fail: bool) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.fail_fsync.is_some(),
+            "failing fsyncs needs the shim (tests/faults/fail_fsync.c built; make chaos does)"
+        );
+        if let Some(node) = self.nodes.get(i) {
+            if fail {
+                std::fs::write(&node.fsync_flag, b"")?;
+            } else if node.fsync_flag.exists() {
+                std::fs::remove_file(&node.fsync_flag)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// kill -9 of node `i` in the middle of a write: `torn` is appended to
+    /// its newest WAL segment, as the part of a write that reached the disk
+    /// before a power loss would be (never fsynced, so never acknowledged).
+    /// Returns the segment. The node restarts when the fault is healed.
+    pub async fn tear_wal_tail(&mut self, i: usize, torn: &[u8]) -> anyhow::Result<PathBuf> {
+        self.kill_node(i).await;
+        let Some(node) = self.nodes.get(i) else {
+            anyhow::bail!("no node {i}");
+        };
+        let wal = node.data.join("wal");
+        let mut segments: Vec<PathBuf> = std::fs::read_dir(&wal)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log"))
+            .collect();
+        segments.sort();
+        let Some(newest) = segments.pop() else {
+            anyhow::bail!("{} holds no WAL segment", wal.display());
+        };
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&newest)?
+            .write_all(torn)?;
+        Ok(newest)
+    }
+
+    /// Whether node `i` says it is ready: every group it holds knows its
+    /// leader and has applied nearly all that the group committed (its
+    /// `/ready`, within `READY_TIMEOUT_MS`).
+    pub async fn node_ready(&self, i: usize) -> bool {
+        let Some(node) = self.nodes.get(i) else {
+            return false;
+        };
+        let ask = async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(node.metrics).await.ok()?;
+            s.write_all(b"GET /ready HTTP/1.0\r\nHost: node\r\n\r\n")
+                .await
+                .ok()?;
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).await.ok()?;
+            Some(head.ends_with(b" 200"))
+        };
+        let limit = std::time::Duration::from_millis(READY_TIMEOUT_MS);
+        matches!(tokio::time::timeout(limit, ask).await, Ok(Some(true)))
+    }
+
+    /// Lifts every fault: network rules, pauses, clocks, failing fsyncs,
+    /// and stopped nodes.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.net.heal();
         for node in &self.nodes {
             std::fs::write(&node.clock_file, "+0\n")?;
+            if node.fsync_flag.exists() {
+                std::fs::remove_file(&node.fsync_flag)?;
+            }
         }
         for i in 0..self.nodes.len() {
             if self.nodes[i].paused {

@@ -26,16 +26,25 @@ pub enum Kind {
     /// A zone's node's wall clock jumps ahead or behind (libfaketime;
     /// monotonic time is left alone, as NTP steps leave it).
     ClockSkew,
+    /// A zone's node's disk fails every fsync and fdatasync with EIO (an
+    /// `LD_PRELOAD` shim) until the fault ends.
+    FsyncFailure,
+    /// kill -9 of a zone's node with a write half on its disk: a torn
+    /// record after the end of its WAL, as a power loss in the middle of a
+    /// write leaves one; a restart on that data when the fault ends.
+    TornWrite,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Kill,
         Kind::Partition,
         Kind::PartitionOneWay,
         Kind::Latency,
         Kind::Pause,
         Kind::ClockSkew,
+        Kind::FsyncFailure,
+        Kind::TornWrite,
     ];
 }
 
@@ -65,6 +74,15 @@ pub enum Fault {
         zone: usize,
         skew_s: i64,
     },
+    FsyncFailure {
+        zone: usize,
+    },
+    /// `bytes` of garbage (from `seed`) after the end of the WAL.
+    TornWrite {
+        zone: usize,
+        bytes: usize,
+        seed: u64,
+    },
 }
 
 impl fmt::Display for Fault {
@@ -89,6 +107,10 @@ impl fmt::Display for Fault {
             } => write!(f, "latency {delay_ms} ms ± {jitter_ms} ms between zones"),
             Fault::Pause { zone } => write!(f, "SIGSTOP {}", z(zone)),
             Fault::ClockSkew { zone, skew_s } => write!(f, "clock of {} {skew_s:+} s", z(zone)),
+            Fault::FsyncFailure { zone } => write!(f, "fsyncs of {} fail", z(zone)),
+            Fault::TornWrite { zone, bytes, .. } => {
+                write!(f, "kill -9 {} with a torn {bytes}-byte write", z(zone))
+            }
         }
     }
 }
@@ -105,6 +127,10 @@ pub const JITTER_MS: std::ops::RangeInclusive<u64> = 1..=15;
 /// Size of a clock jump, in seconds (either way): from a few seconds to
 /// well past the transaction recovery age.
 pub const SKEW_S: std::ops::RangeInclusive<i64> = 2..=90;
+
+/// Size of a torn write left after the end of a WAL, in bytes: from a
+/// few bytes of a record's header to a few sectors.
+pub const TORN_BYTES: std::ops::RangeInclusive<usize> = 1..=2_048;
 
 /// One fault, from `start_ms` (since the run started) for `duration_ms`.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -160,6 +186,12 @@ pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
                     skew_s: if rng.bool() { size } else { -size },
                 }
             }
+            Kind::FsyncFailure => Fault::FsyncFailure { zone },
+            Kind::TornWrite => Fault::TornWrite {
+                zone,
+                bytes: rng.usize(TORN_BYTES),
+                seed: rng.u64(..),
+            },
         };
         out.push(Episode {
             start_ms: at,
@@ -177,6 +209,12 @@ pub async fn inject(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
         Fault::Kill { zone } => cluster.kill_node(zone - 1).await,
         Fault::Pause { zone } => cluster.pause_node(zone - 1, true),
         Fault::ClockSkew { zone, skew_s } => cluster.skew_clock(zone - 1, skew_s)?,
+        Fault::FsyncFailure { zone } => cluster.fail_fsyncs(zone - 1, true)?,
+        Fault::TornWrite { zone, bytes, seed } => {
+            let mut rng = fastrand::Rng::with_seed(seed);
+            let torn: Vec<u8> = std::iter::repeat_with(|| rng.u8(..)).take(bytes).collect();
+            cluster.tear_wal_tail(zone - 1, &torn).await?;
+        }
         Fault::Partition { zone } => {
             let cut = Rule {
                 blocked: true,

@@ -169,6 +169,7 @@ pub async fn run(cfg: GlobalConfig) -> anyhow::Result<GlobalResult> {
             router_flags: flags.clone(),
             node_flags: flags,
             faketime: None,
+            fail_fsync: None,
         })
         .await?;
         clusters.push(cluster);

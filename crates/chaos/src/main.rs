@@ -106,6 +106,10 @@ struct RunArgs {
     /// Markdown summary table written here as well as to the out folder.
     #[arg(long)]
     summary: Option<PathBuf>,
+    /// The fsync shim (tests/faults/fail_fsync.c built as a shared
+    /// library), for the fsync-failure scenario.
+    #[arg(long)]
+    fail_fsync_lib: Option<PathBuf>,
 }
 
 fn scenario_kinds(name: &str) -> anyhow::Result<Vec<Kind>> {
@@ -245,6 +249,11 @@ async fn run_all(args: RunArgs) -> anyhow::Result<()> {
                 Vec::new()
             },
             split_every_ms: args.split_every_s * 1000,
+            fail_fsync: args
+                .fail_fsync_lib
+                .as_deref()
+                .map(std::fs::canonicalize)
+                .transpose()?,
         };
         let r = run::run(cfg).await?;
         println!(

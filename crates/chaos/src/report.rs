@@ -12,9 +12,9 @@ pub fn summary(results: &[RunResult]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| scenario | seed | minutes | faults | operations (ok / failed / unknown) | write gap during a fault, median / max | after its heal, max | fault-free gap | not linearizable | lost writes | counter / bank violations |"
+        "| scenario | seed | minutes | faults | operations (ok / failed / unknown) | write gap during a fault, median / max | after its heal, max | every node caught up after a heal, median / max | fault-free gap | not linearizable | lost writes | counter / bank violations |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in results {
         let gaps: Vec<u64> = r.episodes.iter().map(|e| e.write_gap_ms).collect();
         let gap = match (median(gaps.clone()), gaps.iter().max()) {
@@ -27,10 +27,19 @@ pub fn summary(results: &[RunResult]) -> String {
             .map(|e| e.heal_gap_ms)
             .max()
             .map_or("-".into(), |m| format!("{m} ms"));
+        let caught: Vec<Option<u64>> = r.episodes.iter().map(|e| e.caught_up_ms).collect();
+        let late = caught.iter().filter(|c| c.is_none()).count();
+        let times: Vec<u64> = caught.iter().flatten().copied().collect();
+        let caught = match (median(times.clone()), times.iter().max()) {
+            (Some(m), Some(x)) if late == 0 => format!("{m} / {x} ms"),
+            (Some(m), Some(x)) => format!("{m} / {x} ms; {late} not before the next fault"),
+            _ if late > 0 => format!("{late} not before the next fault"),
+            _ => "-".into(),
+        };
         let rep = &r.report;
         let _ = writeln!(
             out,
-            "| {} | {} | {:.1} | {} | {} ({} / {} / {}) | {gap} | {healed} | {} ms | {} | {} | {} / {} |",
+            "| {} | {} | {:.1} | {} | {} ({} / {} / {}) | {gap} | {healed} | {caught} | {} ms | {} | {} | {} / {} |",
             r.name,
             r.seed,
             r.run_ms as f64 / 60_000.0,
@@ -55,8 +64,16 @@ pub fn details(r: &RunResult) -> String {
     for e in &r.episodes {
         let _ = writeln!(
             out,
-            "  {:>8} ms for {:>6} ms  {:<50} write gap {} ms, after heal {} ms",
-            e.episode.start_ms, e.episode.duration_ms, e.description, e.write_gap_ms, e.heal_gap_ms
+            "  {:>8} ms for {:>6} ms  {:<50} write gap {} ms, after heal {} ms, caught up {}",
+            e.episode.start_ms,
+            e.episode.duration_ms,
+            e.description,
+            e.write_gap_ms,
+            e.heal_gap_ms,
+            e.caught_up_ms
+                .map_or("not before the next fault".into(), |ms| format!(
+                    "{ms} ms after"
+                )),
         );
     }
     let rep = &r.report;

@@ -29,6 +29,12 @@ pub const SETUP_RETRY_MS: u64 = 200;
 /// After a fault ends, how long its effect on availability is still
 /// counted, in milliseconds.
 pub const AFTERMATH_MS: u64 = 5_000;
+/// Pause between two rounds of asking every node whether it has caught up
+/// after a heal, in milliseconds.
+pub const CATCH_UP_POLL_MS: u64 = 100;
+/// How long after the run's last heal every node has to have caught up
+/// (`/ready`) under the workload before the run fails, in milliseconds.
+pub const CATCH_UP_BOUND_MS: u64 = 30_000;
 
 pub struct RunConfig {
     pub name: String,
@@ -44,6 +50,8 @@ pub struct RunConfig {
     /// Split a random partition of the test table this often while the
     /// faults run, in milliseconds (0: never).
     pub split_every_ms: u64,
+    /// The fsync shim, needed by `Kind::FsyncFailure`.
+    pub fail_fsync: Option<PathBuf>,
 }
 
 #[derive(Serialize)]
@@ -57,6 +65,11 @@ pub struct EpisodeResult {
     /// The same from the fault's end to `AFTERMATH_MS` after it (a healed
     /// node rejoining can disturb the others).
     pub heal_gap_ms: u64,
+    /// From the fault's end until every node said it had caught up (its
+    /// `/ready`: every group it holds knows its leader and has applied
+    /// nearly all it committed), under the workload; `None`: not before the
+    /// next fault began.
+    pub caught_up_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -80,6 +93,10 @@ pub struct Saved {
     #[serde(default)]
     pub warmup_ms: u64,
     pub episodes: Vec<Episode>,
+    /// Per episode, [`EpisodeResult::caught_up_ms`] (absent in results
+    /// written before it was measured).
+    #[serde(default)]
+    pub caught_up_ms: Vec<Option<u64>>,
 }
 
 /// Checks a run's history and times its faults.
@@ -88,11 +105,13 @@ pub fn summarize(saved: Saved, ops: &[Op]) -> RunResult {
     let episodes = saved
         .episodes
         .iter()
-        .map(|e| EpisodeResult {
+        .enumerate()
+        .map(|(i, e)| EpisodeResult {
             episode: *e,
             description: e.fault.to_string(),
             write_gap_ms: write_gap_ms(ops, e.start_ms, end(e)),
             heal_gap_ms: write_gap_ms(ops, end(e), (end(e) + AFTERMATH_MS).min(saved.run_ms)),
+            caught_up_ms: saved.caught_up_ms.get(i).copied().flatten(),
         })
         .collect();
     let first = saved.episodes.first().map_or(saved.run_ms, |e| e.start_ms);
@@ -136,11 +155,18 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         } else {
             None
         },
+        fail_fsync: if cfg.kinds.contains(&Kind::FsyncFailure) {
+            Some(cfg.fail_fsync.clone().ok_or_else(|| {
+                anyhow::anyhow!("failing fsyncs needs the shim: --fail-fsync-lib (make chaos builds it)")
+            })?)
+        } else {
+            None
+        },
     })
     .await?;
     let result = drive(&cfg, &mut cluster, &schedule).await;
     cluster.stop().await;
-    let ops = result?;
+    let (ops, caught_up_ms) = result?;
     history::write_history(&cfg.dir.join("history.jsonl"), &ops)?;
     let saved = Saved {
         name: cfg.name.clone(),
@@ -148,6 +174,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         run_ms: cfg.timing.run_ms,
         warmup_ms: cfg.timing.warmup_ms,
         episodes: schedule,
+        caught_up_ms,
     };
     let result = summarize(saved, &ops);
     std::fs::write(
@@ -161,7 +188,7 @@ async fn drive(
     cfg: &RunConfig,
     cluster: &mut Cluster,
     schedule: &[Episode],
-) -> anyhow::Result<Vec<Op>> {
+) -> anyhow::Result<(Vec<Op>, Vec<Option<u64>>)> {
     let client = workload::client(cluster.router_addr);
     create_table(&client, workload::TABLE, ("k", ScalarAttributeType::S))
         .await
@@ -223,6 +250,7 @@ async fn drive(
             stop_rx.clone(),
         ))
     });
+    let mut caught_up = Vec::new();
     for e in schedule {
         tokio::time::sleep_until(start + Duration::from_millis(e.start_ms)).await;
         println!(
@@ -239,9 +267,29 @@ async fn drive(
             start.elapsed().as_secs_f64()
         );
         cluster.heal()?;
+        let next = schedule
+            .get(caught_up.len() + 1)
+            .map_or(cfg.timing.run_ms, |n| n.start_ms);
+        let took = catch_up(cluster, start + Duration::from_millis(next)).await;
+        println!(
+            "[{}] {:>7.1}s every node caught up: {}",
+            cfg.name,
+            start.elapsed().as_secs_f64(),
+            took.map_or("not before the next fault".into(), |ms| format!(
+                "{ms} ms after the heal"
+            )),
+        );
+        caught_up.push(took);
     }
     tokio::time::sleep_until(start + Duration::from_millis(cfg.timing.run_ms)).await;
     cluster.heal()?;
+    let bound = Duration::from_millis(CATCH_UP_BOUND_MS);
+    let last = catch_up(cluster, Instant::now() + bound).await;
+    anyhow::ensure!(
+        last.is_some(),
+        "a node had not caught up {CATCH_UP_BOUND_MS} ms after the last heal (see the nodes' /ready and logs in {})",
+        cluster.dir().display()
+    );
     let _ = stop_tx.send(true);
     for t in tasks {
         let _ = t.await;
@@ -255,7 +303,27 @@ async fn drive(
     }
     final_reads(&client, &rec).await?;
     drop(rec);
-    Ok(collector.await?)
+    Ok((collector.await?, caught_up))
+}
+
+/// Milliseconds until every node of `cluster` says it has caught up
+/// (`Cluster::node_ready`), asked every `CATCH_UP_POLL_MS`; `None` if
+/// one has not by `deadline`.
+async fn catch_up(cluster: &Cluster, deadline: Instant) -> Option<u64> {
+    let began = Instant::now();
+    loop {
+        let mut all = true;
+        for i in 0..cluster.nodes.len() {
+            all &= cluster.node_ready(i).await;
+        }
+        if all {
+            return Some(began.elapsed().as_millis() as u64);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(CATCH_UP_POLL_MS)).await;
+    }
 }
 
 /// Creates on-demand table `table` with hash key `key` of `key_type`,
