@@ -198,7 +198,7 @@ chaos: $(FAIL_FSYNC)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos \
 	  --duration-s $$(( $(CHAOS_MINUTES) * 60 )) --base-port 19300 --fail-fsync-lib $(FAIL_FSYNC) $(CHAOS_ARGS)
 	$(TARGET)/release/dynaraft-chaos run --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-broken \
-	  --scenarios mixed --duration-s 60 --base-port 19300 --expect-violations
+	  --scenarios mixed --duration-s 60 --base-port 19300 --fail-fsync-lib $(FAIL_FSYNC) --expect-violations
 	$(TARGET)/release/dynaraft-chaos global --binary $(TARGET)/release/dynaraft --out $(TARGET)/chaos-global \
 	  --duration-s $$(( $(CHAOS_MINUTES) * 60 ))
 
