@@ -59,6 +59,10 @@ use tokio::sync::watch;
 pub const BACKUP_TABLE_PREFIX: &str = "~backups/";
 /// Pause between passes that found nothing to copy, in milliseconds.
 pub const BACKUP_POLL_MS: u64 = 50;
+/// Longest wait, before a partition's copy starts, for the local control
+/// replica to apply its log (`still_to_copy`), in milliseconds; past it the
+/// pass fails and is retried.
+pub const CATALOG_CURRENT_WAIT_MS: u64 = 2_000;
 /// Most items one copy step reads and writes (at most `MAX_PAGE_BYTES`,
 /// so about 1 MiB: several `WriteBatch`es of [`COPY_BATCH_BYTES`],
 /// [`COPY_BATCHES_IN_FLIGHT`] at a time).
@@ -247,6 +251,10 @@ async fn once(
                 continue;
             }
             let slot = (t.meta.name.clone(), group);
+            let fresh = !state.contains_key(&slot);
+            if fresh && !still_to_copy(host, &t.meta.name, group).await? {
+                continue;
+            }
             let mut progress = state.get(&slot).cloned().unwrap_or_default();
             busy = true;
             if copy_step(host, router, catalog, t, group, &step, &mut progress).await? {
@@ -261,6 +269,57 @@ async fn once(
     }
     release_pins(host, catalog).await?;
     Ok(busy)
+}
+
+/// Whether partition `group` of `table` is still to be copied, by a
+/// catalog that holds every committed change, before a copy of it starts.
+/// A node that restarts reads its control replica's catalog as the replica
+/// replays its log, so for a moment a partition copied and reported before
+/// the restart shows as still to copy; copying it again wrote the live
+/// items over its finished undo, and the copy stopped as soon as the newer
+/// catalog arrived, with no undo after it (export_crash.py: an export at T
+/// held 114 items, one partition's first chunk, as they were after T). So
+/// a node holding a control replica makes it current (a linearizable
+/// barrier) and reads the catalog from it; one without relies on the
+/// catalog its feed brought (from the control group's leader).
+async fn still_to_copy(host: &Host, table: &str, group: u64) -> Result<bool, ClusterError> {
+    let Some(control) = host.group(dynaraft_storage::machine::CATALOG_GROUP) else {
+        return Ok(true);
+    };
+    let behind = |why: &str| ClusterError::Unavailable(format!("control replica {why}"));
+    if control.is_leader() {
+        // A sole voter's barrier returns at once, and after a restart its
+        // log may hold entries it has not applied yet: wait for those too.
+        control
+            .linearize()
+            .await
+            .map_err(|e| behind(&e.to_string()))?;
+        let (last, _) = control.progress();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(CATALOG_CURRENT_WAIT_MS);
+        while control.progress().1 < last {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(behind("has not applied its log yet"));
+            }
+            tokio::time::sleep(Duration::from_millis(BACKUP_POLL_MS)).await;
+        }
+    } else if control.catch_up_lag() != Some(0) {
+        return Err(behind("is behind its leader"));
+    }
+    let current = Catalog::load(host.tree())?;
+    let Some(t) = current.tables.get(table) else {
+        return Ok(false);
+    };
+    let backup = t
+        .meta
+        .backup
+        .as_ref()
+        .is_some_and(|b| b.status == BACKUP_CREATING && !b.copied.contains(&group));
+    let restore = t
+        .meta
+        .restore
+        .as_ref()
+        .is_some_and(|r| r.in_progress && !r.copied.contains(&group));
+    Ok(backup || restore)
 }
 
 /// How one partition is copied into a table.
