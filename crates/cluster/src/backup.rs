@@ -295,12 +295,11 @@ async fn still_to_copy(host: &Host, table: &str, group: u64) -> Result<bool, Clu
             .await
             .map_err(|e| behind(&e.to_string()))?;
         let (last, _) = control.progress();
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(CATALOG_CURRENT_WAIT_MS);
-        while control.progress().1 < last {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(behind("has not applied its log yet"));
-            }
-            tokio::time::sleep(Duration::from_millis(BACKUP_POLL_MS)).await;
+        let mut applied = control.applied.clone();
+        let limit = Duration::from_millis(CATALOG_CURRENT_WAIT_MS);
+        match tokio::time::timeout(limit, applied.wait_for(|a| *a >= last)).await {
+            Ok(Ok(_)) => {}
+            _ => return Err(behind("has not applied its log yet")),
         }
     } else if control.catch_up_lag() != Some(0) {
         return Err(behind("is behind its leader"));

@@ -105,7 +105,7 @@ impl ClusterNode {
         } else {
             Probe::default()
         };
-        let mut local_control = false;
+        let (mut local_control, mut lost_voter) = (false, false);
         if member {
             let first = cfg.control.iter().map(|m| m.id).min() == Some(host.id());
             let members: BTreeMap<NodeId, NodeInfo> = cfg
@@ -129,8 +129,7 @@ impl ClusterNode {
                          (its data directory was lost, replaced or set aside): its control replica rejoins empty \
                          once the leader has removed it from the voters, and is added back once caught up"
                     );
-                    let (control, r) = (cfg.control.clone(), remote.clone());
-                    host.spawn(move |h, stop| rejoin_control(h, r, control, stop));
+                    lost_voter = true;
                 }
                 seen => {
                     // Never initialize a group that exists elsewhere.
@@ -161,8 +160,12 @@ impl ClusterNode {
             catalog.clone(),
             Some(host.clone()),
             cfg.control.clone(),
-            remote,
+            remote.clone(),
         );
+        if lost_voter {
+            let (control, r, rm) = (cfg.control.clone(), router.clone(), remote.clone());
+            host.spawn(move |h, stop| rejoin_control(h, r, rm, control, stop));
+        }
         if !lost.is_empty() {
             tracing::warn!(node = host.id(), groups = ?lost,
                 "this node's data directory is new but the cluster knows the node: each partition replica it held \
@@ -375,6 +378,7 @@ async fn control_status<'a>(
 /// either step meanwhile is simply seen in the next round.
 async fn rejoin_control(
     host: Host,
+    router: Router,
     remote: Remote,
     control: Vec<ControlMember>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -395,15 +399,12 @@ async fn rejoin_control(
         let Some((Some(leader), voters)) = control_status(&remote, &control, me).await else {
             continue;
         };
-        let call = match (voters.contains(&me), started) {
+        let (remove, add) = match (voters.contains(&me), started) {
             (true, true) => {
                 tracing::info!(node = me, "back among the control group's voters");
                 return;
             }
-            (true, false) => crate::wire::Request::ChangeVoters {
-                remove: Some(me),
-                add: None,
-            },
+            (true, false) => (Some(me), None),
             (false, _) => {
                 if !started {
                     if let Err(e) = host.start_group(CATALOG_GROUP, None).await {
@@ -416,17 +417,14 @@ async fn rejoin_control(
                         "removed from the control group's voters: its control replica started empty, to be added back"
                     );
                 }
-                crate::wire::Request::ChangeVoters {
-                    remove: None,
-                    add: Some((me, info.clone())),
-                }
+                (None, Some((me, info.clone())))
             }
         };
-        match remote.call(&leader.addr, 0, 0, &call).await {
-            Ok(crate::wire::Reply::Voters(v)) => {
-                tracing::info!(node = me, voters = ?v, "control group voters changed")
-            }
-            Ok(_) => tracing::warn!("unexpected reply to a voter change; retrying"),
+        match router
+            .change_voters(leader.id, CATALOG_GROUP, remove, add)
+            .await
+        {
+            Ok(v) => tracing::info!(node = me, voters = ?v, "control group voters changed"),
             Err(e) => tracing::warn!(error = %e, "control group voter change failed; retrying"),
         }
     }
@@ -510,7 +508,7 @@ async fn left_voters(router: &Router, group: u64, replicas: &[NodeId], me: NodeI
         if !g.voters.contains(&me) {
             return true;
         }
-        match router.remove_voter(r, group, me).await {
+        match router.change_voters(r, group, Some(me), None).await {
             Ok(voters) => return !voters.contains(&me),
             Err(e) => {
                 tracing::debug!(group, error = %e, "removing the lost replica failed; retrying")

@@ -619,18 +619,17 @@ impl Router {
         }
     }
 
-    /// Asks node `id`, which leads `group`, to remove voter `remove` (one
-    /// attempt, no retries); the voters after.
-    pub async fn remove_voter(
+    /// Asks node `id`, which leads `group`, to remove voter `remove` and/or
+    /// add `add` (`Host::change_voters`; one attempt, no retries); the
+    /// voters after.
+    pub async fn change_voters(
         &self,
         id: NodeId,
         group: u64,
-        remove: NodeId,
+        remove: Option<NodeId>,
+        add: Option<(NodeId, dynaraft_raft::NodeInfo)>,
     ) -> Result<Vec<u64>, ClusterError> {
-        let call = Request::ChangeVoters {
-            remove: Some(remove),
-            add: None,
-        };
+        let call = Request::ChangeVoters { remove, add };
         match self.attempt(id, group, 0, &call).await? {
             Reply::Voters(v) => Ok(v),
             _ => Err(ClusterError::Unavailable("unexpected reply".into())),
