@@ -439,12 +439,14 @@ pub const REJOIN_RETRY_MS: u64 = 1_000;
 /// (an empty replica counted as a voter could help elect a leader without
 /// entries it had acknowledged), then starts the replica empty; the
 /// leader's reconciler then adds it back as a learner and makes it a voter
-/// once caught up (`reconcile::align_voters`). A group gone from the catalog,
+/// once caught up (`reconcile::align_voters`). Also used for a split
+/// child's replica whose state as of the split will never be here
+/// (`reconcile::ChildStart::Rejoin`). A group gone from the catalog,
 /// or no longer placed here, is simply let go, judged only by a catalog at
 /// least as new as version `seen` (the one `lost` was read from: an older
 /// one, such as the empty catalog before the first arrives, would let every
 /// group go).
-async fn rejoin_lost_replicas(
+pub(crate) async fn rejoin_lost_replicas(
     host: Host,
     router: Router,
     seen: u64,
@@ -463,7 +465,17 @@ async fn rejoin_lost_replicas(
                 done.push(group);
                 continue;
             }
-            if !left_voters(&router, group, &p.replicas, host.id()).await {
+            let Some(voters) = left_voters(&router, group, &p.replicas, host.id()).await else {
+                continue;
+            };
+            // A split child's log starts on the state inherited at the
+            // split: this replica, which has none of it, may only start once
+            // no voter that could lead would send it the log from there.
+            if p.parent.is_some() && !voters_purged(&router, group, &voters).await {
+                tracing::debug!(
+                    group,
+                    "waiting for the split child's voters to purge their log start"
+                );
                 continue;
             }
             match host.start_group(group, None).await {
@@ -492,9 +504,15 @@ async fn rejoin_lost_replicas(
     }
 }
 
-/// Whether `group`'s leader (among `replicas`) no longer counts `me` as a
-/// voter, asking it to remove `me` when it still does.
-async fn left_voters(router: &Router, group: u64, replicas: &[NodeId], me: NodeId) -> bool {
+/// `group`'s voters once its leader (among `replicas`) no longer counts
+/// `me` among them, asking it to remove `me` when it still does; `None`
+/// until then.
+async fn left_voters(
+    router: &Router,
+    group: u64,
+    replicas: &[NodeId],
+    me: NodeId,
+) -> Option<Vec<NodeId>> {
     for &r in replicas.iter().filter(|r| **r != me) {
         let Ok(groups) = router.node_status(r).await else {
             continue;
@@ -506,16 +524,33 @@ async fn left_voters(router: &Router, group: u64, replicas: &[NodeId], me: NodeI
             continue;
         }
         if !g.voters.contains(&me) {
-            return true;
+            return Some(g.voters);
         }
         match router.change_voters(r, group, Some(me), None).await {
-            Ok(voters) => return !voters.contains(&me),
+            Ok(voters) => return (!voters.contains(&me)).then_some(voters),
             Err(e) => {
                 tracing::debug!(group, error = %e, "removing the lost replica failed; retrying")
             }
         }
     }
-    false
+    None
+}
+
+/// Whether every one of `voters` reports `group`'s log start purged (so
+/// that any of them, leading, sends a replica joining empty a snapshot).
+async fn voters_purged(router: &Router, group: u64, voters: &[NodeId]) -> bool {
+    for &v in voters {
+        let Ok(groups) = router.node_status(v).await else {
+            return false;
+        };
+        if !groups
+            .iter()
+            .any(|g| g.group == group && g.purged.is_some())
+        {
+            return false;
+        }
+    }
+    true
 }
 
 /// Starts the tasks that follow the catalog on a node: the reconciler
@@ -530,8 +565,8 @@ pub(crate) fn spawn_replica_tasks(
     objects: Option<Arc<crate::objects::ObjectStore>>,
     pitr_snapshot_ms: u64,
 ) {
-    let c = catalog.clone();
-    host.spawn(move |h, stop| reconcile::run(h, c, stop));
+    let (c, r) = (catalog.clone(), router.clone());
+    host.spawn(move |h, stop| reconcile::run(h, c, r, stop));
     let (c, r) = (catalog.clone(), router.clone());
     host.spawn(move |h, stop| feed::run(h, r, c, stop));
     let c = catalog.clone();

@@ -14,6 +14,7 @@
 
 use crate::catalog::{Catalog, CatalogWatch};
 use crate::host::Host;
+use crate::router::Router;
 use dynaraft_raft::{NodeInfo, ProposeError, RaftGroup};
 use dynaraft_storage::StorageError;
 use dynaraft_storage::machine::CATALOG_GROUP;
@@ -32,17 +33,42 @@ pub const RECONCILE_PERIOD_MS: u64 = 1_000;
 /// whole period's wait showed as a one-second stall of every request to
 /// the child's range (make bench, the splits row).
 pub const RECONCILE_CHILD_WAIT_MS: u64 = 10;
+/// Longest the leader of a split child waits for its log's start to be
+/// purged before adding a replica (it retries after that), in
+/// milliseconds.
+pub const CHILD_PURGE_WAIT_MS: u64 = 5_000;
 /// Longest a membership change may take, including a new replica's catch-up
 /// (it is retried after that), in milliseconds.
 pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 30_000;
 
-/// Reconciles on every catalog change until the node shuts down.
-pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Receiver<bool>) {
+/// Reconciles on every catalog change until the node shuts down. A split
+/// child's replica that can never find its state here is handed to
+/// `node::rejoin_lost_replicas` (through `router`), like a replica lost
+/// with the data directory.
+pub async fn run(
+    host: Host,
+    catalog: Arc<CatalogWatch>,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut changes = catalog.subscribe();
     loop {
-        let pause = match reconcile_once(&host, &catalog.get()).await {
-            Ok(Reconciled::Done) => Duration::from_millis(RECONCILE_PERIOD_MS),
-            Ok(Reconciled::ChildWaits) => Duration::from_millis(RECONCILE_CHILD_WAIT_MS),
+        let current = catalog.get();
+        let pause = match reconcile_once(&host, &current).await {
+            Ok(done) => {
+                if !done.rejoin.is_empty() {
+                    host.hold_back(done.rejoin.iter().copied());
+                    let (r, seen, groups) = (router.clone(), current.version, done.rejoin);
+                    host.spawn(move |h, stop| {
+                        crate::node::rejoin_lost_replicas(h, r, seen, groups, stop)
+                    });
+                }
+                Duration::from_millis(if done.child_waits {
+                    RECONCILE_CHILD_WAIT_MS
+                } else {
+                    RECONCILE_PERIOD_MS
+                })
+            }
             Err(e) => {
                 tracing::warn!(node = host.id(), error = %e, "reconcile failed; will retry");
                 Duration::from_millis(RECONCILE_RETRY_MS)
@@ -57,11 +83,13 @@ pub async fn run(host: Host, catalog: Arc<CatalogWatch>, mut shutdown: watch::Re
 }
 
 /// What a reconciliation left to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reconciled {
-    Done,
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
     /// A split child's replica waits for its parent's split to apply here.
-    ChildWaits,
+    pub child_waits: bool,
+    /// Split children whose state as of the split will never be here (see
+    /// [`ChildStart::Rejoin`]): they must join empty, from a snapshot.
+    pub rejoin: BTreeSet<u64>,
 }
 
 /// Starts missing replicas, aligns the voters of the groups this node
@@ -69,26 +97,54 @@ pub enum Reconciled {
 pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled, StorageError> {
     if catalog.version == 0 {
         // Nothing known yet: never remove replicas on an empty catalog.
-        return Ok(Reconciled::Done);
+        return Ok(Reconciled::default());
     }
-    let mut outcome = Reconciled::Done;
+    let mut outcome = Reconciled::default();
     let want = catalog.groups_of(host.id());
     for (group, p) in &want {
-        match host.group(*group) {
-            Some(g) => align_voters(&g, catalog, &p.replicas).await?,
+        let start = match host.group(*group) {
+            Some(g) => {
+                // A split child's replica drops its log's start soon after
+                // it applied something (one snapshot): a replica joining
+                // later with none of the inherited state is then sent a
+                // snapshot by whichever replica leads
+                // (`node::rejoin_lost_replicas` waits for every voter's).
+                if p.parent.is_some()
+                    && g.progress().1 > 0
+                    && let Err(e) = g.ask_purge_start().await
+                {
+                    tracing::debug!(group, error = %e, "purging a split child's log start failed");
+                }
+                align_voters(&g, catalog, &p.replicas).await?;
+                continue;
+            }
             // Its replica here was lost with the data directory: it starts
             // once its leader no longer counts this node as a voter
             // (`node::rejoin_lost_replicas`).
-            None if host.is_held_back(*group) => {}
-            None if !may_start(host, p)? => {
-                outcome = Reconciled::ChildWaits;
+            None if host.is_held_back(*group) => continue,
+            None => child_start(host, catalog, p)?,
+        };
+        match start {
+            ChildStart::Wait => {
+                outcome.child_waits = true;
                 tracing::debug!(
                     node = host.id(),
                     group,
                     "split child waits for its parent's split here"
                 );
             }
-            None => {
+            ChildStart::Rejoin => {
+                tracing::warn!(
+                    node = host.id(),
+                    group,
+                    parent = ?p.parent,
+                    "this node will never hold the split child's state as of its split (the parent's replica \
+                     here was brought past the split by a snapshot, or no ancestor is here): its replica \
+                     joins empty, from a snapshot of the leader"
+                );
+                outcome.rejoin.insert(*group);
+            }
+            ChildStart::Start => {
                 // The first replica of the original placement (epoch 1)
                 // initialises the membership; the others do too, with the
                 // same members, if it has not reached them after
@@ -130,19 +186,63 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
     Ok(outcome)
 }
 
-/// Whether this node may start its replica of partition `p`. A split's
-/// child shares its parent's key space, so while this node's replica of
-/// the parent still owns the child's range (it has not applied the split
-/// yet), a child replica here could be handed a snapshot that the parent's
-/// older log entries would then overwrite: it waits until the parent's
-/// range here no longer covers it (the split applied, or a snapshot
-/// narrowed it) or the parent is not hosted here.
-fn may_start(host: &Host, p: &dynaraft_storage::PartitionMeta) -> Result<bool, StorageError> {
-    let Some(parent) = p.parent.filter(|g| host.group(*g).is_some()) else {
-        return Ok(true);
-    };
-    let span = dynaraft_storage::Span::load(host.tree(), parent)?;
-    Ok(!span.owns_hash(p.hash_lo))
+/// Whether this node may start its replica of partition `p` now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildStart {
+    /// Not a split child, or its state as of the split is here: this
+    /// node's replica of the parent applied the split, which stored the
+    /// child's span (`Span::stored`). The child's log starts after the
+    /// split, so a replica may only start on that state.
+    Start,
+    /// A replica here of an ancestor still owns the child's range (it has
+    /// not applied the split yet), or an ancestor placed here has not
+    /// started (a chain of splits while this node was cut off): a child
+    /// replica started now would run on state the ancestors' older log
+    /// entries still change.
+    Wait,
+    /// Nothing here will ever hold the child's state as of the split: the
+    /// nearest ancestor here was brought past the split by a snapshot
+    /// (which carries only its own, narrowed range), or none is placed
+    /// here. Started as it is, the replica would apply the child's log
+    /// from its start onto missing or stale items; it must leave the
+    /// voters and join empty, from a snapshot of the leader.
+    Rejoin,
+}
+
+/// Most ancestors [`child_start`] walks (a bound on a corrupt catalog's
+/// cycle; real chains are as long as the splits of one range).
+const MAX_ANCESTORS: usize = 64;
+
+/// How this node may start its replica of partition `p` (see
+/// [`ChildStart`]).
+pub fn child_start(
+    host: &Host,
+    catalog: &Catalog,
+    p: &dynaraft_storage::PartitionMeta,
+) -> Result<ChildStart, StorageError> {
+    if p.parent.is_none() || dynaraft_storage::Span::stored(host.tree(), p.group)?.is_some() {
+        return Ok(ChildStart::Start);
+    }
+    let mut next = p.parent;
+    for _ in 0..MAX_ANCESTORS {
+        let Some(a) = next else { break };
+        if host.group(a).is_some() {
+            let span = dynaraft_storage::Span::load(host.tree(), a)?;
+            return Ok(if span.owns_hash(p.hash_lo) {
+                ChildStart::Wait
+            } else {
+                ChildStart::Rejoin
+            });
+        }
+        let Some(ap) = catalog.partition(a) else {
+            break;
+        };
+        if ap.replicas.contains(&host.id()) && !host.is_held_back(a) {
+            return Ok(ChildStart::Wait);
+        }
+        next = ap.parent;
+    }
+    Ok(ChildStart::Rejoin)
 }
 
 /// Longest a leader leaving a group waits for its leadership transfer to
@@ -232,7 +332,26 @@ async fn align_voters(
             group.group
         )));
     };
-    tracing::info!(group = group.group, from = ?group.voters(), to = ?want, "changing voters");
+    // A split child's log starts after the split, on state its first
+    // replicas inherited: a replica joining now has none of it, and must be
+    // sent a snapshot, never the log from its start.
+    let split_child = catalog
+        .partition(group.group)
+        .is_some_and(|p| p.parent.is_some());
+    let current = group.voters();
+    if split_child
+        && want.iter().any(|r| !current.contains(r))
+        && !group
+            .purge_start(Duration::from_millis(CHILD_PURGE_WAIT_MS))
+            .await
+    {
+        return Err(StorageError::Unavailable(format!(
+            "group {}: its log start is not purged yet, so a joining replica would miss the state it \
+             inherited at its split",
+            group.group
+        )));
+    }
+    tracing::info!(group = group.group, from = ?current, to = ?want, "changing voters");
     let limit = Duration::from_millis(MEMBERSHIP_CHANGE_TIMEOUT_MS);
     match tokio::time::timeout(limit, group.change_voters(voters)).await {
         Ok(Ok(())) | Ok(Err(ProposeError::NotLeader { .. })) => Ok(()),

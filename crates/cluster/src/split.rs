@@ -17,7 +17,7 @@
 //!    the parent's replicas and the parent's epoch is bumped; routers learn
 //!    it from the catalog, or from a stale-epoch rejection. Each node
 //!    starts its child replica once its parent replica has applied the
-//!    split (`reconcile::may_start`); the first replica initialises the
+//!    split (`reconcile::child_start`); the first replica initialises the
 //!    child's membership, as for a new table.
 //!
 //! Each step is idempotent, and a pending split is driven to its end on

@@ -152,6 +152,10 @@ pub struct GroupStatus {
     /// The group's voters as this replica knows them.
     #[serde(default)]
     pub voters: Vec<u64>,
+    /// The last log index this replica purged (`None`: its log still
+    /// starts at the group's first entry).
+    #[serde(default)]
+    pub purged: Option<u64>,
 }
 
 /// One partition's replication to one peer region.
@@ -369,6 +373,7 @@ pub async fn execute(
                             .and_then(Result::ok)
                             .map(|(seq, delivered)| seq.saturating_sub(delivered)),
                         voters: g.voters().into_iter().collect(),
+                        purged: g.log_progress().1,
                     }
                 })
                 .collect(),

@@ -51,6 +51,10 @@ impl Default for Timing {
 /// lockstep forever; with different periods they drift apart.
 pub const HEARTBEAT_JITTER_PERCENT: u64 = 10;
 
+/// Pause between checks of whether a purge asked for took effect, in
+/// milliseconds.
+pub const PURGE_POLL_MS: u64 = 20;
+
 /// The heartbeat interval of `group`: `base_ms` spread by up to
 /// [`HEARTBEAT_JITTER_PERCENT`], fixed per group (a splitmix of its id).
 pub fn jittered_heartbeat_ms(base_ms: u64, group: u64) -> u64 {
@@ -425,6 +429,45 @@ impl RaftGroup {
         if let Err(e) = trigger.purge_log(applied).await {
             tracing::warn!(group = self.group, error = %e, "purge trigger failed");
         }
+    }
+
+    /// Makes sure some prefix of this replica's log is purged, snapshotting
+    /// first if need be, waiting up to `wait`; whether it is. Once it is,
+    /// a replica that joins with nothing is sent a snapshot rather than
+    /// the log from its start, which a split child needs: its log starts
+    /// after the split, on the state its replicas inherited, which a
+    /// replica joining later does not have.
+    pub async fn purge_start(&self, wait: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.ask_purge_start().await {
+                Ok(true) => return true,
+                Ok(false) if tokio::time::Instant::now() < deadline => {}
+                Ok(false) => return false,
+                Err(e) => {
+                    tracing::warn!(group = self.group, error = %e, "snapshot or purge trigger failed");
+                    return false;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(PURGE_POLL_MS)).await;
+        }
+    }
+
+    /// One step of [`RaftGroup::purge_start`] without waiting: whether the
+    /// log's start is purged; if not, asks for a snapshot (none yet) or
+    /// for the purge up to the latest one, both done in the background.
+    pub async fn ask_purge_start(&self) -> Result<bool, ProposeError> {
+        let (snapshot, purged) = self.log_progress();
+        if purged.is_some() {
+            return Ok(true);
+        }
+        let trigger = self.raft.trigger();
+        let asked = match snapshot {
+            Some(s) => trigger.purge_log(s).await,
+            None => trigger.snapshot().await,
+        };
+        asked.map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        Ok(false)
     }
 
     /// Stops the group's Raft tasks.

@@ -88,6 +88,17 @@ impl Span {
         Span::decode(group, tree.get(meta_key(group, SPAN_META))?.as_deref())
     }
 
+    /// The span stored for `group`, `None` when none is. A split child's
+    /// span is stored by its parent's replica applying the split, in the
+    /// same apply that narrows the parent, so on this node it says that
+    /// the child's state as of the split is here.
+    pub fn stored(tree: &Store, group: u64) -> Result<Option<Span>, StorageError> {
+        match tree.get(meta_key(group, SPAN_META))? {
+            Some(b) => Span::decode(group, Some(&b)).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// What `group` holds in this store, to remove or replace it: its
     /// stored span; the whole space when it has none but has applied
     /// something (a group that never split); `None` when it has no state
