@@ -10,7 +10,9 @@ use dynaraft_cluster::embedded::EmbeddedConfig;
 use dynaraft_cluster::split::SplitPolicy;
 use dynaraft_storage::{PartitionMeta, TableMeta};
 use dynaraft_tests::av::{n, s};
-use dynaraft_tests::cluster::{TEST_REPLACE_AFTER_MS, TestCluster};
+use dynaraft_tests::cluster::{
+    DEFAULT_SPLIT_SIZE_BYTES as SPLIT_DEFAULT, TEST_REPLACE_AFTER_MS, TestCluster,
+};
 use dynaraft_tests::{TestServer, create_table, err_of, scan_all};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -878,6 +880,87 @@ async fn caught_up(c: &TestCluster, id: u64, groups: &[u64]) -> bool {
     true
 }
 
+/// Snapshots `group`'s replica on node index `i` and waits until its log's
+/// start is purged: a replica joining later is sent a snapshot.
+async fn purge_log_start(c: &TestCluster, i: usize, group: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let g = loop {
+        // A replica of a table just made starts with the node's next
+        // reconciliation.
+        if let Some(g) = c.node(i).and_then(|n| n.host.group(group)) {
+            break g;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {} holds no replica of {group}",
+            i + 1
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while g.log_progress().1.is_none() {
+        assert!(Instant::now() < deadline, "no purge on node {}", i + 1);
+        g.compact().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Makes node `id` the leader of each of `groups`, asking the current
+/// leader to hand over.
+async fn lead_from(c: &TestCluster, id: u64, groups: &[u64]) {
+    for &g in groups {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = c.router().node_status(id).await.unwrap_or_default();
+            let leader = status.iter().find(|s| s.group == g).and_then(|s| s.leader);
+            match leader {
+                Some(l) if l == id => break,
+                Some(l) => {
+                    let _ = c.router().transfer_leader(l, g, id).await;
+                }
+                None => {}
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} never took the lead of {g}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The items of collections `0..keys`, read consistently, that do not
+/// hold `v` and their 100-byte `pad`.
+async fn wrong_items(c: &Client, keys: usize, v: u64) -> Vec<String> {
+    let want = v.to_string();
+    let mut wrong = Vec::new();
+    for i in 0..keys {
+        for sk in 0..PER_KEY {
+            let got = c
+                .get_item()
+                .table_name("grow")
+                .key("pk", s(&format!("k{i}")))
+                .key("sk", n(&sk.to_string()))
+                .consistent_read(true)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("get k{i}/{sk}: {:?}", err_of(&e)));
+            let item = got.item();
+            let got_v = item.and_then(|it| it.get("v")).and_then(|v| v.as_n().ok());
+            let pad = item
+                .and_then(|it| it.get("pad"))
+                .and_then(|p| p.as_s().ok());
+            if got_v != Some(&want) || pad.map(String::len) != Some(100) {
+                wrong.push(format!(
+                    "k{i}/{sk}: v {got_v:?}, pad {:?}",
+                    pad.map(String::len)
+                ));
+            }
+        }
+    }
+    wrong
+}
+
 /// A node cut off while its partition split twice in a chain (the child
 /// split again) comes back with every item as it was last written: its
 /// replica of a child must not start on the node's stale copy of the range
@@ -906,16 +989,7 @@ async fn cut_off_through_chained_splits(name: &str, compact_parent: bool) {
         // Node 3's replica of the first partition will be sent a snapshot
         // taken after the split, not the entries it missed.
         for i in 0..2 {
-            let g = c
-                .node(i)
-                .and_then(|n| n.host.group(first))
-                .expect("replica");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while g.log_progress().1.is_none() {
-                assert!(Instant::now() < deadline, "no purge on node {}", i + 1);
-                g.compact().await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            purge_log_start(&c, i, first).await;
         }
     }
     c.restart(2).await;
@@ -928,51 +1002,8 @@ async fn cut_off_through_chained_splits(name: &str, compact_parent: bool) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    for g in groups {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let status = c.router().node_status(3).await.unwrap_or_default();
-            let leader = status.iter().find(|s| s.group == g).and_then(|s| s.leader);
-            match leader {
-                Some(3) => break,
-                Some(l) => {
-                    let _ = c.router().transfer_leader(l, g, 3).await;
-                }
-                None => {}
-            }
-            assert!(
-                Instant::now() < deadline,
-                "node 3 never took the lead of {g}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let mut wrong = Vec::new();
-    for i in 0..KEYS {
-        for sk in 0..PER_KEY {
-            let got = c
-                .client
-                .get_item()
-                .table_name("grow")
-                .key("pk", s(&format!("k{i}")))
-                .key("sk", n(&sk.to_string()))
-                .consistent_read(true)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("get k{i}/{sk}: {:?}", err_of(&e)));
-            let item = got.item();
-            let v = item.and_then(|it| it.get("v")).and_then(|v| v.as_n().ok());
-            let pad = item
-                .and_then(|it| it.get("pad"))
-                .and_then(|p| p.as_s().ok());
-            if v.map(String::as_str) != Some("3") || pad.map(String::len) != Some(100) {
-                wrong.push(format!(
-                    "k{i}/{sk}: v {v:?}, pad {:?}",
-                    pad.map(String::len)
-                ));
-            }
-        }
-    }
+    lead_from(&c, 3, &groups).await;
+    let wrong = wrong_items(&c.client, KEYS, 3).await;
     assert!(wrong.is_empty(), "read from node 3: {wrong:?}");
     c.stop().await;
 }
@@ -985,4 +1016,50 @@ async fn a_node_cut_off_through_chained_splits_comes_back_with_every_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_sent_a_snapshot_past_the_splits_comes_back_with_every_write() {
     cut_off_through_chained_splits("split-chain-snap", true).await;
+}
+
+/// A split child's replica moved to another node (a node added to a zone
+/// takes its share, and a node that goes down has its replicas moved to
+/// another of its zone), after the parent's log was compacted so that the
+/// parent's replica there is sent a snapshot, which carries only its own
+/// narrowed range: it joins from a snapshot of the child with every item.
+/// The child's log starts after the split, so a replica fed that log from
+/// its start would hold only what was written since. The new node then
+/// leads every partition with another zone down, and every item is read
+/// from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_childs_replica_moved_to_a_new_node_holds_every_item() {
+    const KEYS: usize = 30;
+    let zones: Vec<String> = ["az-a", "az-b", "az-c"].map(String::from).into();
+    let mut c = TestCluster::start_in("split-move", &zones, 1, 2_000, SPLIT_DEFAULT).await;
+    create_table(&c.client, "grow", Some(("sk", ScalarAttributeType::N))).await;
+    for i in 0..KEYS {
+        assert_eq!(put_collection(&c.client, i).await, 0);
+    }
+    let first = partitions(c.router())[0].group;
+    let child = split_and_wait(&c, first).await;
+    set_all(&c.client, KEYS, 1).await;
+    for i in 0..3 {
+        purge_log_start(&c, i, first).await;
+    }
+    let added = c.add_node("az-a").await as u64 + 1;
+    // Node 1's replicas that the new node did not take move to it once
+    // node 1 has been down for the replace-after time.
+    c.kill(0).await;
+    let groups = [first, child];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !caught_up(&c, added, &groups).await {
+        assert!(
+            Instant::now() < deadline,
+            "node {added} never took node 1's replicas"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // With another zone down, the new replicas lead and answer with one
+    // other.
+    c.kill(1).await;
+    lead_from(&c, added, &groups).await;
+    let wrong = wrong_items(&c.client, KEYS, 1).await;
+    assert!(wrong.is_empty(), "read from node {added}: {wrong:?}");
+    c.stop().await;
 }
