@@ -468,13 +468,14 @@ pub(crate) async fn rejoin_lost_replicas(
             let Some(voters) = left_voters(&router, group, &p.replicas, host.id()).await else {
                 continue;
             };
-            // A split child's log starts on the state inherited at the
-            // split: this replica, which has none of it, may only start once
-            // no voter that could lead would send it the log from there.
-            if p.parent.is_some() && !voters_purged(&router, group, &voters).await {
+            // Starting from nothing, this replica may only start once no
+            // voter that could lead would send it entries from before the
+            // group's last split, or from the start of a split child's log
+            // (which assumes the state inherited at the split).
+            if !crate::reconcile::voters_past_floor(&router, group, &voters).await {
                 tracing::debug!(
                     group,
-                    "waiting for the split child's voters to purge their log start"
+                    "waiting for the voters to purge their logs through the group's snapshot floor"
                 );
                 continue;
             }
@@ -513,7 +514,12 @@ async fn left_voters(
     replicas: &[NodeId],
     me: NodeId,
 ) -> Option<Vec<NodeId>> {
-    for &r in replicas.iter().filter(|r| **r != me) {
+    // The catalog's replicas first; then a leader one of them names that
+    // the catalog no longer lists (a replica moving away still leads).
+    let mut ask: Vec<NodeId> = replicas.iter().copied().filter(|r| *r != me).collect();
+    let mut i = 0;
+    while let Some(&r) = ask.get(i) {
+        i += 1;
         let Ok(groups) = router.node_status(r).await else {
             continue;
         };
@@ -521,6 +527,9 @@ async fn left_voters(
             continue;
         };
         if g.leader != Some(r) {
+            if let Some(l) = g.leader.filter(|l| *l != me && !ask.contains(l)) {
+                ask.push(l);
+            }
             continue;
         }
         if !g.voters.contains(&me) {
@@ -534,23 +543,6 @@ async fn left_voters(
         }
     }
     None
-}
-
-/// Whether every one of `voters` reports `group`'s log start purged (so
-/// that any of them, leading, sends a replica joining empty a snapshot).
-async fn voters_purged(router: &Router, group: u64, voters: &[NodeId]) -> bool {
-    for &v in voters {
-        let Ok(groups) = router.node_status(v).await else {
-            return false;
-        };
-        if !groups
-            .iter()
-            .any(|g| g.group == group && g.purged.is_some())
-        {
-            return false;
-        }
-    }
-    true
 }
 
 /// Starts the tasks that follow the catalog on a node: the reconciler

@@ -33,10 +33,10 @@ pub const RECONCILE_PERIOD_MS: u64 = 1_000;
 /// whole period's wait showed as a one-second stall of every request to
 /// the child's range (make bench, the splits row).
 pub const RECONCILE_CHILD_WAIT_MS: u64 = 10;
-/// Longest the leader of a split child waits for its log's start to be
-/// purged before adding a replica (it retries after that), in
-/// milliseconds.
-pub const CHILD_PURGE_WAIT_MS: u64 = 5_000;
+/// Longest the leader of a split group waits for its own log to be purged
+/// through the group's snapshot floor before adding a replica (it retries
+/// after that), in milliseconds.
+pub const SNAPSHOT_FLOOR_WAIT_MS: u64 = 5_000;
 /// Longest a membership change may take, including a new replica's catch-up
 /// (it is retried after that), in milliseconds.
 pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 30_000;
@@ -54,7 +54,7 @@ pub async fn run(
     let mut changes = catalog.subscribe();
     loop {
         let current = catalog.get();
-        let pause = match reconcile_once(&host, &current).await {
+        let pause = match reconcile_once(&host, &current, &router).await {
             Ok(done) => {
                 if !done.rejoin.is_empty() {
                     host.hold_back(done.rejoin.iter().copied());
@@ -94,7 +94,11 @@ pub struct Reconciled {
 
 /// Starts missing replicas, aligns the voters of the groups this node
 /// leads, and removes replicas the catalog no longer assigns here, once.
-pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled, StorageError> {
+pub async fn reconcile_once(
+    host: &Host,
+    catalog: &Catalog,
+    router: &Router,
+) -> Result<Reconciled, StorageError> {
     if catalog.version == 0 {
         // Nothing known yet: never remove replicas on an empty catalog.
         return Ok(Reconciled::default());
@@ -104,18 +108,19 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
     for (group, p) in &want {
         let start = match host.group(*group) {
             Some(g) => {
-                // A split child's replica drops its log's start soon after
-                // it applied something (one snapshot): a replica joining
-                // later with none of the inherited state is then sent a
-                // snapshot by whichever replica leads
-                // (`node::rejoin_lost_replicas` waits for every voter's).
-                if p.parent.is_some()
+                // A split group's replica purges its log through its
+                // snapshot floor soon after reaching it (one snapshot): a
+                // replica joining later from nothing is then sent a
+                // snapshot past it by whichever replica leads, never the
+                // entries that wrote to what a split gave away
+                // (`voters_past_floor`).
+                if let Some(floor) = dynaraft_storage::split::snapshot_floor(host.tree(), *group)?
                     && g.progress().1 > 0
-                    && let Err(e) = g.ask_purge_start().await
+                    && let Err(e) = g.ask_purge_start(floor).await
                 {
-                    tracing::debug!(group, error = %e, "purging a split child's log start failed");
+                    tracing::debug!(group, error = %e, "purging a split group's log start failed");
                 }
-                align_voters(&g, catalog, &p.replicas).await?;
+                align_voters(host, &g, catalog, &p.replicas, router).await?;
                 continue;
             }
             // Its replica here was lost with the data directory: it starts
@@ -141,6 +146,21 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
                     "this node will never hold the split child's state as of its split (the parent's replica \
                      here was brought past the split by a snapshot, or no ancestor is here): its replica \
                      joins empty, from a snapshot of the leader"
+                );
+                outcome.rejoin.insert(*group);
+            }
+            // A replica added to a group that already runs (epoch > 1: moved
+            // or re-replicated here), with no Raft state here, joins as a
+            // lost one does: this node may still count as a voter (its
+            // earlier replica here was removed while the membership kept
+            // it, or its disk was lost), and an empty voter could help elect
+            // a leader without entries it acknowledged; and it must be sent
+            // a snapshot past the group's snapshot floor.
+            ChildStart::Start if p.epoch != 1 && !host.holds_log(*group).await => {
+                tracing::info!(
+                    node = host.id(),
+                    group,
+                    "a replica new here joins the running group through its leader"
                 );
                 outcome.rejoin.insert(*group);
             }
@@ -179,7 +199,7 @@ pub async fn reconcile_once(host: &Host, catalog: &Catalog) -> Result<Reconciled
         if let (Some(p), Some(group)) = (catalog.partition(g), host.group(g))
             && !hand_over(&group, &p.replicas).await
         {
-            align_voters(&group, catalog, &p.replicas).await?;
+            align_voters(host, &group, catalog, &p.replicas, router).await?;
         }
         host.remove_group(g).await?;
     }
@@ -317,10 +337,15 @@ pub(crate) async fn hand_leadership_to(group: &RaftGroup, to: u64, wait: Duratio
 }
 
 /// On the group's leader, changes the voters to `replicas` if they differ.
+/// A replica joining from nothing must be sent a snapshot past the group's
+/// snapshot floor by whichever voter leads, so the change waits until
+/// every voter's log is purged through it (`voters_past_floor`).
 async fn align_voters(
+    host: &Host,
     group: &RaftGroup,
     catalog: &Catalog,
     replicas: &[u64],
+    router: &Router,
 ) -> Result<(), StorageError> {
     let want: BTreeSet<u64> = replicas.iter().copied().collect();
     if !group.is_leader() || group.voters() == want {
@@ -332,24 +357,25 @@ async fn align_voters(
             group.group
         )));
     };
-    // A split child's log starts after the split, on state its first
-    // replicas inherited: a replica joining now has none of it, and must be
-    // sent a snapshot, never the log from its start.
-    let split_child = catalog
-        .partition(group.group)
-        .is_some_and(|p| p.parent.is_some());
     let current = group.voters();
-    if split_child
-        && want.iter().any(|r| !current.contains(r))
-        && !group
-            .purge_start(Duration::from_millis(CHILD_PURGE_WAIT_MS))
-            .await
-    {
-        return Err(StorageError::Unavailable(format!(
-            "group {}: its log start is not purged yet, so a joining replica would miss the state it \
-             inherited at its split",
-            group.group
-        )));
+    if want.iter().any(|r| !current.contains(r)) {
+        let floor = dynaraft_storage::split::snapshot_floor(host.tree(), group.group)?;
+        if let Some(floor) = floor {
+            group
+                .purge_start(floor, Duration::from_millis(SNAPSHOT_FLOOR_WAIT_MS))
+                .await;
+        }
+        // The voters that stay are the ones that could lead and send the
+        // new replicas entries; those leaving (a down node being replaced)
+        // need not answer.
+        let staying: Vec<u64> = current.intersection(&want).copied().collect();
+        if !voters_past_floor(router, group.group, &staying).await {
+            return Err(StorageError::Unavailable(format!(
+                "group {}: not every voter has purged its log through the group's snapshot floor \
+                 yet, so a joining replica could be sent entries from before a split",
+                group.group
+            )));
+        }
     }
     tracing::info!(group = group.group, from = ?current, to = ?want, "changing voters");
     let limit = Duration::from_millis(MEMBERSHIP_CHANGE_TIMEOUT_MS);
@@ -361,6 +387,36 @@ async fn align_voters(
             group.group
         ))),
     }
+}
+
+/// Whether every one of `voters` that answers reports `group`'s log
+/// purged through the highest snapshot floor any of them reports (so that
+/// whichever leads sends a replica joining from nothing a snapshot past
+/// every split, never the entries before it); true when none reports a
+/// floor, false when none answers. A voter that is down is not waited for:
+/// a replica replacing it must not wait for it to come back. Left open: a
+/// voter down now that comes back, is elected before it has purged its
+/// own log, and sends a joining replica the entries from before a split;
+/// each replica purges within a reconciliation of applying the split.
+pub(crate) async fn voters_past_floor(router: &Router, group: u64, voters: &[u64]) -> bool {
+    let mut seen = Vec::new();
+    for &v in voters {
+        let Ok(groups) = router.node_status(v).await else {
+            continue;
+        };
+        let Some(s) = groups.into_iter().find(|s| s.group == group) else {
+            continue;
+        };
+        seen.push((s.purged, s.snapshot_floor));
+    }
+    if seen.is_empty() {
+        return false;
+    }
+    let Some(floor) = seen.iter().filter_map(|(_, f)| *f).max() else {
+        return true;
+    };
+    seen.iter()
+        .all(|(purged, _)| purged.is_some_and(|p| p >= floor))
 }
 
 /// The replicas' addresses and zones; `None` while one is not registered.

@@ -156,6 +156,12 @@ pub struct GroupStatus {
     /// starts at the group's first entry).
     #[serde(default)]
     pub purged: Option<u64>,
+    /// The lowest index a snapshot of the group must be at before a
+    /// replica joins from nothing, as this replica's state says
+    /// (`dynaraft_storage::split::snapshot_floor`; `Some(u64::MAX)` when
+    /// its state could not be read).
+    #[serde(default)]
+    pub snapshot_floor: Option<u64>,
 }
 
 /// One partition's replication to one peer region.
@@ -374,6 +380,11 @@ pub async fn execute(
                             .map(|(seq, delivered)| seq.saturating_sub(delivered)),
                         voters: g.voters().into_iter().collect(),
                         purged: g.log_progress().1,
+                        snapshot_floor: dynaraft_storage::split::snapshot_floor(
+                            host.tree(),
+                            g.group,
+                        )
+                        .unwrap_or(Some(u64::MAX)),
                     }
                 })
                 .collect(),

@@ -261,6 +261,17 @@ impl RaftGroup {
         m.membership_config.membership().voter_ids().collect()
     }
 
+    /// [`RaftGroup::voters`] once this replica has applied the membership
+    /// that names them (so it is committed); `None` while it has not.
+    pub fn applied_voters(&self) -> Option<std::collections::BTreeSet<NodeId>> {
+        use openraft::async_runtime::watch::WatchReceiver;
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        let at = m.membership_config.log_id().as_ref().map(|l| l.index);
+        let applied = m.last_applied.as_ref().map(|l| l.index);
+        (at <= applied).then(|| m.membership_config.membership().voter_ids().collect())
+    }
+
     /// The voters of the group's membership with their addresses and zones
     /// (both halves while a joint membership is in effect).
     pub fn voter_infos(&self) -> std::collections::BTreeMap<NodeId, crate::NodeInfo> {
@@ -339,6 +350,13 @@ impl RaftGroup {
         let current = self.voters();
         for (id, info) in &voters {
             if !current.contains(id) {
+                // A replica joining starts from nothing: a log the leader
+                // still remembers it holding (it was a learner, or a member
+                // removed and back) is gone, and that is expected of a
+                // learner. Ignored when the leader has no progress for it.
+                if let Ok(Err(e)) = self.raft.trigger().allow_next_revert(id, true).await {
+                    tracing::debug!(group = self.group, node = id, error = %e, "allow_next_revert");
+                }
                 let added = self.raft.add_learner(*id, info.clone(), true).await;
                 added.map_err(propose_error)?;
             }
@@ -431,16 +449,16 @@ impl RaftGroup {
         }
     }
 
-    /// Makes sure some prefix of this replica's log is purged, snapshotting
-    /// first if need be, waiting up to `wait`; whether it is. Once it is,
-    /// a replica that joins with nothing is sent a snapshot rather than
-    /// the log from its start, which a split child needs: its log starts
-    /// after the split, on the state its replicas inherited, which a
-    /// replica joining later does not have.
-    pub async fn purge_start(&self, wait: std::time::Duration) -> bool {
+    /// Makes sure this replica's log is purged through at least index
+    /// `floor`, snapshotting first if need be, waiting up to `wait`; whether
+    /// it is. Once it is, a replica that joins with nothing is sent a
+    /// snapshot taken at or after `floor` rather than the log from its
+    /// start (see `dynaraft_storage::split::snapshot_floor` for why a split
+    /// group needs that).
+    pub async fn purge_start(&self, floor: u64, wait: std::time::Duration) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match self.ask_purge_start().await {
+            match self.ask_purge_start(floor).await {
                 Ok(true) => return true,
                 Ok(false) if tokio::time::Instant::now() < deadline => {}
                 Ok(false) => return false,
@@ -454,17 +472,18 @@ impl RaftGroup {
     }
 
     /// One step of [`RaftGroup::purge_start`] without waiting: whether the
-    /// log's start is purged; if not, asks for a snapshot (none yet) or
-    /// for the purge up to the latest one, both done in the background.
-    pub async fn ask_purge_start(&self) -> Result<bool, ProposeError> {
+    /// log is purged through `floor`; if not, asks for a snapshot (none at
+    /// or after `floor` yet) or for the purge up to the latest one, both
+    /// done in the background.
+    pub async fn ask_purge_start(&self, floor: u64) -> Result<bool, ProposeError> {
         let (snapshot, purged) = self.log_progress();
-        if purged.is_some() {
+        if purged.is_some_and(|p| p >= floor) {
             return Ok(true);
         }
         let trigger = self.raft.trigger();
         let asked = match snapshot {
-            Some(s) => trigger.purge_log(s).await,
-            None => trigger.snapshot().await,
+            Some(s) if s >= floor => trigger.purge_log(s).await,
+            _ => trigger.snapshot().await,
         };
         asked.map_err(|e| ProposeError::Unavailable(e.to_string()))?;
         Ok(false)

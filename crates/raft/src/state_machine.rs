@@ -156,6 +156,15 @@ impl RaftStateMachine<TypeConfig> for GroupStateMachine {
                     if matches!(cmd.cmd, Command::Split { .. }) {
                         // Later entries of the batch see the narrowed range.
                         span = Span::load_staged(&ov, self.group).map_err(io_err)?;
+                        // A replica joining from nothing must start from a
+                        // snapshot past this entry (`split::snapshot_floor`).
+                        if matches!(outcome, Outcome::Sequence(_)) {
+                            ov.put_meta(
+                                self.group,
+                                dynaraft_storage::split::SPLIT_INDEX_META,
+                                entry.log_id.index.to_be_bytes().to_vec(),
+                            );
+                        }
                     }
                     outcome
                 }

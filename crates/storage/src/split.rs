@@ -53,6 +53,37 @@ const COPIED_META_PREFIXES: [&str; 3] = ["src:", "closed:", "bfdone:"];
 /// split, which a split applied again answers (the stream shard's end).
 const SPLIT_SEQ: &str = "split_seq";
 
+/// Group-metadata: the Raft log index of the last split this group applied
+/// as the parent. The state machine writes it (it knows the entry's index);
+/// a snapshot carries it.
+pub const SPLIT_INDEX_META: &str = "split_index";
+
+/// The lowest log index a snapshot of `group` must be taken at before a
+/// replica may join it from nothing: `None` when the group's log from its
+/// first entry is right on any node (it never split and is not a split
+/// child). A split child's log starts on state its first replicas
+/// inherited (`Some(0)`: any snapshot). A parent's entries from before its
+/// last split wrote to a range its children now own, on the same nodes, so
+/// a replica replaying them would write into a child's items; a snapshot
+/// taken after the split carries only the parent's own range.
+pub fn snapshot_floor(tree: &crate::kv::Store, group: u64) -> Result<Option<u64>, StorageError> {
+    let split = match tree.get(meta_key(group, SPLIT_INDEX_META))? {
+        Some(b) => Some(
+            <[u8; 8]>::try_from(b.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| {
+                    StorageError::Corrupt(format!(
+                        "split index of group {group} holds {} bytes, not 8",
+                        b.len()
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let child = Span::stored(tree, group)?.is_some_and(|s| s.space != group);
+    Ok(split.or(child.then_some(0)))
+}
+
 /// Entries and bytes counted over a range.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct Tally {
