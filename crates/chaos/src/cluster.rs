@@ -4,7 +4,10 @@
 //! through the fault-injecting proxy (`proxy`). The harness can kill -9,
 //! restart, pause (SIGSTOP) and resume (SIGCONT) any node, make its fsyncs
 //! fail (an `LD_PRELOAD` shim), leave a torn write at the end of its WAL,
-//! and ask whether it has caught up (its `/ready`).
+//! and ask whether it has caught up (its `/ready`). With a spare, a fourth
+//! node (not a control member) runs in az-a beside node 1, so that
+//! replicas of a node down past the replace-after time have somewhere to
+//! move.
 
 use crate::proxy::{self, Net, Zone};
 use anyhow::Context;
@@ -17,6 +20,8 @@ use tokio::process::{Child, Command};
 pub const ZONES: [&str; 3] = ["az-a", "az-b", "az-c"];
 /// The router's zone: the edge, where clients are.
 pub const EDGE: Zone = 0;
+/// The zone of the spare node, when there is one (az-a).
+pub const SPARE_ZONE: Zone = 1;
 
 pub struct Node {
     pub id: u64,
@@ -64,6 +69,15 @@ pub struct ClusterConfig {
     /// The fsync shim (tests/faults/fail_fsync.c built), preloaded into the
     /// nodes when their fsyncs are to fail.
     pub fail_fsync: Option<PathBuf>,
+    /// A fourth node in [`SPARE_ZONE`] (port `base_port + 4`), and every
+    /// node's `--replace-after-ms`: a node down that long has its
+    /// replicas moved to another node of its zone.
+    pub spare: Option<SpareConfig>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SpareConfig {
+    pub replace_after_ms: u64,
 }
 
 /// A node's metrics port is this far above its own (a second region's
@@ -90,7 +104,13 @@ impl Cluster {
     pub async fn start(cfg: ClusterConfig) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(&cfg.dir)?;
         let net = Net::default();
-        let addrs: Vec<SocketAddr> = (1..=3u16)
+        // Node i + 1 is in zone `zones[i]` (1-based); the three first are
+        // the control-plane members, one per zone.
+        let mut zones: Vec<Zone> = (1..=ZONES.len()).collect();
+        if cfg.spare.is_some() {
+            zones.push(SPARE_ZONE);
+        }
+        let addrs: Vec<SocketAddr> = (1..=zones.len() as u16)
             .map(|i| SocketAddr::from(([127, 0, 0, 1], cfg.base_port + i)))
             .collect();
         let control: Vec<String> = addrs
@@ -100,29 +120,29 @@ impl Cluster {
             .map(|(i, (a, z))| format!("{}={a}@{z}", i + 1))
             .collect();
         let control = control.join(",");
-        // One proxy listener per (source zone, destination node).
-        let mut routes: Vec<Vec<String>> = vec![Vec::new(); 4];
+        // One proxy listener per (source zone, destination node in another
+        // zone); within a zone, nodes talk directly.
+        let mut routes: Vec<Vec<String>> = vec![Vec::new(); ZONES.len() + 1];
         for (from, r) in routes.iter_mut().enumerate() {
-            for (j, addr) in addrs.iter().enumerate() {
-                let to = j + 1;
+            for (j, (addr, &to)) in addrs.iter().zip(&zones).enumerate() {
                 if from == to {
                     continue;
                 }
-                let seed = cfg.seed ^ ((from as u64) << 8 | to as u64);
+                let seed = cfg.seed ^ ((from as u64) << 8 | (j as u64 + 1));
                 let via = proxy::listen(net.clone(), from, to, *addr, seed).await?;
                 r.push(format!("{addr}={via}"));
             }
         }
         let mut nodes = Vec::new();
-        for (i, addr) in addrs.iter().enumerate() {
+        for (i, (addr, &zone)) in addrs.iter().zip(&zones).enumerate() {
             let id = i as u64 + 1;
             let data = cfg.dir.join(format!("node-{id}"));
-            let args = vec![
+            let mut args = vec![
                 "node".into(),
                 "--id".into(),
                 id.to_string(),
                 "--az".into(),
-                ZONES[i].into(),
+                ZONES[zone - 1].into(),
                 "--listen".into(),
                 addr.to_string(),
                 "--data-dir".into(),
@@ -130,8 +150,12 @@ impl Cluster {
                 "--control".into(),
                 control.clone(),
                 "--route".into(),
-                routes[i + 1].join(","),
+                routes[zone].join(","),
             ];
+            if let Some(spare) = cfg.spare {
+                args.push("--replace-after-ms".into());
+                args.push(spare.replace_after_ms.to_string());
+            }
             let args: Vec<String> = args
                 .into_iter()
                 .chain(cfg.node_flags.iter().cloned())
@@ -145,7 +169,7 @@ impl Cluster {
             std::fs::write(&clock_file, "+0\n")?;
             nodes.push(Node {
                 id,
-                zone: i + 1,
+                zone,
                 addr: *addr,
                 args,
                 child: None,

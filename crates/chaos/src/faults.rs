@@ -3,7 +3,7 @@
 //! at the same offsets (the workload's timing still varies with the
 //! machine).
 
-use crate::cluster::{Cluster, ZONES};
+use crate::cluster::{Cluster, SPARE_ZONE, ZONES};
 use crate::proxy::Rule;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -33,10 +33,16 @@ pub enum Kind {
     /// record after the end of its WAL, as a power loss in the middle of a
     /// write leaves one; a restart on that data when the fault ends.
     TornWrite,
+    /// kill -9 of az-a's control node for longer than the replace-after
+    /// time (at least [`REPLACE_FAULT_MIN_MS`]): the control plane moves
+    /// its replicas to az-a's spare node (the run adds one), under the
+    /// workload and the splits; it restarts when the fault ends and gives
+    /// up what it no longer holds.
+    Replace,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Kill,
         Kind::Partition,
         Kind::PartitionOneWay,
@@ -45,6 +51,7 @@ impl Kind {
         Kind::ClockSkew,
         Kind::FsyncFailure,
         Kind::TornWrite,
+        Kind::Replace,
     ];
 }
 
@@ -83,6 +90,8 @@ pub enum Fault {
         bytes: usize,
         seed: u64,
     },
+    /// Always az-a's control node (the spare is in az-a).
+    Replace,
 }
 
 impl fmt::Display for Fault {
@@ -111,6 +120,11 @@ impl fmt::Display for Fault {
             Fault::TornWrite { zone, bytes, .. } => {
                 write!(f, "kill -9 {} with a torn {bytes}-byte write", z(zone))
             }
+            Fault::Replace => write!(
+                f,
+                "kill -9 {} past the replace-after time (its replicas move to the spare)",
+                z(&SPARE_ZONE)
+            ),
         }
     }
 }
@@ -131,6 +145,15 @@ pub const SKEW_S: std::ops::RangeInclusive<i64> = 2..=90;
 /// Size of a torn write left after the end of a WAL, in bytes: from a
 /// few bytes of a record's header to a few sectors.
 pub const TORN_BYTES: std::ops::RangeInclusive<usize> = 1..=2_048;
+
+/// The replace-after time the nodes get when a run has a spare node, in
+/// milliseconds: longer than a restart, so that only a node meant to stay
+/// down (or a long kill) has its replicas moved.
+pub const REPLACE_AFTER_MS: u64 = 5_000;
+/// Shortest `replace` fault, in milliseconds: the replace-after time, the
+/// repair's notice and the moves (new replicas catching up by snapshot)
+/// fit in it.
+pub const REPLACE_FAULT_MIN_MS: u64 = 15_000;
 
 /// One fault, from `start_ms` (since the run started) for `duration_ms`.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -162,12 +185,16 @@ pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
         return out;
     }
     loop {
-        let duration_ms = rng.u64(t.fault_min_ms..=t.fault_max_ms.max(t.fault_min_ms));
+        let mut duration_ms = rng.u64(t.fault_min_ms..=t.fault_max_ms.max(t.fault_min_ms));
+        let zone = rng.usize(1..=ZONES.len());
+        let kind = kinds[rng.usize(..kinds.len())];
+        if kind == Kind::Replace {
+            duration_ms = duration_ms.max(REPLACE_FAULT_MIN_MS);
+        }
         if at + duration_ms >= t.run_ms {
             return out;
         }
-        let zone = rng.usize(1..=ZONES.len());
-        let fault = match kinds[rng.usize(..kinds.len())] {
+        let fault = match kind {
             Kind::Kill => Fault::Kill { zone },
             Kind::Partition => Fault::Partition { zone },
             Kind::PartitionOneWay => Fault::PartitionOneWay {
@@ -192,6 +219,7 @@ pub fn schedule(seed: u64, kinds: &[Kind], t: Timing) -> Vec<Episode> {
                 bytes: rng.usize(TORN_BYTES),
                 seed: rng.u64(..),
             },
+            Kind::Replace => Fault::Replace,
         };
         out.push(Episode {
             start_ms: at,
@@ -207,6 +235,7 @@ pub async fn inject(cluster: &mut Cluster, fault: Fault) -> anyhow::Result<()> {
     let zones = 1..=ZONES.len();
     match fault {
         Fault::Kill { zone } => cluster.kill_node(zone - 1).await,
+        Fault::Replace => cluster.kill_node(SPARE_ZONE - 1).await,
         Fault::Pause { zone } => cluster.pause_node(zone - 1, true),
         Fault::ClockSkew { zone, skew_s } => cluster.skew_clock(zone - 1, skew_s)?,
         Fault::FsyncFailure { zone } => cluster.fail_fsyncs(zone - 1, true)?,

@@ -170,6 +170,7 @@ pub async fn run(cfg: GlobalConfig) -> anyhow::Result<GlobalResult> {
             node_flags: flags,
             faketime: None,
             fail_fsync: None,
+            spare: None,
         })
         .await?;
         clusters.push(cluster);

@@ -92,7 +92,8 @@ struct RunArgs {
     /// Partitions of the test table.
     #[arg(long, default_value_t = 3)]
     partitions: usize,
-    /// Router port; the nodes use the three ports after it.
+    /// Router port; the nodes use the three ports after it (four when the
+    /// `replace` scenario adds a spare node).
     #[arg(long, default_value_t = 19100)]
     base_port: u16,
     /// Start the router with --unsafe-ack-before-commit, a deliberately

@@ -162,6 +162,12 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<RunResult> {
         } else {
             None
         },
+        spare: cfg
+            .kinds
+            .contains(&Kind::Replace)
+            .then_some(crate::cluster::SpareConfig {
+                replace_after_ms: crate::faults::REPLACE_AFTER_MS,
+            }),
     })
     .await?;
     let result = drive(&cfg, &mut cluster, &schedule).await;
