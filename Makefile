@@ -178,7 +178,7 @@ $(FAIL_FSYNC): tests/faults/fail_fsync.c
 test-chaos: $(FAIL_FSYNC)
 	$(CARGO) build -p dynaraft --features dynaraft/failpoints -p dynaraft-chaos
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test \
-	  --scenarios kill,partition,pause,fsync-failure,torn-write --duration-s 30 --split-every-s 3 \
+	  --scenarios kill,partition,pause,fsync-failure,torn-write,replace --duration-s 30 --split-every-s 3 \
 	  --fail-fsync-lib $(FAIL_FSYNC)
 	$(CHAOS) global --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-global --duration-s 30
 	$(CHAOS) run --binary $(TARGET)/debug/dynaraft --out $(TARGET)/chaos-test-broken \
