@@ -41,8 +41,9 @@ pub const SNAPSHOT_FLOOR_WAIT_MS: u64 = 5_000;
 /// (it is retried after that), in milliseconds.
 pub const MEMBERSHIP_CHANGE_TIMEOUT_MS: u64 = 30_000;
 
-/// Reconciles on every catalog change until the node shuts down. A split
-/// child's replica that can never find its state here is handed to
+/// Reconciles on every catalog change until the node shuts down. Replicas
+/// that must join their group from nothing (a split child whose inherited
+/// state will never be here, a replica moved here) are handed to
 /// `node::rejoin_lost_replicas` (through `router`), like a replica lost
 /// with the data directory.
 pub async fn run(
@@ -87,8 +88,11 @@ pub async fn run(
 pub struct Reconciled {
     /// A split child's replica waits for its parent's split to apply here.
     pub child_waits: bool,
-    /// Split children whose state as of the split will never be here (see
-    /// [`ChildStart::Rejoin`]): they must join empty, from a snapshot.
+    /// Groups whose replica here must join from nothing, through the
+    /// leader (a split child whose state as of the split will never be
+    /// here, [`ChildStart::Rejoin`]; a replica new here in a group that
+    /// already runs): it leaves the voters if still counted, and is sent a
+    /// snapshot.
     pub rejoin: BTreeSet<u64>,
 }
 
