@@ -24,7 +24,15 @@ pub struct Timing {
     /// Take a (metadata-only) snapshot after this many entries, which lets
     /// the in-memory log tail be purged: it bounds the tail's length.
     pub snapshot_after_entries: u64,
-    /// Entries kept in the log after a snapshot, for slightly lagging followers.
+    /// Entries kept in the log after a snapshot, for slightly lagging
+    /// followers. 0 by default: openraft schedules a purge after each new
+    /// snapshot at the snapshot less this many entries, and asserts that it
+    /// never falls below a purge still pending (one asked for explicitly,
+    /// by a compaction or a split's snapshot floor, and held back by a
+    /// replication in flight); with entries kept, a snapshot built within
+    /// that many entries of such a purge panicked the group's Raft core in
+    /// debug builds. A leader still purges nothing a replication in flight
+    /// reads; a follower that is down when its entries go gets a snapshot.
     pub keep_entries_after_snapshot: u64,
 }
 
@@ -40,7 +48,7 @@ impl Default for Timing {
             election_timeout_min_ms: 750,
             election_timeout_max_ms: 1500,
             snapshot_after_entries: 5000,
-            keep_entries_after_snapshot: 1000,
+            keep_entries_after_snapshot: 0,
         }
     }
 }
@@ -431,24 +439,6 @@ impl RaftGroup {
         }
     }
 
-    /// Snapshots the group and purges its log up to what it has applied,
-    /// whatever the snapshot policy says; both happen in the background
-    /// (openraft purges only what a snapshot covers, and only once no
-    /// replication still reads those entries).
-    pub async fn compact(&self) {
-        let (_, applied) = self.progress();
-        let trigger = self.raft.trigger();
-        let (snapshot, _) = self.log_progress();
-        if snapshot.is_none_or(|s| s < applied)
-            && let Err(e) = trigger.snapshot().await
-        {
-            tracing::warn!(group = self.group, error = %e, "snapshot trigger failed");
-        }
-        if let Err(e) = trigger.purge_log(applied).await {
-            tracing::warn!(group = self.group, error = %e, "purge trigger failed");
-        }
-    }
-
     /// Makes sure this replica's log is purged through at least index
     /// `floor`, snapshotting first if need be, waiting up to `wait`; whether
     /// it is. Once it is, a replica that joins with nothing is sent a
@@ -472,21 +462,39 @@ impl RaftGroup {
     }
 
     /// One step of [`RaftGroup::purge_start`] without waiting: whether the
-    /// log is purged through `floor`; if not, asks for a snapshot (none at
-    /// or after `floor` yet) or for the purge up to the latest one, both
-    /// done in the background.
+    /// log is purged through `floor`; if not, asks for a snapshot at what
+    /// this replica has applied (unless the latest is there already) and
+    /// for the purge up to it, both done in the background. Always asking
+    /// up to the newest index matters: a purge scheduled while this replica
+    /// led and a replication read those entries stays pending after it
+    /// stops leading, and openraft takes it up again only for a higher
+    /// index.
     pub async fn ask_purge_start(&self, floor: u64) -> Result<bool, ProposeError> {
         let (snapshot, purged) = self.log_progress();
         if purged.is_some_and(|p| p >= floor) {
             return Ok(true);
         }
+        let (_, applied) = self.progress();
         let trigger = self.raft.trigger();
-        let asked = match snapshot {
-            Some(s) if s >= floor => trigger.purge_log(s).await,
-            _ => trigger.snapshot().await,
+        let unavailable = |e: openraft::error::Fatal<crate::types::TypeConfig>| {
+            ProposeError::Unavailable(e.to_string())
         };
-        asked.map_err(|e| ProposeError::Unavailable(e.to_string()))?;
+        if snapshot.is_none_or(|s| s < applied) {
+            trigger.snapshot().await.map_err(unavailable)?;
+        }
+        trigger.purge_log(applied).await.map_err(unavailable)?;
         Ok(false)
+    }
+
+    /// One step towards a log purged through what the group has applied
+    /// (see [`RaftGroup::ask_purge_start`]); openraft purges only what a
+    /// snapshot covers, and only once no replication still reads those
+    /// entries.
+    pub async fn compact(&self) {
+        let (_, applied) = self.progress();
+        if let Err(e) = self.ask_purge_start(applied).await {
+            tracing::warn!(group = self.group, error = %e, "snapshot or purge trigger failed");
+        }
     }
 
     /// Stops the group's Raft tasks.
