@@ -439,9 +439,11 @@ pub const REJOIN_RETRY_MS: u64 = 1_000;
 /// (an empty replica counted as a voter could help elect a leader without
 /// entries it had acknowledged), then starts the replica empty; the
 /// leader's reconciler then adds it back as a learner and makes it a voter
-/// once caught up (`reconcile::align_voters`). Also used for a split
-/// child's replica whose state as of the split will never be here
-/// (`reconcile::ChildStart::Rejoin`). A group gone from the catalog,
+/// once caught up (`reconcile::align_voters`). Also used for every replica
+/// that joins a running group from nothing (`reconcile::Reconciled::rejoin`:
+/// a split child whose state as of the split will never be here, a replica
+/// moved here), once the voters that answer have purged their logs through
+/// the group's snapshot floor. A group gone from the catalog,
 /// or no longer placed here, is simply let go, judged only by a catalog at
 /// least as new as version `seen` (the one `lost` was read from: an older
 /// one, such as the empty catalog before the first arrives, would let every

@@ -342,8 +342,9 @@ pub(crate) async fn hand_leadership_to(group: &RaftGroup, to: u64, wait: Duratio
 
 /// On the group's leader, changes the voters to `replicas` if they differ.
 /// A replica joining from nothing must be sent a snapshot past the group's
-/// snapshot floor by whichever voter leads, so the change waits until
-/// every voter's log is purged through it (`voters_past_floor`).
+/// snapshot floor by whichever voter leads, so a change that adds one waits
+/// until the voters that stay have purged their logs through it
+/// (`voters_past_floor`).
 async fn align_voters(
     host: &Host,
     group: &RaftGroup,

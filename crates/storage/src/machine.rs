@@ -116,7 +116,7 @@ pub fn nodes_prefix() -> Vec<u8> {
 
 /// A stored u64 counter: 0 when it was never written; anything but eight
 /// bytes is corruption, not zero.
-fn u64_of(key: &[u8], v: Option<&[u8]>) -> Result<u64, StorageError> {
+pub(crate) fn u64_of(key: &[u8], v: Option<&[u8]>) -> Result<u64, StorageError> {
     match v {
         None => Ok(0),
         Some(b) => <[u8; 8]>::try_from(b).map(u64::from_be_bytes).map_err(|_| {

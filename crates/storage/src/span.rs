@@ -108,8 +108,8 @@ impl Span {
     /// anything here as owning its whole space would wipe a child hosted
     /// on the same node.
     pub fn held(tree: &Store, group: u64) -> Result<Option<Span>, StorageError> {
-        if let Some(b) = tree.get(meta_key(group, SPAN_META))? {
-            return Span::decode(group, Some(&b)).map(Some);
+        if let Some(span) = Span::stored(tree, group)? {
+            return Ok(Some(span));
         }
         let applied = crate::machine::applied_index(tree, group)?;
         Ok((applied > 0).then(|| Span::whole(group)))

@@ -67,17 +67,9 @@ pub const SPLIT_INDEX_META: &str = "split_index";
 /// a replica replaying them would write into a child's items; a snapshot
 /// taken after the split carries only the parent's own range.
 pub fn snapshot_floor(tree: &crate::kv::Store, group: u64) -> Result<Option<u64>, StorageError> {
-    let split = match tree.get(meta_key(group, SPLIT_INDEX_META))? {
-        Some(b) => Some(
-            <[u8; 8]>::try_from(b.as_ref())
-                .map(u64::from_be_bytes)
-                .map_err(|_| {
-                    StorageError::Corrupt(format!(
-                        "split index of group {group} holds {} bytes, not 8",
-                        b.len()
-                    ))
-                })?,
-        ),
+    let key = meta_key(group, SPLIT_INDEX_META);
+    let split = match tree.get(&key)? {
+        Some(b) => Some(crate::machine::u64_of(&key, Some(&b))?),
         None => None,
     };
     let child = Span::stored(tree, group)?.is_some_and(|s| s.space != group);
