@@ -48,6 +48,8 @@ use std::time::SystemTime;
 /// Signing keys kept per user: one per day, and requests signed just
 /// before midnight still arrive after it.
 pub const SIGNING_KEYS_PER_USER: usize = 2;
+/// What every DynamoDB action is named with in policies.
+pub const ACTION_PREFIX: &str = "dynamodb:";
 /// Longest access key id accepted, in characters (IAM's limit).
 pub const MAX_ACCESS_KEY_ID_CHARS: usize = 128;
 
@@ -471,13 +473,27 @@ impl Access {
 
 /// The ARN of resource `r` in `region` and `account`.
 pub fn arn(r: &Resource, region: &str, account: &str) -> String {
-    let base = format!("arn:aws:dynamodb:{region}:{account}");
-    match r {
-        Resource::Any => "*".into(),
-        Resource::Table(t) => format!("{base}:table/{t}"),
-        Resource::Index(t, i) => format!("{base}:table/{t}/index/{i}"),
-        Resource::Arn(a) => a.clone(),
+    let (table, index) = match r {
+        Resource::Any => return "*".into(),
+        Resource::Arn(a) => return a.clone(),
+        Resource::Table(t) => (t, None),
+        Resource::Index(t, i) => (t, Some(i)),
+    };
+    let parts = [
+        "arn:aws:dynamodb:",
+        region,
+        ":",
+        account,
+        ":table/",
+        table,
+        index.map_or("", |_| "/index/"),
+        index.map_or("", String::as_str),
+    ];
+    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        out.push_str(p);
     }
+    out
 }
 
 /// The PartiQL action a statement needs for the item operation it runs as:
@@ -538,7 +554,10 @@ impl Principal {
     /// refuses (nothing counted: a check, not a refused request).
     pub fn decide(&self, access: &Access, resource_policy: Option<&Policy>) -> Result<(), String> {
         let resource = self.arn(&access.resource);
-        let action = format!("dynamodb:{}", access.action);
+        // Lower case, as policies compare actions.
+        let mut action = String::with_capacity(ACTION_PREFIX.len() + access.action.len());
+        action.push_str(ACTION_PREFIX);
+        action.extend(access.action.chars().map(|c| c.to_ascii_lowercase()));
         let ctx = RequestContext {
             principal: self,
             access,
@@ -565,7 +584,10 @@ impl Principal {
                 "with an explicit deny in a resource-based policy".to_string()
             }
             (Decision::Allow, _) | (_, Decision::Allow) => return Ok(()),
-            _ => format!("because no identity-based policy allows the {action} action"),
+            _ => format!(
+                "because no identity-based policy allows the {ACTION_PREFIX}{} action",
+                access.action
+            ),
         })
     }
 

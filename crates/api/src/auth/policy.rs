@@ -222,7 +222,11 @@ impl Policy {
 /// The decision of a set of policies for `req`.
 pub fn evaluate<'p>(policies: impl IntoIterator<Item = &'p Policy>, req: &Request) -> Decision {
     let mut allowed = false;
-    let action = req.action.to_ascii_lowercase();
+    let action = if req.action.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(req.action.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(req.action)
+    };
     for st in policies.into_iter().flat_map(|p| &p.statements) {
         if !st.applies(&action, req) {
             continue;

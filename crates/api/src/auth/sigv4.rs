@@ -3,9 +3,11 @@
 //! with a key derived from its secret, the date, the region and the
 //! service; the server rebuilds the same canonical request from what
 //! arrived, derives the same key from the secret it holds, and compares
-//! the two signatures in constant time. The HMAC arithmetic (key
-//! derivation and signature) is `aws-sigv4`'s, the crate every Rust SDK
-//! signs with; this module only reads requests.
+//! the two signatures in constant time. The arithmetic is well-kept
+//! crates': the key derivation is `aws-sigv4`'s (the crate every Rust SDK
+//! signs with), the signature's HMAC-SHA256 `hmac`'s and `sha2`'s (the
+//! crates `aws-sigv4` computes it with); this module only reads requests
+//! and builds the canonical request and the string to sign.
 //!
 //! Both forms are read: the `Authorization` header
 //! (`AWS4-HMAC-SHA256 Credential=KEY/DATE/REGION/SERVICE/aws4_request,
@@ -28,8 +30,10 @@
 //! any header but not checked against anything, since there is no STS.
 
 use crate::error::ApiError;
+use hmac::{Hmac, KeyInit, Mac};
 use hyper::HeaderMap;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+use sha2::{Digest, Sha256};
 use std::time::{Duration, SystemTime};
 
 /// The one signing algorithm accepted.
@@ -87,9 +91,7 @@ pub struct Signature {
 /// What a request presents: a signature, or nothing at all
 /// (MissingAuthenticationTokenException).
 pub fn parse(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Signature>, ApiError> {
-    let auth = headers
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()));
+    let auth = headers.get(hyper::header::AUTHORIZATION).map(text);
     let presigned = query.is_some_and(|q| {
         q.split('&')
             .any(|p| p.split('=').next() == Some("X-Amz-Algorithm"))
@@ -110,7 +112,13 @@ fn from_header(auth: &str, headers: &HeaderMap) -> Result<Signature, ApiError> {
     let mut credential = None;
     let mut signed_headers = None;
     let mut signature = None;
-    for part in rest.split([',', ' ']).filter(|p| !p.is_empty()) {
+    // Split at commas and spaces (ASCII, so every piece is a `str`).
+    let pieces = rest
+        .as_bytes()
+        .split(|b| *b == b',' || *b == b' ')
+        .filter_map(|p| std::str::from_utf8(p).ok())
+        .filter(|p| !p.is_empty());
+    for part in pieces {
         match part.split_once('=') {
             Some(("Credential", v)) => credential = Some(v),
             Some(("SignedHeaders", v)) => signed_headers = Some(v),
@@ -220,8 +228,15 @@ fn signature_of(
     if algorithm != ALGORITHM {
         return Err(mismatch());
     }
-    let parts: Vec<&str> = credential.split('/').collect();
-    let [key_id, scope_date, region, service, _terminator] = parts[..] else {
+    let mut parts = credential.split('/');
+    let (Some(key_id), Some(scope_date), Some(region), Some(service), Some(_terminator), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return Err(ApiError::IncompleteSignature(format!(
             "Credential must have exactly 5 slash-delimited elements, e.g. keyid/date/region/service/term, got '{credential}'"
         )));
@@ -298,6 +313,7 @@ pub fn check_scope(sig: &Signature, region: &str) -> Result<(), ApiError> {
 }
 
 /// The parts of the request the signature covers.
+#[derive(Clone, Copy)]
 pub struct Signed<'a> {
     pub method: &'a str,
     /// The path as sent (still percent-encoded).
@@ -310,55 +326,73 @@ pub struct Signed<'a> {
 
 /// Whether `sig` is the signature of `req` under `signing_key` (derived
 /// from the secret for the signature's date, region and service).
+///
+/// The canonical request and the string to sign are built as bytes in one
+/// buffer each and hashed at once, and the signature sent is decoded to
+/// bytes and compared with [`Mac::verify_slice`] (constant time).
 pub fn verify(sig: &Signature, req: &Signed, signing_key: &[u8]) -> bool {
-    let body_hash = hex_sha256(req.body);
-    if matches(sig, req, signing_key, &body_hash) {
+    let Some(given) = decode_hex_32(&sig.signature) else {
+        return false;
+    };
+    let body_hash = hex_32(&Sha256::digest(req.body).into());
+    if matches(sig, req, signing_key, &body_hash, &given) {
         return true;
     }
-    matches!(sig.form, Form::Query { .. }) && matches(sig, req, signing_key, UNSIGNED_PAYLOAD)
+    matches!(sig.form, Form::Query { .. })
+        && matches(sig, req, signing_key, UNSIGNED_PAYLOAD.as_bytes(), &given)
 }
 
-fn matches(sig: &Signature, req: &Signed, signing_key: &[u8], payload_hash: &str) -> bool {
-    use subtle::ConstantTimeEq;
-    let to_sign = string_to_sign(sig, req, payload_hash);
-    let expected = aws_sigv4::sign::v4::calculate_signature(signing_key, to_sign.as_bytes());
-    let given = sig.signature.as_bytes();
-    if given.len() != expected.len() {
+fn matches(
+    sig: &Signature,
+    req: &Signed,
+    signing_key: &[u8],
+    payload_hash: &[u8],
+    given: &[u8; 32],
+) -> bool {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(signing_key) else {
         return false;
-    }
-    let mut lower = [0u8; SIGNATURE_HEX_CHARS];
-    match lower.get_mut(..given.len()) {
-        Some(l) => {
-            for (l, g) in l.iter_mut().zip(given) {
-                *l = g.to_ascii_lowercase();
-            }
-            expected.as_bytes().ct_eq(l).into()
-        }
-        None => false,
-    }
+    };
+    mac.update(&string_to_sign(sig, req, payload_hash));
+    mac.verify_slice(given).is_ok()
 }
+
+/// Bytes reserved for a canonical request or a string to sign: an SDK's
+/// request fits, so neither grows.
+const SIGNING_BUFFER_BYTES: usize = 1024;
 
 /// SigV4's string to sign: algorithm, request time, credential scope and
 /// the hash of the canonical request.
-pub fn string_to_sign(sig: &Signature, req: &Signed, payload_hash: &str) -> String {
-    let canonical = canonical_request(sig, req, payload_hash);
-    format!(
-        "{ALGORITHM}\n{}\n{}/{}/{}/aws4_request\n{}",
-        sig.amz_date,
-        sig.scope_date,
-        sig.region,
-        sig.service,
-        hex_sha256(canonical.as_bytes())
-    )
+pub fn string_to_sign(sig: &Signature, req: &Signed, payload_hash: &[u8]) -> Vec<u8> {
+    let canonical = hex_32(&Sha256::digest(canonical_request(sig, req, payload_hash)).into());
+    let mut out = Vec::with_capacity(SIGNING_BUFFER_BYTES);
+    for part in [
+        ALGORITHM.as_bytes(),
+        b"\n",
+        sig.amz_date.as_bytes(),
+        b"\n",
+        sig.scope_date.as_bytes(),
+        b"/",
+        sig.region.as_bytes(),
+        b"/",
+        sig.service.as_bytes(),
+        b"/aws4_request\n",
+        &canonical,
+    ] {
+        out.extend_from_slice(part);
+    }
+    out
 }
 
-fn canonical_request(sig: &Signature, req: &Signed, payload_hash: &str) -> String {
-    let mut out = String::with_capacity(256);
-    out.push_str(req.method);
-    out.push('\n');
+/// SigV4's canonical request.
+fn canonical_request(sig: &Signature, req: &Signed, payload_hash: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(SIGNING_BUFFER_BYTES);
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b'\n');
     let path = if req.path.is_empty() { "/" } else { req.path };
-    out.extend(utf8_percent_encode(path, PATH));
-    out.push('\n');
+    for piece in utf8_percent_encode(path, PATH) {
+        out.extend_from_slice(piece.as_bytes());
+    }
+    out.push(b'\n');
     if let Some(q) = req.query.filter(|q| !q.is_empty()) {
         let mut query: Vec<(String, String)> = query_pairs(q)
             .into_iter()
@@ -368,40 +402,54 @@ fn canonical_request(sig: &Signature, req: &Signed, payload_hash: &str) -> Strin
         query.sort();
         for (i, (k, v)) in query.iter().enumerate() {
             if i > 0 {
-                out.push('&');
+                out.push(b'&');
             }
-            out.push_str(k);
-            out.push('=');
-            out.push_str(v);
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
         }
     }
-    out.push('\n');
+    out.push(b'\n');
     for name in sig.signed_headers.split(';') {
-        out.push_str(name);
-        out.push(':');
+        out.extend_from_slice(name.as_bytes());
+        out.push(b':');
         for (i, v) in req.headers.get_all(name).iter().enumerate() {
             if i > 0 {
-                out.push(',');
+                out.push(b',');
             }
-            push_collapsed(&mut out, &String::from_utf8_lossy(v.as_bytes()));
+            push_collapsed(&mut out, v.as_bytes());
         }
-        out.push('\n');
+        out.push(b'\n');
     }
-    out.push('\n');
-    out.push_str(&sig.signed_headers);
-    out.push('\n');
-    out.push_str(payload_hash);
+    out.push(b'\n');
+    out.extend_from_slice(sig.signed_headers.as_bytes());
+    out.push(b'\n');
+    out.extend_from_slice(payload_hash);
     out
 }
 
-/// Appends a header value as SigV4 signs it: trimmed, runs of spaces made
-/// one.
-fn push_collapsed(out: &mut String, v: &str) {
-    for (i, word) in v.split_whitespace().enumerate() {
+/// Appends a header value as SigV4 signs it: trimmed, each run of spaces
+/// made one (copied whole when there is none to remove, as SDKs send
+/// nearly every value).
+fn push_collapsed(out: &mut Vec<u8>, v: &[u8]) {
+    // Whether the byte before is a space, or the value's start.
+    let mut after_space = true;
+    let tidy = v.iter().all(|b| {
+        let space = b.is_ascii_whitespace();
+        let ok = !space || (*b == b' ' && !after_space);
+        after_space = space;
+        ok
+    }) && !after_space;
+    if tidy || v.is_empty() {
+        out.extend_from_slice(v);
+        return;
+    }
+    let words = v.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+    for (i, word) in words.enumerate() {
         if i > 0 {
-            out.push(' ');
+            out.push(b' ');
         }
-        out.push_str(word);
+        out.extend_from_slice(word);
     }
 }
 
@@ -423,22 +471,47 @@ fn query_pairs(q: &str) -> Vec<(String, String)> {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_string())
+    headers.get(name).map(|v| text(v).trim().to_string())
 }
 
-pub fn hex_sha256(bytes: &[u8]) -> String {
-    use sha2::Digest;
+/// A header's value as text: as sent when it is visible ASCII, as every
+/// SDK sends these, else with invalid UTF-8 replaced.
+fn text(v: &hyper::header::HeaderValue) -> std::borrow::Cow<'_, str> {
+    match v.to_str() {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v.as_bytes()),
+    }
+}
+
+/// A SHA-256 digest in lower-case hex.
+fn hex_32(digest: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let digest = sha2::Sha256::digest(bytes);
-    let mut out = String::with_capacity(2 * digest.len());
-    for b in digest {
+    let mut out = [0u8; 64];
+    for (pair, b) in out.chunks_exact_mut(2).zip(digest) {
         // Both indexes are below 16.
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+        pair.copy_from_slice(&[DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 0xf)]]);
     }
     out
+}
+
+/// A signature as sent (64 hex digits, either case) as its 32 bytes; `None`
+/// for anything else, which matches no signature.
+fn decode_hex_32(hex: &str) -> Option<[u8; 32]> {
+    let digit = |c: u8| {
+        char::from(c)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let bytes = hex.as_bytes();
+    if bytes.len() != SIGNATURE_HEX_CHARS {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let [hi, lo] = pair else { return None };
+        *o = (digit(*hi)? << 4) | digit(*lo)?;
+    }
+    Some(out)
 }
 
 /// An ISO-8601 basic-format time (`20261203T010203Z`) and its instant.
@@ -611,5 +684,129 @@ mod tests {
                 "Signature not yet current: 20261203T011704Z is still later than 20261203T011703Z (20261203T010203Z + 15 min.)".into()
             )
         );
+    }
+
+    /// `pairs` and the headers aws-sigv4 (the Rust SDK's signer) adds to
+    /// sign them, `uri` and `body` with `secret` at `at`.
+    fn signed_by_sdk(
+        uri: &str,
+        pairs: &[(&str, &str)],
+        body: &[u8],
+        secret: &str,
+        at: SystemTime,
+    ) -> HeaderMap {
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let identity: aws_smithy_runtime_api::client::identity::Identity =
+            aws_credential_types::Credentials::new("K", secret, None, None, "test").into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region("us-east-1")
+            .name(SERVICE)
+            .time(at)
+            .settings(SigningSettings::default())
+            .build()
+            .unwrap()
+            .into();
+        let request = SignableRequest::new(
+            "POST",
+            uri,
+            pairs.iter().copied(),
+            SignableBody::Bytes(body),
+        )
+        .unwrap();
+        let (instructions, _) = sign(request, &params).unwrap().into_parts();
+        let mut all: Vec<(&str, &str)> = pairs.to_vec();
+        all.extend(instructions.headers());
+        headers(&all)
+    }
+
+    #[test]
+    fn what_the_sdks_signer_signs_verifies_and_any_change_does_not() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_259_723);
+        let pairs = [
+            ("host", "127.0.0.1:8000"),
+            ("content-type", "application/x-amz-json-1.0"),
+            ("x-amz-target", "DynamoDB_20120810.GetItem"),
+            // Trimmed and its runs of spaces made one by both sides.
+            (
+                "x-amz-user-agent",
+                "  aws-sdk-rust/1.0   os/linux  lang/rust ",
+            ),
+        ];
+        let body = br#"{"TableName":"t","Key":{"pk":{"S":"a"}}}"#;
+        let h = signed_by_sdk(
+            "http://127.0.0.1:8000/?b=2&a=x%20y",
+            &pairs,
+            body,
+            "s3cret",
+            at,
+        );
+        let sig = parse(&h, Some("b=2&a=x%20y")).unwrap().unwrap();
+        let key = aws_sigv4::sign::v4::generate_signing_key("s3cret", at, "us-east-1", SERVICE);
+        let req = Signed {
+            method: "POST",
+            path: "/",
+            query: Some("b=2&a=x%20y"),
+            headers: &h,
+            body,
+        };
+        assert!(verify(&sig, &req, key.as_ref()));
+        let other_key =
+            aws_sigv4::sign::v4::generate_signing_key("other", at, "us-east-1", SERVICE);
+        assert!(!verify(&sig, &req, other_key.as_ref()));
+        let changed_body = br#"{"TableName":"t","Key":{"pk":{"S":"b"}}}"#;
+        assert!(!verify(
+            &sig,
+            &Signed {
+                body: changed_body,
+                ..req
+            },
+            key.as_ref()
+        ));
+        assert!(!verify(
+            &sig,
+            &Signed {
+                method: "PUT",
+                ..req
+            },
+            key.as_ref()
+        ));
+        assert!(!verify(&sig, &Signed { path: "/x", ..req }, key.as_ref()));
+        assert!(!verify(
+            &sig,
+            &Signed {
+                query: Some("b=2&a=x"),
+                ..req
+            },
+            key.as_ref()
+        ));
+        let mut changed = h.clone();
+        changed.insert("x-amz-target", "DynamoDB_20120810.PutItem".parse().unwrap());
+        assert!(!verify(
+            &sig,
+            &Signed {
+                headers: &changed,
+                ..req
+            },
+            key.as_ref()
+        ));
+        // The same request, its signature's hex in upper case: still its own.
+        let upper = Signature {
+            signature: sig.signature.to_ascii_uppercase(),
+            ..sig.clone()
+        };
+        assert!(verify(&upper, &req, key.as_ref()));
+        for bad in [
+            "",
+            "ab",
+            &sig.signature[1..],
+            &format!("{}g", &sig.signature[1..]),
+        ] {
+            let wrong = Signature {
+                signature: bad.to_string(),
+                ..sig.clone()
+            };
+            assert!(!verify(&wrong, &req, key.as_ref()), "{bad:?}");
+        }
     }
 }
