@@ -485,10 +485,21 @@ const BENCH_AUTH_FILE: &str = r#"{"users": [{
      "Resource": "arn:aws:dynamodb:*:*:table/*",
      "Condition": {"NotIpAddress": {"aws:SourceIp": "127.0.0.1"}}}]}]}]}"#;
 
+/// Rounds of each workload in the security-cost runs: the plain and the
+/// secure server take turns, and the median round of each is reported.
+const SECURE_ROUNDS: usize = 3;
+/// The label suffix of the plain server's rounds in the security-cost
+/// system.
+pub const WITHOUT_SECURITY: &str = ", without security";
+
 /// The embedded server with every request over TLS, authenticated (SigV4)
 /// and authorized (the policy of [`BENCH_AUTH_FILE`]), under GetItem and
-/// PutItem: the cost of security against the `embedded` rows. The
-/// certificate is made here and trusted by the load generator.
+/// PutItem: the cost of security. A plain `embedded` server on the same
+/// machine is measured in the same sitting, round for round in turns
+/// ([`SECURE_ROUNDS`], the order swapped each round), so that the ratio
+/// compares runs minutes apart at most rather than the `embedded` system's
+/// from another part of the suite. The certificate is made here and
+/// trusted by the load generator.
 async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let auth = args.out.join("bench-auth.json");
     std::fs::write(&auth, BENCH_AUTH_FILE)?;
@@ -512,18 +523,61 @@ async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     ];
     let (proc, url, dir, startup) =
         start_embedded_with(args, "embedded-auth", args.base_port + 16, &flags, true).await?;
+    let (_plain, plain_url, _, _) =
+        start_embedded(args, "embedded-paired", args.base_port + 17).await?;
     let idle_rss = procs::rss_bytes(proc.pid());
-    let specs = [&YCSB[0], &YCSB[1]];
-    let runs = workloads(args, "embedded-auth", &url, Protocol::Dynamodb, &specs).await?;
+    let mut runs = Vec::new();
+    for spec in [&YCSB[0], &YCSB[1]] {
+        let (mut secure, mut plain) = (Vec::new(), Vec::new());
+        for round in 0..SECURE_ROUNDS {
+            let order = if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_secure in order {
+                let (u, system, into) = if is_secure {
+                    (&url, "embedded-auth", &mut secure)
+                } else {
+                    (&plain_url, "embedded-paired", &mut plain)
+                };
+                into.append(&mut workloads(args, system, u, Protocol::Dynamodb, &[spec]).await?);
+            }
+        }
+        runs.push(median_round(secure, spec.label)?);
+        runs.push(median_round(
+            plain,
+            &format!("{}{WITHOUT_SECURITY}", spec.label),
+        )?);
+    }
     Ok(SystemResult {
         name: "embedded, TLS and authenticated".into(),
-        description: "`dynaraft embedded --tls-cert --tls-key --auth-file`: the `embedded` server with every request over HTTPS (TLS 1.3, kept-alive connections), its SigV4 signature verified and the request authorized by an IAM policy".into(),
+        description: format!(
+            "`dynaraft embedded --tls-cert --tls-key --auth-file`: the `embedded` server with every request over HTTPS (TLS 1.3, kept-alive connections), its SigV4 signature verified and the request authorized by an IAM policy. Rows \"{WITHOUT_SECURITY}\" are a plain `embedded` server measured in the same sitting: {SECURE_ROUNDS} rounds each, in turns, the median round of each shown"
+        ),
         startup_ms: Some(startup.as_secs_f64() * 1000.0),
         idle_rss,
         loaded_rss: procs::rss_bytes(proc.pid()),
         disk_bytes: Some(procs::disk_bytes(&dir)),
         runs,
     })
+}
+
+/// The round of median throughput among `rounds`, labelled `label`.
+fn median_round(mut rounds: Vec<RunResult>, label: &str) -> anyhow::Result<RunResult> {
+    rounds.sort_by(|a, b| {
+        a.report
+            .summary
+            .throughput
+            .total_cmp(&b.report.summary.throughput)
+    });
+    let middle = rounds.len() / 2;
+    let mut run = rounds
+        .into_iter()
+        .nth(middle)
+        .ok_or_else(|| anyhow::anyhow!("no round of {label} ran"))?;
+    run.label = label.to_string();
+    Ok(run)
 }
 
 /// Writes a second the global-table run sends to one region (the issue's

@@ -296,9 +296,10 @@ fn targets(md: &mut String, r: &Results) {
             .map(|(a, b)| a >= TARGET_STREAM_PUT_FRACTION * b),
     );
     for (label, what) in [("C", "GetItem"), ("put", "PutItem")] {
+        const SECURE: &str = "embedded, TLS and authenticated";
         let (secure, plain) = (
-            tp("embedded, TLS and authenticated", label),
-            tp("embedded", label),
+            tp(SECURE, label),
+            tp(SECURE, &format!("{label}{}", crate::WITHOUT_SECURITY)),
         );
         line(
             &format!("embedded {what} with TLS, SigV4 and IAM policies >= 90% of without"),
