@@ -33,6 +33,7 @@ fn args(server: &TestServer, workload: Workload) -> BenchArgs {
         backup: false,
         pitr: false,
         export_bucket: None,
+        server_pid: None,
     }
 }
 
@@ -109,4 +110,18 @@ async fn wrong_answers_are_errors_not_throughput() {
         s.failures
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_pid_gets_its_cpu_time_per_operation() {
+    // The server runs in this process: its CPU time (the load generator's
+    // included) over the window, per successful operation.
+    let server = TestServer::start().await;
+    let mut a = args(&server, Workload::C);
+    a.server_pid = Some(std::process::id());
+    let report = dynaraft_bench::run(&a).await.unwrap();
+    let us = report.summary.server_cpu_us_per_op.unwrap();
+    assert!(report.summary.ok > 0 && us > 0.0, "{us} µs per op");
+    assert!(dynaraft_bench::runner::process_cpu_time(std::process::id()).is_some());
+    assert_eq!(dynaraft_bench::runner::process_cpu_time(u32::MAX), None);
 }

@@ -131,6 +131,12 @@ pub struct BenchArgs {
     /// import the export into a new table, each timed.
     #[arg(long, requires = "pitr")]
     pub export_bucket: Option<String>,
+    /// The server's process id, when it runs on this machine: also report
+    /// the CPU time it spent per successful operation over the measured
+    /// window (Linux `/proc`), which the throughput alone hides when the
+    /// load generator shares its cores.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
 }
 
 impl BenchArgs {
@@ -501,6 +507,15 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         errors: AtomicU64::new(0),
         slowest_us: AtomicU64::new(0),
     });
+    let server_cpu = args.server_pid.map(|pid| {
+        let (from, end) = (shared.measure_from, shared.end);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(from.into()).await;
+            let before = process_cpu_time(pid)?;
+            tokio::time::sleep_until(end.into()).await;
+            process_cpu_time(pid)?.checked_sub(before)
+        })
+    });
     let done = Arc::new(AtomicBool::new(false));
     let progress = (!args.quiet).then(|| tokio::spawn(progress(shared.clone(), done.clone())));
     let pacer = args.rate.map(|rate| {
@@ -523,6 +538,15 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
     if let Some(p) = progress {
         let _ = p.await;
     }
+    let mut summary = stats.summarize(args.duration_s as f64);
+    if let Some(cpu) = server_cpu {
+        summary.server_cpu_us_per_op = cpu
+            .await
+            .ok()
+            .flatten()
+            .filter(|_| summary.ok > 0)
+            .map(|d| d.as_secs_f64() * 1e6 / summary.ok as f64);
+    }
     Report {
         endpoint: args.endpoint.clone(),
         protocol: args.protocol,
@@ -534,10 +558,32 @@ async fn measure(args: &BenchArgs, endpoint: Arc<Endpoint>, ctx: Arc<Ctx>) -> Re
         rate: args.rate,
         consistent_reads: args.consistent_reads,
         seed,
-        summary: stats.summarize(args.duration_s as f64),
+        summary,
         replication_lag: None,
         backup: None,
     }
+}
+
+/// CPU time (user and system, every thread's, exited ones included)
+/// process `pid` has used, from `/proc/PID/stat`; `None` without `/proc`
+/// or such a process.
+pub fn process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the command name, which may hold spaces and parentheses:
+    // state is field 3, utime 14 and stime 15 (proc(5)).
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a constant of the C library.
+    let ticks_per_s = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
+        .ok()
+        .filter(|t| *t > 0)?;
+    let ticks = utime.checked_add(stime)?;
+    Some(
+        Duration::from_secs(ticks / ticks_per_s)
+            + Duration::from_nanos((ticks % ticks_per_s) * 1_000_000_000 / ticks_per_s),
+    )
 }
 
 async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {

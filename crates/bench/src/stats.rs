@@ -114,6 +114,7 @@ impl Stats {
                 .collect(),
             per_op,
             all: Latencies::of("all (any outcome)", &self.all, seconds),
+            server_cpu_us_per_op: None,
         }
     }
 }
@@ -133,6 +134,10 @@ pub struct Summary {
     pub per_op: Vec<Latencies>,
     /// Latencies of every operation, including failures and conflicts.
     pub all: Latencies,
+    /// CPU time the server process spent per successful operation over the
+    /// window, in microseconds (with `--server-pid`).
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -184,6 +189,9 @@ impl std::fmt::Display for Summary {
             "{:.0} ops/s ({} ok in {:.1} s), {} errors, {} conflicts",
             self.throughput, self.ok, self.seconds, self.errors, self.conflicts
         )?;
+        if let Some(us) = self.server_cpu_us_per_op {
+            writeln!(f, "server CPU {us:.2} µs per successful operation")?;
+        }
         writeln!(
             f,
             "{:<20} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9}",

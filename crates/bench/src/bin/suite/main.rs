@@ -372,16 +372,19 @@ fn bench_args(
         backup: false,
         pitr: false,
         export_bucket: None,
+        server_pid: None,
     }
 }
 
-/// Run `specs` against one endpoint.
+/// Run `specs` against one endpoint, served by process `server` when it
+/// is one process (its CPU time per operation is measured).
 async fn workloads(
     args: &SuiteArgs,
     system: &str,
     url: &str,
     protocol: Protocol,
     specs: &[&Spec],
+    server: Option<u32>,
 ) -> anyhow::Result<Vec<RunResult>> {
     let mut runs: Vec<RunResult> = Vec::new();
     for s in specs {
@@ -390,7 +393,11 @@ async fn workloads(
                 .find(|r| r.label == label)
                 .map(|r| r.report.summary.throughput * fraction)
         });
-        let report = dynaraft_bench::run(&bench_args(args, url, protocol, s, rate))
+        let bench = BenchArgs {
+            server_pid: server,
+            ..bench_args(args, url, protocol, s, rate)
+        };
+        let report = dynaraft_bench::run(&bench)
             .await
             .with_context(|| format!("{system}, workload {}", s.label))?;
         let sum = &report.summary;
@@ -460,7 +467,15 @@ async fn embedded(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
             &PARTIQL_INSERT,
         ])
         .collect();
-    let runs = workloads(args, "embedded", &url, Protocol::Dynamodb, &specs).await?;
+    let runs = workloads(
+        args,
+        "embedded",
+        &url,
+        Protocol::Dynamodb,
+        &specs,
+        Some(proc.pid()),
+    )
+    .await?;
     Ok(SystemResult {
         name: "embedded".into(),
         description: "`dynaraft embedded`, data on disk, every write fsynced (group commit) before it is acknowledged".into(),
@@ -523,7 +538,7 @@ async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     ];
     let (proc, url, dir, startup) =
         start_embedded_with(args, "embedded-auth", args.base_port + 16, &flags, true).await?;
-    let (_plain, plain_url, _, _) =
+    let (plain_proc, plain_url, _, _) =
         start_embedded(args, "embedded-paired", args.base_port + 17).await?;
     let idle_rss = procs::rss_bytes(proc.pid());
     let mut runs = Vec::new();
@@ -536,12 +551,13 @@ async fn embedded_auth(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
                 [false, true]
             };
             for is_secure in order {
-                let (u, system, into) = if is_secure {
-                    (&url, "embedded-auth", &mut secure)
+                let (u, system, pid, into) = if is_secure {
+                    (&url, "embedded-auth", proc.pid(), &mut secure)
                 } else {
-                    (&plain_url, "embedded-paired", &mut plain)
+                    (&plain_url, "embedded-paired", plain_proc.pid(), &mut plain)
                 };
-                into.append(&mut workloads(args, system, u, Protocol::Dynamodb, &[spec]).await?);
+                let protocol = Protocol::Dynamodb;
+                into.append(&mut workloads(args, system, u, protocol, &[spec], Some(pid)).await?);
             }
         }
         runs.push(median_round(secure, spec.label)?);
@@ -740,7 +756,15 @@ async fn dynalite(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let startup = procs::wait_ready(&url, false, t).await?;
     let idle_rss = procs::rss_bytes(proc.pid());
     let specs: Vec<&Spec> = YCSB.iter().collect();
-    let runs = workloads(args, "dynalite", &url, Protocol::Dynamodb, &specs).await?;
+    let runs = workloads(
+        args,
+        "dynalite",
+        &url,
+        Protocol::Dynamodb,
+        &specs,
+        Some(proc.pid()),
+    )
+    .await?;
     Ok(SystemResult {
         name: "dynalite".into(),
         description: format!(
@@ -769,7 +793,7 @@ async fn cluster(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let idle_rss = Some(cluster.rss_bytes());
     let url = format!("http://127.0.0.1:{router_port}");
     let specs: Vec<&Spec> = YCSB.iter().chain([&CONSISTENT_C, &HALF_PEAK_PUT]).collect();
-    let runs = workloads(args, "cluster", &url, Protocol::Dynamodb, &specs).await?;
+    let runs = workloads(args, "cluster", &url, Protocol::Dynamodb, &specs, None).await?;
     Ok(SystemResult {
         name: "cluster".into(),
         description: format!(
@@ -798,7 +822,7 @@ async fn etcd(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     };
     let idle_rss = Some(rss(&members));
     let specs = [&YCSB[0], &YCSB[1]];
-    let runs = workloads(args, "etcd", &url, Protocol::Etcd, &specs).await?;
+    let runs = workloads(args, "etcd", &url, Protocol::Etcd, &specs, None).await?;
     Ok(SystemResult {
         name: "etcd".into(),
         description: format!(

@@ -153,6 +153,12 @@ fn versus(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// The server's CPU time per operation in microseconds, or "-".
+fn cpu_per_op(s: &Summary) -> String {
+    s.server_cpu_us_per_op
+        .map_or("-".into(), |us| format!("{us:.1}"))
+}
+
 /// Microseconds as "x.xx ms", or "-".
 fn ms_or_dash(us: Option<u64>) -> String {
     us.map_or("-".into(), |us| format!("{} ms", ms(us)))
@@ -208,7 +214,10 @@ pub fn markdown(r: &Results, analysis: &str) -> String {
          from when each request was due; a pacer thread releases the schedule every {} ms, so requests leave \
          evenly rather than in bursts on tokio's millisecond timer. Every answer is checked (the item's payload \
          is a function of its version; a Query must return exactly the records in its range); a non-200, a timeout or a wrong answer \
-         is an error and is not throughput. Latencies are in milliseconds, over successful operations. Workloads \
+         is an error and is not throughput. Latencies are in milliseconds, over successful operations. Where one process serves a \
+         system, \"server CPU µs/op\" is the CPU time (user and system, every thread) it spent in the measured window per \
+         successful operation, from `/proc`: what a request costs the server, which throughput hides when the load generator \
+         shares its cores. Workloads \
          (YCSB): A 50% GetItem / 50% PutItem; B 95/5; C 100% GetItem; D 95% GetItem of the latest records / 5% \
          new records; E 95% Query of 1-100 items / 5% new records; F 50% GetItem / 50% read-modify-write (a \
          PutItem conditional on the version read; lost races are conflicts, not throughput); put 100% PutItem; \
@@ -301,9 +310,16 @@ fn targets(md: &mut String, r: &Results) {
             tp(SECURE, label),
             tp(SECURE, &format!("{label}{}", crate::WITHOUT_SECURITY)),
         );
+        let cpu = |label: &str| r.run(SECURE, label).map_or("-".to_string(), cpu_per_op);
+        let without = format!("{label}{}", crate::WITHOUT_SECURITY);
         line(
             &format!("embedded {what} with TLS, SigV4 and IAM policies >= 90% of without"),
-            versus(secure, plain),
+            format!(
+                "{} (server CPU {} vs {} µs per op)",
+                versus(secure, plain),
+                cpu(label),
+                cpu(&without)
+            ),
             secure
                 .zip(plain)
                 .map(|(a, b)| a >= TARGET_SECURE_FRACTION * b),
@@ -473,23 +489,31 @@ fn systems(md: &mut String, r: &Results) {
         } else {
             " | vs dynalite"
         };
+        let cpu = sys
+            .runs
+            .iter()
+            .any(|run| run.report.summary.server_cpu_us_per_op.is_some());
+        let cpu_head = if cpu { " | server CPU µs/op" } else { "" };
         let _ = writeln!(
             md,
-            "| workload | ops/s | p50 | p99 | p99.9 | max | errors | conflicts{versus} |"
+            "| workload | ops/s | p50 | p99 | p99.9 | max | errors | conflicts{cpu_head}{versus} |"
         );
         let _ = writeln!(
             md,
-            "|---|---|---|---|---|---|---|---{}|",
+            "|---|---|---|---|---|---|---|---{}{}|",
+            if cpu { "|---" } else { "" },
             if versus.is_empty() { "" } else { "|---" }
         );
         for run in &sys.runs {
             let s = &run.report.summary;
-            let extra = if versus.is_empty() {
-                String::new()
-            } else {
+            let mut extra = String::new();
+            if cpu {
+                extra += &format!(" | {}", cpu_per_op(s));
+            }
+            if !versus.is_empty() {
                 let theirs = r.run("dynalite", &run.label).map_or(0.0, |d| d.throughput);
-                format!(" | {}", ratio(s.throughput, theirs))
-            };
+                extra += &format!(" | {}", ratio(s.throughput, theirs));
+            }
             md.push_str(&row(&run.label, s, &s.all, &extra));
         }
         let failures: Vec<_> = sys
