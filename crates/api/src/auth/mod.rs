@@ -473,27 +473,14 @@ impl Access {
 
 /// The ARN of resource `r` in `region` and `account`.
 pub fn arn(r: &Resource, region: &str, account: &str) -> String {
-    let (table, index) = match r {
-        Resource::Any => return "*".into(),
-        Resource::Arn(a) => return a.clone(),
-        Resource::Table(t) => (t, None),
-        Resource::Index(t, i) => (t, Some(i)),
-    };
-    let parts = [
-        "arn:aws:dynamodb:",
-        region,
-        ":",
-        account,
-        ":table/",
-        table,
-        index.map_or("", |_| "/index/"),
-        index.map_or("", String::as_str),
-    ];
-    let mut out = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for p in parts {
-        out.push_str(p);
+    match r {
+        Resource::Any => "*".into(),
+        Resource::Table(t) => format!("arn:aws:dynamodb:{region}:{account}:table/{t}"),
+        Resource::Index(t, i) => {
+            format!("arn:aws:dynamodb:{region}:{account}:table/{t}/index/{i}")
+        }
+        Resource::Arn(a) => a.clone(),
     }
-    out
 }
 
 /// The PartiQL action a statement needs for the item operation it runs as:

@@ -429,21 +429,8 @@ fn canonical_request(sig: &Signature, req: &Signed, payload_hash: &[u8]) -> Vec<
 }
 
 /// Appends a header value as SigV4 signs it: trimmed, each run of spaces
-/// made one (copied whole when there is none to remove, as SDKs send
-/// nearly every value).
+/// made one.
 fn push_collapsed(out: &mut Vec<u8>, v: &[u8]) {
-    // Whether the byte before is a space, or the value's start.
-    let mut after_space = true;
-    let tidy = v.iter().all(|b| {
-        let space = b.is_ascii_whitespace();
-        let ok = !space || (*b == b' ' && !after_space);
-        after_space = space;
-        ok
-    }) && !after_space;
-    if tidy || v.is_empty() {
-        out.extend_from_slice(v);
-        return;
-    }
     let words = v.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
     for (i, word) in words.enumerate() {
         if i > 0 {
