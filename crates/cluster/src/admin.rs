@@ -10,23 +10,38 @@ use crate::survey::{Survey, hex};
 use crate::wire::{CatalogDoc, Reply, Request};
 use dynaraft_storage::Outcome;
 use dynaraft_storage::catalog::NodeRecord;
+use futures_util::future::join_all;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-/// The catalog from the first control member that answers.
+/// The newest catalog among the control members that answer. A follower
+/// may not have applied what the leader just acknowledged, so asking the
+/// first member that answers could miss an admin command's own write
+/// (`put-user` then `users`); the leader applies an entry before it
+/// replies, so the highest version read from all of them includes it.
 async fn catalog(remote: &Remote, control: &[ControlMember]) -> Result<CatalogDoc, ClusterError> {
-    let mut last = ClusterError::Unavailable("no control members given".into());
-    for m in control {
+    let asks = control.iter().map(|m| async move {
         match remote
             .call(&m.addr, 0, 0, &Request::Catalog { since: 0 })
             .await
         {
-            Ok(Reply::Catalog(doc)) => return Ok(doc),
-            Ok(_) => last = ClusterError::Unavailable("unexpected reply".into()),
+            Ok(Reply::Catalog(doc)) => Ok(doc),
+            Ok(_) => Err(ClusterError::Unavailable("unexpected reply".into())),
+            Err(e) => Err(e),
+        }
+    });
+    let mut newest: Option<CatalogDoc> = None;
+    let mut last = ClusterError::Unavailable("no control members given".into());
+    for answer in join_all(asks).await {
+        match answer {
+            Ok(doc) if newest.as_ref().is_none_or(|n| doc.version > n.version) => {
+                newest = Some(doc)
+            }
+            Ok(_) => {}
             Err(e) => last = e,
         }
     }
-    Err(last)
+    newest.ok_or(last)
 }
 
 /// The cluster from the control plane's catalog and every node's answers
