@@ -263,10 +263,18 @@ pub fn render() -> Option<String> {
 }
 
 /// Where one API server's per-table families come from: its capacity
-/// counts and its catalog. Dropped with the server's configuration.
+/// counts and its catalog. Held weakly, so that a server stopped (and its
+/// node shut down) is not kept alive by its metrics: a node reopening the
+/// same data directory in this process needs its store let go.
 struct TableSource {
     capacity: Weak<Capacity>,
-    router: dynaraft_cluster::Router,
+    router: dynaraft_cluster::WeakRouter,
+}
+
+impl TableSource {
+    fn live(&self) -> Option<(Arc<Capacity>, dynaraft_cluster::Router)> {
+        Some((self.capacity.upgrade()?, self.router.upgrade()?))
+    }
 }
 
 static TABLE_SOURCES: Mutex<Vec<TableSource>> = Mutex::new(Vec::new());
@@ -275,14 +283,14 @@ static TABLE_SOURCES: Mutex<Vec<TableSource>> = Mutex::new(Vec::new());
 /// catalog holds, in `/metrics` while `capacity` lives.
 pub fn add_tables(capacity: &Arc<Capacity>, router: &dynaraft_cluster::Router) {
     let mut sources = TABLE_SOURCES.lock().unwrap_or_else(|p| p.into_inner());
-    sources.retain(|s| s.capacity.strong_count() > 0);
+    sources.retain(|s| s.live().is_some());
     if !sources
         .iter()
         .any(|s| std::ptr::eq(s.capacity.as_ptr(), Arc::as_ptr(capacity)))
     {
         sources.push(TableSource {
             capacity: Arc::downgrade(capacity),
-            router: router.clone(),
+            router: router.downgrade(),
         });
     }
 }
@@ -512,11 +520,8 @@ fn write_family(out: &mut String, family: &Family, series: &[Series]) {
 fn render_tables(out: &mut String) {
     let sources: Vec<(Arc<Capacity>, dynaraft_cluster::Router)> = {
         let mut sources = TABLE_SOURCES.lock().unwrap_or_else(|p| p.into_inner());
-        sources.retain(|s| s.capacity.strong_count() > 0);
-        sources
-            .iter()
-            .filter_map(|s| Some((s.capacity.upgrade()?, s.router.clone())))
-            .collect()
+        sources.retain(|s| s.live().is_some());
+        sources.iter().filter_map(TableSource::live).collect()
     };
     let mut counted = Vec::new();
     let (mut contributors, mut backfills) = (Vec::new(), Vec::new());

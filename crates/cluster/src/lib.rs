@@ -47,7 +47,7 @@ pub mod wire;
 pub use catalog::{Catalog, CatalogWatch, Table};
 pub use embedded::Embedded;
 pub use host::{Host, HostConfig};
-pub use router::Router;
+pub use router::{Router, WeakRouter};
 
 use dynaraft_raft::NodeId;
 use dynaraft_storage::StorageError;

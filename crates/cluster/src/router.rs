@@ -98,7 +98,24 @@ struct Inner {
     unsafe_ack_before_commit: AtomicBool,
 }
 
+/// A [`Router`] that does not keep it (nor the node in its process)
+/// alive: for registries that outlive the servers they list.
+#[derive(Clone)]
+pub struct WeakRouter(std::sync::Weak<Inner>);
+
+impl WeakRouter {
+    /// The router, while something else still holds it.
+    pub fn upgrade(&self) -> Option<Router> {
+        self.0.upgrade().map(|inner| Router { inner })
+    }
+}
+
 impl Router {
+    /// A handle that does not keep this router alive.
+    pub fn downgrade(&self) -> WeakRouter {
+        WeakRouter(Arc::downgrade(&self.inner))
+    }
+
     pub fn new(
         catalog: Arc<CatalogWatch>,
         local: Option<Host>,
