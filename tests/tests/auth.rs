@@ -58,7 +58,11 @@ fn auth_file() -> String {
         {"access_key_id": "NOBODY", "secret_access_key": "s", "account_id": "000000000000"},
         {"access_key_id": "OTHER", "secret_access_key": "s", "account_id": "111122223333",
          "policies": [{"Version": "2012-10-17",
-                       "Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}]}
+                       "Statement": {"Effect": "Allow", "Action": "dynamodb:*", "Resource": "*"}}]},
+        {"access_key_id": "PARTNER", "secret_access_key": "s", "account_id": "222233334444",
+         "policies": [{"Version": "2012-10-17",
+                       "Statement": {"Effect": "Allow", "Action": "dynamodb:GetItem",
+                                     "Resource": "arn:aws:dynamodb:*:000000000000:table/*"}}]}
     ]})
     .to_string()
 }
@@ -643,6 +647,309 @@ async fn accounts_keep_their_tables_apart() {
         home.table().map(|t| t.key_schema().len()),
         Some(2),
         "still the two-key table"
+    );
+    ts.stop().await;
+}
+
+/// Another account's table, named by ARN, is served where its
+/// resource-based policy grants the caller and the caller's own policies
+/// allow it too (IAM's cross-account rule: both must allow); a caller no
+/// policy grants learns nothing of the table, not even that it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_based_policies_grant_other_accounts() {
+    let ts = server().await;
+    let admin = &ts.client;
+    let other = user(&ts, "OTHER");
+    let partner = user(&ts, "PARTNER");
+    admin
+        .put_item()
+        .table_name("Orders")
+        .item("pk", s("a"))
+        .item("sk", s("1"))
+        .item("v", s("home"))
+        .send()
+        .await
+        .expect("put");
+    let get = |c: &Client, table: &str| {
+        c.get_item()
+            .table_name(table)
+            .key("pk", s("a"))
+            .key("sk", s("1"))
+            .send()
+    };
+    let refused = |e: &(String, String), who: &str, action: &str, arn: &str, why: &str| {
+        assert_eq!(
+            *e,
+            (
+                "AccessDeniedException".to_string(),
+                format!(
+                    "User: arn:aws:iam::{who} is not authorized to perform: dynamodb:{action} on resource: {arn} {why}"
+                )
+            )
+        )
+    };
+    // No grant yet: refused, and a table that does not exist is refused
+    // the same way (no ResourceNotFoundException to probe with).
+    let e = get(&other, TABLE_ARN).await.expect_err("no grant");
+    let no_grant = "because no resource-based policy allows the dynamodb:GetItem action";
+    refused(
+        &err_of(&e),
+        "111122223333:user/OTHER",
+        "GetItem",
+        TABLE_ARN,
+        no_grant,
+    );
+    let missing = "arn:aws:dynamodb:us-east-1:000000000000:table/Missing";
+    let e = get(&other, missing).await.expect_err("missing table");
+    refused(
+        &err_of(&e),
+        "111122223333:user/OTHER",
+        "GetItem",
+        missing,
+        no_grant,
+    );
+
+    let grant = json!({"Version": "2012-10-17", "Statement": [
+        {"Sid": "other", "Effect": "Allow",
+         "Principal": {"AWS": "arn:aws:iam::111122223333:user/OTHER"},
+         "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query", "dynamodb:DescribeTable",
+                    "dynamodb:BatchGetItem"],
+         "Resource": TABLE_ARN},
+        {"Sid": "partner", "Effect": "Allow", "Principal": {"AWS": "222233334444"},
+         "Action": ["dynamodb:GetItem", "dynamodb:PutItem"], "Resource": TABLE_ARN},
+        {"Sid": "nothome", "Effect": "Deny", "Principal": {"AWS": "111122223333"},
+         "Action": "dynamodb:PutItem", "Resource": TABLE_ARN,
+         "Condition": {"ForAnyValue:StringEquals": {"dynamodb:LeadingKeys": ["a"]}}}]})
+    .to_string();
+    admin
+        .put_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .policy(grant)
+        .send()
+        .await
+        .expect("grant");
+
+    // Granted: reads, writes, queries and describes the home table.
+    let item = get(&other, TABLE_ARN).await.expect("granted read");
+    assert_eq!(item.item().and_then(|i| i.get("v")), Some(&s("home")));
+    other
+        .put_item()
+        .table_name(TABLE_ARN)
+        .item("pk", s("b"))
+        .item("sk", s("1"))
+        .item("v", s("from other"))
+        .send()
+        .await
+        .expect("granted write");
+    let seen = get(admin, "Orders").await.expect("home read");
+    assert_eq!(seen.item().and_then(|i| i.get("v")), Some(&s("home")));
+    let written = admin
+        .get_item()
+        .table_name("Orders")
+        .key("pk", s("b"))
+        .key("sk", s("1"))
+        .send()
+        .await
+        .expect("home read of the other account's write");
+    assert_eq!(
+        written.item().and_then(|i| i.get("v")),
+        Some(&s("from other"))
+    );
+    let q = other
+        .query()
+        .table_name(TABLE_ARN)
+        .key_condition_expression("pk = :p")
+        .expression_attribute_values(":p", s("b"))
+        .send()
+        .await
+        .expect("granted query");
+    assert_eq!(q.count(), 1);
+    let d = other
+        .describe_table()
+        .table_name(TABLE_ARN)
+        .send()
+        .await
+        .expect("granted describe");
+    assert_eq!(d.table().and_then(|t| t.table_arn()), Some(TABLE_ARN));
+    // Not granted: DeleteItem, though OTHER's own policy allows dynamodb:*.
+    let e = other
+        .delete_item()
+        .table_name(TABLE_ARN)
+        .key("pk", s("a"))
+        .key("sk", s("1"))
+        .send()
+        .await
+        .expect_err("no grant to delete");
+    let why = "because no resource-based policy allows the dynamodb:DeleteItem action";
+    refused(
+        &err_of(&e),
+        "111122223333:user/OTHER",
+        "DeleteItem",
+        TABLE_ARN,
+        why,
+    );
+    // The explicit Deny on partition key "a" wins over the grant.
+    let e = other
+        .put_item()
+        .table_name(TABLE_ARN)
+        .item("pk", s("a"))
+        .item("sk", s("2"))
+        .send()
+        .await
+        .expect_err("explicit deny");
+    let why = "with an explicit deny in a resource-based policy";
+    refused(
+        &err_of(&e),
+        "111122223333:user/OTHER",
+        "PutItem",
+        TABLE_ARN,
+        why,
+    );
+
+    // PARTNER's account is granted GetItem and PutItem; its own policy
+    // allows GetItem only, so only GetItem is served.
+    get(&partner, TABLE_ARN).await.expect("both allow");
+    let e = partner
+        .put_item()
+        .table_name(TABLE_ARN)
+        .item("pk", s("c"))
+        .item("sk", s("1"))
+        .send()
+        .await
+        .expect_err("its identity policy does not allow PutItem");
+    let why = "because no identity-based policy allows the dynamodb:PutItem action";
+    refused(
+        &err_of(&e),
+        "222233334444:user/PARTNER",
+        "PutItem",
+        TABLE_ARN,
+        why,
+    );
+
+    // One account per request: OTHER's own table beside the home one's ARN.
+    dynaraft_tests::create_table(&other, "Mine", None).await;
+    let keys = |pk: &str, sk: Option<&str>| {
+        let mut key = std::collections::HashMap::from([("pk".to_string(), s(pk))]);
+        if let Some(sk) = sk {
+            key.insert("sk".to_string(), s(sk));
+        }
+        aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+            .keys(key)
+            .build()
+            .expect("keys")
+    };
+    let e = other
+        .batch_get_item()
+        .request_items(TABLE_ARN, keys("a", Some("1")))
+        .request_items("Mine", keys("a", None))
+        .send()
+        .await
+        .expect_err("two accounts in one request");
+    assert_eq!(err_of(&e).0, "ValidationException");
+    // RequestItems name tables by ARN too, and answer under that ARN.
+    let batch = other
+        .batch_get_item()
+        .request_items(TABLE_ARN, keys("a", Some("1")))
+        .send()
+        .await
+        .expect("granted batch read");
+    let got = batch.responses().and_then(|r| r.get(TABLE_ARN));
+    assert_eq!(got.map(Vec::len), Some(1), "{batch:?}");
+
+    // A stream's own policy grants reading it across accounts; the shard
+    // iterator carries the stream's ARN to GetRecords.
+    let stream_arn = admin
+        .describe_table()
+        .table_name("Orders")
+        .send()
+        .await
+        .expect("describe")
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("stream")
+        .to_string();
+    // The Streams API through raw signed requests (the Rust SDK keeps it
+    // in another crate).
+    let call = |key: &str, op: &str, body: String| -> (String, Value) {
+        let signer = Signer::new(key, "s");
+        let op = format!("DynamoDBStreams_20120810.{op}");
+        let (_, body) = signed(ts.addr, &signer, &op, &body).send(ts.addr);
+        let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        (error_of(&body).0, v)
+    };
+    let describe = |key: &str| {
+        call(
+            key,
+            "DescribeStream",
+            json!({"StreamArn": stream_arn}).to_string(),
+        )
+    };
+    assert_eq!(
+        describe("OTHER").0,
+        "AccessDeniedException",
+        "no stream policy yet"
+    );
+    let stream_grant = json!({"Version": "2012-10-17", "Statement": {"Effect": "Allow",
+        "Principal": {"AWS": "111122223333"},
+        "Action": ["dynamodb:DescribeStream", "dynamodb:GetShardIterator", "dynamodb:GetRecords"],
+        "Resource": stream_arn}})
+    .to_string();
+    admin
+        .put_resource_policy()
+        .resource_arn(&stream_arn)
+        .policy(stream_grant)
+        .send()
+        .await
+        .expect("stream policy");
+    let (error, shards) = describe("OTHER");
+    assert_eq!(error, "", "granted describe stream: {shards}");
+    let mut keys_seen = Vec::new();
+    let empty = Vec::new();
+    let shard_list = shards["StreamDescription"]["Shards"]
+        .as_array()
+        .unwrap_or(&empty);
+    assert!(!shard_list.is_empty(), "{shards}");
+    for shard in shard_list {
+        let req = json!({"StreamArn": stream_arn, "ShardId": shard["ShardId"],
+                         "ShardIteratorType": "TRIM_HORIZON"});
+        let (error, it) = call("OTHER", "GetShardIterator", req.to_string());
+        assert_eq!(error, "", "granted iterator: {it}");
+        let req = json!({"ShardIterator": it["ShardIterator"]});
+        let (error, records) = call("OTHER", "GetRecords", req.to_string());
+        assert_eq!(error, "", "granted records: {records}");
+        for r in records["Records"].as_array().unwrap_or(&empty) {
+            if let Some(pk) = r["dynamodb"]["Keys"]["pk"]["S"].as_str() {
+                keys_seen.push(pk.to_string());
+            }
+        }
+    }
+    keys_seen.sort();
+    assert_eq!(
+        keys_seen,
+        ["a", "b"],
+        "the home table's writes, by both accounts"
+    );
+    // PARTNER's account is not named by the stream's policy.
+    assert_eq!(
+        describe("PARTNER").0,
+        "AccessDeniedException",
+        "the stream grants OTHER's account only"
+    );
+
+    // The grant gone, so is the access.
+    admin
+        .delete_resource_policy()
+        .resource_arn(TABLE_ARN)
+        .send()
+        .await
+        .expect("delete policy");
+    let e = get(&other, TABLE_ARN).await.expect_err("grant deleted");
+    refused(
+        &err_of(&e),
+        "111122223333:user/OTHER",
+        "GetItem",
+        TABLE_ARN,
+        no_grant,
     );
     ts.stop().await;
 }

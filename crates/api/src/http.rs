@@ -324,25 +324,54 @@ async fn process(
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::Serialization(None));
     }
-    // Another account's table by ARN: not served (no policy of ours grants
-    // across accounts). The resource-policy calls say so in their own words.
-    if let Some(p) = api.principal.as_deref()
+    // Another account's table by ARN: served in that account, where its
+    // resource-based policy grants it. The resource-policy calls say in
+    // their own words that they take the caller's own ARNs only.
+    if let Some(p) = api.principal.clone()
         && replication_op.is_none()
         && !op.ends_with("ResourcePolicy")
-        && let Some(arn) = crate::auth::foreign_arn(&bytes, &p.user.account_id)
+        && let Some(foreign) = crate::auth::foreign(&bytes, &p.user.account_id)
     {
         let action = stream_op.unwrap_or(op);
-        let label = ops::OPERATIONS
-            .iter()
-            .chain(ops::STREAM_OPERATIONS)
-            .find(|o| **o == action)
-            .copied()
-            .unwrap_or("unknown");
-        crate::metrics::access_denied(label);
-        return Err(ApiError::AccessDenied(format!(
-            "User: {} is not authorized to perform: dynamodb:{action} on resource: {arn} because no resource-based policy allows the dynamodb:{action} action",
-            p.user.arn
-        )));
+        let refuse = |arn: &str| {
+            crate::metrics::access_denied(operation_label(action));
+            ApiError::AccessDenied(format!(
+                "User: {} is not authorized to perform: dynamodb:{action} on resource: {arn} because no resource-based policy allows the dynamodb:{action} action",
+                p.user.arn
+            ))
+        };
+        match foreign {
+            crate::auth::Foreign::Only {
+                account,
+                region,
+                arns,
+            } if region == api.cfg.region => {
+                api.scope =
+                    crate::scope::Scope::of_account(&account, &api.cfg.region, &api.cfg.account_id);
+                let acting = p.acting_in(&account);
+                // Nothing about a resource (that it exists, its key schema)
+                // before its policy grants this caller something.
+                for arn in &arns {
+                    let resource = crate::auth::Resource::Arn(arn.clone());
+                    if !api
+                        .resource_policy(&resource)?
+                        .is_some_and(|rp| acting.may_be_granted(&rp))
+                    {
+                        return Err(refuse(arn));
+                    }
+                }
+                api.principal = Some(Arc::new(acting));
+            }
+            // Another region's table: no table of this server.
+            crate::auth::Foreign::Only { arns, .. } => {
+                return Err(refuse(arns.first().map_or("", String::as_str)));
+            }
+            crate::auth::Foreign::Mixed { arn } => {
+                return Err(ApiError::validation(format!(
+                    "A request that names another account's resource ({arn}) must name all its tables by ARNs of that account: dynaraft serves one account per request"
+                )));
+            }
+        }
     }
     match (stream_op, replication_op, console_op) {
         (Some(op), _, _) => ops::dispatch_streams(api, op, &bytes).await,
@@ -352,6 +381,17 @@ async fn process(
         (_, _, Some(op)) => Box::pin(crate::console::dispatch(api, op, &bytes)).await,
         _ => ops::dispatch(api, op, &bytes).await,
     }
+}
+
+/// `action` as the metrics label names it: one of the operations, else
+/// `unknown` (a label never takes a client's text).
+fn operation_label(action: &str) -> &'static str {
+    ops::OPERATIONS
+        .iter()
+        .chain(ops::STREAM_OPERATIONS)
+        .find(|o| **o == action)
+        .copied()
+        .unwrap_or("unknown")
 }
 
 fn has_query_auth(q: Option<&str>) -> bool {

@@ -129,6 +129,24 @@ pub fn check_table_name(v: &mut Violations, name: Option<&str>, path: &str) {
 /// Longest table ARN an item operation accepts in TableName, in characters.
 pub const MAX_TABLE_ARN_CHARS: usize = 1024;
 
+/// A table named by name or ARN where a request may use either (the keys
+/// of BatchGetItem's and BatchWriteItem's RequestItems): checked, and the
+/// table's name.
+pub fn check_table_or_arn<'a>(v: &mut Violations, name: &'a str, path: &str) -> &'a str {
+    if name.starts_with("arn:") {
+        if name.chars().count() > MAX_TABLE_ARN_CHARS {
+            v.add(
+                Some(name),
+                path,
+                &format!("Member must have length less than or equal to {MAX_TABLE_ARN_CHARS}"),
+            );
+        }
+    } else {
+        check_table_name(v, Some(name), path);
+    }
+    table_of_arn(name)
+}
+
 /// TableName of an item operation, which may also be a table ARN; checked
 /// before the request's other constraints and reported alone, as DynamoDB
 /// does (an empty name fails only its minimum length of 1).

@@ -27,9 +27,9 @@
 //!
 //! Caveats: checks run after a request's own validation, so a principal
 //! denied everything still sees ValidationException for malformed input;
-//! there are no groups, roles or temporary credentials (STS); resource
-//! policies grant within the table's own account only (no cross-account
-//! access by table ARN).
+//! there are no groups, roles or temporary credentials (STS); a request
+//! acts in one account (its own tables, or another account's named by
+//! ARN, [`foreign`]), never both.
 
 pub mod policy;
 pub mod sigv4;
@@ -314,6 +314,7 @@ impl Auth {
             source_ip: peer.ip,
             secure_transport: peer.tls,
             region: self.region.clone(),
+            resource_account: None,
         })
     }
 
@@ -380,12 +381,16 @@ pub fn user_of(r: &UserRecord) -> Result<User, String> {
 }
 
 /// Who a request is served for.
+#[derive(Clone)]
 pub struct Principal {
     pub user: Arc<User>,
     pub source_ip: Option<IpAddr>,
     /// The request came over TLS.
     pub secure_transport: bool,
     region: Arc<str>,
+    /// The account whose resources the request acts on, when it is not the
+    /// user's own (a table of another account named by ARN).
+    resource_account: Option<Arc<str>>,
 }
 
 /// What a request needs allowed: one action on one resource, with the
@@ -512,15 +517,33 @@ pub fn leading_key(schema: &KeySchema, item: &Item) -> Option<String> {
 }
 
 impl Principal {
-    /// The resource's ARN in this principal's account.
+    /// This principal acting on the resources of `account` (another
+    /// account's table named by ARN): resources are that account's, and
+    /// both its resource-based policy and the user's policies must allow.
+    pub fn acting_in(&self, account: &str) -> Principal {
+        Principal {
+            resource_account: Some(account.into()),
+            ..self.clone()
+        }
+    }
+
+    /// The account of the resources this principal acts on.
+    fn resource_account(&self) -> &str {
+        self.resource_account
+            .as_deref()
+            .unwrap_or(&self.user.account_id)
+    }
+
+    /// The resource's ARN in the account the principal acts on.
     pub fn arn(&self, r: &Resource) -> String {
-        arn(r, &self.region, &self.user.account_id)
+        arn(r, &self.region, self.resource_account())
     }
 
     /// Whether the principal's policies, and the resource-based policy of
-    /// what it acts on, allow `access`, as IAM decides within one account:
-    /// an explicit Deny in either refuses, else an Allow in either allows.
-    /// AccessDenied with IAM's message if not.
+    /// what it acts on, allow `access`, as IAM decides: an explicit Deny in
+    /// either refuses; else, within one account, an Allow in either
+    /// allows, and across accounts both must allow. AccessDenied with
+    /// IAM's message if not.
     pub fn authorize(
         &self,
         access: &Access,
@@ -563,6 +586,13 @@ impl Principal {
                 ..req
             })
         });
+        let across_accounts = self.resource_account() != self.user.account_id;
+        let no = |kind: &str| {
+            format!(
+                "because no {kind}-based policy allows the {ACTION_PREFIX}{} action",
+                access.action
+            )
+        };
         Err(match (identity, on_resource) {
             (Decision::ExplicitDeny, _) => {
                 "with an explicit deny in an identity-based policy".to_string()
@@ -570,12 +600,18 @@ impl Principal {
             (_, Decision::ExplicitDeny) => {
                 "with an explicit deny in a resource-based policy".to_string()
             }
-            (Decision::Allow, _) | (_, Decision::Allow) => return Ok(()),
-            _ => format!(
-                "because no identity-based policy allows the {ACTION_PREFIX}{} action",
-                access.action
-            ),
+            (Decision::Allow, Decision::Allow) => return Ok(()),
+            (Decision::Allow, _) | (_, Decision::Allow) if !across_accounts => return Ok(()),
+            (Decision::Allow, _) => no("resource"),
+            _ => no("identity"),
         })
+    }
+
+    /// Whether `policy` (a resource's) allows this principal anything at
+    /// all: a request across accounts learns nothing of a resource, not
+    /// even whether it exists, before this holds.
+    pub fn may_be_granted(&self, policy: &Policy) -> bool {
+        policy.names_allowed(&self.caller())
     }
 
     /// This principal as resource-based policies name callers.
@@ -632,42 +668,85 @@ const VALUE_MEMBERS: &[&str] = &[
     "KeyConditions",
 ];
 
-/// The first resource of another account that a request names by ARN.
-/// DynamoDB serves another account's table only where that table's
-/// resource-based policy grants it; dynaraft's policies grant within
-/// their own account, so such a request is refused (as DynamoDB refuses
-/// one no policy grants) instead of being served from a same-named table
-/// of the caller's own account.
-pub fn foreign_arn(body: &[u8], account: &str) -> Option<String> {
+/// Request members holding PartiQL statements, which name tables of the
+/// caller's own account in their text.
+const STATEMENT_MEMBERS: &[&str] = &["Statement", "Statements", "TransactStatements"];
+
+/// Another account's resources a request names by ARN.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Foreign {
+    /// Every table, stream or backup the request names is an ARN of
+    /// `account` in `region` (`arns`, in the request's order). Served in
+    /// that account where its resource-based policies (and the caller's
+    /// own policies) allow it.
+    Only {
+        account: String,
+        region: String,
+        arns: Vec<String>,
+    },
+    /// The request names `arn`, of another account, beside a resource of
+    /// the caller's own account (or of a third one).
+    Mixed { arn: String },
+}
+
+/// What a request names of accounts other than `account`: `None` when it
+/// names only its own account's resources (by name or by ARN). DynamoDB
+/// serves another account's table, named by ARN, where that table's
+/// resource-based policy and the caller's identity policies both allow
+/// it; the table names a request gives are looked up in one account, so
+/// a request naming its own tables beside another account's is
+/// [`Foreign::Mixed`]. ARNs inside item values are data and are not
+/// looked at.
+pub fn foreign(body: &[u8], account: &str) -> Option<Foreign> {
     if !body.windows(4).any(|w| w == b"arn:") {
         return None;
     }
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
-    let foreign = |s: &str| {
-        crate::params::Arn::parse(s)
-            .filter(|a| a.service == "dynamodb" && a.account != account)
-            .map(|_| s.to_string())
-    };
-    fn walk(v: &serde_json::Value, f: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    fn collect(v: &serde_json::Value, names: &mut Vec<String>, own: &mut bool) {
         match v {
-            serde_json::Value::Object(m) => m.iter().find_map(|(k, v)| {
-                if VALUE_MEMBERS.contains(&k.as_str()) {
-                    return None;
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let k = k.as_str();
+                    if VALUE_MEMBERS.contains(&k) {
+                        continue;
+                    }
+                    if STATEMENT_MEMBERS.contains(&k) && v.is_string() {
+                        *own = true;
+                    } else if k == "RequestItems" {
+                        names.extend(v.as_object().into_iter().flat_map(|m| m.keys().cloned()));
+                    } else if let Some(it) = v.as_str().filter(|_| k == "ShardIterator") {
+                        // An iterator begins with its stream's ARN.
+                        names.push(it.split('|').next().unwrap_or(it).to_string());
+                    } else if let Some(s) = v.as_str().filter(|_| ARN_MEMBERS.contains(&k)) {
+                        names.push(s.to_string());
+                    } else {
+                        collect(v, names, own);
+                    }
                 }
-                if k == "RequestItems" {
-                    let keys = v.as_object().into_iter().flat_map(|m| m.keys());
-                    return keys.filter_map(|t| f(t)).next();
-                }
-                match v.as_str() {
-                    Some(s) if ARN_MEMBERS.contains(&k.as_str()) => f(s),
-                    _ => walk(v, f),
-                }
-            }),
-            serde_json::Value::Array(a) => a.iter().find_map(|v| walk(v, f)),
-            _ => None,
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect(v, names, own)),
+            _ => {}
         }
     }
-    walk(&v, &foreign)
+    let (mut names, mut own) = (Vec::new(), false);
+    collect(&v, &mut names, &mut own);
+    let place = |n: &str| {
+        crate::params::Arn::parse(n)
+            .filter(|a| a.service == "dynamodb")
+            .map(|a| (a.account.to_string(), a.region.to_string()))
+    };
+    let (arn, (other, region)) = names
+        .iter()
+        .find_map(|n| place(n).filter(|(a, _)| a != account).map(|p| (n, p)))?;
+    let same = |n: &String| place(n).is_some_and(|(a, r)| a == other && r == region);
+    if own || !names.iter().all(same) {
+        return Some(Foreign::Mixed { arn: arn.clone() });
+    }
+    Some(Foreign::Only {
+        account: other,
+        region,
+        arns: names,
+    })
 }
 
 /// The condition keys of one request.
@@ -757,5 +836,47 @@ mod tests {
         );
         // Debug output never shows a secret.
         assert!(!format!("{auth:?}").contains("\"s\""));
+    }
+
+    #[test]
+    fn requests_naming_another_accounts_resources_are_told_apart() {
+        let own = "111122223333";
+        let t = "arn:aws:dynamodb:us-east-1:000000000000:table/T";
+        let only = |arns: &[&str]| {
+            Some(Foreign::Only {
+                account: "000000000000".into(),
+                region: "us-east-1".into(),
+                arns: arns.iter().map(|a| a.to_string()).collect(),
+            })
+        };
+        let body = |v: serde_json::Value| v.to_string().into_bytes();
+        assert_eq!(
+            foreign(&body(serde_json::json!({"TableName": "T"})), own),
+            None
+        );
+        let mine = "arn:aws:dynamodb:us-east-1:111122223333:table/T";
+        assert_eq!(
+            foreign(&body(serde_json::json!({"TableName": mine})), own),
+            None
+        );
+        assert_eq!(
+            foreign(&body(serde_json::json!({"TableName": t})), own),
+            only(&[t])
+        );
+        // An ARN held as an item's value is data.
+        let item = serde_json::json!({"TableName": "T", "Item": {"a": {"S": t}}});
+        assert_eq!(foreign(&body(item), own), None);
+        let stream = format!("{t}/stream/2026-12-04T00:00:00.000");
+        let it = serde_json::json!({"ShardIterator": format!("{stream}|shard-1|0|1")});
+        assert_eq!(foreign(&body(it), own), only(&[&stream]));
+        let mixed = Some(Foreign::Mixed { arn: t.to_string() });
+        let batch = serde_json::json!({"RequestItems": {t: {}, "Mine": {}}});
+        assert_eq!(foreign(&body(batch), own), mixed);
+        let third = "arn:aws:dynamodb:us-east-1:444455556666:table/U";
+        let txn = serde_json::json!({"TransactItems": [
+            {"Put": {"TableName": t}}, {"Delete": {"TableName": third}}]});
+        assert_eq!(foreign(&body(txn), own), mixed);
+        let statement = serde_json::json!({"TableName": t, "Statement": "SELECT * FROM Mine"});
+        assert_eq!(foreign(&body(statement), own), mixed);
     }
 }

@@ -217,6 +217,14 @@ impl Policy {
     pub fn evaluate(&self, req: &Request) -> Decision {
         evaluate(std::iter::once(self), req)
     }
+
+    /// Whether an Allow statement of this (resource-based) policy applies
+    /// to `caller`, whatever its actions, resources and conditions.
+    pub fn names_allowed(&self, caller: &Caller) -> bool {
+        self.statements.iter().any(|st| {
+            st.effect == Effect::Allow && st.principal.as_ref().is_some_and(|p| p.matches(caller))
+        })
+    }
 }
 
 /// The decision of a set of policies for `req`.

@@ -92,7 +92,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     for (name, spec) in request.0 {
         let spec = spec.0;
         let mut v = Violations::default();
-        check_table_name(&mut v, Some(&name), "requestItems.key");
+        let table_name = check_table_or_arn(&mut v, &name, "requestItems.key").to_string();
         match spec.keys.as_ref() {
             None => v.null("requestItems.keys"),
             Some(k) if k.0.is_empty() => v.add(
@@ -122,7 +122,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             .flat_map(|l| l.0.iter().cloned())
             .map(WireItem::into_item)
             .collect::<Result<_, _>>()?;
-        let table = active_table(api, &name)?;
+        let table = active_table(api, &table_name)?;
         let mut parsed: Vec<(Vec<u8>, Item)> = Vec::with_capacity(keys.len());
         for key in keys {
             table.schema.validate_key(&key)?;
@@ -141,7 +141,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             let schema = &table.schema;
             super::read::read_access(
                 "BatchGetItem",
-                &name,
+                &table_name,
                 None,
                 schema,
                 keys,

@@ -164,9 +164,9 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
     let mut plans = Vec::new();
     for (name, reqs) in request.0 {
         let mut v = Violations::default();
-        check_table_name(&mut v, Some(&name), "requestItems.key");
+        let table_name = check_table_or_arn(&mut v, &name, "requestItems.key").to_string();
         v.check()?;
-        let table = active_table(api, &name)?;
+        let table = active_table(api, &table_name)?;
         let first = plans.len();
         let mut seen = Vec::new();
         for r in reqs.0 {
@@ -185,7 +185,7 @@ pub async fn execute(api: &Api, input: Input) -> Result<Value, ApiError> {
             let attrs = mine.iter().flat_map(|(_, _, _, key, item, _)| {
                 key.keys().chain(item.iter().flat_map(|i| i.keys()))
             });
-            crate::auth::Access::table("BatchWriteItem", &name)
+            crate::auth::Access::table("BatchWriteItem", &table_name)
                 .keys(&table.schema, mine.iter().map(|(_, _, _, key, _, _)| key))
                 .attributes(attrs.cloned())
         })?;
