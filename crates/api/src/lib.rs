@@ -96,6 +96,8 @@ pub struct ApiConfig {
     /// Provisioned capacity's buckets and each table's consumption (see
     /// [`capacity`]); built with enforcement off, nothing is refused.
     pub capacity: Arc<capacity::Capacity>,
+    /// Resource-based policies, parsed once per document.
+    pub policies: Arc<auth::PolicyCache>,
 }
 
 /// How long a stream keeps its records unless configured otherwise, in
@@ -125,6 +127,7 @@ impl Default for ApiConfig {
             console: true,
             peer_regions: None,
             capacity: Arc::new(capacity::Capacity::default()),
+            policies: Arc::default(),
         }
     }
 }
@@ -179,7 +182,7 @@ impl Api {
             seen.lock().unwrap_or_else(|p| p.into_inner()).push(arn);
         }
         match &self.principal {
-            Some(p) => p.authorize(&access, self.resource_policy(&access.resource)?.as_ref()),
+            Some(p) => p.authorize(&access, self.resource_policy(&access.resource)?.as_deref()),
             None => Ok(()),
         }
     }
@@ -192,7 +195,7 @@ impl Api {
             None => true,
             Some(p) => self
                 .resource_policy(&access.resource)
-                .is_ok_and(|rp| p.decide(&access, rp.as_ref()).is_ok()),
+                .is_ok_and(|rp| p.decide(&access, rp.as_deref()).is_ok()),
         }
     }
 
@@ -201,7 +204,7 @@ impl Api {
     pub fn resource_policy(
         &self,
         r: &auth::Resource,
-    ) -> Result<Option<auth::policy::Policy>, error::ApiError> {
+    ) -> Result<Option<Arc<auth::policy::Policy>>, error::ApiError> {
         let (table, stream) = match r {
             auth::Resource::Table(t) | auth::Resource::Index(t, _) => (t.as_str(), None),
             auth::Resource::Arn(arn) => {
@@ -231,11 +234,15 @@ impl Api {
         };
         // Stored only after it parsed: one that no longer does is refused,
         // never ignored (it may hold a Deny).
-        serde_json::from_str(&p.document).map(Some).map_err(|e| {
-            error::ApiError::InternalServerError(format!(
-                "the resource-based policy of {table} does not parse: {e}"
-            ))
-        })
+        self.cfg
+            .policies
+            .parsed(&p.document)
+            .map(Some)
+            .map_err(|e| {
+                error::ApiError::InternalServerError(format!(
+                    "the resource-based policy of {table} does not parse: {e}"
+                ))
+            })
     }
 
     /// This API serving the items of transaction operation `op` (see

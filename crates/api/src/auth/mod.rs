@@ -642,6 +642,37 @@ impl Principal {
     }
 }
 
+/// Most resource-based policy documents kept parsed; past it the cache
+/// starts again empty (a table and each of its streams has one).
+pub const MAX_CACHED_POLICIES: usize = 4096;
+
+/// Resource-based policies as parsed, by document text: a table's policy
+/// is kept in its metadata as the text it was put with, and every request
+/// on the table is authorized against it, so it is parsed once rather than
+/// per request. A changed policy is another text, parsed when first seen.
+#[derive(Debug, Default)]
+pub struct PolicyCache {
+    parsed: Mutex<HashMap<String, Arc<Policy>>>,
+}
+
+impl PolicyCache {
+    /// `document` parsed, from the cache when it was parsed before.
+    pub fn parsed(&self, document: &str) -> Result<Arc<Policy>, serde_json::Error> {
+        // A poisoned lock guards only parsed copies of stored text.
+        let lock = || self.parsed.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = lock().get(document) {
+            return Ok(p.clone());
+        }
+        let policy = Arc::new(serde_json::from_str::<Policy>(document)?);
+        let mut parsed = lock();
+        if parsed.len() >= MAX_CACHED_POLICIES {
+            parsed.clear();
+        }
+        parsed.insert(document.to_string(), policy.clone());
+        Ok(policy)
+    }
+}
+
 /// Request members that name tables (or their streams and backups) by
 /// ARN, and RequestItems, whose keys do.
 const ARN_MEMBERS: &[&str] = &[
@@ -878,5 +909,32 @@ mod tests {
         assert_eq!(foreign(&body(txn), own), mixed);
         let statement = serde_json::json!({"TableName": t, "Statement": "SELECT * FROM Mine"});
         assert_eq!(foreign(&body(statement), own), mixed);
+    }
+
+    #[test]
+    fn a_resource_policy_is_parsed_once_per_document() {
+        let cache = PolicyCache::default();
+        let doc = r#"{"Version":"2012-10-17","Statement":{"Effect":"Allow","Principal":"*","Action":"dynamodb:GetItem","Resource":"*"}}"#;
+        let first = cache.parsed(doc).expect("parses");
+        let again = cache.parsed(doc).expect("cached");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second read is the first parse"
+        );
+        let other = doc.replace("GetItem", "Query");
+        let changed = cache.parsed(&other).expect("parses");
+        assert!(
+            !Arc::ptr_eq(&first, &changed),
+            "another text is parsed anew"
+        );
+        assert!(
+            cache.parsed("{not json").is_err(),
+            "a bad document is an error"
+        );
+        assert_eq!(
+            cache.parsed.lock().map(|p| p.len()).unwrap_or(0),
+            2,
+            "errors are not kept"
+        );
     }
 }
