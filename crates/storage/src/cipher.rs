@@ -182,7 +182,12 @@ fn decode_hex(s: &str) -> Option<Vec<u8>> {
     }
     (0..s.len())
         .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .map(|i| {
+            // Two hex digits: `from_str_radix` alone would also take `+f`.
+            s.get(i..i + 2)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
         .collect()
 }
 
@@ -225,5 +230,7 @@ mod tests {
         let e = KeyRing::parse(&format!("{K1}\nabc\n")).unwrap_err();
         assert!(e.contains("line 2"), "{e}");
         assert!(KeyRing::parse(&K1.replace('0', "g")).is_err());
+        // A sign is not a digit, though `u8::from_str_radix` takes one.
+        assert!(KeyRing::parse(&K1.replacen("00", "+0", 1)).is_err());
     }
 }
