@@ -688,17 +688,14 @@ async fn resource_based_policies_grant_other_accounts() {
             )
         )
     };
+    let by_other = |e: (String, String), action: &str, why: &str| {
+        refused(&e, "111122223333:user/OTHER", action, TABLE_ARN, why)
+    };
     // No grant yet: refused, and a table that does not exist is refused
     // the same way (no ResourceNotFoundException to probe with).
     let e = get(&other, TABLE_ARN).await.expect_err("no grant");
     let no_grant = "because no resource-based policy allows the dynamodb:GetItem action";
-    refused(
-        &err_of(&e),
-        "111122223333:user/OTHER",
-        "GetItem",
-        TABLE_ARN,
-        no_grant,
-    );
+    by_other(err_of(&e), "GetItem", no_grant);
     let missing = "arn:aws:dynamodb:us-east-1:000000000000:table/Missing";
     let e = get(&other, missing).await.expect_err("missing table");
     refused(
@@ -781,13 +778,7 @@ async fn resource_based_policies_grant_other_accounts() {
         .await
         .expect_err("no grant to delete");
     let why = "because no resource-based policy allows the dynamodb:DeleteItem action";
-    refused(
-        &err_of(&e),
-        "111122223333:user/OTHER",
-        "DeleteItem",
-        TABLE_ARN,
-        why,
-    );
+    by_other(err_of(&e), "DeleteItem", why);
     // The explicit Deny on partition key "a" wins over the grant.
     let e = other
         .put_item()
@@ -798,13 +789,7 @@ async fn resource_based_policies_grant_other_accounts() {
         .await
         .expect_err("explicit deny");
     let why = "with an explicit deny in a resource-based policy";
-    refused(
-        &err_of(&e),
-        "111122223333:user/OTHER",
-        "PutItem",
-        TABLE_ARN,
-        why,
-    );
+    by_other(err_of(&e), "PutItem", why);
 
     // PARTNER's account is granted GetItem and PutItem; its own policy
     // allows GetItem only, so only GetItem is served.
@@ -944,13 +929,7 @@ async fn resource_based_policies_grant_other_accounts() {
         .await
         .expect("delete policy");
     let e = get(&other, TABLE_ARN).await.expect_err("grant deleted");
-    refused(
-        &err_of(&e),
-        "111122223333:user/OTHER",
-        "GetItem",
-        TABLE_ARN,
-        no_grant,
-    );
+    by_other(err_of(&e), "GetItem", no_grant);
     ts.stop().await;
 }
 
