@@ -10,35 +10,60 @@ use crate::survey::{Survey, hex};
 use crate::wire::{CatalogDoc, Reply, Request};
 use dynaraft_storage::Outcome;
 use dynaraft_storage::catalog::NodeRecord;
-use futures_util::future::join_all;
+use futures_util::stream::FuturesUnordered;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::time::Duration;
+
+/// How long an admin read waits for the other control members once one
+/// has answered, in milliseconds: a member that is stalled or cut off is
+/// left out rather than holding every admin command for a call's timeout.
+pub const CATALOG_READ_GRACE_MS: u64 = 500;
 
 /// The newest catalog among the control members that answer. A follower
 /// may not have applied what the leader just acknowledged, so asking the
 /// first member that answers could miss an admin command's own write
 /// (`put-user` then `users`); the leader applies an entry before it
 /// replies, so the highest version read from all of them includes it.
+/// Members that have not answered [`CATALOG_READ_GRACE_MS`] after the
+/// first are not waited for.
 async fn catalog(remote: &Remote, control: &[ControlMember]) -> Result<CatalogDoc, ClusterError> {
-    let asks = control.iter().map(|m| async move {
-        match remote
-            .call(&m.addr, 0, 0, &Request::Catalog { since: 0 })
-            .await
-        {
-            Ok(Reply::Catalog(doc)) => Ok(doc),
-            Ok(_) => Err(ClusterError::Unavailable("unexpected reply".into())),
-            Err(e) => Err(e),
-        }
-    });
+    use futures_util::StreamExt;
+    let mut asks: FuturesUnordered<_> = control
+        .iter()
+        .map(|m| async move {
+            match remote
+                .call(&m.addr, 0, 0, &Request::Catalog { since: 0 })
+                .await
+            {
+                Ok(Reply::Catalog(doc)) => Ok(doc),
+                Ok(_) => Err(ClusterError::Unavailable("unexpected reply".into())),
+                Err(e) => Err(e),
+            }
+        })
+        .collect();
     let mut newest: Option<CatalogDoc> = None;
     let mut last = ClusterError::Unavailable("no control members given".into());
-    for answer in join_all(asks).await {
-        match answer {
-            Ok(doc) if newest.as_ref().is_none_or(|n| doc.version > n.version) => {
-                newest = Some(doc)
+    let mut grace_ends = None;
+    loop {
+        let next = match grace_ends {
+            None => asks.next().await,
+            Some(at) => match tokio::time::timeout_at(at, asks.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        match next {
+            None => break,
+            Some(Ok(doc)) => {
+                grace_ends.get_or_insert_with(|| {
+                    tokio::time::Instant::now() + Duration::from_millis(CATALOG_READ_GRACE_MS)
+                });
+                if newest.as_ref().is_none_or(|n| doc.version > n.version) {
+                    newest = Some(doc);
+                }
             }
-            Ok(_) => {}
-            Err(e) => last = e,
+            Some(Err(e)) => last = e,
         }
     }
     newest.ok_or(last)
