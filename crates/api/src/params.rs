@@ -152,27 +152,23 @@ pub fn check_table_or_arn<'a>(v: &mut Violations, name: &'a str, path: &str) -> 
 /// does (an empty name fails only its minimum length of 1).
 pub fn resource_name(name: Option<&Str>) -> Result<String, ApiError> {
     let mut v = Violations::default();
-    match name.map(|n| n.0.as_str()) {
-        None => v.null("tableName"),
-        Some("") => v.add(
-            Some(""),
-            "tableName",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(arn) if arn.starts_with("arn:") => {
-            if arn.chars().count() > MAX_TABLE_ARN_CHARS {
-                v.add(
-                    Some(arn),
-                    "tableName",
-                    &format!("Member must have length less than or equal to {MAX_TABLE_ARN_CHARS}"),
-                );
-            }
+    let table = match name.map(|n| n.0.as_str()) {
+        None => {
+            v.null("tableName");
+            ""
         }
-        Some(n) => check_table_name(&mut v, Some(n), "tableName"),
-    }
+        Some("") => {
+            v.add(
+                Some(""),
+                "tableName",
+                "Member must have length greater than or equal to 1",
+            );
+            ""
+        }
+        Some(n) => check_table_or_arn(&mut v, n, "tableName"),
+    };
     v.check()?;
-    let name = name.map(|n| n.0.as_str()).unwrap_or_default();
-    Ok(table_of_arn(name).to_string())
+    Ok(table.to_string())
 }
 
 /// The parts of an ARN, `arn:PARTITION:SERVICE:REGION:ACCOUNT[:RESOURCE]`.
