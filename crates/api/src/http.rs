@@ -327,10 +327,13 @@ async fn process(
     // Another account's table by ARN: served in that account, where its
     // resource-based policy grants it. The resource-policy calls say in
     // their own words that they take the caller's own ARNs only.
-    if let Some(p) = api.principal.clone()
-        && replication_op.is_none()
-        && !op.ends_with("ResourcePolicy")
-        && let Some(foreign) = crate::auth::foreign(&bytes, &p.user.account_id)
+    let foreign = api
+        .principal
+        .as_deref()
+        .filter(|_| replication_op.is_none() && !op.ends_with("ResourcePolicy"))
+        .and_then(|p| crate::auth::foreign(&bytes, &p.user.account_id));
+    if let Some(foreign) = foreign
+        && let Some(p) = api.principal.clone()
     {
         let action = stream_op.unwrap_or(op);
         let refuse = |arn: &str| {
