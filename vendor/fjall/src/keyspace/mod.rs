@@ -821,9 +821,11 @@ impl Keyspace {
     }
 
     pub(crate) fn request_rotation(&self) {
-        let lock = self.tree.get_version_history_lock();
-        let latest_version = lock.latest_version();
-        let active_memtable = &latest_version.active_memtable;
+        // dynaraft patch: the active memtable without the tree's version
+        // history write lock, which every write batch over the memtable
+        // limit took here, behind any flush or compaction persisting a
+        // version (lsm-tree's `SuperVersions::latest_handle`).
+        let active_memtable = self.tree.active_memtable();
 
         self.worker_messager
             .try_send(WorkerMessage::RotateMemtable(

@@ -112,12 +112,7 @@ impl AbstractTree for Tree {
     }
 
     fn print_trace(&self, key: &[u8]) -> crate::Result<()> {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let super_version = self
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version();
+        let super_version = self.latest_version();
 
         let key = Slice::from(key);
 
@@ -156,21 +151,13 @@ impl AbstractTree for Tree {
 
     fn get_internal_entry(&self, key: &[u8], seqno: SeqNo) -> crate::Result<Option<InternalValue>> {
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let super_version = self
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .get_version_for_snapshot(seqno);
+        let super_version = self.get_version_for_snapshot(seqno);
 
         Self::get_internal_entry_from_version(&super_version, key, seqno)
     }
 
     fn current_version(&self) -> Version {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        self.version_history
-            .read()
-            .expect("poisoned")
-            .latest_version()
+        self.latest_version()
             .version
     }
 
@@ -330,11 +317,7 @@ impl AbstractTree for Tree {
     }
 
     fn sealed_memtable_count(&self) -> usize {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        self.version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version()
+        self.latest_version()
             .sealed_memtables
             .len()
     }
@@ -539,12 +522,7 @@ impl AbstractTree for Tree {
     }
 
     fn active_memtable(&self) -> Arc<Memtable> {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        self.version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version()
-            .active_memtable
+        self.latest_version().active_memtable
     }
 
     #[expect(clippy::significant_drop_tightening)]
@@ -586,12 +564,7 @@ impl AbstractTree for Tree {
     }
 
     fn approximate_len(&self) -> usize {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let super_version = self
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version();
+        let super_version = self.latest_version();
 
         let tables_item_count = self
             .current_version()
@@ -620,12 +593,7 @@ impl AbstractTree for Tree {
     }
 
     fn get_highest_memtable_seqno(&self) -> Option<SeqNo> {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let version = self
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version();
+        let version = self.latest_version();
 
         let active = version.active_memtable.get_highest_seqno();
 
@@ -759,7 +727,14 @@ impl Tree {
         None
     }
 
+    /// dynaraft patch: without the version history's lock when the newest
+    /// version is visible at `seqno` (`SuperVersions::latest_handle`).
     pub(crate) fn get_version_for_snapshot(&self, seqno: SeqNo) -> SuperVersion {
+        let latest = self.latest_version();
+        if latest.seqno < seqno {
+            return latest;
+        }
+
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
         self.version_history
             .read()
@@ -882,11 +857,7 @@ impl Tree {
         ephemeral: Option<(Arc<Memtable>, SeqNo)>,
     ) -> impl DoubleEndedIterator<Item = crate::Result<KvPair>> + 'static {
         #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        let super_version = self
-            .version_history
-            .read()
-            .expect("lock is poisoned")
-            .get_version_for_snapshot(seqno);
+        let super_version = self.get_version_for_snapshot(seqno);
 
         Self::create_internal_range(super_version, range, seqno, ephemeral).map(|item| match item {
             Ok(kv) => Ok((kv.key.user_key, kv.value)),
@@ -913,14 +884,16 @@ impl Tree {
     #[doc(hidden)]
     #[must_use]
     pub fn append_entry(&self, value: InternalValue) -> (u64, u64) {
-        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
-        self.version_history
-            .read()
-            .expect("lock is poisoned")
-            .latest_version()
-            .active_memtable
-            .insert(value)
+        self.latest_version().active_memtable.insert(value)
     }
+
+    /// The newest super version, without the version history's lock
+    /// (dynaraft patch; `SuperVersions::latest_handle`).
+    fn latest_version(&self) -> SuperVersion {
+        #[expect(clippy::expect_used, reason = "lock is expected to not be poisoned")]
+        self.latest_version.read().expect("lock is poisoned").clone()
+    }
+
 
     /// Recovers previous state, by loading the level manifest, tables and blob files.
     ///
@@ -978,12 +951,14 @@ impl Tree {
             .max()
             .unwrap_or_default();
 
+        let history = SuperVersions::new(version);
         let inner = TreeInner {
             id: tree_id,
             memtable_id_counter: SequenceNumberCounter::new(1),
             table_id_counter: SequenceNumberCounter::new(highest_table_id + 1),
             blob_file_id_counter: SequenceNumberCounter::default(),
-            version_history: Arc::new(RwLock::new(SuperVersions::new(version))),
+            latest_version: history.latest_handle(),
+            version_history: Arc::new(RwLock::new(history)),
             stop_signal: StopSignal::default(),
             config: Arc::new(config),
             major_compaction_lock: RwLock::default(),
