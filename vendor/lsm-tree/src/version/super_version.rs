@@ -11,7 +11,10 @@ use crate::{
 use std::{
     collections::VecDeque,
     path::Path,
-    sync::{Arc, RwLock},
+    sync::{
+        mpsc::{sync_channel, SyncSender},
+        Arc, OnceLock, RwLock,
+    },
 };
 
 /// A super version is a point-in-time snapshot of memtables and a [`Version`] (list of disk files)
@@ -36,8 +39,34 @@ pub struct SuperVersion {
 pub struct SuperVersions(VecDeque<SuperVersion>, Arc<RwLock<SuperVersion>>);
 
 /// Batches of retired versions the dropping thread may hold before
-/// `retire` drops them in place again (dynaraft patch).
-const RETIRED_QUEUE_BATCHES: usize = 64;
+/// `retire` drops them in place again (dynaraft patch). Each may hold a
+/// flushed memtable, so this bounds the memory waiting to be freed.
+const RETIRED_QUEUE_BATCHES: usize = 4;
+
+/// The thread that drops retired versions, started by the first tree
+/// opened (dynaraft patch). A thread inherits its creator's CPU priority,
+/// and fjall's workers, which retire most versions, run at nice 19: started
+/// from one of them, the dropping thread fell behind a busy node and the
+/// memtables waiting for it grew the resident set past its budget. So
+/// `SuperVersions::new`, which runs on the thread opening a tree, starts it.
+fn retirer() -> Option<&'static SyncSender<Vec<SuperVersion>>> {
+    static RETIRER: OnceLock<Option<SyncSender<Vec<SuperVersion>>>> = OnceLock::new();
+
+    RETIRER
+        .get_or_init(|| {
+            let (tx, rx) = sync_channel::<Vec<SuperVersion>>(RETIRED_QUEUE_BATCHES);
+            std::thread::Builder::new()
+                .name("lsm-retire".into())
+                .spawn(move || {
+                    for batch in rx {
+                        drop(batch);
+                    }
+                })
+                .ok()
+                .map(|_| tx)
+        })
+        .as_ref()
+}
 
 /// Drops versions removed from the history on a thread of its own
 /// (dynaraft patch).
@@ -46,36 +75,16 @@ const RETIRED_QUEUE_BATCHES: usize = 64;
 /// version, so dropping one frees the memtable's skiplist: tens of
 /// megabytes of small allocations, measured at 14-84 ms. `maintenance`
 /// runs under the tree's version-history write lock, which every read
-/// takes, so that drop stalled every reader of the tree for as long.
+/// took, so that drop stalled every reader of the tree for as long.
 /// Dropping elsewhere keeps the lock's hold to the bookkeeping. Should the
 /// thread fall behind (or fail to start), the versions are dropped here as
 /// before.
 fn retire(versions: Vec<SuperVersion>) {
-    use std::sync::{
-        mpsc::{sync_channel, SyncSender},
-        OnceLock,
-    };
-
-    static RETIRED: OnceLock<Option<SyncSender<Vec<SuperVersion>>>> = OnceLock::new();
-
     if versions.is_empty() {
         return;
     }
 
-    let sender = RETIRED.get_or_init(|| {
-        let (tx, rx) = sync_channel::<Vec<SuperVersion>>(RETIRED_QUEUE_BATCHES);
-        std::thread::Builder::new()
-            .name("lsm-retire".into())
-            .spawn(move || {
-                for batch in rx {
-                    drop(batch);
-                }
-            })
-            .ok()
-            .map(|_| tx)
-    });
-
-    let Some(tx) = sender else {
+    let Some(tx) = retirer() else {
         return drop(versions);
     };
 
@@ -87,6 +96,10 @@ fn retire(versions: Vec<SuperVersion>) {
 
 impl SuperVersions {
     pub fn new(version: Version) -> Self {
+        // dynaraft patch: start the dropping thread from the opener's thread
+        // (`retirer`).
+        let _ = retirer();
+
         let first = SuperVersion {
             active_memtable: Arc::new(Memtable::new(0)),
             sealed_memtables: Arc::default(),
