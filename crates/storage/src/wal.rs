@@ -420,15 +420,15 @@ impl Writer {
             for req in batch {
                 let _ = req.done.send(result.clone());
             }
-            if result.is_err() {
-                return;
+            if let Err(e) = result {
+                return refuse_the_rest(rx, &e);
             }
             if self.written >= self.segment_bytes
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
                 self.failure.record(|| format!("WAL rotation failed: {e}"));
-                return;
+                return refuse_the_rest(rx, &format!("WAL rotation failed: {e}"));
             }
         }
     }
@@ -455,6 +455,20 @@ impl Writer {
         self.written = 0;
         self.batches = 0;
         Ok(())
+    }
+}
+
+/// Answers every request still queued, or being sent, with the writer's
+/// failure once it stops. Only dropping the receiver left a request whose
+/// sender had a slot while the receiver was being dropped in the channel,
+/// unanswered until the `Wal` itself was dropped: its append waited
+/// forever (seen once in `a_stopped_writer_reports_its_failure`).
+/// `close` refuses new sends and lets those in flight land, so the loop
+/// ends once every request is answered.
+fn refuse_the_rest(mut rx: mpsc::Receiver<AppendRequest>, why: &str) {
+    rx.close();
+    while let Some(req) = rx.blocking_recv() {
+        let _ = req.done.send(Err(why.to_string()));
     }
 }
 
