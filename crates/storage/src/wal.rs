@@ -427,8 +427,9 @@ impl Writer {
                 && let Err(e) = self.rotate()
             {
                 tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
-                self.failure.record(|| format!("WAL rotation failed: {e}"));
-                return refuse_the_rest(rx, &format!("WAL rotation failed: {e}"));
+                let why = format!("WAL rotation failed: {e}");
+                self.failure.record(|| why.clone());
+                return refuse_the_rest(rx, &why);
             }
         }
     }
