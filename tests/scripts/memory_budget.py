@@ -4,7 +4,7 @@ its resident set behaves, and how long a restart after the load takes.
 Not part of `make test` (it runs for minutes); docs/reliability.md has the
 figures it printed. Usage:
 
-    memory_budget.py <release dynaraft binary> [--minutes 10] [--memory-limit-mb 256] [--engine sled]
+    memory_budget.py <release dynaraft binary> [--minutes 10] [--memory-limit-mb 256] [--engine fjall|sled]
 
 Starts `dynaraft embedded --memory-limit-mb N` on a fresh data directory,
 drives it with `dynaraft bench --workload put` (uniform keys over ten
@@ -51,8 +51,8 @@ def ready(url):
 
 def start(binary, data, port, args, log):
     return subprocess.Popen([binary, "embedded", "--port", str(port), "--data-dir", data,
-                             "--instant-transitions", "--memory-limit-mb", str(args.memory_limit_mb),
-                             "--engine", args.engine],
+                             "--instant-transitions", "--memory-limit-mb", str(args.memory_limit_mb)]
+                            + (["--engine", args.engine] if args.engine else []),
                             stdout=log, stderr=log)
 
 
@@ -73,7 +73,8 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--memory-limit-mb", type=int, default=256)
     ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--engine", default="sled", choices=["sled", "fjall"])
+    # Unless given, the server's default engine.
+    ap.add_argument("--engine", choices=["sled", "fjall"])
     args = ap.parse_args()
     data = tempfile.mkdtemp(prefix="dynaraft-memory-")
     log = open(data + ".log", "w")
