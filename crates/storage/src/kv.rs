@@ -25,14 +25,15 @@ use std::path::{Path, PathBuf};
 /// The sled tree / fjall keyspace every state machine's keys live in.
 const STATE: &str = "state";
 /// The engine of new data directories and in-memory stores unless
-/// configured otherwise: fjall (the patched copy in `vendor/`) since
-/// 2026-12-04. It holds a node to its memory budget and restarts in under a
-/// second where sled's resident set and restart time grow with its data
-/// (ten minutes of writes: fjall peak 231 MiB of a 256 MiB budget, restart
-/// 0.63 s; sled over the budget), and it stores about half the bytes. The
-/// price: PutItem's p99 at half of peak is about twice sled's (11-13 ms
-/// against 5-6 ms by hand; docs/decisions.md, "fjall is the default").
-pub const DEFAULT_ENGINE: Engine = Engine::Fjall;
+/// configured otherwise. Still sled. fjall (the patched copy in `vendor/`)
+/// holds a node to its memory budget and restarts in under a second where
+/// sled's resident set and restart time grow with its data, but PutItem's
+/// p99 at half of peak is two to ten times sled's, and as the default it
+/// stalled `make bench`'s backup scenario, most likely because dropping a
+/// deleted table's group rescans every tombstone it already wrote, batch
+/// after batch (docs/decisions.md, "fjall as the default: tried and put
+/// back").
+pub const DEFAULT_ENGINE: Engine = Engine::Sled;
 /// What the store may hold in memory unless the node's budget says
 /// otherwise.
 pub const DEFAULT_MEMORY: StoreMemory = StoreMemory {
