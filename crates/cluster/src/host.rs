@@ -452,13 +452,18 @@ impl Host {
         }
         // Batch by batch, off the runtime's threads. A failure leaves the
         // group marked: it must not start over half-deleted data.
+        let mut after: Option<Vec<u8>> = None;
         loop {
             let store = self.inner.store.clone();
-            let more = tokio::task::spawn_blocking(move || machine::drop_group_step(&store, group))
-                .await
-                .map_err(|e| StorageError::Unavailable(format!("dropping group {group}: {e}")))??;
-            if !more {
-                break;
+            let from = after.take();
+            let last = tokio::task::spawn_blocking(move || {
+                machine::drop_group_step(&store, group, from.as_deref())
+            })
+            .await
+            .map_err(|e| StorageError::Unavailable(format!("dropping group {group}: {e}")))??;
+            match last {
+                Some(last) => after = Some(last),
+                None => break,
             }
         }
         if let Ok(mut d) = self.inner.dropping.lock() {

@@ -301,6 +301,20 @@ pub fn scan_ranges(
     })
 }
 
+/// `ranges` in key order, cut to the keys after `after`: where a scan that
+/// went through them in that order up to `after` resumes.
+pub fn ranges_after(mut ranges: Vec<KeyRange>, after: &[u8]) -> Vec<KeyRange> {
+    ranges.sort();
+    // The least key greater than `after`.
+    let mut next = after.to_vec();
+    next.push(0);
+    ranges
+        .into_iter()
+        .filter(|(_, hi)| hi.as_ref().is_none_or(|hi| *hi > next))
+        .map(|(lo, hi)| (lo.max(next.clone()), hi))
+        .collect()
+}
+
 /// The key ranges `group` holds here (see [`Span::held`]): its span's, or
 /// only its group-keyed ones when it holds nothing of a space.
 pub fn held_ranges(tree: &Store, group: u64) -> Result<Vec<KeyRange>, StorageError> {
@@ -419,6 +433,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_scan_resumes_after_the_key_it_stopped_at_across_ranges() {
+        let r = |lo: &[u8], hi: Option<&[u8]>| (lo.to_vec(), hi.map(|h| h.to_vec()));
+        // Out of order, as a span may list them; the cut is in key order.
+        let ranges = vec![r(b"m", None), r(b"a", Some(b"c")), r(b"d", Some(b"f"))];
+        assert_eq!(
+            ranges_after(ranges.clone(), b"b"),
+            vec![r(b"b\0", Some(b"c")), r(b"d", Some(b"f")), r(b"m", None)]
+        );
+        assert_eq!(
+            ranges_after(ranges.clone(), b"e"),
+            vec![r(b"e\0", Some(b"f")), r(b"m", None)]
+        );
+        // A range that ends right after the key is done.
+        assert_eq!(
+            ranges_after(vec![r(b"a", Some(b"b\0"))], b"b"),
+            Vec::<KeyRange>::new()
+        );
+        assert_eq!(ranges_after(ranges, b"z"), vec![r(b"z\0", None)]);
+    }
+
     /// A large group is dropped in batches of DROP_BATCH_KEYS, its
     /// metadata last: midway, its span and applied index are still there
     /// (a node stopped then removes the rest next time).
@@ -436,8 +471,17 @@ mod tests {
                 .filter(|h| s.get(key(7, crate::machine::ITEMS, *h)).unwrap().is_some())
                 .count()
         };
-        assert!(crate::machine::drop_group_step(&store, 7).unwrap());
+        let last = crate::machine::drop_group_step(&store, 7, None).unwrap();
+        assert!(last.is_some());
         assert_eq!(items(&store), keys - crate::machine::DROP_BATCH_KEYS);
+        // The next step starts after the key the first one ended at.
+        assert!(
+            crate::machine::drop_group_step(&store, 7, last.as_deref())
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(items(&store), keys - 2 * crate::machine::DROP_BATCH_KEYS);
+        assert_eq!(crate::machine::applied_index(&store, 7).unwrap(), 1);
         assert_eq!(crate::machine::applied_index(&store, 7).unwrap(), 1);
         assert_eq!(Span::held(&store, 7).unwrap(), Some(Span::whole(7)));
         crate::machine::drop_group(&store, 7).unwrap();
