@@ -29,10 +29,10 @@ const STATE: &str = "state";
 /// holds a node to its memory budget and restarts in under a second where
 /// sled's resident set and restart time grow with its data, but PutItem's
 /// p99 at half of peak is two to ten times sled's, and as the default it
-/// stalled `make bench`'s backup scenario, most likely because dropping a
-/// deleted table's group rescans every tombstone it already wrote, batch
-/// after batch (docs/decisions.md, "fjall as the default: tried and put
-/// back").
+/// stalled `make bench`'s backup scenario (dropping a deleted table's group
+/// rescanned its own tombstones at every step, fixed since; not yet
+/// re-measured on fjall). docs/decisions.md, "fjall as the default: tried
+/// and put back".
 pub const DEFAULT_ENGINE: Engine = Engine::Sled;
 /// What the store may hold in memory unless the node's budget says
 /// otherwise.
