@@ -383,13 +383,9 @@ pub fn drop_group_step(
     after: Option<&[u8]>,
 ) -> Result<Option<Vec<u8>>, StorageError> {
     let meta = meta_key(group, "");
-    let mut ranges = span::held_ranges(tree, group)?;
     // In key order, so that the next step can resume after this one's
     // last key.
-    ranges.sort();
-    if let Some(after) = after {
-        ranges = span::ranges_after(ranges, after);
-    }
+    let ranges = span::ranges_after(span::held_ranges(tree, group)?, after);
     let mut batch = crate::kv::Batch::default();
     let mut removed = 0;
     for kv in span::scan_ranges(tree, ranges) {
