@@ -82,6 +82,12 @@ pub fn install() {
                     FSYNC_BUCKETS_S,
                 )
             })
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full(dynaraft_storage::committer::COMMIT_METRIC.into()),
+                    FSYNC_BUCKETS_S,
+                )
+            })
             .and_then(|b| b.install_recorder());
         match built {
             Ok(h) => {
@@ -188,6 +194,11 @@ fn describe() {
         dynaraft_storage::wal::WAL_FSYNC_METRIC,
         Unit::Seconds,
         "Time of each fdatasync of the Raft write-ahead log (one per group-commit batch)."
+    );
+    describe_histogram!(
+        dynaraft_storage::committer::COMMIT_METRIC,
+        Unit::Seconds,
+        "Time of each write of applied commands to the state-machine store (one per merged batch of groups' commits)."
     );
     describe_gauge!(
         "dynaraft_raft_groups",

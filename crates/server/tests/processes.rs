@@ -170,7 +170,7 @@ async fn eventually<F: std::future::Future<Output = bool>>(
 }
 
 fn first_segment_gone(wal: &Path) -> bool {
-    !wal.join("wal-1.log").exists()
+    !wal.join("wal-000000000001.log").exists()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 pub const MAX_QUEUED_COMMITS: usize = 1024;
 /// Most commits merged into one sled batch.
 pub const MAX_COMMITS_PER_BATCH: usize = 64;
+/// The histogram of the time each merged batch takes to apply to the
+/// store, in seconds.
+pub const COMMIT_METRIC: &str = "dynaraft_state_commit_seconds";
 
 /// A group's pending writes: key -> new value, or `None` to delete.
 pub type Writes = BTreeMap<Vec<u8>, Option<Vec<u8>>>;
@@ -90,7 +93,9 @@ fn run(tree: Store, mut rx: mpsc::Receiver<Job>, failure: FirstFailure) {
             add_writes(&mut batch, job.writes);
             waiters.push(job.done);
         }
+        let started = std::time::Instant::now();
         let result = tree.apply(batch).map_err(|e| e.to_string());
+        metrics::histogram!(COMMIT_METRIC).record(started.elapsed().as_secs_f64());
         if let Err(e) = &result {
             tracing::error!(error = %e, "state-machine write failed");
             failure.record(|| format!("state-machine write failed: {e}"));
