@@ -260,6 +260,16 @@ impl Writer {
         }
     }
 
+    /// dynaraft patch: counts `bytes` written and starts the writeback of
+    /// what the OS holds every `WRITEBACK_STEP_BYTES`.
+    fn count_written(&mut self, bytes: usize) {
+        self.unsynced += bytes as u64;
+        if self.unsynced >= WRITEBACK_STEP_BYTES {
+            lsm_tree::file::start_writeback(self.file.get_ref());
+            self.unsynced = 0;
+        }
+    }
+
     /// Writes a batch start marker to the journal
     fn write_start(&mut self, item_count: u32, seqno: SeqNo) -> Result<usize, crate::Error> {
         debug_assert!(self.buf.is_empty());
@@ -321,13 +331,7 @@ impl Writer {
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
 
-        // dynaraft patch: start the writeback of what the OS holds every
-        // `WRITEBACK_STEP_BYTES`
-        self.unsynced += byte_count as u64;
-        if self.unsynced >= WRITEBACK_STEP_BYTES {
-            lsm_tree::file::start_writeback(self.file.get_ref());
-            self.unsynced = 0;
-        }
+        self.count_written(byte_count); // dynaraft patch
 
         Ok(byte_count)
     }
@@ -355,13 +359,7 @@ impl Writer {
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
 
-        // dynaraft patch: start the writeback of what the OS holds every
-        // `WRITEBACK_STEP_BYTES`
-        self.unsynced += byte_count as u64;
-        if self.unsynced >= WRITEBACK_STEP_BYTES {
-            lsm_tree::file::start_writeback(self.file.get_ref());
-            self.unsynced = 0;
-        }
+        self.count_written(byte_count); // dynaraft patch
 
         Ok(byte_count)
     }
@@ -418,13 +416,7 @@ impl Writer {
         let checksum = hasher.finish();
         byte_count += self.write_end(checksum)?;
 
-        // dynaraft patch: start the writeback of what the OS holds every
-        // `WRITEBACK_STEP_BYTES`
-        self.unsynced += byte_count as u64;
-        if self.unsynced >= WRITEBACK_STEP_BYTES {
-            lsm_tree::file::start_writeback(self.file.get_ref());
-            self.unsynced = 0;
-        }
+        self.count_written(byte_count); // dynaraft patch
 
         Ok(byte_count)
     }

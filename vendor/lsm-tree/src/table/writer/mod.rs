@@ -360,19 +360,6 @@ impl Writer {
         // Adjust metadata
         self.meta.file_pos += u64::from(bytes_written);
         self.meta.item_count += self.chunk.len();
-
-        // dynaraft patch: start the writeback of what the OS holds every
-        // `WRITEBACK_STEP_BYTES`, and keep to `TABLE_WRITE_BYTES_PER_S`
-        if *self.meta.file_pos >= self.writeback_pos + WRITEBACK_STEP_BYTES {
-            crate::file::start_writeback(self.file_writer.get_mut().inner_mut().get_ref());
-            self.writeback_pos = *self.meta.file_pos;
-            let due = std::time::Duration::from_secs_f64(
-                self.writeback_pos as f64 / TABLE_WRITE_BYTES_PER_S as f64,
-            );
-            if let Some(early) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(early);
-            }
-        }
         self.meta.data_block_count += 1;
 
         // Back link stuff
@@ -395,6 +382,19 @@ impl Writer {
         // IMPORTANT: Clear chunk after everything else
         self.chunk.clear();
         self.chunk_size = 0;
+
+        // dynaraft patch: start the writeback of what the OS holds every
+        // `WRITEBACK_STEP_BYTES`, and keep to `TABLE_WRITE_BYTES_PER_S`
+        if *self.meta.file_pos >= self.writeback_pos + WRITEBACK_STEP_BYTES {
+            crate::file::start_writeback(self.file_writer.get_mut().inner_mut().get_ref());
+            self.writeback_pos = *self.meta.file_pos;
+            let due = std::time::Duration::from_secs_f64(
+                self.writeback_pos as f64 / TABLE_WRITE_BYTES_PER_S as f64,
+            );
+            if let Some(early) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(early);
+            }
+        }
 
         Ok(())
     }
