@@ -421,8 +421,37 @@ async fn a_node_added_to_a_zone_takes_its_share_of_replicas() {
     let conf = c.client.config().to_builder();
     let retry = aws_sdk_dynamodb::config::retry::RetryConfig::disabled();
     let client = Client::from_conf(conf.retry_config(retry).build());
+    // Items written before any replica moves: an eventually consistent
+    // read may be stale, but never miss an item written before the moves
+    // began (a replica still catching up must not answer).
+    const EARLY_ITEMS: usize = 40;
+    for i in 0..EARLY_ITEMS {
+        assert!(put(&client, 1_000_000 + i).await, "early write {i}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (client, stop) = (client.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut reads, mut misses) = (0usize, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let i = 1_000_000 + reads % EARLY_ITEMS;
+                let got = client
+                    .get_item()
+                    .table_name("orders")
+                    .key("pk", s(&format!("k{i}")))
+                    .send()
+                    .await;
+                match got {
+                    Ok(r) if r.item().and_then(|it| it.get("n")) == Some(&n(&i.to_string())) => {}
+                    Ok(r) => misses.push(format!("k{i}: {:?}", r.item())),
+                    Err(e) => misses.push(format!("k{i}: {:?}", dynaraft_tests::err_of(&e))),
+                }
+                reads += 1;
+            }
+            (reads, misses)
+        })
+    };
     let writer = {
         let (client, stop, errors) = (client.clone(), stop.clone(), errors.clone());
         tokio::spawn(async move {
@@ -511,6 +540,14 @@ async fn a_node_added_to_a_zone_takes_its_share_of_replicas() {
     stop.store(true, Ordering::Relaxed);
     let acked = writer.await.expect("writer");
     eprintln!("{} writes acknowledged during the moves", acked.len());
+    let (reads, misses) = reader.await.expect("reader");
+    eprintln!("{reads} eventually consistent reads during the moves");
+    assert!(
+        misses.is_empty(),
+        "{} of {reads} eventually consistent reads of items written before the moves missed them: {:?}",
+        misses.len(),
+        &misses[..misses.len().min(5)]
+    );
     assert_eq!(
         errors.load(Ordering::Relaxed),
         0,

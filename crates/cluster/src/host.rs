@@ -538,13 +538,21 @@ impl Host {
         self.inner.feed_wakeup.notified().await
     }
 
-    /// Waits until a local read of `group` is linearizable, when asked for.
+    /// Waits until a local read of `group` is linearizable, when asked for;
+    /// an eventually consistent one is refused, with the leader as a hint,
+    /// while this replica is still catching up after joining
+    /// ([`RaftGroup::serves_stale_reads`]).
     async fn read_barrier(&self, group: u64, consistent: bool) -> Result<(), ClusterError> {
         let g = self.hosted_group(group)?;
         if consistent {
             g.linearize()
                 .await
                 .map_err(|e| with_group(e.into(), group))?;
+        } else if !g.serves_stale_reads() {
+            return Err(ClusterError::NotLeader {
+                group,
+                leader: g.leader(),
+            });
         }
         Ok(())
     }
@@ -1045,5 +1053,45 @@ mod tests {
         host.start_group(7, Some(one(1)))
             .await
             .expect("start again");
+    }
+
+    /// A replica started from nothing to join a running group (moved here,
+    /// a split child, a lost replica) answers no eventually consistent read
+    /// until it has caught up and become a voter: it holds no items yet,
+    /// and an item that exists would read as missing. A voter answers.
+    #[tokio::test]
+    async fn a_replica_still_joining_refuses_eventually_consistent_reads() {
+        let host = Host::open(HostConfig::new(1, "az-a", "127.0.0.1:1", None))
+            .await
+            .expect("host");
+        host.start_group(9, None).await.expect("start joining");
+        match host.read_item(9, b"k", false).await {
+            Err(ClusterError::NotLeader {
+                group: 9,
+                leader: None,
+            }) => {}
+            other => panic!("a joining replica answered: {other:?}"),
+        }
+        let voters = BTreeMap::from([(
+            1,
+            NodeInfo {
+                addr: "127.0.0.1:1".into(),
+                az: "az-a".into(),
+            },
+        )]);
+        host.start_group(10, Some(voters))
+            .await
+            .expect("start voter");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match host.read_item(10, b"k", false).await {
+                Ok((None, None)) => break,
+                other => assert!(
+                    std::time::Instant::now() < deadline,
+                    "the group's voter did not answer: {other:?}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 }

@@ -111,6 +111,9 @@ pub struct RaftGroup {
     quorum_lease_ms: u64,
     /// Coalesces concurrent proposals into batches.
     proposer: crate::propose::Proposer,
+    /// Set once this replica has applied a membership that names it a
+    /// voter (see [`RaftGroup::serves_stale_reads`]).
+    joined: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Longest a snapshot may take to reach a follower and be installed, in
@@ -173,6 +176,7 @@ impl RaftGroup {
             raft,
             applied,
             quorum_lease_ms: timing.election_timeout_min_ms,
+            joined: Arc::default(),
         })
     }
 
@@ -306,6 +310,30 @@ impl RaftGroup {
             Ok(()) | Err(openraft::error::Fatal::Stopped) => None,
             Err(e) => Some(format!("group {}: {e}", self.group)),
         }
+    }
+
+    /// Whether this replica may answer an eventually consistent read. A
+    /// replica joins its group as a learner and is made a voter only once
+    /// it has caught up, so one that has applied a membership naming it a
+    /// voter holds every write committed before it joined; before that (a
+    /// replica moved here, a split child started from nothing) it may hold
+    /// nothing yet, and an item written minutes ago would read as missing.
+    /// The leader always may. Once true, it stays true for this replica's
+    /// life, so a membership change in flight (its entry appended, not yet
+    /// applied) does not turn a caught-up voter away.
+    pub fn serves_stale_reads(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if self.joined.load(Ordering::Acquire) {
+            return true;
+        }
+        let joined = self.is_leader()
+            || self
+                .applied_voters()
+                .is_some_and(|voters| voters.contains(&self.node));
+        if joined {
+            self.joined.store(true, Ordering::Release);
+        }
+        joined
     }
 
     /// Whether this replica is the group's leader now.
