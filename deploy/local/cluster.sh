@@ -11,6 +11,8 @@
 # NODE_FLAGS adds flags to every storage node, e.g.
 # NODE_FLAGS="--split-size-bytes 65536" to watch tables split.
 # METRICS_BASE=PORT serves node i's /metrics on 127.0.0.1:PORT+i-1.
+# API_BASE=PORT has node i also serve the DynamoDB API on 127.0.0.1:PORT+i-1
+# (`node --api-listen`, with the router flags given to `start`).
 #
 # `start` returns once the router answers and all three nodes are
 # registered; pids, logs and each node's command line are kept in the data
@@ -52,19 +54,21 @@ case "${1:-}" in
     OBJECTS="$(cd "$DIR/objects" && pwd)"
     CONTROL="1=127.0.0.1:$BASE@az-a,2=127.0.0.1:$((BASE + 1))@az-b,3=127.0.0.1:$((BASE + 2))@az-c"
     : >"$DIR/pids"
+    # A local cluster is open (like DynamoDB Local) unless given an auth file.
+    OPEN=--allow-unauthenticated
+    case " $* " in *" --auth-file"*) OPEN= ;; esac
     for i in 1 2 3; do
       az="az-$(printf "\\x$(printf %x $((96 + i)))")"
       METRICS=
       [ -n "${METRICS_BASE:-}" ] && METRICS="--metrics-listen 127.0.0.1:$((METRICS_BASE + i - 1))"
+      API=()
+      [ -n "${API_BASE:-}" ] && API=(--api-listen "127.0.0.1:$((API_BASE + i - 1))" $OPEN "$@")
       cmd=("$BIN" node --id "$i" --az "$az" --listen "127.0.0.1:$((BASE + i - 1))"
-        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} $METRICS)
+        --data-dir "$DIR/node-$i" --control "$CONTROL" --object-store "file://$OBJECTS" ${NODE_FLAGS:-} $METRICS ${API[@]+"${API[@]}"})
       printf '%q ' "${cmd[@]}" >"$DIR/node-$i.cmd"
       "${cmd[@]}" >"$DIR/node-$i.log" 2>&1 &
       echo $! >>"$DIR/pids"
     done
-    # A local cluster is open (like DynamoDB Local) unless given an auth file.
-    OPEN=--allow-unauthenticated
-    case " $* " in *" --auth-file"*) OPEN= ;; esac
     "$BIN" router --port "$RPORT" --control "$CONTROL" $OPEN "$@" >"$DIR/router.log" 2>&1 &
     echo $! >>"$DIR/pids"
     echo "$CONTROL" >"$DIR/control"

@@ -84,8 +84,9 @@ fn init_log(format: LogFormat) {
 enum Command {
     /// Run every role in one process (the local-development default).
     Embedded(EmbeddedArgs),
-    /// Run a storage node of a cluster.
-    Node(NodeArgs),
+    /// Run a storage node of a cluster (with --api-listen, also serving
+    /// the DynamoDB API as a router does).
+    Node(Box<NodeArgs>),
     /// Run a router: the DynamoDB API in front of a cluster's storage nodes.
     Router(RouterArgs),
     /// Inspect the cluster (nodes, zones, partitions, leaders, lag) and
@@ -228,6 +229,15 @@ struct NodeArgs {
     routes: RouteArgs,
     #[command(flatten)]
     peer_tls: PeerTlsArgs,
+    /// Also serve the DynamoDB API on this address (host:port), as a router
+    /// does: requests this node can answer itself (an eventually consistent
+    /// read of a partition it holds a replica of, a write to a partition it
+    /// leads) skip the hop to another process. The flags below configure
+    /// it as they do `dynaraft router`.
+    #[arg(long, value_name = "ADDR")]
+    api_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ClusterApiArgs,
 }
 
 /// Mutual TLS on the cluster's gRPC port (docs/security.md).
@@ -276,31 +286,15 @@ struct RouterArgs {
     /// Control-plane members, as id=host:port@az (repeat or comma-separate).
     #[arg(long, value_delimiter = ',', required = true)]
     control: Vec<String>,
-    /// Partitions (Raft groups) each new table is split into.
-    #[arg(long, default_value_t = 1)]
-    partitions_per_table: usize,
-    /// Milliseconds a table spends in CREATING, UPDATING or DELETING.
-    #[arg(long, default_value_t = 500)]
-    transition_delay_ms: u64,
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     region: String,
-    /// How long a stream enabled through this server keeps its change
-    /// records, in seconds (DynamoDB: 24 hours).
-    #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
-    stream_retention_s: u64,
-    /// Log one line per API request (operation, status, error type,
-    /// milliseconds, request id) at info, target `dynaraft::request`.
-    #[arg(long)]
-    request_log: bool,
-    /// Without --auth-file, accept any signature until the control plane
-    /// keeps a user (a local or test cluster). By default a router serves
-    /// only requests signed by a user of --auth-file or of `admin
-    /// put-user`.
-    #[arg(long, conflicts_with = "auth_file")]
-    allow_unauthenticated: bool,
+    /// Serve /metrics on this address (host:port) instead of the API's
+    /// port, e.g. one only the monitoring network reaches.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
-    edge: EdgeArgs,
+    api: ClusterApiArgs,
     #[command(flatten)]
     global: GlobalArgs,
     #[command(flatten)]
@@ -523,10 +517,81 @@ struct EmbeddedArgs {
     /// milliseconds, request id) at info, target `dynaraft::request`.
     #[arg(long)]
     request_log: bool,
+    /// Serve /metrics on this address (host:port) instead of the API's
+    /// port, e.g. one only the monitoring network reaches.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     edge: EdgeArgs,
     #[command(flatten)]
     global: GlobalArgs,
+}
+
+/// How a cluster's DynamoDB API is served: by a router, or by a storage
+/// node given --api-listen.
+#[derive(clap::Args)]
+struct ClusterApiArgs {
+    /// Partitions (Raft groups) each new table is split into.
+    #[arg(long, default_value_t = 1)]
+    partitions_per_table: usize,
+    /// Milliseconds a table spends in CREATING, UPDATING or DELETING.
+    #[arg(long, default_value_t = 500)]
+    transition_delay_ms: u64,
+    /// How long a stream enabled through this server keeps its change
+    /// records, in seconds (DynamoDB: 24 hours).
+    #[arg(long, default_value_t = DEFAULT_STREAM_RETENTION_S)]
+    stream_retention_s: u64,
+    /// Log one line per API request (operation, status, error type,
+    /// milliseconds, request id) at info, target `dynaraft::request`.
+    #[arg(long)]
+    request_log: bool,
+    /// Without --auth-file, accept any signature until the control plane
+    /// keeps a user (a local or test cluster). By default a cluster serves
+    /// only requests signed by a user of --auth-file or of `admin
+    /// put-user`.
+    #[arg(long, conflicts_with = "auth_file")]
+    allow_unauthenticated: bool,
+    #[command(flatten)]
+    edge: EdgeArgs,
+}
+
+impl ClusterApiArgs {
+    /// Serves the DynamoDB API through `router` on `addr`.
+    async fn serve(
+        &self,
+        router: dynaraft_cluster::router::Router,
+        addr: SocketAddr,
+        region: &str,
+        peer_regions: Option<Arc<dynaraft_cluster::peer::PeerRegions>>,
+        metrics_elsewhere: bool,
+    ) -> anyhow::Result<Server> {
+        // Without an auth file, only the control plane's users (`admin
+        // put-user`) are let in; none until the first exists, unless
+        // --allow-unauthenticated.
+        let open = self.allow_unauthenticated;
+        if self.edge.auth_file.is_none() && !open {
+            tracing::warn!(
+                "no --auth-file: only users added with `dynaraft admin put-user` are served \
+                 (start with --allow-unauthenticated to accept any signature until then)"
+            );
+        }
+        let cfg = ApiConfig {
+            transition_delay_ms: self.transition_delay_ms,
+            region: region.to_string(),
+            endpoint_address: addr.to_string(),
+            partitions_per_table: self.partitions_per_table,
+            stream_retention_ms: self.stream_retention_s.saturating_mul(1000),
+            request_log: self.request_log,
+            peer_regions,
+            ..ApiConfig::default()
+        };
+        let mut cfg = self.edge.apply(cfg, metrics_elsewhere)?;
+        if cfg.auth.is_none() {
+            let only_kept = dynaraft_api::auth::Auth::without_file(&cfg.region, open);
+            cfg.auth = Some(Arc::new(only_kept));
+        }
+        Ok(Server::start(Api::new(router, Arc::new(cfg)), addr).await?)
+    }
 }
 
 /// The API's edge (docs/security.md): who may call it, what is recorded,
@@ -544,10 +609,6 @@ struct EdgeArgs {
     /// file.
     #[arg(long)]
     audit_log: Option<PathBuf>,
-    /// Serve /metrics on this address (host:port) instead of the API's
-    /// port, e.g. one only the monitoring network reaches.
-    #[arg(long)]
-    metrics_listen: Option<SocketAddr>,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); reloaded
     /// when the file changes.
     #[arg(long, requires = "tls_key")]
@@ -567,14 +628,15 @@ struct EdgeArgs {
 }
 
 impl EdgeArgs {
-    /// `cfg` with this edge: the auth file's users, the audit log, the
-    /// certificate, and /metrics on its own address.
-    async fn apply(&self, cfg: ApiConfig) -> anyhow::Result<ApiConfig> {
+    /// `cfg` with this edge: the auth file's users, the audit log and the
+    /// certificate; `metrics_elsewhere` says /metrics is served on an
+    /// address of its own, not the API's port.
+    fn apply(&self, cfg: ApiConfig, metrics_elsewhere: bool) -> anyhow::Result<ApiConfig> {
         Ok(ApiConfig {
             auth: load_auth(self.auth_file.as_deref(), &cfg.region)?,
             audit: open_audit(self.audit_log.as_deref())?,
             tls: load_tls(self.tls_cert.as_deref(), self.tls_key.as_deref())?,
-            metrics_elsewhere: start_metrics(self.metrics_listen).await?,
+            metrics_elsewhere,
             capacity: Arc::new(dynaraft_api::capacity::Capacity::new(
                 !self.no_capacity_limits,
             )),
@@ -686,7 +748,7 @@ async fn run() -> anyhow::Result<()> {
     init_log(cli.log_format);
     match cli.command {
         Command::Embedded(args) => embedded(args).await,
-        Command::Node(args) => node(args).await,
+        Command::Node(args) => node(*args).await,
         Command::Router(args) => router(args).await,
         Command::Admin(args) => {
             let control = control_members(&args.control)?;
@@ -924,11 +986,34 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
         None => start_node(&cfg, &args.data_dir, rebuild, listener).await?,
     };
     tracing::info!(id = args.id, az = %args.az, listen = %args.listen, advertise, "dynaraft storage node running");
+    let api = match args.api_listen {
+        Some(addr) => {
+            let server = args
+                .api
+                .serve(
+                    node.router.clone(),
+                    addr,
+                    &args.region,
+                    cfg.peer_regions.clone(),
+                    args.metrics_listen.is_some(),
+                )
+                .await?;
+            tracing::info!(addr = %server.addr, "dynaraft API listening on the storage node");
+            Some(server)
+        }
+        None => None,
+    };
     dynaraft_api::metrics::add_host(&node.host);
     supervise::watch(&node.host, true, None, |_| {}, stop).await;
     tracing::info!("shutting down");
     dynaraft_api::metrics::remove_host(node.host.id());
-    bounded_shutdown(node.drain_and_shutdown()).await;
+    bounded_shutdown(async move {
+        if let Some(server) = api {
+            server.stop().await;
+        }
+        node.drain_and_shutdown().await;
+    })
+    .await;
     Ok(())
 }
 
@@ -980,34 +1065,18 @@ async fn router(args: RouterArgs) -> anyhow::Result<()> {
     if !rn.ready(wait).await {
         tracing::warn!("catalog not loaded yet; interrupted table transitions are not resumed");
     }
-    // Without an auth file, only the control plane's users (`admin
-    // put-user`) are let in; none until the first exists, unless
-    // --allow-unauthenticated.
-    let open = args.allow_unauthenticated;
-    if args.edge.auth_file.is_none() && !open {
-        tracing::warn!(
-            "no --auth-file: only users added with `dynaraft admin put-user` are served \
-             (start with --allow-unauthenticated to accept any signature until then)"
-        );
-    }
     let peers = args.global.peers(&args.region)?;
-    let mut cfg = ApiConfig {
-        transition_delay_ms: args.transition_delay_ms,
-        region: args.region,
-        endpoint_address: addr.to_string(),
-        partitions_per_table: args.partitions_per_table,
-        stream_retention_ms: args.stream_retention_s.saturating_mul(1000),
-        request_log: args.request_log,
-        peer_regions: peers,
-        ..ApiConfig::default()
-    };
-    cfg = args.edge.apply(cfg).await?;
-    if cfg.auth.is_none() {
-        let only_kept = dynaraft_api::auth::Auth::without_file(&cfg.region, open);
-        cfg.auth = Some(Arc::new(only_kept));
-    }
-    let api = Api::new(rn.router.clone(), Arc::new(cfg));
-    let server = Server::start(api, addr).await?;
+    let metrics_elsewhere = start_metrics(args.metrics_listen).await?;
+    let server = args
+        .api
+        .serve(
+            rn.router.clone(),
+            addr,
+            &args.region,
+            peers,
+            metrics_elsewhere,
+        )
+        .await?;
     tracing::info!(addr = %server.addr, "dynaraft router listening");
     shutdown_signal().await;
     tracing::info!("shutting down");
@@ -1140,7 +1209,8 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
         peer_regions: peers,
         ..ApiConfig::default()
     };
-    let cfg = Arc::new(args.edge.apply(cfg).await?);
+    let metrics_elsewhere = start_metrics(args.metrics_listen).await?;
+    let cfg = Arc::new(args.edge.apply(cfg, metrics_elsewhere)?);
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let (node, server) = match supervise::recovering_from() {

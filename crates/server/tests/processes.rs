@@ -71,6 +71,8 @@ struct Cluster {
     nodes: Vec<Proc>,
     router: Proc,
     client: Client,
+    /// Each node also serves the DynamoDB API (`--api-listen`).
+    node_clients: Vec<Client>,
 }
 
 impl Cluster {
@@ -89,6 +91,7 @@ impl Cluster {
             .map(|(i, (a, z))| format!("{}={a}@{z}", i + 1))
             .collect::<Vec<_>>()
             .join(",");
+        let api_ports: Vec<u16> = ZONES.iter().map(|_| free_port()).collect();
         let nodes = ZONES
             .iter()
             .enumerate()
@@ -109,6 +112,10 @@ impl Cluster {
                     "--wal-segment-bytes=16384",
                     "--checkpoint-interval-ms=200",
                     &format!("--engine={engine}"),
+                    &format!("--api-listen=127.0.0.1:{}", api_ports[i]),
+                    "--partitions-per-table=2",
+                    "--transition-delay-ms=0",
+                    "--allow-unauthenticated",
                 ];
                 let args = args.iter().map(|s| s.to_string()).collect();
                 Proc::start(args, dir.join(format!("node-{}.log", i + 1)))
@@ -129,11 +136,16 @@ impl Cluster {
             dir.join("router.log"),
         );
         let client = client_for(format!("127.0.0.1:{port}").parse().expect("addr"));
+        let node_clients = api_ports
+            .iter()
+            .map(|p| client_for(format!("127.0.0.1:{p}").parse().expect("addr")))
+            .collect();
         Cluster {
             dir,
             nodes,
             router,
             client,
+            node_clients,
         }
     }
 
@@ -282,6 +294,56 @@ async fn kill_nine_of_a_zone_and_of_every_node(engine: &str) {
                 "node {} failed to recover a group's log: {broken}",
                 i + 1
             );
+        }
+    }
+}
+
+/// `dynaraft node --api-listen`: every storage node serves the DynamoDB
+/// API beside the router. A table created through one node is there on the
+/// others; a write through any node is read back through every node,
+/// strongly consistent at once and eventually consistent soon after, and
+/// through the router.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_node_serves_the_api() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let c = Cluster::start("node-api", "fjall");
+    for (i, client) in c.node_clients.iter().enumerate() {
+        let client = client.clone();
+        eventually(30, &format!("node {}'s API to serve", i + 1), || {
+            let client = client.clone();
+            async move { client.list_tables().send().await.is_ok() }
+        })
+        .await;
+    }
+    create_table(&c.node_clients[1], "orders", None).await;
+    let mut written = Vec::new();
+    for (j, client) in c.node_clients.iter().enumerate() {
+        for i in 0..20 {
+            let k = j * 100 + i;
+            assert!(put(client, k).await, "node {} rejected k{k}", j + 1);
+            written.push(k);
+        }
+    }
+    for client in c.node_clients.iter().chain([&c.client]) {
+        assert_readable(client, &written).await;
+    }
+    for (j, client) in c.node_clients.iter().enumerate() {
+        for k in &written {
+            let client = client.clone();
+            eventually(10, &format!("node {} to read k{k}", j + 1), || {
+                let client = client.clone();
+                async move {
+                    let got = client
+                        .get_item()
+                        .table_name("orders")
+                        .key("pk", AttributeValue::S(format!("k{k}")))
+                        .send()
+                        .await
+                        .expect("eventually consistent GetItem");
+                    got.item().and_then(|i| i.get("n")) == Some(&AttributeValue::N(k.to_string()))
+                }
+            })
+            .await;
         }
     }
 }
