@@ -177,6 +177,10 @@ const HALF_PEAK_C: Spec = Spec {
     table: None,
     partiql: false,
 };
+/// The label suffix of a cluster's runs through a node's own API.
+pub const NODE_API: &str = ", API on node 1";
+const NODE_API_C: Spec = spec("C, API on node 1", Workload::C);
+const NODE_API_PUT: Spec = spec("put, API on node 1", Workload::Put);
 const HALF_PEAK_PUT: Spec = Spec {
     label: "put at half peak",
     workload: Workload::Put,
@@ -783,22 +787,39 @@ async fn dynalite(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
 async fn cluster(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let dir = std::path::absolute(args.out.join("cluster"))?;
     let router_port = args.base_port + 3;
-    let cluster = procs::Cluster::start(
+    let api_port = args.base_port + 27;
+    let cluster = procs::Cluster::start_with(
         &args.binary,
         &dir,
         router_port,
         args.base_port + 4,
         args.partitions,
+        "",
+        Some(api_port),
     )?;
     let idle_rss = Some(cluster.rss_bytes());
     let url = format!("http://127.0.0.1:{router_port}");
     let specs: Vec<&Spec> = YCSB.iter().chain([&CONSISTENT_C, &HALF_PEAK_PUT]).collect();
-    let runs = workloads(args, "cluster", &url, Protocol::Dynamodb, &specs, None).await?;
+    let mut runs = workloads(args, "cluster", &url, Protocol::Dynamodb, &specs, None).await?;
+    // The same cluster through node 1's own API (`node --api-listen`).
+    let node_url = format!("http://127.0.0.1:{api_port}");
+    let node_specs = [&NODE_API_C, &NODE_API_PUT];
+    runs.extend(
+        workloads(
+            args,
+            "cluster",
+            &node_url,
+            Protocol::Dynamodb,
+            &node_specs,
+            None,
+        )
+        .await?,
+    );
     Ok(SystemResult {
         name: "cluster".into(),
         description: format!(
-            "three `dynaraft node` processes (az-a, az-b, az-c) and a `dynaraft router`, {} partitions per table, every write on a quorum and fsynced",
-            args.partitions
+            "three `dynaraft node` processes (az-a, az-b, az-c) and a `dynaraft router`, {} partitions per table, every write on a quorum and fsynced; rows marked \"{}\" send the requests to node 1's own API (`node --api-listen`) instead of the router",
+            args.partitions, NODE_API
         ),
         startup_ms: None,
         idle_rss,

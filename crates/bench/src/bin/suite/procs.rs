@@ -145,18 +145,10 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn start(
-        binary: &Path,
-        dir: &Path,
-        router_port: u16,
-        node_port: u16,
-        partitions: usize,
-    ) -> anyhow::Result<Self> {
-        Self::start_with(binary, dir, router_port, node_port, partitions, "")
-    }
-
-    /// [`Cluster::start`] with `node_flags` added to every storage node's
-    /// command line (cluster.sh's NODE_FLAGS).
+    /// Starts it with `partitions` per table, `node_flags` added to every
+    /// storage node's command line (cluster.sh's NODE_FLAGS), and node i
+    /// also serving the DynamoDB API on `api_port + i - 1` when given
+    /// (cluster.sh's API_BASE).
     pub fn start_with(
         binary: &Path,
         dir: &Path,
@@ -164,9 +156,14 @@ impl Cluster {
         node_port: u16,
         partitions: usize,
         node_flags: &str,
+        api_port: Option<u16>,
     ) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(dir);
-        let status = Command::new("deploy/local/cluster.sh")
+        let mut cmd = Command::new("deploy/local/cluster.sh");
+        if let Some(port) = api_port {
+            cmd.env("API_BASE", port.to_string());
+        }
+        let status = cmd
             .env("NODE_FLAGS", node_flags)
             .arg("start")
             .arg(binary)

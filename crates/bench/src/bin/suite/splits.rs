@@ -53,12 +53,12 @@ pub async fn splits(args: &SuiteArgs) -> anyhow::Result<SystemResult> {
     let (router_port, node_port) = (args.base_port + 23, args.base_port + 24);
     let steady_dir = std::path::absolute(args.out.join("splits-steady"))?;
     let steady = {
-        let c = Cluster::start_with(&binary, &steady_dir, router_port, node_port, 1, "")?;
+        let c = Cluster::start_with(&binary, &steady_dir, router_port, node_port, 1, "", None)?;
         window(args, &binary, &c, router_port).await?
     };
     let dir = std::path::absolute(args.out.join("splits"))?;
     let node_flags = format!("--split-size-bytes {SPLIT_SIZE_BYTES}");
-    let c = Cluster::start_with(&binary, &dir, router_port, node_port, 1, &node_flags)?;
+    let c = Cluster::start_with(&binary, &dir, router_port, node_port, 1, &node_flags, None)?;
     let grown = window(args, &binary, &c, router_port).await?;
     let idle_rss = Some(c.rss_bytes());
     let mut mixed = stream(args, router_port, Workload::A, SPLIT_MIXED_PER_S);
