@@ -6,7 +6,7 @@ ARGS  ?=
 # Where cargo puts binaries (honours CARGO_TARGET_DIR, like cargo itself).
 TARGET := $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy k8s-manifests test-console test-chaos chaos bench bench-growth fuzz fmt lint clean
+.PHONY: build run cluster global test test-rust test-clients test-cluster test-deploy k8s-manifests test-console test-chaos chaos bench bench-growth bench-wrk fuzz fmt lint clean
 
 build:
 	$(CARGO) build --release -p dynaraft
@@ -160,6 +160,14 @@ bench-growth:
 	$(TARGET)/release/dynaraft-bench-suite run --binary $(TARGET)/release/dynaraft \
 	  --out $(BENCH_OUT) --report $(BENCH_OUT)/growth.md --analysis /dev/null \
 	  --systems= --growth-scale $(GROWTH_SCALE) $(BENCH_ARGS)
+
+## The independent check of the report (issue 27): wrk, a load generator
+## we did not write, and `dynaraft bench` send GetItem and PutItem at 32
+## connections to dynalite and to the embedded server in one sitting
+## (crates/bench/wrk/compare.sh; wrk from apt-get when missing).
+bench-wrk:
+	$(CARGO) build --release -p dynaraft
+	crates/bench/wrk/compare.sh
 
 ## The fault harness, short: five scenarios (kill -9, partition, SIGSTOP,
 ## failing fsyncs, kill -9 with a torn WAL write) of 30 s each against a

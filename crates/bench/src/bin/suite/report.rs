@@ -409,26 +409,26 @@ fn targets(md: &mut String, r: &Results) {
         );
     }
     // The cluster through its router, then through node 1's own API.
-    for (via, suffix) in [("router", ""), ("node 1's API", crate::NODE_API)] {
+    for (via, suffix) in [("the router", ""), ("node 1's API", crate::NODE_API)] {
         let put = format!("put{suffix}");
         let (ours, etcd) = (tp("cluster", &put), tp("etcd", "put"));
         line(
             &format!(
-                "cluster replicated PutItem >= {TARGET_CLUSTER_VS_ETCD}x etcd 3 members, through the {via}"
+                "cluster replicated PutItem >= {TARGET_CLUSTER_VS_ETCD}x etcd 3 members, through {via}"
             ),
             versus(ours, etcd),
             ours.zip(etcd).map(|(a, b)| a >= TARGET_CLUSTER_VS_ETCD * b),
         );
         let v = p99("cluster", &put);
         line(
-            &format!("cluster PutItem p99 < 10 ms (closed loop, peak), through the {via}"),
+            &format!("cluster PutItem p99 < 10 ms (closed loop, peak), through {via}"),
             ms_or_dash(v),
             v.map(|us| us < TARGET_CLUSTER_P99_US),
         );
         let (c, e) = (tp("cluster", &format!("C{suffix}")), tp("embedded", "C"));
         line(
             &format!(
-                "cluster eventually consistent GetItem >= {TARGET_CLUSTER_READ_FRACTION}x embedded, through the {via}"
+                "cluster eventually consistent GetItem >= {TARGET_CLUSTER_READ_FRACTION}x embedded, through {via}"
             ),
             versus(c, e),
             c.zip(e).map(|(a, b)| a >= TARGET_CLUSTER_READ_FRACTION * b),
