@@ -167,7 +167,8 @@ bench-growth:
 ## (crates/bench/wrk/compare.sh; wrk from apt-get when missing).
 bench-wrk:
 	$(CARGO) build --release -p dynaraft
-	crates/bench/wrk/compare.sh
+	BIN=$(TARGET)/release/dynaraft OUT=$(BENCH_OUT)/wrk DYNALITE_DIR=$(BENCH_OUT)/dynalite \
+	  crates/bench/wrk/compare.sh
 
 ## The fault harness, short: five scenarios (kill -9, partition, SIGSTOP,
 ## failing fsyncs, kill -9 with a torn WAL write) of 30 s each against a
