@@ -35,13 +35,12 @@ function init(args)
 end
 
 function request()
-  local key = string.format('{"pk":{"S":"user%d"}}', math.random(0, records - 1))
+  local pk = '{"pk":{"S":"user' .. math.random(0, records - 1) .. '"}'
   local body
   if op == "put" then
-    body = '{"TableName":"bench","Item":{"pk":{"S":"user' ..
-      math.random(0, records - 1) .. '"},"v":{"S":"' .. payload .. '"}}}'
+    body = '{"TableName":"bench","Item":' .. pk .. ',"v":{"S":"' .. payload .. '"}}}'
   else
-    body = '{"TableName":"bench","Key":' .. key .. '}'
+    body = '{"TableName":"bench","Key":' .. pk .. '}}'
   end
   return wrk.format(nil, nil, nil, body)
 end

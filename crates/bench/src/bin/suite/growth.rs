@@ -34,6 +34,13 @@ pub struct Step {
     pub rss_bytes: Option<u64>,
 }
 
+impl Step {
+    /// Bytes on disk per byte of live items.
+    pub fn disk_per_live_byte(&self) -> f64 {
+        self.disk_bytes as f64 / self.live_bytes.max(1) as f64
+    }
+}
+
 pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
     let (proc, url, dir, _) = crate::start_embedded(args, "growth", args.base_port + 15).await?;
     let mut steps = Vec::new();
@@ -76,7 +83,7 @@ pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
             dynaraft_bench::stats::ms(step.get.all.p99_us),
             step.put.throughput,
             dynaraft_bench::stats::ms(step.put.all.p99_us),
-            step.disk_bytes as f64 / step.live_bytes.max(1) as f64
+            step.disk_per_live_byte()
         );
         steps.push(step);
     }

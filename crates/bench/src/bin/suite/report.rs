@@ -393,7 +393,7 @@ fn targets(md: &mut String, r: &Results) {
         let ratios: Vec<f64> = g
             .steps
             .iter()
-            .map(|s| s.disk_bytes as f64 / s.live_bytes.max(1) as f64)
+            .map(crate::growth::Step::disk_per_live_byte)
             .collect();
         line(
             &format!(
@@ -696,7 +696,7 @@ fn growth(md: &mut String, r: &Results) {
             s.put.throughput,
             ms(s.put.all.p99_us),
             mib(s.disk_bytes),
-            s.disk_bytes as f64 / s.live_bytes.max(1) as f64,
+            s.disk_per_live_byte(),
             s.rss_bytes.map_or("-".into(), mib)
         );
     }
