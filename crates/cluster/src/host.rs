@@ -82,6 +82,10 @@ pub const GROUP_STOP_WAIT_MS: u64 = 3_000;
 pub const STORE_FLUSH_WAIT_MS: u64 = 2_000;
 /// How long shutdown waits for the node's own tasks to end, in milliseconds.
 pub const TASKS_STOP_WAIT_MS: u64 = 5_000;
+/// How long a replica leaving its group waits for the writes it had taken
+/// to be answered before its Raft stops, in milliseconds (see
+/// [`Host::remove_group`]).
+pub const PROPOSALS_DRAIN_WAIT_MS: u64 = 2_000;
 
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -442,6 +446,20 @@ impl Host {
             let mut map = HashMap::clone(&self.inner.groups.load());
             map.remove(&group);
             self.inner.groups.store(Arc::new(map));
+            // Writes this replica had taken (it led the group until it
+            // handed the leadership over) are answered with their outcome
+            // before Raft stops under them: they commit through the new
+            // leader and apply here, which needs Raft's messages still
+            // delivered. New ones are refused as not-the-leader, which the
+            // router retries elsewhere.
+            let limit = Duration::from_millis(PROPOSALS_DRAIN_WAIT_MS);
+            if !g.close_proposals(limit).await {
+                tracing::warn!(
+                    node = self.id(),
+                    group,
+                    "writes were still unanswered when the replica left its group"
+                );
+            }
             self.inner.registry.unregister(group);
             self.inner.heat.forget(group);
             g.shutdown().await;
@@ -1021,15 +1039,6 @@ mod tests {
         let host = Host::open(HostConfig::new(1, "az-a", "127.0.0.1:1", None))
             .await
             .expect("host");
-        let one = |id: NodeId| {
-            BTreeMap::from([(
-                id,
-                NodeInfo {
-                    addr: "127.0.0.1:1".into(),
-                    az: "az-a".into(),
-                },
-            )])
-        };
         host.start_group(7, Some(one(1))).await.expect("start");
         host.remove_group(7).await.expect("remove");
         assert!(!host.is_dropping(7), "deleted, so no longer marked");
@@ -1053,6 +1062,70 @@ mod tests {
         host.start_group(7, Some(one(1)))
             .await
             .expect("start again");
+    }
+
+    /// A membership of node `id` alone.
+    fn one(id: NodeId) -> BTreeMap<NodeId, NodeInfo> {
+        BTreeMap::from([(
+            id,
+            NodeInfo {
+                addr: "127.0.0.1:1".into(),
+                az: "az-a".into(),
+            },
+        )])
+    }
+
+    /// A replica leaving its group while writes stream in answers each
+    /// write it had taken with its outcome, and refuses later ones as not
+    /// the leader or as no longer hosted (which the router sends
+    /// elsewhere): none gets "unavailable", whose outcome a caller cannot
+    /// know.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replica_leaving_its_group_answers_the_writes_it_took() {
+        // On disk, so that each write waits for an fsync and some are in
+        // flight when the replica leaves.
+        let dir = std::env::temp_dir().join(format!("dynaraft-leaving-{}", fastrand::u64(..)));
+        let cfg = HostConfig::new(1, "az-a", "127.0.0.1:1", Some(dir.clone()));
+        let host = Host::open(cfg).await.expect("host");
+        let g = host.start_group(7, Some(one(1))).await.expect("start");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while g.leader() != Some(1) {
+            assert!(tokio::time::Instant::now() < deadline, "no leader");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drop(g);
+        let mut writers = tokio::task::JoinSet::new();
+        for _ in 0..16 {
+            let host = host.clone();
+            writers.spawn(async move {
+                let mut answered = 0u64;
+                loop {
+                    let noop = Command::PurgeChangeLog {
+                        before_ms: 0,
+                        max: 1,
+                    };
+                    match host.propose(7, noop).await {
+                        Ok(_) => answered += 1,
+                        Err(ClusterError::NotLeader { .. } | ClusterError::NoGroup(7)) => {
+                            return Ok(answered);
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        host.remove_group(7).await.expect("remove");
+        let mut answered = 0;
+        while let Some(w) = writers.join_next().await {
+            match w.expect("writer task") {
+                Ok(n) => answered += n,
+                Err(e) => panic!("a write taken before the replica left got: {e:?}"),
+            }
+        }
+        host.shutdown().await;
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(answered > 0, "no write was answered before the removal");
     }
 
     /// A replica started from nothing to join a running group (moved here,

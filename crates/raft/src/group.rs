@@ -525,6 +525,15 @@ impl RaftGroup {
         }
     }
 
+    /// Refuses new proposals and waits at most `limit` for those already
+    /// taken to be answered (see [`Proposer::close_and_drain`]); whether
+    /// they all were.
+    ///
+    /// [`Proposer::close_and_drain`]: crate::propose::Proposer::close_and_drain
+    pub async fn close_proposals(&self, limit: std::time::Duration) -> bool {
+        self.proposer.close_and_drain(limit).await
+    }
+
     /// Stops the group's Raft tasks.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
@@ -582,17 +591,19 @@ fn propose_error(
     }
 }
 
-/// A rejected write: a redirect when openraft names a leader to forward to,
-/// unavailable otherwise.
+/// A rejected write: a redirect when openraft refused it before appending
+/// it, unavailable (outcome unknown) otherwise. An entry discarded from
+/// this node's log after it was appended (`LogEntryDiscarded`) may still
+/// have committed through another leader, so it is not a redirect: a
+/// caller retrying it elsewhere could apply it twice.
 pub(crate) fn write_error(
     e: openraft::errors::ClientWriteError<crate::types::TypeConfig>,
 ) -> ProposeError {
-    use openraft::TryAsRef;
-    match TryAsRef::<openraft::errors::ForwardToLeader<crate::types::TypeConfig>>::try_as_ref(&e) {
-        Some(f) => ProposeError::NotLeader {
+    match e {
+        openraft::errors::ClientWriteError::ForwardToLeader(f) => ProposeError::NotLeader {
             leader: f.leader_id,
         },
-        None => ProposeError::Unavailable(e.to_string()),
+        other => ProposeError::Unavailable(other.to_string()),
     }
 }
 

@@ -21,7 +21,7 @@ use dynaraft_storage::Outcome;
 use dynaraft_storage::command::Entry;
 use futures_util::StreamExt;
 use std::sync::Arc;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// Most entries handed to openraft in one batch.
 pub const MAX_PROPOSAL_BATCH: usize = 256;
@@ -41,6 +41,24 @@ struct Proposal {
 #[derive(Clone)]
 pub struct Proposer {
     tx: mpsc::Sender<Proposal>,
+    /// Proposals not yet answered, and whether new ones are refused.
+    state: Arc<watch::Sender<Pending>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Pending {
+    proposals: usize,
+    closed: bool,
+}
+
+/// Counts one proposal as pending until dropped (answered or abandoned).
+struct Counted<'a>(&'a watch::Sender<Pending>);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|p| p.proposals = p.proposals.saturating_sub(1));
+    }
 }
 
 impl Proposer {
@@ -49,11 +67,40 @@ impl Proposer {
     pub fn start(raft: Raft) -> Proposer {
         let (tx, rx) = mpsc::channel(MAX_QUEUED_PROPOSALS);
         tokio::spawn(run(raft, rx));
-        Proposer { tx }
+        let (state, _) = watch::channel(Pending::default());
+        Proposer {
+            tx,
+            state: Arc::new(state),
+        }
+    }
+
+    /// Refuses proposals from now on (as `NotLeader`: nothing of them was
+    /// appended, so the caller may send them elsewhere), and waits at most
+    /// `limit` for those already taken to be answered. Whether they all
+    /// were. A replica leaving its group calls this before stopping Raft,
+    /// so a write it led is answered with its outcome (committed through
+    /// the new leader and applied here) rather than with "raft stopped",
+    /// whose outcome the caller cannot know.
+    pub async fn close_and_drain(&self, limit: std::time::Duration) -> bool {
+        self.state.send_modify(|p| p.closed = true);
+        let mut rx = self.state.subscribe();
+        let drained = rx.wait_for(|p| p.proposals == 0);
+        matches!(tokio::time::timeout(limit, drained).await, Ok(Ok(_)))
     }
 
     /// The entry's outcome and log index once it is committed and applied.
     pub async fn propose(&self, entry: Entry) -> Result<(Outcome, u64), ProposeError> {
+        let taken = self.state.send_if_modified(|p| {
+            if p.closed {
+                return false;
+            }
+            p.proposals += 1;
+            true
+        });
+        if !taken {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
+        let _counted = Counted(&self.state);
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Proposal { entry, reply })
