@@ -19,7 +19,15 @@ const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct Growth {
     pub scale: f64,
+    /// The sizes asked for, in GiB before `scale` (results written before
+    /// the sizes could be chosen ran [`GROWTH_STEPS_GIB`]).
+    #[serde(default = "default_steps")]
+    pub steps_gib: Vec<f64>,
     pub steps: Vec<Step>,
+}
+
+fn default_steps() -> Vec<f64> {
+    GROWTH_STEPS_GIB.to_vec()
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -42,10 +50,17 @@ impl Step {
 }
 
 pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
+    let sizes = &args.growth_steps_gib;
+    if sizes.is_empty()
+        || sizes.iter().any(|g| !g.is_finite() || *g <= 0.0)
+        || sizes.windows(2).any(|w| w[0] >= w[1])
+    {
+        anyhow::bail!("--growth-steps-gib must be ascending positive sizes, got {sizes:?}");
+    }
     let (proc, url, dir, _) = crate::start_embedded(args, "growth", args.base_port + 15).await?;
     let mut steps = Vec::new();
     let mut loaded = 0u64;
-    for gib in GROWTH_STEPS_GIB {
+    for &gib in sizes {
         let target = ((gib * args.growth_scale * GIB) / args.item_bytes as f64) as u64;
         let mut b = bench_args(
             args,
@@ -89,6 +104,7 @@ pub async fn growth(args: &SuiteArgs) -> anyhow::Result<Growth> {
     }
     Ok(Growth {
         scale: args.growth_scale,
+        steps_gib: sizes.clone(),
         steps,
     })
 }

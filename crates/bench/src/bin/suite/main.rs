@@ -104,10 +104,15 @@ pub struct SuiteArgs {
     /// etcd binary (Debian's etcd-server); skipped when absent.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: PathBuf,
-    /// Growth benchmark: the table grows through 1, 10 and 50 GiB times
-    /// this (1 for the full sizes; 0 skips it).
+    /// Growth benchmark: the table grows through `--growth-steps-gib`
+    /// times this (1 for the full sizes; 0 skips it).
     #[arg(long, default_value_t = 0.01)]
     growth_scale: f64,
+    /// Growth benchmark: the table sizes it grows through, in GiB before
+    /// `--growth-scale`, ascending (a disk too small for the last can
+    /// leave it out).
+    #[arg(long, value_delimiter = ',', default_values_t = growth::GROWTH_STEPS_GIB)]
+    growth_steps_gib: Vec<f64>,
     /// Measured seconds per workload at each growth step.
     #[arg(long, default_value_t = 5)]
     growth_seconds: u64,

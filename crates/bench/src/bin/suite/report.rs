@@ -668,7 +668,7 @@ fn growth(md: &mut String, r: &Results) {
     let _ = writeln!(
         md,
         "One embedded server (on disk, durable) whose table grows through {} of about {} bytes per item \
-         (1, 10 and 50 GiB scaled by {}; `make bench-growth` runs the full sizes). At each size: GetItem and \
+         ({} GiB scaled by {}; `make bench-growth` runs the full sizes). At each size: GetItem and \
          PutItem closed loop at {} connections, uniform keys (the whole table is touched, not a hot set).\n",
         g.steps
             .iter()
@@ -676,6 +676,11 @@ fn growth(md: &mut String, r: &Results) {
             .collect::<Vec<_>>()
             .join(", "),
         r.item_bytes,
+        g.steps_gib
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         g.scale,
         r.concurrency
     );
