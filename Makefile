@@ -108,8 +108,9 @@ test-cluster: $(VENV)/.installed
 ## container runtime).
 K8S_VERSION := 1.30.0
 test-deploy: $(VENV)/.installed
-	$(PY) deploy/helm/check.py $(VENV)/bin/helm $(VENV)/bin/kubernetes-validate $(K8S_VERSION)
 	$(CARGO) build -p dynaraft
+	$(PY) deploy/helm/check.py $(VENV)/bin/helm $(VENV)/bin/kubernetes-validate $(K8S_VERSION) \
+	  $(TARGET)/debug/dynaraft
 	$(PY) deploy/grafana/check.py $(TARGET)/debug/dynaraft
 	$(PY) deploy/image_check.py $(TARGET)/debug/dynaraft
 

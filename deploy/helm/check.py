@@ -1,6 +1,6 @@
 """Offline checks of the Helm chart (deploy/helm/dynaraft), run by `make test-deploy`.
 
-    check.py HELM KUBERNETES_VALIDATE K8S_VERSION
+    check.py HELM KUBERNETES_VALIDATE K8S_VERSION [DYNARAFT]
 
 1. `helm lint --strict`.
 2. Renders the chart with its defaults and with variants (more zones and
@@ -12,6 +12,11 @@
      its `$$` -> `$` expansion) with a stand-in `dynaraft` recording its
      arguments, for every pod ordinal: node id, zone and advertised address
      agree with the control-plane list (ordinal 0 of each zone a member);
+   - every pod's arguments are accepted by the real binary's parser (given
+     DYNARAFT: flags known, values of their type);
+   - exactly one kind of pod serves the API (storage pods given
+     --api-listen on their `http` port, or routers; `api.servedBy`), and
+     the clients' Service sends requests to it;
    - storage StatefulSets are OnDelete, ready on GET /ready at the
      --metrics-listen port, pinned to their zone, and their volumes use a
      WaitForFirstConsumer class when the chart makes one;
@@ -45,7 +50,7 @@ VARIANTS = {
         "nodesPerZone": 3,
         "tls": {"peer": {"enabled": False}, "api": {"enabled": False}},
         "auth": {"enabled": False},
-        "router": {"console": False, "replicas": 2},
+        "api": {"console": False},
         "storage": {"storageClass": {"create": False, "name": ""}},
         "metrics": {"annotations": False},
         "networkPolicy": {"enabled": False},
@@ -57,6 +62,8 @@ VARIANTS = {
                           "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]},
         "metrics": {"serviceMonitor": {"enabled": True, "tlsConfig": {"insecureSkipVerify": True}}},
         "auth": {"secretName": "users", "key": "auth.json"},
+        "api": {"servedBy": "routers", "extraArgs": ["--request-log"]},
+        "router": {"replicas": 2},
     }, ["db", "--namespace", "data"]),
 }
 
@@ -70,6 +77,10 @@ BAD = {
                                                     {"name": "b", "topologyZone": "z2"},
                                                     {"name": "c", "topologyZone": "z3"}]},
                                          "zones.0.name: Does not match pattern"),
+    "an API served by something else": ({"api": {"servedBy": "proxies"}},
+                                       'api.servedBy must be one of the following: "nodes", "routers"'),
+    "a router value that moved to api": ({"router": {"port": 8000}},
+                                         "router: Additional property port is not allowed"),
     "a class to make without a provisioner": ({"storage": {"storageClass": {"provisioner": ""}}},
                                               "storage.storageClass.provisioner"),
 }
@@ -90,20 +101,33 @@ def render(helm, values, release):
 
 
 def flags(argv):
+    """--name value and --name=value, as clap reads them."""
     out = {}
     for a, b in zip(argv, argv[1:] + [""]):
         if a.startswith("--"):
-            out[a[2:]] = b
+            name, eq, value = a[2:].partition("=")
+            out[name] = value if eq else b
     return out
 
 
 def run_pod(container, hostname, namespace, control, fake_bin):
+    """The arguments the pod's command line gives dynaraft."""
     line = container["args"][0].replace("$$", "$")
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "HOSTNAME": hostname,
            "POD_NAMESPACE": namespace, "DYNARAFT_CONTROL": control}
     out = subprocess.run(container["command"] + [line], env=env, check=True,
                          capture_output=True, text=True).stdout
-    return flags(out.split("\0")[:-1])
+    return out.split("\0")[:-1]
+
+
+def check_accepted(who, dynaraft, argv, failures):
+    """The real binary's parser takes `argv`: every flag known, every value
+    of its type (clap checks both before it answers --help)."""
+    if not dynaraft:
+        return
+    out = subprocess.run([dynaraft, *argv, "--help"], capture_output=True, text=True)
+    if out.returncode != 0:
+        failures.append(f"{who}: dynaraft refuses its arguments: {out.stderr.strip().splitlines()[0]}")
 
 
 def mounted_secrets(pod_spec, container):
@@ -124,6 +148,16 @@ def check_files(who, args, mounts, wanted, failures):
         got = mounts.get(os.path.dirname(path))
         if got != secret:
             failures.append(f"{who}: --{flag} {path} is not in the Secret {secret} (mounted: {got})")
+
+
+def check_api_files(who, args, mounts, failures):
+    """The API's and the peers' files, each read from a Secret mounted at its
+    directory; returns the flags that name files."""
+    files = [f for f in ("tls-cert", "tls-key", "auth-file", "peer-tls-ca", "peer-tls-cert",
+                         "peer-tls-key") if f in args]
+    wanted = {f: mounts.get(os.path.dirname(args[f])) or "(a Secret)" for f in files}
+    check_files(who, args, mounts, wanted, failures)
+    return files
 
 
 def check_restricted(who, pod, failures):
@@ -158,7 +192,7 @@ def check_restricted(who, pod, failures):
                 failures.append(f"{name}: hostPort")
 
 
-def check_rendering(objs, fake_bin, failures):
+def check_rendering(objs, fake_bin, dynaraft, failures):
     by_kind = {}
     for o in objs:
         by_kind.setdefault(o["kind"], []).append(o)
@@ -170,6 +204,7 @@ def check_rendering(objs, fake_bin, failures):
         members[zone] = (int(ident), addr)
     classes = {c["metadata"]["name"]: c for c in by_kind.get("StorageClass", [])}
     sets = by_kind.get("StatefulSet", [])
+    serving = set()  # components whose pods serve the API
     if len(members) != len(sets):
         failures.append(f"{len(members)} control members for {len(sets)} zone StatefulSets")
     for sts in sets:
@@ -181,8 +216,10 @@ def check_rendering(objs, fake_bin, failures):
         # Rolling upgrades go zone by zone (roll.sh).
         if spec.get("updateStrategy", {}).get("type") != "OnDelete":
             failures.append(f"{name}: updateStrategy must be OnDelete (roll.sh upgrades zone by zone)")
-        pods = [run_pod(container, f"{name}-{n}", sts["metadata"]["namespace"], control, fake_bin)
-                for n in range(spec["replicas"])]
+        argvs = [run_pod(container, f"{name}-{n}", sts["metadata"]["namespace"], control, fake_bin)
+                 for n in range(spec["replicas"])]
+        check_accepted(f"{name}-0", dynaraft, argvs[0], failures)
+        pods = [flags(a) for a in argvs]
         first = pods[0]
         # Readiness means caught up: /ready on the port --metrics-listen serves.
         probe = container.get("readinessProbe", {}).get("httpGet", {})
@@ -195,6 +232,13 @@ def check_rendering(objs, fake_bin, failures):
             secret = mounted_secrets(pod, container).get("/tls/peer")
             wanted = {f: secret or "(a Secret)" for f in ("peer-tls-ca", "peer-tls-cert", "peer-tls-key")}
             check_files(f"{name}-0", first, mounted_secrets(pod, container), wanted, failures)
+        if "api-listen" in first:
+            # The API port the node listens on is the container's `http`.
+            if ports.get("http") is None or str(ports["http"]) != first["api-listen"].rsplit(":", 1)[-1]:
+                failures.append(f"{name}: --api-listen {first['api-listen']} is not the container's "
+                                f"http port ({ports})")
+            check_api_files(f"{name}-0", first, mounted_secrets(pod, container), failures)
+            serving.add("storage")
         zone = first["az"]
         term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         keys = [e["key"] for t in term["nodeSelectorTerms"] for e in t["matchExpressions"]]
@@ -213,19 +257,31 @@ def check_rendering(objs, fake_bin, failures):
         for n, args in enumerate(pods):
             if int(args["id"]) != ident + n or args["az"] != zone:
                 failures.append(f"{name}-{n}: node {args['id']} in {args['az']}, expected {ident + n} in {zone}")
-        print(f"  {name}: nodes {', '.join(a['id'] for a in pods)}, pod 0 at {addr}")
+        api = f", API on {first['api-listen']}" if "api-listen" in first else ""
+        print(f"  {name}: nodes {', '.join(a['id'] for a in pods)}, pod 0 at {addr}{api}")
     for d in by_kind.get("Deployment", []):
         pod = d["spec"]["template"]["spec"]
         container = pod["containers"][0]
         check_restricted(d["metadata"]["name"], pod, failures)
-        args = dict(a[2:].split("=", 1) for a in container["args"] if a.startswith("--") and "=" in a)
-        mounts = mounted_secrets(pod, container)
-        files = [f for f in ("tls-cert", "tls-key", "auth-file", "peer-tls-ca", "peer-tls-cert",
-                             "peer-tls-key") if f in args]
-        # Each file read from a Secret mounted at its directory.
-        wanted = {f: mounts.get(os.path.dirname(args[f])) or "(a Secret)" for f in files}
-        check_files(d["metadata"]["name"], args, mounts, wanted, failures)
+        args = flags(container["args"])
+        check_accepted(d["metadata"]["name"], dynaraft, container["args"], failures)
+        files = check_api_files(d["metadata"]["name"], args, mounted_secrets(pod, container), failures)
         print(f"  {d['metadata']['name']}: reads {', '.join(files) or 'no files'} from Secrets")
+        if container["args"][0] == "router":
+            serving.add(d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component"))
+    # Exactly one kind of pod serves the API, and the clients' Service (the
+    # one with an `http` port) sends requests to it, on its `http` port.
+    if len(serving) != 1:
+        failures.append(f"the API is served by {sorted(serving) or 'nothing'}, expected one kind of pod")
+    for svc in by_kind.get("Service", []):
+        if not any(p["name"] == "http" for p in svc["spec"]["ports"]):
+            continue
+        picked = svc["spec"]["selector"].get("app.kubernetes.io/component")
+        if picked not in serving:
+            failures.append(f"Service {svc['metadata']['name']} sends API requests to {picked} pods, "
+                            f"which do not serve the API ({sorted(serving)} do)")
+        else:
+            print(f"  Service {svc['metadata']['name']}: the API, on the {picked} pods")
     # Ports named by NetworkPolicies and the ServiceMonitor exist.
     pod_ports = {p["name"] for o in sets + by_kind.get("Deployment", [])
                  for p in o["spec"]["template"]["spec"]["containers"][0].get("ports", [])}
@@ -241,7 +297,7 @@ def check_rendering(objs, fake_bin, failures):
                 failures.append(f"{sm['metadata']['name']}: port {e['port']} is no Service's")
 
 
-def main(helm, validate, k8s_version):
+def main(helm, validate, k8s_version, dynaraft=None):
     failures = []
     subprocess.run([helm, "lint", "--strict", CHART], check=True, capture_output=True)
     print("helm lint --strict: passed")
@@ -269,7 +325,7 @@ def main(helm, validate, k8s_version):
                         if line.strip() and "Couldn't find schema for kind ServiceMonitor" not in line]
             if v.returncode != 0 or problems:
                 failures.append(f"{label}: schema validation: " + "; ".join(problems))
-            check_rendering([d for d in yaml.safe_load_all(out.stdout) if d], fake_bin, failures)
+            check_rendering([d for d in yaml.safe_load_all(out.stdout) if d], fake_bin, dynaraft, failures)
             if release == DEFAULT_RELEASE:
                 with open(PLAIN) as f:
                     if f.read() != out.stdout:
@@ -288,4 +344,4 @@ def main(helm, validate, k8s_version):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -81,3 +81,51 @@ securityContext:
   capabilities:
     drop: ["ALL"]
 {{- end -}}
+
+{{/* The API's flags, one per line, for whoever serves it (a router's args,
+     a storage node's command line with --api-listen). */}}
+{{- define "dynaraft.apiFlags" -}}
+--partitions-per-table={{ .Values.api.partitionsPerTable }}
+{{- if .Values.auth.enabled }}
+--auth-file=/etc/dynaraft/auth/{{ .Values.auth.key }}
+{{- end }}
+{{- if .Values.tls.api.enabled }}
+--tls-cert=/tls/api/tls.crt
+--tls-key=/tls/api/tls.key
+{{- end }}
+{{- if not .Values.api.console }}
+--no-console
+{{- end }}
+{{- range .Values.api.extraArgs }}
+{{ . }}
+{{- end }}
+{{- end -}}
+
+{{/* The Secrets the API's flags read: volume mounts, then volumes. */}}
+{{- define "dynaraft.apiMounts" -}}
+{{- if .Values.auth.enabled }}
+- name: auth
+  mountPath: /etc/dynaraft/auth
+  readOnly: true
+{{- end }}
+{{- if .Values.tls.api.enabled }}
+- name: api-tls
+  mountPath: /tls/api
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{- define "dynaraft.apiVolumes" -}}
+{{- if .Values.auth.enabled }}
+- name: auth
+  secret:
+    secretName: {{ .Values.auth.secretName }}
+    defaultMode: 0400
+{{- end }}
+{{- if .Values.tls.api.enabled }}
+- name: api-tls
+  secret:
+    secretName: {{ .Values.tls.api.secretName }}
+    defaultMode: 0400
+{{- end }}
+{{- end -}}
