@@ -160,10 +160,52 @@ impl AttributeValue {
 }
 
 /// Serde support through the DynamoDB JSON form, so types carrying items
-/// (log entries, outcomes) can derive `Serialize`/`Deserialize`.
+/// (log entries, outcomes) can derive `Serialize`/`Deserialize`. Written
+/// straight to the serializer, the same JSON as [`AttributeValue::to_json`]
+/// without building its `Value` tree (every write's item is serialized this
+/// way into its log entry).
 impl serde::Serialize for AttributeValue {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.to_json().serialize(s)
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(1))?;
+        match self {
+            AttributeValue::S(v) => m.serialize_entry("S", v)?,
+            AttributeValue::N(n) => m.serialize_entry("N", &Text(n))?,
+            AttributeValue::B(b) => m.serialize_entry("B", &Base64(b))?,
+            AttributeValue::Bool(b) => m.serialize_entry("BOOL", b)?,
+            AttributeValue::Null => m.serialize_entry("NULL", &true)?,
+            AttributeValue::M(map) => m.serialize_entry("M", map)?,
+            AttributeValue::L(l) => m.serialize_entry("L", l)?,
+            AttributeValue::Ss(v) => m.serialize_entry("SS", v)?,
+            AttributeValue::Ns(v) => {
+                m.serialize_entry("NS", &v.iter().map(Text).collect::<Vec<_>>())?
+            }
+            AttributeValue::Bs(v) => {
+                m.serialize_entry("BS", &v.iter().map(|b| Base64(b)).collect::<Vec<_>>())?
+            }
+        }
+        m.end()
+    }
+}
+
+/// A value serialized as the string its `Display` writes.
+struct Text<'a, T: fmt::Display>(&'a T);
+
+impl<T: fmt::Display> serde::Serialize for Text<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self.0)
+    }
+}
+
+/// Bytes serialized as standard base64 text, as the wire carries B and BS.
+struct Base64<'a>(&'a [u8]);
+
+impl serde::Serialize for Base64<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&base64::display::Base64Display::new(
+            self.0,
+            &base64::engine::general_purpose::STANDARD,
+        ))
     }
 }
 
@@ -375,6 +417,27 @@ mod tests {
         let back = a.to_json();
         assert_eq!(back["M"]["n"], json!({"N": "1.5"}));
         assert_eq!(AttributeValue::from_json(&back).unwrap(), a);
+    }
+
+    #[test]
+    fn serializes_as_its_json_form_byte_for_byte() {
+        let v = json!({"M": {
+            "s": {"S": "q\"uote\\ é \u{1}"}, "n": {"N": "-12.5E3"}, "b": {"B": "AAH/"},
+            "t": {"BOOL": false}, "z": {"NULL": true},
+            "l": {"L": [{"S": "x"}, {"M": {"in": {"NS": ["3", "0.1"]}}}, {"L": []}]},
+            "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "-2", "1e10"]}, "bs": {"BS": ["AA==", "/w=="]},
+            "e": {"M": {}}
+        }});
+        let a = AttributeValue::from_json(&v).unwrap();
+        let direct = serde_json::to_string(&a).unwrap();
+        assert_eq!(direct, serde_json::to_string(&a.to_json()).unwrap());
+        let item = item_from_json(&v["M"]).unwrap();
+        assert_eq!(
+            serde_json::to_string(&item).unwrap(),
+            serde_json::to_string(&item_to_json(&item)).unwrap()
+        );
+        let back: AttributeValue = serde_json::from_str(&direct).unwrap();
+        assert_eq!(back, a);
     }
 
     #[test]

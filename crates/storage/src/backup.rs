@@ -57,7 +57,7 @@ fn store(ov: &mut Overlay, group: u64, pins: &Pins) {
 
 /// Whether `group` holds a pin: every change is logged.
 pub(crate) fn pinned(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
-    Ok(ov.get(&meta_key(group, PINS))?.is_some())
+    Ok(ov.get_setting(&meta_key(group, PINS))?.is_some())
 }
 
 /// The lowest pin of `group`: no record after it may be removed.

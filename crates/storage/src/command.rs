@@ -7,7 +7,7 @@
 use crate::catalog::{GlobalIndexMeta, NodeRecord, TableMeta, TableStatus, UserRecord};
 use crate::global::IndexBatch;
 use crate::txn::{Prepare, TxnId};
-use dynaraft_model::value::{item_from_json, item_to_json};
+use dynaraft_model::wire::WireItem;
 use dynaraft_model::{Item, ModelError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -275,9 +275,14 @@ impl JsonDoc {
         JsonDoc(serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
-    /// An item, key or set of values as its DynamoDB JSON.
+    /// An item, key or set of values as its DynamoDB JSON, written straight
+    /// from the values (`AttributeValue`'s `Serialize`), the same text as
+    /// through `item_to_json`'s tree. It cannot fail (string keys, values
+    /// written as text); if it ever did, the document would be `null`, which
+    /// [`JsonDoc::item`] refuses, so the write would be refused at apply,
+    /// never stored wrong.
     pub fn from_item(item: &Item) -> JsonDoc {
-        JsonDoc::new(&item_to_json(item))
+        JsonDoc(serde_json::value::to_raw_value(item).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
     /// JSON `null` (what a command without the document carries).
@@ -285,11 +290,13 @@ impl JsonDoc {
         JsonDoc(RawValue::NULL.to_owned())
     }
 
-    /// The document parsed as a map of attribute values.
+    /// The document parsed as a map of attribute values, in one pass (the
+    /// typed API's `WireItem`, no `Value` tree), with the same validation
+    /// as a request's item.
     pub fn item(&self) -> Result<Item, ModelError> {
-        let v: serde_json::Value = serde_json::from_str(self.0.get())
-            .map_err(|e| ModelError::Serialization(e.to_string()))?;
-        item_from_json(&v)
+        serde_json::from_str::<WireItem>(self.0.get())
+            .map_err(|e| ModelError::Serialization(e.to_string()))?
+            .into_item()
     }
 
     pub fn as_str(&self) -> &str {
@@ -391,6 +398,7 @@ impl std::fmt::Display for Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dynaraft_model::value::{item_from_json, item_to_json};
     use serde_json::json;
 
     /// A write logged when its documents were parsed trees, with spaces
@@ -422,6 +430,11 @@ mod tests {
             item_from_json(&json!({"pk": {"S": "a"}})).unwrap()
         );
         assert_eq!(w.values.item().unwrap().len(), 1);
+        // Written from the values, an item is the text its tree made.
+        assert_eq!(
+            JsonDoc::from_item(&parsed).as_str(),
+            item_to_json(&parsed).to_string()
+        );
 
         let again = Entry::decode(&entry.encode()).unwrap();
         let Command::Write(w2) = &again.cmd else {

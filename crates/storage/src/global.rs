@@ -319,7 +319,7 @@ pub(crate) fn version_key(group: u64, base_key: &[u8]) -> Vec<u8> {
 
 /// Whether writes of `group` are logged whatever their command says.
 pub(crate) fn feeding(ov: &Overlay, group: u64) -> Result<bool, StorageError> {
-    Ok(ov.get(&meta_key(group, "feeding"))?.is_some())
+    Ok(ov.get_setting(&meta_key(group, "feeding"))?.is_some())
 }
 
 /// Whether `group`'s change log is full (a write must wait).

@@ -195,6 +195,9 @@ pub enum Outcome {
 pub struct Overlay<'a> {
     tree: &'a Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// What the store held at the keys read with [`Overlay::get_setting`]:
+    /// a group's settings, which every write of a batch looks up.
+    settings: std::cell::RefCell<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -202,6 +205,7 @@ impl<'a> Overlay<'a> {
         Overlay {
             tree,
             pending: BTreeMap::new(),
+            settings: Default::default(),
         }
     }
 
@@ -210,6 +214,23 @@ impl<'a> Overlay<'a> {
             return Ok(v.clone());
         }
         Ok(self.tree.get(k)?.map(|v| v.to_vec()))
+    }
+
+    /// [`Overlay::get`] for a key of this group's metadata that every write
+    /// reads (whether a global index feeds from it, its region, its backup
+    /// pins): the store is read once per batch. The store under an overlay
+    /// changes only when the overlay's own writes are committed, after the
+    /// batch, and a write staged in the batch is still seen first.
+    pub(crate) fn get_setting(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        if let Some(v) = self.pending.get(k) {
+            return Ok(v.clone());
+        }
+        if let Some(v) = self.settings.borrow().get(k) {
+            return Ok(v.clone());
+        }
+        let v = self.tree.get(k)?.map(|v| v.to_vec());
+        self.settings.borrow_mut().insert(k.to_vec(), v.clone());
+        Ok(v)
     }
 
     pub(crate) fn put(&mut self, k: Vec<u8>, v: Vec<u8>) {

@@ -156,7 +156,7 @@ pub(crate) fn superseded(
 
 /// The region `group` stamps its writes with, when it replicates.
 pub(crate) fn local_region(ov: &Overlay, group: u64) -> Result<Option<String>, StorageError> {
-    ov.get(&meta_key(group, REGION_META))?
+    ov.get_setting(&meta_key(group, REGION_META))?
         .map(|b| String::from_utf8(b).map_err(|_| StorageError::Corrupt("region name".into())))
         .transpose()
 }
