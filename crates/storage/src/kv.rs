@@ -42,6 +42,13 @@ pub const DEFAULT_MEMORY: StoreMemory = StoreMemory {
     // fjall's own default is 64 MiB.
     memtable_bytes: 32 * 1024 * 1024,
 };
+/// fjall's background threads: its worker #0 only flushes memtables, the
+/// others compact. fjall's default, min(cores, 4), leaves a two-core
+/// machine one compacting thread; on a 10 GiB table under load the
+/// committer was seen halted in fjall's write stall while that one
+/// compaction ran and a third of the CPU sat idle (docs/decisions.md,
+/// "Three compacting threads").
+pub const STORE_WORKER_THREADS: usize = 4;
 /// The smallest memtable fjall is given, in bytes.
 const MIN_MEMTABLE_BYTES: u64 = 1024 * 1024;
 
@@ -175,6 +182,7 @@ impl Backend {
                     .temporary(temporary)
                     .manual_journal_persist(true)
                     .cache_size(memory.cache_bytes)
+                    .worker_threads(STORE_WORKER_THREADS)
                     .open()
                     .map_err(|e| match e {
                         fjall::Error::Locked => OpenError::Locked,
