@@ -150,9 +150,9 @@ def check_files(who, args, mounts, wanted, failures):
             failures.append(f"{who}: --{flag} {path} is not in the Secret {secret} (mounted: {got})")
 
 
-def check_api_files(who, args, mounts, failures):
-    """The API's and the peers' files, each read from a Secret mounted at its
-    directory; returns the flags that name files."""
+def check_secret_files(who, args, mounts, failures):
+    """The API's and the peers' files a pod's flags name, each read from a
+    Secret mounted at its directory; returns those flags."""
     files = [f for f in ("tls-cert", "tls-key", "auth-file", "peer-tls-ca", "peer-tls-cert",
                          "peer-tls-key") if f in args]
     wanted = {f: mounts.get(os.path.dirname(args[f])) or "(a Secret)" for f in files}
@@ -228,16 +228,12 @@ def check_rendering(objs, fake_bin, dynaraft, failures):
         if probe.get("path") != "/ready" or str(ports.get(probe.get("port"))) != listen.rsplit(":", 1)[-1]:
             failures.append(f"{name}: readiness must be GET /ready on the --metrics-listen port "
                             f"(probe {probe}, listen {listen!r}, ports {ports})")
-        if "peer-tls-ca" in first:
-            secret = mounted_secrets(pod, container).get("/tls/peer")
-            wanted = {f: secret or "(a Secret)" for f in ("peer-tls-ca", "peer-tls-cert", "peer-tls-key")}
-            check_files(f"{name}-0", first, mounted_secrets(pod, container), wanted, failures)
+        check_secret_files(f"{name}-0", first, mounted_secrets(pod, container), failures)
         if "api-listen" in first:
             # The API port the node listens on is the container's `http`.
             if ports.get("http") is None or str(ports["http"]) != first["api-listen"].rsplit(":", 1)[-1]:
                 failures.append(f"{name}: --api-listen {first['api-listen']} is not the container's "
                                 f"http port ({ports})")
-            check_api_files(f"{name}-0", first, mounted_secrets(pod, container), failures)
             serving.add("storage")
         zone = first["az"]
         term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
@@ -265,7 +261,7 @@ def check_rendering(objs, fake_bin, dynaraft, failures):
         check_restricted(d["metadata"]["name"], pod, failures)
         args = flags(container["args"])
         check_accepted(d["metadata"]["name"], dynaraft, container["args"], failures)
-        files = check_api_files(d["metadata"]["name"], args, mounted_secrets(pod, container), failures)
+        files = check_secret_files(d["metadata"]["name"], args, mounted_secrets(pod, container), failures)
         print(f"  {d['metadata']['name']}: reads {', '.join(files) or 'no files'} from Secrets")
         if container["args"][0] == "router":
             serving.add(d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component"))

@@ -271,18 +271,22 @@ pub struct JsonDoc(Box<RawValue>);
 
 impl JsonDoc {
     pub fn new(v: &serde_json::Value) -> JsonDoc {
-        // Serializing a Value cannot fail: its map keys are strings.
-        JsonDoc(serde_json::value::to_raw_value(v).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        JsonDoc::of(v)
     }
 
     /// An item, key or set of values as its DynamoDB JSON, written straight
     /// from the values (`AttributeValue`'s `Serialize`), the same text as
-    /// through `item_to_json`'s tree. It cannot fail (string keys, values
-    /// written as text); if it ever did, the document would be `null`, which
-    /// [`JsonDoc::item`] refuses, so the write would be refused at apply,
-    /// never stored wrong.
+    /// through `item_to_json`'s tree.
     pub fn from_item(item: &Item) -> JsonDoc {
-        JsonDoc(serde_json::value::to_raw_value(item).unwrap_or_else(|_| RawValue::NULL.to_owned()))
+        JsonDoc::of(item)
+    }
+
+    /// `doc` as JSON text. Neither a `Value` nor an item can fail to
+    /// serialize (string keys, values written as text); if one ever did,
+    /// the document would be `null`, which [`JsonDoc::item`] refuses, so
+    /// the write would be refused at apply, never stored wrong.
+    fn of(doc: &impl Serialize) -> JsonDoc {
+        JsonDoc(serde_json::value::to_raw_value(doc).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
 
     /// JSON `null` (what a command without the document carries).

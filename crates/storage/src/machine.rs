@@ -218,9 +218,12 @@ impl<'a> Overlay<'a> {
 
     /// [`Overlay::get`] for a key of this group's metadata that every write
     /// reads (whether a global index feeds from it, its region, its backup
-    /// pins): the store is read once per batch. The store under an overlay
-    /// changes only when the overlay's own writes are committed, after the
-    /// batch, and a write staged in the batch is still seen first.
+    /// pins): the store is read once per batch. A group's settings change
+    /// in the store only when a batch that staged them is committed: the
+    /// group's own (this overlay's, after the batch) or, for a split
+    /// child's, its parent's split, committed before the child's group
+    /// exists (`split::apply` refuses a child that holds anything). A
+    /// write staged in this batch is still seen first.
     pub(crate) fn get_setting(&self, k: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         if let Some(v) = self.pending.get(k) {
             return Ok(v.clone());
