@@ -398,6 +398,7 @@ async fn requests_wait_out_the_window_between_a_split_and_its_record() {
         at,
         child,
         index_partition: false,
+        tally: None,
     };
     let applied = router
         .propose_at("grow", None, 0, split)
@@ -638,6 +639,62 @@ async fn local_and_global_indexes_follow_splits() {
         .expect("gsi query");
     let b7 = (0..KEYS).filter(|i| i % 40 == 7).count();
     assert_eq!(r.count() as usize, b7 * PER_KEY);
+    // Every split handed its counters over (most from a tally made on a
+    // snapshot outside the apply): the table's, its local index's and its
+    // global index's ItemCount are what was written, once the splits still
+    // in flight are recorded, and each table partition counts exactly the
+    // items whose key hashes into its range.
+    let want = Some((KEYS * PER_KEY) as i64);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = client
+            .describe_table()
+            .table_name("grow")
+            .send()
+            .await
+            .expect("describe");
+        let t = d.table().expect("table");
+        let counts = (
+            t.item_count(),
+            t.local_secondary_indexes()[0].item_count(),
+            t.global_secondary_indexes()[0].item_count(),
+        );
+        if counts == (want, want, want) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ItemCount of the table, by_n, by_bucket: {counts:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let schema = grow(router).key_schema().expect("key schema");
+    let hashes: Vec<u64> = (0..KEYS)
+        .map(|i| {
+            let pk = dynaraft_model::AttributeValue::S(format!("k{i}"));
+            let prefix = schema.partition_prefix(&[&pk]).expect("prefix");
+            dynaraft_storage::catalog::key_hash(&prefix)
+        })
+        .collect();
+    let parts = partitions(router);
+    for (j, p) in parts.iter().enumerate() {
+        let hi = parts.get(j + 1).map(|next| next.hash_lo);
+        let owned = hashes
+            .iter()
+            .filter(|h| **h >= p.hash_lo && hi.is_none_or(|hi| **h < hi))
+            .count();
+        let stats = router
+            .partition_stats("grow", None, p)
+            .await
+            .expect("stats");
+        assert_eq!(
+            stats.count as usize,
+            owned * PER_KEY,
+            "partition {} ({:#x}..{hi:?})",
+            p.group,
+            p.hash_lo
+        );
+    }
     srv.stop().await;
 }
 

@@ -157,6 +157,16 @@ impl HostConfig {
     }
 }
 
+/// Runs a scan of the store on the blocking pool.
+async fn scan_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, ClusterError> {
+    let done = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Fatal(format!("a store scan did not finish: {e}")))?;
+    Ok(done?)
+}
+
 /// A running storage node. Cloning shares it.
 #[derive(Clone)]
 pub struct Host {
@@ -658,20 +668,39 @@ impl Host {
     }
 
     /// Where a hosted group would split (see
-    /// `dynaraft_storage::split::split_point`), as of its last apply.
-    pub fn split_point(
+    /// `dynaraft_storage::split::split_point`), as of its last apply. The
+    /// scan reads the whole partition, so it runs off the async workers.
+    pub async fn split_point(
         &self,
         group: u64,
         index_partition: bool,
     ) -> Result<Option<u64>, ClusterError> {
         self.hosted_group(group)?;
-        let tree = &self.inner.store;
-        let span = Span::load(tree, group)?;
-        Ok(dynaraft_storage::split::split_point(
-            tree,
-            span,
-            index_partition,
-        )?)
+        let tree = self.inner.store.clone();
+        scan_blocking(move || {
+            let span = Span::load(&tree, group)?;
+            dynaraft_storage::split::split_point(&tree, span, index_partition)
+        })
+        .await
+    }
+
+    /// The counters of a hosted group's range from `at`, tallied on a
+    /// snapshot for a split prepared there (see
+    /// `dynaraft_storage::split::prepared_tally`); `None` when this replica
+    /// has not applied that prepare. Off the async workers, as it reads
+    /// half the partition.
+    pub async fn split_tally(
+        &self,
+        group: u64,
+        at: u64,
+        index_partition: bool,
+    ) -> Result<Option<dynaraft_storage::split::SplitTally>, ClusterError> {
+        self.hosted_group(group)?;
+        let tree = self.inner.store.clone();
+        scan_blocking(move || {
+            dynaraft_storage::split::prepared_tally(&tree, group, at, index_partition)
+        })
+        .await
     }
 
     /// Item count and item bytes of a hosted group, and (entries, bytes) of

@@ -585,6 +585,31 @@ impl Router {
         }
     }
 
+    /// The counters of one partition's range from `at`, tallied by its
+    /// leader for a split prepared there (`None`: the split counts them
+    /// in its apply).
+    pub async fn split_tally(
+        &self,
+        table: &str,
+        index: Option<u32>,
+        p: &PartitionMeta,
+        at: u64,
+    ) -> Result<Option<dynaraft_storage::split::SplitTally>, ClusterError> {
+        let target = Target::Partition {
+            table,
+            index,
+            hash: p.hash_lo,
+        };
+        let call = Request::SplitTally {
+            at,
+            index_partition: index.is_some(),
+        };
+        match self.route(target, true, &call).await? {
+            Reply::SplitTally(t) => Ok(t),
+            _ => Err(ClusterError::Unavailable("unexpected reply".into())),
+        }
+    }
+
     /// The Raft state of every group node `id` hosts (one attempt).
     pub async fn node_status(&self, id: NodeId) -> Result<Vec<wire::GroupStatus>, ClusterError> {
         match self.attempt(id, CATALOG_GROUP, 0, &Request::Status).await? {

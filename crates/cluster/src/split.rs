@@ -8,11 +8,16 @@
 //!
 //! 1. `BeginSplit` (catalog): allocates the child's group id and records
 //!    the split as pending on the partition. Routing does not change.
-//! 2. `Split` (the partition's own log, see `dynaraft_storage::split`):
-//!    every replica narrows the parent to `[lo, at)` and creates the
-//!    child's state for `[at, hi)` at the same log index. From here the
-//!    parent refuses keys of the child's range (`WrongRange`), and routers
-//!    retry them.
+//! 2. `PrepareSplit`, then `Split` (the partition's own log, see
+//!    `dynaraft_storage::split`). From the prepare on, every replica keeps
+//!    the changes to the counters of `[at, hi)` aside; the leader tallies
+//!    that range on a snapshot, off the apply path (`Host::split_tally`),
+//!    and the split carries the tally, so its apply only adds what changed
+//!    since instead of reading half the partition while its writes wait.
+//!    At the split every replica narrows the parent to `[lo, at)` and
+//!    creates the child's state for `[at, hi)` at the same log index. From
+//!    here the parent refuses keys of the child's range (`WrongRange`), and
+//!    routers retry them.
 //! 3. `FinishSplit` (catalog): the child partition appears in the map with
 //!    the parent's replicas and the parent's epoch is bumped; routers learn
 //!    it from the catalog, or from a stale-epoch rejection. Each node
@@ -223,10 +228,24 @@ async fn finish(
     parent: &PartitionMeta,
     s: PendingSplit,
 ) -> Result<(), ClusterError> {
+    // The half handed over is tallied on a snapshot, outside the apply,
+    // from the prepare on; the split then only adds what changed since.
+    let prepare = Command::PrepareSplit { at: s.at };
+    let prepared = router
+        .propose_at(table, index, parent.hash_lo, prepare)
+        .await?;
+    let tally = match prepared {
+        Outcome::Done => router.split_tally(table, index, parent, s.at).await?,
+        // Already split (the prepare is refused once `at` is the parent's
+        // end): the split below answers as it did.
+        _ => None,
+    };
+    let tallied = tally.is_some();
     let cmd = Command::Split {
         at: s.at,
         child: s.child,
         index_partition: index.is_some(),
+        tally,
     };
     let closed_at = match router.propose_at(table, index, parent.hash_lo, cmd).await? {
         Outcome::Sequence(seq) => seq,
@@ -251,6 +270,7 @@ async fn finish(
         parent = parent.group,
         child = s.child,
         at = format_args!("{:#018x}", s.at),
+        tallied,
         "partition split"
     );
     Ok(())

@@ -64,6 +64,12 @@ pub enum Request {
     SplitPoint {
         index_partition: bool,
     },
+    /// The counters of the partition's range from `at`, for a split
+    /// prepared there (see `dynaraft_storage::split::prepared_tally`).
+    SplitTally {
+        at: u64,
+        index_partition: bool,
+    },
     /// Whether the node is up (the control plane's liveness probe).
     Ping,
     /// The Raft state of every group the node hosts (for `dynaraft admin`).
@@ -103,6 +109,7 @@ pub enum Reply {
     Changes(ChangeLogPage),
     Stats(GroupStats),
     SplitPoint(Option<u64>),
+    SplitTally(Option<dynaraft_storage::split::SplitTally>),
     Pong,
     Status(Vec<GroupStatus>),
     /// A leader transfer was submitted.
@@ -347,8 +354,12 @@ pub async fn execute(
         } => Reply::Changes(host.read_changes(group, after, (max, max_bytes))?),
         Request::Stats { local_indexes } => Reply::Stats(host.stats(group, local_indexes)?),
         Request::SplitPoint { index_partition } => {
-            Reply::SplitPoint(host.split_point(group, index_partition)?)
+            Reply::SplitPoint(host.split_point(group, index_partition).await?)
         }
+        Request::SplitTally {
+            at,
+            index_partition,
+        } => Reply::SplitTally(host.split_tally(group, at, index_partition).await?),
         Request::Ping => Reply::Pong,
         Request::TransferLeader { to } => {
             host.transfer_leader(group, to).await?;

@@ -143,6 +143,10 @@ pub enum Command {
         commit: bool,
         keys: Vec<Vec<u8>>,
     },
+    /// Data group: begin counting the changes to the counters of the range
+    /// from hash `at`, so that a split there can take the range's counters
+    /// from a tally made outside the apply (`split::prepare`).
+    PrepareSplit { at: u64 },
     /// Data group: split in place at hash `at`, handing `[at, hi)` to the
     /// new group `child` (see `split`); `index_partition`: the group is a
     /// global index's partition.
@@ -150,6 +154,11 @@ pub enum Command {
         at: u64,
         child: u64,
         index_partition: bool,
+        /// The child's counters as tallied on a snapshot after a
+        /// `PrepareSplit` at `at` (`split::prepared_tally`); without it, or
+        /// when it no longer matches, the apply counts them itself.
+        #[serde(default)]
+        tally: Option<crate::split::SplitTally>,
     },
     /// Anchor data group: every participant of `txn` is resolved.
     TxnFinish { txn: TxnId },
@@ -388,6 +397,7 @@ impl std::fmt::Display for Entry {
             }
             Command::PutJob(j) => format!("PutJob({}, {})", j.arn, j.status),
             Command::Split { at, child, .. } => format!("Split(at {at:#x}, child {child})"),
+            Command::PrepareSplit { at } => format!("PrepareSplit(at {at:#x})"),
             Command::BeginSplit {
                 table, group, at, ..
             } => format!("BeginSplit({table}, group {group} at {at:#x})"),

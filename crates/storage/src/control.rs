@@ -264,7 +264,8 @@ pub(crate) fn apply(ov: &mut Overlay, cmd: &Command, ts_ms: u64) -> Result<Outco
         | Command::PinChangeLog { .. }
         | Command::UnpinChangeLog { .. }
         | Command::AdvancePin { .. }
-        | Command::Split { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
+        | Command::Split { .. }
+        | Command::PrepareSplit { .. } => Ok(Outcome::Invalid("not a catalog command".into())),
     }
 }
 

@@ -670,8 +670,7 @@ pub(crate) fn apply_batch(
                 let encoded = encode_item(item);
                 let size = item_size_bytes(item) + INDEX_ENTRY_OVERHEAD_BYTES;
                 ov.put(entry_key(sp.space, GLOBAL_ENTRY_ID, key), encoded);
-                ov.add_i64(meta_key(group, "count"), 1)?;
-                ov.add_i64(meta_key(group, "bytes"), size as i64)?;
+                count_entry(ov, group, key, 1, size)?;
                 let mut v = op.seq.to_be_bytes().to_vec();
                 v.extend_from_slice(key);
                 ov.put(vk, v);
@@ -698,10 +697,27 @@ fn remove_entry(ov: &mut Overlay, sp: crate::span::Span, key: &[u8]) -> Result<(
         let item = decode_item(&old).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let size = item_size_bytes(&item) + INDEX_ENTRY_OVERHEAD_BYTES;
         ov.del(ek);
-        ov.add_i64(meta_key(group, "count"), -1)?;
-        ov.add_i64(meta_key(group, "bytes"), -(size as i64))?;
+        count_entry(ov, group, key, -1, size)?;
     }
     Ok(())
+}
+
+/// Counts the entry at `key` of `size` bytes in (`sign` 1) or out of (-1)
+/// the index partition's counters.
+fn count_entry(
+    ov: &mut Overlay,
+    group: u64,
+    key: &[u8],
+    sign: i64,
+    size: usize,
+) -> Result<(), StorageError> {
+    crate::split::count(
+        ov,
+        group,
+        crate::catalog::key_hash(key),
+        ("count", "bytes"),
+        (sign, sign * size as i64),
+    )
 }
 
 #[cfg(test)]

@@ -238,20 +238,34 @@ pub fn maintain(
     }
     for e in &before {
         ov.del(entry_key(sp.space, e.id, &e.key));
-        ov.add_i64(stat_key(group, e.id, "count"), -1)?;
-        ov.add_i64(stat_key(group, e.id, "bytes"), -(e.size as i64))?;
+        count_entry(ov, group, e, -1)?;
     }
-    for e in after {
+    for e in &after {
         ov.put(entry_key(sp.space, e.id, &e.key), encode_item(&e.item));
-        ov.add_i64(stat_key(group, e.id, "count"), 1)?;
-        ov.add_i64(stat_key(group, e.id, "bytes"), e.size as i64)?;
+        count_entry(ov, group, e, 1)?;
     }
     ov.add_i64(ck, delta)?;
     Ok(Maintained::Collection(grown))
 }
 
 fn stat_key(group: u64, id: u8, what: &str) -> Vec<u8> {
-    crate::machine::meta_key(group, &format!("lsi{id}:{what}"))
+    crate::machine::meta_key(group, &stat_name(id, what))
+}
+
+fn stat_name(id: u8, what: &str) -> String {
+    format!("lsi{id}:{what}")
+}
+
+/// Counts entry `e` in (`sign` 1) or out of (-1) its index's counters.
+fn count_entry(ov: &mut Overlay, group: u64, e: &Entry, sign: i64) -> Result<(), StorageError> {
+    let names = (stat_name(e.id, "count"), stat_name(e.id, "bytes"));
+    crate::split::count(
+        ov,
+        group,
+        crate::catalog::key_hash(&e.key),
+        (&names.0, &names.1),
+        (sign, sign * e.size as i64),
+    )
 }
 
 /// (entries, bytes) of local index `id` in `group`.

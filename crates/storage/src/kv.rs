@@ -147,6 +147,9 @@ enum Backend {
     Fjall {
         db: fjall::Database,
         state: fjall::Keyspace,
+        /// Reads see the keyspace as of this snapshot (see
+        /// [`Store::snapshot`]); `None`: as it is now.
+        frozen: Option<fjall::Snapshot>,
     },
 }
 
@@ -194,7 +197,11 @@ impl Backend {
                 let state = db
                     .keyspace(STATE, options)
                     .map_err(|e| OpenError::Other(fjall_err(e)))?;
-                Ok(Backend::Fjall { db, state })
+                Ok(Backend::Fjall {
+                    db,
+                    state,
+                    frozen: None,
+                })
             }
         }
     }
@@ -345,7 +352,19 @@ impl Store {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
         let raw = match &self.backend {
             Backend::Sled { tree, .. } => tree.get(key)?.map(Bytes::Sled),
-            Backend::Fjall { state, .. } => state.get(key).map_err(fjall_err)?.map(Bytes::Fjall),
+            Backend::Fjall {
+                state,
+                frozen: None,
+                ..
+            } => state.get(key).map_err(fjall_err)?.map(Bytes::Fjall),
+            Backend::Fjall {
+                state,
+                frozen: Some(snap),
+                ..
+            } => {
+                use fjall::Readable;
+                snap.get(state, key).map_err(fjall_err)?.map(Bytes::Fjall)
+            }
         };
         raw.map(|v| self.opened(v)).transpose()
     }
@@ -360,7 +379,19 @@ impl Store {
         let bounds = (owned(range.start_bound()), owned(range.end_bound()));
         let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.range(bounds).map(sled_pair)),
-            Backend::Fjall { state, .. } => Box::new(state.range(bounds).map(fjall_pair)),
+            Backend::Fjall {
+                state,
+                frozen: None,
+                ..
+            } => Box::new(state.range(bounds).map(fjall_pair)),
+            Backend::Fjall {
+                state,
+                frozen: Some(snap),
+                ..
+            } => {
+                use fjall::Readable;
+                Box::new(snap.range(state, bounds).map(fjall_pair))
+            }
         };
         self.opened_scan(scan)
     }
@@ -369,13 +400,56 @@ impl Store {
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
         let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.scan_prefix(prefix).map(sled_pair)),
-            Backend::Fjall { state, .. } => Box::new(state.prefix(prefix).map(fjall_pair)),
+            Backend::Fjall {
+                state,
+                frozen: None,
+                ..
+            } => Box::new(state.prefix(prefix).map(fjall_pair)),
+            Backend::Fjall {
+                state,
+                frozen: Some(snap),
+                ..
+            } => {
+                use fjall::Readable;
+                Box::new(snap.prefix(state, prefix).map(fjall_pair))
+            }
         };
         self.opened_scan(scan)
     }
 
+    /// A read-only view of the store as it is now, which later writes do
+    /// not change: every batch [`Store::apply`] committed before, none
+    /// after, and no part of one. `None` where the engine has no
+    /// snapshots (sled 0.34). Hold it only as long as a scan needs: the
+    /// engine keeps the versions it sees until it is dropped.
+    pub fn snapshot(&self) -> Option<Store> {
+        match &self.backend {
+            Backend::Sled { .. } => None,
+            Backend::Fjall { db, state, .. } => Some(Store {
+                backend: Backend::Fjall {
+                    db: db.clone(),
+                    state: state.clone(),
+                    frozen: Some(db.snapshot()),
+                },
+                dir: None,
+                cipher: self.cipher.clone(),
+            }),
+        }
+    }
+
     /// Applies `batch` atomically.
     pub fn apply(&self, mut batch: Batch) -> Result<(), StorageError> {
+        if matches!(
+            self.backend,
+            Backend::Fjall {
+                frozen: Some(_),
+                ..
+            }
+        ) {
+            return Err(StorageError::Fatal(
+                "a write to a store snapshot, which is read-only".into(),
+            ));
+        }
         if let Some(ring) = &self.cipher {
             for (_, v) in &mut batch.0 {
                 if let Some(plain) = v {
@@ -394,7 +468,7 @@ impl Store {
                 }
                 Ok(tree.apply_batch(b)?)
             }
-            Backend::Fjall { db, state } => {
+            Backend::Fjall { db, state, .. } => {
                 let mut b = db.batch();
                 for (k, v) in batch.0 {
                     match v {
@@ -547,6 +621,27 @@ fn fsync_tree(dir: &Path) -> Result<(), StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A snapshot reads the store as of when it was taken, sees none of
+    /// a later batch, and refuses writes.
+    #[test]
+    fn a_snapshot_does_not_see_later_batches() {
+        let store = Store::temporary().unwrap();
+        let mut b = Batch::default();
+        b.insert(b"a".to_vec(), b"1".to_vec());
+        store.apply(b).unwrap();
+        let snap = store.snapshot().expect("fjall has snapshots");
+        let mut b = Batch::default();
+        b.insert(b"a".to_vec(), b"2".to_vec());
+        b.insert(b"b".to_vec(), b"2".to_vec());
+        store.apply(b).unwrap();
+        assert_eq!(snap.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
+        assert_eq!(snap.get(b"b").unwrap().as_deref(), None);
+        assert_eq!(snap.range::<Vec<u8>, _>(..).count(), 1);
+        assert_eq!(snap.scan_prefix(b"").count(), 1);
+        assert_eq!(store.range::<Vec<u8>, _>(..).count(), 2);
+        assert!(snap.apply(Batch::default()).is_err());
+    }
 
     /// A sealed store reads back what was written, through every read, and
     /// what the engine holds is sealed (an unsealed view sees no value).

@@ -463,7 +463,9 @@ pub fn apply(ov: &mut Overlay, sp: Span, entry: &Entry) -> Result<Outcome, Stora
             at,
             child,
             index_partition,
-        } => crate::split::apply(ov, sp, *at, *child, *index_partition),
+            tally,
+        } => crate::split::apply(ov, sp, *at, *child, *index_partition, tally.as_ref()),
+        Command::PrepareSplit { at } => crate::split::prepare(ov, sp, *at),
         Command::StartBackfill { index } => {
             global::start_backfill(ov, group, *index)?;
             Ok(Outcome::Done)
@@ -787,8 +789,13 @@ pub(crate) fn stage(
         None => ov.del(key),
     }
     let count_delta = new.is_some() as i64 - old.is_some() as i64;
-    ov.add_i64(meta_key(group, "count"), count_delta)?;
-    ov.add_i64(meta_key(group, "bytes"), new_size - old_size)?;
+    crate::split::count(
+        ov,
+        group,
+        crate::catalog::key_hash(&w.storage_key),
+        ("count", "bytes"),
+        (count_delta, new_size - old_size),
+    )?;
     Ok(Outcome::Written {
         old,
         new,

@@ -42,6 +42,7 @@ use crate::span::{Span, successor};
 use crate::txn;
 use dynaraft_model::codec::decode_item;
 use dynaraft_model::value::item_size_bytes;
+use std::collections::BTreeMap;
 
 /// Group-metadata names copied to the child as they are.
 const COPIED_META: [&str; 4] = ["wseq", "last_delete", "feeding", "pins"];
@@ -83,18 +84,183 @@ struct Tally {
     bytes: u64,
 }
 
+/// Group metadata: the split point being prepared and its generation
+/// (8 + 8 bytes, big-endian; see [`prepare`]). It stays after the split,
+/// when nothing the parent owns is at or past it.
+const SPLIT_PREP: &str = "split_prep";
+/// Group-metadata name prefix of the prepared split's accumulators: for
+/// each counter (`count`, `bytes`, `lsi{id}:count`, ...), how much it
+/// changed in the range from the prepared point since the prepare (an
+/// i64, big-endian: a delete of an older item makes it negative).
+const SPLIT_ACC: &str = "split_acc:";
+
+/// A split child's counters as tallied outside the apply: for each
+/// counter, what the range held on a snapshot minus what the accumulator
+/// held there. The apply adds its accumulator's value then, so the sum is
+/// what the range holds at the split (see [`prepare`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SplitTally {
+    /// The prepare's generation the snapshot saw.
+    pub generation: u64,
+    /// Counter name -> tally minus accumulator, on one snapshot.
+    pub base: BTreeMap<String, i64>,
+}
+
+/// Prepares a split of the group `sp` describes at hash `at`: from this
+/// entry on, every change to a counter of the group in `[at, hi)` is also
+/// added to an accumulator. A tally of the range made on any snapshot
+/// after this entry ([`prepared_tally`]), minus the accumulators on the
+/// same snapshot, plus the accumulators when the split applies, is then
+/// the range's counters at the split, without scanning it in the apply,
+/// where every write of the partition would wait behind the scan. Applied
+/// again at the same point it changes nothing (a tally in flight stays
+/// good); at another point it starts over under a new generation.
+pub fn prepare(ov: &mut Overlay, sp: Span, at: u64) -> Result<Outcome, StorageError> {
+    if let Some(why) = outside(sp, at) {
+        return Ok(Outcome::Invalid(why));
+    }
+    let current = prepared(ov, sp.group)?;
+    if current.is_some_and(|(point, _)| point == at) {
+        return Ok(Outcome::Done);
+    }
+    let generation = current.map_or(1, |(_, g)| g.saturating_add(1));
+    let mut v = at.to_be_bytes().to_vec();
+    v.extend_from_slice(&generation.to_be_bytes());
+    ov.put(meta_key(sp.group, SPLIT_PREP), v);
+    clear_accumulators(ov, sp.group)?;
+    Ok(Outcome::Done)
+}
+
+/// Why `at` cannot split the group `sp` describes, if it cannot.
+fn outside(sp: Span, at: u64) -> Option<String> {
+    (at <= sp.lo || sp.hi.is_some_and(|hi| at >= hi)).then(|| {
+        format!(
+            "hash {at:#x} does not split group {}'s range {:#x}..{:?}",
+            sp.group, sp.lo, sp.hi
+        )
+    })
+}
+
+/// The prepared split point and its generation, if a split was prepared.
+fn prepared(ov: &Overlay, group: u64) -> Result<Option<(u64, u64)>, StorageError> {
+    let Some(v) = ov.get_setting(&meta_key(group, SPLIT_PREP))? else {
+        return Ok(None);
+    };
+    let (at, generation) = v
+        .split_first_chunk::<8>()
+        .and_then(|(at, rest)| Some((at, <[u8; 8]>::try_from(rest).ok()?)))
+        .ok_or_else(|| StorageError::Corrupt(format!("{SPLIT_PREP} of {} bytes", v.len())))?;
+    Ok(Some((
+        u64::from_be_bytes(*at),
+        u64::from_be_bytes(generation),
+    )))
+}
+
+/// Adds `(count, bytes)` deltas to the group's counters named `names`, for
+/// an item (or entry) whose key hashes to `hash`; and to their
+/// accumulators when a prepared split point is at or below `hash`. Every
+/// write that changes a group's counters goes through here.
+pub(crate) fn count(
+    ov: &mut Overlay,
+    group: u64,
+    hash: u64,
+    names: (&str, &str),
+    deltas: (i64, i64),
+) -> Result<(), StorageError> {
+    let tracked = prepared(ov, group)?.is_some_and(|(at, _)| hash >= at);
+    for (name, delta) in [(names.0, deltas.0), (names.1, deltas.1)] {
+        ov.add_i64(meta_key(group, name), delta)?;
+        if tracked && delta != 0 {
+            let k = meta_key(group, &format!("{SPLIT_ACC}{name}"));
+            let sum = signed_of(&k, ov.get(&k)?.as_deref())?
+                .checked_add(delta)
+                .ok_or_else(|| StorageError::Corrupt(format!("{name} accumulator overflows")))?;
+            ov.put(k, sum.to_be_bytes().to_vec());
+        }
+    }
+    Ok(())
+}
+
+fn signed_of(key: &[u8], v: Option<&[u8]>) -> Result<i64, StorageError> {
+    match v {
+        None => Ok(0),
+        Some(b) => <[u8; 8]>::try_from(b).map(i64::from_be_bytes).map_err(|_| {
+            StorageError::Corrupt(format!("accumulator {key:?} of {} bytes", b.len()))
+        }),
+    }
+}
+
+/// Counter name -> accumulator of the group's prepared split.
+fn accumulators(ov: &Overlay, group: u64) -> Result<BTreeMap<String, i64>, StorageError> {
+    let head = meta_key(group, SPLIT_ACC);
+    let mut out = BTreeMap::new();
+    ov.for_each_in(&head, successor(head.clone()).as_deref(), |k, v| {
+        let name = String::from_utf8_lossy(k.get(head.len()..).unwrap_or_default()).into_owned();
+        out.insert(name, signed_of(k, Some(v))?);
+        Ok(true)
+    })?;
+    Ok(out)
+}
+
+fn clear_accumulators(ov: &mut Overlay, group: u64) -> Result<(), StorageError> {
+    for name in accumulators(ov, group)?.into_keys() {
+        ov.del(meta_key(group, &format!("{SPLIT_ACC}{name}")));
+    }
+    Ok(())
+}
+
+/// The tally a split of `group` at `at` can carry ([`SplitTally`]), made
+/// on a snapshot of `tree` (the scan of the upper range runs outside any
+/// apply, so writes go on meanwhile). `None` when the group has no
+/// prepared split at `at` as of the snapshot, or the engine has no
+/// snapshots: the split then counts in its apply.
+pub fn prepared_tally(
+    tree: &crate::kv::Store,
+    group: u64,
+    at: u64,
+    index_partition: bool,
+) -> Result<Option<SplitTally>, StorageError> {
+    let Some(snap) = tree.snapshot() else {
+        return Ok(None);
+    };
+    let ov = Overlay::new(&snap);
+    let sp = Span::load(&snap, group)?;
+    let generation = match prepared(&ov, group)? {
+        Some((point, g)) if point == at && outside(sp, at).is_none() => g,
+        _ => return Ok(None),
+    };
+    let right = Span { lo: at, ..sp };
+    let acc = accumulators(&ov, group)?;
+    let mut base = BTreeMap::new();
+    for (name, n) in range_counters(&ov, right, index_partition)? {
+        let n = i64::try_from(n)
+            .map_err(|_| StorageError::Corrupt(format!("{name} of {n} in one split half")))?;
+        base.insert(name, n);
+    }
+    for (name, a) in acc {
+        let b = base.entry(name).or_insert(0);
+        *b = b
+            .checked_sub(a)
+            .ok_or_else(|| StorageError::Corrupt("split tally overflows".into()))?;
+    }
+    Ok(Some(SplitTally { generation, base }))
+}
+
 /// Splits the group `sp` describes at hash `at`, handing `[at, hi)` to
 /// group `child`. `index_partition`: the group is a global index's
-/// partition, whose counters count entries rather than items. Applying
-/// the same split again changes nothing; a split point outside the range,
-/// or a child that already owns something else, is refused with
-/// [`Outcome::Invalid`] and changes nothing.
+/// partition, whose counters count entries rather than items. `tally`: the
+/// child's counters as tallied after a [`prepare`] at `at`; without one
+/// that matches, the range is counted here. Applying the same split again
+/// changes nothing; a split point outside the range, or a child that
+/// already owns something else, is refused with [`Outcome::Invalid`] and
+/// changes nothing.
 pub fn apply(
     ov: &mut Overlay,
     sp: Span,
     at: u64,
     child: u64,
     index_partition: bool,
+    tally: Option<&SplitTally>,
 ) -> Result<Outcome, StorageError> {
     let existing = Span::load_staged(ov, child)?;
     if child != sp.group && existing.space == sp.space && existing.lo == at && sp.hi == Some(at) {
@@ -106,11 +272,8 @@ pub fn apply(
             sp.group
         )));
     }
-    if at <= sp.lo || sp.hi.is_some_and(|hi| at >= hi) {
-        return Ok(Outcome::Invalid(format!(
-            "hash {at:#x} does not split group {}'s range {:#x}..{:?}",
-            sp.group, sp.lo, sp.hi
-        )));
+    if let Some(why) = outside(sp, at) {
+        return Ok(Outcome::Invalid(why));
     }
     let left = Span { hi: Some(at), ..sp };
     let right = Span {
@@ -118,7 +281,7 @@ pub fn apply(
         lo: at,
         ..sp
     };
-    move_counters(ov, sp.group, right, index_partition)?;
+    move_counters(ov, sp.group, right, index_partition, tally)?;
     copy_meta(ov, sp.group, child)?;
     let closed_at = start_change_log(ov, sp.group, child)?;
     crate::replica::split(ov, sp.group, child)?;
@@ -163,13 +326,14 @@ fn tally(
     Ok(t)
 }
 
-/// Moves the counters of `right`'s range from `parent` to the child.
-fn move_counters(
-    ov: &mut Overlay,
-    parent: u64,
+/// The counters of `right`'s range, by name, counted over its items (or
+/// entries): `count` and `bytes` always, each local index's only where it
+/// holds something.
+fn range_counters(
+    ov: &Overlay,
     right: Span,
     index_partition: bool,
-) -> Result<(), StorageError> {
+) -> Result<Vec<(String, u64)>, StorageError> {
     let overhead = INDEX_ENTRY_OVERHEAD_BYTES as u64;
     let main = if index_partition {
         tally(
@@ -180,33 +344,98 @@ fn move_counters(
     } else {
         tally(ov, right.hash_range(&[ITEMS]), 0)?
     };
-    move_tally(ov, parent, right.group, ("count", "bytes"), main)?;
+    let mut out = vec![
+        ("count".to_string(), main.count),
+        ("bytes".into(), main.bytes),
+    ];
     if index_partition {
-        return Ok(());
+        return Ok(out);
     }
     for id in 0..=u8::MAX {
         let t = tally(ov, right.hash_range(&[LOCAL_INDEX, id]), overhead)?;
         if t != Tally::default() {
-            let names = (format!("lsi{id}:count"), format!("lsi{id}:bytes"));
-            move_tally(ov, parent, right.group, (&names.0, &names.1), t)?;
+            out.push((format!("lsi{id}:count"), t.count));
+            out.push((format!("lsi{id}:bytes"), t.bytes));
         }
     }
-    Ok(())
+    Ok(out)
 }
 
-fn move_tally(
+/// The counters of `right`'s range from a prepared tally: its base plus
+/// the accumulators now. `None` (the apply then counts) when the tally is
+/// not for the split prepared now, or does not add up to counters the
+/// parent holds; the latter is logged, as counters and data disagree.
+fn from_tally(
+    ov: &Overlay,
+    parent: u64,
+    at: u64,
+    t: &SplitTally,
+) -> Result<Option<Vec<(String, u64)>>, StorageError> {
+    if prepared(ov, parent)? != Some((at, t.generation)) {
+        return Ok(None);
+    }
+    let mut sums = t.base.clone();
+    for (name, a) in accumulators(ov, parent)? {
+        let b = sums.entry(name).or_insert(0);
+        *b = b.saturating_add(a);
+    }
+    let mut out = Vec::with_capacity(sums.len());
+    for (name, n) in sums {
+        let held = ov.get_u64(&meta_key(parent, &name))?;
+        match u64::try_from(n) {
+            Ok(n) if n <= held => out.push((name, n)),
+            _ => {
+                tracing::error!(
+                    group = parent, counter = %name, tally = n, held,
+                    "a prepared split tally does not match the group's counters; counting in the apply"
+                );
+                return Ok(None);
+            }
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Moves the counters of `right`'s range from `parent` to the child, as a
+/// prepared tally says or else counted here, and ends the prepared
+/// split's accumulators.
+fn move_counters(
+    ov: &mut Overlay,
+    parent: u64,
+    right: Span,
+    index_partition: bool,
+    prepared_tally: Option<&SplitTally>,
+) -> Result<(), StorageError> {
+    let counted = match prepared_tally {
+        Some(t) => from_tally(ov, parent, right.lo, t)?,
+        None => None,
+    };
+    let counters = match counted {
+        Some(c) => c,
+        None => range_counters(ov, right, index_partition)?,
+    };
+    for (name, n) in counters {
+        // The child always holds `count` and `bytes`; a local index's only
+        // where it holds something (its entries and bytes come in pairs).
+        if n == 0 && name.starts_with("lsi") {
+            continue;
+        }
+        move_counter(ov, parent, right.group, &name, n)?;
+    }
+    clear_accumulators(ov, parent)
+}
+
+fn move_counter(
     ov: &mut Overlay,
     parent: u64,
     child: u64,
-    (count, bytes): (&str, &str),
-    t: Tally,
+    name: &str,
+    n: u64,
 ) -> Result<(), StorageError> {
-    for (name, n) in [(count, t.count), (bytes, t.bytes)] {
-        let delta = i64::try_from(n)
-            .map_err(|_| StorageError::Corrupt(format!("{name} of {n} in one split half")))?;
-        ov.add_i64(meta_key(parent, name), -delta)?;
-        ov.put(meta_key(child, name), n.to_be_bytes().to_vec());
-    }
+    let delta = i64::try_from(n)
+        .map_err(|_| StorageError::Corrupt(format!("{name} of {n} in one split half")))?;
+    ov.add_i64(meta_key(parent, name), -delta)?;
+    ov.put(meta_key(child, name), n.to_be_bytes().to_vec());
     Ok(())
 }
 
@@ -360,8 +589,13 @@ mod tests {
     /// A logged put of item `k{i}` with a local index on `n`, keyed by its
     /// real storage key (hash first).
     fn write(i: u32) -> Command {
+        write_n(i, i64::from(i))
+    }
+
+    /// [`write`] with `n` = `n` (a local index entry of another size).
+    fn write_n(i: u32, n: i64) -> Command {
         let key = format!("k{i}");
-        let mut w: WriteCommand = put(&key, i64::from(i), None);
+        let mut w: WriteCommand = put(&key, n, None);
         let item = w.item.as_ref().unwrap().item().unwrap();
         w.storage_key = schema().storage_key(&item).unwrap();
         w.stream = true;
@@ -377,6 +611,16 @@ mod tests {
             }],
             collection_limit_bytes: u64::MAX,
         });
+        Command::Write(w)
+    }
+
+    /// A logged delete of item `k{i}`.
+    fn delete(i: u32) -> Command {
+        let Command::Write(mut w) = write(i) else {
+            unreachable!()
+        };
+        w.kind = crate::command::WriteKind::Delete;
+        w.item = None;
         Command::Write(w)
     }
 
@@ -396,6 +640,7 @@ mod tests {
             at: AT,
             child: CHILD,
             index_partition,
+            tally: None,
         }
     }
 
@@ -513,12 +758,14 @@ mod tests {
             at: AT + 1,
             child: 11,
             index_partition: false,
+            tally: None,
         };
         assert!(matches!(run(&mut ov, left, outside), Outcome::Invalid(_)));
         let taken = Command::Split {
             at: 1 << 62,
             child: CHILD,
             index_partition: false,
+            tally: None,
         };
         assert!(matches!(run(&mut ov, left, taken), Outcome::Invalid(_)));
         ov.commit(PARENT, 205).unwrap();
@@ -537,6 +784,128 @@ mod tests {
     }
 
     /// A transaction record moves with its anchor's hash.
+    /// Every counter of the group, by name (what `range_counters` names).
+    fn counters(tree: &Store, group: u64) -> BTreeMap<String, u64> {
+        let (count, bytes) = group_stats(tree, group).unwrap();
+        let (lc, lb) = index_stats(tree, group, 0).unwrap();
+        BTreeMap::from([
+            ("count".to_string(), count),
+            ("bytes".into(), bytes),
+            ("lsi0:count".into(), lc),
+            ("lsi0:bytes".into(), lb),
+        ])
+    }
+
+    /// A split that carries a tally made on a snapshot after its prepare
+    /// gives both halves the counters the in-apply count gives, although
+    /// writes changed the upper range between the snapshot and the split
+    /// (puts, updates to another size, deletes of items from before the
+    /// prepare), and some landed in the prepare's own batch.
+    #[test]
+    fn a_prepared_tally_plus_the_writes_since_is_the_count_at_the_split() {
+        let run_all = |tallied: bool| {
+            let tree = Store::temporary().unwrap();
+            let whole = Span::whole(PARENT);
+            let mut ov = Overlay::new(&tree);
+            for i in 0..200 {
+                run(&mut ov, whole, write(i));
+            }
+            ov.commit(PARENT, 200).unwrap();
+            let mut ov = Overlay::new(&tree);
+            run(&mut ov, whole, write(0));
+            let prepare = Command::PrepareSplit { at: AT };
+            assert!(matches!(run(&mut ov, whole, prepare), Outcome::Done));
+            run(&mut ov, whole, write(200));
+            run(&mut ov, whole, delete(1));
+            ov.commit(PARENT, 204).unwrap();
+            let tally = prepared_tally(&tree, PARENT, AT, false).unwrap();
+            assert!(tally.is_some(), "fjall has snapshots");
+            let mut ov = Overlay::new(&tree);
+            for i in 0..40 {
+                run(&mut ov, whole, write_n(i, 1_000_000 + i64::from(i)));
+            }
+            for i in 40..70 {
+                run(&mut ov, whole, delete(i));
+            }
+            for i in 201..230 {
+                run(&mut ov, whole, write(i));
+            }
+            ov.commit(PARENT, 300).unwrap();
+            let mut ov = Overlay::new(&tree);
+            let t = tally.filter(|_| tallied);
+            if let Some(t) = &t {
+                // The tally and the accumulators give what a count gives.
+                let right = Span { lo: AT, ..whole };
+                let from = from_tally(&ov, PARENT, AT, t)
+                    .unwrap()
+                    .expect("tally matches");
+                let counted = range_counters(&ov, right, false).unwrap();
+                assert_eq!(
+                    from.into_iter().collect::<BTreeMap<_, _>>(),
+                    counted.into_iter().collect()
+                );
+            }
+            let cmd = Command::Split {
+                at: AT,
+                child: CHILD,
+                index_partition: false,
+                tally: t,
+            };
+            assert!(matches!(run(&mut ov, whole, cmd), Outcome::Sequence(_)));
+            // Nothing is accumulated after the split.
+            assert!(accumulators(&ov, PARENT).unwrap().is_empty());
+            ov.commit(PARENT, 301).unwrap();
+            (counters(&tree, PARENT), counters(&tree, CHILD))
+        };
+        let counted = run_all(false);
+        assert_eq!(run_all(true), counted);
+        assert!(counted.1["count"] > 0 && counted.1["lsi0:bytes"] > 0);
+    }
+
+    /// A tally is used only for the split prepared now: a prepare at the
+    /// same point again keeps it good, one at another point makes it stale
+    /// (a new generation), and one that does not add up to the parent's
+    /// counters is not used; the apply then counts, with the same result.
+    #[test]
+    fn a_stale_or_impossible_tally_is_not_used() {
+        let tree = Store::temporary().unwrap();
+        let whole = Span::whole(PARENT);
+        let mut ov = Overlay::new(&tree);
+        for i in 0..100 {
+            run(&mut ov, whole, write(i));
+        }
+        run(&mut ov, whole, Command::PrepareSplit { at: AT });
+        ov.commit(PARENT, 101).unwrap();
+        let t = prepared_tally(&tree, PARENT, AT, false).unwrap().unwrap();
+        assert_eq!(prepared_tally(&tree, PARENT, AT + 1, false).unwrap(), None);
+        let mut ov = Overlay::new(&tree);
+        run(&mut ov, whole, Command::PrepareSplit { at: AT });
+        assert!(from_tally(&ov, PARENT, AT, &t).unwrap().is_some());
+        let mut bogus = t.clone();
+        *bogus.base.get_mut("count").unwrap() += 1_000;
+        assert_eq!(from_tally(&ov, PARENT, AT, &bogus).unwrap(), None);
+        run(&mut ov, whole, Command::PrepareSplit { at: AT + 1 });
+        run(&mut ov, whole, Command::PrepareSplit { at: AT });
+        assert_eq!(prepared(&ov, PARENT).unwrap(), Some((AT, t.generation + 2)));
+        assert_eq!(from_tally(&ov, PARENT, AT, &t).unwrap(), None);
+        let outside = Command::PrepareSplit { at: 0 };
+        assert!(matches!(run(&mut ov, whole, outside), Outcome::Invalid(_)));
+        let right = Span { lo: AT, ..whole };
+        let expected: BTreeMap<_, _> = range_counters(&ov, right, false)
+            .unwrap()
+            .into_iter()
+            .collect();
+        let cmd = Command::Split {
+            at: AT,
+            child: CHILD,
+            index_partition: false,
+            tally: Some(bogus),
+        };
+        assert!(matches!(run(&mut ov, whole, cmd), Outcome::Sequence(_)));
+        ov.commit(PARENT, 106).unwrap();
+        assert_eq!(counters(&tree, CHILD), expected);
+    }
+
     #[test]
     fn transaction_records_follow_their_anchor() {
         use crate::txn::{Anchor, Prepare, RecordInit, record};
