@@ -22,10 +22,10 @@ use tonic::transport::Channel;
 /// Longest a call to a node may take before it is abandoned: a proposal's
 /// commit timeout plus a margin for the round trip.
 pub const REMOTE_CALL_TIMEOUT_MS: u64 = PROPOSE_TIMEOUT_MS + 1_000;
-/// Longest a call that scans a whole partition (where to split it, the
-/// tally of the half a split hands over) may take: a 10 GiB partition
-/// took seconds to read even from the page cache, so such a call gets far
-/// more than a proposal's timeout.
+/// Longest a call that scans a partition (where to split it, the tally of
+/// the half a split hands over) may take: counting the half of a 10 GiB
+/// partition took 12 s when a split still did it in its apply (2026-12-06),
+/// twice a proposal's call timeout, so such a call gets far more.
 pub const SCAN_CALL_TIMEOUT_MS: u64 = 300_000;
 /// Pause before polling the next control node after a failure.
 pub const CATALOG_RETRY_MS: u64 = 200;

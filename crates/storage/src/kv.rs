@@ -352,19 +352,12 @@ impl Store {
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Bytes>, StorageError> {
         let raw = match &self.backend {
             Backend::Sled { tree, .. } => tree.get(key)?.map(Bytes::Sled),
-            Backend::Fjall {
-                state,
-                frozen: None,
-                ..
-            } => state.get(key).map_err(fjall_err)?.map(Bytes::Fjall),
-            Backend::Fjall {
-                state,
-                frozen: Some(snap),
-                ..
-            } => {
-                use fjall::Readable;
-                snap.get(state, key).map_err(fjall_err)?.map(Bytes::Fjall)
+            Backend::Fjall { state, frozen, .. } => match frozen {
+                None => state.get(key),
+                Some(snap) => fjall::Readable::get(snap, state, key),
             }
+            .map_err(fjall_err)?
+            .map(Bytes::Fjall),
         };
         raw.map(|v| self.opened(v)).transpose()
     }
@@ -379,19 +372,10 @@ impl Store {
         let bounds = (owned(range.start_bound()), owned(range.end_bound()));
         let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.range(bounds).map(sled_pair)),
-            Backend::Fjall {
-                state,
-                frozen: None,
-                ..
-            } => Box::new(state.range(bounds).map(fjall_pair)),
-            Backend::Fjall {
-                state,
-                frozen: Some(snap),
-                ..
-            } => {
-                use fjall::Readable;
-                Box::new(snap.range(state, bounds).map(fjall_pair))
-            }
+            Backend::Fjall { state, frozen, .. } => match frozen {
+                None => Box::new(state.range(bounds).map(fjall_pair)),
+                Some(snap) => Box::new(fjall::Readable::range(snap, state, bounds).map(fjall_pair)),
+            },
         };
         self.opened_scan(scan)
     }
@@ -400,19 +384,12 @@ impl Store {
     pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> Scan {
         let scan: Scan = match &self.backend {
             Backend::Sled { tree, .. } => Box::new(tree.scan_prefix(prefix).map(sled_pair)),
-            Backend::Fjall {
-                state,
-                frozen: None,
-                ..
-            } => Box::new(state.prefix(prefix).map(fjall_pair)),
-            Backend::Fjall {
-                state,
-                frozen: Some(snap),
-                ..
-            } => {
-                use fjall::Readable;
-                Box::new(snap.prefix(state, prefix).map(fjall_pair))
-            }
+            Backend::Fjall { state, frozen, .. } => match frozen {
+                None => Box::new(state.prefix(prefix).map(fjall_pair)),
+                Some(snap) => {
+                    Box::new(fjall::Readable::prefix(snap, state, prefix).map(fjall_pair))
+                }
+            },
         };
         self.opened_scan(scan)
     }
