@@ -89,6 +89,17 @@ fn partitions(router: &Router) -> Vec<PartitionMeta> {
     grow(router).partitions
 }
 
+/// DescribeTable of table `grow`.
+async fn describe_grow(c: &Client) -> aws_sdk_dynamodb::types::TableDescription {
+    let d = c
+        .describe_table()
+        .table_name("grow")
+        .send()
+        .await
+        .expect("describe");
+    d.table().expect("table").clone()
+}
+
 /// Writes collections and queries earlier ones (no client retries) until
 /// table `grow` has [`WANT_PARTITIONS`] partitions, then checks that it
 /// holds exactly what was written; fails on any client error.
@@ -231,14 +242,8 @@ async fn grow_under_load(client: &Client, router: &Router) {
         assert!(r.item().is_some(), "k{i} lost");
     }
     // The table's size is the sum of its partitions'.
-    let d = client
-        .describe_table()
-        .table_name("grow")
-        .send()
-        .await
-        .expect("describe");
     assert_eq!(
-        d.table().and_then(|t| t.item_count()),
+        describe_grow(&client).await.item_count(),
         Some((total * PER_KEY + ACCOUNTS) as i64)
     );
 }
@@ -647,13 +652,7 @@ async fn local_and_global_indexes_follow_splits() {
     let want = Some((KEYS * PER_KEY) as i64);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let d = client
-            .describe_table()
-            .table_name("grow")
-            .send()
-            .await
-            .expect("describe");
-        let t = d.table().expect("table");
+        let t = describe_grow(&client).await;
         let counts = (
             t.item_count(),
             t.local_secondary_indexes()[0].item_count(),
