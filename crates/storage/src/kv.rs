@@ -416,17 +416,6 @@ impl Store {
 
     /// Applies `batch` atomically.
     pub fn apply(&self, mut batch: Batch) -> Result<(), StorageError> {
-        if matches!(
-            self.backend,
-            Backend::Fjall {
-                frozen: Some(_),
-                ..
-            }
-        ) {
-            return Err(StorageError::Fatal(
-                "a write to a store snapshot, which is read-only".into(),
-            ));
-        }
         if let Some(ring) = &self.cipher {
             for (_, v) in &mut batch.0 {
                 if let Some(plain) = v {
@@ -445,6 +434,11 @@ impl Store {
                 }
                 Ok(tree.apply_batch(b)?)
             }
+            Backend::Fjall {
+                frozen: Some(_), ..
+            } => Err(StorageError::Fatal(
+                "a write to a store snapshot, which is read-only".into(),
+            )),
             Backend::Fjall { db, state, .. } => {
                 let mut b = db.batch();
                 for (k, v) in batch.0 {
