@@ -67,6 +67,7 @@ test-clients: $(VENV)/.installed
 	$(PY) tests/scripts/auth_session.py $(TARGET)/debug/dynaraft $(VENV)/bin/aws
 	$(PY) tests/scripts/stream_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/split_crash.py $(TARGET)/debug/dynaraft
+	$(PY) tests/scripts/store_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/backup_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/export_crash.py $(TARGET)/debug/dynaraft
 	$(PY) tests/scripts/s3_session.py $(TARGET)/debug/dynaraft $(VENV)/bin/moto_server

@@ -51,6 +51,20 @@ pub const DEFAULT_MEMORY: StoreMemory = StoreMemory {
 pub const STORE_WORKER_THREADS: usize = 4;
 /// The smallest memtable fjall is given, in bytes.
 const MIN_MEMTABLE_BYTES: u64 = 1024 * 1024;
+/// Values at least this long, in bytes (as stored: sealed when the node
+/// encrypts), are kept in fjall's blob files with only a pointer in its
+/// tree (key-value separation): compaction then rewrites pointers, not
+/// items. Smaller values (index entries, counters, small items) stay in
+/// the tree, where a read needs no second lookup. Keyspaces created before
+/// 2026-12-06 keep every value in the tree: fjall stores a keyspace's
+/// options when it creates it. docs/decisions.md, "Item values apart from
+/// the tree".
+const SEPARATED_VALUE_BYTES: u32 = 256;
+/// The share of the stale blob files a compaction may rewrite (oldest
+/// first; a file is stale from a quarter of its bytes overwritten or
+/// deleted). fjall's default, 0.25, left 2.6-3.2 bytes on disk per live
+/// byte under sustained overwrites; all of them, 2.0.
+const BLOB_REWRITE_SHARE: f32 = 1.0;
 
 /// How much memory the store may use for what it can bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,8 +206,15 @@ impl Backend {
                         other => OpenError::Other(fjall_err(other)),
                     })?;
                 let memtable = memory.memtable_bytes.max(MIN_MEMTABLE_BYTES);
-                let options =
-                    || fjall::KeyspaceCreateOptions::default().max_memtable_size(memtable);
+                let options = || {
+                    fjall::KeyspaceCreateOptions::default()
+                        .max_memtable_size(memtable)
+                        .with_kv_separation(Some(
+                            fjall::KvSeparationOptions::default()
+                                .separation_threshold(SEPARATED_VALUE_BYTES)
+                                .age_cutoff(BLOB_REWRITE_SHARE),
+                        ))
+                };
                 let state = db
                     .keyspace(STATE, options)
                     .map_err(|e| OpenError::Other(fjall_err(e)))?;
@@ -612,6 +633,66 @@ mod tests {
         assert_eq!(snap.scan_prefix(b"").count(), 1);
         assert_eq!(store.range::<Vec<u8>, _>(..).count(), 2);
         assert!(snap.apply(Batch::default()).is_err());
+    }
+
+    /// Values from [`SEPARATED_VALUE_BYTES`] on go to blob files when the
+    /// memtable is flushed, smaller ones stay in the tree, and every read
+    /// (point, range, snapshot) returns each whole, before and after a
+    /// reopen.
+    #[test]
+    fn long_values_are_kept_apart_and_read_back_whole() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-kv-blobs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let threshold = SEPARATED_VALUE_BYTES as usize;
+        let sizes = [1, threshold - 1, threshold, 4096, 100_000];
+        let value = |i: usize, n: usize| -> Vec<u8> {
+            (0..n).map(|j| (i * 31 + j * 7) as u8).collect()
+        };
+        let check = |store: &Store| {
+            for (i, n) in sizes.iter().enumerate() {
+                let got = store.get(format!("k{i}").as_bytes()).unwrap().unwrap();
+                assert_eq!(&*got, &value(i, *n)[..], "k{i} of {n} bytes");
+            }
+            let all: Vec<usize> = store
+                .range::<Vec<u8>, _>(..)
+                .map(|p| p.unwrap().1.len())
+                .collect();
+            assert_eq!(all, sizes);
+            let snap = store.snapshot().expect("fjall has snapshots");
+            let back: Vec<usize> = snap
+                .scan_prefix(b"k")
+                .rev()
+                .map(|p| p.unwrap().1.len())
+                .collect();
+            assert_eq!(back, sizes.iter().rev().copied().collect::<Vec<_>>());
+        };
+        let blob_files = || {
+            std::fs::read_dir(dir.join("fjall/keyspaces"))
+                .unwrap()
+                .filter_map(|k| std::fs::read_dir(k.unwrap().path().join("blobs")).ok())
+                .flatten()
+                .count()
+        };
+        {
+            let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+            let mut b = Batch::default();
+            for (i, n) in sizes.iter().enumerate() {
+                b.insert(format!("k{i}"), value(i, *n));
+            }
+            store.apply(b).unwrap();
+            check(&store);
+            let Backend::Fjall { state, .. } = &store.backend else {
+                panic!("not fjall")
+            };
+            state.rotate_memtable_and_wait().unwrap();
+            store.flush_durably().unwrap();
+            check(&store);
+        }
+        assert!(blob_files() > 0, "no blob file after a flush");
+        let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+        check(&store);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A sealed store reads back what was written, through every read, and

@@ -1,0 +1,158 @@
+"""The store's own files across kill -9: memtable flushes, compactions and
+fjall's blob files (values of SEPARATED_VALUE_BYTES and more are kept
+apart from the tree, crates/storage/src/kv.rs) written and collected while
+the process dies.
+
+Usage: store_crash.py <dynaraft binary>. Starts the embedded server on a
+fresh data directory with a small memory budget, so that its memtables are
+about a megabyte and flush every few hundred writes. WRITERS threads
+overwrite KEYS keys again and again with values from 100 bytes to 3 KB
+(most of them separated, some not; every value names its key and version
+and has a length that is a function of both), while the process is killed
+with SIGKILL at random moments. After every restart a consistent Scan must
+show each key holding the last value acknowledged for it, or the one whose
+PutItem was in flight at the kill, whole. At the end the data directory
+must hold blob files, so that the separated path was exercised, and the
+server's log must have no error from the store.
+"""
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import boto3
+from botocore.config import Config
+
+from ports import free_port, scan_items, start_embedded
+
+ROUNDS = 6
+WRITERS = 4
+KEYS = 1200
+# MiB: the store gets 4% of it per memtable (crates/cluster/src/host.rs,
+# MEMTABLE_PERCENT), about 1.3 MiB.
+MEMORY_LIMIT_MB = 32
+TABLE = "store"
+
+
+def client(url):
+    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(retries={"max_attempts": 1}))
+
+
+def value(key, version):
+    """The value version `version` of key `key` carries: 100 B - 3 KB."""
+    size = 100 + (key * 7919 + version * 104729) % 2900
+    head = f"{key}:{version}:"
+    return head + "v" * (size - len(head))
+
+
+def write_until_killed(ddb, keys, acked, in_flight, stop):
+    """Overwrites `keys` in random order; `acked[k]` is the last version
+    acknowledged, `in_flight[k]` the one sent and not answered."""
+    rng = random.Random()
+    while not stop.is_set():
+        k = rng.choice(keys)
+        v = acked.get(k, 0) + 1
+        in_flight[k] = v
+        try:
+            ddb.put_item(TableName=TABLE, Item={"pk": {"S": f"k{k}"},
+                                                "val": {"S": value(k, v)}})
+        except Exception:
+            return
+        acked[k] = v
+        del in_flight[k]
+
+
+def check(ddb, acked, in_flight):
+    """Every key holds its acknowledged value or the one in flight, whole."""
+    seen = {}
+    for item in scan_items(ddb, TABLE):
+        k = int(item["pk"]["S"][1:])
+        text = item["val"]["S"]
+        v = int(text.split(":")[1])
+        assert text == value(k, v), f"k{k}: version {v} is not whole ({len(text)} bytes)"
+        seen[k] = v
+    for k, v in acked.items():
+        allowed = {v, in_flight.get(k)}
+        assert seen.get(k) in allowed, f"k{k}: acknowledged version {v}, found {seen.get(k)}"
+    for k, v in in_flight.items():
+        if k not in acked:
+            assert seen.get(k) in (None, v), f"k{k}: never acknowledged, found {seen.get(k)}"
+
+
+def main():
+    binary = sys.argv[1]
+    tmp = tempfile.mkdtemp()
+    data = os.path.join(tmp, "data")
+    log_path = os.path.join(tmp, "server.log")
+    port = free_port()
+    flags = ("--memory-limit-mb", str(MEMORY_LIMIT_MB))
+    log = open(log_path, "ab")
+    proc, url = start_embedded(binary, data, port, *flags, stderr=log)
+    ddb = client(url)
+    ddb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
+                     AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                     KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    # Each writer owns its keys, so one key has at most one write in flight.
+    shares = [list(range(w, KEYS, WRITERS)) for w in range(WRITERS)]
+    acked = [{} for _ in range(WRITERS)]
+    total = 0
+    try:
+        for rnd in range(ROUNDS):
+            stop = threading.Event()
+            in_flight = [{} for _ in range(WRITERS)]
+            before = sum(sum(a.values()) for a in acked)
+            writers = [threading.Thread(target=write_until_killed,
+                                        args=(client(url), shares[w], acked[w], in_flight[w],
+                                              stop))
+                       for w in range(WRITERS)]
+            for t in writers:
+                t.start()
+            time.sleep(random.uniform(2.0, 5.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            stop.set()
+            for t in writers:
+                t.join()
+            writes = sum(sum(a.values()) for a in acked) - before
+            total += writes
+            proc, url = start_embedded(binary, data, port, *flags, stderr=log)
+            ddb = client(url)
+            merged_acked = {k: v for a in acked for k, v in a.items()}
+            merged_flight = {k: v for f in in_flight for k, v in f.items()}
+            check(ddb, merged_acked, merged_flight)
+            # What was in flight and landed is now the acknowledged version.
+            for w in range(WRITERS):
+                for k, v in in_flight[w].items():
+                    got = ddb.get_item(TableName=TABLE, Key={"pk": {"S": f"k{k}"}},
+                                       ConsistentRead=True).get("Item")
+                    if got and got["val"]["S"] == value(k, v):
+                        acked[w][k] = v
+            print(f"round {rnd + 1}: {writes} acknowledged overwrites, "
+                  f"{len(merged_acked)} keys as acknowledged")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait()
+        log.close()
+    blobs = [f for f in glob.glob(os.path.join(data, "fjall", "keyspaces", "*", "blobs", "*"))
+             if os.path.isfile(f)]
+    assert blobs, "no blob file under the data directory: the separated path was not exercised"
+    # Blob files are numbered from 0 as they are written: fewer files than
+    # numbers means some were collected (rewritten or dropped) on the way.
+    written = max(int(os.path.basename(f)) for f in blobs) + 1
+    assert written > len(blobs), f"none of {written} blob files was collected"
+    with open(log_path, errors="replace") as f:
+        errors = [line for line in f if "ERROR" in line or "panicked" in line]
+    assert not errors, f"the server logged errors: {errors[:5]}"
+    print(f"store_crash: {ROUNDS} kill -9 rounds, {total} acknowledged overwrites of {KEYS} "
+          f"keys, every key as acknowledged, {written} blob files written, {len(blobs)} left")
+
+
+if __name__ == "__main__":
+    main()
