@@ -11,7 +11,9 @@
 //! - **fjall 3** (`<data>/fjall`, keyspace `state`), an LSM tree. Its journal
 //!   is persisted only by [`Store::flush_durably`]: the Raft WAL is the
 //!   record of truth, and a write fjall loses in a crash is replayed from
-//!   it (the applied index travels in the same batch as the data).
+//!   it (the applied index travels in the same batch as the data). Values
+//!   of `SEPARATED_VALUE_BYTES` and more are kept in its blob files, the
+//!   rest in its tree.
 //!
 //! A data directory keeps the engine it was created with
 //! ([`Engine::of_dir`]); the configured engine applies to new ones.
