@@ -244,6 +244,27 @@ pub fn child_start(
     catalog: &Catalog,
     p: &dynaraft_storage::PartitionMeta,
 ) -> Result<ChildStart, StorageError> {
+    let start = ancestry_start(host, catalog, p)?;
+    // The parent's apply of the split narrows its span and stores the
+    // child's in one batch, but the two were read at different moments: a
+    // split applied between them shows no child and a narrowed parent,
+    // which is not a parent brought past the split. Read the child's span
+    // again, now after the parent's.
+    if start == ChildStart::Rejoin
+        && dynaraft_storage::Span::stored(host.tree(), p.group)?.is_some()
+    {
+        return Ok(ChildStart::Start);
+    }
+    Ok(start)
+}
+
+/// [`child_start`]'s answer from one read of the child's span, then its
+/// ancestors'.
+fn ancestry_start(
+    host: &Host,
+    catalog: &Catalog,
+    p: &dynaraft_storage::PartitionMeta,
+) -> Result<ChildStart, StorageError> {
     if p.parent.is_none() || dynaraft_storage::Span::stored(host.tree(), p.group)?.is_some() {
         return Ok(ChildStart::Start);
     }
