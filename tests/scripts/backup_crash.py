@@ -19,10 +19,7 @@ import sys
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import run_restarting, scan_items
+from ports import client, run_restarting, scan_items
 
 ROUNDS = 4
 WRITERS = 4
@@ -35,12 +32,6 @@ KILL_WITHIN_S = 0.4
 SETTLE_WITHIN_S = 60
 NEVER = float("inf")
 TABLE = "backed"
-
-
-def client(url):
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 def now_ms():

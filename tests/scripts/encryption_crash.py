@@ -22,21 +22,12 @@ import tempfile
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import free_port, start_embedded
+from ports import client, free_port, start_embedded
 
 ROUNDS = 4
 MARKER = "zq-unique-marker-7f3a9c"
 KEY = "3f" * 32
 OTHER_KEY = "a1" * 32
-
-
-def client(url):
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 def write_until_killed(ddb, first, acked, stop):

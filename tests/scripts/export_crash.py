@@ -21,10 +21,7 @@ import signal
 import sys
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import job_done, run_restarting, scan_items
+from ports import client, job_done, run_restarting, scan_items
 
 ROUNDS = 3
 ITEMS = 3000
@@ -34,12 +31,6 @@ KILL_WITHIN_S = 0.6
 SETTLE_WITHIN_S = 90
 TABLE = "exported"
 BUCKET = "bkt"
-
-
-def client(url):
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 def item(i, v):

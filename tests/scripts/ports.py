@@ -1,5 +1,5 @@
-"""A free TCP port on 127.0.0.1, and an embedded server started on one, for
-the scripts that start servers."""
+"""A free TCP port on 127.0.0.1, an embedded server started on one, and a
+client for it, for the scripts that start servers."""
 import random
 import signal
 import socket
@@ -7,6 +7,9 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+
+import boto3
+from botocore.config import Config
 
 
 def free_run(n):
@@ -82,6 +85,14 @@ def run_restarting(binary, body, *flags):
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 p.wait()
+
+
+def client(url):
+    """A DynamoDB client of `url` that tries every call once, so that a
+    test sees each failure (a crash test's writer stops at its first)."""
+    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
+                        aws_access_key_id="local", aws_secret_access_key="local",
+                        config=Config(retries={"max_attempts": 1}))
 
 
 def job_done(ddb, kind, arn):

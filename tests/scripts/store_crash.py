@@ -25,10 +25,7 @@ import tempfile
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import free_port, scan_items, start_embedded
+from ports import client, free_port, scan_items, start_embedded
 
 ROUNDS = 6
 WRITERS = 4
@@ -37,12 +34,6 @@ KEYS = 1200
 # MEMTABLE_PERCENT), about 1.3 MiB.
 MEMORY_LIMIT_MB = 32
 TABLE = "store"
-
-
-def client(url):
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 def value(key, version):
