@@ -647,9 +647,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let threshold = SEPARATED_VALUE_BYTES as usize;
         let sizes = [1, threshold - 1, threshold, 4096, 100_000];
-        let value = |i: usize, n: usize| -> Vec<u8> {
-            (0..n).map(|j| (i * 31 + j * 7) as u8).collect()
-        };
+        let value =
+            |i: usize, n: usize| -> Vec<u8> { (0..n).map(|j| (i * 31 + j * 7) as u8).collect() };
         let check = |store: &Store| {
             for (i, n) in sizes.iter().enumerate() {
                 let got = store.get(format!("k{i}").as_bytes()).unwrap().unwrap();
