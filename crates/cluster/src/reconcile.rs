@@ -244,28 +244,8 @@ pub fn child_start(
     catalog: &Catalog,
     p: &dynaraft_storage::PartitionMeta,
 ) -> Result<ChildStart, StorageError> {
-    let start = ancestry_start(host, catalog, p)?;
-    // The parent's apply of the split narrows its span and stores the
-    // child's in one batch, but the two were read at different moments: a
-    // split applied between them shows no child and a narrowed parent,
-    // which is not a parent brought past the split. Read the child's span
-    // again, now after the parent's.
-    if start == ChildStart::Rejoin
-        && dynaraft_storage::Span::stored(host.tree(), p.group)?.is_some()
-    {
-        return Ok(ChildStart::Start);
-    }
-    Ok(start)
-}
-
-/// [`child_start`]'s answer from one read of the child's span, then its
-/// ancestors'.
-fn ancestry_start(
-    host: &Host,
-    catalog: &Catalog,
-    p: &dynaraft_storage::PartitionMeta,
-) -> Result<ChildStart, StorageError> {
-    if p.parent.is_none() || dynaraft_storage::Span::stored(host.tree(), p.group)?.is_some() {
+    let stored = || dynaraft_storage::Span::stored(host.tree(), p.group);
+    if p.parent.is_none() || stored()?.is_some() {
         return Ok(ChildStart::Start);
     }
     let mut next = p.parent;
@@ -275,6 +255,13 @@ fn ancestry_start(
             let span = dynaraft_storage::Span::load(host.tree(), a)?;
             return Ok(if span.owns_hash(p.hash_lo) {
                 ChildStart::Wait
+            } else if stored()?.is_some() {
+                // The parent's apply of the split narrows its span and
+                // stores the child's in one batch, but the child's was read
+                // first: a split applied between the two reads shows no
+                // child and a narrowed parent, which is not a parent
+                // brought past the split.
+                ChildStart::Start
             } else {
                 ChildStart::Rejoin
             });
