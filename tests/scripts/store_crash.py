@@ -61,7 +61,8 @@ def write_until_killed(ddb, keys, acked, in_flight, stop):
 
 
 def check(ddb, acked, in_flight):
-    """Every key holds its acknowledged value or the one in flight, whole."""
+    """Every key holds its acknowledged value or the one in flight, whole;
+    returns the version each key holds."""
     seen = {}
     for item in scan_items(ddb, TABLE):
         k = int(item["pk"]["S"][1:])
@@ -75,6 +76,7 @@ def check(ddb, acked, in_flight):
     for k, v in in_flight.items():
         if k not in acked:
             assert seen.get(k) in (None, v), f"k{k}: never acknowledged, found {seen.get(k)}"
+    return seen
 
 
 def main():
@@ -117,13 +119,11 @@ def main():
             ddb = client(url)
             merged_acked = {k: v for a in acked for k, v in a.items()}
             merged_flight = {k: v for f in in_flight for k, v in f.items()}
-            check(ddb, merged_acked, merged_flight)
+            seen = check(ddb, merged_acked, merged_flight)
             # What was in flight and landed is now the acknowledged version.
             for w in range(WRITERS):
                 for k, v in in_flight[w].items():
-                    got = ddb.get_item(TableName=TABLE, Key={"pk": {"S": f"k{k}"}},
-                                       ConsistentRead=True).get("Item")
-                    if got and got["val"]["S"] == value(k, v):
+                    if seen.get(k) == v:
                         acked[w][k] = v
             print(f"round {rnd + 1}: {writes} acknowledged overwrites, "
                   f"{len(merged_acked)} keys as acknowledged")
