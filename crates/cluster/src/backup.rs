@@ -60,8 +60,8 @@ pub const BACKUP_TABLE_PREFIX: &str = "~backups/";
 /// Pause between passes that found nothing to copy, in milliseconds.
 pub const BACKUP_POLL_MS: u64 = 50;
 /// Longest wait, before a partition's copy starts, for the local control
-/// replica to apply its log (`still_to_copy`), in milliseconds; past it the
-/// pass fails and is retried.
+/// replica's linearizable barrier (`still_to_copy`), in milliseconds; past
+/// it the pass fails and is retried.
 pub const CATALOG_CURRENT_WAIT_MS: u64 = 2_000;
 /// Most items one copy step reads and writes (at most `MAX_PAGE_BYTES`,
 /// so about 1 MiB: several `WriteBatch`es of [`COPY_BATCH_BYTES`],
@@ -288,18 +288,12 @@ async fn still_to_copy(host: &Host, table: &str, group: u64) -> Result<bool, Clu
     };
     let behind = |why: &str| ClusterError::Unavailable(format!("control replica {why}"));
     if control.is_leader() {
-        // A sole voter's barrier returns at once, and after a restart its
-        // log may hold entries it has not applied yet: wait for those too.
-        control
-            .linearize()
-            .await
-            .map_err(|e| behind(&e.to_string()))?;
-        let (last, _) = control.progress();
-        let mut applied = control.applied.clone();
+        // The barrier also waits for what a restart left unapplied.
         let limit = Duration::from_millis(CATALOG_CURRENT_WAIT_MS);
-        match tokio::time::timeout(limit, applied.wait_for(|a| *a >= last)).await {
-            Ok(Ok(_)) => {}
-            _ => return Err(behind("has not applied its log yet")),
+        match tokio::time::timeout(limit, control.linearize()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(behind(&e.to_string())),
+            Err(_) => return Err(behind("has not applied its log yet")),
         }
     } else if control.catch_up_lag() != Some(0) {
         return Err(behind("is behind its leader"));

@@ -114,6 +114,9 @@ pub struct RaftGroup {
     /// Set once this replica has applied a membership that names it a
     /// voter (see [`RaftGroup::serves_stale_reads`]).
     joined: Arc<std::sync::atomic::AtomicBool>,
+    /// The highest term in which this replica, as the group's only voter,
+    /// passed a read index (see [`RaftGroup::linearize`]); 0 for none.
+    sole_read_term: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Longest a snapshot may take to reach a follower and be installed, in
@@ -177,6 +180,7 @@ impl RaftGroup {
             applied,
             quorum_lease_ms: timing.election_timeout_min_ms,
             joined: Arc::default(),
+            sole_read_term: Arc::default(),
         })
     }
 
@@ -409,14 +413,26 @@ impl RaftGroup {
         Ok(())
     }
 
-    /// Whether this replica is the group's only voter (then it is always the
-    /// leader, and everything it has applied is every acknowledged write).
+    /// Whether this replica is the group's only voter.
     fn sole_voter(&self) -> bool {
+        self.sole_voter_lead().0
+    }
+
+    /// The term this replica leads in, when it is the group's only voter.
+    fn sole_leader_term(&self) -> Option<u64> {
+        self.sole_voter_lead().1
+    }
+
+    /// Whether this replica is the group's only voter, and the term it
+    /// leads in if it does, both from one view of the metrics.
+    fn sole_voter_lead(&self) -> (bool, Option<u64>) {
         use openraft::async_runtime::watch::WatchReceiver;
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         let mut voters = m.membership_config.membership().voter_ids();
-        voters.next() == Some(self.node) && voters.next().is_none()
+        let sole = voters.next() == Some(self.node) && voters.next().is_none();
+        let leads = sole && m.current_leader == Some(self.node);
+        (sole, leads.then_some(m.current_term))
     }
 
     /// Whether this replica leads but no quorum has acknowledged it for
@@ -446,10 +462,19 @@ impl RaftGroup {
     /// replica is the leader, a quorum confirmed it (read index), and
     /// everything committed before the call has been applied.
     pub async fn linearize(&self) -> Result<(), ProposeError> {
-        if self.sole_voter() {
+        use std::sync::atomic::Ordering;
+        // The only voter needs no quorum, and once it has applied its
+        // term's first entry everything it acknowledges is applied before
+        // the answer: reads skip the read index from then on. Not before:
+        // entries acknowledged before a restart (or by a former leader)
+        // are in its log but applied only after it wins its term, and a
+        // read in between missed them (tests/scripts/split_crash.py: a
+        // consistent Scan right after kill -9 lacked acknowledged puts).
+        let sole = self.sole_leader_term();
+        if sole.is_some_and(|t| self.sole_read_term.load(Ordering::Acquire) == t) {
             return Ok(());
         }
-        if self.lost_quorum() {
+        if sole.is_none() && self.lost_quorum() {
             return Err(ProposeError::NotLeader { leader: None });
         }
         match self
@@ -457,7 +482,14 @@ impl RaftGroup {
             .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
             .await
         {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                if let Some(t) = sole {
+                    // The read index was taken in term `t` or a later one,
+                    // after its first entry was applied.
+                    self.sole_read_term.fetch_max(t, Ordering::AcqRel);
+                }
+                Ok(())
+            }
             Err(e) => match e.forward_to_leader() {
                 Some(f) => Err(ProposeError::NotLeader {
                     leader: f.leader_id,

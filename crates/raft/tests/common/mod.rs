@@ -95,6 +95,16 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
     dir: &std::path::Path,
     network: N,
 ) -> (dynaraft_storage::kv::Store, dynaraft_raft::RaftGroup) {
+    open_group_with(id, dir, network, &timing()).await
+}
+
+/// [`open_group`] with the group's Raft `timing`.
+pub async fn open_group_with<N: dynaraft_raft::GroupNetwork>(
+    id: u64,
+    dir: &std::path::Path,
+    network: N,
+    timing: &Timing,
+) -> (dynaraft_storage::kv::Store, dynaraft_raft::RaftGroup) {
     std::fs::create_dir_all(dir).unwrap();
     let db = dynaraft_storage::kv::Store::open_in(
         dir,
@@ -116,9 +126,8 @@ pub async fn open_group<N: dynaraft_raft::GroupNetwork>(
         .unwrap()
         .with_durable_flush(flush);
     let sm = dynaraft_raft::state_machine::GroupStateMachine::new(GROUP, db.clone()).unwrap();
-    let group =
-        dynaraft_raft::RaftGroup::start(id, GROUP, &timing(), logs.store(GROUP), sm, network)
-            .await
-            .unwrap();
+    let group = dynaraft_raft::RaftGroup::start(id, GROUP, timing, logs.store(GROUP), sm, network)
+        .await
+        .unwrap();
     (db, group)
 }
