@@ -114,8 +114,9 @@ pub struct RaftGroup {
     /// Set once this replica has applied a membership that names it a
     /// voter (see [`RaftGroup::serves_stale_reads`]).
     joined: Arc<std::sync::atomic::AtomicBool>,
-    /// The highest term in which this replica, as the group's only voter,
-    /// passed a read index (see [`RaftGroup::linearize`]); 0 for none.
+    /// One more than the highest term in which this replica, as the
+    /// group's only voter, passed a read index (see
+    /// [`RaftGroup::linearize`]); 0 for none.
     sole_read_term: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -471,10 +472,11 @@ impl RaftGroup {
         // read in between missed them (tests/scripts/split_crash.py: a
         // consistent Scan right after kill -9 lacked acknowledged puts).
         let sole = self.sole_leader_term();
-        if sole.is_some_and(|t| self.sole_read_term.load(Ordering::Acquire) == t) {
+        if sole.is_some_and(|t| self.sole_read_term.load(Ordering::Acquire) == t.saturating_add(1))
+        {
             return Ok(());
         }
-        if sole.is_none() && self.lost_quorum() {
+        if self.lost_quorum() {
             return Err(ProposeError::NotLeader { leader: None });
         }
         match self
@@ -486,7 +488,8 @@ impl RaftGroup {
                 if let Some(t) = sole {
                     // The read index was taken in term `t` or a later one,
                     // after its first entry was applied.
-                    self.sole_read_term.fetch_max(t, Ordering::AcqRel);
+                    self.sole_read_term
+                        .fetch_max(t.saturating_add(1), Ordering::AcqRel);
                 }
                 Ok(())
             }
