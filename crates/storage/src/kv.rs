@@ -220,6 +220,9 @@ impl Backend {
                 let state = db
                     .keyspace(STATE, options)
                     .map_err(|e| OpenError::Other(fjall_err(e)))?;
+                // fjall keeps the size a directory was created with; the
+                // budget of this start wins (a vendored fjall patch).
+                state.set_max_memtable_size(memtable);
                 Ok(Backend::Fjall {
                     db,
                     state,
@@ -692,6 +695,50 @@ mod tests {
         assert!(blob_files() > 0, "no blob file after a flush");
         let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
         check(&store);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The memtable size follows the memory budget each start is given, not
+    /// the one the directory was created with.
+    #[test]
+    fn each_start_sets_the_memtable_size() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-kv-memtable-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let memtable_of = |memtable_bytes: u64| {
+            let memory = StoreMemory {
+                memtable_bytes,
+                ..DEFAULT_MEMORY
+            };
+            let store = Store::open_in(&dir, Engine::Fjall, memory).unwrap();
+            let Backend::Fjall { state, .. } = &store.backend else {
+                panic!("not fjall")
+            };
+            state.max_memtable_size()
+        };
+        assert_eq!(memtable_of(64 << 20), 64 << 20);
+        assert_eq!(memtable_of(8 << 20), 8 << 20);
+        assert_eq!(memtable_of(32 << 20), 32 << 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A folder in fjall's keyspaces folder whose name is no keyspace id
+    /// (left there by hand) is passed over at start-up; the published fjall
+    /// panicked on it.
+    #[test]
+    fn a_stray_folder_among_the_keyspaces_is_passed_over() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-kv-stray-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        {
+            let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+            let mut b = Batch::default();
+            b.insert(b"a".to_vec(), b"1".to_vec());
+            store.apply(b).unwrap();
+            store.flush_durably().unwrap();
+        }
+        std::fs::create_dir_all(dir.join("fjall/keyspaces/not-a-keyspace")).unwrap();
+        let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+        assert_eq!(store.get(b"a").unwrap().as_deref(), Some(&b"1"[..]));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -206,12 +206,18 @@ impl MetaKeyspace {
             builder.freeze()
         };
 
-        Ok(self.inner.get(key, SeqNo::MAX)?.map(|v| {
-            #[expect(clippy::expect_used, reason = "keyspace open only accepts &str")]
-            let name = std::str::from_utf8(&v).expect("should be utf-8");
-
-            name.into()
-        }))
+        // dynaraft patch: a stored name that is not UTF-8 (a damaged meta
+        // keyspace) is an error, where the published crate panicked.
+        self.inner
+            .get(key, SeqNo::MAX)?
+            .map(|v| match std::str::from_utf8(&v) {
+                Ok(name) => Ok(name.into()),
+                Err(_) => Err(crate::Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("keyspace {id}: stored name is not UTF-8"),
+                ))),
+            })
+            .transpose()
     }
 
     pub(crate) fn keyspace_exists(&self, name: &str) -> bool {

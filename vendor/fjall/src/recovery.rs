@@ -39,12 +39,19 @@ pub fn recover_keyspaces(db: &Database, meta_keyspace: &MetaKeyspace) -> crate::
             continue;
         }
 
-        let keyspace_id = dirent
+        // dynaraft patch: a folder whose name is not a keyspace id is left
+        // alone, as a stray file is, where the published crate panicked.
+        let Some(keyspace_id) = dirent
             .file_name()
             .to_str()
-            .expect("should be valid keyspace name")
-            .parse::<InternalKeyspaceId>()
-            .expect("should be valid integer");
+            .and_then(|name| name.parse::<InternalKeyspaceId>().ok())
+        else {
+            log::warn!(
+                "Found stray folder {} in keyspaces folder",
+                keyspace_path.display(),
+            );
+            continue;
+        };
 
         // NOTE: Is meta keyspace
         if keyspace_id == 0 {

@@ -71,6 +71,12 @@ pub struct KeyspaceInner {
     #[doc(hidden)]
     pub config: CreateOptions,
 
+    /// dynaraft patch: the memtable size a write checks against, in bytes.
+    /// It starts as the size stored with the keyspace's options when it was
+    /// created, and `Keyspace::set_max_memtable_size` changes it for this
+    /// process (the published crate read the stored size only).
+    pub(crate) memtable_limit: std::sync::atomic::AtomicU64,
+
     /// If `true`, the keyspace is marked as deleted
     pub(crate) is_deleted: AtomicBool,
 
@@ -301,6 +307,21 @@ impl Keyspace {
         Ingestion::new(self)
     }
 
+    /// dynaraft patch: the memtable size this keyspace rotates at, in bytes.
+    #[must_use]
+    pub fn max_memtable_size(&self) -> u64 {
+        self.memtable_limit
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// dynaraft patch: rotates the memtable at `bytes` from now on, in this
+    /// process; the size stored with the keyspace's options is unchanged,
+    /// so each start sets it again (a node's memory budget).
+    pub fn set_max_memtable_size(&self, bytes: u64) {
+        self.memtable_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+
     pub(crate) fn from_database(
         keyspace_id: InternalKeyspaceId,
         db: &Database,
@@ -312,6 +333,7 @@ impl Keyspace {
             id: keyspace_id,
             name,
             tree,
+            memtable_limit: config.max_memtable_size.into(),
             config,
             supervisor: db.supervisor.clone(),
             worker_messager: db.worker_pool.sender.clone(),
@@ -355,6 +377,7 @@ impl Keyspace {
             worker_messager: db.worker_pool.sender.clone(),
             id: keyspace_id,
             name,
+            memtable_limit: config.max_memtable_size.into(),
             config,
             tree,
             is_deleted: AtomicBool::default(),
@@ -836,7 +859,7 @@ impl Keyspace {
     }
 
     pub(crate) fn check_memtable_rotate(&self, size: u64) {
-        if size > self.config.max_memtable_size {
+        if size > self.max_memtable_size() {
             self.request_rotation();
         }
     }

@@ -138,6 +138,28 @@ macro_rules! policy {
     }};
 }
 
+/// dynaraft patch: the stored option `name` of keyspace `keyspace_id`, or
+/// an error when the meta keyspace lacks it (a damaged or foreign data
+/// directory), where the published crate panicked.
+fn stored(
+    meta_keyspace: &MetaKeyspace,
+    keyspace_id: InternalKeyspaceId,
+    name: &str,
+) -> crate::Result<lsm_tree::UserValue> {
+    meta_keyspace
+        .get_kv_for_config(keyspace_id, name)?
+        .ok_or_else(|| damaged(keyspace_id, &format!("option {name} is missing")))
+}
+
+/// dynaraft patch: the error for a keyspace whose stored options are not
+/// what this version writes.
+fn damaged(keyspace_id: InternalKeyspaceId, what: &str) -> crate::Error {
+    crate::Error::Io(std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!("keyspace {keyspace_id}: stored {what}"),
+    ))
+}
+
 impl CreateOptions {
     /// Installs a compaction filter factory.
     pub(crate) fn with_compaction_filter_factory(
@@ -148,106 +170,74 @@ impl CreateOptions {
         self
     }
 
-    #[expect(clippy::expect_used, clippy::too_many_lines)]
+    // dynaraft patch: an option missing from the meta keyspace, or one that
+    // does not decode, is an error (`stored`, `damaged`), not a panic.
+    #[expect(clippy::too_many_lines)]
     pub(crate) fn from_kvs(
         keyspace_id: InternalKeyspaceId,
         meta_keyspace: &MetaKeyspace,
     ) -> crate::Result<Self> {
         let blob = meta_keyspace.get_kv_for_config(keyspace_id, "blob")?;
 
-        let data_block_compression_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "data_block_compression_policy")?
-            .expect("should exist");
+        let data_block_compression_policy = stored(meta_keyspace, keyspace_id, "data_block_compression_policy")?;
         let data_block_compression_policy =
             CompressionPolicy::decode(&data_block_compression_policy)?;
 
-        let index_block_compression_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "index_block_compression_policy")?
-            .expect("should exist");
+        let index_block_compression_policy = stored(meta_keyspace, keyspace_id, "index_block_compression_policy")?;
         let index_block_compression_policy =
             CompressionPolicy::decode(&index_block_compression_policy)?;
 
-        let data_block_size_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "data_block_size_policy")?
-            .expect("should exist");
+        let data_block_size_policy = stored(meta_keyspace, keyspace_id, "data_block_size_policy")?;
         let data_block_size_policy = BlockSizePolicy::decode(&data_block_size_policy)?;
 
-        let filter_block_partitioning_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "filter_block_partitioning_policy")?
-            .expect("should exist");
+        let filter_block_partitioning_policy = stored(meta_keyspace, keyspace_id, "filter_block_partitioning_policy")?;
         let filter_block_partitioning_policy =
             PinningPolicy::decode(&filter_block_partitioning_policy)?;
 
-        let index_block_partitioning_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "index_block_partitioning_policy")?
-            .expect("should exist");
+        let index_block_partitioning_policy = stored(meta_keyspace, keyspace_id, "index_block_partitioning_policy")?;
         let index_block_partitioning_policy =
             PinningPolicy::decode(&index_block_partitioning_policy)?;
 
-        let filter_block_pinning_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "filter_block_pinning_policy")?
-            .expect("should exist");
+        let filter_block_pinning_policy = stored(meta_keyspace, keyspace_id, "filter_block_pinning_policy")?;
         let filter_block_pinning_policy = PinningPolicy::decode(&filter_block_pinning_policy)?;
 
-        let index_block_pinning_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "index_block_pinning_policy")?
-            .expect("should exist");
+        let index_block_pinning_policy = stored(meta_keyspace, keyspace_id, "index_block_pinning_policy")?;
         let index_block_pinning_policy = PinningPolicy::decode(&index_block_pinning_policy)?;
 
-        let data_block_restart_interval_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "data_block_restart_interval_policy")?
-            .expect("should exist");
+        let data_block_restart_interval_policy = stored(meta_keyspace, keyspace_id, "data_block_restart_interval_policy")?;
         let data_block_restart_interval_policy =
             RestartIntervalPolicy::decode(&data_block_restart_interval_policy)?;
 
-        let index_block_restart_interval_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "index_block_restart_interval_policy")?
-            .expect("should exist");
+        let index_block_restart_interval_policy = stored(meta_keyspace, keyspace_id, "index_block_restart_interval_policy")?;
         let index_block_restart_interval_policy =
             RestartIntervalPolicy::decode(&index_block_restart_interval_policy)?;
 
-        let data_block_hash_ratio_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "data_block_hash_ratio_policy")?
-            .expect("should exist");
+        let data_block_hash_ratio_policy = stored(meta_keyspace, keyspace_id, "data_block_hash_ratio_policy")?;
         let data_block_hash_ratio_policy = HashRatioPolicy::decode(&data_block_hash_ratio_policy)?;
 
-        let expect_point_read_hits = meta_keyspace
-            .get_kv_for_config(keyspace_id, "expect_point_read_hits")?
-            .expect("should exist");
+        let expect_point_read_hits = stored(meta_keyspace, keyspace_id, "expect_point_read_hits")?;
         let expect_point_read_hits = expect_point_read_hits == [1];
 
-        let filter_policy = meta_keyspace
-            .get_kv_for_config(keyspace_id, "filter_policy")?
-            .expect("should exist");
+        let filter_policy = stored(meta_keyspace, keyspace_id, "filter_policy")?;
         let filter_policy = FilterPolicy::decode(&filter_policy)?;
 
         let blob_opts = blob.map(|_| {
             use byteorder::LE;
             use lsm_tree::coding::Decode;
 
-            let blob_age_cutoff = meta_keyspace
-                .get_kv_for_config(keyspace_id, "blob_age_cutoff")?
-                .expect("blob_age_cutoff should be defined");
+            let blob_age_cutoff = stored(meta_keyspace, keyspace_id, "blob_age_cutoff")?;
             let blob_age_cutoff = (&mut &blob_age_cutoff[..]).read_f32::<LE>()?;
 
-            let blob_compression = meta_keyspace
-                .get_kv_for_config(keyspace_id, "blob_compression")?
-                .expect("blob_compression should be defined");
+            let blob_compression = stored(meta_keyspace, keyspace_id, "blob_compression")?;
             let blob_compression = CompressionType::decode_from(&mut &blob_compression[..])?;
 
-            let file_target_size = meta_keyspace
-                .get_kv_for_config(keyspace_id, "blob_file_target_size")?
-                .expect("blob_file_target_size should be defined");
+            let file_target_size = stored(meta_keyspace, keyspace_id, "blob_file_target_size")?;
             let file_target_size = (&mut &file_target_size[..]).read_u64::<LE>()?;
 
-            let separation_threshold = meta_keyspace
-                .get_kv_for_config(keyspace_id, "blob_separation_threshold")?
-                .expect("blob_separation_threshold should be defined");
+            let separation_threshold = stored(meta_keyspace, keyspace_id, "blob_separation_threshold")?;
             let separation_threshold = (&mut &separation_threshold[..]).read_u32::<LE>()?;
 
-            let staleness_threshold = meta_keyspace
-                .get_kv_for_config(keyspace_id, "blob_staleness_threshold")?
-                .expect("blob_staleness_threshold should be defined");
+            let staleness_threshold = stored(meta_keyspace, keyspace_id, "blob_staleness_threshold")?;
             let staleness_threshold = (&mut &staleness_threshold[..]).read_f32::<LE>()?;
 
             Ok::<_, crate::Error>(
@@ -260,30 +250,22 @@ impl CreateOptions {
             )
         });
 
-        let compaction_strategy_name = meta_keyspace
-            .get_kv_for_config(keyspace_id, "compaction_strategy")?
-            .expect("compaction_strategy should be defined");
+        let compaction_strategy_name = stored(meta_keyspace, keyspace_id, "compaction_strategy")?;
 
         let compaction_strategy_name = std::str::from_utf8(&compaction_strategy_name)
-            .expect("compaction_strategy should be UTF-8");
+            .map_err(|_| damaged(keyspace_id, "compaction_strategy is not UTF-8"))?;
 
         let compaction_strategy = match compaction_strategy_name {
             lsm_tree::compaction::LEVELED_COMPACTION_NAME => {
                 use byteorder::LE;
 
-                let l0_threshold = meta_keyspace
-                    .get_kv_for_config(keyspace_id, "leveled_l0_threshold")?
-                    .expect("leveled_l0_threshold should be defined");
+                let l0_threshold = stored(meta_keyspace, keyspace_id, "leveled_l0_threshold")?;
                 let l0_threshold = (&mut &l0_threshold[..]).read_u8()?;
 
-                let target_size = meta_keyspace
-                    .get_kv_for_config(keyspace_id, "leveled_target_size")?
-                    .expect("leveled_target_size should be defined");
+                let target_size = stored(meta_keyspace, keyspace_id, "leveled_target_size")?;
                 let target_size = (&mut &target_size[..]).read_u64::<LE>()?;
 
-                let level_ratio_policy_bytes = meta_keyspace
-                    .get_kv_for_config(keyspace_id, "leveled_level_ratio_policy")?
-                    .expect("leveled_level_ratio_policy should be defined");
+                let level_ratio_policy_bytes = stored(meta_keyspace, keyspace_id, "leveled_level_ratio_policy")?;
                 let level_ratio_policy_bytes = &mut &level_ratio_policy_bytes[..];
 
                 let level_ratio_policy_len = level_ratio_policy_bytes.read_u8()?;
@@ -304,20 +286,14 @@ impl CreateOptions {
             lsm_tree::compaction::FIFO_COMPACTION_NAME => {
                 use byteorder::LE;
 
-                let fifo_limit = meta_keyspace
-                    .get_kv_for_config(keyspace_id, "fifo_limit")?
-                    .expect("fifo_limit should be defined");
+                let fifo_limit = stored(meta_keyspace, keyspace_id, "fifo_limit")?;
                 let fifo_limit = (&mut &fifo_limit[..]).read_u64::<LE>()?;
 
-                let has_ttl = meta_keyspace
-                    .get_kv_for_config(keyspace_id, "fifo_ttl")?
-                    .expect("fifo_ttl should be defined")
+                let has_ttl = stored(meta_keyspace, keyspace_id, "fifo_ttl")?
                     == [1];
 
                 let ttl_seconds = if has_ttl {
-                    let fifo_ttl_seconds = meta_keyspace
-                        .get_kv_for_config(keyspace_id, "fifo_ttl_seconds")?
-                        .expect("fifo_ttl_seconds should be defined");
+                    let fifo_ttl_seconds = stored(meta_keyspace, keyspace_id, "fifo_ttl_seconds")?;
                     let fifo_ttl_seconds = (&mut &fifo_ttl_seconds[..]).read_u64::<LE>()?;
 
                     Some(fifo_ttl_seconds)
@@ -328,18 +304,17 @@ impl CreateOptions {
                 Arc::new(crate::compaction::Fifo::new(fifo_limit, ttl_seconds))
             }
             name => {
-                panic!("Invalid/unsupported compaction strategy: {name:?}");
+                return Err(damaged(
+                    keyspace_id,
+                    &format!("unsupported compaction strategy {name:?}"),
+                ));
             }
         };
 
-        let manual_journal_persist = meta_keyspace
-            .get_kv_for_config(keyspace_id, "manual_journal_persist")?
-            .expect("should exist")
+        let manual_journal_persist = stored(meta_keyspace, keyspace_id, "manual_journal_persist")?
             == [1];
 
-        let max_memtable_size = meta_keyspace
-            .get_kv_for_config(keyspace_id, "max_memtable_size")?
-            .expect("should exist");
+        let max_memtable_size = stored(meta_keyspace, keyspace_id, "max_memtable_size")?;
         let max_memtable_size = (&mut &max_memtable_size[..]).read_u64::<byteorder::LE>()?;
 
         Ok(Self {
@@ -747,3 +722,4 @@ mod tests {
         assert_eq!(c.kv_separation_opts.as_ref().unwrap().compression, Lz4);
     }
 }
+
