@@ -566,13 +566,16 @@ impl Host {
         self.inner.feed_wakeup.notified().await
     }
 
-    /// Waits until a local read of `group` is linearizable, when asked for;
-    /// an eventually consistent one is refused, with the leader as a hint,
+    /// Waits until a local read of `group` is linearizable, when asked for
+    /// or while this replica, its group's only voter, replays its log after
+    /// a restart ([`RaftGroup::sole_voter_catching_up`]: the embedded server
+    /// then answers no read without the writes it acknowledged); an
+    /// eventually consistent one is refused, with the leader as a hint,
     /// while this replica is still catching up after joining
     /// ([`RaftGroup::serves_stale_reads`]).
     async fn read_barrier(&self, group: u64, consistent: bool) -> Result<(), ClusterError> {
         let g = self.hosted_group(group)?;
-        if consistent {
+        if consistent || g.sole_voter_catching_up() {
             g.linearize()
                 .await
                 .map_err(|e| with_group(e.into(), group))?;

@@ -341,6 +341,18 @@ impl RaftGroup {
         joined
     }
 
+    /// Whether this replica is its group's only voter and has not yet
+    /// passed a read index in its current term ([`RaftGroup::linearize`]):
+    /// after a restart, until its log's replay is applied. Eventual
+    /// consistency would allow a read then to miss acknowledged writes; the
+    /// embedded server, like DynamoDB Local, makes even those reads wait.
+    pub fn sole_voter_catching_up(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let (sole, term) = self.sole_voter_lead();
+        let passed = self.sole_read_term.load(Ordering::Acquire);
+        sole && term.is_none_or(|t| passed != t.saturating_add(1))
+    }
+
     /// Whether this replica is the group's leader now.
     pub fn is_leader(&self) -> bool {
         self.leader() == Some(self.node)

@@ -163,6 +163,10 @@ async fn a_sole_voter_reads_only_after_replaying_its_log() {
         )
         .await
         .unwrap();
+    assert!(
+        n.group.sole_voter_catching_up(),
+        "eventually consistent reads would not wait for the replay"
+    );
     wait_until("a linearizable read", async || {
         n.group.linearize().await.is_ok()
     })
@@ -172,6 +176,7 @@ async fn a_sole_voter_reads_only_after_replaying_its_log() {
         WRITES as u64,
         "a linearizable read before the log was applied again"
     );
+    assert!(!n.group.sole_voter_catching_up());
     n.group.raft.shutdown().await.unwrap();
     abandon(n.db);
     let _ = std::fs::remove_dir_all(&base);
