@@ -51,8 +51,12 @@ global: build
 ## then a short fault-harness run (see `chaos`).
 test: test-rust test-clients test-cluster test-deploy test-console test-chaos
 
+# In-process servers get the binary's worker stack (WORKER_STACK_BYTES in
+# crates/server/src/main.rs, 8 MiB) rather than the 2 MiB of a
+# #[tokio::test] runtime: a debug build's request path is deep.
+TEST_STACK_BYTES := 8388608
 test-rust:
-	$(CARGO) test --workspace
+	RUST_MIN_STACK=$(TEST_STACK_BYTES) $(CARGO) test --workspace
 
 $(VENV)/.installed: tests/requirements.txt
 	python3 -m venv $(VENV)
