@@ -72,23 +72,25 @@ async fn propose(nodes: &[&Node], ts: u64, cmd: Command) -> Outcome {
     panic!("no leader accepted the proposal");
 }
 
+/// Makes node `n` its group's only voter and waits for it to lead.
+async fn initialize_alone(n: &Node) {
+    let members = BTreeMap::from([(
+        n.id,
+        NodeInfo {
+            addr: format!("n{}", n.id),
+            az: "az-a".into(),
+        },
+    )]);
+    n.group.raft.initialize(members).await.unwrap();
+    leader_among(&[n]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_node_group_applies_through_raft() {
     let router = Router::default();
     let base = tmp("single");
     let n = start_node(1, base.join("n1"), &router).await;
-    n.group
-        .raft
-        .initialize(BTreeMap::from([(
-            1,
-            NodeInfo {
-                addr: "n1".into(),
-                az: "az-a".into(),
-            },
-        )]))
-        .await
-        .unwrap();
-    leader_among(&[&n]).await;
+    initialize_alone(&n).await;
     for i in 0..20 {
         let (o, _) = n.group.propose(1_000 + i as u64, put(i)).await.unwrap();
         assert!(matches!(o, Outcome::Written { old: None, .. }), "{o:?}");
@@ -103,7 +105,7 @@ async fn single_node_group_applies_through_raft() {
 /// the store holds what it made durable, the WAL the rest), answers a
 /// linearizable read only once the acknowledged writes are applied again.
 /// A consistent read right after the restart used to miss them
-/// (tests/scripts/split_crash.py, 2 runs in 45 under load).
+/// (tests/scripts/split_crash.py, 8 runs in 45 with three at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sole_voter_reads_only_after_replaying_its_log() {
     // Enough writes that their replay takes a while, and no snapshot: the
@@ -117,18 +119,7 @@ async fn a_sole_voter_reads_only_after_replaying_its_log() {
     let base = tmp("sole-replay");
     let dir = base.join("n1");
     let n = start_node_with(1, dir.clone(), &router, &timing).await;
-    n.group
-        .raft
-        .initialize(BTreeMap::from([(
-            1,
-            NodeInfo {
-                addr: "n1".into(),
-                az: "az-a".into(),
-            },
-        )]))
-        .await
-        .unwrap();
-    leader_among(&[&n]).await;
+    initialize_alone(&n).await;
     // The membership is applied and durable; keep that state machine.
     n.group.linearize().await.unwrap();
     n.db.flush_durably().unwrap();
