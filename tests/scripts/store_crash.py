@@ -30,6 +30,13 @@ from ports import client, free_port, scan_items, start_embedded
 ROUNDS = 6
 WRITERS = 4
 KEYS = 1200
+# Acknowledged overwrites each round before the kill may come (then 0-2 s
+# more): enough over the rounds for blob files to be collected, however
+# fast the machine (a round of 2-5 s wrote ~1,800 here alone, ~700 with
+# two other tests running, and then nothing was collected).
+MIN_ROUND_WRITES = 1500
+# Longest wait for them, in seconds.
+MAX_ROUND_S = 60
 # MiB: the store gets 4% of it per memtable (crates/cluster/src/host.rs,
 # MEMTABLE_PERCENT), about 1.3 MiB.
 MEMORY_LIMIT_MB = 32
@@ -43,9 +50,10 @@ def value(key, version):
     return head + "v" * (size - len(head))
 
 
-def write_until_killed(ddb, keys, acked, in_flight, stop):
+def write_until_killed(ddb, keys, acked, in_flight, acks, w, stop):
     """Overwrites `keys` in random order; `acked[k]` is the last version
-    acknowledged, `in_flight[k]` the one sent and not answered."""
+    acknowledged, `in_flight[k]` the one sent and not answered; `acks[w]`
+    counts the acknowledgements."""
     rng = random.Random()
     while not stop.is_set():
         k = rng.choice(keys)
@@ -58,6 +66,7 @@ def write_until_killed(ddb, keys, acked, in_flight, stop):
             return
         acked[k] = v
         del in_flight[k]
+        acks[w] += 1
 
 
 def check(ddb, acked, in_flight):
@@ -95,6 +104,7 @@ def main():
     # Each writer owns its keys, so one key has at most one write in flight.
     shares = [list(range(w, KEYS, WRITERS)) for w in range(WRITERS)]
     acked = [{} for _ in range(WRITERS)]
+    acks = [0] * WRITERS
     total = 0
     try:
         for rnd in range(ROUNDS):
@@ -103,11 +113,16 @@ def main():
             before = sum(sum(a.values()) for a in acked)
             writers = [threading.Thread(target=write_until_killed,
                                         args=(client(url), shares[w], acked[w], in_flight[w],
-                                              stop))
+                                              acks, w, stop))
                        for w in range(WRITERS)]
+            started, counted = time.time(), sum(acks)
             for t in writers:
                 t.start()
-            time.sleep(random.uniform(2.0, 5.0))
+            while sum(acks) - counted < MIN_ROUND_WRITES:
+                assert time.time() - started < MAX_ROUND_S, \
+                    f"round {rnd + 1}: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
+                time.sleep(0.05)
+            time.sleep(random.uniform(0.0, 2.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             stop.set()
