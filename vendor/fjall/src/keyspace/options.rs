@@ -179,40 +179,61 @@ impl CreateOptions {
     ) -> crate::Result<Self> {
         let blob = meta_keyspace.get_kv_for_config(keyspace_id, "blob")?;
 
-        let data_block_compression_policy = stored(meta_keyspace, keyspace_id, "data_block_compression_policy")?;
+        let data_block_compression_policy =
+            stored(meta_keyspace, keyspace_id, "data_block_compression_policy")?;
         let data_block_compression_policy =
             CompressionPolicy::decode(&data_block_compression_policy)?;
 
-        let index_block_compression_policy = stored(meta_keyspace, keyspace_id, "index_block_compression_policy")?;
+        let index_block_compression_policy =
+            stored(meta_keyspace, keyspace_id, "index_block_compression_policy")?;
         let index_block_compression_policy =
             CompressionPolicy::decode(&index_block_compression_policy)?;
 
         let data_block_size_policy = stored(meta_keyspace, keyspace_id, "data_block_size_policy")?;
         let data_block_size_policy = BlockSizePolicy::decode(&data_block_size_policy)?;
 
-        let filter_block_partitioning_policy = stored(meta_keyspace, keyspace_id, "filter_block_partitioning_policy")?;
+        let filter_block_partitioning_policy = stored(
+            meta_keyspace,
+            keyspace_id,
+            "filter_block_partitioning_policy",
+        )?;
         let filter_block_partitioning_policy =
             PinningPolicy::decode(&filter_block_partitioning_policy)?;
 
-        let index_block_partitioning_policy = stored(meta_keyspace, keyspace_id, "index_block_partitioning_policy")?;
+        let index_block_partitioning_policy = stored(
+            meta_keyspace,
+            keyspace_id,
+            "index_block_partitioning_policy",
+        )?;
         let index_block_partitioning_policy =
             PinningPolicy::decode(&index_block_partitioning_policy)?;
 
-        let filter_block_pinning_policy = stored(meta_keyspace, keyspace_id, "filter_block_pinning_policy")?;
+        let filter_block_pinning_policy =
+            stored(meta_keyspace, keyspace_id, "filter_block_pinning_policy")?;
         let filter_block_pinning_policy = PinningPolicy::decode(&filter_block_pinning_policy)?;
 
-        let index_block_pinning_policy = stored(meta_keyspace, keyspace_id, "index_block_pinning_policy")?;
+        let index_block_pinning_policy =
+            stored(meta_keyspace, keyspace_id, "index_block_pinning_policy")?;
         let index_block_pinning_policy = PinningPolicy::decode(&index_block_pinning_policy)?;
 
-        let data_block_restart_interval_policy = stored(meta_keyspace, keyspace_id, "data_block_restart_interval_policy")?;
+        let data_block_restart_interval_policy = stored(
+            meta_keyspace,
+            keyspace_id,
+            "data_block_restart_interval_policy",
+        )?;
         let data_block_restart_interval_policy =
             RestartIntervalPolicy::decode(&data_block_restart_interval_policy)?;
 
-        let index_block_restart_interval_policy = stored(meta_keyspace, keyspace_id, "index_block_restart_interval_policy")?;
+        let index_block_restart_interval_policy = stored(
+            meta_keyspace,
+            keyspace_id,
+            "index_block_restart_interval_policy",
+        )?;
         let index_block_restart_interval_policy =
             RestartIntervalPolicy::decode(&index_block_restart_interval_policy)?;
 
-        let data_block_hash_ratio_policy = stored(meta_keyspace, keyspace_id, "data_block_hash_ratio_policy")?;
+        let data_block_hash_ratio_policy =
+            stored(meta_keyspace, keyspace_id, "data_block_hash_ratio_policy")?;
         let data_block_hash_ratio_policy = HashRatioPolicy::decode(&data_block_hash_ratio_policy)?;
 
         let expect_point_read_hits = stored(meta_keyspace, keyspace_id, "expect_point_read_hits")?;
@@ -234,10 +255,12 @@ impl CreateOptions {
             let file_target_size = stored(meta_keyspace, keyspace_id, "blob_file_target_size")?;
             let file_target_size = (&mut &file_target_size[..]).read_u64::<LE>()?;
 
-            let separation_threshold = stored(meta_keyspace, keyspace_id, "blob_separation_threshold")?;
+            let separation_threshold =
+                stored(meta_keyspace, keyspace_id, "blob_separation_threshold")?;
             let separation_threshold = (&mut &separation_threshold[..]).read_u32::<LE>()?;
 
-            let staleness_threshold = stored(meta_keyspace, keyspace_id, "blob_staleness_threshold")?;
+            let staleness_threshold =
+                stored(meta_keyspace, keyspace_id, "blob_staleness_threshold")?;
             let staleness_threshold = (&mut &staleness_threshold[..]).read_f32::<LE>()?;
 
             Ok::<_, crate::Error>(
@@ -265,7 +288,8 @@ impl CreateOptions {
                 let target_size = stored(meta_keyspace, keyspace_id, "leveled_target_size")?;
                 let target_size = (&mut &target_size[..]).read_u64::<LE>()?;
 
-                let level_ratio_policy_bytes = stored(meta_keyspace, keyspace_id, "leveled_level_ratio_policy")?;
+                let level_ratio_policy_bytes =
+                    stored(meta_keyspace, keyspace_id, "leveled_level_ratio_policy")?;
                 let level_ratio_policy_bytes = &mut &level_ratio_policy_bytes[..];
 
                 let level_ratio_policy_len = level_ratio_policy_bytes.read_u8()?;
@@ -289,8 +313,7 @@ impl CreateOptions {
                 let fifo_limit = stored(meta_keyspace, keyspace_id, "fifo_limit")?;
                 let fifo_limit = (&mut &fifo_limit[..]).read_u64::<LE>()?;
 
-                let has_ttl = stored(meta_keyspace, keyspace_id, "fifo_ttl")?
-                    == [1];
+                let has_ttl = stored(meta_keyspace, keyspace_id, "fifo_ttl")? == [1];
 
                 let ttl_seconds = if has_ttl {
                     let fifo_ttl_seconds = stored(meta_keyspace, keyspace_id, "fifo_ttl_seconds")?;
@@ -311,8 +334,8 @@ impl CreateOptions {
             }
         };
 
-        let manual_journal_persist = stored(meta_keyspace, keyspace_id, "manual_journal_persist")?
-            == [1];
+        let manual_journal_persist =
+            stored(meta_keyspace, keyspace_id, "manual_journal_persist")? == [1];
 
         let max_memtable_size = stored(meta_keyspace, keyspace_id, "max_memtable_size")?;
         let max_memtable_size = (&mut &max_memtable_size[..]).read_u64::<byteorder::LE>()?;
@@ -722,4 +745,3 @@ mod tests {
         assert_eq!(c.kv_separation_opts.as_ref().unwrap().compression, Lz4);
     }
 }
-
