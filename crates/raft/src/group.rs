@@ -347,10 +347,15 @@ impl RaftGroup {
     /// consistency would allow a read then to miss acknowledged writes; the
     /// embedded server, like DynamoDB Local, makes even those reads wait.
     pub fn sole_voter_catching_up(&self) -> bool {
-        use std::sync::atomic::Ordering;
         let (sole, term) = self.sole_voter_lead();
-        let passed = self.sole_read_term.load(Ordering::Acquire);
-        sole && term.is_none_or(|t| passed != t.saturating_add(1))
+        sole && !term.is_some_and(|t| self.sole_read_passed(t))
+    }
+
+    /// Whether this replica, as its group's only voter, has passed a read
+    /// index in `term` (see [`RaftGroup::linearize`]).
+    fn sole_read_passed(&self, term: u64) -> bool {
+        use std::sync::atomic::Ordering;
+        self.sole_read_term.load(Ordering::Acquire) == term.saturating_add(1)
     }
 
     /// Whether this replica is the group's leader now.
@@ -431,11 +436,6 @@ impl RaftGroup {
         self.sole_voter_lead().0
     }
 
-    /// The term this replica leads in, when it is the group's only voter.
-    fn sole_leader_term(&self) -> Option<u64> {
-        self.sole_voter_lead().1
-    }
-
     /// Whether this replica is the group's only voter, and the term it
     /// leads in if it does, both from one view of the metrics.
     fn sole_voter_lead(&self) -> (bool, Option<u64>) {
@@ -483,9 +483,8 @@ impl RaftGroup {
         // are in its log but applied only after it wins its term, and a
         // read in between missed them (tests/scripts/split_crash.py: a
         // consistent Scan right after kill -9 lacked acknowledged puts).
-        let sole = self.sole_leader_term();
-        if sole.is_some_and(|t| self.sole_read_term.load(Ordering::Acquire) == t.saturating_add(1))
-        {
+        let sole = self.sole_voter_lead().1;
+        if sole.is_some_and(|t| self.sole_read_passed(t)) {
             return Ok(());
         }
         if self.lost_quorum() {

@@ -212,10 +212,7 @@ impl MetaKeyspace {
             .get(key, SeqNo::MAX)?
             .map(|v| match std::str::from_utf8(&v) {
                 Ok(name) => Ok(name.into()),
-                Err(_) => Err(crate::Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    format!("keyspace {id}: stored name is not UTF-8"),
-                ))),
+                Err(_) => Err(crate::keyspace::options::damaged(id, "name is not UTF-8")),
             })
             .transpose()
     }

@@ -153,7 +153,7 @@ fn stored(
 
 /// dynaraft patch: the error for a keyspace whose stored options are not
 /// what this version writes.
-fn damaged(keyspace_id: InternalKeyspaceId, what: &str) -> crate::Error {
+pub(crate) fn damaged(keyspace_id: InternalKeyspaceId, what: &str) -> crate::Error {
     crate::Error::Io(std::io::Error::new(
         std::io::ErrorKind::InvalidData,
         format!("keyspace {keyspace_id}: stored {what}"),
