@@ -20,20 +20,11 @@ import tempfile
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import free_port, start_embedded
+from ports import client, free_port, start_embedded
 
 EAST, WEST = "us-east-1", "eu-west-1"
 TABLE = "Orders"
 CONVERGE_S = 60
-
-
-def client(url, region):
-    return boto3.client("dynamodb", endpoint_url=url, region_name=region,
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 class Region:

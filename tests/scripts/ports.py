@@ -87,10 +87,11 @@ def run_restarting(binary, body, *flags):
                 p.wait()
 
 
-def client(url):
-    """A DynamoDB client of `url` that tries every call once, so that a
-    test sees each failure (a crash test's writer stops at its first)."""
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
+def client(url, region="us-east-1"):
+    """A DynamoDB client of `url` in `region` that retries a failed call at
+    most once (botocore's `max_attempts` counts retries), so that a test
+    sees nearly every failure (a crash test's writer stops at its first)."""
+    return boto3.client("dynamodb", endpoint_url=url, region_name=region,
                         aws_access_key_id="local", aws_secret_access_key="local",
                         config=Config(retries={"max_attempts": 1}))
 

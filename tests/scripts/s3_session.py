@@ -21,9 +21,8 @@ import tempfile
 import time
 
 import boto3
-from botocore.config import Config
 
-from ports import free_port, job_done, scan_items, start_embedded
+from ports import client, free_port, job_done, scan_items, start_embedded
 
 ITEMS = 200
 CHANGED_AFTER = 40
@@ -154,9 +153,7 @@ def main():
         wait_until("moto's S3", up)
         with tempfile.TemporaryDirectory() as data:
             server, url = start_embedded(binary, data, free_port(), "--object-store", s3_url)
-            ddb = boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                               aws_access_key_id="local", aws_secret_access_key="local",
-                               config=Config(retries={"max_attempts": 1}))
+            ddb = client(url)
             session(ddb, s3)
     finally:
         if server is not None:

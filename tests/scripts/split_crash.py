@@ -20,10 +20,7 @@ import tempfile
 import threading
 import time
 
-import boto3
-from botocore.config import Config
-
-from ports import free_port, scan_items, start_embedded
+from ports import client, free_port, scan_items, start_embedded
 
 ROUNDS = 6
 SPLIT_SIZE_BYTES = 4096
@@ -37,14 +34,6 @@ PAD = "x" * 120
 def start(binary, data, port, log):
     return start_embedded(binary, data, port, "--split-size-bytes", str(SPLIT_SIZE_BYTES),
                           "--log-format", "json", stderr=log)
-
-
-def client(url):
-    # No client retries: every failure is seen (and, before the kill, none
-    # is expected).
-    return boto3.client("dynamodb", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="local", aws_secret_access_key="local",
-                        config=Config(retries={"max_attempts": 1}))
 
 
 def write_until_killed(ddb, first, acked, attempted, stop):

@@ -110,7 +110,6 @@ def main():
         for rnd in range(ROUNDS):
             stop = threading.Event()
             in_flight = [{} for _ in range(WRITERS)]
-            before = sum(sum(a.values()) for a in acked)
             writers = [threading.Thread(target=write_until_killed,
                                         args=(client(url), shares[w], acked[w], in_flight[w],
                                               acks, w, stop))
@@ -128,7 +127,7 @@ def main():
             stop.set()
             for t in writers:
                 t.join()
-            writes = sum(sum(a.values()) for a in acked) - before
+            writes = sum(acks) - counted
             total += writes
             proc, url = start_embedded(binary, data, port, *flags, stderr=log)
             ddb = client(url)
