@@ -1,7 +1,9 @@
 """The store's own files across kill -9: memtable flushes, compactions and
 fjall's blob files (values of SEPARATED_VALUE_BYTES and more are kept
 apart from the tree, crates/storage/src/kv.rs) written and collected while
-the process dies.
+the process dies, and the idle compaction (crates/cluster/src/host.rs,
+Host::compact_idle: journal sealed, memtable flushed, tree merged, logs
+purged, WAL segment closed and deleted) killed part-way.
 
 Usage: store_crash.py <dynaraft binary>. Starts the embedded server on a
 fresh data directory with a small memory budget, so that its memtables are
@@ -9,13 +11,20 @@ about a megabyte and flush every few hundred writes. WRITERS threads
 overwrite KEYS keys again and again with values from 100 bytes to 3 KB
 (most of them separated, some not; every value names its key and version
 and has a length that is a function of both), while the process is killed
-with SIGKILL at random moments. After every restart a consistent Scan must
+with SIGKILL at random moments. Every other round the writers stop
+instead, the server goes idle (IDLE_AFTER_MS) and is killed while its
+idle compaction runs: after its log says it started, at a random moment
+within as long as the previous one took. After
+every restart a consistent Scan must
 show each key holding the last value acknowledged for it, or the one whose
 PutItem was in flight at the kill, whole. At the end the data directory
 must hold blob files, so that the separated path was exercised, and the
-server's log must have no error from the store.
+server's log must have no error from the store. Last, after one more
+burst of writes and an idle compaction let finish, the WAL must be down to
+one small segment and fjall to its one active journal.
 """
 import glob
+import json
 import os
 import random
 import signal
@@ -27,7 +36,7 @@ import time
 
 from ports import client, free_port, scan_items, start_embedded
 
-ROUNDS = 6
+ROUNDS = 8
 WRITERS = 4
 KEYS = 1200
 # Acknowledged overwrites each round before the kill may come (then 0-2 s
@@ -41,6 +50,18 @@ MAX_ROUND_S = 60
 # MEMTABLE_PERCENT), about 1.3 MiB.
 MEMORY_LIMIT_MB = 32
 TABLE = "store"
+# The server compacts after this long without a write (a short
+# --idle-compaction-after-ms; 5 s by default).
+IDLE_AFTER_MS = 300
+# Idle rounds kill the server at a random moment of the idle compaction:
+# up to as long after its start as the last one took (this long before any
+# finished), in seconds. One took 50-90 ms here (debug build).
+IDLE_KILL_WINDOW_S = 0.1
+# Longest wait for an idle compaction to start, or to finish, in seconds.
+IDLE_WAIT_S = 30
+# What the WAL's open segment may hold once an idle compaction finished:
+# the purge points it logs again, not the writes before it, in bytes.
+IDLE_SEGMENT_MAX_BYTES = 64 * 1024
 
 
 def value(key, version):
@@ -88,13 +109,38 @@ def check(ddb, acked, in_flight):
     return seen
 
 
+def log_count(path, text):
+    """Lines of the server's log at `path` that contain `text`."""
+    with open(path, errors="replace") as f:
+        return sum(text in line for line in f)
+
+
+def last_compaction_s(path):
+    """How long the last idle compaction in the log took, in seconds."""
+    took = IDLE_KILL_WINDOW_S
+    with open(path, errors="replace") as f:
+        for line in f:
+            if "idle compaction done" in line:
+                took = json.loads(line)["fields"]["seconds"]
+    return took
+
+
+def wait_log(path, text, count):
+    """Waits for the log to hold more than `count` lines with `text`."""
+    deadline = time.time() + IDLE_WAIT_S
+    while log_count(path, text) <= count:
+        assert time.time() < deadline, f"no new {text!r} in the log after {IDLE_WAIT_S} s"
+        time.sleep(0.002)
+
+
 def main():
     binary = sys.argv[1]
     tmp = tempfile.mkdtemp()
     data = os.path.join(tmp, "data")
     log_path = os.path.join(tmp, "server.log")
     port = free_port()
-    flags = ("--memory-limit-mb", str(MEMORY_LIMIT_MB))
+    flags = ("--memory-limit-mb", str(MEMORY_LIMIT_MB),
+             "--idle-compaction-after-ms", str(IDLE_AFTER_MS))
     log = open(log_path, "ab")
     proc, url = start_embedded(binary, data, port, *flags, stderr=log)
     ddb = client(url)
@@ -106,6 +152,8 @@ def main():
     acked = [{} for _ in range(WRITERS)]
     acks = [0] * WRITERS
     total = 0
+    # Idle rounds killed before their compaction had finished.
+    killed_mid_compaction = 0
     try:
         for rnd in range(ROUNDS):
             stop = threading.Event()
@@ -121,12 +169,25 @@ def main():
                 assert time.time() - started < MAX_ROUND_S, \
                     f"round {rnd + 1}: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
                 time.sleep(0.05)
-            time.sleep(random.uniform(0.0, 2.0))
+            idle = rnd % 2 == 1
+            if idle:
+                started, done = (log_count(log_path, "idle compaction started"),
+                                 log_count(log_path, "idle compaction done"))
+                stop.set()
+                for t in writers:
+                    t.join()
+                window = last_compaction_s(log_path)
+                wait_log(log_path, "idle compaction started", started)
+                time.sleep(random.uniform(0.0, window))
+            else:
+                time.sleep(random.uniform(0.0, 2.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait()
             stop.set()
             for t in writers:
                 t.join()
+            if idle and log_count(log_path, "idle compaction done") == done:
+                killed_mid_compaction += 1
             writes = sum(acks) - counted
             total += writes
             proc, url = start_embedded(binary, data, port, *flags, stderr=log)
@@ -139,8 +200,33 @@ def main():
                 for k, v in in_flight[w].items():
                     if seen.get(k) == v:
                         acked[w][k] = v
-            print(f"round {rnd + 1}: {writes} acknowledged overwrites, "
-                  f"{len(merged_acked)} keys as acknowledged")
+            print(f"round {rnd + 1}{' (idle)' if idle else ''}: {writes} acknowledged "
+                  f"overwrites, {len(merged_acked)} keys as acknowledged")
+        # One more burst, then an idle compaction let finish.
+        done = log_count(log_path, "idle compaction done")
+        stop = threading.Event()
+        writers = [threading.Thread(target=write_until_killed,
+                                    args=(client(url), shares[w], acked[w], {}, acks, w, stop))
+                   for w in range(WRITERS)]
+        started, counted = time.time(), sum(acks)
+        for t in writers:
+            t.start()
+        while sum(acks) - counted < MIN_ROUND_WRITES:
+            assert time.time() - started < MAX_ROUND_S, \
+                f"last burst: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
+            time.sleep(0.05)
+        stop.set()
+        for t in writers:
+            t.join()
+        wait_log(log_path, "idle compaction done", done)
+        segments = glob.glob(os.path.join(data, "wal", "wal-*.log"))
+        journals = glob.glob(os.path.join(data, "fjall", "*.jnl"))
+        assert len(segments) == 1, f"WAL segments after an idle compaction: {segments}"
+        segment_bytes = os.path.getsize(segments[0])
+        assert segment_bytes <= IDLE_SEGMENT_MAX_BYTES, \
+            f"the open WAL segment holds {segment_bytes} bytes after an idle compaction"
+        assert len(journals) == 1, f"fjall journals after an idle compaction: {journals}"
+        check(client(url), {k: v for a in acked for k, v in a.items()}, {})
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait()
@@ -155,8 +241,11 @@ def main():
     with open(log_path, errors="replace") as f:
         errors = [line for line in f if "ERROR" in line or "panicked" in line]
     assert not errors, f"the server logged errors: {errors[:5]}"
-    print(f"store_crash: {ROUNDS} kill -9 rounds, {total} acknowledged overwrites of {KEYS} "
-          f"keys, every key as acknowledged, {written} blob files written, {len(blobs)} left")
+    print(f"store_crash: {ROUNDS} kill -9 rounds ({ROUNDS // 2} idle, "
+          f"{killed_mid_compaction} of them before the idle compaction finished), {total} "
+          f"acknowledged overwrites of {KEYS} keys, every key as acknowledged, {written} blob "
+          f"files written, {len(blobs)} left; after a last idle compaction one WAL segment of "
+          f"{segment_bytes} bytes and one journal")
 
 
 if __name__ == "__main__":

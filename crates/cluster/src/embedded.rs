@@ -33,6 +33,8 @@ pub struct EmbeddedConfig {
     pub ttl_sweep_interval_ms: u64,
     /// Size at which a WAL segment is closed, in bytes.
     pub wal_segment_bytes: u64,
+    /// See `HostConfig::idle_compaction_after_ms`.
+    pub idle_compaction_after_ms: u64,
     /// The state machine's engine for a new data directory.
     pub engine: crate::host::Engine,
     /// See `HostConfig::memory_limit_bytes`.
@@ -58,6 +60,7 @@ impl EmbeddedConfig {
             data_dir,
             ttl_sweep_interval_ms: ttl::TTL_SWEEP_INTERVAL_MS,
             wal_segment_bytes: crate::host::WAL_SEGMENT_BYTES,
+            idle_compaction_after_ms: crate::host::IDLE_COMPACTION_AFTER_MS,
             engine: crate::host::DEFAULT_ENGINE,
             memory_limit_bytes: crate::host::DEFAULT_MEMORY_LIMIT_BYTES,
             split: crate::split::SplitPolicy {
@@ -85,6 +88,7 @@ impl Embedded {
     pub async fn start(cfg: EmbeddedConfig) -> Result<Embedded, StorageError> {
         let host_cfg = HostConfig {
             wal_segment_bytes: cfg.wal_segment_bytes,
+            idle_compaction_after_ms: cfg.idle_compaction_after_ms,
             engine: cfg.engine,
             memory_limit_bytes: cfg.memory_limit_bytes,
             encryption: cfg.encryption.clone(),

@@ -66,6 +66,27 @@ pub const LOG_TAILS_PERCENT: u64 = 10;
 /// How often the checkpoint loop looks for a tail over
 /// [`MAX_LOG_TAIL_BYTES`], in milliseconds.
 pub const CHECKPOINT_POLL_MS: u64 = 1_000;
+/// How long a node goes without applying a write before it compacts
+/// (`Host::compact_idle`), in milliseconds, unless configured.
+pub const IDLE_COMPACTION_AFTER_MS: u64 = 5_000;
+/// Least a node must have written to its store since its last idle
+/// compaction for the next one to run, in bytes (a trickle of writes
+/// should not flush a memtable of a few items every few seconds).
+pub const IDLE_COMPACTION_MIN_WRITTEN_BYTES: u64 = 1024 * 1024;
+/// An idle compaction also merges the store's whole tree (a major
+/// compaction, which rewrites it) only when what was written since the last
+/// merge is at least this percentage of the bytes in the store's tables: the
+/// merge's cost stays in proportion to the writes that made the garbage.
+pub const IDLE_MERGE_WRITTEN_PERCENT: u64 = 25;
+/// Smallest open WAL segment an idle compaction closes (so that the next
+/// checkpoint can delete it), in bytes.
+pub const IDLE_CLOSE_SEGMENT_BYTES: u64 = 1024 * 1024;
+/// Longest an idle compaction waits for the groups' logs to be purged
+/// durably through what they applied, in milliseconds (a leader keeps what
+/// a lagging follower still needs; the compaction goes on without it).
+pub const IDLE_PURGE_WAIT_MS: u64 = 10_000;
+/// Idle compactions a node has finished (a counter).
+pub const IDLE_COMPACTIONS_METRIC: &str = "dynaraft_idle_compactions_total";
 /// How long opening waits for the store's and the WAL's file locks (a
 /// previous instance in the same process may still be releasing them), in
 /// milliseconds.
@@ -98,6 +119,9 @@ pub struct HostConfig {
     pub data_dir: Option<PathBuf>,
     pub timing: Timing,
     pub checkpoint_interval_ms: u64,
+    /// How long the node goes without a write before it compacts
+    /// ([`Host::compact_idle`]), in milliseconds; 0: never.
+    pub idle_compaction_after_ms: u64,
     /// Size at which a WAL segment is closed, in bytes.
     pub wal_segment_bytes: u64,
     /// Peer address -> address to dial instead (see `Channels::with_routes`).
@@ -125,6 +149,7 @@ impl HostConfig {
             data_dir,
             timing: Timing::default(),
             checkpoint_interval_ms: CHECKPOINT_INTERVAL_MS,
+            idle_compaction_after_ms: IDLE_COMPACTION_AFTER_MS,
             wal_segment_bytes: WAL_SEGMENT_BYTES,
             routes: HashMap::new(),
             engine: DEFAULT_ENGINE,
@@ -864,6 +889,56 @@ impl Host {
         Ok(deleted)
     }
 
+    /// Gives back the disk that writes left behind once the node is idle:
+    /// the store seals its journal and flushes its memtable (and with
+    /// `merge` compacts its whole tree, dropping overwritten versions), every
+    /// group's log is purged through what it applied, and the open WAL
+    /// segment is closed so that the checkpoint that follows deletes it. Each
+    /// step is one a busy node also takes, sooner or later; here none waits
+    /// for a size to be reached.
+    pub async fn compact_idle(&self, merge: bool) -> Result<(), StorageError> {
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.compact_idle(merge))
+            .await
+            .map_err(|e| StorageError::Fatal(e.to_string()))??;
+        let groups: Vec<(u64, RaftGroup)> = self
+            .inner
+            .groups
+            .load()
+            .iter()
+            .map(|(id, g)| (*id, g.clone()))
+            .collect();
+        let wait = Duration::from_millis(IDLE_PURGE_WAIT_MS);
+        let deadline = tokio::time::Instant::now() + wait;
+        let floors: Vec<(u64, u64)> =
+            futures_util::future::join_all(groups.iter().map(|(id, g)| async move {
+                let (_, applied) = g.progress();
+                g.purge_start(applied, wait).await;
+                (*id, applied)
+            }))
+            .await;
+        // The purges above are in memory; their records reach the WAL after
+        // the purger's next durable flush of the store.
+        self.inner.logs.lock().await.hurry_purges();
+        loop {
+            let durable = self.inner.logs.lock().await.purged();
+            let behind = floors
+                .iter()
+                .any(|(g, floor)| durable.get(g).is_some_and(|p| p < floor));
+            if !behind || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(dynaraft_raft::group::PURGE_POLL_MS)).await;
+        }
+        self.inner
+            .wal
+            .close_segment(IDLE_CLOSE_SEGMENT_BYTES)
+            .await?;
+        self.checkpoint().await?;
+        metrics::counter!(IDLE_COMPACTIONS_METRIC).increment(1);
+        Ok(())
+    }
+
     /// Whether some group's log tail is over [`MAX_LOG_TAIL_BYTES`], or
     /// the tails together over the node's share for them.
     async fn tails_over_bound(&self) -> bool {
@@ -1013,10 +1088,39 @@ async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
     let every = Duration::from_millis(host.inner.cfg.checkpoint_interval_ms.max(1));
     let poll = every.min(Duration::from_millis(CHECKPOINT_POLL_MS));
     let mut last = tokio::time::Instant::now();
+    let idle_after = host.inner.cfg.idle_compaction_after_ms;
+    let mut idle = IdleWatch::new(host.inner.store.written_bytes(), idle_after);
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
             _ = dynaraft_storage::stop_requested(&mut shutdown) => break,
+        }
+        let written = host.inner.store.written_bytes();
+        if idle_after > 0 && idle.due(written, tokio::time::Instant::now()) {
+            let store = host.inner.store.clone();
+            let tables = tokio::task::spawn_blocking(move || store.table_bytes())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            let merge = idle.merge_due(written, tables);
+            tracing::info!(merge, "idle compaction started");
+            let started = std::time::Instant::now();
+            match host.compact_idle(merge).await {
+                Ok(()) => {
+                    tracing::info!(
+                        merge,
+                        seconds = started.elapsed().as_secs_f64(),
+                        "idle compaction done"
+                    );
+                    idle.done(written, merge);
+                    last = tokio::time::Instant::now();
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "idle compaction failed");
+                    idle.done(written, false);
+                }
+            }
         }
         if last.elapsed() < every && !host.tails_over_bound().await {
             continue;
@@ -1024,6 +1128,60 @@ async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
         last = tokio::time::Instant::now();
         if let Err(e) = host.checkpoint().await {
             tracing::error!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
+/// When a node is idle enough to compact (see [`Host::compact_idle`]):
+/// `after` without a write to its store, once at least
+/// [`IDLE_COMPACTION_MIN_WRITTEN_BYTES`] were written since the last
+/// compaction.
+struct IdleWatch {
+    after: Duration,
+    /// The store's written bytes when last seen changing, and when.
+    seen: u64,
+    since: Option<tokio::time::Instant>,
+    /// Written bytes at the end of the last idle compaction, and of the
+    /// last one that merged the tree.
+    compacted: u64,
+    merged: u64,
+}
+
+impl IdleWatch {
+    fn new(written: u64, after_ms: u64) -> IdleWatch {
+        IdleWatch {
+            after: Duration::from_millis(after_ms),
+            seen: written,
+            since: None,
+            compacted: written,
+            merged: written,
+        }
+    }
+
+    /// Whether to compact now, given the store's written bytes at `now`.
+    fn due(&mut self, written: u64, now: tokio::time::Instant) -> bool {
+        if written != self.seen || self.since.is_none() {
+            self.seen = written;
+            self.since = Some(now);
+            return false;
+        }
+        written.saturating_sub(self.compacted) >= IDLE_COMPACTION_MIN_WRITTEN_BYTES
+            && self
+                .since
+                .is_some_and(|t| now.duration_since(t) >= self.after)
+    }
+
+    /// Whether the compaction due should also merge the tree, the store's
+    /// tables holding `tables` bytes (unknown: it merges).
+    fn merge_due(&self, written: u64, tables: Option<u64>) -> bool {
+        let since = u128::from(written.saturating_sub(self.merged));
+        tables.is_none_or(|t| since * 100 >= u128::from(t) * u128::from(IDLE_MERGE_WRITTEN_PERCENT))
+    }
+
+    fn done(&mut self, written: u64, merged: bool) {
+        self.compacted = written;
+        if merged {
+            self.merged = written;
         }
     }
 }

@@ -189,6 +189,11 @@ struct NodeArgs {
     /// Interval between checkpoints (sled flush, purge of old WAL segments), in milliseconds.
     #[arg(long, default_value_t = dynaraft_cluster::host::CHECKPOINT_INTERVAL_MS)]
     checkpoint_interval_ms: u64,
+    /// How long the node goes without a write before it compacts (journal
+    /// and memtable flushed, logs purged, WAL segment closed, overwritten
+    /// versions dropped), in milliseconds; 0: never.
+    #[arg(long, default_value_t = dynaraft_cluster::host::IDLE_COMPACTION_AFTER_MS)]
+    idle_compaction_after_ms: u64,
     /// The state machine's storage engine for a new data directory (an
     /// existing one keeps the engine it was created with).
     #[arg(long, default_value = DEFAULT_ENGINE, value_parser = ["sled", "fjall"])]
@@ -481,6 +486,11 @@ struct EmbeddedArgs {
     /// (docs/reliability.md measures what it bounds and what it does not).
     #[arg(long, default_value_t = DEFAULT_MEMORY_LIMIT_MB)]
     memory_limit_mb: u64,
+    /// How long the server goes without a write before it compacts (journal
+    /// and memtable flushed, log purged, WAL segment closed, overwritten
+    /// versions dropped), in milliseconds; 0: never.
+    #[arg(long, default_value_t = dynaraft_cluster::host::IDLE_COMPACTION_AFTER_MS)]
+    idle_compaction_after_ms: u64,
     /// Size at which a partition splits in two, in bytes (DynamoDB splits
     /// at about 10 GB; small values let tests watch tables split).
     #[arg(long, default_value_t = dynaraft_cluster::split::DEFAULT_SPLIT_SIZE_BYTES,
@@ -948,6 +958,7 @@ async fn node(args: NodeArgs) -> anyhow::Result<()> {
     host.timing.snapshot_after_entries = args.snapshot_after_entries;
     host.wal_segment_bytes = args.wal_segment_bytes;
     host.checkpoint_interval_ms = args.checkpoint_interval_ms;
+    host.idle_compaction_after_ms = args.idle_compaction_after_ms;
     host.routes = args.routes.parse()?;
     host.engine = args.engine.parse().map_err(anyhow::Error::msg)?;
     host.memory_limit_bytes = args.memory_limit_mb << 20;
@@ -1177,6 +1188,7 @@ async fn embedded(args: EmbeddedArgs) -> anyhow::Result<()> {
     let node_cfg = EmbeddedConfig {
         engine: args.engine.parse().map_err(anyhow::Error::msg)?,
         memory_limit_bytes: args.memory_limit_mb << 20,
+        idle_compaction_after_ms: args.idle_compaction_after_ms,
         split: dynaraft_cluster::split::SplitPolicy {
             size_bytes: args.split_size_bytes,
             load_ops_per_s: args.split_load_ops_per_s,

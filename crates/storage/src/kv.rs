@@ -242,6 +242,10 @@ pub struct Store {
     /// Seals every value written and opens every value read, when the
     /// node encrypts at rest (`crate::cipher`).
     cipher: Option<std::sync::Arc<crate::cipher::KeyRing>>,
+    /// Bytes of keys and values [`Store::apply`] has written since the store
+    /// opened (shared by clones): what tells the node it is idle, and how
+    /// much a compaction may reclaim ([`Store::compact_idle`]).
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Writes applied together by [`Store::apply`], all or none.
@@ -309,6 +313,7 @@ impl Store {
             backend,
             dir: Some(dir),
             cipher: None,
+            written: Default::default(),
         })
     }
 
@@ -336,6 +341,7 @@ impl Store {
             backend,
             dir: None,
             cipher: None,
+            written: Default::default(),
         })
     }
 
@@ -436,12 +442,20 @@ impl Store {
                 },
                 dir: None,
                 cipher: self.cipher.clone(),
+                written: Default::default(),
             }),
         }
     }
 
     /// Applies `batch` atomically.
     pub fn apply(&self, mut batch: Batch) -> Result<(), StorageError> {
+        let bytes: usize = batch
+            .0
+            .iter()
+            .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+            .sum();
+        self.written
+            .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         if let Some(ring) = &self.cipher {
             for (_, v) in &mut batch.0 {
                 if let Some(plain) = v {
@@ -490,6 +504,48 @@ impl Store {
             }
             Backend::Fjall { db, .. } => db.persist(fjall::PersistMode::SyncAll).map_err(fjall_err),
         }
+    }
+
+    /// Bytes of keys and values [`Store::apply`] has written since the store
+    /// opened.
+    pub fn written_bytes(&self) -> u64 {
+        self.written.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Bytes the engine's tables hold on disk, as it counts them (fjall:
+    /// the tables and blob files of the state keyspace, not its journals,
+    /// whose length counts space reserved and not written; sled: its files).
+    pub fn table_bytes(&self) -> Result<u64, StorageError> {
+        match &self.backend {
+            Backend::Sled { db, .. } => Ok(db.size_on_disk()?),
+            Backend::Fjall { state, .. } => Ok(state.disk_space()),
+        }
+    }
+
+    /// What an idle node does to give disk back (blocking: call it off the
+    /// async runtime). fjall seals its journal and flushes its memtable, so
+    /// that journals whose writes are all in tables are deleted (otherwise
+    /// an idle store kept up to two of about 64 MB each); with `merge` it
+    /// then compacts the whole tree into its last level, which drops the
+    /// versions that overwrites and deletes left behind and rewrites the
+    /// blob files in which such versions are a quarter or more of the bytes.
+    /// Writes go on meanwhile. sled has neither journal nor levels: nothing
+    /// to do.
+    pub fn compact_idle(&self, merge: bool) -> Result<(), StorageError> {
+        let Backend::Fjall {
+            db,
+            state,
+            frozen: None,
+        } = &self.backend
+        else {
+            return Ok(());
+        };
+        db.seal_journal().map_err(fjall_err)?;
+        state.rotate_memtable_and_wait().map_err(fjall_err)?;
+        if merge {
+            state.compact_fully().map_err(fjall_err)?;
+        }
+        Ok(())
     }
 
     /// Writes what is buffered, without waiting for the disk (shutdown).
@@ -831,6 +887,92 @@ mod tests {
             drop(store);
             let _ = std::fs::remove_dir_all(&dir);
         }
+    }
+
+    /// Bytes of the files under `dir` whose name passes `keep`, and how
+    /// many there are.
+    fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> (u64, usize) {
+        let mut total = (0, 0);
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                let (b, n) = files_under(&p, keep);
+                total = (total.0 + b, total.1 + n);
+            } else if keep(&p) {
+                total = (total.0 + p.metadata().unwrap().len(), total.1 + 1);
+            }
+        }
+        total
+    }
+
+    /// After overwrites, an idle compaction leaves one journal (the new,
+    /// empty one) and about one copy of each live value: the sealed
+    /// journals, the versions overwritten and the blob files holding them
+    /// are gone, and every key reads its last value.
+    #[test]
+    fn an_idle_compaction_gives_the_disk_back() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-kv-idle-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        const KEYS: usize = 200;
+        const ROUNDS: usize = 5;
+        const VALUE_BYTES: usize = 2048;
+        // Bytes that do not compress, so what is on disk is what was written.
+        let value = |k: usize, round: usize| -> Vec<u8> {
+            let mut x = ((k * ROUNDS + round + 1) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            (0..VALUE_BYTES)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+        let Backend::Fjall { state, .. } = &store.backend else {
+            panic!("not fjall")
+        };
+        for round in 0..ROUNDS {
+            let mut b = Batch::default();
+            for k in 0..KEYS {
+                b.insert(format!("k{k:04}"), value(k, round));
+            }
+            store.apply(b).unwrap();
+            state.rotate_memtable_and_wait().unwrap();
+        }
+        let live = (KEYS * VALUE_BYTES) as u64;
+        let journal = |p: &Path| p.extension().is_some_and(|e| e == "jnl");
+        let fjall = dir.join("fjall");
+        let (before, _) = files_under(&fjall, &|p| !journal(p));
+        assert!(
+            before >= live * 4,
+            "{before} bytes before: the overwrites are on disk"
+        );
+        assert!(store.written_bytes() >= live * ROUNDS as u64);
+
+        store.compact_idle(true).unwrap();
+        // Files only older versions used go once those are dropped, on a
+        // thread of their own.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let after = loop {
+            let (after, _) = files_under(&fjall, &|p| !journal(p));
+            if after < live * 2 || std::time::Instant::now() > deadline {
+                break after;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert!(after < live * 2, "{after} bytes for {live} live");
+        let (_, journals) = files_under(&fjall, &journal);
+        assert_eq!(journals, 1, "only the active journal is left");
+        for k in 0..KEYS {
+            let got = store.get(format!("k{k:04}")).unwrap().unwrap();
+            assert_eq!(&*got, &value(k, ROUNDS - 1)[..], "k{k}");
+        }
+        drop(store);
+        let store = Store::open_in(&dir, Engine::Fjall, DEFAULT_MEMORY).unwrap();
+        assert_eq!(store.range::<Vec<u8>, _>(..).count(), KEYS);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

@@ -63,6 +63,9 @@ pub struct WalRecord {
 
 struct AppendRequest {
     records: Vec<WalRecord>,
+    /// Close the segment after this batch if it holds at least this many
+    /// bytes ([`Wal::close_segment`]).
+    close_from: Option<u64>,
     done: oneshot::Sender<Result<(), String>>,
 }
 
@@ -251,10 +254,39 @@ impl Wal {
         }
         let (done, wait) = oneshot::channel();
         // `send` waits only while the bounded queue is full: back-pressure.
-        tx.send(AppendRequest { records, done })
-            .await
-            .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
+        tx.send(AppendRequest {
+            records,
+            close_from: None,
+            done,
+        })
+        .await
+        .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
         Ok(WalAck(Some(wait)))
+    }
+
+    /// Closes the open segment, if it holds at least `min_bytes`, behind
+    /// everything queued before; resolves once it is closed (records
+    /// enqueued afterwards go to the next segment). A segment is otherwise
+    /// closed only once it reaches its full size, and only closed segments
+    /// are ever deleted ([`Wal::checkpoint`]): an idle node kept up to a
+    /// segment of records its state machine had long made durable.
+    pub async fn close_segment(&self, min_bytes: u64) -> Result<(), StorageError> {
+        let Some(tx) = &self.tx else {
+            return Ok(());
+        };
+        let (done, wait) = oneshot::channel();
+        tx.send(AppendRequest {
+            records: Vec::new(),
+            close_from: Some(min_bytes),
+            done,
+        })
+        .await
+        .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
+        WalAck(Some(wait)).wait().await?;
+        match self.failure() {
+            Some(why) => Err(StorageError::Fatal(why)),
+            None => Ok(()),
+        }
     }
 
     /// Why the log stopped taking writes, if it has: a write, fdatasync or
@@ -417,19 +449,29 @@ impl Writer {
                 tracing::error!(error = %e, "WAL write failed; the node stops accepting writes");
                 self.failure.record(|| format!("WAL write failed: {e}"));
             }
+            let asked = batch
+                .iter()
+                .filter_map(|r| r.close_from)
+                .min()
+                .is_some_and(|least| self.written >= least);
+            // Closed before anyone is answered: whoever asked for the close
+            // finds it done ([`Wal::newest_closed`]).
+            let rotated = match &result {
+                Ok(()) if asked || self.written >= self.segment_bytes => self.rotate(),
+                _ => Ok(()),
+            };
+            if let Err(e) = &rotated {
+                tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
+                self.failure.record(|| format!("WAL rotation failed: {e}"));
+            }
             for req in batch {
                 let _ = req.done.send(result.clone());
             }
             if let Err(e) = result {
                 return refuse_the_rest(rx, &e);
             }
-            if self.written >= self.segment_bytes
-                && let Err(e) = self.rotate()
-            {
-                tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
-                let why = format!("WAL rotation failed: {e}");
-                self.failure.record(|| why.clone());
-                return refuse_the_rest(rx, &why);
+            if let Err(e) = rotated {
+                return refuse_the_rest(rx, &format!("WAL rotation failed: {e}"));
             }
         }
     }
@@ -818,6 +860,33 @@ mod tests {
         assert_eq!(indexes.last(), Some(&40));
         assert!((21..=40).all(|i| indexes.contains(&i)), "{indexes:?}");
         assert!(!deleting_path(&dir, before[0]).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An open segment is closed on request only from `min_bytes` on, and
+    /// once closed the checkpoint deletes it; what is appended afterwards
+    /// lands in the next segment and is read back after a reopen.
+    #[tokio::test]
+    async fn an_open_segment_closes_on_request_and_is_then_deleted() {
+        let dir = std::env::temp_dir().join(format!("dynaraft-wal-close-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (wal, _) = Wal::open_with(&dir, WAL_SEGMENT_BYTES).unwrap();
+        append_each(&wal, 1..=10).await;
+        let open = list_segments(&dir).unwrap();
+        assert_eq!(open.len(), 1);
+        wal.close_segment(WAL_SEGMENT_BYTES).await.unwrap();
+        assert_eq!(wal.newest_closed(), None, "closed under its minimum");
+        wal.close_segment(1).await.unwrap();
+        assert_eq!(wal.newest_closed(), Some(open[0]));
+        append_each(&wal, 11..=12).await;
+        let deleted = wal.checkpoint(&BTreeMap::from([(7, 10)]), open[0]).unwrap();
+        assert_eq!(deleted, 1);
+        let left = list_segments(&dir).unwrap();
+        assert_eq!(left, vec![open[0] + 1]);
+        drop(wal);
+        let (_, records) = reopen(&dir).unwrap();
+        let indexes: Vec<u64> = records.iter().map(|r| r.index).collect();
+        assert_eq!(indexes, vec![11, 12]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -293,6 +293,39 @@ impl Database {
                 .disk_space_used())
     }
 
+    /// dynaraft patch: seals the active journal, whatever its length, and
+    /// starts a new one; whether there was anything to seal. A journal is
+    /// otherwise sealed only by a flush that finds it past 64 MB, and kept
+    /// until every memtable it holds is flushed: an idle database held up to
+    /// two journals (about 140 MB) however little data it had. Sealed here,
+    /// then with its memtables flushed, the journal is deleted by the flush's
+    /// journal maintenance (at once, if they were flushed before). Takes the journal writer, the journal manager
+    /// and the keyspaces in that order, as a flush does.
+    pub fn seal_journal(&self) -> crate::Result<bool> {
+        let mut journal_writer = self.supervisor.journal.get_writer()?;
+        if journal_writer.pos()? == 0 {
+            return Ok(false);
+        }
+        let mut journal_manager = self
+            .supervisor
+            .journal_manager
+            .write()
+            .map_err(|_| crate::Error::Poisoned)?;
+        let seqno_map = {
+            let keyspaces = self
+                .supervisor
+                .keyspaces
+                .write()
+                .map_err(|_| crate::Error::Poisoned)?;
+            self.supervisor.build_seqno_map(&keyspaces)
+        };
+        journal_manager.rotate_journal(&mut journal_writer, seqno_map)?;
+        // Journals whose memtables were all flushed already go now: no
+        // flush may come to run this.
+        journal_manager.maintenance()?;
+        Ok(true)
+    }
+
     /// Returns the disk space usage of the entire database.
     ///
     /// # Examples

@@ -907,6 +907,36 @@ impl Keyspace {
         Ok(())
     }
 
+    /// dynaraft patch: a major compaction that leaves nothing behind on an
+    /// idle database; whether it rewrote blob files. [`Keyspace::major_compact`]
+    /// alone drops overwritten versions from the tree, but (1) only that
+    /// compaction learns which blob bytes those versions held, so the blob
+    /// files stay until a later compaction rewrites them, and (2) the files
+    /// it replaced stay until the version history is next trimmed, which
+    /// happens at a memtable rotation, and then only for versions older
+    /// than the newest one below the GC watermark. With no writes, neither
+    /// came. So: a second major compaction if blob bytes are now known to be
+    /// stale (it rewrites the blob files that are at least the staleness
+    /// threshold stale), one sequence number taken and published as an
+    /// empty write would (the compactions' versions then lie below the
+    /// watermark), and the version history trimmed; the files only older
+    /// versions used are then deleted once their last reader drops them.
+    pub fn compact_fully(&self) -> crate::Result<bool> {
+        self.major_compact()?;
+        let rewrote = self.fragmented_blob_bytes() > 0;
+        if rewrote {
+            self.major_compact()?;
+        }
+        let tracker = &self.supervisor.snapshot_tracker;
+        tracker.publish(self.supervisor.seqno.next());
+        tracker.pullup();
+        tracker.gc();
+        self.tree
+            .get_version_history_lock()
+            .maintenance(self.path(), tracker.get_seqno_safe_to_gc())?;
+        Ok(rewrote)
+    }
+
     /// Inserts a key-value pair into the keyspace.
     ///
     /// Keys may be up to 65536 bytes long, values up to 2^32 bytes.
