@@ -195,6 +195,17 @@ impl Conn {
         self.send(req).await
     }
 
+    /// A plain GET of `path` (a server's `/metrics`).
+    pub async fn get(&mut self, path: &str) -> Result<Response, ClientError> {
+        let req = http::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("host", self.endpoint.addr())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        self.send(req).await
+    }
+
     /// A plain JSON POST to `path` (etcd's gateway, the empty-HTTP floor).
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
         let req = http::Request::builder()

@@ -94,8 +94,14 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Bytes of all files under `dir`.
+/// Bytes the file system allocated to the files under `dir`: what `du`
+/// shows, and what the disk holds. A file's length would also count the
+/// holes of sparse files, which hold nothing (fjall's journal is created
+/// 64 MiB long and written from its start).
 pub fn disk_bytes(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    /// `st_blocks` counts 512-byte units, whatever the file system's block.
+    const STAT_BLOCK_BYTES: u64 = 512;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -103,10 +109,22 @@ pub fn disk_bytes(dir: &Path) -> u64 {
         .flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => disk_bytes(&e.path()),
-            Ok(m) => m.len(),
+            Ok(m) => m.blocks() * STAT_BLOCK_BYTES,
             Err(_) => 0,
         })
         .sum()
+}
+
+/// The value of the Prometheus counter or gauge `name` (without labels)
+/// that `url` serves at `/metrics`, if it does.
+pub async fn metric(url: &str, name: &str) -> Option<f64> {
+    let endpoint = Arc::new(Endpoint::parse(url, "us-east-1").ok()?);
+    let answer = Conn::new(endpoint).get("/metrics").await.ok()?;
+    let text = std::str::from_utf8(&answer.body).ok()?;
+    text.lines().find_map(|l| {
+        let (key, value) = l.split_once(' ')?;
+        (key == name).then(|| value.trim().parse().ok())?
+    })
 }
 
 /// dynalite's command-line entry point, installed from npm into `dir` on

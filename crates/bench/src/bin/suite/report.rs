@@ -397,15 +397,25 @@ fn targets(md: &mut String, r: &Results) {
             .collect();
         line(
             &format!(
-                "disk <= {TARGET_DISK_PER_LIVE_BYTE} bytes per live byte at every size of the growth benchmark"
+                "disk <= {TARGET_DISK_PER_LIVE_BYTE} bytes per live byte at every size of the growth benchmark, once compaction has run"
             ),
             g.steps
                 .iter()
                 .zip(&ratios)
-                .map(|(s, r)| format!("{r:.2} at {}", mib(s.live_bytes)))
+                .map(|(s, r)| {
+                    let compacted = if s.idle_compaction_s.is_some() {
+                        ""
+                    } else {
+                        " (no idle compaction came)"
+                    };
+                    format!("{r:.2} at {}{compacted}", mib(s.live_bytes))
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
-            (!ratios.is_empty()).then(|| ratios.iter().all(|r| *r <= TARGET_DISK_PER_LIVE_BYTE)),
+            (!ratios.is_empty()).then(|| {
+                g.steps.iter().all(|s| s.idle_compaction_s.is_some())
+                    && ratios.iter().all(|r| *r <= TARGET_DISK_PER_LIVE_BYTE)
+            }),
         );
     }
     // The cluster through its router, then through node 1's own API.
@@ -669,7 +679,11 @@ fn growth(md: &mut String, r: &Results) {
         md,
         "One embedded server (on disk, durable) whose table grows through {} of about {} bytes per item \
          ({} GiB scaled by {}; `make bench-growth` runs the full sizes). At each size: GetItem and \
-         PutItem closed loop at {} connections, uniform keys (the whole table is touched, not a hot set).\n",
+         PutItem closed loop at {} connections, uniform keys (the whole table is touched, not a hot set). \
+         Disk is what the file system allocated under the data directory (what `du` shows), right after \
+         the PutItem run and again once the server's idle compaction has run (5 s after the last write it \
+         flushes its memtable and journal, purges the Raft log, closes the WAL segment and, when enough \
+         was written, merges the tree; GetItem is measured after it).\n",
         g.steps
             .iter()
             .map(|s| mib(s.live_bytes))
@@ -686,22 +700,25 @@ fn growth(md: &mut String, r: &Results) {
     );
     let _ = writeln!(
         md,
-        "| live data | records | load (records/s) | GetItem ops/s | GetItem p99 | PutItem ops/s | PutItem p99 | disk | disk / live | RSS |"
+        "| live data | records | load (records/s) | PutItem ops/s | PutItem p99 | disk after the writes | idle compaction done after | disk then | disk / live | GetItem ops/s | GetItem p99 | RSS |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for s in &g.steps {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {:.2} | {} |",
+            "| {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {:.2} | {:.0} | {} | {} |",
             mib(s.live_bytes),
             s.records,
             s.load_per_second,
-            s.get.throughput,
-            ms(s.get.all.p99_us),
             s.put.throughput,
             ms(s.put.all.p99_us),
+            s.disk_bytes_after_writes.map_or("-".into(), mib),
+            s.idle_compaction_s
+                .map_or("none came".into(), |t| format!("{t:.1} s")),
             mib(s.disk_bytes),
             s.disk_per_live_byte(),
+            s.get.throughput,
+            ms(s.get.all.p99_us),
             s.rss_bytes.map_or("-".into(), mib)
         );
     }
