@@ -474,7 +474,7 @@ const WORKER_NICE: libc::c_int = 19;
 /// its memtables. On Linux the nice value is per thread, so `who` 0 is
 /// this thread alone. Raising a nice value needs no privilege; failing to
 /// is harmless and only logged.
-fn lower_cpu_priority() {
+pub(crate) fn lower_cpu_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: setpriority takes no pointers and changes only the

@@ -918,17 +918,40 @@ impl Keyspace {
     /// came. So: a second major compaction if blob bytes are now known to be
     /// stale (it rewrites the blob files that are at least the staleness
     /// threshold stale), one sequence number taken and published as an
-    /// empty write would (the compactions' versions then lie below the
+    /// empty write would, under the journal writer's lock (the
+    /// compactions' versions then lie below the
     /// watermark), and the version history trimmed; the files only older
     /// versions used are then deleted once their last reader drops them.
+    /// Runs on a thread of its own at the workers' low CPU priority (a
+    /// thread's nice value, once raised, cannot be lowered again without
+    /// privilege, so not on the caller's), and waits for it.
     pub fn compact_fully(&self) -> crate::Result<bool> {
+        let keyspace = self.clone();
+        std::thread::Builder::new()
+            .name("fjall-compact-fully".into())
+            .spawn(move || {
+                crate::worker_pool::lower_cpu_priority();
+                keyspace.compact_fully_here()
+            })?
+            .join()
+            .unwrap_or(Err(crate::Error::Poisoned))
+    }
+
+    fn compact_fully_here(&self) -> crate::Result<bool> {
         self.major_compact()?;
         let rewrote = self.fragmented_blob_bytes() > 0;
         if rewrote {
             self.major_compact()?;
         }
         let tracker = &self.supervisor.snapshot_tracker;
-        tracker.publish(self.supervisor.seqno.next());
+        {
+            // Under the journal writer's lock, as a write batch publishes
+            // its sequence number: a batch holds it from taking its number
+            // until its last item is in the memtable, so publishing a later
+            // number meanwhile would show readers half a batch.
+            let _journal = self.supervisor.journal.get_writer()?;
+            tracker.publish(self.supervisor.seqno.next());
+        }
         tracker.pullup();
         tracker.gc();
         self.tree
