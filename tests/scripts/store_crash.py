@@ -133,6 +133,24 @@ def wait_log(path, text, count):
         time.sleep(0.002)
 
 
+def write_burst(url, shares, acked, in_flight, acks, what):
+    """Starts one writer per share and returns (stop event, threads) once
+    they have MIN_ROUND_WRITES more acknowledgements."""
+    stop = threading.Event()
+    writers = [threading.Thread(target=write_until_killed,
+                                args=(client(url), shares[w], acked[w], in_flight[w],
+                                      acks, w, stop))
+               for w in range(WRITERS)]
+    started, counted = time.time(), sum(acks)
+    for t in writers:
+        t.start()
+    while sum(acks) - counted < MIN_ROUND_WRITES:
+        assert time.time() - started < MAX_ROUND_S, \
+            f"{what}: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
+        time.sleep(0.05)
+    return stop, writers
+
+
 def main():
     binary = sys.argv[1]
     tmp = tempfile.mkdtemp()
@@ -156,19 +174,9 @@ def main():
     killed_mid_compaction = 0
     try:
         for rnd in range(ROUNDS):
-            stop = threading.Event()
             in_flight = [{} for _ in range(WRITERS)]
-            writers = [threading.Thread(target=write_until_killed,
-                                        args=(client(url), shares[w], acked[w], in_flight[w],
-                                              acks, w, stop))
-                       for w in range(WRITERS)]
-            started, counted = time.time(), sum(acks)
-            for t in writers:
-                t.start()
-            while sum(acks) - counted < MIN_ROUND_WRITES:
-                assert time.time() - started < MAX_ROUND_S, \
-                    f"round {rnd + 1}: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
-                time.sleep(0.05)
+            counted = sum(acks)
+            stop, writers = write_burst(url, shares, acked, in_flight, acks, f"round {rnd + 1}")
             idle = rnd % 2 == 1
             if idle:
                 started, done = (log_count(log_path, "idle compaction started"),
@@ -204,17 +212,8 @@ def main():
                   f"overwrites, {len(merged_acked)} keys as acknowledged")
         # One more burst, then an idle compaction let finish.
         done = log_count(log_path, "idle compaction done")
-        stop = threading.Event()
-        writers = [threading.Thread(target=write_until_killed,
-                                    args=(client(url), shares[w], acked[w], {}, acks, w, stop))
-                   for w in range(WRITERS)]
-        started, counted = time.time(), sum(acks)
-        for t in writers:
-            t.start()
-        while sum(acks) - counted < MIN_ROUND_WRITES:
-            assert time.time() - started < MAX_ROUND_S, \
-                f"last burst: {sum(acks) - counted} writes in {MAX_ROUND_S} s"
-            time.sleep(0.05)
+        stop, writers = write_burst(url, shares, acked, [{} for _ in range(WRITERS)], acks,
+                                    "last burst")
         stop.set()
         for t in writers:
             t.join()

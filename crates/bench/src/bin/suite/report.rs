@@ -406,7 +406,7 @@ fn targets(md: &mut String, r: &Results) {
                     let compacted = if s.idle_compaction_s.is_some() {
                         ""
                     } else {
-                        " (no idle compaction came)"
+                        " (not after an idle compaction)"
                     };
                     format!("{r:.2} at {}{compacted}", mib(s.live_bytes))
                 })
@@ -683,7 +683,9 @@ fn growth(md: &mut String, r: &Results) {
          Disk is what the file system allocated under the data directory (what `du` shows), right after \
          the PutItem run and again once the server's idle compaction has run (5 s after the last write it \
          flushes its memtable and journal, purges the Raft log, closes the WAL segment and, when enough \
-         was written, merges the tree; GetItem is measured after it).\n",
+         was written, merges the tree; GetItem is measured after it). A `-` for the compaction: \
+         \"disk then\" was measured right after the writes (none finished within the wait, or the \
+         results predate it).\n",
         g.steps
             .iter()
             .map(|s| mib(s.live_bytes))
@@ -714,7 +716,7 @@ fn growth(md: &mut String, r: &Results) {
             ms(s.put.all.p99_us),
             s.disk_bytes_after_writes.map_or("-".into(), mib),
             s.idle_compaction_s
-                .map_or("none came".into(), |t| format!("{t:.1} s")),
+                .map_or("-".into(), |t| format!("{t:.1} s")),
             mib(s.disk_bytes),
             s.disk_per_live_byte(),
             s.get.throughput,
