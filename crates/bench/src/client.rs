@@ -197,25 +197,27 @@ impl Conn {
 
     /// A plain GET of `path` (a server's `/metrics`).
     pub async fn get(&mut self, path: &str) -> Result<Response, ClientError> {
-        let req = http::Request::builder()
-            .method("GET")
-            .uri(path)
-            .header("host", self.endpoint.addr())
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Request(e.to_string()))?;
-        self.send(req).await
+        let req = self.unsigned("GET", path).body(Full::new(Bytes::new()));
+        self.send(req.map_err(|e| ClientError::Request(e.to_string()))?)
+            .await
     }
 
     /// A plain JSON POST to `path` (etcd's gateway, the empty-HTTP floor).
     pub async fn post(&mut self, path: &str, body: Vec<u8>) -> Result<Response, ClientError> {
-        let req = http::Request::builder()
-            .method("POST")
+        let req = self
+            .unsigned("POST", path)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)));
+        self.send(req.map_err(|e| ClientError::Request(e.to_string()))?)
+            .await
+    }
+
+    /// An unsigned request's head: `method` on `path` of this endpoint.
+    fn unsigned(&self, method: &str, path: &str) -> http::request::Builder {
+        http::Request::builder()
+            .method(method)
             .uri(path)
             .header("host", self.endpoint.addr())
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| ClientError::Request(e.to_string()))?;
-        self.send(req).await
     }
 
     async fn send(&mut self, req: http::Request<Full<Bytes>>) -> Result<Response, ClientError> {

@@ -901,20 +901,14 @@ impl Host {
         tokio::task::spawn_blocking(move || store.compact_idle(merge))
             .await
             .map_err(|e| StorageError::Fatal(e.to_string()))??;
-        let groups: Vec<(u64, RaftGroup)> = self
-            .inner
-            .groups
-            .load()
-            .iter()
-            .map(|(id, g)| (*id, g.clone()))
-            .collect();
+        let groups: Vec<RaftGroup> = self.inner.groups.load().values().cloned().collect();
         let wait = Duration::from_millis(IDLE_PURGE_WAIT_MS);
         let deadline = tokio::time::Instant::now() + wait;
         let floors: Vec<(u64, u64)> =
-            futures_util::future::join_all(groups.iter().map(|(id, g)| async move {
+            futures_util::future::join_all(groups.iter().map(|g| async move {
                 let (_, applied) = g.progress();
                 g.purge_start(applied, wait).await;
-                (*id, applied)
+                (g.group, applied)
             }))
             .await;
         // The purges above are in memory; their records reach the WAL after
@@ -1089,7 +1083,11 @@ async fn checkpoint_loop(host: Host, mut shutdown: watch::Receiver<bool>) {
     let poll = every.min(Duration::from_millis(CHECKPOINT_POLL_MS));
     let mut last = tokio::time::Instant::now();
     let idle_after = host.inner.cfg.idle_compaction_after_ms;
-    let mut idle = IdleWatch::new(host.inner.store.written_bytes(), idle_after);
+    let mut idle = IdleWatch::new(
+        host.inner.store.written_bytes(),
+        idle_after,
+        tokio::time::Instant::now(),
+    );
     loop {
         tokio::select! {
             _ = tokio::time::sleep(poll) => {}
@@ -1140,7 +1138,7 @@ struct IdleWatch {
     after: Duration,
     /// The store's written bytes when last seen changing, and when.
     seen: u64,
-    since: Option<tokio::time::Instant>,
+    since: tokio::time::Instant,
     /// Written bytes at the end of the last idle compaction, and of the
     /// last one that merged the tree.
     compacted: u64,
@@ -1148,11 +1146,11 @@ struct IdleWatch {
 }
 
 impl IdleWatch {
-    fn new(written: u64, after_ms: u64) -> IdleWatch {
+    fn new(written: u64, after_ms: u64, now: tokio::time::Instant) -> IdleWatch {
         IdleWatch {
             after: Duration::from_millis(after_ms),
             seen: written,
-            since: None,
+            since: now,
             compacted: written,
             merged: written,
         }
@@ -1160,15 +1158,13 @@ impl IdleWatch {
 
     /// Whether to compact now, given the store's written bytes at `now`.
     fn due(&mut self, written: u64, now: tokio::time::Instant) -> bool {
-        if written != self.seen || self.since.is_none() {
+        if written != self.seen {
             self.seen = written;
-            self.since = Some(now);
+            self.since = now;
             return false;
         }
         written.saturating_sub(self.compacted) >= IDLE_COMPACTION_MIN_WRITTEN_BYTES
-            && self
-                .since
-                .is_some_and(|t| now.duration_since(t) >= self.after)
+            && now.duration_since(self.since) >= self.after
     }
 
     /// Whether the compaction due should also merge the tree, the store's

@@ -244,19 +244,32 @@ impl Wal {
     /// returns a handle that resolves once they are durable. Lets a caller
     /// go on while the fsync happens (Raft's `IOFlushed` callback).
     pub async fn enqueue(&self, mut records: Vec<WalRecord>) -> Result<WalAck, StorageError> {
-        let Some(tx) = &self.tx else {
+        if self.tx.is_none() {
             return Ok(WalAck(None));
-        };
+        }
         if let Some(ring) = &self.cipher {
             for r in &mut records {
                 r.payload = ring.seal(&r.payload)?;
             }
         }
+        self.queue(records, None).await
+    }
+
+    /// Sends one request to the writer thread behind everything queued
+    /// before; `send` waits only while the bounded queue is full
+    /// (back-pressure).
+    async fn queue(
+        &self,
+        records: Vec<WalRecord>,
+        close_from: Option<u64>,
+    ) -> Result<WalAck, StorageError> {
+        let Some(tx) = &self.tx else {
+            return Ok(WalAck(None));
+        };
         let (done, wait) = oneshot::channel();
-        // `send` waits only while the bounded queue is full: back-pressure.
         tx.send(AppendRequest {
             records,
-            close_from: None,
+            close_from,
             done,
         })
         .await
@@ -271,18 +284,10 @@ impl Wal {
     /// are ever deleted ([`Wal::checkpoint`]): an idle node kept up to a
     /// segment of records its state machine had long made durable.
     pub async fn close_segment(&self, min_bytes: u64) -> Result<(), StorageError> {
-        let Some(tx) = &self.tx else {
-            return Ok(());
-        };
-        let (done, wait) = oneshot::channel();
-        tx.send(AppendRequest {
-            records: Vec::new(),
-            close_from: Some(min_bytes),
-            done,
-        })
-        .await
-        .map_err(|_| StorageError::Fatal("WAL writer has stopped".into()))?;
-        WalAck(Some(wait)).wait().await?;
+        self.queue(Vec::new(), Some(min_bytes))
+            .await?
+            .wait()
+            .await?;
         match self.failure() {
             Some(why) => Err(StorageError::Fatal(why)),
             None => Ok(()),
@@ -457,12 +462,16 @@ impl Writer {
             // Closed before anyone is answered: whoever asked for the close
             // finds it done ([`Wal::newest_closed`]).
             let rotated = match &result {
-                Ok(()) if asked || self.written >= self.segment_bytes => self.rotate(),
+                Ok(()) if asked || self.written >= self.segment_bytes => {
+                    self.rotate().map_err(|e| {
+                        tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
+                        format!("WAL rotation failed: {e}")
+                    })
+                }
                 _ => Ok(()),
             };
-            if let Err(e) = &rotated {
-                tracing::error!(error = %e, "WAL rotation failed; the node stops accepting writes");
-                self.failure.record(|| format!("WAL rotation failed: {e}"));
+            if let Err(why) = &rotated {
+                self.failure.record(|| why.clone());
             }
             for req in batch {
                 let _ = req.done.send(result.clone());
@@ -470,8 +479,8 @@ impl Writer {
             if let Err(e) = result {
                 return refuse_the_rest(rx, &e);
             }
-            if let Err(e) = rotated {
-                return refuse_the_rest(rx, &format!("WAL rotation failed: {e}"));
+            if let Err(why) = rotated {
+                return refuse_the_rest(rx, &why);
             }
         }
     }
