@@ -890,16 +890,26 @@ mod tests {
     }
 
     /// Bytes of the files under `dir` whose name passes `keep`, and how
-    /// many there are.
+    /// many there are. fjall deletes files on threads of its own, so one
+    /// listed may be gone when it is looked at: it counts as gone.
     fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool) -> (u64, usize) {
+        let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
         let mut total = (0, 0);
-        for e in std::fs::read_dir(dir).unwrap() {
+        let entries = match std::fs::read_dir(dir) {
+            Err(e) if gone(&e) => return total,
+            listed => listed.unwrap(),
+        };
+        for e in entries {
             let p = e.unwrap().path();
-            if p.is_dir() {
+            let meta = match p.metadata() {
+                Err(e) if gone(&e) => continue,
+                found => found.unwrap(),
+            };
+            if meta.is_dir() {
                 let (b, n) = files_under(&p, keep);
                 total = (total.0 + b, total.1 + n);
             } else if keep(&p) {
-                total = (total.0 + p.metadata().unwrap().len(), total.1 + 1);
+                total = (total.0 + meta.len(), total.1 + 1);
             }
         }
         total
