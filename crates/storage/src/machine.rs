@@ -758,14 +758,13 @@ pub(crate) fn stage(
     };
     if logged {
         // An unchanged delete has no image: its record holds the key.
-        let old_image = match (&old, unchanged_global) {
+        let old_bytes = match (&old, unchanged_global) {
             (None, true) => match w.key.item() {
-                Ok(k) => Some(k),
+                Ok(k) => Some(encode_item(&k)),
                 Err(e) => return Ok(Outcome::Invalid(e.to_string())),
             },
-            _ => old.clone(),
+            _ => old.as_ref().map(encode_item),
         };
-        let old_bytes = old_image.as_ref().map(encode_item);
         let change = Change {
             storage_key: &w.storage_key,
             old: old_bytes.as_deref(),
